@@ -1,0 +1,327 @@
+//! One node at run time: its bb8 pool, its live health, its checkout race
+//! and its probe.
+//!
+//! The health decisions themselves live in [`crate::health`]; this module
+//! puts them behind a lock, mirrors "up" into an atomic for the hot path and
+//! wakes whoever must react to a change.
+
+use std::collections::hash_map::RandomState;
+use std::fmt;
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bb8::{PooledConnection, RunError};
+use tokio::sync::Notify;
+use tokio::sync::futures::Notified;
+
+use crate::health::{FailureKind, Health, PenaltyPolicy, Transition};
+use crate::manager::{ClassifyFailure, NodeManager, Tracked, TrackedConn};
+use crate::metrics::NodeMetrics;
+
+/// A number in `[0, 1)` for back-off jitter. std's `RandomState` is seeded
+/// per process from the OS, which is all the randomness jitter needs.
+fn jitter_sample() -> f64 {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let bits = RandomState::new().hash_one(COUNTER.fetch_add(1, Ordering::Relaxed));
+    (bits >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// A node's health as shared by its pool, its connections and the reaper.
+pub(crate) struct NodeHealth {
+    pub(crate) name: Arc<str>,
+    /// Mirror of `state.is_up()`, read lock-free by routing.
+    up: AtomicBool,
+    /// Bumped each time the node is boxed. A connection remembers the epoch
+    /// it was made in; once the node has been boxed, older connections are
+    /// dropped and their failures ignored, so a node that comes back is not
+    /// boxed again by sockets left over from before it died.
+    epoch: AtomicU64,
+    /// Set while a timeout streak is open, so that the common success path
+    /// is one relaxed load and no lock.
+    streak: AtomicBool,
+    /// A probe of this node is in flight.
+    probing: AtomicBool,
+    state: Mutex<Health>,
+    policy: PenaltyPolicy,
+    /// Wakes checkouts racing against this node being boxed.
+    boxed: Notify,
+    /// Wakes the pool's background task to schedule a probe.
+    reaper: Arc<Notify>,
+    /// Nodes of the pool currently boxed.
+    down: Arc<AtomicUsize>,
+    pub(crate) metrics: NodeMetrics,
+}
+
+impl fmt::Debug for NodeHealth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NodeHealth")
+            .field("name", &self.name)
+            .field("up", &self.is_up())
+            .finish_non_exhaustive()
+    }
+}
+
+impl NodeHealth {
+    pub(crate) fn new(
+        name: &str,
+        policy: PenaltyPolicy,
+        reaper: Arc<Notify>,
+        down: Arc<AtomicUsize>,
+    ) -> Self {
+        let metrics = NodeMetrics::new(name);
+        metrics.up.set(1.0);
+        NodeHealth {
+            name: name.into(),
+            up: AtomicBool::new(true),
+            epoch: AtomicU64::new(0),
+            streak: AtomicBool::new(false),
+            probing: AtomicBool::new(false),
+            state: Mutex::new(Health::up()),
+            policy,
+            boxed: Notify::new(),
+            reaper,
+            down,
+            metrics,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Health> {
+        // Health updates never panic midway, so a poisoned lock still holds
+        // a consistent state.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    #[inline]
+    pub(crate) fn is_up(&self) -> bool {
+        self.up.load(Ordering::Acquire)
+    }
+
+    #[inline]
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    /// A copy of the health state machine, for status reports.
+    pub(crate) fn snapshot(&self) -> Health {
+        self.lock().clone()
+    }
+
+    /// A future that completes when the node is boxed after this call.
+    /// Create it *before* checking [`is_up`](Self::is_up) so that no boxing
+    /// can slip between the check and the wait.
+    pub(crate) fn boxed_signal(&self) -> Notified<'_> {
+        self.boxed.notified()
+    }
+
+    /// Something succeeded on a connection of `epoch`.
+    #[inline]
+    pub(crate) fn report_success(&self) {
+        if self.streak.load(Ordering::Relaxed) {
+            self.lock().on_success();
+            self.streak.store(false, Ordering::Relaxed);
+        }
+    }
+
+    /// A failure was seen on a connection made in `epoch`.
+    pub(crate) fn report_failure(&self, kind: FailureKind, epoch: u64, detail: &dyn fmt::Display) {
+        if epoch != self.epoch() {
+            return; // about an earlier life of the node
+        }
+        self.metrics.failure(kind.as_str());
+        let mut health = self.lock();
+        if epoch != self.epoch() {
+            return;
+        }
+        match health.on_failure(kind, &self.policy, Instant::now(), jitter_sample()) {
+            Transition::Boxed => {
+                let wait = health.remaining(Instant::now()).unwrap_or_default();
+                self.enter_box(health);
+                tracing::warn!(node = %self.name, failure = %kind, error = %detail, ?wait, "node boxed");
+            }
+            _ => {
+                if kind.is_timeout() {
+                    self.streak.store(true, Ordering::Relaxed);
+                }
+                tracing::debug!(node = %self.name, failure = %kind, error = %detail, "node failure below threshold");
+            }
+        }
+    }
+
+    /// Puts a node that is down at start straight into the box.
+    pub(crate) fn start_boxed(&self, kind: FailureKind, detail: &dyn fmt::Display) {
+        let mut health = self.lock();
+        if !health.is_up() {
+            return;
+        }
+        let strict = PenaltyPolicy {
+            timeout_threshold: 1,
+            ..self.policy
+        };
+        health.on_failure(kind, &strict, Instant::now(), jitter_sample());
+        self.metrics.failure(kind.as_str());
+        self.enter_box(health);
+        tracing::warn!(node = %self.name, failure = %kind, error = %detail, "node down at start; boxed");
+    }
+
+    /// Bookkeeping after `health` moved to boxed; releases the lock before
+    /// waking anyone.
+    fn enter_box(&self, health: MutexGuard<'_, Health>) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.up.store(false, Ordering::Release);
+        self.streak.store(false, Ordering::Relaxed);
+        drop(health);
+        self.down.fetch_add(1, Ordering::Relaxed);
+        self.metrics.up.set(0.0);
+        self.metrics.penalties.increment(1);
+        self.boxed.notify_waiters();
+        self.reaper.notify_one();
+    }
+
+    /// When the next probe is due, if the node is boxed and no probe is in
+    /// flight.
+    pub(crate) fn probe_at(&self) -> Option<Instant> {
+        if self.probing.load(Ordering::Acquire) {
+            return None;
+        }
+        self.lock().probe_at()
+    }
+
+    /// Claims the right to probe; false if a probe is already in flight.
+    pub(crate) fn start_probe(&self) -> bool {
+        !self.probing.swap(true, Ordering::AcqRel)
+    }
+
+    /// Records a probe's outcome and releases the claim.
+    pub(crate) fn finish_probe(&self, outcome: Result<(), (FailureKind, String)>) {
+        let mut health = self.lock();
+        match outcome {
+            Ok(()) => {
+                if health.on_probe_succeeded() == Transition::Returned {
+                    self.up.store(true, Ordering::Release);
+                    drop(health);
+                    self.down.fetch_sub(1, Ordering::Relaxed);
+                    self.metrics.up.set(1.0);
+                    tracing::info!(node = %self.name, "node back in rotation");
+                } else {
+                    drop(health);
+                }
+                self.metrics.probe(true);
+            }
+            Err((kind, detail)) => {
+                health.on_probe_failed(kind, &self.policy, Instant::now(), jitter_sample());
+                let wait = health.remaining(Instant::now()).unwrap_or_default();
+                drop(health);
+                self.metrics.probe(false);
+                tracing::debug!(node = %self.name, failure = %kind, error = %detail, ?wait, "probe failed");
+            }
+        }
+        self.probing.store(false, Ordering::Release);
+        self.reaper.notify_one();
+    }
+}
+
+/// Why a checkout from one node did not give a connection.
+#[derive(Debug)]
+pub(crate) enum CheckoutError {
+    /// The node is in the box, or was boxed while we waited: try the next.
+    Boxed,
+    /// The node's pool stayed busy for the whole checkout timeout.
+    TimedOut(Duration),
+}
+
+/// One node of a pool.
+pub(crate) struct Node<M: NodeManager> {
+    pub(crate) health: Arc<NodeHealth>,
+    pub(crate) weight: f64,
+    pub(crate) pool: bb8::Pool<Tracked<M>>,
+    pub(crate) manager: Arc<M>,
+    pub(crate) probe_timeout: Duration,
+}
+
+impl<M: NodeManager> fmt::Debug for Node<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Node")
+            .field("name", &self.health.name)
+            .field("weight", &self.weight)
+            .field("up", &self.health.is_up())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<M> Node<M>
+where
+    M: NodeManager,
+{
+    /// Checks a connection out, giving up the moment the node is boxed
+    /// instead of waiting out bb8's timeout on a dead node.
+    pub(crate) async fn checkout(
+        &self,
+    ) -> Result<PooledConnection<'static, Tracked<M>>, CheckoutError> {
+        let started = Instant::now();
+        loop {
+            let boxed = self.health.boxed_signal();
+            if !self.health.is_up() {
+                return Err(CheckoutError::Boxed);
+            }
+            let result = tokio::select! {
+                biased;
+                result = self.pool.get_owned() => result,
+                () = boxed => return Err(CheckoutError::Boxed),
+            };
+            match result {
+                Ok(mut conn) => {
+                    if conn.epoch == self.health.epoch() {
+                        self.health.metrics.checkouts.increment(1);
+                        self.health
+                            .metrics
+                            .checkout_seconds
+                            .record(started.elapsed());
+                        return Ok(conn);
+                    }
+                    // Made before the node was last boxed: drop it, take another.
+                    conn.broken = true;
+                }
+                Err(RunError::TimedOut) => return Err(CheckoutError::TimedOut(started.elapsed())),
+                // bb8 0.9 reports connect errors to its error sink, not here;
+                // the manager wrapper has already told the node's health.
+                Err(RunError::User(_)) => {
+                    if !self.health.is_up() {
+                        return Err(CheckoutError::Boxed);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Connects and validates a fresh connection under the probe timeout;
+    /// on success the connection joins the pool, warm.
+    pub(crate) async fn probe(&self) -> Result<(), (FailureKind, String)> {
+        let epoch = self.health.epoch();
+        let attempt = async {
+            let mut conn = self.manager.connect().await?;
+            self.manager.is_valid(&mut conn).await?;
+            Ok::<_, M::Error>(conn)
+        };
+        match tokio::time::timeout(self.probe_timeout, attempt).await {
+            Ok(Ok(conn)) => {
+                let conn = TrackedConn::new(conn, epoch, self.health.clone());
+                // A full pool just means the connection is not needed.
+                let _ = self.pool.add(conn);
+                Ok(())
+            }
+            Ok(Err(e)) => Err((
+                e.failure_kind().unwrap_or(FailureKind::Connect),
+                e.to_string(),
+            )),
+            Err(_) => Err((
+                FailureKind::Timeout,
+                format!(
+                    "no answer within the probe timeout of {:?}",
+                    self.probe_timeout
+                ),
+            )),
+        }
+    }
+}

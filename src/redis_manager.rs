@@ -1,0 +1,264 @@
+//! The default Redis connection manager, URL handling and failure
+//! classification for `redis` errors.
+
+use std::fmt;
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
+use redis::{
+    AsyncConnectionConfig, Client, ConnectionAddr, ConnectionInfo, ErrorKind, IntoConnectionInfo,
+    RedisError, ServerErrorKind,
+};
+
+use crate::error::Error;
+use crate::health::FailureKind;
+use crate::manager::ClassifyFailure;
+
+impl ClassifyFailure for RedisError {
+    fn failure_kind(&self) -> Option<FailureKind> {
+        if self.is_connection_refusal() {
+            return Some(FailureKind::Refused);
+        }
+        if self.is_timeout() {
+            return Some(FailureKind::Timeout);
+        }
+        match self.kind() {
+            ErrorKind::AuthenticationFailed => return Some(FailureKind::Auth),
+            ErrorKind::Server(ServerErrorKind::BusyLoading) => return Some(FailureKind::Loading),
+            ErrorKind::Server(ServerErrorKind::MasterDown) => {
+                return Some(FailureKind::MasterDown);
+            }
+            _ => {}
+        }
+        if matches!(self.code(), Some("WRONGPASS" | "NOAUTH")) {
+            return Some(FailureKind::Auth);
+        }
+        if self.is_connection_dropped() {
+            return Some(FailureKind::Dropped);
+        }
+        if self.is_io_error() {
+            return Some(FailureKind::Io);
+        }
+        None
+    }
+}
+
+/// A bb8 connection manager for one Redis node, made from a `redis://` or
+/// `rediss://` URL, handing out multiplexed connections with connect and
+/// response timeouts.
+///
+/// Its `Debug` shows the address and database only: never the user name or
+/// password of the URL.
+#[derive(Clone)]
+pub struct RedisManager {
+    client: Client,
+    config: AsyncConnectionConfig,
+    address: String,
+    db: i64,
+}
+
+impl fmt::Debug for RedisManager {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisManager")
+            .field("address", &self.address)
+            .field("db", &self.db)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Default time to establish a connection.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Default time to wait for a reply to a command.
+pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_millis(500);
+
+impl RedisManager {
+    /// A manager for the node at `url`, with the default timeouts.
+    ///
+    /// Accepts what [`redis`] accepts: `redis://[user][:password@]host[:port][/db]`,
+    /// `rediss://` for TLS (with the `tls` feature) and `redis+unix:///path`.
+    /// The error never repeats the URL's credentials.
+    pub fn new(url: &str) -> Result<Self, Error> {
+        Self::with_timeouts(url, DEFAULT_CONNECT_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT)
+    }
+
+    /// A manager for the node at `url` with the given connect and response
+    /// timeouts.
+    pub fn with_timeouts(
+        url: &str,
+        connect_timeout: Duration,
+        response_timeout: Duration,
+    ) -> Result<Self, Error> {
+        let info = parse_url(url)?;
+        Ok(Self::from_info(info, connect_timeout, response_timeout))
+    }
+
+    pub(crate) fn from_info(
+        info: ConnectionInfo,
+        connect_timeout: Duration,
+        response_timeout: Duration,
+    ) -> Self {
+        let address = info.addr().to_string();
+        let db = info.redis_settings().db();
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(connect_timeout))
+            .set_response_timeout(Some(response_timeout));
+        // `Client::open` only fails on what `parse_url` already checked.
+        let client = Client::open(info).expect("connection info was validated by parse_url");
+        RedisManager {
+            client,
+            config,
+            address,
+            db,
+        }
+    }
+
+    /// The node's address as `host:port` (or the socket path): what a node
+    /// added with [`Builder::node`](crate::Builder::node) is named after.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+}
+
+/// Parses and checks a node URL. Errors name the URL with its credentials
+/// masked.
+pub(crate) fn parse_url(url: &str) -> Result<ConnectionInfo, Error> {
+    let bad = |reason: String| Error::Config {
+        setting: format!("node URL `{}`", redact_url(url)),
+        reason,
+    };
+    let info = url
+        .into_connection_info()
+        .map_err(|e| bad(describe_url_error(&e)))?;
+    match info.addr() {
+        ConnectionAddr::Tcp(host, port) | ConnectionAddr::TcpTls { host, port, .. } => {
+            if host.is_empty() {
+                return Err(bad("the host is missing".into()));
+            }
+            if *port == 0 {
+                return Err(bad("port 0 is not a port a server listens on".into()));
+            }
+        }
+        ConnectionAddr::Unix(_) => {}
+        _ => {}
+    }
+    if info.redis_settings().db() < 0 {
+        return Err(bad(format!(
+            "the database index must not be negative, got {}",
+            info.redis_settings().db()
+        )));
+    }
+    // Whatever the URL parser accepted, the client must accept too, so that
+    // building a manager cannot fail later.
+    Client::open(info.clone()).map_err(|e| bad(describe_url_error(&e)))?;
+    Ok(info)
+}
+
+/// The `redis` crate's words for a URL problem, which never include the URL.
+fn describe_url_error(e: &RedisError) -> String {
+    match e.detail() {
+        Some(detail) => format!("{} ({detail})", e.category()),
+        None => e.to_string(),
+    }
+}
+
+/// `url` with any user name and password replaced by `***`, for messages.
+pub(crate) fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_owned();
+    };
+    let rest = &url[scheme_end + 3..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{}***{}", &url[..scheme_end + 3], &rest[at..]),
+        None => url.to_owned(),
+    }
+}
+
+impl bb8::ManageConnection for RedisManager {
+    type Connection = MultiplexedConnection;
+    type Error = RedisError;
+
+    async fn connect(&self) -> Result<Self::Connection, Self::Error> {
+        self.client
+            .get_multiplexed_async_connection_with_config(&self.config)
+            .await
+    }
+
+    async fn is_valid(&self, conn: &mut Self::Connection) -> Result<(), Self::Error> {
+        redis::cmd("PING").query_async::<()>(conn).await
+    }
+
+    fn has_broken(&self, _: &mut Self::Connection) -> bool {
+        // Failures are tracked by the pool's own wrapper, which sees every
+        // command's result.
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redaction_hides_user_and_password() {
+        assert_eq!(redact_url("redis://u:p@h:1/2"), "redis://***@h:1/2");
+        assert_eq!(redact_url("redis://:secret@h"), "redis://***@h");
+        assert_eq!(redact_url("redis://h:1/0"), "redis://h:1/0");
+        assert_eq!(redact_url("rediss://a:b@c@h:1"), "rediss://***@h:1");
+        assert_eq!(redact_url("garbage"), "garbage");
+        assert_eq!(redact_url("redis://h/0?x=a@b"), "redis://h/0?x=a@b");
+    }
+
+    #[test]
+    fn url_errors_name_the_url_without_credentials() {
+        for url in [
+            "redis://user:hunter2@127.0.0.1:70000",
+            "redis://user:hunter2@127.0.0.1:1/notadb",
+            "redis://user:hunter2@127.0.0.1:0",
+            "http://user:hunter2@127.0.0.1:1",
+            "redis://user:hunter2@127.0.0.1:1/-1",
+        ] {
+            let err = parse_url(url).unwrap_err();
+            let text = format!("{err} {err:?}");
+            assert!(!text.contains("hunter2"), "{text}");
+            assert!(text.contains("***@127.0.0.1"), "{text}");
+        }
+        assert!(parse_url("redis://").is_err());
+        assert!(parse_url("").is_err());
+        assert!(parse_url("127.0.0.1:6379").is_err());
+    }
+
+    #[test]
+    fn manager_debug_shows_no_credentials() {
+        let m = RedisManager::new("redis://alice:hunter2@127.0.0.1:7001/3").unwrap();
+        let text = format!("{m:?}");
+        assert!(
+            !text.contains("hunter2") && !text.contains("alice"),
+            "{text}"
+        );
+        assert!(text.contains("127.0.0.1:7001"));
+        assert_eq!(m.address(), "127.0.0.1:7001");
+    }
+
+    #[test]
+    fn classification() {
+        let refused: RedisError =
+            std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "x").into();
+        let reset: RedisError =
+            std::io::Error::new(std::io::ErrorKind::ConnectionReset, "x").into();
+        let timeout: RedisError = std::io::Error::new(std::io::ErrorKind::TimedOut, "x").into();
+        let other: RedisError = std::io::Error::other("x").into();
+        let reply: RedisError = (ErrorKind::Server(ServerErrorKind::ResponseError), "ERR").into();
+        let loading: RedisError = (ErrorKind::Server(ServerErrorKind::BusyLoading), "x").into();
+        let auth: RedisError = (ErrorKind::AuthenticationFailed, "x").into();
+        let wrongtype: RedisError = (ErrorKind::UnexpectedReturnType, "x").into();
+        assert_eq!(refused.failure_kind(), Some(FailureKind::Refused));
+        assert_eq!(reset.failure_kind(), Some(FailureKind::Dropped));
+        assert_eq!(timeout.failure_kind(), Some(FailureKind::Timeout));
+        assert_eq!(other.failure_kind(), Some(FailureKind::Io));
+        assert_eq!(loading.failure_kind(), Some(FailureKind::Loading));
+        assert_eq!(auth.failure_kind(), Some(FailureKind::Auth));
+        assert_eq!(reply.failure_kind(), None);
+        assert_eq!(wrongtype.failure_kind(), None);
+    }
+}

@@ -1,0 +1,227 @@
+//! Real `redis-server` processes for the tests: each on a free loopback
+//! port, without persistence, killed when dropped.
+#![allow(dead_code)] // each test binary uses its own part of this module
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long a server may take to answer after it is started.
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One `redis-server` child process on `127.0.0.1:port`.
+pub struct RedisServer {
+    port: u16,
+    child: Option<Child>,
+    extra_args: Vec<String>,
+}
+
+fn free_port() -> u16 {
+    // Bind port 0 and let the OS choose; the listener is closed before the
+    // server binds, so another process could take it in between: `start`
+    // retries on a new port if the server does not come up.
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free loopback port");
+    listener.local_addr().unwrap().port()
+}
+
+fn redis_server_path() -> &'static str {
+    if Command::new("redis-server")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_err()
+    {
+        panic!(
+            "redis-server is not installed. Install it with `sudo apt-get install redis-server` \
+             (Debian/Ubuntu) or `brew install redis` (macOS)."
+        );
+    }
+    "redis-server"
+}
+
+impl RedisServer {
+    /// Starts a server on a free port and waits until it answers PING.
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts a server with extra command-line arguments, e.g.
+    /// `["--requirepass", "secret"]`.
+    pub fn start_with(extra_args: &[&str]) -> Self {
+        let extra_args: Vec<String> = extra_args.iter().map(|s| s.to_string()).collect();
+        for _ in 0..5 {
+            let mut server = RedisServer {
+                port: free_port(),
+                child: None,
+                extra_args: extra_args.clone(),
+            };
+            if server.spawn() {
+                return server;
+            }
+        }
+        panic!("could not start redis-server on a free port after 5 tries");
+    }
+
+    /// Spawns the process on `self.port`; true once it answers.
+    fn spawn(&mut self) -> bool {
+        let child = Command::new(redis_server_path())
+            .args(["--port", &self.port.to_string()])
+            .args(["--bind", "127.0.0.1"])
+            .args(["--save", ""])
+            .args(["--appendonly", "no"])
+            .args(["--protected-mode", "no"])
+            .args(["--loglevel", "warning"])
+            .args(["--dir", &std::env::temp_dir().to_string_lossy()])
+            .args(&self.extra_args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn redis-server");
+        self.child = Some(child);
+        let deadline = Instant::now() + READY_TIMEOUT;
+        while Instant::now() < deadline {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(_)) = child.try_wait() {
+                    self.child = None;
+                    return false; // exited: most likely the port was taken
+                }
+            }
+            if self.answers_ping() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.kill();
+        false
+    }
+
+    /// Whether the server answers a raw PING (any reply counts, so a server
+    /// with `requirepass` answering `-NOAUTH` is up too).
+    pub fn answers_ping(&self) -> bool {
+        let Ok(mut stream) = TcpStream::connect_timeout(
+            &format!("127.0.0.1:{}", self.port).parse().unwrap(),
+            Duration::from_millis(200),
+        ) else {
+            return false;
+        };
+        let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+        if stream.write_all(b"PING\r\n").is_err() {
+            return false;
+        }
+        let mut buf = [0u8; 64];
+        matches!(stream.read(&mut buf), Ok(n) if n > 0)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// The default node name fluster gives this server.
+    pub fn name(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().expect("server is not running").id()
+    }
+
+    /// kill -9, and reap the process.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGSTOP: the server keeps its sockets but stops answering.
+    pub fn pause(&self) {
+        signal(self.pid(), "-STOP");
+    }
+
+    /// SIGCONT after [`pause`](Self::pause).
+    pub fn resume(&self) {
+        signal(self.pid(), "-CONT");
+    }
+
+    /// Starts the server again on the same port (after `kill`), empty.
+    pub fn restart(&mut self) {
+        self.kill();
+        let deadline = Instant::now() + READY_TIMEOUT;
+        while !self.spawn() {
+            assert!(
+                Instant::now() < deadline,
+                "could not restart redis-server on port {}",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// A plain client to this server, bypassing fluster, for checking what
+    /// a node really holds.
+    pub fn client(&self) -> redis::Connection {
+        redis::Client::open(self.url())
+            .unwrap()
+            .get_connection()
+            .expect("direct connection to test server")
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        if let Some(child) = &self.child {
+            // A paused server ignores nothing but SIGKILL, which is what
+            // `kill` sends; resume anyway so no stopped process lingers.
+            signal(child.id(), "-CONT");
+        }
+        self.kill();
+    }
+}
+
+fn signal(pid: u32, sig: &str) {
+    let status = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill {sig} {pid} failed");
+}
+
+/// Starts `n` servers.
+pub fn start_servers(n: usize) -> Vec<RedisServer> {
+    (0..n).map(|_| RedisServer::start()).collect()
+}
+
+/// Polls `condition` every 5 ms until it holds or `timeout` passes; returns
+/// whether it held.
+pub async fn eventually(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if condition() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Finds one key per node name whose home is that node.
+pub fn keys_homed_on(pool: &fluster::ShardedPool, prefix: &str) -> Vec<(String, String)> {
+    let names: Vec<String> = pool.nodes().map(str::to_owned).collect();
+    names
+        .iter()
+        .map(|name| {
+            let key = (0..100_000)
+                .map(|i| format!("{prefix}:{i}"))
+                .find(|k| pool.home_node_for(k) == name)
+                .expect("a key for every node");
+            (name.clone(), key)
+        })
+        .collect()
+}
