@@ -29,6 +29,23 @@ pub trait ClassifyFailure: fmt::Display {
     fn failure_kind(&self) -> Option<FailureKind>;
 }
 
+/// For managers whose connections are plain sockets.
+impl ClassifyFailure for std::io::Error {
+    fn failure_kind(&self) -> Option<FailureKind> {
+        use std::io::ErrorKind as K;
+        Some(match self.kind() {
+            K::ConnectionRefused => FailureKind::Refused,
+            K::ConnectionReset
+            | K::ConnectionAborted
+            | K::BrokenPipe
+            | K::UnexpectedEof
+            | K::NotConnected => FailureKind::Dropped,
+            K::TimedOut | K::WouldBlock => FailureKind::Timeout,
+            _ => FailureKind::Io,
+        })
+    }
+}
+
 /// `M` with its failures reported to the node's health.
 pub(crate) struct Tracked<M> {
     pub(crate) inner: Arc<M>,

@@ -45,8 +45,9 @@ pub(crate) struct NodeHealth {
     probing: AtomicBool,
     state: Mutex<Health>,
     policy: PenaltyPolicy,
-    /// Wakes checkouts racing against this node being boxed.
-    boxed: Notify,
+    /// Wakes checkouts waiting on this node when it fails: boxed, or a
+    /// connect that failed below the timeout threshold.
+    failed: Notify,
     /// Wakes the pool's background task to schedule a probe.
     reaper: Arc<Notify>,
     /// Nodes of the pool currently boxed.
@@ -80,7 +81,7 @@ impl NodeHealth {
             probing: AtomicBool::new(false),
             state: Mutex::new(Health::up()),
             policy,
-            boxed: Notify::new(),
+            failed: Notify::new(),
             reaper,
             down,
             metrics,
@@ -108,11 +109,11 @@ impl NodeHealth {
         self.lock().clone()
     }
 
-    /// A future that completes when the node is boxed after this call.
-    /// Create it *before* checking [`is_up`](Self::is_up) so that no boxing
-    /// can slip between the check and the wait.
-    pub(crate) fn boxed_signal(&self) -> Notified<'_> {
-        self.boxed.notified()
+    /// A future that completes when the node reports a failure after this
+    /// call. Create it *before* checking [`is_up`](Self::is_up) so that no
+    /// boxing can slip between the check and the wait.
+    pub(crate) fn failure_signal(&self) -> Notified<'_> {
+        self.failed.notified()
     }
 
     /// Something succeeded on a connection of `epoch`.
@@ -144,7 +145,11 @@ impl NodeHealth {
                 if kind.is_timeout() {
                     self.streak.store(true, Ordering::Relaxed);
                 }
+                drop(health);
                 tracing::debug!(node = %self.name, failure = %kind, error = %detail, "node failure below threshold");
+                // A checkout waiting on a connect that just failed would
+                // otherwise wait out the whole checkout timeout.
+                self.failed.notify_waiters();
             }
         }
     }
@@ -175,7 +180,7 @@ impl NodeHealth {
         self.down.fetch_add(1, Ordering::Relaxed);
         self.metrics.up.set(0.0);
         self.metrics.penalties.increment(1);
-        self.boxed.notify_waiters();
+        self.failed.notify_waiters();
         self.reaper.notify_one();
     }
 
@@ -238,6 +243,7 @@ pub(crate) struct Node<M: NodeManager> {
     pub(crate) pool: bb8::Pool<Tracked<M>>,
     pub(crate) manager: Arc<M>,
     pub(crate) probe_timeout: Duration,
+    pub(crate) checkout_timeout: Duration,
 }
 
 impl<M: NodeManager> fmt::Debug for Node<M> {
@@ -256,19 +262,32 @@ where
 {
     /// Checks a connection out, giving up the moment the node is boxed
     /// instead of waiting out bb8's timeout on a dead node.
+    ///
+    /// A connect that fails without boxing the node (a timeout below the
+    /// threshold) makes the checkout ask bb8 again, which starts a new
+    /// connect; all of it within one checkout timeout.
     pub(crate) async fn checkout(
         &self,
     ) -> Result<PooledConnection<'static, Tracked<M>>, CheckoutError> {
         let started = Instant::now();
+        let deadline = started + self.checkout_timeout;
+        // bb8's own timeout bounds the first attempt; later ones need ours.
+        let mut retried = false;
         loop {
-            let boxed = self.health.boxed_signal();
+            let failed = self.health.failure_signal();
             if !self.health.is_up() {
                 return Err(CheckoutError::Boxed);
             }
             let result = tokio::select! {
                 biased;
                 result = self.pool.get_owned() => result,
-                () = boxed => return Err(CheckoutError::Boxed),
+                () = failed => {
+                    retried = true;
+                    continue;
+                }
+                () = tokio::time::sleep_until(deadline.into()), if retried => {
+                    return Err(CheckoutError::TimedOut(started.elapsed()));
+                }
             };
             match result {
                 Ok(mut conn) => {
@@ -282,15 +301,12 @@ where
                     }
                     // Made before the node was last boxed: drop it, take another.
                     conn.broken = true;
+                    retried = true;
                 }
                 Err(RunError::TimedOut) => return Err(CheckoutError::TimedOut(started.elapsed())),
                 // bb8 0.9 reports connect errors to its error sink, not here;
                 // the manager wrapper has already told the node's health.
-                Err(RunError::User(_)) => {
-                    if !self.health.is_up() {
-                        return Err(CheckoutError::Boxed);
-                    }
-                }
+                Err(RunError::User(_)) => retried = true,
             }
         }
     }

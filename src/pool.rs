@@ -143,6 +143,7 @@ where
                 pool,
                 manager,
                 probe_timeout: settings.probe_timeout,
+                checkout_timeout: settings.checkout_timeout,
             }));
         }
         let router = Router::new(names.iter().map(|(n, w)| (n.as_str(), *w)));
@@ -321,10 +322,10 @@ where
 
     /// Counts a failover if `served` is not the key's home node.
     fn count_failover(&self, hash: u64, served: usize) {
-        if let Some(home) = self.router.pick_hashed(hash, |_| true) {
-            if home != served {
-                self.nodes[home].health.metrics.failovers.increment(1);
-            }
+        if let Some(home) = self.router.pick_hashed(hash, |_| true)
+            && home != served
+        {
+            self.nodes[home].health.metrics.failovers.increment(1);
         }
     }
 }

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 use crate::manager::NodeManager;
+use crate::node::Node;
 use crate::pool::Inner;
 
 /// How often the connection gauges are sampled.
@@ -43,18 +44,8 @@ where
             let mut deadline = next_gauges;
             for node in &pool.nodes {
                 match node.health.probe_at() {
-                    Some(at) if at <= now => {
-                        if node.health.start_probe() {
-                            let node = node.clone();
-                            // The probe holds the node, not the pool, and
-                            // ends within the probe timeout.
-                            tokio::spawn(async move {
-                                let outcome = node.probe().await;
-                                node.health.finish_probe(outcome);
-                            });
-                        }
-                    }
-                    Some(at) => deadline = deadline.min(at),
+                    Some(at) if at > now => deadline = deadline.min(at),
+                    Some(_) => spawn_probe(node.clone()),
                     None => {}
                 }
             }
@@ -65,6 +56,17 @@ where
             () = tokio::time::sleep_until(deadline.into()) => {}
             () = wake.notified() => {}
         }
+    }
+}
+
+/// Probes `node` in a task of its own, unless a probe is already in flight.
+/// The task holds the node, not the pool, and ends within the probe timeout.
+fn spawn_probe<M: NodeManager>(node: Arc<Node<M>>) {
+    if node.health.start_probe() {
+        tokio::spawn(async move {
+            let outcome = node.probe().await;
+            node.health.finish_probe(outcome);
+        });
     }
 }
 

@@ -311,3 +311,68 @@ async fn get_any_takes_healthy_nodes_in_turn() {
         assert_ne!(pool.get_any().await.unwrap().node(), victim);
     }
 }
+
+/// A node that accepts connections but never answers (SIGSTOP) is boxed
+/// after the configured number of timeouts in a row (command or connect
+/// timeouts alike), no command waits longer than the response timeout and no
+/// checkout longer than those timeouts; after SIGCONT it is let back in.
+#[tokio::test]
+async fn hung_node_is_boxed_after_the_timeout_threshold() {
+    let servers = start_servers(2);
+    let timeout = Duration::from_millis(200);
+    let pool = ShardedPool::builder()
+        .node(&servers[0].url())
+        .node(&servers[1].url())
+        .response_timeout(timeout)
+        .connect_timeout(timeout)
+        .probe_timeout(timeout)
+        .timeouts_before_penalty(3)
+        .penalty_min_wait(Duration::from_millis(100))
+        .penalty_max_wait(Duration::from_millis(200))
+        .build()
+        .await
+        .unwrap();
+    let victim = servers[0].name();
+    let key = keys_homed_on(&pool, "hung")
+        .into_iter()
+        .find(|(n, _)| *n == victim)
+        .unwrap()
+        .1;
+    servers[0].pause();
+
+    // The pooled connection from start-up meets the first timeout.
+    let mut conn = pool.get(&key).await.unwrap();
+    assert_eq!(conn.node(), victim);
+    let started = Instant::now();
+    let err = conn.incr::<_, _, i64>(&key, 1).await.unwrap_err();
+    let took = started.elapsed();
+    assert!(err.is_timeout(), "{err}");
+    assert!(
+        took < timeout + Duration::from_millis(100),
+        "command took {took:?}"
+    );
+    drop(conn);
+    let status = pool.status();
+    assert!(status[0].up, "one timeout must not box a node");
+    assert_eq!(status[0].consecutive_timeouts, 1);
+
+    // The next checkout must connect: two more timeouts box the node and
+    // the checkout moves on, well before the checkout timeout.
+    let started = Instant::now();
+    let conn = pool.get(&key).await.unwrap();
+    let took = started.elapsed();
+    assert_ne!(conn.node(), victim);
+    assert!(
+        took < 2 * timeout + Duration::from_millis(100),
+        "checkout took {took:?}"
+    );
+    drop(conn);
+    let status = pool.status();
+    assert!(!status[0].up);
+    assert_eq!(status[0].boxed_for, Some(FailureKind::Timeout));
+
+    servers[0].resume();
+    assert!(eventually(Duration::from_secs(5), || is_up(&pool, &victim)).await);
+    let (home, _) = incr(&pool, &key).await.unwrap();
+    assert_eq!(home, victim);
+}

@@ -1,0 +1,143 @@
+//! `ShardedPool<M>` over managers other than the default one.
+
+mod support;
+
+use std::time::Duration;
+
+use bb8_redis::RedisConnectionManager;
+use fluster::{Builder, ClassifyFailure, FailureKind, ShardedPool};
+use redis::AsyncCommands;
+use support::{eventually, start_servers};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+#[tokio::test]
+async fn bb8_redis_managers_can_be_sharded() {
+    let mut servers = start_servers(3);
+    let mut builder = Builder::new();
+    for (i, s) in servers.iter().enumerate() {
+        builder = builder.manager(
+            &format!("bb8-{i}"),
+            RedisConnectionManager::new(s.url()).unwrap(),
+        );
+    }
+    let pool: ShardedPool<RedisConnectionManager> = builder
+        .penalty_min_wait(Duration::from_secs(10))
+        .penalty_max_wait(Duration::from_secs(10))
+        .build()
+        .await
+        .unwrap();
+
+    // The connection speaks Redis directly, through the pool's tracking.
+    let mut homes = std::collections::HashSet::new();
+    for i in 0..30 {
+        let key = format!("generic:{i}");
+        let mut conn = pool.get(&key).await.unwrap();
+        let _: () = conn.set(&key, i).await.unwrap();
+        let back: i64 = conn.get(&key).await.unwrap();
+        assert_eq!(back, i);
+        assert_eq!(Some(conn.node()), pool.node_for(&key));
+        homes.insert(conn.node().to_owned());
+    }
+    assert_eq!(homes.len(), 3);
+
+    // A killed node is boxed by the first command that meets it, and its
+    // keys move.
+    let key = (0..1000)
+        .map(|i| format!("moving:{i}"))
+        .find(|k| pool.home_node_for(k) == "bb8-0")
+        .unwrap();
+    servers[0].kill();
+    let mut conn = pool.get(&key).await.unwrap();
+    assert!(conn.incr::<_, _, i64>(&key, 1).await.is_err());
+    drop(conn);
+    assert!(eventually(Duration::from_secs(2), || !pool.status()[0].up).await);
+    let conn = pool.get(&key).await.unwrap();
+    assert_ne!(conn.node(), "bb8-0");
+}
+
+/// A manager that is not Redis at all: raw TCP sockets speaking inline
+/// PING, with `std::io::Error` as its error type.
+struct PingManager {
+    addr: String,
+}
+
+impl bb8::ManageConnection for PingManager {
+    type Connection = TcpStream;
+    type Error = std::io::Error;
+
+    async fn connect(&self) -> Result<TcpStream, std::io::Error> {
+        TcpStream::connect(&self.addr).await
+    }
+
+    async fn is_valid(&self, conn: &mut TcpStream) -> Result<(), std::io::Error> {
+        ping(conn).await
+    }
+
+    fn has_broken(&self, _: &mut TcpStream) -> bool {
+        false
+    }
+}
+
+async fn ping(conn: &mut TcpStream) -> std::io::Result<()> {
+    conn.write_all(b"PING\r\n").await?;
+    let mut reply = [0u8; 7];
+    conn.read_exact(&mut reply).await?;
+    if &reply == b"+PONG\r\n" {
+        Ok(())
+    } else {
+        Err(std::io::Error::other("unexpected reply"))
+    }
+}
+
+#[tokio::test]
+async fn any_manager_with_a_classified_error_can_be_sharded() {
+    let mut servers = start_servers(2);
+    let pool = Builder::new()
+        .manager(
+            "tcp-a",
+            PingManager {
+                addr: servers[0].name(),
+            },
+        )
+        .manager(
+            "tcp-b",
+            PingManager {
+                addr: servers[1].name(),
+            },
+        )
+        .penalty_min_wait(Duration::from_millis(50))
+        .penalty_max_wait(Duration::from_millis(50))
+        .build()
+        .await
+        .unwrap();
+    let key = (0..1000)
+        .map(|i| format!("raw:{i}"))
+        .find(|k| pool.home_node_for(k) == "tcp-a")
+        .unwrap();
+    let mut conn = pool.get(&key).await.unwrap();
+    assert_eq!(conn.node(), "tcp-a");
+    ping(&mut conn).await.unwrap();
+    drop(conn);
+
+    // The pool cannot see this connection's replies; the caller reports.
+    servers[0].kill();
+    let mut conn = pool.get(&key).await.unwrap();
+    let err = ping(&mut conn).await.unwrap_err();
+    conn.report_failure(err.failure_kind().unwrap());
+    drop(conn);
+    let status = pool.status();
+    assert!(!status[0].up);
+    assert!(matches!(
+        status[0].boxed_for,
+        Some(FailureKind::Dropped | FailureKind::Io | FailureKind::Refused)
+    ));
+    let mut conn = pool.get(&key).await.unwrap();
+    assert_eq!(conn.node(), "tcp-b");
+    ping(&mut conn).await.unwrap();
+    drop(conn);
+
+    servers[0].restart();
+    assert!(eventually(Duration::from_secs(5), || pool.status()[0].up).await);
+    assert_eq!(pool.get(&key).await.unwrap().node(), "tcp-a");
+}
