@@ -25,18 +25,21 @@ fn free_port() -> u16 {
     listener.local_addr().unwrap().port()
 }
 
-fn redis_server_path() -> &'static str {
-    if Command::new("redis-server")
+/// How to get `redis-server`, for messages.
+pub const INSTALL_HINT: &str = "redis-server is not installed. Install it with \
+    `sudo apt-get install redis-server` (Debian/Ubuntu) or `brew install redis` (macOS).";
+
+/// Whether `redis-server` can be run.
+pub fn redis_server_installed() -> bool {
+    Command::new("redis-server")
         .arg("--version")
         .stdout(Stdio::null())
         .status()
-        .is_err()
-    {
-        panic!(
-            "redis-server is not installed. Install it with `sudo apt-get install redis-server` \
-             (Debian/Ubuntu) or `brew install redis` (macOS)."
-        );
-    }
+        .is_ok()
+}
+
+fn redis_server_path() -> &'static str {
+    assert!(redis_server_installed(), "{INSTALL_HINT}");
     "redis-server"
 }
 
