@@ -47,12 +47,16 @@ fn lookup(c: &mut Criterion) {
                     black_box(r.home(black_box(&keys[i])))
                 })
             });
-            group.bench_with_input(BenchmarkId::new("fluster weighted", n), &weighted, |b, r| {
-                b.iter(|| {
-                    i = (i + 1) % keys.len();
-                    black_box(r.home(black_box(&keys[i])))
-                })
-            });
+            group.bench_with_input(
+                BenchmarkId::new("fluster weighted", n),
+                &weighted,
+                |b, r| {
+                    b.iter(|| {
+                        i = (i + 1) % keys.len();
+                        black_box(r.home(black_box(&keys[i])))
+                    })
+                },
+            );
         }
         group.finish();
     }

@@ -60,7 +60,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let tally = Arc::new(Tally::default());
     let stop = Arc::new(AtomicBool::new(false));
     let traffic: Vec<_> = (0..TASKS)
-        .map(|task| tokio::spawn(traffic(pool.clone(), tally.clone(), stop.clone(), task as u64)))
+        .map(|task| {
+            tokio::spawn(traffic(
+                pool.clone(),
+                tally.clone(),
+                stop.clone(),
+                task as u64,
+            ))
+        })
         .collect();
 
     println!(
@@ -89,7 +96,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         if second == RESTART_AT {
             servers[VICTIM].restart();
-            println!("  -- {} restarted on the same port (empty) --", NODES[VICTIM]);
+            println!(
+                "  -- {} restarted on the same port (empty) --",
+                NODES[VICTIM]
+            );
         }
     }
 
@@ -116,7 +126,9 @@ async fn traffic(pool: ShardedPool, tally: Arc<Tally>, stop: Arc<AtomicBool>, ta
     while !stop.load(Ordering::Relaxed) {
         tick.tick().await;
         // A cheap spread of keys; every task walks all of them.
-        i = i.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        i = i
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         let key = format!("demo:{}", (i >> 33) % KEYS);
         let started = Instant::now();
         let mut conn = match pool.get(&key).await {
