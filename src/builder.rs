@@ -124,7 +124,7 @@ impl Builder<RedisManager> {
         self.redis_node(Some(name), url, weight)
     }
 
-    fn redis_node(mut self, name: Option<&str>, url: &str, weight: f64) -> Self {
+    pub(crate) fn redis_node(mut self, name: Option<&str>, url: &str, weight: f64) -> Self {
         match parse_url(url) {
             Ok(info) => {
                 let name = name.map_or_else(|| info.addr().to_string(), str::to_owned);

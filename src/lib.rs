@@ -58,10 +58,13 @@
 //! in [`mod@metrics`]. Every state change is also a [`tracing`] event.
 //!
 //! [bb8]: https://docs.rs/bb8
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs)]
 #![warn(missing_debug_implementations)]
 
 mod builder;
+#[cfg(feature = "serde")]
+mod config;
 mod connection;
 mod error;
 pub mod health;
@@ -76,6 +79,8 @@ pub mod route;
 pub use crate::builder::{
     Builder, DEFAULT_CHECKOUT_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_PROBE_TIMEOUT,
 };
+#[cfg(feature = "serde")]
+pub use crate::config::{Config, NodeConfig};
 pub use crate::connection::Connection;
 pub use crate::error::Error;
 pub use crate::health::FailureKind;

@@ -213,6 +213,7 @@ impl NodeHealth {
                     drop(health);
                 }
                 self.metrics.probe(true);
+                tracing::debug!(node = %self.name, "probe succeeded");
             }
             Err((kind, detail)) => {
                 health.on_probe_failed(kind, &self.policy, Instant::now(), jitter_sample());

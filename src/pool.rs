@@ -96,6 +96,28 @@ pub struct NodeStatus {
     pub idle_connections: u32,
 }
 
+/// JSON-friendly: durations as milliseconds (`penalty_wait_ms`,
+/// `penalty_remaining_ms`), the failure kind as its label.
+#[cfg(feature = "serde")]
+impl serde::Serialize for NodeStatus {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let millis = |d: Option<Duration>| d.map(|d| d.as_secs_f64() * 1000.0);
+        let mut s = serializer.serialize_struct("NodeStatus", 10)?;
+        s.serialize_field("name", &self.name)?;
+        s.serialize_field("up", &self.up)?;
+        s.serialize_field("weight", &self.weight)?;
+        s.serialize_field("consecutive_timeouts", &self.consecutive_timeouts)?;
+        s.serialize_field("boxed_for", &self.boxed_for.map(FailureKind::as_str))?;
+        s.serialize_field("failed_probes", &self.failed_probes)?;
+        s.serialize_field("penalty_wait_ms", &millis(self.penalty_wait))?;
+        s.serialize_field("penalty_remaining_ms", &millis(self.penalty_remaining))?;
+        s.serialize_field("connections", &self.connections)?;
+        s.serialize_field("idle_connections", &self.idle_connections)?;
+        s.end()
+    }
+}
+
 impl ShardedPool<RedisManager> {
     /// A builder for a pool of Redis nodes given by URL.
     ///

@@ -228,3 +228,55 @@ pub fn keys_homed_on(pool: &fluster::ShardedPool, prefix: &str) -> Vec<(String, 
         })
         .collect()
 }
+
+/// The pool the web examples serve: nodes from `FLUSTER_NODES`
+/// (comma-separated URLs) if set, else `n` local servers started here and
+/// returned so they live as long as the caller keeps them.
+pub async fn example_pool(
+    n: usize,
+) -> Result<(fluster::ShardedPool, Vec<RedisServer>), Box<dyn std::error::Error>> {
+    let (urls, servers) = match std::env::var("FLUSTER_NODES") {
+        Ok(list) => (
+            list.split(',')
+                .map(|u| u.trim().to_owned())
+                .collect::<Vec<_>>(),
+            Vec::new(),
+        ),
+        Err(_) => {
+            if !redis_server_installed() {
+                return Err(INSTALL_HINT.into());
+            }
+            let servers = start_servers(n);
+            (servers.iter().map(RedisServer::url).collect(), servers)
+        }
+    };
+    let mut builder = fluster::ShardedPool::builder();
+    for url in &urls {
+        builder = builder.node(url);
+    }
+    Ok((builder.build().await?, servers))
+}
+
+/// Installs the Prometheus recorder once per process (it must come before
+/// any pool is built) and returns its handle, with real histogram buckets
+/// for the checkout latency rather than summaries.
+pub fn install_prometheus() -> metrics_exporter_prometheus::PrometheusHandle {
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+    static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> =
+        std::sync::OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Full(fluster::metrics::CHECKOUT_SECONDS.to_owned()),
+                    &[
+                        0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025,
+                        0.05, 0.1, 0.25, 0.5, 1.0,
+                    ],
+                )
+                .expect("valid buckets")
+                .install_recorder()
+                .expect("no other metrics recorder is installed")
+        })
+        .clone()
+}

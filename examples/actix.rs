@@ -1,0 +1,102 @@
+//! fluster in an actix-web service: the pool in `web::Data`, Prometheus
+//! metrics, a JSON status page. The same service as `examples/axum.rs`.
+//!
+//!     cargo run --example actix --features serde
+//!     curl 127.0.0.1:3000/counter/user:42
+//!
+//! Nodes come from `FLUSTER_NODES=redis://...,redis://...`; without it,
+//! three local `redis-server` nodes are started for the run. The address
+//! is `FLUSTER_LISTEN` (default `127.0.0.1:3000`).
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use actix_web::http::StatusCode;
+use actix_web::{App, HttpResponse, ResponseError, get, web};
+use fluster::ShardedPool;
+use metrics_exporter_prometheus::PrometheusHandle;
+use redis::AsyncCommands;
+use serde_json::json;
+
+/// Registers the routes; `App::new().configure(routes)` in `main` and in
+/// the tests.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(counter).service(status).service(metrics);
+}
+
+/// `INCR key` on the key's node (or its stand-in while that one is boxed).
+#[get("/counter/{key}")]
+async fn counter(
+    pool: web::Data<ShardedPool>,
+    key: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    let key = key.into_inner();
+    let mut conn = pool.get(&key).await?;
+    let value: i64 = conn.incr(&key, 1).await?;
+    Ok(HttpResponse::Ok().json(json!({ "key": key, "value": value, "node": conn.node() })))
+}
+
+#[get("/status")]
+async fn status(pool: web::Data<ShardedPool>) -> HttpResponse {
+    HttpResponse::Ok().json(pool.status())
+}
+
+#[get("/metrics")]
+async fn metrics(handle: web::Data<PrometheusHandle>) -> String {
+    handle.render()
+}
+
+/// fluster's errors as HTTP: no healthy node or a busy one is 503 (retry
+/// later), a failed command 502.
+#[derive(Debug)]
+pub struct AppError(fluster::Error);
+
+impl std::fmt::Display for AppError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl<E: Into<fluster::Error>> From<E> for AppError {
+    fn from(e: E) -> Self {
+        AppError(e.into())
+    }
+}
+
+impl ResponseError for AppError {
+    fn status_code(&self) -> StatusCode {
+        match self.0 {
+            fluster::Error::Redis(_) => StatusCode::BAD_GATEWAY,
+            _ => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        HttpResponse::build(self.status_code()).json(json!({ "error": self.0.to_string() }))
+    }
+}
+
+#[allow(dead_code)] // the tests include this file for `routes` alone
+#[actix_web::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt().init();
+    // The recorder must be installed before the pool registers its metrics.
+    let handle = support::install_prometheus();
+    let (pool, _local_servers) = support::example_pool(3).await?;
+    let listen = std::env::var("FLUSTER_LISTEN").unwrap_or_else(|_| "127.0.0.1:3000".into());
+    println!(
+        "listening on http://{listen} (nodes: {:?})",
+        pool.nodes().collect::<Vec<_>>()
+    );
+    let (pool, handle) = (web::Data::new(pool), web::Data::new(handle));
+    actix_web::HttpServer::new(move || {
+        App::new()
+            .app_data(pool.clone())
+            .app_data(handle.clone())
+            .configure(routes)
+    })
+    .bind(&listen)?
+    .run()
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,144 @@
+//! What the pool records through the `metrics` facade, read back with
+//! `metrics-util`'s debugging recorder (one per process: this binary holds
+//! a single test).
+
+mod support;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use fluster::metrics::{
+    CHECKOUT_SECONDS, CHECKOUTS_TOTAL, FAILOVERS_TOTAL, FAILURES_TOTAL, NODE_UP, PENALTIES_TOTAL,
+    PROBES_TOTAL,
+};
+use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
+use support::{RedisServer, eventually, keys_homed_on};
+
+/// Readings of the debugging recorder. Its snapshots drain what they read
+/// (counters and gauges are swapped to 0), so counters are summed over
+/// snapshots here and a gauge is only read right after the pool set it.
+struct Readings {
+    snapshotter: Snapshotter,
+    counters: HashMap<String, u64>,
+    /// The latest snapshot, by `name{label=value,...}`.
+    latest: HashMap<String, DebugValue>,
+}
+
+fn key_text(name: &str, labels: &[(&str, &str)]) -> String {
+    let mut labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    labels.sort();
+    format!("{name}{{{}}}", labels.join(","))
+}
+
+impl Readings {
+    /// Takes a snapshot, checking on the way that every metric is
+    /// described and that no label holds `secret`.
+    fn take(&mut self, secret: &str) {
+        self.latest.clear();
+        for (key, unit, description, value) in self.snapshotter.snapshot().into_vec() {
+            let key = key.key();
+            assert!(description.is_some(), "{} has no description", key.name());
+            if key.name().ends_with("_seconds") {
+                assert_eq!(unit, Some(metrics::Unit::Seconds));
+            }
+            let labels: Vec<(&str, &str)> = key.labels().map(|l| (l.key(), l.value())).collect();
+            for (_, v) in &labels {
+                assert!(
+                    !v.contains(secret),
+                    "label of {} holds the secret",
+                    key.name()
+                );
+            }
+            let text = key_text(key.name(), &labels);
+            if let DebugValue::Counter(n) = value {
+                *self.counters.entry(text.clone()).or_default() += n;
+            }
+            self.latest.insert(text, value);
+        }
+    }
+
+    fn gauge(&self, name: &str, node: &str) -> f64 {
+        match self.latest.get(&key_text(name, &[("node", node)])) {
+            Some(DebugValue::Gauge(v)) => v.into_inner(),
+            other => panic!("{name} for {node}: {other:?}"),
+        }
+    }
+
+    fn counter(&self, name: &str, labels: &[(&str, &str)]) -> u64 {
+        self.counters
+            .get(&key_text(name, labels))
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+#[tokio::test]
+async fn node_metrics_follow_a_kill_and_a_restart() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    recorder.install().expect("first recorder in this process");
+
+    let mut victim = RedisServer::start_with(&["--requirepass", "s3cret"]);
+    let other = RedisServer::start();
+    let pool = fluster::ShardedPool::builder()
+        .node(&format!("redis://:s3cret@127.0.0.1:{}", victim.port()))
+        .node(&other.url())
+        .penalty_min_wait(Duration::from_millis(100))
+        .penalty_max_wait(Duration::from_millis(200))
+        .build()
+        .await
+        .unwrap();
+    let name = victim.name();
+    let key = keys_homed_on(&pool, "metrics")
+        .into_iter()
+        .find(|(n, _)| *n == name)
+        .unwrap()
+        .1;
+    let mut r = Readings {
+        snapshotter,
+        counters: HashMap::new(),
+        latest: HashMap::new(),
+    };
+    let secret = "s3cret";
+
+    let mut conn = pool.get(&key).await.unwrap();
+    let _: () = redis::cmd("PING").query_async(&mut conn).await.unwrap();
+    drop(conn);
+    r.take(secret);
+    assert_eq!(r.gauge(NODE_UP, &name), 1.0);
+    assert!(r.counter(CHECKOUTS_TOTAL, &[("node", &name)]) >= 1);
+    assert!(matches!(
+        r.latest.get(&key_text(CHECKOUT_SECONDS, &[("node", &name)])),
+        Some(DebugValue::Histogram(h)) if !h.is_empty()
+    ));
+
+    victim.kill();
+    while pool.status()[0].up {
+        let mut conn = pool.get(&key).await.unwrap();
+        let _ = redis::cmd("PING").query_async::<()>(&mut conn).await;
+    }
+    r.take(secret);
+    assert_eq!(r.gauge(NODE_UP, &name), 0.0);
+    assert_eq!(r.counter(PENALTIES_TOTAL, &[("node", &name)]), 1);
+    let failures: u64 = ["dropped", "refused", "io"]
+        .iter()
+        .map(|kind| r.counter(FAILURES_TOTAL, &[("node", &name), ("kind", kind)]))
+        .sum();
+    assert!(failures >= 1);
+
+    for _ in 0..10 {
+        let conn = pool.get(&key).await.unwrap();
+        assert_eq!(conn.node(), other.name());
+    }
+    r.take(secret);
+    assert_eq!(r.counter(FAILOVERS_TOTAL, &[("node", &name)]), 10);
+    assert_eq!(r.counter(FAILOVERS_TOTAL, &[("node", &other.name())]), 0);
+
+    victim.restart();
+    assert!(eventually(Duration::from_secs(5), || pool.status()[0].up).await);
+    r.take(secret);
+    assert_eq!(r.gauge(NODE_UP, &name), 1.0);
+    assert_eq!(r.counter(PENALTIES_TOTAL, &[("node", &name)]), 1);
+    assert!(r.counter(PROBES_TOTAL, &[("node", &name), ("result", "ok")]) >= 1);
+    assert_eq!(pool.get(&key).await.unwrap().node(), name);
+}
