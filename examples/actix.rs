@@ -84,10 +84,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let handle = support::install_prometheus();
     let (pool, _local_servers) = support::example_pool(3).await?;
     let listen = std::env::var("FLUSTER_LISTEN").unwrap_or_else(|_| "127.0.0.1:3000".into());
-    println!(
-        "listening on http://{listen} (nodes: {:?})",
-        pool.nodes().collect::<Vec<_>>()
-    );
+    println!("listening on http://{listen} (nodes: {:?})", pool.nodes());
     let (pool, handle) = (web::Data::new(pool), web::Data::new(handle));
     actix_web::HttpServer::new(move || {
         App::new()

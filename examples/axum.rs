@@ -87,10 +87,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (pool, _local_servers) = support::example_pool(3).await?;
     let listen = std::env::var("FLUSTER_LISTEN").unwrap_or_else(|_| "127.0.0.1:3000".into());
     let listener = tokio::net::TcpListener::bind(&listen).await?;
-    println!(
-        "listening on http://{listen} (nodes: {:?})",
-        pool.nodes().collect::<Vec<_>>()
-    );
+    println!("listening on http://{listen} (nodes: {:?})", pool.nodes());
     axum::serve(listener, app(AppState { pool, metrics }))
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;

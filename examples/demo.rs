@@ -141,7 +141,7 @@ async fn traffic(pool: ShardedPool, tally: Arc<Tally>, stop: Arc<AtomicBool>, ta
         let waited = started.elapsed().as_micros() as u64;
         tally.worst_get_us.fetch_max(waited, Ordering::Relaxed);
         let node = NODES.iter().position(|n| *n == conn.node()).unwrap();
-        if conn.node() != pool.home_node_for(&key) {
+        if pool.home_node_for(&key).as_deref() != Some(conn.node()) {
             tally.failovers.fetch_add(1, Ordering::Relaxed);
         }
         match conn.incr::<_, _, i64>(&key, 1).await {
@@ -184,7 +184,7 @@ async fn summary(
     // Where did node-b's keys go, and what did they leave behind?
     let victim_keys: Vec<String> = (0..KEYS)
         .map(|i| format!("demo:{i}"))
-        .filter(|k| pool.home_node_for(k) == NODES[VICTIM])
+        .filter(|k| pool.home_node_for(k).as_deref() == Some(NODES[VICTIM]))
         .collect();
     let mut stand_ins = [0usize; 3];
     for (i, server) in servers.iter().enumerate() {
@@ -200,7 +200,7 @@ async fn summary(
     }
     let now_home = victim_keys
         .iter()
-        .filter(|k| pool.node_for(k) == Some(NODES[VICTIM]))
+        .filter(|k| pool.node_for(k).as_deref() == Some(NODES[VICTIM]))
         .count();
     println!(
         "  {} of {KEYS} keys belong to node-b; while it was down they were served by \

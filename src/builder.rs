@@ -29,6 +29,22 @@ pub(crate) struct NodeSpec<M> {
     pub(crate) make: MakeManager<M>,
 }
 
+/// What `get(key)` does when the key's node is in the penalty box.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
+#[non_exhaustive]
+pub enum Failover {
+    /// Serve the key from the next healthy node in its ranking (the
+    /// default): always up, at the price of duplicates while the node is
+    /// away.
+    #[default]
+    Reroute,
+    /// Return [`Error::NodeDown`] naming the node: for data that must not
+    /// be duplicated or split.
+    FailFast,
+}
+
 /// Settings the pool keeps after it is built.
 #[derive(Debug, Clone)]
 pub(crate) struct Settings {
@@ -40,6 +56,16 @@ pub(crate) struct Settings {
     pub(crate) max_connections: u32,
     pub(crate) min_idle: Option<u32>,
     pub(crate) test_on_checkout: bool,
+    pub(crate) failover: Failover,
+    pub(crate) max_boxed_fraction: f64,
+}
+
+impl Settings {
+    /// The cascade guard's cap for a pool of `nodes`: at most
+    /// `max_boxed_fraction` of them, rounded down, but always at least one.
+    pub(crate) fn max_boxed(&self, nodes: usize) -> usize {
+        ((self.max_boxed_fraction * nodes as f64).floor() as usize).clamp(1, nodes.max(1))
+    }
 }
 
 impl Default for Settings {
@@ -53,6 +79,8 @@ impl Default for Settings {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             min_idle: None,
             test_on_checkout: false,
+            failover: Failover::Reroute,
+            max_boxed_fraction: 1.0,
         }
     }
 }
@@ -250,6 +278,24 @@ impl<M: NodeManager> Builder<M> {
         self
     }
 
+    /// What `get(key)` does while the key's node is boxed (default
+    /// [`Failover::Reroute`]).
+    pub fn failover(mut self, failover: Failover) -> Self {
+        self.settings.failover = failover;
+        self
+    }
+
+    /// The cascade guard: the largest fraction of the nodes that may be in
+    /// the box at once, in `(0, 1]` (default 1: no cap). Past it, further
+    /// failing nodes stay in rotation and their errors reach the callers
+    /// ([`Error::NodeFailed`], or the command's own error), so one bad
+    /// network moment cannot pile every key onto the last node. The cap is
+    /// rounded down but never below one node: 0.5 of 3 nodes allows 1.
+    pub fn max_boxed_fraction(mut self, fraction: f64) -> Self {
+        self.settings.max_boxed_fraction = fraction;
+        self
+    }
+
     /// Checks every setting, connects to every node (in parallel, each
     /// bounded by the probe timeout) and starts the background task.
     ///
@@ -321,6 +367,15 @@ impl<M: NodeManager> Builder<M> {
             return Err(Error::config(
                 "penalty_jitter",
                 format!("must be between 0 and 1, got {}", p.jitter),
+            ));
+        }
+        if !(s.max_boxed_fraction > 0.0 && s.max_boxed_fraction <= 1.0) {
+            return Err(Error::config(
+                "max_boxed_fraction",
+                format!(
+                    "must be greater than 0 and at most 1, got {}",
+                    s.max_boxed_fraction
+                ),
             ));
         }
         if p.timeout_threshold == 0 {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::builder::Builder;
+use crate::builder::{Builder, Failover};
 use crate::error::Error;
 use crate::pool::ShardedPool;
 
@@ -73,6 +73,10 @@ pub struct Config {
     pub min_idle: Option<u32>,
     /// See [`Builder::test_on_checkout`].
     pub test_on_checkout: Option<bool>,
+    /// See [`Builder::failover`]: `"reroute"` or `"fail_fast"`.
+    pub failover: Option<Failover>,
+    /// See [`Builder::max_boxed_fraction`].
+    pub max_boxed_fraction: Option<f64>,
 }
 
 /// One node of a [`Config`]: a URL alone, or a URL with a name and weight.
@@ -124,7 +128,9 @@ impl Config {
             checkout_timeout,
             probe_timeout,
             max_connections,
-            test_on_checkout
+            test_on_checkout,
+            failover,
+            max_boxed_fraction
         );
         if self.min_idle.is_some() {
             b = b.min_idle(self.min_idle);

@@ -24,6 +24,32 @@ pub enum Error {
         waited: Duration,
     },
 
+    /// The key's node is in the penalty box and the pool's failover policy
+    /// is [`Failover::FailFast`](crate::Failover::FailFast).
+    #[error("node `{node}` is in the penalty box (failover policy: fail fast)")]
+    NodeDown {
+        /// The key's node.
+        node: String,
+    },
+
+    /// The node failed while this checkout waited on it, and was kept in
+    /// rotation because the cap on boxed nodes
+    /// ([`Builder::max_boxed_fraction`](crate::Builder::max_boxed_fraction))
+    /// is reached.
+    #[error(
+        "node `{node}` failed ({failure}) and stays in rotation: too many nodes are boxed already"
+    )]
+    NodeFailed {
+        /// The node that failed.
+        node: String,
+        /// How it failed.
+        failure: crate::FailureKind,
+    },
+
+    /// The pool was closed with [`ShardedPool::close`](crate::ShardedPool::close).
+    #[error("the pool is closed")]
+    Closed,
+
     /// A builder setting or node URL is invalid.
     #[error("invalid {setting}: {reason}")]
     Config {

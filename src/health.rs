@@ -200,6 +200,20 @@ impl Health {
         }
     }
 
+    /// Whether [`on_failure`](Self::on_failure) with `kind` would box the
+    /// node, so a caller can veto it first (the pool's cascade guard).
+    pub fn would_box(&self, kind: FailureKind, policy: &PenaltyPolicy) -> bool {
+        match self.state {
+            State::Up {
+                consecutive_timeouts,
+            } => {
+                !kind.is_timeout()
+                    || consecutive_timeouts.saturating_add(1) >= policy.timeout_threshold
+            }
+            State::Boxed { .. } => false,
+        }
+    }
+
     /// A failure was seen. Boxes the node at once, or for a timeout once
     /// `timeout_threshold` have come in a row. Failures while boxed change
     /// nothing: only probes move a boxed node.
@@ -216,9 +230,9 @@ impl Health {
         else {
             return Transition::None;
         };
-        if kind.is_timeout() && consecutive_timeouts + 1 < policy.timeout_threshold {
+        if !self.would_box(kind, policy) {
             self.state = State::Up {
-                consecutive_timeouts: consecutive_timeouts + 1,
+                consecutive_timeouts: consecutive_timeouts.saturating_add(1),
             };
             return Transition::None;
         }
@@ -343,6 +357,24 @@ mod tests {
             Transition::Boxed
         );
         assert!(!h.is_up());
+    }
+
+    #[test]
+    fn would_box_predicts_on_failure() {
+        let now = Instant::now();
+        let p = policy();
+        let mut h = Health::up();
+        for kind in [
+            FailureKind::Timeout,
+            FailureKind::Timeout,
+            FailureKind::Timeout,
+        ] {
+            let predicted = h.would_box(kind, &p);
+            let boxed = h.on_failure(kind, &p, now, 0.0) == Transition::Boxed;
+            assert_eq!(predicted, boxed);
+        }
+        assert!(!h.would_box(FailureKind::Refused, &p), "already boxed");
+        assert!(Health::up().would_box(FailureKind::Refused, &p));
     }
 
     #[test]

@@ -157,7 +157,7 @@ mod redis_manager;
 pub mod route;
 
 pub use crate::builder::{
-    Builder, DEFAULT_CHECKOUT_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_PROBE_TIMEOUT,
+    Builder, DEFAULT_CHECKOUT_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_PROBE_TIMEOUT, Failover,
 };
 #[cfg(feature = "serde")]
 #[cfg_attr(docsrs, doc(cfg(feature = "serde")))]

@@ -16,9 +16,11 @@ use bb8::{PooledConnection, RunError};
 use tokio::sync::Notify;
 use tokio::sync::futures::Notified;
 
-use crate::health::{FailureKind, Health, PenaltyPolicy, Transition};
+use crate::error::Error;
+use crate::health::{FailureKind, Health, PenaltyPolicy, State, Transition};
 use crate::manager::{ClassifyFailure, NodeManager, Tracked, TrackedConn};
 use crate::metrics::NodeMetrics;
+use crate::pool::NodeStatus;
 
 /// A number in `[0, 1)` for back-off jitter. std's `RandomState` is seeded
 /// per process from the OS, which is all the randomness jitter needs.
@@ -26,6 +28,29 @@ fn jitter_sample() -> f64 {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let bits = RandomState::new().hash_one(COUNTER.fetch_add(1, Ordering::Relaxed));
     (bits >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// What the nodes of one pool share.
+#[derive(Debug)]
+pub(crate) struct PoolShared {
+    /// Wakes the pool's background task: a node was boxed, a probe ended,
+    /// or the pool was closed or dropped.
+    pub(crate) wake: Notify,
+    /// Nodes currently boxed.
+    pub(crate) down: AtomicUsize,
+    /// The cascade guard: at most this many nodes may be boxed at once.
+    pub(crate) max_down: usize,
+}
+
+impl PoolShared {
+    /// Takes one of the `max_down` places in the box, if one is free.
+    fn reserve_box(&self) -> bool {
+        self.down
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |down| {
+                (down < self.max_down).then_some(down + 1)
+            })
+            .is_ok()
+    }
 }
 
 /// A node's health as shared by its pool, its connections and the reaper.
@@ -46,12 +71,13 @@ pub(crate) struct NodeHealth {
     state: Mutex<Health>,
     policy: PenaltyPolicy,
     /// Wakes checkouts waiting on this node when it fails: boxed, or a
-    /// connect that failed below the timeout threshold.
+    /// connect that failed without boxing it.
     failed: Notify,
-    /// Wakes the pool's background task to schedule a probe.
-    reaper: Arc<Notify>,
-    /// Nodes of the pool currently boxed.
-    down: Arc<AtomicUsize>,
+    /// Failures that should have boxed the node but did not, because the
+    /// cascade guard's cap was reached; and the kind of the latest.
+    vetoes: AtomicU64,
+    last_veto: Mutex<Option<FailureKind>>,
+    shared: Arc<PoolShared>,
     pub(crate) metrics: NodeMetrics,
 }
 
@@ -65,12 +91,7 @@ impl fmt::Debug for NodeHealth {
 }
 
 impl NodeHealth {
-    pub(crate) fn new(
-        name: &str,
-        policy: PenaltyPolicy,
-        reaper: Arc<Notify>,
-        down: Arc<AtomicUsize>,
-    ) -> Self {
+    pub(crate) fn new(name: &str, policy: PenaltyPolicy, shared: Arc<PoolShared>) -> Self {
         let metrics = NodeMetrics::new(name);
         metrics.up.set(1.0);
         NodeHealth {
@@ -82,8 +103,9 @@ impl NodeHealth {
             state: Mutex::new(Health::up()),
             policy,
             failed: Notify::new(),
-            reaper,
-            down,
+            vetoes: AtomicU64::new(0),
+            last_veto: Mutex::new(None),
+            shared,
             metrics,
         }
     }
@@ -135,6 +157,11 @@ impl NodeHealth {
         if epoch != self.epoch() {
             return;
         }
+        if health.would_box(kind, &self.policy) && !self.shared.reserve_box() {
+            drop(health);
+            self.veto(kind, detail);
+            return;
+        }
         match health.on_failure(kind, &self.policy, Instant::now(), jitter_sample()) {
             Transition::Boxed => {
                 let wait = health.remaining(Instant::now()).unwrap_or_default();
@@ -154,10 +181,42 @@ impl NodeHealth {
         }
     }
 
-    /// Puts a node that is down at start straight into the box.
+    /// The cascade guard kept the node in rotation despite a failure that
+    /// would have boxed it: checkouts waiting on it give the caller an error.
+    fn veto(&self, kind: FailureKind, detail: &dyn fmt::Display) {
+        *self.last_veto.lock().unwrap_or_else(|e| e.into_inner()) = Some(kind);
+        self.vetoes.fetch_add(1, Ordering::AcqRel);
+        tracing::warn!(
+            node = %self.name, failure = %kind, error = %detail,
+            "node failed but stays in rotation: the cap on boxed nodes is reached"
+        );
+        self.failed.notify_waiters();
+    }
+
+    /// How many failures the cascade guard has kept from boxing the node.
+    #[inline]
+    pub(crate) fn vetoes(&self) -> u64 {
+        self.vetoes.load(Ordering::Acquire)
+    }
+
+    /// The kind of the latest vetoed failure.
+    pub(crate) fn last_veto(&self) -> FailureKind {
+        self.last_veto
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or(FailureKind::Connect)
+    }
+
+    /// Puts a node that is down at start straight into the box (if the
+    /// cascade guard allows).
     pub(crate) fn start_boxed(&self, kind: FailureKind, detail: &dyn fmt::Display) {
         let mut health = self.lock();
         if !health.is_up() {
+            return;
+        }
+        if !self.shared.reserve_box() {
+            drop(health);
+            self.veto(kind, detail);
             return;
         }
         let strict = PenaltyPolicy {
@@ -177,11 +236,10 @@ impl NodeHealth {
         self.up.store(false, Ordering::Release);
         self.streak.store(false, Ordering::Relaxed);
         drop(health);
-        self.down.fetch_add(1, Ordering::Relaxed);
         self.metrics.up.set(0.0);
         self.metrics.penalties.increment(1);
         self.failed.notify_waiters();
-        self.reaper.notify_one();
+        self.shared.wake.notify_one();
     }
 
     /// When the next probe is due, if the node is boxed and no probe is in
@@ -206,7 +264,7 @@ impl NodeHealth {
                 if health.on_probe_succeeded() == Transition::Returned {
                     self.up.store(true, Ordering::Release);
                     drop(health);
-                    self.down.fetch_sub(1, Ordering::Relaxed);
+                    self.shared.down.fetch_sub(1, Ordering::AcqRel);
                     self.metrics.up.set(1.0);
                     tracing::info!(node = %self.name, "node back in rotation");
                 } else {
@@ -224,7 +282,13 @@ impl NodeHealth {
             }
         }
         self.probing.store(false, Ordering::Release);
-        self.reaper.notify_one();
+        self.shared.wake.notify_one();
+    }
+
+    /// The pool is closing: connections made so far are dropped instead of
+    /// reused when they come back.
+    pub(crate) fn retire(&self) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
     }
 }
 
@@ -235,6 +299,21 @@ pub(crate) enum CheckoutError {
     Boxed,
     /// The node's pool stayed busy for the whole checkout timeout.
     TimedOut(Duration),
+    /// A connect failed and the cascade guard kept the node in rotation:
+    /// the failure goes to the caller.
+    Failed(FailureKind),
+}
+
+impl CheckoutError {
+    /// What the caller of `get` sees when a checkout from `node` ends so.
+    pub(crate) fn into_error(self, node: &str) -> Error {
+        let node = node.to_owned();
+        match self {
+            CheckoutError::Boxed => Error::NodeDown { node },
+            CheckoutError::TimedOut(waited) => Error::Timeout { node, waited },
+            CheckoutError::Failed(failure) => Error::NodeFailed { node, failure },
+        }
+    }
 }
 
 /// One node of a pool.
@@ -274,10 +353,14 @@ where
         let deadline = started + self.checkout_timeout;
         // bb8's own timeout bounds the first attempt; later ones need ours.
         let mut retried = false;
+        let vetoes = self.health.vetoes();
         loop {
             let failed = self.health.failure_signal();
             if !self.health.is_up() {
                 return Err(CheckoutError::Boxed);
+            }
+            if self.health.vetoes() != vetoes {
+                return Err(CheckoutError::Failed(self.health.last_veto()));
             }
             let result = tokio::select! {
                 biased;
@@ -309,6 +392,33 @@ where
                 // the manager wrapper has already told the node's health.
                 Err(RunError::User(_)) => retried = true,
             }
+        }
+    }
+
+    /// The node's health and pool as reported by `ShardedPool::status`.
+    pub(crate) fn status(&self, now: Instant) -> NodeStatus {
+        let health = self.health.snapshot();
+        let pool = self.pool.state();
+        let (boxed_for, failed_probes, penalty_wait) = match health.state() {
+            State::Boxed {
+                cause,
+                failed_probes,
+                stay,
+                ..
+            } => (Some(cause), failed_probes, Some(stay)),
+            State::Up { .. } => (None, 0, None),
+        };
+        NodeStatus {
+            name: self.health.name.to_string(),
+            up: health.is_up(),
+            weight: self.weight,
+            consecutive_timeouts: health.consecutive_timeouts(),
+            boxed_for,
+            failed_probes,
+            penalty_wait,
+            penalty_remaining: health.remaining(now),
+            connections: pool.connections,
+            idle_connections: pool.idle_connections,
         }
     }
 

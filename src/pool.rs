@@ -2,18 +2,20 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use arc_swap::ArcSwap;
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
-use crate::builder::{Builder, NodeSpec, Settings};
+use crate::builder::{Builder, Failover, NodeSpec, Settings};
 use crate::connection::Connection;
 use crate::error::Error;
-use crate::health::{FailureKind, State};
+use crate::health::FailureKind;
 use crate::manager::{NodeManager, Tracked};
-use crate::node::{CheckoutError, Node, NodeHealth};
+use crate::node::{CheckoutError, Node, NodeHealth, PoolShared};
 use crate::reaper;
 use crate::redis_manager::RedisManager;
 use crate::route::{self, Router};
@@ -33,22 +35,40 @@ pub struct ShardedPool<M: NodeManager = RedisManager> {
 }
 
 pub(crate) struct Inner<M: NodeManager> {
+    /// The nodes and their router. Swapped whole (to empty on `close`), so
+    /// routing reads it without a lock.
+    pub(crate) table: ArcSwap<Table<M>>,
+    pub(crate) shared: Arc<PoolShared>,
+    closed: AtomicBool,
+    next_any: AtomicUsize,
+    settings: Settings,
+}
+
+/// The nodes of a pool and the router over their names, in the same order.
+pub(crate) struct Table<M: NodeManager> {
     router: Router,
     pub(crate) nodes: Vec<Arc<Node<M>>>,
-    /// How many nodes are boxed; failover bookkeeping runs only when > 0.
-    down: Arc<AtomicUsize>,
-    next_any: AtomicUsize,
-    /// Wakes the background task: a node was boxed, a probe ended, or the
-    /// pool was dropped.
-    pub(crate) wake: Arc<Notify>,
-    settings: Settings,
+}
+
+impl<M: NodeManager> Table<M> {
+    fn empty() -> Self {
+        Table {
+            router: Router::new(std::iter::empty()),
+            nodes: Vec::new(),
+        }
+    }
+
+    #[inline]
+    fn is_up(&self, index: usize) -> bool {
+        self.nodes[index].health.is_up()
+    }
 }
 
 impl<M: NodeManager> Drop for Inner<M> {
     fn drop(&mut self) {
         // The background task holds only a `Weak`; wake it so it sees the
         // pool is gone now rather than at its next timer.
-        self.wake.notify_one();
+        self.shared.wake.notify_one();
     }
 }
 
@@ -63,7 +83,7 @@ impl<M: NodeManager> Clone for ShardedPool<M> {
 impl<M: NodeManager> fmt::Debug for ShardedPool<M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ShardedPool")
-            .field("nodes", &self.inner.nodes)
+            .field("nodes", &self.inner.table.load().nodes)
             .finish_non_exhaustive()
     }
 }
@@ -134,18 +154,16 @@ where
 {
     pub(crate) async fn start(specs: Vec<NodeSpec<M>>, settings: Settings) -> Self {
         crate::metrics::describe();
-        let wake = Arc::new(Notify::new());
-        let down = Arc::new(AtomicUsize::new(0));
+        let shared = Arc::new(PoolShared {
+            wake: Notify::new(),
+            down: AtomicUsize::new(0),
+            max_down: settings.max_boxed(specs.len()),
+        });
         let mut names = Vec::with_capacity(specs.len());
         let mut nodes = Vec::with_capacity(specs.len());
         for spec in specs {
             let (name, weight, manager) = spec.into_manager(&settings);
-            let health = Arc::new(NodeHealth::new(
-                &name,
-                settings.policy,
-                wake.clone(),
-                down.clone(),
-            ));
+            let health = Arc::new(NodeHealth::new(&name, settings.policy, shared.clone()));
             let pool = bb8::Pool::builder()
                 .max_size(settings.max_connections)
                 .min_idle(settings.min_idle)
@@ -171,11 +189,10 @@ where
         let router = Router::new(names.iter().map(|(n, w)| (n.as_str(), *w)));
         let pool = ShardedPool {
             inner: Arc::new(Inner {
-                router,
-                nodes,
-                down,
+                table: ArcSwap::from_pointee(Table { router, nodes }),
+                shared,
+                closed: AtomicBool::new(false),
                 next_any: AtomicUsize::new(0),
-                wake,
                 settings,
             }),
         };
@@ -187,7 +204,7 @@ where
     /// Probes every node in parallel; those that fail start in the box.
     async fn probe_all_at_start(&self) {
         let mut probes = JoinSet::new();
-        for node in &self.inner.nodes {
+        for node in &self.inner.table.load().nodes {
             let node = node.clone();
             probes.spawn(async move { (node.probe().await, node) });
         }
@@ -205,40 +222,50 @@ where
     ///
     /// Never waits on a dead node: a checkout that is waiting when its node
     /// is boxed moves on to the next node at once. Errors:
-    /// [`Error::NoHealthyNodes`] when every node is boxed, and
+    /// [`Error::NoHealthyNodes`] when every node is boxed;
     /// [`Error::Timeout`] when the chosen node's pool stayed busy for the
-    /// whole checkout timeout.
+    /// whole checkout timeout; [`Error::NodeDown`] under
+    /// [`Failover::FailFast`] when the key's node is boxed;
+    /// [`Error::NodeFailed`] when a node failed but the cascade guard kept
+    /// it in rotation; [`Error::Closed`] after [`close`](Self::close).
     ///
     /// Keys may be `&str`, `String`, `&[u8]` or anything `AsRef<[u8]>`;
     /// Redis Cluster hash tags are honoured (`{user1}.a` and `{user1}.b` go
     /// to the same node).
     pub async fn get<K: AsRef<[u8]>>(&self, key: K) -> Result<Connection<M>, Error> {
-        let hash = route::key_hash(key.as_ref());
         let inner = &*self.inner;
+        inner.check_open()?;
+        let hash = route::key_hash(key.as_ref());
+        let table = inner.table.load_full(); // held across the checkout's awaits
+        if inner.settings.failover == Failover::FailFast {
+            let home = table
+                .router
+                .pick_hashed(hash, |_| true)
+                .ok_or(Error::Closed)?;
+            return inner
+                .checkout(&table, home)
+                .await
+                .map_err(|e| e.into_error(table.router.name(home)));
+        }
         // Nodes that were boxed while this call tried them; allocated only
         // on failover.
         let mut tried: Vec<usize> = Vec::new();
         loop {
-            let picked = inner.router.pick_hashed(hash, |i| {
-                inner.nodes[i].health.is_up() && !tried.contains(&i)
-            });
+            let picked = table
+                .router
+                .pick_hashed(hash, |i| table.is_up(i) && !tried.contains(&i));
             let Some(index) = picked else {
                 return Err(Error::NoHealthyNodes);
             };
-            match inner.checkout(index).await {
+            match inner.checkout(&table, index).await {
+                Err(CheckoutError::Boxed) => tried.push(index),
                 Ok(conn) => {
-                    if inner.down.load(Ordering::Relaxed) > 0 || !tried.is_empty() {
-                        inner.count_failover(hash, index);
+                    if inner.shared.down.load(Ordering::Relaxed) > 0 || !tried.is_empty() {
+                        count_failover(&table, hash, index);
                     }
                     return Ok(conn);
                 }
-                Err(CheckoutError::Boxed) => tried.push(index),
-                Err(CheckoutError::TimedOut(waited)) => {
-                    return Err(Error::Timeout {
-                        node: inner.router.name(index).to_owned(),
-                        waited,
-                    });
-                }
+                Err(other) => return Err(other.into_error(table.router.name(index))),
             }
         }
     }
@@ -247,80 +274,81 @@ where
     /// commands and queue consumers.
     pub async fn get_any(&self) -> Result<Connection<M>, Error> {
         let inner = &*self.inner;
-        let n = inner.nodes.len();
+        inner.check_open()?;
+        let table = inner.table.load_full();
+        let n = table.nodes.len();
         let start = inner.next_any.fetch_add(1, Ordering::Relaxed);
         for offset in 0..n {
             let index = start.wrapping_add(offset) % n;
-            if !inner.nodes[index].health.is_up() {
+            if !table.is_up(index) {
                 continue;
             }
-            match inner.checkout(index).await {
-                Ok(conn) => return Ok(conn),
+            match inner.checkout(&table, index).await {
                 Err(CheckoutError::Boxed) => continue,
-                Err(CheckoutError::TimedOut(waited)) => {
-                    return Err(Error::Timeout {
-                        node: inner.router.name(index).to_owned(),
-                        waited,
-                    });
-                }
+                result => return result.map_err(|e| e.into_error(table.router.name(index))),
             }
         }
         Err(Error::NoHealthyNodes)
     }
 
     /// The name of the node `get(key)` would use now, or `None` if every
-    /// node is boxed. Does not touch the network.
-    pub fn node_for<K: AsRef<[u8]>>(&self, key: K) -> Option<&str> {
-        let inner = &*self.inner;
-        inner
-            .router
-            .pick(key.as_ref(), |i| inner.nodes[i].health.is_up())
-            .map(|i| inner.router.name(i))
+    /// node is boxed (or the pool is closed). Does not touch the network.
+    pub fn node_for<K: AsRef<[u8]>>(&self, key: K) -> Option<String> {
+        let table = self.inner.table.load();
+        let pick = match self.inner.settings.failover {
+            Failover::Reroute => table.router.pick(key.as_ref(), |i| table.is_up(i)),
+            Failover::FailFast => table.router.home(key.as_ref()).filter(|&i| table.is_up(i)),
+        };
+        pick.map(|i| table.router.name(i).to_owned())
     }
 
-    /// The key's home node: where it goes when every node is healthy.
-    pub fn home_node_for<K: AsRef<[u8]>>(&self, key: K) -> &str {
-        let index = self.inner.router.home(key.as_ref()).unwrap_or(0);
-        self.inner.router.name(index)
+    /// The key's home node: where it goes when every node is healthy
+    /// (`None` only once the pool is closed).
+    pub fn home_node_for<K: AsRef<[u8]>>(&self, key: K) -> Option<String> {
+        let table = self.inner.table.load();
+        let home = table.router.home(key.as_ref());
+        home.map(|i| table.router.name(i).to_owned())
     }
 
-    /// Every node's health and pool, in the order the nodes were added.
+    /// Every node's health and pool, in the order the nodes were added
+    /// (empty once the pool is closed).
     pub fn status(&self) -> Vec<NodeStatus> {
         let now = Instant::now();
         self.inner
+            .table
+            .load()
             .nodes
             .iter()
-            .map(|node| {
-                let health = node.health.snapshot();
-                let state = node.pool.state();
-                let (boxed_for, failed_probes, penalty_wait) = match health.state() {
-                    State::Boxed {
-                        cause,
-                        failed_probes,
-                        stay,
-                        ..
-                    } => (Some(cause), failed_probes, Some(stay)),
-                    State::Up { .. } => (None, 0, None),
-                };
-                NodeStatus {
-                    name: node.health.name.to_string(),
-                    up: health.is_up(),
-                    weight: node.weight,
-                    consecutive_timeouts: health.consecutive_timeouts(),
-                    boxed_for,
-                    failed_probes,
-                    penalty_wait,
-                    penalty_remaining: health.remaining(now),
-                    connections: state.connections,
-                    idle_connections: state.idle_connections,
-                }
-            })
+            .map(|node| node.status(now))
             .collect()
     }
 
     /// The names of all nodes, in the order they were added.
-    pub fn nodes(&self) -> impl Iterator<Item = &str> {
-        self.inner.nodes.iter().map(|n| &*n.health.name)
+    pub fn nodes(&self) -> Vec<String> {
+        let table = self.inner.table.load();
+        table
+            .nodes
+            .iter()
+            .map(|n| n.health.name.to_string())
+            .collect()
+    }
+
+    /// Closes the pool for every handle: later calls to `get` and `get_any`
+    /// return [`Error::Closed`], the background task stops, idle
+    /// connections are closed now and checked-out ones when they are
+    /// dropped. Dropping the last handle does the same.
+    pub fn close(&self) {
+        if self.inner.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let table = self.inner.table.swap(Arc::new(Table::empty()));
+        for node in &table.nodes {
+            node.health.retire();
+        }
+        self.inner.shared.wake.notify_one();
+        tracing::info!(nodes = table.nodes.len(), "pool closed");
+        // Dropping `table` drops each node's bb8 pool, and with it the idle
+        // connections, once in-flight checkouts are done with it.
     }
 
     /// The longest wait for a connection from a busy node.
@@ -332,22 +360,42 @@ where
     pub(crate) fn downgrade(&self) -> std::sync::Weak<Inner<M>> {
         Arc::downgrade(&self.inner)
     }
+
+    /// Whether [`close`](Self::close) was called.
+    pub fn is_closed(&self) -> bool {
+        self.inner.is_closed()
+    }
 }
 
 impl<M> Inner<M>
 where
     M: NodeManager,
 {
-    async fn checkout(&self, index: usize) -> Result<Connection<M>, CheckoutError> {
-        self.nodes[index].checkout().await.map(Connection::new)
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
     }
 
-    /// Counts a failover if `served` is not the key's home node.
-    fn count_failover(&self, hash: u64, served: usize) {
-        if let Some(home) = self.router.pick_hashed(hash, |_| true)
-            && home != served
-        {
-            self.nodes[home].health.metrics.failovers.increment(1);
+    fn check_open(&self) -> Result<(), Error> {
+        if self.is_closed() {
+            return Err(Error::Closed);
         }
+        Ok(())
+    }
+
+    async fn checkout(
+        &self,
+        table: &Table<M>,
+        index: usize,
+    ) -> Result<Connection<M>, CheckoutError> {
+        table.nodes[index].checkout().await.map(Connection::new)
+    }
+}
+
+/// Counts a failover if `served` is not the key's home node.
+fn count_failover<M: NodeManager>(table: &Table<M>, hash: u64, served: usize) {
+    if let Some(home) = table.router.pick_hashed(hash, |_| true)
+        && home != served
+    {
+        table.nodes[home].health.metrics.failovers.increment(1);
     }
 }

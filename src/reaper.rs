@@ -7,11 +7,9 @@
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use tokio::sync::Notify;
-
 use crate::manager::NodeManager;
-use crate::node::Node;
-use crate::pool::Inner;
+use crate::node::{Node, PoolShared};
+use crate::pool::{Inner, Table};
 
 /// How often the connection gauges are sampled.
 const GAUGE_INTERVAL: Duration = Duration::from_secs(1);
@@ -21,28 +19,29 @@ where
     M: NodeManager,
 {
     let weak = Arc::downgrade(pool);
-    let wake = pool.wake.clone();
-    tokio::spawn(run(weak, wake))
+    let shared = pool.shared.clone();
+    tokio::spawn(run(weak, shared))
 }
 
-async fn run<M>(pool: Weak<Inner<M>>, wake: Arc<Notify>)
+async fn run<M>(pool: Weak<Inner<M>>, shared: Arc<PoolShared>)
 where
     M: NodeManager,
 {
     let mut next_gauges = Instant::now();
     loop {
         let deadline = {
-            let Some(pool) = pool.upgrade() else {
-                tracing::debug!("pool dropped; background task stops");
+            let Some(pool) = pool.upgrade().filter(|p| !p.is_closed()) else {
+                tracing::debug!("pool dropped or closed; background task stops");
                 return;
             };
+            let table = pool.table.load();
             let now = Instant::now();
             if now >= next_gauges {
-                sample_gauges(&pool);
+                sample_gauges(&table);
                 next_gauges = now + GAUGE_INTERVAL;
             }
             let mut deadline = next_gauges;
-            for node in &pool.nodes {
+            for node in &table.nodes {
                 match node.health.probe_at() {
                     Some(at) if at > now => deadline = deadline.min(at),
                     Some(_) => spawn_probe(node.clone()),
@@ -54,7 +53,7 @@ where
         };
         tokio::select! {
             () = tokio::time::sleep_until(deadline.into()) => {}
-            () = wake.notified() => {}
+            () = shared.wake.notified() => {}
         }
     }
 }
@@ -70,8 +69,8 @@ fn spawn_probe<M: NodeManager>(node: Arc<Node<M>>) {
     }
 }
 
-fn sample_gauges<M: NodeManager>(pool: &Inner<M>) {
-    for node in &pool.nodes {
+fn sample_gauges<M: NodeManager>(table: &Table<M>) {
+    for node in &table.nodes {
         let state = node.pool.state();
         let metrics = &node.health.metrics;
         metrics.connections.set(f64::from(state.connections));

@@ -94,7 +94,10 @@ async fn killed_node_fails_over_and_comes_back() {
         boxed.boxed_for,
         Some(FailureKind::Dropped | FailureKind::Refused | FailureKind::Io)
     ));
-    assert_eq!(pool.node_for(&victim_key), Some(moved_to.as_str()));
+    assert_eq!(
+        pool.node_for(&victim_key).as_deref(),
+        Some(moved_to.as_str())
+    );
     for (name, key) in &keys[1..] {
         let (served_by, n) = incr(&pool, key).await.unwrap();
         assert_eq!(&served_by, name, "{key} must stay on its node");

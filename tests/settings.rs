@@ -6,7 +6,7 @@ mod support;
 use std::time::Duration;
 
 use config::{Environment, File, FileFormat};
-use fluster::{Config, Error, NodeConfig};
+use fluster::{Config, Error, Failover, NodeConfig};
 use support::start_servers;
 
 fn from_toml(text: &str) -> Result<Config, config::ConfigError> {
@@ -31,6 +31,8 @@ async fn toml_file_builds_a_pool() {
         response_timeout = "300ms"
         max_connections = 4
         min_idle = 1
+        failover = "fail_fast"
+        max_boxed_fraction = 0.5
         "#,
         servers[0].url(),
         servers[1].url()
@@ -39,6 +41,7 @@ async fn toml_file_builds_a_pool() {
     assert_eq!(config.penalty_min_wait, Some(Duration::from_millis(250)));
     assert_eq!(config.penalty_max_wait, Some(Duration::from_secs(90)));
     assert_eq!(config.nodes[0], NodeConfig::Url(servers[0].url()));
+    assert_eq!(config.failover, Some(Failover::FailFast));
     let pool = config.build().await.unwrap();
     let status = pool.status();
     assert_eq!(status[0].name, servers[0].name());
