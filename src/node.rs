@@ -323,7 +323,6 @@ pub(crate) struct Node<M: NodeManager> {
     pub(crate) pool: bb8::Pool<Tracked<M>>,
     pub(crate) manager: Arc<M>,
     pub(crate) probe_timeout: Duration,
-    pub(crate) checkout_timeout: Duration,
 }
 
 impl<M: NodeManager> fmt::Debug for Node<M> {
@@ -340,19 +339,18 @@ impl<M> Node<M>
 where
     M: NodeManager,
 {
-    /// Checks a connection out, giving up the moment the node is boxed
-    /// instead of waiting out bb8's timeout on a dead node.
+    /// Checks a connection out by `deadline`, giving up the moment the node
+    /// is boxed instead of waiting out bb8's timeout on a dead node.
     ///
     /// A connect that fails without boxing the node (a timeout below the
     /// threshold) makes the checkout ask bb8 again, which starts a new
-    /// connect; all of it within one checkout timeout.
+    /// connect, until the deadline. `started` is when the caller's `get`
+    /// began, for the latency metric and the error.
     pub(crate) async fn checkout(
         &self,
+        started: Instant,
+        deadline: Instant,
     ) -> Result<PooledConnection<'static, Tracked<M>>, CheckoutError> {
-        let started = Instant::now();
-        let deadline = started + self.checkout_timeout;
-        // bb8's own timeout bounds the first attempt; later ones need ours.
-        let mut retried = false;
         let vetoes = self.health.vetoes();
         loop {
             let failed = self.health.failure_signal();
@@ -362,14 +360,13 @@ where
             if self.health.vetoes() != vetoes {
                 return Err(CheckoutError::Failed(self.health.last_veto()));
             }
+            // The sleep only reaches the timer wheel if bb8 has no idle
+            // connection to hand out at once.
             let result = tokio::select! {
                 biased;
                 result = self.pool.get_owned() => result,
-                () = failed => {
-                    retried = true;
-                    continue;
-                }
-                () = tokio::time::sleep_until(deadline.into()), if retried => {
+                () = failed => continue,
+                () = tokio::time::sleep_until(deadline.into()) => {
                     return Err(CheckoutError::TimedOut(started.elapsed()));
                 }
             };
@@ -385,12 +382,11 @@ where
                     }
                     // Made before the node was last boxed: drop it, take another.
                     conn.broken = true;
-                    retried = true;
                 }
                 Err(RunError::TimedOut) => return Err(CheckoutError::TimedOut(started.elapsed())),
                 // bb8 0.9 reports connect errors to its error sink, not here;
                 // the manager wrapper has already told the node's health.
-                Err(RunError::User(_)) => retried = true,
+                Err(RunError::User(_)) => {}
             }
         }
     }

@@ -183,7 +183,6 @@ where
                 pool,
                 manager,
                 probe_timeout: settings.probe_timeout,
-                checkout_timeout: settings.checkout_timeout,
             }));
         }
         let router = Router::new(names.iter().map(|(n, w)| (n.as_str(), *w)));
@@ -235,16 +234,18 @@ where
     pub async fn get<K: AsRef<[u8]>>(&self, key: K) -> Result<Connection<M>, Error> {
         let inner = &*self.inner;
         inner.check_open()?;
+        let (started, deadline) = inner.deadline();
         let hash = route::key_hash(key.as_ref());
         let table = inner.table.load_full(); // held across the checkout's awaits
+        let checkout = |index: usize| table.nodes[index].checkout(started, deadline);
         if inner.settings.failover == Failover::FailFast {
             let home = table
                 .router
                 .pick_hashed(hash, |_| true)
                 .ok_or(Error::Closed)?;
-            return inner
-                .checkout(&table, home)
+            return checkout(home)
                 .await
+                .map(Connection::new)
                 .map_err(|e| e.into_error(table.router.name(home)));
         }
         // Nodes that were boxed while this call tried them; allocated only
@@ -257,13 +258,13 @@ where
             let Some(index) = picked else {
                 return Err(Error::NoHealthyNodes);
             };
-            match inner.checkout(&table, index).await {
+            match checkout(index).await {
                 Err(CheckoutError::Boxed) => tried.push(index),
                 Ok(conn) => {
                     if inner.shared.down.load(Ordering::Relaxed) > 0 || !tried.is_empty() {
                         count_failover(&table, hash, index);
                     }
-                    return Ok(conn);
+                    return Ok(Connection::new(conn));
                 }
                 Err(other) => return Err(other.into_error(table.router.name(index))),
             }
@@ -275,6 +276,7 @@ where
     pub async fn get_any(&self) -> Result<Connection<M>, Error> {
         let inner = &*self.inner;
         inner.check_open()?;
+        let (started, deadline) = inner.deadline();
         let table = inner.table.load_full();
         let n = table.nodes.len();
         let start = inner.next_any.fetch_add(1, Ordering::Relaxed);
@@ -283,9 +285,13 @@ where
             if !table.is_up(index) {
                 continue;
             }
-            match inner.checkout(&table, index).await {
+            match table.nodes[index].checkout(started, deadline).await {
                 Err(CheckoutError::Boxed) => continue,
-                result => return result.map_err(|e| e.into_error(table.router.name(index))),
+                result => {
+                    return result
+                        .map(Connection::new)
+                        .map_err(|e| e.into_error(table.router.name(index)));
+                }
             }
         }
         Err(Error::NoHealthyNodes)
@@ -382,12 +388,11 @@ where
         Ok(())
     }
 
-    async fn checkout(
-        &self,
-        table: &Table<M>,
-        index: usize,
-    ) -> Result<Connection<M>, CheckoutError> {
-        table.nodes[index].checkout().await.map(Connection::new)
+    /// When a `get` that starts now began, and when it must have its
+    /// connection.
+    fn deadline(&self) -> (Instant, Instant) {
+        let now = Instant::now();
+        (now, now + self.settings.checkout_timeout)
     }
 }
 

@@ -66,7 +66,10 @@ async fn fail_fast_names_the_boxed_node_instead_of_rerouting() {
         other => panic!("expected NodeDown, got {other:?}"),
     }
     let err = pool.get(&victim_key).await.unwrap_err().to_string();
-    assert!(err.contains(&victim) && err.contains("penalty box"), "{err}");
+    assert!(
+        err.contains(&victim) && err.contains("penalty box"),
+        "{err}"
+    );
     assert_eq!(pool.node_for(&victim_key), None);
     // Keys of healthy nodes are not affected, and nothing was written twice.
     let mut conn = pool.get(&other_key).await.unwrap();
@@ -103,7 +106,12 @@ async fn cascade_guard_caps_the_boxed_nodes() {
         match pool.get(&keys[2]).await {
             Ok(mut conn) => {
                 assert_eq!(conn.node(), names[2]);
-                assert!(redis::cmd("PING").query_async::<()>(&mut conn).await.is_err());
+                assert!(
+                    redis::cmd("PING")
+                        .query_async::<()>(&mut conn)
+                        .await
+                        .is_err()
+                );
             }
             Err(Error::NodeFailed { node, failure }) => {
                 assert_eq!(node, names[2]);
@@ -113,7 +121,10 @@ async fn cascade_guard_caps_the_boxed_nodes() {
             Err(other) => panic!("unexpected error {other}"),
         }
     }
-    assert!(saw_node_failed, "the refused connects must reach the caller");
+    assert!(
+        saw_node_failed,
+        "the refused connects must reach the caller"
+    );
     let status = pool.status();
     assert_eq!(status.iter().filter(|s| !s.up).count(), 2, "{status:?}");
     assert!(status[2].up);
@@ -136,7 +147,10 @@ async fn close_releases_every_connection_for_every_handle() {
         let _: i64 = conn.incr(&key, 1).await.unwrap();
     }
     assert!(
-        eventually(Duration::from_secs(5), || servers.iter().all(|s| clients(s) >= 2)).await,
+        eventually(Duration::from_secs(5), || servers
+            .iter()
+            .all(|s| clients(s) >= 2))
+        .await,
         "min_idle connections never opened"
     );
     let mut held = pool.get("held").await.unwrap();
@@ -149,7 +163,10 @@ async fn close_releases_every_connection_for_every_handle() {
     let _: () = redis::cmd("PING").query_async(&mut held).await.unwrap();
     drop(held);
     assert!(
-        eventually(Duration::from_secs(5), || servers.iter().all(|s| clients(s) == 0)).await,
+        eventually(Duration::from_secs(5), || servers
+            .iter()
+            .all(|s| clients(s) == 0))
+        .await,
         "connections left after close: {:?}",
         servers.iter().map(clients).collect::<Vec<_>>()
     );
@@ -167,7 +184,10 @@ async fn dropping_the_last_handle_releases_every_connection() {
     assert!(servers.iter().all(|s| clients(s) >= 1));
     drop(pool);
     assert!(
-        eventually(Duration::from_secs(5), || servers.iter().all(|s| clients(s) == 0)).await,
+        eventually(Duration::from_secs(5), || servers
+            .iter()
+            .all(|s| clients(s) == 0))
+        .await,
         "connections left after drop: {:?}",
         servers.iter().map(clients).collect::<Vec<_>>()
     );
@@ -203,7 +223,11 @@ async fn ten_thousand_concurrent_gets_all_complete() {
     println!("{TASKS} gets and INCRs in {:?}", started.elapsed());
     let total: usize = servers
         .iter()
-        .map(|s| redis::cmd("DBSIZE").query::<usize>(&mut s.client()).unwrap())
+        .map(|s| {
+            redis::cmd("DBSIZE")
+                .query::<usize>(&mut s.client())
+                .unwrap()
+        })
         .sum();
     assert_eq!(total, TASKS);
     assert!(pool.status().iter().all(|s| s.connections <= 8));
