@@ -211,7 +211,7 @@ async fn chaos_under_load() {
                         }
                     };
                     let started = Instant::now();
-                    let result: redis::RedisResult<()> = if i % 2 == 0 {
+                    let result: redis::RedisResult<()> = if i.is_multiple_of(2) {
                         conn.incr::<_, _, i64>(&key, 1).await.map(drop)
                     } else {
                         let value = format!("v{i}");
