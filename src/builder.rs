@@ -20,8 +20,8 @@ pub const DEFAULT_CHECKOUT_TIMEOUT: Duration = Duration::from_secs(1);
 /// Default time a probe (connect and PING) of a boxed node may take.
 pub const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Makes a node's manager once the connect and response timeouts are known.
-type MakeManager<M> = Box<dyn FnOnce(Duration, Duration) -> M + Send>;
+/// Makes a node's manager once every setting is known.
+type MakeManager<M> = Box<dyn FnOnce(&Settings) -> Result<M, Error> + Send>;
 
 pub(crate) struct NodeSpec<M> {
     pub(crate) name: String,
@@ -58,6 +58,10 @@ pub(crate) struct Settings {
     pub(crate) test_on_checkout: bool,
     pub(crate) failover: Failover,
     pub(crate) max_boxed_fraction: f64,
+    /// PEM root certificates trusted for `rediss://` nodes instead of the
+    /// platform's.
+    #[cfg(feature = "tls")]
+    pub(crate) tls_root_certificates: Option<Vec<u8>>,
 }
 
 impl Settings {
@@ -81,6 +85,8 @@ impl Default for Settings {
             test_on_checkout: false,
             failover: Failover::Reroute,
             max_boxed_fraction: 1.0,
+            #[cfg(feature = "tls")]
+            tls_root_certificates: None,
         }
     }
 }
@@ -159,9 +165,7 @@ impl Builder<RedisManager> {
                 self.nodes.push(NodeSpec {
                     name,
                     weight,
-                    make: Box::new(move |connect, response| {
-                        RedisManager::from_info(info, connect, response)
-                    }),
+                    make: Box::new(move |settings| RedisManager::from_settings(info, settings)),
                 });
             }
             Err(e) => {
@@ -175,6 +179,16 @@ impl Builder<RedisManager> {
     /// timeout counts as a timeout failure.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.settings.connect_timeout = timeout;
+        self
+    }
+
+    /// Trusts these PEM root certificates (one or more, concatenated) for
+    /// `rediss://` nodes instead of the platform's: for servers whose
+    /// certificates come from a private CA. Feature `tls`.
+    #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+    pub fn tls_root_certificates(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.settings.tls_root_certificates = Some(pem.into());
         self
     }
 
@@ -205,7 +219,7 @@ impl<M: NodeManager> Builder<M> {
         self.nodes.push(NodeSpec {
             name: name.to_owned(),
             weight,
-            make: Box::new(move |_, _| manager),
+            make: Box::new(move |_| Ok(manager)),
         });
         self
     }
@@ -243,9 +257,11 @@ impl<M: NodeManager> Builder<M> {
         self
     }
 
-    /// Longest wait for a connection from a node whose pool is busy
-    /// (default 1 s); past it `get` returns [`Error::Timeout`]. A dead node
-    /// never makes `get` wait this long: it is skipped as soon as it is boxed.
+    /// Longest a `get` may take, failover included (default 1 s); past it
+    /// `get` returns [`Error::Timeout`]. Reached when a node's pool stays
+    /// busy, or its connects keep timing out below the penalty threshold.
+    /// A dead node never makes `get` wait: it is skipped as soon as it is
+    /// boxed.
     pub fn checkout_timeout(mut self, timeout: Duration) -> Self {
         self.settings.checkout_timeout = timeout;
         self
@@ -306,7 +322,14 @@ impl<M: NodeManager> Builder<M> {
     ///
     /// Must be called within a Tokio runtime.
     pub async fn build(self) -> Result<ShardedPool<M>, Error> {
-        let (nodes, settings) = self.validate()?;
+        let (specs, settings) = self.validate()?;
+        let nodes = specs
+            .into_iter()
+            .map(|spec| {
+                let manager = (spec.make)(&settings)?;
+                Ok((spec.name, spec.weight, Arc::new(manager)))
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
         Ok(ShardedPool::start(nodes, settings).await)
     }
 
@@ -400,12 +423,5 @@ impl<M: NodeManager> Builder<M> {
             ));
         }
         Ok((self.nodes, self.settings))
-    }
-}
-
-impl<M> NodeSpec<M> {
-    pub(crate) fn into_manager(self, settings: &Settings) -> (String, f64, Arc<M>) {
-        let manager = (self.make)(settings.connect_timeout, settings.response_timeout);
-        (self.name, self.weight, Arc::new(manager))
     }
 }

@@ -29,8 +29,11 @@ pub enum FailureKind {
     Refused,
     /// An open connection was reset or closed by the node.
     Dropped,
-    /// Any other I/O error, including TLS handshake failures.
+    /// Any other I/O error.
     Io,
+    /// The TLS handshake failed: an untrusted or invalid certificate, or
+    /// a server that does not speak TLS.
+    Tls,
     /// A connect or response timeout. A slow node is not a dead node: these
     /// box the node only after several in a row.
     Timeout,
@@ -52,6 +55,7 @@ impl FailureKind {
             FailureKind::Refused => "refused",
             FailureKind::Dropped => "dropped",
             FailureKind::Io => "io",
+            FailureKind::Tls => "tls",
             FailureKind::Timeout => "timeout",
             FailureKind::Auth => "auth",
             FailureKind::Loading => "loading",

@@ -77,6 +77,9 @@ pub(crate) struct NodeHealth {
     /// cascade guard's cap was reached; and the kind of the latest.
     vetoes: AtomicU64,
     last_veto: Mutex<Option<FailureKind>>,
+    /// The error that boxed the node or that its latest probe saw, while
+    /// it is boxed: for `status`, so operators see why.
+    last_error: Mutex<Option<String>>,
     shared: Arc<PoolShared>,
     pub(crate) metrics: NodeMetrics,
 }
@@ -105,6 +108,7 @@ impl NodeHealth {
             failed: Notify::new(),
             vetoes: AtomicU64::new(0),
             last_veto: Mutex::new(None),
+            last_error: Mutex::new(None),
             shared,
             metrics,
         }
@@ -165,6 +169,7 @@ impl NodeHealth {
         match health.on_failure(kind, &self.policy, Instant::now(), jitter_sample()) {
             Transition::Boxed => {
                 let wait = health.remaining(Instant::now()).unwrap_or_default();
+                self.set_last_error(Some(detail.to_string()));
                 self.enter_box(health);
                 tracing::warn!(node = %self.name, failure = %kind, error = %detail, ?wait, "node boxed");
             }
@@ -191,6 +196,18 @@ impl NodeHealth {
             "node failed but stays in rotation: the cap on boxed nodes is reached"
         );
         self.failed.notify_waiters();
+    }
+
+    fn set_last_error(&self, error: Option<String>) {
+        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = error;
+    }
+
+    /// See [`NodeStatus::last_error`].
+    pub(crate) fn last_error(&self) -> Option<String> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// How many failures the cascade guard has kept from boxing the node.
@@ -224,6 +241,7 @@ impl NodeHealth {
             ..self.policy
         };
         health.on_failure(kind, &strict, Instant::now(), jitter_sample());
+        self.set_last_error(Some(detail.to_string()));
         self.metrics.failure(kind.as_str());
         self.enter_box(health);
         tracing::warn!(node = %self.name, failure = %kind, error = %detail, "node down at start; boxed");
@@ -264,6 +282,7 @@ impl NodeHealth {
                 if health.on_probe_succeeded() == Transition::Returned {
                     self.up.store(true, Ordering::Release);
                     drop(health);
+                    self.set_last_error(None);
                     self.shared.down.fetch_sub(1, Ordering::AcqRel);
                     self.metrics.up.set(1.0);
                     tracing::info!(node = %self.name, "node back in rotation");
@@ -277,6 +296,7 @@ impl NodeHealth {
                 health.on_probe_failed(kind, &self.policy, Instant::now(), jitter_sample());
                 let wait = health.remaining(Instant::now()).unwrap_or_default();
                 drop(health);
+                self.set_last_error(Some(detail.clone()));
                 self.metrics.probe(false);
                 tracing::debug!(node = %self.name, failure = %kind, error = %detail, ?wait, "probe failed");
             }
@@ -413,6 +433,7 @@ where
             failed_probes,
             penalty_wait,
             penalty_remaining: health.remaining(now),
+            last_error: self.health.last_error(),
             connections: pool.connections,
             idle_connections: pool.idle_connections,
         }

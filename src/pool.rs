@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
-use crate::builder::{Builder, Failover, NodeSpec, Settings};
+use crate::builder::{Builder, Failover, Settings};
 use crate::connection::Connection;
 use crate::error::Error;
 use crate::health::FailureKind;
@@ -110,6 +110,10 @@ pub struct NodeStatus {
     pub penalty_wait: Option<Duration>,
     /// Time left before the next probe, while boxed.
     pub penalty_remaining: Option<Duration>,
+    /// While boxed: the error that boxed the node, or that its latest probe
+    /// saw (e.g. a refused connection, a certificate the client does not
+    /// trust, a rejected password). Never contains credentials.
+    pub last_error: Option<String>,
     /// Connections the node's pool holds.
     pub connections: u32,
     /// Idle connections in the node's pool.
@@ -123,7 +127,7 @@ impl serde::Serialize for NodeStatus {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
         let millis = |d: Option<Duration>| d.map(|d| d.as_secs_f64() * 1000.0);
-        let mut s = serializer.serialize_struct("NodeStatus", 10)?;
+        let mut s = serializer.serialize_struct("NodeStatus", 11)?;
         s.serialize_field("name", &self.name)?;
         s.serialize_field("up", &self.up)?;
         s.serialize_field("weight", &self.weight)?;
@@ -132,6 +136,7 @@ impl serde::Serialize for NodeStatus {
         s.serialize_field("failed_probes", &self.failed_probes)?;
         s.serialize_field("penalty_wait_ms", &millis(self.penalty_wait))?;
         s.serialize_field("penalty_remaining_ms", &millis(self.penalty_remaining))?;
+        s.serialize_field("last_error", &self.last_error)?;
         s.serialize_field("connections", &self.connections)?;
         s.serialize_field("idle_connections", &self.idle_connections)?;
         s.end()
@@ -152,7 +157,7 @@ impl<M> ShardedPool<M>
 where
     M: NodeManager,
 {
-    pub(crate) async fn start(specs: Vec<NodeSpec<M>>, settings: Settings) -> Self {
+    pub(crate) async fn start(specs: Vec<(String, f64, Arc<M>)>, settings: Settings) -> Self {
         crate::metrics::describe();
         let shared = Arc::new(PoolShared {
             wake: Notify::new(),
@@ -161,8 +166,7 @@ where
         });
         let mut names = Vec::with_capacity(specs.len());
         let mut nodes = Vec::with_capacity(specs.len());
-        for spec in specs {
-            let (name, weight, manager) = spec.into_manager(&settings);
+        for (name, weight, manager) in specs {
             let health = Arc::new(NodeHealth::new(&name, settings.policy, shared.clone()));
             let pool = bb8::Pool::builder()
                 .max_size(settings.max_connections)

@@ -10,6 +10,7 @@ use redis::{
     RedisError, ServerErrorKind,
 };
 
+use crate::builder::Settings;
 use crate::error::Error;
 use crate::health::FailureKind;
 use crate::manager::ClassifyFailure;
@@ -33,6 +34,9 @@ impl ClassifyFailure for RedisError {
         if matches!(self.code(), Some("WRONGPASS" | "NOAUTH")) {
             return Some(FailureKind::Auth);
         }
+        if is_tls_failure(self) {
+            return Some(FailureKind::Tls);
+        }
         if self.is_connection_dropped() {
             return Some(FailureKind::Dropped);
         }
@@ -41,6 +45,35 @@ impl ClassifyFailure for RedisError {
         }
         None
     }
+}
+
+/// Whether the error is a TLS failure (a handshake or certificate problem):
+/// a `rustls::Error` somewhere in its chain of causes. `redis` keeps I/O
+/// errors as `Arc<dyn Error>`, which has to be looked through by hand.
+#[cfg(feature = "tls")]
+fn is_tls_failure(e: &RedisError) -> bool {
+    type Shared = std::sync::Arc<dyn std::error::Error + Send + Sync>;
+    let mut cause = std::error::Error::source(e);
+    while let Some(error) = cause {
+        let error: &(dyn std::error::Error + 'static) = match error.downcast_ref::<Shared>() {
+            Some(shared) => &**shared,
+            None => error,
+        };
+        let inner = error
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .map(|inner| inner as &(dyn std::error::Error + 'static));
+        if error.is::<rustls::Error>() || inner.is_some_and(|i| i.is::<rustls::Error>()) {
+            return true;
+        }
+        cause = error.source();
+    }
+    false
+}
+
+#[cfg(not(feature = "tls"))]
+fn is_tls_failure(_: &RedisError) -> bool {
+    false
 }
 
 /// A bb8 connection manager for one Redis node, made from a `redis://` or
@@ -89,26 +122,55 @@ impl RedisManager {
         response_timeout: Duration,
     ) -> Result<Self, Error> {
         let info = parse_url(url)?;
-        Ok(Self::from_info(info, connect_timeout, response_timeout))
+        let client = Client::open(info.clone()).map_err(|e| url_error(url, &e))?;
+        Ok(Self::from_client(
+            client,
+            &info,
+            connect_timeout,
+            response_timeout,
+        ))
     }
 
-    pub(crate) fn from_info(
-        info: ConnectionInfo,
+    /// The manager a builder makes for a URL it has already checked.
+    pub(crate) fn from_settings(info: ConnectionInfo, settings: &Settings) -> Result<Self, Error> {
+        #[cfg(feature = "tls")]
+        let client = match &settings.tls_root_certificates {
+            Some(pem) => Client::build_with_tls(
+                info.clone(),
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem.clone()),
+                },
+            ),
+            None => Client::open(info.clone()),
+        };
+        #[cfg(not(feature = "tls"))]
+        let client = Client::open(info.clone());
+        let client = client.map_err(|e| {
+            Error::config(format!("node `{}`", info.addr()), describe_url_error(&e))
+        })?;
+        Ok(Self::from_client(
+            client,
+            &info,
+            settings.connect_timeout,
+            settings.response_timeout,
+        ))
+    }
+
+    fn from_client(
+        client: Client,
+        info: &ConnectionInfo,
         connect_timeout: Duration,
         response_timeout: Duration,
     ) -> Self {
-        let address = info.addr().to_string();
-        let db = info.redis_settings().db();
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(connect_timeout))
             .set_response_timeout(Some(response_timeout));
-        // `Client::open` only fails on what `parse_url` already checked.
-        let client = Client::open(info).expect("connection info was validated by parse_url");
         RedisManager {
             client,
             config,
-            address,
-            db,
+            address: info.addr().to_string(),
+            db: info.redis_settings().db(),
         }
     }
 
@@ -122,10 +184,7 @@ impl RedisManager {
 /// Parses and checks a node URL. Errors name the URL with its credentials
 /// masked.
 pub(crate) fn parse_url(url: &str) -> Result<ConnectionInfo, Error> {
-    let bad = |reason: String| Error::Config {
-        setting: format!("node URL `{}`", redact_url(url)),
-        reason,
-    };
+    let bad = |reason: String| Error::config(format!("node URL `{}`", redact_url(url)), reason);
     let info = url
         .into_connection_info()
         .map_err(|e| bad(describe_url_error(&e)))?;
@@ -147,10 +206,14 @@ pub(crate) fn parse_url(url: &str) -> Result<ConnectionInfo, Error> {
             info.redis_settings().db()
         )));
     }
-    // Whatever the URL parser accepted, the client must accept too, so that
-    // building a manager cannot fail later.
-    Client::open(info.clone()).map_err(|e| bad(describe_url_error(&e)))?;
     Ok(info)
+}
+
+fn url_error(url: &str, e: &RedisError) -> Error {
+    Error::config(
+        format!("node URL `{}`", redact_url(url)),
+        describe_url_error(e),
+    )
 }
 
 /// The `redis` crate's words for a URL problem, which never include the URL.

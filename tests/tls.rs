@@ -1,0 +1,120 @@
+//! `rediss://` against `redis-server --tls-port` with a CA and certificates
+//! made at test time (feature `tls`).
+
+mod support;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use fluster::{FailureKind, ShardedPool};
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+use redis::AsyncCommands;
+use support::RedisServer;
+
+/// A CA, and a server certificate for 127.0.0.1 signed by it, as PEM files
+/// in a fresh temporary directory.
+struct Pki {
+    dir: PathBuf,
+    ca_pem: String,
+}
+
+impl Pki {
+    fn new(tag: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("fluster-tls-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+        let server_key = KeyPair::generate().unwrap();
+        let server_cert = CertificateParams::new(vec!["127.0.0.1".to_owned()])
+            .unwrap()
+            .signed_by(&server_key, &ca)
+            .unwrap();
+        std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+        std::fs::write(dir.join("server.pem"), server_cert.pem()).unwrap();
+        std::fs::write(dir.join("server.key"), server_key.serialize_pem()).unwrap();
+        Pki {
+            dir,
+            ca_pem: ca.pem(),
+        }
+    }
+
+    fn file(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    fn server(&self) -> RedisServer {
+        RedisServer::start_tls(
+            &self.file("server.pem"),
+            &self.file("server.key"),
+            &self.file("ca.pem"),
+        )
+    }
+}
+
+impl Drop for Pki {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn tls_url(server: &RedisServer) -> String {
+    format!("rediss://127.0.0.1:{}", server.port())
+}
+
+fn builder(url: &str, ca: &str) -> fluster::Builder {
+    ShardedPool::builder()
+        .node(url)
+        .tls_root_certificates(ca.as_bytes())
+        .penalty_min_wait(Duration::from_secs(30))
+        .penalty_max_wait(Duration::from_secs(30))
+}
+
+#[tokio::test]
+async fn rediss_works_with_the_right_ca() {
+    let pki = Pki::new("ok");
+    let server = pki.server();
+    let pool = builder(&tls_url(&server), &pki.ca_pem)
+        .build()
+        .await
+        .unwrap();
+    assert!(pool.status()[0].up, "{:?}", pool.status());
+    let mut conn = pool.get("tls:key").await.unwrap();
+    let _: () = conn.set("tls:key", "over tls").await.unwrap();
+    let back: String = conn.get("tls:key").await.unwrap();
+    assert_eq!(back, "over tls");
+}
+
+#[tokio::test]
+async fn a_wrong_ca_fails_clearly_and_boxes_the_node() {
+    let pki = Pki::new("server");
+    let other = Pki::new("other");
+    let server = pki.server();
+    let pool = builder(&tls_url(&server), &other.ca_pem)
+        .build()
+        .await
+        .unwrap();
+    let status = &pool.status()[0];
+    assert!(!status.up);
+    assert_eq!(status.boxed_for, Some(FailureKind::Tls), "{status:?}");
+    let error = status.last_error.as_deref().unwrap();
+    assert!(error.contains("certificate"), "unclear error: {error}");
+    assert!(matches!(
+        pool.get("k").await,
+        Err(fluster::Error::NoHealthyNodes)
+    ));
+}
+
+#[tokio::test]
+async fn plain_redis_to_a_tls_port_boxes_the_node() {
+    let pki = Pki::new("plain");
+    let server = pki.server();
+    let url = format!("redis://127.0.0.1:{}", server.port());
+    let pool = ShardedPool::builder()
+        .node(&url)
+        .probe_timeout(Duration::from_millis(300))
+        .build()
+        .await
+        .unwrap();
+    assert!(!pool.status()[0].up, "{:?}", pool.status());
+}
