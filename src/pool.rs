@@ -243,10 +243,7 @@ where
         let table = inner.table.load_full(); // held across the checkout's awaits
         let checkout = |index: usize| table.nodes[index].checkout(started, deadline);
         if inner.settings.failover == Failover::FailFast {
-            let home = table
-                .router
-                .pick_hashed(hash, |_| true)
-                .ok_or(Error::Closed)?;
+            let home = table.router.home_hashed(hash).ok_or(Error::Closed)?;
             return checkout(home)
                 .await
                 .map(Connection::new)
@@ -402,7 +399,7 @@ where
 
 /// Counts a failover if `served` is not the key's home node.
 fn count_failover<M: NodeManager>(table: &Table<M>, hash: u64, served: usize) {
-    if let Some(home) = table.router.pick_hashed(hash, |_| true)
+    if let Some(home) = table.router.home_hashed(hash)
         && home != served
     {
         table.nodes[home].health.metrics.failovers.increment(1);

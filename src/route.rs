@@ -15,24 +15,28 @@
 //! 2. **Key hash.** `h = SipHash-1-3(k0, k1, routing bytes)` with the fixed
 //!    keys `k0 = u64::from_le_bytes(*b"fluster-")` and
 //!    `k1 = u64::from_le_bytes(*b"rendezvs")`.
-//! 3. **Node seed.** `s = SipHash-1-3(k0, k1, node name as UTF-8)`, computed
-//!    once when the pool is built. The *name* is hashed, never the address or
-//!    the position in the list.
-//! 4. **Draw.** `x = mix(h ^ s)`, where `mix` is the SplitMix64 finaliser:
-//!    `z ^= z >> 30; z *= 0xbf58476d1ce4e5b9; z ^= z >> 27;
-//!    z *= 0x94d049bb133111eb; z ^= z >> 31` (wrapping arithmetic).
+//! 3. **Node seeds.** `(a, b) = SipHash-1-3-128(k0, k1, node name as UTF-8)`
+//!    (the `h1` and `h2` halves), with the lowest bit of `b` then set, so
+//!    `b` is odd. Computed once when the pool is built. The *name* is
+//!    hashed, never the address or the position in the list.
+//! 4. **Draw.** `x = fold(h ^ a, b)`, where `fold(u, v)` multiplies the two
+//!    64-bit numbers into a 128-bit product and XORs its high and low
+//!    halves. Each node multiplies by its own odd `b`, so the draws of one
+//!    key on different nodes are unrelated.
 //! 5. **Score.** With equal weights the score is `x` itself, compared as an
 //!    unsigned integer. With unequal weights it is `-w / ln(u)` where
 //!    `u = ((x >> 11) + 1) / 2^53`, a uniform draw in `(0, 1]`; this gives each
-//!    node exactly its weight's share of keys.
+//!    node exactly its weight's share of keys. `ln` is `libm`'s, the same
+//!    bits on every platform.
 //! 6. **Ranking.** Nodes are ranked by descending score; equal scores (which
 //!    need a 64-bit collision) are ordered by node name, so the result never
 //!    depends on the order the nodes were listed in.
 //!
-//! A lookup thus costs one SipHash of the key plus one multiply-xorshift mix
-//! per node.
+//! A lookup thus costs one SipHash of the key plus, per node, one XOR and
+//! one 64×64→128-bit multiply.
 
 use siphasher::sip::SipHasher13;
+use siphasher::sip128::SipHasher13 as SipHasher13_128;
 
 /// First SipHash key of the routing function: the bytes `fluster-`.
 pub const HASH_KEY_0: u64 = u64::from_le_bytes(*b"fluster-");
@@ -68,43 +72,50 @@ pub fn key_hash(key: &[u8]) -> u64 {
     siphash(routing_bytes(key))
 }
 
-/// Step 3 of the routing function: the seed of a node, from its name.
-pub fn node_seed(name: &str) -> u64 {
-    siphash(name.as_bytes())
+/// Step 3 of the routing function: the two seeds of a node, from its name.
+pub fn node_seeds(name: &str) -> (u64, u64) {
+    let h = SipHasher13_128::new_with_keys(HASH_KEY_0, HASH_KEY_1).hash(name.as_bytes());
+    (h.h1, h.h2 | 1)
 }
 
-/// Step 4 of the routing function: the SplitMix64 finaliser.
+/// Step 4 of the routing function: the 128-bit product of `u` and `v`,
+/// high half XOR low half.
 #[inline]
-pub fn mix(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
+pub fn fold(u: u64, v: u64) -> u64 {
+    let product = u128::from(u) * u128::from(v);
+    (product as u64) ^ ((product >> 64) as u64)
 }
 
 /// Step 5 for unequal weights: `-w / ln(u)` with `u` in `(0, 1]`.
+///
+/// `ln` comes from `libm`, a pure-software port of musl's, so the score is
+/// bit-for-bit the same on every platform (the system `ln` may differ in
+/// the last bit between C libraries, which could flip a near tie).
 #[inline]
 fn weighted_score(weight: f64, draw: u64) -> f64 {
     let unit = ((draw >> 11) + 1) as f64 / (1u64 << 53) as f64;
     // ln(1) == 0 gives +inf, which is the right answer for the largest draw.
-    -weight / unit.ln()
-}
-
-/// One node as the router sees it.
-#[derive(Debug, Clone)]
-struct Entry {
-    name: String,
-    seed: u64,
-    weight: f64,
+    -weight / libm::log(unit)
 }
 
 /// The routing table: node names with their seeds and weights.
 ///
-/// Indexes returned by the router are positions in the list given to
-/// [`Router::new`].
+/// Indexes taken and returned by the router are positions in the list given
+/// to [`Router::new`]. Inside, nodes are kept in name order (so a tie goes to
+/// the first one met, the smaller name), with their seeds in arrays of their
+/// own, so a lookup streams through 16 bytes per node.
 #[derive(Debug, Clone)]
 pub struct Router {
-    entries: Vec<Entry>,
-    equal_weights: bool,
+    /// Seeds `a` and `b` of each node, in name order.
+    xor_seeds: Vec<u64>,
+    mul_seeds: Vec<u64>,
+    /// Weights in name order; empty when every weight is the same, so the
+    /// equal-weight path compares raw draws and needs no logarithm.
+    weights: Vec<f64>,
+    /// For each node in name order, its index in the caller's list.
+    index: Vec<usize>,
+    /// Names in the caller's order.
+    names: Vec<String>,
 }
 
 impl Router {
@@ -114,116 +125,147 @@ impl Router {
     /// builder checks both before it gets here, and the router does not
     /// check again.
     pub fn new<'a>(nodes: impl IntoIterator<Item = (&'a str, f64)>) -> Self {
-        let entries: Vec<Entry> = nodes
+        let (names, weights): (Vec<String>, Vec<f64>) = nodes
             .into_iter()
-            .map(|(name, weight)| Entry {
-                name: name.to_owned(),
-                seed: node_seed(name),
-                weight,
-            })
-            .collect();
-        let equal_weights = entries.windows(2).all(|w| w[0].weight == w[1].weight);
+            .map(|(name, weight)| (name.to_owned(), weight))
+            .unzip();
+        let mut index: Vec<usize> = (0..names.len()).collect();
+        index.sort_by(|&x, &y| names[x].cmp(&names[y]));
+        let (xor_seeds, mul_seeds) = index.iter().map(|&i| node_seeds(&names[i])).unzip();
+        let equal = weights.windows(2).all(|w| w[0] == w[1]);
         Router {
-            entries,
-            equal_weights,
+            xor_seeds,
+            mul_seeds,
+            weights: if equal {
+                Vec::new()
+            } else {
+                index.iter().map(|&i| weights[i]).collect()
+            },
+            index,
+            names,
         }
     }
 
     /// Number of nodes.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.names.len()
     }
 
     /// Whether the router has no nodes.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.names.is_empty()
     }
 
     /// Name of the node at `index`.
     pub fn name(&self, index: usize) -> &str {
-        &self.entries[index].name
+        &self.names[index]
+    }
+
+    /// The draw of the node at name-order position `pos` for a key hash.
+    #[inline(always)]
+    fn draw(&self, hash: u64, pos: usize) -> u64 {
+        fold(hash ^ self.xor_seeds[pos], self.mul_seeds[pos])
     }
 
     /// The key's highest-ranked node among those for which `eligible`
-    /// returns true, given the key's [`key_hash`]. One pass, one mix per node.
+    /// returns true, given the key's [`key_hash`]. One pass, one multiply
+    /// per node.
     #[inline]
     pub fn pick_hashed(&self, hash: u64, mut eligible: impl FnMut(usize) -> bool) -> Option<usize> {
-        if self.equal_weights {
+        let pos = if self.weights.is_empty() {
             self.best_by(hash, &mut eligible, |_, draw| draw)
         } else {
-            self.best_by(hash, &mut eligible, |e, draw| {
-                weighted_score(e.weight, draw)
+            self.best_by(hash, &mut eligible, |pos, draw| {
+                weighted_score(self.weights[pos], draw)
             })
-        }
+        };
+        pos.map(|pos| self.index[pos])
     }
 
     /// The key's highest-ranked node among those for which `eligible`
     /// returns true.
+    #[inline]
     pub fn pick(&self, key: &[u8], eligible: impl FnMut(usize) -> bool) -> Option<usize> {
         self.pick_hashed(key_hash(key), eligible)
     }
 
+    /// The home node of a key hash: its first choice when every node is
+    /// healthy.
+    #[inline]
+    pub fn home_hashed(&self, hash: u64) -> Option<usize> {
+        if self.is_empty() {
+            return None;
+        }
+        let pos = if self.weights.is_empty() {
+            // The hot path: a maximum of plain integers, no eligibility test.
+            let mut best = (self.draw(hash, 0), 0);
+            for pos in 1..self.xor_seeds.len() {
+                let draw = self.draw(hash, pos);
+                if draw > best.0 {
+                    best = (draw, pos);
+                }
+            }
+            best.1
+        } else {
+            self.best_by(hash, &mut |_| true, |pos, draw| {
+                weighted_score(self.weights[pos], draw)
+            })?
+        };
+        Some(self.index[pos])
+    }
+
     /// The key's home node: its first choice when every node is healthy.
+    #[inline]
     pub fn home(&self, key: &[u8]) -> Option<usize> {
-        self.pick(key, |_| true)
+        self.home_hashed(key_hash(key))
     }
 
     /// Every node, best first: the order in which a key fails over.
     pub fn ranking(&self, key: &[u8]) -> Vec<usize> {
         let hash = key_hash(key);
-        let mut order: Vec<usize> = (0..self.entries.len()).collect();
-        if self.equal_weights {
-            order.sort_by(|&a, &b| self.compare(hash, b, a, |_, draw| draw));
+        let mut scored: Vec<(f64, u64, usize)> = (0..self.len())
+            .map(|pos| {
+                let draw = self.draw(hash, pos);
+                let weighted = self
+                    .weights
+                    .get(pos)
+                    .map_or(0.0, |&w| weighted_score(w, draw));
+                (weighted, draw, pos)
+            })
+            .collect();
+        // Best first; the sort is stable, so equal scores stay in name order.
+        if self.weights.is_empty() {
+            scored.sort_by(|x, y| y.1.cmp(&x.1));
         } else {
-            order.sort_by(|&a, &b| {
-                self.compare(hash, b, a, |e, draw| weighted_score(e.weight, draw))
-            });
+            scored.sort_by(|x, y| y.0.total_cmp(&x.0));
         }
-        order
+        scored
+            .into_iter()
+            .map(|(_, _, pos)| self.index[pos])
+            .collect()
     }
 
-    #[inline]
-    fn draw(&self, hash: u64, index: usize) -> u64 {
-        mix(hash ^ self.entries[index].seed)
-    }
-
-    fn compare<S: PartialOrd>(
-        &self,
-        hash: u64,
-        a: usize,
-        b: usize,
-        score: impl Fn(&Entry, u64) -> S,
-    ) -> std::cmp::Ordering {
-        let (ea, eb) = (&self.entries[a], &self.entries[b]);
-        let sa = score(ea, self.draw(hash, a));
-        let sb = score(eb, self.draw(hash, b));
-        sa.partial_cmp(&sb)
-            .unwrap_or(std::cmp::Ordering::Equal)
-            // Ties: the smaller name ranks higher, independent of list order.
-            .then_with(|| eb.name.cmp(&ea.name))
-    }
-
-    #[inline]
+    /// Position (in name order) of the best eligible node; the first met
+    /// wins a tie.
+    #[inline(always)]
     fn best_by<S: PartialOrd + Copy>(
         &self,
         hash: u64,
         eligible: &mut impl FnMut(usize) -> bool,
-        score: impl Fn(&Entry, u64) -> S,
+        score: impl Fn(usize, u64) -> S,
     ) -> Option<usize> {
-        let mut best: Option<(usize, S)> = None;
-        for (index, entry) in self.entries.iter().enumerate() {
-            if !eligible(index) {
+        let mut best: Option<(S, usize)> = None;
+        for pos in 0..self.xor_seeds.len() {
+            if !eligible(self.index[pos]) {
                 continue;
             }
-            let s = score(entry, mix(hash ^ entry.seed));
-            best = match best {
-                Some((b, bs)) if bs > s || (bs == s && self.entries[b].name <= entry.name) => {
-                    Some((b, bs))
-                }
-                _ => Some((index, s)),
-            };
+            let s = score(pos, self.draw(hash, pos));
+            match best {
+                Some((top, _)) if top >= s => {}
+                _ => best = Some((s, pos)),
+            }
         }
-        best.map(|(index, _)| index)
+        best.map(|(_, pos)| pos)
     }
 }
 
@@ -264,9 +306,17 @@ mod tests {
         assert_eq!(key_hash(b""), 0x8699_77a1_d534_fa9b);
         assert_eq!(key_hash(b"user:42"), 0x8f15_04c7_a856_0bdb);
         assert_eq!(key_hash(b"{user:42}.profile"), key_hash(b"user:42"));
-        assert_eq!(node_seed("cache-a"), 0x0101_32c1_7028_ac2b);
-        assert_eq!(mix(0), 0);
-        assert_eq!(mix(1), 0x5692_161d_100b_05e5);
+        assert_eq!(
+            node_seeds("cache-a"),
+            (3_730_373_133_418_810_362, 4_252_384_609_249_405_555)
+        );
+        assert_eq!(fold(1, 3), 3);
+        assert_eq!(fold(u64::MAX, u64::MAX), u64::MAX);
+
+        let five = Router::new([("a", 1.0), ("b", 1.0), ("c", 1.0), ("d", 1.0), ("e", 1.0)]);
+        assert_eq!(five.ranking(b"user:1"), vec![3, 4, 2, 1, 0]);
+        assert_eq!(five.ranking(b"user:2"), vec![2, 0, 1, 4, 3]);
+        assert_eq!(five.ranking(b"session:abc"), vec![3, 0, 2, 1, 4]);
 
         let equal = Router::new([("cache-a", 1.0), ("cache-b", 1.0), ("cache-c", 1.0)]);
         let weighted = Router::new([("cache-a", 1.0), ("cache-b", 2.0), ("cache-c", 3.0)]);
@@ -281,16 +331,16 @@ mod tests {
         let expected: Vec<(String, &str, &str)> = [
             ("key:0", "cache-c", "cache-c"),
             ("key:1", "cache-c", "cache-c"),
-            ("key:2", "cache-b", "cache-b"),
+            ("key:2", "cache-a", "cache-b"),
             ("key:3", "cache-c", "cache-c"),
-            ("key:4", "cache-b", "cache-c"),
+            ("key:4", "cache-c", "cache-c"),
             ("key:5", "cache-c", "cache-c"),
-            ("key:6", "cache-a", "cache-a"),
-            ("key:7", "cache-a", "cache-a"),
-            ("key:8", "cache-b", "cache-c"),
-            ("key:9", "cache-a", "cache-c"),
-            ("key:10", "cache-b", "cache-b"),
-            ("key:11", "cache-c", "cache-c"),
+            ("key:6", "cache-c", "cache-c"),
+            ("key:7", "cache-b", "cache-b"),
+            ("key:8", "cache-c", "cache-c"),
+            ("key:9", "cache-c", "cache-c"),
+            ("key:10", "cache-a", "cache-a"),
+            ("key:11", "cache-b", "cache-b"),
         ]
         .into_iter()
         .map(|(k, e, w)| (k.to_owned(), e, w))
