@@ -235,7 +235,7 @@ impl Router {
             .collect();
         // Best first; the sort is stable, so equal scores stay in name order.
         if self.weights.is_empty() {
-            scored.sort_by(|x, y| y.1.cmp(&x.1));
+            scored.sort_by_key(|x| std::cmp::Reverse(x.1));
         } else {
             scored.sort_by(|x, y| y.0.total_cmp(&x.0));
         }
