@@ -58,6 +58,7 @@ pub(crate) struct Settings {
     pub(crate) test_on_checkout: bool,
     pub(crate) failover: Failover,
     pub(crate) max_boxed_fraction: f64,
+    pub(crate) probe_at_build: bool,
     /// PEM root certificates trusted for `rediss://` nodes instead of the
     /// platform's.
     #[cfg(feature = "tls")]
@@ -85,6 +86,7 @@ impl Default for Settings {
             test_on_checkout: false,
             failover: Failover::Reroute,
             max_boxed_fraction: 1.0,
+            probe_at_build: true,
             #[cfg(feature = "tls")]
             tls_root_certificates: None,
         }
@@ -309,6 +311,15 @@ impl<M: NodeManager> Builder<M> {
     /// rounded down but never below one node: 0.5 of 3 nodes allows 1.
     pub fn max_boxed_fraction(mut self, fraction: f64) -> Self {
         self.settings.max_boxed_fraction = fraction;
+        self
+    }
+
+    /// Whether `build` connects to every node before it returns (default
+    /// true). With `false` the pool builds at once, connecting lazily; a
+    /// node that is down is then boxed by the first connect that fails.
+    /// For very large pools, and for services that must start fast.
+    pub fn probe_at_build(mut self, probe: bool) -> Self {
+        self.settings.probe_at_build = probe;
         self
     }
 

@@ -77,6 +77,8 @@ pub struct Config {
     pub failover: Option<Failover>,
     /// See [`Builder::max_boxed_fraction`].
     pub max_boxed_fraction: Option<f64>,
+    /// See [`Builder::probe_at_build`].
+    pub probe_at_build: Option<bool>,
 }
 
 /// One node of a [`Config`]: a URL alone, or a URL with a name and weight.
@@ -130,7 +132,8 @@ impl Config {
             max_connections,
             test_on_checkout,
             failover,
-            max_boxed_fraction
+            max_boxed_fraction,
+            probe_at_build
         );
         if self.min_idle.is_some() {
             b = b.min_idle(self.min_idle);

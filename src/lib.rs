@@ -155,6 +155,7 @@ mod pool;
 mod reaper;
 mod redis_manager;
 pub mod route;
+mod shared;
 
 pub use crate::builder::{
     Builder, DEFAULT_CHECKOUT_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_PROBE_TIMEOUT, Failover,
@@ -168,5 +169,6 @@ pub use crate::health::FailureKind;
 pub use crate::manager::ClassifyFailure;
 pub use crate::pool::{NodeStatus, ShardedPool};
 pub use crate::redis_manager::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT, RedisManager};
+pub use crate::shared::SharedConnection;
 pub use bb8;
 pub use redis;

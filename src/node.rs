@@ -21,6 +21,7 @@ use crate::health::{FailureKind, Health, PenaltyPolicy, State, Transition};
 use crate::manager::{ClassifyFailure, NodeManager, Tracked, TrackedConn};
 use crate::metrics::NodeMetrics;
 use crate::pool::NodeStatus;
+use crate::shared::SharedSlot;
 
 /// A number in `[0, 1)` for back-off jitter. std's `RandomState` is seeded
 /// per process from the OS, which is all the randomness jitter needs.
@@ -343,6 +344,8 @@ pub(crate) struct Node<M: NodeManager> {
     pub(crate) pool: bb8::Pool<Tracked<M>>,
     pub(crate) manager: Arc<M>,
     pub(crate) probe_timeout: Duration,
+    /// The connection `get_shared` clones.
+    pub(crate) shared: SharedSlot<M::Connection>,
 }
 
 impl<M: NodeManager> fmt::Debug for Node<M> {
@@ -372,6 +375,10 @@ where
         deadline: Instant,
     ) -> Result<PooledConnection<'static, Tracked<M>>, CheckoutError> {
         let vetoes = self.health.vetoes();
+        // bb8's own timeout (the checkout timeout) bounds an attempt that
+        // starts as the `get` does; only a later one needs a timer of ours.
+        // That keeps a timer registration off the common waiting path.
+        let mut own_timer = started.elapsed() > Duration::from_millis(1);
         loop {
             let failed = self.health.failure_signal();
             if !self.health.is_up() {
@@ -380,13 +387,15 @@ where
             if self.health.vetoes() != vetoes {
                 return Err(CheckoutError::Failed(self.health.last_veto()));
             }
-            // The sleep only reaches the timer wheel if bb8 has no idle
-            // connection to hand out at once.
             let result = tokio::select! {
                 biased;
                 result = self.pool.get_owned() => result,
-                () = failed => continue,
-                () = tokio::time::sleep_until(deadline.into()) => {
+                () = failed => {
+                    own_timer = true;
+                    continue;
+                }
+                // In an async block, the timer is not even built unless used.
+                () = async { tokio::time::sleep_until(deadline.into()).await }, if own_timer => {
                     return Err(CheckoutError::TimedOut(started.elapsed()));
                 }
             };
@@ -402,11 +411,12 @@ where
                     }
                     // Made before the node was last boxed: drop it, take another.
                     conn.broken = true;
+                    own_timer = true;
                 }
                 Err(RunError::TimedOut) => return Err(CheckoutError::TimedOut(started.elapsed())),
                 // bb8 0.9 reports connect errors to its error sink, not here;
                 // the manager wrapper has already told the node's health.
-                Err(RunError::User(_)) => {}
+                Err(RunError::User(_)) => own_timer = true,
             }
         }
     }

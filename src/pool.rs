@@ -19,6 +19,7 @@ use crate::node::{CheckoutError, Node, NodeHealth, PoolShared};
 use crate::reaper;
 use crate::redis_manager::RedisManager;
 use crate::route::{self, Router};
+use crate::shared::{SharedConnection, SharedSlot};
 
 /// One pool in front of several Redis nodes.
 ///
@@ -187,6 +188,7 @@ where
                 pool,
                 manager,
                 probe_timeout: settings.probe_timeout,
+                shared: SharedSlot::default(),
             }));
         }
         let router = Router::new(names.iter().map(|(n, w)| (n.as_str(), *w)));
@@ -199,7 +201,9 @@ where
                 settings,
             }),
         };
-        pool.probe_all_at_start().await;
+        if pool.inner.settings.probe_at_build {
+            pool.probe_all_at_start().await;
+        }
         reaper::spawn(&pool.inner);
         pool
     }
@@ -236,66 +240,13 @@ where
     /// Redis Cluster hash tags are honoured (`{user1}.a` and `{user1}.b` go
     /// to the same node).
     pub async fn get<K: AsRef<[u8]>>(&self, key: K) -> Result<Connection<M>, Error> {
-        let inner = &*self.inner;
-        inner.check_open()?;
-        let (started, deadline) = inner.deadline();
-        let hash = route::key_hash(key.as_ref());
-        let table = inner.table.load_full(); // held across the checkout's awaits
-        let checkout = |index: usize| table.nodes[index].checkout(started, deadline);
-        if inner.settings.failover == Failover::FailFast {
-            let home = table.router.home_hashed(hash).ok_or(Error::Closed)?;
-            return checkout(home)
-                .await
-                .map(Connection::new)
-                .map_err(|e| e.into_error(table.router.name(home)));
-        }
-        // Nodes that were boxed while this call tried them; allocated only
-        // on failover.
-        let mut tried: Vec<usize> = Vec::new();
-        loop {
-            let picked = table
-                .router
-                .pick_hashed(hash, |i| table.is_up(i) && !tried.contains(&i));
-            let Some(index) = picked else {
-                return Err(Error::NoHealthyNodes);
-            };
-            match checkout(index).await {
-                Err(CheckoutError::Boxed) => tried.push(index),
-                Ok(conn) => {
-                    if inner.shared.down.load(Ordering::Relaxed) > 0 || !tried.is_empty() {
-                        count_failover(&table, hash, index);
-                    }
-                    return Ok(Connection::new(conn));
-                }
-                Err(other) => return Err(other.into_error(table.router.name(index))),
-            }
-        }
+        self.inner.route_key::<Pooled>(key.as_ref()).await
     }
 
     /// A connection to any healthy node, taking them in turn: for key-less
     /// commands and queue consumers.
     pub async fn get_any(&self) -> Result<Connection<M>, Error> {
-        let inner = &*self.inner;
-        inner.check_open()?;
-        let (started, deadline) = inner.deadline();
-        let table = inner.table.load_full();
-        let n = table.nodes.len();
-        let start = inner.next_any.fetch_add(1, Ordering::Relaxed);
-        for offset in 0..n {
-            let index = start.wrapping_add(offset) % n;
-            if !table.is_up(index) {
-                continue;
-            }
-            match table.nodes[index].checkout(started, deadline).await {
-                Err(CheckoutError::Boxed) => continue,
-                result => {
-                    return result
-                        .map(Connection::new)
-                        .map_err(|e| e.into_error(table.router.name(index)));
-                }
-            }
-        }
-        Err(Error::NoHealthyNodes)
+        self.inner.route_any::<Pooled>().await
     }
 
     /// The name of the node `get(key)` would use now, or `None` if every
@@ -374,10 +325,121 @@ where
     }
 }
 
+impl<M> ShardedPool<M>
+where
+    M: NodeManager,
+    M::Connection: Clone,
+{
+    /// The fast path: a clone of the shared multiplexed connection of the
+    /// node that owns `key`, routed exactly like [`get`](Self::get), with
+    /// the same failover and the same errors, but no checkout: many tasks
+    /// pipeline their commands on one socket per node. See
+    /// [`SharedConnection`] for which commands it suits.
+    pub async fn get_shared<K: AsRef<[u8]>>(&self, key: K) -> Result<SharedConnection<M>, Error> {
+        self.inner.route_key::<Cloned>(key.as_ref()).await
+    }
+}
+
+/// How a caller takes a connection from one node.
+trait Take<M: NodeManager> {
+    type Conn;
+    fn take(
+        node: &Node<M>,
+        started: Instant,
+        deadline: Instant,
+    ) -> impl Future<Output = Result<Self::Conn, CheckoutError>> + Send;
+}
+
+/// Checked out of the node's bb8 pool.
+struct Pooled;
+
+impl<M: NodeManager> Take<M> for Pooled {
+    type Conn = Connection<M>;
+    async fn take(
+        node: &Node<M>,
+        started: Instant,
+        deadline: Instant,
+    ) -> Result<Connection<M>, CheckoutError> {
+        node.checkout(started, deadline).await.map(Connection::new)
+    }
+}
+
+/// A clone of the node's shared connection.
+struct Cloned;
+
+impl<M: NodeManager> Take<M> for Cloned
+where
+    M::Connection: Clone,
+{
+    type Conn = SharedConnection<M>;
+    fn take(
+        node: &Node<M>,
+        started: Instant,
+        deadline: Instant,
+    ) -> impl Future<Output = Result<SharedConnection<M>, CheckoutError>> + Send {
+        node.shared(started, deadline)
+    }
+}
+
 impl<M> Inner<M>
 where
     M: NodeManager,
 {
+    /// The key's node, or the next healthy one in its ranking.
+    async fn route_key<T: Take<M>>(&self, key: &[u8]) -> Result<T::Conn, Error> {
+        self.check_open()?;
+        let (started, deadline) = self.deadline();
+        let hash = route::key_hash(key);
+        let table = self.table.load_full(); // held across the checkout's awaits
+        if self.settings.failover == Failover::FailFast {
+            let home = table.router.home_hashed(hash).ok_or(Error::Closed)?;
+            return T::take(&table.nodes[home], started, deadline)
+                .await
+                .map_err(|e| e.into_error(table.router.name(home)));
+        }
+        // Nodes that were boxed while this call tried them; allocated only
+        // on failover.
+        let mut tried: Vec<usize> = Vec::new();
+        loop {
+            let picked = table
+                .router
+                .pick_hashed(hash, |i| table.is_up(i) && !tried.contains(&i));
+            let Some(index) = picked else {
+                return Err(Error::NoHealthyNodes);
+            };
+            match T::take(&table.nodes[index], started, deadline).await {
+                Err(CheckoutError::Boxed) => tried.push(index),
+                Ok(conn) => {
+                    if self.shared.down.load(Ordering::Relaxed) > 0 || !tried.is_empty() {
+                        count_failover(&table, hash, index);
+                    }
+                    return Ok(conn);
+                }
+                Err(other) => return Err(other.into_error(table.router.name(index))),
+            }
+        }
+    }
+
+    /// Any healthy node, in turn.
+    async fn route_any<T: Take<M>>(&self) -> Result<T::Conn, Error> {
+        self.check_open()?;
+        let (started, deadline) = self.deadline();
+        let table = self.table.load_full();
+        let n = table.nodes.len();
+        let start = self.next_any.fetch_add(1, Ordering::Relaxed);
+        for offset in 0..n {
+            let index = start.wrapping_add(offset) % n;
+            if !table.is_up(index) {
+                continue;
+            }
+            match T::take(&table.nodes[index], started, deadline).await {
+                Err(CheckoutError::Boxed) => continue,
+                result => return result.map_err(|e| e.into_error(table.router.name(index))),
+            }
+        }
+        Err(Error::NoHealthyNodes)
+    }
+
     pub(crate) fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
     }
