@@ -75,7 +75,7 @@ async fn run_op<C: redis::aio::ConnectionLike + Send + Sync>(
 ) -> redis::RedisResult<()> {
     match workload {
         Workload::Incr => conn.incr::<_, _, i64>(key, 1).await.map(drop),
-        Workload::GetSet if i % 5 == 0 => conn.set::<_, _, ()>(key, i).await,
+        Workload::GetSet if i.is_multiple_of(5) => conn.set::<_, _, ()>(key, i).await,
         Workload::GetSet => conn.get::<_, Option<i64>>(key).await.map(drop),
     }
 }
