@@ -45,6 +45,20 @@ pub enum Failover {
     FailFast,
 }
 
+/// Checks one node's name and weight.
+pub(crate) fn check_node(name: &str, weight: f64) -> Result<(), Error> {
+    if name.is_empty() {
+        return Err(Error::config("node name", "a node name must not be empty"));
+    }
+    if !(weight.is_finite() && weight > 0.0) {
+        return Err(Error::config(
+            format!("weight of node `{name}`"),
+            format!("must be finite and greater than 0, got {weight}"),
+        ));
+    }
+    Ok(())
+}
+
 /// Settings the pool keeps after it is built.
 #[derive(Debug, Clone)]
 pub(crate) struct Settings {
@@ -353,19 +367,11 @@ impl<M: NodeManager> Builder<M> {
         }
         let mut names = HashSet::new();
         for node in &self.nodes {
-            if node.name.is_empty() {
-                return Err(Error::config("node name", "a node name must not be empty"));
-            }
+            check_node(&node.name, node.weight)?;
             if !names.insert(node.name.as_str()) {
                 return Err(Error::config(
                     format!("node name `{}`", node.name),
                     "the name is used by more than one node",
-                ));
-            }
-            if !(node.weight.is_finite() && node.weight > 0.0) {
-                return Err(Error::config(
-                    format!("weight of node `{}`", node.name),
-                    format!("must be finite and greater than 0, got {}", node.weight),
                 ));
             }
         }

@@ -6,7 +6,7 @@ use std::time::Duration;
 ///
 /// Messages name nodes by their name and URLs with credentials masked; no
 /// error ever contains a password or user name.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// Every node is in the penalty box (or was boxed while this checkout
@@ -63,6 +63,14 @@ pub enum Error {
     /// that return this type.
     #[error(transparent)]
     Redis(#[from] redis::RedisError),
+}
+
+/// So that `?` on [`redis::from_redis_value`] works in functions that
+/// return this type.
+impl From<redis::ParsingError> for Error {
+    fn from(e: redis::ParsingError) -> Self {
+        Error::Redis(e.into())
+    }
 }
 
 impl Error {

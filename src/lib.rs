@@ -33,6 +33,21 @@
 //! goes back to its node's pool when dropped. `examples/axum.rs` and
 //! `examples/actix.rs` are complete services with `/metrics` and `/status`.
 //!
+//! # Beyond one key
+//!
+//! * [`ShardedPool::get_shared`]: a clone of the node's shared multiplexed
+//!   connection instead of a checkout, for high-concurrency traffic.
+//! * [`ShardedPool::pipeline`]: commands for many keys, sent as one pipeline
+//!   per node, replies in order ([`ShardedPipeline`]).
+//! * [`ShardedPool::mget`], [`ShardedPool::mset`], [`ShardedPool::del`]:
+//!   multi-key commands split by node and merged in order.
+//! * [`ShardedPool::fan_out`]: a closure on every healthy node at once
+//!   (merging sorted sets, queue consumers; see `examples/fan_out.rs`).
+//! * [`ShardedPool::get_n`]: the key's first `n` healthy nodes, for data
+//!   written to several.
+//! * [`ShardedPool::add_node`] and [`ShardedPool::remove_node`] while
+//!   traffic runs: the routing table is swapped whole, readers never lock.
+//!
 //! # What it is for, and what it is not
 //!
 //! Nothing is replicated or re-balanced. While a node is boxed its keys live
@@ -149,7 +164,9 @@ mod connection;
 mod error;
 pub mod health;
 mod manager;
+mod membership;
 pub mod metrics;
+mod multi;
 mod node;
 mod pool;
 mod reaper;
@@ -167,6 +184,7 @@ pub use crate::connection::Connection;
 pub use crate::error::Error;
 pub use crate::health::FailureKind;
 pub use crate::manager::ClassifyFailure;
+pub use crate::multi::ShardedPipeline;
 pub use crate::pool::{NodeStatus, ShardedPool};
 pub use crate::redis_manager::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT, RedisManager};
 pub use crate::shared::SharedConnection;

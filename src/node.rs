@@ -16,6 +16,7 @@ use bb8::{PooledConnection, RunError};
 use tokio::sync::Notify;
 use tokio::sync::futures::Notified;
 
+use crate::builder::Settings;
 use crate::error::Error;
 use crate::health::{FailureKind, Health, PenaltyPolicy, State, Transition};
 use crate::manager::{ClassifyFailure, NodeManager, Tracked, TrackedConn};
@@ -39,8 +40,9 @@ pub(crate) struct PoolShared {
     pub(crate) wake: Notify,
     /// Nodes currently boxed.
     pub(crate) down: AtomicUsize,
-    /// The cascade guard: at most this many nodes may be boxed at once.
-    pub(crate) max_down: usize,
+    /// The cascade guard: at most this many nodes may be boxed at once
+    /// (recomputed when nodes are added or removed).
+    pub(crate) max_down: AtomicUsize,
 }
 
 impl PoolShared {
@@ -48,7 +50,7 @@ impl PoolShared {
     fn reserve_box(&self) -> bool {
         self.down
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |down| {
-                (down < self.max_down).then_some(down + 1)
+                (down < self.max_down.load(Ordering::Acquire)).then_some(down + 1)
             })
             .is_ok()
     }
@@ -306,8 +308,13 @@ impl NodeHealth {
         self.shared.wake.notify_one();
     }
 
-    /// The pool is closing: connections made so far are dropped instead of
-    /// reused when they come back.
+    /// A boxed node leaves the pool: its place in the box is free again.
+    fn release_box(&self) {
+        self.shared.down.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// The node leaves the pool: connections made so far are dropped
+    /// instead of reused when they come back.
     pub(crate) fn retire(&self) {
         self.epoch.fetch_add(1, Ordering::AcqRel);
     }
@@ -346,6 +353,48 @@ pub(crate) struct Node<M: NodeManager> {
     pub(crate) probe_timeout: Duration,
     /// The connection `get_shared` clones.
     pub(crate) shared: SharedSlot<M::Connection>,
+}
+
+impl<M: NodeManager> Node<M> {
+    /// A node with its bb8 pool; nothing is connected yet.
+    pub(crate) fn new(
+        name: &str,
+        weight: f64,
+        manager: Arc<M>,
+        settings: &Settings,
+        shared: Arc<PoolShared>,
+    ) -> Self {
+        let health = Arc::new(NodeHealth::new(name, settings.policy, shared));
+        let pool = bb8::Pool::builder()
+            .max_size(settings.max_connections)
+            .min_idle(settings.min_idle)
+            .test_on_check_out(settings.test_on_checkout)
+            .connection_timeout(settings.checkout_timeout)
+            // Each failed connect must reach the penalty box, not be
+            // retried quietly until the checkout times out.
+            .retry_connection(false)
+            .build_unchecked(Tracked {
+                inner: manager.clone(),
+                health: health.clone(),
+            });
+        Node {
+            health,
+            weight,
+            pool,
+            manager,
+            probe_timeout: settings.probe_timeout,
+            shared: SharedSlot::default(),
+        }
+    }
+
+    /// Forgets the node: it leaves rotation for good, and its connections
+    /// are dropped instead of reused as they come back.
+    pub(crate) fn retire(&self) {
+        if !self.health.is_up() {
+            self.health.release_box();
+        }
+        self.health.retire();
+    }
 }
 
 impl<M: NodeManager> fmt::Debug for Node<M> {

@@ -14,12 +14,12 @@ use crate::builder::{Builder, Failover, Settings};
 use crate::connection::Connection;
 use crate::error::Error;
 use crate::health::FailureKind;
-use crate::manager::{NodeManager, Tracked};
-use crate::node::{CheckoutError, Node, NodeHealth, PoolShared};
+use crate::manager::NodeManager;
+use crate::node::{CheckoutError, Node, PoolShared};
 use crate::reaper;
 use crate::redis_manager::RedisManager;
 use crate::route::{self, Router};
-use crate::shared::{SharedConnection, SharedSlot};
+use crate::shared::SharedConnection;
 
 /// One pool in front of several Redis nodes.
 ///
@@ -32,7 +32,7 @@ use crate::shared::{SharedConnection, SharedSlot};
 /// built from URLs; a `bb8_redis::RedisConnectionManager` or your own
 /// manager can be sharded with [`Builder::manager`].
 pub struct ShardedPool<M: NodeManager = RedisManager> {
-    inner: Arc<Inner<M>>,
+    pub(crate) inner: Arc<Inner<M>>,
 }
 
 pub(crate) struct Inner<M: NodeManager> {
@@ -42,25 +42,37 @@ pub(crate) struct Inner<M: NodeManager> {
     pub(crate) shared: Arc<PoolShared>,
     closed: AtomicBool,
     next_any: AtomicUsize,
-    settings: Settings,
+    /// Serialises `add_node` and `remove_node`; readers never take it.
+    pub(crate) membership: std::sync::Mutex<()>,
+    pub(crate) settings: Settings,
 }
 
 /// The nodes of a pool and the router over their names, in the same order.
 pub(crate) struct Table<M: NodeManager> {
-    router: Router,
+    pub(crate) router: Router,
     pub(crate) nodes: Vec<Arc<Node<M>>>,
 }
 
 impl<M: NodeManager> Table<M> {
-    fn empty() -> Self {
+    pub(crate) fn new(nodes: Vec<Arc<Node<M>>>) -> Self {
+        let router = Router::new(nodes.iter().map(|n| (&*n.health.name, n.weight)));
+        Table { router, nodes }
+    }
+
+    pub(crate) fn empty() -> Self {
         Table {
             router: Router::new(std::iter::empty()),
             nodes: Vec::new(),
         }
     }
 
+    /// Index of the node called `name`.
+    pub(crate) fn position(&self, name: &str) -> Option<usize> {
+        self.nodes.iter().position(|n| &*n.health.name == name)
+    }
+
     #[inline]
-    fn is_up(&self, index: usize) -> bool {
+    pub(crate) fn is_up(&self, index: usize) -> bool {
         self.nodes[index].health.is_up()
     }
 }
@@ -163,65 +175,29 @@ where
         let shared = Arc::new(PoolShared {
             wake: Notify::new(),
             down: AtomicUsize::new(0),
-            max_down: settings.max_boxed(specs.len()),
+            max_down: AtomicUsize::new(settings.max_boxed(specs.len())),
         });
-        let mut names = Vec::with_capacity(specs.len());
-        let mut nodes = Vec::with_capacity(specs.len());
-        for (name, weight, manager) in specs {
-            let health = Arc::new(NodeHealth::new(&name, settings.policy, shared.clone()));
-            let pool = bb8::Pool::builder()
-                .max_size(settings.max_connections)
-                .min_idle(settings.min_idle)
-                .test_on_check_out(settings.test_on_checkout)
-                .connection_timeout(settings.checkout_timeout)
-                // Each failed connect must reach the penalty box, not be
-                // retried quietly until the checkout times out.
-                .retry_connection(false)
-                .build_unchecked(Tracked {
-                    inner: manager.clone(),
-                    health: health.clone(),
-                });
-            names.push((name, weight));
-            nodes.push(Arc::new(Node {
-                health,
-                weight,
-                pool,
-                manager,
-                probe_timeout: settings.probe_timeout,
-                shared: SharedSlot::default(),
-            }));
-        }
-        let router = Router::new(names.iter().map(|(n, w)| (n.as_str(), *w)));
+        let nodes: Vec<Arc<Node<M>>> = specs
+            .into_iter()
+            .map(|(name, weight, manager)| {
+                Arc::new(Node::new(&name, weight, manager, &settings, shared.clone()))
+            })
+            .collect();
         let pool = ShardedPool {
             inner: Arc::new(Inner {
-                table: ArcSwap::from_pointee(Table { router, nodes }),
+                table: ArcSwap::from_pointee(Table::new(nodes.clone())),
                 shared,
                 closed: AtomicBool::new(false),
                 next_any: AtomicUsize::new(0),
+                membership: std::sync::Mutex::new(()),
                 settings,
             }),
         };
         if pool.inner.settings.probe_at_build {
-            pool.probe_all_at_start().await;
+            probe_new_nodes(&nodes).await;
         }
         reaper::spawn(&pool.inner);
         pool
-    }
-
-    /// Probes every node in parallel; those that fail start in the box.
-    async fn probe_all_at_start(&self) {
-        let mut probes = JoinSet::new();
-        for node in &self.inner.table.load().nodes {
-            let node = node.clone();
-            probes.spawn(async move { (node.probe().await, node) });
-        }
-        while let Some(joined) = probes.join_next().await {
-            // A probe task only panics if the user's manager panics; that
-            // node then stays up and its first checkout will tell.
-            if let Ok((Err((kind, detail)), node)) = joined {
-                node.health.start_boxed(kind, &detail);
-            }
-        }
     }
 
     /// A connection to the node that owns `key`, or to the next healthy node
@@ -296,12 +272,13 @@ where
     /// connections are closed now and checked-out ones when they are
     /// dropped. Dropping the last handle does the same.
     pub fn close(&self) {
+        let _writer = self.inner.lock_membership();
         if self.inner.closed.swap(true, Ordering::AcqRel) {
             return;
         }
         let table = self.inner.table.swap(Arc::new(Table::empty()));
         for node in &table.nodes {
-            node.health.retire();
+            node.retire();
         }
         self.inner.shared.wake.notify_one();
         tracing::info!(nodes = table.nodes.len(), "pool closed");
@@ -444,7 +421,11 @@ where
         self.closed.load(Ordering::Acquire)
     }
 
-    fn check_open(&self) -> Result<(), Error> {
+    pub(crate) fn lock_membership(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.membership.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn check_open(&self) -> Result<(), Error> {
         if self.is_closed() {
             return Err(Error::Closed);
         }
@@ -453,9 +434,25 @@ where
 
     /// When a `get` that starts now began, and when it must have its
     /// connection.
-    fn deadline(&self) -> (Instant, Instant) {
+    pub(crate) fn deadline(&self) -> (Instant, Instant) {
         let now = Instant::now();
         (now, now + self.settings.checkout_timeout)
+    }
+}
+
+/// Probes new nodes in parallel; those that fail start in the box.
+pub(crate) async fn probe_new_nodes<M: NodeManager>(nodes: &[Arc<Node<M>>]) {
+    let mut probes = JoinSet::new();
+    for node in nodes {
+        let node = node.clone();
+        probes.spawn(async move { (node.probe().await, node) });
+    }
+    while let Some(joined) = probes.join_next().await {
+        // A probe task only panics if the user's manager panics; that
+        // node then stays up and its first checkout will tell.
+        if let Ok((Err((kind, detail)), node)) = joined {
+            node.health.start_boxed(kind, &detail);
+        }
     }
 }
 

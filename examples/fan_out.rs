@@ -1,0 +1,146 @@
+//! Work on every node at once with `fan_out`: a leaderboard kept as one
+//! sorted set per node, merged on read (highest score wins, as the original
+//! Python fluster's `zrevrange_with_int_score` did), and a queue consumer
+//! that pops from every healthy node, following nodes as they leave and
+//! return.
+//!
+//!     cargo run --example fan_out
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use fluster::ShardedPool;
+use redis::AsyncCommands;
+
+/// The `limit` highest-scored members of the sorted set `key` across every
+/// healthy node; a member found on several nodes keeps its highest score.
+/// Ties are ordered by member, so the result does not depend on which node
+/// answered first. Nodes that fail are left out; if all fail, the first
+/// error is returned.
+pub async fn zrevrange_merged(
+    pool: &ShardedPool,
+    key: &str,
+    limit: usize,
+) -> Result<Vec<(String, i64)>, fluster::Error> {
+    if limit == 0 {
+        return Ok(Vec::new());
+    }
+    let per_node = pool
+        .fan_out(|mut conn| async move {
+            // Each node's own top `limit` is enough: the merged top `limit`
+            // can only come from them.
+            conn.zrevrange_withscores::<_, Vec<(String, i64)>>(key, 0, limit as isize - 1)
+                .await
+        })
+        .await;
+    let mut best: HashMap<String, i64> = HashMap::new();
+    let mut first_error = None;
+    let mut answered = 0;
+    for (_node, result) in per_node {
+        match result.and_then(|r| r.map_err(fluster::Error::from)) {
+            Ok(members) => {
+                answered += 1;
+                for (member, score) in members {
+                    let entry = best.entry(member).or_insert(score);
+                    *entry = (*entry).max(score);
+                }
+            }
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    if answered == 0 {
+        return Err(first_error.unwrap_or(fluster::Error::NoHealthyNodes));
+    }
+    let mut merged: Vec<(String, i64)> = best.into_iter().collect();
+    merged.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    merged.truncate(limit);
+    Ok(merged)
+}
+
+/// One round of a queue consumer: `BRPOP queue` on every healthy node at
+/// once, each waiting up to `wait`; returns the jobs popped. Run it in a
+/// loop: each round asks the nodes that are healthy *then*, so the consumer
+/// leaves a node while it is boxed and comes back to it when it returns.
+pub async fn pop_round(pool: &ShardedPool, queue: &str, wait: Duration) -> Vec<String> {
+    pool.fan_out(|mut conn| async move {
+        let popped: Option<(String, String)> = conn.brpop(queue, wait.as_secs_f64()).await.ok()?;
+        popped.map(|(_, job)| job)
+    })
+    .await
+    .into_iter()
+    .filter_map(|(_, result)| result.ok().flatten())
+    .collect()
+}
+
+#[allow(dead_code)] // the tests include this file for its functions alone
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    if !support::redis_server_installed() {
+        eprintln!("{}", support::INSTALL_HINT);
+        std::process::exit(1);
+    }
+    let mut servers = support::start_servers(3);
+    let mut builder = ShardedPool::builder()
+        .response_timeout(Duration::from_secs(2))
+        .penalty_min_wait(Duration::from_millis(200))
+        .penalty_max_wait(Duration::from_millis(500));
+    for (i, s) in servers.iter().enumerate() {
+        builder = builder.named_node(&format!("node-{i}"), &s.url());
+    }
+    let pool = builder.build().await?;
+
+    // A leaderboard written wherever each game server happened to write.
+    let scores = [
+        ("ann", 31),
+        ("bob", 17),
+        ("cyd", 45),
+        ("ann", 52),
+        ("dee", 8),
+        ("bob", 29),
+    ];
+    for (i, (member, score)) in scores.iter().enumerate() {
+        let mut conn = pool.get(format!("writer:{i}")).await?;
+        let _: () = conn.zadd("leaderboard", *member, *score).await?;
+    }
+    println!(
+        "top 3 across all nodes: {:?}",
+        zrevrange_merged(&pool, "leaderboard", 3).await?
+    );
+
+    // Jobs pushed to every node; one consumer drains them all.
+    for i in 0..30 {
+        let mut conn = pool.get_any().await?;
+        let _: () = conn.lpush("jobs", format!("job-{i}")).await?;
+    }
+    let mut done = 0;
+    for round in 0..20 {
+        if round == 3 {
+            servers[1].kill();
+            println!("(node-1 killed: the consumer keeps going on the others)");
+        }
+        if round == 8 {
+            servers[1].restart();
+            println!("(node-1 restarted, empty)");
+        }
+        let jobs = pop_round(&pool, "jobs", Duration::from_millis(100)).await;
+        done += jobs.len();
+        let up: Vec<String> = pool
+            .status()
+            .into_iter()
+            .filter(|s| s.up)
+            .map(|s| s.name)
+            .collect();
+        println!(
+            "round {round:>2}: popped {:>2} jobs from {:?}",
+            jobs.len(),
+            up
+        );
+    }
+    println!("{done} jobs consumed (those queued on node-1 when it was killed are lost with it)");
+    Ok(())
+}

@@ -1,0 +1,362 @@
+//! Operations over several nodes at once: sharded pipelines, multi-key
+//! commands split by node, fan-out to every healthy node, and replica sets
+//! of connections.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+
+use futures_util::future::join_all;
+use redis::aio::ConnectionLike;
+use redis::{Cmd, FromRedisValue, ToRedisArgs, Value};
+
+use crate::builder::Failover;
+use crate::connection::Connection;
+use crate::error::Error;
+use crate::manager::NodeManager;
+use crate::node::CheckoutError;
+use crate::pool::{ShardedPool, Table};
+use crate::redis_manager::RedisManager;
+use crate::route;
+
+/// Commands for several nodes, each with the key that routes it, sent as one
+/// pipeline per node. From [`ShardedPool::pipeline`].
+///
+/// [`query_async`](Self::query_async) groups the commands by node, sends each
+/// group as one pipeline on one connection, runs the groups concurrently and
+/// returns every reply in the order the commands were added. A group whose
+/// node turns out to be boxed is re-routed once, before anything is sent;
+/// a command that fails gets its error in its place, the others their
+/// replies.
+///
+/// ```no_run
+/// # async fn run(pool: fluster::ShardedPool) -> Result<(), fluster::Error> {
+/// let mut pipe = pool.pipeline();
+/// for user in ["alice", "bob", "carol"] {
+///     let key = format!("visits:{user}");
+///     pipe.add(&key, redis::cmd("INCR").arg(&key).clone());
+/// }
+/// for reply in pipe.query_async().await? {
+///     let visits: i64 = redis::from_redis_value(reply?)?;
+///     println!("{visits}");
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct ShardedPipeline<'p, M: NodeManager = RedisManager> {
+    pool: &'p ShardedPool<M>,
+    commands: Vec<(u64, Cmd)>,
+}
+
+impl<M: NodeManager> ShardedPool<M> {
+    /// An empty [`ShardedPipeline`] on this pool.
+    pub fn pipeline(&self) -> ShardedPipeline<'_, M> {
+        ShardedPipeline {
+            pool: self,
+            commands: Vec::new(),
+        }
+    }
+}
+
+impl<M> ShardedPipeline<'_, M>
+where
+    M: NodeManager,
+    M::Connection: ConnectionLike + Send,
+{
+    /// Adds `cmd`, routed by `key` (hash tags honoured).
+    pub fn add<K: AsRef<[u8]>>(&mut self, key: K, cmd: Cmd) -> &mut Self {
+        self.commands.push((route::key_hash(key.as_ref()), cmd));
+        self
+    }
+
+    /// Number of commands added.
+    pub fn len(&self) -> usize {
+        self.commands.len()
+    }
+
+    /// Whether no command was added.
+    pub fn is_empty(&self) -> bool {
+        self.commands.is_empty()
+    }
+
+    /// Sends every group and returns the replies in the order the commands
+    /// were added. The outer error is for the whole call ([`Error::Closed`]);
+    /// each command has its own result, so one node's failure does not hide
+    /// the others' replies.
+    pub async fn query_async(&self) -> Result<Vec<Result<Value, Error>>, Error> {
+        let hashes: Vec<u64> = self.commands.iter().map(|(hash, _)| *hash).collect();
+        let groups = self
+            .pool
+            .by_node(&hashes, |mut conn, positions| async move {
+                let mut pipe = redis::pipe();
+                for &p in &positions {
+                    pipe.add_command(self.commands[p].1.clone());
+                }
+                let values = conn.req_packed_commands(&pipe, 0, positions.len()).await?;
+                Ok(values
+                    .into_iter()
+                    .map(|value| match value {
+                        Value::ServerError(e) => Err(Error::Redis(e.into())),
+                        value => Ok(value),
+                    })
+                    .collect::<Vec<_>>())
+            })
+            .await?;
+        let mut replies: Vec<Option<Result<Value, Error>>> =
+            std::iter::repeat_with(|| None).take(hashes.len()).collect();
+        for (positions, outcome) in groups {
+            match outcome {
+                Ok(values) => {
+                    for (p, value) in positions.into_iter().zip(values) {
+                        replies[p] = Some(value);
+                    }
+                }
+                Err(e) => {
+                    for p in positions {
+                        replies[p] = Some(Err(e.clone()));
+                    }
+                }
+            }
+        }
+        Ok(replies
+            .into_iter()
+            .map(|r| r.unwrap_or(Err(Error::NoHealthyNodes)))
+            .collect())
+    }
+}
+
+impl<M> ShardedPool<M>
+where
+    M: NodeManager,
+    M::Connection: ConnectionLike + Send,
+{
+    /// `GET` of many keys, as one `MGET` per node, run concurrently; the
+    /// values come back in the order of `keys`. Fails as a whole if any
+    /// node's `MGET` fails.
+    pub async fn mget<K, V>(&self, keys: &[K]) -> Result<Vec<Option<V>>, Error>
+    where
+        K: AsRef<[u8]> + Sync,
+        V: FromRedisValue,
+    {
+        let hashes: Vec<u64> = keys.iter().map(|k| route::key_hash(k.as_ref())).collect();
+        let groups = self
+            .by_node(&hashes, |mut conn, positions| async move {
+                let mut cmd = redis::cmd("MGET");
+                for &p in &positions {
+                    cmd.arg(keys[p].as_ref());
+                }
+                Ok(cmd.query_async::<Vec<Value>>(&mut conn).await?)
+            })
+            .await?;
+        let mut values: Vec<Option<V>> = std::iter::repeat_with(|| None).take(keys.len()).collect();
+        for (positions, outcome) in groups {
+            for (p, value) in positions.into_iter().zip(outcome?) {
+                values[p] = redis::from_redis_value(value)?;
+            }
+        }
+        Ok(values)
+    }
+
+    /// `SET` of many key-value pairs, as one `MSET` per node, run
+    /// concurrently. Not atomic across nodes: if one node's `MSET` fails,
+    /// the others may have been applied.
+    pub async fn mset<K, V>(&self, pairs: &[(K, V)]) -> Result<(), Error>
+    where
+        K: AsRef<[u8]> + Sync,
+        V: ToRedisArgs + Sync,
+    {
+        let hashes: Vec<u64> = pairs
+            .iter()
+            .map(|(k, _)| route::key_hash(k.as_ref()))
+            .collect();
+        let groups = self
+            .by_node(&hashes, |mut conn, positions| async move {
+                let mut cmd = redis::cmd("MSET");
+                for &p in &positions {
+                    cmd.arg(pairs[p].0.as_ref()).arg(&pairs[p].1);
+                }
+                Ok(cmd.query_async::<()>(&mut conn).await?)
+            })
+            .await?;
+        groups.into_iter().try_for_each(|(_, outcome)| outcome)
+    }
+
+    /// `DEL` of many keys, as one `DEL` per node, run concurrently; returns
+    /// how many keys were removed in all.
+    pub async fn del<K: AsRef<[u8]> + Sync>(&self, keys: &[K]) -> Result<u64, Error> {
+        let hashes: Vec<u64> = keys.iter().map(|k| route::key_hash(k.as_ref())).collect();
+        let groups = self
+            .by_node(&hashes, |mut conn, positions| async move {
+                let mut cmd = redis::cmd("DEL");
+                for &p in &positions {
+                    cmd.arg(keys[p].as_ref());
+                }
+                Ok(cmd.query_async::<u64>(&mut conn).await?)
+            })
+            .await?;
+        groups.into_iter().map(|(_, outcome)| outcome).sum()
+    }
+}
+
+impl<M: NodeManager> ShardedPool<M> {
+    /// Runs `f` on a connection to every healthy node, concurrently, and
+    /// returns each node's name with its result (or the error that kept it
+    /// from getting a connection), in the order the nodes were added.
+    ///
+    /// For the work a sharded store does on all shards: merging sorted sets,
+    /// scanning, a queue consumer polling every node.
+    pub async fn fan_out<T, F, Fut>(&self, f: F) -> Vec<(String, Result<T, Error>)>
+    where
+        F: Fn(Connection<M>) -> Fut,
+        Fut: Future<Output = T>,
+    {
+        let Ok(()) = self.inner.check_open() else {
+            return Vec::new();
+        };
+        let table = self.inner.table.load_full();
+        let (started, deadline) = self.inner.deadline();
+        let runs = table
+            .nodes
+            .iter()
+            .filter(|node| node.health.is_up())
+            .map(|node| {
+                let f = &f;
+                async move {
+                    let name = node.health.name.to_string();
+                    let result = match node.checkout(started, deadline).await {
+                        Ok(conn) => Ok(f(Connection::new(conn)).await),
+                        Err(e) => Err(e.into_error(&name)),
+                    };
+                    (name, result)
+                }
+            });
+        join_all(runs).await
+    }
+
+    /// Connections to the key's first `n` healthy nodes in its ranking, for
+    /// data kept on several nodes (write to all, read from any). A node
+    /// boxed meanwhile is skipped for the next one in the ranking, so the
+    /// other members stay the same. Returns fewer than `n` when fewer nodes
+    /// are healthy, and [`Error::NoHealthyNodes`] when none is.
+    pub async fn get_n<K: AsRef<[u8]>>(
+        &self,
+        key: K,
+        n: usize,
+    ) -> Result<Vec<Connection<M>>, Error> {
+        self.inner.check_open()?;
+        let table = self.inner.table.load_full();
+        let (started, deadline) = self.inner.deadline();
+        let mut conns = Vec::with_capacity(n);
+        for index in table.router.ranking(key.as_ref()) {
+            if conns.len() == n {
+                break;
+            }
+            let node = &table.nodes[index];
+            if !node.health.is_up() {
+                continue;
+            }
+            match node.checkout(started, deadline).await {
+                Ok(conn) => conns.push(Connection::new(conn)),
+                Err(CheckoutError::Boxed) => continue,
+                Err(e) => return Err(e.into_error(&node.health.name)),
+            }
+        }
+        if conns.is_empty() && n > 0 {
+            return Err(Error::NoHealthyNodes);
+        }
+        Ok(conns)
+    }
+
+    /// The engine of the multi-node operations: groups the positions of
+    /// `hashes` by node, runs `run` on one connection per group
+    /// concurrently, and re-routes once the groups whose node turned out to
+    /// be boxed. Returns each group's positions with its outcome.
+    pub(crate) async fn by_node<R, F, Fut>(
+        &self,
+        hashes: &[u64],
+        run: F,
+    ) -> Result<Vec<(Vec<usize>, Result<R, Error>)>, Error>
+    where
+        F: Fn(Connection<M>, Vec<usize>) -> Fut,
+        Fut: Future<Output = Result<R, Error>>,
+    {
+        self.inner.check_open()?;
+        let table = self.inner.table.load_full();
+        let (started, deadline) = self.inner.deadline();
+        let fail_fast = self.inner.settings.failover == Failover::FailFast;
+        let mut done = Vec::new();
+        let mut boxed: Vec<usize> = Vec::new();
+        let mut pending: Vec<usize> = (0..hashes.len()).collect();
+        // The first round, then one re-route of what met a boxed node.
+        for round in 0..2 {
+            let (groups, unroutable) = group(&table, hashes, &pending, &boxed, fail_fast);
+            if fail_fast {
+                // Each key whose home node is boxed gets an error naming it.
+                for p in unroutable {
+                    let home = table.router.home_hashed(hashes[p]);
+                    let node = home.map_or("", |i| table.router.name(i)).to_owned();
+                    done.push((vec![p], Err(Error::NodeDown { node })));
+                }
+            } else if !unroutable.is_empty() {
+                done.push((unroutable, Err(Error::NoHealthyNodes)));
+            }
+            let runs = groups.into_iter().map(|(index, positions)| {
+                let (run, table) = (&run, &table);
+                async move {
+                    let node = &table.nodes[index];
+                    let outcome = match node.checkout(started, deadline).await {
+                        Ok(conn) => Ok(run(Connection::new(conn), positions.clone()).await),
+                        Err(e) => Err(e),
+                    };
+                    (index, positions, outcome)
+                }
+            });
+            pending = Vec::new();
+            for (index, positions, outcome) in join_all(runs).await {
+                let name = table.router.name(index);
+                match outcome {
+                    Ok(result) => done.push((positions, result)),
+                    Err(CheckoutError::Boxed) if round == 0 && !fail_fast => {
+                        boxed.push(index);
+                        pending.extend(positions);
+                    }
+                    Err(e) => done.push((positions, Err(e.into_error(name)))),
+                }
+            }
+            if pending.is_empty() {
+                break;
+            }
+        }
+        Ok(done)
+    }
+}
+
+/// Groups `positions` by the node each hash routes to now, skipping nodes
+/// in `boxed`; with `fail_fast`, only home nodes. Returns the groups (by
+/// node index, in a stable order) and the positions no node can take.
+fn group<M: NodeManager>(
+    table: &Table<M>,
+    hashes: &[u64],
+    positions: &[usize],
+    boxed: &[usize],
+    fail_fast: bool,
+) -> (BTreeMap<usize, Vec<usize>>, Vec<usize>) {
+    let mut groups: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    let mut unroutable = Vec::new();
+    for &p in positions {
+        let index = if fail_fast {
+            table
+                .router
+                .home_hashed(hashes[p])
+                .filter(|&i| table.is_up(i))
+        } else {
+            table
+                .router
+                .pick_hashed(hashes[p], |i| table.is_up(i) && !boxed.contains(&i))
+        };
+        match index {
+            Some(index) => groups.entry(index).or_default().push(p),
+            None => unroutable.push(p),
+        }
+    }
+    (groups, unroutable)
+}
