@@ -219,6 +219,19 @@ impl NodeHealth {
         self.vetoes.load(Ordering::Acquire)
     }
 
+    /// Whether a checkout that began when [`vetoes`](Self::vetoes) was
+    /// `vetoes` may go on: not if the node was boxed since (move to the next
+    /// node), nor if a failure was vetoed since (the caller gets it).
+    pub(crate) fn usable_since(&self, vetoes: u64) -> Result<(), CheckoutError> {
+        if !self.is_up() {
+            return Err(CheckoutError::Boxed);
+        }
+        if self.vetoes() != vetoes {
+            return Err(CheckoutError::Failed(self.last_veto()));
+        }
+        Ok(())
+    }
+
     /// The kind of the latest vetoed failure.
     pub(crate) fn last_veto(&self) -> FailureKind {
         self.last_veto
@@ -430,12 +443,7 @@ where
         let mut own_timer = started.elapsed() > Duration::from_millis(1);
         loop {
             let failed = self.health.failure_signal();
-            if !self.health.is_up() {
-                return Err(CheckoutError::Boxed);
-            }
-            if self.health.vetoes() != vetoes {
-                return Err(CheckoutError::Failed(self.health.last_veto()));
-            }
+            self.health.usable_since(vetoes)?;
             let result = tokio::select! {
                 biased;
                 result = self.pool.get_owned() => result,

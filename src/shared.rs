@@ -73,12 +73,7 @@ where
         let vetoes = self.health.vetoes();
         loop {
             let failed = self.health.failure_signal();
-            if !self.health.is_up() {
-                return Err(CheckoutError::Boxed);
-            }
-            if self.health.vetoes() != vetoes {
-                return Err(CheckoutError::Failed(self.health.last_veto()));
-            }
+            self.health.usable_since(vetoes)?;
             if let Some(shared) = self.live_shared() {
                 return Ok(SharedConnection::new(shared, self.health.clone()));
             }

@@ -12,11 +12,7 @@ use redis::AsyncCommands;
 use support::{RedisServer, eventually, keys_homed_on, start_servers};
 
 async fn pool_of(servers: &[RedisServer], min_wait_ms: u64) -> ShardedPool {
-    let mut builder = ShardedPool::builder();
-    for s in servers {
-        builder = builder.node(&s.url());
-    }
-    builder
+    support::builder_for(servers)
         .penalty_min_wait(Duration::from_millis(min_wait_ms))
         .penalty_max_wait(Duration::from_millis(min_wait_ms * 4))
         .penalty_multiplier(2.0)

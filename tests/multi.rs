@@ -23,11 +23,7 @@ use redis::{AsyncCommands, Value};
 use support::{RedisServer, eventually, start_servers};
 
 async fn pool_of(servers: &[RedisServer]) -> ShardedPool {
-    let mut builder = ShardedPool::builder();
-    for s in servers {
-        builder = builder.node(&s.url());
-    }
-    builder
+    support::builder_for(servers)
         .penalty_min_wait(Duration::from_secs(10))
         .penalty_max_wait(Duration::from_secs(10))
         .build()

@@ -7,14 +7,10 @@ use std::time::{Duration, Instant};
 
 use fluster::{Error, Failover, FailureKind, ShardedPool};
 use redis::AsyncCommands;
-use support::{RedisServer, eventually, keys_homed_on, start_servers};
+use support::{RedisServer, clients, eventually, keys_homed_on, start_servers};
 
 fn builder_for(servers: &[RedisServer]) -> fluster::Builder {
-    let mut builder = ShardedPool::builder();
-    for s in servers {
-        builder = builder.node(&s.url());
-    }
-    builder
+    support::builder_for(servers)
         .penalty_min_wait(Duration::from_secs(30))
         .penalty_max_wait(Duration::from_secs(30))
 }
@@ -36,15 +32,6 @@ async fn box_node(pool: &ShardedPool, key: &str, node: &str) {
             let _ = redis::cmd("PING").query_async::<()>(&mut conn).await;
         }
     }
-}
-
-/// Clients connected to `server`, not counting the one asking.
-fn clients(server: &RedisServer) -> usize {
-    let list: String = redis::cmd("CLIENT")
-        .arg("LIST")
-        .query(&mut server.client())
-        .unwrap();
-    list.lines().count() - 1
 }
 
 #[tokio::test]

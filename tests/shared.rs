@@ -7,27 +7,15 @@ use std::time::Duration;
 
 use fluster::ShardedPool;
 use redis::AsyncCommands;
-use support::{RedisServer, eventually, keys_homed_on, start_servers};
+use support::{RedisServer, clients, eventually, keys_homed_on, start_servers};
 
 async fn pool_of(servers: &[RedisServer]) -> ShardedPool {
-    let mut builder = ShardedPool::builder();
-    for s in servers {
-        builder = builder.node(&s.url());
-    }
-    builder
+    support::builder_for(servers)
         .penalty_min_wait(Duration::from_millis(100))
         .penalty_max_wait(Duration::from_millis(200))
         .build()
         .await
         .unwrap()
-}
-
-fn clients(server: &RedisServer) -> usize {
-    let list: String = redis::cmd("CLIENT")
-        .arg("LIST")
-        .query(&mut server.client())
-        .unwrap();
-    list.lines().count() - 1
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

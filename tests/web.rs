@@ -25,11 +25,7 @@ use support::{RedisServer, keys_homed_on, start_servers};
 use tower::ServiceExt;
 
 async fn pool_of(servers: &[RedisServer]) -> ShardedPool {
-    let mut builder = ShardedPool::builder();
-    for s in servers {
-        builder = builder.node(&s.url());
-    }
-    builder
+    support::builder_for(servers)
         .penalty_min_wait(Duration::from_millis(100))
         .penalty_max_wait(Duration::from_millis(200))
         .build()

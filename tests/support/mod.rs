@@ -234,6 +234,22 @@ fn signal(pid: u32, sig: &str) {
     assert!(status.success(), "kill {sig} {pid} failed");
 }
 
+/// A builder with one node per server, named after its address.
+pub fn builder_for(servers: &[RedisServer]) -> fluster::Builder {
+    servers
+        .iter()
+        .fold(fluster::ShardedPool::builder(), |b, s| b.node(&s.url()))
+}
+
+/// Clients connected to `server`, not counting the one asking.
+pub fn clients(server: &RedisServer) -> usize {
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query(&mut server.client())
+        .unwrap();
+    list.lines().count() - 1
+}
+
 /// Starts `n` servers.
 pub fn start_servers(n: usize) -> Vec<RedisServer> {
     (0..n).map(|_| RedisServer::start()).collect()
