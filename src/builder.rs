@@ -191,6 +191,20 @@ impl Builder<RedisManager> {
         self
     }
 
+    /// Adds a shard served by a Redis Sentinel master group, under `name`,
+    /// with weight 1: its connections go to the group's current master, and
+    /// a Sentinel failover never moves its keys. Feature `sentinel`.
+    #[cfg(feature = "sentinel")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "sentinel")))]
+    pub fn sentinel_node(mut self, name: &str, shard: crate::sentinel::SentinelShard) -> Self {
+        self.nodes.push(NodeSpec {
+            name: name.to_owned(),
+            weight: 1.0,
+            make: Box::new(move |settings| RedisManager::sentinel(&shard, settings)),
+        });
+        self
+    }
+
     /// Time to establish a connection to a node (default 1 s). A connect
     /// timeout counts as a timeout failure.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {

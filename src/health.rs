@@ -43,6 +43,9 @@ pub enum FailureKind {
     Loading,
     /// The node answered `MASTERDOWN`: its master link is down.
     MasterDown,
+    /// The node answered `READONLY`: it is a replica now (a failed-over
+    /// master that came back, or a node reconfigured under the pool).
+    ReadOnly,
     /// A connection could not be made, for a reason the connection manager
     /// did not classify further.
     Connect,
@@ -60,6 +63,7 @@ impl FailureKind {
             FailureKind::Auth => "auth",
             FailureKind::Loading => "loading",
             FailureKind::MasterDown => "masterdown",
+            FailureKind::ReadOnly => "readonly",
             FailureKind::Connect => "connect",
         }
     }

@@ -143,6 +143,8 @@
 //! # Feature flags
 //!
 //! * `tls`: `rediss://` URLs, through rustls.
+//! * `sentinel`: shards served by Redis Sentinel master groups
+//!   (`SentinelShard`), for data that must survive a node.
 //! * `serde`: `Config` to build a pool from TOML, JSON or environment
 //!   variables, and `Serialize` for [`NodeStatus`].
 //!
@@ -172,6 +174,8 @@ mod pool;
 mod reaper;
 mod redis_manager;
 pub mod route;
+#[cfg(feature = "sentinel")]
+mod sentinel;
 mod shared;
 
 pub use crate::builder::{
@@ -187,6 +191,9 @@ pub use crate::manager::ClassifyFailure;
 pub use crate::multi::ShardedPipeline;
 pub use crate::pool::{NodeStatus, ShardedPool};
 pub use crate::redis_manager::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT, RedisManager};
+#[cfg(feature = "sentinel")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sentinel")))]
+pub use crate::sentinel::SentinelShard;
 pub use crate::shared::SharedConnection;
 pub use bb8;
 pub use redis;

@@ -29,6 +29,7 @@ impl ClassifyFailure for RedisError {
             ErrorKind::Server(ServerErrorKind::MasterDown) => {
                 return Some(FailureKind::MasterDown);
             }
+            ErrorKind::Server(ServerErrorKind::ReadOnly) => return Some(FailureKind::ReadOnly),
             _ => {}
         }
         if matches!(self.code(), Some("WRONGPASS" | "NOAUTH")) {
@@ -84,10 +85,20 @@ fn is_tls_failure(_: &RedisError) -> bool {
 /// password of the URL.
 #[derive(Clone)]
 pub struct RedisManager {
-    client: Client,
+    target: Target,
     config: AsyncConnectionConfig,
     address: String,
     db: i64,
+}
+
+/// Where connections go.
+#[derive(Clone)]
+enum Target {
+    /// One address.
+    Direct(Client),
+    /// Whichever server the sentinels name master at connect time.
+    #[cfg(feature = "sentinel")]
+    Sentinel(std::sync::Arc<crate::sentinel::SentinelTarget>),
 }
 
 impl fmt::Debug for RedisManager {
@@ -167,15 +178,34 @@ impl RedisManager {
             .set_connection_timeout(Some(connect_timeout))
             .set_response_timeout(Some(response_timeout));
         RedisManager {
-            client,
+            target: Target::Direct(client),
             config,
             address: info.addr().to_string(),
             db: info.redis_settings().db(),
         }
     }
 
+    /// The manager for a Sentinel-backed shard.
+    #[cfg(feature = "sentinel")]
+    pub(crate) fn sentinel(
+        shard: &crate::sentinel::SentinelShard,
+        settings: &Settings,
+    ) -> Result<Self, Error> {
+        let target =
+            crate::sentinel::SentinelTarget::new(shard.client()?, settings.connect_timeout);
+        Ok(RedisManager {
+            target: Target::Sentinel(std::sync::Arc::new(target)),
+            config: AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(settings.connect_timeout))
+                .set_response_timeout(Some(settings.response_timeout)),
+            address: shard.label(),
+            db: 0,
+        })
+    }
+
     /// The node's address as `host:port` (or the socket path): what a node
-    /// added with [`Builder::node`](crate::Builder::node) is named after.
+    /// added with [`Builder::node`](crate::Builder::node) is named after. For
+    /// a Sentinel-backed shard, its master group's name.
     pub fn address(&self) -> &str {
         &self.address
     }
@@ -242,9 +272,15 @@ impl bb8::ManageConnection for RedisManager {
     type Error = RedisError;
 
     async fn connect(&self) -> Result<Self::Connection, Self::Error> {
-        self.client
-            .get_multiplexed_async_connection_with_config(&self.config)
-            .await
+        match &self.target {
+            Target::Direct(client) => {
+                client
+                    .get_multiplexed_async_connection_with_config(&self.config)
+                    .await
+            }
+            #[cfg(feature = "sentinel")]
+            Target::Sentinel(sentinel) => sentinel.connect(&self.config).await,
+        }
     }
 
     async fn is_valid(&self, conn: &mut Self::Connection) -> Result<(), Self::Error> {

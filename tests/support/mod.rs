@@ -17,6 +17,8 @@ pub struct RedisServer {
     extra_args: Vec<String>,
     /// Listens for TLS only, on `port`.
     tls: bool,
+    /// Runs as a sentinel watching these masters (name, port).
+    watches: Vec<(String, u16)>,
 }
 
 fn free_port() -> u16 {
@@ -80,6 +82,46 @@ impl RedisServer {
         )
     }
 
+    /// Starts a sentinel watching the given masters (name and port on
+    /// 127.0.0.1), with a quorum of 2 and a 1 s down-after time.
+    pub fn start_sentinel(masters: &[(&str, u16)]) -> Self {
+        let watches: Vec<(String, u16)> =
+            masters.iter().map(|(n, p)| (n.to_string(), *p)).collect();
+        for _ in 0..5 {
+            let mut server = RedisServer {
+                port: free_port(),
+                child: None,
+                extra_args: Vec::new(),
+                tls: false,
+                watches: watches.clone(),
+            };
+            if server.spawn() {
+                return server;
+            }
+        }
+        panic!("could not start a sentinel on a free port after 5 tries");
+    }
+
+    /// A sentinel's configuration file, which it rewrites as it learns.
+    fn sentinel_config(&self) -> std::path::PathBuf {
+        let path = std::env::temp_dir().join(format!("fluster-sentinel-{}.conf", self.port));
+        let mut text = format!(
+            "port {}\nbind 127.0.0.1\nprotected-mode no\ndir {}\nsentinel resolve-hostnames no\n",
+            self.port,
+            std::env::temp_dir().display()
+        );
+        for (name, port) in &self.watches {
+            text += &format!(
+                "sentinel monitor {name} 127.0.0.1 {port} 2\n\
+                 sentinel down-after-milliseconds {name} 1000\n\
+                 sentinel failover-timeout {name} 5000\n\
+                 sentinel parallel-syncs {name} 1\n"
+            );
+        }
+        std::fs::write(&path, text).expect("write the sentinel configuration");
+        path
+    }
+
     fn start_inner(extra_args: &[&str], tls: bool) -> Self {
         let extra_args: Vec<String> = extra_args.iter().map(|s| s.to_string()).collect();
         for _ in 0..5 {
@@ -88,6 +130,7 @@ impl RedisServer {
                 child: None,
                 extra_args: extra_args.clone(),
                 tls,
+                watches: Vec::new(),
             };
             if server.spawn() {
                 return server;
@@ -98,13 +141,17 @@ impl RedisServer {
 
     /// Spawns the process on `self.port`; true once it answers.
     fn spawn(&mut self) -> bool {
+        let mut command = Command::new(redis_server_path());
+        if !self.watches.is_empty() {
+            command.arg(self.sentinel_config()).arg("--sentinel");
+        }
         let port = self.port.to_string();
         let ports = if self.tls {
             ["--port", "0", "--tls-port", &port]
         } else {
             ["--port", &port, "--tls-port", "0"]
         };
-        let child = Command::new(redis_server_path())
+        let child = command
             .args(ports)
             .args(["--bind", "127.0.0.1"])
             .args(["--save", ""])
@@ -217,6 +264,11 @@ impl RedisServer {
 
 impl Drop for RedisServer {
     fn drop(&mut self) {
+        if !self.watches.is_empty() {
+            let _ = std::fs::remove_file(
+                std::env::temp_dir().join(format!("fluster-sentinel-{}.conf", self.port)),
+            );
+        }
         if let Some(child) = &self.child {
             // A paused server ignores nothing but SIGKILL, which is what
             // `kill` sends; resume anyway so no stopped process lingers.
