@@ -9,6 +9,8 @@ use crate::error::Error;
 use crate::health::PenaltyPolicy;
 use crate::manager::NodeManager;
 use crate::pool::ShardedPool;
+use redis::ConnectionInfo;
+
 use crate::redis_manager::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT, RedisManager, parse_url,
 };
@@ -27,6 +29,10 @@ pub(crate) struct NodeSpec<M> {
     pub(crate) name: String,
     pub(crate) weight: f64,
     pub(crate) make: MakeManager<M>,
+    /// The URL's connection settings, for a node given by URL: what the
+    /// synchronous flavour connects with.
+    #[cfg_attr(not(feature = "r2d2"), allow(dead_code))]
+    pub(crate) url_info: Option<ConnectionInfo>,
 }
 
 /// What `get(key)` does when the key's node is in the penalty box.
@@ -178,10 +184,12 @@ impl Builder<RedisManager> {
         match parse_url(url) {
             Ok(info) => {
                 let name = name.map_or_else(|| info.addr().to_string(), str::to_owned);
+                let url_info = Some(info.clone());
                 self.nodes.push(NodeSpec {
                     name,
                     weight,
                     make: Box::new(move |settings| RedisManager::from_settings(info, settings)),
+                    url_info,
                 });
             }
             Err(e) => {
@@ -201,6 +209,7 @@ impl Builder<RedisManager> {
             name: name.to_owned(),
             weight: 1.0,
             make: Box::new(move |settings| RedisManager::sentinel(&shard, settings)),
+            url_info: None,
         });
         self
     }
@@ -250,6 +259,7 @@ impl<M: NodeManager> Builder<M> {
             name: name.to_owned(),
             weight,
             make: Box::new(move |_| Ok(manager)),
+            url_info: None,
         });
         self
     }
@@ -372,7 +382,7 @@ impl<M: NodeManager> Builder<M> {
         Ok(ShardedPool::start(nodes, settings).await)
     }
 
-    fn validate(self) -> Result<(Vec<NodeSpec<M>>, Settings), Error> {
+    pub(crate) fn validate(self) -> Result<(Vec<NodeSpec<M>>, Settings), Error> {
         if let Some(e) = self.error {
             return Err(e);
         }

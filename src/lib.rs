@@ -143,6 +143,7 @@
 //! # Feature flags
 //!
 //! * `tls`: `rediss://` URLs, through rustls.
+//! * `r2d2`: [`sync`], the same pool for synchronous code, over r2d2.
 //! * `sentinel`: shards served by Redis Sentinel master groups
 //!   (`SentinelShard`), for data that must survive a node.
 //! * `serde`: `Config` to build a pool from TOML, JSON or environment
@@ -177,6 +178,9 @@ pub mod route;
 #[cfg(feature = "sentinel")]
 mod sentinel;
 mod shared;
+#[cfg(feature = "r2d2")]
+#[cfg_attr(docsrs, doc(cfg(feature = "r2d2")))]
+pub mod sync;
 
 pub use crate::builder::{
     Builder, DEFAULT_CHECKOUT_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_PROBE_TIMEOUT, Failover,

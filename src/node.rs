@@ -138,6 +138,39 @@ impl NodeHealth {
         self.lock().clone()
     }
 
+    /// The node's health as reported by `status`, with its pool's figures.
+    pub(crate) fn status(
+        &self,
+        weight: f64,
+        connections: u32,
+        idle_connections: u32,
+        now: Instant,
+    ) -> NodeStatus {
+        let health = self.snapshot();
+        let (boxed_for, failed_probes, penalty_wait) = match health.state() {
+            State::Boxed {
+                cause,
+                failed_probes,
+                stay,
+                ..
+            } => (Some(cause), failed_probes, Some(stay)),
+            State::Up { .. } => (None, 0, None),
+        };
+        NodeStatus {
+            name: self.name.to_string(),
+            up: health.is_up(),
+            weight,
+            consecutive_timeouts: health.consecutive_timeouts(),
+            boxed_for,
+            failed_probes,
+            penalty_wait,
+            penalty_remaining: health.remaining(now),
+            last_error: self.last_error(),
+            connections,
+            idle_connections,
+        }
+    }
+
     /// A future that completes when the node reports a failure after this
     /// call. Create it *before* checking [`is_up`](Self::is_up) so that no
     /// boxing can slip between the check and the wait.
@@ -480,30 +513,9 @@ where
 
     /// The node's health and pool as reported by `ShardedPool::status`.
     pub(crate) fn status(&self, now: Instant) -> NodeStatus {
-        let health = self.health.snapshot();
         let pool = self.pool.state();
-        let (boxed_for, failed_probes, penalty_wait) = match health.state() {
-            State::Boxed {
-                cause,
-                failed_probes,
-                stay,
-                ..
-            } => (Some(cause), failed_probes, Some(stay)),
-            State::Up { .. } => (None, 0, None),
-        };
-        NodeStatus {
-            name: self.health.name.to_string(),
-            up: health.is_up(),
-            weight: self.weight,
-            consecutive_timeouts: health.consecutive_timeouts(),
-            boxed_for,
-            failed_probes,
-            penalty_wait,
-            penalty_remaining: health.remaining(now),
-            last_error: self.health.last_error(),
-            connections: pool.connections,
-            idle_connections: pool.idle_connections,
-        }
+        self.health
+            .status(self.weight, pool.connections, pool.idle_connections, now)
     }
 
     /// Connects and validates a fresh connection under the probe timeout;

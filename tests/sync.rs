@@ -1,0 +1,198 @@
+//! The synchronous flavour (feature `r2d2`) passes the async flavour's
+//! scenarios against real nodes: spread, a failure and the return, all
+//! nodes down, redaction, bad input, and the same routing.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use fluster::sync::ShardedPool;
+use fluster::{Error, FailureKind};
+use redis::Commands;
+use support::{RedisServer, start_servers};
+
+fn pool_of(servers: &[RedisServer]) -> ShardedPool {
+    servers
+        .iter()
+        .fold(ShardedPool::builder(), |b, s| b.node(&s.url()))
+        .penalty_min_wait(Duration::from_millis(100))
+        .penalty_max_wait(Duration::from_millis(200))
+        .build()
+        .unwrap()
+}
+
+/// Polls `condition` every 5 ms for up to `timeout`.
+fn eventually(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while !condition() {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    true
+}
+
+fn key_on(pool: &ShardedPool, node: &str, prefix: &str) -> String {
+    (0..100_000)
+        .map(|i| format!("{prefix}:{i}"))
+        .find(|k| pool.home_node_for(k).as_deref() == Some(node))
+        .unwrap()
+}
+
+#[test]
+fn keys_spread_and_route_like_the_async_flavour() {
+    let servers = start_servers(3);
+    let pool = pool_of(&servers);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let async_pool = runtime
+        .block_on(support::builder_for(&servers).build())
+        .unwrap();
+    for i in 0..2000 {
+        let key = format!("both:{i}");
+        assert_eq!(pool.node_for(&key), async_pool.node_for(&key), "{key}");
+    }
+    for server in &servers {
+        let key = key_on(&pool, &server.name(), "spread");
+        let mut conn = pool.get(&key).unwrap();
+        assert_eq!(conn.node(), server.name());
+        let n: i64 = conn.incr(&key, 1).unwrap();
+        assert_eq!(n, 1);
+        let exists: bool = redis::cmd("EXISTS")
+            .arg(&key)
+            .query(&mut server.client())
+            .unwrap();
+        assert!(exists);
+    }
+}
+
+#[test]
+fn a_killed_node_fails_over_and_comes_back() {
+    let mut servers = start_servers(3);
+    let pool = pool_of(&servers);
+    let victim = servers[0].name();
+    let key = key_on(&pool, &victim, "sync-failover");
+    let mut conn = pool.get(&key).unwrap();
+    let _: i64 = conn.incr(&key, 1).unwrap();
+    drop(conn);
+
+    servers[0].kill();
+    let mut failed = 0;
+    let moved_to = loop {
+        let mut conn = pool.get(&key).unwrap();
+        match conn.incr::<_, _, i64>(&key, 1) {
+            Ok(n) => {
+                assert_eq!(n, 1, "the stand-in starts the key afresh");
+                break conn.node().to_owned();
+            }
+            Err(_) => {
+                failed += 1;
+                assert!(failed <= 1, "more than the one command in flight failed");
+            }
+        }
+    };
+    assert_ne!(moved_to, victim);
+    let status = pool.status();
+    assert!(!status[0].up);
+    assert!(matches!(
+        status[0].boxed_for,
+        Some(FailureKind::Dropped | FailureKind::Refused | FailureKind::Io)
+    ));
+
+    servers[0].restart();
+    assert!(
+        eventually(Duration::from_secs(5), || pool.status()[0].up),
+        "never let back in"
+    );
+    let mut conn = pool.get(&key).unwrap();
+    assert_eq!(conn.node(), victim);
+    let n: i64 = conn.incr(&key, 1).unwrap();
+    assert_eq!(n, 1, "the restarted node is empty");
+}
+
+#[test]
+fn all_nodes_down_then_one_returns() {
+    let mut servers = start_servers(2);
+    let pool = pool_of(&servers);
+    for s in &mut servers {
+        s.kill();
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let err = loop {
+        match pool.get("anything") {
+            Err(e) => break e,
+            Ok(mut conn) => {
+                assert!(Instant::now() < deadline, "nodes never boxed");
+                let _ = redis::cmd("PING").query::<()>(&mut conn);
+            }
+        }
+    };
+    assert!(matches!(err, Error::NoHealthyNodes), "{err}");
+    assert!(matches!(pool.get_any(), Err(Error::NoHealthyNodes)));
+    assert_eq!(pool.node_for("anything"), None);
+
+    servers[1].restart();
+    assert!(eventually(Duration::from_secs(5), || pool.status()[1].up));
+    let mut conn = pool.get("anything").unwrap();
+    let _: () = redis::cmd("PING").query(&mut conn).unwrap();
+}
+
+#[test]
+fn a_dead_node_never_blocks_get() {
+    let servers = start_servers(1);
+    let mut dead = RedisServer::start();
+    let dead_url = dead.url();
+    dead.kill();
+    let pool = ShardedPool::builder()
+        .node(&servers[0].url())
+        .node(&dead_url)
+        .probe_at_build(false)
+        .build()
+        .unwrap();
+    // Nothing knows the node is dead until a connect fails; still, no get
+    // waits for the checkout timeout.
+    for i in 0..50 {
+        let started = Instant::now();
+        let conn = pool.get(format!("k{i}")).unwrap();
+        assert!(
+            started.elapsed() < Duration::from_millis(250),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(conn.node(), servers[0].name());
+    }
+}
+
+#[test]
+fn bad_input_and_redaction() {
+    let err = ShardedPool::builder().build().unwrap_err().to_string();
+    assert!(err.contains("no nodes"), "{err}");
+    let err = ShardedPool::builder()
+        .node("redis://alice:s3cret@127.0.0.1:70000")
+        .build()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("***@127.0.0.1:70000") && !err.contains("s3cret") && !err.contains("alice"),
+        "{err}"
+    );
+    let err = ShardedPool::builder()
+        .node("redis://127.0.0.1:1")
+        .penalty_multiplier(0.1)
+        .build()
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("penalty_multiplier"), "{err}");
+
+    let pool = ShardedPool::builder()
+        .node("redis://alice:s3cret@127.0.0.1:1/2")
+        .build()
+        .unwrap();
+    let shown = format!("{pool:?} {:?}", pool.status());
+    assert!(
+        !shown.contains("s3cret") && !shown.contains("alice"),
+        "{shown}"
+    );
+    assert_eq!(pool.status()[0].name, "127.0.0.1:1");
+    assert!(matches!(pool.get("k"), Err(Error::NoHealthyNodes)));
+}
