@@ -21,12 +21,30 @@ pub struct RedisServer {
     watches: Vec<(String, u16)>,
 }
 
+/// Ports held by a `RedisServer` of this process, even while it is killed:
+/// it restarts on the same port, so no other server may take it meanwhile.
+static PORTS_IN_USE: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+
 fn free_port() -> u16 {
     // Bind port 0 and let the OS choose; the listener is closed before the
     // server binds, so another process could take it in between: `start`
     // retries on a new port if the server does not come up.
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free loopback port");
-    listener.local_addr().unwrap().port()
+    loop {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free loopback port");
+        let port = listener.local_addr().unwrap().port();
+        let mut held = PORTS_IN_USE.lock().unwrap_or_else(|e| e.into_inner());
+        if !held.contains(&port) {
+            held.push(port);
+            return port;
+        }
+    }
+}
+
+fn release_port(port: u16) {
+    PORTS_IN_USE
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .retain(|&p| p != port);
 }
 
 /// How to get `redis-server`, for messages.
@@ -102,13 +120,22 @@ impl RedisServer {
         panic!("could not start a sentinel on a free port after 5 tries");
     }
 
+    /// This server's working directory, made on first use and removed
+    /// when the server is dropped.
+    fn dir(&self) -> std::path::PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("fluster-test-{}-{}", std::process::id(), self.port));
+        std::fs::create_dir_all(&dir).expect("create the server's directory");
+        dir
+    }
+
     /// A sentinel's configuration file, which it rewrites as it learns.
     fn sentinel_config(&self) -> std::path::PathBuf {
-        let path = std::env::temp_dir().join(format!("fluster-sentinel-{}.conf", self.port));
+        let path = self.dir().join("sentinel.conf");
         let mut text = format!(
             "port {}\nbind 127.0.0.1\nprotected-mode no\ndir {}\nsentinel resolve-hostnames no\n",
             self.port,
-            std::env::temp_dir().display()
+            self.dir().display()
         );
         for (name, port) in &self.watches {
             text += &format!(
@@ -158,7 +185,9 @@ impl RedisServer {
             .args(["--appendonly", "no"])
             .args(["--protected-mode", "no"])
             .args(["--loglevel", "warning"])
-            .args(["--dir", &std::env::temp_dir().to_string_lossy()])
+            // A directory of its own: a replica's full sync writes an RDB
+            // file there, which another server must never load.
+            .args(["--dir", &self.dir().to_string_lossy()])
             .args(&self.extra_args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -173,13 +202,51 @@ impl RedisServer {
                 self.child = None;
                 return false; // exited: most likely the port was taken
             }
-            if self.answers_ping() {
+            if self.answers_as_our_child() {
                 return true;
             }
             std::thread::sleep(Duration::from_millis(10));
         }
         self.kill();
         false
+    }
+
+    /// Whether the server on our port is the process we started (not some
+    /// other server that already held the port): its `process_id` must be
+    /// our child's. A TLS server is only checked for listening, and a
+    /// server with a password we do not know, for answering.
+    fn answers_as_our_child(&self) -> bool {
+        let Some(pid) = self.child.as_ref().map(Child::id) else {
+            return false;
+        };
+        if self.tls || self.extra_args.iter().any(|a| a == "--requirepass") {
+            return self.answers_ping();
+        }
+        let Ok(mut stream) = TcpStream::connect_timeout(
+            &format!("127.0.0.1:{}", self.port).parse().unwrap(),
+            Duration::from_millis(200),
+        ) else {
+            return false;
+        };
+        let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+        if stream.write_all(b"INFO server\r\n").is_err() {
+            return false;
+        }
+        let mut reply = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stream.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            reply.extend_from_slice(&buf[..n]);
+            if reply.windows(11).any(|w| w == b"process_id:") && reply.ends_with(b"\r\n\r\n") {
+                break;
+            }
+        }
+        String::from_utf8_lossy(&reply)
+            .lines()
+            .find_map(|l| l.strip_prefix("process_id:"))
+            .is_some_and(|p| p.trim() == pid.to_string())
     }
 
     /// Whether the server answers a raw PING (any reply counts, so a server
@@ -264,17 +331,14 @@ impl RedisServer {
 
 impl Drop for RedisServer {
     fn drop(&mut self) {
-        if !self.watches.is_empty() {
-            let _ = std::fs::remove_file(
-                std::env::temp_dir().join(format!("fluster-sentinel-{}.conf", self.port)),
-            );
-        }
         if let Some(child) = &self.child {
             // A paused server ignores nothing but SIGKILL, which is what
             // `kill` sends; resume anyway so no stopped process lingers.
             signal(child.id(), "-CONT");
         }
         self.kill();
+        let _ = std::fs::remove_dir_all(self.dir());
+        release_port(self.port);
     }
 }
 
