@@ -71,6 +71,10 @@ pub(crate) struct NodeHealth {
     streak: AtomicBool,
     /// A probe of this node is in flight.
     probing: AtomicBool,
+    /// The node has left its pool (removed, or the pool closed): nothing
+    /// may box it or let it back in, so the pool's count of boxed nodes
+    /// stays right.
+    retired: AtomicBool,
     state: Mutex<Health>,
     policy: PenaltyPolicy,
     /// Wakes checkouts waiting on this node when it fails: boxed, or a
@@ -106,6 +110,7 @@ impl NodeHealth {
             epoch: AtomicU64::new(0),
             streak: AtomicBool::new(false),
             probing: AtomicBool::new(false),
+            retired: AtomicBool::new(false),
             state: Mutex::new(Health::up()),
             policy,
             failed: Notify::new(),
@@ -194,7 +199,7 @@ impl NodeHealth {
         }
         self.metrics.failure(kind.as_str());
         let mut health = self.lock();
-        if epoch != self.epoch() {
+        if epoch != self.epoch() || self.is_retired() {
             return;
         }
         if health.would_box(kind, &self.policy) && !self.shared.reserve_box() {
@@ -277,7 +282,7 @@ impl NodeHealth {
     /// cascade guard allows).
     pub(crate) fn start_boxed(&self, kind: FailureKind, detail: &dyn fmt::Display) {
         let mut health = self.lock();
-        if !health.is_up() {
+        if !health.is_up() || self.is_retired() {
             return;
         }
         if !self.shared.reserve_box() {
@@ -326,6 +331,11 @@ impl NodeHealth {
     /// Records a probe's outcome and releases the claim.
     pub(crate) fn finish_probe(&self, outcome: Result<(), (FailureKind, String)>) {
         let mut health = self.lock();
+        if self.is_retired() {
+            drop(health);
+            self.probing.store(false, Ordering::Release);
+            return;
+        }
         match outcome {
             Ok(()) => {
                 if health.on_probe_succeeded() == Transition::Returned {
@@ -354,14 +364,19 @@ impl NodeHealth {
         self.shared.wake.notify_one();
     }
 
-    /// A boxed node leaves the pool: its place in the box is free again.
-    fn release_box(&self) {
-        self.shared.down.fetch_sub(1, Ordering::AcqRel);
+    fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Acquire)
     }
 
-    /// The node leaves the pool: connections made so far are dropped
-    /// instead of reused when they come back.
+    /// The node leaves the pool: a boxed node's place in the box is free
+    /// again, and connections made so far are dropped instead of reused
+    /// when they come back.
     pub(crate) fn retire(&self) {
+        // Under the lock, so no report or probe result slips in between.
+        let health = self.lock();
+        if !self.retired.swap(true, Ordering::AcqRel) && !health.is_up() {
+            self.shared.down.fetch_sub(1, Ordering::AcqRel);
+        }
         self.epoch.fetch_add(1, Ordering::AcqRel);
     }
 }
@@ -436,9 +451,6 @@ impl<M: NodeManager> Node<M> {
     /// Forgets the node: it leaves rotation for good, and its connections
     /// are dropped instead of reused as they come back.
     pub(crate) fn retire(&self) {
-        if !self.health.is_up() {
-            self.health.release_box();
-        }
         self.health.retire();
     }
 }

@@ -210,7 +210,10 @@ impl ShardedPool {
             };
             match inner.nodes[index].checkout(started, deadline) {
                 Ok(conn) => {
-                    if let Some(home) = inner.router.home_hashed(hash)
+                    let failover_possible =
+                        inner.shared.down.load(Ordering::Relaxed) > 0 || !tried.is_empty();
+                    if failover_possible
+                        && let Some(home) = inner.router.home_hashed(hash)
                         && home != index
                     {
                         inner.nodes[home].health.metrics.failovers.increment(1);

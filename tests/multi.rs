@@ -443,3 +443,43 @@ async fn a_dead_node_fails_only_its_group_then_its_keys_move() {
         assert_eq!(reply.as_ref().unwrap(), &Value::Int(expected));
     }
 }
+
+/// Removing a boxed node frees its place under the cascade guard's cap, so
+/// the next node that fails can be boxed.
+#[tokio::test]
+async fn removing_a_boxed_node_frees_its_place_in_the_box() {
+    let mut servers = start_servers(3);
+    let pool = support::builder_for(&servers)
+        .max_boxed_fraction(0.34) // one node of three at a time
+        .penalty_min_wait(Duration::from_secs(30))
+        .penalty_max_wait(Duration::from_secs(30))
+        .build()
+        .await
+        .unwrap();
+    let names: Vec<String> = servers.iter().map(RedisServer::name).collect();
+    let box_node = |index: usize| {
+        let pool = pool.clone();
+        let name = names[index].clone();
+        async move {
+            let key = (0..10_000)
+                .map(|i| format!("cap:{i}"))
+                .find(|k| pool.home_node_for(k).as_deref() == Some(name.as_str()))
+                .unwrap();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while pool.status().iter().any(|s| s.name == name && s.up) {
+                assert!(Instant::now() < deadline, "{name} was never boxed");
+                if let Ok(mut conn) = pool.get(&key).await {
+                    let _ = redis::cmd("PING").query_async::<()>(&mut conn).await;
+                }
+            }
+        }
+    };
+    servers[0].kill();
+    box_node(0).await;
+    pool.remove_node(&names[0]).unwrap();
+    servers[1].kill();
+    box_node(1).await;
+    let status = pool.status();
+    assert_eq!(status.len(), 2);
+    assert!(!status[0].up && status[1].up, "{status:?}");
+}
