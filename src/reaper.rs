@@ -111,4 +111,23 @@ mod tests {
             .unwrap();
         assert!(weak.upgrade().is_none());
     }
+
+    /// `close` stops the task too, while handles remain.
+    #[tokio::test]
+    async fn closing_stops_the_task() {
+        let pool = ShardedPool::builder()
+            .node("redis://127.0.0.1:1")
+            .penalty_min_wait(Duration::from_millis(5))
+            .penalty_max_wait(Duration::from_millis(20))
+            .build()
+            .await
+            .unwrap();
+        let handle = super::spawn(&pool.downgrade().upgrade().unwrap());
+        pool.close();
+        tokio::time::timeout(Duration::from_secs(2), handle)
+            .await
+            .expect("background task did not stop after close")
+            .unwrap();
+        assert!(pool.is_closed());
+    }
 }

@@ -218,6 +218,13 @@ impl RedisManager {
 /// masked.
 pub(crate) fn parse_url(url: &str) -> Result<ConnectionInfo, Error> {
     let bad = |reason: String| Error::config(format!("node URL `{}`", redact_url(url)), reason);
+    // `user:@host` parses as no password at all, which would connect
+    // without AUTH: most likely an empty variable in a template.
+    if userinfo(url).is_some_and(|u| u.ends_with(':')) {
+        return Err(bad(
+            "the password is empty (`:@`); leave out the `:` for no password".into(),
+        ));
+    }
     let info = url
         .into_connection_info()
         .map_err(|e| bad(describe_url_error(&e)))?;
@@ -257,15 +264,27 @@ fn describe_url_error(e: &RedisError) -> String {
     }
 }
 
+/// The `user:password` part of a URL, if it has one, and where the host
+/// part starts.
+fn split_userinfo(url: &str) -> Option<(&str, usize)> {
+    let start = url.find("://")? + 3;
+    let rest = &url[start..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let at = rest[..authority_end].rfind('@')?;
+    Some((&rest[..at], start + at))
+}
+
+fn userinfo(url: &str) -> Option<&str> {
+    split_userinfo(url).map(|(userinfo, _)| userinfo)
+}
+
 /// `url` with any user name and password replaced by `***`, for messages.
 pub(crate) fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        return url.to_owned();
-    };
-    let rest = &url[scheme_end + 3..];
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => format!("{}***{}", &url[..scheme_end + 3], &rest[at..]),
+    match split_userinfo(url) {
+        Some((_, at)) => {
+            let start = url.find("://").map_or(0, |i| i + 3);
+            format!("{}***{}", &url[..start], &url[at..])
+        }
         None => url.to_owned(),
     }
 }
@@ -319,6 +338,7 @@ mod tests {
             "redis://user:hunter2@127.0.0.1:0",
             "http://user:hunter2@127.0.0.1:1",
             "redis://user:hunter2@127.0.0.1:1/-1",
+            "redis://user:@127.0.0.1:1",
         ] {
             let err = parse_url(url).unwrap_err();
             let text = format!("{err} {err:?}");
