@@ -257,6 +257,18 @@ impl NodeHealth {
         self.vetoes.load(Ordering::Acquire)
     }
 
+    /// Whether a connection made in `epoch` may be handed out (else it
+    /// dates from before the node was last boxed: drop it, take another),
+    /// counting the checkout that began at `started` if so.
+    pub(crate) fn accept_checkout(&self, epoch: u64, started: Instant) -> bool {
+        if epoch != self.epoch() {
+            return false;
+        }
+        self.metrics.checkouts.increment(1);
+        self.metrics.checkout_seconds.record(started.elapsed());
+        true
+    }
+
     /// Whether a checkout that began when [`vetoes`](Self::vetoes) was
     /// `vetoes` may go on: not if the node was boxed since (move to the next
     /// node), nor if a failure was vetoed since (the caller gets it).
@@ -503,15 +515,9 @@ where
             };
             match result {
                 Ok(mut conn) => {
-                    if conn.epoch == self.health.epoch() {
-                        self.health.metrics.checkouts.increment(1);
-                        self.health
-                            .metrics
-                            .checkout_seconds
-                            .record(started.elapsed());
+                    if self.health.accept_checkout(conn.epoch, started) {
                         return Ok(conn);
                     }
-                    // Made before the node was last boxed: drop it, take another.
                     conn.broken = true;
                     own_timer = true;
                 }

@@ -362,15 +362,9 @@ impl Node {
             let Ok(mut conn) = self.pool.get_timeout(SLICE.min(deadline - now)) else {
                 continue;
             };
-            if conn.epoch == self.health.epoch() {
-                self.health.metrics.checkouts.increment(1);
-                self.health
-                    .metrics
-                    .checkout_seconds
-                    .record(started.elapsed());
+            if self.health.accept_checkout(conn.epoch, started) {
                 return Ok(conn);
             }
-            // Made before the node was last boxed: drop it, take another.
             conn.broken = true;
         }
     }
