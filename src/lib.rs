@@ -143,7 +143,7 @@
 //! # Feature flags
 //!
 //! * `tls`: `rediss://` URLs, through rustls.
-//! * `r2d2`: [`sync`], the same pool for synchronous code, over r2d2.
+//! * `r2d2`: `fluster::sync`, the same pool for synchronous code, over r2d2.
 //! * `sentinel`: shards served by Redis Sentinel master groups
 //!   (`SentinelShard`), for data that must survive a node.
 //! * `serde`: `Config` to build a pool from TOML, JSON or environment
