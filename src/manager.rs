@@ -83,13 +83,8 @@ impl<C> TrackedConn<C> {
 
     /// Reports the outcome of one operation on this connection.
     pub(crate) fn observe<T, E: ClassifyFailure>(&mut self, result: &Result<T, E>) {
-        match result {
-            Ok(_) => self.health.report_success(),
-            Err(e) => match e.failure_kind() {
-                Some(kind) => self.fail(kind, e),
-                // An error reply proves the node answered.
-                None => self.health.report_success(),
-            },
+        if self.health.observe(result, self.epoch) {
+            self.broken = true;
         }
     }
 

@@ -290,6 +290,27 @@ impl NodeHealth {
             .unwrap_or(FailureKind::Connect)
     }
 
+    /// Reports the outcome of one operation on a connection made in
+    /// `epoch`; returns true if the connection saw a failure and must not
+    /// be reused. An error reply that is no node failure (`WRONGTYPE`,
+    /// `ERR ...`) proves the node answered, like a success.
+    pub(crate) fn observe<T, E: ClassifyFailure>(&self, result: &Result<T, E>, epoch: u64) -> bool {
+        match result
+            .as_ref()
+            .err()
+            .and_then(|e| e.failure_kind().map(|k| (k, e)))
+        {
+            Some((kind, error)) => {
+                self.report_failure(kind, epoch, error);
+                true
+            }
+            None => {
+                self.report_success();
+                false
+            }
+        }
+    }
+
     /// Puts a node that is down at start straight into the box (if the
     /// cascade guard allows).
     pub(crate) fn start_boxed(&self, kind: FailureKind, detail: &dyn fmt::Display) {

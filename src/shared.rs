@@ -159,16 +159,8 @@ impl<M: NodeManager> SharedConnection<M> {
     }
 
     fn observe<T, E: ClassifyFailure>(&self, result: &Result<T, E>) {
-        match result
-            .as_ref()
-            .err()
-            .and_then(|e| e.failure_kind().map(|k| (k, e)))
-        {
-            Some((kind, error)) => {
-                self.shared.broken.store(true, Ordering::Release);
-                self.health.report_failure(kind, self.shared.epoch, error);
-            }
-            None => self.health.report_success(),
+        if self.health.observe(result, self.shared.epoch) {
+            self.shared.broken.store(true, Ordering::Release);
         }
     }
 }

@@ -488,16 +488,8 @@ impl Connection {
 
     fn observe<T>(&mut self, result: &RedisResult<T>) {
         let conn = &mut *self.conn;
-        match result
-            .as_ref()
-            .err()
-            .and_then(|e| e.failure_kind().map(|k| (k, e)))
-        {
-            Some((kind, error)) => {
-                conn.broken = true;
-                conn.health.report_failure(kind, conn.epoch, error);
-            }
-            None => conn.health.report_success(),
+        if conn.health.observe(result, conn.epoch) {
+            conn.broken = true;
         }
     }
 }

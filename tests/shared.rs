@@ -48,14 +48,7 @@ async fn one_socket_per_node_carries_every_task() {
             "one shared connection per node: before {before:?}, after {after:?}"
         );
     }
-    let total: usize = servers
-        .iter()
-        .map(|s| {
-            redis::cmd("DBSIZE")
-                .query::<usize>(&mut s.client())
-                .unwrap()
-        })
-        .sum();
+    let total = support::total_keys(&servers);
     assert_eq!(total, 256 * 20);
 }
 

@@ -366,6 +366,18 @@ pub fn clients(server: &RedisServer) -> usize {
     list.lines().count() - 1
 }
 
+/// Keys held by all of `servers` together.
+pub fn total_keys(servers: &[RedisServer]) -> usize {
+    servers
+        .iter()
+        .map(|s| {
+            redis::cmd("DBSIZE")
+                .query::<usize>(&mut s.client())
+                .unwrap()
+        })
+        .sum()
+}
+
 /// Starts `n` servers.
 pub fn start_servers(n: usize) -> Vec<RedisServer> {
     (0..n).map(|_| RedisServer::start()).collect()
