@@ -95,9 +95,7 @@ impl Client {
             Client::Bb8(pools) => {
                 let pool = &pools[bucket(key, pools.len())];
                 let mut conn = pool.get().await.map_err(|x| e(&x))?;
-                run_op(&mut *conn, workload, key, i)
-                    .await
-                    .map_err(|x| e(&x))
+                run_op(&mut *conn, workload, key, i).await.map_err(|x| e(&x))
             }
             Client::Multiplexed(conns) => {
                 let mut conn = conns[bucket(key, conns.len())].clone();
@@ -125,15 +123,10 @@ async fn drive(client: Client, tasks: usize, ops: u64, workload: Workload) -> Fi
                 let mut latencies = Vec::with_capacity(per_task as usize);
                 let mut x = t as u64 + 1;
                 for i in 0..per_task {
-                    x = x
-                        .wrapping_mul(6364136223846793005)
-                        .wrapping_add(1442695040888963407);
+                    x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
                     let key = format!("key:{}", (x >> 33) % KEYSPACE);
                     let op_started = Instant::now();
-                    client
-                        .op(workload, &key, i)
-                        .await
-                        .expect("operation failed");
+                    client.op(workload, &key, i).await.expect("operation failed");
                     latencies.push(op_started.elapsed().as_micros() as u32);
                 }
                 latencies
@@ -147,11 +140,7 @@ async fn drive(client: Client, tasks: usize, ops: u64, workload: Workload) -> Fi
     let elapsed = started.elapsed().as_secs_f64();
     latencies.sort_unstable();
     let pct = |p: f64| latencies[((latencies.len() - 1) as f64 * p) as usize] as f64;
-    Figures {
-        ops_per_sec: latencies.len() as f64 / elapsed,
-        p50_us: pct(0.50),
-        p99_us: pct(0.99),
-    }
+    Figures { ops_per_sec: latencies.len() as f64 / elapsed, p50_us: pct(0.50), p99_us: pct(0.99) }
 }
 
 /// redis-benchmark against every node at once, `tasks` clients in all:
@@ -171,21 +160,14 @@ fn redis_benchmark(servers: &[RedisServer], tasks: usize, ops: u64, test: &str) 
                 .expect("run redis-benchmark")
         })
         .collect();
-    let mut figures = Figures {
-        ops_per_sec: 0.0,
-        p50_us: 0.0,
-        p99_us: 0.0,
-    };
+    let mut figures = Figures { ops_per_sec: 0.0, p50_us: 0.0, p99_us: 0.0 };
     for child in children {
         let out = child.wait_with_output().expect("redis-benchmark output");
         let text = String::from_utf8_lossy(&out.stdout);
         let line = text.lines().nth(1).expect("redis-benchmark CSV output");
         // "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"
-        let fields: Vec<f64> = line
-            .split(',')
-            .skip(1)
-            .map(|f| f.trim_matches('"').parse().unwrap_or(0.0))
-            .collect();
+        let fields: Vec<f64> =
+            line.split(',').skip(1).map(|f| f.trim_matches('"').parse().unwrap_or(0.0)).collect();
         figures.ops_per_sec += fields[0];
         figures.p50_us = figures.p50_us.max(fields[3] * 1000.0);
         figures.p99_us = figures.p99_us.max(fields[5] * 1000.0);
@@ -232,10 +214,7 @@ async fn clients(servers: &[RedisServer]) -> Vec<(&'static str, Client)> {
         ("(a') fluster get_shared", Client::FlusterShared(fluster)),
         ("(b) Vec<bb8::Pool>, PING on checkout", bb8(true).await),
         ("(b') Vec<bb8::Pool>, no PING", bb8(false).await),
-        (
-            "(c) MultiplexedConnection per node",
-            Client::Multiplexed(Arc::new(multiplexed)),
-        ),
+        ("(c) MultiplexedConnection per node", Client::Multiplexed(Arc::new(multiplexed))),
     ]
 }
 
@@ -247,11 +226,8 @@ async fn throughput(servers: &[RedisServer], ops: u64) {
     // FLUSTER_E2E_QUICK=1: one configuration only, for iterating on the code.
     let quick = std::env::var("FLUSTER_E2E_QUICK").is_ok();
     let task_counts: &[usize] = if quick { &[64] } else { &[64, 256] };
-    let workloads: &[Workload] = if quick {
-        &[Workload::Incr]
-    } else {
-        &[Workload::Incr, Workload::GetSet]
-    };
+    let workloads: &[Workload] =
+        if quick { &[Workload::Incr] } else { &[Workload::Incr, Workload::GetSet] };
     for &tasks in task_counts {
         for &workload in workloads {
             println!("### {tasks} tasks, {}\n", workload.name());
@@ -283,11 +259,7 @@ async fn throughput(servers: &[RedisServer], ops: u64) {
             };
             rows.push(("(d) redis-benchmark", ceiling));
             let base = |prefix: &str| {
-                rows.iter()
-                    .find(|(n, _)| n.starts_with(prefix))
-                    .unwrap()
-                    .1
-                    .ops_per_sec
+                rows.iter().find(|(n, _)| n.starts_with(prefix)).unwrap().1.ops_per_sec
             };
             let (b, b2, c, d) = (base("(b)"), base("(b')"), base("(c)"), base("(d)"));
             for (name, f) in &rows {
@@ -378,10 +350,7 @@ async fn failover_timing(servers: &mut [RedisServer]) {
         None => println!("| kill → last command routed to the dead node | none after the kill |"),
     }
     println!("| commands failed (in flight on its sockets) | {failed} |");
-    println!(
-        "| penalty left when restarted | {:.0} ms |",
-        remaining.as_secs_f64() * 1e3
-    );
+    println!("| penalty left when restarted | {:.0} ms |", remaining.as_secs_f64() * 1e3);
     match first_back {
         Some(t) => println!(
             "| wait ran out → first command served by the node | {:.2} ms |",
@@ -397,11 +366,7 @@ async fn scale() {
     println!("## Scale: a pool of 1,000 nodes, connecting lazily\n");
     fn rss_kib() -> u64 {
         let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-        let pages: u64 = statm
-            .split_whitespace()
-            .nth(1)
-            .and_then(|p| p.parse().ok())
-            .unwrap_or(0);
+        let pages: u64 = statm.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
         pages * 4
     }
     let before = rss_kib();
@@ -409,10 +374,8 @@ async fn scale() {
     let mut builder = ShardedPool::builder().probe_at_build(false);
     for i in 0..1000u32 {
         // Loopback addresses; nothing is contacted while the pool is idle.
-        builder = builder.named_node(
-            &format!("node-{i:04}"),
-            &format!("redis://127.0.0.1:{}", 20_000 + i),
-        );
+        builder = builder
+            .named_node(&format!("node-{i:04}"), &format!("redis://127.0.0.1:{}", 20_000 + i));
     }
     let pool = builder.build().await.unwrap();
     let took = started.elapsed();
@@ -441,14 +404,9 @@ fn main() {
         std::process::exit(1);
     }
     // `cargo bench` passes `--bench`; there is nothing to filter here.
-    let ops: u64 = std::env::var("FLUSTER_E2E_OPS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(100_000);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let ops: u64 =
+        std::env::var("FLUSTER_E2E_OPS").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     runtime.block_on(async {
         let mut servers = support::start_servers(3);
         println!("# fluster end-to-end benchmark\n");

@@ -27,9 +27,7 @@ fn keys(len: usize) -> Vec<Vec<u8>> {
 }
 
 fn names(n: usize) -> Vec<String> {
-    (0..n)
-        .map(|i| format!("cache-{i:04}.example:6379"))
-        .collect()
+    (0..n).map(|i| format!("cache-{i:04}.example:6379")).collect()
 }
 
 /// Unequal weights 1, 2, 3, 4, 1, 2, ...
@@ -83,67 +81,35 @@ fn lookup(c: &mut Criterion) {
     for key_len in [16, 64] {
         let keys = keys(key_len);
         let mut group = c.benchmark_group(format!("route-{key_len}B"));
-        bench(
-            &mut group,
-            BenchmarkId::new("floor-siphash13", 1),
-            &keys,
-            key_hash,
-        );
+        bench(&mut group, BenchmarkId::new("floor-siphash13", 1), &keys, key_hash);
         for n in NODE_COUNTS {
             let names = names(n);
             let equal = Router::new(names.iter().map(|s| (s.as_str(), 1.0)));
-            let weighted = Router::new(
-                names
-                    .iter()
-                    .enumerate()
-                    .map(|(i, s)| (s.as_str(), weight(i))),
-            );
-            bench(
-                &mut group,
-                BenchmarkId::new("fluster-equal", n),
-                &keys,
-                |k| equal.home(k),
-            );
-            bench(
-                &mut group,
-                BenchmarkId::new("fluster-weighted", n),
-                &keys,
-                |k| weighted.home(k),
-            );
+            let weighted =
+                Router::new(names.iter().enumerate().map(|(i, s)| (s.as_str(), weight(i))));
+            bench(&mut group, BenchmarkId::new("fluster-equal", n), &keys, |k| equal.home(k));
+            bench(&mut group, BenchmarkId::new("fluster-weighted", n), &keys, |k| weighted.home(k));
 
             let hrw = hrw::Rendezvous::from_nodes(names.iter().cloned());
-            bench(&mut group, BenchmarkId::new("hrw", n), &keys, |k| {
-                hrw.pick_top(&k).cloned()
-            });
+            bench(&mut group, BenchmarkId::new("hrw", n), &keys, |k| hrw.pick_top(&k).cloned());
 
             let mut rh = RendezvousNodes::default();
             names.iter().for_each(|s| {
                 rh.insert(s.as_str());
             });
-            bench(
-                &mut group,
-                BenchmarkId::new("rendezvous_hash", n),
-                &keys,
-                |k| rh.calc_candidates(&k).next().copied(),
-            );
+            bench(&mut group, BenchmarkId::new("rendezvous_hash", n), &keys, |k| {
+                rh.calc_candidates(&k).next().copied()
+            });
             let mut rhw = RendezvousNodes::default();
             names.iter().enumerate().for_each(|(i, s)| {
-                rhw.insert(WeightedNode::new(
-                    s.as_str(),
-                    Capacity::new(weight(i)).unwrap(),
-                ));
+                rhw.insert(WeightedNode::new(s.as_str(), Capacity::new(weight(i)).unwrap()));
             });
-            bench(
-                &mut group,
-                BenchmarkId::new("rendezvous_hash-weighted", n),
-                &keys,
-                |k| rhw.calc_candidates(&k).next().map(|w| w.node),
-            );
+            bench(&mut group, BenchmarkId::new("rendezvous_hash-weighted", n), &keys, |k| {
+                rhw.calc_candidates(&k).next().map(|w| w.node)
+            });
 
             let ketama = Ketama::new(&names);
-            bench(&mut group, BenchmarkId::new("ketama-160", n), &keys, |k| {
-                ketama.node(k)
-            });
+            bench(&mut group, BenchmarkId::new("ketama-160", n), &keys, |k| ketama.node(k));
         }
         group.finish();
     }

@@ -87,10 +87,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("listening on http://{listen} (nodes: {:?})", pool.nodes());
     let (pool, handle) = (web::Data::new(pool), web::Data::new(handle));
     actix_web::HttpServer::new(move || {
-        App::new()
-            .app_data(pool.clone())
-            .app_data(handle.clone())
-            .configure(routes)
+        App::new().app_data(pool.clone()).app_data(handle.clone()).configure(routes)
     })
     .bind(&listen)?
     .run()

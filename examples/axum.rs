@@ -45,9 +45,7 @@ async fn counter(
 ) -> Result<Json<Value>, AppError> {
     let mut conn = state.pool.get(&key).await?;
     let value: i64 = conn.incr(&key, 1).await?;
-    Ok(Json(
-        json!({ "key": key, "value": value, "node": conn.node() }),
-    ))
+    Ok(Json(json!({ "key": key, "value": value, "node": conn.node() })))
 }
 
 async fn status(State(state): State<AppState>) -> Json<Vec<NodeStatus>> {

@@ -60,14 +60,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let tally = Arc::new(Tally::default());
     let stop = Arc::new(AtomicBool::new(false));
     let traffic: Vec<_> = (0..TASKS)
-        .map(|task| {
-            tokio::spawn(traffic(
-                pool.clone(),
-                tally.clone(),
-                stop.clone(),
-                task as u64,
-            ))
-        })
+        .map(|task| tokio::spawn(traffic(pool.clone(), tally.clone(), stop.clone(), task as u64)))
         .collect();
 
     println!(
@@ -96,10 +89,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         if second == RESTART_AT {
             servers[VICTIM].restart();
-            println!(
-                "  -- {} restarted on the same port (empty) --",
-                NODES[VICTIM]
-            );
+            println!("  -- {} restarted on the same port (empty) --", NODES[VICTIM]);
         }
     }
 
@@ -126,9 +116,7 @@ async fn traffic(pool: ShardedPool, tally: Arc<Tally>, stop: Arc<AtomicBool>, ta
     while !stop.load(Ordering::Relaxed) {
         tick.tick().await;
         // A cheap spread of keys; every task walks all of them.
-        i = i
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
+        i = i.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         let key = format!("demo:{}", (i >> 33) % KEYS);
         let started = Instant::now();
         let mut conn = match pool.get(&key).await {
@@ -162,10 +150,7 @@ async fn summary(
 ) -> Result<(), Box<dyn std::error::Error>> {
     println!("\nsummary");
     for (i, name) in NODES.iter().enumerate() {
-        println!(
-            "  {name}: {:>7} commands served",
-            tally.served[i].load(Ordering::Relaxed)
-        );
+        println!("  {name}: {:>7} commands served", tally.served[i].load(Ordering::Relaxed));
     }
     println!(
         "  commands served by another node while their own was boxed: {}",
@@ -198,10 +183,8 @@ async fn summary(
             }
         }
     }
-    let now_home = victim_keys
-        .iter()
-        .filter(|k| pool.node_for(k).as_deref() == Some(NODES[VICTIM]))
-        .count();
+    let now_home =
+        victim_keys.iter().filter(|k| pool.node_for(k).as_deref() == Some(NODES[VICTIM])).count();
     println!(
         "  {} of {KEYS} keys belong to node-b; while it was down they were served by \
          node-a ({}) and node-c ({}),",

@@ -32,8 +32,7 @@ pub async fn zrevrange_merged(
         .fan_out(|mut conn| async move {
             // Each node's own top `limit` is enough: the merged top `limit`
             // can only come from them.
-            conn.zrevrange_withscores::<_, Vec<(String, i64)>>(key, 0, limit as isize - 1)
-                .await
+            conn.zrevrange_withscores::<_, Vec<(String, i64)>>(key, 0, limit as isize - 1).await
         })
         .await;
     let mut best: HashMap<String, i64> = HashMap::new();
@@ -95,22 +94,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let pool = builder.build().await?;
 
     // A leaderboard written wherever each game server happened to write.
-    let scores = [
-        ("ann", 31),
-        ("bob", 17),
-        ("cyd", 45),
-        ("ann", 52),
-        ("dee", 8),
-        ("bob", 29),
-    ];
+    let scores = [("ann", 31), ("bob", 17), ("cyd", 45), ("ann", 52), ("dee", 8), ("bob", 29)];
     for (i, (member, score)) in scores.iter().enumerate() {
         let mut conn = pool.get(format!("writer:{i}")).await?;
         let _: () = conn.zadd("leaderboard", *member, *score).await?;
     }
-    println!(
-        "top 3 across all nodes: {:?}",
-        zrevrange_merged(&pool, "leaderboard", 3).await?
-    );
+    println!("top 3 across all nodes: {:?}", zrevrange_merged(&pool, "leaderboard", 3).await?);
 
     // Jobs pushed to every node; one consumer drains them all.
     for i in 0..30 {
@@ -129,17 +118,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         let jobs = pop_round(&pool, "jobs", Duration::from_millis(100)).await;
         done += jobs.len();
-        let up: Vec<String> = pool
-            .status()
-            .into_iter()
-            .filter(|s| s.up)
-            .map(|s| s.name)
-            .collect();
-        println!(
-            "round {round:>2}: popped {:>2} jobs from {:?}",
-            jobs.len(),
-            up
-        );
+        let up: Vec<String> = pool.status().into_iter().filter(|s| s.up).map(|s| s.name).collect();
+        println!("round {round:>2}: popped {:>2} jobs from {:?}", jobs.len(), up);
     }
     println!("{done} jobs consumed (those queued on node-1 when it was killed are lost with it)");
     Ok(())

@@ -1,122 +1,41 @@
-//! [`Builder`]: nodes and settings, checked in one place.
+//! [`Builder`]: nodes and settings for either flavour of pool, checked in
+//! one place; and [`Config`], the same as data (feature `serde`).
 
 use std::collections::HashSet;
 use std::fmt;
-use std::sync::Arc;
+use std::marker::PhantomData;
 use std::time::Duration;
 
 use crate::error::Error;
-use crate::health::PenaltyPolicy;
-use crate::manager::NodeManager;
+use crate::manager::{RedisManager, parse_url};
+use crate::node::NodeManager;
 use crate::pool::ShardedPool;
-use redis::ConnectionInfo;
-
-use crate::redis_manager::{
-    DEFAULT_CONNECT_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT, RedisManager, parse_url,
-};
-
-/// Default number of connections per node.
-pub const DEFAULT_MAX_CONNECTIONS: u32 = 16;
-/// Default longest wait for a connection from a busy node.
-pub const DEFAULT_CHECKOUT_TIMEOUT: Duration = Duration::from_secs(1);
-/// Default time a probe (connect and PING) of a boxed node may take.
-pub const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+use crate::settings::{Failover, Settings, check_node};
 
 /// Makes a node's manager once every setting is known.
 type MakeManager<M> = Box<dyn FnOnce(&Settings) -> Result<M, Error> + Send>;
 
-pub(crate) struct NodeSpec<M> {
-    pub(crate) name: String,
-    pub(crate) weight: f64,
-    pub(crate) make: MakeManager<M>,
-    /// The URL's connection settings, for a node given by URL: what the
-    /// synchronous flavour connects with.
-    #[cfg_attr(not(feature = "r2d2"), allow(dead_code))]
-    pub(crate) url_info: Option<ConnectionInfo>,
+/// Each node's name, weight and manager, with the checked settings.
+pub(crate) type Finished<M> = (Vec<(String, f64, M)>, Settings);
+
+struct NodeSpec<M> {
+    name: String,
+    weight: f64,
+    make: MakeManager<M>,
 }
 
-/// What `get(key)` does when the key's node is in the penalty box.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(serde::Deserialize))]
-#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
-#[non_exhaustive]
-pub enum Failover {
-    /// Serve the key from the next healthy node in its ranking (the
-    /// default): always up, at the price of duplicates while the node is
-    /// away.
-    #[default]
-    Reroute,
-    /// Return [`Error::NodeDown`] naming the node: for data that must not
-    /// be duplicated or split.
-    FailFast,
-}
+/// The flavour a [`Builder`] builds by default: the async [`ShardedPool`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Async;
 
-/// Checks one node's name and weight.
-pub(crate) fn check_node(name: &str, weight: f64) -> Result<(), Error> {
-    if name.is_empty() {
-        return Err(Error::config("node name", "a node name must not be empty"));
-    }
-    if !(weight.is_finite() && weight > 0.0) {
-        return Err(Error::config(
-            format!("weight of node `{name}`"),
-            format!("must be finite and greater than 0, got {weight}"),
-        ));
-    }
-    Ok(())
-}
-
-/// Settings the pool keeps after it is built.
-#[derive(Debug, Clone)]
-pub(crate) struct Settings {
-    pub(crate) policy: PenaltyPolicy,
-    pub(crate) connect_timeout: Duration,
-    pub(crate) response_timeout: Duration,
-    pub(crate) checkout_timeout: Duration,
-    pub(crate) probe_timeout: Duration,
-    pub(crate) max_connections: u32,
-    pub(crate) min_idle: Option<u32>,
-    pub(crate) test_on_checkout: bool,
-    pub(crate) failover: Failover,
-    pub(crate) max_boxed_fraction: f64,
-    pub(crate) probe_at_build: bool,
-    /// PEM root certificates trusted for `rediss://` nodes instead of the
-    /// platform's.
-    #[cfg(feature = "tls")]
-    pub(crate) tls_root_certificates: Option<Vec<u8>>,
-}
-
-impl Settings {
-    /// The cascade guard's cap for a pool of `nodes`: at most
-    /// `max_boxed_fraction` of them, rounded down, but always at least one.
-    pub(crate) fn max_boxed(&self, nodes: usize) -> usize {
-        ((self.max_boxed_fraction * nodes as f64).floor() as usize).clamp(1, nodes.max(1))
-    }
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Settings {
-            policy: PenaltyPolicy::default(),
-            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
-            response_timeout: DEFAULT_RESPONSE_TIMEOUT,
-            checkout_timeout: DEFAULT_CHECKOUT_TIMEOUT,
-            probe_timeout: DEFAULT_PROBE_TIMEOUT,
-            max_connections: DEFAULT_MAX_CONNECTIONS,
-            min_idle: None,
-            test_on_checkout: false,
-            failover: Failover::Reroute,
-            max_boxed_fraction: 1.0,
-            probe_at_build: true,
-            #[cfg(feature = "tls")]
-            tls_root_certificates: None,
-        }
-    }
-}
-
-/// Builds a [`ShardedPool`]: nodes, then settings, then [`build`](Self::build).
+/// Builds a pool: nodes, then settings, then `build`.
 ///
-/// Setters never fail or panic; every value is checked by `build`, which
-/// returns [`Error::Config`] naming the first bad one.
+/// One builder serves both flavours: `ShardedPool::builder()` makes the
+/// async pool (`build().await`), and, with the `r2d2` feature,
+/// `fluster::sync::ShardedPool::builder()` the synchronous one (a blocking
+/// `build()`), with every setter shared. Setters never fail or panic; every
+/// value is checked by `build`, which returns [`Error::Config`] naming the
+/// first bad one.
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), fluster::Error> {
@@ -132,14 +51,15 @@ impl Default for Settings {
 ///     .await?;
 /// # Ok(()) }
 /// ```
-pub struct Builder<M: NodeManager = RedisManager> {
+pub struct Builder<M: NodeManager = RedisManager, F = Async> {
     nodes: Vec<NodeSpec<M>>,
     /// The first problem found while adding nodes, reported by `build`.
     error: Option<Error>,
     settings: Settings,
+    flavour: PhantomData<F>,
 }
 
-impl<M: NodeManager> fmt::Debug for Builder<M> {
+impl<M: NodeManager, F> fmt::Debug for Builder<M, F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let names: Vec<&str> = self.nodes.iter().map(|n| n.name.as_str()).collect();
         f.debug_struct("Builder")
@@ -149,17 +69,35 @@ impl<M: NodeManager> fmt::Debug for Builder<M> {
     }
 }
 
-impl<M: NodeManager> Default for Builder<M> {
+impl<M: NodeManager, F> Default for Builder<M, F> {
     fn default() -> Self {
         Builder {
             nodes: Vec::new(),
             error: None,
             settings: Settings::default(),
+            flavour: PhantomData,
         }
     }
 }
 
-impl Builder<RedisManager> {
+impl<M: NodeManager> Builder<M> {
+    /// A builder for the async pool, with no nodes and default settings.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl ShardedPool<RedisManager> {
+    /// A builder for a pool of Redis nodes given by URL.
+    ///
+    /// For other connection managers use [`Builder::new`] with
+    /// [`Builder::manager`].
+    pub fn builder() -> Builder<RedisManager> {
+        Builder::new()
+    }
+}
+
+impl<F> Builder<RedisManager, F> {
     /// Adds the node at `url`, named after its address (`host:port`, e.g.
     /// `"127.0.0.1:7001"`), with weight 1.
     ///
@@ -184,12 +122,10 @@ impl Builder<RedisManager> {
         match parse_url(url) {
             Ok(info) => {
                 let name = name.map_or_else(|| info.addr().to_string(), str::to_owned);
-                let url_info = Some(info.clone());
                 self.nodes.push(NodeSpec {
                     name,
                     weight,
                     make: Box::new(move |settings| RedisManager::from_settings(info, settings)),
-                    url_info,
                 });
             }
             Err(e) => {
@@ -204,12 +140,11 @@ impl Builder<RedisManager> {
     /// a Sentinel failover never moves its keys. Feature `sentinel`.
     #[cfg(feature = "sentinel")]
     #[cfg_attr(docsrs, doc(cfg(feature = "sentinel")))]
-    pub fn sentinel_node(mut self, name: &str, shard: crate::sentinel::SentinelShard) -> Self {
+    pub fn sentinel_node(mut self, name: &str, shard: crate::manager::SentinelShard) -> Self {
         self.nodes.push(NodeSpec {
             name: name.to_owned(),
             weight: 1.0,
             make: Box::new(move |settings| RedisManager::sentinel(&shard, settings)),
-            url_info: None,
         });
         self
     }
@@ -240,12 +175,7 @@ impl Builder<RedisManager> {
     }
 }
 
-impl<M: NodeManager> Builder<M> {
-    /// A builder with no nodes and default settings.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
+impl<M: NodeManager, F> Builder<M, F> {
     /// Adds a node served by your own connection manager, such as a
     /// `bb8_redis::RedisConnectionManager`, with weight 1. The manager owns
     /// its connect and response timeouts.
@@ -259,7 +189,6 @@ impl<M: NodeManager> Builder<M> {
             name: name.to_owned(),
             weight,
             make: Box::new(move |_| Ok(manager)),
-            url_info: None,
         });
         self
     }
@@ -361,28 +290,9 @@ impl<M: NodeManager> Builder<M> {
         self
     }
 
-    /// Checks every setting, connects to every node (in parallel, each
-    /// bounded by the probe timeout) and starts the background task.
-    ///
-    /// Nodes that cannot be reached start in the penalty box, and a `warn`
-    /// event names each with its failure; the pool is built all the same, so
-    /// a service can start while some of its nodes are down.
-    /// [`ShardedPool::status`] shows which are up.
-    ///
-    /// Must be called within a Tokio runtime.
-    pub async fn build(self) -> Result<ShardedPool<M>, Error> {
-        let (specs, settings) = self.validate()?;
-        let nodes = specs
-            .into_iter()
-            .map(|spec| {
-                let manager = (spec.make)(&settings)?;
-                Ok((spec.name, spec.weight, Arc::new(manager)))
-            })
-            .collect::<Result<Vec<_>, Error>>()?;
-        Ok(ShardedPool::start(nodes, settings).await)
-    }
-
-    pub(crate) fn validate(self) -> Result<(Vec<NodeSpec<M>>, Settings), Error> {
+    /// Checks every setting and makes each node's manager: what both
+    /// flavours' `build` start from.
+    pub(crate) fn finish(self) -> Result<Finished<M>, Error> {
         if let Some(e) = self.error {
             return Err(e);
         }
@@ -399,70 +309,183 @@ impl<M: NodeManager> Builder<M> {
                 ));
             }
         }
-        let s = &self.settings;
-        let p = &s.policy;
-        for (setting, value) in [
-            ("penalty_min_wait", p.min_wait),
-            ("connect_timeout", s.connect_timeout),
-            ("response_timeout", s.response_timeout),
-            ("checkout_timeout", s.checkout_timeout),
-            ("probe_timeout", s.probe_timeout),
-        ] {
-            if value.is_zero() {
-                return Err(Error::config(setting, "must be greater than zero"));
+        self.settings.check()?;
+        let settings = self.settings;
+        let nodes = self
+            .nodes
+            .into_iter()
+            .map(|spec| Ok((spec.name, spec.weight, (spec.make)(&settings)?)))
+            .collect::<Result<_, Error>>()?;
+        Ok((nodes, settings))
+    }
+}
+
+impl<M: NodeManager> Builder<M, Async> {
+    /// Checks every setting, connects to every node (in parallel, each
+    /// bounded by the probe timeout) and starts the prober.
+    ///
+    /// Nodes that cannot be reached start in the penalty box, and a `warn`
+    /// event names each with its failure; the pool is built all the same, so
+    /// a service can start while some of its nodes are down.
+    /// [`ShardedPool::status`] shows which are up.
+    ///
+    /// Must be called within a Tokio runtime.
+    pub async fn build(self) -> Result<ShardedPool<M>, Error> {
+        let (nodes, settings) = self.finish()?;
+        Ok(ShardedPool::start(nodes, settings).await)
+    }
+}
+
+#[cfg(feature = "serde")]
+pub use config::{Config, NodeConfig};
+
+#[cfg(feature = "serde")]
+mod config {
+    use std::time::Duration;
+
+    use serde::Deserialize;
+
+    use super::Builder;
+    use crate::error::Error;
+    use crate::pool::ShardedPool;
+    use crate::settings::Failover;
+
+    /// A pool's nodes and settings as data: deserialize it with serde (for
+    /// example through the `config` crate, from TOML or environment
+    /// variables), then call [`build`](Self::build).
+    ///
+    /// Field names are the [`Builder`] method names; durations are written the
+    /// human way (`"250ms"`, `"30s"`, `"1m 30s"`); omitted settings keep the
+    /// builder's defaults; unknown fields are rejected, naming the field.
+    ///
+    /// ```toml
+    /// nodes = [
+    ///     "redis://127.0.0.1:7001",
+    ///     { name = "cache-b", url = "redis://127.0.0.1:7002/2", weight = 2.0 },
+    /// ]
+    /// penalty_min_wait = "200ms"
+    /// penalty_max_wait = "30s"
+    /// penalty_multiplier = 1.5
+    /// response_timeout = "250ms"
+    /// ```
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let config: fluster::Config = serde_json::from_str(
+    ///     r#"{ "nodes": ["redis://127.0.0.1:7001"], "penalty_max_wait": "10s" }"#,
+    /// )?;
+    /// let pool = config.build().await?;
+    /// # Ok(()) }
+    /// ```
+    #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[non_exhaustive]
+    pub struct Config {
+        /// The nodes: each a URL, or a table with `url` and optional `name`
+        /// and `weight`.
+        pub nodes: Vec<NodeConfig>,
+        /// See [`Builder::penalty_min_wait`].
+        #[serde(default, with = "humantime_serde")]
+        pub penalty_min_wait: Option<Duration>,
+        /// See [`Builder::penalty_max_wait`].
+        #[serde(default, with = "humantime_serde")]
+        pub penalty_max_wait: Option<Duration>,
+        /// See [`Builder::penalty_multiplier`].
+        pub penalty_multiplier: Option<f64>,
+        /// See [`Builder::penalty_jitter`].
+        pub penalty_jitter: Option<f64>,
+        /// See [`Builder::timeouts_before_penalty`].
+        pub timeouts_before_penalty: Option<u32>,
+        /// See [`Builder::connect_timeout`].
+        #[serde(default, with = "humantime_serde")]
+        pub connect_timeout: Option<Duration>,
+        /// See [`Builder::response_timeout`].
+        #[serde(default, with = "humantime_serde")]
+        pub response_timeout: Option<Duration>,
+        /// See [`Builder::checkout_timeout`].
+        #[serde(default, with = "humantime_serde")]
+        pub checkout_timeout: Option<Duration>,
+        /// See [`Builder::probe_timeout`].
+        #[serde(default, with = "humantime_serde")]
+        pub probe_timeout: Option<Duration>,
+        /// See [`Builder::max_connections`].
+        pub max_connections: Option<u32>,
+        /// See [`Builder::min_idle`].
+        pub min_idle: Option<u32>,
+        /// See [`Builder::test_on_checkout`].
+        pub test_on_checkout: Option<bool>,
+        /// See [`Builder::failover`]: `"reroute"` or `"fail_fast"`.
+        pub failover: Option<Failover>,
+        /// See [`Builder::max_boxed_fraction`].
+        pub max_boxed_fraction: Option<f64>,
+        /// See [`Builder::probe_at_build`].
+        pub probe_at_build: Option<bool>,
+    }
+
+    /// One node of a [`Config`]: a URL alone, or a URL with a name and weight.
+    #[derive(Debug, Clone, PartialEq, Deserialize)]
+    #[serde(untagged)]
+    #[non_exhaustive]
+    pub enum NodeConfig {
+        /// A URL; the node is named after its address, with weight 1.
+        Url(String),
+        /// A URL with an optional name and weight.
+        Full {
+            /// The node's URL.
+            url: String,
+            /// The node's name (default: its `host:port`).
+            name: Option<String>,
+            /// The node's weight (default 1).
+            weight: Option<f64>,
+        },
+    }
+
+    impl Config {
+        /// The builder this configuration describes, for settings that are not
+        /// data (or to override some).
+        pub fn into_builder(self) -> Builder {
+            let mut b = ShardedPool::builder();
+            for node in self.nodes {
+                b = match node {
+                    NodeConfig::Url(url) => b.node(&url),
+                    NodeConfig::Full { url, name, weight } => {
+                        b.redis_node(name.as_deref(), &url, weight.unwrap_or(1.0))
+                    }
+                };
             }
+            macro_rules! apply {
+                ($($field:ident),*) => {
+                    $(if let Some(value) = self.$field {
+                        b = b.$field(value);
+                    })*
+                };
+            }
+            apply!(
+                penalty_min_wait,
+                penalty_max_wait,
+                penalty_multiplier,
+                penalty_jitter,
+                timeouts_before_penalty,
+                connect_timeout,
+                response_timeout,
+                checkout_timeout,
+                probe_timeout,
+                max_connections,
+                test_on_checkout,
+                failover,
+                max_boxed_fraction,
+                probe_at_build
+            );
+            if self.min_idle.is_some() {
+                b = b.min_idle(self.min_idle);
+            }
+            b
         }
-        if p.min_wait > p.max_wait {
-            return Err(Error::config(
-                "penalty_max_wait",
-                format!(
-                    "must be at least penalty_min_wait ({:?}), got {:?}",
-                    p.min_wait, p.max_wait
-                ),
-            ));
+
+        /// Builds the pool: [`Builder::build`] on [`into_builder`](Self::into_builder).
+        /// Invalid values are rejected with [`Error::Config`] naming the field.
+        pub async fn build(self) -> Result<ShardedPool, Error> {
+            self.into_builder().build().await
         }
-        if !(p.multiplier.is_finite() && p.multiplier >= 1.0) {
-            return Err(Error::config(
-                "penalty_multiplier",
-                format!("must be finite and at least 1, got {}", p.multiplier),
-            ));
-        }
-        if !(0.0..=1.0).contains(&p.jitter) {
-            return Err(Error::config(
-                "penalty_jitter",
-                format!("must be between 0 and 1, got {}", p.jitter),
-            ));
-        }
-        if !(s.max_boxed_fraction > 0.0 && s.max_boxed_fraction <= 1.0) {
-            return Err(Error::config(
-                "max_boxed_fraction",
-                format!(
-                    "must be greater than 0 and at most 1, got {}",
-                    s.max_boxed_fraction
-                ),
-            ));
-        }
-        if p.timeout_threshold == 0 {
-            return Err(Error::config(
-                "timeouts_before_penalty",
-                "must be at least 1, got 0",
-            ));
-        }
-        if s.max_connections == 0 {
-            return Err(Error::config(
-                "max_connections",
-                "must be at least 1, got 0",
-            ));
-        }
-        if let Some(min_idle) = s.min_idle.filter(|&m| m > s.max_connections) {
-            return Err(Error::config(
-                "min_idle",
-                format!(
-                    "must not exceed max_connections ({}), got {min_idle}",
-                    s.max_connections
-                ),
-            ));
-        }
-        Ok((self.nodes, self.settings))
     }
 }

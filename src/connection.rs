@@ -1,15 +1,19 @@
-//! The connection handed out by [`ShardedPool::get`](crate::ShardedPool::get).
+//! The connections handed to callers: [`Connection`] from a node's pool,
+//! [`SharedConnection`] a clone of its multiplexed connection. Both report
+//! every outcome, error *or* error reply, to their node through one
+//! [`ConnectionLike`] body.
 
 use std::fmt;
 use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
 
 use bb8::PooledConnection;
 use redis::aio::ConnectionLike;
 use redis::{Cmd, Pipeline, RedisFuture, Value};
 
 use crate::health::FailureKind;
-use crate::manager::{NodeManager, Tracked};
-use crate::redis_manager::RedisManager;
+use crate::manager::{RedisManager, failure};
+use crate::node::{Failure, Muxed, NodeManager, Tracked};
 
 /// A connection checked out of one node's pool; it goes back when dropped.
 ///
@@ -17,9 +21,11 @@ use crate::redis_manager::RedisManager;
 /// [`redis::aio::MultiplexedConnection`]). For Redis connections it also
 /// implements [`redis::aio::ConnectionLike`] itself, so `query_async` and
 /// [`redis::AsyncCommands`] work on it directly, and every reply is checked:
-/// an I/O error or timeout marks the connection broken (the pool drops it
-/// instead of reusing it) and counts against its node's health. Commands
-/// sent through the deref'd inner connection bypass that check.
+/// an I/O error, a timeout or a node's error reply (`LOADING`, `READONLY`,
+/// `NOAUTH`, `MASTERDOWN`) marks the connection broken (the pool drops it
+/// instead of reusing it) and counts against its node's health. So does a
+/// command whose future was dropped before its reply came. Commands sent
+/// through the deref'd inner connection bypass those checks.
 pub struct Connection<M: NodeManager = RedisManager> {
     conn: PooledConnection<'static, Tracked<M>>,
 }
@@ -31,7 +37,7 @@ impl<M: NodeManager> Connection<M> {
 
     /// The name of the node this connection belongs to.
     pub fn node(&self) -> &str {
-        &self.conn.health.name
+        &self.conn.cell.name
     }
 
     /// Reports a failure seen on this connection: the connection is dropped
@@ -40,7 +46,7 @@ impl<M: NodeManager> Connection<M> {
     /// row). Redis connections report by themselves; this is for
     /// connections of other managers, whose replies the pool cannot see.
     pub fn report_failure(&mut self, kind: FailureKind) {
-        self.conn.fail(kind, &"reported by the caller");
+        self.conn.observe(Some((kind, &"reported by the caller")));
     }
 }
 
@@ -59,41 +65,144 @@ impl<M: NodeManager> DerefMut for Connection<M> {
 
 impl<M: NodeManager> fmt::Debug for Connection<M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Connection")
-            .field("node", &self.conn.health.name)
+        f.debug_struct("Connection").field("node", &self.conn.cell.name).finish_non_exhaustive()
+    }
+}
+
+/// A clone of one node's multiplexed connection, from
+/// [`ShardedPool::get_shared`](crate::ShardedPool::get_shared).
+///
+/// Cheap to get and to drop (nothing goes back to a pool); many tasks' clones
+/// pipeline their commands on the same socket. Like [`Connection`] it
+/// implements [`redis::aio::ConnectionLike`] and reports every failure: the
+/// multiplexed connection is then replaced on the next `get_shared`, and the
+/// failure counts against the node. Not for commands that change the
+/// connection's state (`SELECT`, `SUBSCRIBE`, `MULTI`/`WATCH`, blocking
+/// pops): those need a connection of their own, from
+/// [`get`](crate::ShardedPool::get).
+pub struct SharedConnection<M: NodeManager = RedisManager> {
+    conn: M::Connection,
+    mux: Arc<Muxed<M::Connection>>,
+}
+
+impl<M: NodeManager> SharedConnection<M>
+where
+    M::Connection: Clone,
+{
+    pub(crate) fn new(mux: Arc<Muxed<M::Connection>>) -> Self {
+        SharedConnection { conn: mux.clone_conn(), mux }
+    }
+}
+
+impl<M: NodeManager> SharedConnection<M> {
+    /// The name of the node this connection belongs to.
+    pub fn node(&self) -> &str {
+        &self.mux.cell.name
+    }
+}
+
+impl<M: NodeManager> Deref for SharedConnection<M> {
+    type Target = M::Connection;
+    fn deref(&self) -> &M::Connection {
+        &self.conn
+    }
+}
+
+impl<M: NodeManager> DerefMut for SharedConnection<M> {
+    fn deref_mut(&mut self) -> &mut M::Connection {
+        &mut self.conn
+    }
+}
+
+impl<M: NodeManager> fmt::Debug for SharedConnection<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SharedConnection")
+            .field("node", &self.mux.cell.name)
             .finish_non_exhaustive()
     }
 }
 
-impl<M> ConnectionLike for Connection<M>
+/// A connection handed to a caller: the wire its commands go on, and where
+/// their outcomes go.
+trait Observed: Send {
+    type Wire: ConnectionLike + Send;
+    fn wire(&mut self) -> &mut Self::Wire;
+    /// A command is about to be sent: until [`observe`](Self::observe), the
+    /// connection may hold a reply nobody will read.
+    fn arm(&mut self);
+    fn observe(&mut self, failure: Option<Failure<'_>>);
+}
+
+impl<M: NodeManager> Observed for Connection<M>
 where
-    M: NodeManager,
     M::Connection: ConnectionLike + Send,
 {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        Box::pin(async move {
-            let tracked = &mut *self.conn;
-            let result = tracked.req_packed_command(cmd).await;
-            tracked.observe(&result);
-            result
-        })
+    type Wire = M::Connection;
+    fn wire(&mut self) -> &mut M::Connection {
+        &mut self.conn.conn
     }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        pipeline: &'a Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> RedisFuture<'a, Vec<Value>> {
-        Box::pin(async move {
-            let tracked = &mut *self.conn;
-            let result = tracked.req_packed_commands(pipeline, offset, count).await;
-            tracked.observe(&result);
-            result
-        })
+    fn arm(&mut self) {
+        self.conn.in_flight = true;
     }
-
-    fn get_db(&self) -> i64 {
-        self.conn.get_db()
+    fn observe(&mut self, failure: Option<Failure<'_>>) {
+        self.conn.in_flight = false;
+        self.conn.observe(failure);
     }
 }
+
+impl<M: NodeManager> Observed for SharedConnection<M>
+where
+    M::Connection: ConnectionLike + Send,
+{
+    type Wire = M::Connection;
+    fn wire(&mut self) -> &mut M::Connection {
+        &mut self.conn
+    }
+    // A multiplexed connection matches replies to requests itself: a
+    // dropped request leaves nothing behind for the next caller.
+    fn arm(&mut self) {}
+    fn observe(&mut self, failure: Option<Failure<'_>>) {
+        self.mux.observe(failure);
+    }
+}
+
+/// The one body of both connections' [`ConnectionLike`]: sends on the
+/// wire and reports the outcome.
+macro_rules! connection_like {
+    ($($conn:ident),*) => {$(
+        impl<M> ConnectionLike for $conn<M>
+        where
+            M: NodeManager,
+            M::Connection: ConnectionLike + Send,
+        {
+            fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+                Box::pin(async move {
+                    self.arm();
+                    let result = self.wire().req_packed_command(cmd).await;
+                    self.observe(failure(&result));
+                    result
+                })
+            }
+
+            fn req_packed_commands<'a>(
+                &'a mut self,
+                pipeline: &'a Pipeline,
+                offset: usize,
+                count: usize,
+            ) -> RedisFuture<'a, Vec<Value>> {
+                Box::pin(async move {
+                    self.arm();
+                    let result = self.wire().req_packed_commands(pipeline, offset, count).await;
+                    self.observe(failure(&result));
+                    result
+                })
+            }
+
+            fn get_db(&self) -> i64 {
+                self.conn.get_db()
+            }
+        }
+    )*};
+}
+
+connection_like!(Connection, SharedConnection);

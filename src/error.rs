@@ -75,9 +75,6 @@ impl From<redis::ParsingError> for Error {
 
 impl Error {
     pub(crate) fn config(setting: impl Into<String>, reason: impl Into<String>) -> Self {
-        Error::Config {
-            setting: setting.into(),
-            reason: reason.into(),
-        }
+        Error::Config { setting: setting.into(), reason: reason.into() }
     }
 }

@@ -1,8 +1,10 @@
-//! The penalty box: one node's health as a plain state machine.
+//! The penalty box: every decision about one node's health, as plain data.
 //!
-//! No clock, no runtime, no I/O: every method takes the current time, and the
-//! random part of the back-off comes in as a number, so the whole machine is
-//! tested alone and shared by every flavour of pool.
+//! No clock, no runtime, no I/O: the time and the random part of the
+//! back-off come in as a [`Moment`], and the pool-wide cap on boxed nodes
+//! as a [`BoxGuard`], so the whole machine is tested alone and shared by
+//! both flavours of pool. The caller only locks a [`Health`], asks it, and
+//! applies the [`Verdict`] (flips its routing flag, counts, logs, wakes).
 //!
 //! ```text
 //!            refused, reset, I/O, AUTH, LOADING, ...      probe fails: wait grows
@@ -11,17 +13,22 @@
 //!   ┌─────────┐  `timeout_threshold` timeouts  ┌──────────────────┴┐
 //!   │   Up    │ ─────────────────────────────▶ │      Boxed        │
 //!   └─────────┘ ◀───────────────────────────── └───────────────────┘
-//!        ▲            probe succeeds                (reaper probes when
+//!        ▲            probe succeeds                (probed when
 //!        └ success resets the timeout count          the wait runs out)
 //! ```
+//!
+//! Each boxing starts a new *epoch*. A connection remembers the epoch it was
+//! made in; failures reported from an older epoch are [`Verdict::Stale`], so
+//! a node that comes back is not boxed again by sockets from its past life.
 
 use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// Why a node was judged to have failed.
 ///
 /// Only these count against a node's health. A checkout that waited on a
-/// busy pool and ordinary error replies (`WRONGTYPE`, `ERR ...`) do not.
+/// busy pool and ordinary error replies (`WRONGTYPE`, `OOM`, `ERR ...`) do not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum FailureKind {
@@ -37,7 +44,7 @@ pub enum FailureKind {
     /// A connect or response timeout. A slow node is not a dead node: these
     /// box the node only after several in a row.
     Timeout,
-    /// The node rejected the credentials (AUTH or ACL).
+    /// The node rejected the credentials (AUTH or ACL), or answered `NOAUTH`.
     Auth,
     /// The node answered `LOADING`: it is still loading its data set.
     Loading,
@@ -52,6 +59,20 @@ pub enum FailureKind {
 }
 
 impl FailureKind {
+    /// Every kind, in label order: what the metrics create at zero.
+    pub const ALL: [FailureKind; 10] = [
+        FailureKind::Refused,
+        FailureKind::Dropped,
+        FailureKind::Io,
+        FailureKind::Tls,
+        FailureKind::Timeout,
+        FailureKind::Auth,
+        FailureKind::Loading,
+        FailureKind::MasterDown,
+        FailureKind::ReadOnly,
+        FailureKind::Connect,
+    ];
+
     /// The label value used in metrics and logs, e.g. `"refused"`.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -77,6 +98,38 @@ impl FailureKind {
 impl fmt::Display for FailureKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// Tells which errors of a connection manager are node failures.
+///
+/// Implemented for [`redis::RedisError`], so [`RedisManager`](crate::RedisManager),
+/// `bb8_redis::RedisConnectionManager` and any manager whose error is a
+/// `RedisError` can be sharded, and for [`std::io::Error`]. Implement it for
+/// your own manager's error type to shard other connections.
+///
+/// Return `None` for errors that say nothing about the node's health, such
+/// as ordinary error replies. Every error while *connecting* counts as a
+/// failure; `None` there is recorded as [`FailureKind::Connect`].
+pub trait ClassifyFailure: fmt::Display {
+    /// The kind of node failure this error shows, if any.
+    fn failure_kind(&self) -> Option<FailureKind>;
+}
+
+/// For managers whose connections are plain sockets.
+impl ClassifyFailure for std::io::Error {
+    fn failure_kind(&self) -> Option<FailureKind> {
+        use std::io::ErrorKind as K;
+        Some(match self.kind() {
+            K::ConnectionRefused => FailureKind::Refused,
+            K::ConnectionReset
+            | K::ConnectionAborted
+            | K::BrokenPipe
+            | K::UnexpectedEof
+            | K::NotConnected => FailureKind::Dropped,
+            K::TimedOut | K::WouldBlock => FailureKind::Timeout,
+            _ => FailureKind::Io,
+        })
     }
 }
 
@@ -126,6 +179,56 @@ impl PenaltyPolicy {
     }
 }
 
+/// The time of a decision and a random draw in `[0, 1)` for its jitter.
+#[derive(Debug, Clone, Copy)]
+pub struct Moment {
+    /// Now.
+    pub now: Instant,
+    /// A uniform draw in `[0, 1)`.
+    pub random: f64,
+}
+
+/// The cascade guard: how many of a pool's nodes may be boxed at once.
+///
+/// One per pool, shared by its nodes. A node takes a place when it is boxed
+/// and gives it back when it returns or leaves the pool; past the cap a
+/// failure is [`Verdict::Vetoed`] and the node stays in rotation.
+#[derive(Debug)]
+pub struct BoxGuard {
+    boxed: AtomicUsize,
+    cap: AtomicUsize,
+}
+
+impl BoxGuard {
+    /// A guard allowing `cap` boxed nodes.
+    pub fn new(cap: usize) -> Self {
+        BoxGuard { boxed: AtomicUsize::new(0), cap: AtomicUsize::new(cap) }
+    }
+
+    /// Changes the cap (nodes were added or removed).
+    pub fn set_cap(&self, cap: usize) {
+        self.cap.store(cap, Ordering::Release);
+    }
+
+    /// Nodes boxed now.
+    pub fn boxed(&self) -> usize {
+        self.boxed.load(Ordering::Acquire)
+    }
+
+    /// Takes a place in the box, if one is free.
+    fn reserve(&self) -> bool {
+        self.boxed
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.cap.load(Ordering::Acquire)).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    fn release(&self) {
+        self.boxed.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// Where a node stands.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum State {
@@ -136,32 +239,54 @@ pub enum State {
     },
     /// In the penalty box: skipped by routing until a probe succeeds.
     Boxed {
-        /// The failure that put it there.
+        /// The failure that put it there (or that the last probe saw).
         cause: FailureKind,
         /// Failed probes since it was boxed.
         failed_probes: u32,
         /// Length of the current stay, from boxing or the last failed probe.
         stay: Duration,
-        /// When the reaper may probe it.
+        /// When the node may be probed.
         probe_at: Instant,
     },
 }
 
-/// What a call changed, so the caller can log, count and notify once.
+/// What a reported failure did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transition {
-    /// Nothing that routing sees changed.
-    None,
-    /// The node just entered the box.
+pub enum Verdict {
+    /// About an earlier epoch of the node, or a node that left its pool:
+    /// ignored.
+    Stale,
+    /// Counted (a timeout below the threshold, or a node already boxed);
+    /// routing sees no change.
+    Counted,
+    /// The node just entered the box; a new epoch began.
     Boxed,
-    /// The node just left the box.
+    /// It would have boxed the node, but the cascade guard's cap is
+    /// reached: the node stays in rotation and the caller gets the failure.
+    Vetoed,
+}
+
+/// What a probe's outcome did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Probed {
+    /// The node left the box.
     Returned,
+    /// The node stays boxed, for a longer wait.
+    Failed,
+    /// Nothing: the node was not boxed, or left its pool.
+    Ignored,
 }
 
 /// One node's health.
 #[derive(Debug, Clone)]
 pub struct Health {
     state: State,
+    epoch: u64,
+    retired: bool,
+    probing: bool,
+    penalties: u64,
+    last_error: Option<String>,
+    last_veto: Option<FailureKind>,
 }
 
 impl Default for Health {
@@ -171,12 +296,16 @@ impl Default for Health {
 }
 
 impl Health {
-    /// A healthy node.
+    /// A healthy node in epoch 0.
     pub fn up() -> Self {
         Health {
-            state: State::Up {
-                consecutive_timeouts: 0,
-            },
+            state: State::Up { consecutive_timeouts: 0 },
+            epoch: 0,
+            retired: false,
+            probing: false,
+            penalties: 0,
+            last_error: None,
+            last_veto: None,
         }
     }
 
@@ -190,121 +319,149 @@ impl Health {
         matches!(self.state, State::Up { .. })
     }
 
+    /// The current epoch: how many times the node was boxed or retired.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Times the node entered the box.
+    pub fn penalties(&self) -> u64 {
+        self.penalties
+    }
+
+    /// While boxed, the error that boxed the node or that its latest probe
+    /// saw.
+    pub fn last_error(&self) -> Option<&str> {
+        self.last_error.as_deref()
+    }
+
+    /// The kind of the latest failure the cascade guard vetoed.
+    pub fn last_veto(&self) -> Option<FailureKind> {
+        self.last_veto
+    }
+
     /// Timeouts in a row while up; 0 when boxed.
     pub fn consecutive_timeouts(&self) -> u32 {
         match self.state {
-            State::Up {
-                consecutive_timeouts,
-            } => consecutive_timeouts,
+            State::Up { consecutive_timeouts } => consecutive_timeouts,
             State::Boxed { .. } => 0,
         }
     }
 
     /// Time left until the next probe, if boxed.
     pub fn remaining(&self, now: Instant) -> Option<Duration> {
+        self.probe_at().map(|at| at.saturating_duration_since(now))
+    }
+
+    /// When the next probe is due, if boxed and no probe is in flight.
+    pub fn probe_at(&self) -> Option<Instant> {
         match self.state {
-            State::Boxed { probe_at, .. } => Some(probe_at.saturating_duration_since(now)),
-            State::Up { .. } => None,
+            State::Boxed { probe_at, .. } if !self.probing && !self.retired => Some(probe_at),
+            _ => None,
         }
     }
 
-    /// Whether [`on_failure`](Self::on_failure) with `kind` would box the
-    /// node, so a caller can veto it first (the pool's cascade guard).
-    pub fn would_box(&self, kind: FailureKind, policy: &PenaltyPolicy) -> bool {
-        match self.state {
-            State::Up {
-                consecutive_timeouts,
-            } => {
-                !kind.is_timeout()
-                    || consecutive_timeouts.saturating_add(1) >= policy.timeout_threshold
-            }
-            State::Boxed { .. } => false,
-        }
-    }
-
-    /// A failure was seen. Boxes the node at once, or for a timeout once
-    /// `timeout_threshold` have come in a row. Failures while boxed change
-    /// nothing: only probes move a boxed node.
+    /// A failure of `kind` was seen on a connection made in `epoch`.
+    ///
+    /// Boxes the node at once, or for a timeout once `timeout_threshold` have
+    /// come in a row (`at_once` boxes on any failure: a node that does not
+    /// answer at start). Boxing takes a place from `guard` or is vetoed.
     pub fn on_failure(
         &mut self,
         kind: FailureKind,
+        epoch: u64,
+        at_once: bool,
+        guard: &BoxGuard,
         policy: &PenaltyPolicy,
-        now: Instant,
-        random: f64,
-    ) -> Transition {
-        let State::Up {
-            consecutive_timeouts,
-        } = self.state
-        else {
-            return Transition::None;
-        };
-        if !self.would_box(kind, policy) {
-            self.state = State::Up {
-                consecutive_timeouts: consecutive_timeouts.saturating_add(1),
-            };
-            return Transition::None;
+        at: Moment,
+    ) -> Verdict {
+        if self.retired || epoch != self.epoch {
+            return Verdict::Stale;
         }
-        let stay = policy.wait(0, random);
-        self.state = State::Boxed {
-            cause: kind,
-            failed_probes: 0,
-            stay,
-            probe_at: now + stay,
+        let State::Up { consecutive_timeouts } = self.state else {
+            return Verdict::Counted;
         };
-        Transition::Boxed
+        let streak = consecutive_timeouts.saturating_add(1);
+        if kind.is_timeout() && !at_once && streak < policy.timeout_threshold {
+            self.state = State::Up { consecutive_timeouts: streak };
+            return Verdict::Counted;
+        }
+        if !guard.reserve() {
+            self.last_veto = Some(kind);
+            return Verdict::Vetoed;
+        }
+        let stay = policy.wait(0, at.random);
+        self.state = State::Boxed { cause: kind, failed_probes: 0, stay, probe_at: at.now + stay };
+        self.epoch += 1;
+        self.penalties += 1;
+        Verdict::Boxed
+    }
+
+    /// Keeps `error` for status while the node is boxed.
+    pub fn set_last_error(&mut self, error: String) {
+        if !self.is_up() {
+            self.last_error = Some(error);
+        }
     }
 
     /// A command or connect succeeded: the timeout streak is over.
     pub fn on_success(&mut self) {
         if let State::Up { .. } = self.state {
-            self.state = State::Up {
-                consecutive_timeouts: 0,
-            };
+            self.state = State::Up { consecutive_timeouts: 0 };
         }
     }
 
-    /// Whether the reaper should probe the node now.
-    pub fn probe_due(&self, now: Instant) -> bool {
-        matches!(self.state, State::Boxed { probe_at, .. } if probe_at <= now)
+    /// Claims the probe of a boxed node whose wait has run out; false if it
+    /// is not due, or a probe is already in flight.
+    pub fn start_probe(&mut self, now: Instant) -> bool {
+        let due = self.probe_at().is_some_and(|at| at <= now);
+        self.probing |= due;
+        due
     }
 
-    /// When the next probe is due, if boxed.
-    pub fn probe_at(&self) -> Option<Instant> {
-        match self.state {
-            State::Boxed { probe_at, .. } => Some(probe_at),
-            State::Up { .. } => None,
-        }
-    }
-
-    /// A probe failed: the wait grows by the multiplier, up to the maximum.
-    pub fn on_probe_failed(
+    /// Records the outcome of the probe claimed by
+    /// [`start_probe`](Self::start_probe): the node returns, or its wait
+    /// grows by the multiplier up to the maximum.
+    pub fn finish_probe(
         &mut self,
-        kind: FailureKind,
+        outcome: Result<(), (FailureKind, String)>,
+        guard: &BoxGuard,
         policy: &PenaltyPolicy,
-        now: Instant,
-        random: f64,
-    ) {
-        if let State::Boxed { failed_probes, .. } = self.state {
-            let failed_probes = failed_probes.saturating_add(1);
-            let stay = policy.wait(failed_probes, random);
-            self.state = State::Boxed {
-                cause: kind,
-                failed_probes,
-                stay,
-                probe_at: now + stay,
-            };
+        at: Moment,
+    ) -> Probed {
+        self.probing = false;
+        let State::Boxed { failed_probes, .. } = self.state else {
+            return Probed::Ignored;
+        };
+        if self.retired {
+            return Probed::Ignored;
+        }
+        match outcome {
+            Ok(()) => {
+                self.state = State::Up { consecutive_timeouts: 0 };
+                self.last_error = None;
+                guard.release();
+                Probed::Returned
+            }
+            Err((kind, error)) => {
+                let failed_probes = failed_probes.saturating_add(1);
+                let stay = policy.wait(failed_probes, at.random);
+                self.state =
+                    State::Boxed { cause: kind, failed_probes, stay, probe_at: at.now + stay };
+                self.last_error = Some(error);
+                Probed::Failed
+            }
         }
     }
 
-    /// A probe succeeded: the node is back in rotation.
-    pub fn on_probe_succeeded(&mut self) -> Transition {
-        match self.state {
-            State::Boxed { .. } => {
-                *self = Health::up();
-                Transition::Returned
-            }
-            State::Up { .. } => Transition::None,
+    /// The node leaves its pool: its place in the box is given back, and a
+    /// new epoch makes its connections go as they come back.
+    pub fn retire(&mut self, guard: &BoxGuard) {
+        if !self.retired && !self.is_up() {
+            guard.release();
         }
+        self.retired = true;
+        self.epoch += 1;
     }
 }
 
@@ -322,108 +479,127 @@ mod tests {
         }
     }
 
+    fn at(now: Instant) -> Moment {
+        Moment { now, random: 0.0 }
+    }
+
+    fn fail(h: &mut Health, kind: FailureKind, guard: &BoxGuard, now: Instant) -> Verdict {
+        h.on_failure(kind, h.epoch(), false, guard, &policy(), at(now))
+    }
+
     #[test]
-    fn refused_boxes_at_once() {
-        let now = Instant::now();
+    fn refused_boxes_at_once_and_starts_an_epoch() {
+        let (now, guard) = (Instant::now(), BoxGuard::new(1));
         let mut h = Health::up();
-        assert_eq!(
-            h.on_failure(FailureKind::Refused, &policy(), now, 0.0),
-            Transition::Boxed
-        );
+        assert_eq!(fail(&mut h, FailureKind::Refused, &guard, now), Verdict::Boxed);
         assert!(!h.is_up());
+        assert_eq!((h.epoch(), h.penalties(), guard.boxed()), (1, 1, 1));
         assert_eq!(h.remaining(now), Some(Duration::from_millis(100)));
-        assert!(!h.probe_due(now + Duration::from_millis(99)));
-        assert!(h.probe_due(now + Duration::from_millis(100)));
+        assert!(!h.start_probe(now + Duration::from_millis(99)));
+        assert!(h.start_probe(now + Duration::from_millis(100)));
+        assert!(!h.start_probe(now + Duration::from_secs(9)), "one at a time");
     }
 
     #[test]
     fn timeouts_box_only_after_the_threshold_in_a_row() {
-        let now = Instant::now();
-        let p = policy();
+        let (now, guard) = (Instant::now(), BoxGuard::new(1));
         let mut h = Health::up();
-        assert_eq!(
-            h.on_failure(FailureKind::Timeout, &p, now, 0.0),
-            Transition::None
-        );
-        assert_eq!(
-            h.on_failure(FailureKind::Timeout, &p, now, 0.0),
-            Transition::None
-        );
+        let t = FailureKind::Timeout;
+        assert_eq!(fail(&mut h, t, &guard, now), Verdict::Counted);
+        assert_eq!(fail(&mut h, t, &guard, now), Verdict::Counted);
         assert_eq!(h.consecutive_timeouts(), 2);
         h.on_success();
         assert_eq!(h.consecutive_timeouts(), 0);
-        assert_eq!(
-            h.on_failure(FailureKind::Timeout, &p, now, 0.0),
-            Transition::None
-        );
-        assert_eq!(
-            h.on_failure(FailureKind::Timeout, &p, now, 0.0),
-            Transition::None
-        );
-        assert_eq!(
-            h.on_failure(FailureKind::Timeout, &p, now, 0.0),
-            Transition::Boxed
-        );
-        assert!(!h.is_up());
+        assert_eq!(fail(&mut h, t, &guard, now), Verdict::Counted);
+        assert_eq!(fail(&mut h, t, &guard, now), Verdict::Counted);
+        assert_eq!(fail(&mut h, t, &guard, now), Verdict::Boxed);
+        // A node that does not answer at start is boxed by one timeout.
+        let mut h = Health::up();
+        let v = h.on_failure(t, 0, true, &BoxGuard::new(1), &policy(), at(now));
+        assert_eq!(v, Verdict::Boxed);
     }
 
     #[test]
-    fn would_box_predicts_on_failure() {
-        let now = Instant::now();
-        let p = policy();
+    fn failures_from_an_earlier_epoch_are_stale() {
+        let (now, guard) = (Instant::now(), BoxGuard::new(1));
         let mut h = Health::up();
-        for kind in [
-            FailureKind::Timeout,
-            FailureKind::Timeout,
-            FailureKind::Timeout,
-        ] {
-            let predicted = h.would_box(kind, &p);
-            let boxed = h.on_failure(kind, &p, now, 0.0) == Transition::Boxed;
-            assert_eq!(predicted, boxed);
-        }
-        assert!(!h.would_box(FailureKind::Refused, &p), "already boxed");
-        assert!(Health::up().would_box(FailureKind::Refused, &p));
+        fail(&mut h, FailureKind::Dropped, &guard, now);
+        assert!(h.start_probe(now + Duration::from_secs(1)));
+        let at_later = at(now + Duration::from_secs(1));
+        let probed = h.finish_probe(Ok(()), &guard, &policy(), at_later);
+        assert_eq!(probed, Probed::Returned);
+        assert_eq!(guard.boxed(), 0);
+        // A socket from before the boxing fails: the node stays up.
+        let old = h.on_failure(FailureKind::Dropped, 0, false, &guard, &policy(), at(now));
+        assert_eq!(old, Verdict::Stale);
+        assert!(h.is_up());
+        assert_eq!(fail(&mut h, FailureKind::Dropped, &guard, now), Verdict::Boxed);
     }
 
     #[test]
-    fn threshold_of_one_boxes_on_the_first_timeout() {
-        let p = PenaltyPolicy {
-            timeout_threshold: 1,
-            ..policy()
-        };
+    fn the_guard_vetoes_boxing_past_its_cap_and_frees_places() {
+        let (now, guard) = (Instant::now(), BoxGuard::new(1));
+        let (mut a, mut b) = (Health::up(), Health::up());
+        assert_eq!(fail(&mut a, FailureKind::Refused, &guard, now), Verdict::Boxed);
+        assert_eq!(fail(&mut b, FailureKind::Refused, &guard, now), Verdict::Vetoed);
+        assert!(b.is_up());
+        assert_eq!(b.last_veto(), Some(FailureKind::Refused));
+        assert_eq!(b.epoch(), 0, "a veto starts no epoch");
+        // Timeouts below the threshold never need a place.
+        assert_eq!(fail(&mut b, FailureKind::Timeout, &guard, now), Verdict::Counted);
+        a.retire(&guard);
+        assert_eq!(guard.boxed(), 0);
+        assert_eq!(fail(&mut b, FailureKind::Refused, &guard, now), Verdict::Boxed);
+        guard.set_cap(2);
+        let mut c = Health::up();
+        assert_eq!(fail(&mut c, FailureKind::Io, &guard, now), Verdict::Boxed);
+    }
+
+    #[test]
+    fn a_retired_node_is_never_boxed_or_returned() {
+        let (now, guard) = (Instant::now(), BoxGuard::new(2));
         let mut h = Health::up();
-        assert_eq!(
-            h.on_failure(FailureKind::Timeout, &p, Instant::now(), 0.0),
-            Transition::Boxed
-        );
+        fail(&mut h, FailureKind::Refused, &guard, now);
+        assert!(h.start_probe(now + Duration::from_secs(1)));
+        h.retire(&guard);
+        h.retire(&guard);
+        assert_eq!(guard.boxed(), 0, "the place is given back once");
+        let probed = h.finish_probe(Ok(()), &guard, &policy(), at(now));
+        assert_eq!(probed, Probed::Ignored);
+        assert_eq!(guard.boxed(), 0);
+        let mut up = Health::up();
+        up.retire(&guard);
+        assert_eq!(fail(&mut up, FailureKind::Refused, &guard, now), Verdict::Stale);
     }
 
     #[test]
     fn failed_probes_grow_the_wait_up_to_the_cap() {
-        let now = Instant::now();
-        let p = policy();
+        let (now, guard) = (Instant::now(), BoxGuard::new(1));
         let mut h = Health::up();
-        h.on_failure(FailureKind::Dropped, &p, now, 0.0);
+        fail(&mut h, FailureKind::Dropped, &guard, now);
         let mut waits = vec![h.remaining(now).unwrap()];
         for _ in 0..6 {
-            h.on_probe_failed(FailureKind::Refused, &p, now, 0.0);
+            assert!(h.start_probe(now + Duration::from_secs(9)));
+            let outcome = Err((FailureKind::Refused, "refused".to_owned()));
+            assert_eq!(h.finish_probe(outcome, &guard, &policy(), at(now)), Probed::Failed);
             waits.push(h.remaining(now).unwrap());
         }
         let ms: Vec<u128> = waits.iter().map(|d| d.as_millis()).collect();
         assert_eq!(ms, vec![100, 200, 400, 800, 1000, 1000, 1000]);
-        assert_eq!(h.on_probe_succeeded(), Transition::Returned);
-        assert!(h.is_up());
+        assert_eq!(h.last_error(), Some("refused"));
+        assert!(h.start_probe(now + Duration::from_secs(9)));
+        let probed = h.finish_probe(Ok(()), &guard, &policy(), at(now));
+        assert_eq!(probed, Probed::Returned);
+        assert_eq!(h.last_error(), None);
         // A second trip starts again from the minimum.
-        h.on_failure(FailureKind::Refused, &p, now, 0.0);
+        fail(&mut h, FailureKind::Refused, &guard, now);
         assert_eq!(h.remaining(now), Some(Duration::from_millis(100)));
+        assert_eq!(h.penalties(), 2);
     }
 
     #[test]
     fn jitter_only_shortens_within_its_fraction() {
-        let p = PenaltyPolicy {
-            jitter: 0.25,
-            ..policy()
-        };
+        let p = PenaltyPolicy { jitter: 0.25, ..policy() };
         assert_eq!(p.wait(0, 0.0), Duration::from_millis(100));
         assert_eq!(p.wait(0, 1.0), Duration::from_millis(75));
         assert_eq!(p.wait(10, 0.5), Duration::from_secs_f64(0.875));
@@ -437,41 +613,36 @@ mod tests {
     fn huge_probe_counts_do_not_overflow() {
         let p = policy();
         assert_eq!(p.wait(u32::MAX, 0.0), p.max_wait);
-        let unit = PenaltyPolicy {
-            multiplier: 1.0,
-            ..p
-        };
+        let unit = PenaltyPolicy { multiplier: 1.0, ..p };
         assert_eq!(unit.wait(u32::MAX, 0.0), unit.min_wait);
     }
 
     #[test]
     fn failures_while_boxed_do_not_move_the_probe() {
-        let now = Instant::now();
-        let p = policy();
+        let (now, guard) = (Instant::now(), BoxGuard::new(1));
         let mut h = Health::up();
-        h.on_failure(FailureKind::Refused, &p, now, 0.0);
+        fail(&mut h, FailureKind::Refused, &guard, now);
         let before = h.state();
         let later = now + Duration::from_millis(50);
-        assert_eq!(
-            h.on_failure(FailureKind::Refused, &p, later, 0.0),
-            Transition::None
-        );
+        assert_eq!(fail(&mut h, FailureKind::Refused, &guard, later), Verdict::Counted);
         assert_eq!(h.state(), before);
     }
 
     #[test]
     fn probes_do_nothing_to_a_node_that_is_up() {
-        let now = Instant::now();
+        let (now, guard) = (Instant::now(), BoxGuard::new(1));
         let mut h = Health::up();
-        h.on_probe_failed(FailureKind::Refused, &policy(), now, 0.0);
+        assert!(!h.start_probe(now));
+        let outcome = Err((FailureKind::Refused, String::new()));
+        assert_eq!(h.finish_probe(outcome, &guard, &policy(), at(now)), Probed::Ignored);
         assert!(h.is_up());
-        assert_eq!(h.on_probe_succeeded(), Transition::None);
-        assert!(!h.probe_due(now));
     }
 
     #[test]
     fn labels_are_stable() {
         assert_eq!(FailureKind::Refused.to_string(), "refused");
         assert_eq!(FailureKind::MasterDown.as_str(), "masterdown");
+        let labels: Vec<&str> = FailureKind::ALL.iter().map(|k| k.as_str()).collect();
+        assert_eq!(labels.len(), 10);
     }
 }

@@ -160,44 +160,40 @@
 #![deny(missing_docs)]
 #![warn(missing_debug_implementations)]
 
+// Floors, bottom up: each module imports only from those above it here.
 mod builder;
-#[cfg(feature = "serde")]
-mod config;
 mod connection;
 mod error;
 pub mod health;
 mod manager;
-mod membership;
 pub mod metrics;
 mod multi;
 mod node;
 mod pool;
-mod reaper;
-mod redis_manager;
 pub mod route;
-#[cfg(feature = "sentinel")]
-mod sentinel;
-mod shared;
+mod settings;
 #[cfg(feature = "r2d2")]
 #[cfg_attr(docsrs, doc(cfg(feature = "r2d2")))]
 pub mod sync;
 
-pub use crate::builder::{
-    Builder, DEFAULT_CHECKOUT_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_PROBE_TIMEOUT, Failover,
-};
+pub use crate::builder::{Async, Builder};
 #[cfg(feature = "serde")]
 #[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
-pub use crate::config::{Config, NodeConfig};
-pub use crate::connection::Connection;
+pub use crate::builder::{Config, NodeConfig};
+pub use crate::connection::{Connection, SharedConnection};
 pub use crate::error::Error;
-pub use crate::health::FailureKind;
-pub use crate::manager::ClassifyFailure;
-pub use crate::multi::ShardedPipeline;
-pub use crate::pool::{NodeStatus, ShardedPool};
-pub use crate::redis_manager::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT, RedisManager};
+pub use crate::health::{ClassifyFailure, FailureKind};
+pub use crate::manager::RedisManager;
 #[cfg(feature = "sentinel")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sentinel")))]
-pub use crate::sentinel::SentinelShard;
-pub use crate::shared::SharedConnection;
+pub use crate::manager::SentinelShard;
+pub use crate::multi::ShardedPipeline;
+pub use crate::node::{NodeManager, NodeStatus};
+pub use crate::pool::ShardedPool;
+pub use crate::route::NodeName;
+pub use crate::settings::{
+    DEFAULT_CHECKOUT_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_PROBE_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT, Failover,
+};
 pub use bb8;
 pub use redis;

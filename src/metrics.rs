@@ -8,6 +8,8 @@
 
 use metrics::{Counter, Gauge, Histogram, Unit};
 
+use crate::health::FailureKind;
+
 /// Gauge, 1 while the node is in rotation and 0 while it is in the box.
 pub const NODE_UP: &str = "fluster_node_up";
 /// Counter: times the node entered the penalty box.
@@ -44,16 +46,8 @@ pub fn describe() {
         Unit::Count,
         "Times the node entered the penalty box"
     );
-    metrics::describe_counter!(
-        FAILURES_TOTAL,
-        Unit::Count,
-        "Failures seen on the node, by kind"
-    );
-    metrics::describe_counter!(
-        PROBES_TOTAL,
-        Unit::Count,
-        "Probes of the boxed node, by result"
-    );
+    metrics::describe_counter!(FAILURES_TOTAL, Unit::Count, "Failures seen on the node, by kind");
+    metrics::describe_counter!(PROBES_TOTAL, Unit::Count, "Probes of the boxed node, by result");
     metrics::describe_counter!(
         CHECKOUTS_TOTAL,
         Unit::Count,
@@ -69,22 +63,15 @@ pub fn describe() {
         Unit::Count,
         "Keys served by another node because this one was boxed"
     );
-    metrics::describe_gauge!(
-        CONNECTIONS,
-        Unit::Count,
-        "Connections held by the node's pool"
-    );
-    metrics::describe_gauge!(
-        IDLE_CONNECTIONS,
-        Unit::Count,
-        "Idle connections in the node's pool"
-    );
+    metrics::describe_gauge!(CONNECTIONS, Unit::Count, "Connections held by the node's pool");
+    metrics::describe_gauge!(IDLE_CONNECTIONS, Unit::Count, "Idle connections in the node's pool");
 }
 
-/// One node's metric handles, registered once.
+/// One node's metric handles, registered once, when the node joins its
+/// pool: every series it can have (each failure kind, each probe result)
+/// exists at zero from then on, so a rate over the first failure is seen.
 #[derive(Debug, Clone)]
 pub(crate) struct NodeMetrics {
-    node: String,
     pub(crate) up: Gauge,
     pub(crate) penalties: Counter,
     pub(crate) checkouts: Counter,
@@ -92,13 +79,19 @@ pub(crate) struct NodeMetrics {
     pub(crate) failovers: Counter,
     pub(crate) connections: Gauge,
     pub(crate) idle_connections: Gauge,
+    failures: [Counter; FailureKind::ALL.len()],
+    probes_ok: Counter,
+    probes_failed: Counter,
 }
 
 impl NodeMetrics {
     pub(crate) fn new(node: &str) -> Self {
         let label = || [("node", node.to_owned())];
-        NodeMetrics {
-            node: node.to_owned(),
+        let failures = FailureKind::ALL.map(|kind| {
+            metrics::counter!(FAILURES_TOTAL, "node" => node.to_owned(), "kind" => kind.as_str())
+        });
+        let probe = |result: &'static str| metrics::counter!(PROBES_TOTAL, "node" => node.to_owned(), "result" => result);
+        let metrics = NodeMetrics {
             up: metrics::gauge!(NODE_UP, &label()),
             penalties: metrics::counter!(PENALTIES_TOTAL, &label()),
             checkouts: metrics::counter!(CHECKOUTS_TOTAL, &label()),
@@ -106,17 +99,26 @@ impl NodeMetrics {
             failovers: metrics::counter!(FAILOVERS_TOTAL, &label()),
             connections: metrics::gauge!(CONNECTIONS, &label()),
             idle_connections: metrics::gauge!(IDLE_CONNECTIONS, &label()),
+            failures,
+            probes_ok: probe("ok"),
+            probes_failed: probe("failed"),
+        };
+        // Counters come into being at zero with their first touch.
+        for counter in metrics.failures.iter().chain([&metrics.probes_ok, &metrics.probes_failed]) {
+            counter.increment(0);
         }
+        metrics.penalties.increment(0);
+        metrics.failovers.increment(0);
+        metrics.up.set(1.0);
+        metrics
     }
 
-    /// Failures are rare, so their label set is looked up when they happen.
-    pub(crate) fn failure(&self, kind: &'static str) {
-        metrics::counter!(FAILURES_TOTAL, "node" => self.node.clone(), "kind" => kind).increment(1);
+    pub(crate) fn failure(&self, kind: FailureKind) {
+        let index = FailureKind::ALL.iter().position(|&k| k == kind).unwrap_or(0);
+        self.failures[index].increment(1);
     }
 
     pub(crate) fn probe(&self, ok: bool) {
-        let result = if ok { "ok" } else { "failed" };
-        metrics::counter!(PROBES_TOTAL, "node" => self.node.clone(), "result" => result)
-            .increment(1);
+        if ok { &self.probes_ok } else { &self.probes_failed }.increment(1);
     }
 }

@@ -9,14 +9,13 @@ use futures_util::future::join_all;
 use redis::aio::ConnectionLike;
 use redis::{Cmd, FromRedisValue, ToRedisArgs, Value};
 
-use crate::builder::Failover;
 use crate::connection::Connection;
 use crate::error::Error;
-use crate::manager::NodeManager;
-use crate::node::CheckoutError;
+use crate::manager::RedisManager;
+use crate::node::{Bb8, CheckoutError, NodeManager};
 use crate::pool::{ShardedPool, Table};
-use crate::redis_manager::RedisManager;
-use crate::route;
+use crate::route::{self, Cursor};
+use crate::settings::Failover;
 
 /// Commands for several nodes, each with the key that routes it, sent as one
 /// pipeline per node. From [`ShardedPool::pipeline`].
@@ -50,10 +49,7 @@ pub struct ShardedPipeline<'p, M: NodeManager = RedisManager> {
 impl<M: NodeManager> ShardedPool<M> {
     /// An empty [`ShardedPipeline`] on this pool.
     pub fn pipeline(&self) -> ShardedPipeline<'_, M> {
-        ShardedPipeline {
-            pool: self,
-            commands: Vec::new(),
-        }
+        ShardedPipeline { pool: self, commands: Vec::new() }
     }
 }
 
@@ -117,10 +113,7 @@ where
                 }
             }
         }
-        Ok(replies
-            .into_iter()
-            .map(|r| r.unwrap_or(Err(Error::NoHealthyNodes)))
-            .collect())
+        Ok(replies.into_iter().map(|r| r.unwrap_or(Err(Error::NoHealthyNodes))).collect())
     }
 }
 
@@ -164,10 +157,7 @@ where
         K: AsRef<[u8]> + Sync,
         V: ToRedisArgs + Sync,
     {
-        let hashes: Vec<u64> = pairs
-            .iter()
-            .map(|(k, _)| route::key_hash(k.as_ref()))
-            .collect();
+        let hashes: Vec<u64> = pairs.iter().map(|(k, _)| route::key_hash(k.as_ref())).collect();
         let groups = self
             .by_node(&hashes, |mut conn, positions| async move {
                 let mut cmd = redis::cmd("MSET");
@@ -209,26 +199,21 @@ impl<M: NodeManager> ShardedPool<M> {
         F: Fn(Connection<M>) -> Fut,
         Fut: Future<Output = T>,
     {
-        let Ok(()) = self.inner.check_open() else {
+        let Ok(table) = self.core.open_table() else {
             return Vec::new();
         };
-        let table = self.inner.table.load_full();
-        let (started, deadline) = self.inner.deadline();
-        let runs = table
-            .nodes
-            .iter()
-            .filter(|node| node.health.is_up())
-            .map(|node| {
-                let f = &f;
-                async move {
-                    let name = node.health.name.to_string();
-                    let result = match node.checkout(started, deadline).await {
-                        Ok(conn) => Ok(f(Connection::new(conn)).await),
-                        Err(e) => Err(e.into_error(&name)),
-                    };
-                    (name, result)
-                }
-            });
+        let (started, deadline) = self.core.deadline();
+        let runs = table.nodes.iter().filter(|node| node.cell.is_up()).map(|node| {
+            let f = &f;
+            async move {
+                let name = node.name().to_string();
+                let result = match node.checkout(started, deadline).await {
+                    Ok(conn) => Ok(f(Connection::new(conn)).await),
+                    Err(e) => Err(e.into_error(&name)),
+                };
+                (name, result)
+            }
+        });
         join_all(runs).await
     }
 
@@ -242,22 +227,19 @@ impl<M: NodeManager> ShardedPool<M> {
         key: K,
         n: usize,
     ) -> Result<Vec<Connection<M>>, Error> {
-        self.inner.check_open()?;
-        let table = self.inner.table.load_full();
-        let (started, deadline) = self.inner.deadline();
+        let table = self.core.open_table()?;
+        let (started, deadline) = self.core.deadline();
+        let mut cursor = Cursor::new(route::key_hash(key.as_ref()), Failover::Reroute);
         let mut conns = Vec::with_capacity(n);
-        for index in table.router.ranking(key.as_ref()) {
-            if conns.len() == n {
+        while conns.len() < n {
+            let Ok(index) = cursor.next(&table.router, |i| table.is_up(i)) else {
                 break;
-            }
-            let node = &table.nodes[index];
-            if !node.health.is_up() {
-                continue;
-            }
-            match node.checkout(started, deadline).await {
+            };
+            cursor.skip(index);
+            match table.nodes[index].checkout(started, deadline).await {
                 Ok(conn) => conns.push(Connection::new(conn)),
                 Err(CheckoutError::Boxed) => continue,
-                Err(e) => return Err(e.into_error(&node.health.name)),
+                Err(e) => return Err(e.into_error(table.router.name(index))),
             }
         }
         if conns.is_empty() && n > 0 {
@@ -279,25 +261,17 @@ impl<M: NodeManager> ShardedPool<M> {
         F: Fn(Connection<M>, Vec<usize>) -> Fut,
         Fut: Future<Output = Result<R, Error>>,
     {
-        self.inner.check_open()?;
-        let table = self.inner.table.load_full();
-        let (started, deadline) = self.inner.deadline();
-        let fail_fast = self.inner.settings.failover == Failover::FailFast;
+        let table = self.core.open_table()?;
+        let (started, deadline) = self.core.deadline();
+        let failover = self.core.settings.failover;
         let mut done = Vec::new();
         let mut boxed: Vec<usize> = Vec::new();
         let mut pending: Vec<usize> = (0..hashes.len()).collect();
         // The first round, then one re-route of what met a boxed node.
         for round in 0..2 {
-            let (groups, unroutable) = group(&table, hashes, &pending, &boxed, fail_fast);
-            if fail_fast {
-                // Each key whose home node is boxed gets an error naming it.
-                for p in unroutable {
-                    let home = table.router.home_hashed(hashes[p]);
-                    let node = home.map_or("", |i| table.router.name(i)).to_owned();
-                    done.push((vec![p], Err(Error::NodeDown { node })));
-                }
-            } else if !unroutable.is_empty() {
-                done.push((unroutable, Err(Error::NoHealthyNodes)));
+            let (groups, missed) = group(&table, hashes, &pending, &boxed, failover);
+            for (p, miss) in missed {
+                done.push((vec![p], Err(table.miss(miss))));
             }
             let runs = groups.into_iter().map(|(index, positions)| {
                 let (run, table) = (&run, &table);
@@ -315,7 +289,7 @@ impl<M: NodeManager> ShardedPool<M> {
                 let name = table.router.name(index);
                 match outcome {
                     Ok(result) => done.push((positions, result)),
-                    Err(CheckoutError::Boxed) if round == 0 && !fail_fast => {
+                    Err(CheckoutError::Boxed) if round == 0 && failover == Failover::Reroute => {
                         boxed.push(index);
                         pending.extend(positions);
                     }
@@ -330,33 +304,27 @@ impl<M: NodeManager> ShardedPool<M> {
     }
 }
 
-/// Groups `positions` by the node each hash routes to now, skipping nodes
-/// in `boxed`; with `fail_fast`, only home nodes. Returns the groups (by
-/// node index, in a stable order) and the positions no node can take.
+/// Positions of commands, by the index of the node they go to.
+type Groups = BTreeMap<usize, Vec<usize>>;
+
+/// Groups `positions` by the node each hash's [`Cursor`] picks now,
+/// passing over nodes in `boxed`. Returns the groups (by node index, in a
+/// stable order) and the positions no node can take, with why.
 fn group<M: NodeManager>(
-    table: &Table<M>,
+    table: &Table<M, Bb8<M>>,
     hashes: &[u64],
     positions: &[usize],
     boxed: &[usize],
-    fail_fast: bool,
-) -> (BTreeMap<usize, Vec<usize>>, Vec<usize>) {
-    let mut groups: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
-    let mut unroutable = Vec::new();
+    failover: Failover,
+) -> (Groups, Vec<(usize, route::Miss)>) {
+    let mut groups = Groups::new();
+    let mut missed = Vec::new();
     for &p in positions {
-        let index = if fail_fast {
-            table
-                .router
-                .home_hashed(hashes[p])
-                .filter(|&i| table.is_up(i))
-        } else {
-            table
-                .router
-                .pick_hashed(hashes[p], |i| table.is_up(i) && !boxed.contains(&i))
-        };
-        match index {
-            Some(index) => groups.entry(index).or_default().push(p),
-            None => unroutable.push(p),
+        let mut cursor = Cursor::new(hashes[p], failover);
+        match cursor.next(&table.router, |i| table.is_up(i) && !boxed.contains(&i)) {
+            Ok(index) => groups.entry(index).or_default().push(p),
+            Err(miss) => missed.push((p, miss)),
         }
     }
-    (groups, unroutable)
+    (groups, missed)
 }

@@ -1,307 +1,201 @@
-//! One node at run time: its bb8 pool, its live health, its checkout race
-//! and its probe.
+//! One node at run time: its pool, a thin health cell, the one checkout
+//! race, the one connect-and-report, its multiplexed connection and its
+//! probe.
 //!
-//! The health decisions themselves live in [`crate::health`]; this module
-//! puts them behind a lock, mirrors "up" into an atomic for the hot path and
-//! wakes whoever must react to a change.
+//! Every health decision is [`Health`]'s; a [`HealthCell`] only locks it,
+//! asks, and applies the verdict: it mirrors the routing flag and epoch into
+//! one atomic word for the hot path, counts, logs and wakes.
 
 use std::collections::hash_map::RandomState;
 use std::fmt;
+use std::future::Future;
 use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use bb8::{PooledConnection, RunError};
+use arc_swap::ArcSwapOption;
+use bb8::{ManageConnection, PooledConnection, RunError};
 use tokio::sync::Notify;
 use tokio::sync::futures::Notified;
 
-use crate::builder::Settings;
 use crate::error::Error;
-use crate::health::{FailureKind, Health, PenaltyPolicy, State, Transition};
-use crate::manager::{ClassifyFailure, NodeManager, Tracked, TrackedConn};
+use crate::health::{
+    BoxGuard, ClassifyFailure, FailureKind, Health, Moment, PenaltyPolicy, Probed, State, Verdict,
+};
 use crate::metrics::NodeMetrics;
-use crate::pool::NodeStatus;
-use crate::shared::SharedSlot;
+use crate::route::NodeName;
+use crate::settings::Settings;
+
+/// A bb8 connection manager the pool can shard: any [`ManageConnection`]
+/// whose error implements [`ClassifyFailure`]. Implemented automatically;
+/// it only names that pair of bounds.
+pub trait NodeManager: ManageConnection<Error: ClassifyFailure> {}
+
+impl<M: ManageConnection<Error: ClassifyFailure>> NodeManager for M {}
+
+/// A failure as reported: its kind and what to log.
+pub(crate) type Failure<'a> = (FailureKind, &'a dyn fmt::Display);
 
 /// A number in `[0, 1)` for back-off jitter. std's `RandomState` is seeded
 /// per process from the OS, which is all the randomness jitter needs.
-fn jitter_sample() -> f64 {
+fn moment() -> Moment {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let bits = RandomState::new().hash_one(COUNTER.fetch_add(1, Ordering::Relaxed));
-    (bits >> 11) as f64 / (1u64 << 53) as f64
+    Moment { now: Instant::now(), random: (bits >> 11) as f64 / (1u64 << 53) as f64 }
 }
 
-/// What the nodes of one pool share.
+/// What the nodes of one pool have in common.
 #[derive(Debug)]
-pub(crate) struct PoolShared {
-    /// Wakes the pool's background task: a node was boxed, a probe ended,
-    /// or the pool was closed or dropped.
+pub(crate) struct Fleet {
+    /// Wakes the pool's prober: a node was boxed, a probe ended, the table
+    /// changed, or the pool was closed or dropped.
     pub(crate) wake: Notify,
-    /// Nodes currently boxed.
-    pub(crate) down: AtomicUsize,
-    /// The cascade guard: at most this many nodes may be boxed at once
-    /// (recomputed when nodes are added or removed).
-    pub(crate) max_down: AtomicUsize,
+    /// The cascade guard.
+    pub(crate) guard: BoxGuard,
 }
 
-impl PoolShared {
-    /// Takes one of the `max_down` places in the box, if one is free.
-    fn reserve_box(&self) -> bool {
-        self.down
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |down| {
-                (down < self.max_down.load(Ordering::Acquire)).then_some(down + 1)
-            })
-            .is_ok()
-    }
-}
+/// Bits of [`HealthCell`]'s word: `epoch << 2 | STREAK | BOXED`.
+const BOXED: u64 = 1;
+const STREAK: u64 = 2;
 
-/// A node's health as shared by its pool, its connections and the reaper.
-pub(crate) struct NodeHealth {
-    pub(crate) name: Arc<str>,
-    /// Mirror of `state.is_up()`, read lock-free by routing.
-    up: AtomicBool,
-    /// Bumped each time the node is boxed. A connection remembers the epoch
-    /// it was made in; once the node has been boxed, older connections are
-    /// dropped and their failures ignored, so a node that comes back is not
-    /// boxed again by sockets left over from before it died.
-    epoch: AtomicU64,
-    /// Set while a timeout streak is open, so that the common success path
-    /// is one relaxed load and no lock.
-    streak: AtomicBool,
-    /// A probe of this node is in flight.
-    probing: AtomicBool,
-    /// The node has left its pool (removed, or the pool closed): nothing
-    /// may box it or let it back in, so the pool's count of boxed nodes
-    /// stays right.
-    retired: AtomicBool,
-    state: Mutex<Health>,
-    policy: PenaltyPolicy,
-    /// Wakes checkouts waiting on this node when it fails: boxed, or a
-    /// connect that failed without boxing it.
-    failed: Notify,
-    /// Failures that should have boxed the node but did not, because the
-    /// cascade guard's cap was reached; and the kind of the latest.
+/// A node's health as shared by its pool, its connections and the prober.
+pub(crate) struct HealthCell {
+    pub(crate) name: NodeName,
+    /// The mirror of [`Health`] that the hot path reads without a lock:
+    /// boxed or not, a timeout streak open or not, and the epoch.
+    word: AtomicU64,
+    /// Failures the cascade guard kept from boxing the node: a checkout
+    /// that sees this move gives its caller the failure.
     vetoes: AtomicU64,
-    last_veto: Mutex<Option<FailureKind>>,
-    /// The error that boxed the node or that its latest probe saw, while
-    /// it is boxed: for `status`, so operators see why.
-    last_error: Mutex<Option<String>>,
-    shared: Arc<PoolShared>,
+    health: Mutex<Health>,
+    policy: PenaltyPolicy,
+    /// Wakes checkouts waiting on this node when it fails.
+    failed: Notify,
+    fleet: Arc<Fleet>,
     pub(crate) metrics: NodeMetrics,
 }
 
-impl fmt::Debug for NodeHealth {
+impl fmt::Debug for HealthCell {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("NodeHealth")
+        f.debug_struct("HealthCell")
             .field("name", &self.name)
             .field("up", &self.is_up())
             .finish_non_exhaustive()
     }
 }
 
-impl NodeHealth {
-    pub(crate) fn new(name: &str, policy: PenaltyPolicy, shared: Arc<PoolShared>) -> Self {
-        let metrics = NodeMetrics::new(name);
-        metrics.up.set(1.0);
-        NodeHealth {
+impl HealthCell {
+    fn new(name: &str, policy: PenaltyPolicy, fleet: Arc<Fleet>) -> Self {
+        HealthCell {
             name: name.into(),
-            up: AtomicBool::new(true),
-            epoch: AtomicU64::new(0),
-            streak: AtomicBool::new(false),
-            probing: AtomicBool::new(false),
-            retired: AtomicBool::new(false),
-            state: Mutex::new(Health::up()),
+            word: AtomicU64::new(0),
+            vetoes: AtomicU64::new(0),
+            health: Mutex::new(Health::up()),
             policy,
             failed: Notify::new(),
-            vetoes: AtomicU64::new(0),
-            last_veto: Mutex::new(None),
-            last_error: Mutex::new(None),
-            shared,
-            metrics,
+            fleet,
+            metrics: NodeMetrics::new(name),
         }
     }
 
     fn lock(&self) -> MutexGuard<'_, Health> {
-        // Health updates never panic midway, so a poisoned lock still holds
-        // a consistent state.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        // Health's methods never panic midway, so a poisoned lock still
+        // holds a consistent state.
+        self.health.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Mirrors `health` into the word; called under its lock.
+    fn publish(&self, health: &Health) {
+        let streak = if health.consecutive_timeouts() > 0 { STREAK } else { 0 };
+        let boxed = if health.is_up() { 0 } else { BOXED };
+        let word = health.epoch() << 2 | streak | boxed;
+        self.word.store(word, Ordering::Release);
     }
 
     #[inline]
     pub(crate) fn is_up(&self) -> bool {
-        self.up.load(Ordering::Acquire)
+        self.word.load(Ordering::Acquire) & BOXED == 0
     }
 
     #[inline]
     pub(crate) fn epoch(&self) -> u64 {
-        self.epoch.load(Ordering::Acquire)
-    }
-
-    /// A copy of the health state machine, for status reports.
-    pub(crate) fn snapshot(&self) -> Health {
-        self.lock().clone()
-    }
-
-    /// The node's health as reported by `status`, with its pool's figures.
-    pub(crate) fn status(
-        &self,
-        weight: f64,
-        connections: u32,
-        idle_connections: u32,
-        now: Instant,
-    ) -> NodeStatus {
-        let health = self.snapshot();
-        let (boxed_for, failed_probes, penalty_wait) = match health.state() {
-            State::Boxed {
-                cause,
-                failed_probes,
-                stay,
-                ..
-            } => (Some(cause), failed_probes, Some(stay)),
-            State::Up { .. } => (None, 0, None),
-        };
-        NodeStatus {
-            name: self.name.to_string(),
-            up: health.is_up(),
-            weight,
-            consecutive_timeouts: health.consecutive_timeouts(),
-            boxed_for,
-            failed_probes,
-            penalty_wait,
-            penalty_remaining: health.remaining(now),
-            last_error: self.last_error(),
-            connections,
-            idle_connections,
-        }
+        self.word.load(Ordering::Acquire) >> 2
     }
 
     /// A future that completes when the node reports a failure after this
-    /// call. Create it *before* checking [`is_up`](Self::is_up) so that no
-    /// boxing can slip between the check and the wait.
-    pub(crate) fn failure_signal(&self) -> Notified<'_> {
+    /// call. Create it *before* looking at the node, so that no failure can
+    /// slip between the look and the wait.
+    fn failure_signal(&self) -> Notified<'_> {
         self.failed.notified()
     }
 
-    /// Something succeeded on a connection of `epoch`.
+    /// Something succeeded: a timeout streak, if one is open, is over. The
+    /// common case is one relaxed load and no lock.
     #[inline]
     pub(crate) fn report_success(&self) {
-        if self.streak.load(Ordering::Relaxed) {
-            self.lock().on_success();
-            self.streak.store(false, Ordering::Relaxed);
+        if self.word.load(Ordering::Relaxed) & STREAK != 0 {
+            let mut health = self.lock();
+            health.on_success();
+            self.publish(&health);
         }
     }
 
-    /// A failure was seen on a connection made in `epoch`.
-    pub(crate) fn report_failure(&self, kind: FailureKind, epoch: u64, detail: &dyn fmt::Display) {
+    /// A failure was seen on a connection made in `epoch` (`at_once`: at
+    /// start, where one timeout is enough). Asks [`Health`] and applies its
+    /// verdict.
+    pub(crate) fn report(&self, failure: Failure<'_>, epoch: u64, at_once: bool) -> Verdict {
+        let (kind, detail) = failure;
         if epoch != self.epoch() {
-            return; // about an earlier life of the node
+            return Verdict::Stale; // about an earlier life of the node
         }
-        self.metrics.failure(kind.as_str());
+        self.metrics.failure(kind);
+        let at = moment();
         let mut health = self.lock();
-        if epoch != self.epoch() || self.is_retired() {
-            return;
+        let verdict = health.on_failure(kind, epoch, at_once, &self.fleet.guard, &self.policy, at);
+        match verdict {
+            Verdict::Boxed => health.set_last_error(detail.to_string()),
+            Verdict::Vetoed => drop(self.vetoes.fetch_add(1, Ordering::AcqRel)),
+            _ => {}
         }
-        if health.would_box(kind, &self.policy) && !self.shared.reserve_box() {
-            drop(health);
-            self.veto(kind, detail);
-            return;
-        }
-        match health.on_failure(kind, &self.policy, Instant::now(), jitter_sample()) {
-            Transition::Boxed => {
-                let wait = health.remaining(Instant::now()).unwrap_or_default();
-                self.set_last_error(Some(detail.to_string()));
-                self.enter_box(health);
-                tracing::warn!(node = %self.name, failure = %kind, error = %detail, ?wait, "node boxed");
-            }
-            _ => {
-                if kind.is_timeout() {
-                    self.streak.store(true, Ordering::Relaxed);
+        self.publish(&health);
+        let wait = health.remaining(at.now);
+        drop(health);
+        let node = &self.name;
+        match verdict {
+            Verdict::Stale => return verdict,
+            Verdict::Boxed => {
+                self.metrics.up.set(0.0);
+                self.metrics.penalties.increment(1);
+                self.fleet.wake.notify_one();
+                if at_once {
+                    tracing::warn!(%node, failure = %kind, error = %detail, ?wait, "node down at start; boxed");
+                } else {
+                    tracing::warn!(%node, failure = %kind, error = %detail, ?wait, "node boxed");
                 }
-                drop(health);
-                tracing::debug!(node = %self.name, failure = %kind, error = %detail, "node failure below threshold");
-                // A checkout waiting on a connect that just failed would
-                // otherwise wait out the whole checkout timeout.
-                self.failed.notify_waiters();
+            }
+            Verdict::Vetoed => tracing::warn!(
+                %node, failure = %kind, error = %detail,
+                "node failed but stays in rotation: the cap on boxed nodes is reached"
+            ),
+            Verdict::Counted => {
+                tracing::debug!(%node, failure = %kind, error = %detail, "node failure counted");
             }
         }
-    }
-
-    /// The cascade guard kept the node in rotation despite a failure that
-    /// would have boxed it: checkouts waiting on it give the caller an error.
-    fn veto(&self, kind: FailureKind, detail: &dyn fmt::Display) {
-        *self.last_veto.lock().unwrap_or_else(|e| e.into_inner()) = Some(kind);
-        self.vetoes.fetch_add(1, Ordering::AcqRel);
-        tracing::warn!(
-            node = %self.name, failure = %kind, error = %detail,
-            "node failed but stays in rotation: the cap on boxed nodes is reached"
-        );
+        // A checkout waiting on a connect that just failed would otherwise
+        // wait out the whole checkout timeout.
         self.failed.notify_waiters();
+        verdict
     }
 
-    fn set_last_error(&self, error: Option<String>) {
-        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = error;
-    }
-
-    /// See [`NodeStatus::last_error`].
-    pub(crate) fn last_error(&self) -> Option<String> {
-        self.last_error
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    /// How many failures the cascade guard has kept from boxing the node.
-    #[inline]
-    pub(crate) fn vetoes(&self) -> u64 {
-        self.vetoes.load(Ordering::Acquire)
-    }
-
-    /// Whether a connection made in `epoch` may be handed out (else it
-    /// dates from before the node was last boxed: drop it, take another),
-    /// counting the checkout that began at `started` if so.
-    pub(crate) fn accept_checkout(&self, epoch: u64, started: Instant) -> bool {
-        if epoch != self.epoch() {
-            return false;
-        }
-        self.metrics.checkouts.increment(1);
-        self.metrics.checkout_seconds.record(started.elapsed());
-        true
-    }
-
-    /// Whether a checkout that began when [`vetoes`](Self::vetoes) was
-    /// `vetoes` may go on: not if the node was boxed since (move to the next
-    /// node), nor if a failure was vetoed since (the caller gets it).
-    pub(crate) fn usable_since(&self, vetoes: u64) -> Result<(), CheckoutError> {
-        if !self.is_up() {
-            return Err(CheckoutError::Boxed);
-        }
-        if self.vetoes() != vetoes {
-            return Err(CheckoutError::Failed(self.last_veto()));
-        }
-        Ok(())
-    }
-
-    /// The kind of the latest vetoed failure.
-    pub(crate) fn last_veto(&self) -> FailureKind {
-        self.last_veto
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .unwrap_or(FailureKind::Connect)
-    }
-
-    /// Reports the outcome of one operation on a connection made in
-    /// `epoch`; returns true if the connection saw a failure and must not
-    /// be reused. An error reply that is no node failure (`WRONGTYPE`,
-    /// `ERR ...`) proves the node answered, like a success.
-    pub(crate) fn observe<T, E: ClassifyFailure>(&self, result: &Result<T, E>, epoch: u64) -> bool {
-        match result
-            .as_ref()
-            .err()
-            .and_then(|e| e.failure_kind().map(|k| (k, e)))
-        {
-            Some((kind, error)) => {
-                self.report_failure(kind, epoch, error);
+    /// Reports an operation's outcome on a connection of `epoch`: its
+    /// failure, if it showed one, else a success. Returns whether the
+    /// connection must not be reused.
+    pub(crate) fn observe(&self, failure: Option<Failure<'_>>, epoch: u64) -> bool {
+        match failure {
+            Some(failure) => {
+                self.report(failure, epoch, false);
                 true
             }
             None => {
@@ -311,106 +205,175 @@ impl NodeHealth {
         }
     }
 
-    /// Puts a node that is down at start straight into the box (if the
-    /// cascade guard allows).
-    pub(crate) fn start_boxed(&self, kind: FailureKind, detail: &dyn fmt::Display) {
-        let mut health = self.lock();
-        if !health.is_up() || self.is_retired() {
-            return;
+    /// The one connect-and-report: reports a connect's outcome, made when
+    /// the node was in `epoch`, and hands it on.
+    pub(crate) fn connected<C, E: ClassifyFailure>(
+        &self,
+        epoch: u64,
+        result: Result<C, E>,
+    ) -> Result<C, E> {
+        match &result {
+            Ok(_) => self.report_success(),
+            Err(e) => drop(self.report(connect_failure(e), epoch, false)),
         }
-        if !self.shared.reserve_box() {
-            drop(health);
-            self.veto(kind, detail);
-            return;
-        }
-        let strict = PenaltyPolicy {
-            timeout_threshold: 1,
-            ..self.policy
-        };
-        health.on_failure(kind, &strict, Instant::now(), jitter_sample());
-        self.set_last_error(Some(detail.to_string()));
-        self.metrics.failure(kind.as_str());
-        self.enter_box(health);
-        tracing::warn!(node = %self.name, failure = %kind, error = %detail, "node down at start; boxed");
+        result
     }
 
-    /// Bookkeeping after `health` moved to boxed; releases the lock before
-    /// waking anyone.
-    fn enter_box(&self, health: MutexGuard<'_, Health>) {
-        self.epoch.fetch_add(1, Ordering::AcqRel);
-        self.up.store(false, Ordering::Release);
-        self.streak.store(false, Ordering::Relaxed);
-        drop(health);
-        self.metrics.up.set(0.0);
-        self.metrics.penalties.increment(1);
-        self.failed.notify_waiters();
-        self.shared.wake.notify_one();
+    /// Whether a connection made in `epoch` may be handed out (else it
+    /// dates from before the node was last boxed: drop it, take another),
+    /// counting the checkout that began at `started` if so.
+    pub(crate) fn accept(&self, epoch: u64, started: Instant) -> bool {
+        if epoch != self.epoch() {
+            return false;
+        }
+        self.metrics.checkouts.increment(1);
+        self.metrics.checkout_seconds.record(started.elapsed());
+        true
     }
 
-    /// When the next probe is due, if the node is boxed and no probe is in
-    /// flight.
+    pub(crate) fn vetoes(&self) -> u64 {
+        self.vetoes.load(Ordering::Acquire)
+    }
+
+    /// Whether a checkout that began when [`vetoes`](Self::vetoes) was
+    /// `vetoes` may go on: not if the node is boxed (move to the next
+    /// node), nor if a failure was vetoed since (the caller gets it).
+    pub(crate) fn usable_since(&self, vetoes: u64) -> Result<(), CheckoutError> {
+        if !self.is_up() {
+            return Err(CheckoutError::Boxed);
+        }
+        if self.vetoes() != vetoes {
+            let kind = self.lock().last_veto().unwrap_or(FailureKind::Connect);
+            return Err(CheckoutError::Failed(kind));
+        }
+        Ok(())
+    }
+
+    /// When the next probe is due, if boxed and none is in flight.
     pub(crate) fn probe_at(&self) -> Option<Instant> {
-        if self.probing.load(Ordering::Acquire) {
-            return None;
-        }
         self.lock().probe_at()
     }
 
-    /// Claims the right to probe; false if a probe is already in flight.
+    /// Claims the probe if it is due.
     pub(crate) fn start_probe(&self) -> bool {
-        !self.probing.swap(true, Ordering::AcqRel)
+        self.lock().start_probe(Instant::now())
     }
 
-    /// Records a probe's outcome and releases the claim.
+    /// Records a claimed probe's outcome.
     pub(crate) fn finish_probe(&self, outcome: Result<(), (FailureKind, String)>) {
+        let seen = outcome.as_ref().err().cloned();
+        let at = moment();
         let mut health = self.lock();
-        if self.is_retired() {
-            drop(health);
-            self.probing.store(false, Ordering::Release);
-            return;
-        }
-        match outcome {
-            Ok(()) => {
-                if health.on_probe_succeeded() == Transition::Returned {
-                    self.up.store(true, Ordering::Release);
-                    drop(health);
-                    self.set_last_error(None);
-                    self.shared.down.fetch_sub(1, Ordering::AcqRel);
-                    self.metrics.up.set(1.0);
-                    tracing::info!(node = %self.name, "node back in rotation");
-                } else {
-                    drop(health);
-                }
+        let probed = health.finish_probe(outcome, &self.fleet.guard, &self.policy, at);
+        self.publish(&health);
+        let wait = health.remaining(at.now);
+        drop(health);
+        let node = &self.name;
+        match (probed, seen) {
+            (Probed::Returned, _) => {
+                self.metrics.up.set(1.0);
                 self.metrics.probe(true);
-                tracing::debug!(node = %self.name, "probe succeeded");
+                tracing::info!(%node, "node back in rotation");
             }
-            Err((kind, detail)) => {
-                health.on_probe_failed(kind, &self.policy, Instant::now(), jitter_sample());
-                let wait = health.remaining(Instant::now()).unwrap_or_default();
-                drop(health);
-                self.set_last_error(Some(detail.clone()));
+            (Probed::Failed, Some((kind, error))) => {
                 self.metrics.probe(false);
-                tracing::debug!(node = %self.name, failure = %kind, error = %detail, ?wait, "probe failed");
+                tracing::debug!(%node, failure = %kind, %error, ?wait, "probe failed");
             }
+            _ => {}
         }
-        self.probing.store(false, Ordering::Release);
-        self.shared.wake.notify_one();
+        self.fleet.wake.notify_one();
     }
 
-    fn is_retired(&self) -> bool {
-        self.retired.load(Ordering::Acquire)
-    }
-
-    /// The node leaves the pool: a boxed node's place in the box is free
-    /// again, and connections made so far are dropped instead of reused
-    /// when they come back.
+    /// The node leaves its pool for good.
     pub(crate) fn retire(&self) {
-        // Under the lock, so no report or probe result slips in between.
-        let health = self.lock();
-        if !self.retired.swap(true, Ordering::AcqRel) && !health.is_up() {
-            self.shared.down.fetch_sub(1, Ordering::AcqRel);
+        let mut health = self.lock();
+        health.retire(&self.fleet.guard);
+        self.publish(&health);
+    }
+}
+
+/// What a failed connect reports: every connect error is a failure.
+fn connect_failure<E: ClassifyFailure>(e: &E) -> Failure<'_> {
+    (e.failure_kind().unwrap_or(FailureKind::Connect), e)
+}
+
+/// A connection with what the pool needs to judge it.
+pub(crate) struct TrackedConn<C> {
+    pub(crate) conn: C,
+    /// The node's epoch when the connection was made.
+    pub(crate) epoch: u64,
+    /// Set once the connection saw a failure; the pool then drops it.
+    pub(crate) broken: bool,
+    /// Set while a command is in flight: if its future is dropped before
+    /// the reply comes, the reply would go to the next caller, so the pool
+    /// drops the connection. Not a failure of the node.
+    pub(crate) in_flight: bool,
+    pub(crate) cell: Arc<HealthCell>,
+}
+
+impl<C> TrackedConn<C> {
+    pub(crate) fn new(conn: C, epoch: u64, cell: Arc<HealthCell>) -> Self {
+        TrackedConn { conn, epoch, broken: false, in_flight: false, cell }
+    }
+
+    /// Reports an operation's outcome on this connection.
+    pub(crate) fn observe(&mut self, failure: Option<Failure<'_>>) {
+        self.broken |= self.cell.observe(failure, self.epoch);
+    }
+
+    /// Whether the pool must drop it rather than reuse it.
+    pub(crate) fn is_spent(&self) -> bool {
+        self.broken || self.in_flight || self.epoch != self.cell.epoch()
+    }
+}
+
+impl<C> Deref for TrackedConn<C> {
+    type Target = C;
+    fn deref(&self) -> &C {
+        &self.conn
+    }
+}
+
+impl<C> DerefMut for TrackedConn<C> {
+    fn deref_mut(&mut self) -> &mut C {
+        &mut self.conn
+    }
+}
+
+/// `M` with its outcomes reported to the node's health: every node's bb8
+/// pool manages this instead of the user's `M`, so connect failures reach
+/// the penalty box although bb8 never returns them to a caller.
+pub(crate) struct Tracked<M> {
+    pub(crate) inner: Arc<M>,
+    pub(crate) cell: Arc<HealthCell>,
+}
+
+impl<M> fmt::Debug for Tracked<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tracked").field("node", &self.cell.name).finish_non_exhaustive()
+    }
+}
+
+impl<M: NodeManager> ManageConnection for Tracked<M> {
+    type Connection = TrackedConn<M::Connection>;
+    type Error = M::Error;
+
+    async fn connect(&self) -> Result<Self::Connection, Self::Error> {
+        let epoch = self.cell.epoch();
+        let conn = self.cell.connected(epoch, self.inner.connect().await)?;
+        Ok(TrackedConn::new(conn, epoch, self.cell.clone()))
+    }
+
+    async fn is_valid(&self, conn: &mut Self::Connection) -> Result<(), Self::Error> {
+        let result = self.inner.is_valid(&mut conn.conn).await;
+        if let Err(e) = &result {
+            conn.observe(Some(connect_failure(e)));
         }
-        self.epoch.fetch_add(1, Ordering::AcqRel);
+        result
+    }
+
+    fn has_broken(&self, conn: &mut Self::Connection) -> bool {
+        conn.is_spent() || self.inner.has_broken(&mut conn.conn)
     }
 }
 
@@ -427,7 +390,7 @@ pub(crate) enum CheckoutError {
 }
 
 impl CheckoutError {
-    /// What the caller of `get` sees when a checkout from `node` ends so.
+    /// What the caller sees when a checkout from `node` ends so.
     pub(crate) fn into_error(self, node: &str) -> Error {
         let node = node.to_owned();
         match self {
@@ -438,129 +401,197 @@ impl CheckoutError {
     }
 }
 
-/// One node of a pool.
-pub(crate) struct Node<M: NodeManager> {
-    pub(crate) health: Arc<NodeHealth>,
-    pub(crate) weight: f64,
-    pub(crate) pool: bb8::Pool<Tracked<M>>,
-    pub(crate) manager: Arc<M>,
-    pub(crate) probe_timeout: Duration,
-    /// The connection `get_shared` clones.
-    pub(crate) shared: SharedSlot<M::Connection>,
+/// One attempt of a checkout race.
+pub(crate) enum Try<T> {
+    /// Here it is.
+    Done(T),
+    /// Nothing yet (a connect failed below the threshold, a connection was
+    /// stale): look at the node again and retry.
+    Again,
+    /// The attempt's own timeout ran out.
+    TimedOut,
 }
 
-impl<M: NodeManager> Node<M> {
-    /// A node with its bb8 pool; nothing is connected yet.
+/// Where a node's connections live: a bb8 pool, or the synchronous
+/// flavour's r2d2 pool.
+pub(crate) trait Store<M: NodeManager>: Send + Sync + 'static {
+    /// Connections held, and of those idle.
+    fn counts(&self) -> (u32, u32);
+    /// Takes a connection a successful probe made, if it has room.
+    fn adopt(&self, conn: TrackedConn<M::Connection>);
+}
+
+/// A node's bb8 pool.
+pub(crate) type Bb8<M> = bb8::Pool<Tracked<M>>;
+
+impl<M: NodeManager> Store<M> for Bb8<M> {
+    fn counts(&self) -> (u32, u32) {
+        let state = self.state();
+        (state.connections, state.idle_connections)
+    }
+
+    fn adopt(&self, conn: TrackedConn<M::Connection>) {
+        // A full pool just means the connection is not needed.
+        let _ = self.add(conn);
+    }
+}
+
+/// The node's multiplexed connection, cloned by `get_shared`.
+pub(crate) struct Muxed<C> {
+    /// Behind a lock only so the pool stays `Sync` for connections that are
+    /// `Send` but not `Sync`; held just long enough to clone.
+    conn: Mutex<C>,
+    pub(crate) epoch: u64,
+    /// Set by the first caller that sees it fail; the next `get_shared`
+    /// then connects afresh.
+    broken: AtomicBool,
+    pub(crate) cell: Arc<HealthCell>,
+}
+
+impl<C: Clone> Muxed<C> {
+    pub(crate) fn clone_conn(&self) -> C {
+        self.conn.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+impl<C> Muxed<C> {
+    pub(crate) fn observe(&self, failure: Option<Failure<'_>>) {
+        if self.cell.observe(failure, self.epoch) {
+            self.broken.store(true, Ordering::Release);
+        }
+    }
+}
+
+/// One node of a pool.
+pub(crate) struct Node<M: NodeManager, S> {
+    pub(crate) cell: Arc<HealthCell>,
+    pub(crate) weight: f64,
+    pub(crate) store: S,
+    manager: Arc<M>,
+    probe_timeout: Duration,
+    mux: ArcSwapOption<Muxed<M::Connection>>,
+    /// Lets one caller connect the multiplexed connection while the others
+    /// wait for its result.
+    connecting: tokio::sync::Mutex<()>,
+}
+
+impl<M: NodeManager, S> fmt::Debug for Node<M, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Node")
+            .field("name", &self.cell.name)
+            .field("weight", &self.weight)
+            .field("up", &self.cell.is_up())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The bb8 pool of a node of the async flavour.
+pub(crate) fn bb8_pool<M: NodeManager>(settings: &Settings, manager: Tracked<M>) -> Bb8<M> {
+    bb8::Pool::builder()
+        .max_size(settings.max_connections)
+        .min_idle(settings.min_idle)
+        .test_on_check_out(settings.test_on_checkout)
+        .connection_timeout(settings.checkout_timeout)
+        // Each failed connect must reach the penalty box, not be retried
+        // quietly until the checkout times out.
+        .retry_connection(false)
+        .build_unchecked(manager)
+}
+
+impl<M: NodeManager, S: Store<M>> Node<M, S> {
+    /// A node whose connections live in what `store` makes of its tracked
+    /// manager; nothing is connected yet.
     pub(crate) fn new(
         name: &str,
         weight: f64,
         manager: Arc<M>,
         settings: &Settings,
-        shared: Arc<PoolShared>,
+        fleet: Arc<Fleet>,
+        store: impl FnOnce(Tracked<M>) -> S,
     ) -> Self {
-        let health = Arc::new(NodeHealth::new(name, settings.policy, shared));
-        let pool = bb8::Pool::builder()
-            .max_size(settings.max_connections)
-            .min_idle(settings.min_idle)
-            .test_on_check_out(settings.test_on_checkout)
-            .connection_timeout(settings.checkout_timeout)
-            // Each failed connect must reach the penalty box, not be
-            // retried quietly until the checkout times out.
-            .retry_connection(false)
-            .build_unchecked(Tracked {
-                inner: manager.clone(),
-                health: health.clone(),
-            });
+        let cell = Arc::new(HealthCell::new(name, settings.policy, fleet));
+        let tracked = Tracked { inner: manager.clone(), cell: cell.clone() };
         Node {
-            health,
+            cell,
             weight,
-            pool,
+            store: store(tracked),
             manager,
             probe_timeout: settings.probe_timeout,
-            shared: SharedSlot::default(),
+            mux: ArcSwapOption::empty(),
+            connecting: tokio::sync::Mutex::new(()),
         }
     }
 
-    /// Forgets the node: it leaves rotation for good, and its connections
-    /// are dropped instead of reused as they come back.
-    pub(crate) fn retire(&self) {
-        self.health.retire();
+    pub(crate) fn name(&self) -> &NodeName {
+        &self.cell.name
     }
-}
 
-impl<M: NodeManager> fmt::Debug for Node<M> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Node")
-            .field("name", &self.health.name)
-            .field("weight", &self.weight)
-            .field("up", &self.health.is_up())
-            .finish_non_exhaustive()
-    }
-}
-
-impl<M> Node<M>
-where
-    M: NodeManager,
-{
-    /// Checks a connection out by `deadline`, giving up the moment the node
-    /// is boxed instead of waiting out bb8's timeout on a dead node.
-    ///
-    /// A connect that fails without boxing the node (a timeout below the
-    /// threshold) makes the checkout ask bb8 again, which starts a new
-    /// connect, until the deadline. `started` is when the caller's `get`
-    /// began, for the latency metric and the error.
-    pub(crate) async fn checkout(
+    /// The one checkout race: runs `attempt` until it gives a value, giving
+    /// up the moment the node is boxed (move on), a failure is vetoed (the
+    /// caller gets it) or `deadline` passes. With `timer` false the first
+    /// attempt is trusted to time out by itself, which keeps a timer
+    /// registration off the common path.
+    pub(crate) async fn race<T, F>(
         &self,
         started: Instant,
         deadline: Instant,
-    ) -> Result<PooledConnection<'static, Tracked<M>>, CheckoutError> {
-        let vetoes = self.health.vetoes();
-        // bb8's own timeout (the checkout timeout) bounds an attempt that
-        // starts as the `get` does; only a later one needs a timer of ours.
-        // That keeps a timer registration off the common waiting path.
-        let mut own_timer = started.elapsed() > Duration::from_millis(1);
+        mut timer: bool,
+        mut attempt: impl FnMut() -> F,
+    ) -> Result<T, CheckoutError>
+    where
+        F: Future<Output = Try<T>>,
+    {
+        let vetoes = self.cell.vetoes();
         loop {
-            let failed = self.health.failure_signal();
-            self.health.usable_since(vetoes)?;
-            let result = tokio::select! {
+            let failed = self.cell.failure_signal();
+            self.cell.usable_since(vetoes)?;
+            let outcome = tokio::select! {
                 biased;
-                result = self.pool.get_owned() => result,
-                () = failed => {
-                    own_timer = true;
-                    continue;
-                }
+                outcome = attempt() => outcome,
+                () = failed => Try::Again,
                 // In an async block, the timer is not even built unless used.
-                () = async { tokio::time::sleep_until(deadline.into()).await }, if own_timer => {
-                    return Err(CheckoutError::TimedOut(started.elapsed()));
+                () = async { tokio::time::sleep_until(deadline.into()).await }, if timer => {
+                    Try::TimedOut
                 }
             };
-            match result {
-                Ok(mut conn) => {
-                    if self.health.accept_checkout(conn.epoch, started) {
-                        return Ok(conn);
-                    }
-                    conn.broken = true;
-                    own_timer = true;
-                }
-                Err(RunError::TimedOut) => return Err(CheckoutError::TimedOut(started.elapsed())),
-                // bb8 0.9 reports connect errors to its error sink, not here;
-                // the manager wrapper has already told the node's health.
-                Err(RunError::User(_)) => own_timer = true,
+            match outcome {
+                Try::Done(value) => return Ok(value),
+                Try::TimedOut => return Err(CheckoutError::TimedOut(started.elapsed())),
+                Try::Again => timer = true,
             }
         }
     }
 
-    /// The node's health and pool as reported by `ShardedPool::status`.
+    /// The node's status, with its store's figures.
     pub(crate) fn status(&self, now: Instant) -> NodeStatus {
-        let pool = self.pool.state();
-        self.health
-            .status(self.weight, pool.connections, pool.idle_connections, now)
+        let (connections, idle_connections) = self.store.counts();
+        let health = self.cell.lock().clone();
+        let (boxed_for, failed_probes, penalty_wait) = match health.state() {
+            State::Boxed { cause, failed_probes, stay, .. } => {
+                (Some(cause), failed_probes, Some(stay))
+            }
+            State::Up { .. } => (None, 0, None),
+        };
+        NodeStatus {
+            name: self.cell.name.to_string(),
+            up: health.is_up(),
+            weight: self.weight,
+            consecutive_timeouts: health.consecutive_timeouts(),
+            boxed_for,
+            failed_probes,
+            penalty_wait,
+            penalty_remaining: health.remaining(now),
+            penalties: health.penalties(),
+            last_error: health.last_error().map(str::to_owned),
+            connections,
+            idle_connections,
+        }
     }
 
     /// Connects and validates a fresh connection under the probe timeout;
-    /// on success the connection joins the pool, warm.
+    /// on success the store may keep it, warm.
     pub(crate) async fn probe(&self) -> Result<(), (FailureKind, String)> {
-        let epoch = self.health.epoch();
+        let epoch = self.cell.epoch();
         let attempt = async {
             let mut conn = self.manager.connect().await?;
             self.manager.is_valid(&mut conn).await?;
@@ -568,22 +599,146 @@ where
         };
         match tokio::time::timeout(self.probe_timeout, attempt).await {
             Ok(Ok(conn)) => {
-                let conn = TrackedConn::new(conn, epoch, self.health.clone());
-                // A full pool just means the connection is not needed.
-                let _ = self.pool.add(conn);
+                self.store.adopt(TrackedConn::new(conn, epoch, self.cell.clone()));
                 Ok(())
             }
-            Ok(Err(e)) => Err((
-                e.failure_kind().unwrap_or(FailureKind::Connect),
-                e.to_string(),
-            )),
+            Ok(Err(e)) => Err((connect_failure(&e).0, e.to_string())),
             Err(_) => Err((
                 FailureKind::Timeout,
-                format!(
-                    "no answer within the probe timeout of {:?}",
-                    self.probe_timeout
-                ),
+                format!("no answer within the probe timeout of {:?}", self.probe_timeout),
             )),
         }
+    }
+
+    /// The node's multiplexed connection if it is usable: made since the
+    /// node was last boxed, and not seen failing.
+    fn live_mux(&self) -> Option<Arc<Muxed<M::Connection>>> {
+        let mux = self.mux.load_full()?;
+        let live = mux.epoch == self.cell.epoch() && !mux.broken.load(Ordering::Acquire);
+        live.then_some(mux)
+    }
+
+    /// The node's multiplexed connection, connecting it first if needed
+    /// (one caller connects, the others wait for it), through the checkout
+    /// race: a connect to a node that is boxed meanwhile is left at once.
+    pub(crate) async fn multiplexed(
+        &self,
+        started: Instant,
+        deadline: Instant,
+    ) -> Result<Arc<Muxed<M::Connection>>, CheckoutError> {
+        if let Some(mux) = self.live_mux().filter(|_| self.cell.is_up()) {
+            return Ok(mux);
+        }
+        self.race(started, deadline, true, || async {
+            if let Some(mux) = self.live_mux() {
+                return Try::Done(mux);
+            }
+            let _connecting = self.connecting.lock().await;
+            if let Some(mux) = self.live_mux() {
+                return Try::Done(mux);
+            }
+            let epoch = self.cell.epoch();
+            match self.cell.connected(epoch, self.manager.connect().await) {
+                Ok(conn) => {
+                    let mux = Arc::new(Muxed {
+                        conn: Mutex::new(conn),
+                        epoch,
+                        broken: AtomicBool::new(false),
+                        cell: self.cell.clone(),
+                    });
+                    self.mux.store(Some(mux.clone()));
+                    Try::Done(mux)
+                }
+                Err(_) => Try::Again,
+            }
+        })
+        .await
+    }
+}
+
+impl<M: NodeManager> Node<M, Bb8<M>> {
+    /// A connection from the node's bb8 pool by `deadline`, through the
+    /// checkout race. `started` is when the caller's `get` began, for the
+    /// latency metric and the error.
+    pub(crate) async fn checkout(
+        &self,
+        started: Instant,
+        deadline: Instant,
+    ) -> Result<PooledConnection<'static, Tracked<M>>, CheckoutError> {
+        // bb8's own timeout (the checkout timeout) bounds an attempt that
+        // starts as the `get` does; only a later one needs a timer of ours.
+        let timer = started.elapsed() > Duration::from_millis(1);
+        self.race(started, deadline, timer, || async {
+            match self.store.get_owned().await {
+                Ok(conn) if self.cell.accept(conn.epoch, started) => Try::Done(conn),
+                Ok(mut stale) => {
+                    stale.broken = true;
+                    Try::Again
+                }
+                Err(RunError::TimedOut) => Try::TimedOut,
+                // bb8 0.9 reports connect errors to its error sink, not
+                // here; `Tracked` has already told the node's health.
+                Err(RunError::User(_)) => Try::Again,
+            }
+        })
+        .await
+    }
+}
+
+/// One node's health and pool, as reported by `status()`.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct NodeStatus {
+    /// The node's name (never contains credentials).
+    pub name: String,
+    /// Whether the node is in rotation (false while in the penalty box).
+    pub up: bool,
+    /// The node's routing weight.
+    pub weight: f64,
+    /// Timeouts in a row while up; 0 when boxed.
+    pub consecutive_timeouts: u32,
+    /// The failure that boxed the node (or that the last probe saw), while
+    /// it is boxed.
+    pub boxed_for: Option<FailureKind>,
+    /// Probes that failed since the node was boxed.
+    pub failed_probes: u32,
+    /// Length of the current stay in the box: `penalty_min_wait *
+    /// penalty_multiplier^failed_probes`, capped and jittered.
+    pub penalty_wait: Option<Duration>,
+    /// Time left before the next probe, while boxed.
+    pub penalty_remaining: Option<Duration>,
+    /// Times the node entered the box since the pool was built.
+    pub penalties: u64,
+    /// While boxed: the error that boxed the node, or that its latest probe
+    /// saw (e.g. a refused connection, a certificate the client does not
+    /// trust, a rejected password). Never contains credentials.
+    pub last_error: Option<String>,
+    /// Connections the node's pool holds.
+    pub connections: u32,
+    /// Idle connections in the node's pool.
+    pub idle_connections: u32,
+}
+
+/// JSON-friendly: durations as milliseconds (`penalty_wait_ms`,
+/// `penalty_remaining_ms`), the failure kind as its label.
+#[cfg(feature = "serde")]
+impl serde::Serialize for NodeStatus {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let millis = |d: Option<Duration>| d.map(|d| d.as_secs_f64() * 1000.0);
+        let mut s = serializer.serialize_struct("NodeStatus", 12)?;
+        s.serialize_field("name", &self.name)?;
+        s.serialize_field("up", &self.up)?;
+        s.serialize_field("weight", &self.weight)?;
+        s.serialize_field("consecutive_timeouts", &self.consecutive_timeouts)?;
+        s.serialize_field("boxed_for", &self.boxed_for.map(FailureKind::as_str))?;
+        s.serialize_field("failed_probes", &self.failed_probes)?;
+        s.serialize_field("penalty_wait_ms", &millis(self.penalty_wait))?;
+        s.serialize_field("penalty_remaining_ms", &millis(self.penalty_remaining))?;
+        s.serialize_field("penalties", &self.penalties)?;
+        s.serialize_field("last_error", &self.last_error)?;
+        s.serialize_field("connections", &self.connections)?;
+        s.serialize_field("idle_connections", &self.idle_connections)?;
+        s.end()
     }
 }

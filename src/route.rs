@@ -1,7 +1,9 @@
 //! Weighted rendezvous (highest-random-weight) hashing over node names.
 //!
 //! Plain data and functions: no I/O, no clock, no async. The same code routes
-//! the async pool and any later synchronous flavour.
+//! both flavours of pool, and [`Cursor`] is the one place that decides
+//! which node serves a key: its home, or under [`Failover::Reroute`] the
+//! next usable node in its ranking.
 //!
 //! # The function, exactly
 //!
@@ -35,8 +37,15 @@
 //! A lookup thus costs one SipHash of the key plus, per node, one XOR and
 //! one 64×64→128-bit multiply.
 
+use std::borrow::Borrow;
+use std::fmt;
+use std::ops::Deref;
+use std::sync::Arc;
+
 use siphasher::sip::SipHasher13;
 use siphasher::sip128::SipHasher13 as SipHasher13_128;
+
+use crate::settings::Failover;
 
 /// First SipHash key of the routing function: the bytes `fluster-`.
 pub const HASH_KEY_0: u64 = u64::from_le_bytes(*b"fluster-");
@@ -115,7 +124,7 @@ pub struct Router {
     /// For each node in name order, its index in the caller's list.
     index: Vec<usize>,
     /// Names in the caller's order.
-    names: Vec<String>,
+    names: Vec<NodeName>,
 }
 
 impl Router {
@@ -125,10 +134,8 @@ impl Router {
     /// builder checks both before it gets here, and the router does not
     /// check again.
     pub fn new<'a>(nodes: impl IntoIterator<Item = (&'a str, f64)>) -> Self {
-        let (names, weights): (Vec<String>, Vec<f64>) = nodes
-            .into_iter()
-            .map(|(name, weight)| (name.to_owned(), weight))
-            .unzip();
+        let (names, weights): (Vec<NodeName>, Vec<f64>) =
+            nodes.into_iter().map(|(name, weight)| (NodeName::from(name), weight)).unzip();
         let mut index: Vec<usize> = (0..names.len()).collect();
         index.sort_by(|&x, &y| names[x].cmp(&names[y]));
         let (xor_seeds, mul_seeds) = index.iter().map(|&i| node_seeds(&names[i])).unzip();
@@ -136,11 +143,7 @@ impl Router {
         Router {
             xor_seeds,
             mul_seeds,
-            weights: if equal {
-                Vec::new()
-            } else {
-                index.iter().map(|&i| weights[i]).collect()
-            },
+            weights: if equal { Vec::new() } else { index.iter().map(|&i| weights[i]).collect() },
             index,
             names,
         }
@@ -161,6 +164,11 @@ impl Router {
         &self.names[index]
     }
 
+    /// Name of the node at `index`, as a [`NodeName`] to keep.
+    pub fn node_name(&self, index: usize) -> &NodeName {
+        &self.names[index]
+    }
+
     /// The draw of the node at name-order position `pos` for a key hash.
     #[inline(always)]
     fn draw(&self, hash: u64, pos: usize) -> u64 {
@@ -175,9 +183,7 @@ impl Router {
         let pos = if self.weights.is_empty() {
             self.best_by(hash, &mut eligible, |_, draw| draw)
         } else {
-            self.best_by(hash, &mut eligible, |pos, draw| {
-                weighted_score(self.weights[pos], draw)
-            })
+            self.best_by(hash, &mut eligible, |pos, draw| weighted_score(self.weights[pos], draw))
         };
         pos.map(|pos| self.index[pos])
     }
@@ -207,9 +213,7 @@ impl Router {
             }
             best.1
         } else {
-            self.best_by(hash, &mut |_| true, |pos, draw| {
-                weighted_score(self.weights[pos], draw)
-            })?
+            self.best_by(hash, &mut |_| true, |pos, draw| weighted_score(self.weights[pos], draw))?
         };
         Some(self.index[pos])
     }
@@ -226,10 +230,7 @@ impl Router {
         let mut scored: Vec<(f64, u64, usize)> = (0..self.len())
             .map(|pos| {
                 let draw = self.draw(hash, pos);
-                let weighted = self
-                    .weights
-                    .get(pos)
-                    .map_or(0.0, |&w| weighted_score(w, draw));
+                let weighted = self.weights.get(pos).map_or(0.0, |&w| weighted_score(w, draw));
                 (weighted, draw, pos)
             })
             .collect();
@@ -239,10 +240,7 @@ impl Router {
         } else {
             scored.sort_by(|x, y| y.0.total_cmp(&x.0));
         }
-        scored
-            .into_iter()
-            .map(|(_, _, pos)| self.index[pos])
-            .collect()
+        scored.into_iter().map(|(_, _, pos)| self.index[pos]).collect()
     }
 
     /// Position (in name order) of the best eligible node; the first met
@@ -266,6 +264,143 @@ impl Router {
             }
         }
         best.map(|(_, pos)| pos)
+    }
+}
+
+/// A node's name: cheap to clone (an `Arc<str>` inside), compared and
+/// printed as the string it holds (`name == "cache-a"` works).
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NodeName(Arc<str>);
+
+impl From<&str> for NodeName {
+    fn from(name: &str) -> Self {
+        NodeName(name.into())
+    }
+}
+
+impl Deref for NodeName {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<str> for NodeName {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Borrow<str> for NodeName {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for NodeName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for NodeName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl PartialEq<str> for NodeName {
+    fn eq(&self, other: &str) -> bool {
+        &*self.0 == other
+    }
+}
+
+impl PartialEq<&str> for NodeName {
+    fn eq(&self, other: &&str) -> bool {
+        &*self.0 == *other
+    }
+}
+
+impl PartialEq<String> for NodeName {
+    fn eq(&self, other: &String) -> bool {
+        *self.0 == **other
+    }
+}
+
+impl PartialEq<NodeName> for String {
+    fn eq(&self, other: &NodeName) -> bool {
+        **self == *other.0
+    }
+}
+
+impl From<NodeName> for String {
+    fn from(name: NodeName) -> String {
+        name.0.to_string()
+    }
+}
+
+/// Why a [`Cursor`] found no node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Miss {
+    /// The router has no nodes.
+    Empty,
+    /// Under [`Failover::FailFast`]: the key's home node (this index) is
+    /// not usable.
+    Home(usize),
+    /// No usable node is left in the key's ranking.
+    None,
+}
+
+/// The routing policy for one key: which node serves it now, and which
+/// next if that one is found boxed.
+///
+/// Its home node while that is usable; then, under [`Failover::Reroute`],
+/// the best usable node in its ranking not yet [`skip`](Self::skip)ped;
+/// under [`Failover::FailFast`], nothing. While the home node is usable
+/// only its own flag is read, never the other nodes'.
+#[derive(Debug, Clone)]
+pub struct Cursor {
+    hash: u64,
+    failover: Failover,
+    home: Option<usize>,
+    /// Nodes found boxed while this key tried them; allocated only then.
+    skipped: Vec<usize>,
+}
+
+impl Cursor {
+    /// A cursor for a key's [`key_hash`].
+    pub fn new(hash: u64, failover: Failover) -> Self {
+        Cursor { hash, failover, home: None, skipped: Vec::new() }
+    }
+
+    /// The key's home node, once [`next`](Self::next) has run.
+    pub fn home(&self) -> Option<usize> {
+        self.home
+    }
+
+    /// The node to try now, among those for which `usable` is true.
+    #[inline]
+    pub fn next(&mut self, router: &Router, usable: impl Fn(usize) -> bool) -> Result<usize, Miss> {
+        let home = match self.home {
+            Some(home) => home,
+            None => *self.home.insert(router.home_hashed(self.hash).ok_or(Miss::Empty)?),
+        };
+        let fresh = |i: usize| !self.skipped.contains(&i);
+        if fresh(home) && usable(home) {
+            return Ok(home);
+        }
+        match self.failover {
+            Failover::FailFast => Err(Miss::Home(home)),
+            Failover::Reroute => {
+                router.pick_hashed(self.hash, |i| fresh(i) && usable(i)).ok_or(Miss::None)
+            }
+        }
+    }
+
+    /// Records that `index` was found boxed: [`next`](Self::next) passes it
+    /// over from now on.
+    pub fn skip(&mut self, index: usize) {
+        self.skipped.push(index);
     }
 }
 
@@ -306,10 +441,7 @@ mod tests {
         assert_eq!(key_hash(b""), 0x8699_77a1_d534_fa9b);
         assert_eq!(key_hash(b"user:42"), 0x8f15_04c7_a856_0bdb);
         assert_eq!(key_hash(b"{user:42}.profile"), key_hash(b"user:42"));
-        assert_eq!(
-            node_seeds("cache-a"),
-            (3_730_373_133_418_810_362, 4_252_384_609_249_405_555)
-        );
+        assert_eq!(node_seeds("cache-a"), (3_730_373_133_418_810_362, 4_252_384_609_249_405_555));
         assert_eq!(fold(1, 3), 3);
         assert_eq!(fold(u64::MAX, u64::MAX), u64::MAX);
 
@@ -401,5 +533,40 @@ mod tests {
         assert!(r.is_empty());
         assert_eq!(r.home(b"k"), None);
         assert!(r.ranking(b"k").is_empty());
+    }
+
+    #[test]
+    fn the_cursor_follows_the_ranking_and_fail_fast_stops_at_home() {
+        let r = router(&names(5));
+        for i in 0..200 {
+            let key = format!("k{i}");
+            let ranking = r.ranking(key.as_bytes());
+            let hash = key_hash(key.as_bytes());
+            let mut c = Cursor::new(hash, Failover::Reroute);
+            for &expected in &ranking {
+                let got = c.next(&r, |_| true).unwrap();
+                assert_eq!(got, expected);
+                c.skip(got);
+            }
+            assert_eq!(c.next(&r, |_| true), Err(Miss::None));
+            let down = ranking[0];
+            let mut c = Cursor::new(hash, Failover::Reroute);
+            assert_eq!(c.next(&r, |i| i != down), Ok(ranking[1]));
+            assert_eq!(c.home(), Some(down));
+            let mut c = Cursor::new(hash, Failover::FailFast);
+            assert_eq!(c.next(&r, |i| i != down), Err(Miss::Home(down)));
+        }
+        let empty = Router::new(std::iter::empty());
+        let mut c = Cursor::new(0, Failover::Reroute);
+        assert_eq!(c.next(&empty, |_| true), Err(Miss::Empty));
+    }
+
+    #[test]
+    fn names_compare_as_strings() {
+        let name = NodeName::from("cache-a");
+        assert_eq!(name, "cache-a");
+        assert_eq!(name, "cache-a".to_owned());
+        assert_eq!(format!("{name} {name:?}"), "cache-a \"cache-a\"");
+        assert_eq!(Some(name).as_deref(), Some("cache-a"));
     }
 }

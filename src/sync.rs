@@ -1,12 +1,13 @@
 //! The synchronous flavour (feature `r2d2`): the same pool for services
 //! that do not run on an async runtime, with one [r2d2] pool per node.
 //!
-//! Routing, the penalty box, back-off, probing, metrics and status are the
-//! async flavour's own code, so a key goes to the same node in both. What
-//! differs is only how a connection is checked out (blocking, in short
-//! slices, so a dead node is left within a few milliseconds of being boxed)
-//! and that probing runs on a background thread, which stops when the last
-//! pool handle is dropped.
+//! It is the async flavour's engine with another store: the same
+//! [`Builder`](crate::Builder) and settings, the same routing loop and
+//! routing policy, penalty box, connect-and-report, probes, metrics and
+//! status, so a key goes to the same node in both. Only two parts are its
+//! own: the blocking checkout (in short slices, so a dead node is left
+//! within a few milliseconds of being boxed), and the thread the prober runs
+//! on, which stops when the last pool handle is dropped.
 //!
 //! ```no_run
 //! # fn run() -> Result<(), fluster::Error> {
@@ -24,126 +25,153 @@
 //! [r2d2]: https://docs.rs/r2d2
 
 use std::fmt;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use redis::{Client, ConnectionInfo, ConnectionLike, RedisError, RedisResult, Value};
-use tokio::sync::Notify;
+use futures_util::FutureExt;
+use redis::{ConnectionLike, RedisError, RedisResult, Value};
 
-use crate::builder::{Failover, Settings};
 use crate::error::Error;
-use crate::health::FailureKind;
-use crate::manager::ClassifyFailure;
-use crate::node::{CheckoutError, NodeHealth, PoolShared};
-use crate::pool::NodeStatus;
-use crate::redis_manager::RedisManager;
-use crate::route::{self, Router};
+use crate::manager::{RedisManager, failure};
+use crate::node::{CheckoutError, Node, NodeStatus, Store, Tracked, TrackedConn};
+use crate::pool::{Core, Take, prober};
+use crate::route::NodeName;
+use crate::settings::Settings;
 
 /// How long one blocking wait for a connection lasts before the node's
 /// health is looked at again: the most a checkout can lag behind its node
 /// being boxed.
 const SLICE: Duration = Duration::from_millis(5);
 
-/// Builds a synchronous [`ShardedPool`]: the same nodes and settings as the
-/// async [`Builder`](crate::Builder), with a blocking `build`.
-#[derive(Debug, Default)]
-pub struct Builder {
-    inner: crate::Builder<RedisManager>,
-}
+/// The flavour of a [`Builder`]: it builds the synchronous pool.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Blocking;
 
-/// Forwards a setter to the async builder, with its documentation.
-macro_rules! forward {
-    ($($(#[$doc:meta])* $name:ident($($arg:ident: $ty:ty),*);)*) => {
-        $(
-            $(#[$doc])*
-            pub fn $name(self, $($arg: $ty),*) -> Self {
-                Builder { inner: self.inner.$name($($arg),*) }
-            }
-        )*
-    };
-}
+/// Builds a synchronous [`ShardedPool`]: the async pool's
+/// [`Builder`](crate::Builder), every setter included, with a blocking
+/// `build`.
+pub type Builder = crate::Builder<RedisManager, Blocking>;
 
-impl Builder {
-    forward! {
-        /// See [`crate::Builder::node`].
-        node(url: &str);
-        /// See [`crate::Builder::named_node`].
-        named_node(name: &str, url: &str);
-        /// See [`crate::Builder::weighted_node`].
-        weighted_node(name: &str, url: &str, weight: f64);
-        /// See [`crate::Builder::penalty_min_wait`].
-        penalty_min_wait(wait: Duration);
-        /// See [`crate::Builder::penalty_max_wait`].
-        penalty_max_wait(wait: Duration);
-        /// See [`crate::Builder::penalty_multiplier`].
-        penalty_multiplier(multiplier: f64);
-        /// See [`crate::Builder::penalty_jitter`].
-        penalty_jitter(jitter: f64);
-        /// See [`crate::Builder::timeouts_before_penalty`].
-        timeouts_before_penalty(timeouts: u32);
-        /// See [`crate::Builder::connect_timeout`].
-        connect_timeout(timeout: Duration);
-        /// See [`crate::Builder::response_timeout`].
-        response_timeout(timeout: Duration);
-        /// See [`crate::Builder::checkout_timeout`].
-        checkout_timeout(timeout: Duration);
-        /// See [`crate::Builder::probe_timeout`].
-        probe_timeout(timeout: Duration);
-        /// See [`crate::Builder::max_connections`].
-        max_connections(max: u32);
-        /// See [`crate::Builder::failover`].
-        failover(failover: Failover);
-        /// See [`crate::Builder::max_boxed_fraction`].
-        max_boxed_fraction(fraction: f64);
-        /// See [`crate::Builder::probe_at_build`].
-        probe_at_build(probe: bool);
+/// A node's r2d2 pool.
+type R2d2 = r2d2::Pool<Tracked<RedisManager>>;
+
+impl r2d2::ManageConnection for Tracked<RedisManager> {
+    type Connection = TrackedConn<redis::Connection>;
+    type Error = RedisError;
+
+    fn connect(&self) -> RedisResult<Self::Connection> {
+        let epoch = self.cell.epoch();
+        let conn = self.cell.connected(epoch, self.inner.connect_blocking())?;
+        Ok(TrackedConn::new(conn, epoch, self.cell.clone()))
     }
 
+    fn is_valid(&self, conn: &mut Self::Connection) -> RedisResult<()> {
+        let result = redis::cmd("PING").query::<Value>(&mut conn.conn);
+        conn.observe(failure(&result));
+        result.map(drop)
+    }
+
+    fn has_broken(&self, conn: &mut Self::Connection) -> bool {
+        conn.is_spent() || !conn.conn.is_open()
+    }
+}
+
+impl Store<RedisManager> for R2d2 {
+    fn counts(&self) -> (u32, u32) {
+        let state = self.state();
+        (state.connections, state.idle_connections)
+    }
+
+    /// A probe's connection is async; this pool's are blocking.
+    fn adopt(&self, _: TrackedConn<redis::aio::MultiplexedConnection>) {}
+}
+
+fn r2d2_pool(settings: &Settings, manager: Tracked<RedisManager>) -> R2d2 {
+    r2d2::Pool::builder()
+        .max_size(settings.max_connections)
+        // Connect lazily unless told otherwise: r2d2 keeps reconnecting to
+        // a dead node in the background to hold `min_idle`.
+        .min_idle(settings.min_idle.or(Some(0)))
+        .test_on_check_out(settings.test_on_checkout)
+        .connection_timeout(settings.checkout_timeout)
+        // Failures are reported to the node's health, not logged.
+        .error_handler(Box::new(r2d2::NopErrorHandler))
+        .build_unchecked(manager)
+}
+
+impl crate::Builder<RedisManager, Blocking> {
     /// Checks every setting, connects to every node (in parallel, each
-    /// bounded by the probe timeout) and starts the probing thread. Nodes
+    /// bounded by the probe timeout) and starts the prober thread. Nodes
     /// that cannot be reached start in the penalty box.
+    ///
+    /// Call it outside any async runtime: it blocks.
     pub fn build(self) -> Result<ShardedPool, Error> {
-        let (specs, settings) = self.inner.validate()?;
-        crate::metrics::describe();
-        let shared = Arc::new(PoolShared {
-            wake: Notify::new(),
-            down: AtomicUsize::new(0),
-            max_down: AtomicUsize::new(settings.max_boxed(specs.len())),
-        });
+        let (specs, settings) = self.finish()?;
+        let thread_error = |e: std::io::Error| Error::config("prober thread", e.to_string());
+        // Probes are async: the prober thread runs them on a small runtime
+        // of its own, which also serves the probes made here.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(thread_error)?;
+        let fleet = Core::<RedisManager, R2d2>::fleet(&settings, specs.len());
         let nodes = specs
             .into_iter()
-            .map(|spec| {
-                let info = spec.url_info.ok_or_else(|| {
-                    Error::config(
-                        format!("node `{}`", spec.name),
-                        "the sync flavour takes nodes given by URL only",
-                    )
-                })?;
-                Node::new(&spec.name, spec.weight, info, &settings, shared.clone()).map(Arc::new)
+            .map(|(name, weight, manager)| {
+                let store = |tracked| r2d2_pool(&settings, tracked);
+                Arc::new(Node::new(
+                    &name,
+                    weight,
+                    Arc::new(manager),
+                    &settings,
+                    fleet.clone(),
+                    store,
+                ))
             })
-            .collect::<Result<Vec<_>, Error>>()?;
-        if settings.probe_at_build {
-            std::thread::scope(|scope| {
-                for node in &nodes {
-                    scope.spawn(|| {
-                        if let Err((kind, detail)) = node.probe() {
-                            node.health.start_boxed(kind, &detail);
-                        }
-                    });
-                }
-            });
-        }
-        let inner = Arc::new(Inner {
-            router: Router::new(nodes.iter().map(|n| (&*n.health.name, n.weight))),
-            nodes,
-            shared,
-            next_any: AtomicUsize::new(0),
-            settings,
-        });
-        spawn_prober(&inner)?;
-        Ok(ShardedPool { inner })
+            .collect();
+        let core = Arc::new(runtime.block_on(Core::start(nodes, fleet.clone(), settings)));
+        let weak = Arc::downgrade(&core);
+        std::thread::Builder::new()
+            .name("fluster-prober".into())
+            .spawn(move || runtime.block_on(prober(weak, fleet)))
+            .map_err(thread_error)?;
+        Ok(ShardedPool { core })
     }
+}
+
+/// Blocks for a connection until `deadline`, in short slices, leaving as
+/// soon as the node is boxed.
+struct Blocked;
+
+impl Take<RedisManager, R2d2> for Blocked {
+    type Conn = Connection;
+    async fn take(
+        node: &Node<RedisManager, R2d2>,
+        started: Instant,
+        deadline: Instant,
+    ) -> Result<Connection, CheckoutError> {
+        let vetoes = node.cell.vetoes();
+        loop {
+            node.cell.usable_since(vetoes)?;
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(CheckoutError::TimedOut(started.elapsed()));
+            }
+            let Ok(mut conn) = node.store.get_timeout(SLICE.min(deadline - now)) else {
+                continue;
+            };
+            if node.cell.accept(conn.epoch, started) {
+                return Ok(Connection { conn });
+            }
+            conn.broken = true;
+        }
+    }
+}
+
+/// Runs the engine's routing with [`Blocked`] checkouts, which never pend.
+fn now<T>(routed: impl std::future::Future<Output = Result<T, Error>>) -> Result<T, Error> {
+    // Every future awaited on this path is ready when first polled.
+    routed.now_or_never().unwrap_or(Err(Error::NoHealthyNodes))
 }
 
 /// One pool in front of several Redis nodes, for synchronous code: the
@@ -151,35 +179,19 @@ impl Builder {
 /// routing and penalty box. Cloning is cheap (an `Arc`).
 #[derive(Clone)]
 pub struct ShardedPool {
-    inner: Arc<Inner>,
-}
-
-struct Inner {
-    router: Router,
-    nodes: Vec<Arc<Node>>,
-    shared: Arc<PoolShared>,
-    next_any: AtomicUsize,
-    settings: Settings,
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        // The probing thread holds only a `Weak`: wake it to see it is gone.
-        self.shared.wake.notify_one();
-    }
+    core: Arc<Core<RedisManager, R2d2>>,
 }
 
 impl fmt::Debug for ShardedPool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let names: Vec<&str> = self.inner.nodes.iter().map(|n| &*n.health.name).collect();
         f.debug_struct("sync::ShardedPool")
-            .field("nodes", &names)
+            .field("nodes", &self.core.nodes())
             .finish_non_exhaustive()
     }
 }
 
 impl ShardedPool {
-    /// A builder for a synchronous pool of Redis nodes given by URL.
+    /// A builder for a synchronous pool.
     pub fn builder() -> Builder {
         Builder::default()
     }
@@ -190,275 +202,39 @@ impl ShardedPool {
     /// at most the checkout timeout, and leaves a node within a few
     /// milliseconds of its being boxed.
     pub fn get<K: AsRef<[u8]>>(&self, key: K) -> Result<Connection, Error> {
-        let inner = &*self.inner;
-        let hash = route::key_hash(key.as_ref());
-        let (started, deadline) = inner.deadline();
-        if inner.settings.failover == Failover::FailFast {
-            let home = inner
-                .router
-                .home_hashed(hash)
-                .ok_or(Error::NoHealthyNodes)?;
-            return inner.checkout(home, started, deadline);
-        }
-        let mut tried: Vec<usize> = Vec::new();
-        loop {
-            let picked = inner.router.pick_hashed(hash, |i| {
-                inner.nodes[i].health.is_up() && !tried.contains(&i)
-            });
-            let Some(index) = picked else {
-                return Err(Error::NoHealthyNodes);
-            };
-            match inner.nodes[index].checkout(started, deadline) {
-                Ok(conn) => {
-                    let failover_possible =
-                        inner.shared.down.load(Ordering::Relaxed) > 0 || !tried.is_empty();
-                    if failover_possible
-                        && let Some(home) = inner.router.home_hashed(hash)
-                        && home != index
-                    {
-                        inner.nodes[home].health.metrics.failovers.increment(1);
-                    }
-                    return Ok(Connection { conn });
-                }
-                Err(CheckoutError::Boxed) => tried.push(index),
-                Err(e) => return Err(e.into_error(inner.router.name(index))),
-            }
-        }
+        now(self.core.route::<Blocked>(key.as_ref()))
     }
 
     /// A connection to any healthy node, taking them in turn.
     pub fn get_any(&self) -> Result<Connection, Error> {
-        let inner = &*self.inner;
-        let (started, deadline) = inner.deadline();
-        let n = inner.nodes.len();
-        let start = inner.next_any.fetch_add(1, Ordering::Relaxed);
-        for offset in 0..n {
-            let index = start.wrapping_add(offset) % n;
-            if !inner.nodes[index].health.is_up() {
-                continue;
-            }
-            match inner.checkout(index, started, deadline) {
-                Err(Error::NodeDown { .. }) => continue,
-                result => return result,
-            }
-        }
-        Err(Error::NoHealthyNodes)
+        now(self.core.route_any::<Blocked>())
     }
 
     /// The name of the node `get(key)` would use now, or `None` if every
     /// node is boxed. Does not touch the network.
-    pub fn node_for<K: AsRef<[u8]>>(&self, key: K) -> Option<String> {
-        let inner = &*self.inner;
-        let up = |i: usize| inner.nodes[i].health.is_up();
-        let pick = match inner.settings.failover {
-            Failover::Reroute => inner.router.pick(key.as_ref(), up),
-            Failover::FailFast => inner.router.home(key.as_ref()).filter(|&i| up(i)),
-        };
-        pick.map(|i| inner.router.name(i).to_owned())
+    pub fn node_for<K: AsRef<[u8]>>(&self, key: K) -> Option<NodeName> {
+        self.core.node_for(key.as_ref())
     }
 
     /// The key's home node: where it goes when every node is healthy.
-    pub fn home_node_for<K: AsRef<[u8]>>(&self, key: K) -> Option<String> {
-        let inner = &*self.inner;
-        inner
-            .router
-            .home(key.as_ref())
-            .map(|i| inner.router.name(i).to_owned())
+    pub fn home_node_for<K: AsRef<[u8]>>(&self, key: K) -> Option<NodeName> {
+        self.core.home_node_for(key.as_ref())
     }
 
     /// Every node's health and pool, in the order the nodes were added.
     pub fn status(&self) -> Vec<NodeStatus> {
-        let now = Instant::now();
-        self.inner
-            .nodes
-            .iter()
-            .map(|node| {
-                let state = node.pool.state();
-                node.health
-                    .status(node.weight, state.connections, state.idle_connections, now)
-            })
-            .collect()
-    }
-}
-
-impl Inner {
-    fn deadline(&self) -> (Instant, Instant) {
-        let now = Instant::now();
-        (now, now + self.settings.checkout_timeout)
+        self.core.status()
     }
 
-    fn checkout(
-        &self,
-        index: usize,
-        started: Instant,
-        deadline: Instant,
-    ) -> Result<Connection, Error> {
-        self.nodes[index]
-            .checkout(started, deadline)
-            .map(|conn| Connection { conn })
-            .map_err(|e| e.into_error(self.router.name(index)))
-    }
-}
-
-/// One node: its r2d2 pool and its health (the async flavour's).
-struct Node {
-    health: Arc<NodeHealth>,
-    weight: f64,
-    pool: r2d2::Pool<Manager>,
-    manager: Manager,
-    probe_timeout: Duration,
-}
-
-impl Node {
-    fn new(
-        name: &str,
-        weight: f64,
-        info: ConnectionInfo,
-        settings: &Settings,
-        shared: Arc<PoolShared>,
-    ) -> Result<Self, Error> {
-        let health = Arc::new(NodeHealth::new(name, settings.policy, shared));
-        let client = Client::open(info)
-            .map_err(|e| Error::config(format!("node `{name}`"), e.to_string()))?;
-        let manager = Manager {
-            client,
-            connect_timeout: settings.connect_timeout,
-            response_timeout: settings.response_timeout,
-            health: health.clone(),
-        };
-        let pool = r2d2::Pool::builder()
-            .max_size(settings.max_connections)
-            // Connect lazily: r2d2 would otherwise keep reconnecting to a
-            // dead node in the background.
-            .min_idle(Some(0))
-            .test_on_check_out(settings.test_on_checkout)
-            .connection_timeout(settings.checkout_timeout)
-            // Failures are reported to the node's health, not logged.
-            .error_handler(Box::new(r2d2::NopErrorHandler))
-            .build_unchecked(manager.clone());
-        Ok(Node {
-            health,
-            weight,
-            pool,
-            manager,
-            probe_timeout: settings.probe_timeout,
-        })
+    /// The names of all nodes, in the order they were added.
+    pub fn nodes(&self) -> Vec<String> {
+        self.core.nodes()
     }
 
-    /// Blocks for a connection until `deadline`, in short slices, leaving
-    /// as soon as the node is boxed.
-    fn checkout(
-        &self,
-        started: Instant,
-        deadline: Instant,
-    ) -> Result<r2d2::PooledConnection<Manager>, CheckoutError> {
-        let vetoes = self.health.vetoes();
-        loop {
-            self.health.usable_since(vetoes)?;
-            let now = Instant::now();
-            if now >= deadline {
-                return Err(CheckoutError::TimedOut(started.elapsed()));
-            }
-            let Ok(mut conn) = self.pool.get_timeout(SLICE.min(deadline - now)) else {
-                continue;
-            };
-            if self.health.accept_checkout(conn.epoch, started) {
-                return Ok(conn);
-            }
-            conn.broken = true;
-        }
-    }
-
-    /// Connects and PINGs, bounded by the probe timeout.
-    fn probe(&self) -> Result<(), (FailureKind, String)> {
-        let attempt = || -> RedisResult<()> {
-            let mut conn = self
-                .manager
-                .client
-                .get_connection_with_timeout(self.probe_timeout)?;
-            conn.set_read_timeout(Some(self.probe_timeout))?;
-            conn.set_write_timeout(Some(self.probe_timeout))?;
-            redis::cmd("PING").query::<()>(&mut conn)
-        };
-        attempt().map_err(|e| {
-            (
-                e.failure_kind().unwrap_or(FailureKind::Connect),
-                e.to_string(),
-            )
-        })
-    }
-}
-
-/// The r2d2 manager of one node: connects with the pool's timeouts and
-/// reports to the node's health.
-#[derive(Clone)]
-struct Manager {
-    client: Client,
-    connect_timeout: Duration,
-    response_timeout: Duration,
-    health: Arc<NodeHealth>,
-}
-
-impl fmt::Debug for Manager {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Manager")
-            .field("node", &self.health.name)
-            .finish_non_exhaustive()
-    }
-}
-
-/// A connection of the r2d2 pool, with what the pool needs to judge it.
-struct Conn {
-    conn: redis::Connection,
-    epoch: u64,
-    broken: bool,
-    health: Arc<NodeHealth>,
-}
-
-impl r2d2::ManageConnection for Manager {
-    type Connection = Conn;
-    type Error = RedisError;
-
-    fn connect(&self) -> RedisResult<Conn> {
-        let epoch = self.health.epoch();
-        let connected = self
-            .client
-            .get_connection_with_timeout(self.connect_timeout)
-            .and_then(|conn| {
-                conn.set_read_timeout(Some(self.response_timeout))?;
-                conn.set_write_timeout(Some(self.response_timeout))?;
-                Ok(conn)
-            });
-        match connected {
-            Ok(conn) => {
-                self.health.report_success();
-                Ok(Conn {
-                    conn,
-                    epoch,
-                    broken: false,
-                    health: self.health.clone(),
-                })
-            }
-            Err(e) => {
-                let kind = e.failure_kind().unwrap_or(FailureKind::Connect);
-                self.health.report_failure(kind, epoch, &e);
-                Err(e)
-            }
-        }
-    }
-
-    fn is_valid(&self, conn: &mut Conn) -> RedisResult<()> {
-        let result = redis::cmd("PING").query::<()>(&mut conn.conn);
-        if let Err(e) = &result {
-            conn.broken = true;
-            let kind = e.failure_kind().unwrap_or(FailureKind::Connect);
-            self.health.report_failure(kind, conn.epoch, e);
-        }
-        result
-    }
-
-    fn has_broken(&self, conn: &mut Conn) -> bool {
-        conn.broken || conn.epoch != self.health.epoch() || !conn.conn.is_open()
+    /// Closes the pool for every handle; see
+    /// [`ShardedPool::close`](crate::ShardedPool::close).
+    pub fn close(&self) {
+        self.core.close();
     }
 }
 
@@ -470,13 +246,13 @@ impl r2d2::ManageConnection for Manager {
 /// [`redis::Connection`]: `redis` would then route commands around the
 /// checks; [`inner_mut`](Self::inner_mut) gives it for the rare need.)
 pub struct Connection {
-    conn: r2d2::PooledConnection<Manager>,
+    conn: r2d2::PooledConnection<Tracked<RedisManager>>,
 }
 
 impl Connection {
     /// The name of the node this connection belongs to.
     pub fn node(&self) -> &str {
-        &self.conn.health.name
+        &self.conn.cell.name
     }
 
     /// The underlying connection, for what `ConnectionLike` does not cover
@@ -485,27 +261,18 @@ impl Connection {
     pub fn inner_mut(&mut self) -> &mut redis::Connection {
         &mut self.conn.conn
     }
-
-    fn observe<T>(&mut self, result: &RedisResult<T>) {
-        let conn = &mut *self.conn;
-        if conn.health.observe(result, conn.epoch) {
-            conn.broken = true;
-        }
-    }
 }
 
 impl fmt::Debug for Connection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("sync::Connection")
-            .field("node", &self.node())
-            .finish_non_exhaustive()
+        f.debug_struct("sync::Connection").field("node", &self.node()).finish_non_exhaustive()
     }
 }
 
 impl ConnectionLike for Connection {
     fn req_packed_command(&mut self, cmd: &[u8]) -> RedisResult<Value> {
         let result = self.conn.conn.req_packed_command(cmd);
-        self.observe(&result);
+        self.conn.observe(failure(&result));
         result
     }
 
@@ -516,7 +283,7 @@ impl ConnectionLike for Connection {
         count: usize,
     ) -> RedisResult<Vec<Value>> {
         let result = self.conn.conn.req_packed_commands(cmd, offset, count);
-        self.observe(&result);
+        self.conn.observe(failure(&result));
         result
     }
 
@@ -530,56 +297,5 @@ impl ConnectionLike for Connection {
 
     fn is_open(&self) -> bool {
         self.conn.conn.is_open()
-    }
-}
-
-/// Starts the thread that probes boxed nodes. It runs a small
-/// current-thread Tokio runtime only to wait on the pool's wake-ups and
-/// timers (the same ones the async pool uses); probes themselves block.
-fn spawn_prober(inner: &Arc<Inner>) -> Result<(), Error> {
-    let weak = Arc::downgrade(inner);
-    let shared = inner.shared.clone();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .map_err(|e| Error::config("probing thread", e.to_string()))?;
-    std::thread::Builder::new()
-        .name("fluster-prober".into())
-        .spawn(move || runtime.block_on(probe_loop(weak, shared)))
-        .map_err(|e| Error::config("probing thread", e.to_string()))?;
-    Ok(())
-}
-
-async fn probe_loop(pool: Weak<Inner>, shared: Arc<PoolShared>) {
-    loop {
-        let deadline = {
-            let Some(pool) = pool.upgrade() else {
-                tracing::debug!("sync pool dropped; probing thread stops");
-                return;
-            };
-            let now = Instant::now();
-            let mut deadline = now + Duration::from_secs(1);
-            for node in &pool.nodes {
-                let state = node.pool.state();
-                node.health
-                    .metrics
-                    .connections
-                    .set(f64::from(state.connections));
-                node.health
-                    .metrics
-                    .idle_connections
-                    .set(f64::from(state.idle_connections));
-                match node.health.probe_at() {
-                    Some(at) if at > now => deadline = deadline.min(at),
-                    Some(_) if node.health.start_probe() => node.health.finish_probe(node.probe()),
-                    _ => {}
-                }
-            }
-            deadline
-        };
-        tokio::select! {
-            () = tokio::time::sleep_until(deadline.into()) => {}
-            () = shared.wake.notified() => {}
-        }
     }
 }

@@ -48,10 +48,7 @@ fn servers() -> (RedisServer, RedisServer) {
         .arg(&["on", &format!(">{ACL_PASSWORD}"), "~*", "&*", "+@all"][..])
         .query::<()>(&mut admin)
         .unwrap();
-    redis::cmd("ACL")
-        .arg(&["SETUSER", "default", "off"][..])
-        .query::<()>(&mut admin)
-        .unwrap();
+    redis::cmd("ACL").arg(&["SETUSER", "default", "off"][..]).query::<()>(&mut admin).unwrap();
     (password, acl)
 }
 
@@ -76,10 +73,7 @@ async fn right_credentials_work() {
     let (password, acl) = servers();
     let pool = pool(&[
         format!("redis://:{PASSWORD}@127.0.0.1:{}", password.port()),
-        format!(
-            "redis://{ACL_USER}:{ACL_PASSWORD}@127.0.0.1:{}/0",
-            acl.port()
-        ),
+        format!("redis://{ACL_USER}:{ACL_PASSWORD}@127.0.0.1:{}/0", acl.port()),
     ])
     .await;
     assert!(pool.status().iter().all(|s| s.up), "{:?}", pool.status());
@@ -118,16 +112,9 @@ async fn wrong_credentials_box_the_node_and_never_leak() {
         assert!(!node.up, "{node:?}");
         assert_eq!(node.boxed_for, Some(FailureKind::Auth), "{node:?}");
         let error = node.last_error.as_deref().unwrap().to_lowercase();
-        assert!(
-            error.contains("wrongpass") || error.contains("auth"),
-            "unclear error: {error}"
-        );
+        assert!(error.contains("wrongpass") || error.contains("auth"), "unclear error: {error}");
     }
-    assert!(
-        status[2].up,
-        "the right password still works: {:?}",
-        status[2]
-    );
+    assert!(status[2].up, "the right password still works: {:?}", status[2]);
 
     // Let a few probes fail, so their events are captured too.
     let probed = support::eventually(Duration::from_secs(5), || {
@@ -147,14 +134,8 @@ async fn wrong_credentials_box_the_node_and_never_leak() {
         Ok(_) => panic!("port 0 must be rejected"),
     }
     let logs = captured.text();
-    assert!(
-        logs.contains("node down at start"),
-        "nothing captured:\n{logs}"
-    );
-    assert!(
-        logs.contains("probe failed"),
-        "probes not captured:\n{logs}"
-    );
+    assert!(logs.contains("node down at start"), "nothing captured:\n{logs}");
+    assert!(logs.contains("probe failed"), "probes not captured:\n{logs}");
     assert_no_secret("tracing output", &logs);
     assert_no_secret("status, Debug and errors", &shown);
 }

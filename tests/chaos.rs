@@ -48,36 +48,11 @@ fn schedule() -> Vec<Phase> {
     use Fault::*;
     let ms = Duration::from_millis;
     let mut phases = vec![
-        Phase {
-            at: ms(0),
-            name: "calm",
-            faults: vec![],
-            struck: 0,
-        },
-        Phase {
-            at: ms(1_000),
-            name: "kill -9 node 0",
-            faults: vec![Kill(0)],
-            struck: 1,
-        },
-        Phase {
-            at: ms(3_000),
-            name: "restart node 0",
-            faults: vec![Restart(0)],
-            struck: 0,
-        },
-        Phase {
-            at: ms(5_000),
-            name: "SIGSTOP node 1",
-            faults: vec![Stop(1)],
-            struck: 1,
-        },
-        Phase {
-            at: ms(7_000),
-            name: "SIGCONT node 1",
-            faults: vec![Resume(1)],
-            struck: 0,
-        },
+        Phase { at: ms(0), name: "calm", faults: vec![], struck: 0 },
+        Phase { at: ms(1_000), name: "kill -9 node 0", faults: vec![Kill(0)], struck: 1 },
+        Phase { at: ms(3_000), name: "restart node 0", faults: vec![Restart(0)], struck: 0 },
+        Phase { at: ms(5_000), name: "SIGSTOP node 1", faults: vec![Stop(1)], struck: 1 },
+        Phase { at: ms(7_000), name: "SIGCONT node 1", faults: vec![Resume(1)], struck: 0 },
         Phase {
             at: ms(9_000),
             name: "kill nodes 2 and 3",
@@ -108,21 +83,12 @@ fn schedule() -> Vec<Phase> {
         let down = i % 2 == 0;
         phases.push(Phase {
             at: ms(16_500 + 300 * i),
-            name: if down {
-                "flap: kill node 0"
-            } else {
-                "flap: restart node 0"
-            },
+            name: if down { "flap: kill node 0" } else { "flap: restart node 0" },
             faults: vec![if down { Kill(0) } else { Restart(0) }],
             struck: usize::from(down),
         });
     }
-    phases.push(Phase {
-        at: ms(19_500),
-        name: "end of schedule",
-        faults: vec![],
-        struck: 0,
-    });
+    phases.push(Phase { at: ms(19_500), name: "end of schedule", faults: vec![], struck: 0 });
     phases
 }
 
@@ -172,13 +138,8 @@ async fn chaos_under_load() {
 
     let tasks: Vec<_> = (0..TASKS)
         .map(|t| {
-            let (pool, phase, stop, figures, errors) = (
-                pool.clone(),
-                phase.clone(),
-                stop.clone(),
-                figures.clone(),
-                errors.clone(),
-            );
+            let (pool, phase, stop, figures, errors) =
+                (pool.clone(), phase.clone(), stop.clone(), figures.clone(), errors.clone());
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(Duration::from_millis(4));
                 let mut i = 0usize;
@@ -202,11 +163,7 @@ async fn chaos_under_load() {
                             continue;
                         }
                         Err(other) => {
-                            errors
-                                .undocumented
-                                .lock()
-                                .unwrap()
-                                .push(format!("get: {other}"));
+                            errors.undocumented.lock().unwrap().push(format!("get: {other}"));
                             continue;
                         }
                     };
@@ -237,11 +194,7 @@ async fn chaos_under_load() {
                             )
                         );
                         if !documented {
-                            errors
-                                .undocumented
-                                .lock()
-                                .unwrap()
-                                .push(format!("command: {e}"));
+                            errors.undocumented.lock().unwrap().push(format!("command: {e}"));
                         }
                     }
                 }
@@ -274,10 +227,8 @@ async fn chaos_under_load() {
 
     // Recovery: every node back within the longest stay plus one probe.
     let recovery_started = Instant::now();
-    let all_up = eventually(MAX_WAIT + PROBE_TIMEOUT + SLACK, || {
-        pool.status().iter().all(|s| s.up)
-    })
-    .await;
+    let all_up =
+        eventually(MAX_WAIT + PROBE_TIMEOUT + SLACK, || pool.status().iter().all(|s| s.up)).await;
     let recovery = recovery_started.elapsed();
     stop.store(true, Ordering::Relaxed);
     for task in tasks {
@@ -314,14 +265,8 @@ async fn chaos_under_load() {
     );
 
     let undocumented = errors.undocumented.lock().unwrap();
-    assert!(
-        undocumented.is_empty(),
-        "undocumented errors: {undocumented:?}"
-    );
-    assert!(
-        get_ms <= (CHECKOUT_TIMEOUT + SLACK).as_secs_f64() * 1000.0,
-        "a get took {get_ms} ms"
-    );
+    assert!(undocumented.is_empty(), "undocumented errors: {undocumented:?}");
+    assert!(get_ms <= (CHECKOUT_TIMEOUT + SLACK).as_secs_f64() * 1000.0, "a get took {get_ms} ms");
     assert!(
         command_ms <= (RESPONSE_TIMEOUT + SLACK).as_secs_f64() * 1000.0,
         "a command took {command_ms} ms"
@@ -331,28 +276,14 @@ async fn chaos_under_load() {
     for (p, count) in phases.iter().zip(&errors.per_phase) {
         let count = count.load(Ordering::Relaxed);
         let bound = (p.struck as u64) * u64::from(MAX_CONNECTIONS);
-        assert!(
-            count <= bound,
-            "{}: {count} failed commands, bound {bound}",
-            p.name
-        );
+        assert!(count <= bound, "{}: {count} failed commands, bound {bound}", p.name);
     }
     assert!(all_up, "nodes still boxed: {:?}", pool.status());
     for t in 0..TASKS {
         for k in 0..KEYS_PER_TASK {
             let key = format!("chaos:{t}:{k}");
-            assert_eq!(
-                pool.node_for(&key),
-                pool.home_node_for(&key),
-                "{key} is not home"
-            );
+            assert_eq!(pool.node_for(&key), pool.home_node_for(&key), "{key} is not home");
         }
     }
-    drop(
-        servers
-            .lock()
-            .unwrap()
-            .drain(..)
-            .collect::<Vec<RedisServer>>(),
-    );
+    drop(servers.lock().unwrap().drain(..).collect::<Vec<RedisServer>>());
 }

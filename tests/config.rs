@@ -24,38 +24,20 @@ fn one_node() -> fluster::Builder {
 async fn each_bad_setting_is_named() {
     let cases: Vec<(fluster::Builder, &str)> = vec![
         (ShardedPool::builder(), "nodes: no nodes were added"),
-        (
-            one_node().named_node("127.0.0.1:1", "redis://127.0.0.1:2"),
-            "node name `127.0.0.1:1`",
-        ),
-        (
-            one_node().named_node("", "redis://127.0.0.1:2"),
-            "node name",
-        ),
+        (one_node().named_node("127.0.0.1:1", "redis://127.0.0.1:2"), "node name `127.0.0.1:1`"),
+        (one_node().named_node("", "redis://127.0.0.1:2"), "node name"),
         (
             one_node().weighted_node("w", "redis://127.0.0.1:2", 0.0),
             "weight of node `w`: must be finite and greater than 0, got 0",
         ),
-        (
-            one_node().weighted_node("w", "redis://127.0.0.1:2", -1.0),
-            "got -1",
-        ),
-        (
-            one_node().weighted_node("w", "redis://127.0.0.1:2", f64::NAN),
-            "got NaN",
-        ),
-        (
-            one_node().weighted_node("w", "redis://127.0.0.1:2", f64::INFINITY),
-            "got inf",
-        ),
+        (one_node().weighted_node("w", "redis://127.0.0.1:2", -1.0), "got -1"),
+        (one_node().weighted_node("w", "redis://127.0.0.1:2", f64::NAN), "got NaN"),
+        (one_node().weighted_node("w", "redis://127.0.0.1:2", f64::INFINITY), "got inf"),
         (
             one_node().penalty_multiplier(0.5),
             "penalty_multiplier: must be finite and at least 1, got 0.5",
         ),
-        (
-            one_node().penalty_multiplier(f64::NAN),
-            "penalty_multiplier",
-        ),
+        (one_node().penalty_multiplier(f64::NAN), "penalty_multiplier"),
         (
             one_node()
                 .penalty_min_wait(Duration::from_secs(2))
@@ -66,31 +48,13 @@ async fn each_bad_setting_is_named() {
             one_node().penalty_min_wait(Duration::ZERO),
             "penalty_min_wait: must be greater than zero",
         ),
-        (
-            one_node().penalty_jitter(1.5),
-            "penalty_jitter: must be between 0 and 1, got 1.5",
-        ),
-        (
-            one_node().connect_timeout(Duration::ZERO),
-            "connect_timeout",
-        ),
-        (
-            one_node().response_timeout(Duration::ZERO),
-            "response_timeout",
-        ),
-        (
-            one_node().checkout_timeout(Duration::ZERO),
-            "checkout_timeout",
-        ),
+        (one_node().penalty_jitter(1.5), "penalty_jitter: must be between 0 and 1, got 1.5"),
+        (one_node().connect_timeout(Duration::ZERO), "connect_timeout"),
+        (one_node().response_timeout(Duration::ZERO), "response_timeout"),
+        (one_node().checkout_timeout(Duration::ZERO), "checkout_timeout"),
         (one_node().probe_timeout(Duration::ZERO), "probe_timeout"),
-        (
-            one_node().timeouts_before_penalty(0),
-            "timeouts_before_penalty",
-        ),
-        (
-            one_node().max_connections(0),
-            "max_connections: must be at least 1, got 0",
-        ),
+        (one_node().timeouts_before_penalty(0), "timeouts_before_penalty"),
+        (one_node().max_connections(0), "max_connections: must be at least 1, got 0"),
         (
             one_node().max_connections(2).min_idle(Some(3)),
             "min_idle: must not exceed max_connections (2), got 3",
@@ -98,10 +62,7 @@ async fn each_bad_setting_is_named() {
     ];
     for (builder, expected) in cases {
         let message = build_err(builder).await;
-        assert!(
-            message.contains(expected),
-            "`{message}` does not say `{expected}`"
-        );
+        assert!(message.contains(expected), "`{message}` does not say `{expected}`");
     }
 }
 
@@ -115,41 +76,23 @@ async fn bad_urls_are_named_without_their_credentials() {
         ("redis://", "node URL"),
         ("redis://127.0.0.1:6000/notadb", "database"),
         ("redis://127.0.0.1:6000/-2", "must not be negative"),
-        (
-            "redis://alice:s3cret@127.0.0.1:70000",
-            "node URL `redis://***@127.0.0.1:70000`",
-        ),
-        (
-            "redis://alice:s3cret@127.0.0.1:6000/x",
-            "redis://***@127.0.0.1:6000/x",
-        ),
+        ("redis://alice:s3cret@127.0.0.1:70000", "node URL `redis://***@127.0.0.1:70000`"),
+        ("redis://alice:s3cret@127.0.0.1:6000/x", "redis://***@127.0.0.1:6000/x"),
     ] {
         let message = build_err(ShardedPool::builder().node(url)).await;
-        assert!(
-            message.contains(expected),
-            "`{message}` does not say `{expected}`"
-        );
-        assert!(
-            !message.contains("s3cret") && !message.contains("alice"),
-            "{message}"
-        );
+        assert!(message.contains(expected), "`{message}` does not say `{expected}`");
+        assert!(!message.contains("s3cret") && !message.contains("alice"), "{message}");
     }
 }
 
 #[tokio::test]
 async fn credentials_never_reach_names_status_or_debug() {
-    let pool = ShardedPool::builder()
-        .node("redis://alice:s3cret@127.0.0.1:1/2")
-        .build()
-        .await
-        .unwrap();
+    let pool =
+        ShardedPool::builder().node("redis://alice:s3cret@127.0.0.1:1/2").build().await.unwrap();
     let status = pool.status();
     assert_eq!(status[0].name, "127.0.0.1:1");
     let shown = format!("{pool:?} {status:?} {:?}", pool.node_for("k"));
-    assert!(
-        !shown.contains("s3cret") && !shown.contains("alice"),
-        "{shown}"
-    );
+    assert!(!shown.contains("s3cret") && !shown.contains("alice"), "{shown}");
     let err = pool.get("k").await.unwrap_err();
     assert!(matches!(err, Error::NoHealthyNodes));
 }
@@ -157,19 +100,11 @@ async fn credentials_never_reach_names_status_or_debug() {
 #[tokio::test]
 async fn odd_keys_route_and_work() {
     let server = support::RedisServer::start();
-    let pool = ShardedPool::builder()
-        .node(&server.url())
-        .build()
-        .await
-        .unwrap();
+    let pool = ShardedPool::builder().node(&server.url()).build().await.unwrap();
     let big = vec![b'x'; 1 << 20];
     let braces = "{".repeat(1000) + &"}".repeat(1000);
-    let keys: Vec<Vec<u8>> = vec![
-        Vec::new(),
-        big,
-        vec![0xff, 0xfe, 0x00, b'{', 0x80, b'}'],
-        braces.into_bytes(),
-    ];
+    let keys: Vec<Vec<u8>> =
+        vec![Vec::new(), big, vec![0xff, 0xfe, 0x00, b'{', 0x80, b'}'], braces.into_bytes()];
     for key in keys {
         let mut conn = pool.get(&key).await.unwrap();
         let _: () = conn.set(&key, 7).await.unwrap();

@@ -43,10 +43,7 @@ fn dashboard_charts_exactly_the_pools_metrics() {
         for word in query.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
             if let Some(name) = word.strip_prefix("fluster_").map(|_| word) {
                 let base = name.strip_suffix("_bucket").unwrap_or(name);
-                assert!(
-                    known.contains(&base),
-                    "`{query}` uses unknown metric {name}"
-                );
+                assert!(known.contains(&base), "`{query}` uses unknown metric {name}");
                 used.push(base);
             }
         }

@@ -90,10 +90,7 @@ async fn killed_node_fails_over_and_comes_back() {
         boxed.boxed_for,
         Some(FailureKind::Dropped | FailureKind::Refused | FailureKind::Io)
     ));
-    assert_eq!(
-        pool.node_for(&victim_key).as_deref(),
-        Some(moved_to.as_str())
-    );
+    assert_eq!(pool.node_for(&victim_key).as_deref(), Some(moved_to.as_str()));
     for (name, key) in &keys[1..] {
         let (served_by, n) = incr(&pool, key).await.unwrap();
         assert_eq!(&served_by, name, "{key} must stay on its node");
@@ -110,10 +107,7 @@ async fn killed_node_fails_over_and_comes_back() {
     assert_eq!(n, 1, "the restarted node is empty");
     // The duplicate written meanwhile is still on the stand-in.
     let mut stand_in = server_named(&mut servers, &moved_to).client();
-    let dup: i64 = redis::cmd("GET")
-        .arg(&victim_key)
-        .query(&mut stand_in)
-        .unwrap();
+    let dup: i64 = redis::cmd("GET").arg(&victim_key).query(&mut stand_in).unwrap();
     assert_eq!(dup, 1);
 }
 
@@ -126,28 +120,17 @@ async fn failed_probes_grow_the_wait_to_the_cap() {
     let victim = servers[0].name();
     servers[0].kill();
     // The first command on its (now dead) pooled connection boxes it.
-    let key = keys_homed_on(&pool, "probe")
-        .into_iter()
-        .find(|(n, _)| *n == victim)
-        .unwrap()
-        .1;
+    let key = keys_homed_on(&pool, "probe").into_iter().find(|(n, _)| *n == victim).unwrap().1;
     let mut conn = pool.get(&key).await.unwrap();
     let _ = conn.incr::<_, _, i64>(&key, 1).await;
     drop(conn);
     assert!(!is_up(&pool, &victim));
 
-    let status = |pool: &ShardedPool| {
-        pool.status()
-            .into_iter()
-            .find(|s| s.name == victim)
-            .unwrap()
-    };
+    let status = |pool: &ShardedPool| pool.status().into_iter().find(|s| s.name == victim).unwrap();
     let mut seen = Vec::new();
     for probes in 0..=4 {
         assert!(
-            eventually(Duration::from_secs(3), || status(&pool).failed_probes
-                >= probes)
-            .await,
+            eventually(Duration::from_secs(3), || status(&pool).failed_probes >= probes).await,
             "probe {probes} never happened"
         );
         let s = status(&pool);
@@ -214,10 +197,7 @@ async fn killing_a_node_under_traffic_never_blocks_get() {
                 let key = format!("traffic:{t}:{}", i % 500);
                 i += 1;
                 let started = Instant::now();
-                let mut conn = pool
-                    .get(&key)
-                    .await
-                    .map_err(|e| format!("get failed: {e}"))?;
+                let mut conn = pool.get(&key).await.map_err(|e| format!("get failed: {e}"))?;
                 worst.fetch_max(started.elapsed().as_micros() as u64, Ordering::Relaxed);
                 gets.fetch_add(1, Ordering::Relaxed);
                 if conn.incr::<_, _, i64>(&key, 1).await.is_err() {
@@ -229,18 +209,15 @@ async fn killing_a_node_under_traffic_never_blocks_get() {
     }
     let before_kill = gets.load(Ordering::Relaxed);
     assert!(
-        eventually(Duration::from_secs(5), || gets.load(Ordering::Relaxed)
-            > before_kill + 2000)
-        .await
+        eventually(Duration::from_secs(5), || gets.load(Ordering::Relaxed) > before_kill + 2000)
+            .await
     );
     let victim = servers[1].name();
     servers[1].kill();
     let at_kill = gets.load(Ordering::Relaxed);
     assert!(eventually(Duration::from_secs(5), || !is_up(&pool, &victim)).await);
     assert!(
-        eventually(Duration::from_secs(5), || gets.load(Ordering::Relaxed)
-            > at_kill + 5000)
-        .await
+        eventually(Duration::from_secs(5), || gets.load(Ordering::Relaxed) > at_kill + 5000).await
     );
     stop.store(true, Ordering::Relaxed);
     for task in tasks {
@@ -290,11 +267,7 @@ async fn get_any_takes_healthy_nodes_in_turn() {
         seen.push(pool.get_any().await.unwrap().node().to_owned());
     }
     for s in &servers {
-        assert_eq!(
-            seen.iter().filter(|n| **n == s.name()).count(),
-            2,
-            "{seen:?}"
-        );
+        assert_eq!(seen.iter().filter(|n| **n == s.name()).count(), 2, "{seen:?}");
     }
     let victim = servers[2].name();
     servers[2].kill();
@@ -332,11 +305,7 @@ async fn hung_node_is_boxed_after_the_timeout_threshold() {
         .await
         .unwrap();
     let victim = servers[0].name();
-    let key = keys_homed_on(&pool, "hung")
-        .into_iter()
-        .find(|(n, _)| *n == victim)
-        .unwrap()
-        .1;
+    let key = keys_homed_on(&pool, "hung").into_iter().find(|(n, _)| *n == victim).unwrap().1;
     servers[0].pause();
 
     // The pooled connection from start-up meets the first timeout.
@@ -346,10 +315,7 @@ async fn hung_node_is_boxed_after_the_timeout_threshold() {
     let err = conn.incr::<_, _, i64>(&key, 1).await.unwrap_err();
     let took = started.elapsed();
     assert!(err.is_timeout(), "{err}");
-    assert!(
-        took < timeout + Duration::from_millis(100),
-        "command took {took:?}"
-    );
+    assert!(took < timeout + Duration::from_millis(100), "command took {took:?}");
     drop(conn);
     let status = pool.status();
     assert!(status[0].up, "one timeout must not box a node");
@@ -361,10 +327,7 @@ async fn hung_node_is_boxed_after_the_timeout_threshold() {
     let conn = pool.get(&key).await.unwrap();
     let took = started.elapsed();
     assert_ne!(conn.node(), victim);
-    assert!(
-        took < 2 * timeout + Duration::from_millis(100),
-        "checkout took {took:?}"
-    );
+    assert!(took < 2 * timeout + Duration::from_millis(100), "checkout took {took:?}");
     drop(conn);
     let status = pool.status();
     assert!(!status[0].up);

@@ -16,10 +16,8 @@ async fn bb8_redis_managers_can_be_sharded() {
     let mut servers = start_servers(3);
     let mut builder = Builder::new();
     for (i, s) in servers.iter().enumerate() {
-        builder = builder.manager(
-            &format!("bb8-{i}"),
-            RedisConnectionManager::new(s.url()).unwrap(),
-        );
+        builder =
+            builder.manager(&format!("bb8-{i}"), RedisConnectionManager::new(s.url()).unwrap());
     }
     let pool: ShardedPool<RedisConnectionManager> = builder
         .penalty_min_wait(Duration::from_secs(10))
@@ -83,29 +81,15 @@ async fn ping(conn: &mut TcpStream) -> std::io::Result<()> {
     conn.write_all(b"PING\r\n").await?;
     let mut reply = [0u8; 7];
     conn.read_exact(&mut reply).await?;
-    if &reply == b"+PONG\r\n" {
-        Ok(())
-    } else {
-        Err(std::io::Error::other("unexpected reply"))
-    }
+    if &reply == b"+PONG\r\n" { Ok(()) } else { Err(std::io::Error::other("unexpected reply")) }
 }
 
 #[tokio::test]
 async fn any_manager_with_a_classified_error_can_be_sharded() {
     let mut servers = start_servers(2);
     let pool = Builder::new()
-        .manager(
-            "tcp-a",
-            PingManager {
-                addr: servers[0].name(),
-            },
-        )
-        .manager(
-            "tcp-b",
-            PingManager {
-                addr: servers[1].name(),
-            },
-        )
+        .manager("tcp-a", PingManager { addr: servers[0].name() })
+        .manager("tcp-b", PingManager { addr: servers[1].name() })
         .penalty_min_wait(Duration::from_millis(50))
         .penalty_max_wait(Duration::from_millis(50))
         .build()

@@ -43,11 +43,7 @@ impl Readings {
             }
             let labels: Vec<(&str, &str)> = key.labels().map(|l| (l.key(), l.value())).collect();
             for (_, v) in &labels {
-                assert!(
-                    !v.contains(secret),
-                    "label of {} holds the secret",
-                    key.name()
-                );
+                assert!(!v.contains(secret), "label of {} holds the secret", key.name());
             }
             let text = key_text(key.name(), &labels);
             if let DebugValue::Counter(n) = value {
@@ -65,10 +61,7 @@ impl Readings {
     }
 
     fn counter(&self, name: &str, labels: &[(&str, &str)]) -> u64 {
-        self.counters
-            .get(&key_text(name, labels))
-            .copied()
-            .unwrap_or(0)
+        self.counters.get(&key_text(name, labels)).copied().unwrap_or(0)
     }
 }
 
@@ -89,16 +82,8 @@ async fn node_metrics_follow_a_kill_and_a_restart() {
         .await
         .unwrap();
     let name = victim.name();
-    let key = keys_homed_on(&pool, "metrics")
-        .into_iter()
-        .find(|(n, _)| *n == name)
-        .unwrap()
-        .1;
-    let mut r = Readings {
-        snapshotter,
-        counters: HashMap::new(),
-        latest: HashMap::new(),
-    };
+    let key = keys_homed_on(&pool, "metrics").into_iter().find(|(n, _)| *n == name).unwrap().1;
+    let mut r = Readings { snapshotter, counters: HashMap::new(), latest: HashMap::new() };
     let secret = "s3cret";
 
     let mut conn = pool.get(&key).await.unwrap();

@@ -55,11 +55,8 @@ impl Monitor {
                 let Some(close) = line[open..].find(']') else {
                     continue;
                 };
-                let client = line[open + 1..open + close]
-                    .split_whitespace()
-                    .nth(1)
-                    .unwrap_or("")
-                    .to_owned();
+                let client =
+                    line[open + 1..open + close].split_whitespace().nth(1).unwrap_or("").to_owned();
                 let command = line[open + close + 1..].trim().to_owned();
                 sink.lock().unwrap().push((client, command));
             }
@@ -70,11 +67,7 @@ impl Monitor {
     /// Commands seen whose text contains `marker`, with their clients.
     fn seen(&self, marker: &str) -> Vec<(String, String)> {
         let lines = self.lines.lock().unwrap();
-        lines
-            .iter()
-            .filter(|(_, c)| c.contains(marker))
-            .cloned()
-            .collect()
+        lines.iter().filter(|(_, c)| c.contains(marker)).cloned().collect()
     }
 }
 
@@ -99,25 +92,15 @@ async fn a_pipeline_of_a_thousand_commands_goes_out_as_one_pipeline_per_node() {
     for i in 0..1000 {
         let key = format!("pipe:{i}");
         pipe.add(&key, redis::cmd("INCRBY").arg(&key).arg(i).clone());
-        expected_by_node
-            .entry(pool.node_for(&key).unwrap())
-            .or_default()
-            .push(key);
+        expected_by_node.entry(pool.node_for(&key).unwrap().to_string()).or_default().push(key);
     }
-    pipe.add(
-        "pipe:wrongtype",
-        redis::cmd("LPUSH").arg("pipe:wrongtype").arg("x").clone(),
-    );
+    pipe.add("pipe:wrongtype", redis::cmd("LPUSH").arg("pipe:wrongtype").arg("x").clone());
     assert_eq!(pipe.len(), 1001);
     let replies = pipe.query_async().await.unwrap();
 
     assert_eq!(replies.len(), 1001);
     for (i, reply) in replies[..1000].iter().enumerate() {
-        assert_eq!(
-            reply.as_ref().unwrap(),
-            &Value::Int(i as i64),
-            "reply {i} out of order"
-        );
+        assert_eq!(reply.as_ref().unwrap(), &Value::Int(i as i64), "reply {i} out of order");
     }
     let err = replies[1000].as_ref().unwrap_err().to_string();
     assert!(err.contains("WRONGTYPE"), "{err}");
@@ -127,9 +110,8 @@ async fn a_pipeline_of_a_thousand_commands_goes_out_as_one_pipeline_per_node() {
     for (server, monitor) in servers.iter().zip(&monitors) {
         let expected = &expected_by_node[&server.name()];
         assert!(
-            eventually(Duration::from_secs(5), || monitor.seen("\"pipe:").len()
-                >= expected.len())
-            .await,
+            eventually(Duration::from_secs(5), || monitor.seen("\"pipe:").len() >= expected.len())
+                .await,
             "{} saw {} of {} commands",
             server.name(),
             monitor.seen("\"pipe:").len(),
@@ -144,22 +126,10 @@ async fn a_pipeline_of_a_thousand_commands_goes_out_as_one_pipeline_per_node() {
             server.name(),
             clients.len()
         );
-        let keys: Vec<String> = seen
-            .iter()
-            .map(|(_, c)| c.split('"').nth(3).unwrap().to_owned())
-            .collect();
-        assert_eq!(
-            &keys,
-            expected,
-            "{} got its group out of order",
-            server.name()
-        );
-        println!(
-            "{}: {} commands on one connection ({:?})",
-            server.name(),
-            keys.len(),
-            clients
-        );
+        let keys: Vec<String> =
+            seen.iter().map(|(_, c)| c.split('"').nth(3).unwrap().to_owned()).collect();
+        assert_eq!(&keys, expected, "{} got its group out of order", server.name());
+        println!("{}: {} commands on one connection ({:?})", server.name(), keys.len(), clients);
     }
 }
 
@@ -221,9 +191,7 @@ async fn fan_out_merge_equals_one_node_holding_everything() {
             .query(&mut reference)
             .unwrap();
     }
-    let merged = fan_out_example::zrevrange_merged(&pool, "board", 25)
-        .await
-        .unwrap();
+    let merged = fan_out_example::zrevrange_merged(&pool, "board", 25).await.unwrap();
     let mut expected: Vec<(String, i64)> = redis::cmd("ZREVRANGE")
         .arg("board")
         .arg(0)
@@ -271,11 +239,7 @@ async fn queue_consumer_follows_nodes_as_they_leave_and_return() {
 
     servers[2].restart();
     assert!(eventually(Duration::from_secs(5), || pool.status()[2].up).await);
-    let _: () = redis::cmd("LPUSH")
-        .arg("q")
-        .arg("back")
-        .query(&mut servers[2].client())
-        .unwrap();
+    let _: () = redis::cmd("LPUSH").arg("q").arg("back").query(&mut servers[2].client()).unwrap();
     let jobs = fan_out_example::pop_round(&pool, "q", wait).await;
     assert_eq!(jobs, vec!["back".to_owned()]);
 }
@@ -285,13 +249,8 @@ async fn get_n_replaces_only_the_member_that_died() {
     let mut servers = start_servers(4);
     let pool = pool_of(&servers).await;
     let key = "replicated:item";
-    let pair: Vec<String> = pool
-        .get_n(key, 2)
-        .await
-        .unwrap()
-        .iter()
-        .map(|c| c.node().to_owned())
-        .collect();
+    let pair: Vec<String> =
+        pool.get_n(key, 2).await.unwrap().iter().map(|c| c.node().to_owned()).collect();
     assert_eq!(pair.len(), 2);
     assert_eq!(pair[0], pool.home_node_for(key).unwrap());
     let victim = pair[1].clone();
@@ -301,22 +260,13 @@ async fn get_n_replaces_only_the_member_that_died() {
         let _ = redis::cmd("PING").query_async::<()>(&mut conn).await;
     }
     assert!(pool.status().iter().any(|s| s.name == victim && !s.up));
-    let after: Vec<String> = pool
-        .get_n(key, 2)
-        .await
-        .unwrap()
-        .iter()
-        .map(|c| c.node().to_owned())
-        .collect();
+    let after: Vec<String> =
+        pool.get_n(key, 2).await.unwrap().iter().map(|c| c.node().to_owned()).collect();
     assert_eq!(after[0], pair[0], "the surviving member stays");
     assert_ne!(after[1], victim);
     let third = pool.get_n(key, 4).await.unwrap();
     assert_eq!(third.len(), 3, "three healthy nodes left");
-    assert_eq!(
-        after[1],
-        third[1].node(),
-        "the replacement is the next in the ranking"
-    );
+    assert_eq!(after[1], third[1].node(), "the replacement is the next in the ranking");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -324,7 +274,7 @@ async fn adding_and_removing_a_node_under_traffic() {
     let servers = start_servers(5);
     let pool = pool_of(&servers[..4]).await;
     let keys: Vec<String> = (0..100_000).map(|i| format!("member:{i}")).collect();
-    let before: Vec<String> = keys.iter().map(|k| pool.node_for(k).unwrap()).collect();
+    let before: Vec<String> = keys.iter().map(|k| pool.node_for(k).unwrap().to_string()).collect();
 
     let stop = Arc::new(AtomicBool::new(false));
     let errors = Arc::new(AtomicU64::new(0));
@@ -355,9 +305,7 @@ async fn adding_and_removing_a_node_under_traffic() {
         async move {
             let target = ops.load(Ordering::Relaxed) + n;
             assert!(
-                eventually(Duration::from_secs(10), || ops.load(Ordering::Relaxed)
-                    >= target)
-                .await
+                eventually(Duration::from_secs(10), || ops.load(Ordering::Relaxed) >= target).await
             );
         }
     };
@@ -365,7 +313,7 @@ async fn adding_and_removing_a_node_under_traffic() {
 
     pool.add_node("fifth", &servers[4].url()).await.unwrap();
     wait_for_ops(500).await;
-    let added: Vec<String> = keys.iter().map(|k| pool.node_for(k).unwrap()).collect();
+    let added: Vec<String> = keys.iter().map(|k| pool.node_for(k).unwrap().to_string()).collect();
     let moved = before.iter().zip(&added).filter(|(b, a)| b != a).count();
     for (b, a) in before.iter().zip(&added) {
         assert!(b == a || a == "fifth", "a key moved from {b} to {a}");
@@ -373,14 +321,11 @@ async fn adding_and_removing_a_node_under_traffic() {
     let share = moved as f64 / keys.len() as f64 * 100.0;
     println!("adding a fifth node moved {share:.2}% of keys");
     assert!((share - 20.0).abs() <= 1.0, "moved {share:.2}%");
-    assert!(matches!(
-        pool.add_node("fifth", &servers[4].url()).await,
-        Err(Error::Config { .. })
-    ));
+    assert!(matches!(pool.add_node("fifth", &servers[4].url()).await, Err(Error::Config { .. })));
 
     pool.remove_node("fifth").unwrap();
     wait_for_ops(500).await;
-    let removed: Vec<String> = keys.iter().map(|k| pool.node_for(k).unwrap()).collect();
+    let removed: Vec<String> = keys.iter().map(|k| pool.node_for(k).unwrap().to_string()).collect();
     assert_eq!(removed, before, "removing it moved exactly its keys back");
     assert!(pool.remove_node("fifth").is_err());
 
@@ -393,10 +338,8 @@ async fn adding_and_removing_a_node_under_traffic() {
     let started = Instant::now();
     assert!(
         eventually(Duration::from_secs(5), || {
-            let list: String = redis::cmd("CLIENT")
-                .arg("LIST")
-                .query(&mut servers[4].client())
-                .unwrap();
+            let list: String =
+                redis::cmd("CLIENT").arg("LIST").query(&mut servers[4].client()).unwrap();
             list.lines().count() == 1
         })
         .await,
@@ -421,10 +364,8 @@ async fn a_dead_node_fails_only_its_group_then_its_keys_move() {
         }
         pipe
     }
-    let homes: Vec<String> = keys
-        .iter()
-        .map(|k| pool.home_node_for(k).unwrap())
-        .collect();
+    let homes: Vec<String> =
+        keys.iter().map(|k| pool.home_node_for(k).unwrap().to_string()).collect();
     servers[0].kill();
 
     let replies = build(&pool, &keys).query_async().await.unwrap();

@@ -8,10 +8,7 @@ use proptest::prelude::*;
 
 /// Keys rich in braces, where hash-tag bugs live.
 fn key() -> impl Strategy<Value = Vec<u8>> {
-    vec(
-        prop_oneof![Just(b'{'), Just(b'}'), any::<u8>(), b'a'..=b'c'],
-        0..24,
-    )
+    vec(prop_oneof![Just(b'{'), Just(b'}'), any::<u8>(), b'a'..=b'c'], 0..24)
 }
 
 fn node_names() -> impl Strategy<Value = BTreeSet<String>> {

@@ -16,11 +16,7 @@ fn builder_for(servers: &[RedisServer]) -> fluster::Builder {
 }
 
 fn key_of(pool: &ShardedPool, node: &str) -> String {
-    keys_homed_on(pool, "rel")
-        .into_iter()
-        .find(|(n, _)| n == node)
-        .unwrap()
-        .1
+    keys_homed_on(pool, "rel").into_iter().find(|(n, _)| n == node).unwrap().1
 }
 
 /// Sends PINGs on the key's connections until its node is boxed.
@@ -37,11 +33,7 @@ async fn box_node(pool: &ShardedPool, key: &str, node: &str) {
 #[tokio::test]
 async fn fail_fast_names_the_boxed_node_instead_of_rerouting() {
     let mut servers = start_servers(2);
-    let pool = builder_for(&servers)
-        .failover(Failover::FailFast)
-        .build()
-        .await
-        .unwrap();
+    let pool = builder_for(&servers).failover(Failover::FailFast).build().await.unwrap();
     let victim = servers[0].name();
     let victim_key = key_of(&pool, &victim);
     let other_key = key_of(&pool, &servers[1].name());
@@ -53,18 +45,13 @@ async fn fail_fast_names_the_boxed_node_instead_of_rerouting() {
         other => panic!("expected NodeDown, got {other:?}"),
     }
     let err = pool.get(&victim_key).await.unwrap_err().to_string();
-    assert!(
-        err.contains(&victim) && err.contains("penalty box"),
-        "{err}"
-    );
+    assert!(err.contains(&victim) && err.contains("penalty box"), "{err}");
     assert_eq!(pool.node_for(&victim_key), None);
     // Keys of healthy nodes are not affected, and nothing was written twice.
     let mut conn = pool.get(&other_key).await.unwrap();
     let _: i64 = conn.incr(&other_key, 1).await.unwrap();
-    let exists: bool = redis::cmd("EXISTS")
-        .arg(&victim_key)
-        .query(&mut servers[1].client())
-        .unwrap();
+    let exists: bool =
+        redis::cmd("EXISTS").arg(&victim_key).query(&mut servers[1].client()).unwrap();
     assert!(!exists, "fail-fast must not write the key elsewhere");
 }
 
@@ -73,11 +60,7 @@ async fn fail_fast_names_the_boxed_node_instead_of_rerouting() {
 #[tokio::test]
 async fn cascade_guard_caps_the_boxed_nodes() {
     let mut servers = start_servers(4);
-    let pool = builder_for(&servers)
-        .max_boxed_fraction(0.5)
-        .build()
-        .await
-        .unwrap();
+    let pool = builder_for(&servers).max_boxed_fraction(0.5).build().await.unwrap();
     let names: Vec<String> = servers.iter().map(RedisServer::name).collect();
     let keys: Vec<String> = names.iter().map(|n| key_of(&pool, n)).collect();
     for server in &mut servers[..3] {
@@ -93,12 +76,7 @@ async fn cascade_guard_caps_the_boxed_nodes() {
         match pool.get(&keys[2]).await {
             Ok(mut conn) => {
                 assert_eq!(conn.node(), names[2]);
-                assert!(
-                    redis::cmd("PING")
-                        .query_async::<()>(&mut conn)
-                        .await
-                        .is_err()
-                );
+                assert!(redis::cmd("PING").query_async::<()>(&mut conn).await.is_err());
             }
             Err(Error::NodeFailed { node, failure }) => {
                 assert_eq!(node, names[2]);
@@ -108,10 +86,7 @@ async fn cascade_guard_caps_the_boxed_nodes() {
             Err(other) => panic!("unexpected error {other}"),
         }
     }
-    assert!(
-        saw_node_failed,
-        "the refused connects must reach the caller"
-    );
+    assert!(saw_node_failed, "the refused connects must reach the caller");
     let status = pool.status();
     assert_eq!(status.iter().filter(|s| !s.up).count(), 2, "{status:?}");
     assert!(status[2].up);
@@ -122,11 +97,7 @@ async fn cascade_guard_caps_the_boxed_nodes() {
 #[tokio::test]
 async fn close_releases_every_connection_for_every_handle() {
     let servers = start_servers(3);
-    let pool = builder_for(&servers)
-        .min_idle(Some(2))
-        .build()
-        .await
-        .unwrap();
+    let pool = builder_for(&servers).min_idle(Some(2)).build().await.unwrap();
     let clone = pool.clone();
     for i in 0..100 {
         let key = format!("close:{i}");
@@ -134,10 +105,7 @@ async fn close_releases_every_connection_for_every_handle() {
         let _: i64 = conn.incr(&key, 1).await.unwrap();
     }
     assert!(
-        eventually(Duration::from_secs(5), || servers
-            .iter()
-            .all(|s| clients(s) >= 2))
-        .await,
+        eventually(Duration::from_secs(5), || servers.iter().all(|s| clients(s) >= 2)).await,
         "min_idle connections never opened"
     );
     let mut held = pool.get("held").await.unwrap();
@@ -150,10 +118,7 @@ async fn close_releases_every_connection_for_every_handle() {
     let _: () = redis::cmd("PING").query_async(&mut held).await.unwrap();
     drop(held);
     assert!(
-        eventually(Duration::from_secs(5), || servers
-            .iter()
-            .all(|s| clients(s) == 0))
-        .await,
+        eventually(Duration::from_secs(5), || servers.iter().all(|s| clients(s) == 0)).await,
         "connections left after close: {:?}",
         servers.iter().map(clients).collect::<Vec<_>>()
     );
@@ -171,10 +136,7 @@ async fn dropping_the_last_handle_releases_every_connection() {
     assert!(servers.iter().all(|s| clients(s) >= 1));
     drop(pool);
     assert!(
-        eventually(Duration::from_secs(5), || servers
-            .iter()
-            .all(|s| clients(s) == 0))
-        .await,
+        eventually(Duration::from_secs(5), || servers.iter().all(|s| clients(s) == 0)).await,
         "connections left after drop: {:?}",
         servers.iter().map(clients).collect::<Vec<_>>()
     );

@@ -33,23 +33,13 @@ fn counts(router: &Router) -> Vec<usize> {
 fn a_million_keys_spread_evenly_over_ten_nodes() {
     let counts = counts(&equal(&names(10)));
     let expected = KEYS as f64 / 10.0;
-    let chi_square: f64 = counts
-        .iter()
-        .map(|&c| (c as f64 - expected).powi(2) / expected)
-        .sum();
+    let chi_square: f64 = counts.iter().map(|&c| (c as f64 - expected).powi(2) / expected).sum();
     println!("counts {counts:?}, chi-square {chi_square:.2}");
     // 27.88 is the 0.1% critical value for 9 degrees of freedom.
-    assert!(
-        chi_square < 27.88,
-        "chi-square {chi_square:.2} with {counts:?}"
-    );
+    assert!(chi_square < 27.88, "chi-square {chi_square:.2} with {counts:?}");
     for &c in &counts {
         let off = (c as f64 - expected).abs() / expected;
-        assert!(
-            off <= 0.012,
-            "node with {c} keys is {:.2}% off",
-            off * 100.0
-        );
+        assert!(off <= 0.012, "node with {c} keys is {:.2}% off", off * 100.0);
     }
 }
 
@@ -61,11 +51,7 @@ fn weights_one_to_four_give_their_shares() {
         let share = c as f64 / KEYS as f64 * 100.0;
         let want = (i + 1) as f64 * 10.0;
         println!("weight {} share {share:.3}%", i + 1);
-        assert!(
-            (share - want).abs() <= 0.5,
-            "weight {} got {share:.3}%",
-            i + 1
-        );
+        assert!((share - want).abs() <= 0.5, "weight {} got {share:.3}%", i + 1);
     }
 }
 
@@ -74,12 +60,8 @@ fn removing_a_node_moves_only_its_keys_evenly() {
     let all = names(10);
     let before = equal(&all);
     let removed = 3;
-    let rest: Vec<String> = all
-        .iter()
-        .enumerate()
-        .filter(|&(i, _)| i != removed)
-        .map(|(_, n)| n.clone())
-        .collect();
+    let rest: Vec<String> =
+        all.iter().enumerate().filter(|&(i, _)| i != removed).map(|(_, n)| n.clone()).collect();
     let after = equal(&rest);
     let mut received = std::collections::HashMap::<String, usize>::new();
     let mut moved = 0;
@@ -132,9 +114,8 @@ fn hash_tags_route_together() {
     assert_eq!(home("foo{{bar}}zap"), home("{bar"));
     assert_eq!(home("foo{bar}{zap}"), home("bar"));
     // Whole-key cases: different keys with the same "tag" need not agree.
-    let whole = (0..50)
-        .filter(|i| home(&format!("foo{{}}{{bar}}{i}")) != home("foo{}{bar}"))
-        .count();
+    let whole =
+        (0..50).filter(|i| home(&format!("foo{{}}{{bar}}{i}")) != home("foo{}{bar}")).count();
     assert!(whole > 0, "foo{{}}{{bar}}... must hash whole");
 }
 
@@ -164,17 +145,8 @@ async fn pool_routes_like_the_router_in_any_order() {
     let mut a = forward.get("{cart:7}.items").await.unwrap();
     let mut b = forward.get("{cart:7}.total").await.unwrap();
     assert_eq!(a.node(), b.node());
-    let _: () = redis::cmd("SET")
-        .arg("{cart:7}.items")
-        .arg(3)
-        .query_async(&mut a)
-        .await
-        .unwrap();
-    let items: i64 = redis::cmd("GET")
-        .arg("{cart:7}.items")
-        .query_async(&mut b)
-        .await
-        .unwrap();
+    let _: () = redis::cmd("SET").arg("{cart:7}.items").arg(3).query_async(&mut a).await.unwrap();
+    let items: i64 = redis::cmd("GET").arg("{cart:7}.items").query_async(&mut b).await.unwrap();
     assert_eq!(items, 3);
 }
 

@@ -13,10 +13,7 @@ use support::{RedisServer, eventually};
 
 /// `INFO replication` of a server, as text.
 fn replication(server: &RedisServer) -> String {
-    redis::cmd("INFO")
-        .arg("replication")
-        .query(&mut server.client())
-        .unwrap_or_default()
+    redis::cmd("INFO").arg("replication").query(&mut server.client()).unwrap_or_default()
 }
 
 fn sentinel_knows(sentinel: &RedisServer, what: &str, master: &str, count: usize) -> bool {
@@ -46,9 +43,8 @@ async fn shard_follows_its_master_through_a_sentinel_failover() {
     }
     let names = ["shard-a", "shard-b"];
     let watched = [(names[0], masters[0].port()), (names[1], masters[1].port())];
-    let sentinels: Vec<RedisServer> = (0..3)
-        .map(|_| RedisServer::start_sentinel(&watched))
-        .collect();
+    let sentinels: Vec<RedisServer> =
+        (0..3).map(|_| RedisServer::start_sentinel(&watched)).collect();
     // A failover needs the sentinels to know the replicas and each other.
     for name in names {
         let ready = eventually(Duration::from_secs(30), || {
@@ -75,7 +71,7 @@ async fn shard_follows_its_master_through_a_sentinel_failover() {
     assert!(pool.status().iter().all(|s| s.up), "{:?}", pool.status());
 
     let keys: Vec<String> = (0..200).map(|i| format!("order:{i}")).collect();
-    let homes: Vec<String> = keys.iter().map(|k| pool.node_for(k).unwrap()).collect();
+    let homes: Vec<String> = keys.iter().map(|k| pool.node_for(k).unwrap().to_string()).collect();
     assert!(homes.iter().any(|h| h == names[0]) && homes.iter().any(|h| h == names[1]));
     for key in &keys {
         let mut conn = pool.get(key).await.unwrap();
@@ -88,44 +84,25 @@ async fn shard_follows_its_master_through_a_sentinel_failover() {
         loop {
             // WAIT blocks for at most 300 ms, under the 500 ms response timeout.
             let mut conn = pool.get(key).await.unwrap();
-            let acked: i64 = redis::cmd("WAIT")
-                .arg(1)
-                .arg(300)
-                .query_async(&mut conn)
-                .await
-                .unwrap();
+            let acked: i64 =
+                redis::cmd("WAIT").arg(1).arg(300).query_async(&mut conn).await.unwrap();
             if acked == 1 {
                 break;
             }
-            assert!(
-                Instant::now() < deadline,
-                "{name}'s replica did not acknowledge the writes"
-            );
+            assert!(Instant::now() < deadline, "{name}'s replica did not acknowledge the writes");
         }
     }
 
-    let victim_key = keys
-        .iter()
-        .zip(&homes)
-        .find(|(_, h)| *h == names[0])
-        .unwrap()
-        .0
-        .clone();
+    let victim_key = keys.iter().zip(&homes).find(|(_, h)| *h == names[0]).unwrap().0.clone();
     let killed = Instant::now();
     masters[0].kill();
     // Writes to the shard fail (fail fast: never written elsewhere) until
     // Sentinel has promoted the replica and a probe has found it.
     let mut failed_writes = 0;
     loop {
-        assert!(
-            killed.elapsed() < Duration::from_secs(30),
-            "no write succeeded within 30 s"
-        );
+        assert!(killed.elapsed() < Duration::from_secs(30), "no write succeeded within 30 s");
         let written = match pool.get(&victim_key).await {
-            Ok(mut conn) => conn
-                .set::<_, _, ()>(&victim_key, "after failover")
-                .await
-                .is_ok(),
+            Ok(mut conn) => conn.set::<_, _, ()>(&victim_key, "after failover").await.is_ok(),
             Err(Error::NodeDown { node }) => {
                 assert_eq!(node, names[0]);
                 false
@@ -142,18 +119,11 @@ async fn shard_follows_its_master_through_a_sentinel_failover() {
         "first successful write {:?} after kill -9 of the master ({failed_writes} attempts failed meanwhile)",
         killed.elapsed()
     );
-    assert!(
-        replication(&replicas[0]).contains("role:master"),
-        "the replica was promoted"
-    );
+    assert!(replication(&replicas[0]).contains("role:master"), "the replica was promoted");
 
     // Nothing moved, nothing was lost.
     for (key, home) in keys.iter().zip(&homes) {
-        assert_eq!(
-            pool.node_for(key).as_deref(),
-            Some(home.as_str()),
-            "{key} moved"
-        );
+        assert_eq!(pool.node_for(key).as_deref(), Some(home.as_str()), "{key} moved");
         let mut conn = pool.get(key).await.unwrap();
         let value: String = conn.get(key).await.unwrap();
         let expected = if *key == victim_key {
@@ -176,45 +146,24 @@ async fn shard_follows_its_master_through_a_sentinel_failover() {
 #[tokio::test]
 async fn sentinel_shards_are_checked_and_named_without_secrets() {
     let build = |shard: SentinelShard| async move {
-        match ShardedPool::builder()
-            .sentinel_node("s", shard)
-            .build()
-            .await
-        {
+        match ShardedPool::builder().sentinel_node("s", shard).build().await {
             Err(Error::Config { setting, reason }) => format!("{setting}: {reason}"),
             Err(other) => panic!("expected a configuration error, got {other}"),
             Ok(_) => panic!("expected a configuration error"),
         }
     };
     let none: [&str; 0] = [];
-    assert!(
-        build(SentinelShard::new("m", none))
-            .await
-            .contains("no sentinel URLs")
-    );
-    assert!(
-        build(SentinelShard::new("", ["redis://127.0.0.1:1"]))
-            .await
-            .contains("master name")
-    );
+    assert!(build(SentinelShard::new("m", none)).await.contains("no sentinel URLs"));
+    assert!(build(SentinelShard::new("", ["redis://127.0.0.1:1"])).await.contains("master name"));
     let err = build(SentinelShard::new("m", ["redis://:hunter2@127.0.0.1:0"])).await;
-    assert!(
-        err.contains("***@127.0.0.1:0") && !err.contains("hunter2"),
-        "{err}"
-    );
+    assert!(err.contains("***@127.0.0.1:0") && !err.contains("hunter2"), "{err}");
     let shard = SentinelShard::new("m", ["redis://:hunter2@127.0.0.1:1"]).password("s3cret");
     let shown = format!("{shard:?}");
-    assert!(
-        !shown.contains("hunter2") && !shown.contains("s3cret"),
-        "{shown}"
-    );
+    assert!(!shown.contains("hunter2") && !shown.contains("s3cret"), "{shown}");
 
     // No sentinel answers: the shard starts in the box, named by its name.
     let pool = ShardedPool::builder()
-        .sentinel_node(
-            "orders",
-            SentinelShard::new("orders", ["redis://127.0.0.1:1"]),
-        )
+        .sentinel_node("orders", SentinelShard::new("orders", ["redis://127.0.0.1:1"]))
         .build()
         .await
         .unwrap();

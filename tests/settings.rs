@@ -57,15 +57,9 @@ async fn environment_variables_build_a_pool() {
     // `config`'s Environment source reads from a map here instead of the
     // process environment, so parallel tests cannot see each other's values.
     let env: std::collections::HashMap<String, String> = [
-        (
-            "FLUSTER__NODES".to_owned(),
-            format!("{},{}", servers[0].url(), servers[1].url()),
-        ),
+        ("FLUSTER__NODES".to_owned(), format!("{},{}", servers[0].url(), servers[1].url())),
         ("FLUSTER__PENALTY_MAX_WAIT".to_owned(), "5s".to_owned()),
-        (
-            "FLUSTER__TIMEOUTS_BEFORE_PENALTY".to_owned(),
-            "2".to_owned(),
-        ),
+        ("FLUSTER__TIMEOUTS_BEFORE_PENALTY".to_owned(), "2".to_owned()),
     ]
     .into();
     let config: Config = config::Config::builder()

@@ -42,11 +42,7 @@ async fn one_socket_per_node_carries_every_task() {
     }
     let after: Vec<usize> = servers.iter().map(clients).collect();
     for (b, a) in before.iter().zip(&after) {
-        assert_eq!(
-            *a,
-            b + 1,
-            "one shared connection per node: before {before:?}, after {after:?}"
-        );
+        assert_eq!(*a, b + 1, "one shared connection per node: before {before:?}, after {after:?}");
     }
     let total = support::total_keys(&servers);
     assert_eq!(total, 256 * 20);
@@ -57,11 +53,8 @@ async fn shared_connections_fail_over_and_come_back() {
     let mut servers = start_servers(2);
     let pool = pool_of(&servers).await;
     let victim = servers[0].name();
-    let key = keys_homed_on(&pool, "shared-failover")
-        .into_iter()
-        .find(|(n, _)| *n == victim)
-        .unwrap()
-        .1;
+    let key =
+        keys_homed_on(&pool, "shared-failover").into_iter().find(|(n, _)| *n == victim).unwrap().1;
     let mut conn = pool.get_shared(&key).await.unwrap();
     assert_eq!(conn.node(), victim);
     let _: i64 = conn.incr(&key, 1).await.unwrap();

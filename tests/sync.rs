@@ -45,9 +45,7 @@ fn keys_spread_and_route_like_the_async_flavour() {
     let servers = start_servers(3);
     let pool = pool_of(&servers);
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let async_pool = runtime
-        .block_on(support::builder_for(&servers).build())
-        .unwrap();
+    let async_pool = runtime.block_on(support::builder_for(&servers).build()).unwrap();
     for i in 0..2000 {
         let key = format!("both:{i}");
         assert_eq!(pool.node_for(&key), async_pool.node_for(&key), "{key}");
@@ -58,10 +56,7 @@ fn keys_spread_and_route_like_the_async_flavour() {
         assert_eq!(conn.node(), server.name());
         let n: i64 = conn.incr(&key, 1).unwrap();
         assert_eq!(n, 1);
-        let exists: bool = redis::cmd("EXISTS")
-            .arg(&key)
-            .query(&mut server.client())
-            .unwrap();
+        let exists: bool = redis::cmd("EXISTS").arg(&key).query(&mut server.client()).unwrap();
         assert!(exists);
     }
 }
@@ -100,10 +95,7 @@ fn a_killed_node_fails_over_and_comes_back() {
     ));
 
     servers[0].restart();
-    assert!(
-        eventually(Duration::from_secs(5), || pool.status()[0].up),
-        "never let back in"
-    );
+    assert!(eventually(Duration::from_secs(5), || pool.status()[0].up), "never let back in");
     let mut conn = pool.get(&key).unwrap();
     assert_eq!(conn.node(), victim);
     let n: i64 = conn.incr(&key, 1).unwrap();
@@ -154,11 +146,7 @@ fn a_dead_node_never_blocks_get() {
     for i in 0..50 {
         let started = Instant::now();
         let conn = pool.get(format!("k{i}")).unwrap();
-        assert!(
-            started.elapsed() < Duration::from_millis(250),
-            "{:?}",
-            started.elapsed()
-        );
+        assert!(started.elapsed() < Duration::from_millis(250), "{:?}", started.elapsed());
         assert_eq!(conn.node(), servers[0].name());
     }
 }
@@ -184,15 +172,9 @@ fn bad_input_and_redaction() {
         .to_string();
     assert!(err.contains("penalty_multiplier"), "{err}");
 
-    let pool = ShardedPool::builder()
-        .node("redis://alice:s3cret@127.0.0.1:1/2")
-        .build()
-        .unwrap();
+    let pool = ShardedPool::builder().node("redis://alice:s3cret@127.0.0.1:1/2").build().unwrap();
     let shown = format!("{pool:?} {:?}", pool.status());
-    assert!(
-        !shown.contains("s3cret") && !shown.contains("alice"),
-        "{shown}"
-    );
+    assert!(!shown.contains("s3cret") && !shown.contains("alice"), "{shown}");
     assert_eq!(pool.status()[0].name, "127.0.0.1:1");
     assert!(matches!(pool.get("k"), Err(Error::NoHealthyNodes)));
 }

@@ -33,10 +33,7 @@ impl Pki {
         std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
         std::fs::write(dir.join("server.pem"), server_cert.pem()).unwrap();
         std::fs::write(dir.join("server.key"), server_key.serialize_pem()).unwrap();
-        Pki {
-            dir,
-            ca_pem: ca.pem(),
-        }
+        Pki { dir, ca_pem: ca.pem() }
     }
 
     fn file(&self, name: &str) -> PathBuf {
@@ -74,10 +71,7 @@ fn builder(url: &str, ca: &str) -> fluster::Builder {
 async fn rediss_works_with_the_right_ca() {
     let pki = Pki::new("ok");
     let server = pki.server();
-    let pool = builder(&tls_url(&server), &pki.ca_pem)
-        .build()
-        .await
-        .unwrap();
+    let pool = builder(&tls_url(&server), &pki.ca_pem).build().await.unwrap();
     assert!(pool.status()[0].up, "{:?}", pool.status());
     let mut conn = pool.get("tls:key").await.unwrap();
     let _: () = conn.set("tls:key", "over tls").await.unwrap();
@@ -90,19 +84,13 @@ async fn a_wrong_ca_fails_clearly_and_boxes_the_node() {
     let pki = Pki::new("server");
     let other = Pki::new("other");
     let server = pki.server();
-    let pool = builder(&tls_url(&server), &other.ca_pem)
-        .build()
-        .await
-        .unwrap();
+    let pool = builder(&tls_url(&server), &other.ca_pem).build().await.unwrap();
     let status = &pool.status()[0];
     assert!(!status.up);
     assert_eq!(status.boxed_for, Some(FailureKind::Tls), "{status:?}");
     let error = status.last_error.as_deref().unwrap();
     assert!(error.contains("certificate"), "unclear error: {error}");
-    assert!(matches!(
-        pool.get("k").await,
-        Err(fluster::Error::NoHealthyNodes)
-    ));
+    assert!(matches!(pool.get("k").await, Err(fluster::Error::NoHealthyNodes)));
 }
 
 #[tokio::test]

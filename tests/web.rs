@@ -35,10 +35,7 @@ async fn pool_of(servers: &[RedisServer]) -> ShardedPool {
 
 fn node_up_line(metrics: &str, node: &str) -> Option<String> {
     let prefix = format!("fluster_node_up{{node=\"{node}\"}} ");
-    metrics
-        .lines()
-        .find(|l| l.starts_with(&prefix))
-        .map(str::to_owned)
+    metrics.lines().find(|l| l.starts_with(&prefix)).map(str::to_owned)
 }
 
 /// Sends GET requests through `call` until `done` holds for the response
@@ -54,24 +51,16 @@ where
         if done(code, &body) {
             return;
         }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: last answer {code} {body}"
-        );
+        assert!(Instant::now() < deadline, "{what}: last answer {code} {body}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
 async fn axum_get(app: &axum::Router, uri: String) -> (u16, String) {
-    let response = app
-        .clone()
-        .oneshot(Request::get(&uri).body(Body::empty()).unwrap())
-        .await
-        .unwrap();
+    let response =
+        app.clone().oneshot(Request::get(&uri).body(Body::empty()).unwrap()).await.unwrap();
     let code = response.status().as_u16();
-    let body = axum::body::to_bytes(response.into_body(), 1 << 20)
-        .await
-        .unwrap();
+    let body = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
     (code, String::from_utf8(body.to_vec()).unwrap())
 }
 
@@ -83,10 +72,7 @@ async fn axum_service_survives_a_node_and_reports_it() {
     let victim = servers[0].name();
     let keys = keys_homed_on(&pool, "web");
     let victim_key = keys.iter().find(|(n, _)| *n == victim).unwrap().1.clone();
-    let app = axum_example::app(axum_example::AppState {
-        pool: pool.clone(),
-        metrics,
-    });
+    let app = axum_example::app(axum_example::AppState { pool: pool.clone(), metrics });
 
     let (code, body) = axum_get(&app, format!("/counter/{victim_key}")).await;
     assert_eq!(code, 200, "{body}");
@@ -123,12 +109,7 @@ async fn axum_service_survives_a_node_and_reports_it() {
     );
     let (_, status) = axum_get(&app, "/status".into()).await;
     let status: Value = serde_json::from_str(&status).unwrap();
-    let down = status
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|n| n["name"] == victim.as_str())
-        .unwrap();
+    let down = status.as_array().unwrap().iter().find(|n| n["name"] == victim.as_str()).unwrap();
     assert_eq!(down["up"], false);
     assert!(down["penalty_wait_ms"].as_f64().unwrap() > 0.0);
 
@@ -155,11 +136,8 @@ async fn actix_service_survives_a_node_and_reports_it() {
     let mut servers = start_servers(3);
     let pool = pool_of(&servers).await;
     let victim = servers[1].name();
-    let victim_key = keys_homed_on(&pool, "actix")
-        .into_iter()
-        .find(|(n, _)| *n == victim)
-        .unwrap()
-        .1;
+    let victim_key =
+        keys_homed_on(&pool, "actix").into_iter().find(|(n, _)| *n == victim).unwrap().1;
     let app = test::init_service(
         App::new()
             .app_data(web::Data::new(pool.clone()))

@@ -41,10 +41,7 @@ fn free_port() -> u16 {
 }
 
 fn release_port(port: u16) {
-    PORTS_IN_USE
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .retain(|&p| p != port);
+    PORTS_IN_USE.lock().unwrap_or_else(|e| e.into_inner()).retain(|&p| p != port);
 }
 
 /// How to get `redis-server`, for messages.
@@ -53,11 +50,7 @@ pub const INSTALL_HINT: &str = "redis-server is not installed. Install it with \
 
 /// Whether `redis-server` can be run.
 pub fn redis_server_installed() -> bool {
-    Command::new("redis-server")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .status()
-        .is_ok()
+    Command::new("redis-server").arg("--version").stdout(Stdio::null()).status().is_ok()
 }
 
 fn redis_server_path() -> &'static str {
@@ -80,11 +73,7 @@ impl RedisServer {
     /// Starts a server that speaks only TLS on its port, with the given
     /// certificate, key and CA files, not asking clients for certificates.
     pub fn start_tls(cert: &std::path::Path, key: &std::path::Path, ca: &std::path::Path) -> Self {
-        let (cert, key, ca) = (
-            cert.to_string_lossy(),
-            key.to_string_lossy(),
-            ca.to_string_lossy(),
-        );
+        let (cert, key, ca) = (cert.to_string_lossy(), key.to_string_lossy(), ca.to_string_lossy());
         Self::start_inner(
             &[
                 "--tls-cert-file",
@@ -343,39 +332,24 @@ impl Drop for RedisServer {
 }
 
 fn signal(pid: u32, sig: &str) {
-    let status = Command::new("kill")
-        .args([sig, &pid.to_string()])
-        .status()
-        .expect("run kill");
+    let status = Command::new("kill").args([sig, &pid.to_string()]).status().expect("run kill");
     assert!(status.success(), "kill {sig} {pid} failed");
 }
 
 /// A builder with one node per server, named after its address.
 pub fn builder_for(servers: &[RedisServer]) -> fluster::Builder {
-    servers
-        .iter()
-        .fold(fluster::ShardedPool::builder(), |b, s| b.node(&s.url()))
+    servers.iter().fold(fluster::ShardedPool::builder(), |b, s| b.node(&s.url()))
 }
 
 /// Clients connected to `server`, not counting the one asking.
 pub fn clients(server: &RedisServer) -> usize {
-    let list: String = redis::cmd("CLIENT")
-        .arg("LIST")
-        .query(&mut server.client())
-        .unwrap();
+    let list: String = redis::cmd("CLIENT").arg("LIST").query(&mut server.client()).unwrap();
     list.lines().count() - 1
 }
 
 /// Keys held by all of `servers` together.
 pub fn total_keys(servers: &[RedisServer]) -> usize {
-    servers
-        .iter()
-        .map(|s| {
-            redis::cmd("DBSIZE")
-                .query::<usize>(&mut s.client())
-                .unwrap()
-        })
-        .sum()
+    servers.iter().map(|s| redis::cmd("DBSIZE").query::<usize>(&mut s.client()).unwrap()).sum()
 }
 
 /// Starts `n` servers.
@@ -406,7 +380,7 @@ pub fn keys_homed_on(pool: &fluster::ShardedPool, prefix: &str) -> Vec<(String, 
         .map(|name| {
             let key = (0..100_000)
                 .map(|i| format!("{prefix}:{i}"))
-                .find(|k| pool.home_node_for(k).as_ref() == Some(name))
+                .find(|k| pool.home_node_for(k).as_deref() == Some(name.as_str()))
                 .expect("a key for every node");
             (name.clone(), key)
         })
@@ -420,12 +394,7 @@ pub async fn example_pool(
     n: usize,
 ) -> Result<(fluster::ShardedPool, Vec<RedisServer>), Box<dyn std::error::Error>> {
     let (urls, servers) = match std::env::var("FLUSTER_NODES") {
-        Ok(list) => (
-            list.split(',')
-                .map(|u| u.trim().to_owned())
-                .collect::<Vec<_>>(),
-            Vec::new(),
-        ),
+        Ok(list) => (list.split(',').map(|u| u.trim().to_owned()).collect::<Vec<_>>(), Vec::new()),
         Err(_) => {
             if !redis_server_installed() {
                 return Err(INSTALL_HINT.into());
