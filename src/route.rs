@@ -37,7 +37,6 @@
 //! A lookup thus costs one SipHash of the key plus, per node, one XOR and
 //! one 64×64→128-bit multiply.
 
-use std::borrow::Borrow;
 use std::fmt;
 use std::ops::Deref;
 use std::sync::Arc;
@@ -285,18 +284,6 @@ impl Deref for NodeName {
     }
 }
 
-impl AsRef<str> for NodeName {
-    fn as_ref(&self) -> &str {
-        &self.0
-    }
-}
-
-impl Borrow<str> for NodeName {
-    fn borrow(&self) -> &str {
-        &self.0
-    }
-}
-
 impl fmt::Display for NodeName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
@@ -324,18 +311,6 @@ impl PartialEq<&str> for NodeName {
 impl PartialEq<String> for NodeName {
     fn eq(&self, other: &String) -> bool {
         *self.0 == **other
-    }
-}
-
-impl PartialEq<NodeName> for String {
-    fn eq(&self, other: &NodeName) -> bool {
-        **self == *other.0
-    }
-}
-
-impl From<NodeName> for String {
-    fn from(name: NodeName) -> String {
-        name.0.to_string()
     }
 }
 
@@ -401,172 +376,5 @@ impl Cursor {
     /// over from now on.
     pub fn skip(&mut self, index: usize) {
         self.skipped.push(index);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn names(n: usize) -> Vec<String> {
-        (0..n).map(|i| format!("node-{i}")).collect()
-    }
-
-    fn router(names: &[String]) -> Router {
-        Router::new(names.iter().map(|n| (n.as_str(), 1.0)))
-    }
-
-    #[test]
-    fn hash_tags_follow_redis_cluster_rules() {
-        assert_eq!(routing_bytes(b"{user1000}.following"), b"user1000");
-        assert_eq!(routing_bytes(b"{user1000}.followers"), b"user1000");
-        assert_eq!(routing_bytes(b"foo{}{bar}"), b"foo{}{bar}");
-        assert_eq!(routing_bytes(b"foo{{bar}}zap"), b"{bar");
-        assert_eq!(routing_bytes(b"foo{bar}{zap}"), b"bar");
-        assert_eq!(routing_bytes(b"foo{bar"), b"foo{bar");
-        assert_eq!(routing_bytes(b"foo}bar{"), b"foo}bar{");
-        assert_eq!(routing_bytes(b""), b"");
-        assert_eq!(routing_bytes(b"{}"), b"{}");
-        assert_eq!(routing_bytes(b"{a}"), b"a");
-        assert_eq!(key_hash(b"{user1}.a"), key_hash(b"{user1}.b"));
-        assert_eq!(key_hash(b"{user1}.a"), key_hash(b"user1"));
-    }
-
-    /// Pins the function across processes, platforms and releases. If this
-    /// test fails, keys would move between nodes: that is a breaking change.
-    #[test]
-    fn test_vectors_pin_the_function() {
-        assert_eq!(HASH_KEY_0, 0x2d72_6574_7375_6c66);
-        assert_eq!(HASH_KEY_1, 0x7376_7a65_646e_6572);
-        assert_eq!(key_hash(b""), 0x8699_77a1_d534_fa9b);
-        assert_eq!(key_hash(b"user:42"), 0x8f15_04c7_a856_0bdb);
-        assert_eq!(key_hash(b"{user:42}.profile"), key_hash(b"user:42"));
-        assert_eq!(node_seeds("cache-a"), (3_730_373_133_418_810_362, 4_252_384_609_249_405_555));
-        assert_eq!(fold(1, 3), 3);
-        assert_eq!(fold(u64::MAX, u64::MAX), u64::MAX);
-
-        let five = Router::new([("a", 1.0), ("b", 1.0), ("c", 1.0), ("d", 1.0), ("e", 1.0)]);
-        assert_eq!(five.ranking(b"user:1"), vec![3, 4, 2, 1, 0]);
-        assert_eq!(five.ranking(b"user:2"), vec![2, 0, 1, 4, 3]);
-        assert_eq!(five.ranking(b"session:abc"), vec![3, 0, 2, 1, 4]);
-
-        let equal = Router::new([("cache-a", 1.0), ("cache-b", 1.0), ("cache-c", 1.0)]);
-        let weighted = Router::new([("cache-a", 1.0), ("cache-b", 2.0), ("cache-c", 3.0)]);
-        let table: Vec<(String, &str, &str)> = (0..12)
-            .map(|i| {
-                let key = format!("key:{i}");
-                let e = equal.name(equal.home(key.as_bytes()).unwrap());
-                let w = weighted.name(weighted.home(key.as_bytes()).unwrap());
-                (key, e, w)
-            })
-            .collect();
-        let expected: Vec<(String, &str, &str)> = [
-            ("key:0", "cache-c", "cache-c"),
-            ("key:1", "cache-c", "cache-c"),
-            ("key:2", "cache-a", "cache-b"),
-            ("key:3", "cache-c", "cache-c"),
-            ("key:4", "cache-c", "cache-c"),
-            ("key:5", "cache-c", "cache-c"),
-            ("key:6", "cache-c", "cache-c"),
-            ("key:7", "cache-b", "cache-b"),
-            ("key:8", "cache-c", "cache-c"),
-            ("key:9", "cache-c", "cache-c"),
-            ("key:10", "cache-a", "cache-a"),
-            ("key:11", "cache-b", "cache-b"),
-        ]
-        .into_iter()
-        .map(|(k, e, w)| (k.to_owned(), e, w))
-        .collect();
-        assert_eq!(table, expected);
-    }
-
-    #[test]
-    fn ranking_is_a_permutation_led_by_the_home_node() {
-        let r = router(&names(10));
-        for i in 0..1000 {
-            let key = format!("k{i}");
-            let ranking = r.ranking(key.as_bytes());
-            let mut sorted = ranking.clone();
-            sorted.sort_unstable();
-            assert_eq!(sorted, (0..10).collect::<Vec<_>>());
-            assert_eq!(Some(ranking[0]), r.home(key.as_bytes()));
-            // Excluding the first k nodes of the ranking picks the next one.
-            for k in 1..10 {
-                let excluded = &ranking[..k];
-                let next = r.pick(key.as_bytes(), |n| !excluded.contains(&n));
-                assert_eq!(next, Some(ranking[k]));
-            }
-        }
-    }
-
-    #[test]
-    fn list_order_does_not_matter() {
-        let forward = names(7);
-        let mut backward = forward.clone();
-        backward.reverse();
-        let (a, b) = (router(&forward), router(&backward));
-        for i in 0..5000 {
-            let key = format!("key-{i}");
-            assert_eq!(
-                a.name(a.home(key.as_bytes()).unwrap()),
-                b.name(b.home(key.as_bytes()).unwrap())
-            );
-        }
-    }
-
-    #[test]
-    fn weighted_ranking_is_a_permutation() {
-        let r = Router::new([("a", 1.0), ("b", 2.5), ("c", 0.1), ("d", 7.0)]);
-        for i in 0..1000 {
-            let key = format!("k{i}");
-            let ranking = r.ranking(key.as_bytes());
-            let mut sorted = ranking.clone();
-            sorted.sort_unstable();
-            assert_eq!(sorted, vec![0, 1, 2, 3]);
-            assert_eq!(Some(ranking[0]), r.home(key.as_bytes()));
-        }
-    }
-
-    #[test]
-    fn empty_router_picks_nothing() {
-        let r = Router::new(std::iter::empty());
-        assert!(r.is_empty());
-        assert_eq!(r.home(b"k"), None);
-        assert!(r.ranking(b"k").is_empty());
-    }
-
-    #[test]
-    fn the_cursor_follows_the_ranking_and_fail_fast_stops_at_home() {
-        let r = router(&names(5));
-        for i in 0..200 {
-            let key = format!("k{i}");
-            let ranking = r.ranking(key.as_bytes());
-            let hash = key_hash(key.as_bytes());
-            let mut c = Cursor::new(hash, Failover::Reroute);
-            for &expected in &ranking {
-                let got = c.next(&r, |_| true).unwrap();
-                assert_eq!(got, expected);
-                c.skip(got);
-            }
-            assert_eq!(c.next(&r, |_| true), Err(Miss::None));
-            let down = ranking[0];
-            let mut c = Cursor::new(hash, Failover::Reroute);
-            assert_eq!(c.next(&r, |i| i != down), Ok(ranking[1]));
-            assert_eq!(c.home(), Some(down));
-            let mut c = Cursor::new(hash, Failover::FailFast);
-            assert_eq!(c.next(&r, |i| i != down), Err(Miss::Home(down)));
-        }
-        let empty = Router::new(std::iter::empty());
-        let mut c = Cursor::new(0, Failover::Reroute);
-        assert_eq!(c.next(&empty, |_| true), Err(Miss::Empty));
-    }
-
-    #[test]
-    fn names_compare_as_strings() {
-        let name = NodeName::from("cache-a");
-        assert_eq!(name, "cache-a");
-        assert_eq!(name, "cache-a".to_owned());
-        assert_eq!(format!("{name} {name:?}"), "cache-a \"cache-a\"");
-        assert_eq!(Some(name).as_deref(), Some("cache-a"));
     }
 }

@@ -4,8 +4,9 @@ mod support;
 
 use std::time::Duration;
 
-use fluster::{Error, ShardedPool};
+use fluster::{ClassifyFailure, Error, FailureKind, RedisManager, ShardedPool};
 use redis::AsyncCommands;
+use redis::{ErrorKind, RedisError, ServerErrorKind};
 
 async fn build_err(builder: fluster::Builder) -> String {
     match builder.build().await {
@@ -111,4 +112,54 @@ async fn odd_keys_route_and_work() {
         let back: i64 = conn.get(&key).await.unwrap();
         assert_eq!(back, 7);
     }
+}
+
+#[test]
+fn url_errors_name_the_url_without_credentials() {
+    for url in [
+        "redis://user:hunter2@127.0.0.1:70000",
+        "redis://user:hunter2@127.0.0.1:1/notadb",
+        "redis://user:hunter2@127.0.0.1:0",
+        "http://user:hunter2@127.0.0.1:1",
+        "redis://user:hunter2@127.0.0.1:1/-1",
+        "redis://user:@127.0.0.1:1",
+    ] {
+        let err = RedisManager::new(url).unwrap_err();
+        let text = format!("{err} {err:?}");
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(text.contains("***@127.0.0.1"), "{text}");
+    }
+    assert!(RedisManager::new("redis://").is_err());
+    assert!(RedisManager::new("").is_err());
+    assert!(RedisManager::new("127.0.0.1:6379").is_err());
+}
+
+#[test]
+fn manager_debug_shows_no_credentials() {
+    let m = RedisManager::new("redis://alice:hunter2@127.0.0.1:7001/3").unwrap();
+    let text = format!("{m:?}");
+    assert!(!text.contains("hunter2") && !text.contains("alice"), "{text}");
+    assert!(text.contains("127.0.0.1:7001"));
+    assert_eq!(m.address(), "127.0.0.1:7001");
+}
+
+#[test]
+fn classification() {
+    let refused: RedisError =
+        std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "x").into();
+    let reset: RedisError = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "x").into();
+    let timeout: RedisError = std::io::Error::new(std::io::ErrorKind::TimedOut, "x").into();
+    let other: RedisError = std::io::Error::other("x").into();
+    let reply: RedisError = (ErrorKind::Server(ServerErrorKind::ResponseError), "ERR").into();
+    let loading: RedisError = (ErrorKind::Server(ServerErrorKind::BusyLoading), "x").into();
+    let auth: RedisError = (ErrorKind::AuthenticationFailed, "x").into();
+    let wrongtype: RedisError = (ErrorKind::UnexpectedReturnType, "x").into();
+    assert_eq!(refused.failure_kind(), Some(FailureKind::Refused));
+    assert_eq!(reset.failure_kind(), Some(FailureKind::Dropped));
+    assert_eq!(timeout.failure_kind(), Some(FailureKind::Timeout));
+    assert_eq!(other.failure_kind(), Some(FailureKind::Io));
+    assert_eq!(loading.failure_kind(), Some(FailureKind::Loading));
+    assert_eq!(auth.failure_kind(), Some(FailureKind::Auth));
+    assert_eq!(reply.failure_kind(), None);
+    assert_eq!(wrongtype.failure_kind(), None);
 }

@@ -171,3 +171,23 @@ async fn sentinel_shards_are_checked_and_named_without_secrets() {
     assert_eq!(status.name, "orders");
     assert!(!status.up);
 }
+
+/// The synchronous flavour takes Sentinel shards from the same builder: its
+/// blocking connections go to the master the sentinel names.
+#[cfg(feature = "r2d2")]
+#[test]
+fn the_sync_flavour_serves_a_sentinel_shard() {
+    let master = RedisServer::start();
+    let sentinel = RedisServer::start_sentinel(&[("sync-shard", master.port())]);
+    let pool = fluster::sync::ShardedPool::builder()
+        .sentinel_node("sync-shard", SentinelShard::new("sync-shard", [sentinel.url()]))
+        .build()
+        .unwrap();
+    assert!(pool.status()[0].up, "{:?}", pool.status());
+    let mut conn = pool.get("sync:visits").unwrap();
+    assert_eq!(conn.node(), "sync-shard");
+    let n: i64 = redis::Commands::incr(&mut conn, "sync:visits", 5).unwrap();
+    assert_eq!(n, 5);
+    let on_master: i64 = redis::Commands::get(&mut master.client(), "sync:visits").unwrap();
+    assert_eq!(on_master, 5, "the write reached the master the sentinel named");
+}

@@ -29,14 +29,20 @@ fn dropping_the_last_handle_stops_the_probing_thread() {
         .build()
         .unwrap();
     assert!(!pool.status()[0].up);
-    assert_eq!(probers(), 1);
+    // The new thread names itself once it runs: poll for it.
+    until(|| probers() == 1, "the probing thread did not start");
     let clone = pool.clone();
     drop(pool);
     assert_eq!(probers(), 1, "a clone still holds the pool");
     drop(clone);
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while probers() > 0 {
-        assert!(Instant::now() < deadline, "the probing thread did not stop");
+    until(|| probers() == 0, "the probing thread did not stop");
+}
+
+/// Polls `condition` every 5 ms for up to 5 s, failing with `what`.
+fn until(condition: impl Fn() -> bool, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !condition() {
+        assert!(Instant::now() < deadline, "{what}");
         std::thread::sleep(Duration::from_millis(5));
     }
 }

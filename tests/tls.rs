@@ -106,3 +106,32 @@ async fn plain_redis_to_a_tls_port_boxes_the_node() {
         .unwrap();
     assert!(!pool.status()[0].up, "{:?}", pool.status());
 }
+
+/// The synchronous flavour is built by the same builder: it trusts the same
+/// private roots, and refuses a server they do not vouch for.
+#[cfg(feature = "r2d2")]
+#[test]
+fn the_sync_flavour_trusts_the_same_roots() {
+    let (pki, other) = (Pki::new("sync"), Pki::new("sync-other"));
+    let server = pki.server();
+    let sync_pool = |ca: &str| {
+        fluster::sync::ShardedPool::builder()
+            .node(&tls_url(&server))
+            .tls_root_certificates(ca.as_bytes())
+            .penalty_min_wait(Duration::from_secs(30))
+            .penalty_max_wait(Duration::from_secs(30))
+            .build()
+            .unwrap()
+    };
+    let pool = sync_pool(&pki.ca_pem);
+    assert!(pool.status()[0].up, "{:?}", pool.status());
+    let mut conn = pool.get("tls:sync").unwrap();
+    let _: () = redis::Commands::set(&mut conn, "tls:sync", "blocking over tls").unwrap();
+    let back: String = redis::Commands::get(&mut conn, "tls:sync").unwrap();
+    assert_eq!(back, "blocking over tls");
+
+    let untrusted = sync_pool(&other.ca_pem);
+    let status = &untrusted.status()[0];
+    assert!(!status.up);
+    assert_eq!(status.boxed_for, Some(FailureKind::Tls), "{status:?}");
+}

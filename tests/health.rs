@@ -1,0 +1,184 @@
+//! The penalty box alone: every decision of `fluster::health`, with time
+//! and randomness passed in.
+
+use std::time::{Duration, Instant};
+
+use fluster::FailureKind;
+use fluster::health::*;
+
+fn policy() -> PenaltyPolicy {
+    PenaltyPolicy {
+        min_wait: Duration::from_millis(100),
+        max_wait: Duration::from_secs(1),
+        multiplier: 2.0,
+        jitter: 0.0,
+        timeout_threshold: 3,
+    }
+}
+
+fn at(now: Instant) -> Moment {
+    Moment { now, random: 0.0 }
+}
+
+fn fail(h: &mut Health, kind: FailureKind, guard: &BoxGuard, now: Instant) -> Verdict {
+    h.on_failure(kind, h.epoch(), false, guard, &policy(), at(now))
+}
+
+#[test]
+fn refused_boxes_at_once_and_starts_an_epoch() {
+    let (now, guard) = (Instant::now(), BoxGuard::new(1));
+    let mut h = Health::up();
+    assert_eq!(fail(&mut h, FailureKind::Refused, &guard, now), Verdict::Boxed);
+    assert!(!h.is_up());
+    assert_eq!((h.epoch(), h.penalties(), guard.boxed()), (1, 1, 1));
+    assert_eq!(h.remaining(now), Some(Duration::from_millis(100)));
+    assert!(!h.start_probe(now + Duration::from_millis(99)));
+    assert!(h.start_probe(now + Duration::from_millis(100)));
+    assert!(!h.start_probe(now + Duration::from_secs(9)), "one at a time");
+}
+
+#[test]
+fn timeouts_box_only_after_the_threshold_in_a_row() {
+    let (now, guard) = (Instant::now(), BoxGuard::new(1));
+    let mut h = Health::up();
+    let t = FailureKind::Timeout;
+    assert_eq!(fail(&mut h, t, &guard, now), Verdict::Counted);
+    assert_eq!(fail(&mut h, t, &guard, now), Verdict::Counted);
+    assert_eq!(h.consecutive_timeouts(), 2);
+    h.on_success();
+    assert_eq!(h.consecutive_timeouts(), 0);
+    assert_eq!(fail(&mut h, t, &guard, now), Verdict::Counted);
+    assert_eq!(fail(&mut h, t, &guard, now), Verdict::Counted);
+    assert_eq!(fail(&mut h, t, &guard, now), Verdict::Boxed);
+    // A node that does not answer at start is boxed by one timeout.
+    let mut h = Health::up();
+    let v = h.on_failure(t, 0, true, &BoxGuard::new(1), &policy(), at(now));
+    assert_eq!(v, Verdict::Boxed);
+}
+
+#[test]
+fn failures_from_an_earlier_epoch_are_stale() {
+    let (now, guard) = (Instant::now(), BoxGuard::new(1));
+    let mut h = Health::up();
+    fail(&mut h, FailureKind::Dropped, &guard, now);
+    assert!(h.start_probe(now + Duration::from_secs(1)));
+    let at_later = at(now + Duration::from_secs(1));
+    let probed = h.finish_probe(Ok(()), &guard, &policy(), at_later);
+    assert_eq!(probed, Probed::Returned);
+    assert_eq!(guard.boxed(), 0);
+    // A socket from before the boxing fails: the node stays up.
+    let old = h.on_failure(FailureKind::Dropped, 0, false, &guard, &policy(), at(now));
+    assert_eq!(old, Verdict::Stale);
+    assert!(h.is_up());
+    assert_eq!(fail(&mut h, FailureKind::Dropped, &guard, now), Verdict::Boxed);
+}
+
+#[test]
+fn the_guard_vetoes_boxing_past_its_cap_and_frees_places() {
+    let (now, guard) = (Instant::now(), BoxGuard::new(1));
+    let (mut a, mut b) = (Health::up(), Health::up());
+    assert_eq!(fail(&mut a, FailureKind::Refused, &guard, now), Verdict::Boxed);
+    assert_eq!(fail(&mut b, FailureKind::Refused, &guard, now), Verdict::Vetoed);
+    assert!(b.is_up());
+    assert_eq!(b.last_veto(), Some(FailureKind::Refused));
+    assert_eq!(b.epoch(), 0, "a veto starts no epoch");
+    // Timeouts below the threshold never need a place.
+    assert_eq!(fail(&mut b, FailureKind::Timeout, &guard, now), Verdict::Counted);
+    a.retire(&guard);
+    assert_eq!(guard.boxed(), 0);
+    assert_eq!(fail(&mut b, FailureKind::Refused, &guard, now), Verdict::Boxed);
+    guard.set_cap(2);
+    let mut c = Health::up();
+    assert_eq!(fail(&mut c, FailureKind::Io, &guard, now), Verdict::Boxed);
+}
+
+#[test]
+fn a_retired_node_is_never_boxed_or_returned() {
+    let (now, guard) = (Instant::now(), BoxGuard::new(2));
+    let mut h = Health::up();
+    fail(&mut h, FailureKind::Refused, &guard, now);
+    assert!(h.start_probe(now + Duration::from_secs(1)));
+    h.retire(&guard);
+    h.retire(&guard);
+    assert_eq!(guard.boxed(), 0, "the place is given back once");
+    let probed = h.finish_probe(Ok(()), &guard, &policy(), at(now));
+    assert_eq!(probed, Probed::Ignored);
+    assert_eq!(guard.boxed(), 0);
+    let mut up = Health::up();
+    up.retire(&guard);
+    assert_eq!(fail(&mut up, FailureKind::Refused, &guard, now), Verdict::Stale);
+}
+
+#[test]
+fn failed_probes_grow_the_wait_up_to_the_cap() {
+    let (now, guard) = (Instant::now(), BoxGuard::new(1));
+    let mut h = Health::up();
+    fail(&mut h, FailureKind::Dropped, &guard, now);
+    let mut waits = vec![h.remaining(now).unwrap()];
+    for _ in 0..6 {
+        assert!(h.start_probe(now + Duration::from_secs(9)));
+        let outcome = Err((FailureKind::Refused, "refused".to_owned()));
+        assert_eq!(h.finish_probe(outcome, &guard, &policy(), at(now)), Probed::Failed);
+        waits.push(h.remaining(now).unwrap());
+    }
+    let ms: Vec<u128> = waits.iter().map(|d| d.as_millis()).collect();
+    assert_eq!(ms, vec![100, 200, 400, 800, 1000, 1000, 1000]);
+    assert_eq!(h.last_error(), Some("refused"));
+    assert!(h.start_probe(now + Duration::from_secs(9)));
+    let probed = h.finish_probe(Ok(()), &guard, &policy(), at(now));
+    assert_eq!(probed, Probed::Returned);
+    assert_eq!(h.last_error(), None);
+    // A second trip starts again from the minimum.
+    fail(&mut h, FailureKind::Refused, &guard, now);
+    assert_eq!(h.remaining(now), Some(Duration::from_millis(100)));
+    assert_eq!(h.penalties(), 2);
+}
+
+#[test]
+fn jitter_only_shortens_within_its_fraction() {
+    let p = PenaltyPolicy { jitter: 0.25, ..policy() };
+    assert_eq!(p.wait(0, 0.0), Duration::from_millis(100));
+    assert_eq!(p.wait(0, 1.0), Duration::from_millis(75));
+    assert_eq!(p.wait(10, 0.5), Duration::from_secs_f64(0.875));
+    for r in [0.0, 0.1, 0.5, 0.99] {
+        let w = p.wait(50, r);
+        assert!(w <= p.max_wait && w >= p.max_wait.mul_f64(0.75), "{w:?}");
+    }
+}
+
+#[test]
+fn huge_probe_counts_do_not_overflow() {
+    let p = policy();
+    assert_eq!(p.wait(u32::MAX, 0.0), p.max_wait);
+    let unit = PenaltyPolicy { multiplier: 1.0, ..p };
+    assert_eq!(unit.wait(u32::MAX, 0.0), unit.min_wait);
+}
+
+#[test]
+fn failures_while_boxed_do_not_move_the_probe() {
+    let (now, guard) = (Instant::now(), BoxGuard::new(1));
+    let mut h = Health::up();
+    fail(&mut h, FailureKind::Refused, &guard, now);
+    let before = h.state();
+    let later = now + Duration::from_millis(50);
+    assert_eq!(fail(&mut h, FailureKind::Refused, &guard, later), Verdict::Counted);
+    assert_eq!(h.state(), before);
+}
+
+#[test]
+fn probes_do_nothing_to_a_node_that_is_up() {
+    let (now, guard) = (Instant::now(), BoxGuard::new(1));
+    let mut h = Health::up();
+    assert!(!h.start_probe(now));
+    let outcome = Err((FailureKind::Refused, String::new()));
+    assert_eq!(h.finish_probe(outcome, &guard, &policy(), at(now)), Probed::Ignored);
+    assert!(h.is_up());
+}
+
+#[test]
+fn labels_are_stable() {
+    assert_eq!(FailureKind::Refused.to_string(), "refused");
+    assert_eq!(FailureKind::MasterDown.as_str(), "masterdown");
+    let labels: Vec<&str> = FailureKind::ALL.iter().map(|k| k.as_str()).collect();
+    assert_eq!(labels.len(), 10);
+}
