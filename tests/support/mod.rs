@@ -2,6 +2,9 @@
 //! port, without persistence, killed when dropped.
 #![allow(dead_code)] // each test binary uses its own part of this module
 
+pub mod fake;
+pub mod proxy;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
@@ -292,6 +295,13 @@ impl RedisServer {
     /// SIGCONT after [`pause`](Self::pause).
     pub fn resume(&self) {
         signal(self.pid(), "-CONT");
+    }
+
+    /// Starts the server again on the same port, empty, with other extra
+    /// arguments from now on.
+    pub fn restart_with(&mut self, extra_args: &[&str]) {
+        self.extra_args = extra_args.iter().map(|s| s.to_string()).collect();
+        self.restart();
     }
 
     /// Starts the server again on the same port (after `kill`), empty.
