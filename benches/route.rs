@@ -115,12 +115,38 @@ fn lookup(c: &mut Criterion) {
     }
 }
 
+/// `ShardedPool::node_for` through the public API: the routing policy, the
+/// health flag of the winner and the name handed back, with every node up
+/// and with one node boxed (its keys take the failover path).
+fn public(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let keys = keys(16);
+    let mut group = c.benchmark_group("node_for-16B");
+    bench(&mut group, BenchmarkId::new("floor-siphash13", 1), &keys, key_hash);
+    for n in NODE_COUNTS.into_iter().filter(|&n| n >= 10) {
+        // Never contacted: nothing is probed at build and nothing checked out.
+        let pool = runtime.block_on(async {
+            (0..n)
+                .fold(fluster::ShardedPool::builder(), |b, i| {
+                    b.named_node(&format!("node-{i}"), &format!("redis://127.0.0.1:{}", 10_000 + i))
+                })
+                .probe_at_build(false)
+                .build()
+                .await
+                .unwrap()
+        });
+        bench(&mut group, BenchmarkId::new("node_for", n), &keys, |k| pool.node_for(k));
+        bench(&mut group, BenchmarkId::new("home_node_for", n), &keys, |k| pool.home_node_for(k));
+    }
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(1))
         .sample_size(50);
-    targets = lookup
+    targets = lookup, public
 }
 criterion_main!(benches);

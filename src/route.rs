@@ -39,9 +39,9 @@
 
 use std::fmt;
 use std::ops::Deref;
-use std::sync::Arc;
 
 use siphasher::sip::SipHasher13;
+use smol_str::SmolStr;
 use siphasher::sip128::SipHasher13 as SipHasher13_128;
 
 use crate::settings::Failover;
@@ -266,14 +266,18 @@ impl Router {
     }
 }
 
-/// A node's name: cheap to clone (an `Arc<str>` inside), compared and
-/// printed as the string it holds (`name == "cache-a"` works).
+/// A node's name, compared and printed as the string it holds
+/// (`name == "cache-a"` works).
+///
+/// Cheap to hand out: names of up to 23 bytes (`"10.0.0.12:6379"`,
+/// `"cache-b"`) are copied inline, longer ones share one allocation, so
+/// `node_for` neither allocates nor writes a cache line other threads read.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct NodeName(Arc<str>);
+pub struct NodeName(SmolStr);
 
 impl From<&str> for NodeName {
     fn from(name: &str) -> Self {
-        NodeName(name.into())
+        NodeName(SmolStr::new(name))
     }
 }
 
@@ -298,19 +302,19 @@ impl fmt::Debug for NodeName {
 
 impl PartialEq<str> for NodeName {
     fn eq(&self, other: &str) -> bool {
-        &*self.0 == other
+        self.0 == other
     }
 }
 
 impl PartialEq<&str> for NodeName {
     fn eq(&self, other: &&str) -> bool {
-        &*self.0 == *other
+        self.0 == *other
     }
 }
 
 impl PartialEq<String> for NodeName {
     fn eq(&self, other: &String) -> bool {
-        *self.0 == **other
+        self.0 == other.as_str()
     }
 }
 
