@@ -318,6 +318,12 @@ impl PartialEq<String> for NodeName {
     }
 }
 
+impl PartialEq<NodeName> for String {
+    fn eq(&self, other: &NodeName) -> bool {
+        other.0 == self.as_str()
+    }
+}
+
 /// Why a [`Cursor`] found no node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Miss {
