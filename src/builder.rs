@@ -219,6 +219,28 @@ impl<M: NodeManager, F> Builder<M, F> {
         self
     }
 
+    /// Flap damping (default 60 s; zero turns it off): a node boxed again
+    /// within this time of its return starts its stay one back-off level
+    /// above where its last stay ended, so a node that flaps is let back in
+    /// less and less often; each full `memory` it stays up lowers the level
+    /// by one again.
+    pub fn penalty_memory(mut self, memory: Duration) -> Self {
+        self.settings.policy.memory = memory;
+        self
+    }
+
+    /// Slow start (default zero: off): over this window after a node
+    /// returns from the box or joins the pool, the share of its keys routed
+    /// to it grows from none to all, so a node that comes back empty does
+    /// not send every miss of its keys to the database at once. Which keys
+    /// go home first depends only on the key, so every process agrees and
+    /// no key goes back and forth. Under `Failover::FailFast` keys go home
+    /// at once.
+    pub fn warmup(mut self, window: Duration) -> Self {
+        self.settings.policy.warmup = window;
+        self
+    }
+
     /// Timeouts in a row that box a node, at least 1 (default 3). Refused
     /// and reset connections and other failures box it at once.
     pub fn timeouts_before_penalty(mut self, timeouts: u32) -> Self {
@@ -396,6 +418,12 @@ mod config {
         pub penalty_jitter: Option<f64>,
         /// See [`Builder::timeouts_before_penalty`].
         pub timeouts_before_penalty: Option<u32>,
+        /// See [`Builder::penalty_memory`].
+        #[serde(default, with = "humantime_serde")]
+        pub penalty_memory: Option<Duration>,
+        /// See [`Builder::warmup`].
+        #[serde(default, with = "humantime_serde")]
+        pub warmup: Option<Duration>,
         /// See [`Builder::connect_timeout`].
         #[serde(default, with = "humantime_serde")]
         pub connect_timeout: Option<Duration>,
@@ -466,6 +494,8 @@ mod config {
                 penalty_multiplier,
                 penalty_jitter,
                 timeouts_before_penalty,
+                penalty_memory,
+                warmup,
                 connect_timeout,
                 response_timeout,
                 checkout_timeout,

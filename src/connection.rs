@@ -28,16 +28,24 @@ use crate::node::{Failure, Muxed, NodeManager, Tracked};
 /// through the deref'd inner connection bypass those checks.
 pub struct Connection<M: NodeManager = RedisManager> {
     conn: PooledConnection<'static, Tracked<M>>,
+    home: bool,
 }
 
 impl<M: NodeManager> Connection<M> {
-    pub(crate) fn new(conn: PooledConnection<'static, Tracked<M>>) -> Self {
-        Connection { conn }
+    pub(crate) fn new(conn: PooledConnection<'static, Tracked<M>>, home: bool) -> Self {
+        Connection { conn, home }
     }
 
     /// The name of the node this connection belongs to.
     pub fn node(&self) -> &str {
         &self.conn.cell.name
+    }
+
+    /// Whether this node is the key's home. False when a stand-in serves
+    /// the key (its home is boxed, or still warming up): what is written
+    /// here will be stale once the key goes home, so give it a short TTL.
+    pub fn is_home(&self) -> bool {
+        self.home
     }
 
     /// Reports a failure seen on this connection: the connection is dropped
@@ -83,14 +91,15 @@ impl<M: NodeManager> fmt::Debug for Connection<M> {
 pub struct SharedConnection<M: NodeManager = RedisManager> {
     conn: M::Connection,
     mux: Arc<Muxed<M::Connection>>,
+    home: bool,
 }
 
 impl<M: NodeManager> SharedConnection<M>
 where
     M::Connection: Clone,
 {
-    pub(crate) fn new(mux: Arc<Muxed<M::Connection>>) -> Self {
-        SharedConnection { conn: mux.clone_conn(), mux }
+    pub(crate) fn new(mux: Arc<Muxed<M::Connection>>, home: bool) -> Self {
+        SharedConnection { conn: mux.clone_conn(), mux, home }
     }
 }
 
@@ -98,6 +107,11 @@ impl<M: NodeManager> SharedConnection<M> {
     /// The name of the node this connection belongs to.
     pub fn node(&self) -> &str {
         &self.mux.cell.name
+    }
+
+    /// Whether this node is the key's home; see [`Connection::is_home`].
+    pub fn is_home(&self) -> bool {
+        self.home
     }
 }
 

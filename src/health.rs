@@ -147,6 +147,14 @@ pub struct PenaltyPolicy {
     pub jitter: f64,
     /// Timeouts in a row that box a node (at least 1).
     pub timeout_threshold: u32,
+    /// Flap damping: a node boxed again within this time of its return
+    /// starts its stay one back-off level above where the last stay ended;
+    /// each full `memory` it stays up lowers that level by one. Zero turns
+    /// damping off: every stay starts at `min_wait`.
+    pub memory: Duration,
+    /// Slow start: over this window after a node returns (or joins), the
+    /// share of its keys routed to it grows from none to all. Zero: at once.
+    pub warmup: Duration,
 }
 
 impl Default for PenaltyPolicy {
@@ -157,22 +165,25 @@ impl Default for PenaltyPolicy {
             multiplier: 1.5,
             jitter: 0.2,
             timeout_threshold: 3,
+            memory: Duration::from_secs(60),
+            warmup: Duration::ZERO,
         }
     }
 }
 
 impl PenaltyPolicy {
-    /// The wait after `failed_probes` failed probes: `min_wait *
-    /// multiplier^failed_probes`, capped at `max_wait`, then shortened by
-    /// `jitter * random` where `random` is in `[0, 1)`.
+    /// The wait at back-off level `level`: `min_wait * multiplier^level`,
+    /// capped at `max_wait`, then shortened by `jitter * random` where
+    /// `random` is in `[0, 1)`. A stay's level is its failed probes plus
+    /// the level flap damping carried over.
     ///
     /// So the first stay lies in `[(1 - jitter) * min_wait, min_wait]` and no
     /// stay is ever longer than `max_wait`.
-    pub fn wait(&self, failed_probes: u32, random: f64) -> Duration {
+    pub fn wait(&self, level: u32, random: f64) -> Duration {
         let min = self.min_wait.as_secs_f64();
         let max = self.max_wait.as_secs_f64();
         // powi saturates to +inf for large exponents; min() then caps it.
-        let exponent = i32::try_from(failed_probes).unwrap_or(i32::MAX);
+        let exponent = i32::try_from(level).unwrap_or(i32::MAX);
         let base = (min * self.multiplier.powi(exponent)).min(max);
         let shortened = base * (1.0 - self.jitter * random.clamp(0.0, 1.0));
         Duration::from_secs_f64(shortened.max(0.0))
@@ -243,6 +254,9 @@ pub enum State {
         cause: FailureKind,
         /// Failed probes since it was boxed.
         failed_probes: u32,
+        /// Back-off level of the current stay: failed probes plus the level
+        /// carried over from recent stays (flap damping).
+        level: u32,
         /// Length of the current stay, from boxing or the last failed probe.
         stay: Duration,
         /// When the node may be probed.
@@ -285,6 +299,11 @@ pub struct Health {
     retired: bool,
     probing: bool,
     penalties: u64,
+    /// When the node last left the box, and the level its stay ended at:
+    /// the flap memory.
+    returned: Option<(Instant, u32)>,
+    /// When the current warm-up began, while one runs.
+    warming: Option<Instant>,
     last_error: Option<String>,
     last_veto: Option<FailureKind>,
 }
@@ -304,6 +323,8 @@ impl Health {
             retired: false,
             probing: false,
             penalties: 0,
+            returned: None,
+            warming: None,
             last_error: None,
             last_veto: None,
         }
@@ -327,6 +348,22 @@ impl Health {
     /// Times the node entered the box.
     pub fn penalties(&self) -> u64 {
         self.penalties
+    }
+
+    /// The back-off level: of the current stay while boxed; while up, the
+    /// level a stay starting `now` would have. That is the level the last
+    /// stay ended at, plus one, less one for each full `policy.memory` the
+    /// node has stayed up since (0 without memory).
+    pub fn level(&self, now: Instant, policy: &PenaltyPolicy) -> u32 {
+        match (self.state, self.returned) {
+            (State::Boxed { level, .. }, _) => level,
+            (State::Up { .. }, Some((at, ended))) if !policy.memory.is_zero() => {
+                let up_for = now.saturating_duration_since(at).as_nanos();
+                let decays = u32::try_from(up_for / policy.memory.as_nanos()).unwrap_or(u32::MAX);
+                ended.saturating_add(1).saturating_sub(decays)
+            }
+            (State::Up { .. }, _) => 0,
+        }
     }
 
     /// While boxed, the error that boxed the node or that its latest probe
@@ -390,10 +427,13 @@ impl Health {
             self.last_veto = Some(kind);
             return Verdict::Vetoed;
         }
-        let stay = policy.wait(0, at.random);
-        self.state = State::Boxed { cause: kind, failed_probes: 0, stay, probe_at: at.now + stay };
+        let level = self.level(at.now, policy);
+        let stay = policy.wait(level, at.random);
+        self.state =
+            State::Boxed { cause: kind, failed_probes: 0, level, stay, probe_at: at.now + stay };
         self.epoch += 1;
         self.penalties += 1;
+        self.warming = None;
         Verdict::Boxed
     }
 
@@ -402,6 +442,34 @@ impl Health {
         if !self.is_up() {
             self.last_error = Some(error);
         }
+    }
+
+    /// Starts a warm-up at `now` (a node returned or joined), if the policy
+    /// has one.
+    pub fn start_warmup(&mut self, now: Instant, policy: &PenaltyPolicy) {
+        self.warming = (!policy.warmup.is_zero()).then_some(now);
+    }
+
+    /// When the current warm-up began, while one runs.
+    pub fn warming(&self) -> Option<Instant> {
+        self.warming
+    }
+
+    /// How far the warm-up is at `now`, in `[0, 1)`, while one runs.
+    pub fn warmed(&self, now: Instant, policy: &PenaltyPolicy) -> Option<f64> {
+        let from = self.warming?;
+        let fraction =
+            now.saturating_duration_since(from).as_secs_f64() / policy.warmup.as_secs_f64();
+        (fraction < 1.0).then_some(fraction)
+    }
+
+    /// Ends a warm-up whose window has passed; true if one ended.
+    pub fn end_warmup(&mut self, now: Instant, policy: &PenaltyPolicy) -> bool {
+        let ended = self.warming.is_some() && self.warmed(now, policy).is_none();
+        if ended {
+            self.warming = None;
+        }
+        ended
     }
 
     /// A command or connect succeeded: the timeout streak is over.
@@ -430,7 +498,7 @@ impl Health {
         at: Moment,
     ) -> Probed {
         self.probing = false;
-        let State::Boxed { failed_probes, .. } = self.state else {
+        let State::Boxed { failed_probes, level, .. } = self.state else {
             return Probed::Ignored;
         };
         if self.retired {
@@ -439,15 +507,18 @@ impl Health {
         match outcome {
             Ok(()) => {
                 self.state = State::Up { consecutive_timeouts: 0 };
+                self.returned = Some((at.now, level));
+                self.start_warmup(at.now, policy);
                 self.last_error = None;
                 guard.release();
                 Probed::Returned
             }
             Err((kind, error)) => {
-                let failed_probes = failed_probes.saturating_add(1);
-                let stay = policy.wait(failed_probes, at.random);
-                self.state =
-                    State::Boxed { cause: kind, failed_probes, stay, probe_at: at.now + stay };
+                let (failed_probes, level) =
+                    (failed_probes.saturating_add(1), level.saturating_add(1));
+                let stay = policy.wait(level, at.random);
+                let probe_at = at.now + stay;
+                self.state = State::Boxed { cause: kind, failed_probes, level, stay, probe_at };
                 self.last_error = Some(error);
                 Probed::Failed
             }

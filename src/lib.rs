@@ -110,7 +110,7 @@ pub use crate::manager::RedisManager;
 #[cfg_attr(docsrs, doc(cfg(feature = "sentinel")))]
 pub use crate::manager::SentinelShard;
 pub use crate::multi::ShardedPipeline;
-pub use crate::node::{NodeManager, NodeStatus};
+pub use crate::node::{NodeEvent, NodeManager, NodeStatus};
 pub use crate::pool::ShardedPool;
 pub use crate::route::NodeName;
 pub use crate::settings::{

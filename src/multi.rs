@@ -208,7 +208,7 @@ impl<M: NodeManager> ShardedPool<M> {
             async move {
                 let name = node.name().to_string();
                 let result = match node.checkout(started, deadline).await {
-                    Ok(conn) => Ok(f(Connection::new(conn)).await),
+                    Ok(conn) => Ok(f(Connection::new(conn, true)).await),
                     Err(e) => Err(e.into_error(&name)),
                 };
                 (name, result)
@@ -229,15 +229,17 @@ impl<M: NodeManager> ShardedPool<M> {
     ) -> Result<Vec<Connection<M>>, Error> {
         let table = self.core.open_table()?;
         let (started, deadline) = self.core.deadline();
-        let mut cursor = Cursor::new(route::key_hash(key.as_ref()), Failover::Reroute);
+        let hash = route::key_hash(key.as_ref());
+        let mut cursor = Cursor::new(hash, Failover::Reroute);
         let mut conns = Vec::with_capacity(n);
         while conns.len() < n {
-            let Ok(index) = cursor.next(&table.router, |i| table.is_up(i)) else {
+            let Ok(index) = cursor.next(&table.router, table.routable(hash, Failover::Reroute))
+            else {
                 break;
             };
             cursor.skip(index);
             match table.nodes[index].checkout(started, deadline).await {
-                Ok(conn) => conns.push(Connection::new(conn)),
+                Ok(conn) => conns.push(Connection::new(conn, cursor.home() == Some(index))),
                 Err(CheckoutError::Boxed) => continue,
                 Err(e) => return Err(e.into_error(table.router.name(index))),
             }
@@ -278,7 +280,7 @@ impl<M: NodeManager> ShardedPool<M> {
                 async move {
                     let node = &table.nodes[index];
                     let outcome = match node.checkout(started, deadline).await {
-                        Ok(conn) => Ok(run(Connection::new(conn), positions.clone()).await),
+                        Ok(conn) => Ok(run(Connection::new(conn, true), positions.clone()).await),
                         Err(e) => Err(e),
                     };
                     (index, positions, outcome)
@@ -320,8 +322,10 @@ fn group<M: NodeManager>(
     let mut groups = Groups::new();
     let mut missed = Vec::new();
     for &p in positions {
-        let mut cursor = Cursor::new(hashes[p], failover);
-        match cursor.next(&table.router, |i| table.is_up(i) && !boxed.contains(&i)) {
+        let routable = table.routable(hashes[p], failover);
+        match Cursor::new(hashes[p], failover)
+            .next(&table.router, |i| routable(i) && !boxed.contains(&i))
+        {
             Ok(index) => groups.entry(index).or_default().push(p),
             Err(miss) => missed.push((p, miss)),
         }

@@ -17,15 +17,16 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
 use bb8::{ManageConnection, PooledConnection, RunError};
-use tokio::sync::Notify;
+use futures_util::FutureExt;
 use tokio::sync::futures::Notified;
+use tokio::sync::{Notify, broadcast};
 
 use crate::error::Error;
 use crate::health::{
     BoxGuard, ClassifyFailure, FailureKind, Health, Moment, PenaltyPolicy, Probed, State, Verdict,
 };
 use crate::metrics::NodeMetrics;
-use crate::route::NodeName;
+use crate::route::{NodeName, warm_threshold};
 use crate::settings::Settings;
 
 /// A bb8 connection manager the pool can shard: any [`ManageConnection`]
@@ -54,18 +55,97 @@ pub(crate) struct Fleet {
     pub(crate) wake: Notify,
     /// The cascade guard.
     pub(crate) guard: BoxGuard,
+    /// Every state change, for [`events`](crate::ShardedPool::events)
+    /// receivers. Sending never waits; a lagging receiver loses the oldest.
+    pub(crate) events: broadcast::Sender<NodeEvent>,
 }
 
-/// Bits of [`HealthCell`]'s word: `epoch << 2 | STREAK | BOXED`.
+impl Fleet {
+    pub(crate) fn new(guard: BoxGuard) -> Self {
+        Fleet { wake: Notify::new(), guard, events: broadcast::channel(1024).0 }
+    }
+
+    pub(crate) fn send(&self, event: NodeEvent) {
+        // No receiver is no error.
+        let _ = self.events.send(event);
+    }
+}
+
+/// A change in a node's state, from [`events`](crate::ShardedPool::events).
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum NodeEvent {
+    /// The node entered the penalty box.
+    #[non_exhaustive]
+    Boxed {
+        /// The node.
+        node: NodeName,
+        /// The failure that boxed it.
+        kind: FailureKind,
+        /// How long before it is probed.
+        wait: Duration,
+        /// The back-off level of this stay (above 0 for a node that flaps).
+        level: u32,
+    },
+    /// A probe of the boxed node failed; it stays boxed for `wait` more.
+    #[non_exhaustive]
+    ProbeFailed {
+        /// The node.
+        node: NodeName,
+        /// What the probe saw.
+        kind: FailureKind,
+        /// How long before the next probe.
+        wait: Duration,
+    },
+    /// The node answered a probe and is back in rotation (its keys come
+    /// home over the warm-up, if there is one).
+    #[non_exhaustive]
+    Returned {
+        /// The node.
+        node: NodeName,
+    },
+    /// The node's warm-up is over: all its keys go to it again.
+    #[non_exhaustive]
+    Warm {
+        /// The node.
+        node: NodeName,
+    },
+    /// The node joined the pool.
+    #[non_exhaustive]
+    Added {
+        /// The node.
+        node: NodeName,
+    },
+    /// The node left the pool.
+    #[non_exhaustive]
+    Removed {
+        /// The node.
+        node: NodeName,
+    },
+}
+
+/// Bits of [`HealthCell`]'s word: `epoch << 3 | WARM | STREAK | BOXED`.
 const BOXED: u64 = 1;
 const STREAK: u64 = 2;
+const WARM: u64 = 4;
+const EPOCH_SHIFT: u32 = 3;
+
+/// Nanoseconds since the first call: how warm-up starts are kept in atomics.
+fn nanos(at: Instant) -> u64 {
+    static BASE: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let base = *BASE.get_or_init(Instant::now);
+    u64::try_from(at.saturating_duration_since(base).as_nanos()).unwrap_or(u64::MAX)
+}
 
 /// A node's health as shared by its pool, its connections and the prober.
 pub(crate) struct HealthCell {
     pub(crate) name: NodeName,
     /// The mirror of [`Health`] that the hot path reads without a lock:
-    /// boxed or not, a timeout streak open or not, and the epoch.
+    /// boxed or not, a timeout streak open or not, warming or not, and the
+    /// epoch.
     word: AtomicU64,
+    /// While warming: when the warm-up began (see [`nanos`]).
+    warm_from: AtomicU64,
     /// Failures the cascade guard kept from boxing the node: a checkout
     /// that sees this move gives its caller the failure.
     vetoes: AtomicU64,
@@ -91,6 +171,7 @@ impl HealthCell {
         HealthCell {
             name: name.into(),
             word: AtomicU64::new(0),
+            warm_from: AtomicU64::new(0),
             vetoes: AtomicU64::new(0),
             health: Mutex::new(Health::up()),
             policy,
@@ -110,7 +191,14 @@ impl HealthCell {
     fn publish(&self, health: &Health) {
         let streak = if health.consecutive_timeouts() > 0 { STREAK } else { 0 };
         let boxed = if health.is_up() { 0 } else { BOXED };
-        let word = health.epoch() << 2 | streak | boxed;
+        let warm = match health.warming() {
+            Some(from) => {
+                self.warm_from.store(nanos(from), Ordering::Release);
+                WARM
+            }
+            None => 0,
+        };
+        let word = health.epoch() << EPOCH_SHIFT | warm | streak | boxed;
         self.word.store(word, Ordering::Release);
     }
 
@@ -121,7 +209,47 @@ impl HealthCell {
 
     #[inline]
     pub(crate) fn epoch(&self) -> u64 {
-        self.word.load(Ordering::Acquire) >> 2
+        self.word.load(Ordering::Acquire) >> EPOCH_SHIFT
+    }
+
+    /// Whether routing may send the key of `hash` here: the node is up and,
+    /// if it is warming up and `warm` asks for slow start, the key's turn
+    /// to come home has come. Outside warm-ups, one load of the word.
+    #[inline]
+    pub(crate) fn routable(&self, hash: u64, warm: bool) -> bool {
+        let word = self.word.load(Ordering::Acquire);
+        if word & (BOXED | WARM) != WARM {
+            return word & BOXED == 0;
+        }
+        let elapsed = nanos(Instant::now()).saturating_sub(self.warm_from.load(Ordering::Acquire));
+        let fraction = elapsed as f64 / self.policy.warmup.as_nanos() as f64;
+        !warm || warm_threshold(hash) < fraction
+    }
+
+    /// When the running warm-up ends.
+    pub(crate) fn warm_until(&self) -> Option<Instant> {
+        (self.word.load(Ordering::Acquire) & WARM != 0)
+            .then(|| self.lock().warming().map(|from| from + self.policy.warmup))
+            .flatten()
+    }
+
+    /// Starts a warm-up (the node joined a running pool).
+    pub(crate) fn start_warmup(&self) {
+        let mut health = self.lock();
+        health.start_warmup(Instant::now(), &self.policy);
+        self.publish(&health);
+    }
+
+    /// Ends the warm-up if its window has passed.
+    pub(crate) fn end_warmup(&self) {
+        let mut health = self.lock();
+        let ended = health.end_warmup(Instant::now(), &self.policy);
+        self.publish(&health);
+        drop(health);
+        if ended {
+            self.fleet.send(NodeEvent::Warm { node: self.name.clone() });
+            tracing::info!(node = %self.name, "node warmed up: all its keys are home");
+        }
     }
 
     /// A future that completes when the node reports a failure after this
@@ -161,6 +289,7 @@ impl HealthCell {
         }
         self.publish(&health);
         let wait = health.remaining(at.now);
+        let level = health.level(at.now, &self.policy);
         drop(health);
         let node = &self.name;
         match verdict {
@@ -168,11 +297,13 @@ impl HealthCell {
             Verdict::Boxed => {
                 self.metrics.up.set(0.0);
                 self.metrics.penalties.increment(1);
+                let wait = wait.unwrap_or_default();
+                self.fleet.send(NodeEvent::Boxed { node: node.clone(), kind, wait, level });
                 self.fleet.wake.notify_one();
                 if at_once {
-                    tracing::warn!(%node, failure = %kind, error = %detail, ?wait, "node down at start; boxed");
+                    tracing::warn!(%node, failure = %kind, error = %detail, ?wait, level, "node down at start; boxed");
                 } else {
-                    tracing::warn!(%node, failure = %kind, error = %detail, ?wait, "node boxed");
+                    tracing::warn!(%node, failure = %kind, error = %detail, ?wait, level, "node boxed");
                 }
             }
             Verdict::Vetoed => tracing::warn!(
@@ -273,10 +404,13 @@ impl HealthCell {
             (Probed::Returned, _) => {
                 self.metrics.up.set(1.0);
                 self.metrics.probe(true);
+                self.fleet.send(NodeEvent::Returned { node: node.clone() });
                 tracing::info!(%node, "node back in rotation");
             }
             (Probed::Failed, Some((kind, error))) => {
                 self.metrics.probe(false);
+                let wait = wait.unwrap_or_default();
+                self.fleet.send(NodeEvent::ProbeFailed { node: node.clone(), kind, wait });
                 tracing::debug!(%node, failure = %kind, %error, ?wait, "probe failed");
             }
             _ => {}
@@ -419,6 +553,9 @@ pub(crate) trait Store<M: NodeManager>: Send + Sync + 'static {
     fn counts(&self) -> (u32, u32);
     /// Takes a connection a successful probe made, if it has room.
     fn adopt(&self, conn: TrackedConn<M::Connection>);
+    /// Closes the idle connections now (the node was boxed: their sockets
+    /// must not hold the server's client slots while it is probed).
+    fn release(&self);
 }
 
 /// A node's bb8 pool.
@@ -433,6 +570,17 @@ impl<M: NodeManager> Store<M> for Bb8<M> {
     fn adopt(&self, conn: TrackedConn<M::Connection>) {
         // A full pool just means the connection is not needed.
         let _ = self.add(conn);
+    }
+
+    fn release(&self) {
+        // bb8 has no way to drop its idle connections, but hands them out
+        // without waiting: take each and mark it broken, and bb8 drops it.
+        while self.state().idle_connections > 0 {
+            match self.get().now_or_never() {
+                Some(Ok(mut conn)) => conn.broken = true,
+                _ => break,
+            }
+        }
     }
 }
 
@@ -562,10 +710,19 @@ impl<M: NodeManager, S: Store<M>> Node<M, S> {
         }
     }
 
+    /// Closes what the node holds while it is boxed: idle pooled
+    /// connections and the multiplexed connection (checked-out ones close
+    /// when they come back, their epoch being past).
+    pub(crate) fn release(&self) {
+        self.store.release();
+        self.mux.store(None);
+    }
+
     /// The node's status, with its store's figures.
     pub(crate) fn status(&self, now: Instant) -> NodeStatus {
         let (connections, idle_connections) = self.store.counts();
         let health = self.cell.lock().clone();
+        let policy = &self.cell.policy;
         let (boxed_for, failed_probes, penalty_wait) = match health.state() {
             State::Boxed { cause, failed_probes, stay, .. } => {
                 (Some(cause), failed_probes, Some(stay))
@@ -582,6 +739,8 @@ impl<M: NodeManager, S: Store<M>> Node<M, S> {
             penalty_wait,
             penalty_remaining: health.remaining(now),
             penalties: health.penalties(),
+            penalty_level: health.level(now, policy),
+            warmup: health.warmed(now, policy),
             last_error: health.last_error().map(str::to_owned),
             connections,
             idle_connections,
@@ -709,6 +868,12 @@ pub struct NodeStatus {
     pub penalty_remaining: Option<Duration>,
     /// Times the node entered the box since the pool was built.
     pub penalties: u64,
+    /// Back-off level: of the current stay while boxed; while up, the level
+    /// a stay starting now would have (above 0 for a node that flapped
+    /// within `penalty_memory`).
+    pub penalty_level: u32,
+    /// While the node warms up after its return: how far, in `[0, 1)`.
+    pub warmup: Option<f64>,
     /// While boxed: the error that boxed the node, or that its latest probe
     /// saw (e.g. a refused connection, a certificate the client does not
     /// trust, a rejected password). Never contains credentials.
@@ -726,7 +891,7 @@ impl serde::Serialize for NodeStatus {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
         let millis = |d: Option<Duration>| d.map(|d| d.as_secs_f64() * 1000.0);
-        let mut s = serializer.serialize_struct("NodeStatus", 12)?;
+        let mut s = serializer.serialize_struct("NodeStatus", 14)?;
         s.serialize_field("name", &self.name)?;
         s.serialize_field("up", &self.up)?;
         s.serialize_field("weight", &self.weight)?;
@@ -736,6 +901,8 @@ impl serde::Serialize for NodeStatus {
         s.serialize_field("penalty_wait_ms", &millis(self.penalty_wait))?;
         s.serialize_field("penalty_remaining_ms", &millis(self.penalty_remaining))?;
         s.serialize_field("penalties", &self.penalties)?;
+        s.serialize_field("penalty_level", &self.penalty_level)?;
+        s.serialize_field("warmup", &self.warmup)?;
         s.serialize_field("last_error", &self.last_error)?;
         s.serialize_field("connections", &self.connections)?;
         s.serialize_field("idle_connections", &self.idle_connections)?;

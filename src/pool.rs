@@ -13,14 +13,17 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use futures_util::future::join_all;
+use tokio::sync::broadcast;
 
 use crate::connection::{Connection, SharedConnection};
 use crate::error::Error;
 use crate::health::BoxGuard;
 use crate::manager::{RedisManager, parse_url};
-use crate::node::{Bb8, CheckoutError, Fleet, Node, NodeManager, NodeStatus, Store, bb8_pool};
+use crate::node::{
+    Bb8, CheckoutError, Fleet, Node, NodeEvent, NodeManager, NodeStatus, Store, bb8_pool,
+};
 use crate::route::{self, Cursor, Miss, NodeName, Router};
-use crate::settings::{Settings, check_node};
+use crate::settings::{Failover, Settings, check_node};
 
 /// How often the prober samples the connection gauges.
 const GAUGE_INTERVAL: Duration = Duration::from_secs(1);
@@ -46,6 +49,15 @@ impl<M: NodeManager, S: Store<M>> Table<M, S> {
         self.nodes[index].cell.is_up()
     }
 
+    /// Which nodes may serve the key of `hash`: those up and, under
+    /// [`Failover::Reroute`], past the key's turn in a warm-up. What every
+    /// [`Cursor`] of the pool is given.
+    #[inline]
+    pub(crate) fn routable(&self, hash: u64, failover: Failover) -> impl Fn(usize) -> bool + '_ {
+        let warm = failover == Failover::Reroute;
+        move |index| self.nodes[index].cell.routable(hash, warm)
+    }
+
     /// What the caller is told when a key's cursor found no node.
     pub(crate) fn miss(&self, miss: Miss) -> Error {
         match miss {
@@ -66,10 +78,12 @@ impl<M: NodeManager, S: Store<M>> Table<M, S> {
 /// How a caller takes a connection from one node.
 pub(crate) trait Take<M: NodeManager, S> {
     type Conn;
+    /// A connection from `node`; `home` says whether it is the key's home.
     fn take(
         node: &Node<M, S>,
         started: Instant,
         deadline: Instant,
+        home: bool,
     ) -> impl Future<Output = Result<Self::Conn, CheckoutError>> + Send;
 }
 
@@ -98,10 +112,7 @@ impl<M: NodeManager, S: Store<M>> Core<M, S> {
     /// A fleet for a pool of `nodes` nodes.
     pub(crate) fn fleet(settings: &Settings, nodes: usize) -> Arc<Fleet> {
         crate::metrics::describe();
-        Arc::new(Fleet {
-            wake: tokio::sync::Notify::new(),
-            guard: BoxGuard::new(settings.max_boxed(nodes)),
-        })
+        Arc::new(Fleet::new(BoxGuard::new(settings.max_boxed(nodes))))
     }
 
     /// The engine over `nodes`, probing them first if the settings say so
@@ -156,11 +167,14 @@ impl<M: NodeManager, S: Store<M>> Core<M, S> {
     pub(crate) async fn route<T: Take<M, S>>(&self, key: &[u8]) -> Result<T::Conn, Error> {
         let table = self.open_table()?;
         let (started, deadline) = self.deadline();
-        let mut cursor = Cursor::new(route::key_hash(key), self.settings.failover);
+        let (hash, failover) = (route::key_hash(key), self.settings.failover);
+        let mut cursor = Cursor::new(hash, failover);
         loop {
-            let index =
-                cursor.next(&table.router, |i| table.is_up(i)).map_err(|miss| table.miss(miss))?;
-            match T::take(&table.nodes[index], started, deadline).await {
+            let index = cursor
+                .next(&table.router, table.routable(hash, failover))
+                .map_err(|miss| table.miss(miss))?;
+            let home = cursor.home() == Some(index);
+            match T::take(&table.nodes[index], started, deadline, home).await {
                 Ok(conn) => {
                     table.served(&cursor, index);
                     return Ok(conn);
@@ -181,7 +195,7 @@ impl<M: NodeManager, S: Store<M>> Core<M, S> {
             if !table.is_up(index) {
                 continue;
             }
-            match T::take(&table.nodes[index], started, deadline).await {
+            match T::take(&table.nodes[index], started, deadline, true).await {
                 Err(CheckoutError::Boxed) => continue,
                 result => return result.map_err(|e| e.into_error(table.router.name(index))),
             }
@@ -192,8 +206,9 @@ impl<M: NodeManager, S: Store<M>> Core<M, S> {
     /// The node a key's `get` would use now.
     pub(crate) fn node_for(&self, key: &[u8]) -> Option<NodeName> {
         let table = self.table.load();
-        let mut cursor = Cursor::new(route::key_hash(key), self.settings.failover);
-        let index = cursor.next(&table.router, |i| table.is_up(i)).ok()?;
+        let (hash, failover) = (route::key_hash(key), self.settings.failover);
+        let index =
+            Cursor::new(hash, failover).next(&table.router, table.routable(hash, failover)).ok()?;
         Some(table.router.node_name(index).clone())
     }
 
@@ -253,9 +268,11 @@ impl<M: NodeManager, S: Store<M>> Core<M, S> {
             node.cell.retire();
             return Err(taken());
         }
+        node.cell.start_warmup();
         let mut nodes = current.nodes.clone();
         nodes.push(node);
         self.install(nodes);
+        self.fleet.send(NodeEvent::Added { node: name.clone() });
         tracing::info!(node = %name, "node added");
         Ok(())
     }
@@ -273,6 +290,7 @@ impl<M: NodeManager, S: Store<M>> Core<M, S> {
                 let removed = nodes.remove(index);
                 self.install(nodes);
                 removed.cell.retire();
+                self.fleet.send(NodeEvent::Removed { node: removed.name().clone() });
                 tracing::info!(node = name, "node removed");
                 return Ok(());
             }
@@ -327,6 +345,14 @@ where
             }
             let mut deadline = next_gauges;
             for node in &table.nodes {
+                if !node.cell.is_up() {
+                    node.release();
+                }
+                match node.cell.warm_until() {
+                    Some(until) if until <= now => node.cell.end_warmup(),
+                    Some(until) => deadline = deadline.min(until),
+                    None => {}
+                }
                 match node.cell.probe_at() {
                     Some(at) if at > now => deadline = deadline.min(at),
                     Some(_) if node.cell.start_probe() => {
@@ -385,8 +411,9 @@ impl<M: NodeManager> Take<M, Bb8<M>> for Pooled {
         node: &Node<M, Bb8<M>>,
         started: Instant,
         deadline: Instant,
+        home: bool,
     ) -> Result<Connection<M>, CheckoutError> {
-        node.checkout(started, deadline).await.map(Connection::new)
+        node.checkout(started, deadline).await.map(|conn| Connection::new(conn, home))
     }
 }
 
@@ -402,8 +429,9 @@ where
         node: &Node<M, Bb8<M>>,
         started: Instant,
         deadline: Instant,
+        home: bool,
     ) -> Result<SharedConnection<M>, CheckoutError> {
-        node.multiplexed(started, deadline).await.map(SharedConnection::new)
+        node.multiplexed(started, deadline).await.map(|mux| SharedConnection::new(mux, home))
     }
 }
 
@@ -465,6 +493,14 @@ impl<M: NodeManager> ShardedPool<M> {
     /// (empty once the pool is closed).
     pub fn status(&self) -> Vec<NodeStatus> {
         self.core.status()
+    }
+
+    /// A receiver of every node's state changes from now on: boxed, probe
+    /// failed, returned, warmed up, added, removed. Sending never waits on
+    /// a receiver; one that falls more than 1,024 events behind loses the
+    /// oldest (`RecvError::Lagged`), never slows the pool.
+    pub fn events(&self) -> broadcast::Receiver<NodeEvent> {
+        self.core.fleet.events.subscribe()
     }
 
     /// The names of all nodes, in the order they were added.

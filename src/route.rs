@@ -41,8 +41,8 @@ use std::fmt;
 use std::ops::Deref;
 
 use siphasher::sip::SipHasher13;
-use smol_str::SmolStr;
 use siphasher::sip128::SipHasher13 as SipHasher13_128;
+use smol_str::SmolStr;
 
 use crate::settings::Failover;
 
@@ -104,6 +104,17 @@ fn weighted_score(weight: f64, draw: u64) -> f64 {
     let unit = ((draw >> 11) + 1) as f64 / (1u64 << 53) as f64;
     // ln(1) == 0 gives +inf, which is the right answer for the largest draw.
     -weight / libm::log(unit)
+}
+
+/// Where a key stands in the queue home during a node's warm-up (slow
+/// start): a number in `[0, 1)` from its [`key_hash`], unrelated to its
+/// draws. The key goes home once the warm-up's elapsed fraction passes it,
+/// so every process sends the same keys home first and none goes back.
+/// `fold(hash ^ k0, k1)` with `k0`, `k1` the bytes `slow-sta`, `rt-order|1`.
+pub fn warm_threshold(hash: u64) -> f64 {
+    const K0: u64 = u64::from_le_bytes(*b"slow-sta");
+    const K1: u64 = u64::from_le_bytes(*b"rt-order") | 1;
+    (fold(hash ^ K0, K1) >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// The routing table: node names with their seeds and weights.

@@ -33,7 +33,7 @@ use redis::{ConnectionLike, RedisError, RedisResult, Value};
 
 use crate::error::Error;
 use crate::manager::{RedisManager, failure};
-use crate::node::{CheckoutError, Node, NodeStatus, Store, Tracked, TrackedConn};
+use crate::node::{CheckoutError, Node, NodeEvent, NodeStatus, Store, Tracked, TrackedConn};
 use crate::pool::{Core, Take, prober};
 use crate::route::NodeName;
 use crate::settings::Settings;
@@ -84,6 +84,13 @@ impl Store<RedisManager> for R2d2 {
 
     /// A probe's connection is async; this pool's are blocking.
     fn adopt(&self, _: TrackedConn<redis::aio::MultiplexedConnection>) {}
+
+    fn release(&self) {
+        // `try_get` hands out an idle connection or nothing, never waits.
+        while let Some(mut conn) = self.try_get() {
+            conn.broken = true;
+        }
+    }
 }
 
 fn r2d2_pool(settings: &Settings, manager: Tracked<RedisManager>) -> R2d2 {
@@ -149,6 +156,7 @@ impl Take<RedisManager, R2d2> for Blocked {
         node: &Node<RedisManager, R2d2>,
         started: Instant,
         deadline: Instant,
+        home: bool,
     ) -> Result<Connection, CheckoutError> {
         let vetoes = node.cell.vetoes();
         loop {
@@ -161,7 +169,7 @@ impl Take<RedisManager, R2d2> for Blocked {
                 continue;
             };
             if node.cell.accept(conn.epoch, started) {
-                return Ok(Connection { conn });
+                return Ok(Connection { conn, home });
             }
             conn.broken = true;
         }
@@ -226,6 +234,12 @@ impl ShardedPool {
         self.core.status()
     }
 
+    /// A receiver of every node's state changes; see
+    /// [`ShardedPool::events`](crate::ShardedPool::events).
+    pub fn events(&self) -> tokio::sync::broadcast::Receiver<NodeEvent> {
+        self.core.fleet.events.subscribe()
+    }
+
     /// The names of all nodes, in the order they were added.
     pub fn nodes(&self) -> Vec<String> {
         self.core.nodes()
@@ -247,12 +261,19 @@ impl ShardedPool {
 /// checks; [`inner_mut`](Self::inner_mut) gives it for the rare need.)
 pub struct Connection {
     conn: r2d2::PooledConnection<Tracked<RedisManager>>,
+    home: bool,
 }
 
 impl Connection {
     /// The name of the node this connection belongs to.
     pub fn node(&self) -> &str {
         &self.conn.cell.name
+    }
+
+    /// Whether this node is the key's home; see
+    /// [`Connection::is_home`](crate::Connection::is_home).
+    pub fn is_home(&self) -> bool {
+        self.home
     }
 
     /// The underlying connection, for what `ConnectionLike` does not cover

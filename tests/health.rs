@@ -13,6 +13,8 @@ fn policy() -> PenaltyPolicy {
         multiplier: 2.0,
         jitter: 0.0,
         timeout_threshold: 3,
+        memory: Duration::ZERO,
+        warmup: Duration::ZERO,
     }
 }
 
@@ -181,4 +183,84 @@ fn labels_are_stable() {
     assert_eq!(FailureKind::MasterDown.as_str(), "masterdown");
     let labels: Vec<&str> = FailureKind::ALL.iter().map(|k| k.as_str()).collect();
     assert_eq!(labels.len(), 10);
+}
+
+/// Boxes `h` at `now` and lets it back in at the end of its stay; returns
+/// the length of that stay.
+fn flap(h: &mut Health, p: &PenaltyPolicy, guard: &BoxGuard, now: Instant) -> Duration {
+    let v = h.on_failure(FailureKind::Dropped, h.epoch(), false, guard, p, at(now));
+    assert_eq!(v, Verdict::Boxed);
+    let stay = h.remaining(now).unwrap();
+    assert!(h.start_probe(now + stay));
+    assert_eq!(h.finish_probe(Ok(()), guard, p, at(now + stay)), Probed::Returned);
+    stay
+}
+
+#[test]
+fn a_node_that_flaps_within_its_memory_stays_out_longer_each_time() {
+    let p = PenaltyPolicy { memory: Duration::from_secs(60), ..policy() };
+    let (now, guard) = (Instant::now(), BoxGuard::new(1));
+    let mut h = Health::up();
+    let mut t = now;
+    let mut stays = Vec::new();
+    for _ in 0..5 {
+        let stay = flap(&mut h, &p, &guard, t);
+        stays.push(stay.as_millis());
+        t += stay + Duration::from_millis(100); // up for 100 ms, then boxed again
+    }
+    assert_eq!(stays, vec![100, 200, 400, 800, 1000]);
+    // Each full memory of staying up lowers the level by one.
+    let back = t - Duration::from_millis(100);
+    assert_eq!(h.level(back, &p), 5);
+    assert_eq!(h.level(back + Duration::from_secs(60), &p), 4);
+    assert_eq!(h.level(back + Duration::from_secs(299), &p), 1);
+    assert_eq!(h.level(back + Duration::from_secs(300), &p), 0);
+    // Stable for long enough, a failure starts at the minimum again.
+    assert_eq!(flap(&mut h, &p, &guard, back + Duration::from_secs(300)), p.min_wait);
+}
+
+#[test]
+fn without_memory_every_stay_starts_at_the_minimum() {
+    let (now, guard, p) = (Instant::now(), BoxGuard::new(1), policy());
+    let mut h = Health::up();
+    for i in 0..5 {
+        assert_eq!(flap(&mut h, &p, &guard, now + Duration::from_secs(i)), p.min_wait);
+    }
+    assert_eq!(h.penalties(), 5);
+}
+
+#[test]
+fn failed_probes_in_a_damped_stay_grow_from_its_level() {
+    let p = PenaltyPolicy { memory: Duration::from_secs(60), ..policy() };
+    let (now, guard) = (Instant::now(), BoxGuard::new(1));
+    let mut h = Health::up();
+    flap(&mut h, &p, &guard, now); // ends at level 0
+    let later = now + Duration::from_secs(1);
+    h.on_failure(FailureKind::Refused, h.epoch(), false, &guard, &p, at(later));
+    assert_eq!(h.level(later, &p), 1);
+    assert!(h.start_probe(later + Duration::from_secs(1)));
+    let failed = Err((FailureKind::Refused, String::new()));
+    h.finish_probe(failed, &guard, &p, at(later));
+    assert_eq!(h.level(later, &p), 2);
+    assert_eq!(h.remaining(later), Some(Duration::from_millis(400)));
+}
+
+#[test]
+fn a_warmup_runs_from_the_return_and_ends_once() {
+    let p = PenaltyPolicy { warmup: Duration::from_secs(3), ..policy() };
+    let (now, guard) = (Instant::now(), BoxGuard::new(1));
+    let mut h = Health::up();
+    assert_eq!(h.warmed(now, &p), None, "no warm-up at start");
+    let stay = flap(&mut h, &p, &guard, now);
+    let back = now + stay;
+    assert_eq!(h.warming(), Some(back));
+    assert_eq!(h.warmed(back + Duration::from_secs(1), &p), Some(1.0 / 3.0));
+    assert!(!h.end_warmup(back + Duration::from_secs(2), &p));
+    assert!(h.end_warmup(back + Duration::from_secs(3), &p));
+    assert!(!h.end_warmup(back + Duration::from_secs(4), &p), "once");
+    assert_eq!(h.warmed(back + Duration::from_secs(1), &p), None);
+    // Boxing ends a warm-up; the next return starts a new one.
+    h.start_warmup(back, &p);
+    h.on_failure(FailureKind::Refused, h.epoch(), false, &guard, &p, at(back));
+    assert_eq!(h.warming(), None);
 }
