@@ -69,7 +69,7 @@
 //! # Feature flags
 //!
 //! * `tls`: `rediss://` URLs, through rustls.
-//! * `r2d2`: [`sync`], the same pool for synchronous code.
+//! * `r2d2`: `fluster::sync`, the same pool for synchronous code.
 //! * `sentinel`: shards served by Redis Sentinel master groups.
 //! * `serde`: `Config` (TOML, JSON, environment) and `Serialize` for
 //!   [`NodeStatus`].

@@ -138,7 +138,9 @@ async fn a_node_that_flaps_is_boxed_less_and_less_often() {
     );
     println!("damped stays (level, wait): {damped:?}");
     assert!(damped.len() * 2 < undamped.len(), "{} vs {}", damped.len(), undamped.len());
-    assert!(damped.windows(2).all(|w| w[1].0 == w[0].0 + 1 && w[1].1 > w[0].1), "{damped:?}");
+    // Each stay starts above the last (higher still if a probe failed in
+    // between), and lasts longer.
+    assert!(damped.windows(2).all(|w| w[1].0 > w[0].0 && w[1].1 > w[0].1), "{damped:?}");
     assert!(undamped.iter().all(|&(level, _)| level == 0), "{undamped:?}");
 }
 
@@ -207,7 +209,7 @@ async fn a_node_that_answers_ping_but_hangs_commands_is_let_back_in_less_often()
         println!("penalty_memory {memory:?}: boxed {} times, levels {levels:?}", levels.len());
         assert!(levels.len() >= 3, "{levels:?}");
         if damped {
-            assert_eq!(levels, (0..levels.len() as u32).collect::<Vec<_>>());
+            assert!(levels.windows(2).all(|w| w[1] > w[0]), "{levels:?}");
         } else {
             assert!(levels.iter().all(|&l| l == 0), "{levels:?}");
         }
@@ -375,4 +377,45 @@ async fn connections_say_whether_they_serve_the_keys_home() {
     assert_eq!(stand_in.node(), servers[1].name());
     assert!(!stand_in.is_home());
     assert!(!pool.get_shared(&key).await.unwrap().is_home());
+}
+
+#[path = "../examples/flush_on_return.rs"]
+#[allow(dead_code)] // its `main` is the example's, not the test's
+mod recipe;
+
+/// The recipe in `examples/flush_on_return.rs`: a node that was paused (so
+/// it kept its data) is emptied on its return, and the stale value it held
+/// is never served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_flush_on_return_recipe_keeps_stale_values_from_being_served() {
+    let servers = start_servers(2);
+    let pool = support::builder_for(&servers)
+        .response_timeout(Duration::from_millis(100))
+        .timeouts_before_penalty(1)
+        .penalty_min_wait(Duration::from_millis(100))
+        .penalty_max_wait(Duration::from_millis(100))
+        .build()
+        .await
+        .unwrap();
+    let flusher = recipe::flush_returning_nodes(&pool);
+    let name = servers[0].name();
+    let key = keys_homed_on(&pool, &name, 1).remove(0);
+    let _: () = pool.get(&key).await.unwrap().set(&key, "old").await.unwrap();
+    servers[0].pause();
+    poke(&pool, &key).await; // times out: boxed
+    assert!(eventually(Duration::from_secs(2), || !status_of(&pool, &name).up).await);
+    let mut stand_in = pool.get(&key).await.unwrap();
+    assert!(!stand_in.is_home());
+    let _: () = stand_in.set(&key, "new").await.unwrap();
+    servers[0].resume();
+    assert!(eventually(Duration::from_secs(5), || status_of(&pool, &name).up).await);
+    let emptied = eventually(Duration::from_secs(5), || {
+        redis::cmd("DBSIZE").query::<usize>(&mut servers[0].client()).unwrap() == 0
+    });
+    assert!(emptied.await, "the returning node was not flushed");
+    let mut home = pool.get(&key).await.unwrap();
+    assert!(home.is_home());
+    let value: Option<String> = home.get(&key).await.unwrap();
+    assert_ne!(value.as_deref(), Some("old"), "a stale value was served");
+    flusher.abort();
 }
