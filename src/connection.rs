@@ -9,11 +9,12 @@ use std::sync::Arc;
 
 use bb8::PooledConnection;
 use redis::aio::ConnectionLike;
-use redis::{Cmd, Pipeline, RedisFuture, Value};
+use redis::{Arg, Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, RedisResult, Value};
 
 use crate::health::FailureKind;
 use crate::manager::{RedisManager, failure};
 use crate::node::{Failure, Muxed, NodeManager, Tracked};
+use crate::session::{Effect, effect};
 
 /// A connection checked out of one node's pool; it goes back when dropped.
 ///
@@ -65,8 +66,12 @@ impl<M: NodeManager> Deref for Connection<M> {
     }
 }
 
+/// Commands sent through the inner connection are not seen by the pool,
+/// nor is a setting changed on it (a response timeout, say): a connection
+/// reached this way is closed when it is dropped rather than handed on.
 impl<M: NodeManager> DerefMut for Connection<M> {
     fn deref_mut(&mut self) -> &mut M::Connection {
+        self.conn.session.taint();
         &mut self.conn.conn
     }
 }
@@ -136,11 +141,22 @@ impl<M: NodeManager> fmt::Debug for SharedConnection<M> {
     }
 }
 
+/// The words of `cmd`, name first.
+fn words(cmd: &Cmd) -> impl Iterator<Item = &[u8]> {
+    cmd.args_iter().filter_map(|arg| match arg {
+        Arg::Simple(word) => Some(word),
+        _ => None,
+    })
+}
+
 /// A connection handed to a caller: the wire its commands go on, and where
 /// their outcomes go.
 trait Observed: Send {
     type Wire: ConnectionLike + Send;
     fn wire(&mut self) -> &mut Self::Wire;
+    /// Looks at the commands before they are sent: follows what they do to
+    /// the session, or refuses them.
+    fn admit<'c>(&mut self, cmds: impl Iterator<Item = &'c Cmd>) -> RedisResult<()>;
     /// A command is about to be sent: until [`observe`](Self::observe), the
     /// connection may hold a reply nobody will read.
     fn arm(&mut self);
@@ -154,6 +170,12 @@ where
     type Wire = M::Connection;
     fn wire(&mut self) -> &mut M::Connection {
         &mut self.conn.conn
+    }
+    fn admit<'c>(&mut self, cmds: impl Iterator<Item = &'c Cmd>) -> RedisResult<()> {
+        for cmd in cmds {
+            self.conn.session.apply(effect(words(cmd)));
+        }
+        Ok(())
     }
     fn arm(&mut self) {
         self.conn.in_flight = true;
@@ -171,6 +193,24 @@ where
     type Wire = M::Connection;
     fn wire(&mut self) -> &mut M::Connection {
         &mut self.conn
+    }
+    /// Refuses, unsent, what would change or block the connection every
+    /// caller of the node shares. An atomic pipeline is sent whole, so its
+    /// own `MULTI`/`EXEC` are safe; they are not among its commands here.
+    fn admit<'c>(&mut self, cmds: impl Iterator<Item = &'c Cmd>) -> RedisResult<()> {
+        for cmd in cmds {
+            if effect(words(cmd)) != Effect::None {
+                let name = words(cmd).next().map(String::from_utf8_lossy).unwrap_or_default();
+                let detail = format!(
+                    "{} changes or blocks the connection that every get_shared caller of \
+                     this node shares: send it on a connection from ShardedPool::get",
+                    name.to_uppercase()
+                );
+                let refused = "command refused on a shared connection";
+                return Err(RedisError::from((ErrorKind::Client, refused, detail)));
+            }
+        }
+        Ok(())
     }
     // A multiplexed connection matches replies to requests itself: a
     // dropped request leaves nothing behind for the next caller.
@@ -191,6 +231,7 @@ macro_rules! connection_like {
         {
             fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
                 Box::pin(async move {
+                    self.admit(std::iter::once(cmd))?;
                     self.arm();
                     let result = self.wire().req_packed_command(cmd).await;
                     self.observe(failure(&result));
@@ -205,6 +246,7 @@ macro_rules! connection_like {
                 count: usize,
             ) -> RedisFuture<'a, Vec<Value>> {
                 Box::pin(async move {
+                    self.admit(pipeline.cmd_iter())?;
                     self.arm();
                     let result = self.wire().req_packed_commands(pipeline, offset, count).await;
                     self.observe(failure(&result));

@@ -93,6 +93,7 @@ mod multi;
 mod node;
 mod pool;
 pub mod route;
+mod session;
 mod settings;
 #[cfg(feature = "r2d2")]
 #[cfg_attr(docsrs, doc(cfg(feature = "r2d2")))]

@@ -122,6 +122,55 @@ where
     M: NodeManager,
     M::Connection: ConnectionLike + Send,
 {
+    /// An optimistic transaction on the node of `key`: `WATCH`es `watched`,
+    /// then calls `f` with the connection and an atomic pipeline. `f` reads
+    /// what it needs, queues its writes and runs the pipeline
+    /// (`pipe.query_async(conn)`), returning `Ok(None)` when `EXEC` was
+    /// aborted because a watched key changed: then it all runs again.
+    ///
+    /// Failover happens only before the first command: once `WATCH` is
+    /// sent, the transaction stays on its node (an error ends it). Every
+    /// watched key must live on `key`'s node: give them one hash tag
+    /// (`{cart:7}.items`, `{cart:7}.total`).
+    ///
+    /// ```no_run
+    /// # async fn run(pool: fluster::ShardedPool) -> Result<(), fluster::Error> {
+    /// use redis::AsyncCommands;
+    /// let doubled: i64 = pool
+    ///     .transaction("{acct}.balance", &["{acct}.balance"], async |conn, pipe| {
+    ///         let balance: i64 = conn.get("{acct}.balance").await?;
+    ///         pipe.set("{acct}.balance", balance * 2).ignore();
+    ///         let done: Option<()> = pipe.query_async(conn).await?;
+    ///         Ok(done.map(|()| balance * 2))
+    ///     })
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn transaction<K, T, F>(&self, key: K, watched: &[&str], mut f: F) -> Result<T, Error>
+    where
+        K: AsRef<[u8]>,
+        F: AsyncFnMut(&mut Connection<M>, &mut redis::Pipeline) -> Result<Option<T>, Error>,
+    {
+        let home = self.home_node_for(key.as_ref());
+        if let Some(stray) = watched.iter().find(|w| self.home_node_for(w) != home) {
+            return Err(Error::config(
+                format!("watched key `{stray}`"),
+                "lives on another node than the transaction's key; give them one hash tag",
+            ));
+        }
+        let mut conn = self.get(key).await?;
+        loop {
+            if !watched.is_empty() {
+                redis::cmd("WATCH").arg(watched).query_async::<()>(&mut conn).await?;
+            }
+            let mut pipe = redis::pipe();
+            pipe.atomic();
+            if let Some(done) = f(&mut conn, &mut pipe).await? {
+                return Ok(done);
+            }
+        }
+    }
+
     /// `GET` of many keys, as one `MGET` per node, run concurrently; the
     /// values come back in the order of `keys`. Fails as a whole if any
     /// node's `MGET` fails.

@@ -27,6 +27,7 @@ use crate::health::{
 };
 use crate::metrics::NodeMetrics;
 use crate::route::{NodeName, warm_threshold};
+use crate::session::Session;
 use crate::settings::Settings;
 
 /// A bb8 connection manager the pool can shard: any [`ManageConnection`]
@@ -442,12 +443,22 @@ pub(crate) struct TrackedConn<C> {
     /// the reply comes, the reply would go to the next caller, so the pool
     /// drops the connection. Not a failure of the node.
     pub(crate) in_flight: bool,
+    /// What the caller's commands left behind (an open `MULTI`, a `SELECT`
+    /// ...): a connection whose session changed is dropped, not handed on.
+    pub(crate) session: Session,
     pub(crate) cell: Arc<HealthCell>,
 }
 
 impl<C> TrackedConn<C> {
     pub(crate) fn new(conn: C, epoch: u64, cell: Arc<HealthCell>) -> Self {
-        TrackedConn { conn, epoch, broken: false, in_flight: false, cell }
+        TrackedConn {
+            conn,
+            epoch,
+            broken: false,
+            in_flight: false,
+            session: Session::default(),
+            cell,
+        }
     }
 
     /// Reports an operation's outcome on this connection.
@@ -457,7 +468,7 @@ impl<C> TrackedConn<C> {
 
     /// Whether the pool must drop it rather than reuse it.
     pub(crate) fn is_spent(&self) -> bool {
-        self.broken || self.in_flight || self.epoch != self.cell.epoch()
+        self.broken || self.in_flight || !self.session.is_clean() || self.epoch != self.cell.epoch()
     }
 }
 

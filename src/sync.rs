@@ -36,6 +36,7 @@ use crate::manager::{RedisManager, failure};
 use crate::node::{CheckoutError, Node, NodeEvent, NodeStatus, Store, Tracked, TrackedConn};
 use crate::pool::{Core, Take, prober};
 use crate::route::NodeName;
+use crate::session::packed_effects;
 use crate::settings::Settings;
 
 /// How long one blocking wait for a connection lasts before the node's
@@ -278,8 +279,10 @@ impl Connection {
 
     /// The underlying connection, for what `ConnectionLike` does not cover
     /// (pub/sub, say). Commands sent through it are not checked: a failure
-    /// there does not count against the node.
+    /// there does not count against the node, and the connection is closed
+    /// when dropped rather than handed on.
     pub fn inner_mut(&mut self) -> &mut redis::Connection {
+        self.conn.session.taint();
         &mut self.conn.conn
     }
 }
@@ -292,6 +295,7 @@ impl fmt::Debug for Connection {
 
 impl ConnectionLike for Connection {
     fn req_packed_command(&mut self, cmd: &[u8]) -> RedisResult<Value> {
+        packed_effects(cmd).for_each(|effect| self.conn.session.apply(effect));
         let result = self.conn.conn.req_packed_command(cmd);
         self.conn.observe(failure(&result));
         result
@@ -303,6 +307,7 @@ impl ConnectionLike for Connection {
         offset: usize,
         count: usize,
     ) -> RedisResult<Vec<Value>> {
+        packed_effects(cmd).for_each(|effect| self.conn.session.apply(effect));
         let result = self.conn.conn.req_packed_commands(cmd, offset, count);
         self.conn.observe(failure(&result));
         result

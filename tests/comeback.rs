@@ -33,6 +33,17 @@ async fn poke(pool: &ShardedPool, key: &str) {
     }
 }
 
+/// Pokes `key` until its node `name` is boxed (a dead node is noticed by
+/// the traffic it gets); panics with its status after 3 s.
+async fn until_boxed(pool: &ShardedPool, key: &str, name: &str) {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while status_of(pool, name).up {
+        assert!(Instant::now() < deadline, "never boxed: {:?}", status_of(pool, name));
+        poke(pool, key).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 /// `tasks` tasks sending GET + INCR over `keys` until `stop` is set.
 fn traffic(pool: &ShardedPool, keys: Vec<String>, tasks: usize, stop: &Arc<AtomicBool>) {
     let keys = Arc::new(keys);
@@ -160,8 +171,7 @@ async fn after_a_quiet_memory_window_a_failure_starts_at_the_minimum_again() {
     let name = server.name();
     for expected_level in 0..3 {
         server.kill();
-        poke(&pool, &key).await;
-        assert!(eventually(Duration::from_secs(2), || !status_of(&pool, &name).up).await);
+        until_boxed(&pool, &key, &name).await;
         assert_eq!(status_of(&pool, &name).penalty_level, expected_level);
         server.restart();
         assert!(eventually(Duration::from_secs(5), || status_of(&pool, &name).up).await);
@@ -172,8 +182,7 @@ async fn after_a_quiet_memory_window_a_failure_starts_at_the_minimum_again() {
         eventually(Duration::from_secs(5), || status_of(&pool, &name).penalty_level == 0).await
     );
     server.kill();
-    poke(&pool, &key).await;
-    assert!(eventually(Duration::from_secs(2), || !status_of(&pool, &name).up).await);
+    until_boxed(&pool, &key, &name).await;
     let status = status_of(&pool, &name);
     assert_eq!((status.penalty_level, status.penalty_wait), (0, Some(Duration::from_millis(50))));
 }
@@ -241,12 +250,8 @@ async fn keys_go_home_gradually_over_the_warmup_and_never_back() {
     let (mut events_a, mut events_b) = (a.events(), b.events());
     servers[0].kill();
     for pool in [&a, &b] {
-        poke(pool, &keys[0]).await;
+        until_boxed(pool, &keys[0], &home).await;
     }
-    assert!(
-        eventually(Duration::from_secs(2), || !status_of(&a, &home).up && !status_of(&b, &home).up)
-            .await
-    );
     assert_eq!(home_share(&a, &keys, &home).0, 0.0);
     servers[0].restart();
     for events in [&mut events_a, &mut events_b] {
@@ -306,7 +311,7 @@ async fn events_tell_boxed_then_returned_with_the_node_and_the_failure() {
     let name = servers[0].name();
     let key = keys_homed_on(&pool, &name, 1).remove(0);
     servers[0].kill();
-    poke(&pool, &key).await;
+    until_boxed(&pool, &key, &name).await;
     servers[0].restart();
     let mut seen = Vec::new();
     while !matches!(seen.last(), Some(NodeEvent::Returned { .. })) {
@@ -372,7 +377,7 @@ async fn connections_say_whether_they_serve_the_keys_home() {
     assert!(pool.get(&key).await.unwrap().is_home());
     assert!(pool.get_shared(&key).await.unwrap().is_home());
     servers[0].kill();
-    poke(&pool, &key).await;
+    until_boxed(&pool, &key, &servers[0].name()).await;
     let stand_in = pool.get(&key).await.unwrap();
     assert_eq!(stand_in.node(), servers[1].name());
     assert!(!stand_in.is_home());
@@ -402,8 +407,7 @@ async fn the_flush_on_return_recipe_keeps_stale_values_from_being_served() {
     let key = keys_homed_on(&pool, &name, 1).remove(0);
     let _: () = pool.get(&key).await.unwrap().set(&key, "old").await.unwrap();
     servers[0].pause();
-    poke(&pool, &key).await; // times out: boxed
-    assert!(eventually(Duration::from_secs(2), || !status_of(&pool, &name).up).await);
+    until_boxed(&pool, &key, &name).await; // its commands time out
     let mut stand_in = pool.get(&key).await.unwrap();
     assert!(!stand_in.is_home());
     let _: () = stand_in.set(&key, "new").await.unwrap();
