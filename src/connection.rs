@@ -66,12 +66,8 @@ impl<M: NodeManager> Deref for Connection<M> {
     }
 }
 
-/// Commands sent through the inner connection are not seen by the pool,
-/// nor is a setting changed on it (a response timeout, say): a connection
-/// reached this way is closed when it is dropped rather than handed on.
 impl<M: NodeManager> DerefMut for Connection<M> {
     fn deref_mut(&mut self) -> &mut M::Connection {
-        self.conn.session.taint();
         &mut self.conn.conn
     }
 }

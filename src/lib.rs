@@ -92,6 +92,7 @@ pub mod metrics;
 mod multi;
 mod node;
 mod pool;
+mod pubsub;
 pub mod route;
 mod session;
 mod settings;
@@ -113,6 +114,7 @@ pub use crate::manager::SentinelShard;
 pub use crate::multi::ShardedPipeline;
 pub use crate::node::{NodeEvent, NodeManager, NodeStatus};
 pub use crate::pool::ShardedPool;
+pub use crate::pubsub::Subscription;
 pub use crate::route::NodeName;
 pub use crate::settings::{
     DEFAULT_CHECKOUT_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_CONNECTIONS,

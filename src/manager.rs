@@ -131,8 +131,8 @@ fn is_tls_failure(_: &RedisError) -> bool {
 pub struct RedisManager {
     target: Target,
     config: AsyncConnectionConfig,
-    /// Connect and response timeouts, for blocking connections.
-    #[cfg_attr(not(feature = "r2d2"), allow(dead_code))]
+    /// Connect and response timeouts, for the connections not made from
+    /// `config`: blocking and pub/sub ones.
     timeouts: (Duration, Duration),
     address: String,
     db: i64,
@@ -233,6 +233,26 @@ impl RedisManager {
         })
     }
 
+    /// A pub/sub connection to the node, under the connect timeout.
+    pub(crate) async fn pubsub(&self) -> RedisResult<redis::aio::PubSub> {
+        let connect = async {
+            let client = match &self.target {
+                Target::Direct(client) => client.clone(),
+                #[cfg(feature = "sentinel")]
+                Target::Sentinel(sentinel) => sentinel.master_client().await?,
+            };
+            client.get_async_pubsub().await
+        };
+        match tokio::time::timeout(self.timeouts.0, connect).await {
+            Ok(result) => result,
+            Err(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "no pub/sub connection within the connect timeout",
+            )
+            .into()),
+        }
+    }
+
     /// The node's address as `host:port` (or the socket path): what a node
     /// added with [`Builder::node`](crate::Builder::node) is named after. For
     /// a Sentinel-backed shard, its master group's name.
@@ -327,9 +347,11 @@ impl bb8::ManageConnection for RedisManager {
         redis::cmd("PING").query_async::<()>(conn).await
     }
 
-    fn has_broken(&self, _: &mut Self::Connection) -> bool {
-        // Failures are tracked by the pool's own wrapper, which sees every
-        // command's result.
+    fn has_broken(&self, conn: &mut Self::Connection) -> bool {
+        // bb8 asks this of every connection it takes back: undo a response
+        // timeout the last caller set through `DerefMut`, so the next one
+        // gets the pool's. Failures are tracked by the pool's own wrapper.
+        conn.set_response_timeout(self.timeouts.1);
         false
     }
 }
@@ -523,6 +545,11 @@ mod sentinel {
                 )
                 .into()),
             }
+        }
+
+        /// A client for the current master.
+        pub(super) async fn master_client(&self) -> RedisResult<redis::Client> {
+            self.client.lock().await.async_get_client().await
         }
 
         /// A blocking connection to the current master.

@@ -34,6 +34,10 @@ pub const CONNECTIONS: &str = "fluster_connections";
 /// background task.
 pub const IDLE_CONNECTIONS: &str = "fluster_idle_connections";
 
+/// Gauge of the channels and patterns subscribed on the node by the pool's
+/// pub/sub (one subscriber connection per node carries them all).
+pub const SUBSCRIPTIONS: &str = "fluster_subscriptions";
+
 /// Describes every metric to the installed recorder (help text and unit).
 /// The pool's builder calls this; calling it again is harmless.
 pub fn describe() {
@@ -65,6 +69,11 @@ pub fn describe() {
     );
     metrics::describe_gauge!(CONNECTIONS, Unit::Count, "Connections held by the node's pool");
     metrics::describe_gauge!(IDLE_CONNECTIONS, Unit::Count, "Idle connections in the node's pool");
+    metrics::describe_gauge!(
+        SUBSCRIPTIONS,
+        Unit::Count,
+        "Channels and patterns subscribed on the node"
+    );
 }
 
 /// One node's metric handles, registered once, when the node joins its
@@ -79,6 +88,7 @@ pub(crate) struct NodeMetrics {
     pub(crate) failovers: Counter,
     pub(crate) connections: Gauge,
     pub(crate) idle_connections: Gauge,
+    pub(crate) subscriptions: Gauge,
     failures: [Counter; FailureKind::ALL.len()],
     probes_ok: Counter,
     probes_failed: Counter,
@@ -99,6 +109,7 @@ impl NodeMetrics {
             failovers: metrics::counter!(FAILOVERS_TOTAL, &label()),
             connections: metrics::gauge!(CONNECTIONS, &label()),
             idle_connections: metrics::gauge!(IDLE_CONNECTIONS, &label()),
+            subscriptions: metrics::gauge!(SUBSCRIPTIONS, &label()),
             failures,
             probes_ok: probe("ok"),
             probes_failed: probe("failed"),

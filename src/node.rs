@@ -626,7 +626,7 @@ pub(crate) struct Node<M: NodeManager, S> {
     pub(crate) cell: Arc<HealthCell>,
     pub(crate) weight: f64,
     pub(crate) store: S,
-    manager: Arc<M>,
+    pub(crate) manager: Arc<M>,
     probe_timeout: Duration,
     mux: ArcSwapOption<Muxed<M::Connection>>,
     /// Lets one caller connect the multiplexed connection while the others

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use futures_util::future::join_all;
+use futures_util::future::{BoxFuture, join_all};
 use tokio::sync::broadcast;
 
 use crate::connection::{Connection, SharedConnection};
@@ -22,6 +22,7 @@ use crate::manager::{RedisManager, parse_url};
 use crate::node::{
     Bb8, CheckoutError, Fleet, Node, NodeEvent, NodeManager, NodeStatus, Store, bb8_pool,
 };
+use crate::pubsub::{Hub, Placement, Subscription};
 use crate::route::{self, Cursor, Miss, NodeName, Router};
 use crate::settings::{Failover, Settings, check_node};
 
@@ -98,6 +99,8 @@ pub(crate) struct Core<M: NodeManager, S> {
     /// Serialises membership changes and `close`; readers never take it.
     membership: Mutex<()>,
     pub(crate) settings: Settings,
+    /// The pool's pub/sub, made by the first subscription.
+    hub: std::sync::OnceLock<Arc<Hub>>,
 }
 
 impl<M: NodeManager, S> Drop for Core<M, S> {
@@ -132,6 +135,7 @@ impl<M: NodeManager, S: Store<M>> Core<M, S> {
             next_any: AtomicUsize::new(0),
             membership: Mutex::new(()),
             settings,
+            hub: std::sync::OnceLock::new(),
         }
     }
 
@@ -585,6 +589,85 @@ impl ShardedPool<RedisManager> {
     pub async fn add_weighted_node(&self, name: &str, url: &str, weight: f64) -> Result<(), Error> {
         let manager = RedisManager::from_settings(parse_url(url)?, &self.core.settings)?;
         self.add_manager(name, manager, weight).await
+    }
+}
+
+impl Placement for Core<RedisManager, Bb8<RedisManager>> {
+    fn place(&self, name: &[u8]) -> Option<NodeName> {
+        self.node_for(name)
+    }
+
+    fn connect<'a>(&'a self, node: &'a NodeName) -> BoxFuture<'a, Option<redis::aio::PubSub>> {
+        Box::pin(async move {
+            let table = self.table.load_full();
+            let node = table.nodes.iter().find(|n| n.name() == node)?;
+            let epoch = node.cell.epoch();
+            node.cell.connected(epoch, node.manager.pubsub().await).ok()
+        })
+    }
+
+    fn count(&self, node: &NodeName, topics: usize) {
+        if let Some(node) = self.table.load().nodes.iter().find(|n| n.name() == node) {
+            node.cell.metrics.subscriptions.set(topics as f64);
+        }
+    }
+}
+
+impl ShardedPool<RedisManager> {
+    /// `PUBLISH` on the node `channel` routes to, exactly as `get` routes a
+    /// key (hash tags included), so it meets the channel's subscribers;
+    /// returns how many received it there.
+    pub async fn publish<C, V>(&self, channel: C, message: V) -> Result<i64, Error>
+    where
+        C: AsRef<[u8]>,
+        V: redis::ToRedisArgs + Send + Sync,
+    {
+        let mut conn = self.get(channel.as_ref()).await?;
+        let cmd = redis::cmd("PUBLISH").arg(channel.as_ref()).arg(message).clone();
+        Ok(cmd.query_async(&mut conn).await?)
+    }
+
+    /// The messages of `channel`, subscribed on the node it routes to (as
+    /// [`publish`](Self::publish) and `get` route it), over that node's one
+    /// subscriber connection. The subscription follows the channel: to its
+    /// stand-in while its node is boxed, home when it returns (by the end
+    /// of its warm-up). Messages published while it moves can be lost.
+    pub async fn subscribe<C: AsRef<[u8]>>(&self, channel: C) -> Result<Subscription, Error> {
+        Ok(self.hub()?.subscribe(channel.as_ref(), false).await)
+    }
+
+    /// The messages of every channel matching `pattern`, subscribed on the
+    /// node the pattern's own name routes to: give the pattern and its
+    /// channels one hash tag (`{news}.*` and `{news}.sport`), or it only
+    /// sees the channels that happen to live on that node.
+    pub async fn psubscribe<P: AsRef<[u8]>>(&self, pattern: P) -> Result<Subscription, Error> {
+        Ok(self.hub()?.subscribe(pattern.as_ref(), true).await)
+    }
+
+    /// The pool's pub/sub hub, started with a task that moves its
+    /// subscriptions on every change of the nodes.
+    fn hub(&self) -> Result<&Arc<Hub>, Error> {
+        self.core.open_table()?;
+        Ok(self.core.hub.get_or_init(|| {
+            let pool: Weak<dyn Placement> = Arc::downgrade(&self.core) as Weak<_>;
+            let hub = Hub::new(pool);
+            let (mut events, weak) = (self.core.fleet.events.subscribe(), Arc::downgrade(&hub));
+            tokio::spawn(async move {
+                loop {
+                    let Some(hub) = weak.upgrade() else { return };
+                    tokio::select! {
+                        event = events.recv() => {
+                            if let Err(broadcast::error::RecvError::Closed) = event {
+                                return;
+                            }
+                        }
+                        () = hub.relink.notified() => {}
+                    }
+                    hub.rebalance().await;
+                }
+            });
+            hub
+        }))
     }
 }
 

@@ -63,6 +63,7 @@ pub(crate) fn effect<'a>(mut args: impl Iterator<Item = &'a [u8]>) -> Effect {
 
 /// The effects of the commands packed in `bytes` (RESP arrays of bulk
 /// strings, as a blocking connection sends them), in order.
+#[cfg(any(feature = "r2d2", test))]
 pub(crate) fn packed_effects(bytes: &[u8]) -> impl Iterator<Item = Effect> + '_ {
     let mut rest = bytes;
     std::iter::from_fn(move || {
@@ -82,6 +83,7 @@ pub(crate) fn packed_effects(bytes: &[u8]) -> impl Iterator<Item = Effect> + '_ 
 }
 
 /// `<kind><number>\r\n` at the start of `bytes`: the number, and what follows.
+#[cfg(any(feature = "r2d2", test))]
 fn header(bytes: &[u8], kind: u8) -> Option<(usize, &[u8])> {
     let rest = bytes.strip_prefix(&[kind])?;
     let end = rest.iter().position(|&b| b == b'\r')?;

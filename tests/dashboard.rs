@@ -37,6 +37,7 @@ fn dashboard_charts_exactly_the_pools_metrics() {
         FAILOVERS_TOTAL,
         CONNECTIONS,
         IDLE_CONNECTIONS,
+        SUBSCRIPTIONS,
     ];
     let mut used = Vec::new();
     for query in &queries {

@@ -1,0 +1,248 @@
+//! Pub/sub by channel: one subscriber connection per node, each channel
+//! (or pattern) subscribed on the node its name routes to, and moved when
+//! that changes (its node boxed, back, warmed up, added or removed).
+//!
+//! The pool is seen only through [`Placement`]: where a name routes now, and
+//! a pub/sub connection to a node (whose outcome its health hears).
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll};
+
+use futures_util::future::BoxFuture;
+use futures_util::{Stream, StreamExt};
+use redis::aio::PubSubSink;
+use redis::{Msg, RedisResult};
+use tokio::sync::mpsc;
+
+use crate::route::NodeName;
+
+/// Messages a subscription may hold unread; past that, new ones are
+/// dropped (pub/sub delivers at most once anyway).
+const BACKLOG: usize = 1024;
+
+/// What the hub needs of its pool.
+pub(crate) trait Placement: Send + Sync + 'static {
+    /// The node a channel or pattern routes to now.
+    fn place(&self, name: &[u8]) -> Option<NodeName>;
+    /// A pub/sub connection to `node`; its failure counts against the node.
+    fn connect<'a>(&'a self, node: &'a NodeName) -> BoxFuture<'a, Option<redis::aio::PubSub>>;
+    /// How many channels and patterns are subscribed on `node` now.
+    fn count(&self, node: &NodeName, topics: usize);
+}
+
+/// A channel, or a pattern.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Topic {
+    name: Vec<u8>,
+    pattern: bool,
+}
+
+/// Each topic's subscribers: their ids, and where their messages go.
+type Routes = HashMap<Topic, Vec<(u64, mpsc::Sender<Msg>)>>;
+
+/// The subscriptions of one pool.
+pub(crate) struct Hub {
+    pool: Weak<dyn Placement>,
+    /// Where each topic is subscribed, and the subscriber connections;
+    /// held across the network calls that change them.
+    state: tokio::sync::Mutex<State>,
+    /// Who receives each topic's messages; read by every message.
+    routes: Mutex<Routes>,
+    next_id: AtomicU64,
+    /// A subscriber connection ended: its topics need placing again.
+    pub(crate) relink: tokio::sync::Notify,
+}
+
+#[derive(Default)]
+struct State {
+    /// The node each topic is subscribed on, if any can take it.
+    placed: HashMap<Topic, Option<NodeName>>,
+    /// Each node's subscriber connection.
+    links: HashMap<NodeName, PubSubSink>,
+}
+
+impl Hub {
+    pub(crate) fn new(pool: Weak<dyn Placement>) -> Arc<Self> {
+        Arc::new(Hub {
+            pool,
+            state: Default::default(),
+            routes: Default::default(),
+            next_id: AtomicU64::new(0),
+            relink: tokio::sync::Notify::new(),
+        })
+    }
+
+    fn routes(&self) -> std::sync::MutexGuard<'_, Routes> {
+        self.routes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A new subscription to a channel (or a pattern).
+    pub(crate) async fn subscribe(self: &Arc<Self>, name: &[u8], pattern: bool) -> Subscription {
+        let topic = Topic { name: name.to_vec(), pattern };
+        let (tx, rx) = mpsc::channel(BACKLOG);
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.routes().entry(topic.clone()).or_default().push((id, tx));
+        let mut state = self.state.lock().await;
+        if !state.placed.contains_key(&topic) {
+            state.placed.insert(topic.clone(), None);
+            self.place(&mut state, &topic).await;
+        }
+        Subscription { rx, hub: self.clone(), topic, id }
+    }
+
+    /// Puts every topic on the node it routes to now.
+    pub(crate) async fn rebalance(self: &Arc<Self>) {
+        let mut state = self.state.lock().await;
+        let topics: Vec<Topic> = state.placed.keys().cloned().collect();
+        for topic in topics {
+            self.place(&mut state, &topic).await;
+        }
+    }
+
+    /// Subscribes `topic` where it routes now, leaving where it was.
+    async fn place(self: &Arc<Self>, state: &mut State, topic: &Topic) {
+        let Some(pool) = self.pool.upgrade() else { return };
+        let want = pool.place(&topic.name);
+        let was = state.placed.get(topic).cloned().flatten();
+        let linked = |state: &State, node: &Option<NodeName>| {
+            node.as_ref().is_some_and(|n| state.links.contains_key(n))
+        };
+        if want == was && linked(state, &was) {
+            return;
+        }
+        if let Some(sink) = was.as_ref().and_then(|n| state.links.get_mut(n)) {
+            // Best effort: a dead node's link fails, and that is fine.
+            let _ = unsubscribe(sink, topic).await;
+        }
+        let mut placed = None;
+        if let Some(node) = want {
+            if !state.links.contains_key(&node)
+                && let Some(link) = pool.connect(&node).await
+            {
+                let (sink, stream) = link.split();
+                tokio::spawn(read(Arc::downgrade(self), node.clone(), stream));
+                state.links.insert(node.clone(), sink);
+            }
+            if let Some(sink) = state.links.get_mut(&node) {
+                match subscribe(sink, topic).await {
+                    Ok(()) => placed = Some(node),
+                    Err(_) => drop(state.links.remove(&node)),
+                }
+            }
+        }
+        state.placed.insert(topic.clone(), placed);
+        for node in was.iter().chain(state.placed[topic].iter()) {
+            let count = state.placed.values().filter(|n| n.as_ref() == Some(node)).count();
+            pool.count(node, count);
+        }
+    }
+
+    /// A subscription was dropped: when its topic has no subscriber left,
+    /// it is unsubscribed.
+    async fn leave(self: Arc<Self>, topic: Topic, id: u64) {
+        let mut state = self.state.lock().await;
+        {
+            let mut routes = self.routes();
+            let Some(subscribers) = routes.get_mut(&topic) else { return };
+            subscribers.retain(|(other, _)| *other != id);
+            if !subscribers.is_empty() {
+                return;
+            }
+            routes.remove(&topic);
+        }
+        if let Some(Some(node)) = state.placed.remove(&topic) {
+            if let Some(sink) = state.links.get_mut(&node) {
+                let _ = unsubscribe(sink, &topic).await;
+            }
+            if let Some(pool) = self.pool.upgrade() {
+                let count = state.placed.values().filter(|n| n.as_ref() == Some(&node)).count();
+                pool.count(&node, count);
+            }
+        }
+    }
+
+    /// Hands one message to its topic's subscribers.
+    fn deliver(&self, msg: Msg) {
+        let topic = if msg.from_pattern() {
+            Topic { name: msg.get_pattern().unwrap_or_default(), pattern: true }
+        } else {
+            Topic { name: msg.get_channel().unwrap_or_default(), pattern: false }
+        };
+        if let Some(subscribers) = self.routes().get(&topic) {
+            for (_, tx) in subscribers {
+                // A full backlog drops the message: at most once.
+                let _ = tx.try_send(msg.clone());
+            }
+        }
+    }
+}
+
+async fn subscribe(sink: &mut PubSubSink, topic: &Topic) -> RedisResult<()> {
+    match topic.pattern {
+        true => sink.psubscribe(&topic.name).await,
+        false => sink.subscribe(&topic.name).await,
+    }
+}
+
+async fn unsubscribe(sink: &mut PubSubSink, topic: &Topic) -> RedisResult<()> {
+    match topic.pattern {
+        true => sink.punsubscribe(&topic.name).await,
+        false => sink.unsubscribe(&topic.name).await,
+    }
+}
+
+/// Reads one node's subscriber connection until it ends; then asks for
+/// its topics to be placed again (on the same node if it answers, which
+/// tells its health; elsewhere once it is boxed).
+async fn read(hub: Weak<Hub>, node: NodeName, mut stream: redis::aio::PubSubStream) {
+    while let Some(msg) = stream.next().await {
+        match hub.upgrade() {
+            Some(hub) => hub.deliver(msg),
+            None => return,
+        }
+    }
+    let Some(hub) = hub.upgrade() else { return };
+    hub.state.lock().await.links.remove(&node);
+    hub.relink.notify_one();
+}
+
+/// Messages of one channel (or pattern), from
+/// [`ShardedPool::subscribe`](crate::ShardedPool::subscribe): an `Unpin`
+/// [`Stream`] of [`redis::Msg`], so `sub.next().await` works as is.
+///
+/// It follows its channel to whichever node the channel routes to. Messages
+/// published while it moves (its node just failed, or came back) can be
+/// lost: pub/sub delivers at most once anyway. Dropping it unsubscribes.
+pub struct Subscription {
+    rx: mpsc::Receiver<Msg>,
+    hub: Arc<Hub>,
+    topic: Topic,
+    id: u64,
+}
+
+impl std::fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscription")
+            .field("name", &String::from_utf8_lossy(&self.topic.name))
+            .field("pattern", &self.topic.pattern)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Stream for Subscription {
+    type Item = Msg;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Msg>> {
+        self.rx.poll_recv(cx)
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(self.hub.clone().leave(self.topic.clone(), self.id));
+        }
+    }
+}
