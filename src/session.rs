@@ -113,6 +113,7 @@ impl Session {
     }
 
     /// Marks the session changed in ways the pool cannot follow.
+    #[cfg(feature = "r2d2")]
     pub(crate) fn taint(&mut self) {
         self.changed = true;
     }
