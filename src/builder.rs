@@ -7,7 +7,7 @@ use std::marker::PhantomData;
 use std::time::Duration;
 
 use crate::error::Error;
-use crate::manager::{RedisManager, parse_url};
+use crate::manager::{RedisManager, address, parse_url, target};
 use crate::node::NodeManager;
 use crate::pool::ShardedPool;
 use crate::settings::{Failover, Settings, check_node};
@@ -22,6 +22,8 @@ struct NodeSpec<M> {
     name: String,
     weight: f64,
     make: MakeManager<M>,
+    /// For a node given by URL: its server and database.
+    target: Option<(String, i64)>,
 }
 
 /// The flavour a [`Builder`] builds by default: the async [`ShardedPool`].
@@ -121,12 +123,12 @@ impl<F> Builder<RedisManager, F> {
     pub(crate) fn redis_node(mut self, name: Option<&str>, url: &str, weight: f64) -> Self {
         match parse_url(url) {
             Ok(info) => {
-                let name = name.map_or_else(|| info.addr().to_string(), str::to_owned);
-                self.nodes.push(NodeSpec {
-                    name,
-                    weight,
-                    make: Box::new(move |settings| RedisManager::from_settings(info, settings)),
+                let name = name.map_or_else(|| address(&info), str::to_owned);
+                let target = Some(target(&info));
+                let make = Box::new(move |settings: &Settings| {
+                    RedisManager::from_settings(info, settings)
                 });
+                self.nodes.push(NodeSpec { name, weight, make, target });
             }
             Err(e) => {
                 self.error.get_or_insert(e);
@@ -145,6 +147,7 @@ impl<F> Builder<RedisManager, F> {
             name: name.to_owned(),
             weight: 1.0,
             make: Box::new(move |settings| RedisManager::sentinel(&shard, settings)),
+            target: None,
         });
         self
     }
@@ -189,6 +192,7 @@ impl<M: NodeManager, F> Builder<M, F> {
             name: name.to_owned(),
             weight,
             make: Box::new(move |_| Ok(manager)),
+            target: None,
         });
         self
     }
@@ -303,6 +307,15 @@ impl<M: NodeManager, F> Builder<M, F> {
         self
     }
 
+    /// `build` fails with [`Error::NotEnoughHealthy`] unless at least this
+    /// many nodes answer its probes (default 0: a pool builds with every
+    /// node down, and serves as they come up). For services that should not
+    /// start against a wrong address or password.
+    pub fn require_healthy(mut self, nodes: usize) -> Self {
+        self.settings.require_healthy = nodes;
+        self
+    }
+
     /// Whether `build` connects to every node before it returns (default
     /// true). With `false` the pool builds at once, connecting lazily; a
     /// node that is down is then boxed by the first connect that fails.
@@ -322,7 +335,18 @@ impl<M: NodeManager, F> Builder<M, F> {
             return Err(Error::config("nodes", "no nodes were added"));
         }
         let mut names = HashSet::new();
+        let mut targets: Vec<(&(String, i64), &str)> = Vec::new();
         for node in &self.nodes {
+            if let Some(target) = &node.target {
+                if let Some((_, first)) = targets.iter().find(|(t, _)| *t == target) {
+                    let (addr, db) = target;
+                    return Err(Error::config(
+                        format!("node `{}`", node.name),
+                        format!("is the same server and database ({addr}/{db}) as node `{first}`"),
+                    ));
+                }
+                targets.push((target, &node.name));
+            }
             check_node(&node.name, node.weight)?;
             if !names.insert(node.name.as_str()) {
                 return Err(Error::config(
@@ -332,6 +356,13 @@ impl<M: NodeManager, F> Builder<M, F> {
             }
         }
         self.settings.check()?;
+        if self.settings.require_healthy > self.nodes.len() {
+            let (want, have) = (self.settings.require_healthy, self.nodes.len());
+            return Err(Error::config(
+                "require_healthy",
+                format!("asks for {want} healthy nodes of a pool of {have}"),
+            ));
+        }
         let settings = self.settings;
         let nodes = self
             .nodes
@@ -344,7 +375,9 @@ impl<M: NodeManager, F> Builder<M, F> {
 
 impl<M: NodeManager> Builder<M, Async> {
     /// Checks every setting, connects to every node (in parallel, each
-    /// bounded by the probe timeout) and starts the prober.
+    /// bounded by the probe timeout) and starts the prober. With
+    /// [`require_healthy`](Self::require_healthy), fails with
+    /// [`Error::NotEnoughHealthy`] naming each node that is down, and why.
     ///
     /// Nodes that cannot be reached start in the penalty box, and a `warn`
     /// event names each with its failure; the pool is built all the same, so
@@ -354,7 +387,9 @@ impl<M: NodeManager> Builder<M, Async> {
     /// Must be called within a Tokio runtime.
     pub async fn build(self) -> Result<ShardedPool<M>, Error> {
         let (nodes, settings) = self.finish()?;
-        Ok(ShardedPool::start(nodes, settings).await)
+        let pool = ShardedPool::start(nodes, settings).await;
+        pool.core.enough_healthy().inspect_err(|_| pool.close())?;
+        Ok(pool)
     }
 }
 
@@ -448,6 +483,8 @@ mod config {
         pub max_boxed_fraction: Option<f64>,
         /// See [`Builder::probe_at_build`].
         pub probe_at_build: Option<bool>,
+        /// See [`Builder::require_healthy`].
+        pub require_healthy: Option<usize>,
     }
 
     /// One node of a [`Config`]: a URL alone, or a URL with a name and weight.
@@ -504,7 +541,8 @@ mod config {
                 test_on_checkout,
                 failover,
                 max_boxed_fraction,
-                probe_at_build
+                probe_at_build,
+                require_healthy
             );
             if self.min_idle.is_some() {
                 b = b.min_idle(self.min_idle);

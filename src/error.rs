@@ -10,9 +10,24 @@ use std::time::Duration;
 #[non_exhaustive]
 pub enum Error {
     /// Every node is in the penalty box (or was boxed while this checkout
-    /// tried it). Traffic resumes as soon as the reaper lets one back in.
-    #[error("no healthy nodes: every node is in the penalty box")]
+    /// tried it). Traffic resumes as soon as the prober lets one back in.
+    #[error(
+        "no healthy nodes: every node is in the penalty box \
+         (ShardedPool::status shows each node's last error)"
+    )]
     NoHealthyNodes,
+
+    /// `build` found fewer healthy nodes than
+    /// [`Builder::require_healthy`](crate::Builder::require_healthy) asks for.
+    #[error("{healthy} of {required} required nodes are healthy; down: {}", describe(.down))]
+    NotEnoughHealthy {
+        /// Nodes that answered.
+        healthy: usize,
+        /// Nodes required.
+        required: usize,
+        /// Each node that did not answer, with its error (never credentials).
+        down: Vec<(String, String)>,
+    },
 
     /// The node's pool stayed busy for the whole checkout timeout. The node
     /// is not boxed for this: a busy node is not a failed one.
@@ -71,6 +86,12 @@ impl From<redis::ParsingError> for Error {
     fn from(e: redis::ParsingError) -> Self {
         Error::Redis(e.into())
     }
+}
+
+fn describe(down: &[(String, String)]) -> String {
+    let each: Vec<String> =
+        down.iter().map(|(node, error)| format!("`{node}` ({error})")).collect();
+    each.join(", ")
 }
 
 impl Error {

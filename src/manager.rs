@@ -212,7 +212,7 @@ impl RedisManager {
                 .set_connection_timeout(Some(connect_timeout))
                 .set_response_timeout(Some(response_timeout)),
             timeouts: (connect_timeout, response_timeout),
-            address: info.addr().to_string(),
+            address: address(info),
             db: info.redis_settings().db(),
         }
     }
@@ -265,31 +265,64 @@ impl RedisManager {
 /// masked.
 pub(crate) fn parse_url(url: &str) -> Result<ConnectionInfo, Error> {
     let bad = |reason: String| Error::config(format!("node URL `{}`", redact_url(url)), reason);
+    const SHAPE: &str = "a node URL looks like `redis://[user:password@]host[:port][/db]` \
+        (`rediss://` for TLS, `redis+unix:///path` for a socket)";
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return Err(bad(format!("it has no scheme: {SHAPE}")));
+    };
+    match scheme {
+        "redis" | "redis+unix" | "unix" => {}
+        "rediss" if cfg!(feature = "tls") => {}
+        "rediss" => return Err(bad("`rediss://` needs fluster's `tls` feature".into())),
+        other => return Err(bad(format!("`{other}://` is not a Redis scheme: {SHAPE}"))),
+    }
     // `user:@host` parses as no password at all, which would connect
     // without AUTH: most likely an empty variable in a template.
     if userinfo(url).is_some_and(|u| u.ends_with(':')) {
         return Err(bad("the password is empty (`:@`); leave out the `:` for no password".into()));
     }
-    let info = url.into_connection_info().map_err(|e| bad(describe_url_error(&e)))?;
-    match info.addr() {
-        ConnectionAddr::Tcp(host, port) | ConnectionAddr::TcpTls { host, port, .. } => {
-            if host.is_empty() {
-                return Err(bad("the host is missing".into()));
-            }
-            if *port == 0 {
-                return Err(bad("port 0 is not a port a server listens on".into()));
-            }
-        }
-        ConnectionAddr::Unix(_) => {}
-        _ => {}
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, hp)| hp);
+    if let Some((_, port)) = host_port.rsplit_once(':').filter(|(host, _)| !host.ends_with(':'))
+        && !port.ends_with(']')
+        && port.parse::<u16>().is_err()
+    {
+        return Err(bad(format!("`{port}` is not a TCP port (1 to 65535)")));
     }
-    if info.redis_settings().db() < 0 {
-        return Err(bad(format!(
-            "the database index must not be negative, got {}",
-            info.redis_settings().db()
-        )));
+    let info = url.into_connection_info().map_err(|e| bad(describe_url_error(&e)))?;
+    if let ConnectionAddr::Tcp(host, port) | ConnectionAddr::TcpTls { host, port, .. } = info.addr()
+    {
+        if host.is_empty() {
+            return Err(bad(format!("the host is missing: {SHAPE}")));
+        }
+        if *port == 0 {
+            return Err(bad("port 0 is not a port a server listens on".into()));
+        }
+    }
+    let db = info.redis_settings().db();
+    if db < 0 {
+        return Err(bad(format!("the database index must not be negative, got {db}")));
     }
     Ok(info)
+}
+
+/// The address of a URL's server as a node is named after it: `host:port`,
+/// with an IPv6 host in brackets (`[::1]:6379`), or the socket's path.
+pub(crate) fn address(info: &ConnectionInfo) -> String {
+    match info.addr() {
+        ConnectionAddr::Tcp(host, port) | ConnectionAddr::TcpTls { host, port, .. }
+            if host.contains(':') =>
+        {
+            format!("[{host}]:{port}")
+        }
+        addr => addr.to_string(),
+    }
+}
+
+/// The server and database a URL names, to tell two spellings of one
+/// node apart from two nodes.
+pub(crate) fn target(info: &ConnectionInfo) -> (String, i64) {
+    (address(info).to_ascii_lowercase(), info.redis_settings().db())
 }
 
 fn url_error(url: &str, e: &RedisError) -> Error {

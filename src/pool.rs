@@ -143,6 +143,22 @@ impl<M: NodeManager, S: Store<M>> Core<M, S> {
         self.closed.load(Ordering::Acquire)
     }
 
+    /// Whether as many nodes are up as the settings require.
+    pub(crate) fn enough_healthy(&self) -> Result<(), Error> {
+        let status = self.status();
+        let healthy = status.iter().filter(|s| s.up).count();
+        let required = self.settings.require_healthy;
+        if healthy >= required {
+            return Ok(());
+        }
+        let down = status
+            .into_iter()
+            .filter(|s| !s.up)
+            .map(|s| (s.name, s.last_error.unwrap_or_else(|| "not probed".into())))
+            .collect();
+        Err(Error::NotEnoughHealthy { healthy, required, down })
+    }
+
     fn check_open(&self) -> Result<(), Error> {
         if self.is_closed() {
             return Err(Error::Closed);

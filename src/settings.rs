@@ -46,6 +46,8 @@ pub(crate) struct Settings {
     pub(crate) failover: Failover,
     pub(crate) max_boxed_fraction: f64,
     pub(crate) probe_at_build: bool,
+    /// `build` fails with fewer healthy nodes than this.
+    pub(crate) require_healthy: usize,
     /// PEM root certificates trusted for `rediss://` nodes instead of the
     /// platform's.
     #[cfg(feature = "tls")]
@@ -66,6 +68,7 @@ impl Default for Settings {
             failover: Failover::Reroute,
             max_boxed_fraction: 1.0,
             probe_at_build: true,
+            require_healthy: 0,
             #[cfg(feature = "tls")]
             tls_root_certificates: None,
         }
@@ -137,6 +140,14 @@ impl Settings {
 pub(crate) fn check_node(name: &str, weight: f64) -> Result<(), Error> {
     if name.is_empty() {
         return Err(Error::config("node name", "a node name must not be empty"));
+    }
+    // A name is shown in metrics, logs and errors: never a URL's secret.
+    if name.split_once("://").is_some_and(|(_, rest)| rest.contains('@')) {
+        return Err(Error::config(
+            "node name",
+            "looks like a URL with credentials; names appear in metrics and logs, \
+             so name the node (`named_node(\"cache-a\", url)`)",
+        ));
     }
     if !(weight.is_finite() && weight > 0.0) {
         return Err(Error::config(

@@ -143,6 +143,7 @@ impl crate::Builder<RedisManager, Blocking> {
             .name("fluster-prober".into())
             .spawn(move || runtime.block_on(prober(weak, fleet)))
             .map_err(thread_error)?;
+        core.enough_healthy().inspect_err(|_| core.close())?;
         Ok(ShardedPool { core })
     }
 }

@@ -163,3 +163,95 @@ fn classification() {
     assert_eq!(reply.failure_kind(), None);
     assert_eq!(wrongtype.failure_kind(), None);
 }
+
+/// The `Error::Config` text of building `builder`.
+async fn config_error(builder: fluster::Builder) -> String {
+    match builder.probe_at_build(false).build().await {
+        Err(e @ Error::Config { .. }) => e.to_string(),
+        Err(other) => panic!("expected a configuration error, got {other}"),
+        Ok(_) => panic!("expected a configuration error, the pool was built"),
+    }
+}
+
+#[tokio::test]
+async fn node_urls_that_cannot_work_say_what_is_wrong_and_what_one_looks_like() {
+    let cases = [
+        ("127.0.0.1:6379", "no scheme"),
+        ("http://127.0.0.1:6379", "`http://` is not a Redis scheme"),
+        ("redis://127.0.0.1:99999", "`99999` is not a TCP port"),
+        ("redis://user:hunter2@127.0.0.1:99999", "not a TCP port"),
+        ("redis://127.0.0.1:port", "`port` is not a TCP port"),
+    ];
+    for (url, what) in cases {
+        let text = config_error(ShardedPool::builder().node(url)).await;
+        assert!(text.contains(what), "{url}: {text}");
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(text.contains("redis://") || text.contains("port"), "{url}: no example: {text}");
+    }
+}
+
+#[tokio::test]
+async fn ipv6_node_names_keep_their_brackets() {
+    let pool = ShardedPool::builder()
+        .node("redis://[::1]:6390")
+        .node("redis://[::1]:6391/2")
+        .probe_at_build(false)
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(pool.nodes(), ["[::1]:6390", "[::1]:6391"]);
+}
+
+#[tokio::test]
+async fn a_node_name_holding_credentials_is_refused_without_echoing_them() {
+    let url = "redis://alice:hunter2@127.0.0.1:7001";
+    let text = config_error(ShardedPool::builder().named_node(url, url)).await;
+    assert!(text.contains("credentials") && !text.contains("hunter2"), "{text}");
+}
+
+#[tokio::test]
+async fn one_server_under_two_spellings_is_refused() {
+    for (a, b) in [
+        ("redis://127.0.0.1:7001", "redis://127.0.0.1:7001/0"),
+        ("redis://LOCALHOST:7001/3", "redis://localhost:7001/3"),
+        ("redis://127.0.0.1:7001", "redis://:secret@127.0.0.1:7001"),
+    ] {
+        let text = config_error(ShardedPool::builder().named_node("a", a).named_node("b", b)).await;
+        assert!(text.contains("same server and database") && text.contains("`a`"), "{text}");
+        assert!(!text.contains("secret"), "{text}");
+    }
+    // Other databases of one server are other nodes.
+    let two_dbs = ShardedPool::builder()
+        .named_node("a", "redis://127.0.0.1:7001/1")
+        .named_node("b", "redis://127.0.0.1:7001/2")
+        .probe_at_build(false)
+        .build()
+        .await;
+    assert!(two_dbs.is_ok());
+}
+
+#[tokio::test]
+async fn require_healthy_names_each_node_that_is_down_and_why() {
+    let up = support::RedisServer::start();
+    let locked = support::RedisServer::start_with(&["--requirepass", "right"]);
+    let builder = ShardedPool::builder()
+        .named_node("up", &up.url())
+        .named_node("refused", "redis://127.0.0.1:1")
+        .named_node("locked", &format!("redis://:hunter2@127.0.0.1:{}", locked.port()))
+        .require_healthy(2);
+    match builder.build().await {
+        Err(e @ Error::NotEnoughHealthy { healthy: 1, required: 2, .. }) => {
+            let text = e.to_string();
+            assert!(text.contains("`refused`") && text.contains("`locked`"), "{text}");
+            assert!(!text.contains("`up`"), "{text}");
+            assert!(text.to_lowercase().contains("refused"), "{text}");
+            assert!(!text.contains("hunter2"), "{text}");
+        }
+        other => panic!("expected NotEnoughHealthy, got {other:?}"),
+    }
+    let text = config_error(ShardedPool::builder().node(&up.url()).require_healthy(2)).await;
+    assert!(text.contains("require_healthy"), "{text}");
+    let pool = ShardedPool::builder().node(&up.url()).require_healthy(1).build().await.unwrap();
+    assert!(pool.status()[0].up);
+    assert!(Error::NoHealthyNodes.to_string().contains("status"));
+}
