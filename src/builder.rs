@@ -281,6 +281,21 @@ impl<M: NodeManager, F> Builder<M, F> {
         self
     }
 
+    /// Closes connections unused this long (default 10 min, as bb8's;
+    /// `None`: never).
+    pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.settings.idle_timeout = timeout;
+        self
+    }
+
+    /// Closes connections this old (default 30 min, as bb8's; `None`:
+    /// never), so a pool does not hold sockets a load balancer or a server
+    /// timeout will cut.
+    pub fn max_lifetime(mut self, lifetime: Option<Duration>) -> Self {
+        self.settings.max_lifetime = lifetime;
+        self
+    }
+
     /// Whether to PING every connection as it is checked out (default
     /// false). The pool's own failure tracking makes this unnecessary, and it
     /// costs a round trip per `get`.

@@ -111,6 +111,7 @@ pub use crate::manager::RedisManager;
 #[cfg(feature = "sentinel")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sentinel")))]
 pub use crate::manager::SentinelShard;
+pub use crate::metrics::PoolStats;
 pub use crate::multi::ShardedPipeline;
 pub use crate::node::{NodeEvent, NodeManager, NodeStatus};
 pub use crate::pool::ShardedPool;

@@ -24,6 +24,13 @@ pub const PROBES_TOTAL: &str = "fluster_probes_total";
 pub const CHECKOUTS_TOTAL: &str = "fluster_checkouts_total";
 /// Histogram of the time a checkout from the node's pool took, in seconds.
 pub const CHECKOUT_SECONDS: &str = "fluster_checkout_seconds";
+/// Bucket bounds, in seconds, that chart [`CHECKOUT_SECONDS`] well: from
+/// 50 µs (an idle connection) to 1 s (the default checkout timeout). Give
+/// them to your exporter; Prometheus's own default would make it a summary.
+pub const CHECKOUT_BUCKETS: &[f64] = &[
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0,
+];
 /// Counter of keys whose node was boxed and that were served elsewhere;
 /// the `node` label is the key's home node.
 pub const FAILOVERS_TOTAL: &str = "fluster_failovers_total";
@@ -33,6 +40,15 @@ pub const CONNECTIONS: &str = "fluster_connections";
 /// Gauge of the idle connections in the node's pool, sampled by the pool's
 /// background task.
 pub const IDLE_CONNECTIONS: &str = "fluster_idle_connections";
+
+/// Counter of checkouts that had to wait for a connection (bb8's count,
+/// sampled by the prober).
+pub const CHECKOUTS_WAITED_TOTAL: &str = "fluster_checkouts_waited_total";
+/// Counter of checkouts that waited out the checkout timeout.
+pub const CHECKOUTS_TIMED_OUT_TOTAL: &str = "fluster_checkouts_timed_out_total";
+/// Counter of connections the node's pool closed, with a `reason` label:
+/// `broken` (failed, or their node was boxed), `idle`, `lifetime`.
+pub const CONNECTIONS_CLOSED_TOTAL: &str = "fluster_connections_closed_total";
 
 /// Gauge of the channels and patterns subscribed on the node by the pool's
 /// pub/sub (one subscriber connection per node carries them all).
@@ -69,11 +85,49 @@ pub fn describe() {
     );
     metrics::describe_gauge!(CONNECTIONS, Unit::Count, "Connections held by the node's pool");
     metrics::describe_gauge!(IDLE_CONNECTIONS, Unit::Count, "Idle connections in the node's pool");
+    metrics::describe_counter!(
+        CHECKOUTS_WAITED_TOTAL,
+        Unit::Count,
+        "Checkouts that waited for a connection of the node's pool"
+    );
+    metrics::describe_counter!(
+        CHECKOUTS_TIMED_OUT_TOTAL,
+        Unit::Count,
+        "Checkouts that waited out the checkout timeout"
+    );
+    metrics::describe_counter!(
+        CONNECTIONS_CLOSED_TOTAL,
+        Unit::Count,
+        "Connections the node's pool closed, by reason"
+    );
     metrics::describe_gauge!(
         SUBSCRIPTIONS,
         Unit::Count,
         "Channels and patterns subscribed on the node"
     );
+}
+
+/// What a node's pool holds and has done since it was built (bb8's
+/// statistics; the synchronous flavour's r2d2 pools count only
+/// connections).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
+pub struct PoolStats {
+    /// Connections held.
+    pub connections: u32,
+    /// Of those, idle.
+    pub idle_connections: u32,
+    /// Checkouts that had to wait for a connection.
+    pub checkouts_waited: u64,
+    /// Checkouts that waited out the checkout timeout.
+    pub checkouts_timed_out: u64,
+    /// Connections closed because they failed, or their node was boxed.
+    pub closed_broken: u64,
+    /// Connections closed after `idle_timeout` unused.
+    pub closed_idle: u64,
+    /// Connections closed at `max_lifetime`.
+    pub closed_lifetime: u64,
 }
 
 /// One node's metric handles, registered once, when the node joins its
@@ -89,6 +143,10 @@ pub(crate) struct NodeMetrics {
     pub(crate) connections: Gauge,
     pub(crate) idle_connections: Gauge,
     pub(crate) subscriptions: Gauge,
+    waited: Counter,
+    timed_out: Counter,
+    /// Closed: broken, idle, lifetime.
+    closed: [Counter; 3],
     failures: [Counter; FailureKind::ALL.len()],
     probes_ok: Counter,
     probes_failed: Counter,
@@ -110,6 +168,11 @@ impl NodeMetrics {
             connections: metrics::gauge!(CONNECTIONS, &label()),
             idle_connections: metrics::gauge!(IDLE_CONNECTIONS, &label()),
             subscriptions: metrics::gauge!(SUBSCRIPTIONS, &label()),
+            waited: metrics::counter!(CHECKOUTS_WAITED_TOTAL, &label()),
+            timed_out: metrics::counter!(CHECKOUTS_TIMED_OUT_TOTAL, &label()),
+            closed: ["broken", "idle", "lifetime"].map(|reason| {
+                metrics::counter!(CONNECTIONS_CLOSED_TOTAL, "node" => node.to_owned(), "reason" => reason)
+            }),
             failures,
             probes_ok: probe("ok"),
             probes_failed: probe("failed"),
@@ -127,6 +190,18 @@ impl NodeMetrics {
     pub(crate) fn failure(&self, kind: FailureKind) {
         let index = FailureKind::ALL.iter().position(|&k| k == kind).unwrap_or(0);
         self.failures[index].increment(1);
+    }
+
+    /// Copies the pool's own figures (the prober calls this each second).
+    pub(crate) fn sample(&self, pool: &PoolStats) {
+        self.connections.set(f64::from(pool.connections));
+        self.idle_connections.set(f64::from(pool.idle_connections));
+        self.waited.absolute(pool.checkouts_waited);
+        self.timed_out.absolute(pool.checkouts_timed_out);
+        let closed = [pool.closed_broken, pool.closed_idle, pool.closed_lifetime];
+        for (counter, value) in self.closed.iter().zip(closed) {
+            counter.absolute(value);
+        }
     }
 
     pub(crate) fn probe(&self, ok: bool) {

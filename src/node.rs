@@ -25,7 +25,7 @@ use crate::error::Error;
 use crate::health::{
     BoxGuard, ClassifyFailure, FailureKind, Health, Moment, PenaltyPolicy, Probed, State, Verdict,
 };
-use crate::metrics::NodeMetrics;
+use crate::metrics::{NodeMetrics, PoolStats};
 use crate::route::{NodeName, warm_threshold};
 use crate::session::Session;
 use crate::settings::Settings;
@@ -560,8 +560,8 @@ pub(crate) enum Try<T> {
 /// Where a node's connections live: a bb8 pool, or the synchronous
 /// flavour's r2d2 pool.
 pub(crate) trait Store<M: NodeManager>: Send + Sync + 'static {
-    /// Connections held, and of those idle.
-    fn counts(&self) -> (u32, u32);
+    /// What the store holds and has done.
+    fn stats(&self) -> PoolStats;
     /// Takes a connection a successful probe made, if it has room.
     fn adopt(&self, conn: TrackedConn<M::Connection>);
     /// Closes the idle connections now (the node was boxed: their sockets
@@ -573,9 +573,18 @@ pub(crate) trait Store<M: NodeManager>: Send + Sync + 'static {
 pub(crate) type Bb8<M> = bb8::Pool<Tracked<M>>;
 
 impl<M: NodeManager> Store<M> for Bb8<M> {
-    fn counts(&self) -> (u32, u32) {
+    fn stats(&self) -> PoolStats {
         let state = self.state();
-        (state.connections, state.idle_connections)
+        let s = state.statistics;
+        PoolStats {
+            connections: state.connections,
+            idle_connections: state.idle_connections,
+            checkouts_waited: s.get_waited,
+            checkouts_timed_out: s.get_timed_out,
+            closed_broken: s.connections_closed_broken + s.connections_closed_invalid,
+            closed_idle: s.connections_closed_idle_timeout,
+            closed_lifetime: s.connections_closed_max_lifetime,
+        }
     }
 
     fn adopt(&self, conn: TrackedConn<M::Connection>) {
@@ -649,6 +658,8 @@ pub(crate) fn bb8_pool<M: NodeManager>(settings: &Settings, manager: Tracked<M>)
     bb8::Pool::builder()
         .max_size(settings.max_connections)
         .min_idle(settings.min_idle)
+        .idle_timeout(settings.idle_timeout)
+        .max_lifetime(settings.max_lifetime)
         .test_on_check_out(settings.test_on_checkout)
         .connection_timeout(settings.checkout_timeout)
         // Each failed connect must reach the penalty box, not be retried
@@ -731,7 +742,7 @@ impl<M: NodeManager, S: Store<M>> Node<M, S> {
 
     /// The node's status, with its store's figures.
     pub(crate) fn status(&self, now: Instant) -> NodeStatus {
-        let (connections, idle_connections) = self.store.counts();
+        let pool = self.store.stats();
         let health = self.cell.lock().clone();
         let policy = &self.cell.policy;
         let (boxed_for, failed_probes, penalty_wait) = match health.state() {
@@ -753,8 +764,9 @@ impl<M: NodeManager, S: Store<M>> Node<M, S> {
             penalty_level: health.level(now, policy),
             warmup: health.warmed(now, policy),
             last_error: health.last_error().map(str::to_owned),
-            connections,
-            idle_connections,
+            connections: pool.connections,
+            idle_connections: pool.idle_connections,
+            pool,
         }
     }
 
@@ -893,6 +905,8 @@ pub struct NodeStatus {
     pub connections: u32,
     /// Idle connections in the node's pool.
     pub idle_connections: u32,
+    /// The node's pool's own figures.
+    pub pool: PoolStats,
 }
 
 /// JSON-friendly: durations as milliseconds (`penalty_wait_ms`,
@@ -902,7 +916,7 @@ impl serde::Serialize for NodeStatus {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
         let millis = |d: Option<Duration>| d.map(|d| d.as_secs_f64() * 1000.0);
-        let mut s = serializer.serialize_struct("NodeStatus", 14)?;
+        let mut s = serializer.serialize_struct("NodeStatus", 15)?;
         s.serialize_field("name", &self.name)?;
         s.serialize_field("up", &self.up)?;
         s.serialize_field("weight", &self.weight)?;
@@ -917,6 +931,7 @@ impl serde::Serialize for NodeStatus {
         s.serialize_field("last_error", &self.last_error)?;
         s.serialize_field("connections", &self.connections)?;
         s.serialize_field("idle_connections", &self.idle_connections)?;
+        s.serialize_field("pool", &self.pool)?;
         s.end()
     }
 }

@@ -357,9 +357,7 @@ where
             let now = Instant::now();
             if now >= next_gauges {
                 for node in &table.nodes {
-                    let (connections, idle) = node.store.counts();
-                    node.cell.metrics.connections.set(f64::from(connections));
-                    node.cell.metrics.idle_connections.set(f64::from(idle));
+                    node.cell.metrics.sample(&node.store.stats());
                 }
                 next_gauges = now + GAUGE_INTERVAL;
             }

@@ -33,6 +33,7 @@ use redis::{ConnectionLike, RedisError, RedisResult, Value};
 
 use crate::error::Error;
 use crate::manager::{RedisManager, failure};
+use crate::metrics::PoolStats;
 use crate::node::{CheckoutError, Node, NodeEvent, NodeStatus, Store, Tracked, TrackedConn};
 use crate::pool::{Core, Take, prober};
 use crate::route::NodeName;
@@ -78,9 +79,13 @@ impl r2d2::ManageConnection for Tracked<RedisManager> {
 }
 
 impl Store<RedisManager> for R2d2 {
-    fn counts(&self) -> (u32, u32) {
+    fn stats(&self) -> PoolStats {
         let state = self.state();
-        (state.connections, state.idle_connections)
+        PoolStats {
+            connections: state.connections,
+            idle_connections: state.idle_connections,
+            ..PoolStats::default()
+        }
     }
 
     /// A probe's connection is async; this pool's are blocking.
@@ -100,6 +105,8 @@ fn r2d2_pool(settings: &Settings, manager: Tracked<RedisManager>) -> R2d2 {
         // Connect lazily unless told otherwise: r2d2 keeps reconnecting to
         // a dead node in the background to hold `min_idle`.
         .min_idle(settings.min_idle.or(Some(0)))
+        .idle_timeout(settings.idle_timeout)
+        .max_lifetime(settings.max_lifetime)
         .test_on_check_out(settings.test_on_checkout)
         .connection_timeout(settings.checkout_timeout)
         // Failures are reported to the node's health, not logged.

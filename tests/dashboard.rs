@@ -38,6 +38,9 @@ fn dashboard_charts_exactly_the_pools_metrics() {
         CONNECTIONS,
         IDLE_CONNECTIONS,
         SUBSCRIPTIONS,
+        CHECKOUTS_WAITED_TOTAL,
+        CHECKOUTS_TIMED_OUT_TOTAL,
+        CONNECTIONS_CLOSED_TOTAL,
     ];
     let mut used = Vec::new();
     for query in &queries {

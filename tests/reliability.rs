@@ -174,3 +174,31 @@ async fn ten_thousand_concurrent_gets_all_complete() {
     assert_eq!(total, TASKS);
     assert!(pool.status().iter().all(|s| s.connections <= 8));
 }
+
+/// bb8's own figures reach `status()`: checkouts that timed out on a busy
+/// node, and connections closed broken.
+#[tokio::test]
+async fn pool_statistics_show_waits_timeouts_and_broken_connections() {
+    let mut server = support::RedisServer::start();
+    let pool = ShardedPool::builder()
+        .node(&server.url())
+        .max_connections(1)
+        .checkout_timeout(std::time::Duration::from_millis(100))
+        .idle_timeout(Some(std::time::Duration::from_secs(60)))
+        .max_lifetime(None)
+        .build()
+        .await
+        .unwrap();
+    let held = pool.get("k").await.unwrap();
+    assert!(matches!(pool.get("k").await, Err(Error::Timeout { .. })));
+    let stats = pool.status()[0].pool;
+    assert!(stats.checkouts_timed_out >= 1, "{stats:?}");
+    drop(held);
+    server.kill();
+    let mut conn = pool.get("k").await.unwrap();
+    let _: Result<i64, _> = conn.incr("k", 1).await;
+    drop(conn);
+    let stats = pool.status()[0].pool;
+    assert!(stats.closed_broken >= 1, "{stats:?}");
+    assert_eq!(stats.connections, 0, "{stats:?}");
+}

@@ -432,10 +432,7 @@ pub fn install_prometheus() -> metrics_exporter_prometheus::PrometheusHandle {
             PrometheusBuilder::new()
                 .set_buckets_for_metric(
                     Matcher::Full(fluster::metrics::CHECKOUT_SECONDS.to_owned()),
-                    &[
-                        0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025,
-                        0.05, 0.1, 0.25, 0.5, 1.0,
-                    ],
+                    fluster::metrics::CHECKOUT_BUCKETS,
                 )
                 .expect("valid buckets")
                 .install_recorder()
