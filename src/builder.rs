@@ -169,6 +169,21 @@ impl<F> Builder<RedisManager, F> {
         self
     }
 
+    /// Presents this client certificate and private key (PEM) to
+    /// `rediss://` servers that ask for one (`tls-auth-clients yes`):
+    /// mutual TLS. Neither appears in `Debug`. Feature `tls`.
+    #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+    pub fn tls_client_certificate(
+        mut self,
+        cert: impl Into<Vec<u8>>,
+        key: impl Into<Vec<u8>>,
+    ) -> Self {
+        let identity = crate::settings::ClientIdentity { cert: cert.into(), key: key.into() };
+        self.settings.tls_client = Some(identity);
+        self
+    }
+
     /// Time to wait for a reply to a command (default 500 ms). Raise it for
     /// blocking commands such as `BRPOP`. A response timeout counts as a
     /// timeout failure and marks the connection broken.

@@ -185,17 +185,21 @@ impl RedisManager {
     /// The manager a builder makes for a URL it has already checked.
     pub(crate) fn from_settings(info: ConnectionInfo, settings: &Settings) -> Result<Self, Error> {
         #[cfg(feature = "tls")]
-        let client = match &settings.tls_root_certificates {
-            Some(pem) => Client::build_with_tls(
-                info.clone(),
-                redis::TlsCertificates { client_tls: None, root_cert: Some(pem.clone()) },
-            ),
-            None => Client::open(info.clone()),
+        let client = match (&settings.tls_root_certificates, &settings.tls_client) {
+            (None, None) => Client::open(info.clone()),
+            (roots, identity) => {
+                let client_tls = identity.as_ref().map(|id| redis::ClientTlsConfig {
+                    client_cert: id.cert.clone(),
+                    client_key: id.key.clone(),
+                });
+                let certificates = redis::TlsCertificates { client_tls, root_cert: roots.clone() };
+                Client::build_with_tls(info.clone(), certificates)
+            }
         };
         #[cfg(not(feature = "tls"))]
         let client = Client::open(info.clone());
         let client = client.map_err(|e| {
-            Error::config(format!("node `{}`", info.addr()), describe_url_error(&e))
+            Error::config(format!("node `{}`", address(&info)), describe_url_error(&e))
         })?;
         Ok(Self::from_client(client, &info, settings.connect_timeout, settings.response_timeout))
     }

@@ -54,6 +54,25 @@ pub(crate) struct Settings {
     /// platform's.
     #[cfg(feature = "tls")]
     pub(crate) tls_root_certificates: Option<Vec<u8>>,
+    /// A client certificate and key for servers that ask for one.
+    #[cfg(feature = "tls")]
+    pub(crate) tls_client: Option<ClientIdentity>,
+}
+
+/// A TLS client certificate and its private key, in PEM; `Debug` shows
+/// neither.
+#[cfg(feature = "tls")]
+#[derive(Clone)]
+pub(crate) struct ClientIdentity {
+    pub(crate) cert: Vec<u8>,
+    pub(crate) key: Vec<u8>,
+}
+
+#[cfg(feature = "tls")]
+impl std::fmt::Debug for ClientIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClientIdentity { .. }")
+    }
 }
 
 impl Default for Settings {
@@ -75,6 +94,8 @@ impl Default for Settings {
             require_healthy: 0,
             #[cfg(feature = "tls")]
             tls_root_certificates: None,
+            #[cfg(feature = "tls")]
+            tls_client: None,
         }
     }
 }

@@ -33,6 +33,14 @@ impl Pki {
         std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
         std::fs::write(dir.join("server.pem"), server_cert.pem()).unwrap();
         std::fs::write(dir.join("server.key"), server_key.serialize_pem()).unwrap();
+        // A subject of its own: OpenSSL (the server) takes a leaf named like
+        // its issuer for a self-signed certificate.
+        let client_key = KeyPair::generate().unwrap();
+        let mut client_params = CertificateParams::new(vec!["fluster-client".to_owned()]).unwrap();
+        client_params.distinguished_name.push(rcgen::DnType::CommonName, "fluster-client");
+        let client_cert = client_params.signed_by(&client_key, &ca).unwrap();
+        std::fs::write(dir.join("client.pem"), client_cert.pem()).unwrap();
+        std::fs::write(dir.join("client.key"), client_key.serialize_pem()).unwrap();
         Pki { dir, ca_pem: ca.pem() }
     }
 
@@ -134,4 +142,33 @@ fn the_sync_flavour_trusts_the_same_roots() {
     let status = &untrusted.status()[0];
     assert!(!status.up);
     assert_eq!(status.boxed_for, Some(FailureKind::Tls), "{status:?}");
+}
+
+/// Mutual TLS: a server that asks every client for a certificate refuses a
+/// pool without one (boxed, `Tls`) and serves one that presents it.
+#[tokio::test]
+async fn a_server_asking_for_client_certificates_serves_only_a_pool_that_has_one() {
+    let pki = Pki::new("mtls");
+    let server = RedisServer::start_tls_asking(
+        &pki.file("server.pem"),
+        &pki.file("server.key"),
+        &pki.file("ca.pem"),
+        true,
+    );
+    let anonymous = builder(&tls_url(&server), &pki.ca_pem).build().await.unwrap();
+    let status = &anonymous.status()[0];
+    assert!(!status.up, "{status:?}");
+    assert_eq!(status.boxed_for, Some(FailureKind::Tls), "{status:?}");
+
+    let cert = std::fs::read(pki.file("client.pem")).unwrap();
+    let key = std::fs::read(pki.file("client.key")).unwrap();
+    let builder = builder(&tls_url(&server), &pki.ca_pem).tls_client_certificate(cert, key.clone());
+    let shown = format!("{builder:?}");
+    assert!(!shown.contains("PRIVATE KEY"), "the key leaked into Debug: {shown}");
+    let pool = builder.build().await.unwrap();
+    assert!(pool.status()[0].up, "{:?}", pool.status());
+    let mut conn = pool.get("mtls:key").await.unwrap();
+    let _: () = conn.set("mtls:key", "both sides known").await.unwrap();
+    let back: String = conn.get("mtls:key").await.unwrap();
+    assert_eq!(back, "both sides known");
 }

@@ -76,6 +76,17 @@ impl RedisServer {
     /// Starts a server that speaks only TLS on its port, with the given
     /// certificate, key and CA files, not asking clients for certificates.
     pub fn start_tls(cert: &std::path::Path, key: &std::path::Path, ca: &std::path::Path) -> Self {
+        Self::start_tls_asking(cert, key, ca, false)
+    }
+
+    /// Like [`start_tls`](Self::start_tls); with `ask` true, every client
+    /// must show a certificate the CA signed (mutual TLS).
+    pub fn start_tls_asking(
+        cert: &std::path::Path,
+        key: &std::path::Path,
+        ca: &std::path::Path,
+        ask: bool,
+    ) -> Self {
         let (cert, key, ca) = (cert.to_string_lossy(), key.to_string_lossy(), ca.to_string_lossy());
         Self::start_inner(
             &[
@@ -86,7 +97,7 @@ impl RedisServer {
                 "--tls-ca-cert-file",
                 &ca,
                 "--tls-auth-clients",
-                "no",
+                if ask { "yes" } else { "no" },
             ],
             true,
         )
