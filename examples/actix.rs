@@ -1,20 +1,20 @@
 //! fluster in an actix-web service: the pool in `web::Data`, Prometheus
-//! metrics, a JSON status page. The same service as `examples/axum.rs`.
+//! metrics, a JSON status page. The same service as `examples/axum.rs`;
+//! copy it: it needs nothing but this file.
 //!
-//!     cargo run --example actix --features serde
+//!     FLUSTER_NODES=redis://127.0.0.1:7001,redis://127.0.0.1:7002 \
+//!         cargo run --example actix --features serde
 //!     curl 127.0.0.1:3000/counter/user:42
 //!
-//! Nodes come from `FLUSTER_NODES=redis://...,redis://...`; without it,
-//! three local `redis-server` nodes are started for the run. The address
-//! is `FLUSTER_LISTEN` (default `127.0.0.1:3000`).
-
-#[path = "../tests/support/mod.rs"]
-mod support;
+//! Nodes come from `FLUSTER_NODES` (comma-separated URLs); the address is
+//! `FLUSTER_LISTEN` (default `127.0.0.1:3000`). SIGTERM or Ctrl-C stops it
+//! (actix-web handles both) and closes the pool.
 
 use actix_web::http::StatusCode;
 use actix_web::{App, HttpResponse, ResponseError, get, web};
 use fluster::ShardedPool;
-use metrics_exporter_prometheus::PrometheusHandle;
+use fluster::metrics::{CHECKOUT_BUCKETS, CHECKOUT_SECONDS};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use redis::AsyncCommands;
 use serde_json::json;
 
@@ -77,20 +77,40 @@ impl ResponseError for AppError {
 }
 
 #[allow(dead_code)] // the tests include this file for `routes` alone
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A Prometheus recorder with real buckets for the checkout latency,
+/// installed before the pool is built (nodes register their metrics then).
+pub fn install_metrics() -> Result<PrometheusHandle, BoxError> {
+    let buckets = Matcher::Full(CHECKOUT_SECONDS.into());
+    Ok(PrometheusBuilder::new()
+        .set_buckets_for_metric(buckets, CHECKOUT_BUCKETS)?
+        .install_recorder()?)
+}
+
+/// A pool of the nodes in `urls`, comma-separated (`FLUSTER_NODES`).
+pub async fn pool_of_nodes(urls: &str) -> Result<ShardedPool, BoxError> {
+    let builder = urls.split(',').fold(ShardedPool::builder(), |b, url| b.node(url.trim()));
+    Ok(builder.build().await?)
+}
+
 #[actix_web::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> Result<(), BoxError> {
     tracing_subscriber::fmt().init();
-    // The recorder must be installed before the pool registers its metrics.
-    let handle = support::install_prometheus();
-    let (pool, _local_servers) = support::example_pool(3).await?;
+    let nodes = std::env::var("FLUSTER_NODES")
+        .map_err(|_| "set FLUSTER_NODES to comma-separated URLs, e.g. redis://127.0.0.1:6379")?;
+    let handle = install_metrics()?;
+    let pool = pool_of_nodes(&nodes).await?;
     let listen = std::env::var("FLUSTER_LISTEN").unwrap_or_else(|_| "127.0.0.1:3000".into());
     println!("listening on http://{listen} (nodes: {:?})", pool.nodes());
-    let (pool, handle) = (web::Data::new(pool), web::Data::new(handle));
+    let (data, handle) = (web::Data::new(pool.clone()), web::Data::new(handle));
+    // `run` returns once a SIGTERM, SIGINT or Ctrl-C has stopped the server.
     actix_web::HttpServer::new(move || {
-        App::new().app_data(pool.clone()).app_data(handle.clone()).configure(routes)
+        App::new().app_data(data.clone()).app_data(handle.clone()).configure(routes)
     })
     .bind(&listen)?
     .run()
     .await?;
+    pool.close();
     Ok(())
 }

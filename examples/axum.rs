@@ -1,25 +1,24 @@
 //! fluster in an axum service: the pool in app state, Prometheus metrics,
-//! a JSON status page.
+//! a JSON status page. Copy it: it needs nothing but this file.
 //!
-//!     cargo run --example axum --features serde
+//!     FLUSTER_NODES=redis://127.0.0.1:7001,redis://127.0.0.1:7002 \
+//!         cargo run --example axum --features serde
 //!     curl 127.0.0.1:3000/counter/user:42
 //!     curl 127.0.0.1:3000/status
 //!     curl 127.0.0.1:3000/metrics
 //!
-//! Nodes come from `FLUSTER_NODES=redis://...,redis://...`; without it,
-//! three local `redis-server` nodes are started for the run. The address
-//! is `FLUSTER_LISTEN` (default `127.0.0.1:3000`).
-
-#[path = "../tests/support/mod.rs"]
-mod support;
+//! Nodes come from `FLUSTER_NODES` (comma-separated URLs); the address is
+//! `FLUSTER_LISTEN` (default `127.0.0.1:3000`). SIGTERM or Ctrl-C stops it
+//! and closes the pool.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use fluster::metrics::{CHECKOUT_BUCKETS, CHECKOUT_SECONDS};
 use fluster::{NodeStatus, ShardedPool};
-use metrics_exporter_prometheus::PrometheusHandle;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use redis::AsyncCommands;
 use serde_json::{Value, json};
 
@@ -76,20 +75,55 @@ impl IntoResponse for AppError {
     }
 }
 
-#[allow(dead_code)] // the tests include this file for `app` alone
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A Prometheus recorder with real buckets for the checkout latency. It
+/// must be installed before the pool is built: nodes register their
+/// metrics then.
+pub fn install_metrics() -> Result<PrometheusHandle, BoxError> {
+    let buckets = Matcher::Full(CHECKOUT_SECONDS.into());
+    Ok(PrometheusBuilder::new()
+        .set_buckets_for_metric(buckets, CHECKOUT_BUCKETS)?
+        .install_recorder()?)
+}
+
+/// A pool of the nodes in `urls`, comma-separated (`FLUSTER_NODES`).
+pub async fn pool_of_nodes(urls: &str) -> Result<ShardedPool, BoxError> {
+    let builder = urls.split(',').fold(ShardedPool::builder(), |b, url| b.node(url.trim()));
+    Ok(builder.build().await?)
+}
+
+/// Resolves on SIGTERM (how a service manager stops a service) or Ctrl-C.
+pub async fn shutdown() {
+    #[cfg(unix)]
+    if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+    {
+        tokio::select! {
+            _ = term.recv() => return,
+            _ = tokio::signal::ctrl_c() => return,
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// Serves the app on `listener` until [`shutdown`], then closes the pool.
+pub async fn serve(listener: tokio::net::TcpListener, state: AppState) -> std::io::Result<()> {
+    let pool = state.pool.clone();
+    axum::serve(listener, app(state)).with_graceful_shutdown(shutdown()).await?;
+    pool.close();
+    Ok(())
+}
+
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> Result<(), BoxError> {
     tracing_subscriber::fmt().init();
-    // The recorder must be installed before the pool registers its metrics.
-    let metrics = support::install_prometheus();
-    let (pool, _local_servers) = support::example_pool(3).await?;
+    let nodes = std::env::var("FLUSTER_NODES")
+        .map_err(|_| "set FLUSTER_NODES to comma-separated URLs, e.g. redis://127.0.0.1:6379")?;
+    let metrics = install_metrics()?;
+    let pool = pool_of_nodes(&nodes).await?;
     let listen = std::env::var("FLUSTER_LISTEN").unwrap_or_else(|_| "127.0.0.1:3000".into());
     let listener = tokio::net::TcpListener::bind(&listen).await?;
     println!("listening on http://{listen} (nodes: {:?})", pool.nodes());
-    axum::serve(listener, app(AppState { pool, metrics }))
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
+    serve(listener, AppState { pool, metrics }).await?;
     Ok(())
 }

@@ -1,10 +1,7 @@
-//! The axum and actix-web examples' real routers against real nodes: kill a
-//! node, `/metrics` shows it down and `/counter` keeps answering; restart
-//! it, and the gauge returns to 1.
-
-// Each example carries the server harness as its own module, as does this
-// test: three copies of one file, on purpose.
-#![allow(clippy::duplicate_mod)]
+//! The axum and actix-web examples, built from nothing but their own files,
+//! against real nodes: kill a node, `/metrics` shows it down and `/counter`
+//! keeps answering; restart it, and the gauge returns to 1. The axum one is
+//! also served on a real socket and scraped as Prometheus would.
 
 #[path = "../examples/actix.rs"]
 #[allow(dead_code)]
@@ -15,6 +12,7 @@ mod axum_example;
 
 mod support;
 
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
@@ -23,6 +21,18 @@ use fluster::ShardedPool;
 use serde_json::Value;
 use support::{RedisServer, keys_homed_on, start_servers};
 use tower::ServiceExt;
+
+/// The examples' recorder, installed once for this process (a recorder is
+/// global), exactly as `examples/axum.rs` installs it.
+fn metrics() -> metrics_exporter_prometheus::PrometheusHandle {
+    static HANDLE: OnceLock<metrics_exporter_prometheus::PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| axum_example::install_metrics().unwrap()).clone()
+}
+
+/// `FLUSTER_NODES` for `servers`.
+fn node_list(servers: &[RedisServer]) -> String {
+    servers.iter().map(RedisServer::url).collect::<Vec<_>>().join(",")
+}
 
 async fn pool_of(servers: &[RedisServer]) -> ShardedPool {
     support::builder_for(servers)
@@ -66,7 +76,7 @@ async fn axum_get(app: &axum::Router, uri: String) -> (u16, String) {
 
 #[tokio::test]
 async fn axum_service_survives_a_node_and_reports_it() {
-    let metrics = support::install_prometheus();
+    let metrics = metrics();
     let mut servers = start_servers(3);
     let pool = pool_of(&servers).await;
     let victim = servers[0].name();
@@ -132,7 +142,7 @@ async fn axum_service_survives_a_node_and_reports_it() {
 async fn actix_service_survives_a_node_and_reports_it() {
     use actix_web::{App, test, web};
 
-    let metrics = support::install_prometheus();
+    let metrics = metrics();
     let mut servers = start_servers(3);
     let pool = pool_of(&servers).await;
     let victim = servers[1].name();
@@ -186,4 +196,109 @@ async fn actix_service_survives_a_node_and_reports_it() {
         },
     )
     .await;
+}
+
+#[tokio::test]
+async fn each_example_builds_its_pool_from_its_own_setup() {
+    let servers = start_servers(2);
+    let nodes = format!(" {} ", node_list(&servers).replace(',', " , "));
+    for pool in [
+        axum_example::pool_of_nodes(&nodes).await.unwrap(),
+        actix_example::pool_of_nodes(&nodes).await.unwrap(),
+    ] {
+        assert_eq!(pool.nodes(), [servers[0].name(), servers[1].name()]);
+        assert!(pool.status().iter().all(|s| s.up));
+    }
+    let bad = axum_example::pool_of_nodes("127.0.0.1:6379").await.unwrap_err().to_string();
+    assert!(bad.contains("no scheme"), "{bad}");
+}
+
+/// GET over a real TCP connection, as a scraper does.
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.unwrap();
+    let text = String::from_utf8(response).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let code = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (code, body.to_owned())
+}
+
+/// The sum of the `name` samples of `node` on a Prometheus page.
+fn total(page: &str, name: &str, node: &str) -> f64 {
+    let label = format!("node=\"{node}\"");
+    page.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(&label))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_sees_every_series_from_the_start_and_the_first_failure() {
+    let metrics = metrics();
+    let mut servers = start_servers(3);
+    let pool = axum_example::pool_of_nodes(&node_list(&servers)).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let state = axum_example::AppState { pool: pool.clone(), metrics };
+    tokio::spawn(axum_example::serve(listener, state));
+
+    let (code, page) = http_get(addr, "/metrics").await;
+    assert_eq!(code, 200);
+    for server in &servers {
+        let node = format!("node=\"{}\"", server.name());
+        for kind in fluster::FailureKind::ALL {
+            let kind = format!("kind=\"{kind}\"");
+            let present = page.lines().any(|l| {
+                l.starts_with("fluster_failures_total{") && l.contains(&node) && l.contains(&kind)
+            });
+            assert!(present, "no fluster_failures_total{{{node},{kind}}} at start");
+        }
+        for result in ["ok", "failed"] {
+            let result = format!("result=\"{result}\"");
+            let present = page.lines().any(|l| {
+                l.starts_with("fluster_probes_total{") && l.contains(&node) && l.contains(&result)
+            });
+            assert!(present, "no fluster_probes_total{{{node},{result}}} at start");
+        }
+    }
+    let victim = servers[0].name();
+    let before = total(&page, "fluster_failures_total", &victim);
+
+    let key = keys_homed_on(&pool, "scrape").into_iter().find(|(n, _)| *n == victim).unwrap().1;
+    assert_eq!(http_get(addr, &format!("/counter/{key}")).await.0, 200);
+    servers[0].kill();
+    let path = format!("/counter/{key}");
+    poll(
+        "counter after kill",
+        || http_get(addr, &path),
+        |code, body| code == 200 && !body.contains(&victim),
+    )
+    .await;
+    let (_, page) = http_get(addr, "/metrics").await;
+    let after = total(&page, "fluster_failures_total", &victim);
+    assert!(after >= before + 1.0, "failures of {victim}: {before} then {after}");
+    assert!(page.contains("fluster_checkout_seconds_bucket{"), "a histogram, not a summary");
+
+    // When Prometheus's own checker is installed, it must accept the page.
+    if let Ok(mut promtool) = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+    {
+        use std::io::Write;
+        promtool.stdin.take().unwrap().write_all(page.as_bytes()).unwrap();
+        let out = promtool.wait_with_output().unwrap();
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "promtool check metrics: {said}");
+    }
 }
