@@ -1,6 +1,8 @@
 //! The fluster demo: three local `redis-server` nodes, steady traffic from
-//! many tasks, one node killed with `kill -9` and brought back, and a live
-//! table of where the keys went. Ends by itself in about 16 seconds.
+//! many tasks, one node killed with `kill -9` and brought back, a live
+//! table of where the keys went, and the pool's events as they happen. The
+//! returning node takes its keys back over a 3 s warm-up. Ends by itself in
+//! about 16 seconds.
 //!
 //!     cargo run --example demo
 
@@ -11,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use fluster::{NodeStatus, ShardedPool};
+use fluster::{NodeEvent, NodeStatus, ShardedPool};
 use redis::AsyncCommands;
 use support::RedisServer;
 
@@ -54,8 +56,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .penalty_min_wait(Duration::from_millis(500))
         .penalty_max_wait(Duration::from_secs(2))
         .penalty_multiplier(2.0)
+        .warmup(Duration::from_secs(3))
         .build()
         .await?;
+    tokio::spawn(print_events(pool.clone()));
 
     let tally = Arc::new(Tally::default());
     let stop = Arc::new(AtomicBool::new(false));
@@ -101,12 +105,35 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+/// Prints each node event as it happens.
+async fn print_events(pool: ShardedPool) {
+    let mut events = pool.events();
+    while let Ok(event) = events.recv().await {
+        let line = match event {
+            NodeEvent::Boxed { node, kind, wait, level, .. } => format!(
+                "{node} boxed ({kind}); first probe in {:.2}s, back-off level {level}",
+                wait.as_secs_f64()
+            ),
+            NodeEvent::ProbeFailed { node, kind, wait, .. } => {
+                format!("{node}: probe failed ({kind}); next in {:.2}s", wait.as_secs_f64())
+            }
+            NodeEvent::Returned { node, .. } => {
+                format!("{node} answered a probe: back, its keys come home over 3 s")
+            }
+            NodeEvent::Warm { node, .. } => format!("{node} warmed up: all its keys are home"),
+            other => format!("{other:?}"),
+        };
+        println!("        event: {line}");
+    }
+}
+
 /// One node's column: state, operations in the last second, time left in
 /// the penalty box.
 fn cell(node: &NodeStatus, ops: u64) -> String {
-    match node.penalty_remaining {
-        None => format!("up   {ops:>6}/s"),
-        Some(left) => format!("DOWN {ops:>6}/s {:.1}s", left.as_secs_f64()),
+    match (node.penalty_remaining, node.warmup) {
+        (Some(left), _) => format!("DOWN {ops:>6}/s {:.1}s", left.as_secs_f64()),
+        (None, Some(warm)) => format!("warm {ops:>6}/s {:>3.0}%", warm * 100.0),
+        (None, None) => format!("up   {ops:>6}/s"),
     }
 }
 
@@ -129,7 +156,7 @@ async fn traffic(pool: ShardedPool, tally: Arc<Tally>, stop: Arc<AtomicBool>, ta
         let waited = started.elapsed().as_micros() as u64;
         tally.worst_get_us.fetch_max(waited, Ordering::Relaxed);
         let node = NODES.iter().position(|n| *n == conn.node()).unwrap();
-        if pool.home_node_for(&key).as_deref() != Some(conn.node()) {
+        if !conn.is_home() {
             tally.failovers.fetch_add(1, Ordering::Relaxed);
         }
         match conn.incr::<_, _, i64>(&key, 1).await {
@@ -153,7 +180,7 @@ async fn summary(
         println!("  {name}: {:>7} commands served", tally.served[i].load(Ordering::Relaxed));
     }
     println!(
-        "  commands served by another node while their own was boxed: {}",
+        "  commands served by a stand-in (conn.is_home() false: boxed or warming home node): {}",
         tally.failovers.load(Ordering::Relaxed)
     );
     println!(

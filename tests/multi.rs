@@ -2,10 +2,6 @@
 //! pipelines, MGET/MSET/DEL split by node, fan-out, replica sets, and nodes
 //! added and removed under traffic.
 
-// The example carries the server harness as its own module, as does this
-// test: two copies of one file, on purpose.
-#![allow(clippy::duplicate_mod)]
-
 #[path = "../examples/fan_out.rs"]
 #[allow(dead_code)]
 mod fan_out_example;
