@@ -79,8 +79,10 @@ async fn a_boxed_node_releases_its_sockets_and_returns_from_maxclients() {
     let pool = ShardedPool::builder()
         .node(&healthy.url())
         .node(&small.url())
-        .penalty_min_wait(Duration::from_secs(1))
-        .penalty_max_wait(Duration::from_secs(1))
+        // Long enough to look at the boxed node before its first probe.
+        .penalty_min_wait(Duration::from_secs(3))
+        .penalty_max_wait(Duration::from_secs(3))
+        .penalty_jitter(0.0)
         .penalty_memory(Duration::ZERO)
         .build()
         .await
@@ -93,12 +95,13 @@ async fn a_boxed_node_releases_its_sockets_and_returns_from_maxclients() {
     // and is boxed.
     assert!(eventually(Duration::from_secs(10), || !status_of(&pool, &small.name()).up).await);
     // While boxed, the pool holds none of its sockets.
-    let released = eventually(Duration::from_secs(1), || clients_if_room(&small) == Some(0));
+    let released = eventually(Duration::from_secs(2), || clients_if_room(&small) == Some(0));
     assert!(released.await, "pool sockets left on a boxed node: {:?}", clients_if_room(&small));
+    assert!(!status_of(&pool, &small.name()).up, "it came back before it was looked at");
     stop.store(true, Ordering::Relaxed);
     // So its next probe finds a client slot and lets it back in.
     assert!(
-        eventually(Duration::from_secs(5), || status_of(&pool, &small.name()).up).await,
+        eventually(Duration::from_secs(10), || status_of(&pool, &small.name()).up).await,
         "{:?}",
         status_of(&pool, &small.name())
     );
