@@ -56,11 +56,14 @@ pub enum FailureKind {
     /// A connection could not be made, for a reason the connection manager
     /// did not classify further.
     Connect,
+    /// The node answered with bytes that are not the protocol: not a Redis
+    /// server, or a corrupted stream.
+    Protocol,
 }
 
 impl FailureKind {
     /// Every kind, in label order: what the metrics create at zero.
-    pub const ALL: [FailureKind; 10] = [
+    pub const ALL: [FailureKind; 11] = [
         FailureKind::Refused,
         FailureKind::Dropped,
         FailureKind::Io,
@@ -71,6 +74,7 @@ impl FailureKind {
         FailureKind::MasterDown,
         FailureKind::ReadOnly,
         FailureKind::Connect,
+        FailureKind::Protocol,
     ];
 
     /// The label value used in metrics and logs, e.g. `"refused"`.
@@ -86,6 +90,7 @@ impl FailureKind {
             FailureKind::MasterDown => "masterdown",
             FailureKind::ReadOnly => "readonly",
             FailureKind::Connect => "connect",
+            FailureKind::Protocol => "protocol",
         }
     }
 

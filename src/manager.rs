@@ -40,6 +40,10 @@ impl ClassifyFailure for RedisError {
             Some(FailureKind::Timeout)
         } else if self.kind() == ErrorKind::AuthenticationFailed {
             Some(FailureKind::Auth)
+        } else if self.kind() == ErrorKind::Parse {
+            // Only the wire reaches here: conversions of a reply to a
+            // caller's type fail after the pool has seen the reply.
+            Some(FailureKind::Protocol)
         } else if let Some(kind) = self.code().and_then(reply_kind) {
             Some(kind)
         } else if is_tls_failure(self) {

@@ -216,3 +216,55 @@ async fn get_shared_leaves_a_partitioned_node_once_it_is_boxed() {
     println!("get_shared moved on {lag:?} after the node was boxed");
     assert!(lag < response_timeout, "get_shared lagged {lag:?} behind the boxing");
 }
+
+/// A server that answers with bytes that are not RESP is a failed node:
+/// the pool boxes it, and no caller is handed that connection again.
+#[tokio::test]
+async fn garbage_bytes_box_the_node() {
+    let healthy = RedisServer::start();
+    for path in PATHS {
+        let garbage = FakeServer::start("this is not RESP\r\n");
+        let (pool, key) = pool_with(&healthy, &garbage.url(), &garbage.name()).await;
+        let (served, failed) = send(&pool, path, &key, set(&key)).await;
+        assert_eq!((served, failed), (garbage.name(), true), "{path:?}");
+        let status = status_of(&pool, &garbage.name());
+        assert!(!status.up, "{path:?}: {status:?}");
+        let (served, failed) = send(&pool, path, &key, set(&key)).await;
+        assert_eq!((served, failed), (healthy.name(), false), "{path:?}: served elsewhere");
+    }
+}
+
+/// `CLIENT KILL` of the pool's connections: the command in flight on a
+/// killed socket fails, the node is boxed like one that reset it, and it is
+/// back at its next probe, its keys home.
+#[tokio::test]
+async fn client_kill_costs_one_command_and_one_short_stay() {
+    let (healthy, server) = (RedisServer::start(), RedisServer::start());
+    let pool = ShardedPool::builder()
+        .node(&healthy.url())
+        .node(&server.url())
+        .penalty_min_wait(Duration::from_millis(50))
+        .penalty_max_wait(Duration::from_millis(50))
+        .build()
+        .await
+        .unwrap();
+    let key = (0..10_000)
+        .map(|i| format!("kill:{i}"))
+        .find(|k| pool.home_node_for(k).as_deref() == Some(server.name().as_str()))
+        .unwrap();
+    assert_eq!(send(&pool, Path::Pooled, &key, set(&key)).await, (server.name(), false));
+    let killed: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("normal")
+        .arg("SKIPME")
+        .arg("yes")
+        .query(&mut server.client())
+        .unwrap();
+    assert!(killed >= 1);
+    let (_, failed) = send(&pool, Path::Pooled, &key, set(&key)).await;
+    assert!(failed, "the command on the killed socket fails");
+    let back = eventually(Duration::from_secs(2), || status_of(&pool, &server.name()).up);
+    assert!(back.await);
+    assert_eq!(send(&pool, Path::Pooled, &key, set(&key)).await, (server.name(), false));
+}
