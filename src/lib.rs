@@ -23,13 +23,24 @@
 //! ```
 //!
 //! [`ShardedPool`] is `Clone + Send + Sync`: keep one in your app state and
-//! call [`get`](ShardedPool::get) per request. Beyond one key:
+//! call [`get`](ShardedPool::get) per request. A connection goes back to its
+//! node's pool clean, or not at all (an open `MULTI`, a `SELECT`, a
+//! cancelled command). Beyond one key:
 //! [`get_shared`](ShardedPool::get_shared) (the node's multiplexed
 //! connection), [`pipeline`](ShardedPool::pipeline),
+//! [`transaction`](ShardedPool::transaction),
 //! [`mget`](ShardedPool::mget)/[`mset`](ShardedPool::mset)/[`del`](ShardedPool::del),
-//! [`fan_out`](ShardedPool::fan_out), [`get_n`](ShardedPool::get_n), and
+//! [`fan_out`](ShardedPool::fan_out), [`get_n`](ShardedPool::get_n),
+//! [`publish`](ShardedPool::publish)/[`subscribe`](ShardedPool::subscribe)
+//! (pub/sub routed by channel), and
 //! [`add_node`](ShardedPool::add_node)/[`remove_node`](ShardedPool::remove_node)
 //! while traffic runs.
+//!
+//! When a node comes back, fluster damps a node that flaps
+//! ([`Builder::penalty_memory`]), can hand its keys back gradually
+//! ([`Builder::warmup`]), tells a connection served by a stand-in
+//! ([`Connection::is_home`]) and sends every change to
+//! [`events`](ShardedPool::events) receivers.
 //!
 //! Nothing is replicated or re-balanced: while a node is boxed its keys live
 //! on a stand-in, and what was written there stays behind when it returns.

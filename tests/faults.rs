@@ -84,16 +84,20 @@ fn assert_boxed(pool: &ShardedPool, name: &str, key: &str, kind: FailureKind, pa
 }
 
 #[tokio::test]
-async fn loading_replies_box_the_node_on_every_path() {
+async fn loading_and_masterdown_replies_box_the_node_on_every_path() {
     let healthy = RedisServer::start();
-    for path in PATHS {
-        // Answers PING, so it passes the probe at build; then LOADING.
-        let loading = FakeServer::start("-LOADING Redis is loading the dataset in memory\r\n");
+    let replies = [
+        ("-LOADING Redis is loading the dataset in memory\r\n", FailureKind::Loading),
+        ("-MASTERDOWN Link with MASTER is down\r\n", FailureKind::MasterDown),
+    ];
+    for ((reply, kind), path) in replies.into_iter().flat_map(|r| PATHS.map(|p| (r, p))) {
+        // Answers PING, so it passes the probe at build; then the reply.
+        let loading = FakeServer::start(reply);
         let (pool, key) = pool_with(&healthy, &loading.url(), &loading.name()).await;
         let (served, failed) = send(&pool, path, &key, set(&key)).await;
         assert_eq!(served, loading.name());
-        assert!(failed, "{path:?}: the caller sees the LOADING reply");
-        assert_boxed(&pool, &loading.name(), &key, FailureKind::Loading, path);
+        assert!(failed, "{path:?}: the caller sees the {kind} reply");
+        assert_boxed(&pool, &loading.name(), &key, kind, path);
         let (served, failed) = send(&pool, path, &key, set(&key)).await;
         assert_eq!((served, failed), (healthy.name(), false), "{path:?}: served elsewhere");
     }

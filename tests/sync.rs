@@ -178,3 +178,35 @@ fn bad_input_and_redaction() {
     assert_eq!(pool.status()[0].name, "127.0.0.1:1");
     assert!(matches!(pool.get("k"), Err(Error::NoHealthyNodes)));
 }
+
+/// Blocking connections see error replies and session changes through the
+/// same classifier and session rules as the async ones.
+#[test]
+fn the_sync_flavour_boxes_on_error_replies_and_drops_changed_sessions() {
+    let healthy = RedisServer::start();
+    let loading = support::fake::FakeServer::start("-LOADING Redis is loading\r\n");
+    let pool = ShardedPool::builder()
+        .node(&healthy.url())
+        .node(&loading.url())
+        .penalty_min_wait(Duration::from_secs(30))
+        .penalty_max_wait(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let key = key_on(&pool, &loading.name(), "sync-loading");
+    let mut conn = pool.get(&key).unwrap();
+    assert!(conn.set::<_, _, ()>(&key, 1).is_err());
+    drop(conn);
+    let status = pool.status().into_iter().find(|s| s.name == loading.name()).unwrap();
+    assert_eq!(status.boxed_for, Some(FailureKind::Loading), "{status:?}");
+    assert_eq!(pool.get(&key).unwrap().node(), healthy.name());
+
+    // SELECT left behind on a blocking connection never reaches the next caller.
+    let one = ShardedPool::builder().node(&healthy.url()).max_connections(1).build().unwrap();
+    let mut conn = one.get("k").unwrap();
+    let _: () = redis::cmd("SELECT").arg(7).query(&mut conn).unwrap();
+    drop(conn);
+    let mut conn = one.get("k").unwrap();
+    let _: () = conn.set("where", "db0").unwrap();
+    let in_db0: Option<String> = healthy.client().get("where").unwrap();
+    assert_eq!(in_db0.as_deref(), Some("db0"));
+}
