@@ -61,7 +61,32 @@ struct State {
     /// The node each topic is subscribed on, if any can take it.
     placed: HashMap<Topic, Option<NodeName>>,
     /// Each node's subscriber connection.
-    links: HashMap<NodeName, PubSubSink>,
+    links: HashMap<NodeName, Link>,
+    next_link: u64,
+}
+
+impl State {
+    /// Closes the links that carry no topic any more (their channels moved
+    /// away, were left, or the pool closed): no socket is held for nothing.
+    fn prune(&mut self) {
+        let placed = &self.placed;
+        self.links.retain(|node, _| placed.values().any(|n| n.as_ref() == Some(node)));
+    }
+}
+
+/// One node's subscriber connection: where to send (un)subscriptions, and
+/// the task reading its messages, which ends with it.
+struct Link {
+    sink: PubSubSink,
+    id: u64,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        // The reader owns the stream, and the stream the socket.
+        self.reader.abort();
+    }
 }
 
 impl Hub {
@@ -100,6 +125,7 @@ impl Hub {
         for topic in topics {
             self.place(&mut state, &topic).await;
         }
+        state.prune();
     }
 
     /// Subscribes `topic` where it routes now, leaving where it was.
@@ -113,24 +139,29 @@ impl Hub {
         if want == was && linked(state, &was) {
             return;
         }
-        if let Some(sink) = was.as_ref().and_then(|n| state.links.get_mut(n)) {
+        if let Some(link) = was.as_ref().and_then(|n| state.links.get_mut(n)) {
             // Best effort: a dead node's link fails, and that is fine.
-            let _ = unsubscribe(sink, topic).await;
+            let _ = unsubscribe(&mut link.sink, topic).await;
         }
         let mut placed = None;
-        if let Some(node) = want {
-            if !state.links.contains_key(&node)
-                && let Some(link) = pool.connect(&node).await
-            {
-                let (sink, stream) = link.split();
-                tokio::spawn(read(Arc::downgrade(self), node.clone(), stream));
-                state.links.insert(node.clone(), sink);
+        // A link found dead is replaced once.
+        for _ in 0..2 {
+            let Some(node) = want.clone() else { break };
+            if !state.links.contains_key(&node) {
+                let Some(connection) = pool.connect(&node).await else { break };
+                let (sink, stream) = connection.split();
+                state.next_link += 1;
+                let id = state.next_link;
+                let reader = tokio::spawn(read(Arc::downgrade(self), node.clone(), id, stream));
+                state.links.insert(node.clone(), Link { sink, id, reader });
             }
-            if let Some(sink) = state.links.get_mut(&node) {
-                match subscribe(sink, topic).await {
-                    Ok(()) => placed = Some(node),
-                    Err(_) => drop(state.links.remove(&node)),
+            let Some(link) = state.links.get_mut(&node) else { break };
+            match subscribe(&mut link.sink, topic).await {
+                Ok(()) => {
+                    placed = Some(node);
+                    break;
                 }
+                Err(_) => drop(state.links.remove(&node)),
             }
         }
         state.placed.insert(topic.clone(), placed);
@@ -154,9 +185,10 @@ impl Hub {
             routes.remove(&topic);
         }
         if let Some(Some(node)) = state.placed.remove(&topic) {
-            if let Some(sink) = state.links.get_mut(&node) {
-                let _ = unsubscribe(sink, &topic).await;
+            if let Some(link) = state.links.get_mut(&node) {
+                let _ = unsubscribe(&mut link.sink, &topic).await;
             }
+            state.prune();
             if let Some(pool) = self.pool.upgrade() {
                 let count = state.placed.values().filter(|n| n.as_ref() == Some(&node)).count();
                 pool.count(&node, count);
@@ -197,7 +229,7 @@ async fn unsubscribe(sink: &mut PubSubSink, topic: &Topic) -> RedisResult<()> {
 /// Reads one node's subscriber connection until it ends; then asks for
 /// its topics to be placed again (on the same node if it answers, which
 /// tells its health; elsewhere once it is boxed).
-async fn read(hub: Weak<Hub>, node: NodeName, mut stream: redis::aio::PubSubStream) {
+async fn read(hub: Weak<Hub>, node: NodeName, id: u64, mut stream: redis::aio::PubSubStream) {
     while let Some(msg) = stream.next().await {
         match hub.upgrade() {
             Some(hub) => hub.deliver(msg),
@@ -205,7 +237,13 @@ async fn read(hub: Weak<Hub>, node: NodeName, mut stream: redis::aio::PubSubStre
         }
     }
     let Some(hub) = hub.upgrade() else { return };
-    hub.state.lock().await.links.remove(&node);
+    let mut state = hub.state.lock().await;
+    // Only its own link: the node may have a newer one by now.
+    if state.links.get(&node).is_some_and(|link| link.id == id) {
+        // Aborting this very task takes effect at an await; none is left.
+        state.links.remove(&node);
+    }
+    drop(state);
     hub.relink.notify_one();
 }
 

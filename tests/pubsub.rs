@@ -154,13 +154,14 @@ async fn subscriptions_follow_their_channels_through_a_kill_and_a_return() {
     }
     assert!(servers.iter().all(|s| pubsub_clients(s) == 1));
 
-    // Dropping every subscription unsubscribes.
+    // Dropping every subscription unsubscribes, and closes the subscriber
+    // connections that carry nothing any more.
     drop(subs);
     let gone = eventually(Duration::from_secs(5), || {
         servers.iter().all(|s| {
             let channels: Vec<String> =
                 redis::cmd("PUBSUB").arg("CHANNELS").query(&mut s.client()).unwrap();
-            channels.is_empty()
+            channels.is_empty() && pubsub_clients(s) == 0
         })
     });
     assert!(gone.await);
