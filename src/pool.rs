@@ -45,6 +45,10 @@ impl<M: NodeManager, S: Store<M>> Table<M, S> {
         self.nodes.iter().position(|n| **n.name() == *name)
     }
 
+    fn node(&self, name: &str) -> Option<&Arc<Node<M, S>>> {
+        self.position(name).map(|index| &self.nodes[index])
+    }
+
     #[inline]
     pub(crate) fn is_up(&self, index: usize) -> bool {
         self.nodes[index].cell.is_up()
@@ -604,30 +608,7 @@ impl ShardedPool<RedisManager> {
         let manager = RedisManager::from_settings(parse_url(url)?, &self.core.settings)?;
         self.add_manager(name, manager, weight).await
     }
-}
 
-impl Placement for Core<RedisManager, Bb8<RedisManager>> {
-    fn place(&self, name: &[u8]) -> Option<NodeName> {
-        self.node_for(name)
-    }
-
-    fn connect<'a>(&'a self, node: &'a NodeName) -> BoxFuture<'a, Option<redis::aio::PubSub>> {
-        Box::pin(async move {
-            let table = self.table.load_full();
-            let node = table.nodes.iter().find(|n| n.name() == node)?;
-            let epoch = node.cell.epoch();
-            node.cell.connected(epoch, node.manager.pubsub().await).ok()
-        })
-    }
-
-    fn count(&self, node: &NodeName, topics: usize) {
-        if let Some(node) = self.table.load().nodes.iter().find(|n| n.name() == node) {
-            node.cell.metrics.subscriptions.set(topics as f64);
-        }
-    }
-}
-
-impl ShardedPool<RedisManager> {
     /// `PUBLISH` on the node `channel` routes to, exactly as `get` routes a
     /// key (hash tags included), so it meets the channel's subscribers;
     /// returns how many received it there.
@@ -682,6 +663,27 @@ impl ShardedPool<RedisManager> {
             });
             hub
         }))
+    }
+}
+
+impl Placement for Core<RedisManager, Bb8<RedisManager>> {
+    fn place(&self, name: &[u8]) -> Option<NodeName> {
+        self.node_for(name)
+    }
+
+    fn connect<'a>(&'a self, node: &'a NodeName) -> BoxFuture<'a, Option<redis::aio::PubSub>> {
+        Box::pin(async move {
+            let table = self.table.load_full();
+            let node = table.node(node)?;
+            let epoch = node.cell.epoch();
+            node.cell.connected(epoch, node.manager.pubsub().await).ok()
+        })
+    }
+
+    fn count(&self, node: &NodeName, topics: usize) {
+        if let Some(node) = self.table.load().node(node) {
+            node.cell.metrics.subscriptions.set(topics as f64);
+        }
     }
 }
 

@@ -63,6 +63,8 @@ struct State {
     /// Each node's subscriber connection.
     links: HashMap<NodeName, Link>,
     next_link: u64,
+    /// The nodes whose subscriptions gauge was last set above zero.
+    counted: Vec<NodeName>,
 }
 
 impl State {
@@ -114,6 +116,7 @@ impl Hub {
         if !state.placed.contains_key(&topic) {
             state.placed.insert(topic.clone(), None);
             self.place(&mut state, &topic).await;
+            self.settle(&mut state);
         }
         Subscription { rx, hub: self.clone(), topic, id }
     }
@@ -125,7 +128,24 @@ impl Hub {
         for topic in topics {
             self.place(&mut state, &topic).await;
         }
+        self.settle(&mut state);
+    }
+
+    /// After topics moved: closes the links left carrying nothing and
+    /// reports each node's topics, counted in one pass.
+    fn settle(&self, state: &mut State) {
         state.prune();
+        let Some(pool) = self.pool.upgrade() else { return };
+        let mut counts: HashMap<&NodeName, usize> =
+            state.counted.iter().map(|node| (node, 0)).collect();
+        for node in state.placed.values().flatten() {
+            *counts.entry(node).or_default() += 1;
+        }
+        for (node, topics) in &counts {
+            pool.count(node, *topics);
+        }
+        state.counted =
+            counts.into_iter().filter(|(_, n)| *n > 0).map(|(node, _)| node.clone()).collect();
     }
 
     /// Subscribes `topic` where it routes now, leaving where it was.
@@ -165,10 +185,6 @@ impl Hub {
             }
         }
         state.placed.insert(topic.clone(), placed);
-        for node in was.iter().chain(state.placed[topic].iter()) {
-            let count = state.placed.values().filter(|n| n.as_ref() == Some(node)).count();
-            pool.count(node, count);
-        }
     }
 
     /// A subscription was dropped: when its topic has no subscriber left,
@@ -188,11 +204,7 @@ impl Hub {
             if let Some(link) = state.links.get_mut(&node) {
                 let _ = unsubscribe(&mut link.sink, &topic).await;
             }
-            state.prune();
-            if let Some(pool) = self.pool.upgrade() {
-                let count = state.placed.values().filter(|n| n.as_ref() == Some(&node)).count();
-                pool.count(&node, count);
-            }
+            self.settle(&mut state);
         }
     }
 
