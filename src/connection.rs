@@ -11,9 +11,9 @@ use bb8::PooledConnection;
 use redis::aio::ConnectionLike;
 use redis::{Arg, Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, RedisResult, Value};
 
-use crate::health::FailureKind;
-use crate::manager::{RedisManager, failure};
-use crate::node::{Failure, Muxed, NodeManager, Tracked};
+use crate::failure::{Failure, FailureKind, failure};
+use crate::manager::RedisManager;
+use crate::node::{Muxed, NodeManager, Tracked};
 use crate::session::{Effect, effect};
 
 /// A connection checked out of one node's pool; it goes back when dropped.
@@ -100,7 +100,7 @@ where
     M::Connection: Clone,
 {
     pub(crate) fn new(mux: Arc<Muxed<M::Connection>>, home: bool) -> Self {
-        SharedConnection { conn: mux.clone_conn(), mux, home }
+        SharedConnection { conn: mux.conn.clone(), mux, home }
     }
 }
 

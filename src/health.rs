@@ -21,122 +21,10 @@
 //! made in; failures reported from an older epoch are [`Verdict::Stale`], so
 //! a node that comes back is not boxed again by sockets from its past life.
 
-use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-/// Why a node was judged to have failed.
-///
-/// Only these count against a node's health. A checkout that waited on a
-/// busy pool and ordinary error replies (`WRONGTYPE`, `OOM`, `ERR ...`) do not.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum FailureKind {
-    /// The node refused the TCP connection: nothing listens there.
-    Refused,
-    /// An open connection was reset or closed by the node.
-    Dropped,
-    /// Any other I/O error.
-    Io,
-    /// The TLS handshake failed: an untrusted or invalid certificate, or
-    /// a server that does not speak TLS.
-    Tls,
-    /// A connect or response timeout. A slow node is not a dead node: these
-    /// box the node only after several in a row.
-    Timeout,
-    /// The node rejected the credentials (AUTH or ACL), or answered `NOAUTH`.
-    Auth,
-    /// The node answered `LOADING`: it is still loading its data set.
-    Loading,
-    /// The node answered `MASTERDOWN`: its master link is down.
-    MasterDown,
-    /// The node answered `READONLY`: it is a replica now (a failed-over
-    /// master that came back, or a node reconfigured under the pool).
-    ReadOnly,
-    /// A connection could not be made, for a reason the connection manager
-    /// did not classify further.
-    Connect,
-    /// The node answered with bytes that are not the protocol: not a Redis
-    /// server, or a corrupted stream.
-    Protocol,
-}
-
-impl FailureKind {
-    /// Every kind, in label order: what the metrics create at zero.
-    pub const ALL: [FailureKind; 11] = [
-        FailureKind::Refused,
-        FailureKind::Dropped,
-        FailureKind::Io,
-        FailureKind::Tls,
-        FailureKind::Timeout,
-        FailureKind::Auth,
-        FailureKind::Loading,
-        FailureKind::MasterDown,
-        FailureKind::ReadOnly,
-        FailureKind::Connect,
-        FailureKind::Protocol,
-    ];
-
-    /// The label value used in metrics and logs, e.g. `"refused"`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FailureKind::Refused => "refused",
-            FailureKind::Dropped => "dropped",
-            FailureKind::Io => "io",
-            FailureKind::Tls => "tls",
-            FailureKind::Timeout => "timeout",
-            FailureKind::Auth => "auth",
-            FailureKind::Loading => "loading",
-            FailureKind::MasterDown => "masterdown",
-            FailureKind::ReadOnly => "readonly",
-            FailureKind::Connect => "connect",
-            FailureKind::Protocol => "protocol",
-        }
-    }
-
-    /// Whether this failure boxes the node only after several in a row.
-    pub fn is_timeout(self) -> bool {
-        self == FailureKind::Timeout
-    }
-}
-
-impl fmt::Display for FailureKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// Tells which errors of a connection manager are node failures.
-///
-/// Implemented for [`redis::RedisError`], so [`RedisManager`](crate::RedisManager),
-/// `bb8_redis::RedisConnectionManager` and any manager whose error is a
-/// `RedisError` can be sharded, and for [`std::io::Error`]. Implement it for
-/// your own manager's error type to shard other connections.
-///
-/// Return `None` for errors that say nothing about the node's health, such
-/// as ordinary error replies. Every error while *connecting* counts as a
-/// failure; `None` there is recorded as [`FailureKind::Connect`].
-pub trait ClassifyFailure: fmt::Display {
-    /// The kind of node failure this error shows, if any.
-    fn failure_kind(&self) -> Option<FailureKind>;
-}
-
-/// For managers whose connections are plain sockets.
-impl ClassifyFailure for std::io::Error {
-    fn failure_kind(&self) -> Option<FailureKind> {
-        use std::io::ErrorKind as K;
-        Some(match self.kind() {
-            K::ConnectionRefused => FailureKind::Refused,
-            K::ConnectionReset
-            | K::ConnectionAborted
-            | K::BrokenPipe
-            | K::UnexpectedEof
-            | K::NotConnected => FailureKind::Dropped,
-            K::TimedOut | K::WouldBlock => FailureKind::Timeout,
-            _ => FailureKind::Io,
-        })
-    }
-}
+use crate::failure::FailureKind;
 
 /// How long a failed node stays in the box, and when timeouts box it.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -195,6 +83,14 @@ impl PenaltyPolicy {
     }
 }
 
+/// The warm-up rule: the fraction of a node's keys that go home after
+/// `elapsed` of a `window`. A key goes home once this passes its
+/// `route::warm_threshold`.
+#[inline]
+pub fn warmed(elapsed: Duration, window: Duration) -> f64 {
+    elapsed.as_nanos() as f64 / window.as_nanos() as f64
+}
+
 /// The time of a decision and a random draw in `[0, 1)` for its jitter.
 #[derive(Debug, Clone, Copy)]
 pub struct Moment {
@@ -227,6 +123,8 @@ impl BoxGuard {
     }
 
     /// Nodes boxed now.
+    #[cfg(test)]
+    #[allow(dead_code)] // by the tests that compile this module alone
     pub fn boxed(&self) -> usize {
         self.boxed.load(Ordering::Acquire)
     }
@@ -279,7 +177,12 @@ pub enum Verdict {
     /// routing sees no change.
     Counted,
     /// The node just entered the box; a new epoch began.
-    Boxed,
+    Boxed {
+        /// How long before it is probed.
+        wait: Duration,
+        /// The back-off level of the stay.
+        level: u32,
+    },
     /// It would have boxed the node, but the cascade guard's cap is
     /// reached: the node stays in rotation and the caller gets the failure.
     Vetoed,
@@ -291,7 +194,10 @@ pub enum Probed {
     /// The node left the box.
     Returned,
     /// The node stays boxed, for a longer wait.
-    Failed,
+    Failed {
+        /// How long before the next probe.
+        wait: Duration,
+    },
     /// Nothing: the node was not boxed, or left its pool.
     Ignored,
 }
@@ -310,6 +216,9 @@ pub struct Health {
     /// When the current warm-up began, while one runs.
     warming: Option<Instant>,
     last_error: Option<String>,
+    /// Failures the cascade guard kept from boxing the node, and the kind
+    /// of the latest.
+    vetoes: u64,
     last_veto: Option<FailureKind>,
 }
 
@@ -331,6 +240,7 @@ impl Health {
             returned: None,
             warming: None,
             last_error: None,
+            vetoes: 0,
             last_veto: None,
         }
     }
@@ -377,9 +287,11 @@ impl Health {
         self.last_error.as_deref()
     }
 
-    /// The kind of the latest failure the cascade guard vetoed.
-    pub fn last_veto(&self) -> Option<FailureKind> {
-        self.last_veto
+    /// How many failures the cascade guard vetoed, and the kind of the
+    /// latest: a checkout that sees the count move gives its caller the
+    /// failure.
+    pub fn vetoes(&self) -> (u64, Option<FailureKind>) {
+        (self.vetoes, self.last_veto)
     }
 
     /// Timeouts in a row while up; 0 when boxed.
@@ -429,6 +341,7 @@ impl Health {
             return Verdict::Counted;
         }
         if !guard.reserve() {
+            self.vetoes += 1;
             self.last_veto = Some(kind);
             return Verdict::Vetoed;
         }
@@ -439,7 +352,7 @@ impl Health {
         self.epoch += 1;
         self.penalties += 1;
         self.warming = None;
-        Verdict::Boxed
+        Verdict::Boxed { wait: stay, level }
     }
 
     /// Keeps `error` for status while the node is boxed.
@@ -462,9 +375,7 @@ impl Health {
 
     /// How far the warm-up is at `now`, in `[0, 1)`, while one runs.
     pub fn warmed(&self, now: Instant, policy: &PenaltyPolicy) -> Option<f64> {
-        let from = self.warming?;
-        let fraction =
-            now.saturating_duration_since(from).as_secs_f64() / policy.warmup.as_secs_f64();
+        let fraction = warmed(now.saturating_duration_since(self.warming?), policy.warmup);
         (fraction < 1.0).then_some(fraction)
     }
 
@@ -525,7 +436,7 @@ impl Health {
                 let probe_at = at.now + stay;
                 self.state = State::Boxed { cause: kind, failed_probes, level, stay, probe_at };
                 self.last_error = Some(error);
-                Probed::Failed
+                Probed::Failed { wait: stay }
             }
         }
     }

@@ -49,10 +49,11 @@
 //!
 //! # How it is built
 //!
-//! Read bottom up; each module uses only those before it.
-//! [`health`] decides everything about one node's health (pure data, time
-//! passed in); [`route`] is the pinned routing function and the one routing
-//! policy ([`route::Cursor`]), and needs no server:
+//! Read bottom up; each module uses only those before it. At the bottom,
+//! pure parts that need no server: the penalty box (every decision about
+//! one node's health, time passed in), [`route`] (the pinned routing
+//! function and the one routing policy, [`route::Cursor`]), and what a
+//! command does to its connection's session:
 //!
 //! ```
 //! use fluster::route::Router;
@@ -63,12 +64,13 @@
 //! assert_eq!(router.ranking(b"{user1}.cart")[0], home); // then its failover order
 //! ```
 //!
-//! A node at run time holds its pool and a thin health cell: one atomic word
-//! (routing flag and epoch) read by the hot path, the locked [`health::Health`]
-//! behind it. Every checkout (`get`, `get_any`, `get_shared`, pipelines, the
-//! sync flavour) races its node being boxed; every outcome, an error or an
-//! error reply such as `LOADING` inside an `Ok`, reaches the node through one
-//! classifier.
+//! Above them, a node at run time: its health cell (one atomic word read by
+//! the hot path, the locked state behind it), its store of connections and
+//! the one checkout race; then the engine both flavours drive, each with a
+//! short loop of its own. Every checkout (`get`, `get_any`, `get_shared`,
+//! pipelines, the sync flavour) races its node being boxed; every outcome,
+//! an error or an error reply such as `LOADING` inside an `Ok`, reaches the
+//! node through one classifier; every setting is a field of [`Settings`].
 //!
 //! # Metrics and logs
 //!
@@ -95,9 +97,12 @@
 
 // Floors, bottom up: each module imports only from those above it here.
 mod builder;
+mod cell;
 mod connection;
+mod engine;
 mod error;
-pub mod health;
+mod failure;
+mod health;
 mod manager;
 pub mod metrics;
 mod multi;
@@ -105,32 +110,44 @@ mod node;
 mod pool;
 mod pubsub;
 pub mod route;
+#[cfg(feature = "sentinel")]
+mod sentinel;
 mod session;
 mod settings;
+mod status;
 #[cfg(feature = "r2d2")]
 #[cfg_attr(docsrs, doc(cfg(feature = "r2d2")))]
 pub mod sync;
+mod url;
 
-pub use crate::builder::{Async, Builder};
 #[cfg(feature = "serde")]
 #[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
-pub use crate::builder::{Config, NodeConfig};
+pub use crate::builder::Config;
+pub use crate::builder::{Async, Builder};
+pub use crate::cell::NodeEvent;
 pub use crate::connection::{Connection, SharedConnection};
 pub use crate::error::Error;
-pub use crate::health::{ClassifyFailure, FailureKind};
+pub use crate::failure::{ClassifyFailure, FailureKind};
 pub use crate::manager::RedisManager;
-#[cfg(feature = "sentinel")]
-#[cfg_attr(docsrs, doc(cfg(feature = "sentinel")))]
-pub use crate::manager::SentinelShard;
 pub use crate::metrics::PoolStats;
 pub use crate::multi::ShardedPipeline;
-pub use crate::node::{NodeEvent, NodeManager, NodeStatus};
+pub use crate::node::NodeManager;
 pub use crate::pool::ShardedPool;
 pub use crate::pubsub::Subscription;
 pub use crate::route::NodeName;
+#[cfg(feature = "sentinel")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sentinel")))]
+pub use crate::sentinel::SentinelShard;
+#[cfg(feature = "serde")]
+#[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
+pub use crate::settings::NodeConfig;
+#[cfg(feature = "tls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+pub use crate::settings::TlsIdentity;
 pub use crate::settings::{
     DEFAULT_CHECKOUT_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_PROBE_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT, Failover,
+    DEFAULT_PROBE_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT, Failover, Settings,
 };
+pub use crate::status::NodeStatus;
 pub use bb8;
 pub use redis;

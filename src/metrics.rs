@@ -8,7 +8,9 @@
 
 use metrics::{Counter, Gauge, Histogram, Unit};
 
-use crate::health::FailureKind;
+use std::time::Instant;
+
+use crate::failure::FailureKind;
 
 /// Gauge, 1 while the node is in rotation and 0 while it is in the box.
 pub const NODE_UP: &str = "fluster_node_up";
@@ -135,14 +137,14 @@ pub struct PoolStats {
 /// exists at zero from then on, so a rate over the first failure is seen.
 #[derive(Debug, Clone)]
 pub(crate) struct NodeMetrics {
-    pub(crate) up: Gauge,
-    pub(crate) penalties: Counter,
-    pub(crate) checkouts: Counter,
-    pub(crate) checkout_seconds: Histogram,
-    pub(crate) failovers: Counter,
-    pub(crate) connections: Gauge,
-    pub(crate) idle_connections: Gauge,
-    pub(crate) subscriptions: Gauge,
+    up: Gauge,
+    penalties: Counter,
+    checkouts: Counter,
+    checkout_seconds: Histogram,
+    failovers: Counter,
+    connections: Gauge,
+    idle_connections: Gauge,
+    subscriptions: Gauge,
     waited: Counter,
     timed_out: Counter,
     /// Closed: broken, idle, lifetime.
@@ -187,6 +189,40 @@ impl NodeMetrics {
         metrics
     }
 
+    /// The node entered the box.
+    pub(crate) fn boxed(&self) {
+        self.up.set(0.0);
+        self.penalties.increment(1);
+    }
+
+    /// A probe let the node back in.
+    pub(crate) fn returned(&self) {
+        self.up.set(1.0);
+        self.probes_ok.increment(1);
+    }
+
+    /// A probe of the boxed node failed.
+    pub(crate) fn probe_failed(&self) {
+        self.probes_failed.increment(1);
+    }
+
+    /// A checkout that began at `started` got its connection, pooled or
+    /// shared.
+    pub(crate) fn checkout(&self, started: Instant) {
+        self.checkouts.increment(1);
+        self.checkout_seconds.record(started.elapsed());
+    }
+
+    /// A key of this node was served by another.
+    pub(crate) fn failover(&self) {
+        self.failovers.increment(1);
+    }
+
+    /// Channels and patterns subscribed on the node now.
+    pub(crate) fn subscriptions(&self, topics: usize) {
+        self.subscriptions.set(topics as f64);
+    }
+
     pub(crate) fn failure(&self, kind: FailureKind) {
         let index = FailureKind::ALL.iter().position(|&k| k == kind).unwrap_or(0);
         self.failures[index].increment(1);
@@ -202,9 +238,5 @@ impl NodeMetrics {
         for (counter, value) in self.closed.iter().zip(closed) {
             counter.absolute(value);
         }
-    }
-
-    pub(crate) fn probe(&self, ok: bool) {
-        if ok { &self.probes_ok } else { &self.probes_failed }.increment(1);
     }
 }

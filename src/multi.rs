@@ -10,11 +10,12 @@ use redis::aio::ConnectionLike;
 use redis::{Cmd, FromRedisValue, ToRedisArgs, Value};
 
 use crate::connection::Connection;
+use crate::engine::Route;
 use crate::error::Error;
 use crate::manager::RedisManager;
-use crate::node::{Bb8, CheckoutError, NodeManager};
-use crate::pool::{ShardedPool, Table};
-use crate::route::{self, Cursor};
+use crate::node::{CheckoutError, NodeManager};
+use crate::pool::ShardedPool;
+use crate::route;
 use crate::settings::Failover;
 
 /// Commands for several nodes, each with the key that routes it, sent as one
@@ -23,9 +24,9 @@ use crate::settings::Failover;
 /// [`query_async`](Self::query_async) groups the commands by node, sends each
 /// group as one pipeline on one connection, runs the groups concurrently and
 /// returns every reply in the order the commands were added. A group whose
-/// node turns out to be boxed is re-routed once, before anything is sent;
-/// a command that fails gets its error in its place, the others their
-/// replies.
+/// node turns out to be boxed is re-routed, before anything is sent, like
+/// a `get` of its keys; a command that fails gets its error in its place,
+/// the others their replies.
 ///
 /// ```no_run
 /// # async fn run(pool: fluster::ShardedPool) -> Result<(), fluster::Error> {
@@ -270,7 +271,9 @@ impl<M: NodeManager> ShardedPool<M> {
     /// data kept on several nodes (write to all, read from any). A node
     /// boxed meanwhile is skipped for the next one in the ranking, so the
     /// other members stay the same. Returns fewer than `n` when fewer nodes
-    /// are healthy, and [`Error::NoHealthyNodes`] when none is.
+    /// are healthy, and [`Error::NoHealthyNodes`] when none is. Members are
+    /// taken in ranking order whatever the failover policy: a replica set
+    /// is the ranking's head.
     pub async fn get_n<K: AsRef<[u8]>>(
         &self,
         key: K,
@@ -278,19 +281,15 @@ impl<M: NodeManager> ShardedPool<M> {
     ) -> Result<Vec<Connection<M>>, Error> {
         let table = self.core.open_table()?;
         let (started, deadline) = self.core.deadline();
-        let hash = route::key_hash(key.as_ref());
-        let mut cursor = Cursor::new(hash, Failover::Reroute);
+        let mut route = table.route(route::key_hash(key.as_ref()), Failover::Reroute);
         let mut conns = Vec::with_capacity(n);
         while conns.len() < n {
-            let Ok(index) = cursor.next(&table.router, table.routable(hash, Failover::Reroute))
-            else {
-                break;
-            };
-            cursor.skip(index);
-            match table.nodes[index].checkout(started, deadline).await {
-                Ok(conn) => conns.push(Connection::new(conn, cursor.home() == Some(index))),
-                Err(CheckoutError::Boxed) => continue,
-                Err(e) => return Err(e.into_error(table.router.name(index))),
+            let Ok(index) = route.next() else { break };
+            let taken = table.nodes[index].checkout(started, deadline).await;
+            let home = route.is_home(index);
+            if let Some(conn) = route.outcome(index, taken)? {
+                conns.push(Connection::new(conn, home));
+                route.skip(index);
             }
         }
         if conns.is_empty() && n > 0 {
@@ -300,9 +299,10 @@ impl<M: NodeManager> ShardedPool<M> {
     }
 
     /// The engine of the multi-node operations: groups the positions of
-    /// `hashes` by node, runs `run` on one connection per group
-    /// concurrently, and re-routes once the groups whose node turned out to
-    /// be boxed. Returns each group's positions with its outcome.
+    /// `hashes` by the node each one's [`Route`] offers, runs `run` on one
+    /// connection per group concurrently, and routes again the positions
+    /// of groups whose node turned out to be boxed, until each has run or
+    /// has its error. Returns each group's positions with its outcome.
     pub(crate) async fn by_node<R, F, Fut>(
         &self,
         hashes: &[u64],
@@ -315,69 +315,44 @@ impl<M: NodeManager> ShardedPool<M> {
         let table = self.core.open_table()?;
         let (started, deadline) = self.core.deadline();
         let failover = self.core.settings.failover;
+        let mut routes: Vec<Route<'_, M, _>> =
+            hashes.iter().map(|&hash| table.route(hash, failover)).collect();
         let mut done = Vec::new();
-        let mut boxed: Vec<usize> = Vec::new();
         let mut pending: Vec<usize> = (0..hashes.len()).collect();
-        // The first round, then one re-route of what met a boxed node.
-        for round in 0..2 {
-            let (groups, missed) = group(&table, hashes, &pending, &boxed, failover);
-            for (p, miss) in missed {
-                done.push((vec![p], Err(table.miss(miss))));
+        // Each round either finishes a position or skips a node in its
+        // route, so it ends within one round per node.
+        while !pending.is_empty() {
+            let mut groups = BTreeMap::<usize, Vec<usize>>::new();
+            for p in pending.drain(..) {
+                match routes[p].next() {
+                    Ok(index) => groups.entry(index).or_default().push(p),
+                    Err(e) => done.push((vec![p], Err(e))),
+                }
             }
             let runs = groups.into_iter().map(|(index, positions)| {
                 let (run, table) = (&run, &table);
                 async move {
-                    let node = &table.nodes[index];
-                    let outcome = match node.checkout(started, deadline).await {
+                    let outcome = match table.nodes[index].checkout(started, deadline).await {
                         Ok(conn) => Ok(run(Connection::new(conn, true), positions.clone()).await),
                         Err(e) => Err(e),
                     };
                     (index, positions, outcome)
                 }
             });
-            pending = Vec::new();
             for (index, positions, outcome) in join_all(runs).await {
-                let name = table.router.name(index);
                 match outcome {
-                    Ok(result) => done.push((positions, result)),
-                    Err(CheckoutError::Boxed) if round == 0 && failover == Failover::Reroute => {
-                        boxed.push(index);
+                    Ok(result) => {
+                        positions.iter().for_each(|&p| routes[p].served(index));
+                        done.push((positions, result));
+                    }
+                    Err(CheckoutError::Boxed) => {
+                        positions.iter().for_each(|&p| routes[p].skip(index));
                         pending.extend(positions);
                     }
-                    Err(e) => done.push((positions, Err(e.into_error(name)))),
+                    Err(e) => done.push((positions, Err(e.into_error(table.router.name(index))))),
                 }
-            }
-            if pending.is_empty() {
-                break;
             }
         }
         Ok(done)
     }
-}
-
-/// Positions of commands, by the index of the node they go to.
-type Groups = BTreeMap<usize, Vec<usize>>;
-
-/// Groups `positions` by the node each hash's [`Cursor`] picks now,
-/// passing over nodes in `boxed`. Returns the groups (by node index, in a
-/// stable order) and the positions no node can take, with why.
-fn group<M: NodeManager>(
-    table: &Table<M, Bb8<M>>,
-    hashes: &[u64],
-    positions: &[usize],
-    boxed: &[usize],
-    failover: Failover,
-) -> (Groups, Vec<(usize, route::Miss)>) {
-    let mut groups = Groups::new();
-    let mut missed = Vec::new();
-    for &p in positions {
-        let routable = table.routable(hashes[p], failover);
-        match Cursor::new(hashes[p], failover)
-            .next(&table.router, |i| routable(i) && !boxed.contains(&i))
-        {
-            Ok(index) => groups.entry(index).or_default().push(p),
-            Err(miss) => missed.push((p, miss)),
-        }
-    }
-    (groups, missed)
 }

@@ -369,6 +369,16 @@ impl Cursor {
         Cursor { hash, failover, home: None, skipped: Vec::new() }
     }
 
+    /// The key hash it routes.
+    pub fn hash(&self) -> u64 {
+        self.hash
+    }
+
+    /// Its failover policy.
+    pub fn failover(&self) -> Failover {
+        self.failover
+    }
+
     /// The key's home node, once [`next`](Self::next) has run.
     pub fn home(&self) -> Option<usize> {
         self.home

@@ -1,9 +1,13 @@
-//! A pool's settings as plain data, their defaults and their checks.
+//! [`Settings`]: every setting of a pool as plain data (the one list: the
+//! builder writes it, `Config` reads it from a file), with its defaults and
+//! its checks.
 
 use std::time::Duration;
 
 use crate::error::Error;
 use crate::health::PenaltyPolicy;
+#[cfg(feature = "serde")]
+use crate::url::redact_url;
 
 /// Default number of connections per node.
 pub const DEFAULT_MAX_CONNECTIONS: u32 = 16;
@@ -32,53 +36,167 @@ pub enum Failover {
     FailFast,
 }
 
-/// Everything a pool keeps from its builder.
-#[derive(Debug, Clone)]
-pub(crate) struct Settings {
-    pub(crate) policy: PenaltyPolicy,
-    pub(crate) connect_timeout: Duration,
-    pub(crate) response_timeout: Duration,
-    pub(crate) checkout_timeout: Duration,
-    pub(crate) probe_timeout: Duration,
-    pub(crate) max_connections: u32,
-    pub(crate) min_idle: Option<u32>,
-    pub(crate) idle_timeout: Option<Duration>,
-    pub(crate) max_lifetime: Option<Duration>,
-    pub(crate) test_on_checkout: bool,
-    pub(crate) failover: Failover,
-    pub(crate) max_boxed_fraction: f64,
-    pub(crate) probe_at_build: bool,
-    /// `build` fails with fewer healthy nodes than this.
-    pub(crate) require_healthy: usize,
-    /// PEM root certificates trusted for `rediss://` nodes instead of the
-    /// platform's.
+/// Every setting of a pool, each named as the [`Builder`](crate::Builder)
+/// method that sets it, where its meaning and default are told.
+///
+/// The builder writes into one of these, and `Config`
+/// deserializes one (feature `serde`: durations the human way, `"250ms"`,
+/// `"1m 30s"`; every field optional; unknown fields rejected), so a setting
+/// of the builder is a setting of the file format by construction.
+/// Values are checked by `build`.
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
+#[non_exhaustive]
+pub struct Settings {
+    /// [`Builder::penalty_min_wait`](crate::Builder::penalty_min_wait).
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
+    pub penalty_min_wait: Duration,
+    /// [`Builder::penalty_max_wait`](crate::Builder::penalty_max_wait).
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
+    pub penalty_max_wait: Duration,
+    /// [`Builder::penalty_multiplier`](crate::Builder::penalty_multiplier).
+    pub penalty_multiplier: f64,
+    /// [`Builder::penalty_jitter`](crate::Builder::penalty_jitter).
+    pub penalty_jitter: f64,
+    /// [`Builder::penalty_memory`](crate::Builder::penalty_memory).
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
+    pub penalty_memory: Duration,
+    /// [`Builder::warmup`](crate::Builder::warmup).
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
+    pub warmup: Duration,
+    /// [`Builder::timeouts_before_penalty`](crate::Builder::timeouts_before_penalty).
+    pub timeouts_before_penalty: u32,
+    /// [`Builder::connect_timeout`](crate::Builder::connect_timeout).
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
+    pub connect_timeout: Duration,
+    /// [`Builder::response_timeout`](crate::Builder::response_timeout).
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
+    pub response_timeout: Duration,
+    /// [`Builder::checkout_timeout`](crate::Builder::checkout_timeout).
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
+    pub checkout_timeout: Duration,
+    /// [`Builder::probe_timeout`](crate::Builder::probe_timeout).
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
+    pub probe_timeout: Duration,
+    /// [`Builder::max_connections`](crate::Builder::max_connections).
+    pub max_connections: u32,
+    /// [`Builder::min_idle`](crate::Builder::min_idle).
+    pub min_idle: Option<u32>,
+    /// [`Builder::idle_timeout`](crate::Builder::idle_timeout).
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
+    pub idle_timeout: Option<Duration>,
+    /// [`Builder::max_lifetime`](crate::Builder::max_lifetime).
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
+    pub max_lifetime: Option<Duration>,
+    /// [`Builder::test_on_checkout`](crate::Builder::test_on_checkout).
+    pub test_on_checkout: bool,
+    /// [`Builder::failover`](crate::Builder::failover): `"reroute"` or
+    /// `"fail_fast"`.
+    pub failover: Failover,
+    /// [`Builder::max_boxed_fraction`](crate::Builder::max_boxed_fraction).
+    pub max_boxed_fraction: f64,
+    /// [`Builder::require_healthy`](crate::Builder::require_healthy).
+    pub require_healthy: usize,
+    /// [`Builder::probe_at_build`](crate::Builder::probe_at_build).
+    pub probe_at_build: bool,
+    /// `tls_root_certificates`: PEM text (feature `tls`).
     #[cfg(feature = "tls")]
-    pub(crate) tls_root_certificates: Option<Vec<u8>>,
-    /// A client certificate and key for servers that ask for one.
+    pub tls_root_certificates: Option<String>,
+    /// `tls_client_certificate`: a certificate and key in PEM (feature `tls`).
     #[cfg(feature = "tls")]
-    pub(crate) tls_client: Option<ClientIdentity>,
+    pub tls_client_certificate: Option<TlsIdentity>,
+    /// A [`Config`](crate::Config)'s nodes on their way through
+    /// deserialization; always empty elsewhere.
+    #[cfg(feature = "serde")]
+    pub(crate) nodes: Vec<NodeConfig>,
+}
+
+#[cfg(feature = "serde")]
+/// One node of a [`Config`](crate::Config): a URL alone, a URL with a name and weight,
+/// or a Sentinel shard.
+#[derive(Clone, PartialEq, serde::Deserialize)]
+#[serde(untagged)]
+#[non_exhaustive]
+pub enum NodeConfig {
+    /// A URL; the node is named after its address, with weight 1.
+    Url(String),
+    /// A URL with an optional name and weight.
+    Full {
+        /// The node's URL.
+        url: String,
+        /// The node's name (default: its `host:port`).
+        name: Option<String>,
+        /// The node's weight (default 1).
+        weight: Option<f64>,
+    },
+    /// A shard served by a Sentinel master group (feature `sentinel`):
+    /// `{ name = "orders-a", sentinel = { master = "orders-a",
+    /// sentinels = ["redis://127.0.0.1:26379"], password = "..." } }`.
+    #[cfg(feature = "sentinel")]
+    Sentinel {
+        /// The node's name.
+        name: String,
+        /// The master group and its sentinels.
+        sentinel: crate::sentinel::SentinelShard,
+        /// The node's weight (default 1).
+        weight: Option<f64>,
+    },
+}
+
+#[cfg(feature = "serde")]
+impl std::fmt::Debug for NodeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NodeConfig::Url(url) => f.debug_tuple("Url").field(&redact_url(url)).finish(),
+            NodeConfig::Full { url, name, weight } => f
+                .debug_struct("Full")
+                .field("url", &redact_url(url))
+                .field("name", name)
+                .field("weight", weight)
+                .finish(),
+            #[cfg(feature = "sentinel")]
+            NodeConfig::Sentinel { name, sentinel, weight } => f
+                .debug_struct("Sentinel")
+                .field("name", name)
+                .field("sentinel", sentinel)
+                .field("weight", weight)
+                .finish(),
+        }
+    }
 }
 
 /// A TLS client certificate and its private key, in PEM; `Debug` shows
 /// neither.
 #[cfg(feature = "tls")]
-#[derive(Clone)]
-pub(crate) struct ClientIdentity {
-    pub(crate) cert: Vec<u8>,
-    pub(crate) key: Vec<u8>,
+#[derive(Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(deny_unknown_fields))]
+pub struct TlsIdentity {
+    /// The certificate chain.
+    pub cert: String,
+    /// The private key.
+    pub key: String,
 }
 
 #[cfg(feature = "tls")]
-impl std::fmt::Debug for ClientIdentity {
+impl std::fmt::Debug for TlsIdentity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ClientIdentity { .. }")
+        f.write_str("TlsIdentity { .. }")
     }
 }
 
 impl Default for Settings {
     fn default() -> Self {
+        let policy = PenaltyPolicy::default();
         Settings {
-            policy: PenaltyPolicy::default(),
+            penalty_min_wait: policy.min_wait,
+            penalty_max_wait: policy.max_wait,
+            penalty_multiplier: policy.multiplier,
+            penalty_jitter: policy.jitter,
+            penalty_memory: policy.memory,
+            warmup: policy.warmup,
+            timeouts_before_penalty: policy.timeout_threshold,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             response_timeout: DEFAULT_RESPONSE_TIMEOUT,
             checkout_timeout: DEFAULT_CHECKOUT_TIMEOUT,
@@ -90,17 +208,32 @@ impl Default for Settings {
             test_on_checkout: false,
             failover: Failover::Reroute,
             max_boxed_fraction: 1.0,
-            probe_at_build: true,
             require_healthy: 0,
+            probe_at_build: true,
             #[cfg(feature = "tls")]
             tls_root_certificates: None,
             #[cfg(feature = "tls")]
-            tls_client: None,
+            tls_client_certificate: None,
+            #[cfg(feature = "serde")]
+            nodes: Vec::new(),
         }
     }
 }
 
 impl Settings {
+    /// The penalty box's part.
+    pub(crate) fn policy(&self) -> PenaltyPolicy {
+        PenaltyPolicy {
+            min_wait: self.penalty_min_wait,
+            max_wait: self.penalty_max_wait,
+            multiplier: self.penalty_multiplier,
+            jitter: self.penalty_jitter,
+            timeout_threshold: self.timeouts_before_penalty,
+            memory: self.penalty_memory,
+            warmup: self.warmup,
+        }
+    }
+
     /// The cascade guard's cap for a pool of `nodes`: at most
     /// `max_boxed_fraction` of them, rounded down, but always at least one.
     pub(crate) fn max_boxed(&self, nodes: usize) -> usize {
@@ -109,9 +242,8 @@ impl Settings {
 
     /// Checks every value; the error names the first bad one.
     pub(crate) fn check(&self) -> Result<(), Error> {
-        let p = &self.policy;
         for (setting, value) in [
-            ("penalty_min_wait", p.min_wait),
+            ("penalty_min_wait", self.penalty_min_wait),
             ("connect_timeout", self.connect_timeout),
             ("response_timeout", self.response_timeout),
             ("checkout_timeout", self.checkout_timeout),
@@ -122,19 +254,19 @@ impl Settings {
             }
         }
         let bad = |setting: &str, reason: String| Err(Error::config(setting, reason));
-        if p.min_wait > p.max_wait {
-            let (min, max) = (p.min_wait, p.max_wait);
+        let (min, max) = (self.penalty_min_wait, self.penalty_max_wait);
+        if min > max {
             return bad(
                 "penalty_max_wait",
                 format!("must be at least penalty_min_wait ({min:?}), got {max:?}"),
             );
         }
-        if !(p.multiplier.is_finite() && p.multiplier >= 1.0) {
-            let m = p.multiplier;
+        let m = self.penalty_multiplier;
+        if !(m.is_finite() && m >= 1.0) {
             return bad("penalty_multiplier", format!("must be finite and at least 1, got {m}"));
         }
-        if !(0.0..=1.0).contains(&p.jitter) {
-            let j = p.jitter;
+        let j = self.penalty_jitter;
+        if !(0.0..=1.0).contains(&j) {
             return bad("penalty_jitter", format!("must be between 0 and 1, got {j}"));
         }
         let fraction = self.max_boxed_fraction;
@@ -144,7 +276,7 @@ impl Settings {
                 format!("must be greater than 0 and at most 1, got {fraction}"),
             );
         }
-        if p.timeout_threshold == 0 {
+        if self.timeouts_before_penalty == 0 {
             return bad("timeouts_before_penalty", "must be at least 1, got 0".into());
         }
         if self.max_connections == 0 {

@@ -26,19 +26,21 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use futures_util::FutureExt;
 use redis::{ConnectionLike, RedisError, RedisResult, Value};
 
+use crate::cell::NodeEvent;
+use crate::engine::{Core, prober};
 use crate::error::Error;
-use crate::manager::{RedisManager, failure};
+use crate::failure::failure;
+use crate::manager::RedisManager;
 use crate::metrics::PoolStats;
-use crate::node::{CheckoutError, Node, NodeEvent, NodeStatus, Store, Tracked, TrackedConn};
-use crate::pool::{Core, Take, prober};
+use crate::node::{Node, Probe, Store, Tracked, TrackedConn, Try, judge};
 use crate::route::NodeName;
 use crate::session::packed_effects;
 use crate::settings::Settings;
+use crate::status::NodeStatus;
 
 /// How long one blocking wait for a connection lasts before the node's
 /// health is looked at again: the most a checkout can lag behind its node
@@ -88,15 +90,31 @@ impl Store<RedisManager> for R2d2 {
         }
     }
 
-    /// A probe's connection is async; this pool's are blocking.
-    fn adopt(&self, _: TrackedConn<redis::aio::MultiplexedConnection>) {}
-
     fn release(&self) {
         // `try_get` hands out an idle connection or nothing, never waits.
         while let Some(mut conn) = self.try_get() {
             conn.broken = true;
         }
     }
+
+    /// A blocking connect and PING on a thread of the prober's runtime,
+    /// judged as the async flavour judges its own. r2d2 cannot adopt the
+    /// connection, so it closes.
+    async fn probe(node: &Node<RedisManager, Self>) -> Probe {
+        let manager = node.manager.clone();
+        let attempt = tokio::task::spawn_blocking(move || {
+            let mut conn = manager.connect_blocking()?;
+            redis::cmd("PING").query::<()>(&mut conn)
+        });
+        let outcome = tokio::time::timeout(node.probe_timeout, attempt).await.ok();
+        // A probe thread that panicked is a failed probe, not a crash.
+        let outcome = outcome.map(|joined| joined.unwrap_or_else(|e| Err(panicked(e))));
+        judge(outcome, node.probe_timeout)
+    }
+}
+
+fn panicked(e: tokio::task::JoinError) -> RedisError {
+    RedisError::from(std::io::Error::other(format!("probe thread failed: {e}")))
 }
 
 fn r2d2_pool(settings: &Settings, manager: Tracked<RedisManager>) -> R2d2 {
@@ -119,76 +137,34 @@ impl crate::Builder<RedisManager, Blocking> {
     /// bounded by the probe timeout) and starts the prober thread. Nodes
     /// that cannot be reached start in the penalty box.
     ///
-    /// Call it outside any async runtime: it blocks.
+    /// It blocks, and may be called from anywhere, a Tokio runtime's
+    /// thread included: the probes run on the prober thread's own runtime.
     pub fn build(self) -> Result<ShardedPool, Error> {
         let (specs, settings) = self.finish()?;
         let thread_error = |e: std::io::Error| Error::config("prober thread", e.to_string());
-        // Probes are async: the prober thread runs them on a small runtime
-        // of its own, which also serves the probes made here.
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(thread_error)?;
-        let fleet = Core::<RedisManager, R2d2>::fleet(&settings, specs.len());
-        let nodes = specs
-            .into_iter()
-            .map(|(name, weight, manager)| {
-                let store = |tracked| r2d2_pool(&settings, tracked);
-                Arc::new(Node::new(
-                    &name,
-                    weight,
-                    Arc::new(manager),
-                    &settings,
-                    fleet.clone(),
-                    store,
-                ))
-            })
-            .collect();
-        let core = Arc::new(runtime.block_on(Core::start(nodes, fleet.clone(), settings)));
-        let weak = Arc::downgrade(&core);
+        let (started, core) = std::sync::mpsc::sync_channel(1);
         std::thread::Builder::new()
             .name("fluster-prober".into())
-            .spawn(move || runtime.block_on(prober(weak, fleet)))
+            .spawn(move || {
+                runtime.block_on(async {
+                    let node = |spec, settings: &Settings, fleet: &_| {
+                        Node::new(spec, settings, fleet, |tracked| r2d2_pool(settings, tracked))
+                    };
+                    let core = Arc::new(Core::start(specs, settings, node).await);
+                    let (weak, fleet) = (Arc::downgrade(&core), core.fleet.clone());
+                    let _ = started.send(core);
+                    prober(weak, fleet).await;
+                })
+            })
             .map_err(thread_error)?;
+        let core = core.recv().map_err(|_| Error::config("prober thread", "it stopped"))?;
         core.enough_healthy().inspect_err(|_| core.close())?;
         Ok(ShardedPool { core })
     }
-}
-
-/// Blocks for a connection until `deadline`, in short slices, leaving as
-/// soon as the node is boxed.
-struct Blocked;
-
-impl Take<RedisManager, R2d2> for Blocked {
-    type Conn = Connection;
-    async fn take(
-        node: &Node<RedisManager, R2d2>,
-        started: Instant,
-        deadline: Instant,
-        home: bool,
-    ) -> Result<Connection, CheckoutError> {
-        let vetoes = node.cell.vetoes();
-        loop {
-            node.cell.usable_since(vetoes)?;
-            let now = Instant::now();
-            if now >= deadline {
-                return Err(CheckoutError::TimedOut(started.elapsed()));
-            }
-            let Ok(mut conn) = node.store.get_timeout(SLICE.min(deadline - now)) else {
-                continue;
-            };
-            if node.cell.accept(conn.epoch, started) {
-                return Ok(Connection { conn, home });
-            }
-            conn.broken = true;
-        }
-    }
-}
-
-/// Runs the engine's routing with [`Blocked`] checkouts, which never pend.
-fn now<T>(routed: impl std::future::Future<Output = Result<T, Error>>) -> Result<T, Error> {
-    // Every future awaited on this path is ready when first polled.
-    routed.now_or_never().unwrap_or(Err(Error::NoHealthyNodes))
 }
 
 /// One pool in front of several Redis nodes, for synchronous code: the
@@ -219,12 +195,38 @@ impl ShardedPool {
     /// at most the checkout timeout, and leaves a node within a few
     /// milliseconds of its being boxed.
     pub fn get<K: AsRef<[u8]>>(&self, key: K) -> Result<Connection, Error> {
-        now(self.core.route::<Blocked>(key.as_ref()))
+        self.take(Some(key.as_ref()))
     }
 
     /// A connection to any healthy node, taking them in turn.
     pub fn get_any(&self) -> Result<Connection, Error> {
-        now(self.core.route_any::<Blocked>())
+        self.take(None)
+    }
+
+    /// The blocking flavour's routing loop: the engine's [`Route`](crate::engine::Route)
+    /// driven with blocking checkouts.
+    fn take(&self, key: Option<&[u8]>) -> Result<Connection, Error> {
+        let table = self.core.open_table()?;
+        let (started, deadline) = self.core.deadline();
+        let mut route = self.core.route(&table, key);
+        loop {
+            let index = route.next()?;
+            let node = &table.nodes[index];
+            let taken = node.race_blocking(started, deadline, SLICE, |slice| {
+                match node.store.get_timeout(slice) {
+                    Ok(conn) if node.cell.accept(conn.epoch, started) => Try::Done(conn),
+                    Ok(mut stale) => {
+                        stale.broken = true;
+                        Try::Again
+                    }
+                    Err(_) => Try::Again,
+                }
+            });
+            let home = route.is_home(index);
+            if let Some(conn) = route.outcome(index, taken)? {
+                return Ok(Connection { conn, home });
+            }
+        }
     }
 
     /// The name of the node `get(key)` would use now, or `None` if every

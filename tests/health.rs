@@ -1,10 +1,19 @@
-//! The penalty box alone: every decision of `fluster::health`, with time
-//! and randomness passed in.
+//! The penalty box alone: every decision of the crate's private `health`
+//! module, with time and randomness passed in. The module is compiled here
+//! on its own, which also shows it needs nothing but `FailureKind`: no
+//! runtime, no pool, no Redis.
 
 use std::time::{Duration, Instant};
 
-use fluster::FailureKind;
-use fluster::health::*;
+#[allow(dead_code)]
+#[path = "../src/health.rs"]
+mod health;
+mod failure {
+    pub use fluster::FailureKind;
+}
+
+use failure::FailureKind;
+use health::*;
 
 fn policy() -> PenaltyPolicy {
     PenaltyPolicy {
@@ -30,7 +39,10 @@ fn fail(h: &mut Health, kind: FailureKind, guard: &BoxGuard, now: Instant) -> Ve
 fn refused_boxes_at_once_and_starts_an_epoch() {
     let (now, guard) = (Instant::now(), BoxGuard::new(1));
     let mut h = Health::up();
-    assert_eq!(fail(&mut h, FailureKind::Refused, &guard, now), Verdict::Boxed);
+    assert_eq!(
+        fail(&mut h, FailureKind::Refused, &guard, now),
+        Verdict::Boxed { wait: Duration::from_millis(100), level: 0 }
+    );
     assert!(!h.is_up());
     assert_eq!((h.epoch(), h.penalties(), guard.boxed()), (1, 1, 1));
     assert_eq!(h.remaining(now), Some(Duration::from_millis(100)));
@@ -51,11 +63,14 @@ fn timeouts_box_only_after_the_threshold_in_a_row() {
     assert_eq!(h.consecutive_timeouts(), 0);
     assert_eq!(fail(&mut h, t, &guard, now), Verdict::Counted);
     assert_eq!(fail(&mut h, t, &guard, now), Verdict::Counted);
-    assert_eq!(fail(&mut h, t, &guard, now), Verdict::Boxed);
+    assert_eq!(
+        fail(&mut h, t, &guard, now),
+        Verdict::Boxed { wait: Duration::from_millis(100), level: 0 }
+    );
     // A node that does not answer at start is boxed by one timeout.
     let mut h = Health::up();
     let v = h.on_failure(t, 0, true, &BoxGuard::new(1), &policy(), at(now));
-    assert_eq!(v, Verdict::Boxed);
+    assert_eq!(v, Verdict::Boxed { wait: Duration::from_millis(100), level: 0 });
 }
 
 #[test]
@@ -72,26 +87,38 @@ fn failures_from_an_earlier_epoch_are_stale() {
     let old = h.on_failure(FailureKind::Dropped, 0, false, &guard, &policy(), at(now));
     assert_eq!(old, Verdict::Stale);
     assert!(h.is_up());
-    assert_eq!(fail(&mut h, FailureKind::Dropped, &guard, now), Verdict::Boxed);
+    assert_eq!(
+        fail(&mut h, FailureKind::Dropped, &guard, now),
+        Verdict::Boxed { wait: Duration::from_millis(100), level: 0 }
+    );
 }
 
 #[test]
 fn the_guard_vetoes_boxing_past_its_cap_and_frees_places() {
     let (now, guard) = (Instant::now(), BoxGuard::new(1));
     let (mut a, mut b) = (Health::up(), Health::up());
-    assert_eq!(fail(&mut a, FailureKind::Refused, &guard, now), Verdict::Boxed);
+    assert_eq!(
+        fail(&mut a, FailureKind::Refused, &guard, now),
+        Verdict::Boxed { wait: Duration::from_millis(100), level: 0 }
+    );
     assert_eq!(fail(&mut b, FailureKind::Refused, &guard, now), Verdict::Vetoed);
     assert!(b.is_up());
-    assert_eq!(b.last_veto(), Some(FailureKind::Refused));
+    assert_eq!(b.vetoes(), (1, Some(FailureKind::Refused)));
     assert_eq!(b.epoch(), 0, "a veto starts no epoch");
     // Timeouts below the threshold never need a place.
     assert_eq!(fail(&mut b, FailureKind::Timeout, &guard, now), Verdict::Counted);
     a.retire(&guard);
     assert_eq!(guard.boxed(), 0);
-    assert_eq!(fail(&mut b, FailureKind::Refused, &guard, now), Verdict::Boxed);
+    assert_eq!(
+        fail(&mut b, FailureKind::Refused, &guard, now),
+        Verdict::Boxed { wait: Duration::from_millis(100), level: 0 }
+    );
     guard.set_cap(2);
     let mut c = Health::up();
-    assert_eq!(fail(&mut c, FailureKind::Io, &guard, now), Verdict::Boxed);
+    assert_eq!(
+        fail(&mut c, FailureKind::Io, &guard, now),
+        Verdict::Boxed { wait: Duration::from_millis(100), level: 0 }
+    );
 }
 
 #[test]
@@ -120,7 +147,8 @@ fn failed_probes_grow_the_wait_up_to_the_cap() {
     for _ in 0..6 {
         assert!(h.start_probe(now + Duration::from_secs(9)));
         let outcome = Err((FailureKind::Refused, "refused".to_owned()));
-        assert_eq!(h.finish_probe(outcome, &guard, &policy(), at(now)), Probed::Failed);
+        let probed = h.finish_probe(outcome, &guard, &policy(), at(now));
+        assert_eq!(probed, Probed::Failed { wait: h.remaining(now).unwrap() });
         waits.push(h.remaining(now).unwrap());
     }
     let ms: Vec<u128> = waits.iter().map(|d| d.as_millis()).collect();
@@ -189,8 +217,9 @@ fn labels_are_stable() {
 /// the length of that stay.
 fn flap(h: &mut Health, p: &PenaltyPolicy, guard: &BoxGuard, now: Instant) -> Duration {
     let v = h.on_failure(FailureKind::Dropped, h.epoch(), false, guard, p, at(now));
-    assert_eq!(v, Verdict::Boxed);
     let stay = h.remaining(now).unwrap();
+    assert_eq!(v, Verdict::Boxed { wait: stay, level: h.level(now, p) });
+
     assert!(h.start_probe(now + stay));
     assert_eq!(h.finish_probe(Ok(()), guard, p, at(now + stay)), Probed::Returned);
     stay

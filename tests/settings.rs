@@ -38,10 +38,10 @@ async fn toml_file_builds_a_pool() {
         servers[1].url()
     );
     let config = from_toml(&text).unwrap();
-    assert_eq!(config.penalty_min_wait, Some(Duration::from_millis(250)));
-    assert_eq!(config.penalty_max_wait, Some(Duration::from_secs(90)));
+    assert_eq!(config.settings.penalty_min_wait, Duration::from_millis(250));
+    assert_eq!(config.settings.penalty_max_wait, Duration::from_secs(90));
     assert_eq!(config.nodes[0], NodeConfig::Url(servers[0].url()));
-    assert_eq!(config.failover, Some(Failover::FailFast));
+    assert_eq!(config.settings.failover, Failover::FailFast);
     let pool = config.build().await.unwrap();
     let status = pool.status();
     assert_eq!(status[0].name, servers[0].name());
@@ -77,8 +77,8 @@ async fn environment_variables_build_a_pool() {
         .try_deserialize()
         .unwrap();
     assert_eq!(config.nodes.len(), 2);
-    assert_eq!(config.penalty_max_wait, Some(Duration::from_secs(5)));
-    assert_eq!(config.timeouts_before_penalty, Some(2));
+    assert_eq!(config.settings.penalty_max_wait, Duration::from_secs(5));
+    assert_eq!(config.settings.timeouts_before_penalty, 2);
     let pool = config.build().await.unwrap();
     assert_eq!(pool.status().iter().filter(|s| s.up).count(), 2);
 }

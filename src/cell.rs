@@ -1,0 +1,391 @@
+//! A node's health cell: the locked [`Health`], mirrored into one atomic
+//! word for the hot path, and what applying a verdict means (flip the word,
+//! count, log, wake, send a [`NodeEvent`]).
+//!
+//! Every decision is [`Health`]'s: the cell only locks it, asks, and
+//! applies the answer, which carries what applying needs (wait, level).
+
+use std::collections::hash_map::RandomState;
+use std::fmt;
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+use tokio::sync::futures::Notified;
+use tokio::sync::{Notify, broadcast};
+
+use crate::failure::{ClassifyFailure, Failure, FailureKind, connect_failure};
+use crate::health::{BoxGuard, Health, Moment, PenaltyPolicy, Probed, Verdict, warmed};
+use crate::metrics::NodeMetrics;
+use crate::route::{NodeName, warm_threshold};
+
+/// A number in `[0, 1)` for back-off jitter, with the time. std's
+/// `RandomState` is seeded per process from the OS, which is all the
+/// randomness jitter needs.
+fn moment() -> Moment {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let bits = RandomState::new().hash_one(COUNTER.fetch_add(1, Ordering::Relaxed));
+    Moment { now: Instant::now(), random: (bits >> 11) as f64 / (1u64 << 53) as f64 }
+}
+
+/// What the nodes of one pool have in common.
+#[derive(Debug)]
+pub(crate) struct Fleet {
+    /// Wakes the pool's prober: a node was boxed, a probe ended, the table
+    /// changed, or the pool was closed or dropped.
+    pub(crate) wake: Notify,
+    /// The cascade guard.
+    pub(crate) guard: BoxGuard,
+    /// Every state change, for [`events`](crate::ShardedPool::events)
+    /// receivers. Sending never waits; a lagging receiver loses the oldest.
+    pub(crate) events: broadcast::Sender<NodeEvent>,
+}
+
+impl Fleet {
+    pub(crate) fn new(guard: BoxGuard) -> Arc<Self> {
+        crate::metrics::describe();
+        Arc::new(Fleet { wake: Notify::new(), guard, events: broadcast::channel(1024).0 })
+    }
+
+    pub(crate) fn send(&self, event: NodeEvent) {
+        // No receiver is no error.
+        let _ = self.events.send(event);
+    }
+}
+
+/// A change in a node's state, from [`events`](crate::ShardedPool::events).
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum NodeEvent {
+    /// The node entered the penalty box.
+    #[non_exhaustive]
+    Boxed {
+        /// The node.
+        node: NodeName,
+        /// The failure that boxed it.
+        kind: FailureKind,
+        /// How long before it is probed.
+        wait: Duration,
+        /// The back-off level of this stay (above 0 for a node that flaps).
+        level: u32,
+    },
+    /// A probe of the boxed node failed; it stays boxed for `wait` more.
+    #[non_exhaustive]
+    ProbeFailed {
+        /// The node.
+        node: NodeName,
+        /// What the probe saw.
+        kind: FailureKind,
+        /// How long before the next probe.
+        wait: Duration,
+    },
+    /// The node answered a probe and is back in rotation (its keys come
+    /// home over the warm-up, if there is one).
+    #[non_exhaustive]
+    Returned {
+        /// The node.
+        node: NodeName,
+    },
+    /// The node's warm-up is over: all its keys go to it again.
+    #[non_exhaustive]
+    Warm {
+        /// The node.
+        node: NodeName,
+    },
+    /// The node joined the pool.
+    #[non_exhaustive]
+    Added {
+        /// The node.
+        node: NodeName,
+    },
+    /// The node left the pool.
+    #[non_exhaustive]
+    Removed {
+        /// The node.
+        node: NodeName,
+    },
+}
+
+/// Bits of [`HealthCell`]'s word: `epoch << 3 | WARM | STREAK | BOXED`.
+const BOXED: u64 = 1;
+const STREAK: u64 = 2;
+const WARM: u64 = 4;
+const EPOCH_SHIFT: u32 = 3;
+
+/// Nanoseconds since the first call: how warm-up starts are kept in atomics.
+fn nanos(at: Instant) -> u64 {
+    static BASE: OnceLock<Instant> = OnceLock::new();
+    let base = *BASE.get_or_init(Instant::now);
+    u64::try_from(at.saturating_duration_since(base).as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// A node's health as shared by its pool, its connections and the prober.
+pub(crate) struct HealthCell {
+    pub(crate) name: NodeName,
+    /// The mirror of [`Health`] that the hot path reads without a lock:
+    /// boxed or not, a timeout streak open or not, warming or not, and the
+    /// epoch.
+    word: AtomicU64,
+    /// While warming: when the warm-up began (see [`nanos`]).
+    warm_from: AtomicU64,
+    /// The mirror of [`Health::vetoes`]' count.
+    vetoes: AtomicU64,
+    health: Mutex<Health>,
+    pub(crate) policy: PenaltyPolicy,
+    /// Wakes checkouts waiting on this node when it fails.
+    failed: Notify,
+    fleet: Arc<Fleet>,
+    pub(crate) metrics: NodeMetrics,
+}
+
+impl fmt::Debug for HealthCell {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HealthCell")
+            .field("name", &self.name)
+            .field("up", &self.is_up())
+            .finish_non_exhaustive()
+    }
+}
+
+impl HealthCell {
+    pub(crate) fn new(name: &str, policy: PenaltyPolicy, fleet: Arc<Fleet>) -> Self {
+        HealthCell {
+            name: name.into(),
+            word: AtomicU64::new(0),
+            warm_from: AtomicU64::new(0),
+            vetoes: AtomicU64::new(0),
+            health: Mutex::new(Health::up()),
+            policy,
+            failed: Notify::new(),
+            fleet,
+            metrics: NodeMetrics::new(name),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Health> {
+        // Health's methods never panic midway, so a poisoned lock still
+        // holds a consistent state.
+        self.health.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A copy of the health, for status.
+    pub(crate) fn health(&self) -> Health {
+        self.lock().clone()
+    }
+
+    /// Mirrors `health` into the atomics; called under its lock.
+    fn publish(&self, health: &Health) {
+        let streak = if health.consecutive_timeouts() > 0 { STREAK } else { 0 };
+        let boxed = if health.is_up() { 0 } else { BOXED };
+        let warm = match health.warming() {
+            Some(from) => {
+                self.warm_from.store(nanos(from), Ordering::Release);
+                WARM
+            }
+            None => 0,
+        };
+        self.vetoes.store(health.vetoes().0, Ordering::Release);
+        let word = health.epoch() << EPOCH_SHIFT | warm | streak | boxed;
+        self.word.store(word, Ordering::Release);
+    }
+
+    #[inline]
+    pub(crate) fn is_up(&self) -> bool {
+        self.word.load(Ordering::Acquire) & BOXED == 0
+    }
+
+    #[inline]
+    pub(crate) fn epoch(&self) -> u64 {
+        self.word.load(Ordering::Acquire) >> EPOCH_SHIFT
+    }
+
+    /// Whether routing may send the key of `hash` here: the node is up and,
+    /// if it is warming up and `warm` asks for slow start, the key's turn
+    /// to come home has come ([`warmed`]). Outside warm-ups, one load.
+    #[inline]
+    pub(crate) fn routable(&self, hash: u64, warm: bool) -> bool {
+        let word = self.word.load(Ordering::Acquire);
+        if word & (BOXED | WARM) != WARM {
+            return word & BOXED == 0;
+        }
+        let from = self.warm_from.load(Ordering::Acquire);
+        let elapsed = Duration::from_nanos(nanos(Instant::now()).saturating_sub(from));
+        !warm || warm_threshold(hash) < warmed(elapsed, self.policy.warmup)
+    }
+
+    /// When the running warm-up ends.
+    pub(crate) fn warm_until(&self) -> Option<Instant> {
+        (self.word.load(Ordering::Acquire) & WARM != 0)
+            .then(|| self.lock().warming().map(|from| from + self.policy.warmup))
+            .flatten()
+    }
+
+    /// Starts a warm-up (the node joined a running pool).
+    pub(crate) fn start_warmup(&self) {
+        let mut health = self.lock();
+        health.start_warmup(Instant::now(), &self.policy);
+        self.publish(&health);
+    }
+
+    /// Ends the warm-up if its window has passed.
+    pub(crate) fn end_warmup(&self) {
+        let mut health = self.lock();
+        let ended = health.end_warmup(Instant::now(), &self.policy);
+        self.publish(&health);
+        drop(health);
+        if ended {
+            self.fleet.send(NodeEvent::Warm { node: self.name.clone() });
+            tracing::info!(node = %self.name, "node warmed up: all its keys are home");
+        }
+    }
+
+    /// A future that completes when the node reports a failure after this
+    /// call. Create it *before* looking at the node, so that no failure can
+    /// slip between the look and the wait.
+    pub(crate) fn failure_signal(&self) -> Notified<'_> {
+        self.failed.notified()
+    }
+
+    /// The count of vetoed failures: a checkout notes it when it starts.
+    pub(crate) fn vetoes(&self) -> u64 {
+        self.vetoes.load(Ordering::Acquire)
+    }
+
+    /// The kind of the failure vetoed since the count was `vetoes`, if
+    /// one was: the caller of a checkout then gets it.
+    pub(crate) fn vetoed_since(&self, vetoes: u64) -> Option<FailureKind> {
+        (self.vetoes() != vetoes).then(|| self.lock().vetoes().1.unwrap_or(FailureKind::Connect))
+    }
+
+    /// Something succeeded: a timeout streak, if one is open, is over. The
+    /// common case is one relaxed load and no lock.
+    #[inline]
+    pub(crate) fn report_success(&self) {
+        if self.word.load(Ordering::Relaxed) & STREAK != 0 {
+            let mut health = self.lock();
+            health.on_success();
+            self.publish(&health);
+        }
+    }
+
+    /// A failure was seen on a connection made in `epoch` (`at_once`: at
+    /// start, where one timeout is enough). Asks [`Health`] and applies its
+    /// verdict.
+    pub(crate) fn report(&self, failure: Failure<'_>, epoch: u64, at_once: bool) -> Verdict {
+        let (kind, detail) = failure;
+        let at = moment();
+        let mut health = self.lock();
+        let verdict = health.on_failure(kind, epoch, at_once, &self.fleet.guard, &self.policy, at);
+        if let Verdict::Boxed { .. } = verdict {
+            health.set_last_error(detail.to_string());
+        }
+        self.publish(&health);
+        drop(health);
+        let node = &self.name;
+        match verdict {
+            Verdict::Stale => return verdict, // about an earlier life of the node
+            Verdict::Boxed { wait, level } => {
+                self.metrics.boxed();
+                self.fleet.send(NodeEvent::Boxed { node: node.clone(), kind, wait, level });
+                self.fleet.wake.notify_one();
+                let start = if at_once { "node down at start; boxed" } else { "node boxed" };
+                tracing::warn!(%node, failure = %kind, error = %detail, ?wait, level, "{start}");
+            }
+            Verdict::Vetoed => tracing::warn!(
+                %node, failure = %kind, error = %detail,
+                "node failed but stays in rotation: the cap on boxed nodes is reached"
+            ),
+            Verdict::Counted => {
+                tracing::debug!(%node, failure = %kind, error = %detail, "node failure counted");
+            }
+        }
+        self.metrics.failure(kind);
+        // A checkout waiting on a connect that just failed would otherwise
+        // wait out the whole checkout timeout.
+        self.failed.notify_waiters();
+        verdict
+    }
+
+    /// Reports an operation's outcome on a connection of `epoch`: its
+    /// failure, if it showed one, else a success. Returns whether the
+    /// connection must not be reused.
+    pub(crate) fn observe(&self, failure: Option<Failure<'_>>, epoch: u64) -> bool {
+        match failure {
+            Some(failure) => {
+                self.report(failure, epoch, false);
+                true
+            }
+            None => {
+                self.report_success();
+                false
+            }
+        }
+    }
+
+    /// The one connect-and-report: reports a connect's outcome, made when
+    /// the node was in `epoch`, and hands it on.
+    pub(crate) fn connected<C, E: ClassifyFailure>(
+        &self,
+        epoch: u64,
+        result: Result<C, E>,
+    ) -> Result<C, E> {
+        match &result {
+            Ok(_) => self.report_success(),
+            Err(e) => drop(self.report(connect_failure(e), epoch, false)),
+        }
+        result
+    }
+
+    /// Whether a connection made in `epoch` may be handed out (else it
+    /// dates from before the node was last boxed: drop it, take another),
+    /// counting the checkout that began at `started` if so.
+    pub(crate) fn accept(&self, epoch: u64, started: Instant) -> bool {
+        let fresh = epoch == self.epoch();
+        if fresh {
+            self.metrics.checkout(started);
+        }
+        fresh
+    }
+
+    /// When the next probe is due, if boxed and none is in flight.
+    pub(crate) fn probe_at(&self) -> Option<Instant> {
+        self.lock().probe_at()
+    }
+
+    /// Claims the probe if it is due.
+    pub(crate) fn start_probe(&self) -> bool {
+        self.lock().start_probe(Instant::now())
+    }
+
+    /// Records a claimed probe's outcome.
+    pub(crate) fn finish_probe(&self, outcome: Result<(), (FailureKind, String)>) {
+        let seen = outcome.as_ref().err().cloned();
+        let mut health = self.lock();
+        let probed = health.finish_probe(outcome, &self.fleet.guard, &self.policy, moment());
+        self.publish(&health);
+        drop(health);
+        let node = &self.name;
+        match (probed, seen) {
+            (Probed::Returned, _) => {
+                self.metrics.returned();
+                self.fleet.send(NodeEvent::Returned { node: node.clone() });
+                tracing::info!(%node, "node back in rotation");
+            }
+            (Probed::Failed { wait }, Some((kind, error))) => {
+                self.metrics.probe_failed();
+                self.fleet.send(NodeEvent::ProbeFailed { node: node.clone(), kind, wait });
+                tracing::debug!(%node, failure = %kind, %error, ?wait, "probe failed");
+            }
+            _ => {}
+        }
+        self.fleet.wake.notify_one();
+    }
+
+    /// The node leaves its pool for good.
+    pub(crate) fn retire(&self) {
+        let mut health = self.lock();
+        health.retire(&self.fleet.guard);
+        self.publish(&health);
+    }
+}

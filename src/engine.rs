@@ -1,0 +1,437 @@
+//! The engine both flavours run on: the node table, the routing policy's
+//! steps ([`Route`]), membership, and the prober.
+//!
+//! [`Core`] knows nothing of how a node keeps its connections (its store)
+//! nor of how a caller waits: each flavour drives a [`Route`] with a short
+//! loop of its own, so a key is routed, failed over, counted and probed by
+//! the same code whichever flavour serves it.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::time::{Duration, Instant};
+
+use arc_swap::{ArcSwap, Guard};
+use futures_util::future::join_all;
+
+use crate::cell::{Fleet, NodeEvent};
+use crate::error::Error;
+use crate::health::BoxGuard;
+use crate::node::{CheckoutError, Node, NodeManager, Store};
+use crate::pubsub::Hub;
+use crate::route::{self, Cursor, Miss, NodeName, Router};
+use crate::settings::{Failover, Settings};
+use crate::status::NodeStatus;
+
+/// How often the prober samples the connection gauges.
+const GAUGE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The nodes of a pool and the router over their names, in the same order.
+pub(crate) struct Table<M: NodeManager, S> {
+    pub(crate) router: Router,
+    pub(crate) nodes: Vec<Arc<Node<M, S>>>,
+}
+
+impl<M: NodeManager, S: Store<M>> Table<M, S> {
+    fn new(nodes: Vec<Arc<Node<M, S>>>) -> Self {
+        let router = Router::new(nodes.iter().map(|n| (&**n.name(), n.weight)));
+        Table { router, nodes }
+    }
+
+    pub(crate) fn node(&self, name: &str) -> Option<&Arc<Node<M, S>>> {
+        self.nodes.iter().find(|n| **n.name() == *name)
+    }
+
+    /// The routing policy for the key of `hash`.
+    pub(crate) fn route(&self, hash: u64, failover: Failover) -> Route<'_, M, S> {
+        Route { table: self, order: Order::Key(Cursor::new(hash, failover)), counted: false }
+    }
+}
+
+/// The order in which a [`Route`] offers nodes.
+enum Order {
+    /// A key's: its [`Cursor`].
+    Key(Cursor),
+    /// No key: every node in turn, from `start`, `tried` of them passed.
+    Turn { start: usize, tried: usize },
+}
+
+/// The one routing policy's steps for one call: which node to try
+/// ([`next`](Self::next)), and what a checkout's outcome there means
+/// ([`outcome`](Self::outcome)): done (a failover counted if a stand-in
+/// served), the next node (it was found boxed), or an error for the
+/// caller. Every path drives one: `get`, `get_any`, `get_shared`, `get_n`,
+/// the by-node split, pub/sub, both flavours.
+pub(crate) struct Route<'t, M: NodeManager, S> {
+    table: &'t Table<M, S>,
+    order: Order,
+    /// Whether a success was counted already (`get_n` takes several).
+    counted: bool,
+}
+
+impl<'t, M: NodeManager, S: Store<M>> Route<'t, M, S> {
+    /// The node to try now.
+    #[inline]
+    pub(crate) fn next(&mut self) -> Result<usize, Error> {
+        let table = self.table;
+        match &mut self.order {
+            Order::Key(cursor) => {
+                let hash = cursor.hash();
+                let warm = cursor.failover() == Failover::Reroute;
+                let routable = |index: usize| table.nodes[index].cell.routable(hash, warm);
+                cursor.next(&table.router, routable).map_err(|miss| match miss {
+                    Miss::Empty => Error::Closed,
+                    Miss::Home(home) => Error::NodeDown { node: table.router.name(home).into() },
+                    Miss::None => Error::NoHealthyNodes,
+                })
+            }
+            Order::Turn { start, tried } => {
+                let n = table.nodes.len();
+                let up = (*tried..n)
+                    .find(|&offset| table.nodes[start.wrapping_add(offset) % n].cell.is_up());
+                let offset = up.ok_or(Error::NoHealthyNodes)?;
+                *tried = offset;
+                Ok(start.wrapping_add(offset) % n)
+            }
+        }
+    }
+
+    /// Passes over `index` from now on: found boxed, or (`get_n`) taken.
+    pub(crate) fn skip(&mut self, index: usize) {
+        match &mut self.order {
+            Order::Key(cursor) => cursor.skip(index),
+            Order::Turn { tried, .. } => *tried += 1,
+        }
+    }
+
+    /// Whether `index` is the key's home (always, without a key).
+    pub(crate) fn is_home(&self, index: usize) -> bool {
+        match &self.order {
+            Order::Key(cursor) => cursor.home() == Some(index),
+            Order::Turn { .. } => true,
+        }
+    }
+
+    /// `index` served the call: a failover if it is not the key's home.
+    pub(crate) fn served(&mut self, index: usize) {
+        if let Order::Key(cursor) = &self.order
+            && let Some(home) = cursor.home().filter(|&home| home != index && !self.counted)
+        {
+            self.table.nodes[home].cell.metrics.failover();
+        }
+        self.counted = true;
+    }
+
+    /// What a checkout from `index` means for the call: its connection,
+    /// `None` to try the next node, or the caller's error.
+    pub(crate) fn outcome<T>(
+        &mut self,
+        index: usize,
+        result: Result<T, CheckoutError>,
+    ) -> Result<Option<T>, Error> {
+        match result {
+            Ok(conn) => {
+                self.served(index);
+                Ok(Some(conn))
+            }
+            Err(CheckoutError::Boxed) => {
+                self.skip(index);
+                Ok(None)
+            }
+            Err(e) => Err(e.into_error(self.table.router.name(index))),
+        }
+    }
+}
+
+/// How a caller of the async flavour takes a connection from one node.
+pub(crate) trait Take<M: NodeManager, S> {
+    type Conn;
+    /// A connection from `node`; `home` says whether it is the key's home.
+    fn take(
+        node: &Node<M, S>,
+        started: Instant,
+        deadline: Instant,
+        home: bool,
+    ) -> impl Future<Output = Result<Self::Conn, CheckoutError>> + Send;
+}
+
+/// The table as a call holds it: a guard, not a clone of the `Arc`, so
+/// the hot path writes no reference count every thread shares.
+pub(crate) type Held<M, S> = Guard<Arc<Table<M, S>>>;
+
+/// The engine of a pool, whichever the flavour.
+pub(crate) struct Core<M: NodeManager, S> {
+    /// Swapped whole (to empty on `close`), so routing reads it without a
+    /// lock.
+    table: ArcSwap<Table<M, S>>,
+    pub(crate) fleet: Arc<Fleet>,
+    closed: AtomicBool,
+    next_any: AtomicUsize,
+    /// Serialises membership changes and `close`; readers never take it.
+    membership: Mutex<()>,
+    pub(crate) settings: Settings,
+    /// The pool's pub/sub, made by the first subscription.
+    pub(crate) hub: OnceLock<Arc<Hub>>,
+}
+
+impl<M: NodeManager, S> Drop for Core<M, S> {
+    fn drop(&mut self) {
+        // The prober holds only a `Weak`: wake it so it sees the pool is
+        // gone now rather than at its next timer.
+        self.fleet.wake.notify_one();
+    }
+}
+
+impl<M: NodeManager, S: Store<M>> Core<M, S> {
+    /// The engine over nodes made by `node` from each spec, probing them
+    /// first if the settings say so (those that fail start in the box).
+    pub(crate) async fn start<T>(
+        specs: Vec<T>,
+        settings: Settings,
+        node: impl Fn(T, &Settings, &Arc<Fleet>) -> Node<M, S>,
+    ) -> Self {
+        let fleet = Fleet::new(BoxGuard::new(settings.max_boxed(specs.len())));
+        let nodes: Vec<_> =
+            specs.into_iter().map(|spec| Arc::new(node(spec, &settings, &fleet))).collect();
+        if settings.probe_at_build {
+            probe_new(&nodes).await;
+        }
+        Core {
+            table: ArcSwap::from_pointee(Table::new(nodes)),
+            fleet,
+            closed: AtomicBool::new(false),
+            next_any: AtomicUsize::new(0),
+            membership: Mutex::new(()),
+            settings,
+            hub: OnceLock::new(),
+        }
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Whether as many nodes are up as the settings require.
+    pub(crate) fn enough_healthy(&self) -> Result<(), Error> {
+        let status = self.status();
+        let healthy = status.iter().filter(|s| s.up).count();
+        let required = self.settings.require_healthy;
+        if healthy >= required {
+            return Ok(());
+        }
+        let down = status
+            .into_iter()
+            .filter(|s| !s.up)
+            .map(|s| (s.name, s.last_error.unwrap_or_else(|| "not probed".into())))
+            .collect();
+        Err(Error::NotEnoughHealthy { healthy, required, down })
+    }
+
+    fn lock_membership(&self) -> MutexGuard<'_, ()> {
+        self.membership.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// When a checkout that starts now began, and when it must be done.
+    pub(crate) fn deadline(&self) -> (Instant, Instant) {
+        let now = Instant::now();
+        (now, now + self.settings.checkout_timeout)
+    }
+
+    /// The table, if the pool is open.
+    pub(crate) fn open_table(&self) -> Result<Held<M, S>, Error> {
+        if self.is_closed() {
+            return Err(Error::Closed);
+        }
+        Ok(self.table.load())
+    }
+
+    /// The routing policy for a call on `key` (`None`: any node, in turn).
+    pub(crate) fn route<'t>(&self, table: &'t Table<M, S>, key: Option<&[u8]>) -> Route<'t, M, S> {
+        match key {
+            Some(key) => table.route(route::key_hash(key), self.settings.failover),
+            None => {
+                let start = self.next_any.fetch_add(1, Ordering::Relaxed);
+                Route { table, order: Order::Turn { start, tried: 0 }, counted: false }
+            }
+        }
+    }
+
+    /// The async flavour's routing loop: [`Route`] driven with `T`'s
+    /// checkouts.
+    pub(crate) async fn take<T: Take<M, S>>(&self, key: Option<&[u8]>) -> Result<T::Conn, Error> {
+        let table = self.open_table()?;
+        let (started, deadline) = self.deadline();
+        let mut route = self.route(&table, key);
+        loop {
+            let index = route.next()?;
+            let taken = T::take(&table.nodes[index], started, deadline, route.is_home(index));
+            if let Some(conn) = route.outcome(index, taken.await)? {
+                return Ok(conn);
+            }
+        }
+    }
+
+    /// The node a key's `get` would use now.
+    pub(crate) fn node_for(&self, key: &[u8]) -> Option<NodeName> {
+        let table = self.table.load();
+        let index = self.route(&table, Some(key)).next().ok()?;
+        Some(table.router.node_name(index).clone())
+    }
+
+    /// The key's home node.
+    pub(crate) fn home_node_for(&self, key: &[u8]) -> Option<NodeName> {
+        let table = self.table.load();
+        let home = table.router.home(key)?;
+        Some(table.router.node_name(home).clone())
+    }
+
+    pub(crate) fn status(&self) -> Vec<NodeStatus> {
+        let now = Instant::now();
+        self.table.load().nodes.iter().map(|node| NodeStatus::of(node, now)).collect()
+    }
+
+    pub(crate) fn nodes(&self) -> Vec<String> {
+        self.table.load().nodes.iter().map(|n| n.name().to_string()).collect()
+    }
+
+    pub(crate) fn close(&self) {
+        let _writer = self.lock_membership();
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let table = self.table.swap(Arc::new(Table::new(Vec::new())));
+        for node in &table.nodes {
+            node.cell.retire();
+        }
+        self.fleet.wake.notify_one();
+        tracing::info!(nodes = table.nodes.len(), "pool closed");
+        // Dropping `table` drops each node's pool, and with it the idle
+        // connections, once in-flight checkouts are done with it.
+    }
+
+    /// Adds `node` unless its name is taken; probes it first if the
+    /// settings say so.
+    pub(crate) async fn add(&self, node: Node<M, S>) -> Result<(), Error> {
+        let name = node.name().clone();
+        let taken = || {
+            Error::config(
+                format!("node name `{name}`"),
+                "a node of that name is already in the pool",
+            )
+        };
+        if self.open_table()?.node(&name).is_some() {
+            return Err(taken());
+        }
+        let node = Arc::new(node);
+        if self.settings.probe_at_build {
+            probe_new(std::slice::from_ref(&node)).await;
+        }
+        let _writer = self.lock_membership();
+        let current = self.open_table().inspect_err(|_| node.cell.retire())?;
+        if current.node(&name).is_some() {
+            node.cell.retire();
+            return Err(taken());
+        }
+        node.cell.start_warmup();
+        let mut nodes = current.nodes.clone();
+        nodes.push(node);
+        self.install(nodes);
+        self.fleet.send(NodeEvent::Added { node: name.clone() });
+        tracing::info!(node = %name, "node added");
+        Ok(())
+    }
+
+    pub(crate) fn remove(&self, name: &str) -> Result<(), Error> {
+        let _writer = self.lock_membership();
+        let current = self.open_table()?;
+        let reason = match current.nodes.iter().position(|n| **n.name() == *name) {
+            None => "no node of that name is in the pool",
+            Some(_) if current.nodes.len() == 1 => {
+                "the last node of a pool cannot be removed (close the pool instead)"
+            }
+            Some(index) => {
+                let mut nodes = current.nodes.clone();
+                let removed = nodes.remove(index);
+                self.install(nodes);
+                removed.cell.retire();
+                self.fleet.send(NodeEvent::Removed { node: removed.name().clone() });
+                tracing::info!(node = name, "node removed");
+                return Ok(());
+            }
+        };
+        Err(Error::config(format!("node name `{name}`"), reason))
+    }
+
+    /// Publishes a new node list; the caller holds the membership lock.
+    fn install(&self, nodes: Vec<Arc<Node<M, S>>>) {
+        self.fleet.guard.set_cap(self.settings.max_boxed(nodes.len()));
+        self.table.store(Arc::new(Table::new(nodes)));
+        self.fleet.wake.notify_one();
+    }
+}
+
+/// Probes new nodes together; those that fail start in the box (one
+/// timeout is enough there).
+async fn probe_new<M: NodeManager, S: Store<M>>(nodes: &[Arc<Node<M, S>>]) {
+    join_all(nodes.iter().map(|node| async move {
+        let epoch = node.cell.epoch();
+        if let Err((kind, detail)) = node.probe().await {
+            node.cell.report((kind, &detail), epoch, true);
+        }
+    }))
+    .await;
+}
+
+/// The prober: probes boxed nodes when their wait runs out and samples the
+/// connection gauges. It holds only a `Weak` between rounds, so it stops
+/// once the pool is closed or its last handle dropped (which wakes it).
+pub(crate) async fn prober<M, S>(core: Weak<Core<M, S>>, fleet: Arc<Fleet>)
+where
+    M: NodeManager,
+    S: Store<M>,
+{
+    let mut next_gauges = Instant::now();
+    loop {
+        let deadline = {
+            let Some(core) = core.upgrade().filter(|c| !c.is_closed()) else {
+                tracing::debug!("pool dropped or closed; the prober stops");
+                return;
+            };
+            let table = core.table.load();
+            let now = Instant::now();
+            if now >= next_gauges {
+                for node in &table.nodes {
+                    node.cell.metrics.sample(&node.store.stats());
+                }
+                next_gauges = now + GAUGE_INTERVAL;
+            }
+            let mut deadline = next_gauges;
+            for node in &table.nodes {
+                if !node.cell.is_up() {
+                    node.release();
+                }
+                match node.cell.warm_until() {
+                    Some(until) if until <= now => node.cell.end_warmup(),
+                    Some(until) => deadline = deadline.min(until),
+                    None => {}
+                }
+                match node.cell.probe_at() {
+                    Some(at) if at > now => deadline = deadline.min(at),
+                    Some(_) if node.cell.start_probe() => {
+                        // The task holds the node, not the pool, and ends
+                        // within the probe timeout.
+                        let node = node.clone();
+                        tokio::spawn(async move { node.cell.finish_probe(node.probe().await) });
+                    }
+                    _ => {}
+                }
+            }
+            deadline
+            // `core` is dropped here: never hold it across the wait.
+        };
+        tokio::select! {
+            () = tokio::time::sleep_until(deadline.into()) => {}
+            () = fleet.wake.notified() => {}
+        }
+    }
+}

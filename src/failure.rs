@@ -1,0 +1,236 @@
+//! What a failure is, and the one classifier of what an operation's outcome
+//! says about its node: errors *and* error replies.
+//!
+//! redis 1.x hands an error reply back as `Ok(Value::ServerError)` from
+//! `req_packed_command` (and one per command inside a pipeline's replies),
+//! so [`failure`] looks inside the `Ok` too: a node answering `LOADING` to
+//! every command is boxed by ordinary traffic, not only by a probe.
+
+use std::fmt;
+
+use redis::{ErrorKind, RedisError, RedisResult, ServerError, Value};
+
+/// Why a node was judged to have failed.
+///
+/// Only these count against a node's health. A checkout that waited on a
+/// busy pool and ordinary error replies (`WRONGTYPE`, `OOM`, `ERR ...`) do not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum FailureKind {
+    /// The node refused the TCP connection: nothing listens there.
+    Refused,
+    /// An open connection was reset or closed by the node.
+    Dropped,
+    /// Any other I/O error.
+    Io,
+    /// The TLS handshake failed: an untrusted or invalid certificate, or
+    /// a server that does not speak TLS.
+    Tls,
+    /// A connect or response timeout. A slow node is not a dead node: these
+    /// box the node only after several in a row.
+    Timeout,
+    /// The node rejected the credentials (AUTH or ACL), or answered `NOAUTH`.
+    Auth,
+    /// The node answered `LOADING`: it is still loading its data set.
+    Loading,
+    /// The node answered `MASTERDOWN`: its master link is down.
+    MasterDown,
+    /// The node answered `READONLY`: it is a replica now (a failed-over
+    /// master that came back, or a node reconfigured under the pool).
+    ReadOnly,
+    /// A connection could not be made, for a reason the connection manager
+    /// did not classify further.
+    Connect,
+    /// The node answered with bytes that are not the protocol: not a Redis
+    /// server, or a corrupted stream.
+    Protocol,
+}
+
+impl FailureKind {
+    /// Every kind, in label order: what the metrics create at zero.
+    pub const ALL: [FailureKind; 11] = [
+        FailureKind::Refused,
+        FailureKind::Dropped,
+        FailureKind::Io,
+        FailureKind::Tls,
+        FailureKind::Timeout,
+        FailureKind::Auth,
+        FailureKind::Loading,
+        FailureKind::MasterDown,
+        FailureKind::ReadOnly,
+        FailureKind::Connect,
+        FailureKind::Protocol,
+    ];
+
+    /// The label value used in metrics and logs, e.g. `"refused"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::Refused => "refused",
+            FailureKind::Dropped => "dropped",
+            FailureKind::Io => "io",
+            FailureKind::Tls => "tls",
+            FailureKind::Timeout => "timeout",
+            FailureKind::Auth => "auth",
+            FailureKind::Loading => "loading",
+            FailureKind::MasterDown => "masterdown",
+            FailureKind::ReadOnly => "readonly",
+            FailureKind::Connect => "connect",
+            FailureKind::Protocol => "protocol",
+        }
+    }
+
+    /// Whether this failure boxes the node only after several in a row.
+    pub fn is_timeout(self) -> bool {
+        self == FailureKind::Timeout
+    }
+}
+
+impl fmt::Display for FailureKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Tells which errors of a connection manager are node failures.
+///
+/// Implemented for [`redis::RedisError`], so [`RedisManager`](crate::RedisManager),
+/// `bb8_redis::RedisConnectionManager` and any manager whose error is a
+/// `RedisError` can be sharded, and for [`std::io::Error`]. Implement it for
+/// your own manager's error type to shard other connections.
+///
+/// Return `None` for errors that say nothing about the node's health, such
+/// as ordinary error replies. Every error while *connecting* counts as a
+/// failure; `None` there is recorded as [`FailureKind::Connect`].
+pub trait ClassifyFailure: fmt::Display {
+    /// The kind of node failure this error shows, if any.
+    fn failure_kind(&self) -> Option<FailureKind>;
+}
+
+/// For managers whose connections are plain sockets.
+impl ClassifyFailure for std::io::Error {
+    fn failure_kind(&self) -> Option<FailureKind> {
+        use std::io::ErrorKind as K;
+        Some(match self.kind() {
+            K::ConnectionRefused => FailureKind::Refused,
+            K::ConnectionReset
+            | K::ConnectionAborted
+            | K::BrokenPipe
+            | K::UnexpectedEof
+            | K::NotConnected => FailureKind::Dropped,
+            K::TimedOut | K::WouldBlock => FailureKind::Timeout,
+            _ => FailureKind::Io,
+        })
+    }
+}
+
+/// A failure as reported: its kind and what to log.
+pub(crate) type Failure<'a> = (FailureKind, &'a dyn fmt::Display);
+
+/// What a failed connect (or probe) reports: every error there is a
+/// failure, [`FailureKind::Connect`] when the manager did not say which.
+pub(crate) fn connect_failure<E: ClassifyFailure>(e: &E) -> Failure<'_> {
+    (e.failure_kind().unwrap_or(FailureKind::Connect), e)
+}
+
+/// The failure an error reply's code shows, if it is one of a node's.
+/// `OOM`, `WRONGTYPE`, `ERR` and the rest say nothing about its health.
+fn reply_kind(code: &str) -> Option<FailureKind> {
+    match code {
+        "LOADING" => Some(FailureKind::Loading),
+        "MASTERDOWN" => Some(FailureKind::MasterDown),
+        "READONLY" => Some(FailureKind::ReadOnly),
+        "NOAUTH" | "WRONGPASS" => Some(FailureKind::Auth),
+        _ => None,
+    }
+}
+
+impl ClassifyFailure for RedisError {
+    fn failure_kind(&self) -> Option<FailureKind> {
+        if self.is_connection_refusal() {
+            Some(FailureKind::Refused)
+        } else if self.is_timeout() {
+            Some(FailureKind::Timeout)
+        } else if self.kind() == ErrorKind::AuthenticationFailed {
+            Some(FailureKind::Auth)
+        } else if self.kind() == ErrorKind::Parse {
+            // Only the wire reaches here: conversions of a reply to a
+            // caller's type fail after the pool has seen the reply.
+            Some(FailureKind::Protocol)
+        } else if let Some(kind) = self.code().and_then(reply_kind) {
+            Some(kind)
+        } else if is_tls_failure(self) {
+            Some(FailureKind::Tls)
+        } else if self.is_connection_dropped() {
+            Some(FailureKind::Dropped)
+        } else if self.is_io_error() {
+            Some(FailureKind::Io)
+        } else {
+            None
+        }
+    }
+}
+
+impl ClassifyFailure for ServerError {
+    fn failure_kind(&self) -> Option<FailureKind> {
+        reply_kind(self.code())
+    }
+}
+
+/// The replies an operation returned: one, or a pipeline's.
+pub(crate) trait Replies {
+    /// Every reply, in order.
+    fn replies(&self) -> &[Value];
+}
+
+impl Replies for Value {
+    fn replies(&self) -> &[Value] {
+        std::slice::from_ref(self)
+    }
+}
+
+impl Replies for Vec<Value> {
+    fn replies(&self) -> &[Value] {
+        self
+    }
+}
+
+/// The node failure a Redis operation's outcome shows, with what to log:
+/// its error, or the first error reply inside its `Ok` that is a node's.
+pub(crate) fn failure<V: Replies>(result: &RedisResult<V>) -> Option<Failure<'_>> {
+    match result {
+        Err(e) => e.failure_kind().map(|kind| (kind, e as &dyn fmt::Display)),
+        Ok(values) => values.replies().iter().find_map(|value| match value {
+            Value::ServerError(e) => e.failure_kind().map(|kind| (kind, e as &dyn fmt::Display)),
+            _ => None,
+        }),
+    }
+}
+
+/// Whether the error is a TLS failure (a handshake or certificate problem):
+/// a `rustls::Error` somewhere in its chain of causes. `redis` keeps I/O
+/// errors as `Arc<dyn Error>`, which has to be looked through by hand.
+#[cfg(feature = "tls")]
+fn is_tls_failure(e: &RedisError) -> bool {
+    type Shared = std::sync::Arc<dyn std::error::Error + Send + Sync>;
+    let mut cause = std::error::Error::source(e);
+    while let Some(error) = cause {
+        let error: &(dyn std::error::Error + 'static) = match error.downcast_ref::<Shared>() {
+            Some(shared) => &**shared,
+            None => error,
+        };
+        let inner = error
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .map(|inner| inner as &(dyn std::error::Error + 'static));
+        if error.is::<rustls::Error>() || inner.is_some_and(|i| i.is::<rustls::Error>()) {
+            return true;
+        }
+        cause = error.source();
+    }
+    false
+}
+
+#[cfg(not(feature = "tls"))]
+fn is_tls_failure(_: &RedisError) -> bool {
+    false
+}

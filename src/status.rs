@@ -1,0 +1,109 @@
+//! [`NodeStatus`]: one node's health and pool, as `status()` reports it.
+
+use std::time::{Duration, Instant};
+
+use crate::failure::FailureKind;
+use crate::health::State;
+use crate::metrics::PoolStats;
+use crate::node::{Node, NodeManager, Store};
+
+/// One node's health and pool, as reported by `status()`.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct NodeStatus {
+    /// The node's name (never contains credentials).
+    pub name: String,
+    /// Whether the node is in rotation (false while in the penalty box).
+    pub up: bool,
+    /// The node's routing weight.
+    pub weight: f64,
+    /// Timeouts in a row while up; 0 when boxed.
+    pub consecutive_timeouts: u32,
+    /// The failure that boxed the node (or that the last probe saw), while
+    /// it is boxed.
+    pub boxed_for: Option<FailureKind>,
+    /// Probes that failed since the node was boxed.
+    pub failed_probes: u32,
+    /// Length of the current stay in the box: `penalty_min_wait *
+    /// penalty_multiplier^failed_probes`, capped and jittered.
+    pub penalty_wait: Option<Duration>,
+    /// Time left before the next probe, while boxed.
+    pub penalty_remaining: Option<Duration>,
+    /// Times the node entered the box since the pool was built.
+    pub penalties: u64,
+    /// Back-off level: of the current stay while boxed; while up, the level
+    /// a stay starting now would have (above 0 for a node that flapped
+    /// within `penalty_memory`).
+    pub penalty_level: u32,
+    /// While the node warms up after its return: how far, in `[0, 1)`.
+    pub warmup: Option<f64>,
+    /// While boxed: the error that boxed the node, or that its latest probe
+    /// saw (e.g. a refused connection, a certificate the client does not
+    /// trust, a rejected password). Never contains credentials.
+    pub last_error: Option<String>,
+    /// Connections the node's pool holds.
+    pub connections: u32,
+    /// Idle connections in the node's pool.
+    pub idle_connections: u32,
+    /// The node's pool's own figures.
+    pub pool: PoolStats,
+}
+
+impl NodeStatus {
+    /// `node`'s status at `now`, with its store's figures.
+    pub(crate) fn of<M: NodeManager, S: Store<M>>(node: &Node<M, S>, now: Instant) -> Self {
+        let pool = node.store.stats();
+        let health = node.cell.health();
+        let policy = &node.cell.policy;
+        let (boxed_for, failed_probes, penalty_wait) = match health.state() {
+            State::Boxed { cause, failed_probes, stay, .. } => {
+                (Some(cause), failed_probes, Some(stay))
+            }
+            State::Up { .. } => (None, 0, None),
+        };
+        NodeStatus {
+            name: node.name().to_string(),
+            up: health.is_up(),
+            weight: node.weight,
+            consecutive_timeouts: health.consecutive_timeouts(),
+            boxed_for,
+            failed_probes,
+            penalty_wait,
+            penalty_remaining: health.remaining(now),
+            penalties: health.penalties(),
+            penalty_level: health.level(now, policy),
+            warmup: health.warmed(now, policy),
+            last_error: health.last_error().map(str::to_owned),
+            connections: pool.connections,
+            idle_connections: pool.idle_connections,
+            pool,
+        }
+    }
+}
+
+/// JSON-friendly: durations as milliseconds (`penalty_wait_ms`,
+/// `penalty_remaining_ms`), the failure kind as its label.
+#[cfg(feature = "serde")]
+impl serde::Serialize for NodeStatus {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let millis = |d: Option<Duration>| d.map(|d| d.as_secs_f64() * 1000.0);
+        let mut s = serializer.serialize_struct("NodeStatus", 15)?;
+        s.serialize_field("name", &self.name)?;
+        s.serialize_field("up", &self.up)?;
+        s.serialize_field("weight", &self.weight)?;
+        s.serialize_field("consecutive_timeouts", &self.consecutive_timeouts)?;
+        s.serialize_field("boxed_for", &self.boxed_for.map(FailureKind::as_str))?;
+        s.serialize_field("failed_probes", &self.failed_probes)?;
+        s.serialize_field("penalty_wait_ms", &millis(self.penalty_wait))?;
+        s.serialize_field("penalty_remaining_ms", &millis(self.penalty_remaining))?;
+        s.serialize_field("penalties", &self.penalties)?;
+        s.serialize_field("penalty_level", &self.penalty_level)?;
+        s.serialize_field("warmup", &self.warmup)?;
+        s.serialize_field("last_error", &self.last_error)?;
+        s.serialize_field("connections", &self.connections)?;
+        s.serialize_field("idle_connections", &self.idle_connections)?;
+        s.serialize_field("pool", &self.pool)?;
+        s.end()
+    }
+}
