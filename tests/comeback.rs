@@ -9,21 +9,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use fluster::{NodeEvent, NodeStatus, ShardedPool};
+use fluster::{NodeEvent, ShardedPool};
 use redis::AsyncCommands;
 use support::fake::FakeServer;
-use support::{RedisServer, eventually, start_servers};
-
-fn status_of(pool: &ShardedPool, name: &str) -> NodeStatus {
-    pool.status().into_iter().find(|s| s.name == name).unwrap()
-}
+use support::{RedisServer, eventually, start_servers, status_of};
 
 fn keys_homed_on(pool: &ShardedPool, name: &str, n: usize) -> Vec<String> {
-    (0..)
-        .map(|i| format!("comeback:{i}"))
-        .filter(|k| pool.home_node_for(k).as_deref() == Some(name))
-        .take(n)
-        .collect()
+    support::keys_on(pool, name, "comeback", n)
 }
 
 /// One INCR of `key`, whatever comes of it: how a dead node is noticed.

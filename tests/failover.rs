@@ -11,7 +11,8 @@ use fluster::{Error, FailureKind, ShardedPool};
 use redis::AsyncCommands;
 use support::{RedisServer, eventually, keys_homed_on, start_servers};
 
-async fn pool_of(servers: &[RedisServer], min_wait_ms: u64) -> ShardedPool {
+/// A pool whose stays are exact: `min_wait_ms`, doubling up to four times that.
+async fn exact_pool(servers: &[RedisServer], min_wait_ms: u64) -> ShardedPool {
     support::builder_for(servers)
         .penalty_min_wait(Duration::from_millis(min_wait_ms))
         .penalty_max_wait(Duration::from_millis(min_wait_ms * 4))
@@ -39,7 +40,7 @@ async fn incr(pool: &ShardedPool, key: &str) -> redis::RedisResult<(String, i64)
 #[tokio::test]
 async fn three_keys_land_on_three_nodes_and_on_no_other() {
     let servers = start_servers(3);
-    let pool = pool_of(&servers, 200).await;
+    let pool = exact_pool(&servers, 200).await;
     let keys = keys_homed_on(&pool, "spread");
     for (name, key) in &keys {
         let (served_by, n) = incr(&pool, key).await.unwrap();
@@ -62,7 +63,7 @@ async fn three_keys_land_on_three_nodes_and_on_no_other() {
 #[tokio::test]
 async fn killed_node_fails_over_and_comes_back() {
     let mut servers = start_servers(3);
-    let pool = pool_of(&servers, 300).await;
+    let pool = exact_pool(&servers, 300).await;
     let keys = keys_homed_on(&pool, "failover");
     for (_, key) in &keys {
         incr(&pool, key).await.unwrap();
@@ -116,7 +117,7 @@ async fn killed_node_fails_over_and_comes_back() {
 #[tokio::test]
 async fn failed_probes_grow_the_wait_to_the_cap() {
     let mut servers = start_servers(2);
-    let pool = pool_of(&servers, 100).await; // 100, 200, 400, 400 ms
+    let pool = exact_pool(&servers, 100).await; // 100, 200, 400, 400 ms
     let victim = servers[0].name();
     servers[0].kill();
     // The first command on its (now dead) pooled connection boxes it.
@@ -144,7 +145,7 @@ async fn failed_probes_grow_the_wait_to_the_cap() {
 #[tokio::test]
 async fn all_nodes_down_gives_no_healthy_nodes_until_one_returns() {
     let mut servers = start_servers(2);
-    let pool = pool_of(&servers, 100).await;
+    let pool = exact_pool(&servers, 100).await;
     for s in &mut servers {
         s.kill();
     }
@@ -177,7 +178,7 @@ async fn all_nodes_down_gives_no_healthy_nodes_until_one_returns() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_a_node_under_traffic_never_blocks_get() {
     let mut servers = start_servers(3);
-    let pool = pool_of(&servers, 10_000).await;
+    let pool = exact_pool(&servers, 10_000).await;
     let stop = Arc::new(AtomicBool::new(false));
     let worst_get_us = Arc::new(AtomicU64::new(0));
     let gets = Arc::new(AtomicU64::new(0));
@@ -261,7 +262,7 @@ async fn build_succeeds_with_a_node_down_and_says_which() {
 #[tokio::test]
 async fn get_any_takes_healthy_nodes_in_turn() {
     let mut servers = start_servers(3);
-    let pool = pool_of(&servers, 10_000).await;
+    let pool = exact_pool(&servers, 10_000).await;
     let mut seen = Vec::new();
     for _ in 0..6 {
         seen.push(pool.get_any().await.unwrap().node().to_owned());

@@ -8,11 +8,11 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use fluster::{FailureKind, NodeStatus, ShardedPool};
+use fluster::{FailureKind, ShardedPool};
 use redis::{Cmd, Value};
 use support::fake::FakeServer;
 use support::proxy::Proxy;
-use support::{RedisServer, eventually};
+use support::{RedisServer, eventually, status_of};
 
 /// The three ways a command reaches a node.
 #[derive(Debug, Clone, Copy)]
@@ -52,10 +52,6 @@ fn set(key: &str) -> Cmd {
     redis::cmd("SET").arg(key).arg("value").clone()
 }
 
-fn status_of(pool: &ShardedPool, name: &str) -> NodeStatus {
-    pool.status().into_iter().find(|s| s.name == name).unwrap()
-}
-
 /// A pool of `healthy` and the node at `url`, whose stays in the box are
 /// long enough to look at; and a key homed on that node.
 async fn pool_with(healthy: &RedisServer, url: &str, name: &str) -> (ShardedPool, String) {
@@ -68,10 +64,7 @@ async fn pool_with(healthy: &RedisServer, url: &str, name: &str) -> (ShardedPool
         .await
         .unwrap();
     assert!(pool.status().iter().all(|s| s.up), "{:?}", pool.status());
-    let key = (0..10_000)
-        .map(|i| format!("fault:{i}"))
-        .find(|k| pool.home_node_for(k).as_deref() == Some(name))
-        .unwrap();
+    let key = support::key_on(&pool, name, "fault");
     (pool, key)
 }
 
@@ -188,10 +181,7 @@ async fn get_shared_leaves_a_partitioned_node_once_it_is_boxed() {
     // Traffic has connections open when the partition starts.
     let warm = eventually(Duration::from_secs(5), || status_of(&pool, &name).idle_connections >= 4);
     assert!(warm.await, "{:?}", pool.status());
-    let key = (0..10_000)
-        .map(|i| format!("partition:{i}"))
-        .find(|k| pool.home_node_for(k).as_deref() == Some(name.as_str()))
-        .unwrap();
+    let key = support::key_on(&pool, &name, "partition");
     // A multiplexed connection exists, then the partition starts and its
     // first command times out: the next `get_shared` must connect anew.
     assert_eq!(send(&pool, Path::Shared, &key, set(&key)).await, (name.clone(), false));
@@ -252,10 +242,7 @@ async fn client_kill_costs_one_command_and_one_short_stay() {
         .build()
         .await
         .unwrap();
-    let key = (0..10_000)
-        .map(|i| format!("kill:{i}"))
-        .find(|k| pool.home_node_for(k).as_deref() == Some(server.name().as_str()))
-        .unwrap();
+    let key = support::key_on(&pool, &server.name(), "kill");
     assert_eq!(send(&pool, Path::Pooled, &key, set(&key)).await, (server.name(), false));
     let killed: i64 = redis::cmd("CLIENT")
         .arg("KILL")

@@ -41,10 +41,7 @@ async fn bb8_redis_managers_can_be_sharded() {
 
     // A killed node is boxed by the first command that meets it, and its
     // keys move.
-    let key = (0..1000)
-        .map(|i| format!("moving:{i}"))
-        .find(|k| pool.home_node_for(k).as_deref() == Some("bb8-0"))
-        .unwrap();
+    let key = support::key_on(&pool, "bb8-0", "moving");
     servers[0].kill();
     let mut conn = pool.get(&key).await.unwrap();
     assert!(conn.incr::<_, _, i64>(&key, 1).await.is_err());
@@ -95,10 +92,7 @@ async fn any_manager_with_a_classified_error_can_be_sharded() {
         .build()
         .await
         .unwrap();
-    let key = (0..1000)
-        .map(|i| format!("raw:{i}"))
-        .find(|k| pool.home_node_for(k).as_deref() == Some("tcp-a"))
-        .unwrap();
+    let key = support::key_on(&pool, "tcp-a", "raw");
     let mut conn = pool.get(&key).await.unwrap();
     assert_eq!(conn.node(), "tcp-a");
     ping(&mut conn).await.unwrap();

@@ -18,15 +18,6 @@ use fluster::{Error, ShardedPool};
 use redis::{AsyncCommands, Value};
 use support::{RedisServer, eventually, start_servers};
 
-async fn pool_of(servers: &[RedisServer]) -> ShardedPool {
-    support::builder_for(servers)
-        .penalty_min_wait(Duration::from_secs(10))
-        .penalty_max_wait(Duration::from_secs(10))
-        .build()
-        .await
-        .unwrap()
-}
-
 /// A `MONITOR` session on a server: every command it runs, with the client
 /// address that sent it.
 struct Monitor {
@@ -76,7 +67,7 @@ impl Drop for Monitor {
 #[tokio::test]
 async fn a_pipeline_of_a_thousand_commands_goes_out_as_one_pipeline_per_node() {
     let servers = start_servers(4);
-    let pool = pool_of(&servers).await;
+    let pool = support::pool_of(&servers, Duration::from_secs(10)).await;
     let monitors: Vec<Monitor> = servers.iter().map(Monitor::start).collect();
     // One key holds a string, so an LPUSH on it fails in place.
     let mut conn = pool.get("pipe:wrongtype").await.unwrap();
@@ -132,7 +123,7 @@ async fn a_pipeline_of_a_thousand_commands_goes_out_as_one_pipeline_per_node() {
 #[tokio::test]
 async fn mget_equals_single_gets_and_mset_del_round_trip() {
     let servers = start_servers(3);
-    let pool = pool_of(&servers).await;
+    let pool = support::pool_of(&servers, Duration::from_secs(10)).await;
     let keys: Vec<String> = (0..1000).map(|i| format!("multi:{i}")).collect();
     let pairs: Vec<(String, i64)> = keys
         .iter()
@@ -161,7 +152,7 @@ async fn mget_equals_single_gets_and_mset_del_round_trip() {
 async fn fan_out_merge_equals_one_node_holding_everything() {
     let servers = start_servers(3);
     let single = RedisServer::start();
-    let pool = pool_of(&servers).await;
+    let pool = support::pool_of(&servers, Duration::from_secs(10)).await;
     let mut reference = single.client();
     // Members written to whichever node each writer's key lands on, some
     // members several times with different scores.
@@ -243,7 +234,7 @@ async fn queue_consumer_follows_nodes_as_they_leave_and_return() {
 #[tokio::test]
 async fn get_n_replaces_only_the_member_that_died() {
     let mut servers = start_servers(4);
-    let pool = pool_of(&servers).await;
+    let pool = support::pool_of(&servers, Duration::from_secs(10)).await;
     let key = "replicated:item";
     let pair: Vec<String> =
         pool.get_n(key, 2).await.unwrap().iter().map(|c| c.node().to_owned()).collect();
@@ -268,7 +259,7 @@ async fn get_n_replaces_only_the_member_that_died() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn adding_and_removing_a_node_under_traffic() {
     let servers = start_servers(5);
-    let pool = pool_of(&servers[..4]).await;
+    let pool = support::pool_of(&servers[..4], Duration::from_secs(10)).await;
     let keys: Vec<String> = (0..100_000).map(|i| format!("member:{i}")).collect();
     let before: Vec<String> = keys.iter().map(|k| pool.node_for(k).unwrap().to_string()).collect();
 
@@ -350,7 +341,7 @@ async fn adding_and_removing_a_node_under_traffic() {
 #[tokio::test]
 async fn a_dead_node_fails_only_its_group_then_its_keys_move() {
     let mut servers = start_servers(3);
-    let pool = pool_of(&servers).await;
+    let pool = support::pool_of(&servers, Duration::from_secs(10)).await;
     let victim = servers[0].name();
     let keys: Vec<String> = (0..300).map(|i| format!("dead:{i}")).collect();
     fn build<'p>(pool: &'p ShardedPool, keys: &[String]) -> fluster::ShardedPipeline<'p> {
@@ -398,10 +389,7 @@ async fn removing_a_boxed_node_frees_its_place_in_the_box() {
         let pool = pool.clone();
         let name = names[index].clone();
         async move {
-            let key = (0..10_000)
-                .map(|i| format!("cap:{i}"))
-                .find(|k| pool.home_node_for(k).as_deref() == Some(name.as_str()))
-                .unwrap();
+            let key = support::key_on(&pool, &name, "cap");
             let deadline = Instant::now() + Duration::from_secs(5);
             while pool.status().iter().any(|s| s.name == name && s.up) {
                 assert!(Instant::now() < deadline, "{name} was never boxed");

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use fluster::{Error, Failover, FailureKind, ShardedPool};
 use redis::AsyncCommands;
-use support::{RedisServer, clients, eventually, keys_homed_on, start_servers};
+use support::{RedisServer, clients, eventually, start_servers};
 
 fn builder_for(servers: &[RedisServer]) -> fluster::Builder {
     support::builder_for(servers)
@@ -16,7 +16,7 @@ fn builder_for(servers: &[RedisServer]) -> fluster::Builder {
 }
 
 fn key_of(pool: &ShardedPool, node: &str) -> String {
-    keys_homed_on(pool, "rel").into_iter().find(|(n, _)| n == node).unwrap().1
+    support::key_on(pool, node, "rel")
 }
 
 /// Sends PINGs on the key's connections until its node is boxed.

@@ -7,21 +7,12 @@ use std::time::Duration;
 
 use fluster::ShardedPool;
 use redis::AsyncCommands;
-use support::{RedisServer, clients, eventually, keys_homed_on, start_servers};
-
-async fn pool_of(servers: &[RedisServer]) -> ShardedPool {
-    support::builder_for(servers)
-        .penalty_min_wait(Duration::from_millis(100))
-        .penalty_max_wait(Duration::from_millis(200))
-        .build()
-        .await
-        .unwrap()
-}
+use support::{clients, eventually, keys_homed_on, start_servers};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_socket_per_node_carries_every_task() {
     let servers = start_servers(3);
-    let pool = pool_of(&servers).await;
+    let pool = support::pool_of(&servers, Duration::from_millis(100)).await;
     let before: Vec<usize> = servers.iter().map(clients).collect();
     let tasks: Vec<_> = (0..256)
         .map(|t| {
@@ -51,7 +42,7 @@ async fn one_socket_per_node_carries_every_task() {
 #[tokio::test]
 async fn shared_connections_fail_over_and_come_back() {
     let mut servers = start_servers(2);
-    let pool = pool_of(&servers).await;
+    let pool = support::pool_of(&servers, Duration::from_millis(100)).await;
     let victim = servers[0].name();
     let key =
         keys_homed_on(&pool, "shared-failover").into_iter().find(|(n, _)| *n == victim).unwrap().1;

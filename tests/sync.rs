@@ -9,41 +9,12 @@ use std::time::{Duration, Instant};
 use fluster::sync::ShardedPool;
 use fluster::{Error, FailureKind};
 use redis::Commands;
-use support::{RedisServer, start_servers};
-
-fn pool_of(servers: &[RedisServer]) -> ShardedPool {
-    servers
-        .iter()
-        .fold(ShardedPool::builder(), |b, s| b.node(&s.url()))
-        .penalty_min_wait(Duration::from_millis(100))
-        .penalty_max_wait(Duration::from_millis(200))
-        .build()
-        .unwrap()
-}
-
-/// Polls `condition` every 5 ms for up to `timeout`.
-fn eventually(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    while !condition() {
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    true
-}
-
-fn key_on(pool: &ShardedPool, node: &str, prefix: &str) -> String {
-    (0..100_000)
-        .map(|i| format!("{prefix}:{i}"))
-        .find(|k| pool.home_node_for(k).as_deref() == Some(node))
-        .unwrap()
-}
+use support::{RedisServer, eventually_blocking, key_on, start_servers};
 
 #[test]
 fn keys_spread_and_route_like_the_async_flavour() {
     let servers = start_servers(3);
-    let pool = pool_of(&servers);
+    let pool = support::sync_pool_of(&servers, Duration::from_millis(100));
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let async_pool = runtime.block_on(support::builder_for(&servers).build()).unwrap();
     for i in 0..2000 {
@@ -64,7 +35,7 @@ fn keys_spread_and_route_like_the_async_flavour() {
 #[test]
 fn a_killed_node_fails_over_and_comes_back() {
     let mut servers = start_servers(3);
-    let pool = pool_of(&servers);
+    let pool = support::sync_pool_of(&servers, Duration::from_millis(100));
     let victim = servers[0].name();
     let key = key_on(&pool, &victim, "sync-failover");
     let mut conn = pool.get(&key).unwrap();
@@ -95,7 +66,10 @@ fn a_killed_node_fails_over_and_comes_back() {
     ));
 
     servers[0].restart();
-    assert!(eventually(Duration::from_secs(5), || pool.status()[0].up), "never let back in");
+    assert!(
+        eventually_blocking(Duration::from_secs(5), || pool.status()[0].up),
+        "never let back in"
+    );
     let mut conn = pool.get(&key).unwrap();
     assert_eq!(conn.node(), victim);
     let n: i64 = conn.incr(&key, 1).unwrap();
@@ -105,7 +79,7 @@ fn a_killed_node_fails_over_and_comes_back() {
 #[test]
 fn all_nodes_down_then_one_returns() {
     let mut servers = start_servers(2);
-    let pool = pool_of(&servers);
+    let pool = support::sync_pool_of(&servers, Duration::from_millis(100));
     for s in &mut servers {
         s.kill();
     }
@@ -124,7 +98,7 @@ fn all_nodes_down_then_one_returns() {
     assert_eq!(pool.node_for("anything"), None);
 
     servers[1].restart();
-    assert!(eventually(Duration::from_secs(5), || pool.status()[1].up));
+    assert!(eventually_blocking(Duration::from_secs(5), || pool.status()[1].up));
     let mut conn = pool.get("anything").unwrap();
     let _: () = redis::cmd("PING").query(&mut conn).unwrap();
 }

@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::Request;
-use fluster::ShardedPool;
 use serde_json::Value;
 use support::{RedisServer, keys_homed_on, start_servers};
 use tower::ServiceExt;
@@ -32,15 +31,6 @@ fn metrics() -> metrics_exporter_prometheus::PrometheusHandle {
 /// `FLUSTER_NODES` for `servers`.
 fn node_list(servers: &[RedisServer]) -> String {
     servers.iter().map(RedisServer::url).collect::<Vec<_>>().join(",")
-}
-
-async fn pool_of(servers: &[RedisServer]) -> ShardedPool {
-    support::builder_for(servers)
-        .penalty_min_wait(Duration::from_millis(100))
-        .penalty_max_wait(Duration::from_millis(200))
-        .build()
-        .await
-        .unwrap()
 }
 
 fn node_up_line(metrics: &str, node: &str) -> Option<String> {
@@ -78,7 +68,7 @@ async fn axum_get(app: &axum::Router, uri: String) -> (u16, String) {
 async fn axum_service_survives_a_node_and_reports_it() {
     let metrics = metrics();
     let mut servers = start_servers(3);
-    let pool = pool_of(&servers).await;
+    let pool = support::pool_of(&servers, Duration::from_millis(100)).await;
     let victim = servers[0].name();
     let keys = keys_homed_on(&pool, "web");
     let victim_key = keys.iter().find(|(n, _)| *n == victim).unwrap().1.clone();
@@ -144,7 +134,7 @@ async fn actix_service_survives_a_node_and_reports_it() {
 
     let metrics = metrics();
     let mut servers = start_servers(3);
-    let pool = pool_of(&servers).await;
+    let pool = support::pool_of(&servers, Duration::from_millis(100)).await;
     let victim = servers[1].name();
     let victim_key =
         keys_homed_on(&pool, "actix").into_iter().find(|(n, _)| *n == victim).unwrap().1;

@@ -393,17 +393,86 @@ pub async fn eventually(timeout: Duration, mut condition: impl FnMut() -> bool) 
     }
 }
 
-/// Finds one key per node name whose home is that node.
-pub fn keys_homed_on(pool: &fluster::ShardedPool, prefix: &str) -> Vec<(String, String)> {
-    let names = pool.nodes();
-    names
-        .iter()
-        .map(|name| {
-            let key = (0..100_000)
-                .map(|i| format!("{prefix}:{i}"))
-                .find(|k| pool.home_node_for(k).as_deref() == Some(name.as_str()))
-                .expect("a key for every node");
-            (name.clone(), key)
-        })
+/// [`eventually`] for a thread outside any runtime (the sync flavour's
+/// tests): the same loop, on a runtime of its own.
+pub fn eventually_blocking(timeout: Duration, condition: impl FnMut() -> bool) -> bool {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(eventually(timeout, condition))
+}
+
+/// What the tests ask of a pool, of either flavour and any manager.
+pub trait Pool {
+    fn home(&self, key: &str) -> Option<fluster::NodeName>;
+    fn nodes(&self) -> Vec<String>;
+    fn status(&self) -> Vec<fluster::NodeStatus>;
+}
+
+impl<M: fluster::NodeManager> Pool for fluster::ShardedPool<M> {
+    fn home(&self, key: &str) -> Option<fluster::NodeName> {
+        self.home_node_for(key)
+    }
+    fn nodes(&self) -> Vec<String> {
+        self.nodes()
+    }
+    fn status(&self) -> Vec<fluster::NodeStatus> {
+        self.status()
+    }
+}
+
+#[cfg(feature = "r2d2")]
+impl Pool for fluster::sync::ShardedPool {
+    fn home(&self, key: &str) -> Option<fluster::NodeName> {
+        self.home_node_for(key)
+    }
+    fn nodes(&self) -> Vec<String> {
+        self.nodes()
+    }
+    fn status(&self) -> Vec<fluster::NodeStatus> {
+        self.status()
+    }
+}
+
+/// The first `n` of the keys `prefix:0`, `prefix:1`, ... whose home is
+/// `node`: the one key finder.
+pub fn keys_on(pool: &impl Pool, node: &str, prefix: &str, n: usize) -> Vec<String> {
+    let keys: Vec<String> = (0..1_000_000)
+        .map(|i| format!("{prefix}:{i}"))
+        .filter(|k| pool.home(k).as_deref() == Some(node))
+        .take(n)
+        .collect();
+    assert_eq!(keys.len(), n, "no {n} keys homed on `{node}`");
+    keys
+}
+
+/// One key whose home is `node`.
+pub fn key_on(pool: &impl Pool, node: &str, prefix: &str) -> String {
+    keys_on(pool, node, prefix, 1).remove(0)
+}
+
+/// One key per node, with the node's name.
+pub fn keys_homed_on(pool: &impl Pool, prefix: &str) -> Vec<(String, String)> {
+    pool.nodes()
+        .into_iter()
+        .map(|name| (key_on(pool, &name, prefix), name))
+        .map(|(k, n)| (n, k))
         .collect()
+}
+
+/// The status of the node named `name`.
+pub fn status_of(pool: &impl Pool, name: &str) -> fluster::NodeStatus {
+    pool.status().into_iter().find(|s| s.name == name).expect("no such node")
+}
+
+/// A pool over `servers` whose stays in the box last from `stay` to twice
+/// that: the pool most tests start from.
+pub async fn pool_of(servers: &[RedisServer], stay: Duration) -> fluster::ShardedPool {
+    builder_for(servers).penalty_min_wait(stay).penalty_max_wait(stay * 2).build().await.unwrap()
+}
+
+/// [`pool_of`] for the sync flavour.
+#[cfg(feature = "r2d2")]
+pub fn sync_pool_of(servers: &[RedisServer], stay: Duration) -> fluster::sync::ShardedPool {
+    let builder = fluster::sync::ShardedPool::builder();
+    let builder = servers.iter().fold(builder, |b, s| b.node(&s.url()));
+    builder.penalty_min_wait(stay).penalty_max_wait(stay * 2).build().unwrap()
 }
