@@ -184,3 +184,129 @@ fn the_sync_flavour_boxes_on_error_replies_and_drops_changed_sessions() {
     let in_db0: Option<String> = healthy.client().get("where").unwrap();
     assert_eq!(in_db0.as_deref(), Some("db0"));
 }
+
+/// A paused node (SIGSTOP): its commands time out, and after
+/// `timeouts_before_penalty` of them in a row it is boxed; its keys move,
+/// and it returns once it answers again.
+#[test]
+fn a_paused_node_is_boxed_after_its_timeouts_and_returns() {
+    let servers = start_servers(2);
+    let pool = servers
+        .iter()
+        .fold(ShardedPool::builder(), |b, s| b.node(&s.url()))
+        .response_timeout(Duration::from_millis(100))
+        .connect_timeout(Duration::from_millis(100))
+        .probe_timeout(Duration::from_millis(100))
+        .timeouts_before_penalty(3)
+        .penalty_min_wait(Duration::from_millis(100))
+        .penalty_max_wait(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let paused = servers[0].name();
+    let key = key_on(&pool, &paused, "sync-paused");
+    servers[0].pause();
+    let mut timeouts = 0;
+    let served_by = loop {
+        let mut conn = pool.get(&key).unwrap();
+        match conn.incr::<_, _, i64>(&key, 1) {
+            Ok(_) => break conn.node().to_owned(),
+            Err(e) => {
+                assert!(e.is_timeout(), "{e}");
+                timeouts += 1;
+                assert!(timeouts <= 3, "still routed to the paused node after 3 timeouts");
+            }
+        }
+    };
+    // The timeouts may come from commands or from connects made meanwhile:
+    // three in all box the node, whichever they are.
+    assert!(timeouts <= 3);
+    assert_ne!(served_by, paused);
+    let status = support::status_of(&pool, &paused);
+    assert_eq!(status.boxed_for, Some(FailureKind::Timeout), "{status:?}");
+
+    servers[0].resume();
+    assert!(eventually_blocking(Duration::from_secs(5), || support::status_of(&pool, &paused).up));
+    assert_eq!(pool.get(&key).unwrap().node(), paused);
+}
+
+/// A wrong password boxes the node for `Auth`, and nothing shows it.
+#[test]
+fn a_wrong_password_boxes_the_node_without_showing_it() {
+    let guarded = RedisServer::start_with(&["--requirepass", "right-pass"]);
+    let healthy = RedisServer::start();
+    let pool = ShardedPool::builder()
+        .node(&healthy.url())
+        .node(&format!("redis://:wrong-pass@127.0.0.1:{}", guarded.port()))
+        .build()
+        .unwrap();
+    let status = support::status_of(&pool, &guarded.name());
+    assert_eq!(status.boxed_for, Some(FailureKind::Auth), "{status:?}");
+    let shown = format!("{:?} {pool:?}", pool.status());
+    assert!(!shown.contains("wrong-pass"), "{shown}");
+    let key = key_on(&pool, &guarded.name(), "sync-auth");
+    assert_eq!(pool.get(&key).unwrap().node(), healthy.name());
+}
+
+/// A checkout waiting on a busy node leaves for the next node as soon as
+/// that node is boxed, long before its checkout timeout.
+#[test]
+fn a_waiting_checkout_leaves_when_its_node_is_boxed() {
+    let mut servers = start_servers(2);
+    let pool = servers
+        .iter()
+        .fold(ShardedPool::builder(), |b, s| b.node(&s.url()))
+        .max_connections(1)
+        .checkout_timeout(Duration::from_secs(10))
+        .penalty_min_wait(Duration::from_secs(30))
+        .penalty_max_wait(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let busy = servers[0].name();
+    let key = key_on(&pool, &busy, "sync-wait");
+    let mut held = pool.get(&key).unwrap();
+    let waiter = {
+        let (pool, key) = (pool.clone(), key.clone());
+        std::thread::spawn(move || {
+            let conn = pool.get(&key).unwrap();
+            (conn.node().to_owned(), Instant::now())
+        })
+    };
+    // The waiter is blocked on the one connection; the node now dies, and
+    // the held connection's next command boxes it.
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(!waiter.is_finished(), "the waiter did not wait");
+    servers[0].kill();
+    assert!(redis::cmd("PING").query::<()>(&mut held).is_err());
+    let boxed = Instant::now();
+    assert!(!support::status_of(&pool, &busy).up);
+    let (node, left) = waiter.join().unwrap();
+    assert_ne!(node, busy);
+    let lag = left.saturating_duration_since(boxed);
+    assert!(lag < Duration::from_secs(2), "left {lag:?} after the boxing");
+}
+
+/// Both flavours judge a probe the same way: a node whose PING fails with
+/// an error reply that says nothing of its health is still not let in.
+#[test]
+fn both_flavours_judge_an_unclassified_probe_failure_alike() {
+    let healthy = RedisServer::start();
+    let odd = RedisServer::start_with(&["--rename-command", "PING", ""]);
+    let sync = ShardedPool::builder().node(&healthy.url()).node(&odd.url()).build().unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let builder = fluster::ShardedPool::builder().node(&healthy.url()).node(&odd.url());
+    let pool = runtime.block_on(builder.build()).unwrap();
+    let (a, b) = (support::status_of(&pool, &odd.name()), support::status_of(&sync, &odd.name()));
+    assert_eq!(a.boxed_for, Some(FailureKind::Connect), "{a:?}");
+    assert_eq!((b.up, b.boxed_for), (a.up, a.boxed_for), "{b:?}");
+}
+
+/// `build` works from inside a Tokio runtime: its probes run on the prober
+/// thread's own runtime, never on the caller's.
+#[tokio::test]
+async fn the_sync_flavour_builds_inside_a_runtime() {
+    let servers = start_servers(1);
+    let pool = support::sync_pool_of(&servers, Duration::from_millis(100));
+    assert!(pool.status()[0].up);
+    let mut conn = pool.get("inside").unwrap();
+    let _: () = redis::cmd("PING").query(&mut conn).unwrap();
+}
