@@ -5,7 +5,8 @@
 //!
 //!     cargo bench --bench route
 //!
-//! Each lookup walks a list of 1024 distinct keys, so no result is cached.
+//! Each lookup walks a list of 1024 distinct keys, so no result is cached;
+//! `node_for` also walks 200,000, which do not stay in cache.
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -17,7 +18,11 @@ use rendezvous_hash::{Capacity, RendezvousNodes, WeightedNode};
 const NODE_COUNTS: [usize; 4] = [3, 10, 100, 1000];
 
 fn keys(len: usize) -> Vec<Vec<u8>> {
-    (0..1024)
+    many_keys(len, 1024)
+}
+
+fn many_keys(len: usize, count: usize) -> Vec<Vec<u8>> {
+    (0..count)
         .map(|i| {
             let mut k = format!("user:{i}:").into_bytes();
             k.resize(len, b'x');
@@ -71,7 +76,10 @@ fn bench<R>(
     group.bench_function(id, |b| {
         let mut i = 0;
         b.iter(|| {
-            i = (i + 1) & 1023;
+            i += 1;
+            if i == keys.len() {
+                i = 0;
+            }
             black_box(lookup(black_box(&keys[i])))
         })
     });
@@ -119,9 +127,15 @@ fn lookup(c: &mut Criterion) {
 /// health flag of the winner and the name handed back, with every node up
 /// and with one node boxed (its keys take the failover path).
 fn public(c: &mut Criterion) {
+    for count in [1024, 200_000] {
+        node_for(c, count);
+    }
+}
+
+fn node_for(c: &mut Criterion, count: usize) {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let keys = keys(16);
-    let mut group = c.benchmark_group("node_for-16B");
+    let keys = many_keys(16, count);
+    let mut group = c.benchmark_group(format!("node_for-16B-{count}keys"));
     bench(&mut group, BenchmarkId::new("floor-siphash13", 1), &keys, key_hash);
     for n in NODE_COUNTS.into_iter().filter(|&n| n >= 10) {
         // Never contacted: nothing is probed at build and nothing checked out.
@@ -135,6 +149,8 @@ fn public(c: &mut Criterion) {
                 .await
                 .unwrap()
         });
+        let router = Router::new((0..n).map(|i| format!("node-{i}")).collect::<Vec<_>>().iter().map(|s| (s.as_str(), 1.0)));
+        bench(&mut group, BenchmarkId::new("router-home", n), &keys, |k| router.home(k));
         bench(&mut group, BenchmarkId::new("node_for", n), &keys, |k| pool.node_for(k));
         bench(&mut group, BenchmarkId::new("home_node_for", n), &keys, |k| pool.home_node_for(k));
     }

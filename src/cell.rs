@@ -235,7 +235,7 @@ impl HealthCell {
         self.publish(&health);
         drop(health);
         if ended {
-            self.fleet.send(NodeEvent::Warm { node: self.name.clone() });
+            self.fleet.send(NodeEvent::Warm { node: self.name });
             tracing::info!(node = %self.name, "node warmed up: all its keys are home");
         }
     }
@@ -287,7 +287,7 @@ impl HealthCell {
             Verdict::Stale => return verdict, // about an earlier life of the node
             Verdict::Boxed { wait, level } => {
                 self.metrics.boxed();
-                self.fleet.send(NodeEvent::Boxed { node: node.clone(), kind, wait, level });
+                self.fleet.send(NodeEvent::Boxed { node: *node, kind, wait, level });
                 self.fleet.wake.notify_one();
                 let start = if at_once { "node down at start; boxed" } else { "node boxed" };
                 tracing::warn!(%node, failure = %kind, error = %detail, ?wait, level, "{start}");
@@ -369,12 +369,12 @@ impl HealthCell {
         match (probed, seen) {
             (Probed::Returned, _) => {
                 self.metrics.returned();
-                self.fleet.send(NodeEvent::Returned { node: node.clone() });
+                self.fleet.send(NodeEvent::Returned { node: *node });
                 tracing::info!(%node, "node back in rotation");
             }
             (Probed::Failed { wait }, Some((kind, error))) => {
                 self.metrics.probe_failed();
-                self.fleet.send(NodeEvent::ProbeFailed { node: node.clone(), kind, wait });
+                self.fleet.send(NodeEvent::ProbeFailed { node: *node, kind, wait });
                 tracing::debug!(%node, failure = %kind, %error, ?wait, "probe failed");
             }
             _ => {}

@@ -275,14 +275,14 @@ impl<M: NodeManager, S: Store<M>> Core<M, S> {
     pub(crate) fn node_for(&self, key: &[u8]) -> Option<NodeName> {
         let table = self.table.load();
         let index = self.route(&table, Some(key)).next().ok()?;
-        Some(table.router.node_name(index).clone())
+        Some(*table.router.node_name(index))
     }
 
     /// The key's home node.
     pub(crate) fn home_node_for(&self, key: &[u8]) -> Option<NodeName> {
         let table = self.table.load();
         let home = table.router.home(key)?;
-        Some(table.router.node_name(home).clone())
+        Some(*table.router.node_name(home))
     }
 
     pub(crate) fn status(&self) -> Vec<NodeStatus> {
@@ -312,7 +312,7 @@ impl<M: NodeManager, S: Store<M>> Core<M, S> {
     /// Adds `node` unless its name is taken; probes it first if the
     /// settings say so.
     pub(crate) async fn add(&self, node: Node<M, S>) -> Result<(), Error> {
-        let name = node.name().clone();
+        let name = *node.name();
         let taken = || {
             Error::config(
                 format!("node name `{name}`"),
@@ -336,7 +336,7 @@ impl<M: NodeManager, S: Store<M>> Core<M, S> {
         let mut nodes = current.nodes.clone();
         nodes.push(node);
         self.install(nodes);
-        self.fleet.send(NodeEvent::Added { node: name.clone() });
+        self.fleet.send(NodeEvent::Added { node: name });
         tracing::info!(node = %name, "node added");
         Ok(())
     }
@@ -354,7 +354,7 @@ impl<M: NodeManager, S: Store<M>> Core<M, S> {
                 let removed = nodes.remove(index);
                 self.install(nodes);
                 removed.cell.retire();
-                self.fleet.send(NodeEvent::Removed { node: removed.name().clone() });
+                self.fleet.send(NodeEvent::Removed { node: *removed.name() });
                 tracing::info!(node = name, "node removed");
                 return Ok(());
             }

@@ -145,7 +145,7 @@ impl Hub {
             pool.count(node, *topics);
         }
         state.counted =
-            counts.into_iter().filter(|(_, n)| *n > 0).map(|(node, _)| node.clone()).collect();
+            counts.into_iter().filter(|(_, n)| *n > 0).map(|(node, _)| *node).collect();
     }
 
     /// Subscribes `topic` where it routes now, leaving where it was.
@@ -166,14 +166,14 @@ impl Hub {
         let mut placed = None;
         // A link found dead is replaced once.
         for _ in 0..2 {
-            let Some(node) = want.clone() else { break };
+            let Some(node) = want else { break };
             if !state.links.contains_key(&node) {
                 let Some(connection) = pool.connect(&node).await else { break };
                 let (sink, stream) = connection.split();
                 state.next_link += 1;
                 let id = state.next_link;
-                let reader = tokio::spawn(read(Arc::downgrade(self), node.clone(), id, stream));
-                state.links.insert(node.clone(), Link { sink, id, reader });
+                let reader = tokio::spawn(read(Arc::downgrade(self), node, id, stream));
+                state.links.insert(node, Link { sink, id, reader });
             }
             let Some(link) = state.links.get_mut(&node) else { break };
             match subscribe(&mut link.sink, topic).await {

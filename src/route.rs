@@ -37,12 +37,13 @@
 //! A lookup thus costs one SipHash of the key plus, per node, one XOR and
 //! one 64×64→128-bit multiply.
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::ops::Deref;
+use std::sync::Mutex;
 
 use siphasher::sip::SipHasher13;
 use siphasher::sip128::SipHasher13 as SipHasher13_128;
-use smol_str::SmolStr;
 
 use crate::settings::Failover;
 
@@ -213,19 +214,25 @@ impl Router {
             return None;
         }
         let pos = if self.weights.is_empty() {
-            // The hot path: a maximum of plain integers, no eligibility test.
-            let mut best = (self.draw(hash, 0), 0);
-            for pos in 1..self.xor_seeds.len() {
-                let draw = self.draw(hash, pos);
-                if draw > best.0 {
-                    best = (draw, pos);
-                }
-            }
-            best.1
+            self.equal_best(hash)
         } else {
             self.best_by(hash, &mut |_| true, |pos, draw| weighted_score(self.weights[pos], draw))?
         };
         Some(self.index[pos])
+    }
+
+    /// The hot path: the position of the largest draw (the first met on a
+    /// tie) over a non-empty router of equal weights, no eligibility test.
+    #[inline(always)]
+    fn equal_best(&self, hash: u64) -> usize {
+        let mut best = (self.draw(hash, 0), 0);
+        for pos in 1..self.xor_seeds.len() {
+            let draw = self.draw(hash, pos);
+            if draw > best.0 {
+                best = (draw, pos);
+            }
+        }
+        best.1
     }
 
     /// The key's home node: its first choice when every node is healthy.
@@ -280,34 +287,42 @@ impl Router {
 /// A node's name, compared and printed as the string it holds
 /// (`name == "cache-a"` works).
 ///
-/// Cheap to hand out: names of up to 23 bytes (`"10.0.0.12:6379"`,
-/// `"cache-b"`) are copied inline, longer ones share one allocation, so
-/// `node_for` neither allocates nor writes a cache line other threads read.
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct NodeName(SmolStr);
+/// `Copy`: handing one out costs two machine words, no allocation and no
+/// reference count, so `node_for` writes no cache line other threads read.
+/// Each distinct name is stored once per process, for the life of the
+/// process (a few bytes per name a pool has ever had).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NodeName(&'static str);
 
 impl From<&str> for NodeName {
     fn from(name: &str) -> Self {
-        NodeName(SmolStr::new(name))
+        static NAMES: Mutex<BTreeSet<&'static str>> = Mutex::new(BTreeSet::new());
+        let mut names = NAMES.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(&known) = names.get(name) {
+            return NodeName(known);
+        }
+        let stored: &'static str = Box::leak(name.into());
+        names.insert(stored);
+        NodeName(stored)
     }
 }
 
 impl Deref for NodeName {
     type Target = str;
     fn deref(&self) -> &str {
-        &self.0
+        self.0
     }
 }
 
 impl fmt::Display for NodeName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.0)
     }
 }
 
 impl fmt::Debug for NodeName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&*self.0, f)
+        fmt::Debug::fmt(self.0, f)
     }
 }
 
