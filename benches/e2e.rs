@@ -15,6 +15,7 @@
 //! 1,000 nodes.
 //!
 //!     cargo bench --bench e2e                 # FLUSTER_E2E_OPS=200000 for longer runs
+//!     FLUSTER_E2E_TARGETS=1 cargo bench --bench e2e   # the head-to-head ratios alone
 //!
 //! Benchmarks are not tests: CI only builds this (`cargo bench --no-run`).
 
@@ -59,6 +60,9 @@ impl Workload {
 enum Client {
     Fluster(ShardedPool),
     FlusterShared(ShardedPool),
+    /// fluster over bb8-redis managers: the same connections as (b'), no
+    /// response timeout, so only the pool's own work differs.
+    FlusterBb8(ShardedPool<RedisConnectionManager>),
     Bb8(Arc<Vec<bb8::Pool<RedisConnectionManager>>>),
     Multiplexed(Arc<Vec<MultiplexedConnection>>),
 }
@@ -90,6 +94,10 @@ impl Client {
             }
             Client::FlusterShared(pool) => {
                 let mut conn = pool.get_shared(key).await.map_err(|x| e(&x))?;
+                run_op(&mut conn, workload, key, i).await.map_err(|x| e(&x))
+            }
+            Client::FlusterBb8(pool) => {
+                let mut conn = pool.get(key).await.map_err(|x| e(&x))?;
                 run_op(&mut conn, workload, key, i).await.map_err(|x| e(&x))
             }
             Client::Bb8(pools) => {
@@ -204,6 +212,11 @@ async fn clients(servers: &[RedisServer]) -> Vec<(&'static str, Client)> {
         }
         Client::Bb8(Arc::new(pools))
     };
+    let mut same = fluster::Builder::new().max_connections(POOL_SIZE);
+    for s in servers {
+        same = same.manager(&s.name(), RedisConnectionManager::new(s.url()).unwrap());
+    }
+    let same = Client::FlusterBb8(same.build().await.unwrap());
     let mut multiplexed = Vec::new();
     for s in servers {
         let client = redis::Client::open(s.url()).unwrap();
@@ -215,6 +228,7 @@ async fn clients(servers: &[RedisServer]) -> Vec<(&'static str, Client)> {
         ("(b) Vec<bb8::Pool>, PING on checkout", bb8(true).await),
         ("(b') Vec<bb8::Pool>, no PING", bb8(false).await),
         ("(c) MultiplexedConnection per node", Client::Multiplexed(Arc::new(multiplexed))),
+        ("(a'') fluster get over bb8-redis managers", same),
     ]
 }
 
@@ -277,6 +291,48 @@ async fn throughput(servers: &[RedisServer], ops: u64) {
             println!();
         }
     }
+}
+
+/// The targets, head to head: fluster against its baseline in
+/// alternating rounds (the order flips each round), and the median of the
+/// per-round ratios, which cancels the machine's drift between rounds.
+async fn head_to_head(servers: &[RedisServer], ops: u64) {
+    const PAIRS: usize = 9;
+    println!(
+        "## Head to head: median of {PAIRS} per-round ratios, INCR, {ops} operations a round\n"
+    );
+    println!("| pair | tasks | median | min | max |");
+    println!("|---|---:|---:|---:|---:|");
+    let clients = clients(servers).await;
+    let pick =
+        |prefix: &str| clients.iter().find(|(n, _)| n.starts_with(prefix)).unwrap().1.clone();
+    let pairs = [
+        ("(a) get ÷ (b') bb8 without PING", "(a) ", "(b')"),
+        ("(a'') get, bb8-redis managers ÷ (b')", "(a'')", "(b')"),
+        ("(a') get_shared ÷ (c) raw multiplexed", "(a')", "(c)"),
+    ];
+    for tasks in [64, 256] {
+        for (label, ours, theirs) in pairs {
+            let (ours, theirs) = (pick(ours), pick(theirs));
+            drive(ours.clone(), tasks, (tasks * 4) as u64, Workload::Incr).await;
+            drive(theirs.clone(), tasks, (tasks * 4) as u64, Workload::Incr).await;
+            let mut ratios = Vec::new();
+            for round in 0..PAIRS {
+                let (a, b) = if round % 2 == 0 {
+                    let a = drive(ours.clone(), tasks, ops, Workload::Incr).await;
+                    (a, drive(theirs.clone(), tasks, ops, Workload::Incr).await)
+                } else {
+                    let b = drive(theirs.clone(), tasks, ops, Workload::Incr).await;
+                    (drive(ours.clone(), tasks, ops, Workload::Incr).await, b)
+                };
+                ratios.push(a.ops_per_sec / b.ops_per_sec);
+            }
+            ratios.sort_by(f64::total_cmp);
+            let (median, min, max) = (ratios[PAIRS / 2], ratios[0], ratios[PAIRS - 1]);
+            println!("| {label} | {tasks} | {median:.3} | {min:.3} | {max:.3} |");
+        }
+    }
+    println!();
 }
 
 /// Under steady load, kill -9 a node, then restart it.
@@ -410,7 +466,13 @@ fn main() {
     runtime.block_on(async {
         let mut servers = support::start_servers(3);
         println!("# fluster end-to-end benchmark\n");
+        // FLUSTER_E2E_TARGETS=1: the head-to-head ratios alone.
+        if std::env::var("FLUSTER_E2E_TARGETS").is_ok() {
+            head_to_head(&servers, ops / 2).await;
+            return;
+        }
         throughput(&servers, ops).await;
+        head_to_head(&servers, ops / 2).await;
         if std::env::var("FLUSTER_E2E_QUICK").is_err() {
             failover_timing(&mut servers).await;
             scale().await;

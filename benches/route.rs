@@ -149,7 +149,13 @@ fn node_for(c: &mut Criterion, count: usize) {
                 .await
                 .unwrap()
         });
-        let router = Router::new((0..n).map(|i| format!("node-{i}")).collect::<Vec<_>>().iter().map(|s| (s.as_str(), 1.0)));
+        let router = Router::new(
+            (0..n)
+                .map(|i| format!("node-{i}"))
+                .collect::<Vec<_>>()
+                .iter()
+                .map(|s| (s.as_str(), 1.0)),
+        );
         bench(&mut group, BenchmarkId::new("router-home", n), &keys, |k| router.home(k));
         bench(&mut group, BenchmarkId::new("node_for", n), &keys, |k| pool.node_for(k));
         bench(&mut group, BenchmarkId::new("home_node_for", n), &keys, |k| pool.home_node_for(k));

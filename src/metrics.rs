@@ -22,7 +22,8 @@ pub const FAILURES_TOTAL: &str = "fluster_failures_total";
 /// Counter of probes of a boxed node, with a `result` label
 /// (`"ok"` or `"failed"`).
 pub const PROBES_TOTAL: &str = "fluster_probes_total";
-/// Counter of connections checked out of the node's pool.
+/// Counter of connections checked out of the node: pooled (`get`) and
+/// shared (`get_shared`) alike.
 pub const CHECKOUTS_TOTAL: &str = "fluster_checkouts_total";
 /// Histogram of the time a checkout from the node's pool took, in seconds.
 pub const CHECKOUT_SECONDS: &str = "fluster_checkout_seconds";
@@ -59,54 +60,24 @@ pub const SUBSCRIPTIONS: &str = "fluster_subscriptions";
 /// Describes every metric to the installed recorder (help text and unit).
 /// The pool's builder calls this; calling it again is harmless.
 pub fn describe() {
-    metrics::describe_gauge!(
-        NODE_UP,
-        "1 while the node is in rotation, 0 while it is in the penalty box"
-    );
-    metrics::describe_counter!(
-        PENALTIES_TOTAL,
-        Unit::Count,
-        "Times the node entered the penalty box"
-    );
-    metrics::describe_counter!(FAILURES_TOTAL, Unit::Count, "Failures seen on the node, by kind");
-    metrics::describe_counter!(PROBES_TOTAL, Unit::Count, "Probes of the boxed node, by result");
-    metrics::describe_counter!(
-        CHECKOUTS_TOTAL,
-        Unit::Count,
-        "Connections checked out of the node's pool"
-    );
-    metrics::describe_histogram!(
-        CHECKOUT_SECONDS,
-        Unit::Seconds,
-        "Time to check a connection out of the node's pool"
-    );
-    metrics::describe_counter!(
-        FAILOVERS_TOTAL,
-        Unit::Count,
-        "Keys served by another node because this one was boxed"
-    );
-    metrics::describe_gauge!(CONNECTIONS, Unit::Count, "Connections held by the node's pool");
-    metrics::describe_gauge!(IDLE_CONNECTIONS, Unit::Count, "Idle connections in the node's pool");
-    metrics::describe_counter!(
-        CHECKOUTS_WAITED_TOTAL,
-        Unit::Count,
-        "Checkouts that waited for a connection of the node's pool"
-    );
-    metrics::describe_counter!(
-        CHECKOUTS_TIMED_OUT_TOTAL,
-        Unit::Count,
-        "Checkouts that waited out the checkout timeout"
-    );
-    metrics::describe_counter!(
-        CONNECTIONS_CLOSED_TOTAL,
-        Unit::Count,
-        "Connections the node's pool closed, by reason"
-    );
-    metrics::describe_gauge!(
-        SUBSCRIPTIONS,
-        Unit::Count,
-        "Channels and patterns subscribed on the node"
-    );
+    use metrics::{describe_counter as counter, describe_gauge as gauge};
+    gauge!(NODE_UP, "1 while the node is in rotation, 0 while it is in the penalty box");
+    gauge!(CONNECTIONS, Unit::Count, "Connections held by the node's pool");
+    gauge!(IDLE_CONNECTIONS, Unit::Count, "Idle connections in the node's pool");
+    gauge!(SUBSCRIPTIONS, Unit::Count, "Channels and patterns subscribed on the node");
+    metrics::describe_histogram!(CHECKOUT_SECONDS, Unit::Seconds, "Time to check a connection out");
+    for (name, help) in [
+        (PENALTIES_TOTAL, "Times the node entered the penalty box"),
+        (FAILURES_TOTAL, "Failures seen on the node, by kind"),
+        (PROBES_TOTAL, "Probes of the boxed node, by result"),
+        (CHECKOUTS_TOTAL, "Connections checked out of the node, pooled or shared"),
+        (FAILOVERS_TOTAL, "Keys served by another node because this one was boxed"),
+        (CHECKOUTS_WAITED_TOTAL, "Checkouts that waited for a connection of the node's pool"),
+        (CHECKOUTS_TIMED_OUT_TOTAL, "Checkouts that waited out the checkout timeout"),
+        (CONNECTIONS_CLOSED_TOTAL, "Connections the node's pool closed, by reason"),
+    ] {
+        counter!(name, Unit::Count, help);
+    }
 }
 
 /// What a node's pool holds and has done since it was built (bb8's

@@ -416,7 +416,9 @@ impl<M: NodeManager, S: Store<M>> Node<M, S> {
     ) -> Result<Arc<Muxed<M::Connection>>, CheckoutError> {
         let mux = match self.live_mux().filter(|_| self.cell.is_up()) {
             Some(mux) => mux,
-            None => self.race(started, deadline, true, || self.connect_mux()).await?,
+            // Boxed: the connect's future is large, and the common path
+            // should not carry (and move) it.
+            None => Box::pin(self.race(started, deadline, true, || self.connect_mux())).await?,
         };
         self.cell.metrics.checkout(started);
         Ok(mux)

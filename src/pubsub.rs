@@ -144,8 +144,7 @@ impl Hub {
         for (node, topics) in &counts {
             pool.count(node, *topics);
         }
-        state.counted =
-            counts.into_iter().filter(|(_, n)| *n > 0).map(|(node, _)| *node).collect();
+        state.counted = counts.into_iter().filter(|(_, n)| *n > 0).map(|(node, _)| *node).collect();
     }
 
     /// Subscribes `topic` where it routes now, leaving where it was.

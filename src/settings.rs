@@ -83,11 +83,13 @@ pub struct Settings {
     pub max_connections: u32,
     /// [`Builder::min_idle`](crate::Builder::min_idle).
     pub min_idle: Option<u32>,
-    /// [`Builder::idle_timeout`](crate::Builder::idle_timeout).
-    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
+    /// [`Builder::idle_timeout`](crate::Builder::idle_timeout); `"never"`
+    /// in a file for `None`.
+    #[cfg_attr(feature = "serde", serde(deserialize_with = "never_or_duration"))]
     pub idle_timeout: Option<Duration>,
-    /// [`Builder::max_lifetime`](crate::Builder::max_lifetime).
-    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
+    /// [`Builder::max_lifetime`](crate::Builder::max_lifetime); `"never"`
+    /// in a file for `None`.
+    #[cfg_attr(feature = "serde", serde(deserialize_with = "never_or_duration"))]
     pub max_lifetime: Option<Duration>,
     /// [`Builder::test_on_checkout`](crate::Builder::test_on_checkout).
     pub test_on_checkout: bool,
@@ -163,6 +165,20 @@ impl std::fmt::Debug for NodeConfig {
                 .field("weight", weight)
                 .finish(),
         }
+    }
+}
+
+/// An optional duration as a file writes it: `"never"` (formats without a
+/// null, TOML and the environment, need a word), or a human duration.
+#[cfg(feature = "serde")]
+fn never_or_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    use serde::Deserialize;
+    match Option::<String>::deserialize(d)? {
+        None => Ok(None),
+        Some(text) if text.eq_ignore_ascii_case("never") => Ok(None),
+        Some(text) => humantime_serde::re::humantime::parse_duration(&text)
+            .map(Some)
+            .map_err(|e| serde::de::Error::custom(format!("{e}: `{text}` (or \"never\")"))),
     }
 }
 

@@ -31,7 +31,7 @@ use std::time::Duration;
 use redis::{ConnectionLike, RedisError, RedisResult, Value};
 
 use crate::cell::NodeEvent;
-use crate::engine::{Core, prober};
+use crate::engine::{Core, pool_methods, prober};
 use crate::error::Error;
 use crate::failure::failure;
 use crate::manager::RedisManager;
@@ -229,38 +229,7 @@ impl ShardedPool {
         }
     }
 
-    /// The name of the node `get(key)` would use now, or `None` if every
-    /// node is boxed. Does not touch the network.
-    pub fn node_for<K: AsRef<[u8]>>(&self, key: K) -> Option<NodeName> {
-        self.core.node_for(key.as_ref())
-    }
-
-    /// The key's home node: where it goes when every node is healthy.
-    pub fn home_node_for<K: AsRef<[u8]>>(&self, key: K) -> Option<NodeName> {
-        self.core.home_node_for(key.as_ref())
-    }
-
-    /// Every node's health and pool, in the order the nodes were added.
-    pub fn status(&self) -> Vec<NodeStatus> {
-        self.core.status()
-    }
-
-    /// A receiver of every node's state changes; see
-    /// [`ShardedPool::events`](crate::ShardedPool::events).
-    pub fn events(&self) -> tokio::sync::broadcast::Receiver<NodeEvent> {
-        self.core.fleet.events.subscribe()
-    }
-
-    /// The names of all nodes, in the order they were added.
-    pub fn nodes(&self) -> Vec<String> {
-        self.core.nodes()
-    }
-
-    /// Closes the pool for every handle; see
-    /// [`ShardedPool::close`](crate::ShardedPool::close).
-    pub fn close(&self) {
-        self.core.close();
-    }
+    pool_methods!();
 }
 
 /// A connection checked out of one node's pool; it goes back when dropped.

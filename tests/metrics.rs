@@ -96,6 +96,14 @@ async fn node_metrics_follow_a_kill_and_a_restart() {
         r.latest.get(&key_text(CHECKOUT_SECONDS, &[("node", &name)])),
         Some(DebugValue::Histogram(h)) if !h.is_empty()
     ));
+    // Shared checkouts are checkouts too.
+    let pooled = r.counter(CHECKOUTS_TOTAL, &[("node", &name)]);
+    for _ in 0..5 {
+        let mut shared = pool.get_shared(&key).await.unwrap();
+        let _: () = redis::cmd("PING").query_async(&mut shared).await.unwrap();
+    }
+    r.take(secret);
+    assert_eq!(r.counter(CHECKOUTS_TOTAL, &[("node", &name)]), pooled + 5);
 
     victim.kill();
     while pool.status()[0].up {
@@ -118,6 +126,16 @@ async fn node_metrics_follow_a_kill_and_a_restart() {
     r.take(secret);
     assert_eq!(r.counter(FAILOVERS_TOTAL, &[("node", &name)]), 10);
     assert_eq!(r.counter(FAILOVERS_TOTAL, &[("node", &other.name())]), 0);
+    // Every path counts its failovers through the one routing policy: a
+    // shared checkout, each key of a multi-key command, each command of a
+    // pipeline.
+    let _ = pool.get_shared(&key).await.unwrap();
+    let _: Vec<Option<i64>> = pool.mget(&[&key, &key]).await.unwrap();
+    let mut pipe = pool.pipeline();
+    pipe.add(&key, redis::cmd("PING").clone());
+    assert!(pipe.query_async().await.unwrap()[0].is_ok());
+    r.take(secret);
+    assert_eq!(r.counter(FAILOVERS_TOTAL, &[("node", &name)]), 14);
 
     victim.restart();
     assert!(eventually(Duration::from_secs(5), || pool.status()[0].up).await);

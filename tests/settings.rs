@@ -118,3 +118,144 @@ penalty_multiplier = 0.5"#,
         other => panic!("expected a configuration error, got {other:?}"),
     }
 }
+
+/// The settings every test below sets, each away from its default.
+fn every_setting() -> fluster::Settings {
+    let mut s = fluster::Settings::default();
+    s.penalty_min_wait = Duration::from_millis(150);
+    s.penalty_max_wait = Duration::from_secs(20);
+    s.penalty_multiplier = 2.5;
+    s.penalty_jitter = 0.1;
+    s.penalty_memory = Duration::from_secs(90);
+    s.warmup = Duration::from_secs(4);
+    s.timeouts_before_penalty = 5;
+    s.connect_timeout = Duration::from_millis(700);
+    s.response_timeout = Duration::from_millis(300);
+    s.checkout_timeout = Duration::from_secs(2);
+    s.probe_timeout = Duration::from_millis(800);
+    s.max_connections = 7;
+    s.min_idle = Some(2);
+    s.idle_timeout = Some(Duration::from_secs(120));
+    s.max_lifetime = None;
+    s.test_on_checkout = true;
+    s.failover = Failover::FailFast;
+    s.max_boxed_fraction = 0.5;
+    s.require_healthy = 1;
+    s.probe_at_build = false;
+    #[cfg(feature = "tls")]
+    {
+        s.tls_root_certificates = Some("-----BEGIN CERTIFICATE-----\nroots\n".into());
+        s.tls_client_certificate =
+            Some(fluster::TlsIdentity { cert: "chain".into(), key: "private".into() });
+    }
+    s
+}
+
+/// Every field of `Settings` can be set from a file: the builder's list and
+/// the file's are one list.
+#[test]
+fn every_setting_is_read_from_toml() {
+    let mut text = String::from(
+        r#"nodes = ["redis://127.0.0.1:1"]
+penalty_min_wait = "150ms"
+penalty_max_wait = "20s"
+penalty_multiplier = 2.5
+penalty_jitter = 0.1
+penalty_memory = "1m 30s"
+warmup = "4s"
+timeouts_before_penalty = 5
+connect_timeout = "700ms"
+response_timeout = "300ms"
+checkout_timeout = "2s"
+probe_timeout = "800ms"
+max_connections = 7
+min_idle = 2
+idle_timeout = "2m"
+max_lifetime = "never"
+test_on_checkout = true
+failover = "fail_fast"
+max_boxed_fraction = 0.5
+require_healthy = 1
+probe_at_build = false
+"#,
+    );
+    if cfg!(feature = "tls") {
+        text += "tls_root_certificates = \"-----BEGIN CERTIFICATE-----\\nroots\\n\"\n";
+        text += "tls_client_certificate = { cert = \"chain\", key = \"private\" }\n";
+    }
+    let config = from_toml(&text).unwrap();
+    assert_eq!(config.settings, every_setting());
+    assert_ne!(config.settings, fluster::Settings::default());
+    assert!(!format!("{config:?}").contains("private"), "the key shows in Debug");
+}
+
+/// The same from environment variables, the way the README sets up
+/// `config::Environment`.
+#[test]
+fn every_setting_is_read_from_the_environment() {
+    let mut env: Vec<(&str, &str)> = vec![
+        ("FLUSTER__NODES", "redis://127.0.0.1:1,redis://127.0.0.1:2"),
+        ("FLUSTER__PENALTY_MIN_WAIT", "150ms"),
+        ("FLUSTER__PENALTY_MAX_WAIT", "20s"),
+        ("FLUSTER__PENALTY_MULTIPLIER", "2.5"),
+        ("FLUSTER__PENALTY_JITTER", "0.1"),
+        ("FLUSTER__PENALTY_MEMORY", "90s"),
+        ("FLUSTER__WARMUP", "4s"),
+        ("FLUSTER__TIMEOUTS_BEFORE_PENALTY", "5"),
+        ("FLUSTER__CONNECT_TIMEOUT", "700ms"),
+        ("FLUSTER__RESPONSE_TIMEOUT", "300ms"),
+        ("FLUSTER__CHECKOUT_TIMEOUT", "2s"),
+        ("FLUSTER__PROBE_TIMEOUT", "800ms"),
+        ("FLUSTER__MAX_CONNECTIONS", "7"),
+        ("FLUSTER__MIN_IDLE", "2"),
+        ("FLUSTER__IDLE_TIMEOUT", "2m"),
+        ("FLUSTER__MAX_LIFETIME", "never"),
+        ("FLUSTER__TEST_ON_CHECKOUT", "true"),
+        ("FLUSTER__FAILOVER", "fail_fast"),
+        ("FLUSTER__MAX_BOXED_FRACTION", "0.5"),
+        ("FLUSTER__REQUIRE_HEALTHY", "1"),
+        ("FLUSTER__PROBE_AT_BUILD", "false"),
+    ];
+    if cfg!(feature = "tls") {
+        env.push(("FLUSTER__TLS_ROOT_CERTIFICATES", "-----BEGIN CERTIFICATE-----\nroots\n"));
+        env.push(("FLUSTER__TLS_CLIENT_CERTIFICATE__CERT", "chain"));
+        env.push(("FLUSTER__TLS_CLIENT_CERTIFICATE__KEY", "private"));
+    }
+    let env = env.into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
+    let config: Config = config::Config::builder()
+        .add_source(
+            Environment::with_prefix("FLUSTER")
+                .prefix_separator("__")
+                .separator("__")
+                .list_separator(",")
+                .with_list_parse_key("nodes")
+                .try_parsing(true)
+                .source(Some(env)),
+        )
+        .build()
+        .unwrap()
+        .try_deserialize()
+        .unwrap();
+    assert_eq!(config.nodes.len(), 2);
+    assert_eq!(config.settings, every_setting());
+}
+
+/// A Sentinel shard is a node of a file too.
+#[cfg(feature = "sentinel")]
+#[test]
+fn a_sentinel_shard_is_read_from_toml() {
+    let config = from_toml(
+        r#"nodes = [
+    "redis://127.0.0.1:1",
+    { name = "orders", sentinel = { master = "orders", sentinels = ["redis://127.0.0.1:26379"], password = "hidden" }, weight = 2.0 },
+]"#,
+    )
+    .unwrap();
+    let expected =
+        fluster::SentinelShard::new("orders", ["redis://127.0.0.1:26379"]).password("hidden");
+    assert!(matches!(
+        &config.nodes[1],
+        NodeConfig::Sentinel { name, sentinel, weight: Some(2.0) } if name == "orders" && *sentinel == expected
+    ));
+    assert!(!format!("{config:?}").contains("hidden"), "the password shows in Debug");
+}
