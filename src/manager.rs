@@ -14,6 +14,17 @@ use crate::sentinel::{SentinelShard, SentinelTarget};
 use crate::settings::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT, Settings};
 use crate::url::{address, describe_url_error, parse_url, url_error};
 
+/// Makes ring, fluster's choice, the process's rustls provider if the
+/// process has none yet. `redis` builds its TLS configuration from the
+/// process-level provider and takes none of ours; with two providers
+/// compiled in (ring here, aws-lc-rs from `metrics-exporter-prometheus`,
+/// say) rustls would refuse to pick one and panic at the first connect. A
+/// provider the application installed is kept.
+#[cfg(feature = "tls")]
+fn tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// A bb8 connection manager for one Redis node, made from a `redis://` or
 /// `rediss://` URL, handing out multiplexed connections with connect and
 /// response timeouts.
@@ -71,12 +82,16 @@ impl RedisManager {
         response_timeout: Duration,
     ) -> Result<Self, Error> {
         let info = parse_url(url)?;
+        #[cfg(feature = "tls")]
+        tls_provider();
         let client = Client::open(info.clone()).map_err(|e| url_error(url, &e))?;
         Ok(Self::from_client(client, &info, connect_timeout, response_timeout))
     }
 
     /// The manager a builder makes for a URL it has already checked.
     pub(crate) fn from_settings(info: ConnectionInfo, settings: &Settings) -> Result<Self, Error> {
+        #[cfg(feature = "tls")]
+        tls_provider();
         #[cfg(feature = "tls")]
         let client = match (&settings.tls_root_certificates, &settings.tls_client_certificate) {
             (None, None) => Client::open(info.clone()),

@@ -30,9 +30,11 @@ pub enum Failover {
     /// default): always up, at the price of duplicates while the node is
     /// away.
     #[default]
+    #[cfg_attr(feature = "serde", serde(alias = "Reroute"))]
     Reroute,
     /// Return [`Error::NodeDown`] naming the node: for data that must not
     /// be duplicated or split.
+    #[cfg_attr(feature = "serde", serde(alias = "FailFast"))]
     FailFast,
 }
 
@@ -94,7 +96,7 @@ pub struct Settings {
     /// [`Builder::test_on_checkout`](crate::Builder::test_on_checkout).
     pub test_on_checkout: bool,
     /// [`Builder::failover`](crate::Builder::failover): `"reroute"` or
-    /// `"fail_fast"`.
+    /// `"fail_fast"` (`"Reroute"` and `"FailFast"` are read too).
     pub failover: Failover,
     /// [`Builder::max_boxed_fraction`](crate::Builder::max_boxed_fraction).
     pub max_boxed_fraction: f64,
@@ -298,12 +300,46 @@ impl Settings {
         if self.max_connections == 0 {
             return bad("max_connections", "must be at least 1, got 0".into());
         }
+        #[cfg(feature = "tls")]
+        self.check_pem()?;
         if let Some(min_idle) = self.min_idle.filter(|&m| m > self.max_connections) {
             let max = self.max_connections;
             return bad(
                 "min_idle",
                 format!("must not exceed max_connections ({max}), got {min_idle}"),
             );
+        }
+        Ok(())
+    }
+}
+
+#[cfg(feature = "tls")]
+impl Settings {
+    /// PEM that holds nothing usable would only show as a failed handshake
+    /// at the first connect: refuse it here. Key errors say nothing of the
+    /// key's text.
+    fn check_pem(&self) -> Result<(), Error> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let certificates =
+            |setting: &str, pem: &str| match CertificateDer::pem_slice_iter(pem.as_bytes())
+                .collect::<Result<Vec<_>, _>>()
+            {
+                Ok(certs) if !certs.is_empty() => Ok(()),
+                Ok(_) => Err(Error::config(
+                    setting,
+                    "holds no PEM certificate (`-----BEGIN CERTIFICATE-----` ...)",
+                )),
+                Err(e) => Err(Error::config(setting, format!("is not valid PEM: {e}"))),
+            };
+        if let Some(pem) = &self.tls_root_certificates {
+            certificates("tls_root_certificates", pem)?;
+        }
+        if let Some(identity) = &self.tls_client_certificate {
+            certificates("tls_client_certificate", &identity.cert)?;
+            PrivateKeyDer::from_pem_slice(identity.key.as_bytes()).map_err(|_| {
+                Error::config("tls_client_certificate", "the key is not a PEM private key")
+            })?;
         }
         Ok(())
     }

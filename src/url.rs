@@ -27,6 +27,16 @@ pub(crate) fn parse_url(url: &str) -> Result<ConnectionInfo, Error> {
     }
     let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
     let host_port = authority.rsplit_once('@').map_or(authority, |(_, hp)| hp);
+    if host_port.matches(':').count() > 1 && !host_port.starts_with('[') {
+        return Err(bad(format!(
+            "an IPv6 address goes in brackets: `{scheme}://[{host_port}]`, or `[::1]:6379` with a port"
+        )));
+    }
+    if scheme == "rediss" && url.split_once('#').is_some_and(|(_, f)| f.contains("insecure")) {
+        return Err(bad("`#insecure` (no certificate checks) is not offered: trust the \
+            server's CA with `tls_root_certificates` instead"
+            .into()));
+    }
     if let Some((_, port)) = host_port.rsplit_once(':').filter(|(host, _)| !host.ends_with(':'))
         && !port.ends_with(']')
         && port.parse::<u16>().is_err()

@@ -181,6 +181,7 @@ async fn node_urls_that_cannot_work_say_what_is_wrong_and_what_one_looks_like() 
         ("redis://127.0.0.1:99999", "`99999` is not a TCP port"),
         ("redis://user:hunter2@127.0.0.1:99999", "not a TCP port"),
         ("redis://127.0.0.1:port", "`port` is not a TCP port"),
+        ("redis://::1:6379", "an IPv6 address goes in brackets"),
     ];
     for (url, what) in cases {
         let text = config_error(ShardedPool::builder().node(url)).await;

@@ -172,3 +172,31 @@ async fn a_server_asking_for_client_certificates_serves_only_a_pool_that_has_one
     let back: String = conn.get("mtls:key").await.unwrap();
     assert_eq!(back, "both sides known");
 }
+
+/// TLS settings that can never work are refused by `build`, naming the
+/// setting, instead of building a pool whose node is boxed for good. A bad
+/// key is refused without a word of its text.
+#[tokio::test]
+async fn tls_settings_that_cannot_work_are_refused_by_build() {
+    let config_error = |result: Result<ShardedPool, fluster::Error>| match result {
+        Err(fluster::Error::Config { setting, reason }) => format!("{setting}: {reason}"),
+        other => panic!("expected a configuration error, got {other:?}"),
+    };
+    let url = "rediss://127.0.0.1:1";
+    let error = config_error(builder(url, "not pem at all").build().await);
+    assert!(error.starts_with("tls_root_certificates: holds no PEM certificate"), "{error}");
+
+    let pki = Pki::new("bad-key");
+    let error = config_error(
+        builder(url, &pki.ca_pem)
+            .tls_client_certificate(pki.ca_pem.as_bytes(), "secret-key-text")
+            .build()
+            .await,
+    );
+    assert_eq!(error, "tls_client_certificate: the key is not a PEM private key");
+    assert!(!error.contains("secret-key-text"));
+
+    let error =
+        config_error(ShardedPool::builder().node("rediss://127.0.0.1:1/#insecure").build().await);
+    assert!(error.contains("`#insecure`") && error.contains("tls_root_certificates"), "{error}");
+}
