@@ -2,12 +2,13 @@
 //! that do not run on an async runtime, with one [r2d2] pool per node.
 //!
 //! It is the async flavour's engine with another store: the same
-//! [`Builder`](crate::Builder) and settings, the same routing loop and
-//! routing policy, penalty box, connect-and-report, probes, metrics and
-//! status, so a key goes to the same node in both. Only two parts are its
-//! own: the blocking checkout (in short slices, so a dead node is left
-//! within a few milliseconds of being boxed), and the thread the prober runs
-//! on, which stops when the last pool handle is dropped.
+//! [`Builder`](crate::Builder) and settings, the same routing policy,
+//! penalty box, connect-and-report, prober, metrics and status, so a key
+//! goes to the same node in both. Its own parts are small: a blocking loop
+//! that drives the routing policy with the blocking twin of the checkout
+//! race (a dead node is left within 5 ms of being boxed), a blocking probe
+//! judged as the async one is, and the thread the prober runs on, which
+//! stops when the last pool handle is dropped.
 //!
 //! ```no_run
 //! # fn run() -> Result<(), fluster::Error> {

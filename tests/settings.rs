@@ -16,6 +16,26 @@ fn from_toml(text: &str) -> Result<Config, config::ConfigError> {
         .try_deserialize()
 }
 
+/// A `Config` from environment variables set up as the README shows.
+/// `config`'s Environment source reads from a map here instead of the
+/// process environment, so parallel tests cannot see each other's values.
+fn from_env(env: std::collections::HashMap<String, String>) -> Config {
+    config::Config::builder()
+        .add_source(
+            Environment::with_prefix("FLUSTER")
+                .prefix_separator("__")
+                .separator("__")
+                .list_separator(",")
+                .with_list_parse_key("nodes")
+                .try_parsing(true)
+                .source(Some(env)),
+        )
+        .build()
+        .unwrap()
+        .try_deserialize()
+        .unwrap()
+}
+
 #[tokio::test]
 async fn toml_file_builds_a_pool() {
     let servers = start_servers(2);
@@ -54,28 +74,13 @@ async fn toml_file_builds_a_pool() {
 #[tokio::test]
 async fn environment_variables_build_a_pool() {
     let servers = start_servers(2);
-    // `config`'s Environment source reads from a map here instead of the
-    // process environment, so parallel tests cannot see each other's values.
     let env: std::collections::HashMap<String, String> = [
         ("FLUSTER__NODES".to_owned(), format!("{},{}", servers[0].url(), servers[1].url())),
         ("FLUSTER__PENALTY_MAX_WAIT".to_owned(), "5s".to_owned()),
         ("FLUSTER__TIMEOUTS_BEFORE_PENALTY".to_owned(), "2".to_owned()),
     ]
     .into();
-    let config: Config = config::Config::builder()
-        .add_source(
-            Environment::with_prefix("FLUSTER")
-                .prefix_separator("__")
-                .separator("__")
-                .list_separator(",")
-                .with_list_parse_key("nodes")
-                .try_parsing(true)
-                .source(Some(env)),
-        )
-        .build()
-        .unwrap()
-        .try_deserialize()
-        .unwrap();
+    let config = from_env(env);
     assert_eq!(config.nodes.len(), 2);
     assert_eq!(config.settings.penalty_max_wait, Duration::from_secs(5));
     assert_eq!(config.settings.timeouts_before_penalty, 2);
@@ -222,20 +227,7 @@ fn every_setting_is_read_from_the_environment() {
         env.push(("FLUSTER__TLS_CLIENT_CERTIFICATE__KEY", "private"));
     }
     let env = env.into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
-    let config: Config = config::Config::builder()
-        .add_source(
-            Environment::with_prefix("FLUSTER")
-                .prefix_separator("__")
-                .separator("__")
-                .list_separator(",")
-                .with_list_parse_key("nodes")
-                .try_parsing(true)
-                .source(Some(env)),
-        )
-        .build()
-        .unwrap()
-        .try_deserialize()
-        .unwrap();
+    let config = from_env(env);
     assert_eq!(config.nodes.len(), 2);
     assert_eq!(config.settings, every_setting());
 }

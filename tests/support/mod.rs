@@ -407,29 +407,28 @@ pub trait Pool {
     fn status(&self) -> Vec<fluster::NodeStatus>;
 }
 
+/// The one body of both flavours' `Pool`.
+macro_rules! pool {
+    () => {
+        fn home(&self, key: &str) -> Option<fluster::NodeName> {
+            self.home_node_for(key)
+        }
+        fn nodes(&self) -> Vec<String> {
+            self.nodes()
+        }
+        fn status(&self) -> Vec<fluster::NodeStatus> {
+            self.status()
+        }
+    };
+}
+
 impl<M: fluster::NodeManager> Pool for fluster::ShardedPool<M> {
-    fn home(&self, key: &str) -> Option<fluster::NodeName> {
-        self.home_node_for(key)
-    }
-    fn nodes(&self) -> Vec<String> {
-        self.nodes()
-    }
-    fn status(&self) -> Vec<fluster::NodeStatus> {
-        self.status()
-    }
+    pool!();
 }
 
 #[cfg(feature = "r2d2")]
 impl Pool for fluster::sync::ShardedPool {
-    fn home(&self, key: &str) -> Option<fluster::NodeName> {
-        self.home_node_for(key)
-    }
-    fn nodes(&self) -> Vec<String> {
-        self.nodes()
-    }
-    fn status(&self) -> Vec<fluster::NodeStatus> {
-        self.status()
-    }
+    pool!();
 }
 
 /// The first `n` of the keys `prefix:0`, `prefix:1`, ... whose home is
