@@ -210,9 +210,11 @@ async fn optimistic_transactions_retry_until_every_increment_applies() {
     let mut conn = pool.get("{tx}.n").await.unwrap();
     let n: i64 = conn.get("{tx}.n").await.unwrap();
     assert_eq!(n, tasks * each);
-    let stray =
-        pool.transaction("{tx}.n", &["elsewhere:1", "elsewhere:2", "elsewhere:3"], async |_, _| {
-            Ok(Some(()))
-        });
+    // Node names carry random ports: find a key that really lives elsewhere.
+    let home = pool.home_node_for("{tx}.n").unwrap();
+    let other = pool.nodes().into_iter().find(|n| *n != *home).unwrap();
+    let elsewhere = support::key_on(&pool, &other, "elsewhere");
+    let watched = [elsewhere.as_str()];
+    let stray = pool.transaction("{tx}.n", &watched, async |_, _| Ok(Some(())));
     assert!(stray.await.is_err(), "watched keys on another node are refused");
 }
