@@ -6,6 +6,13 @@
 //!         cargo run --example actix --features serde
 //!     curl 127.0.0.1:3000/counter/user:42
 //!
+//! In your own `Cargo.toml` (the exporter's default features add an HTTP
+//! server and a push gateway this service does not need):
+//!
+//!     fluster = { version = "0.1", features = ["serde"] }
+//!     actix-web = "4"
+//!     metrics-exporter-prometheus = { version = "0.18", default-features = false }
+//!
 //! Nodes come from `FLUSTER_NODES` (comma-separated URLs); the address is
 //! `FLUSTER_LISTEN` (default `127.0.0.1:3000`). SIGTERM or Ctrl-C stops it
 //! (actix-web handles both) and closes the pool.

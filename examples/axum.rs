@@ -7,6 +7,14 @@
 //!     curl 127.0.0.1:3000/status
 //!     curl 127.0.0.1:3000/metrics
 //!
+//! In your own `Cargo.toml` (the exporter's default features add an HTTP
+//! server and a push gateway this service does not need):
+//!
+//!     fluster = { version = "0.1", features = ["serde"] }
+//!     axum = "0.8"
+//!     metrics-exporter-prometheus = { version = "0.18", default-features = false }
+//!     tokio = { version = "1", features = ["full"] }
+//!
 //! Nodes come from `FLUSTER_NODES` (comma-separated URLs); the address is
 //! `FLUSTER_LISTEN` (default `127.0.0.1:3000`). SIGTERM or Ctrl-C stops it
 //! and closes the pool.

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::futures::Notified;
 use tokio::sync::{Notify, broadcast};
 
-use crate::failure::{ClassifyFailure, Failure, FailureKind, connect_failure};
+use crate::failure::{ClassifyFailure, Failure, FailureKind, connect_failure, one_line};
 use crate::health::{BoxGuard, Health, Moment, PenaltyPolicy, Probed, Verdict, warmed};
 use crate::metrics::NodeMetrics;
 use crate::route::{NodeName, warm_threshold};
@@ -278,7 +278,7 @@ impl HealthCell {
         let mut health = self.lock();
         let verdict = health.on_failure(kind, epoch, at_once, &self.fleet.guard, &self.policy, at);
         if let Verdict::Boxed { .. } = verdict {
-            health.set_last_error(detail.to_string());
+            health.set_last_error(one_line(detail));
         }
         self.publish(&health);
         drop(health);
@@ -290,7 +290,8 @@ impl HealthCell {
                 self.fleet.send(NodeEvent::Boxed { node: *node, kind, wait, level });
                 self.fleet.wake.notify_one();
                 let start = if at_once { "node down at start; boxed" } else { "node boxed" };
-                tracing::warn!(%node, failure = %kind, error = %detail, ?wait, level, "{start}");
+                let error = one_line(detail);
+                tracing::warn!(%node, failure = %kind, %error, ?wait, level, "{start}");
             }
             Verdict::Vetoed => tracing::warn!(
                 %node, failure = %kind, error = %detail,

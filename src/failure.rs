@@ -126,6 +126,12 @@ impl ClassifyFailure for std::io::Error {
 /// A failure as reported: its kind and what to log.
 pub(crate) type Failure<'a> = (FailureKind, &'a dyn fmt::Display);
 
+/// An error's text on one line, for status and logs: some errors (a reply
+/// that is not RESP, say) quote the bytes they met, line breaks and all.
+pub(crate) fn one_line(error: &dyn fmt::Display) -> String {
+    error.to_string().split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
 /// What a failed connect (or probe) reports: every error there is a
 /// failure, [`FailureKind::Connect`] when the manager did not say which.
 pub(crate) fn connect_failure<E: ClassifyFailure>(e: &E) -> Failure<'_> {

@@ -151,3 +151,9 @@ pub use crate::settings::{
 pub use crate::status::NodeStatus;
 pub use bb8;
 pub use redis;
+
+/// Every Rust block of the README, compiled as a doc test, so a block a
+/// user copies builds.
+#[cfg(all(doctest, feature = "serde", feature = "tls", feature = "sentinel", feature = "r2d2"))]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

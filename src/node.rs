@@ -15,7 +15,7 @@ use futures_util::FutureExt;
 
 use crate::cell::{Fleet, HealthCell};
 use crate::error::Error;
-use crate::failure::{ClassifyFailure, Failure, FailureKind, connect_failure};
+use crate::failure::{ClassifyFailure, Failure, FailureKind, connect_failure, one_line};
 use crate::metrics::PoolStats;
 use crate::route::NodeName;
 use crate::session::Session;
@@ -40,7 +40,7 @@ pub(crate) fn judge<C, E: ClassifyFailure>(
 ) -> Result<C, (FailureKind, String)> {
     match outcome {
         Some(Ok(conn)) => Ok(conn),
-        Some(Err(e)) => Err((connect_failure(&e).0, e.to_string())),
+        Some(Err(e)) => Err((connect_failure(&e).0, one_line(&e))),
         None => Err((
             FailureKind::Timeout,
             format!("no answer within the probe timeout of {timeout:?}"),

@@ -223,6 +223,8 @@ async fn garbage_bytes_box_the_node() {
         assert_eq!((served, failed), (garbage.name(), true), "{path:?}");
         let status = status_of(&pool, &garbage.name());
         assert!(!status.up, "{path:?}: {status:?}");
+        let error = status.last_error.unwrap();
+        assert!(!error.contains(['\n', '\r']), "{path:?}: the error spans lines: {error:?}");
         let (served, failed) = send(&pool, path, &key, set(&key)).await;
         assert_eq!((served, failed), (healthy.name(), false), "{path:?}: served elsewhere");
     }

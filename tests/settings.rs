@@ -107,6 +107,10 @@ max_connections = -1"#,
     );
     assert!(err.contains("max_connections"), "{err}");
 
+    // The variant's own spelling is read too.
+    let config = from_toml("nodes = [\"redis://127.0.0.1:1\"]\nfailover = \"FailFast\"").unwrap();
+    assert_eq!(config.settings.failover, Failover::FailFast);
+
     // Values that parse but make no sense are caught by the builder.
     let config = from_toml(
         r#"nodes = ["redis://127.0.0.1:1"]

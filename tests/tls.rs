@@ -1,5 +1,10 @@
 //! `rediss://` against `redis-server --tls-port` with a CA and certificates
 //! made at test time (feature `tls`).
+//!
+//! This binary links `metrics-exporter-prometheus` at its default features,
+//! the exporter the README recommends: it compiles rustls with aws-lc-rs
+//! beside fluster's ring, and without fluster choosing a provider every
+//! test here would panic at its first TLS connect.
 
 mod support;
 
@@ -77,6 +82,8 @@ fn builder(url: &str, ca: &str) -> fluster::Builder {
 
 #[tokio::test]
 async fn rediss_works_with_the_right_ca() {
+    // The exporter and its second rustls provider are in this binary.
+    let _exporter = metrics_exporter_prometheus::PrometheusBuilder::new();
     let pki = Pki::new("ok");
     let server = pki.server();
     let pool = builder(&tls_url(&server), &pki.ca_pem).build().await.unwrap();
