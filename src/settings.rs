@@ -22,20 +22,32 @@ pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// What `get(key)` does when the key's node is in the penalty box.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(serde::Deserialize))]
-#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 #[non_exhaustive]
 pub enum Failover {
     /// Serve the key from the next healthy node in its ranking (the
     /// default): always up, at the price of duplicates while the node is
     /// away.
     #[default]
-    #[cfg_attr(feature = "serde", serde(alias = "Reroute"))]
     Reroute,
     /// Return [`Error::NodeDown`] naming the node: for data that must not
     /// be duplicated or split.
-    #[cfg_attr(feature = "serde", serde(alias = "FailFast"))]
     FailFast,
+}
+
+/// `"reroute"` or `"fail_fast"`, as the variants are spelt in Rust too
+/// (`"Reroute"`, `"FailFast"`); anything else is an error naming both.
+#[cfg(feature = "serde")]
+impl<'de> serde::Deserialize<'de> for Failover {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        match text.as_str() {
+            "reroute" | "Reroute" => Ok(Failover::Reroute),
+            "fail_fast" | "FailFast" => Ok(Failover::FailFast),
+            _ => Err(serde::de::Error::custom(format!(
+                "unknown failover `{text}`: expected \"reroute\" or \"fail_fast\""
+            ))),
+        }
+    }
 }
 
 /// Every setting of a pool, each named as the [`Builder`](crate::Builder)

@@ -107,9 +107,12 @@ max_connections = -1"#,
     );
     assert!(err.contains("max_connections"), "{err}");
 
-    // The variant's own spelling is read too.
+    // The variant's own spelling is read too; anything else names both.
     let config = from_toml("nodes = [\"redis://127.0.0.1:1\"]\nfailover = \"FailFast\"").unwrap();
     assert_eq!(config.settings.failover, Failover::FailFast);
+    let err = parse_error("nodes = [\"redis://127.0.0.1:1\"]\nfailover = \"fail-fast\"");
+    assert!(err.contains("`fail-fast`: expected \"reroute\" or \"fail_fast\""), "{err}");
+    assert!(err.contains("failover"), "{err}");
 
     // Values that parse but make no sense are caught by the builder.
     let config = from_toml(
