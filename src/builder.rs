@@ -1,6 +1,5 @@
 //! [`Builder`]: nodes and [`Settings`] for either flavour of pool, checked
-//! in one place; and [`Config`], nodes and settings as data (feature
-//! `serde`).
+//! in one place.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -402,93 +401,5 @@ impl<M: NodeManager> Builder<M, Async> {
         let pool = ShardedPool::start(nodes, settings).await;
         pool.core.enough_healthy().inspect_err(|_| pool.close())?;
         Ok(pool)
-    }
-}
-
-#[cfg(feature = "serde")]
-pub use config::Config;
-
-#[cfg(feature = "serde")]
-mod config {
-    use serde::{Deserialize, Deserializer};
-
-    use super::Builder;
-    use crate::error::Error;
-    use crate::pool::ShardedPool;
-    use crate::settings::{NodeConfig, Settings};
-
-    /// A pool's nodes and [`Settings`] as data: deserialize it with serde
-    /// (for example through the `config` crate, from TOML or environment
-    /// variables), then call [`build`](Self::build).
-    ///
-    /// Beside `nodes`, every field is a [`Settings`] field, named as the
-    /// [`Builder`] method that sets it: whatever the builder can set, a file
-    /// can. Durations are written the human way (`"250ms"`, `"30s"`,
-    /// `"1m 30s"`); omitted settings keep their defaults; unknown fields are
-    /// rejected, naming the field.
-    ///
-    /// ```toml
-    /// nodes = [
-    ///     "redis://127.0.0.1:7001",
-    ///     { name = "cache-b", url = "redis://127.0.0.1:7002/2", weight = 2.0 },
-    /// ]
-    /// penalty_min_wait = "200ms"
-    /// penalty_max_wait = "30s"
-    /// penalty_multiplier = 1.5
-    /// response_timeout = "250ms"
-    /// idle_timeout = "5m"
-    /// ```
-    ///
-    /// ```no_run
-    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-    /// let config: fluster::Config = serde_json::from_str(
-    ///     r#"{ "nodes": ["redis://127.0.0.1:7001"], "penalty_max_wait": "10s" }"#,
-    /// )?;
-    /// let pool = config.build().await?;
-    /// # Ok(()) }
-    /// ```
-    #[derive(Debug, Clone, Default, PartialEq)]
-    #[non_exhaustive]
-    pub struct Config {
-        /// The nodes: each a URL, or a table with `url` and optional `name`
-        /// and `weight` (or, with feature `sentinel`, a `sentinel` shard).
-        pub nodes: Vec<NodeConfig>,
-        /// Every other field.
-        pub settings: Settings,
-    }
-
-    impl<'de> Deserialize<'de> for Config {
-        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-            // One derived struct reads it all, so an error names its field.
-            let mut settings = Settings::deserialize(deserializer)?;
-            Ok(Config { nodes: std::mem::take(&mut settings.nodes), settings })
-        }
-    }
-
-    impl Config {
-        /// The builder this configuration describes, for settings that are not
-        /// data (or to override some).
-        pub fn into_builder(self) -> Builder {
-            let mut b = ShardedPool::builder().settings(self.settings);
-            for node in self.nodes {
-                b = match node {
-                    NodeConfig::Url(url) => b.node(&url),
-                    NodeConfig::Full { url, name, weight } => {
-                        b.redis_node(name.as_deref(), &url, weight.unwrap_or(1.0))
-                    }
-                    #[cfg(feature = "sentinel")]
-                    NodeConfig::Sentinel { name, sentinel, weight } => {
-                        b.weighted_sentinel_node(&name, sentinel, weight.unwrap_or(1.0))
-                    }
-                };
-            }
-            b
-        }
-
-        /// Builds the pool: [`Builder::build`] on [`into_builder`](Self::into_builder).
-        /// Invalid values are rejected with [`Error::Config`] naming the field.
-        pub async fn build(self) -> Result<ShardedPool, Error> {
-            self.into_builder().build().await
-        }
     }
 }

@@ -98,6 +98,8 @@
 // Floors, bottom up: each module imports only from those above it here.
 mod builder;
 mod cell;
+#[cfg(feature = "serde")]
+mod config;
 mod connection;
 mod engine;
 mod error;
@@ -120,11 +122,11 @@ mod status;
 pub mod sync;
 mod url;
 
-#[cfg(feature = "serde")]
-#[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
-pub use crate::builder::Config;
 pub use crate::builder::{Async, Builder};
 pub use crate::cell::NodeEvent;
+#[cfg(feature = "serde")]
+#[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
+pub use crate::config::Config;
 pub use crate::connection::{Connection, SharedConnection};
 pub use crate::error::Error;
 pub use crate::failure::{ClassifyFailure, FailureKind};

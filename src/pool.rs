@@ -10,7 +10,7 @@ use tokio::sync::broadcast;
 
 use crate::cell::{Fleet, NodeEvent};
 use crate::connection::{Connection, SharedConnection};
-use crate::engine::{Core, Take, pool_methods, prober};
+use crate::engine::{Core, Take, prober};
 use crate::error::Error;
 use crate::manager::RedisManager;
 use crate::node::{Bb8, CheckoutError, Node, NodeManager, bb8_pool};
@@ -249,6 +249,63 @@ impl Placement for Core<RedisManager, Bb8<RedisManager>> {
         }
     }
 }
+
+/// What both flavours' pools do alike, each method one step into their
+/// engine's `Core`: expanded inside each `ShardedPool`'s `impl`.
+macro_rules! pool_methods {
+    () => {
+        /// The name of the node `get(key)` would use now, or `None` if every
+        /// node is boxed (or the pool is closed). Does not touch the network
+        /// and allocates nothing.
+        pub fn node_for<K: AsRef<[u8]>>(&self, key: K) -> Option<NodeName> {
+            self.core.node_for(key.as_ref())
+        }
+
+        /// The key's home node: where it goes when every node is healthy
+        /// (`None` only once the pool is closed).
+        pub fn home_node_for<K: AsRef<[u8]>>(&self, key: K) -> Option<NodeName> {
+            self.core.home_node_for(key.as_ref())
+        }
+
+        /// Every node's health and pool, in the order the nodes were added
+        /// (empty once the pool is closed).
+        pub fn status(&self) -> Vec<NodeStatus> {
+            self.core.status()
+        }
+
+        /// A receiver of every node's state changes from now on: boxed, probe
+        /// failed, returned, warmed up, added, removed. Sending never waits on
+        /// a receiver; one that falls more than 1,024 events behind loses the
+        /// oldest (`RecvError::Lagged`), never slows the pool.
+        pub fn events(&self) -> tokio::sync::broadcast::Receiver<NodeEvent> {
+            self.core.fleet.events.subscribe()
+        }
+
+        /// The names of all nodes, in the order they were added.
+        pub fn nodes(&self) -> Vec<String> {
+            self.core.nodes()
+        }
+
+        /// Closes the pool for every handle: later calls return
+        /// [`Error::Closed`], the prober stops, idle connections are closed
+        /// now and checked-out ones when they are dropped. Dropping the last
+        /// handle does the same.
+        pub fn close(&self) {
+            self.core.close();
+        }
+
+        /// Whether [`close`](Self::close) was called.
+        pub fn is_closed(&self) -> bool {
+            self.core.is_closed()
+        }
+
+        /// The longest wait for a connection from a busy node.
+        pub fn checkout_timeout(&self) -> std::time::Duration {
+            self.core.settings.checkout_timeout
+        }
+    };
+}
+pub(crate) use pool_methods;
 
 #[cfg(test)]
 mod tests {

@@ -32,12 +32,13 @@ use std::time::Duration;
 use redis::{ConnectionLike, RedisError, RedisResult, Value};
 
 use crate::cell::NodeEvent;
-use crate::engine::{Core, pool_methods, prober};
+use crate::engine::{Core, prober};
 use crate::error::Error;
 use crate::failure::failure;
 use crate::manager::RedisManager;
 use crate::metrics::PoolStats;
 use crate::node::{Node, Probe, Store, Tracked, TrackedConn, Try, judge};
+use crate::pool::pool_methods;
 use crate::route::NodeName;
 use crate::session::packed_effects;
 use crate::settings::Settings;
