@@ -38,8 +38,12 @@ impl<M: NodeManager, S: Store<M>> Table<M, S> {
         Table { router, nodes }
     }
 
+    fn position(&self, name: &str) -> Option<usize> {
+        self.nodes.iter().position(|n| **n.name() == *name)
+    }
+
     pub(crate) fn node(&self, name: &str) -> Option<&Arc<Node<M, S>>> {
-        self.nodes.iter().find(|n| **n.name() == *name)
+        self.position(name).map(|index| &self.nodes[index])
     }
 
     /// The routing policy for the key of `hash`.
@@ -344,7 +348,7 @@ impl<M: NodeManager, S: Store<M>> Core<M, S> {
     pub(crate) fn remove(&self, name: &str) -> Result<(), Error> {
         let _writer = self.lock_membership();
         let current = self.open_table()?;
-        let reason = match current.nodes.iter().position(|n| **n.name() == *name) {
+        let reason = match current.position(name) {
             None => "no node of that name is in the pool",
             Some(_) if current.nodes.len() == 1 => {
                 "the last node of a pool cannot be removed (close the pool instead)"

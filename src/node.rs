@@ -384,6 +384,21 @@ impl<M: NodeManager, S: Store<M>> Node<M, S> {
         }
     }
 
+    /// A connection taken from the store, in either flavour: handed out if
+    /// it was made in the node's current epoch (the checkout that began at
+    /// `started` is counted), else marked broken, so the store drops it,
+    /// and tried again.
+    pub(crate) fn fresh<P, C>(&self, mut conn: P, started: Instant) -> Try<P>
+    where
+        P: DerefMut<Target = TrackedConn<C>>,
+    {
+        if self.cell.accept(conn.epoch, started) {
+            return Try::Done(conn);
+        }
+        conn.broken = true;
+        Try::Again
+    }
+
     /// Closes what the node holds while it is boxed: idle pooled
     /// connections and the multiplexed connection (checked-out ones close
     /// when they come back, their epoch being past).
@@ -459,11 +474,7 @@ impl<M: NodeManager> Node<M, Bb8<M>> {
         let timer = started.elapsed() > Duration::from_millis(1);
         self.race(started, deadline, timer, || async {
             match self.store.get_owned().await {
-                Ok(conn) if self.cell.accept(conn.epoch, started) => Try::Done(conn),
-                Ok(mut stale) => {
-                    stale.broken = true;
-                    Try::Again
-                }
+                Ok(conn) => self.fresh(conn, started),
                 Err(RunError::TimedOut) => Try::TimedOut,
                 // bb8 0.9 reports connect errors to its error sink, not
                 // here; `Tracked` has already told the node's health.

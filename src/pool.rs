@@ -244,7 +244,9 @@ impl Placement for Core<RedisManager, Bb8<RedisManager>> {
     }
 
     fn count(&self, node: &NodeName, topics: usize) {
-        if let Ok(Some(node)) = self.open_table().map(|table| table.node(node).cloned()) {
+        if let Ok(table) = self.open_table()
+            && let Some(node) = table.node(node)
+        {
             node.cell.metrics.subscriptions(topics);
         }
     }

@@ -216,11 +216,7 @@ impl ShardedPool {
             let node = &table.nodes[index];
             let taken = node.race_blocking(started, deadline, SLICE, |slice| {
                 match node.store.get_timeout(slice) {
-                    Ok(conn) if node.cell.accept(conn.epoch, started) => Try::Done(conn),
-                    Ok(mut stale) => {
-                        stale.broken = true;
-                        Try::Again
-                    }
+                    Ok(conn) => node.fresh(conn, started),
                     Err(_) => Try::Again,
                 }
             });
