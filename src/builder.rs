@@ -6,6 +6,9 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::time::Duration;
 
+use bb8::ManageConnection;
+
+use crate::check::ProbeCheck;
 use crate::error::Error;
 use crate::manager::RedisManager;
 use crate::node::NodeManager;
@@ -16,8 +19,10 @@ use crate::url::{address, parse_url, target};
 /// Makes a node's manager once every setting is known.
 type MakeManager<M> = Box<dyn FnOnce(&Settings) -> Result<M, Error> + Send>;
 
-/// Each node's name, weight and manager, with the checked settings.
-pub(crate) type Finished<M> = (Vec<(String, f64, M)>, Settings);
+/// Each node's name, weight and manager, with the checked settings and
+/// the probe check.
+pub(crate) type Finished<M> =
+    (Vec<(String, f64, M)>, Settings, Option<ProbeCheck<<M as ManageConnection>::Connection>>);
 
 struct NodeSpec<M> {
     name: String,
@@ -57,6 +62,7 @@ pub struct Async;
 /// ```
 pub struct Builder<M: NodeManager = RedisManager, F = Async> {
     nodes: Vec<NodeSpec<M>>,
+    check: Option<ProbeCheck<M::Connection>>,
     /// The first problem found while adding nodes, reported by `build`.
     error: Option<Error>,
     settings: Settings,
@@ -77,6 +83,7 @@ impl<M: NodeManager, F> Default for Builder<M, F> {
     fn default() -> Self {
         Builder {
             nodes: Vec::new(),
+            check: None,
             error: None,
             settings: Settings::default(),
             flavour: PhantomData,
@@ -258,6 +265,40 @@ impl<M: NodeManager, F> Builder<M, F> {
         self
     }
 
+    /// Adds a check of your own to every probe of a boxed node (after the
+    /// connect, the manager's `is_valid` and the pool's own re-test of
+    /// what boxed it): given the probe's connection, any error keeps the
+    /// node boxed, counted as [`FailureKind::Check`](crate::FailureKind::Check),
+    /// with its text in `status().last_error`. Within `probe_timeout`; the
+    /// sync flavour gives it an async connection of its own.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), fluster::Error> {
+    /// let pool = fluster::ShardedPool::builder()
+    ///     .node("redis://127.0.0.1:7001")
+    ///     // Back in only once it holds its data again.
+    ///     .probe_with(|conn| {
+    ///         Box::pin(async move {
+    ///             let keys: u64 = redis::cmd("DBSIZE").query_async(conn).await?;
+    ///             if keys == 0 {
+    ///                 return Err(std::io::Error::other("empty: still restoring").into());
+    ///             }
+    ///             Ok(())
+    ///         })
+    ///     })
+    ///     .build()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    #[must_use]
+    pub fn probe_with<C>(mut self, check: C) -> Self
+    where
+        C: for<'c> Fn(&'c mut M::Connection) -> redis::RedisFuture<'c, ()> + Send + Sync + 'static,
+    {
+        self.check = Some(std::sync::Arc::new(check));
+        self
+    }
+
     setters! {
         /// First stay of a failed node in the penalty box (default 200 ms).
         penalty_min_wait: Duration;
@@ -322,6 +363,16 @@ impl<M: NodeManager, F> Builder<M, F> {
         /// node that is down is then boxed by the first connect that fails.
         /// For very large pools, and for services that must start fast.
         probe_at_build: bool;
+        /// Deletes, when a node returns from the box and before any of its
+        /// keys are routed to it again, every copy this process wrote
+        /// through a stand-in for one of its keys: on the stand-ins and on
+        /// the node itself, whose own copies are older (default false).
+        /// Remembers up to 65,536 keys per node; writes past that, and
+        /// copies on a stand-in that cannot be reached at the return, are
+        /// counted (`fluster_stand_in_writes_total{result="dropped"}`) and
+        /// left to [`stand_in_ttl`](Self::stand_in_ttl). For caches; queues
+        /// want the default, which keeps items pushed on a stand-in.
+        invalidate_on_return: bool;
     }
 
     setters! { optional
@@ -334,6 +385,17 @@ impl<M: NodeManager, F> Builder<M, F> {
         /// never), so a pool does not hold sockets a load balancer or a
         /// server timeout will cut.
         max_lifetime: Duration;
+        /// Caps the TTL of every key a stand-in writes for a boxed node
+        /// (default `None`: off): each write command Redis's command table
+        /// flags, sent where the key's home is not the serving node, is
+        /// followed in the same round trip by `PEXPIRE key ttl LT` (inside
+        /// a transaction's `MULTI`/`EXEC` if it is in one), so the copy
+        /// lives at most `ttl` once its home is back. On every path: `get`,
+        /// `get_shared`, `pipeline`, `mset`, `del`, `transaction`, the sync
+        /// flavour. A command whose keys Redis's table does not place
+        /// (`EVAL`, `FCALL`, a module's) caps the key the connection was
+        /// taken for. Needs Redis 7.0 or later (`LT`).
+        stand_in_ttl: Duration;
     }
 
     /// Checks every setting and makes each node's manager: what both
@@ -380,7 +442,7 @@ impl<M: NodeManager, F> Builder<M, F> {
             .into_iter()
             .map(|spec| Ok((spec.name, spec.weight, (spec.make)(&settings)?)))
             .collect::<Result<_, Error>>()?;
-        Ok((nodes, settings))
+        Ok((nodes, settings, self.check))
     }
 }
 
@@ -397,8 +459,7 @@ impl<M: NodeManager> Builder<M, Async> {
     ///
     /// Must be called within a Tokio runtime.
     pub async fn build(self) -> Result<ShardedPool<M>, Error> {
-        let (nodes, settings) = self.finish()?;
-        let pool = ShardedPool::start(nodes, settings).await;
+        let pool = ShardedPool::start(self.finish()?).await;
         pool.core.enough_healthy().inspect_err(|_| pool.close())?;
         Ok(pool)
     }

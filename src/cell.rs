@@ -8,7 +8,7 @@
 use std::collections::hash_map::RandomState;
 use std::fmt;
 use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -17,8 +17,9 @@ use tokio::sync::{Notify, broadcast};
 
 use crate::failure::{ClassifyFailure, Failure, FailureKind, connect_failure, one_line};
 use crate::health::{BoxGuard, Health, Moment, PenaltyPolicy, Probed, Verdict, warmed};
-use crate::metrics::NodeMetrics;
+use crate::metrics::{NodeMetrics, StandIn};
 use crate::route::{NodeName, warm_threshold};
+use crate::stale::{Journal, Remembered};
 
 /// A number in `[0, 1)` for back-off jitter, with the time. std's
 /// `RandomState` is seeded per process from the OS, which is all the
@@ -87,6 +88,15 @@ pub enum NodeEvent {
         /// The node.
         node: NodeName,
     },
+    /// Before the node's return, the copies this process wrote through
+    /// stand-ins for its keys were deleted (`invalidate_on_return`).
+    #[non_exhaustive]
+    Invalidated {
+        /// The node.
+        node: NodeName,
+        /// Keys deleted.
+        keys: usize,
+    },
     /// The node's warm-up is over: all its keys go to it again.
     #[non_exhaustive]
     Warm {
@@ -135,8 +145,13 @@ pub(crate) struct HealthCell {
     pub(crate) policy: PenaltyPolicy,
     /// Wakes checkouts waiting on this node when it fails.
     failed: Notify,
-    fleet: Arc<Fleet>,
+    pub(crate) fleet: Arc<Fleet>,
     pub(crate) metrics: NodeMetrics,
+    /// Writes for this node's keys that stand-ins took.
+    pub(crate) journal: Journal,
+    /// Set while boxed after a replica's refusal (`READONLY`,
+    /// `MASTERDOWN`): a probe must then find a master.
+    wants_master: AtomicBool,
 }
 
 impl fmt::Debug for HealthCell {
@@ -160,6 +175,8 @@ impl HealthCell {
             failed: Notify::new(),
             fleet,
             metrics: NodeMetrics::new(name),
+            journal: Journal::default(),
+            wants_master: AtomicBool::new(false),
         }
     }
 
@@ -286,6 +303,7 @@ impl HealthCell {
         match verdict {
             Verdict::Stale => return verdict, // about an earlier life of the node
             Verdict::Boxed { wait, level } => {
+                self.wants_master.store(kind.wants_master(), Ordering::Release);
                 self.metrics.boxed();
                 self.fleet.send(NodeEvent::Boxed { node: *node, kind, wait, level });
                 self.fleet.wake.notify_one();
@@ -369,11 +387,13 @@ impl HealthCell {
         let node = &self.name;
         match (probed, seen) {
             (Probed::Returned, _) => {
+                self.wants_master.store(false, Ordering::Release);
                 self.metrics.returned();
                 self.fleet.send(NodeEvent::Returned { node: *node });
                 tracing::info!(%node, "node back in rotation");
             }
             (Probed::Failed { wait }, Some((kind, error))) => {
+                self.wants_master.fetch_or(kind.wants_master(), Ordering::AcqRel);
                 self.metrics.probe_failed();
                 self.fleet.send(NodeEvent::ProbeFailed { node: *node, kind, wait });
                 tracing::debug!(%node, failure = %kind, %error, ?wait, "probe failed");
@@ -381,6 +401,29 @@ impl HealthCell {
             _ => {}
         }
         self.fleet.wake.notify_one();
+    }
+
+    /// Whether a probe must find a master to let the node back in.
+    pub(crate) fn wants_master(&self) -> bool {
+        self.wants_master.load(Ordering::Acquire)
+    }
+
+    /// A stand-in, `stand_in`, took a write of `key`, one of this node's.
+    pub(crate) fn remember(&self, stand_in: NodeName, key: &[u8]) {
+        match self.journal.remember(stand_in, key) {
+            Remembered::New => self.metrics.stand_in(StandIn::Remembered, 1),
+            Remembered::Known => {}
+            Remembered::Full => self.settle(0, 1),
+        }
+    }
+
+    /// Of the stand-in writes for this node's keys, `invalidated` were
+    /// deleted and `dropped` left to the TTL.
+    pub(crate) fn settle(&self, invalidated: usize, dropped: usize) {
+        self.journal.count(invalidated, false);
+        self.journal.count(dropped, true);
+        self.metrics.stand_in(StandIn::Invalidated, invalidated);
+        self.metrics.stand_in(StandIn::Dropped, dropped);
     }
 
     /// The node leaves its pool for good.

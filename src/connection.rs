@@ -6,15 +6,59 @@
 use std::fmt;
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bb8::PooledConnection;
 use redis::aio::ConnectionLike;
 use redis::{Arg, Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, RedisResult, Value};
 
+use crate::cell::HealthCell;
 use crate::failure::{Failure, FailureKind, failure};
 use crate::manager::RedisManager;
 use crate::node::{Muxed, NodeManager, Tracked};
+use crate::route::NodeName;
 use crate::session::{Effect, effect};
+use crate::stale::{cap, written};
+
+/// Where keys live: the home of each, by its health cell.
+pub(crate) trait Homes: Send + Sync {
+    fn home(&self, key: &[u8]) -> Option<&HealthCell>;
+}
+
+/// What a connection to a stand-in needs to cap and remember its writes
+/// of keys whose home is elsewhere (`stand_in_ttl`,
+/// `invalidate_on_return`). Only such connections carry one.
+pub(crate) struct StandIn {
+    pub(crate) homes: Arc<dyn Homes>,
+    pub(crate) serving: NodeName,
+    /// The key the connection was taken for, if one was.
+    pub(crate) key: Option<Box<[u8]>>,
+    pub(crate) ttl: Option<Duration>,
+    pub(crate) remember: bool,
+}
+
+impl StandIn {
+    /// The caps to send with `cmds` (each its words): one per key they
+    /// write whose home is not the serving node, each remembered first, so
+    /// that a return that invalidates meanwhile sees it.
+    pub(crate) fn caps<'w>(&self, cmds: impl Iterator<Item = Vec<&'w [u8]>>) -> Vec<Cmd> {
+        let mut caps = Vec::new();
+        for words in cmds {
+            let (keys, more) = written(&words);
+            let taken = self.key.as_deref().filter(|_| more);
+            for key in keys.into_iter().chain(taken) {
+                let Some(home) = self.homes.home(key).filter(|h| h.name != self.serving) else {
+                    continue;
+                };
+                if self.remember {
+                    home.remember(self.serving, key);
+                }
+                caps.extend(self.ttl.map(|ttl| cap(key, ttl)));
+            }
+        }
+        caps
+    }
+}
 
 /// A connection checked out of one node's pool; it goes back when dropped.
 ///
@@ -30,11 +74,16 @@ use crate::session::{Effect, effect};
 pub struct Connection<M: NodeManager = RedisManager> {
     conn: PooledConnection<'static, Tracked<M>>,
     home: bool,
+    stand_in: Option<Box<StandIn>>,
 }
 
 impl<M: NodeManager> Connection<M> {
-    pub(crate) fn new(conn: PooledConnection<'static, Tracked<M>>, home: bool) -> Self {
-        Connection { conn, home }
+    pub(crate) fn new(
+        conn: PooledConnection<'static, Tracked<M>>,
+        home: bool,
+        stand_in: Option<Box<StandIn>>,
+    ) -> Self {
+        Connection { conn, home, stand_in }
     }
 
     /// The name of the node this connection belongs to.
@@ -93,14 +142,19 @@ pub struct SharedConnection<M: NodeManager = RedisManager> {
     conn: M::Connection,
     mux: Arc<Muxed<M::Connection>>,
     home: bool,
+    stand_in: Option<Box<StandIn>>,
 }
 
 impl<M: NodeManager> SharedConnection<M>
 where
     M::Connection: Clone,
 {
-    pub(crate) fn new(mux: Arc<Muxed<M::Connection>>, home: bool) -> Self {
-        SharedConnection { conn: mux.conn.clone(), mux, home }
+    pub(crate) fn new(
+        mux: Arc<Muxed<M::Connection>>,
+        home: bool,
+        stand_in: Option<Box<StandIn>>,
+    ) -> Self {
+        SharedConnection { conn: mux.conn.clone(), mux, home, stand_in }
     }
 }
 
@@ -145,6 +199,54 @@ fn words(cmd: &Cmd) -> impl Iterator<Item = &[u8]> {
     })
 }
 
+/// A reply's error, if it is one: what `req_packed_command` returns.
+pub(crate) fn own_reply(value: Value) -> RedisResult<Value> {
+    match value {
+        Value::ServerError(e) => Err(e.into()),
+        value => Ok(value),
+    }
+}
+
+/// `cmd` with its caps after it, in one round trip; its own reply.
+async fn one_capped<W: ConnectionLike>(
+    wire: &mut W,
+    cmd: &Cmd,
+    caps: Vec<Cmd>,
+) -> RedisResult<Value> {
+    let mut pipe = redis::pipe();
+    pipe.add_command(cmd.clone());
+    for cap in caps {
+        pipe.add_command(cap);
+    }
+    let mut values = wire.req_packed_commands(&pipe, 0, pipe.len()).await?;
+    own_reply(values.swap_remove(0))
+}
+
+/// `pipeline` with its caps, in one round trip; its own replies. In a
+/// transaction the caps go before `EXEC`, so they apply with the writes;
+/// their replies are taken off `EXEC`'s.
+async fn many_capped<W: ConnectionLike>(
+    wire: &mut W,
+    pipeline: &Pipeline,
+    (offset, count): (usize, usize),
+    caps: Vec<Cmd>,
+) -> RedisResult<Vec<Value>> {
+    let (mut pipe, extra) = (pipeline.clone(), caps.len());
+    for cap in caps {
+        pipe.add_command(cap);
+    }
+    if pipeline.is_transaction() {
+        let mut values = wire.req_packed_commands(&pipe, offset + extra, count).await?;
+        if let Some(Value::Array(replies)) = values.last_mut() {
+            replies.truncate(replies.len().saturating_sub(extra));
+        }
+        return Ok(values);
+    }
+    let mut values = wire.req_packed_commands(&pipe, offset, count + extra).await?;
+    values.truncate(count);
+    Ok(values)
+}
+
 /// A connection handed to a caller: the wire its commands go on, and where
 /// their outcomes go.
 trait Observed: Send {
@@ -157,6 +259,8 @@ trait Observed: Send {
     /// connection may hold a reply nobody will read.
     fn arm(&mut self);
     fn observe(&mut self, failure: Option<Failure<'_>>);
+    /// The caps to send with `cmds`, if this connection is a stand-in's.
+    fn caps<'c>(&self, cmds: impl Iterator<Item = &'c Cmd>) -> Vec<Cmd>;
 }
 
 impl<M: NodeManager> Observed for Connection<M>
@@ -179,6 +283,9 @@ where
     fn observe(&mut self, failure: Option<Failure<'_>>) {
         self.conn.in_flight = false;
         self.conn.observe(failure);
+    }
+    fn caps<'c>(&self, cmds: impl Iterator<Item = &'c Cmd>) -> Vec<Cmd> {
+        self.stand_in.as_ref().map_or_else(Vec::new, |s| s.caps(cmds.map(|c| words(c).collect())))
     }
 }
 
@@ -214,6 +321,9 @@ where
     fn observe(&mut self, failure: Option<Failure<'_>>) {
         self.mux.observe(failure);
     }
+    fn caps<'c>(&self, cmds: impl Iterator<Item = &'c Cmd>) -> Vec<Cmd> {
+        self.stand_in.as_ref().map_or_else(Vec::new, |s| s.caps(cmds.map(|c| words(c).collect())))
+    }
 }
 
 /// The one body of both connections' [`ConnectionLike`]: sends on the
@@ -228,8 +338,13 @@ macro_rules! connection_like {
             fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
                 Box::pin(async move {
                     self.admit(std::iter::once(cmd))?;
+                    let caps = self.caps(std::iter::once(cmd));
                     self.arm();
-                    let result = self.wire().req_packed_command(cmd).await;
+                    let result = if caps.is_empty() {
+                        self.wire().req_packed_command(cmd).await
+                    } else {
+                        one_capped(self.wire(), cmd, caps).await
+                    };
                     self.observe(failure(&result));
                     result
                 })
@@ -243,8 +358,13 @@ macro_rules! connection_like {
             ) -> RedisFuture<'a, Vec<Value>> {
                 Box::pin(async move {
                     self.admit(pipeline.cmd_iter())?;
+                    let caps = self.caps(pipeline.cmd_iter());
                     self.arm();
-                    let result = self.wire().req_packed_commands(pipeline, offset, count).await;
+                    let result = if caps.is_empty() {
+                        self.wire().req_packed_commands(pipeline, offset, count).await
+                    } else {
+                        many_capped(self.wire(), pipeline, (offset, count), caps).await
+                    };
                     self.observe(failure(&result));
                     result
                 })

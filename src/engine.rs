@@ -14,9 +14,12 @@ use std::time::{Duration, Instant};
 use arc_swap::{ArcSwap, Guard};
 use futures_util::future::join_all;
 
-use crate::cell::{Fleet, NodeEvent};
+use crate::cell::{Fleet, HealthCell, NodeEvent};
+use crate::check::ProbeCheck;
+use crate::connection::{Homes, StandIn};
 use crate::error::Error;
 use crate::health::BoxGuard;
+use crate::invalidate::{after_return, before_return};
 use crate::node::{CheckoutError, Node, NodeManager, Store};
 use crate::pubsub::Hub;
 use crate::route::{self, Cursor, Miss, NodeName, Router};
@@ -49,6 +52,12 @@ impl<M: NodeManager, S: Store<M>> Table<M, S> {
     /// The routing policy for the key of `hash`.
     pub(crate) fn route(&self, hash: u64, failover: Failover) -> Route<'_, M, S> {
         Route { table: self, order: Order::Key(Cursor::new(hash, failover)), counted: false }
+    }
+}
+
+impl<M: NodeManager, S: Store<M>> Homes for Table<M, S> {
+    fn home(&self, key: &[u8]) -> Option<&HealthCell> {
+        self.router.home(key).map(|index| &*self.nodes[index].cell)
     }
 }
 
@@ -150,12 +159,14 @@ impl<'t, M: NodeManager, S: Store<M>> Route<'t, M, S> {
 /// How a caller of the async flavour takes a connection from one node.
 pub(crate) trait Take<M: NodeManager, S> {
     type Conn;
-    /// A connection from `node`; `home` says whether it is the key's home.
+    /// A connection from `node`; `home` says whether it is the key's home,
+    /// `stand_in` what a stand-in's connection needs.
     fn take(
         node: &Node<M, S>,
         started: Instant,
         deadline: Instant,
         home: bool,
+        stand_in: Option<Box<StandIn>>,
     ) -> impl Future<Output = Result<Self::Conn, CheckoutError>> + Send;
 }
 
@@ -174,6 +185,8 @@ pub(crate) struct Core<M: NodeManager, S> {
     /// Serialises membership changes and `close`; readers never take it.
     membership: Mutex<()>,
     pub(crate) settings: Settings,
+    /// The user's probe check, for every node.
+    pub(crate) check: Option<ProbeCheck<M::Connection>>,
     /// The pool's pub/sub, made by the first subscription.
     pub(crate) hub: OnceLock<Arc<Hub>>,
 }
@@ -190,13 +203,12 @@ impl<M: NodeManager, S: Store<M>> Core<M, S> {
     /// The engine over nodes made by `node` from each spec, probing them
     /// first if the settings say so (those that fail start in the box).
     pub(crate) async fn start<T>(
-        specs: Vec<T>,
-        settings: Settings,
-        node: impl Fn(T, &Settings, &Arc<Fleet>) -> Node<M, S>,
+        (specs, settings, check): (Vec<T>, Settings, Option<ProbeCheck<M::Connection>>),
+        node: impl Fn(T, &Settings, &Arc<Fleet>, Option<ProbeCheck<M::Connection>>) -> Node<M, S>,
     ) -> Self {
         let fleet = Fleet::new(BoxGuard::new(settings.max_boxed(specs.len())));
-        let nodes: Vec<_> =
-            specs.into_iter().map(|spec| Arc::new(node(spec, &settings, &fleet))).collect();
+        let new = |spec| Arc::new(node(spec, &settings, &fleet, check.clone()));
+        let nodes: Vec<_> = specs.into_iter().map(new).collect();
         if settings.probe_at_build {
             probe_new(&nodes).await;
         }
@@ -207,6 +219,7 @@ impl<M: NodeManager, S: Store<M>> Core<M, S> {
             next_any: AtomicUsize::new(0),
             membership: Mutex::new(()),
             settings,
+            check,
             hub: OnceLock::new(),
         }
     }
@@ -268,11 +281,34 @@ impl<M: NodeManager, S: Store<M>> Core<M, S> {
         let mut route = self.route(&table, key);
         loop {
             let index = route.next()?;
-            let taken = T::take(&table.nodes[index], started, deadline, route.is_home(index));
+            let home = route.is_home(index);
+            let stand_in = self.stand_in(&table, index, key, home);
+            let taken = T::take(&table.nodes[index], started, deadline, home, stand_in);
             if let Some(conn) = route.outcome(index, taken.await)? {
                 return Ok(conn);
             }
         }
+    }
+
+    /// What a connection from `index` needs to cap and remember its writes,
+    /// if it is not the key's home and the settings watch stand-ins.
+    pub(crate) fn stand_in(
+        &self,
+        table: &Held<M, S>,
+        index: usize,
+        key: Option<&[u8]>,
+        home: bool,
+    ) -> Option<Box<StandIn>> {
+        if home || !self.settings.watches_stand_ins() {
+            return None;
+        }
+        Some(Box::new(StandIn {
+            homes: Arc::clone(table) as Arc<dyn Homes>,
+            serving: *table.router.node_name(index),
+            key: key.map(Box::from),
+            ttl: self.settings.stand_in_ttl,
+            remember: self.settings.invalidate_on_return,
+        }))
     }
 
     /// The node a key's `get` would use now.
@@ -415,17 +451,34 @@ where
                     node.release();
                 }
                 match node.cell.warm_until() {
-                    Some(until) if until <= now => node.cell.end_warmup(),
+                    Some(until) if until <= now => {
+                        node.cell.end_warmup();
+                        // Stand-ins served some of its keys until now.
+                        if node.cell.journal.len() > 0 {
+                            let (node, nodes) = (node.clone(), table.nodes.clone());
+                            tokio::spawn(async move { after_return(&node, &nodes).await });
+                        }
+                    }
                     Some(until) => deadline = deadline.min(until),
                     None => {}
                 }
                 match node.cell.probe_at() {
                     Some(at) if at > now => deadline = deadline.min(at),
                     Some(_) if node.cell.start_probe() => {
-                        // The task holds the node, not the pool, and ends
-                        // within the probe timeout.
-                        let node = node.clone();
-                        tokio::spawn(async move { node.cell.finish_probe(node.probe().await) });
+                        // The task holds the nodes, not the pool, and ends
+                        // within a few probe timeouts.
+                        let (node, nodes) = (node.clone(), table.nodes.clone());
+                        tokio::spawn(async move {
+                            let mut outcome = node.probe().await;
+                            if outcome.is_ok() {
+                                outcome = before_return(&node, &nodes).await;
+                            }
+                            let returned = outcome.is_ok();
+                            node.cell.finish_probe(outcome);
+                            if returned {
+                                after_return(&node, &nodes).await;
+                            }
+                        });
                     }
                     _ => {}
                 }

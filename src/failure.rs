@@ -44,11 +44,14 @@ pub enum FailureKind {
     /// The node answered with bytes that are not the protocol: not a Redis
     /// server, or a corrupted stream.
     Protocol,
+    /// A probe's own check ([`Builder::probe_with`](crate::Builder::probe_with))
+    /// kept the node out.
+    Check,
 }
 
 impl FailureKind {
     /// Every kind, in label order: what the metrics create at zero.
-    pub const ALL: [FailureKind; 11] = [
+    pub const ALL: [FailureKind; 12] = [
         FailureKind::Refused,
         FailureKind::Dropped,
         FailureKind::Io,
@@ -60,6 +63,7 @@ impl FailureKind {
         FailureKind::ReadOnly,
         FailureKind::Connect,
         FailureKind::Protocol,
+        FailureKind::Check,
     ];
 
     /// The label value used in metrics and logs, e.g. `"refused"`.
@@ -76,7 +80,14 @@ impl FailureKind {
             FailureKind::ReadOnly => "readonly",
             FailureKind::Connect => "connect",
             FailureKind::Protocol => "protocol",
+            FailureKind::Check => "check",
         }
+    }
+
+    /// Whether a node boxed for this is let back in only as a master: it
+    /// refused as a replica does.
+    pub(crate) fn wants_master(self) -> bool {
+        matches!(self, FailureKind::ReadOnly | FailureKind::MasterDown)
     }
 
     /// Whether this failure boxes the node only after several in a row.

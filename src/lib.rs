@@ -98,6 +98,7 @@
 // Floors, bottom up: each module imports only from those above it here.
 mod builder;
 mod cell;
+mod check;
 #[cfg(feature = "serde")]
 mod config;
 mod connection;
@@ -105,6 +106,7 @@ mod engine;
 mod error;
 mod failure;
 mod health;
+mod invalidate;
 mod manager;
 pub mod metrics;
 mod multi;
@@ -116,6 +118,7 @@ pub mod route;
 mod sentinel;
 mod session;
 mod settings;
+mod stale;
 mod status;
 #[cfg(feature = "r2d2")]
 #[cfg_attr(docsrs, doc(cfg(feature = "r2d2")))]

@@ -53,6 +53,13 @@ pub const CHECKOUTS_TIMED_OUT_TOTAL: &str = "fluster_checkouts_timed_out_total";
 /// `broken` (failed, or their node was boxed), `idle`, `lifetime`.
 pub const CONNECTIONS_CLOSED_TOTAL: &str = "fluster_connections_closed_total";
 
+/// Counter of writes for the node's keys that stand-ins took while it was
+/// boxed (`stand_in_ttl`, `invalidate_on_return`), with a `result` label:
+/// `remembered` for its return, `invalidated` (deleted when it returned),
+/// `dropped` (no room in the journal, or a stand-in that could not be
+/// reached: left to `stand_in_ttl`).
+pub const STAND_IN_WRITES_TOTAL: &str = "fluster_stand_in_writes_total";
+
 /// Gauge of the channels and patterns subscribed on the node by the pool's
 /// pub/sub (one subscriber connection per node carries them all).
 pub const SUBSCRIPTIONS: &str = "fluster_subscriptions";
@@ -75,6 +82,7 @@ pub fn describe() {
         (CHECKOUTS_WAITED_TOTAL, "Checkouts that waited for a connection of the node's pool"),
         (CHECKOUTS_TIMED_OUT_TOTAL, "Checkouts that waited out the checkout timeout"),
         (CONNECTIONS_CLOSED_TOTAL, "Connections the node's pool closed, by reason"),
+        (STAND_IN_WRITES_TOTAL, "Writes for the node's keys taken by stand-ins, by result"),
     ] {
         counter!(name, Unit::Count, help);
     }
@@ -123,6 +131,16 @@ pub(crate) struct NodeMetrics {
     failures: [Counter; FailureKind::ALL.len()],
     probes_ok: Counter,
     probes_failed: Counter,
+    /// Stand-in writes: remembered, invalidated, dropped.
+    stand_ins: [Counter; 3],
+}
+
+/// What became of stand-in writes for a node's keys.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum StandIn {
+    Remembered,
+    Invalidated,
+    Dropped,
 }
 
 impl NodeMetrics {
@@ -149,9 +167,13 @@ impl NodeMetrics {
             failures,
             probes_ok: probe("ok"),
             probes_failed: probe("failed"),
+            stand_ins: ["remembered", "invalidated", "dropped"].map(|result| {
+                metrics::counter!(STAND_IN_WRITES_TOTAL, "node" => node.to_owned(), "result" => result)
+            }),
         };
         // Counters come into being at zero with their first touch.
-        for counter in metrics.failures.iter().chain([&metrics.probes_ok, &metrics.probes_failed]) {
+        let probes = [&metrics.probes_ok, &metrics.probes_failed];
+        for counter in metrics.failures.iter().chain(probes).chain(&metrics.stand_ins) {
             counter.increment(0);
         }
         metrics.penalties.increment(0);
@@ -192,6 +214,11 @@ impl NodeMetrics {
     /// Channels and patterns subscribed on the node now.
     pub(crate) fn subscriptions(&self, topics: usize) {
         self.subscriptions.set(topics as f64);
+    }
+
+    /// `n` stand-in writes for this node's keys went so.
+    pub(crate) fn stand_in(&self, what: StandIn, n: usize) {
+        self.stand_ins[what as usize].increment(n as u64);
     }
 
     pub(crate) fn failure(&self, kind: FailureKind) {

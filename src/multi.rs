@@ -258,7 +258,7 @@ impl<M: NodeManager> ShardedPool<M> {
             async move {
                 let name = node.name().to_string();
                 let result = match node.checkout(started, deadline).await {
-                    Ok(conn) => Ok(f(Connection::new(conn, true)).await),
+                    Ok(conn) => Ok(f(Connection::new(conn, true, None)).await),
                     Err(e) => Err(e.into_error(&name)),
                 };
                 (name, result)
@@ -288,7 +288,8 @@ impl<M: NodeManager> ShardedPool<M> {
             let taken = table.nodes[index].checkout(started, deadline).await;
             let home = route.is_home(index);
             if let Some(conn) = route.outcome(index, taken)? {
-                conns.push(Connection::new(conn, home));
+                let stand_in = self.core.stand_in(&table, index, Some(key.as_ref()), home);
+                conns.push(Connection::new(conn, home, stand_in));
                 route.skip(index);
             }
         }
@@ -330,10 +331,15 @@ impl<M: NodeManager> ShardedPool<M> {
                 }
             }
             let runs = groups.into_iter().map(|(index, positions)| {
+                let home = positions.iter().all(|&p| routes[p].is_home(index));
+                let stand_in = self.core.stand_in(&table, index, None, home);
                 let (run, table) = (&run, &table);
                 async move {
                     let outcome = match table.nodes[index].checkout(started, deadline).await {
-                        Ok(conn) => Ok(run(Connection::new(conn, true), positions.clone()).await),
+                        Ok(conn) => {
+                            let conn = Connection::new(conn, home, stand_in);
+                            Ok(run(conn, positions.clone()).await)
+                        }
                         Err(e) => Err(e),
                     };
                     (index, positions, outcome)

@@ -14,8 +14,9 @@ use bb8::{ManageConnection, PooledConnection, RunError};
 use futures_util::FutureExt;
 
 use crate::cell::{Fleet, HealthCell};
+use crate::check::{Probe, ProbeCheck, failed, retest};
 use crate::error::Error;
-use crate::failure::{ClassifyFailure, Failure, FailureKind, connect_failure, one_line};
+use crate::failure::{ClassifyFailure, Failure, FailureKind, connect_failure};
 use crate::metrics::PoolStats;
 use crate::route::NodeName;
 use crate::session::Session;
@@ -29,23 +30,15 @@ pub trait NodeManager: ManageConnection<Error: ClassifyFailure, Connection: Sync
 
 impl<M: ManageConnection<Error: ClassifyFailure, Connection: Sync>> NodeManager for M {}
 
-/// What a probe found: nothing wrong, or the failure and what to log.
-pub(crate) type Probe = Result<(), (FailureKind, String)>;
-
 /// The one judgement of a probe's attempt, whichever the flavour: `None`
-/// if it ran out of `timeout`, else its outcome, every error a failure.
-pub(crate) fn judge<C, E: ClassifyFailure>(
-    outcome: Option<Result<C, E>>,
+/// if it ran out of `timeout`, else its outcome.
+pub(crate) fn judge<C>(
+    outcome: Option<Result<C, (FailureKind, String)>>,
     timeout: Duration,
 ) -> Result<C, (FailureKind, String)> {
-    match outcome {
-        Some(Ok(conn)) => Ok(conn),
-        Some(Err(e)) => Err((connect_failure(&e).0, one_line(&e))),
-        None => Err((
-            FailureKind::Timeout,
-            format!("no answer within the probe timeout of {timeout:?}"),
-        )),
-    }
+    outcome.unwrap_or_else(|| {
+        Err((FailureKind::Timeout, format!("no answer within the probe timeout of {timeout:?}")))
+    })
 }
 
 /// A connection with what the pool needs to judge it.
@@ -219,9 +212,10 @@ impl<M: NodeManager> Store<M> for Bb8<M> {
     async fn probe(node: &Node<M, Self>) -> Probe {
         let (epoch, manager) = (node.cell.epoch(), &node.manager);
         let attempt = async {
-            let mut conn = manager.connect().await?;
-            manager.is_valid(&mut conn).await?;
-            Ok::<_, M::Error>(conn)
+            let mut conn = manager.connect().await.map_err(|e| failed(&e))?;
+            manager.is_valid(&mut conn).await.map_err(|e| failed(&e))?;
+            node.retest(&mut conn).await?;
+            Ok(conn)
         };
         let outcome = tokio::time::timeout(node.probe_timeout, attempt).await.ok();
         let conn = judge(outcome, node.probe_timeout)?;
@@ -256,6 +250,8 @@ pub(crate) struct Node<M: NodeManager, S> {
     pub(crate) store: S,
     pub(crate) manager: Arc<M>,
     pub(crate) probe_timeout: Duration,
+    /// The user's own probe check, if any.
+    pub(crate) check: Option<ProbeCheck<M::Connection>>,
     mux: ArcSwapOption<Muxed<M::Connection>>,
     /// Lets one caller connect the multiplexed connection while the others
     /// wait for its result.
@@ -294,6 +290,7 @@ impl<M: NodeManager, S: Store<M>> Node<M, S> {
         (name, weight, manager): (String, f64, M),
         settings: &Settings,
         fleet: &Arc<Fleet>,
+        check: Option<ProbeCheck<M::Connection>>,
         store: impl FnOnce(Tracked<M>) -> S,
     ) -> Self {
         let cell = Arc::new(HealthCell::new(&name, settings.policy(), fleet.clone()));
@@ -305,6 +302,7 @@ impl<M: NodeManager, S: Store<M>> Node<M, S> {
             store: store(tracked),
             manager,
             probe_timeout: settings.probe_timeout,
+            check,
             mux: ArcSwapOption::empty(),
             connecting: tokio::sync::Mutex::new(()),
         }
@@ -410,6 +408,11 @@ impl<M: NodeManager, S: Store<M>> Node<M, S> {
     /// Probes the node through its store.
     pub(crate) async fn probe(&self) -> Probe {
         S::probe(self).await
+    }
+
+    /// Asks a probe's connection what boxed the node, and the user's check.
+    pub(crate) async fn retest(&self, conn: &mut M::Connection) -> Probe {
+        retest(conn, self.cell.wants_master(), self.check.as_ref()).await
     }
 
     /// The node's multiplexed connection if it is usable: made since the

@@ -8,8 +8,10 @@ use std::time::Instant;
 use futures_util::future::BoxFuture;
 use tokio::sync::broadcast;
 
+use crate::builder::Finished;
 use crate::cell::{Fleet, NodeEvent};
-use crate::connection::{Connection, SharedConnection};
+use crate::check::ProbeCheck;
+use crate::connection::{Connection, SharedConnection, StandIn};
 use crate::engine::{Core, Take, prober};
 use crate::error::Error;
 use crate::manager::RedisManager;
@@ -56,8 +58,9 @@ impl<M: NodeManager> Take<M, Bb8<M>> for Pooled {
         started: Instant,
         deadline: Instant,
         home: bool,
+        stand_in: Option<Box<StandIn>>,
     ) -> Result<Connection<M>, CheckoutError> {
-        node.checkout(started, deadline).await.map(|conn| Connection::new(conn, home))
+        node.checkout(started, deadline).await.map(|conn| Connection::new(conn, home, stand_in))
     }
 }
 
@@ -74,8 +77,10 @@ where
         started: Instant,
         deadline: Instant,
         home: bool,
+        stand_in: Option<Box<StandIn>>,
     ) -> Result<SharedConnection<M>, CheckoutError> {
-        node.multiplexed(started, deadline).await.map(|mux| SharedConnection::new(mux, home))
+        let mux = node.multiplexed(started, deadline).await?;
+        Ok(SharedConnection::new(mux, home, stand_in))
     }
 }
 
@@ -84,14 +89,15 @@ fn new_node<M: NodeManager>(
     spec: (String, f64, M),
     settings: &Settings,
     fleet: &Arc<Fleet>,
+    check: Option<ProbeCheck<M::Connection>>,
 ) -> Node<M, Bb8<M>> {
-    Node::new(spec, settings, fleet, |tracked| bb8_pool(settings, tracked))
+    Node::new(spec, settings, fleet, check, |tracked| bb8_pool(settings, tracked))
 }
 
 impl<M: NodeManager> ShardedPool<M> {
-    /// The pool over `specs`, with its prober started.
-    pub(crate) async fn start(specs: Vec<(String, f64, M)>, settings: Settings) -> Self {
-        let core = Arc::new(Core::start(specs, settings, new_node).await);
+    /// The pool over the builder's nodes, with its prober started.
+    pub(crate) async fn start(finished: Finished<M>) -> Self {
+        let core = Arc::new(Core::start(finished, new_node).await);
         tokio::spawn(prober(Arc::downgrade(&core), core.fleet.clone()));
         ShardedPool { core }
     }
@@ -128,8 +134,8 @@ impl<M: NodeManager> ShardedPool<M> {
     /// [`add_node`](ShardedPool::add_node).
     pub async fn add_manager(&self, name: &str, manager: M, weight: f64) -> Result<(), Error> {
         check_node(name, weight)?;
-        let node =
-            new_node((name.to_owned(), weight, manager), &self.core.settings, &self.core.fleet);
+        let spec = (name.to_owned(), weight, manager);
+        let node = new_node(spec, &self.core.settings, &self.core.fleet, self.core.check.clone());
         self.core.add(node).await
     }
 

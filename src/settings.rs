@@ -116,6 +116,12 @@ pub struct Settings {
     pub require_healthy: usize,
     /// [`Builder::probe_at_build`](crate::Builder::probe_at_build).
     pub probe_at_build: bool,
+    /// [`Builder::stand_in_ttl`](crate::Builder::stand_in_ttl); `"never"`
+    /// in a file for `None` (the default).
+    #[cfg_attr(feature = "serde", serde(deserialize_with = "never_or_duration"))]
+    pub stand_in_ttl: Option<Duration>,
+    /// [`Builder::invalidate_on_return`](crate::Builder::invalidate_on_return).
+    pub invalidate_on_return: bool,
     /// `tls_root_certificates`: PEM text (feature `tls`).
     #[cfg(feature = "tls")]
     pub tls_root_certificates: Option<String>,
@@ -240,6 +246,8 @@ impl Default for Settings {
             max_boxed_fraction: 1.0,
             require_healthy: 0,
             probe_at_build: true,
+            stand_in_ttl: None,
+            invalidate_on_return: false,
             #[cfg(feature = "tls")]
             tls_root_certificates: None,
             #[cfg(feature = "tls")]
@@ -262,6 +270,12 @@ impl Settings {
             memory: self.penalty_memory,
             warmup: self.warmup,
         }
+    }
+
+    /// Whether stand-in writes are capped or remembered: connections to a
+    /// stand-in then look at what they write.
+    pub(crate) fn watches_stand_ins(&self) -> bool {
+        self.stand_in_ttl.is_some() || self.invalidate_on_return
     }
 
     /// The cascade guard's cap for a pool of `nodes`: at most
@@ -311,6 +325,9 @@ impl Settings {
         }
         if self.max_connections == 0 {
             return bad("max_connections", "must be at least 1, got 0".into());
+        }
+        if let Some(ttl) = self.stand_in_ttl.filter(|ttl| ttl.as_millis() == 0) {
+            return bad("stand_in_ttl", format!("must be at least 1 ms, got {ttl:?}"));
         }
         #[cfg(feature = "tls")]
         self.check_pem()?;

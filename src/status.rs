@@ -47,6 +47,14 @@ pub struct NodeStatus {
     pub idle_connections: u32,
     /// The node's pool's own figures.
     pub pool: PoolStats,
+    /// Keys of this node that stand-ins wrote and the pool remembers, to
+    /// delete at its return (`invalidate_on_return`).
+    pub stand_in_keys: usize,
+    /// Stand-in writes for this node's keys deleted at its returns so far.
+    pub stand_in_invalidated: u64,
+    /// Stand-in writes for this node's keys left to `stand_in_ttl` so far:
+    /// no room to remember them, or a stand-in that could not be reached.
+    pub stand_in_dropped: u64,
 }
 
 impl NodeStatus {
@@ -61,6 +69,7 @@ impl NodeStatus {
             }
             State::Up { .. } => (None, 0, None),
         };
+        let (stand_in_invalidated, stand_in_dropped) = node.cell.journal.counts();
         NodeStatus {
             name: node.name().to_string(),
             up: health.is_up(),
@@ -77,6 +86,9 @@ impl NodeStatus {
             connections: pool.connections,
             idle_connections: pool.idle_connections,
             pool,
+            stand_in_keys: node.cell.journal.len(),
+            stand_in_invalidated,
+            stand_in_dropped,
         }
     }
 }
@@ -88,7 +100,7 @@ impl serde::Serialize for NodeStatus {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
         let millis = |d: Option<Duration>| d.map(|d| d.as_secs_f64() * 1000.0);
-        let mut s = serializer.serialize_struct("NodeStatus", 15)?;
+        let mut s = serializer.serialize_struct("NodeStatus", 18)?;
         s.serialize_field("name", &self.name)?;
         s.serialize_field("up", &self.up)?;
         s.serialize_field("weight", &self.weight)?;
@@ -104,6 +116,9 @@ impl serde::Serialize for NodeStatus {
         s.serialize_field("connections", &self.connections)?;
         s.serialize_field("idle_connections", &self.idle_connections)?;
         s.serialize_field("pool", &self.pool)?;
+        s.serialize_field("stand_in_keys", &self.stand_in_keys)?;
+        s.serialize_field("stand_in_invalidated", &self.stand_in_invalidated)?;
+        s.serialize_field("stand_in_dropped", &self.stand_in_dropped)?;
         s.end()
     }
 }

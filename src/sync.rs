@@ -32,15 +32,17 @@ use std::time::Duration;
 use redis::{ConnectionLike, RedisError, RedisResult, Value};
 
 use crate::cell::NodeEvent;
+use crate::check::{Probe, answers, ask, failed, questions};
+use crate::connection::{StandIn, own_reply};
 use crate::engine::{Core, prober};
 use crate::error::Error;
 use crate::failure::failure;
 use crate::manager::RedisManager;
 use crate::metrics::PoolStats;
-use crate::node::{Node, Probe, Store, Tracked, TrackedConn, Try, judge};
+use crate::node::{Node, Store, Tracked, TrackedConn, Try, judge};
 use crate::pool::pool_methods;
 use crate::route::NodeName;
-use crate::session::packed_effects;
+use crate::session::{packed, packed_effects};
 use crate::settings::Settings;
 use crate::status::NodeStatus;
 
@@ -99,19 +101,32 @@ impl Store<RedisManager> for R2d2 {
         }
     }
 
-    /// A blocking connect and PING on a thread of the prober's runtime,
-    /// judged as the async flavour judges its own. r2d2 cannot adopt the
-    /// connection, so it closes.
+    /// A blocking connect, PING and re-test on a thread of the prober's
+    /// runtime, judged as the async flavour judges its own; then the
+    /// user's check, which is async, on an async connection of its own.
+    /// r2d2 cannot adopt the connection, so it closes.
     async fn probe(node: &Node<RedisManager, Self>) -> Probe {
-        let manager = node.manager.clone();
-        let attempt = tokio::task::spawn_blocking(move || {
-            let mut conn = manager.connect_blocking()?;
-            redis::cmd("PING").query::<()>(&mut conn)
-        });
-        let outcome = tokio::time::timeout(node.probe_timeout, attempt).await.ok();
-        // A probe thread that panicked is a failed probe, not a crash.
-        let outcome = outcome.map(|joined| joined.unwrap_or_else(|e| Err(panicked(e))));
-        judge(outcome, node.probe_timeout)
+        let (manager, master) = (node.manager.clone(), node.cell.wants_master());
+        let attempt = async {
+            let blocking = tokio::task::spawn_blocking(move || {
+                let mut conn = manager.connect_blocking().map_err(|e| failed(&e))?;
+                redis::cmd("PING").query::<()>(&mut conn).map_err(|e| failed(&e))?;
+                let pipe = questions(master);
+                answers(
+                    conn.req_packed_commands(&pipe.get_packed_pipeline(), 0, pipe.len()),
+                    master,
+                )
+            });
+            // A probe thread that panicked is a failed probe, not a crash.
+            blocking.await.unwrap_or_else(|e| Err(failed(&panicked(e))))?;
+            if let Some(check) = &node.check {
+                let mut conn =
+                    bb8::ManageConnection::connect(&*node.manager).await.map_err(|e| failed(&e))?;
+                ask(check, &mut conn).await?;
+            }
+            Ok(())
+        };
+        judge(tokio::time::timeout(node.probe_timeout, attempt).await.ok(), node.probe_timeout)
     }
 }
 
@@ -142,7 +157,7 @@ impl crate::Builder<RedisManager, Blocking> {
     /// It blocks, and may be called from anywhere, a Tokio runtime's
     /// thread included: the probes run on the prober thread's own runtime.
     pub fn build(self) -> Result<ShardedPool, Error> {
-        let (specs, settings) = self.finish()?;
+        let finished = self.finish()?;
         let thread_error = |e: std::io::Error| Error::config("prober thread", e.to_string());
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -153,10 +168,12 @@ impl crate::Builder<RedisManager, Blocking> {
             .name("fluster-prober".into())
             .spawn(move || {
                 runtime.block_on(async {
-                    let node = |spec, settings: &Settings, fleet: &_| {
-                        Node::new(spec, settings, fleet, |tracked| r2d2_pool(settings, tracked))
+                    let node = |spec, settings: &Settings, fleet: &_, check| {
+                        Node::new(spec, settings, fleet, check, |tracked| {
+                            r2d2_pool(settings, tracked)
+                        })
                     };
-                    let core = Arc::new(Core::start(specs, settings, node).await);
+                    let core = Arc::new(Core::start(finished, node).await);
                     let (weak, fleet) = (Arc::downgrade(&core), core.fleet.clone());
                     let _ = started.send(core);
                     prober(weak, fleet).await;
@@ -222,7 +239,8 @@ impl ShardedPool {
             });
             let home = route.is_home(index);
             if let Some(conn) = route.outcome(index, taken)? {
-                return Ok(Connection { conn, home });
+                let stand_in = self.core.stand_in(&table, index, key, home);
+                return Ok(Connection { conn, home, stand_in });
             }
         }
     }
@@ -240,6 +258,7 @@ impl ShardedPool {
 pub struct Connection {
     conn: r2d2::PooledConnection<Tracked<RedisManager>>,
     home: bool,
+    stand_in: Option<Box<StandIn>>,
 }
 
 impl Connection {
@@ -270,14 +289,32 @@ impl fmt::Debug for Connection {
     }
 }
 
+impl Connection {
+    /// `cmd` with the caps its stand-in writes need after it, and how many.
+    fn capped(&self, cmd: &[u8]) -> Option<(Vec<u8>, usize)> {
+        let caps = self.stand_in.as_ref()?.caps(packed(cmd, |words| words.collect()));
+        let mut bytes = cmd.to_vec();
+        caps.iter().for_each(|cap| cap.write_packed_command(&mut bytes));
+        (!caps.is_empty()).then_some((bytes, caps.len()))
+    }
+}
+
 impl ConnectionLike for Connection {
     fn req_packed_command(&mut self, cmd: &[u8]) -> RedisResult<Value> {
         packed_effects(cmd).for_each(|effect| self.conn.session.apply(effect));
-        let result = self.conn.conn.req_packed_command(cmd);
+        let result = match self.capped(cmd) {
+            None => self.conn.conn.req_packed_command(cmd),
+            Some((bytes, caps)) => self
+                .conn
+                .conn
+                .req_packed_commands(&bytes, 0, 1 + caps)
+                .and_then(|mut values| own_reply(values.swap_remove(0))),
+        };
         self.conn.observe(failure(&result));
         result
     }
 
+    /// A transaction's caps follow its `EXEC` here (the bytes come packed).
     fn req_packed_commands(
         &mut self,
         cmd: &[u8],
@@ -285,7 +322,17 @@ impl ConnectionLike for Connection {
         count: usize,
     ) -> RedisResult<Vec<Value>> {
         packed_effects(cmd).for_each(|effect| self.conn.session.apply(effect));
-        let result = self.conn.conn.req_packed_commands(cmd, offset, count);
+        let result = match self.capped(cmd) {
+            None => self.conn.conn.req_packed_commands(cmd, offset, count),
+            Some((bytes, caps)) => {
+                self.conn.conn.req_packed_commands(&bytes, offset, count + caps).map(
+                    |mut values| {
+                        values.truncate(count);
+                        values
+                    },
+                )
+            }
+        };
         self.conn.observe(failure(&result));
         result
     }

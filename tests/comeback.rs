@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 use fluster::{NodeEvent, ShardedPool};
 use redis::AsyncCommands;
-use support::fake::FakeServer;
 use support::{RedisServer, eventually, start_servers, status_of};
 
 fn keys_homed_on(pool: &ShardedPool, name: &str, n: usize) -> Vec<String> {
@@ -190,44 +189,6 @@ async fn after_a_quiet_memory_window_a_failure_starts_at_the_minimum_again() {
     until_boxed(&pool, &key, &name).await;
     let status = status_of(&pool, &name);
     assert_eq!((status.penalty_level, status.penalty_wait), (0, Some(min_wait)));
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_that_answers_ping_but_hangs_commands_is_let_back_in_less_often() {
-    let healthy = RedisServer::start();
-    for (memory, damped) in [(Duration::from_secs(60), true), (Duration::ZERO, false)] {
-        // Answers PING (so every probe lets it back in) and nothing else.
-        let hung = FakeServer::start("");
-        let pool = ShardedPool::builder()
-            .node(&healthy.url())
-            .node(&hung.url())
-            .response_timeout(Duration::from_millis(50))
-            .timeouts_before_penalty(1)
-            .penalty_min_wait(Duration::from_millis(50))
-            .penalty_memory(memory)
-            .penalty_jitter(0.0)
-            .build()
-            .await
-            .unwrap();
-        let mut events = pool.events();
-        let stop = Arc::new(AtomicBool::new(false));
-        traffic(&pool, keys_homed_on(&pool, &hung.name(), 16), 4, &stop);
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        stop.store(true, Ordering::Relaxed);
-        let mut levels = Vec::new();
-        while let Ok(event) = events.try_recv() {
-            if let NodeEvent::Boxed { level, .. } = event {
-                levels.push(level);
-            }
-        }
-        println!("penalty_memory {memory:?}: boxed {} times, levels {levels:?}", levels.len());
-        assert!(levels.len() >= 3, "{levels:?}");
-        if damped {
-            assert!(levels.windows(2).all(|w| w[1] > w[0]), "{levels:?}");
-        } else {
-            assert!(levels.iter().all(|&l| l == 0), "{levels:?}");
-        }
-    }
 }
 
 /// The share of `keys` that `pool` routes to `home` now.

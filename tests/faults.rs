@@ -84,9 +84,10 @@ async fn loading_and_masterdown_replies_box_the_node_on_every_path() {
         ("-MASTERDOWN Link with MASTER is down\r\n", FailureKind::MasterDown),
     ];
     for ((reply, kind), path) in replies.into_iter().flat_map(|r| PATHS.map(|p| (r, p))) {
-        // Answers PING, so it passes the probe at build; then the reply.
-        let loading = FakeServer::start(reply);
+        // Serves at build; then the reply, on connections already open.
+        let loading = FakeServer::start("+OK\r\n");
         let (pool, key) = pool_with(&healthy, &loading.url(), &loading.name()).await;
+        loading.set_reply(reply);
         let (served, failed) = send(&pool, path, &key, set(&key)).await;
         assert_eq!(served, loading.name());
         assert!(failed, "{path:?}: the caller sees the {kind} reply");
@@ -217,8 +218,9 @@ async fn get_shared_leaves_a_partitioned_node_once_it_is_boxed() {
 async fn garbage_bytes_box_the_node() {
     let healthy = RedisServer::start();
     for path in PATHS {
-        let garbage = FakeServer::start("this is not RESP\r\n");
+        let garbage = FakeServer::start("+OK\r\n");
         let (pool, key) = pool_with(&healthy, &garbage.url(), &garbage.name()).await;
+        garbage.set_reply("this is not RESP\r\n");
         let (served, failed) = send(&pool, path, &key, set(&key)).await;
         assert_eq!((served, failed), (garbage.name(), true), "{path:?}");
         let status = status_of(&pool, &garbage.name());

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use fluster::metrics::{
     CHECKOUT_SECONDS, CHECKOUTS_TOTAL, FAILOVERS_TOTAL, FAILURES_TOTAL, NODE_UP, PENALTIES_TOTAL,
-    PROBES_TOTAL,
+    PROBES_TOTAL, STAND_IN_WRITES_TOTAL,
 };
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use support::{RedisServer, eventually, keys_homed_on};
@@ -78,6 +78,7 @@ async fn node_metrics_follow_a_kill_and_a_restart() {
         .node(&other.url())
         .penalty_min_wait(Duration::from_millis(100))
         .penalty_max_wait(Duration::from_millis(200))
+        .invalidate_on_return(true)
         .build()
         .await
         .unwrap();
@@ -92,6 +93,11 @@ async fn node_metrics_follow_a_kill_and_a_restart() {
     r.take(secret);
     assert_eq!(r.gauge(NODE_UP, &name), 1.0);
     assert!(r.counter(CHECKOUTS_TOTAL, &[("node", &name)]) >= 1);
+    let stand_ins = ["remembered", "invalidated", "dropped"];
+    for result in stand_ins {
+        let key = key_text(STAND_IN_WRITES_TOTAL, &[("node", &name), ("result", result)]);
+        assert!(r.latest.contains_key(&key), "{key} is not born at zero");
+    }
     assert!(matches!(
         r.latest.get(&key_text(CHECKOUT_SECONDS, &[("node", &name)])),
         Some(DebugValue::Histogram(h)) if !h.is_empty()
@@ -136,6 +142,15 @@ async fn node_metrics_follow_a_kill_and_a_restart() {
     assert!(pipe.query_async().await.unwrap()[0].is_ok());
     r.take(secret);
     assert_eq!(r.counter(FAILOVERS_TOTAL, &[("node", &name)]), 14);
+    // A write a stand-in takes is remembered for the return.
+    let mut conn = pool.get(&key).await.unwrap();
+    let _: () = redis::cmd("SET").arg(&key).arg(1).query_async(&mut conn).await.unwrap();
+    drop(conn);
+    let stand_in = |r: &Readings, result| {
+        r.counter(STAND_IN_WRITES_TOTAL, &[("node", &name), ("result", result)])
+    };
+    r.take(secret);
+    assert_eq!(stand_in(&r, "remembered"), 1);
 
     victim.restart();
     assert!(eventually(Duration::from_secs(5), || pool.status()[0].up).await);
@@ -144,4 +159,9 @@ async fn node_metrics_follow_a_kill_and_a_restart() {
     assert_eq!(r.counter(PENALTIES_TOTAL, &[("node", &name)]), 1);
     assert!(r.counter(PROBES_TOTAL, &[("node", &name), ("result", "ok")]) >= 1);
     assert_eq!(pool.get(&key).await.unwrap().node(), name);
+    assert!(
+        eventually(Duration::from_secs(2), || pool.status()[0].stand_in_invalidated == 1).await
+    );
+    r.take(secret);
+    assert_eq!((stand_in(&r, "invalidated"), stand_in(&r, "dropped")), (1, 0));
 }

@@ -158,7 +158,7 @@ fn bad_input_and_redaction() {
 #[test]
 fn the_sync_flavour_boxes_on_error_replies_and_drops_changed_sessions() {
     let healthy = RedisServer::start();
-    let loading = support::fake::FakeServer::start("-LOADING Redis is loading\r\n");
+    let loading = support::fake::FakeServer::start("+OK\r\n");
     let pool = ShardedPool::builder()
         .node(&healthy.url())
         .node(&loading.url())
@@ -166,6 +166,7 @@ fn the_sync_flavour_boxes_on_error_replies_and_drops_changed_sessions() {
         .penalty_max_wait(Duration::from_secs(30))
         .build()
         .unwrap();
+    loading.set_reply("-LOADING Redis is loading\r\n");
     let key = key_on(&pool, &loading.name(), "sync-loading");
     let mut conn = pool.get(&key).unwrap();
     assert!(conn.set::<_, _, ()>(&key, 1).is_err());

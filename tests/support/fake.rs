@@ -1,16 +1,18 @@
 //! A tiny fake RESP server for replies a real server cannot be made to give
 //! on demand: it answers `PING` with `+PONG`, connection set-up commands
-//! with `+OK`, and every other command with one fixed reply.
+//! with `+OK`, and every other command with one reply, which the test may
+//! change (an empty reply: the command is never answered).
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// A fake server on a free loopback port; stops when dropped.
 pub struct FakeServer {
     port: u16,
     stop: Arc<AtomicBool>,
+    reply: Arc<Mutex<&'static str>>,
 }
 
 impl FakeServer {
@@ -20,18 +22,25 @@ impl FakeServer {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
         let port = listener.local_addr().unwrap().port();
         let stop = Arc::new(AtomicBool::new(false));
-        let stopping = stop.clone();
+        let reply = Arc::new(Mutex::new(reply));
+        let (stopping, replies) = (stop.clone(), reply.clone());
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 if stopping.load(Ordering::Acquire) {
                     return;
                 }
                 if let Ok(stream) = stream {
+                    let reply = replies.clone();
                     std::thread::spawn(move || serve(stream, reply));
                 }
             }
         });
-        FakeServer { port, stop }
+        FakeServer { port, stop, reply }
+    }
+
+    /// From now on, every command but set-up ones gets `reply`.
+    pub fn set_reply(&self, reply: &'static str) {
+        *self.reply.lock().unwrap() = reply;
     }
 
     pub fn url(&self) -> String {
@@ -52,7 +61,7 @@ impl Drop for FakeServer {
 }
 
 /// Reads commands (RESP arrays of bulk strings) and answers each.
-fn serve(stream: TcpStream, reply: &str) {
+fn serve(stream: TcpStream, reply: Arc<Mutex<&'static str>>) {
     let mut writer = stream.try_clone().unwrap();
     let mut reader = BufReader::new(stream);
     let mut line = String::new();
@@ -76,7 +85,7 @@ fn serve(stream: TcpStream, reply: &str) {
         let answer = match args.first().map(String::as_str) {
             Some("PING") => "+PONG\r\n",
             Some("CLIENT" | "SELECT" | "HELLO") => "+OK\r\n",
-            _ => reply,
+            _ => *reply.lock().unwrap(),
         };
         if writer.write_all(answer.as_bytes()).is_err() {
             return;

@@ -1,0 +1,353 @@
+//! No stale copy outlives a node's return: with `stand_in_ttl` every write
+//! a stand-in takes for a boxed node's key is capped, on every path; with
+//! `invalidate_on_return` those copies (and the returning node's own older
+//! ones) are deleted before its keys go home. With neither, nothing
+//! changes: a queue's items pushed on a stand-in stay.
+
+mod support;
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
+
+use fluster::{NodeEvent, ShardedPool};
+use redis::{AsyncCommands, Value};
+use support::{RedisServer, eventually, keys_on, start_servers, status_of};
+
+const CAP: Duration = Duration::from_secs(30);
+
+/// A pool over `servers` with short stays, capping and invalidating if
+/// `on`; `pause` sets the timeouts a paused node is boxed by.
+async fn pool(servers: &[RedisServer], on: bool) -> ShardedPool {
+    let builder = support::builder_for(servers)
+        .penalty_min_wait(Duration::from_millis(100))
+        .penalty_max_wait(Duration::from_millis(200))
+        .response_timeout(Duration::from_millis(200))
+        .timeouts_before_penalty(1);
+    let builder = if on { builder.stand_in_ttl(CAP).invalidate_on_return(true) } else { builder };
+    builder.build().await.unwrap()
+}
+
+/// Sets every key to `value` through the pool, retrying a key until a
+/// node takes it (the first attempt on a dead node boxes it).
+async fn write_all(pool: &ShardedPool, keys: &[String], value: &str) {
+    for key in keys {
+        let mut tries = 0;
+        loop {
+            if let Ok(mut conn) = pool.get(key).await
+                && conn.set::<_, _, ()>(key, value).await.is_ok()
+            {
+                break;
+            }
+            tries += 1;
+            assert!(tries < 100, "no node took {key}: {:?}", pool.status());
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+/// Reads every key through the pool, retrying as [`write_all`] does.
+async fn read_all(pool: &ShardedPool, keys: &[String]) -> Vec<Option<String>> {
+    let mut values = Vec::new();
+    for key in keys {
+        let mut tries = 0;
+        loop {
+            if let Ok(mut conn) = pool.get(key).await
+                && let Ok(value) = conn.get::<_, Option<String>>(key).await
+            {
+                values.push(value);
+                break;
+            }
+            tries += 1;
+            assert!(tries < 100, "no node served {key}: {:?}", pool.status());
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    values
+}
+
+fn count(values: &[Option<String>], value: &str) -> usize {
+    values.iter().filter(|v| v.as_deref() == Some(value)).count()
+}
+
+/// Waits until `name` is back in rotation, and (when on) its stand-ins'
+/// copies were invalidated.
+async fn back(pool: &ShardedPool, name: &str, invalidated: u64) {
+    let back = eventually(Duration::from_secs(5), || {
+        let status = status_of(pool, name);
+        status.up && status.stand_in_invalidated >= invalidated
+    });
+    assert!(back.await, "{:?}", status_of(pool, name));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_failure_does_not_resurrect_a_stand_ins_write() {
+    // Without the settings the seed's caveat shows: every read after the
+    // second failure returns v2, two writes old.
+    for (on, stale) in [(false, 40), (true, 0)] {
+        let mut servers = start_servers(3);
+        let pool = pool(&servers, on).await;
+        let home = servers[0].name();
+        let keys = keys_on(&pool, &home, "twice", 40);
+        write_all(&pool, &keys, "v1").await;
+        servers[0].kill();
+        write_all(&pool, &keys, "v2").await;
+        if on {
+            assert_eq!(status_of(&pool, &home).stand_in_keys, 40);
+        }
+        servers[0].restart();
+        back(&pool, &home, if on { 40 } else { 0 }).await;
+        write_all(&pool, &keys, "v3").await;
+        assert!(keys.iter().all(|k| pool.node_for(k).as_deref() == Some(&*home)));
+        servers[0].kill();
+        let values = read_all(&pool, &keys).await;
+        assert_eq!(count(&values, "v2"), stale, "on: {on}, {values:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_home_does_not_come_back_with_older_values() {
+    // Without the settings the home's old copies come back (all but the one
+    // whose write reached the paused home and was applied as it resumed).
+    for (on, stale) in [(false, 39..=40), (true, 0..=0)] {
+        let servers = start_servers(3);
+        let pool = pool(&servers, on).await;
+        let home = servers[0].name();
+        let keys = keys_on(&pool, &home, "paused", 40);
+        write_all(&pool, &keys, "v1").await;
+        servers[0].pause();
+        write_all(&pool, &keys, "v2").await;
+        servers[0].resume();
+        back(&pool, &home, if on { 40 } else { 0 }).await;
+        let values = read_all(&pool, &keys).await;
+        assert!(stale.contains(&count(&values, "v1")), "on: {on}, {values:?}");
+        if on {
+            // And no copy is left behind on a stand-in.
+            assert_eq!(support::total_keys(&servers[1..]), 0);
+        }
+    }
+}
+
+/// Each server's TTL of `key`, in milliseconds, where it exists.
+fn ttls(servers: &[RedisServer], key: &str) -> HashMap<String, i64> {
+    let mut ttls = HashMap::new();
+    for server in servers.iter().filter(|s| s.answers_ping()) {
+        let ttl: i64 = redis::cmd("PTTL").arg(key).query(&mut server.client()).unwrap();
+        if ttl != -2 {
+            ttls.insert(server.name(), ttl);
+        }
+    }
+    ttls
+}
+
+/// Whether `key` exists on a stand-in only, with a TTL within the cap.
+fn capped(servers: &[RedisServer], key: &str) -> bool {
+    let ttls = ttls(servers, key);
+    ttls.len() == 1 && ttls.values().all(|&ttl| ttl > 0 && ttl <= CAP.as_millis() as i64)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_write_path_caps_and_invalidates_a_stand_ins_writes() {
+    let mut servers = start_servers(3);
+    let pool = pool(&servers, true).await;
+    let (home, other) = (servers[0].name(), servers[1].name());
+    let keys = keys_on(&pool, &home, "path", 8);
+    let at_home = keys_on(&pool, &other, "path", 1).remove(0);
+    let mut events = pool.events();
+    servers[0].kill();
+    write_all(&pool, &keys[..1], "boxes it").await;
+
+    let _: () = pool.get_shared(&keys[1]).await.unwrap().set(&keys[1], "shared").await.unwrap();
+    let mut pipe = pool.pipeline();
+    pipe.add(&keys[2], redis::cmd("SET").arg(&keys[2]).arg("piped").clone());
+    pipe.add(&keys[3], redis::cmd("HSET").arg(&keys[3]).arg("f").arg("v").clone());
+    assert!(pipe.query_async().await.unwrap().iter().all(Result::is_ok));
+    // A key at home in the same call is not a stand-in write: no TTL.
+    pool.mset(&[(&keys[4], "m"), (&at_home, "m")]).await.unwrap();
+    let tx = &keys[5];
+    pool.transaction(tx, &[tx], async |conn, pipe| {
+        Ok(pipe.set(tx, "tx").ignore().query_async::<Option<()>>(conn).await?)
+    })
+    .await
+    .unwrap();
+    // A command the table does not place: the connection's key is capped.
+    let mut conn = pool.get(&keys[6]).await.unwrap();
+    let script = redis::cmd("EVAL")
+        .arg("return redis.call('SET', KEYS[1], 'lua')")
+        .arg(1)
+        .arg(&keys[6])
+        .clone();
+    let _: Value = script.query_async(&mut conn).await.unwrap();
+    drop(conn);
+    let _: () = pool.get(&keys[7]).await.unwrap().set(&keys[7], "doomed").await.unwrap();
+    assert_eq!(pool.del(&[&keys[7]]).await.unwrap(), 1);
+
+    for key in &keys[..7] {
+        assert!(capped(&servers, key), "{key}: {:?}", ttls(&servers, key));
+    }
+    assert_eq!(ttls(&servers, &at_home).get(&other), Some(&-1), "a home write is not capped");
+    let status = status_of(&pool, &home);
+    assert_eq!(status.stand_in_keys, 8, "{status:?}");
+
+    servers[0].restart();
+    back(&pool, &home, 8).await;
+    for key in &keys {
+        assert!(ttls(&servers, key).is_empty(), "{key} survived: {:?}", ttls(&servers, key));
+    }
+    assert_eq!(ttls(&servers, &at_home).len(), 1);
+    let mut invalidated = None;
+    while let Ok(event) = events.try_recv() {
+        if let NodeEvent::Invalidated { node, keys, .. } = event {
+            invalidated = Some((node.to_string(), keys));
+        }
+    }
+    assert_eq!(invalidated, Some((home.clone(), 8)));
+    let status = status_of(&pool, &home);
+    assert_eq!((status.stand_in_keys, status.stand_in_dropped), (0, 0), "{status:?}");
+}
+
+#[cfg(feature = "r2d2")]
+#[test]
+fn the_sync_flavour_caps_and_invalidates_too() {
+    use redis::Commands;
+    let mut servers = start_servers(3);
+    let builder = fluster::sync::ShardedPool::builder();
+    let pool = servers
+        .iter()
+        .fold(builder, |b, s| b.node(&s.url()))
+        .penalty_min_wait(Duration::from_millis(100))
+        .penalty_max_wait(Duration::from_millis(200))
+        .stand_in_ttl(CAP)
+        .invalidate_on_return(true)
+        .build()
+        .unwrap();
+    let home = servers[0].name();
+    let keys = keys_on(&pool, &home, "sync-path", 2);
+    servers[0].kill();
+    let _: Result<(), _> = pool.get(&keys[0]).unwrap().set(&keys[0], "boxes it");
+    assert!(support::eventually_blocking(Duration::from_secs(3), || !status_of(&pool, &home).up));
+    let _: () = pool.get(&keys[0]).unwrap().set(&keys[0], "plain").unwrap();
+    let mut conn = pool.get(&keys[1]).unwrap();
+    let _: () = redis::pipe().atomic().set(&keys[1], "tx").ignore().query(&mut conn).unwrap();
+    drop(conn);
+    for key in &keys {
+        assert!(capped(&servers, key), "{key}: {:?}", ttls(&servers, key));
+    }
+    servers[0].restart();
+    let back = || {
+        let status = status_of(&pool, &home);
+        status.up && status.stand_in_invalidated >= 2
+    };
+    assert!(support::eventually_blocking(Duration::from_secs(5), back));
+    for key in &keys {
+        assert!(ttls(&servers, key).is_empty(), "{key} survived");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn by_default_a_queues_items_on_a_stand_in_stay_without_a_ttl() {
+    let mut servers = start_servers(3);
+    let pool = pool(&servers, false).await;
+    let home = servers[0].name();
+    let queues = keys_on(&pool, &home, "queue", 4);
+    servers[0].kill();
+    write_all(&pool, &queues[..1], "boxes it").await;
+    pool.del(&queues[..1]).await.unwrap();
+    for queue in &queues {
+        let _: i64 = pool.get(queue).await.unwrap().lpush(queue, "item").await.unwrap();
+    }
+    servers[0].restart();
+    back(&pool, &home, 0).await;
+    for queue in &queues {
+        let ttls = ttls(&servers, queue);
+        assert_eq!(ttls.values().collect::<Vec<_>>(), [&-1], "{queue}: {ttls:?}");
+    }
+    assert_eq!(status_of(&pool, &home).stand_in_keys, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_journal_is_bounded_and_its_overflow_counted() {
+    const ROOM: usize = 65_536;
+    let mut servers = start_servers(2);
+    let builder = support::builder_for(&servers)
+        .penalty_min_wait(Duration::from_millis(100))
+        .penalty_max_wait(Duration::from_millis(200));
+    let pool = builder.invalidate_on_return(true).build().await.unwrap();
+    let home = servers[0].name();
+    let keys = keys_on(&pool, &home, "many", ROOM + 100);
+    servers[0].kill();
+    write_all(&pool, &keys[..1], "boxes it").await;
+    let mut pipe = pool.pipeline();
+    for key in &keys {
+        pipe.add(key, redis::cmd("SET").arg(key).arg(1).clone());
+    }
+    assert!(pipe.query_async().await.unwrap().iter().all(Result::is_ok));
+    let status = status_of(&pool, &home);
+    assert_eq!((status.stand_in_keys, status.stand_in_dropped), (ROOM, 100), "{status:?}");
+    servers[0].restart();
+    back(&pool, &home, ROOM as u64).await;
+    let left: usize = redis::cmd("DBSIZE").query(&mut servers[1].client()).unwrap();
+    assert_eq!(left, 100, "the overflow is left to the TTL");
+}
+
+/// Words of a `COMMAND` reply item.
+fn text(value: &Value) -> String {
+    match value {
+        Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+        Value::SimpleString(s) => s.clone(),
+        Value::Int(i) => i.to_string(),
+        _ => String::new(),
+    }
+}
+
+fn items(value: &Value) -> &[Value] {
+    match value {
+        Value::Array(items) | Value::Set(items) => items,
+        _ => &[],
+    }
+}
+
+/// The table's line for one `COMMAND` entry and its subcommands, written
+/// as `src/commands.txt` writes it.
+fn lines(entry: &Value, out: &mut BTreeSet<String>) {
+    let fields = items(entry);
+    if let Some(subs) = fields.get(9).filter(|s| !items(s).is_empty()) {
+        items(subs).iter().for_each(|sub| lines(sub, out));
+        return;
+    }
+    let name = text(&fields[0]).to_lowercase();
+    let flags: Vec<String> = items(&fields[2]).iter().map(text).collect();
+    let movable = flags.iter().any(|f| f == "movablekeys");
+    // A key spec is a flat list of names and values; `flags` holds RW.
+    let updates = fields.get(8).is_some_and(|specs| {
+        items(specs).iter().any(|spec| {
+            let spec = items(spec);
+            spec.iter()
+                .position(|f| text(f) == "flags")
+                .is_some_and(|i| items(&spec[i + 1]).iter().any(|f| text(f) == "RW"))
+        })
+    });
+    let line = if flags.iter().any(|f| f == "write") || (movable && updates) {
+        let [first, last, step] = [3, 4, 5].map(|i| text(&fields[i]));
+        format!("{name} {first} {last} {step}{}", if movable { " movable" } else { "" })
+    } else {
+        name
+    };
+    out.insert(line);
+}
+
+#[test]
+fn the_command_table_is_the_servers_own() {
+    let server = RedisServer::start();
+    let reply: Value = redis::cmd("COMMAND").query(&mut server.client()).unwrap();
+    let mut expected = BTreeSet::new();
+    items(&reply).iter().for_each(|entry| lines(entry, &mut expected));
+    let table = include_str!("../src/commands.txt");
+    let ours: BTreeSet<String> =
+        table.lines().filter(|l| !l.starts_with('#')).map(str::to_owned).collect();
+    let missing: Vec<_> = expected.difference(&ours).collect();
+    let extra: Vec<_> = ours.difference(&expected).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "missing {missing:?}, not the server's {extra:?}"
+    );
+}
