@@ -6,9 +6,8 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::time::Duration;
 
-use bb8::ManageConnection;
-
 use crate::check::ProbeCheck;
+use crate::engine::Finished;
 use crate::error::Error;
 use crate::manager::RedisManager;
 use crate::node::NodeManager;
@@ -18,11 +17,6 @@ use crate::url::{address, parse_url, target};
 
 /// Makes a node's manager once every setting is known.
 type MakeManager<M> = Box<dyn FnOnce(&Settings) -> Result<M, Error> + Send>;
-
-/// Each node's name, weight and manager, with the checked settings and
-/// the probe check.
-pub(crate) type Finished<M> =
-    (Vec<(String, f64, M)>, Settings, Option<ProbeCheck<<M as ManageConnection>::Connection>>);
 
 struct NodeSpec<M> {
     name: String,

@@ -8,7 +8,7 @@
 use std::collections::hash_map::RandomState;
 use std::fmt;
 use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -16,10 +16,10 @@ use tokio::sync::futures::Notified;
 use tokio::sync::{Notify, broadcast};
 
 use crate::failure::{ClassifyFailure, Failure, FailureKind, connect_failure, one_line};
-use crate::health::{BoxGuard, Health, Moment, PenaltyPolicy, Probed, Verdict, warmed};
+use crate::health::{BoxGuard, Health, Moment, PenaltyPolicy, Probed, State, Verdict, warmed};
 use crate::metrics::{NodeMetrics, StandIn};
 use crate::route::{NodeName, warm_threshold};
-use crate::stale::{Journal, Remembered};
+use crate::stale::Journal;
 
 /// A number in `[0, 1)` for back-off jitter, with the time. std's
 /// `RandomState` is seeded per process from the OS, which is all the
@@ -149,9 +149,6 @@ pub(crate) struct HealthCell {
     pub(crate) metrics: NodeMetrics,
     /// Writes for this node's keys that stand-ins took.
     pub(crate) journal: Journal,
-    /// Set while boxed after a replica's refusal (`READONLY`,
-    /// `MASTERDOWN`): a probe must then find a master.
-    wants_master: AtomicBool,
 }
 
 impl fmt::Debug for HealthCell {
@@ -176,7 +173,6 @@ impl HealthCell {
             fleet,
             metrics: NodeMetrics::new(name),
             journal: Journal::default(),
-            wants_master: AtomicBool::new(false),
         }
     }
 
@@ -303,7 +299,6 @@ impl HealthCell {
         match verdict {
             Verdict::Stale => return verdict, // about an earlier life of the node
             Verdict::Boxed { wait, level } => {
-                self.wants_master.store(kind.wants_master(), Ordering::Release);
                 self.metrics.boxed();
                 self.fleet.send(NodeEvent::Boxed { node: *node, kind, wait, level });
                 self.fleet.wake.notify_one();
@@ -387,13 +382,11 @@ impl HealthCell {
         let node = &self.name;
         match (probed, seen) {
             (Probed::Returned, _) => {
-                self.wants_master.store(false, Ordering::Release);
                 self.metrics.returned();
                 self.fleet.send(NodeEvent::Returned { node: *node });
                 tracing::info!(%node, "node back in rotation");
             }
             (Probed::Failed { wait }, Some((kind, error))) => {
-                self.wants_master.fetch_or(kind.wants_master(), Ordering::AcqRel);
                 self.metrics.probe_failed();
                 self.fleet.send(NodeEvent::ProbeFailed { node: *node, kind, wait });
                 tracing::debug!(%node, failure = %kind, %error, ?wait, "probe failed");
@@ -403,17 +396,19 @@ impl HealthCell {
         self.fleet.wake.notify_one();
     }
 
-    /// Whether a probe must find a master to let the node back in.
+    /// Whether a probe must find a master to let the node back in: it is
+    /// boxed for a replica's refusal (a probe that finds a replica says so
+    /// again).
     pub(crate) fn wants_master(&self) -> bool {
-        self.wants_master.load(Ordering::Acquire)
+        matches!(self.lock().state(), State::Boxed { cause, .. } if cause.wants_master())
     }
 
-    /// A stand-in, `stand_in`, took a write of `key`, one of this node's.
-    pub(crate) fn remember(&self, stand_in: NodeName, key: &[u8]) {
-        match self.journal.remember(stand_in, key) {
-            Remembered::New => self.metrics.stand_in(StandIn::Remembered, 1),
-            Remembered::Known => {}
-            Remembered::Full => self.settle(0, 1),
+    /// A stand-in took a write of `key`, one of this node's.
+    pub(crate) fn remember(&self, key: &[u8]) {
+        match self.journal.remember(key) {
+            Some(true) => self.metrics.stand_in(StandIn::Remembered, 1),
+            Some(false) => {}
+            None => self.settle(0, 1),
         }
     }
 

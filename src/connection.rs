@@ -51,7 +51,7 @@ impl StandIn {
                     continue;
                 };
                 if self.remember {
-                    home.remember(self.serving, key);
+                    home.remember(key);
                 }
                 caps.extend(self.ttl.map(|ttl| cap(key, ttl)));
             }
@@ -207,25 +207,10 @@ pub(crate) fn own_reply(value: Value) -> RedisResult<Value> {
     }
 }
 
-/// `cmd` with its caps after it, in one round trip; its own reply.
-async fn one_capped<W: ConnectionLike>(
-    wire: &mut W,
-    cmd: &Cmd,
-    caps: Vec<Cmd>,
-) -> RedisResult<Value> {
-    let mut pipe = redis::pipe();
-    pipe.add_command(cmd.clone());
-    for cap in caps {
-        pipe.add_command(cap);
-    }
-    let mut values = wire.req_packed_commands(&pipe, 0, pipe.len()).await?;
-    own_reply(values.swap_remove(0))
-}
-
-/// `pipeline` with its caps, in one round trip; its own replies. In a
-/// transaction the caps go before `EXEC`, so they apply with the writes;
+/// `pipeline` with `caps` after it, in one round trip; its own replies. In
+/// a transaction the caps go before `EXEC`, so they apply with the writes;
 /// their replies are taken off `EXEC`'s.
-async fn many_capped<W: ConnectionLike>(
+async fn capped<W: ConnectionLike>(
     wire: &mut W,
     pipeline: &Pipeline,
     (offset, count): (usize, usize),
@@ -343,7 +328,10 @@ macro_rules! connection_like {
                     let result = if caps.is_empty() {
                         self.wire().req_packed_command(cmd).await
                     } else {
-                        one_capped(self.wire(), cmd, caps).await
+                        let mut one = redis::pipe();
+                        one.add_command(cmd.clone());
+                        let values = capped(self.wire(), &one, (0, 1), caps).await;
+                        values.and_then(|mut values| own_reply(values.swap_remove(0)))
                     };
                     self.observe(failure(&result));
                     result
@@ -363,7 +351,7 @@ macro_rules! connection_like {
                     let result = if caps.is_empty() {
                         self.wire().req_packed_commands(pipeline, offset, count).await
                     } else {
-                        many_capped(self.wire(), pipeline, (offset, count), caps).await
+                        capped(self.wire(), pipeline, (offset, count), caps).await
                     };
                     self.observe(failure(&result));
                     result

@@ -19,15 +19,20 @@ use crate::check::ProbeCheck;
 use crate::connection::{Homes, StandIn};
 use crate::error::Error;
 use crate::health::BoxGuard;
-use crate::invalidate::{after_return, before_return};
 use crate::node::{CheckoutError, Node, NodeManager, Store};
 use crate::pubsub::Hub;
+use crate::rejoin::{self, after_return};
 use crate::route::{self, Cursor, Miss, NodeName, Router};
 use crate::settings::{Failover, Settings};
 use crate::status::NodeStatus;
 
 /// How often the prober samples the connection gauges.
 const GAUGE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// What a pool starts from: each node's name, weight and manager, the
+/// checked settings and the probe check.
+pub(crate) type Finished<M> =
+    (Vec<(String, f64, M)>, Settings, Option<ProbeCheck<<M as bb8::ManageConnection>::Connection>>);
 
 /// The nodes of a pool and the router over their names, in the same order.
 pub(crate) struct Table<M: NodeManager, S> {
@@ -202,9 +207,14 @@ impl<M: NodeManager, S> Drop for Core<M, S> {
 impl<M: NodeManager, S: Store<M>> Core<M, S> {
     /// The engine over nodes made by `node` from each spec, probing them
     /// first if the settings say so (those that fail start in the box).
-    pub(crate) async fn start<T>(
-        (specs, settings, check): (Vec<T>, Settings, Option<ProbeCheck<M::Connection>>),
-        node: impl Fn(T, &Settings, &Arc<Fleet>, Option<ProbeCheck<M::Connection>>) -> Node<M, S>,
+    pub(crate) async fn start(
+        (specs, settings, check): Finished<M>,
+        node: impl Fn(
+            (String, f64, M),
+            &Settings,
+            &Arc<Fleet>,
+            Option<ProbeCheck<M::Connection>>,
+        ) -> Node<M, S>,
     ) -> Self {
         let fleet = Fleet::new(BoxGuard::new(settings.max_boxed(specs.len())));
         let new = |spec| Arc::new(node(spec, &settings, &fleet, check.clone()));
@@ -467,18 +477,7 @@ where
                     Some(_) if node.cell.start_probe() => {
                         // The task holds the nodes, not the pool, and ends
                         // within a few probe timeouts.
-                        let (node, nodes) = (node.clone(), table.nodes.clone());
-                        tokio::spawn(async move {
-                            let mut outcome = node.probe().await;
-                            if outcome.is_ok() {
-                                outcome = before_return(&node, &nodes).await;
-                            }
-                            let returned = outcome.is_ok();
-                            node.cell.finish_probe(outcome);
-                            if returned {
-                                after_return(&node, &nodes).await;
-                            }
-                        });
+                        tokio::spawn(rejoin::probe(node.clone(), table.nodes.clone()));
                     }
                     _ => {}
                 }

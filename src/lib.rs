@@ -106,13 +106,13 @@ mod engine;
 mod error;
 mod failure;
 mod health;
-mod invalidate;
 mod manager;
 pub mod metrics;
 mod multi;
 mod node;
 mod pool;
 mod pubsub;
+mod rejoin;
 pub mod route;
 #[cfg(feature = "sentinel")]
 mod sentinel;

@@ -175,9 +175,8 @@ pub(crate) trait Store<M: NodeManager>: Send + Sync + Sized + 'static {
     /// Closes the idle connections now (the node was boxed: their sockets
     /// must not hold the server's client slots while it is probed).
     fn release(&self);
-    /// Connects and validates a fresh connection of `node`, within its
-    /// probe timeout ([`judge`]d); the store may keep it, warm.
-    fn probe(node: &Node<M, Self>) -> impl Future<Output = Probe> + Send;
+    /// Keeps a probe's connection, warm, if it can hold one of its kind.
+    fn adopt(&self, conn: TrackedConn<M::Connection>);
 }
 
 /// A node's bb8 pool.
@@ -209,19 +208,9 @@ impl<M: NodeManager> Store<M> for Bb8<M> {
         }
     }
 
-    async fn probe(node: &Node<M, Self>) -> Probe {
-        let (epoch, manager) = (node.cell.epoch(), &node.manager);
-        let attempt = async {
-            let mut conn = manager.connect().await.map_err(|e| failed(&e))?;
-            manager.is_valid(&mut conn).await.map_err(|e| failed(&e))?;
-            node.retest(&mut conn).await?;
-            Ok(conn)
-        };
-        let outcome = tokio::time::timeout(node.probe_timeout, attempt).await.ok();
-        let conn = judge(outcome, node.probe_timeout)?;
+    fn adopt(&self, conn: TrackedConn<M::Connection>) {
         // A full pool just means the connection is not needed.
-        let _ = node.store.add(TrackedConn::new(conn, epoch, node.cell.clone()));
-        Ok(())
+        let _ = self.add(conn);
     }
 }
 
@@ -405,14 +394,21 @@ impl<M: NodeManager, S: Store<M>> Node<M, S> {
         self.mux.store(None);
     }
 
-    /// Probes the node through its store.
+    /// Probes the node, whichever the flavour: a fresh connection, the
+    /// manager's `is_valid`, then the re-test of what boxed it, within the
+    /// probe timeout; the store may keep the connection.
     pub(crate) async fn probe(&self) -> Probe {
-        S::probe(self).await
-    }
-
-    /// Asks a probe's connection what boxed the node, and the user's check.
-    pub(crate) async fn retest(&self, conn: &mut M::Connection) -> Probe {
-        retest(conn, self.cell.wants_master(), self.check.as_ref()).await
+        let (epoch, manager) = (self.cell.epoch(), &self.manager);
+        let attempt = async {
+            let mut conn = manager.connect().await.map_err(|e| failed(&e))?;
+            manager.is_valid(&mut conn).await.map_err(|e| failed(&e))?;
+            retest(&mut conn, self.cell.wants_master(), self.check.as_ref()).await?;
+            Ok(conn)
+        };
+        let outcome = tokio::time::timeout(self.probe_timeout, attempt).await.ok();
+        let conn = judge(outcome, self.probe_timeout)?;
+        self.store.adopt(TrackedConn::new(conn, epoch, self.cell.clone()));
+        Ok(())
     }
 
     /// The node's multiplexed connection if it is usable: made since the

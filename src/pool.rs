@@ -8,11 +8,10 @@ use std::time::Instant;
 use futures_util::future::BoxFuture;
 use tokio::sync::broadcast;
 
-use crate::builder::Finished;
 use crate::cell::{Fleet, NodeEvent};
 use crate::check::ProbeCheck;
 use crate::connection::{Connection, SharedConnection, StandIn};
-use crate::engine::{Core, Take, prober};
+use crate::engine::{Core, Finished, Take, prober};
 use crate::error::Error;
 use crate::manager::RedisManager;
 use crate::node::{Bb8, CheckoutError, Node, NodeManager, bb8_pool};

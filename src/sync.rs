@@ -32,17 +32,16 @@ use std::time::Duration;
 use redis::{ConnectionLike, RedisError, RedisResult, Value};
 
 use crate::cell::NodeEvent;
-use crate::check::{Probe, answers, ask, failed, questions};
 use crate::connection::{StandIn, own_reply};
 use crate::engine::{Core, prober};
 use crate::error::Error;
 use crate::failure::failure;
 use crate::manager::RedisManager;
 use crate::metrics::PoolStats;
-use crate::node::{Node, Store, Tracked, TrackedConn, Try, judge};
+use crate::node::{Node, Store, Tracked, TrackedConn, Try};
 use crate::pool::pool_methods;
 use crate::route::NodeName;
-use crate::session::{packed, packed_effects};
+use crate::session::packed_effects;
 use crate::settings::Settings;
 use crate::status::NodeStatus;
 
@@ -101,37 +100,8 @@ impl Store<RedisManager> for R2d2 {
         }
     }
 
-    /// A blocking connect, PING and re-test on a thread of the prober's
-    /// runtime, judged as the async flavour judges its own; then the
-    /// user's check, which is async, on an async connection of its own.
-    /// r2d2 cannot adopt the connection, so it closes.
-    async fn probe(node: &Node<RedisManager, Self>) -> Probe {
-        let (manager, master) = (node.manager.clone(), node.cell.wants_master());
-        let attempt = async {
-            let blocking = tokio::task::spawn_blocking(move || {
-                let mut conn = manager.connect_blocking().map_err(|e| failed(&e))?;
-                redis::cmd("PING").query::<()>(&mut conn).map_err(|e| failed(&e))?;
-                let pipe = questions(master);
-                answers(
-                    conn.req_packed_commands(&pipe.get_packed_pipeline(), 0, pipe.len()),
-                    master,
-                )
-            });
-            // A probe thread that panicked is a failed probe, not a crash.
-            blocking.await.unwrap_or_else(|e| Err(failed(&panicked(e))))?;
-            if let Some(check) = &node.check {
-                let mut conn =
-                    bb8::ManageConnection::connect(&*node.manager).await.map_err(|e| failed(&e))?;
-                ask(check, &mut conn).await?;
-            }
-            Ok(())
-        };
-        judge(tokio::time::timeout(node.probe_timeout, attempt).await.ok(), node.probe_timeout)
-    }
-}
-
-fn panicked(e: tokio::task::JoinError) -> RedisError {
-    RedisError::from(std::io::Error::other(format!("probe thread failed: {e}")))
+    /// r2d2 holds blocking connections: the probe's async one closes.
+    fn adopt(&self, _: TrackedConn<redis::aio::MultiplexedConnection>) {}
 }
 
 fn r2d2_pool(settings: &Settings, manager: Tracked<RedisManager>) -> R2d2 {
@@ -292,11 +262,25 @@ impl fmt::Debug for Connection {
 impl Connection {
     /// `cmd` with the caps its stand-in writes need after it, and how many.
     fn capped(&self, cmd: &[u8]) -> Option<(Vec<u8>, usize)> {
-        let caps = self.stand_in.as_ref()?.caps(packed(cmd, |words| words.collect()));
+        let stand_in = self.stand_in.as_ref()?;
+        let (mut rest, mut parser) = (cmd, redis::Parser::new());
+        let cmds: Vec<Value> = std::iter::from_fn(|| parser.parse_value(&mut rest).ok()).collect();
+        let caps = stand_in.caps(cmds.iter().map(words));
         let mut bytes = cmd.to_vec();
         caps.iter().for_each(|cap| cap.write_packed_command(&mut bytes));
         (!caps.is_empty()).then_some((bytes, caps.len()))
     }
+}
+
+/// The words of a command parsed back from its packed bytes.
+fn words(cmd: &Value) -> Vec<&[u8]> {
+    let words = cmd.as_sequence().unwrap_or(&[]).iter();
+    words
+        .filter_map(|word| match word {
+            Value::BulkString(word) => Some(&word[..]),
+            _ => None,
+        })
+        .collect()
 }
 
 impl ConnectionLike for Connection {

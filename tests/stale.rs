@@ -6,6 +6,12 @@
 
 mod support;
 
+// The command table and the journal, compiled here on their own: they need
+// nothing of the crate.
+#[allow(dead_code)]
+#[path = "../src/stale.rs"]
+mod stale;
+
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
@@ -350,4 +356,40 @@ fn the_command_table_is_the_servers_own() {
         missing.is_empty() && extra.is_empty(),
         "missing {missing:?}, not the server's {extra:?}"
     );
+}
+
+fn written(words: &[&str]) -> (Vec<String>, bool) {
+    let words: Vec<&[u8]> = words.iter().map(|w| w.as_bytes()).collect();
+    let (keys, more) = stale::written(&words);
+    (keys.iter().map(|k| String::from_utf8_lossy(k).into_owned()).collect(), more)
+}
+
+#[test]
+fn the_table_places_the_written_keys() {
+    assert_eq!(written(&["SET", "a", "1", "EX", "5"]), (vec!["a".into()], false));
+    assert_eq!(written(&["mset", "a", "1", "b", "2"]).0, ["a", "b"]);
+    assert_eq!(written(&["DEL", "a", "b", "c"]).0, ["a", "b", "c"]);
+    assert_eq!(written(&["BLPOP", "a", "b", "0"]).0, ["a", "b"], "last key before the timeout");
+    assert_eq!(written(&["XGROUP", "CREATE", "s", "g", "$"]).0, ["s"], "a subcommand's key");
+    assert_eq!(written(&["GET", "a"]), (vec![], false), "a read writes nothing");
+    assert_eq!(written(&["SET"]), (vec![], false), "a cut command places nothing");
+    // Keys the positions do not give: the connection's key is added.
+    assert_eq!(written(&["EVAL", "return 1", "1", "a"]), (vec![], true));
+    assert_eq!(written(&["ZUNIONSTORE", "d", "2", "a", "b"]), (vec!["d".into()], true));
+    assert_eq!(written(&["NOSUCHCOMMAND", "a"]), (vec![], true));
+}
+
+#[test]
+fn the_journal_holds_at_most_its_room() {
+    let journal = stale::Journal::default();
+    assert_eq!(journal.remember(b"k"), Some(true));
+    assert_eq!(journal.remember(b"k"), Some(false));
+    for i in 1..stale::JOURNAL_KEYS {
+        journal.remember(i.to_string().as_bytes());
+    }
+    assert_eq!(journal.remember(b"one too many"), None);
+    let taken = journal.take();
+    assert_eq!((taken.len(), journal.len()), (stale::JOURNAL_KEYS, 0));
+    assert_eq!(journal.restore(taken), 0);
+    assert_eq!(journal.len(), stale::JOURNAL_KEYS);
 }
