@@ -273,7 +273,8 @@ impl<M: NodeManager> ShardedPool<M> {
     /// other members stay the same. Returns fewer than `n` when fewer nodes
     /// are healthy, and [`Error::NoHealthyNodes`] when none is. Members are
     /// taken in ranking order whatever the failover policy: a replica set
-    /// is the ranking's head.
+    /// is the ranking's head. Their writes are never taken for a stand-in's
+    /// (`stand_in_ttl` does not cap them).
     pub async fn get_n<K: AsRef<[u8]>>(
         &self,
         key: K,
@@ -288,8 +289,8 @@ impl<M: NodeManager> ShardedPool<M> {
             let taken = table.nodes[index].checkout(started, deadline).await;
             let home = route.is_home(index);
             if let Some(conn) = route.outcome(index, taken)? {
-                let stand_in = self.core.stand_in(&table, index, Some(key.as_ref()), home);
-                conns.push(Connection::new(conn, home, stand_in));
+                // Members are replicas by design, not stand-ins: never capped.
+                conns.push(Connection::new(conn, home, None));
                 route.skip(index);
             }
         }
