@@ -367,6 +367,16 @@ impl<M: NodeManager, F> Builder<M, F> {
         /// left to [`stand_in_ttl`](Self::stand_in_ttl). For caches; queues
         /// want the default, which keeps items pushed on a stand-in.
         invalidate_on_return: bool;
+        /// Entries of each node's near cache (default 0: off): its shared
+        /// connection speaks RESP3 with client tracking, and reads through
+        /// [`get_shared`](crate::ShardedPool::get_shared) (`GET`, `MGET`,
+        /// `HGET`, `HMGET`, `HGETALL`, `SMEMBERS`, `EXISTS`, `TYPE`,
+        /// `STRLEN`, `LRANGE`, `ZRANGE` and the other read-only commands
+        /// on one key) are answered from process memory when cached. Any
+        /// client's write to a key invalidates it; a boxed node's entries
+        /// are never served, and a dropped connection takes its entries
+        /// with it. Nodes given by URL (not Sentinel shards).
+        near_cache: usize;
     }
 
     setters! { optional

@@ -285,7 +285,14 @@ where
     /// Refuses, unsent, what would change or block the connection every
     /// caller of the node shares. An atomic pipeline is sent whole, so its
     /// own `MULTI`/`EXEC` are safe; they are not among its commands here.
+    /// A near-cached connection whose socket closed is refused too: it
+    /// would answer from entries no invalidation reaches any more.
     fn admit<'c>(&mut self, cmds: impl Iterator<Item = &'c Cmd>) -> RedisResult<()> {
+        if self.mux.near && self.mux.is_broken() {
+            let closed =
+                "the shared connection closed, and its near cache with it: get_shared again";
+            return Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, closed).into());
+        }
         for cmd in cmds {
             if effect(words(cmd)) != Effect::None {
                 let name = words(cmd).next().map(String::from_utf8_lossy).unwrap_or_default();

@@ -452,6 +452,9 @@ where
             if now >= next_gauges {
                 for node in &table.nodes {
                     node.cell.metrics.sample(&node.store.stats());
+                    if let Some(since) = node.near(true) {
+                        node.cell.metrics.near(since);
+                    }
                 }
                 next_gauges = now + GAUGE_INTERVAL;
             }

@@ -2,11 +2,17 @@
 //! given by URL or a Sentinel master group, with connect and response
 //! timeouts on every connection it makes (multiplexed, pub/sub, blocking).
 
+use std::any::Any;
 use std::fmt;
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Client, ConnectionInfo, RedisError, RedisResult};
+use redis::caching::CacheConfig;
+use redis::{AsyncConnectionConfig, Client, ConnectionInfo, ProtocolVersion, PushInfo, PushKind};
+use redis::{RedisError, RedisResult};
 
 use crate::error::Error;
 #[cfg(feature = "sentinel")]
@@ -40,6 +46,9 @@ pub struct RedisManager {
     timeouts: (Duration, Duration),
     address: String,
     db: i64,
+    /// With a near cache: the node spoken in RESP3, for its shared
+    /// connection, and the entries that cache holds at most.
+    near: Option<(Client, NonZeroUsize)>,
 }
 
 /// Where connections go.
@@ -92,27 +101,33 @@ impl RedisManager {
     pub(crate) fn from_settings(info: ConnectionInfo, settings: &Settings) -> Result<Self, Error> {
         #[cfg(feature = "tls")]
         tls_provider();
-        #[cfg(feature = "tls")]
-        let client = match (&settings.tls_root_certificates, &settings.tls_client_certificate) {
-            (None, None) => Client::open(info.clone()),
-            (roots, identity) => {
-                let client_tls = identity.as_ref().map(|id| redis::ClientTlsConfig {
-                    client_cert: id.cert.clone().into_bytes(),
-                    client_key: id.key.clone().into_bytes(),
-                });
-                let root_cert = roots.clone().map(String::into_bytes);
-                Client::build_with_tls(
-                    info.clone(),
-                    redis::TlsCertificates { client_tls, root_cert },
-                )
+        let open = |info: ConnectionInfo| {
+            #[cfg(feature = "tls")]
+            if settings.tls_root_certificates.is_some() || settings.tls_client_certificate.is_some()
+            {
+                let client_tls =
+                    settings.tls_client_certificate.as_ref().map(|id| redis::ClientTlsConfig {
+                        client_cert: id.cert.clone().into_bytes(),
+                        client_key: id.key.clone().into_bytes(),
+                    });
+                let root_cert = settings.tls_root_certificates.clone().map(String::into_bytes);
+                let certificates = redis::TlsCertificates { client_tls, root_cert };
+                return Client::build_with_tls(info, certificates);
             }
+            Client::open(info)
         };
-        #[cfg(not(feature = "tls"))]
-        let client = Client::open(info.clone());
-        let client = client.map_err(|e| {
+        let failed = |e: RedisError| {
             Error::config(format!("node `{}`", address(&info)), describe_url_error(&e))
-        })?;
-        Ok(Self::from_client(client, &info, settings.connect_timeout, settings.response_timeout))
+        };
+        let client = open(info.clone()).map_err(failed)?;
+        let mut manager =
+            Self::from_client(client, &info, settings.connect_timeout, settings.response_timeout);
+        if let Some(entries) = NonZeroUsize::new(settings.near_cache) {
+            let resp3 = info.redis_settings().clone().set_protocol(ProtocolVersion::RESP3);
+            manager.near =
+                Some((open(info.clone().set_redis_settings(resp3)).map_err(failed)?, entries));
+        }
+        Ok(manager)
     }
 
     fn from_client(
@@ -129,6 +144,7 @@ impl RedisManager {
             timeouts: (connect_timeout, response_timeout),
             address: address(info),
             db: info.redis_settings().db(),
+            near: None,
         }
     }
 
@@ -145,6 +161,7 @@ impl RedisManager {
             timeouts: (connect, response),
             address: shard.label(),
             db: 0,
+            near: None,
         })
     }
 
@@ -174,6 +191,28 @@ impl RedisManager {
     pub fn address(&self) -> &str {
         &self.address
     }
+}
+
+/// The node's shared connection with a near cache, if `manager` is a
+/// [`RedisManager`] that has one: RESP3 and client tracking, so the server
+/// invalidates what it caches. `dropped` is set when its socket closes,
+/// for from then on no invalidation reaches it.
+pub(crate) async fn connect_near<M: bb8::ManageConnection>(
+    manager: &M,
+    dropped: &Arc<AtomicBool>,
+) -> Option<Result<M::Connection, M::Error>> {
+    let redis = (manager as &dyn Any).downcast_ref::<RedisManager>()?;
+    let ((client, entries), dropped) = (redis.near.as_ref()?, dropped.clone());
+    let config = redis.config.clone().set_cache_config(CacheConfig::new().set_size(*entries));
+    let config = config.set_push_sender(move |info: PushInfo| {
+        if info.kind == PushKind::Disconnection {
+            dropped.store(true, Ordering::Release);
+        }
+        Ok::<(), std::convert::Infallible>(())
+    });
+    let connected = client.get_multiplexed_async_connection_with_config(&config).await;
+    // `M` is `RedisManager`: the result is of its types.
+    (Box::new(connected) as Box<dyn Any>).downcast().ok().map(|result| *result)
 }
 
 impl bb8::ManageConnection for RedisManager {

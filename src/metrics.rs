@@ -60,6 +60,16 @@ pub const CONNECTIONS_CLOSED_TOTAL: &str = "fluster_connections_closed_total";
 /// reached: left to `stand_in_ttl`).
 pub const STAND_IN_WRITES_TOTAL: &str = "fluster_stand_in_writes_total";
 
+/// Counters of each node's near cache (`near_cache`), sampled each second
+/// from its shared connection: reads answered from memory, reads that went
+/// to the server, and entries dropped (invalidated by the server, or
+/// evicted).
+pub const NEAR_CACHE_HITS_TOTAL: &str = "fluster_near_cache_hits_total";
+/// See [`NEAR_CACHE_HITS_TOTAL`].
+pub const NEAR_CACHE_MISSES_TOTAL: &str = "fluster_near_cache_misses_total";
+/// See [`NEAR_CACHE_HITS_TOTAL`].
+pub const NEAR_CACHE_INVALIDATIONS_TOTAL: &str = "fluster_near_cache_invalidations_total";
+
 /// Gauge of the channels and patterns subscribed on the node by the pool's
 /// pub/sub (one subscriber connection per node carries them all).
 pub const SUBSCRIPTIONS: &str = "fluster_subscriptions";
@@ -83,6 +93,9 @@ pub fn describe() {
         (CHECKOUTS_TIMED_OUT_TOTAL, "Checkouts that waited out the checkout timeout"),
         (CONNECTIONS_CLOSED_TOTAL, "Connections the node's pool closed, by reason"),
         (STAND_IN_WRITES_TOTAL, "Writes for the node's keys taken by stand-ins, by result"),
+        (NEAR_CACHE_HITS_TOTAL, "Reads the node's near cache answered from memory"),
+        (NEAR_CACHE_MISSES_TOTAL, "Reads through the node's near cache that went to the server"),
+        (NEAR_CACHE_INVALIDATIONS_TOTAL, "Entries the node's near cache dropped"),
     ] {
         counter!(name, Unit::Count, help);
     }
@@ -133,6 +146,8 @@ pub(crate) struct NodeMetrics {
     probes_failed: Counter,
     /// Stand-in writes: remembered, invalidated, dropped.
     stand_ins: [Counter; 3],
+    /// Near cache: hits, misses, invalidations.
+    near: [Counter; 3],
 }
 
 /// What became of stand-in writes for a node's keys.
@@ -170,10 +185,13 @@ impl NodeMetrics {
             stand_ins: ["remembered", "invalidated", "dropped"].map(|result| {
                 metrics::counter!(STAND_IN_WRITES_TOTAL, "node" => node.to_owned(), "result" => result)
             }),
+            near: [NEAR_CACHE_HITS_TOTAL, NEAR_CACHE_MISSES_TOTAL, NEAR_CACHE_INVALIDATIONS_TOTAL]
+                .map(|name| metrics::counter!(name, &label())),
         };
         // Counters come into being at zero with their first touch.
         let probes = [&metrics.probes_ok, &metrics.probes_failed];
-        for counter in metrics.failures.iter().chain(probes).chain(&metrics.stand_ins) {
+        let near = &metrics.near;
+        for counter in metrics.failures.iter().chain(probes).chain(&metrics.stand_ins).chain(near) {
             counter.increment(0);
         }
         metrics.penalties.increment(0);
@@ -219,6 +237,11 @@ impl NodeMetrics {
     /// `n` stand-in writes for this node's keys went so.
     pub(crate) fn stand_in(&self, what: StandIn, n: usize) {
         self.stand_ins[what as usize].increment(n as u64);
+    }
+
+    /// The near cache's hits, misses and invalidations since last sampled.
+    pub(crate) fn near(&self, counts: [u64; 3]) {
+        self.near.iter().zip(counts).for_each(|(counter, n)| counter.increment(n));
     }
 
     pub(crate) fn failure(&self, kind: FailureKind) {

@@ -17,6 +17,7 @@ use crate::cell::{Fleet, HealthCell};
 use crate::check::{Probe, ProbeCheck, failed, retest};
 use crate::error::Error;
 use crate::failure::{ClassifyFailure, Failure, FailureKind, connect_failure};
+use crate::manager::connect_near;
 use crate::metrics::PoolStats;
 use crate::route::NodeName;
 use crate::session::Session;
@@ -218,13 +219,21 @@ impl<M: NodeManager> Store<M> for Bb8<M> {
 pub(crate) struct Muxed<C> {
     pub(crate) conn: C,
     pub(crate) epoch: u64,
-    /// Set by the first caller that sees it fail; the next `get_shared`
-    /// then connects afresh.
-    broken: AtomicBool,
+    /// Set by the first caller that sees it fail, or (with a near cache)
+    /// when its socket closes; the next `get_shared` then connects afresh.
+    broken: Arc<AtomicBool>,
+    /// Whether it holds a near cache, and its figures when last sampled.
+    pub(crate) near: bool,
+    sampled: std::sync::Mutex<[u64; 3]>,
     pub(crate) cell: Arc<HealthCell>,
 }
 
 impl<C> Muxed<C> {
+    /// Whether it failed, or its socket closed.
+    pub(crate) fn is_broken(&self) -> bool {
+        self.broken.load(Ordering::Acquire)
+    }
+
     pub(crate) fn observe(&self, failure: Option<Failure<'_>>) {
         if self.cell.observe(failure, self.epoch) {
             self.broken.store(true, Ordering::Release);
@@ -394,6 +403,24 @@ impl<M: NodeManager, S: Store<M>> Node<M, S> {
         self.mux.store(None);
     }
 
+    /// The hits, misses and invalidations of the near cache on the node's
+    /// live shared connection, if it has one: since it connected, or
+    /// (`sample`) since the last sample, for the metrics.
+    pub(crate) fn near(&self, sample: bool) -> Option<[u64; 3]> {
+        let mux = self.live_mux().filter(|mux| mux.near)?;
+        let stats = (&mux.conn as &dyn std::any::Any)
+            .downcast_ref::<redis::aio::MultiplexedConnection>()?
+            .get_cache_statistics()?;
+        let now = [stats.hit, stats.miss, stats.invalidate].map(|n| n as u64);
+        if !sample {
+            return Some(now);
+        }
+        let mut sampled = mux.sampled.lock().unwrap_or_else(|e| e.into_inner());
+        let since = std::array::from_fn(|i| now[i].saturating_sub(sampled[i]));
+        *sampled = now;
+        Some(since)
+    }
+
     /// Probes the node, whichever the flavour: a fresh connection, the
     /// manager's `is_valid`, then the re-test of what boxed it, within the
     /// probe timeout; the store may keep the connection.
@@ -415,7 +442,7 @@ impl<M: NodeManager, S: Store<M>> Node<M, S> {
     /// node was last boxed, and not seen failing.
     fn live_mux(&self) -> Option<Arc<Muxed<M::Connection>>> {
         let mux = self.mux.load_full()?;
-        let live = mux.epoch == self.cell.epoch() && !mux.broken.load(Ordering::Acquire);
+        let live = mux.epoch == self.cell.epoch() && !mux.is_broken();
         live.then_some(mux)
     }
 
@@ -446,11 +473,16 @@ impl<M: NodeManager, S: Store<M>> Node<M, S> {
         if let Some(mux) = self.live_mux() {
             return Try::Done(mux);
         }
-        let epoch = self.cell.epoch();
-        match self.cell.connected(epoch, self.manager.connect().await) {
+        let (epoch, broken) = (self.cell.epoch(), Arc::new(AtomicBool::new(false)));
+        let (near, connected) = match connect_near(&*self.manager, &broken).await {
+            Some(connected) => (true, connected),
+            None => (false, self.manager.connect().await),
+        };
+        match self.cell.connected(epoch, connected) {
             Ok(conn) => {
-                let broken = AtomicBool::new(false);
-                let mux = Arc::new(Muxed { conn, epoch, broken, cell: self.cell.clone() });
+                let cell = self.cell.clone();
+                let sampled = Default::default();
+                let mux = Arc::new(Muxed { conn, epoch, broken, near, sampled, cell });
                 self.mux.store(Some(mux.clone()));
                 Try::Done(mux)
             }

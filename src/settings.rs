@@ -122,6 +122,8 @@ pub struct Settings {
     pub stand_in_ttl: Option<Duration>,
     /// [`Builder::invalidate_on_return`](crate::Builder::invalidate_on_return).
     pub invalidate_on_return: bool,
+    /// [`Builder::near_cache`](crate::Builder::near_cache).
+    pub near_cache: usize,
     /// `tls_root_certificates`: PEM text (feature `tls`).
     #[cfg(feature = "tls")]
     pub tls_root_certificates: Option<String>,
@@ -248,6 +250,7 @@ impl Default for Settings {
             probe_at_build: true,
             stand_in_ttl: None,
             invalidate_on_return: false,
+            near_cache: 0,
             #[cfg(feature = "tls")]
             tls_root_certificates: None,
             #[cfg(feature = "tls")]

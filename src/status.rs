@@ -55,6 +55,13 @@ pub struct NodeStatus {
     /// Stand-in writes for this node's keys left to `stand_in_ttl` so far:
     /// no room to remember them, or a stand-in that could not be reached.
     pub stand_in_dropped: u64,
+    /// With a near cache: the entries its shared connection holds (about:
+    /// reads that went to the server less entries dropped), since it
+    /// connected.
+    pub near_cache_entries: Option<u64>,
+    /// With a near cache: the share of reads it answered from memory, since
+    /// its shared connection connected (`None` before the first read).
+    pub near_cache_hit_ratio: Option<f64>,
 }
 
 impl NodeStatus {
@@ -70,6 +77,8 @@ impl NodeStatus {
             State::Up { .. } => (None, 0, None),
         };
         let (stand_in_invalidated, stand_in_dropped) = node.cell.journal.counts();
+        let near = node.near(false);
+        let ratio = near.filter(|[hits, misses, _]| hits + misses > 0);
         NodeStatus {
             name: node.name().to_string(),
             up: health.is_up(),
@@ -89,6 +98,9 @@ impl NodeStatus {
             stand_in_keys: node.cell.journal.len(),
             stand_in_invalidated,
             stand_in_dropped,
+            near_cache_entries: near.map(|[_, misses, dropped]| misses.saturating_sub(dropped)),
+            near_cache_hit_ratio: ratio
+                .map(|[hits, misses, _]| hits as f64 / (hits + misses) as f64),
         }
     }
 }
@@ -100,7 +112,7 @@ impl serde::Serialize for NodeStatus {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
         let millis = |d: Option<Duration>| d.map(|d| d.as_secs_f64() * 1000.0);
-        let mut s = serializer.serialize_struct("NodeStatus", 18)?;
+        let mut s = serializer.serialize_struct("NodeStatus", 20)?;
         s.serialize_field("name", &self.name)?;
         s.serialize_field("up", &self.up)?;
         s.serialize_field("weight", &self.weight)?;
@@ -119,6 +131,8 @@ impl serde::Serialize for NodeStatus {
         s.serialize_field("stand_in_keys", &self.stand_in_keys)?;
         s.serialize_field("stand_in_invalidated", &self.stand_in_invalidated)?;
         s.serialize_field("stand_in_dropped", &self.stand_in_dropped)?;
+        s.serialize_field("near_cache_entries", &self.near_cache_entries)?;
+        s.serialize_field("near_cache_hit_ratio", &self.near_cache_hit_ratio)?;
         s.end()
     }
 }

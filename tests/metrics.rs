@@ -8,10 +8,12 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use fluster::metrics::{
-    CHECKOUT_SECONDS, CHECKOUTS_TOTAL, FAILOVERS_TOTAL, FAILURES_TOTAL, NODE_UP, PENALTIES_TOTAL,
+    CHECKOUT_SECONDS, CHECKOUTS_TOTAL, FAILOVERS_TOTAL, FAILURES_TOTAL, NEAR_CACHE_HITS_TOTAL,
+    NEAR_CACHE_INVALIDATIONS_TOTAL, NEAR_CACHE_MISSES_TOTAL, NODE_UP, PENALTIES_TOTAL,
     PROBES_TOTAL, STAND_IN_WRITES_TOTAL,
 };
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
+use redis::AsyncCommands;
 use support::{RedisServer, eventually, keys_homed_on};
 
 /// Readings of the debugging recorder. Its snapshots drain what they read
@@ -79,6 +81,7 @@ async fn node_metrics_follow_a_kill_and_a_restart() {
         .penalty_min_wait(Duration::from_millis(100))
         .penalty_max_wait(Duration::from_millis(200))
         .invalidate_on_return(true)
+        .near_cache(100)
         .build()
         .await
         .unwrap();
@@ -93,6 +96,10 @@ async fn node_metrics_follow_a_kill_and_a_restart() {
     r.take(secret);
     assert_eq!(r.gauge(NODE_UP, &name), 1.0);
     assert!(r.counter(CHECKOUTS_TOTAL, &[("node", &name)]) >= 1);
+    let near = [NEAR_CACHE_HITS_TOTAL, NEAR_CACHE_MISSES_TOTAL, NEAR_CACHE_INVALIDATIONS_TOTAL];
+    for metric in near {
+        assert!(r.latest.contains_key(&key_text(metric, &[("node", &name)])), "{metric} at zero");
+    }
     let stand_ins = ["remembered", "invalidated", "dropped"];
     for result in stand_ins {
         let key = key_text(STAND_IN_WRITES_TOTAL, &[("node", &name), ("result", result)]);
@@ -110,6 +117,17 @@ async fn node_metrics_follow_a_kill_and_a_restart() {
     }
     r.take(secret);
     assert_eq!(r.counter(CHECKOUTS_TOTAL, &[("node", &name)]), pooled + 5);
+    // The near cache's figures, sampled each second.
+    for _ in 0..3 {
+        let _: Option<i64> = pool.get_shared(&key).await.unwrap().get(&key).await.unwrap();
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while r.counter(NEAR_CACHE_HITS_TOTAL, &[("node", &name)]) < 2 {
+        assert!(std::time::Instant::now() < deadline, "no near cache hits counted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        r.take(secret);
+    }
+    assert_eq!(r.counter(NEAR_CACHE_MISSES_TOTAL, &[("node", &name)]), 1);
 
     victim.kill();
     while pool.status()[0].up {

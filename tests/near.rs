@@ -1,0 +1,162 @@
+//! The near cache: reads through `get_shared` answered from process memory,
+//! invalidated by the server when anyone writes, and never outliving their
+//! connection or their node's box.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use fluster::ShardedPool;
+use redis::AsyncCommands;
+use support::proxy::Proxy;
+use support::{RedisServer, eventually, key_on, status_of};
+
+/// `GET`s the server has answered so far.
+fn gets(server: &RedisServer) -> u64 {
+    let info: String = redis::cmd("INFO").arg("commandstats").query(&mut server.client()).unwrap();
+    let line = info.lines().find_map(|l| l.strip_prefix("cmdstat_get:calls="));
+    line.and_then(|l| l.split(',').next()?.parse().ok()).unwrap_or(0)
+}
+
+async fn read(pool: &ShardedPool, key: &str) -> Option<String> {
+    pool.get_shared(key).await.unwrap().get(key).await.unwrap()
+}
+
+/// The pool's connections to `server`, by `CLIENT LIST` line.
+fn clients(server: &RedisServer) -> Vec<String> {
+    let list: String = redis::cmd("CLIENT").arg("LIST").query(&mut server.client()).unwrap();
+    list.lines().filter(|l| !l.contains("cmd=client")).map(str::to_owned).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_reads_reach_the_server_once_per_key() {
+    let server = RedisServer::start();
+    let pool = ShardedPool::builder().node(&server.url()).near_cache(1_000).build().await.unwrap();
+    let keys: Vec<String> = (0..20).map(|i| format!("near:{i}")).collect();
+    for key in &keys {
+        let _: () = redis::Commands::set(&mut server.client(), key, "v").unwrap();
+    }
+    let before = gets(&server);
+    for _ in 0..50 {
+        for key in &keys {
+            assert_eq!(read(&pool, key).await.as_deref(), Some("v"));
+        }
+    }
+    let asked = gets(&server) - before;
+    assert_eq!(asked, keys.len() as u64, "1,000 reads of 20 keys");
+    let status = &pool.status()[0];
+    assert_eq!(status.near_cache_entries, Some(20), "{status:?}");
+    assert_eq!(status.near_cache_hit_ratio, Some(980.0 / 1000.0), "{status:?}");
+    let tracking = clients(&server).iter().filter(|c| c.contains("resp=3")).count();
+    assert_eq!(tracking, 1, "one RESP3 connection: {:?}", clients(&server));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_near_cache_nothing_changes() {
+    let server = RedisServer::start();
+    let pool = ShardedPool::builder().node(&server.url()).build().await.unwrap();
+    let before = gets(&server);
+    for _ in 0..10 {
+        assert_eq!(read(&pool, "plain").await, None);
+    }
+    assert_eq!(gets(&server) - before, 10);
+    assert_eq!(pool.status()[0].near_cache_hit_ratio, None);
+    let resp2 = clients(&server).iter().all(|c| c.contains("resp=2") && !c.contains("flags=t"));
+    assert!(resp2, "{:?}", clients(&server));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_clients_write_is_seen_within_a_short_bound() {
+    let server = RedisServer::start();
+    let pool = ShardedPool::builder().node(&server.url()).near_cache(1_000).build().await.unwrap();
+    let mut other = server.client();
+    let mut worst = Duration::ZERO;
+    for round in 0..50 {
+        let value = format!("v{round}");
+        assert_ne!(read(&pool, "shared").await.as_deref(), Some(&*value));
+        let _: () = redis::Commands::set(&mut other, "shared", &value).unwrap();
+        let written = Instant::now();
+        while read(&pool, "shared").await.as_deref() != Some(&*value) {
+            assert!(written.elapsed() < Duration::from_secs(1), "round {round}: never seen");
+            tokio::task::yield_now().await;
+        }
+        worst = worst.max(written.elapsed());
+    }
+    println!("slowest invalidation: {worst:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_connection_takes_its_entries_with_it() {
+    let server = RedisServer::start();
+    let pool = ShardedPool::builder().node(&server.url()).near_cache(1_000).build().await.unwrap();
+    let mut other = server.client();
+    let _: () = redis::Commands::set(&mut other, "killed", "old").unwrap();
+    assert_eq!(read(&pool, "killed").await.as_deref(), Some("old"));
+    let mut held = pool.get_shared("killed").await.unwrap();
+    let _: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("normal")
+        .arg("SKIPME")
+        .arg("yes")
+        .query(&mut other)
+        .unwrap();
+    // No invalidation reaches the killed connection: once the pool sees
+    // its socket closed (at once, but not in the same instant), its entries
+    // are gone and this write is read.
+    let _: () = redis::Commands::set(&mut other, "killed", "new").unwrap();
+    let killed = Instant::now();
+    loop {
+        let Ok(mut conn) = pool.get_shared("killed").await else { continue };
+        if let Ok(Some(value)) = conn.get::<_, Option<String>>("killed").await
+            && value == "new"
+        {
+            break;
+        }
+        assert!(killed.elapsed() < Duration::from_secs(1), "still served from a dead connection");
+        tokio::task::yield_now().await;
+    }
+    println!("entries of the killed connection served for {:?}", killed.elapsed());
+    for _ in 0..100 {
+        assert_eq!(read(&pool, "killed").await.as_deref(), Some("new"));
+    }
+    // A clone taken before the kill refuses rather than answer from it.
+    assert!(held.get::<_, Option<String>>("killed").await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_boxed_nodes_entries_are_never_served_and_it_returns_empty() {
+    let (healthy, server) = (RedisServer::start(), RedisServer::start());
+    // Behind a proxy, so the node can be cut off while it keeps serving
+    // others, and be written meanwhile.
+    let proxy = Proxy::start(server.port());
+    let name = proxy.url().trim_start_matches("redis://").to_owned();
+    let pool = ShardedPool::builder()
+        .node(&healthy.url())
+        .node(&proxy.url())
+        .near_cache(1_000)
+        .response_timeout(Duration::from_millis(100))
+        .timeouts_before_penalty(1)
+        .penalty_min_wait(Duration::from_millis(100))
+        .penalty_max_wait(Duration::from_millis(200))
+        .build()
+        .await
+        .unwrap();
+    let key = key_on(&pool, &name, "boxed");
+    let _: () = redis::Commands::set(&mut server.client(), &key, "cached").unwrap();
+    assert_eq!(read(&pool, &key).await.as_deref(), Some("cached"));
+    proxy.silence();
+    // A write the node's connection cannot hear of.
+    let _: () = redis::Commands::set(&mut server.client(), &key, "newer").unwrap();
+    let _: Result<(), _> = pool.get(&key).await.unwrap().set(&format!("{key}:x"), 1).await;
+    assert!(eventually(Duration::from_secs(2), || !status_of(&pool, &name).up).await);
+    // Boxed: the key is read on the stand-in, never from the entry.
+    for _ in 0..20 {
+        let mut conn = pool.get_shared(&key).await.unwrap();
+        assert_eq!(conn.node(), healthy.name());
+        assert_eq!(conn.get::<_, Option<String>>(&key).await.unwrap(), None);
+    }
+    proxy.restore();
+    assert!(eventually(Duration::from_secs(3), || status_of(&pool, &name).up).await);
+    assert_eq!(read(&pool, &key).await.as_deref(), Some("newer"));
+}
