@@ -148,7 +148,7 @@ async fn a_boxed_nodes_entries_are_never_served_and_it_returns_empty() {
     proxy.silence();
     // A write the node's connection cannot hear of.
     let _: () = redis::Commands::set(&mut server.client(), &key, "newer").unwrap();
-    let _: Result<(), _> = pool.get(&key).await.unwrap().set(&format!("{key}:x"), 1).await;
+    let _: Result<(), _> = pool.get(&key).await.unwrap().set(format!("{key}:x"), 1).await;
     assert!(eventually(Duration::from_secs(2), || !status_of(&pool, &name).up).await);
     // Boxed: the key is read on the stand-in, never from the entry.
     for _ in 0..20 {
