@@ -288,7 +288,7 @@ where
     /// A near-cached connection whose socket closed is refused too: it
     /// would answer from entries no invalidation reaches any more.
     fn admit<'c>(&mut self, cmds: impl Iterator<Item = &'c Cmd>) -> RedisResult<()> {
-        if self.mux.near && self.mux.is_broken() {
+        if self.mux.near > 0 && self.mux.is_broken() {
             let closed =
                 "the shared connection closed, and its near cache with it: get_shared again";
             return Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, closed).into());

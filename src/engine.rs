@@ -452,7 +452,7 @@ where
             if now >= next_gauges {
                 for node in &table.nodes {
                     node.cell.metrics.sample(&node.store.stats());
-                    if let Some(since) = node.near(true) {
+                    if let Some((since, _)) = node.near(true) {
                         node.cell.metrics.near(since);
                     }
                 }

@@ -193,14 +193,15 @@ impl RedisManager {
     }
 }
 
-/// The node's shared connection with a near cache, if `manager` is a
-/// [`RedisManager`] that has one: RESP3 and client tracking, so the server
-/// invalidates what it caches. `dropped` is set when its socket closes,
-/// for from then on no invalidation reaches it.
+/// The node's shared connection with a near cache, and the entries it
+/// holds at most, if `manager` is a [`RedisManager`] that has one: RESP3
+/// and client tracking, so the server invalidates what it caches.
+/// `dropped` is set when its socket closes, for from then on no
+/// invalidation reaches it.
 pub(crate) async fn connect_near<M: bb8::ManageConnection>(
     manager: &M,
     dropped: &Arc<AtomicBool>,
-) -> Option<Result<M::Connection, M::Error>> {
+) -> Option<(usize, Result<M::Connection, M::Error>)> {
     let redis = (manager as &dyn Any).downcast_ref::<RedisManager>()?;
     let ((client, entries), dropped) = (redis.near.as_ref()?, dropped.clone());
     let config = redis.config.clone().set_cache_config(CacheConfig::new().set_size(*entries));
@@ -212,7 +213,8 @@ pub(crate) async fn connect_near<M: bb8::ManageConnection>(
     });
     let connected = client.get_multiplexed_async_connection_with_config(&config).await;
     // `M` is `RedisManager`: the result is of its types.
-    (Box::new(connected) as Box<dyn Any>).downcast().ok().map(|result| *result)
+    let connected = (Box::new(connected) as Box<dyn Any>).downcast().ok()?;
+    Some((entries.get(), *connected))
 }
 
 impl bb8::ManageConnection for RedisManager {

@@ -222,8 +222,9 @@ pub(crate) struct Muxed<C> {
     /// Set by the first caller that sees it fail, or (with a near cache)
     /// when its socket closes; the next `get_shared` then connects afresh.
     broken: Arc<AtomicBool>,
-    /// Whether it holds a near cache, and its figures when last sampled.
-    pub(crate) near: bool,
+    /// The entries its near cache holds at most (0: none), and its
+    /// figures when last sampled.
+    pub(crate) near: usize,
     sampled: std::sync::Mutex<[u64; 3]>,
     pub(crate) cell: Arc<HealthCell>,
 }
@@ -404,21 +405,22 @@ impl<M: NodeManager, S: Store<M>> Node<M, S> {
     }
 
     /// The hits, misses and invalidations of the near cache on the node's
-    /// live shared connection, if it has one: since it connected, or
-    /// (`sample`) since the last sample, for the metrics.
-    pub(crate) fn near(&self, sample: bool) -> Option<[u64; 3]> {
-        let mux = self.live_mux().filter(|mux| mux.near)?;
+    /// live shared connection, if it has one, and its bound: since it
+    /// connected, or (`sample`) since the last sample, for the metrics.
+    pub(crate) fn near(&self, sample: bool) -> Option<([u64; 3], u64)> {
+        let mux = self.live_mux().filter(|mux| mux.near > 0)?;
         let stats = (&mux.conn as &dyn std::any::Any)
             .downcast_ref::<redis::aio::MultiplexedConnection>()?
             .get_cache_statistics()?;
         let now = [stats.hit, stats.miss, stats.invalidate].map(|n| n as u64);
+        let bound = mux.near as u64;
         if !sample {
-            return Some(now);
+            return Some((now, bound));
         }
         let mut sampled = mux.sampled.lock().unwrap_or_else(|e| e.into_inner());
         let since = std::array::from_fn(|i| now[i].saturating_sub(sampled[i]));
         *sampled = now;
-        Some(since)
+        Some((since, bound))
     }
 
     /// Probes the node, whichever the flavour: a fresh connection, the
@@ -475,8 +477,8 @@ impl<M: NodeManager, S: Store<M>> Node<M, S> {
         }
         let (epoch, broken) = (self.cell.epoch(), Arc::new(AtomicBool::new(false)));
         let (near, connected) = match connect_near(&*self.manager, &broken).await {
-            Some(connected) => (true, connected),
-            None => (false, self.manager.connect().await),
+            Some(connected) => connected,
+            None => (0, self.manager.connect().await),
         };
         match self.cell.connected(epoch, connected) {
             Ok(conn) => {

@@ -55,9 +55,9 @@ pub struct NodeStatus {
     /// Stand-in writes for this node's keys left to `stand_in_ttl` so far:
     /// no room to remember them, or a stand-in that could not be reached.
     pub stand_in_dropped: u64,
-    /// With a near cache: the entries its shared connection holds (about:
-    /// reads that went to the server less entries dropped), since it
-    /// connected.
+    /// With a near cache: about how many entries its shared connection
+    /// holds (reads that went to the server less entries invalidated, at
+    /// most the bound; evictions are not counted by `redis`).
     pub near_cache_entries: Option<u64>,
     /// With a near cache: the share of reads it answered from memory, since
     /// its shared connection connected (`None` before the first read).
@@ -78,7 +78,7 @@ impl NodeStatus {
         };
         let (stand_in_invalidated, stand_in_dropped) = node.cell.journal.counts();
         let near = node.near(false);
-        let ratio = near.filter(|[hits, misses, _]| hits + misses > 0);
+        let ratio = near.map(|(n, _)| n).filter(|[hits, misses, _]| hits + misses > 0);
         NodeStatus {
             name: node.name().to_string(),
             up: health.is_up(),
@@ -98,7 +98,8 @@ impl NodeStatus {
             stand_in_keys: node.cell.journal.len(),
             stand_in_invalidated,
             stand_in_dropped,
-            near_cache_entries: near.map(|[_, misses, dropped]| misses.saturating_sub(dropped)),
+            near_cache_entries: near
+                .map(|([_, misses, dropped], bound)| misses.saturating_sub(dropped).min(bound)),
             near_cache_hit_ratio: ratio
                 .map(|[hits, misses, _]| hits as f64 / (hits + misses) as f64),
         }

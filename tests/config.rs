@@ -51,6 +51,10 @@ async fn each_bad_setting_is_named() {
         ),
         (one_node().penalty_jitter(1.5), "penalty_jitter: must be between 0 and 1, got 1.5"),
         (one_node().connect_timeout(Duration::ZERO), "connect_timeout"),
+        (
+            one_node().stand_in_ttl(Duration::from_micros(10)),
+            "stand_in_ttl: must be at least 1 ms, got 10µs",
+        ),
         (one_node().response_timeout(Duration::ZERO), "response_timeout"),
         (one_node().checkout_timeout(Duration::ZERO), "checkout_timeout"),
         (one_node().probe_timeout(Duration::ZERO), "probe_timeout"),

@@ -160,3 +160,44 @@ async fn a_boxed_nodes_entries_are_never_served_and_it_returns_empty() {
     assert!(eventually(Duration::from_secs(3), || status_of(&pool, &name).up).await);
     assert_eq!(read(&pool, &key).await.as_deref(), Some("newer"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalidate_on_return_clears_every_processs_near_cache() {
+    let mut servers = support::start_servers(2);
+    let build = || {
+        support::builder_for(&servers)
+            .near_cache(1_000)
+            .invalidate_on_return(true)
+            .penalty_min_wait(Duration::from_millis(100))
+            .penalty_max_wait(Duration::from_millis(200))
+            .build()
+    };
+    // Two pools stand in for two processes.
+    let (writer, reader) = (build().await.unwrap(), build().await.unwrap());
+    let home = servers[0].name();
+    let key = key_on(&writer, &home, "everywhere");
+    servers[0].kill();
+    for pool in [&writer, &reader] {
+        while status_of(pool, &home).up {
+            let _: Result<(), _> = pool.get(&key).await.unwrap().set(&key, "probe").await;
+        }
+    }
+    let _: () = writer.get_shared(&key).await.unwrap().set(&key, "stand-in's").await.unwrap();
+    // The reader caches the stand-in's copy.
+    assert_eq!(read(&reader, &key).await.as_deref(), Some("stand-in's"));
+    assert_eq!(read(&reader, &key).await.as_deref(), Some("stand-in's"));
+    let cached = status_of(&reader, &servers[1].name()).near_cache_hit_ratio;
+    assert!(cached.is_some_and(|ratio| ratio > 0.0), "the second read was a hit: {cached:?}");
+    servers[0].restart();
+    assert!(
+        eventually(Duration::from_secs(5), || status_of(&writer, &home).stand_in_invalidated == 1)
+            .await
+    );
+    // The home fails again before the reader saw it back: the reader reads
+    // the stand-in, whose copy the writer deleted, and must not answer
+    // from its entry.
+    servers[0].kill();
+    let mut conn = reader.get_shared(&key).await.unwrap();
+    assert_eq!(conn.node(), servers[1].name(), "the reader still has the home boxed");
+    assert_eq!(conn.get::<_, Option<String>>(&key).await.unwrap(), None);
+}

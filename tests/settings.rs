@@ -154,6 +154,9 @@ fn every_setting() -> fluster::Settings {
     s.max_boxed_fraction = 0.5;
     s.require_healthy = 1;
     s.probe_at_build = false;
+    s.stand_in_ttl = Some(Duration::from_secs(30));
+    s.invalidate_on_return = true;
+    s.near_cache = 10_000;
     #[cfg(feature = "tls")]
     {
         s.tls_root_certificates = Some("-----BEGIN CERTIFICATE-----\nroots\n".into());
@@ -189,6 +192,9 @@ failover = "fail_fast"
 max_boxed_fraction = 0.5
 require_healthy = 1
 probe_at_build = false
+stand_in_ttl = "30s"
+invalidate_on_return = true
+near_cache = 10000
 "#,
     );
     if cfg!(feature = "tls") {
@@ -227,6 +233,9 @@ fn every_setting_is_read_from_the_environment() {
         ("FLUSTER__MAX_BOXED_FRACTION", "0.5"),
         ("FLUSTER__REQUIRE_HEALTHY", "1"),
         ("FLUSTER__PROBE_AT_BUILD", "false"),
+        ("FLUSTER__STAND_IN_TTL", "30s"),
+        ("FLUSTER__INVALIDATE_ON_RETURN", "true"),
+        ("FLUSTER__NEAR_CACHE", "10000"),
     ];
     if cfg!(feature = "tls") {
         env.push(("FLUSTER__TLS_ROOT_CERTIFICATES", "-----BEGIN CERTIFICATE-----\nroots\n"));
