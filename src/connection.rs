@@ -285,13 +285,15 @@ where
     /// Refuses, unsent, what would change or block the connection every
     /// caller of the node shares. An atomic pipeline is sent whole, so its
     /// own `MULTI`/`EXEC` are safe; they are not among its commands here.
-    /// A near-cached connection whose socket closed is refused too: it
-    /// would answer from entries no invalidation reaches any more.
+    /// A near-cached connection whose socket closed, or whose node was
+    /// boxed since, is refused too: it would answer from entries no
+    /// invalidation reaches, or of a node that is out.
     fn admit<'c>(&mut self, cmds: impl Iterator<Item = &'c Cmd>) -> RedisResult<()> {
-        if self.mux.near > 0 && self.mux.is_broken() {
-            let closed =
-                "the shared connection closed, and its near cache with it: get_shared again";
-            return Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, closed).into());
+        let mux = &self.mux;
+        if mux.near > 0 && (mux.is_broken() || mux.epoch != mux.cell.epoch()) {
+            let gone =
+                "the shared connection is gone, and its near cache with it: get_shared again";
+            return Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, gone).into());
         }
         for cmd in cmds {
             if effect(words(cmd)) != Effect::None {

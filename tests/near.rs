@@ -145,12 +145,15 @@ async fn a_boxed_nodes_entries_are_never_served_and_it_returns_empty() {
     let key = key_on(&pool, &name, "boxed");
     let _: () = redis::Commands::set(&mut server.client(), &key, "cached").unwrap();
     assert_eq!(read(&pool, &key).await.as_deref(), Some("cached"));
+    let mut held = pool.get_shared(&key).await.unwrap();
     proxy.silence();
     // A write the node's connection cannot hear of.
     let _: () = redis::Commands::set(&mut server.client(), &key, "newer").unwrap();
     let _: Result<(), _> = pool.get(&key).await.unwrap().set(format!("{key}:x"), 1).await;
     assert!(eventually(Duration::from_secs(2), || !status_of(&pool, &name).up).await);
-    // Boxed: the key is read on the stand-in, never from the entry.
+    // Boxed: the key is read on the stand-in, never from the entry, not
+    // even through a clone taken before.
+    assert!(held.get::<_, Option<String>>(&key).await.is_err());
     for _ in 0..20 {
         let mut conn = pool.get_shared(&key).await.unwrap();
         assert_eq!(conn.node(), healthy.name());
