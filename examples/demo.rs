@@ -1,8 +1,9 @@
 //! The fluster demo: three local `redis-server` nodes, steady traffic from
 //! many tasks, one node killed with `kill -9` and brought back, a live
 //! table of where the keys went, and the pool's events as they happen. The
-//! returning node takes its keys back over a 3 s warm-up. Ends by itself in
-//! about 16 seconds.
+//! returning node takes its keys back over a 3 s warm-up, and the copies
+//! its stand-ins took are deleted before they could go stale. Ends by
+//! itself in about 16 seconds.
 //!
 //!     cargo run --example demo
 
@@ -57,6 +58,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .penalty_max_wait(Duration::from_secs(2))
         .penalty_multiplier(2.0)
         .warmup(Duration::from_secs(3))
+        // A stand-in's copy lives at most 30 s, and is deleted when its
+        // home returns: no stale duplicate survives the return.
+        .stand_in_ttl(Duration::from_secs(30))
+        .invalidate_on_return(true)
         .build()
         .await?;
     tokio::spawn(print_events(pool.clone()));
@@ -119,6 +124,9 @@ async fn print_events(pool: ShardedPool) {
             }
             NodeEvent::Returned { node, .. } => {
                 format!("{node} answered a probe: back, its keys come home over 3 s")
+            }
+            NodeEvent::Invalidated { node, keys, .. } => {
+                format!("{node}: {keys} copies its stand-ins took deleted before its return")
             }
             NodeEvent::Warm { node, .. } => format!("{node} warmed up: all its keys are home"),
             other => format!("{other:?}"),
@@ -212,15 +220,17 @@ async fn summary(
     }
     let now_home =
         victim_keys.iter().filter(|k| pool.node_for(k).as_deref() == Some(NODES[VICTIM])).count();
+    let victim = pool.status().into_iter().find(|s| s.name == NODES[VICTIM]).unwrap();
     println!(
-        "  {} of {KEYS} keys belong to node-b; while it was down they were served by \
-         node-a ({}) and node-c ({}),",
+        "  {} of {KEYS} keys belong to node-b; while it was down stand-ins served them; their \
+         copies were deleted at its return and at the end of its warm-up ({} deletions).",
         victim_keys.len(),
-        stand_ins[0],
-        stand_ins[2]
+        victim.stand_in_invalidated,
     );
     println!(
-        "  where their values now remain as stale duplicates. Now {now_home} of them route home to node-b again."
+        "  Copies left on node-a: {}, node-c: {} (without invalidate_on_return they would \
+         stay as stale duplicates). {now_home} keys route home to node-b again.",
+        stand_ins[0], stand_ins[2]
     );
     let up = pool.status().iter().filter(|s| s.up).count();
     println!("  nodes up at the end: {up} of {}", NODES.len());
