@@ -15,9 +15,10 @@ use redis::{Arg, Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, RedisResult,
 use crate::cell::HealthCell;
 use crate::failure::{Failure, FailureKind, failure};
 use crate::manager::RedisManager;
-use crate::node::{Muxed, NodeManager, Tracked};
+use crate::node::{NodeManager, Tracked};
 use crate::route::NodeName;
 use crate::session::{Effect, effect};
+use crate::shared::Muxed;
 use crate::stale::{cap, written};
 
 /// Where keys live: the home of each, by its health cell.

@@ -1,5 +1,6 @@
 //! The engine both flavours run on: the node table, the routing policy's
-//! steps ([`Route`]), membership, and the prober.
+//! steps ([`Route`]) and membership; the prober that drives it in the
+//! background is in `prober.rs`.
 //!
 //! [`Core`] knows nothing of how a node keeps its connections (its store)
 //! nor of how a caller waits: each flavour drives a [`Route`] with a short
@@ -8,8 +9,8 @@
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Instant;
 
 use arc_swap::{ArcSwap, Guard};
 use futures_util::future::join_all;
@@ -21,13 +22,9 @@ use crate::error::Error;
 use crate::health::BoxGuard;
 use crate::node::{CheckoutError, Node, NodeManager, Store};
 use crate::pubsub::Hub;
-use crate::rejoin::{self, after_return};
 use crate::route::{self, Cursor, Miss, NodeName, Router};
 use crate::settings::{Failover, Settings};
 use crate::status::NodeStatus;
-
-/// How often the prober samples the connection gauges.
-const GAUGE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// What a pool starts from: each node's name, weight and manager, the
 /// checked settings and the probe check.
@@ -430,67 +427,4 @@ async fn probe_new<M: NodeManager, S: Store<M>>(nodes: &[Arc<Node<M, S>>]) {
         }
     }))
     .await;
-}
-
-/// The prober: probes boxed nodes when their wait runs out and samples the
-/// connection gauges. It holds only a `Weak` between rounds, so it stops
-/// once the pool is closed or its last handle dropped (which wakes it).
-pub(crate) async fn prober<M, S>(core: Weak<Core<M, S>>, fleet: Arc<Fleet>)
-where
-    M: NodeManager,
-    S: Store<M>,
-{
-    let mut next_gauges = Instant::now();
-    loop {
-        let deadline = {
-            let Some(core) = core.upgrade().filter(|c| !c.is_closed()) else {
-                tracing::debug!("pool dropped or closed; the prober stops");
-                return;
-            };
-            let table = core.table.load();
-            let now = Instant::now();
-            if now >= next_gauges {
-                for node in &table.nodes {
-                    node.cell.metrics.sample(&node.store.stats());
-                    if let Some((since, _)) = node.near(true) {
-                        node.cell.metrics.near(since);
-                    }
-                }
-                next_gauges = now + GAUGE_INTERVAL;
-            }
-            let mut deadline = next_gauges;
-            for node in &table.nodes {
-                if !node.cell.is_up() {
-                    node.release();
-                }
-                match node.cell.warm_until() {
-                    Some(until) if until <= now => {
-                        node.cell.end_warmup();
-                        // Stand-ins served some of its keys until now.
-                        if node.cell.journal.len() > 0 {
-                            let (node, nodes) = (node.clone(), table.nodes.clone());
-                            tokio::spawn(async move { after_return(&node, &nodes).await });
-                        }
-                    }
-                    Some(until) => deadline = deadline.min(until),
-                    None => {}
-                }
-                match node.cell.probe_at() {
-                    Some(at) if at > now => deadline = deadline.min(at),
-                    Some(_) if node.cell.start_probe() => {
-                        // The task holds the nodes, not the pool, and ends
-                        // within a few probe timeouts.
-                        tokio::spawn(rejoin::probe(node.clone(), table.nodes.clone()));
-                    }
-                    _ => {}
-                }
-            }
-            deadline
-            // `core` is dropped here: never hold it across the wait.
-        };
-        tokio::select! {
-            () = tokio::time::sleep_until(deadline.into()) => {}
-            () = fleet.wake.notified() => {}
-        }
-    }
 }

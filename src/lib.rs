@@ -111,13 +111,14 @@ pub mod metrics;
 mod multi;
 mod node;
 mod pool;
+mod prober;
 mod pubsub;
-mod rejoin;
 pub mod route;
 #[cfg(feature = "sentinel")]
 mod sentinel;
 mod session;
 mod settings;
+mod shared;
 mod stale;
 mod status;
 #[cfg(feature = "r2d2")]

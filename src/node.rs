@@ -6,7 +6,7 @@ use std::fmt;
 use std::future::Future;
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
@@ -22,6 +22,7 @@ use crate::metrics::PoolStats;
 use crate::route::NodeName;
 use crate::session::Session;
 use crate::settings::Settings;
+use crate::shared::Muxed;
 
 /// A bb8 connection manager the pool can shard: any [`ManageConnection`]
 /// whose error implements [`ClassifyFailure`] and whose connections are
@@ -215,33 +216,6 @@ impl<M: NodeManager> Store<M> for Bb8<M> {
     }
 }
 
-/// The node's multiplexed connection, cloned by `get_shared`.
-pub(crate) struct Muxed<C> {
-    pub(crate) conn: C,
-    pub(crate) epoch: u64,
-    /// Set by the first caller that sees it fail, or (with a near cache)
-    /// when its socket closes; the next `get_shared` then connects afresh.
-    broken: Arc<AtomicBool>,
-    /// The entries its near cache holds at most (0: none), and its
-    /// figures when last sampled.
-    pub(crate) near: usize,
-    sampled: std::sync::Mutex<[u64; 3]>,
-    pub(crate) cell: Arc<HealthCell>,
-}
-
-impl<C> Muxed<C> {
-    /// Whether it failed, or its socket closed.
-    pub(crate) fn is_broken(&self) -> bool {
-        self.broken.load(Ordering::Acquire)
-    }
-
-    pub(crate) fn observe(&self, failure: Option<Failure<'_>>) {
-        if self.cell.observe(failure, self.epoch) {
-            self.broken.store(true, Ordering::Release);
-        }
-    }
-}
-
 /// One node of a pool.
 pub(crate) struct Node<M: NodeManager, S> {
     pub(crate) cell: Arc<HealthCell>,
@@ -404,23 +378,10 @@ impl<M: NodeManager, S: Store<M>> Node<M, S> {
         self.mux.store(None);
     }
 
-    /// The hits, misses and invalidations of the near cache on the node's
-    /// live shared connection, if it has one, and its bound: since it
-    /// connected, or (`sample`) since the last sample, for the metrics.
+    /// The near cache's figures on the node's live shared connection, if
+    /// it has one; see [`Muxed::near`].
     pub(crate) fn near(&self, sample: bool) -> Option<([u64; 3], u64)> {
-        let mux = self.live_mux().filter(|mux| mux.near > 0)?;
-        let stats = (&mux.conn as &dyn std::any::Any)
-            .downcast_ref::<redis::aio::MultiplexedConnection>()?
-            .get_cache_statistics()?;
-        let now = [stats.hit, stats.miss, stats.invalidate].map(|n| n as u64);
-        let bound = mux.near as u64;
-        if !sample {
-            return Some((now, bound));
-        }
-        let mut sampled = mux.sampled.lock().unwrap_or_else(|e| e.into_inner());
-        let since = std::array::from_fn(|i| now[i].saturating_sub(sampled[i]));
-        *sampled = now;
-        Some((since, bound))
+        self.live_mux()?.near(sample)
     }
 
     /// Probes the node, whichever the flavour: a fresh connection, the
@@ -482,9 +443,7 @@ impl<M: NodeManager, S: Store<M>> Node<M, S> {
         };
         match self.cell.connected(epoch, connected) {
             Ok(conn) => {
-                let cell = self.cell.clone();
-                let sampled = Default::default();
-                let mux = Arc::new(Muxed { conn, epoch, broken, near, sampled, cell });
+                let mux = Arc::new(Muxed::new(conn, epoch, broken, near, self.cell.clone()));
                 self.mux.store(Some(mux.clone()));
                 Try::Done(mux)
             }

@@ -11,10 +11,11 @@ use tokio::sync::broadcast;
 use crate::cell::{Fleet, NodeEvent};
 use crate::check::ProbeCheck;
 use crate::connection::{Connection, SharedConnection, StandIn};
-use crate::engine::{Core, Finished, Take, prober};
+use crate::engine::{Core, Finished, Take};
 use crate::error::Error;
 use crate::manager::RedisManager;
 use crate::node::{Bb8, CheckoutError, Node, NodeManager, bb8_pool};
+use crate::prober::prober;
 use crate::pubsub::{Hub, Placement, Subscription};
 use crate::route::NodeName;
 use crate::settings::{Settings, check_node};
@@ -335,7 +336,7 @@ mod tests {
             assert!(!pool.status()[0].up);
             let core = std::sync::Arc::downgrade(&pool.core);
             let fleet = pool.core.fleet.clone();
-            let prober = tokio::spawn(crate::engine::prober(core.clone(), fleet));
+            let prober = tokio::spawn(crate::prober::prober(core.clone(), fleet));
             let clone = pool.clone();
             if close {
                 pool.close();

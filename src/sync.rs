@@ -33,13 +33,14 @@ use redis::{ConnectionLike, RedisError, RedisResult, Value};
 
 use crate::cell::NodeEvent;
 use crate::connection::{StandIn, own_reply};
-use crate::engine::{Core, prober};
+use crate::engine::Core;
 use crate::error::Error;
 use crate::failure::failure;
 use crate::manager::RedisManager;
 use crate::metrics::PoolStats;
 use crate::node::{Node, Store, Tracked, TrackedConn, Try};
 use crate::pool::pool_methods;
+use crate::prober::prober;
 use crate::route::NodeName;
 use crate::session::packed_effects;
 use crate::settings::Settings;

@@ -1,27 +1,94 @@
-//! A boxed node's way back: its probe, then, before its keys go home, the
-//! copies stand-ins wrote of them deleted, and its own (they are older).
+//! The prober, the pool's background task: it probes boxed nodes when
+//! their wait runs out and lets them back in, the copies their stand-ins
+//! wrote deleted first (and their own, which are older); it ends warm-ups
+//! and samples the gauges.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 use redis::aio::ConnectionLike;
 
-use crate::cell::NodeEvent;
+use crate::cell::{Fleet, NodeEvent};
 use crate::check::{Probe, failed, redis_of, speaks_redis};
+use crate::engine::Core;
 use crate::failure::FailureKind;
 use crate::node::{Node, NodeManager, Store, judge};
 
 type Nodes<M, S> = [Arc<Node<M, S>>];
+
+/// How often the prober samples the connection gauges.
+const GAUGE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The prober: probes boxed nodes when their wait runs out and samples the
+/// connection gauges. It holds only a `Weak` between rounds, so it stops
+/// once the pool is closed or its last handle dropped (which wakes it).
+pub(crate) async fn prober<M, S>(core: Weak<Core<M, S>>, fleet: Arc<Fleet>)
+where
+    M: NodeManager,
+    S: Store<M>,
+{
+    let mut next_gauges = Instant::now();
+    loop {
+        let deadline = {
+            let Some(core) = core.upgrade().filter(|c| !c.is_closed()) else {
+                tracing::debug!("pool dropped or closed; the prober stops");
+                return;
+            };
+            let Ok(table) = core.open_table() else { return };
+            let now = Instant::now();
+            if now >= next_gauges {
+                for node in &table.nodes {
+                    node.cell.metrics.sample(&node.store.stats());
+                    if let Some((since, _)) = node.near(true) {
+                        node.cell.metrics.near(since);
+                    }
+                }
+                next_gauges = now + GAUGE_INTERVAL;
+            }
+            let mut deadline = next_gauges;
+            for node in &table.nodes {
+                if !node.cell.is_up() {
+                    node.release();
+                }
+                match node.cell.warm_until() {
+                    Some(until) if until <= now => {
+                        node.cell.end_warmup();
+                        // Stand-ins served some of its keys until now.
+                        if node.cell.journal.len() > 0 {
+                            let (node, nodes) = (node.clone(), table.nodes.clone());
+                            tokio::spawn(async move { after_return(&node, &nodes).await });
+                        }
+                    }
+                    Some(until) => deadline = deadline.min(until),
+                    None => {}
+                }
+                match node.cell.probe_at() {
+                    Some(at) if at > now => deadline = deadline.min(at),
+                    Some(_) if node.cell.start_probe() => {
+                        // The task holds the nodes, not the pool, and ends
+                        // within a few probe timeouts.
+                        tokio::spawn(probe(node.clone(), table.nodes.clone()));
+                    }
+                    _ => {}
+                }
+            }
+            deadline
+            // `core` is dropped here: never hold it across the wait.
+        };
+        tokio::select! {
+            () = tokio::time::sleep_until(deadline.into()) => {}
+            () = fleet.wake.notified() => {}
+        }
+    }
+}
 
 /// Probes `node`, one of `nodes`; if it passes, deletes the keys
 /// remembered for it, on it (it is still boxed) and on the others, then
 /// lets it back in. A failure on `node` fails the probe, the keys still
 /// remembered; another node that cannot be reached does not hold the
 /// return (the writes are counted as dropped, left to the TTL).
-pub(crate) async fn probe<M: NodeManager, S: Store<M>>(
-    node: Arc<Node<M, S>>,
-    nodes: Vec<Arc<Node<M, S>>>,
-) {
+async fn probe<M: NodeManager, S: Store<M>>(node: Arc<Node<M, S>>, nodes: Vec<Arc<Node<M, S>>>) {
     let mut outcome = node.probe().await;
     let keys = if outcome.is_ok() { node.cell.journal.take() } else { Vec::new() };
     if outcome.is_ok() && !keys.is_empty() && speaks_redis::<M::Connection>() {
@@ -44,10 +111,7 @@ pub(crate) async fn probe<M: NodeManager, S: Store<M>>(
 
 /// Deletes on the other nodes what stand-ins took for `home` since its
 /// return: writes routed before it, or during its warm-up.
-pub(crate) async fn after_return<M: NodeManager, S: Store<M>>(
-    home: &Node<M, S>,
-    nodes: &Nodes<M, S>,
-) {
+async fn after_return<M: NodeManager, S: Store<M>>(home: &Node<M, S>, nodes: &Nodes<M, S>) {
     elsewhere(home, nodes, home.cell.journal.take()).await;
 }
 
