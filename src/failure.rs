@@ -45,7 +45,8 @@ pub enum FailureKind {
     /// server, or a corrupted stream.
     Protocol,
     /// A probe's own check ([`Builder::probe_with`](crate::Builder::probe_with))
-    /// kept the node out.
+    /// kept the node out, or the node refused to delete the stand-in
+    /// copies of its keys before its return (`invalidate_on_return`).
     Check,
 }
 

@@ -7,12 +7,13 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
+use redis::Value;
 use redis::aio::ConnectionLike;
 
 use crate::cell::{Fleet, NodeEvent};
 use crate::check::{Probe, failed, redis_of, speaks_redis};
 use crate::engine::Core;
-use crate::failure::FailureKind;
+use crate::failure::{ClassifyFailure, FailureKind, one_line};
 use crate::node::{Node, NodeManager, Store, judge};
 
 type Nodes<M, S> = [Arc<Node<M, S>>];
@@ -157,10 +158,16 @@ async fn delete<M: NodeManager, S: Store<M>>(node: &Node<M, S>, keys: &[Box<[u8]
         for batch in keys.chunks(1_000) {
             pipe.cmd("DEL").arg(batch);
         }
-        if let Some(conn) = redis_of(&mut conn) {
-            conn.req_packed_commands(&pipe, 0, pipe.len()).await.map_err(|e| failed(&e))?;
+        let Some(conn) = redis_of(&mut conn) else { return Ok(()) };
+        let replies = conn.req_packed_commands(&pipe, 0, pipe.len()).await;
+        // A refused `DEL` (renamed, or not allowed by an ACL) deleted nothing.
+        match replies.map_err(|e| failed(&e))?.into_iter().find_map(|reply| match reply {
+            Value::ServerError(e) => Some(e),
+            _ => None,
+        }) {
+            Some(e) => Err((e.failure_kind().unwrap_or(FailureKind::Check), one_line(&e))),
+            None => Ok(()),
         }
-        Ok(())
     };
     judge(tokio::time::timeout(node.probe_timeout, attempt).await.ok(), node.probe_timeout)
 }

@@ -393,3 +393,24 @@ fn the_journal_holds_at_most_its_room() {
     assert_eq!(journal.restore(taken), 0);
     assert_eq!(journal.len(), stale::JOURNAL_KEYS);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_home_that_cannot_delete_its_old_copies_stays_boxed() {
+    let mut servers = start_servers(3);
+    let pool = pool(&servers, true).await;
+    let home = servers[0].name();
+    let keys = keys_on(&pool, &home, "refused", 2);
+    servers[0].kill();
+    write_all(&pool, &keys, "stand-in's").await;
+    // Back, but `DEL` is gone: what it holds could not be cleaned.
+    servers[0].restart_with(&["--rename-command", "DEL", ""]);
+    let refused = eventually(Duration::from_secs(3), || status_of(&pool, &home).failed_probes >= 3);
+    assert!(refused.await, "{:?}", status_of(&pool, &home));
+    let status = status_of(&pool, &home);
+    assert!(!status.up, "let back in without invalidating: {status:?}");
+    assert_eq!(status.boxed_for, Some(fluster::FailureKind::Check), "{status:?}");
+    assert_eq!(status.stand_in_keys, 2, "the keys are still remembered: {status:?}");
+    servers[0].restart_with(&[]);
+    back(&pool, &home, 2).await;
+    assert!(keys.iter().all(|key| ttls(&servers, key).is_empty()));
+}
