@@ -375,7 +375,8 @@ impl<M: NodeManager, F> Builder<M, F> {
         /// on one key) are answered from process memory when cached. Any
         /// client's write to a key invalidates it; a boxed node's entries
         /// are never served, and a dropped connection takes its entries
-        /// with it. Nodes given by URL (not Sentinel shards), async flavour
+        /// with it (a `PING` each second finds one cut off with its socket
+        /// open). Nodes given by URL (not Sentinel shards), async flavour
         /// (the sync one has no shared connection).
         near_cache: usize;
     }

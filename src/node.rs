@@ -384,6 +384,13 @@ impl<M: NodeManager, S: Store<M>> Node<M, S> {
         self.live_mux()?.near(sample)
     }
 
+    /// See [`Muxed::heartbeat`].
+    pub(crate) async fn heartbeat(&self) {
+        if let Some(mux) = self.live_mux() {
+            mux.heartbeat().await;
+        }
+    }
+
     /// Probes the node, whichever the flavour: a fresh connection, the
     /// manager's `is_valid`, then the re-test of what boxed it, within the
     /// probe timeout; the store may keep the connection.

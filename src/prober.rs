@@ -43,6 +43,8 @@ where
                     node.cell.metrics.sample(&node.store.stats());
                     if let Some((since, _)) = node.near(true) {
                         node.cell.metrics.near(since);
+                        let node = node.clone();
+                        tokio::spawn(async move { node.heartbeat().await });
                     }
                 }
                 next_gauges = now + GAUGE_INTERVAL;

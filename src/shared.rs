@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use redis::aio::MultiplexedConnection;
 
 use crate::cell::HealthCell;
-use crate::failure::Failure;
+use crate::failure::{Failure, failure};
 
 /// The node's multiplexed connection, cloned by `get_shared`.
 pub(crate) struct Muxed<C> {
@@ -49,6 +49,18 @@ impl<C> Muxed<C> {
 }
 
 impl<C: Any> Muxed<C> {
+    /// With a near cache, reads answered from memory cannot show a
+    /// partition (the socket open, nothing passing, no invalidation
+    /// arriving): a `PING`, sent each second, does, and its timeout
+    /// retires the connection with its entries.
+    pub(crate) async fn heartbeat(&self) {
+        let conn = (&self.conn as &dyn Any).downcast_ref::<MultiplexedConnection>();
+        if let Some(mut conn) = conn.filter(|_| self.near > 0).cloned() {
+            let pong = redis::cmd("PING").query_async::<redis::Value>(&mut conn).await;
+            self.observe(failure(&pong));
+        }
+    }
+
     /// The hits, misses and invalidations of its near cache, if it has one,
     /// and its bound: since it connected, or (`sample`) since the last
     /// sample, for the metrics.

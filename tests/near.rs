@@ -204,3 +204,40 @@ async fn invalidate_on_return_clears_every_processs_near_cache() {
     assert_eq!(conn.node(), servers[1].name(), "the reader still has the home boxed");
     assert_eq!(conn.get::<_, Option<String>>(&key).await.unwrap(), None);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_that_keeps_the_socket_open_retires_the_entries() {
+    let (healthy, server) = (RedisServer::start(), RedisServer::start());
+    let proxy = Proxy::start(server.port());
+    let name = proxy.url().trim_start_matches("redis://").to_owned();
+    let pool = ShardedPool::builder()
+        .node(&healthy.url())
+        .node(&proxy.url())
+        .near_cache(1_000)
+        .response_timeout(Duration::from_millis(100))
+        .connect_timeout(Duration::from_millis(100))
+        .build()
+        .await
+        .unwrap();
+    let key = key_on(&pool, &name, "partition");
+    let _: () = redis::Commands::set(&mut server.client(), &key, "cached").unwrap();
+    assert_eq!(read(&pool, &key).await.as_deref(), Some("cached"));
+    // Nothing passes, the socket stays open, and another client writes.
+    proxy.silence();
+    let _: () = redis::Commands::set(&mut server.client(), &key, "newer").unwrap();
+    let cut = Instant::now();
+    // Only reads, all of them hits: nothing but the pool's heartbeat can
+    // see the partition.
+    loop {
+        let stale = match pool.get_shared(&key).await {
+            Ok(mut conn) => conn.get::<_, Option<String>>(&key).await.ok().flatten(),
+            Err(_) => None,
+        };
+        if stale.as_deref() != Some("cached") {
+            break;
+        }
+        assert!(cut.elapsed() < Duration::from_secs(5), "entries served 5 s into a partition");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    println!("entries served {:?} into the partition", cut.elapsed());
+}
