@@ -18,11 +18,12 @@ use crate::node::{Node, NodeManager, Store, judge};
 
 type Nodes<M, S> = [Arc<Node<M, S>>];
 
-/// How often the prober samples the connection gauges.
+/// How often the prober samples the gauges and heartbeats near caches.
 const GAUGE_INTERVAL: Duration = Duration::from_secs(1);
 
-/// The prober: probes boxed nodes when their wait runs out and samples the
-/// connection gauges. It holds only a `Weak` between rounds, so it stops
+/// The prober: probes boxed nodes when their wait runs out, ends warm-ups,
+/// and each second samples the gauges and sends near-cached connections
+/// their heartbeat. It holds only a `Weak` between rounds, so it stops
 /// once the pool is closed or its last handle dropped (which wakes it).
 pub(crate) async fn prober<M, S>(core: Weak<Core<M, S>>, fleet: Arc<Fleet>)
 where
