@@ -10,9 +10,9 @@ use crate::check::ProbeCheck;
 use crate::engine::Finished;
 use crate::error::Error;
 use crate::manager::RedisManager;
-use crate::node::NodeManager;
 use crate::pool::ShardedPool;
 use crate::settings::{Failover, Settings, check_node};
+use crate::tracked::NodeManager;
 use crate::url::{address, parse_url, target};
 
 /// Makes a node's manager once every setting is known.

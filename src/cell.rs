@@ -17,7 +17,7 @@ use tokio::sync::{Notify, broadcast};
 
 use crate::failure::{ClassifyFailure, Failure, FailureKind, connect_failure, one_line};
 use crate::health::{BoxGuard, Health, Moment, PenaltyPolicy, Probed, State, Verdict, warmed};
-use crate::metrics::{NodeMetrics, StandIn};
+use crate::metrics::{NodeMetrics, StandInWrite};
 use crate::route::{NodeName, warm_threshold};
 use crate::stale::Journal;
 
@@ -406,7 +406,7 @@ impl HealthCell {
     /// A stand-in took a write of `key`, one of this node's.
     pub(crate) fn remember(&self, key: &[u8]) {
         match self.journal.remember(key) {
-            Some(true) => self.metrics.stand_in(StandIn::Remembered, 1),
+            Some(true) => self.metrics.stand_in(StandInWrite::Remembered, 1),
             Some(false) => {}
             None => self.settle(0, 1),
         }
@@ -417,8 +417,8 @@ impl HealthCell {
     pub(crate) fn settle(&self, invalidated: usize, dropped: usize) {
         self.journal.count(invalidated, false);
         self.journal.count(dropped, true);
-        self.metrics.stand_in(StandIn::Invalidated, invalidated);
-        self.metrics.stand_in(StandIn::Dropped, dropped);
+        self.metrics.stand_in(StandInWrite::Invalidated, invalidated);
+        self.metrics.stand_in(StandInWrite::Dropped, dropped);
     }
 
     /// The node leaves its pool for good.

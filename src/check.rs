@@ -6,7 +6,7 @@ use std::any::{Any, TypeId};
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::{RedisFuture, Value};
 
-use crate::failure::{ClassifyFailure, FailureKind, connect_failure, one_line};
+use crate::failure::{ClassifyFailure, FailureKind, connect_failure, failure, one_line};
 
 /// What a probe found: nothing wrong, or the failure and what to log.
 pub(crate) type Probe = Result<(), (FailureKind, String)>;
@@ -50,14 +50,10 @@ pub(crate) async fn retest<C: Any + Send>(
         }
         pipe.cmd("EXISTS").arg("fluster:probe");
         let replies = redis.req_packed_commands(&pipe, 0, pipe.len()).await;
-        let replies = replies.map_err(|e| failed(&e))?;
-        for reply in &replies {
-            if let Value::ServerError(e) = reply
-                && let Some(kind) = e.failure_kind()
-            {
-                return Err((kind, one_line(e)));
-            }
+        if let Some((kind, e)) = failure(&replies) {
+            return Err((kind, one_line(e)));
         }
+        let replies = replies.map_err(|e| failed(&e))?;
         if let Some(Value::Array(role)) = replies.first().filter(|_| master) {
             let role = match role.first() {
                 Some(Value::BulkString(name)) => String::from_utf8_lossy(name).into_owned(),

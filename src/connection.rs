@@ -15,11 +15,11 @@ use redis::{Arg, Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, RedisResult,
 use crate::cell::HealthCell;
 use crate::failure::{Failure, FailureKind, failure};
 use crate::manager::RedisManager;
-use crate::node::{NodeManager, Tracked};
 use crate::route::NodeName;
 use crate::session::{Effect, effect};
 use crate::shared::Muxed;
 use crate::stale::{cap, written};
+use crate::tracked::{NodeManager, Tracked};
 
 /// Where keys live: the home of each, by its health cell.
 pub(crate) trait Homes: Send + Sync {
@@ -245,8 +245,12 @@ trait Observed: Send {
     /// connection may hold a reply nobody will read.
     fn arm(&mut self);
     fn observe(&mut self, failure: Option<Failure<'_>>);
-    /// The caps to send with `cmds`, if this connection is a stand-in's.
-    fn caps<'c>(&self, cmds: impl Iterator<Item = &'c Cmd>) -> Vec<Cmd>;
+    /// What it needs to cap its writes, if it is a stand-in's.
+    fn stand_in(&self) -> Option<&StandIn>;
+    /// The caps to send with `cmds`.
+    fn caps<'c>(&self, cmds: impl Iterator<Item = &'c Cmd>) -> Vec<Cmd> {
+        self.stand_in().map_or_else(Vec::new, |s| s.caps(cmds.map(|c| words(c).collect())))
+    }
 }
 
 impl<M: NodeManager> Observed for Connection<M>
@@ -270,8 +274,8 @@ where
         self.conn.in_flight = false;
         self.conn.observe(failure);
     }
-    fn caps<'c>(&self, cmds: impl Iterator<Item = &'c Cmd>) -> Vec<Cmd> {
-        self.stand_in.as_ref().map_or_else(Vec::new, |s| s.caps(cmds.map(|c| words(c).collect())))
+    fn stand_in(&self) -> Option<&StandIn> {
+        self.stand_in.as_deref()
     }
 }
 
@@ -316,8 +320,8 @@ where
     fn observe(&mut self, failure: Option<Failure<'_>>) {
         self.mux.observe(failure);
     }
-    fn caps<'c>(&self, cmds: impl Iterator<Item = &'c Cmd>) -> Vec<Cmd> {
-        self.stand_in.as_ref().map_or_else(Vec::new, |s| s.caps(cmds.map(|c| words(c).collect())))
+    fn stand_in(&self) -> Option<&StandIn> {
+        self.stand_in.as_deref()
     }
 }
 

@@ -20,11 +20,12 @@ use crate::check::ProbeCheck;
 use crate::connection::{Homes, StandIn};
 use crate::error::Error;
 use crate::health::BoxGuard;
-use crate::node::{CheckoutError, Node, NodeManager, Store};
+use crate::node::{CheckoutError, Node, Store};
 use crate::pubsub::Hub;
 use crate::route::{self, Cursor, Miss, NodeName, Router};
 use crate::settings::{Failover, Settings};
 use crate::status::NodeStatus;
+use crate::tracked::NodeManager;
 
 /// What a pool starts from: each node's name, weight and manager, the
 /// checked settings and the probe check.

@@ -124,6 +124,7 @@ mod status;
 #[cfg(feature = "r2d2")]
 #[cfg_attr(docsrs, doc(cfg(feature = "r2d2")))]
 pub mod sync;
+mod tracked;
 mod url;
 
 pub use crate::builder::{Async, Builder};
@@ -137,7 +138,6 @@ pub use crate::failure::{ClassifyFailure, FailureKind};
 pub use crate::manager::RedisManager;
 pub use crate::metrics::PoolStats;
 pub use crate::multi::ShardedPipeline;
-pub use crate::node::NodeManager;
 pub use crate::pool::ShardedPool;
 pub use crate::pubsub::Subscription;
 pub use crate::route::NodeName;
@@ -155,6 +155,7 @@ pub use crate::settings::{
     DEFAULT_PROBE_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT, Failover, Settings,
 };
 pub use crate::status::NodeStatus;
+pub use crate::tracked::NodeManager;
 pub use bb8;
 pub use redis;
 

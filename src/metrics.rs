@@ -152,7 +152,7 @@ pub(crate) struct NodeMetrics {
 
 /// What became of stand-in writes for a node's keys.
 #[derive(Debug, Clone, Copy)]
-pub(crate) enum StandIn {
+pub(crate) enum StandInWrite {
     Remembered,
     Invalidated,
     Dropped,
@@ -235,7 +235,7 @@ impl NodeMetrics {
     }
 
     /// `n` stand-in writes for this node's keys went so.
-    pub(crate) fn stand_in(&self, what: StandIn, n: usize) {
+    pub(crate) fn stand_in(&self, what: StandInWrite, n: usize) {
         self.stand_ins[what as usize].increment(n as u64);
     }
 

@@ -13,10 +13,11 @@ use crate::connection::Connection;
 use crate::engine::Route;
 use crate::error::Error;
 use crate::manager::RedisManager;
-use crate::node::{CheckoutError, NodeManager};
+use crate::node::CheckoutError;
 use crate::pool::ShardedPool;
 use crate::route;
 use crate::settings::Failover;
+use crate::tracked::NodeManager;
 
 /// Commands for several nodes, each with the key that routes it, sent as one
 /// pipeline per node. From [`ShardedPool::pipeline`].

@@ -14,12 +14,13 @@ use crate::connection::{Connection, SharedConnection, StandIn};
 use crate::engine::{Core, Finished, Take};
 use crate::error::Error;
 use crate::manager::RedisManager;
-use crate::node::{Bb8, CheckoutError, Node, NodeManager, bb8_pool};
+use crate::node::{Bb8, CheckoutError, Node, bb8_pool};
 use crate::prober::prober;
 use crate::pubsub::{Hub, Placement, Subscription};
 use crate::route::NodeName;
 use crate::settings::{Settings, check_node};
 use crate::status::NodeStatus;
+use crate::tracked::NodeManager;
 use crate::url::parse_url;
 
 /// One pool in front of several Redis nodes.

@@ -14,7 +14,8 @@ use crate::cell::{Fleet, NodeEvent};
 use crate::check::{Probe, failed, redis_of, speaks_redis};
 use crate::engine::Core;
 use crate::failure::{ClassifyFailure, FailureKind, one_line};
-use crate::node::{Node, NodeManager, Store, judge};
+use crate::node::{Node, Store, judge};
+use crate::tracked::NodeManager;
 
 type Nodes<M, S> = [Arc<Node<M, S>>];
 

@@ -65,20 +65,37 @@ pub(crate) fn effect<'a>(mut args: impl Iterator<Item = &'a [u8]>) -> Effect {
 /// strings, as a blocking connection sends them), in order.
 #[cfg(any(feature = "r2d2", test))]
 pub(crate) fn packed_effects(bytes: &[u8]) -> impl Iterator<Item = Effect> + '_ {
+    packed(bytes, |words| effect(words))
+}
+
+/// What `of` makes of each command packed in `bytes`, given its words
+/// (name first) as they are read, nothing copied: the one reading of a
+/// blocking connection's bytes, for the session rules and a stand-in's
+/// caps. A command cut short ends them.
+#[cfg(any(feature = "r2d2", test))]
+pub(crate) fn packed<'a, T>(
+    bytes: &'a [u8],
+    mut of: impl FnMut(&mut dyn Iterator<Item = &'a [u8]>) -> T + 'a,
+) -> impl Iterator<Item = T> + 'a {
     let mut rest = bytes;
     std::iter::from_fn(move || {
-        let (count, after) = header(rest, b'*')?;
+        let (mut left, after) = header(rest, b'*')?;
         rest = after;
-        // The name and what `effect` may look at after it.
-        let mut words: [&[u8]; 8] = [&[]; 8];
-        for i in 0..count {
-            let (len, after) = header(rest, b'$')?;
-            if let Some(slot) = words.get_mut(i) {
-                *slot = after.get(..len)?;
-            }
-            rest = after.get(len + 2..)?;
-        }
-        Some(effect(words[..count.min(8)].iter().copied()))
+        let mut cut = false;
+        let mut words = std::iter::from_fn(|| {
+            left = left.checked_sub(1)?;
+            let word = header(rest, b'$').and_then(|(len, after)| {
+                let word = after.get(..len)?;
+                rest = after.get(len + 2..)?;
+                Some(word)
+            });
+            cut |= word.is_none();
+            word
+        });
+        let value = of(&mut words);
+        // Past what `of` did not read.
+        words.for_each(drop);
+        (!cut).then_some(value)
     })
 }
 

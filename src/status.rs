@@ -5,10 +5,14 @@ use std::time::{Duration, Instant};
 use crate::failure::FailureKind;
 use crate::health::State;
 use crate::metrics::PoolStats;
-use crate::node::{Node, NodeManager, Store};
+use crate::node::{Node, Store};
+use crate::tracked::NodeManager;
 
-/// One node's health and pool, as reported by `status()`.
+/// One node's health and pool, as reported by `status()`. As JSON
+/// (feature `serde`), durations are milliseconds (`penalty_wait_ms`,
+/// `penalty_remaining_ms`) and the failure kind its label.
 #[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub struct NodeStatus {
     /// The node's name (never contains credentials).
@@ -21,13 +25,19 @@ pub struct NodeStatus {
     pub consecutive_timeouts: u32,
     /// The failure that boxed the node (or that the last probe saw), while
     /// it is boxed.
+    #[cfg_attr(feature = "serde", serde(serialize_with = "label"))]
     pub boxed_for: Option<FailureKind>,
     /// Probes that failed since the node was boxed.
     pub failed_probes: u32,
     /// Length of the current stay in the box: `penalty_min_wait *
     /// penalty_multiplier^failed_probes`, capped and jittered.
+    #[cfg_attr(feature = "serde", serde(rename = "penalty_wait_ms", serialize_with = "millis"))]
     pub penalty_wait: Option<Duration>,
     /// Time left before the next probe, while boxed.
+    #[cfg_attr(
+        feature = "serde",
+        serde(rename = "penalty_remaining_ms", serialize_with = "millis")
+    )]
     pub penalty_remaining: Option<Duration>,
     /// Times the node entered the box since the pool was built.
     pub penalties: u64,
@@ -106,34 +116,14 @@ impl NodeStatus {
     }
 }
 
-/// JSON-friendly: durations as milliseconds (`penalty_wait_ms`,
-/// `penalty_remaining_ms`), the failure kind as its label.
+/// Milliseconds, for JSON.
 #[cfg(feature = "serde")]
-impl serde::Serialize for NodeStatus {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeStruct;
-        let millis = |d: Option<Duration>| d.map(|d| d.as_secs_f64() * 1000.0);
-        let mut s = serializer.serialize_struct("NodeStatus", 20)?;
-        s.serialize_field("name", &self.name)?;
-        s.serialize_field("up", &self.up)?;
-        s.serialize_field("weight", &self.weight)?;
-        s.serialize_field("consecutive_timeouts", &self.consecutive_timeouts)?;
-        s.serialize_field("boxed_for", &self.boxed_for.map(FailureKind::as_str))?;
-        s.serialize_field("failed_probes", &self.failed_probes)?;
-        s.serialize_field("penalty_wait_ms", &millis(self.penalty_wait))?;
-        s.serialize_field("penalty_remaining_ms", &millis(self.penalty_remaining))?;
-        s.serialize_field("penalties", &self.penalties)?;
-        s.serialize_field("penalty_level", &self.penalty_level)?;
-        s.serialize_field("warmup", &self.warmup)?;
-        s.serialize_field("last_error", &self.last_error)?;
-        s.serialize_field("connections", &self.connections)?;
-        s.serialize_field("idle_connections", &self.idle_connections)?;
-        s.serialize_field("pool", &self.pool)?;
-        s.serialize_field("stand_in_keys", &self.stand_in_keys)?;
-        s.serialize_field("stand_in_invalidated", &self.stand_in_invalidated)?;
-        s.serialize_field("stand_in_dropped", &self.stand_in_dropped)?;
-        s.serialize_field("near_cache_entries", &self.near_cache_entries)?;
-        s.serialize_field("near_cache_hit_ratio", &self.near_cache_hit_ratio)?;
-        s.end()
-    }
+fn millis<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    serde::Serialize::serialize(&d.map(|d| d.as_secs_f64() * 1000.0), s)
+}
+
+/// The failure kind's label, for JSON.
+#[cfg(feature = "serde")]
+fn label<S: serde::Serializer>(kind: &Option<FailureKind>, s: S) -> Result<S::Ok, S::Error> {
+    serde::Serialize::serialize(&kind.map(FailureKind::as_str), s)
 }

@@ -38,13 +38,14 @@ use crate::error::Error;
 use crate::failure::failure;
 use crate::manager::RedisManager;
 use crate::metrics::PoolStats;
-use crate::node::{Node, Store, Tracked, TrackedConn, Try};
+use crate::node::{Node, Store, Try};
 use crate::pool::pool_methods;
 use crate::prober::prober;
 use crate::route::NodeName;
-use crate::session::packed_effects;
+use crate::session::{packed, packed_effects};
 use crate::settings::Settings;
 use crate::status::NodeStatus;
+use crate::tracked::{Tracked, TrackedConn};
 
 /// How long one blocking wait for a connection lasts before the node's
 /// health is looked at again: the most a checkout can lag behind its node
@@ -263,25 +264,11 @@ impl fmt::Debug for Connection {
 impl Connection {
     /// `cmd` with the caps its stand-in writes need after it, and how many.
     fn capped(&self, cmd: &[u8]) -> Option<(Vec<u8>, usize)> {
-        let stand_in = self.stand_in.as_ref()?;
-        let (mut rest, mut parser) = (cmd, redis::Parser::new());
-        let cmds: Vec<Value> = std::iter::from_fn(|| parser.parse_value(&mut rest).ok()).collect();
-        let caps = stand_in.caps(cmds.iter().map(words));
+        let caps = self.stand_in.as_ref()?.caps(packed(cmd, |words| words.collect()));
         let mut bytes = cmd.to_vec();
         caps.iter().for_each(|cap| cap.write_packed_command(&mut bytes));
         (!caps.is_empty()).then_some((bytes, caps.len()))
     }
-}
-
-/// The words of a command parsed back from its packed bytes.
-fn words(cmd: &Value) -> Vec<&[u8]> {
-    let words = cmd.as_sequence().unwrap_or(&[]).iter();
-    words
-        .filter_map(|word| match word {
-            Value::BulkString(word) => Some(&word[..]),
-            _ => None,
-        })
-        .collect()
 }
 
 impl ConnectionLike for Connection {

@@ -124,27 +124,42 @@ async fn a_killed_connection_takes_its_entries_with_it() {
     assert!(held.get::<_, Option<String>>("killed").await.is_err());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_boxed_nodes_entries_are_never_served_and_it_returns_empty() {
+/// A near-cached pool over a healthy server and one behind a proxy, so
+/// that node can be cut off while it keeps serving others and is written
+/// meanwhile; with a key homed behind the proxy, cached as `"cached"`.
+struct Cut {
+    healthy: RedisServer,
+    server: RedisServer,
+    proxy: Proxy,
+    name: String,
+    pool: ShardedPool,
+    key: String,
+}
+
+async fn behind_proxy(
+    prefix: &str,
+    configure: impl FnOnce(fluster::Builder) -> fluster::Builder,
+) -> Cut {
     let (healthy, server) = (RedisServer::start(), RedisServer::start());
-    // Behind a proxy, so the node can be cut off while it keeps serving
-    // others, and be written meanwhile.
     let proxy = Proxy::start(server.port());
     let name = proxy.url().trim_start_matches("redis://").to_owned();
-    let pool = ShardedPool::builder()
-        .node(&healthy.url())
-        .node(&proxy.url())
-        .near_cache(1_000)
-        .response_timeout(Duration::from_millis(100))
-        .timeouts_before_penalty(1)
-        .penalty_min_wait(Duration::from_millis(100))
-        .penalty_max_wait(Duration::from_millis(200))
-        .build()
-        .await
-        .unwrap();
-    let key = key_on(&pool, &name, "boxed");
+    let builder = ShardedPool::builder().node(&healthy.url()).node(&proxy.url());
+    let builder = builder.near_cache(1_000).response_timeout(Duration::from_millis(100));
+    let pool = configure(builder).build().await.unwrap();
+    let key = key_on(&pool, &name, prefix);
     let _: () = redis::Commands::set(&mut server.client(), &key, "cached").unwrap();
     assert_eq!(read(&pool, &key).await.as_deref(), Some("cached"));
+    Cut { healthy, server, proxy, name, pool, key }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_boxed_nodes_entries_are_never_served_and_it_returns_empty() {
+    let Cut { healthy, server, proxy, name, pool, key } = behind_proxy("boxed", |b| {
+        b.timeouts_before_penalty(1)
+            .penalty_min_wait(Duration::from_millis(100))
+            .penalty_max_wait(Duration::from_millis(200))
+    })
+    .await;
     let mut held = pool.get_shared(&key).await.unwrap();
     proxy.silence();
     // A write the node's connection cannot hear of.
@@ -207,21 +222,8 @@ async fn invalidate_on_return_clears_every_processs_near_cache() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partition_that_keeps_the_socket_open_retires_the_entries() {
-    let (healthy, server) = (RedisServer::start(), RedisServer::start());
-    let proxy = Proxy::start(server.port());
-    let name = proxy.url().trim_start_matches("redis://").to_owned();
-    let pool = ShardedPool::builder()
-        .node(&healthy.url())
-        .node(&proxy.url())
-        .near_cache(1_000)
-        .response_timeout(Duration::from_millis(100))
-        .connect_timeout(Duration::from_millis(100))
-        .build()
-        .await
-        .unwrap();
-    let key = key_on(&pool, &name, "partition");
-    let _: () = redis::Commands::set(&mut server.client(), &key, "cached").unwrap();
-    assert_eq!(read(&pool, &key).await.as_deref(), Some("cached"));
+    let Cut { server, proxy, pool, key, .. } =
+        behind_proxy("partition", |b| b.connect_timeout(Duration::from_millis(100))).await;
     // Nothing passes, the socket stays open, and another client writes.
     proxy.silence();
     let _: () = redis::Commands::set(&mut server.client(), &key, "newer").unwrap();

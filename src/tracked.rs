@@ -1,0 +1,112 @@
+//! What a node's store holds and how it is filled: [`NodeManager`], the
+//! bound on the managers the pool shards; [`TrackedConn`], a connection
+//! with what the pool needs to judge it; and [`Tracked`], the manager that
+//! reports every connect to the node's health.
+
+use std::fmt;
+use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
+
+use bb8::ManageConnection;
+
+use crate::cell::HealthCell;
+use crate::failure::{ClassifyFailure, Failure, connect_failure};
+use crate::session::Session;
+
+/// A bb8 connection manager the pool can shard: any [`ManageConnection`]
+/// whose error implements [`ClassifyFailure`] and whose connections are
+/// `Sync` (so a node's shared connection is cloned without a lock).
+/// Implemented automatically; it only names those bounds.
+pub trait NodeManager: ManageConnection<Error: ClassifyFailure, Connection: Sync> {}
+
+impl<M: ManageConnection<Error: ClassifyFailure, Connection: Sync>> NodeManager for M {}
+
+/// A connection with what the pool needs to judge it.
+pub(crate) struct TrackedConn<C> {
+    pub(crate) conn: C,
+    /// The node's epoch when the connection was made.
+    pub(crate) epoch: u64,
+    /// Set once the connection saw a failure; the pool then drops it.
+    pub(crate) broken: bool,
+    /// Set while a command is in flight: if its future is dropped before
+    /// the reply comes, the reply would go to the next caller, so the pool
+    /// drops the connection. Not a failure of the node.
+    pub(crate) in_flight: bool,
+    /// What the caller's commands left behind (an open `MULTI`, a `SELECT`
+    /// ...): a connection whose session changed is dropped, not handed on.
+    pub(crate) session: Session,
+    pub(crate) cell: Arc<HealthCell>,
+}
+
+impl<C> TrackedConn<C> {
+    pub(crate) fn new(conn: C, epoch: u64, cell: Arc<HealthCell>) -> Self {
+        TrackedConn {
+            conn,
+            epoch,
+            broken: false,
+            in_flight: false,
+            session: Session::default(),
+            cell,
+        }
+    }
+
+    /// Reports an operation's outcome on this connection.
+    pub(crate) fn observe(&mut self, failure: Option<Failure<'_>>) {
+        self.broken |= self.cell.observe(failure, self.epoch);
+    }
+
+    /// Whether the pool must drop it rather than reuse it.
+    pub(crate) fn is_spent(&self) -> bool {
+        self.broken || self.in_flight || !self.session.is_clean() || self.epoch != self.cell.epoch()
+    }
+}
+
+impl<C> Deref for TrackedConn<C> {
+    type Target = C;
+    fn deref(&self) -> &C {
+        &self.conn
+    }
+}
+
+impl<C> DerefMut for TrackedConn<C> {
+    fn deref_mut(&mut self) -> &mut C {
+        &mut self.conn
+    }
+}
+
+/// `M` with its outcomes reported to the node's health: every node's pool
+/// manages this instead of the user's `M`, so connect failures reach the
+/// penalty box although bb8 never returns them to a caller.
+pub(crate) struct Tracked<M> {
+    pub(crate) inner: Arc<M>,
+    pub(crate) cell: Arc<HealthCell>,
+}
+
+impl<M> fmt::Debug for Tracked<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tracked").field("node", &self.cell.name).finish_non_exhaustive()
+    }
+}
+
+impl<M: NodeManager> ManageConnection for Tracked<M> {
+    type Connection = TrackedConn<M::Connection>;
+    type Error = M::Error;
+
+    async fn connect(&self) -> Result<Self::Connection, Self::Error> {
+        let epoch = self.cell.epoch();
+        let conn = self.cell.connected(epoch, self.inner.connect().await)?;
+        Ok(TrackedConn::new(conn, epoch, self.cell.clone()))
+    }
+
+    async fn is_valid(&self, conn: &mut Self::Connection) -> Result<(), Self::Error> {
+        let result = self.inner.is_valid(&mut conn.conn).await;
+        if let Err(e) = &result {
+            conn.observe(Some(connect_failure(e)));
+        }
+        result
+    }
+
+    fn has_broken(&self, conn: &mut Self::Connection) -> bool {
+        conn.is_spent() || self.inner.has_broken(&mut conn.conn)
+    }
+}
