@@ -8,7 +8,7 @@
 use std::collections::hash_map::RandomState;
 use std::fmt;
 use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -41,12 +41,17 @@ pub(crate) struct Fleet {
     /// Every state change, for [`events`](crate::ShardedPool::events)
     /// receivers. Sending never waits; a lagging receiver loses the oldest.
     pub(crate) events: broadcast::Sender<NodeEvent>,
+    /// Nodes boxed or warming up. While none is, routing sends every key
+    /// home without reading any node's word: one load of a line that is
+    /// written only when a node changes state.
+    pub(crate) unsettled: AtomicUsize,
 }
 
 impl Fleet {
     pub(crate) fn new(guard: BoxGuard) -> Arc<Self> {
         crate::metrics::describe();
-        Arc::new(Fleet { wake: Notify::new(), guard, events: broadcast::channel(1024).0 })
+        let events = broadcast::channel(1024).0;
+        Arc::new(Fleet { wake: Notify::new(), guard, events, unsettled: AtomicUsize::new(0) })
     }
 
     pub(crate) fn send(&self, event: NodeEvent) {
@@ -117,11 +122,18 @@ pub enum NodeEvent {
     },
 }
 
-/// Bits of [`HealthCell`]'s word: `epoch << 3 | WARM | STREAK | BOXED`.
+/// Bits of [`HealthCell`]'s word: `epoch << 4 | RETIRED | WARM | STREAK |
+/// BOXED`.
 const BOXED: u64 = 1;
 const STREAK: u64 = 2;
 const WARM: u64 = 4;
-const EPOCH_SHIFT: u32 = 3;
+const RETIRED: u64 = 8;
+const EPOCH_SHIFT: u32 = 4;
+
+/// Whether a word counts among the fleet's unsettled nodes.
+fn unsettled(word: u64) -> bool {
+    word & (BOXED | WARM) != 0 && word & RETIRED == 0
+}
 
 /// Nanoseconds since the first call: how warm-up starts are kept in atomics.
 fn nanos(at: Instant) -> u64 {
@@ -199,8 +211,18 @@ impl HealthCell {
             None => 0,
         };
         self.vetoes.store(health.vetoes().0, Ordering::Release);
-        let word = health.epoch() << EPOCH_SHIFT | warm | streak | boxed;
+        let retired = if health.is_retired() { RETIRED } else { 0 };
+        let word = health.epoch() << EPOCH_SHIFT | retired | warm | streak | boxed;
+        // Counted before the word shows it, uncounted after: the count never
+        // says settled while a word says otherwise.
+        let (was, is) = (unsettled(self.word.load(Ordering::Acquire)), unsettled(word));
+        if is && !was {
+            self.fleet.unsettled.fetch_add(1, Ordering::AcqRel);
+        }
         self.word.store(word, Ordering::Release);
+        if was && !is {
+            self.fleet.unsettled.fetch_sub(1, Ordering::AcqRel);
+        }
     }
 
     #[inline]
@@ -426,5 +448,32 @@ impl HealthCell {
         let mut health = self.lock();
         health.retire(&self.fleet.guard);
         self.publish(&health);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fleet's count of unsettled nodes follows boxing, warm-ups and
+    /// removal exactly: routing trusts it to skip every node's word.
+    #[test]
+    fn the_unsettled_count_follows_each_node() {
+        let fleet = Fleet::new(BoxGuard::new(2));
+        let policy = PenaltyPolicy { warmup: Duration::from_secs(60), ..PenaltyPolicy::default() };
+        let cells = ["a", "b"].map(|name| HealthCell::new(name, policy, fleet.clone()));
+        let count = || fleet.unsettled.load(Ordering::Acquire);
+        let refused = || (FailureKind::Refused, &"refused" as &dyn fmt::Display);
+        assert_eq!(count(), 0);
+        cells[0].report(refused(), 0, true);
+        cells[1].report(refused(), 0, true);
+        cells[0].report(refused(), 1, true); // already boxed: counted once
+        assert_eq!(count(), 2);
+        cells[0].finish_probe(Ok(())); // back, warming up: still unsettled
+        assert_eq!(count(), 2);
+        cells[1].retire(); // boxed and gone: no longer counted
+        assert_eq!(count(), 1);
+        cells[0].retire();
+        assert_eq!(count(), 0);
     }
 }

@@ -36,12 +36,13 @@ pub(crate) type Finished<M> =
 pub(crate) struct Table<M: NodeManager, S> {
     pub(crate) router: Router,
     pub(crate) nodes: Vec<Arc<Node<M, S>>>,
+    fleet: Arc<Fleet>,
 }
 
 impl<M: NodeManager, S: Store<M>> Table<M, S> {
-    fn new(nodes: Vec<Arc<Node<M, S>>>) -> Self {
+    fn new(nodes: Vec<Arc<Node<M, S>>>, fleet: &Arc<Fleet>) -> Self {
         let router = Router::new(nodes.iter().map(|n| (&**n.name(), n.weight)));
-        Table { router, nodes }
+        Table { router, nodes, fleet: fleet.clone() }
     }
 
     fn position(&self, name: &str) -> Option<usize> {
@@ -94,7 +95,9 @@ impl<'t, M: NodeManager, S: Store<M>> Route<'t, M, S> {
             Order::Key(cursor) => {
                 let hash = cursor.hash();
                 let warm = cursor.failover() == Failover::Reroute;
-                let routable = |index: usize| table.nodes[index].cell.routable(hash, warm);
+                let settled = table.fleet.unsettled.load(Ordering::Acquire) == 0;
+                let routable =
+                    |index: usize| settled || table.nodes[index].cell.routable(hash, warm);
                 cursor.next(&table.router, routable).map_err(|miss| match miss {
                     Miss::Empty => Error::Closed,
                     Miss::Home(home) => Error::NodeDown { node: table.router.name(home).into() },
@@ -221,7 +224,7 @@ impl<M: NodeManager, S: Store<M>> Core<M, S> {
             probe_new(&nodes).await;
         }
         Core {
-            table: ArcSwap::from_pointee(Table::new(nodes)),
+            table: ArcSwap::from_pointee(Table::new(nodes, &fleet)),
             fleet,
             closed: AtomicBool::new(false),
             next_any: AtomicUsize::new(0),
@@ -347,7 +350,7 @@ impl<M: NodeManager, S: Store<M>> Core<M, S> {
         if self.closed.swap(true, Ordering::AcqRel) {
             return;
         }
-        let table = self.table.swap(Arc::new(Table::new(Vec::new())));
+        let table = self.table.swap(Arc::new(Table::new(Vec::new(), &self.fleet)));
         for node in &table.nodes {
             node.cell.retire();
         }
@@ -413,7 +416,7 @@ impl<M: NodeManager, S: Store<M>> Core<M, S> {
     /// Publishes a new node list; the caller holds the membership lock.
     fn install(&self, nodes: Vec<Arc<Node<M, S>>>) {
         self.fleet.guard.set_cap(self.settings.max_boxed(nodes.len()));
-        self.table.store(Arc::new(Table::new(nodes)));
+        self.table.store(Arc::new(Table::new(nodes, &self.fleet)));
         self.fleet.wake.notify_one();
     }
 }

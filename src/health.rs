@@ -255,6 +255,11 @@ impl Health {
         matches!(self.state, State::Up { .. })
     }
 
+    /// Whether the node left its pool.
+    pub fn is_retired(&self) -> bool {
+        self.retired
+    }
+
     /// The current epoch: how many times the node was boxed or retired.
     pub fn epoch(&self) -> u64 {
         self.epoch
