@@ -113,17 +113,29 @@ impl Client {
     }
 }
 
-/// Throughput and latency of one run.
+/// Throughput and latency of one run, and the client's CPU time per
+/// operation (the servers run in processes of their own, so this is the
+/// client library's cost, which the machine's noise moves far less than
+/// throughput).
 #[derive(Clone, Copy, Debug)]
 struct Figures {
     ops_per_sec: f64,
     p50_us: f64,
     p99_us: f64,
+    cpu_us_per_op: f64,
+}
+
+/// CPU time this process has used, every thread, in microseconds.
+fn cpu_us() -> f64 {
+    let mut t = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `t` is a valid timespec for the call to fill.
+    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut t) };
+    t.tv_sec as f64 * 1e6 + t.tv_nsec as f64 / 1e3
 }
 
 async fn drive(client: Client, tasks: usize, ops: u64, workload: Workload) -> Figures {
     let per_task = ops / tasks as u64;
-    let started = Instant::now();
+    let (started, cpu) = (Instant::now(), cpu_us());
     let handles: Vec<_> = (0..tasks)
         .map(|t| {
             let client = client.clone();
@@ -145,10 +157,16 @@ async fn drive(client: Client, tasks: usize, ops: u64, workload: Workload) -> Fi
     for handle in handles {
         latencies.extend(handle.await.unwrap());
     }
-    let elapsed = started.elapsed().as_secs_f64();
+    let (elapsed, cpu) = (started.elapsed().as_secs_f64(), cpu_us() - cpu);
     latencies.sort_unstable();
     let pct = |p: f64| latencies[((latencies.len() - 1) as f64 * p) as usize] as f64;
-    Figures { ops_per_sec: latencies.len() as f64 / elapsed, p50_us: pct(0.50), p99_us: pct(0.99) }
+    let n = latencies.len() as f64;
+    Figures {
+        ops_per_sec: n / elapsed,
+        p50_us: pct(0.50),
+        p99_us: pct(0.99),
+        cpu_us_per_op: cpu / n,
+    }
 }
 
 /// redis-benchmark against every node at once, `tasks` clients in all:
@@ -168,7 +186,7 @@ fn redis_benchmark(servers: &[RedisServer], tasks: usize, ops: u64, test: &str) 
                 .expect("run redis-benchmark")
         })
         .collect();
-    let mut figures = Figures { ops_per_sec: 0.0, p50_us: 0.0, p99_us: 0.0 };
+    let mut figures = Figures { ops_per_sec: 0.0, p50_us: 0.0, p99_us: 0.0, cpu_us_per_op: 0.0 };
     for child in children {
         let out = child.wait_with_output().expect("redis-benchmark output");
         let text = String::from_utf8_lossy(&out.stdout);
@@ -188,6 +206,7 @@ fn combine_80_20(get: Figures, set: Figures) -> Figures {
         ops_per_sec: 1.0 / (0.8 / get.ops_per_sec + 0.2 / set.ops_per_sec),
         p50_us: get.p50_us.max(set.p50_us),
         p99_us: get.p99_us.max(set.p99_us),
+        cpu_us_per_op: 0.8 * get.cpu_us_per_op + 0.2 * set.cpu_us_per_op,
     }
 }
 
@@ -301,8 +320,10 @@ async fn head_to_head(servers: &[RedisServer], ops: u64) {
     println!(
         "## Head to head: median of {PAIRS} per-round ratios, INCR, {ops} operations a round\n"
     );
-    println!("| pair | tasks | median | min | max |");
-    println!("|---|---:|---:|---:|---:|");
+    println!(
+        "| pair | tasks | throughput: median | min | max | client CPU per op: median | min | max |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
     let clients = clients(servers).await;
     let pick =
         |prefix: &str| clients.iter().find(|(n, _)| n.starts_with(prefix)).unwrap().1.clone();
@@ -316,7 +337,7 @@ async fn head_to_head(servers: &[RedisServer], ops: u64) {
             let (ours, theirs) = (pick(ours), pick(theirs));
             drive(ours.clone(), tasks, (tasks * 4) as u64, Workload::Incr).await;
             drive(theirs.clone(), tasks, (tasks * 4) as u64, Workload::Incr).await;
-            let mut ratios = Vec::new();
+            let (mut ratios, mut cpu) = (Vec::new(), Vec::new());
             for round in 0..PAIRS {
                 let (a, b) = if round % 2 == 0 {
                     let a = drive(ours.clone(), tasks, ops, Workload::Incr).await;
@@ -326,10 +347,13 @@ async fn head_to_head(servers: &[RedisServer], ops: u64) {
                     (drive(ours.clone(), tasks, ops, Workload::Incr).await, b)
                 };
                 ratios.push(a.ops_per_sec / b.ops_per_sec);
+                cpu.push(a.cpu_us_per_op / b.cpu_us_per_op);
             }
-            ratios.sort_by(f64::total_cmp);
-            let (median, min, max) = (ratios[PAIRS / 2], ratios[0], ratios[PAIRS - 1]);
-            println!("| {label} | {tasks} | {median:.3} | {min:.3} | {max:.3} |");
+            let spread = |mut r: Vec<f64>| {
+                r.sort_by(f64::total_cmp);
+                format!("{:.3} | {:.3} | {:.3}", r[PAIRS / 2], r[0], r[PAIRS - 1])
+            };
+            println!("| {label} | {tasks} | {} | {} |", spread(ratios), spread(cpu));
         }
     }
     println!();

@@ -9,7 +9,7 @@ use futures_util::future::join_all;
 use redis::aio::ConnectionLike;
 use redis::{Cmd, FromRedisValue, ToRedisArgs, Value};
 
-use crate::connection::Connection;
+use crate::connection::{Connection, own_reply};
 use crate::engine::Route;
 use crate::error::Error;
 use crate::manager::RedisManager;
@@ -90,13 +90,7 @@ where
                     pipe.add_command(self.commands[p].1.clone());
                 }
                 let values = conn.req_packed_commands(&pipe, 0, positions.len()).await?;
-                Ok(values
-                    .into_iter()
-                    .map(|value| match value {
-                        Value::ServerError(e) => Err(Error::Redis(e.into())),
-                        value => Ok(value),
-                    })
-                    .collect::<Vec<_>>())
+                Ok(values.into_iter().map(|v| Ok(own_reply(v)?)).collect::<Vec<_>>())
             })
             .await?;
         let mut replies: Vec<Option<Result<Value, Error>>> =
@@ -181,14 +175,9 @@ where
         K: AsRef<[u8]> + Sync,
         V: FromRedisValue,
     {
-        let hashes: Vec<u64> = keys.iter().map(|k| route::key_hash(k.as_ref())).collect();
         let groups = self
-            .by_node(&hashes, |mut conn, positions| async move {
-                let mut cmd = redis::cmd("MGET");
-                for &p in &positions {
-                    cmd.arg(keys[p].as_ref());
-                }
-                Ok(cmd.query_async::<Vec<Value>>(&mut conn).await?)
+            .per_node::<Vec<Value>, _>("MGET", keys.iter().map(|k| k.as_ref()), |cmd, p| {
+                cmd.arg(keys[p].as_ref());
             })
             .await?;
         let mut values: Vec<Option<V>> = std::iter::repeat_with(|| None).take(keys.len()).collect();
@@ -208,14 +197,9 @@ where
         K: AsRef<[u8]> + Sync,
         V: ToRedisArgs + Sync,
     {
-        let hashes: Vec<u64> = pairs.iter().map(|(k, _)| route::key_hash(k.as_ref())).collect();
         let groups = self
-            .by_node(&hashes, |mut conn, positions| async move {
-                let mut cmd = redis::cmd("MSET");
-                for &p in &positions {
-                    cmd.arg(pairs[p].0.as_ref()).arg(&pairs[p].1);
-                }
-                Ok(cmd.query_async::<()>(&mut conn).await?)
+            .per_node::<(), _>("MSET", pairs.iter().map(|(k, _)| k.as_ref()), |cmd, p| {
+                cmd.arg(pairs[p].0.as_ref()).arg(&pairs[p].1);
             })
             .await?;
         groups.into_iter().try_for_each(|(_, outcome)| outcome)
@@ -224,17 +208,30 @@ where
     /// `DEL` of many keys, as one `DEL` per node, run concurrently; returns
     /// how many keys were removed in all.
     pub async fn del<K: AsRef<[u8]> + Sync>(&self, keys: &[K]) -> Result<u64, Error> {
-        let hashes: Vec<u64> = keys.iter().map(|k| route::key_hash(k.as_ref())).collect();
         let groups = self
-            .by_node(&hashes, |mut conn, positions| async move {
-                let mut cmd = redis::cmd("DEL");
-                for &p in &positions {
-                    cmd.arg(keys[p].as_ref());
-                }
-                Ok(cmd.query_async::<u64>(&mut conn).await?)
+            .per_node::<u64, _>("DEL", keys.iter().map(|k| k.as_ref()), |cmd, p| {
+                cmd.arg(keys[p].as_ref());
             })
             .await?;
         groups.into_iter().map(|(_, outcome)| outcome).sum()
+    }
+
+    /// One `name` command per node over the positions of `keys` (`args`
+    /// adds one position's arguments), run concurrently through
+    /// [`by_node`](Self::by_node).
+    async fn per_node<'k, R: FromRedisValue, I: Iterator<Item = &'k [u8]>>(
+        &self,
+        name: &str,
+        keys: I,
+        args: impl Fn(&mut Cmd, usize) + Sync,
+    ) -> Result<Vec<(Vec<usize>, Result<R, Error>)>, Error> {
+        let hashes: Vec<u64> = keys.map(route::key_hash).collect();
+        self.by_node(&hashes, |mut conn, positions| {
+            let mut cmd = redis::cmd(name);
+            positions.iter().for_each(|&p| args(&mut cmd, p));
+            async move { Ok(cmd.query_async::<R>(&mut conn).await?) }
+        })
+        .await
     }
 }
 

@@ -223,16 +223,35 @@ impl Router {
 
     /// The hot path: the position of the largest draw (the first met on a
     /// tie) over a non-empty router of equal weights, no eligibility test.
+    /// Two running maxima, of even and of odd positions, so that each
+    /// compare waits on half as many before it.
     #[inline(always)]
     fn equal_best(&self, hash: u64) -> usize {
-        let mut best = (self.draw(hash, 0), 0);
-        for pos in 1..self.xor_seeds.len() {
-            let draw = self.draw(hash, pos);
-            if draw > best.0 {
-                best = (draw, pos);
+        let mut pairs = self.xor_seeds.chunks_exact(2).zip(self.mul_seeds.chunks_exact(2));
+        let (mut even, mut odd) = ((0, 0), (0, 1));
+        if let Some((x, m)) = pairs.next() {
+            even.0 = fold(hash ^ x[0], m[0]);
+            odd.0 = fold(hash ^ x[1], m[1]);
+        }
+        for (pos, (x, m)) in (2..).step_by(2).zip(pairs) {
+            let (a, b) = (fold(hash ^ x[0], m[0]), fold(hash ^ x[1], m[1]));
+            if a > even.0 {
+                even = (a, pos);
+            }
+            if b > odd.0 {
+                odd = (b, pos + 1);
             }
         }
-        best.1
+        let n = self.xor_seeds.len();
+        if n % 2 == 1 {
+            let last = (self.draw(hash, n - 1), n - 1);
+            if n == 1 || last.0 > even.0 {
+                even = last;
+            }
+        }
+        // Odd positions exist from two nodes up; a tie goes to the smaller.
+        let odd_wins = n >= 2 && (odd.0 > even.0 || (odd.0 == even.0 && odd.1 < even.1));
+        if odd_wins { odd.1 } else { even.1 }
     }
 
     /// The key's home node: its first choice when every node is healthy.

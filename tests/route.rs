@@ -165,3 +165,16 @@ fn names_compare_as_strings() {
     assert_eq!(format!("{name} {name:?}"), "cache-a \"cache-a\"");
     assert_eq!(Some(name).as_deref(), Some("cache-a"));
 }
+
+/// The home is the ranking's head at every size, odd and even: the hot
+/// path's two running maxima and their merge agree with the full sort.
+#[test]
+fn the_home_heads_the_ranking_at_every_size() {
+    for n in 1..=17 {
+        let r = router(&names(n));
+        for i in 0..500 {
+            let key = format!("k{i}");
+            assert_eq!(r.home(key.as_bytes()), Some(r.ranking(key.as_bytes())[0]), "{n} nodes");
+        }
+    }
+}
