@@ -1,7 +1,6 @@
 //! [`Builder`]: nodes and [`Settings`] for either flavour of pool, checked
 //! in one place.
 
-use std::collections::HashSet;
 use std::fmt;
 use std::marker::PhantomData;
 use std::time::Duration;
@@ -11,7 +10,7 @@ use crate::engine::Finished;
 use crate::error::Error;
 use crate::manager::RedisManager;
 use crate::pool::ShardedPool;
-use crate::settings::{Failover, Settings, check_node};
+use crate::settings::{Failover, Settings, check_nodes};
 use crate::tracked::NodeManager;
 use crate::url::{address, parse_url, target};
 
@@ -413,27 +412,7 @@ impl<M: NodeManager, F> Builder<M, F> {
         if self.nodes.is_empty() {
             return Err(Error::config("nodes", "no nodes were added"));
         }
-        let mut names = HashSet::new();
-        let mut targets: Vec<(&(String, i64), &str)> = Vec::new();
-        for node in &self.nodes {
-            if let Some(target) = &node.target {
-                if let Some((_, first)) = targets.iter().find(|(t, _)| *t == target) {
-                    let (addr, db) = target;
-                    return Err(Error::config(
-                        format!("node `{}`", node.name),
-                        format!("is the same server and database ({addr}/{db}) as node `{first}`"),
-                    ));
-                }
-                targets.push((target, &node.name));
-            }
-            check_node(&node.name, node.weight)?;
-            if !names.insert(node.name.as_str()) {
-                return Err(Error::config(
-                    format!("node name `{}`", node.name),
-                    "the name is used by more than one node",
-                ));
-            }
-        }
+        check_nodes(self.nodes.iter().map(|n| (n.name.as_str(), n.weight, n.target.as_ref())))?;
         self.settings.check()?;
         if self.settings.require_healthy > self.nodes.len() {
             let (want, have) = (self.settings.require_healthy, self.nodes.len());

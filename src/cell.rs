@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::futures::Notified;
 use tokio::sync::{Notify, broadcast};
 
+use crate::event::NodeEvent;
 use crate::failure::{ClassifyFailure, Failure, FailureKind, connect_failure, one_line};
 use crate::health::{BoxGuard, Health, Moment, PenaltyPolicy, Probed, State, Verdict, warmed};
 use crate::metrics::{NodeMetrics, StandInWrite};
@@ -58,68 +59,6 @@ impl Fleet {
         // No receiver is no error.
         let _ = self.events.send(event);
     }
-}
-
-/// A change in a node's state, from [`events`](crate::ShardedPool::events).
-#[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
-pub enum NodeEvent {
-    /// The node entered the penalty box.
-    #[non_exhaustive]
-    Boxed {
-        /// The node.
-        node: NodeName,
-        /// The failure that boxed it.
-        kind: FailureKind,
-        /// How long before it is probed.
-        wait: Duration,
-        /// The back-off level of this stay (above 0 for a node that flaps).
-        level: u32,
-    },
-    /// A probe of the boxed node failed; it stays boxed for `wait` more.
-    #[non_exhaustive]
-    ProbeFailed {
-        /// The node.
-        node: NodeName,
-        /// What the probe saw.
-        kind: FailureKind,
-        /// How long before the next probe.
-        wait: Duration,
-    },
-    /// The node answered a probe and is back in rotation (its keys come
-    /// home over the warm-up, if there is one).
-    #[non_exhaustive]
-    Returned {
-        /// The node.
-        node: NodeName,
-    },
-    /// Before the node's return, the copies this process wrote through
-    /// stand-ins for its keys were deleted (`invalidate_on_return`).
-    #[non_exhaustive]
-    Invalidated {
-        /// The node.
-        node: NodeName,
-        /// Keys deleted.
-        keys: usize,
-    },
-    /// The node's warm-up is over: all its keys go to it again.
-    #[non_exhaustive]
-    Warm {
-        /// The node.
-        node: NodeName,
-    },
-    /// The node joined the pool.
-    #[non_exhaustive]
-    Added {
-        /// The node.
-        node: NodeName,
-    },
-    /// The node left the pool.
-    #[non_exhaustive]
-    Removed {
-        /// The node.
-        node: NodeName,
-    },
 }
 
 /// Bits of [`HealthCell`]'s word: `epoch << 4 | RETIRED | WARM | STREAK |

@@ -15,10 +15,11 @@ use std::time::Instant;
 use arc_swap::{ArcSwap, Guard};
 use futures_util::future::join_all;
 
-use crate::cell::{Fleet, HealthCell, NodeEvent};
+use crate::cell::{Fleet, HealthCell};
 use crate::check::ProbeCheck;
 use crate::connection::{Homes, StandIn};
 use crate::error::Error;
+use crate::event::NodeEvent;
 use crate::health::BoxGuard;
 use crate::node::{CheckoutError, Node, Store};
 use crate::pubsub::Hub;

@@ -40,13 +40,9 @@ pub struct PenaltyPolicy {
     pub jitter: f64,
     /// Timeouts in a row that box a node (at least 1).
     pub timeout_threshold: u32,
-    /// Flap damping: a node boxed again within this time of its return
-    /// starts its stay one back-off level above where the last stay ended;
-    /// each full `memory` it stays up lowers that level by one. Zero turns
-    /// damping off: every stay starts at `min_wait`.
+    /// Flap damping (see [`Health::level`]); zero turns it off.
     pub memory: Duration,
-    /// Slow start: over this window after a node returns (or joins), the
-    /// share of its keys routed to it grows from none to all. Zero: at once.
+    /// Slow start's window (see [`warmed`]); zero: keys go home at once.
     pub warmup: Duration,
 }
 

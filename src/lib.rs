@@ -104,6 +104,7 @@ mod config;
 mod connection;
 mod engine;
 mod error;
+mod event;
 mod failure;
 mod health;
 mod manager;
@@ -128,12 +129,12 @@ mod tracked;
 mod url;
 
 pub use crate::builder::{Async, Builder};
-pub use crate::cell::NodeEvent;
 #[cfg(feature = "serde")]
 #[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
 pub use crate::config::Config;
 pub use crate::connection::{Connection, SharedConnection};
 pub use crate::error::Error;
+pub use crate::event::NodeEvent;
 pub use crate::failure::{ClassifyFailure, FailureKind};
 pub use crate::manager::RedisManager;
 pub use crate::metrics::PoolStats;

@@ -8,11 +8,12 @@ use std::time::Instant;
 use futures_util::future::BoxFuture;
 use tokio::sync::broadcast;
 
-use crate::cell::{Fleet, NodeEvent};
+use crate::cell::Fleet;
 use crate::check::ProbeCheck;
 use crate::connection::{Connection, SharedConnection, StandIn};
 use crate::engine::{Core, Finished, Take};
 use crate::error::Error;
+use crate::event::NodeEvent;
 use crate::manager::RedisManager;
 use crate::node::{Bb8, CheckoutError, Node, bb8_pool};
 use crate::prober::prober;

@@ -10,9 +10,10 @@ use futures_util::future::join_all;
 use redis::Value;
 use redis::aio::ConnectionLike;
 
-use crate::cell::{Fleet, NodeEvent};
+use crate::cell::Fleet;
 use crate::check::{Probe, failed, redis_of, speaks_redis};
 use crate::engine::Core;
+use crate::event::NodeEvent;
 use crate::failure::{ClassifyFailure, FailureKind, one_line};
 use crate::node::{Node, Store, judge};
 use crate::tracked::NodeManager;

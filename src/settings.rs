@@ -2,6 +2,7 @@
 //! builder writes it, `Config` reads it from a file), with its defaults and
 //! its checks.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use crate::error::Error;
@@ -375,6 +376,36 @@ impl Settings {
         }
         Ok(())
     }
+}
+
+/// Checks a pool's nodes, each a name, a weight and, for a node given by
+/// URL, its server and database: each name and weight, no name twice, no
+/// server and database twice.
+pub(crate) fn check_nodes<'a>(
+    nodes: impl Iterator<Item = (&'a str, f64, Option<&'a (String, i64)>)>,
+) -> Result<(), Error> {
+    let mut names = HashSet::new();
+    let mut targets: Vec<(&(String, i64), &str)> = Vec::new();
+    for (name, weight, target) in nodes {
+        if let Some(target) = target {
+            if let Some((_, first)) = targets.iter().find(|(t, _)| *t == target) {
+                let (addr, db) = target;
+                return Err(Error::config(
+                    format!("node `{name}`"),
+                    format!("is the same server and database ({addr}/{db}) as node `{first}`"),
+                ));
+            }
+            targets.push((target, name));
+        }
+        check_node(name, weight)?;
+        if !names.insert(name) {
+            return Err(Error::config(
+                format!("node name `{name}`"),
+                "the name is used by more than one node",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Checks one node's name and weight.

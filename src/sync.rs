@@ -31,10 +31,10 @@ use std::time::Duration;
 
 use redis::{ConnectionLike, RedisError, RedisResult, Value};
 
-use crate::cell::NodeEvent;
 use crate::connection::{StandIn, own_reply};
 use crate::engine::Core;
 use crate::error::Error;
+use crate::event::NodeEvent;
 use crate::failure::failure;
 use crate::manager::RedisManager;
 use crate::metrics::PoolStats;

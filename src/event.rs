@@ -1,0 +1,68 @@
+//! [`NodeEvent`]: a change in a node's state, as `events()` sends it.
+
+use std::time::Duration;
+
+use crate::failure::FailureKind;
+use crate::route::NodeName;
+
+/// A change in a node's state, from [`events`](crate::ShardedPool::events).
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum NodeEvent {
+    /// The node entered the penalty box.
+    #[non_exhaustive]
+    Boxed {
+        /// The node.
+        node: NodeName,
+        /// The failure that boxed it.
+        kind: FailureKind,
+        /// How long before it is probed.
+        wait: Duration,
+        /// The back-off level of this stay (above 0 for a node that flaps).
+        level: u32,
+    },
+    /// A probe of the boxed node failed; it stays boxed for `wait` more.
+    #[non_exhaustive]
+    ProbeFailed {
+        /// The node.
+        node: NodeName,
+        /// What the probe saw.
+        kind: FailureKind,
+        /// How long before the next probe.
+        wait: Duration,
+    },
+    /// The node answered a probe and is back in rotation (its keys come
+    /// home over the warm-up, if there is one).
+    #[non_exhaustive]
+    Returned {
+        /// The node.
+        node: NodeName,
+    },
+    /// Before the node's return, the copies this process wrote through
+    /// stand-ins for its keys were deleted (`invalidate_on_return`).
+    #[non_exhaustive]
+    Invalidated {
+        /// The node.
+        node: NodeName,
+        /// Keys deleted.
+        keys: usize,
+    },
+    /// The node's warm-up is over: all its keys go to it again.
+    #[non_exhaustive]
+    Warm {
+        /// The node.
+        node: NodeName,
+    },
+    /// The node joined the pool.
+    #[non_exhaustive]
+    Added {
+        /// The node.
+        node: NodeName,
+    },
+    /// The node left the pool.
+    #[non_exhaustive]
+    Removed {
+        /// The node.
+        node: NodeName,
+    },
+}
