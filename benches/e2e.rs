@@ -16,6 +16,7 @@
 //!
 //!     cargo bench --bench e2e                 # FLUSTER_E2E_OPS=200000 for longer runs
 //!     FLUSTER_E2E_TARGETS=1 cargo bench --bench e2e   # the head-to-head ratios alone
+//!     FLUSTER_E2E_ONLY="(a) " cargo bench --bench e2e # one client alone, for perf stat
 //!
 //! Benchmarks are not tests: CI only builds this (`cargo bench --no-run`).
 
@@ -490,6 +491,15 @@ fn main() {
     runtime.block_on(async {
         let mut servers = support::start_servers(3);
         println!("# fluster end-to-end benchmark\n");
+        // FLUSTER_E2E_ONLY="(b')": that client alone, 64 tasks of INCR, so
+        // that `perf stat` sees one client's process.
+        if let Ok(only) = std::env::var("FLUSTER_E2E_ONLY") {
+            let clients = clients(&servers).await;
+            let (name, client) = clients.iter().find(|(n, _)| n.starts_with(&only)).unwrap();
+            let f = drive(client.clone(), 64, ops, Workload::Incr).await;
+            println!("{name}: {:.0} ops/s, {:.2} µs CPU per op", f.ops_per_sec, f.cpu_us_per_op);
+            return;
+        }
         // FLUSTER_E2E_TARGETS=1: the head-to-head ratios alone.
         if std::env::var("FLUSTER_E2E_TARGETS").is_ok() {
             head_to_head(&servers, ops / 2).await;
