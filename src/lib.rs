@@ -95,7 +95,8 @@
 #![deny(missing_docs)]
 #![warn(missing_debug_implementations)]
 
-// Floors, bottom up: each module imports only from those above it here.
+// In name order; the README's Layout lists them bottom up, each using
+// only those above it (no import loops).
 mod builder;
 mod cell;
 mod check;

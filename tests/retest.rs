@@ -92,34 +92,32 @@ async fn a_replica_stays_boxed_until_it_is_a_master_again() {
     let _: () = conn.set(&key, 2).await.unwrap();
 }
 
+/// A fake node that answers PING all along (as one behind a proxy or a
+/// module does) but replies `broken` to everything else: it is boxed for
+/// `kind` and stays boxed until it answers again, then returns.
+async fn boxed_until_it_answers(prefix: &str, broken: &'static str, kind: FailureKind) {
+    let healthy = RedisServer::start();
+    let node = FakeServer::start("+OK\r\n");
+    let pool = builder(&healthy, &node.url()).build().await.unwrap();
+    let key = key_on(&pool, &node.name(), prefix);
+    node.set_reply(broken);
+    poke(&pool, &key).await;
+    let status = stays_boxed(&pool, &key, &node.name(), 5).await;
+    assert_eq!(status.boxed_for, Some(kind), "{status:?}");
+    node.set_reply("+OK\r\n");
+    returns(&pool, &node.name()).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_loading_node_stays_boxed_until_loading_is_over() {
-    let healthy = RedisServer::start();
-    // PING answers all along, as on a server whose proxy or module does.
-    let loading = FakeServer::start("+OK\r\n");
-    let pool = builder(&healthy, &loading.url()).build().await.unwrap();
-    let key = key_on(&pool, &loading.name(), "loading");
-    loading.set_reply("-LOADING Redis is loading the dataset in memory\r\n");
-    poke(&pool, &key).await;
-    let status = stays_boxed(&pool, &key, &loading.name(), 5).await;
-    assert_eq!(status.boxed_for, Some(FailureKind::Loading), "{status:?}");
-    loading.set_reply("+OK\r\n");
-    returns(&pool, &loading.name()).await;
+    let loading = "-LOADING Redis is loading the dataset in memory\r\n";
+    boxed_until_it_answers("loading", loading, FailureKind::Loading).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_that_answers_ping_but_hangs_reads_stays_boxed() {
-    let healthy = RedisServer::start();
-    let hung = FakeServer::start("+OK\r\n");
-    let pool = builder(&healthy, &hung.url()).build().await.unwrap();
-    let key = key_on(&pool, &hung.name(), "hung");
-    // From now on only PING is answered.
-    hung.set_reply("");
-    poke(&pool, &key).await;
-    let status = stays_boxed(&pool, &key, &hung.name(), 5).await;
-    assert_eq!(status.boxed_for, Some(FailureKind::Timeout), "{status:?}");
-    hung.set_reply("+OK\r\n");
-    returns(&pool, &hung.name()).await;
+    // Only PING is answered: every other command waits forever.
+    boxed_until_it_answers("hung", "", FailureKind::Timeout).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
