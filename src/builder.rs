@@ -371,13 +371,28 @@ impl<M: NodeManager, F> Builder<M, F> {
         /// [`get_shared`](crate::ShardedPool::get_shared) (`GET`, `MGET`,
         /// `HGET`, `HMGET`, `HGETALL`, `SMEMBERS`, `EXISTS`, `TYPE`,
         /// `STRLEN`, `LRANGE`, `ZRANGE` and the other read-only commands
-        /// on one key) are answered from process memory when cached. Any
-        /// client's write to a key invalidates it; a boxed node's entries
-        /// are never served, and a dropped connection takes its entries
-        /// with it (a `PING` each second finds one cut off with its socket
+        /// on one key) are answered from process memory when cached.
+        ///
+        /// A read that starts after a write through this pool was
+        /// acknowledged never returns the value from before it, whichever
+        /// path carried the write (`get`, `get_shared`, a pipeline,
+        /// `mset`, a transaction). Another client's write is seen once the
+        /// server's invalidation arrives (under a millisecond on a quiet
+        /// network). A boxed node's entries are never served, and a dropped
+        /// connection takes its entries with it (the
+        /// [`heartbeat`](Self::heartbeat) finds one cut off with its socket
         /// open). Nodes given by URL (not Sentinel shards), async flavour
         /// (the sync one has no shared connection).
         near_cache: usize;
+        /// Interval of the heartbeat (default 1 s; zero: off): an up node
+        /// that carried no successful command during the last interval gets
+        /// one `PING`, judged like any command, so a node that dies while
+        /// the pool is idle is boxed within about one interval plus
+        /// `response_timeout`, and `status()` and `fluster_node_up` tell
+        /// the truth at night too. Under traffic it sends nothing. With a
+        /// near cache it also `PING`s the tracking connection when only
+        /// hits were served, and must not be off.
+        heartbeat: Duration;
     }
 
     setters! { optional

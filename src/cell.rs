@@ -8,7 +8,7 @@
 use std::collections::hash_map::RandomState;
 use std::fmt;
 use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -88,6 +88,12 @@ pub(crate) struct HealthCell {
     /// boxed or not, a timeout streak open or not, warming or not, and the
     /// epoch.
     word: AtomicU64,
+    /// Whether the node answered since the prober last asked: written once
+    /// per heartbeat interval at most, so the hot path only reads it.
+    seen: AtomicBool,
+    /// When it first answered after the prober last asked (see [`nanos`];
+    /// 0: never).
+    last_ok: AtomicU64,
     /// While warming: when the warm-up began (see [`nanos`]).
     warm_from: AtomicU64,
     /// The mirror of [`Health::vetoes`]' count.
@@ -116,6 +122,8 @@ impl HealthCell {
         HealthCell {
             name: name.into(),
             word: AtomicU64::new(0),
+            seen: AtomicBool::new(false),
+            last_ok: AtomicU64::new(0),
             warm_from: AtomicU64::new(0),
             vetoes: AtomicU64::new(0),
             health: Mutex::new(Health::up()),
@@ -232,15 +240,39 @@ impl HealthCell {
         (self.vetoes() != vetoes).then(|| self.lock().vetoes().1.unwrap_or(FailureKind::Connect))
     }
 
-    /// Something succeeded: a timeout streak, if one is open, is over. The
-    /// common case is one relaxed load and no lock.
+    /// Something succeeded: the node answered, and a timeout streak, if
+    /// one is open, is over. The common case is two relaxed loads, no
+    /// store and no lock.
     #[inline]
     pub(crate) fn report_success(&self) {
+        if !self.seen.load(Ordering::Relaxed) {
+            self.answered();
+        }
         if self.word.load(Ordering::Relaxed) & STREAK != 0 {
             let mut health = self.lock();
             health.on_success();
             self.publish(&health);
         }
+    }
+
+    /// The node answered: noted once per heartbeat interval.
+    #[cold]
+    fn answered(&self) {
+        self.seen.store(true, Ordering::Relaxed);
+        self.last_ok.store(nanos(Instant::now()).max(1), Ordering::Relaxed);
+    }
+
+    /// Whether the node answered since the last call (the prober asks once
+    /// per heartbeat interval).
+    pub(crate) fn take_seen(&self) -> bool {
+        self.seen.swap(false, Ordering::Relaxed)
+    }
+
+    /// How long ago the node last answered, to within one heartbeat
+    /// interval; `None` if it never has.
+    pub(crate) fn last_ok(&self, now: Instant) -> Option<Duration> {
+        let at = self.last_ok.load(Ordering::Relaxed);
+        (at > 0).then(|| Duration::from_nanos(nanos(now).saturating_sub(at)))
     }
 
     /// A failure was seen on a connection made in `epoch` (`at_once`: at
@@ -343,6 +375,7 @@ impl HealthCell {
         let node = &self.name;
         match (probed, seen) {
             (Probed::Returned, _) => {
+                self.answered();
                 self.metrics.returned();
                 self.fleet.send(NodeEvent::Returned { node: *node });
                 tracing::info!(%node, "node back in rotation");

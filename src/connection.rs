@@ -18,7 +18,8 @@ use crate::manager::RedisManager;
 use crate::route::NodeName;
 use crate::session::{Effect, effect};
 use crate::shared::Muxed;
-use crate::stale::{cap, written};
+use crate::near::{self, Fence, Look, NearCache, Read};
+use crate::stale::{Reach, cap, written};
 use crate::tracked::{NodeManager, Tracked};
 
 /// Where keys live: the home of each, by its health cell.
@@ -45,8 +46,8 @@ impl StandIn {
     pub(crate) fn caps<'w>(&self, cmds: impl Iterator<Item = Vec<&'w [u8]>>) -> Vec<Cmd> {
         let mut caps = Vec::new();
         for words in cmds {
-            let (keys, more) = written(&words);
-            let taken = self.key.as_deref().filter(|_| more);
+            let (keys, reach) = written(&words);
+            let taken = self.key.as_deref().filter(|_| reach == Reach::More);
             for key in keys.into_iter().chain(taken) {
                 let Some(home) = self.homes.home(key).filter(|h| h.name != self.serving) else {
                     continue;
@@ -247,6 +248,13 @@ trait Observed: Send {
     fn observe(&mut self, failure: Option<Failure<'_>>);
     /// What it needs to cap its writes, if it is a stand-in's.
     fn stand_in(&self) -> Option<&StandIn>;
+    /// The near cache of its node, if it has one: its writes fence it.
+    fn near(&self) -> Option<&Arc<NearCache>>;
+    /// Whether its reads may be answered by that near cache: it is the
+    /// node's tracking connection, whose invalidations keep it true.
+    fn reads_near(&self) -> bool {
+        false
+    }
     /// The caps to send with `cmds`.
     fn caps<'c>(&self, cmds: impl Iterator<Item = &'c Cmd>) -> Vec<Cmd> {
         self.stand_in().map_or_else(Vec::new, |s| s.caps(cmds.map(|c| words(c).collect())))
@@ -277,6 +285,9 @@ where
     fn stand_in(&self) -> Option<&StandIn> {
         self.stand_in.as_deref()
     }
+    fn near(&self) -> Option<&Arc<NearCache>> {
+        self.conn.near.as_ref()
+    }
 }
 
 impl<M: NodeManager> Observed for SharedConnection<M>
@@ -295,7 +306,7 @@ where
     /// invalidation reaches, or of a node that is out.
     fn admit<'c>(&mut self, cmds: impl Iterator<Item = &'c Cmd>) -> RedisResult<()> {
         let mux = &self.mux;
-        if mux.near > 0 && (mux.is_broken() || mux.epoch != mux.cell.epoch()) {
+        if mux.near.is_some() && (mux.is_broken() || mux.epoch != mux.cell.epoch()) {
             let gone =
                 "the shared connection is gone, and its near cache with it: get_shared again";
             return Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, gone).into());
@@ -323,6 +334,105 @@ where
     fn stand_in(&self) -> Option<&StandIn> {
         self.stand_in.as_deref()
     }
+    fn near(&self) -> Option<&Arc<NearCache>> {
+        self.mux.near.as_ref()
+    }
+    fn reads_near(&self) -> bool {
+        self.mux.near.is_some()
+    }
+}
+
+/// Sends `cmd` with its caps, and reports the outcome.
+async fn send<O: Observed>(conn: &mut O, cmd: &Cmd) -> RedisResult<Value> {
+    let caps = conn.caps(std::iter::once(cmd));
+    conn.arm();
+    let result = if caps.is_empty() {
+        conn.wire().req_packed_command(cmd).await
+    } else {
+        let mut one = redis::pipe();
+        one.add_command(cmd.clone());
+        let values = capped(conn.wire(), &one, (0, 1), caps).await;
+        values.and_then(|mut values| own_reply(values.swap_remove(0)))
+    };
+    conn.observe(failure(&result));
+    result
+}
+
+/// One command: answered by the near cache if it can, else sent, its
+/// writes fenced in the near cache while they are in flight.
+async fn one<O: Observed>(conn: &mut O, cmd: &Cmd) -> RedisResult<Value> {
+    conn.admit(std::iter::once(cmd))?;
+    let Some(cache) = conn.near() else { return send(conn, cmd).await };
+    let words: Vec<&[u8]> = words(cmd).collect();
+    if conn.reads_near()
+        && let Some(read) = near::read(&words)
+    {
+        return match cache.look(&read, &words) {
+            Look::Hit(value) => Ok(value),
+            Look::Pass => send(conn, cmd).await,
+            Look::Fill(tickets) => fill(conn, cmd, &read, &words, &tickets).await,
+        };
+    }
+    let _fence = cache.fence(&words);
+    send(conn, cmd).await
+}
+
+/// A near-cache miss: `cmd` and each key's `PTTL` in one round trip, the
+/// replies kept under `tickets`.
+async fn fill<O: Observed>(
+    conn: &mut O,
+    cmd: &Cmd,
+    read: &Read<'_>,
+    words: &[&[u8]],
+    tickets: &[u64],
+) -> RedisResult<Value> {
+    let mut pipe = redis::pipe();
+    pipe.add_command(cmd.clone());
+    for key in read.keys() {
+        pipe.cmd("PTTL").arg(key);
+    }
+    conn.arm();
+    let result = conn.wire().req_packed_commands(&pipe, 0, pipe.len()).await;
+    conn.observe(failure(&result));
+    let mut values = result?;
+    let ttls = values.split_off(1);
+    let value = values.pop().unwrap_or(Value::Nil);
+    let replies = match (read, &value) {
+        (Read::Many(_), Value::Array(items)) => items.clone(),
+        (Read::Many(_), _) => Vec::new(),
+        (Read::One(_), value) => vec![value.clone()],
+    };
+    if let Some(cache) = conn.near() {
+        cache.keep(read, words, tickets, replies, &ttls);
+    }
+    own_reply(value)
+}
+
+/// A pipeline: sent with its caps, each write fenced in the near cache
+/// while it is in flight (reads inside a pipeline go to the server).
+async fn many<O: Observed>(
+    conn: &mut O,
+    pipeline: &Pipeline,
+    offset: usize,
+    count: usize,
+) -> RedisResult<Vec<Value>> {
+    conn.admit(pipeline.cmd_iter())?;
+    let _fences: Vec<Fence<'_>> = match conn.near() {
+        Some(cache) => pipeline
+            .cmd_iter()
+            .filter_map(|cmd| cache.fence(&words(cmd).collect::<Vec<_>>()))
+            .collect(),
+        None => Vec::new(),
+    };
+    let caps = conn.caps(pipeline.cmd_iter());
+    conn.arm();
+    let result = if caps.is_empty() {
+        conn.wire().req_packed_commands(pipeline, offset, count).await
+    } else {
+        capped(conn.wire(), pipeline, (offset, count), caps).await
+    };
+    conn.observe(failure(&result));
+    result
 }
 
 /// The one body of both connections' [`ConnectionLike`]: sends on the
@@ -335,21 +445,7 @@ macro_rules! connection_like {
             M::Connection: ConnectionLike + Send,
         {
             fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-                Box::pin(async move {
-                    self.admit(std::iter::once(cmd))?;
-                    let caps = self.caps(std::iter::once(cmd));
-                    self.arm();
-                    let result = if caps.is_empty() {
-                        self.wire().req_packed_command(cmd).await
-                    } else {
-                        let mut one = redis::pipe();
-                        one.add_command(cmd.clone());
-                        let values = capped(self.wire(), &one, (0, 1), caps).await;
-                        values.and_then(|mut values| own_reply(values.swap_remove(0)))
-                    };
-                    self.observe(failure(&result));
-                    result
-                })
+                Box::pin(one(self, cmd))
             }
 
             fn req_packed_commands<'a>(
@@ -358,18 +454,7 @@ macro_rules! connection_like {
                 offset: usize,
                 count: usize,
             ) -> RedisFuture<'a, Vec<Value>> {
-                Box::pin(async move {
-                    self.admit(pipeline.cmd_iter())?;
-                    let caps = self.caps(pipeline.cmd_iter());
-                    self.arm();
-                    let result = if caps.is_empty() {
-                        self.wire().req_packed_commands(pipeline, offset, count).await
-                    } else {
-                        capped(self.wire(), pipeline, (offset, count), caps).await
-                    };
-                    self.observe(failure(&result));
-                    result
-                })
+                Box::pin(many(self, pipeline, offset, count))
             }
 
             fn get_db(&self) -> i64 {

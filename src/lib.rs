@@ -111,6 +111,7 @@ mod health;
 mod manager;
 pub mod metrics;
 mod multi;
+mod near;
 mod node;
 mod pool;
 mod prober;

@@ -10,11 +10,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
-use redis::caching::CacheConfig;
-use redis::{AsyncConnectionConfig, Client, ConnectionInfo, ProtocolVersion, PushInfo, PushKind};
+use redis::{
+    AsyncConnectionConfig, Client, ConnectionInfo, ProtocolVersion, PushInfo, PushKind, Value,
+};
 use redis::{RedisError, RedisResult};
 
 use crate::error::Error;
+use crate::near::NearCache;
 #[cfg(feature = "sentinel")]
 use crate::sentinel::{SentinelShard, SentinelTarget};
 use crate::settings::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT, Settings};
@@ -193,28 +195,53 @@ impl RedisManager {
     }
 }
 
-/// The node's shared connection with a near cache, and the entries it
-/// holds at most, if `manager` is a [`RedisManager`] that has one: RESP3
-/// and client tracking, so the server invalidates what it caches.
-/// `dropped` is set when its socket closes, for from then on no
-/// invalidation reaches it.
+/// The entries of a near cache per node, if `manager` is a
+/// [`RedisManager`] with one.
+pub(crate) fn near_entries<M: bb8::ManageConnection>(manager: &M) -> Option<NonZeroUsize> {
+    let redis = (manager as &dyn Any).downcast_ref::<RedisManager>()?;
+    redis.near.as_ref().map(|(_, entries)| *entries)
+}
+
+/// The node's tracking connection, if `manager` is a [`RedisManager`] with
+/// a near cache: RESP3 with `CLIENT TRACKING ON`, the server's
+/// invalidations applied to `cache` as they arrive (before any reply that
+/// follows them is handed on). `dropped` is set, and `cache` emptied,
+/// when its socket closes, for from then on no invalidation reaches it.
 pub(crate) async fn connect_near<M: bb8::ManageConnection>(
     manager: &M,
+    cache: &Arc<NearCache>,
     dropped: &Arc<AtomicBool>,
-) -> Option<(usize, Result<M::Connection, M::Error>)> {
+) -> Option<Result<M::Connection, M::Error>> {
     let redis = (manager as &dyn Any).downcast_ref::<RedisManager>()?;
-    let ((client, entries), dropped) = (redis.near.as_ref()?, dropped.clone());
-    let config = redis.config.clone().set_cache_config(CacheConfig::new().set_size(*entries));
-    let config = config.set_push_sender(move |info: PushInfo| {
-        if info.kind == PushKind::Disconnection {
-            dropped.store(true, Ordering::Release);
+    let ((client, _), dropped, near) = (redis.near.as_ref()?, dropped.clone(), cache.clone());
+    let config = redis.config.clone().set_push_sender(move |info: PushInfo| {
+        match (info.kind, info.data.first()) {
+            (PushKind::Invalidate, Some(Value::Array(keys))) => {
+                for key in keys {
+                    if let Value::BulkString(key) = key {
+                        near.invalidate(key);
+                    }
+                }
+            }
+            // After FLUSHALL or FLUSHDB the server names no key.
+            (PushKind::Invalidate, _) => near.clear(),
+            (PushKind::Disconnection, _) => {
+                dropped.store(true, Ordering::Release);
+                near.clear();
+            }
+            _ => {}
         }
         Ok::<(), std::convert::Infallible>(())
     });
-    let connected = client.get_multiplexed_async_connection_with_config(&config).await;
+    let connected = async {
+        let mut conn = client.get_multiplexed_async_connection_with_config(&config).await?;
+        redis::cmd("CLIENT").arg("TRACKING").arg("ON").query_async::<()>(&mut conn).await?;
+        Ok(conn)
+    };
+    let connected: RedisResult<MultiplexedConnection> = connected.await;
     // `M` is `RedisManager`: the result is of its types.
     let connected = (Box::new(connected) as Box<dyn Any>).downcast().ok()?;
-    Some((entries.get(), *connected))
+    Some(*connected)
 }
 
 impl bb8::ManageConnection for RedisManager {

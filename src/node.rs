@@ -2,11 +2,12 @@
 //! store), its shared connection, the one checkout race (with its blocking
 //! twin) and the probe.
 
+use std::any::Any;
 use std::fmt;
 use std::future::Future;
 use std::ops::DerefMut;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
@@ -16,8 +17,9 @@ use futures_util::FutureExt;
 use crate::cell::{Fleet, HealthCell};
 use crate::check::{Probe, ProbeCheck, failed, retest};
 use crate::error::Error;
-use crate::failure::FailureKind;
-use crate::manager::connect_near;
+use crate::failure::{FailureKind, failure};
+use crate::manager::{connect_near, near_entries};
+use crate::near::NearCache;
 use crate::metrics::PoolStats;
 use crate::route::NodeName;
 use crate::settings::Settings;
@@ -30,9 +32,7 @@ pub(crate) fn judge<C>(
     outcome: Option<Result<C, (FailureKind, String)>>,
     timeout: Duration,
 ) -> Result<C, (FailureKind, String)> {
-    outcome.unwrap_or_else(|| {
-        Err((FailureKind::Timeout, format!("no answer within the probe timeout of {timeout:?}")))
-    })
+    outcome.unwrap_or_else(|| Err(late(timeout)))
 }
 
 /// Why a checkout from one node did not give a connection.
@@ -81,6 +81,10 @@ pub(crate) trait Store<M: NodeManager>: Send + Sync + Sized + 'static {
     fn release(&self);
     /// Keeps a probe's connection, warm, if it can hold one of its kind.
     fn adopt(&self, conn: TrackedConn<M::Connection>);
+    /// The heartbeat on one of its connections: `manager`'s check (for
+    /// Redis a `PING`) within `timeout`, its outcome reported to the
+    /// connection's node. A connect that fails reports itself.
+    fn heartbeat(&self, manager: &Arc<M>, timeout: Duration) -> impl Future<Output = ()> + Send;
 }
 
 /// A node's bb8 pool.
@@ -116,6 +120,24 @@ impl<M: NodeManager> Store<M> for Bb8<M> {
         // A full pool just means the connection is not needed.
         let _ = self.add(conn);
     }
+
+    async fn heartbeat(&self, manager: &Arc<M>, timeout: Duration) {
+        // A pool too busy to lend a connection has traffic to tell the
+        // truth: nothing to do.
+        let Ok(Ok(mut conn)) = tokio::time::timeout(timeout, self.get()).await else { return };
+        if conn.epoch != conn.cell.epoch() {
+            conn.broken = true;
+            return;
+        }
+        let checked = tokio::time::timeout(timeout, manager.is_valid(&mut conn.conn)).await;
+        let outcome = checked.map_err(|_| late(timeout)).and_then(|r| r.map_err(|e| failed(&e)));
+        conn.observe(outcome.as_ref().err().map(|(kind, error)| (*kind, error as &dyn fmt::Display)));
+    }
+}
+
+/// The failure of a check that did not answer within `timeout`.
+pub(crate) fn late(timeout: Duration) -> (FailureKind, String) {
+    (FailureKind::Timeout, format!("no answer within {timeout:?}"))
 }
 
 /// One node of a pool.
@@ -127,7 +149,11 @@ pub(crate) struct Node<M: NodeManager, S> {
     pub(crate) probe_timeout: Duration,
     /// The user's own probe check, if any.
     pub(crate) check: Option<ProbeCheck<M::Connection>>,
+    /// Its near cache, if it has one.
+    pub(crate) near: Option<Arc<NearCache>>,
     mux: ArcSwapOption<Muxed<M::Connection>>,
+    /// Set while a heartbeat is under way: one at a time.
+    beating: AtomicBool,
     /// Lets one caller connect the multiplexed connection while the others
     /// wait for its result.
     connecting: tokio::sync::Mutex<()>,
@@ -169,8 +195,9 @@ impl<M: NodeManager, S: Store<M>> Node<M, S> {
         store: impl FnOnce(Tracked<M>) -> S,
     ) -> Self {
         let cell = Arc::new(HealthCell::new(&name, settings.policy(), fleet.clone()));
+        let near = near_entries(&manager).map(|entries| Arc::new(NearCache::new(entries)));
         let manager = Arc::new(manager);
-        let tracked = Tracked { inner: manager.clone(), cell: cell.clone() };
+        let tracked = Tracked { inner: manager.clone(), cell: cell.clone(), near: near.clone() };
         Node {
             cell,
             weight,
@@ -178,7 +205,9 @@ impl<M: NodeManager, S: Store<M>> Node<M, S> {
             manager,
             probe_timeout: settings.probe_timeout,
             check,
+            near,
             mux: ArcSwapOption::empty(),
+            beating: AtomicBool::new(false),
             connecting: tokio::sync::Mutex::new(()),
         }
     }
@@ -278,19 +307,42 @@ impl<M: NodeManager, S: Store<M>> Node<M, S> {
     pub(crate) fn release(&self) {
         self.store.release();
         self.mux.store(None);
-    }
-
-    /// The near cache's figures on the node's live shared connection, if
-    /// it has one; see [`Muxed::near`].
-    pub(crate) fn near(&self, sample: bool) -> Option<([u64; 3], u64)> {
-        self.live_mux()?.near(sample)
-    }
-
-    /// See [`Muxed::heartbeat`].
-    pub(crate) async fn heartbeat(&self) {
-        if let Some(mux) = self.live_mux() {
-            mux.heartbeat().await;
+        if let Some(near) = &self.near {
+            near.clear();
         }
+    }
+
+    /// Whether the node needs a heartbeat now: it is up, and it did not
+    /// answer since the last call, or (with a near cache) its tracking
+    /// connection did not, its entries being trusted only while it does.
+    pub(crate) fn needs_heartbeat(&self) -> bool {
+        let quiet = !self.cell.take_seen();
+        let mux = self.live_mux().filter(|mux| mux.near.is_some());
+        let tracking_quiet = mux.is_some_and(|mux| !mux.take_seen());
+        self.cell.is_up() && (quiet || tracking_quiet)
+    }
+
+    /// The heartbeat: one check of the node, on its shared connection if it
+    /// has a live one (the near cache's tracking connection among them),
+    /// else on a pooled one; judged and reported like any command. One at
+    /// a time per node.
+    pub(crate) async fn heartbeat(&self) {
+        if self.beating.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let shared = self.live_mux();
+        let multiplexed = shared.as_ref().and_then(|mux| {
+            let conn = &mux.conn as &dyn Any;
+            conn.downcast_ref::<redis::aio::MultiplexedConnection>().cloned()
+        });
+        match (shared, multiplexed) {
+            (Some(mux), Some(mut conn)) => {
+                let pong = redis::cmd("PING").query_async::<redis::Value>(&mut conn).await;
+                mux.observe(failure(&pong));
+            }
+            _ => self.store.heartbeat(&self.manager, self.probe_timeout).await,
+        }
+        self.beating.store(false, Ordering::Release);
     }
 
     /// Probes the node, whichever the flavour: a fresh connection, the
@@ -306,7 +358,7 @@ impl<M: NodeManager, S: Store<M>> Node<M, S> {
         };
         let outcome = tokio::time::timeout(self.probe_timeout, attempt).await.ok();
         let conn = judge(outcome, self.probe_timeout)?;
-        self.store.adopt(TrackedConn::new(conn, epoch, self.cell.clone()));
+        self.store.adopt(TrackedConn::new(conn, epoch, self.cell.clone(), self.near.clone()));
         Ok(())
     }
 
@@ -346,12 +398,21 @@ impl<M: NodeManager, S: Store<M>> Node<M, S> {
             return Try::Done(mux);
         }
         let (epoch, broken) = (self.cell.epoch(), Arc::new(AtomicBool::new(false)));
-        let (near, connected) = match connect_near(&*self.manager, &broken).await {
+        let tracking = match &self.near {
+            Some(near) => connect_near(&*self.manager, near, &broken).await,
+            None => None,
+        };
+        let near = self.near.clone().filter(|_| tracking.is_some());
+        let connected = match tracking {
             Some(connected) => connected,
-            None => (0, self.manager.connect().await),
+            None => self.manager.connect().await,
         };
         match self.cell.connected(epoch, connected) {
             Ok(conn) => {
+                // What the entries were kept true by is gone: start empty.
+                if let Some(near) = &near {
+                    near.clear();
+                }
                 let mux = Arc::new(Muxed::new(conn, epoch, broken, near, self.cell.clone()));
                 self.mux.store(Some(mux.clone()));
                 Try::Done(mux)

@@ -20,19 +20,21 @@ use crate::tracked::NodeManager;
 
 type Nodes<M, S> = [Arc<Node<M, S>>];
 
-/// How often the prober samples the gauges and heartbeats near caches.
+/// How often the prober samples the gauges.
 const GAUGE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The prober: probes boxed nodes when their wait runs out, ends warm-ups,
-/// and each second samples the gauges and sends near-cached connections
-/// their heartbeat. It holds only a `Weak` between rounds, so it stops
-/// once the pool is closed or its last handle dropped (which wakes it).
+/// each second samples the gauges, and each `heartbeat` checks the up
+/// nodes that did not answer meanwhile. It holds only a `Weak` between
+/// rounds, so it stops once the pool is closed or its last handle dropped
+/// (which wakes it).
 pub(crate) async fn prober<M, S>(core: Weak<Core<M, S>>, fleet: Arc<Fleet>)
 where
     M: NodeManager,
     S: Store<M>,
 {
     let mut next_gauges = Instant::now();
+    let mut next_beat = Instant::now();
     loop {
         let deadline = {
             let Some(core) = core.upgrade().filter(|c| !c.is_closed()) else {
@@ -44,15 +46,25 @@ where
             if now >= next_gauges {
                 for node in &table.nodes {
                     node.cell.metrics.sample(&node.store.stats());
-                    if let Some((since, _)) = node.near(true) {
+                    if let Some((since, ..)) = node.near.as_ref().map(|near| near.figures(true)) {
                         node.cell.metrics.near(since);
-                        let node = node.clone();
-                        tokio::spawn(async move { node.heartbeat().await });
                     }
                 }
                 next_gauges = now + GAUGE_INTERVAL;
             }
-            let mut deadline = next_gauges;
+            // Off, it still marks the interval after which `last_ok` is
+            // noted again.
+            let beat = core.settings.heartbeat;
+            if now >= next_beat {
+                for node in &table.nodes {
+                    if node.needs_heartbeat() && !beat.is_zero() {
+                        let node = node.clone();
+                        tokio::spawn(async move { node.heartbeat().await });
+                    }
+                }
+                next_beat = now + if beat.is_zero() { GAUGE_INTERVAL } else { beat };
+            }
+            let mut deadline = next_gauges.min(next_beat);
             for node in &table.nodes {
                 if !node.cell.is_up() {
                     node.release();

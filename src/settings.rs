@@ -20,6 +20,8 @@ pub const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// Default time to wait for a reply to a command.
 pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_millis(500);
+/// Default interval of the heartbeat of an idle node.
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(1);
 
 /// What `get(key)` does when the key's node is in the penalty box.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -125,6 +127,9 @@ pub struct Settings {
     pub invalidate_on_return: bool,
     /// [`Builder::near_cache`](crate::Builder::near_cache).
     pub near_cache: usize,
+    /// [`Builder::heartbeat`](crate::Builder::heartbeat); `"0s"` for off.
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
+    pub heartbeat: Duration,
     /// `tls_root_certificates`: PEM text (feature `tls`).
     #[cfg(feature = "tls")]
     pub tls_root_certificates: Option<String>,
@@ -252,6 +257,7 @@ impl Default for Settings {
             stand_in_ttl: None,
             invalidate_on_return: false,
             near_cache: 0,
+            heartbeat: DEFAULT_HEARTBEAT,
             #[cfg(feature = "tls")]
             tls_root_certificates: None,
             #[cfg(feature = "tls")]
@@ -329,6 +335,18 @@ impl Settings {
         }
         if self.max_connections == 0 {
             return bad("max_connections", "must be at least 1, got 0".into());
+        }
+        let beat = self.heartbeat;
+        if !beat.is_zero() && beat < Duration::from_millis(10) {
+            return bad("heartbeat", format!("must be zero (off) or at least 10 ms, got {beat:?}"));
+        }
+        if self.near_cache > 0 && beat.is_zero() {
+            return bad(
+                "heartbeat",
+                "must be greater than zero with a near cache: its entries are trusted only \
+                 while its connection is heard from"
+                    .into(),
+            );
         }
         if let Some(ttl) = self.stand_in_ttl.filter(|ttl| ttl.as_millis() == 0) {
             return bad("stand_in_ttl", format!("must be at least 1 ms, got {ttl:?}"));

@@ -1,15 +1,12 @@
 //! A node's shared connection: the multiplexed connection `get_shared`
-//! hands out clones of, whether it is still usable, and the figures of its
-//! near cache.
+//! hands out clones of, and whether it is still usable.
 
-use std::any::Any;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-
-use redis::aio::MultiplexedConnection;
 
 use crate::cell::HealthCell;
-use crate::failure::{Failure, failure};
+use crate::failure::Failure;
+use crate::near::NearCache;
 
 /// The node's multiplexed connection, cloned by `get_shared`.
 pub(crate) struct Muxed<C> {
@@ -18,10 +15,11 @@ pub(crate) struct Muxed<C> {
     /// Set by the first caller that sees it fail, or (with a near cache)
     /// when its socket closes; the next `get_shared` then connects afresh.
     broken: Arc<AtomicBool>,
-    /// The entries its near cache holds at most (0: none), and its
-    /// figures when last sampled.
-    pub(crate) near: usize,
-    sampled: Mutex<[u64; 3]>,
+    /// With a near cache: the node's, which this connection's tracking
+    /// keeps true.
+    pub(crate) near: Option<Arc<NearCache>>,
+    /// Whether a command succeeded on it since the heartbeat last asked.
+    seen: AtomicBool,
     pub(crate) cell: Arc<HealthCell>,
 }
 
@@ -30,10 +28,10 @@ impl<C> Muxed<C> {
         conn: C,
         epoch: u64,
         broken: Arc<AtomicBool>,
-        near: usize,
+        near: Option<Arc<NearCache>>,
         cell: Arc<HealthCell>,
     ) -> Self {
-        Muxed { conn, epoch, broken, near, sampled: Mutex::default(), cell }
+        Muxed { conn, epoch, broken, near, seen: AtomicBool::new(false), cell }
     }
 
     /// Whether it failed, or its socket closed.
@@ -44,37 +42,13 @@ impl<C> Muxed<C> {
     pub(crate) fn observe(&self, failure: Option<Failure<'_>>) {
         if self.cell.observe(failure, self.epoch) {
             self.broken.store(true, Ordering::Release);
-        }
-    }
-}
-
-impl<C: Any> Muxed<C> {
-    /// With a near cache, reads answered from memory cannot show a
-    /// partition (the socket open, nothing passing, no invalidation
-    /// arriving): a `PING`, sent each second, does, and its timeout
-    /// retires the connection with its entries.
-    pub(crate) async fn heartbeat(&self) {
-        let conn = (&self.conn as &dyn Any).downcast_ref::<MultiplexedConnection>();
-        if let Some(mut conn) = conn.filter(|_| self.near > 0).cloned() {
-            let pong = redis::cmd("PING").query_async::<redis::Value>(&mut conn).await;
-            self.observe(failure(&pong));
+        } else if !self.seen.load(Ordering::Relaxed) {
+            self.seen.store(true, Ordering::Relaxed);
         }
     }
 
-    /// The hits, misses and invalidations of its near cache, if it has one,
-    /// and its bound: since it connected, or (`sample`) since the last
-    /// sample, for the metrics.
-    pub(crate) fn near(&self, sample: bool) -> Option<([u64; 3], u64)> {
-        let conn = (&self.conn as &dyn Any).downcast_ref::<MultiplexedConnection>();
-        let stats = conn.filter(|_| self.near > 0)?.get_cache_statistics()?;
-        let now = [stats.hit, stats.miss, stats.invalidate].map(|n| n as u64);
-        let bound = self.near as u64;
-        if !sample {
-            return Some((now, bound));
-        }
-        let mut sampled = self.sampled.lock().unwrap_or_else(|e| e.into_inner());
-        let since = std::array::from_fn(|i| now[i].saturating_sub(sampled[i]));
-        *sampled = now;
-        Some((since, bound))
+    /// Whether a command succeeded on it since the last call.
+    pub(crate) fn take_seen(&self) -> bool {
+        self.seen.swap(false, Ordering::Relaxed)
     }
 }

@@ -65,13 +65,16 @@ pub struct NodeStatus {
     /// Stand-in writes for this node's keys left to `stand_in_ttl` so far:
     /// no room to remember them, or a stand-in that could not be reached.
     pub stand_in_dropped: u64,
-    /// With a near cache: about how many entries its shared connection
-    /// holds (reads that went to the server less entries invalidated, at
-    /// most the bound; evictions are not counted by `redis`).
+    /// With a near cache: the keys it holds replies of.
     pub near_cache_entries: Option<u64>,
-    /// With a near cache: the share of reads it answered from memory, since
-    /// its shared connection connected (`None` before the first read).
+    /// With a near cache: the share of reads it answered from memory since
+    /// the pool was built (`None` before the first read).
     pub near_cache_hit_ratio: Option<f64>,
+    /// How long ago the node last answered a command, a probe or a
+    /// heartbeat, to within one heartbeat interval (`None`: never). While
+    /// the node is up, the heartbeat keeps it under about one interval.
+    #[cfg_attr(feature = "serde", serde(rename = "last_ok_ms", serialize_with = "millis"))]
+    pub last_ok: Option<Duration>,
 }
 
 impl NodeStatus {
@@ -87,8 +90,8 @@ impl NodeStatus {
             State::Up { .. } => (None, 0, None),
         };
         let (stand_in_invalidated, stand_in_dropped) = node.cell.journal.counts();
-        let near = node.near(false);
-        let ratio = near.map(|(n, _)| n).filter(|[hits, misses, _]| hits + misses > 0);
+        let near = node.near.as_ref().map(|near| near.figures(false));
+        let ratio = near.map(|(n, ..)| n).filter(|[hits, misses, _]| hits + misses > 0);
         NodeStatus {
             name: node.name().to_string(),
             up: health.is_up(),
@@ -108,10 +111,10 @@ impl NodeStatus {
             stand_in_keys: node.cell.journal.len(),
             stand_in_invalidated,
             stand_in_dropped,
-            near_cache_entries: near
-                .map(|([_, misses, dropped], bound)| misses.saturating_sub(dropped).min(bound)),
+            near_cache_entries: near.map(|(_, held, _)| held),
             near_cache_hit_ratio: ratio
                 .map(|[hits, misses, _]| hits as f64 / (hits + misses) as f64),
+            last_ok: node.cell.last_ok(now),
         }
     }
 }

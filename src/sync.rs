@@ -71,18 +71,23 @@ impl r2d2::ManageConnection for Tracked<RedisManager> {
     fn connect(&self) -> RedisResult<Self::Connection> {
         let epoch = self.cell.epoch();
         let conn = self.cell.connected(epoch, self.inner.connect_blocking())?;
-        Ok(TrackedConn::new(conn, epoch, self.cell.clone()))
+        Ok(TrackedConn::new(conn, epoch, self.cell.clone(), None))
     }
 
     fn is_valid(&self, conn: &mut Self::Connection) -> RedisResult<()> {
-        let result = redis::cmd("PING").query::<Value>(&mut conn.conn);
-        conn.observe(failure(&result));
-        result.map(drop)
+        ping(conn)
     }
 
     fn has_broken(&self, conn: &mut Self::Connection) -> bool {
         conn.is_spent() || !conn.conn.is_open()
     }
+}
+
+/// A `PING` on `conn`, its outcome reported.
+fn ping(conn: &mut TrackedConn<redis::Connection>) -> RedisResult<()> {
+    let result = redis::cmd("PING").query::<Value>(&mut conn.conn);
+    conn.observe(failure(&result));
+    result.map(drop)
 }
 
 impl Store<RedisManager> for R2d2 {
@@ -104,6 +109,18 @@ impl Store<RedisManager> for R2d2 {
 
     /// r2d2 holds blocking connections: the probe's async one closes.
     fn adopt(&self, _: TrackedConn<redis::aio::MultiplexedConnection>) {}
+
+    /// A blocking `PING` (bounded by the connection's timeouts), on the
+    /// prober's blocking threads.
+    async fn heartbeat(&self, _: &Arc<RedisManager>, timeout: Duration) {
+        let pool = self.clone();
+        let beat = tokio::task::spawn_blocking(move || {
+            if let Some(mut conn) = pool.get_timeout(timeout).ok().filter(|c| !c.is_spent()) {
+                let _ = ping(&mut conn);
+            }
+        });
+        let _ = beat.await;
+    }
 }
 
 fn r2d2_pool(settings: &Settings, manager: Tracked<RedisManager>) -> R2d2 {

@@ -11,6 +11,7 @@ use bb8::ManageConnection;
 
 use crate::cell::HealthCell;
 use crate::failure::{ClassifyFailure, Failure, connect_failure};
+use crate::near::NearCache;
 use crate::session::Session;
 
 /// A bb8 connection manager the pool can shard: any [`ManageConnection`]
@@ -36,10 +37,12 @@ pub(crate) struct TrackedConn<C> {
     /// ...): a connection whose session changed is dropped, not handed on.
     pub(crate) session: Session,
     pub(crate) cell: Arc<HealthCell>,
+    /// The node's near cache, if it has one: writes sent here fence it.
+    pub(crate) near: Option<Arc<NearCache>>,
 }
 
 impl<C> TrackedConn<C> {
-    pub(crate) fn new(conn: C, epoch: u64, cell: Arc<HealthCell>) -> Self {
+    pub(crate) fn new(conn: C, epoch: u64, cell: Arc<HealthCell>, near: Option<Arc<NearCache>>) -> Self {
         TrackedConn {
             conn,
             epoch,
@@ -47,6 +50,7 @@ impl<C> TrackedConn<C> {
             in_flight: false,
             session: Session::default(),
             cell,
+            near,
         }
     }
 
@@ -80,6 +84,7 @@ impl<C> DerefMut for TrackedConn<C> {
 pub(crate) struct Tracked<M> {
     pub(crate) inner: Arc<M>,
     pub(crate) cell: Arc<HealthCell>,
+    pub(crate) near: Option<Arc<NearCache>>,
 }
 
 impl<M> fmt::Debug for Tracked<M> {
@@ -95,7 +100,7 @@ impl<M: NodeManager> ManageConnection for Tracked<M> {
     async fn connect(&self) -> Result<Self::Connection, Self::Error> {
         let epoch = self.cell.epoch();
         let conn = self.cell.connected(epoch, self.inner.connect().await)?;
-        Ok(TrackedConn::new(conn, epoch, self.cell.clone()))
+        Ok(TrackedConn::new(conn, epoch, self.cell.clone(), self.near.clone()))
     }
 
     async fn is_valid(&self, conn: &mut Self::Connection) -> Result<(), Self::Error> {

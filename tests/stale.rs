@@ -12,6 +12,8 @@ mod support;
 #[path = "../src/stale.rs"]
 mod stale;
 
+use stale::Reach;
+
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
@@ -358,25 +360,34 @@ fn the_command_table_is_the_servers_own() {
     );
 }
 
-fn written(words: &[&str]) -> (Vec<String>, bool) {
+fn written(words: &[&str]) -> (Vec<String>, Reach) {
     let words: Vec<&[u8]> = words.iter().map(|w| w.as_bytes()).collect();
-    let (keys, more) = stale::written(&words);
-    (keys.iter().map(|k| String::from_utf8_lossy(k).into_owned()).collect(), more)
+    let (keys, reach) = stale::written(&words);
+    (keys.iter().map(|k| String::from_utf8_lossy(k).into_owned()).collect(), reach)
 }
 
 #[test]
 fn the_table_places_the_written_keys() {
-    assert_eq!(written(&["SET", "a", "1", "EX", "5"]), (vec!["a".into()], false));
+    assert_eq!(written(&["SET", "a", "1", "EX", "5"]), (vec!["a".into()], Reach::Listed));
     assert_eq!(written(&["mset", "a", "1", "b", "2"]).0, ["a", "b"]);
     assert_eq!(written(&["DEL", "a", "b", "c"]).0, ["a", "b", "c"]);
     assert_eq!(written(&["BLPOP", "a", "b", "0"]).0, ["a", "b"], "last key before the timeout");
     assert_eq!(written(&["XGROUP", "CREATE", "s", "g", "$"]).0, ["s"], "a subcommand's key");
-    assert_eq!(written(&["GET", "a"]), (vec![], false), "a read writes nothing");
-    assert_eq!(written(&["SET"]), (vec![], false), "a cut command places nothing");
+    assert_eq!(written(&["GET", "a"]), (vec![], Reach::Listed), "a read writes nothing");
+    assert_eq!(written(&["SET"]), (vec![], Reach::Listed), "a cut command places nothing");
+    // Scripts and functions write the keys they declare.
+    let script = written(&["EVAL", "return 1", "2", "a", "b", "arg"]);
+    assert_eq!(script, (vec!["a".into(), "b".into()], Reach::Listed));
+    assert_eq!(written(&["fcall", "f", "1", "a"]), (vec!["a".into()], Reach::Listed));
+    assert_eq!(written(&["EVALSHA", "abc", "3", "a"]), (vec![], Reach::More), "keys cut short");
+    assert_eq!(written(&["EVAL", "return 1", "0"]), (vec![], Reach::More), "no key declared");
     // Keys the positions do not give: the connection's key is added.
-    assert_eq!(written(&["EVAL", "return 1", "1", "a"]), (vec![], true));
-    assert_eq!(written(&["ZUNIONSTORE", "d", "2", "a", "b"]), (vec!["d".into()], true));
-    assert_eq!(written(&["NOSUCHCOMMAND", "a"]), (vec![], true));
+    assert_eq!(written(&["ZUNIONSTORE", "d", "2", "a", "b"]), (vec!["d".into()], Reach::More));
+    assert_eq!(written(&["NOSUCHCOMMAND", "a"]), (vec![], Reach::More));
+    // Writes of every key.
+    assert_eq!(written(&["FLUSHALL"]), (vec![], Reach::All));
+    assert_eq!(written(&["swapdb", "0", "1"]), (vec![], Reach::All));
+    assert_eq!(written(&["FUNCTION", "FLUSH"]), (vec![], Reach::All));
 }
 
 #[test]

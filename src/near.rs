@@ -1,0 +1,394 @@
+//! The near cache (`near_cache`): a node's repeated reads answered from
+//! process memory, filled through the node's tracking connection and
+//! emptied by the server's invalidations and by the pool's own writes.
+//!
+//! Two races decide whether it tells the truth, and each has one rule:
+//!
+//! - **A read in flight when its key changes.** Its reply holds the old
+//!   value, and the server's invalidation can be handled before the reader
+//!   gets to keep it. So a fill takes a *ticket* when it starts (the key's
+//!   slot, made empty if there was none); an invalidation, a write or a
+//!   lost connection removes the slot; the reply is kept only if the slot
+//!   with that ticket is still there when it lands.
+//! - **This process's own write.** The server's invalidation of a write
+//!   comes after the write's reply, so a read right after it could still
+//!   hit the old entry. So every write through the pool, on any of the
+//!   node's connections, *fences* its keys before it is sent: their slots go,
+//!   and until its reply has come back reads of them go to the server and
+//!   keep nothing. A write whose keys the command table cannot name
+//!   (`FLUSHALL`, a script without declared keys) empties the whole cache
+//!   and fences every read the same way.
+//!
+//! Pure data and locks: the connection that sends is the caller's.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use lru::LruCache;
+use redis::Value;
+
+use crate::stale::{Reach, written};
+
+/// Locks the entries are spread over, so tasks reading different keys do
+/// not wait on each other.
+const SHARDS: usize = 16;
+
+/// The longest an entry is kept without the server's word that it still
+/// holds: a bound for the rare key whose expiry the server reports late.
+const MAX_AGE: Duration = Duration::from_secs(30 * 60);
+
+/// Read-only commands whose one key is their first argument and whose reply
+/// depends only on that key: what the near cache answers. `EXISTS` counts
+/// only with one key; `MGET` is read key by key, as `GET`s.
+const CACHEABLE: &[&[u8]] = &[
+    b"GET", b"GETRANGE", b"SUBSTR", b"GETBIT", b"BITCOUNT", b"BITPOS", b"BITFIELD_RO", b"STRLEN",
+    b"EXISTS", b"TYPE", b"HGET", b"HMGET", b"HGETALL", b"HEXISTS", b"HKEYS", b"HLEN", b"HVALS",
+    b"HSTRLEN", b"LINDEX", b"LLEN", b"LRANGE", b"LPOS", b"SCARD", b"SISMEMBER", b"SMEMBERS",
+    b"SMISMEMBER", b"ZCARD", b"ZCOUNT", b"ZLEXCOUNT", b"ZMSCORE", b"ZRANGE", b"ZRANGEBYLEX",
+    b"ZRANGEBYSCORE", b"ZRANK", b"ZREVRANGE", b"ZREVRANGEBYLEX", b"ZREVRANGEBYSCORE",
+    b"ZREVRANK", b"ZSCORE", b"GEODIST", b"GEOHASH", b"GEOPOS",
+];
+
+/// What the near cache can do with a command: the keys it reads, and how
+/// each is asked for.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Read<'a> {
+    /// A cacheable read of one key (the command's words, name first).
+    One(&'a [u8]),
+    /// `MGET`: each key read as a `GET`.
+    Many(Vec<&'a [u8]>),
+}
+
+impl Read<'_> {
+    /// The keys it reads.
+    pub(crate) fn keys(&self) -> &[&[u8]] {
+        match self {
+            Read::One(key) => std::slice::from_ref(key),
+            Read::Many(keys) => keys,
+        }
+    }
+}
+
+/// The answer to a read before anything is sent.
+#[derive(Debug)]
+pub(crate) enum Look {
+    /// From memory.
+    Hit(Value),
+    /// Ask the server, and keep the reply under these tickets (one per key).
+    Fill(Vec<u64>),
+    /// Ask the server and keep nothing: a write of the key is in flight.
+    Pass,
+}
+
+/// What a command asks of the near cache, from its words (name first).
+pub(crate) fn read<'a>(words: &[&'a [u8]]) -> Option<Read<'a>> {
+    let name = words.first()?;
+    if name.eq_ignore_ascii_case(b"MGET") {
+        return (words.len() > 1).then(|| Read::Many(words[1..].to_vec()));
+    }
+    let key = words.get(1)?;
+    let one_key = !name.eq_ignore_ascii_case(b"EXISTS") || words.len() == 2;
+    let cacheable = CACHEABLE.iter().any(|c| c.eq_ignore_ascii_case(name));
+    (cacheable && one_key).then_some(Read::One(key))
+}
+
+/// How one read of a key is told from another read of it: the command's
+/// words but the key, the name upper case, each with its length.
+fn identity<'w>(words: impl Iterator<Item = &'w [u8]>) -> Box<[u8]> {
+    let mut bytes = Vec::new();
+    for (i, word) in words.enumerate().filter(|(i, _)| *i != 1) {
+        bytes.extend_from_slice(&(word.len() as u32).to_le_bytes());
+        let start = bytes.len();
+        bytes.extend_from_slice(word);
+        if i == 0 {
+            bytes[start..].make_ascii_uppercase();
+        }
+    }
+    bytes.into()
+}
+
+/// Whether `words` are the read `stored` identifies; nothing allocated.
+fn same<'w>(mut stored: &[u8], words: impl Iterator<Item = &'w [u8]>) -> bool {
+    for (i, word) in words.enumerate().filter(|(i, _)| *i != 1) {
+        let Some((len, rest)) = stored.split_first_chunk::<4>() else { return false };
+        let len = u32::from_le_bytes(*len) as usize;
+        let Some((mine, rest)) = rest.split_at_checked(len) else { return false };
+        let equal = if i == 0 { mine.eq_ignore_ascii_case(word) } else { mine == word };
+        if !equal {
+            return false;
+        }
+        stored = rest;
+    }
+    stored.is_empty()
+}
+
+/// One key's entries: the replies to each read of it, and the ticket its
+/// fills were started under.
+struct Slot {
+    ticket: u64,
+    expires: Instant,
+    replies: Vec<(Box<[u8]>, Value)>,
+}
+
+struct Shard {
+    slots: LruCache<Box<[u8]>, Slot>,
+    /// Keys with writes in flight, and how many.
+    writing: HashMap<Box<[u8]>, usize>,
+    tickets: u64,
+    /// Hits, misses and entries dropped.
+    counts: [u64; 3],
+}
+
+impl Shard {
+    /// Removes `key`'s slot, counting its entries as dropped.
+    fn drop_slot(&mut self, key: &[u8]) {
+        if let Some(slot) = self.slots.pop(key) {
+            self.counts[2] += slot.replies.len() as u64;
+        }
+    }
+
+    /// The ticket for a fill of `key`: its slot's, made empty if there was
+    /// none (or it had expired).
+    fn ticket(&mut self, key: &[u8], now: Instant) -> u64 {
+        match self.slots.get(key) {
+            Some(slot) if slot.expires > now => slot.ticket,
+            _ => {
+                self.drop_slot(key);
+                self.tickets += 1;
+                let slot = Slot { ticket: self.tickets, expires: now + MAX_AGE, replies: Vec::new() };
+                self.slots.push(key.into(), slot);
+                self.tickets
+            }
+        }
+    }
+}
+
+/// One node's near cache. It lives as long as the node: emptied, not
+/// replaced, when its tracking connection is, so the fences of writes in
+/// flight stay where readers look.
+pub(crate) struct NearCache {
+    shards: Box<[Mutex<Shard>]>,
+    hasher: RandomState,
+    /// Writes in flight whose keys are not known: while any is, every read
+    /// goes to the server.
+    blind: AtomicUsize,
+    /// Keys fenced now, over every shard: readers look for theirs only
+    /// when there are some.
+    fenced: AtomicUsize,
+    bound: usize,
+    /// The counts when last sampled, for the metrics.
+    sampled: Mutex<[u64; 3]>,
+}
+
+impl std::fmt::Debug for NearCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NearCache").field("bound", &self.bound).finish_non_exhaustive()
+    }
+}
+
+impl NearCache {
+    /// A cache of at most `entries` keys.
+    pub(crate) fn new(entries: NonZeroUsize) -> Self {
+        let per_shard = NonZeroUsize::new(entries.get().div_ceil(SHARDS)).unwrap_or(NonZeroUsize::MIN);
+        let shard = || {
+            Mutex::new(Shard {
+                slots: LruCache::new(per_shard),
+                writing: HashMap::new(),
+                tickets: 0,
+                counts: [0; 3],
+            })
+        };
+        NearCache {
+            shards: (0..SHARDS).map(|_| shard()).collect(),
+            hasher: RandomState::new(),
+            blind: AtomicUsize::new(0),
+            fenced: AtomicUsize::new(0),
+            bound: entries.get(),
+            sampled: Mutex::default(),
+        }
+    }
+
+    fn shard(&self, key: &[u8]) -> MutexGuard<'_, Shard> {
+        let index = self.hasher.hash_one(key) as usize % SHARDS;
+        // Nothing panics while a shard is held.
+        self.shards[index].lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn all(&self) -> impl Iterator<Item = MutexGuard<'_, Shard>> {
+        self.shards.iter().map(|shard| shard.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// What to do with `read` (its command's words `words`): answer it, or
+    /// fill it, or pass it on.
+    pub(crate) fn look(&self, read: &Read<'_>, words: &[&[u8]]) -> Look {
+        let now = Instant::now();
+        let keys = read.keys();
+        // Whether a write is in flight is asked under each key's lock, which
+        // a fence takes too: either the fence comes first and the read
+        // passes, or the read's ticket is there for the fence to void.
+        let mut values = Vec::new();
+        for key in keys {
+            let mut shard = self.shard(key);
+            if self.is_fenced(&shard, key) {
+                return Look::Pass;
+            }
+            let slot = shard.slots.get(*key).filter(|slot| slot.expires > now);
+            let found = slot.and_then(|slot| {
+                slot.replies.iter().find(|(id, _)| match read {
+                    Read::One(_) => same(id, words.iter().copied()),
+                    Read::Many(_) => same(id, [&b"GET"[..], key].into_iter()),
+                })
+            });
+            match found {
+                Some((_, value)) => values.push(value.clone()),
+                None => break,
+            }
+        }
+        if values.len() == keys.len() {
+            self.shard(keys[0]).counts[0] += 1;
+            return Look::Hit(match read {
+                Read::One(_) => values.swap_remove(0),
+                Read::Many(_) => Value::Array(values),
+            });
+        }
+        self.shard(keys[0]).counts[1] += 1;
+        let mut tickets = Vec::with_capacity(keys.len());
+        for key in keys {
+            let mut shard = self.shard(key);
+            if self.is_fenced(&shard, key) {
+                return Look::Pass;
+            }
+            tickets.push(shard.ticket(key, now));
+        }
+        Look::Fill(tickets)
+    }
+
+    /// Whether a write of `key` (whose shard is held) is in flight.
+    fn is_fenced(&self, shard: &Shard, key: &[u8]) -> bool {
+        self.blind.load(Ordering::Acquire) > 0
+            || (self.fenced.load(Ordering::Acquire) > 0 && shard.writing.contains_key(key))
+    }
+
+    /// Keeps the server's `replies` to `read` (its words `words`), filled
+    /// under `tickets`, with each key's `PTTL` in `ttls`: each only if its
+    /// slot still holds its ticket, so nothing that changed meanwhile is
+    /// kept.
+    pub(crate) fn keep(
+        &self,
+        read: &Read<'_>,
+        words: &[&[u8]],
+        tickets: &[u64],
+        replies: Vec<Value>,
+        ttls: &[Value],
+    ) {
+        let now = Instant::now();
+        let (keys, id) = match read {
+            Read::One(key) => (std::slice::from_ref(key), identity(words.iter().copied())),
+            Read::Many(keys) => (&keys[..], identity([&b"GET"[..], b""].into_iter())),
+        };
+        for (((key, ticket), value), ttl) in keys.iter().zip(tickets).zip(replies).zip(ttls) {
+            let expires = match ttl {
+                _ if matches!(value, Value::ServerError(_)) => continue,
+                // Milliseconds left; -1: none, -2: no such key.
+                Value::Int(ms) if *ms > 0 => now + Duration::from_millis(*ms as u64).min(MAX_AGE),
+                Value::Int(-1 | -2) => now + MAX_AGE,
+                _ => continue,
+            };
+            let mut shard = self.shard(key);
+            let Some(slot) = shard.slots.peek_mut(*key).filter(|slot| slot.ticket == *ticket)
+            else {
+                continue;
+            };
+            slot.expires = slot.expires.min(expires);
+            match slot.replies.iter_mut().find(|(stored, _)| *stored == id) {
+                Some((_, stored)) => *stored = value,
+                None => slot.replies.push((id.clone(), value)),
+            }
+        }
+    }
+
+    /// The server says `key` changed.
+    pub(crate) fn invalidate(&self, key: &[u8]) {
+        self.shard(key).drop_slot(key);
+    }
+
+    /// Drops every entry: the server said everything changed, or the
+    /// tracking connection that kept them up to date is gone.
+    pub(crate) fn clear(&self) {
+        for mut shard in self.all() {
+            let dropped: usize = shard.slots.iter().map(|(_, slot)| slot.replies.len()).sum();
+            shard.counts[2] += dropped as u64;
+            shard.slots.clear();
+        }
+    }
+
+    /// Fences what the command of `words` writes until the returned guard
+    /// is dropped (after its reply, or when the caller gave up on it):
+    /// `None` if it writes nothing.
+    pub(crate) fn fence<'k>(self: &Arc<Self>, words: &[&'k [u8]]) -> Option<Fence<'k>> {
+        let (keys, reach) = written(words);
+        if reach != Reach::Listed {
+            self.blind.fetch_add(1, Ordering::AcqRel);
+            self.clear();
+            return Some(Fence { cache: self.clone(), keys: Vec::new(), blind: true });
+        }
+        if keys.is_empty() {
+            return None;
+        }
+        self.fenced.fetch_add(keys.len(), Ordering::AcqRel);
+        for key in &keys {
+            let mut shard = self.shard(key);
+            *shard.writing.entry((*key).into()).or_default() += 1;
+            shard.drop_slot(key);
+        }
+        Some(Fence { cache: self.clone(), keys, blind: false })
+    }
+
+    /// Hits, misses and entries dropped since it was made, or (`sample`)
+    /// since the last sample; the entries held; the bound.
+    pub(crate) fn figures(&self, sample: bool) -> ([u64; 3], u64, u64) {
+        let (mut counts, mut held) = ([0u64; 3], 0u64);
+        for shard in self.all() {
+            counts.iter_mut().zip(shard.counts).for_each(|(sum, n)| *sum += n);
+            held += shard.slots.iter().filter(|(_, slot)| !slot.replies.is_empty()).count() as u64;
+        }
+        if sample {
+            let mut sampled = self.sampled.lock().unwrap_or_else(|e| e.into_inner());
+            let since = std::array::from_fn(|i| counts[i].saturating_sub(sampled[i]));
+            *sampled = counts;
+            counts = since;
+        }
+        (counts, held, self.bound as u64)
+    }
+}
+
+/// A write's keys, fenced while it is in flight.
+pub(crate) struct Fence<'k> {
+    cache: Arc<NearCache>,
+    keys: Vec<&'k [u8]>,
+    blind: bool,
+}
+
+impl Drop for Fence<'_> {
+    fn drop(&mut self) {
+        let cache = &self.cache;
+        if self.blind {
+            cache.blind.fetch_sub(1, Ordering::AcqRel);
+            return;
+        }
+        for key in &self.keys {
+            let mut shard = cache.shard(key);
+            if let Some(count) = shard.writing.get_mut(*key) {
+                *count -= 1;
+                if *count == 0 {
+                    shard.writing.remove(*key);
+                }
+            }
+        }
+        cache.fenced.fetch_sub(self.keys.len(), Ordering::AcqRel);
+    }
+}

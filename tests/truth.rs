@@ -1,0 +1,222 @@
+//! The truth in one process: with the near cache on, a read that starts
+//! after a write through the same pool was acknowledged never returns the
+//! value from before it, whichever path carried the write; and an idle
+//! pool sees a node die.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use fluster::ShardedPool;
+use redis::AsyncCommands;
+use support::{RedisServer, eventually, status_of};
+
+/// The paths a write can take through the pool.
+#[derive(Debug, Clone, Copy)]
+enum Path {
+    Shared,
+    Pooled,
+    Mset,
+    Pipeline,
+    Transaction,
+}
+
+async fn write(pool: &ShardedPool, path: Path, key: &str, value: u64) {
+    match path {
+        Path::Shared => pool.get_shared(key).await.unwrap().set(key, value).await.unwrap(),
+        Path::Pooled => pool.get(key).await.unwrap().set(key, value).await.unwrap(),
+        Path::Mset => pool.mset(&[(key, value)]).await.unwrap(),
+        Path::Pipeline => {
+            let mut pipe = pool.pipeline();
+            pipe.add(key, redis::cmd("SET").arg(key).arg(value).clone());
+            for reply in pipe.query_async().await.unwrap() {
+                reply.unwrap();
+            }
+        }
+        Path::Transaction => {
+            pool.transaction(key, &[], async |conn, pipe| {
+                pipe.set(key, value).ignore();
+                Ok(pipe.query_async::<Option<()>>(conn).await?)
+            })
+            .await
+            .unwrap();
+        }
+    }
+}
+
+async fn read(pool: &ShardedPool, key: &str) -> Option<u64> {
+    pool.get_shared(key).await.unwrap().get(key).await.unwrap()
+}
+
+/// `rounds` times over 20 keys: read the key (so it is cached), write a
+/// new value through `path`, read again; returns how many second reads
+/// were stale. With `busy`, four other tasks read the same keys (their
+/// fills in flight across the writes) and write other keys meanwhile.
+async fn stale_reads(pool: &ShardedPool, path: Path, rounds: u64, busy: bool) -> u64 {
+    let keys: Arc<Vec<String>> = Arc::new((0..20).map(|i| format!("own:{path:?}:{i}")).collect());
+    let stop = Arc::new(AtomicBool::new(false));
+    let others: Vec<_> = (0..if busy { 4 } else { 0 })
+        .map(|task| {
+            let (pool, keys, stop) = (pool.clone(), keys.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let key = &keys[(n as usize + task) % keys.len()];
+                    let _ = read(&pool, key).await;
+                    tokio::task::yield_now().await;
+                    if n % 4 == 0 {
+                        let other = format!("other:{task}:{}", n % 16);
+                        let _: () = pool.get(&other).await.unwrap().set(&other, n).await.unwrap();
+                    }
+                    n += 1;
+                }
+            })
+        })
+        .collect();
+    let mut stale = 0;
+    for round in 1..=rounds {
+        let key = &keys[round as usize % keys.len()];
+        let _ = read(pool, key).await;
+        write(pool, path, key, round).await;
+        if read(pool, key).await != Some(round) {
+            stale += 1;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for task in others {
+        task.await.unwrap();
+    }
+    stale
+}
+
+async fn near_pool(servers: &[RedisServer]) -> ShardedPool {
+    support::builder_for(servers).near_cache(1_000).build().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_reads_its_own_writes_through_the_near_cache() {
+    let servers = support::start_servers(2);
+    let pool = near_pool(&servers).await;
+    for busy in [false, true] {
+        let stale = stale_reads(&pool, Path::Shared, 5_000, busy).await;
+        assert_eq!(stale, 0, "get_shared writes, busy: {busy}");
+    }
+    let hits = pool.status().iter().filter_map(|s| s.near_cache_hit_ratio).sum::<f64>();
+    assert!(hits > 0.0, "the first read of each round was a hit: {:?}", pool.status());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_write_path_is_read_back_through_the_near_cache() {
+    let servers = support::start_servers(2);
+    let pool = near_pool(&servers).await;
+    for path in [Path::Pooled, Path::Mset, Path::Pipeline, Path::Transaction] {
+        for busy in [false, true] {
+            let stale = stale_reads(&pool, path, 1_000, busy).await;
+            assert_eq!(stale, 0, "{path:?}, busy: {busy}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_the_command_table_cannot_place_empty_the_near_cache() {
+    let server = RedisServer::start();
+    let pool = near_pool(std::slice::from_ref(&server)).await;
+    for round in 1..=200u64 {
+        let key = format!("blind:{}", round % 5);
+        let _ = read(&pool, &key).await;
+        // A script that declares no key, and FLUSHDB: the table names no key.
+        let script = redis::cmd("EVAL")
+            .arg("return redis.call('SET', ARGV[1], ARGV[2])")
+            .arg(0)
+            .arg(&key)
+            .arg(round)
+            .clone();
+        let _: () = script.query_async(&mut pool.get(&key).await.unwrap()).await.unwrap();
+        assert_eq!(read(&pool, &key).await, Some(round), "after EVAL, round {round}");
+        let _: () = redis::cmd("FLUSHDB").query_async(&mut pool.get_any().await.unwrap()).await.unwrap();
+        assert_eq!(read(&pool, &key).await, None, "after FLUSHDB, round {round}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_pool_sees_a_dead_node() {
+    let mut servers = support::start_servers(3);
+    let pool = support::pool_of(&servers, Duration::from_secs(30)).await;
+    let victim = servers[1].name();
+    let key = support::key_on(&pool, &victim, "idle");
+    // One command, then nothing: the pool is idle from here on.
+    let _: () = pool.get(&key).await.unwrap().set(&key, 1).await.unwrap();
+    assert!(status_of(&pool, &victim).last_ok.is_some_and(|age| age < Duration::from_secs(1)));
+    servers[1].kill();
+    let killed = Instant::now();
+    assert!(
+        eventually(Duration::from_secs(3), || !status_of(&pool, &victim).up).await,
+        "an idle pool still shows a killed node up after 3 s"
+    );
+    println!("boxed {:?} after the kill, with no traffic", killed.elapsed());
+    // The first get of one of its keys goes to a stand-in at once.
+    let started = Instant::now();
+    let conn = pool.get(&key).await.unwrap();
+    assert_ne!(conn.node(), victim);
+    assert!(started.elapsed() < Duration::from_millis(100), "waited {:?}", started.elapsed());
+    // The survivors answer their heartbeats: `last_ok` stays fresh.
+    for survivor in [&servers[0], &servers[2]] {
+        let status = status_of(&pool, &survivor.name());
+        assert!(status.up);
+        assert!(status.last_ok.is_some_and(|age| age < Duration::from_secs(3)), "{status:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_in_flight_across_another_clients_write_keeps_nothing_stale() {
+    let server = RedisServer::start();
+    let pool = near_pool(std::slice::from_ref(&server)).await;
+    let keys: Arc<Vec<String>> = Arc::new((0..4).map(|i| format!("flight:{i}")).collect());
+    let stop = Arc::new(AtomicBool::new(false));
+    // Readers keep filling the keys while another client rewrites them, so
+    // fills are in flight across the invalidations.
+    let readers: Vec<_> = (0..4)
+        .map(|task| {
+            let (pool, keys, stop) = (pool.clone(), keys.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut n = task;
+                while !stop.load(Ordering::Relaxed) {
+                    let _ = read(&pool, &keys[n % keys.len()]).await;
+                    n += 1;
+                    // A hit never waits: let the other tasks run.
+                    tokio::task::yield_now().await;
+                }
+            })
+        })
+        .collect();
+    let mut other = redis::Client::open(server.url()).unwrap();
+    let mut other = other.get_multiplexed_async_connection().await.unwrap();
+    let last = 2_000u64;
+    for version in 1..=last {
+        let key = &keys[version as usize % keys.len()];
+        let _: () = other.set(key, version).await.unwrap();
+    }
+    let finals: Vec<u64> = (0..keys.len() as u64).map(|i| last - (last - i) % 4).collect();
+    stop.store(true, Ordering::Relaxed);
+    for reader in readers {
+        reader.await.unwrap();
+    }
+    // Once the last invalidations have come (well within a second), every
+    // read is of the last write: no entry filled before it survived it.
+    for (key, expected) in keys.iter().zip(&finals) {
+        let direct: u64 = other.get(key).await.unwrap();
+        assert_eq!(direct, *expected);
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while read(&pool, key).await != Some(*expected) {
+            assert!(Instant::now() < deadline, "{key} still served stale after a second");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    for _ in 0..50 {
+        for (key, expected) in keys.iter().zip(&finals) {
+            assert_eq!(read(&pool, key).await, Some(*expected), "{key} served stale");
+        }
+    }
+}
