@@ -257,7 +257,7 @@ impl HealthCell {
 
     /// The node answered: noted once per heartbeat interval.
     #[cold]
-    fn answered(&self) {
+    pub(crate) fn answered(&self) {
         self.seen.store(true, Ordering::Relaxed);
         self.last_ok.store(nanos(Instant::now()).max(1), Ordering::Relaxed);
     }
@@ -375,7 +375,6 @@ impl HealthCell {
         let node = &self.name;
         match (probed, seen) {
             (Probed::Returned, _) => {
-                self.answered();
                 self.metrics.returned();
                 self.fleet.send(NodeEvent::Returned { node: *node });
                 tracing::info!(%node, "node back in rotation");

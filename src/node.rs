@@ -358,6 +358,7 @@ impl<M: NodeManager, S: Store<M>> Node<M, S> {
         };
         let outcome = tokio::time::timeout(self.probe_timeout, attempt).await.ok();
         let conn = judge(outcome, self.probe_timeout)?;
+        self.cell.answered();
         self.store.adopt(TrackedConn::new(conn, epoch, self.cell.clone(), self.near.clone()));
         Ok(())
     }

@@ -34,7 +34,7 @@ where
     S: Store<M>,
 {
     let mut next_gauges = Instant::now();
-    let mut next_beat = Instant::now();
+    let mut next_beat = None;
     loop {
         let deadline = {
             let Some(core) = core.upgrade().filter(|c| !c.is_closed()) else {
@@ -52,19 +52,22 @@ where
                 }
                 next_gauges = now + GAUGE_INTERVAL;
             }
-            // Off, it still marks the interval after which `last_ok` is
-            // noted again.
+            // Off, the heartbeat's interval still says when `last_ok` is
+            // noted again. The first comes one interval after the start,
+            // when every node has just been probed or is boxed.
             let beat = core.settings.heartbeat;
-            if now >= next_beat {
+            let period = if beat.is_zero() { GAUGE_INTERVAL } else { beat };
+            let next = next_beat.get_or_insert(now + period);
+            if now >= *next {
                 for node in &table.nodes {
                     if node.needs_heartbeat() && !beat.is_zero() {
                         let node = node.clone();
                         tokio::spawn(async move { node.heartbeat().await });
                     }
                 }
-                next_beat = now + if beat.is_zero() { GAUGE_INTERVAL } else { beat };
+                *next = now + period;
             }
-            let mut deadline = next_gauges.min(next_beat);
+            let mut deadline = next_gauges.min(*next);
             for node in &table.nodes {
                 if !node.cell.is_up() {
                     node.release();

@@ -220,3 +220,49 @@ async fn a_read_in_flight_across_another_clients_write_keeps_nothing_stale() {
         }
     }
 }
+
+/// `PING`s the server has answered so far.
+fn pings(server: &RedisServer) -> u64 {
+    let info: String = redis::cmd("INFO").arg("commandstats").query(&mut server.client()).unwrap();
+    let line = info.lines().find_map(|l| l.strip_prefix("cmdstat_ping:calls="));
+    line.and_then(|l| l.split(',').next()?.parse().ok()).unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_heartbeat_pings_an_idle_node_once_an_interval_and_a_busy_one_never() {
+    let server = RedisServer::start();
+    let beat = Duration::from_millis(100);
+    let pool = ShardedPool::builder().node(&server.url()).heartbeat(beat).build().await.unwrap();
+    // Busy: a command at least every few milliseconds, for ten intervals.
+    let before = pings(&server);
+    let busy = Instant::now();
+    while busy.elapsed() < beat * 10 {
+        let _: () = pool.get("busy").await.unwrap().set("busy", 1).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(pings(&server) - before, 0, "a busy node was sent heartbeats");
+    // Idle for ten intervals: about one each.
+    let before = pings(&server);
+    let idle = Instant::now();
+    tokio::time::sleep(beat * 10).await;
+    let (sent, elapsed) = (pings(&server) - before, idle.elapsed());
+    let most = (elapsed.as_millis() / beat.as_millis()) as u64 + 1;
+    assert!((3..=most).contains(&sent), "{sent} heartbeats in {elapsed:?}");
+    assert!(pool.status()[0].last_ok.is_some_and(|age| age < beat * 3), "{:?}", pool.status());
+}
+
+#[cfg(feature = "r2d2")]
+#[test]
+fn an_idle_sync_pool_sees_a_dead_node() {
+    let mut servers = support::start_servers(2);
+    let pool = support::sync_pool_of(&servers, Duration::from_secs(30));
+    let victim = servers[1].name();
+    let key = support::key_on(&pool, &victim, "idle");
+    let _: () = redis::Commands::set(&mut pool.get(&key).unwrap(), &key, 1).unwrap();
+    servers[1].kill();
+    assert!(
+        support::eventually_blocking(Duration::from_secs(3), || !status_of(&pool, &victim).up),
+        "an idle sync pool still shows a killed node up after 3 s"
+    );
+    assert_ne!(pool.get(&key).unwrap().node(), victim);
+}
