@@ -51,9 +51,26 @@ pub struct Config {
 impl<'de> Deserialize<'de> for Config {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         // One derived struct reads it all, so an error names its field.
-        let mut settings = Settings::deserialize(deserializer)?;
+        let mut settings = Settings::deserialize(deserializer).map_err(unknown_setting)?;
         Ok(Config { nodes: std::mem::take(&mut settings.nodes), settings })
     }
+}
+
+/// serde's word for a field no setting has, with where it may have come
+/// from: a key of a file, or a variable of the environment as the README
+/// reads it (`FLUSTER__` and the name upper case, `__` between levels).
+fn unknown_setting<E: serde::de::Error>(e: E) -> E {
+    let text = e.to_string();
+    let Some(field) = text.strip_prefix("unknown field `").and_then(|rest| rest.split_once('`'))
+    else {
+        return e;
+    };
+    let variable = format!("FLUSTER__{}", field.0.to_ascii_uppercase());
+    E::custom(format!(
+        "unknown setting `{}` (from a file, that key; from the environment, the variable \
+         `{variable}`): every setting is a field of `fluster::Settings`",
+        field.0
+    ))
 }
 
 impl Config {

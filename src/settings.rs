@@ -67,34 +67,34 @@ impl<'de> serde::Deserialize<'de> for Failover {
 #[non_exhaustive]
 pub struct Settings {
     /// [`Builder::penalty_min_wait`](crate::Builder::penalty_min_wait).
-    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
+    #[cfg_attr(feature = "serde", serde(deserialize_with = "duration"))]
     pub penalty_min_wait: Duration,
     /// [`Builder::penalty_max_wait`](crate::Builder::penalty_max_wait).
-    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
+    #[cfg_attr(feature = "serde", serde(deserialize_with = "duration"))]
     pub penalty_max_wait: Duration,
     /// [`Builder::penalty_multiplier`](crate::Builder::penalty_multiplier).
     pub penalty_multiplier: f64,
     /// [`Builder::penalty_jitter`](crate::Builder::penalty_jitter).
     pub penalty_jitter: f64,
     /// [`Builder::penalty_memory`](crate::Builder::penalty_memory).
-    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
+    #[cfg_attr(feature = "serde", serde(deserialize_with = "duration"))]
     pub penalty_memory: Duration,
     /// [`Builder::warmup`](crate::Builder::warmup).
-    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
+    #[cfg_attr(feature = "serde", serde(deserialize_with = "duration"))]
     pub warmup: Duration,
     /// [`Builder::timeouts_before_penalty`](crate::Builder::timeouts_before_penalty).
     pub timeouts_before_penalty: u32,
     /// [`Builder::connect_timeout`](crate::Builder::connect_timeout).
-    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
+    #[cfg_attr(feature = "serde", serde(deserialize_with = "duration"))]
     pub connect_timeout: Duration,
     /// [`Builder::response_timeout`](crate::Builder::response_timeout).
-    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
+    #[cfg_attr(feature = "serde", serde(deserialize_with = "duration"))]
     pub response_timeout: Duration,
     /// [`Builder::checkout_timeout`](crate::Builder::checkout_timeout).
-    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
+    #[cfg_attr(feature = "serde", serde(deserialize_with = "duration"))]
     pub checkout_timeout: Duration,
     /// [`Builder::probe_timeout`](crate::Builder::probe_timeout).
-    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
+    #[cfg_attr(feature = "serde", serde(deserialize_with = "duration"))]
     pub probe_timeout: Duration,
     /// [`Builder::max_connections`](crate::Builder::max_connections).
     pub max_connections: u32,
@@ -128,7 +128,7 @@ pub struct Settings {
     /// [`Builder::near_cache`](crate::Builder::near_cache).
     pub near_cache: usize,
     /// [`Builder::heartbeat`](crate::Builder::heartbeat); `"0s"` for off.
-    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
+    #[cfg_attr(feature = "serde", serde(deserialize_with = "duration"))]
     pub heartbeat: Duration,
     /// `tls_root_certificates`: PEM text (feature `tls`).
     #[cfg(feature = "tls")]
@@ -196,18 +196,50 @@ impl std::fmt::Debug for NodeConfig {
     }
 }
 
-/// An optional duration as a file writes it: `"never"` (formats without a
-/// null, TOML and the environment, need a word), or a human duration.
+/// How a duration is written, for errors.
+#[cfg(feature = "serde")]
+const DURATION_SHAPE: &str = "write a duration with its unit, like \"250ms\", \"30s\" or \"1m 30s\"";
+
+/// A duration as a file or a variable writes it, or (`never` true) the
+/// word `"never"` for none; an error shows the text and how to write it.
+#[cfg(feature = "serde")]
+fn written_duration<'de, D: serde::Deserializer<'de>>(
+    d: D,
+    never: bool,
+) -> Result<Option<Duration>, D::Error> {
+    use serde::Deserialize;
+    use serde::de::Error as _;
+    /// A bare number arrives as one when the environment is parsed.
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum Written {
+        Text(String),
+        Number(f64),
+    }
+    let or_never = if never { ", or \"never\" for none" } else { "" };
+    match Option::<Written>::deserialize(d)? {
+        None if never => Ok(None),
+        None => Err(D::Error::custom(format!("a duration is needed: {DURATION_SHAPE}"))),
+        Some(Written::Number(n)) => Err(D::Error::custom(format!(
+            "`{n}` has no unit: {DURATION_SHAPE}{or_never}"
+        ))),
+        Some(Written::Text(text)) if never && text.trim().eq_ignore_ascii_case("never") => Ok(None),
+        Some(Written::Text(text)) => humantime::parse_duration(text.trim())
+            .map(Some)
+            .map_err(|e| {
+                D::Error::custom(format!("`{text}` is not a duration ({e}): {DURATION_SHAPE}{or_never}"))
+            }),
+    }
+}
+
+#[cfg(feature = "serde")]
+fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    written_duration(d, false).map(Option::unwrap_or_default)
+}
+
 #[cfg(feature = "serde")]
 fn never_or_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-    use serde::Deserialize;
-    match Option::<String>::deserialize(d)? {
-        None => Ok(None),
-        Some(text) if text.eq_ignore_ascii_case("never") => Ok(None),
-        Some(text) => humantime_serde::re::humantime::parse_duration(&text)
-            .map(Some)
-            .map_err(|e| serde::de::Error::custom(format!("{e}: `{text}` (or \"never\")"))),
-    }
+    written_duration(d, true)
 }
 
 /// A TLS client certificate and its private key, in PEM; `Debug` shows

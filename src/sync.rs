@@ -288,6 +288,17 @@ impl Connection {
     }
 }
 
+/// A blocking read past its timeout fails as `EAGAIN` ("Resource
+/// temporarily unavailable"): said here as the async flavour says it, a
+/// `TimedOut` I/O error (`is_timeout()` is true either way).
+fn timed_out(e: RedisError) -> RedisError {
+    if !e.is_timeout() {
+        return e;
+    }
+    let text = "timed out: no reply within the response timeout";
+    std::io::Error::new(std::io::ErrorKind::TimedOut, text).into()
+}
+
 impl ConnectionLike for Connection {
     fn req_packed_command(&mut self, cmd: &[u8]) -> RedisResult<Value> {
         packed_effects(cmd).for_each(|effect| self.conn.session.apply(effect));
@@ -299,6 +310,7 @@ impl ConnectionLike for Connection {
                 .req_packed_commands(&bytes, 0, 1 + caps)
                 .and_then(|mut values| own_reply(values.swap_remove(0))),
         };
+        let result = result.map_err(timed_out);
         self.conn.observe(failure(&result));
         result
     }
@@ -322,6 +334,7 @@ impl ConnectionLike for Connection {
                 )
             }
         };
+        let result = result.map_err(timed_out);
         self.conn.observe(failure(&result));
         result
     }

@@ -8,6 +8,8 @@ use crate::error::Error;
 /// Parses and checks a node URL. Errors name the URL with its credentials
 /// masked.
 pub(crate) fn parse_url(url: &str) -> Result<ConnectionInfo, Error> {
+    // A list split on commas (`FLUSTER__NODES="a, b"`) leaves spaces.
+    let url = url.trim();
     let bad = |reason: String| Error::config(format!("node URL `{}`", redact_url(url)), reason);
     const SHAPE: &str = "a node URL looks like `redis://[user:password@]host[:port][/db]` \
         (`rediss://` for TLS, `redis+unix:///path` for a socket)";
@@ -28,6 +30,16 @@ pub(crate) fn parse_url(url: &str) -> Result<ConnectionInfo, Error> {
     let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
     let host_port = authority.rsplit_once('@').map_or(authority, |(_, hp)| hp);
     if host_port.matches(':').count() > 1 && !host_port.starts_with('[') {
+        // `127.0.0.1:7304:99` or `cache:6379:1` is a port too many; an
+        // address of hex digits and colons is IPv6 without its brackets.
+        let (host, rest) = host_port.split_once(':').unwrap_or_default();
+        if host.contains('.') || host.chars().any(|c| !c.is_ascii_hexdigit()) {
+            let (port, stray) = rest.split_once(':').unwrap_or_default();
+            return Err(bad(format!(
+                "`:{stray}` follows the port `{port}`: a node URL has one port \
+                 (`{scheme}://{host}:{port}`); the database goes after a slash (`/1`)"
+            )));
+        }
         return Err(bad(format!(
             "an IPv6 address goes in brackets: `{scheme}://[{host_port}]`, or `[::1]:6379` with a port"
         )));

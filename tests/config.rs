@@ -61,6 +61,14 @@ async fn each_bad_setting_is_named() {
         (one_node().timeouts_before_penalty(0), "timeouts_before_penalty"),
         (one_node().max_connections(0), "max_connections: must be at least 1, got 0"),
         (
+            one_node().heartbeat(Duration::from_millis(1)),
+            "heartbeat: must be zero (off) or at least 10 ms, got 1ms",
+        ),
+        (
+            one_node().near_cache(100).heartbeat(Duration::ZERO),
+            "heartbeat: must be greater than zero with a near cache",
+        ),
+        (
             one_node().max_connections(2).min_idle(Some(3)),
             "min_idle: must not exceed max_connections (2), got 3",
         ),
@@ -186,6 +194,8 @@ async fn node_urls_that_cannot_work_say_what_is_wrong_and_what_one_looks_like() 
         ("redis://user:hunter2@127.0.0.1:99999", "not a TCP port"),
         ("redis://127.0.0.1:port", "`port` is not a TCP port"),
         ("redis://::1:6379", "an IPv6 address goes in brackets"),
+        ("redis://u:hunter2@127.0.0.1:7304:99", "`:99` follows the port `7304`"),
+        ("redis://cache-a:6379:2", "a node URL has one port"),
     ];
     for (url, what) in cases {
         let text = config_error(ShardedPool::builder().node(url)).await;
@@ -193,6 +203,18 @@ async fn node_urls_that_cannot_work_say_what_is_wrong_and_what_one_looks_like() 
         assert!(!text.contains("hunter2"), "{text}");
         assert!(text.contains("redis://") || text.contains("port"), "{url}: no example: {text}");
     }
+}
+
+#[tokio::test]
+async fn node_urls_are_trimmed() {
+    let pool = ShardedPool::builder()
+        .node(" redis://127.0.0.1:7001 ")
+        .node("\tredis://127.0.0.1:7002\n")
+        .probe_at_build(false)
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(pool.nodes(), ["127.0.0.1:7001", "127.0.0.1:7002"]);
 }
 
 #[tokio::test]

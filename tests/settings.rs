@@ -20,6 +20,10 @@ fn from_toml(text: &str) -> Result<Config, config::ConfigError> {
 /// `config`'s Environment source reads from a map here instead of the
 /// process environment, so parallel tests cannot see each other's values.
 fn from_env(env: std::collections::HashMap<String, String>) -> Config {
+    try_from_env(env).unwrap()
+}
+
+fn try_from_env(env: std::collections::HashMap<String, String>) -> Result<Config, String> {
     config::Config::builder()
         .add_source(
             Environment::with_prefix("FLUSTER")
@@ -31,9 +35,9 @@ fn from_env(env: std::collections::HashMap<String, String>) -> Config {
                 .source(Some(env)),
         )
         .build()
-        .unwrap()
+        .map_err(|e| e.to_string())?
         .try_deserialize()
-        .unwrap()
+        .map_err(|e| e.to_string())
 }
 
 #[tokio::test]
@@ -157,6 +161,7 @@ fn every_setting() -> fluster::Settings {
     s.stand_in_ttl = Some(Duration::from_secs(30));
     s.invalidate_on_return = true;
     s.near_cache = 10_000;
+    s.heartbeat = Duration::from_secs(5);
     #[cfg(feature = "tls")]
     {
         s.tls_root_certificates = Some("-----BEGIN CERTIFICATE-----\nroots\n".into());
@@ -195,6 +200,7 @@ probe_at_build = false
 stand_in_ttl = "30s"
 invalidate_on_return = true
 near_cache = 10000
+heartbeat = "5s"
 "#,
     );
     if cfg!(feature = "tls") {
@@ -236,6 +242,7 @@ fn every_setting_is_read_from_the_environment() {
         ("FLUSTER__STAND_IN_TTL", "30s"),
         ("FLUSTER__INVALIDATE_ON_RETURN", "true"),
         ("FLUSTER__NEAR_CACHE", "10000"),
+        ("FLUSTER__HEARTBEAT", "5s"),
     ];
     if cfg!(feature = "tls") {
         env.push(("FLUSTER__TLS_ROOT_CERTIFICATES", "-----BEGIN CERTIFICATE-----\nroots\n"));
@@ -266,4 +273,36 @@ fn a_sentinel_shard_is_read_from_toml() {
         NodeConfig::Sentinel { name, sentinel, weight: Some(2.0) } if name == "orders" && *sentinel == expected
     ));
     assert!(!format!("{config:?}").contains("hidden"), "the password shows in Debug");
+}
+
+/// Each message says what is wrong, shows the text, and how to write it.
+#[tokio::test]
+async fn messages_show_the_text_and_how_to_write_it() {
+    let env = |pairs: &[(&str, &str)]| {
+        let mut env: std::collections::HashMap<String, String> =
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        env.entry("FLUSTER__NODES".into()).or_insert_with(|| "redis://127.0.0.1:1".into());
+        try_from_env(env)
+    };
+    // A list with spaces after its commas builds.
+    let spaced = env(&[("FLUSTER__NODES", "redis://127.0.0.1:7001, redis://127.0.0.1:7002")]);
+    let pool = spaced.unwrap().into_builder().probe_at_build(false).build().await.unwrap();
+    assert_eq!(pool.nodes(), ["127.0.0.1:7001", "127.0.0.1:7002"]);
+    // A misspelt variable is named as the variable.
+    let err = env(&[("FLUSTER__PENALTY_MAX_WIAT", "1s")]).unwrap_err();
+    assert!(err.contains("unknown setting `penalty_max_wiat`"), "{err}");
+    assert!(err.contains("the variable `FLUSTER__PENALTY_MAX_WIAT`"), "{err}");
+    // A bad duration shows its text and an example; "never" only where it
+    // is accepted.
+    let err = env(&[("FLUSTER__PENALTY_MAX_WAIT", "10 secs please")]).unwrap_err();
+    assert!(err.contains("`10 secs please` is not a duration"), "{err}");
+    assert!(err.contains(r#"like "250ms", "30s" or "1m 30s""#), "{err}");
+    assert!(!err.contains("never"), "{err}");
+    let err = env(&[("FLUSTER__IDLE_TIMEOUT", "sometimes")]).unwrap_err();
+    assert!(err.contains(r#"or "never" for none"#), "{err}");
+    // A bare number has no unit.
+    let err = env(&[("FLUSTER__WARMUP", "30")]).unwrap_err();
+    assert!(err.contains("`30` has no unit"), "{err}");
+    let err = from_toml("nodes = []\nwarmup = 5").unwrap_err().to_string();
+    assert!(err.contains("`5` has no unit") && err.contains("warmup"), "{err}");
 }
