@@ -1,23 +1,32 @@
 //! fluster in an axum service: the pool in app state, Prometheus metrics,
-//! a JSON status page. Copy it: it needs nothing but this file.
+//! a JSON status page. Copy it: with the dependencies below, it needs
+//! nothing but this file.
 //!
-//!     FLUSTER_NODES=redis://127.0.0.1:7001,redis://127.0.0.1:7002 \
+//!     FLUSTER__NODES=redis://127.0.0.1:7001,redis://127.0.0.1:7002 \
 //!         cargo run --example axum --features serde
 //!     curl 127.0.0.1:3000/counter/user:42
 //!     curl 127.0.0.1:3000/status
 //!     curl 127.0.0.1:3000/metrics
 //!
-//! In your own `Cargo.toml` (the exporter's default features add an HTTP
-//! server and a push gateway this service does not need):
+//! In your own `Cargo.toml` (CI builds this file as a crate of its own with
+//! exactly these; the exporter's default features add an HTTP server and a
+//! push gateway this service does not need):
 //!
+//!     [dependencies]
 //!     fluster = { version = "0.1", features = ["serde"] }
 //!     axum = "0.8"
+//!     config = { version = "0.15", default-features = false }
 //!     metrics-exporter-prometheus = { version = "0.18", default-features = false }
+//!     serde_json = "1"
 //!     tokio = { version = "1", features = ["full"] }
+//!     tracing-subscriber = "0.3"
 //!
-//! Nodes come from `FLUSTER_NODES` (comma-separated URLs); the address is
-//! `FLUSTER_LISTEN` (default `127.0.0.1:3000`). SIGTERM or Ctrl-C stops it
-//! and closes the pool.
+//! The pool is configured from the environment as the README's `Config` is
+//! (`FLUSTER__NODES`, `FLUSTER__PENALTY_MAX_WAIT=10s`, ...); the address to
+//! listen on is `LISTEN` (default `127.0.0.1:3000`). SIGTERM or Ctrl-C
+//! stops it and closes the pool.
+
+use std::collections::HashMap;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -25,9 +34,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use fluster::metrics::{CHECKOUT_BUCKETS, CHECKOUT_SECONDS};
+use fluster::redis::AsyncCommands;
 use fluster::{NodeStatus, ShardedPool};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use redis::AsyncCommands;
 use serde_json::{Value, json};
 
 /// What every handler gets: cheap to clone.
@@ -95,10 +104,26 @@ pub fn install_metrics() -> Result<PrometheusHandle, BoxError> {
         .install_recorder()?)
 }
 
-/// A pool of the nodes in `urls`, comma-separated (`FLUSTER_NODES`).
-pub async fn pool_of_nodes(urls: &str) -> Result<ShardedPool, BoxError> {
-    let builder = urls.split(',').fold(ShardedPool::builder(), |b, url| b.node(url.trim()));
-    Ok(builder.build().await?)
+/// The pool the environment describes, read exactly as the README's
+/// `Config` is: `FLUSTER__NODES` (comma-separated URLs) and any setting as
+/// `FLUSTER__<SETTING>` (`FLUSTER__PENALTY_MAX_WAIT=10s`). `vars` stands in
+/// for the process's environment when given (the tests do).
+pub async fn pool_from_env(vars: Option<HashMap<String, String>>) -> Result<ShardedPool, BoxError> {
+    let environment = config::Environment::with_prefix("FLUSTER")
+        .prefix_separator("__")
+        .separator("__")
+        .list_separator(",")
+        .with_list_parse_key("nodes")
+        .try_parsing(true)
+        .source(vars);
+    let config: fluster::Config =
+        config::Config::builder().add_source(environment).build()?.try_deserialize()?;
+    if config.nodes.is_empty() {
+        return Err(
+            "set FLUSTER__NODES to comma-separated URLs, e.g. redis://127.0.0.1:6379".into()
+        );
+    }
+    Ok(config.build().await?)
 }
 
 /// Resolves on SIGTERM (how a service manager stops a service) or Ctrl-C.
@@ -125,11 +150,9 @@ pub async fn serve(listener: tokio::net::TcpListener, state: AppState) -> std::i
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
     tracing_subscriber::fmt().init();
-    let nodes = std::env::var("FLUSTER_NODES")
-        .map_err(|_| "set FLUSTER_NODES to comma-separated URLs, e.g. redis://127.0.0.1:6379")?;
     let metrics = install_metrics()?;
-    let pool = pool_of_nodes(&nodes).await?;
-    let listen = std::env::var("FLUSTER_LISTEN").unwrap_or_else(|_| "127.0.0.1:3000".into());
+    let pool = pool_from_env(None).await?;
+    let listen = std::env::var("LISTEN").unwrap_or_else(|_| "127.0.0.1:3000".into());
     let listener = tokio::net::TcpListener::bind(&listen).await?;
     println!("listening on http://{listen} (nodes: {:?})", pool.nodes());
     serve(listener, AppState { pool, metrics }).await?;

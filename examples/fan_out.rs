@@ -4,17 +4,28 @@
 //! that pops from every healthy node, following nodes as they leave and
 //! return.
 //!
-//!     FLUSTER_NODES=redis://127.0.0.1:7001,redis://127.0.0.1:7002,redis://127.0.0.1:7003 \
-//!         cargo run --example fan_out
+//!     FLUSTER__NODES=redis://127.0.0.1:7001,redis://127.0.0.1:7002,redis://127.0.0.1:7003 \
+//!         cargo run --example fan_out --features serde
 //!
 //! Kill a node (and start it again) while the consumer runs to watch it
 //! follow. `tests/multi.rs` does exactly that.
+//!
+//! In your own `Cargo.toml` (CI builds this file as a crate of its own with
+//! exactly these):
+//!
+//!     [dependencies]
+//!     fluster = { version = "0.1", features = ["serde"] }
+//!     config = { version = "0.15", default-features = false }
+//!     tokio = { version = "1", features = ["full"] }
+//!
+//! The pool is configured from the environment as the README's `Config` is
+//! (`FLUSTER__NODES`, `FLUSTER__PENALTY_MAX_WAIT=10s`, ...).
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use fluster::ShardedPool;
-use redis::AsyncCommands;
+use fluster::redis::AsyncCommands;
 
 /// The `limit` highest-scored members of the sorted set `key` across every
 /// healthy node; a member found on several nodes keeps its highest score.
@@ -77,20 +88,33 @@ pub async fn pop_round(pool: &ShardedPool, queue: &str, wait: Duration) -> Vec<S
     .collect()
 }
 
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The pool the environment describes, read exactly as the README's
+/// `Config` is: `FLUSTER__NODES` (comma-separated URLs) and any setting as
+/// `FLUSTER__<SETTING>` (`FLUSTER__PENALTY_MAX_WAIT=10s`). `vars` stands in
+/// for the process's environment when given (the tests do).
+pub async fn pool_from_env(vars: Option<HashMap<String, String>>) -> Result<ShardedPool, BoxError> {
+    let environment = config::Environment::with_prefix("FLUSTER")
+        .prefix_separator("__")
+        .separator("__")
+        .list_separator(",")
+        .with_list_parse_key("nodes")
+        .try_parsing(true)
+        .source(vars);
+    let config: fluster::Config =
+        config::Config::builder().add_source(environment).build()?.try_deserialize()?;
+    if config.nodes.is_empty() {
+        return Err(
+            "set FLUSTER__NODES to comma-separated URLs, e.g. redis://127.0.0.1:6379".into()
+        );
+    }
+    Ok(config.build().await?)
+}
+
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let Ok(nodes) = std::env::var("FLUSTER_NODES") else {
-        eprintln!("set FLUSTER_NODES to comma-separated redis:// URLs");
-        std::process::exit(2);
-    };
-    let pool = nodes
-        .split(',')
-        .fold(ShardedPool::builder(), |builder, url| builder.node(url.trim()))
-        .response_timeout(Duration::from_secs(2))
-        .penalty_min_wait(Duration::from_millis(200))
-        .penalty_max_wait(Duration::from_millis(500))
-        .build()
-        .await?;
+async fn main() -> Result<(), BoxError> {
+    let pool = pool_from_env(None).await?;
 
     // A leaderboard written wherever each game server happened to write.
     let scores = [("ann", 31), ("bob", 17), ("cyd", 45), ("ann", 52), ("dee", 8), ("bob", 29)];

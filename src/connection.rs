@@ -15,10 +15,10 @@ use redis::{Arg, Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, RedisResult,
 use crate::cell::HealthCell;
 use crate::failure::{Failure, FailureKind, failure};
 use crate::manager::RedisManager;
+use crate::near::{self, Fence, Look, NearCache, Read};
 use crate::route::NodeName;
 use crate::session::{Effect, effect};
 use crate::shared::Muxed;
-use crate::near::{self, Fence, Look, NearCache, Read};
 use crate::stale::{Reach, cap, written};
 use crate::tracked::{NodeManager, Tracked};
 

@@ -45,12 +45,48 @@ const MAX_AGE: Duration = Duration::from_secs(30 * 60);
 /// depends only on that key: what the near cache answers. `EXISTS` counts
 /// only with one key; `MGET` is read key by key, as `GET`s.
 const CACHEABLE: &[&[u8]] = &[
-    b"GET", b"GETRANGE", b"SUBSTR", b"GETBIT", b"BITCOUNT", b"BITPOS", b"BITFIELD_RO", b"STRLEN",
-    b"EXISTS", b"TYPE", b"HGET", b"HMGET", b"HGETALL", b"HEXISTS", b"HKEYS", b"HLEN", b"HVALS",
-    b"HSTRLEN", b"LINDEX", b"LLEN", b"LRANGE", b"LPOS", b"SCARD", b"SISMEMBER", b"SMEMBERS",
-    b"SMISMEMBER", b"ZCARD", b"ZCOUNT", b"ZLEXCOUNT", b"ZMSCORE", b"ZRANGE", b"ZRANGEBYLEX",
-    b"ZRANGEBYSCORE", b"ZRANK", b"ZREVRANGE", b"ZREVRANGEBYLEX", b"ZREVRANGEBYSCORE",
-    b"ZREVRANK", b"ZSCORE", b"GEODIST", b"GEOHASH", b"GEOPOS",
+    b"GET",
+    b"GETRANGE",
+    b"SUBSTR",
+    b"GETBIT",
+    b"BITCOUNT",
+    b"BITPOS",
+    b"BITFIELD_RO",
+    b"STRLEN",
+    b"EXISTS",
+    b"TYPE",
+    b"HGET",
+    b"HMGET",
+    b"HGETALL",
+    b"HEXISTS",
+    b"HKEYS",
+    b"HLEN",
+    b"HVALS",
+    b"HSTRLEN",
+    b"LINDEX",
+    b"LLEN",
+    b"LRANGE",
+    b"LPOS",
+    b"SCARD",
+    b"SISMEMBER",
+    b"SMEMBERS",
+    b"SMISMEMBER",
+    b"ZCARD",
+    b"ZCOUNT",
+    b"ZLEXCOUNT",
+    b"ZMSCORE",
+    b"ZRANGE",
+    b"ZRANGEBYLEX",
+    b"ZRANGEBYSCORE",
+    b"ZRANK",
+    b"ZREVRANGE",
+    b"ZREVRANGEBYLEX",
+    b"ZREVRANGEBYSCORE",
+    b"ZREVRANK",
+    b"ZSCORE",
+    b"GEODIST",
+    b"GEOHASH",
+    b"GEOPOS",
 ];
 
 /// What the near cache can do with a command: the keys it reads, and how
@@ -159,7 +195,8 @@ impl Shard {
             _ => {
                 self.drop_slot(key);
                 self.tickets += 1;
-                let slot = Slot { ticket: self.tickets, expires: now + MAX_AGE, replies: Vec::new() };
+                let slot =
+                    Slot { ticket: self.tickets, expires: now + MAX_AGE, replies: Vec::new() };
                 self.slots.push(key.into(), slot);
                 self.tickets
             }
@@ -193,7 +230,8 @@ impl std::fmt::Debug for NearCache {
 impl NearCache {
     /// A cache of at most `entries` keys.
     pub(crate) fn new(entries: NonZeroUsize) -> Self {
-        let per_shard = NonZeroUsize::new(entries.get().div_ceil(SHARDS)).unwrap_or(NonZeroUsize::MIN);
+        let per_shard =
+            NonZeroUsize::new(entries.get().div_ceil(SHARDS)).unwrap_or(NonZeroUsize::MIN);
         let shard = || {
             Mutex::new(Shard {
                 slots: LruCache::new(per_shard),

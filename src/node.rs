@@ -19,8 +19,8 @@ use crate::check::{Probe, ProbeCheck, failed, retest};
 use crate::error::Error;
 use crate::failure::{FailureKind, failure};
 use crate::manager::{connect_near, near_entries};
-use crate::near::NearCache;
 use crate::metrics::PoolStats;
+use crate::near::NearCache;
 use crate::route::NodeName;
 use crate::settings::Settings;
 use crate::shared::Muxed;
@@ -131,7 +131,9 @@ impl<M: NodeManager> Store<M> for Bb8<M> {
         }
         let checked = tokio::time::timeout(timeout, manager.is_valid(&mut conn.conn)).await;
         let outcome = checked.map_err(|_| late(timeout)).and_then(|r| r.map_err(|e| failed(&e)));
-        conn.observe(outcome.as_ref().err().map(|(kind, error)| (*kind, error as &dyn fmt::Display)));
+        conn.observe(
+            outcome.as_ref().err().map(|(kind, error)| (*kind, error as &dyn fmt::Display)),
+        );
     }
 }
 

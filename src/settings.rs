@@ -198,7 +198,8 @@ impl std::fmt::Debug for NodeConfig {
 
 /// How a duration is written, for errors.
 #[cfg(feature = "serde")]
-const DURATION_SHAPE: &str = "write a duration with its unit, like \"250ms\", \"30s\" or \"1m 30s\"";
+const DURATION_SHAPE: &str =
+    "write a duration with its unit, like \"250ms\", \"30s\" or \"1m 30s\"";
 
 /// A duration as a file or a variable writes it, or (`never` true) the
 /// word `"never"` for none; an error shows the text and how to write it.
@@ -220,15 +221,15 @@ fn written_duration<'de, D: serde::Deserializer<'de>>(
     match Option::<Written>::deserialize(d)? {
         None if never => Ok(None),
         None => Err(D::Error::custom(format!("a duration is needed: {DURATION_SHAPE}"))),
-        Some(Written::Number(n)) => Err(D::Error::custom(format!(
-            "`{n}` has no unit: {DURATION_SHAPE}{or_never}"
-        ))),
+        Some(Written::Number(n)) => {
+            Err(D::Error::custom(format!("`{n}` has no unit: {DURATION_SHAPE}{or_never}")))
+        }
         Some(Written::Text(text)) if never && text.trim().eq_ignore_ascii_case("never") => Ok(None),
-        Some(Written::Text(text)) => humantime::parse_duration(text.trim())
-            .map(Some)
-            .map_err(|e| {
-                D::Error::custom(format!("`{text}` is not a duration ({e}): {DURATION_SHAPE}{or_never}"))
-            }),
+        Some(Written::Text(text)) => {
+            humantime::parse_duration(text.trim()).map(Some).map_err(|_| {
+                D::Error::custom(format!("`{text}` is not a duration: {DURATION_SHAPE}{or_never}"))
+            })
+        }
     }
 }
 

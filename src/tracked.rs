@@ -42,7 +42,12 @@ pub(crate) struct TrackedConn<C> {
 }
 
 impl<C> TrackedConn<C> {
-    pub(crate) fn new(conn: C, epoch: u64, cell: Arc<HealthCell>, near: Option<Arc<NearCache>>) -> Self {
+    pub(crate) fn new(
+        conn: C,
+        epoch: u64,
+        cell: Arc<HealthCell>,
+        near: Option<Arc<NearCache>>,
+    ) -> Self {
         TrackedConn {
             conn,
             epoch,

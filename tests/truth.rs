@@ -66,7 +66,7 @@ async fn stale_reads(pool: &ShardedPool, path: Path, rounds: u64, busy: bool) ->
                     let key = &keys[(n as usize + task) % keys.len()];
                     let _ = read(&pool, key).await;
                     tokio::task::yield_now().await;
-                    if n % 4 == 0 {
+                    if n.is_multiple_of(4) {
                         let other = format!("other:{task}:{}", n % 16);
                         let _: () = pool.get(&other).await.unwrap().set(&other, n).await.unwrap();
                     }
@@ -135,7 +135,8 @@ async fn writes_the_command_table_cannot_place_empty_the_near_cache() {
             .clone();
         let _: () = script.query_async(&mut pool.get(&key).await.unwrap()).await.unwrap();
         assert_eq!(read(&pool, &key).await, Some(round), "after EVAL, round {round}");
-        let _: () = redis::cmd("FLUSHDB").query_async(&mut pool.get_any().await.unwrap()).await.unwrap();
+        let _: () =
+            redis::cmd("FLUSHDB").query_async(&mut pool.get_any().await.unwrap()).await.unwrap();
         assert_eq!(read(&pool, &key).await, None, "after FLUSHDB, round {round}");
     }
 }
@@ -191,8 +192,8 @@ async fn a_read_in_flight_across_another_clients_write_keeps_nothing_stale() {
             })
         })
         .collect();
-    let mut other = redis::Client::open(server.url()).unwrap();
-    let mut other = other.get_multiplexed_async_connection().await.unwrap();
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut other = client.get_multiplexed_async_connection().await.unwrap();
     let last = 2_000u64;
     for version in 1..=last {
         let key = &keys[version as usize % keys.len()];

@@ -12,6 +12,7 @@ mod axum_example;
 
 mod support;
 
+use std::collections::HashMap;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -28,9 +29,12 @@ fn metrics() -> metrics_exporter_prometheus::PrometheusHandle {
     HANDLE.get_or_init(|| axum_example::install_metrics().unwrap()).clone()
 }
 
-/// `FLUSTER_NODES` for `servers`.
-fn node_list(servers: &[RedisServer]) -> String {
-    servers.iter().map(RedisServer::url).collect::<Vec<_>>().join(",")
+/// The environment the examples read, with `FLUSTER__NODES` for `servers`
+/// and any further variables.
+fn environment(servers: &[RedisServer], more: &[(&str, &str)]) -> Option<HashMap<String, String>> {
+    let nodes = servers.iter().map(RedisServer::url).collect::<Vec<_>>().join(", ");
+    let more = more.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+    Some(std::iter::once(("FLUSTER__NODES".to_owned(), nodes)).chain(more).collect())
 }
 
 fn node_up_line(metrics: &str, node: &str) -> Option<String> {
@@ -189,18 +193,24 @@ async fn actix_service_survives_a_node_and_reports_it() {
 }
 
 #[tokio::test]
-async fn each_example_builds_its_pool_from_its_own_setup() {
+async fn each_example_builds_its_pool_from_the_environment_as_config_reads_it() {
     let servers = start_servers(2);
-    let nodes = format!(" {} ", node_list(&servers).replace(',', " , "));
+    let env = || environment(&servers, &[("FLUSTER__PENALTY_MAX_WAIT", "10s")]);
     for pool in [
-        axum_example::pool_of_nodes(&nodes).await.unwrap(),
-        actix_example::pool_of_nodes(&nodes).await.unwrap(),
+        axum_example::pool_from_env(env()).await.unwrap(),
+        actix_example::pool_from_env(env()).await.unwrap(),
     ] {
         assert_eq!(pool.nodes(), [servers[0].name(), servers[1].name()]);
         assert!(pool.status().iter().all(|s| s.up));
     }
-    let bad = axum_example::pool_of_nodes("127.0.0.1:6379").await.unwrap_err().to_string();
+    let bad = environment(&[], &[("FLUSTER__NODES", "127.0.0.1:6379")]);
+    let bad = axum_example::pool_from_env(bad).await.unwrap_err().to_string();
     assert!(bad.contains("no scheme"), "{bad}");
+    let none = axum_example::pool_from_env(Some(HashMap::new())).await.unwrap_err().to_string();
+    assert!(none.contains("set FLUSTER__NODES"), "{none}");
+    let typo = environment(&servers, &[("FLUSTER__PENALTY_MAXWAIT", "10s")]);
+    let typo = actix_example::pool_from_env(typo).await.unwrap_err().to_string();
+    assert!(typo.contains("FLUSTER__PENALTY_MAXWAIT"), "{typo}");
 }
 
 /// GET over a real TCP connection, as a scraper does.
@@ -230,7 +240,7 @@ fn total(page: &str, name: &str, node: &str) -> f64 {
 async fn prometheus_sees_every_series_from_the_start_and_the_first_failure() {
     let metrics = metrics();
     let mut servers = start_servers(3);
-    let pool = axum_example::pool_of_nodes(&node_list(&servers)).await.unwrap();
+    let pool = axum_example::pool_from_env(environment(&servers, &[])).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let state = axum_example::AppState { pool: pool.clone(), metrics };
