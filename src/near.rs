@@ -22,7 +22,7 @@
 //! Pure data and locks: the connection that sends is the caller's.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
+use std::hash::BuildHasher;
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -41,53 +41,61 @@ const SHARDS: usize = 16;
 /// holds: a bound for the rare key whose expiry the server reports late.
 const MAX_AGE: Duration = Duration::from_secs(30 * 60);
 
-/// Read-only commands whose one key is their first argument and whose reply
-/// depends only on that key: what the near cache answers. `EXISTS` counts
-/// only with one key; `MGET` is read key by key, as `GET`s.
-const CACHEABLE: &[&[u8]] = &[
-    b"GET",
-    b"GETRANGE",
-    b"SUBSTR",
-    b"GETBIT",
-    b"BITCOUNT",
-    b"BITPOS",
-    b"BITFIELD_RO",
-    b"STRLEN",
-    b"EXISTS",
-    b"TYPE",
-    b"HGET",
-    b"HMGET",
-    b"HGETALL",
-    b"HEXISTS",
-    b"HKEYS",
-    b"HLEN",
-    b"HVALS",
-    b"HSTRLEN",
-    b"LINDEX",
-    b"LLEN",
-    b"LRANGE",
-    b"LPOS",
-    b"SCARD",
-    b"SISMEMBER",
-    b"SMEMBERS",
-    b"SMISMEMBER",
-    b"ZCARD",
-    b"ZCOUNT",
-    b"ZLEXCOUNT",
-    b"ZMSCORE",
-    b"ZRANGE",
-    b"ZRANGEBYLEX",
-    b"ZRANGEBYSCORE",
-    b"ZRANK",
-    b"ZREVRANGE",
-    b"ZREVRANGEBYLEX",
-    b"ZREVRANGEBYSCORE",
-    b"ZREVRANK",
-    b"ZSCORE",
-    b"GEODIST",
-    b"GEOHASH",
-    b"GEOPOS",
-];
+/// Whether `name` is a read-only command whose one key is its first
+/// argument and whose reply depends only on that key: what the near cache
+/// answers (`EXISTS` only with one key; `MGET` is read key by key).
+fn cacheable(name: &[u8]) -> bool {
+    // No such command is longer than 16 bytes.
+    let mut upper = [0u8; 16];
+    let Some(upper) = upper.get_mut(..name.len()) else { return false };
+    upper.copy_from_slice(name);
+    upper.make_ascii_uppercase();
+    matches!(
+        &*upper,
+        b"GET"
+            | b"GETRANGE"
+            | b"SUBSTR"
+            | b"GETBIT"
+            | b"BITCOUNT"
+            | b"BITPOS"
+            | b"BITFIELD_RO"
+            | b"STRLEN"
+            | b"EXISTS"
+            | b"TYPE"
+            | b"HGET"
+            | b"HMGET"
+            | b"HGETALL"
+            | b"HEXISTS"
+            | b"HKEYS"
+            | b"HLEN"
+            | b"HVALS"
+            | b"HSTRLEN"
+            | b"LINDEX"
+            | b"LLEN"
+            | b"LRANGE"
+            | b"LPOS"
+            | b"SCARD"
+            | b"SISMEMBER"
+            | b"SMEMBERS"
+            | b"SMISMEMBER"
+            | b"ZCARD"
+            | b"ZCOUNT"
+            | b"ZLEXCOUNT"
+            | b"ZMSCORE"
+            | b"ZRANGE"
+            | b"ZRANGEBYLEX"
+            | b"ZRANGEBYSCORE"
+            | b"ZRANK"
+            | b"ZREVRANGE"
+            | b"ZREVRANGEBYLEX"
+            | b"ZREVRANGEBYSCORE"
+            | b"ZREVRANK"
+            | b"ZSCORE"
+            | b"GEODIST"
+            | b"GEOHASH"
+            | b"GEOPOS"
+    )
+}
 
 /// What the near cache can do with a command: the keys it reads, and how
 /// each is asked for.
@@ -128,8 +136,7 @@ pub(crate) fn read<'a>(words: &[&'a [u8]]) -> Option<Read<'a>> {
     }
     let key = words.get(1)?;
     let one_key = !name.eq_ignore_ascii_case(b"EXISTS") || words.len() == 2;
-    let cacheable = CACHEABLE.iter().any(|c| c.eq_ignore_ascii_case(name));
-    (cacheable && one_key).then_some(Read::One(key))
+    (one_key && cacheable(name)).then_some(Read::One(key))
 }
 
 /// How one read of a key is told from another read of it: the command's
@@ -209,7 +216,7 @@ impl Shard {
 /// flight stay where readers look.
 pub(crate) struct NearCache {
     shards: Box<[Mutex<Shard>]>,
-    hasher: RandomState,
+    hasher: lru::DefaultHasher,
     /// Writes in flight whose keys are not known: while any is, every read
     /// goes to the server.
     blind: AtomicUsize,
@@ -242,7 +249,7 @@ impl NearCache {
         };
         NearCache {
             shards: (0..SHARDS).map(|_| shard()).collect(),
-            hasher: RandomState::new(),
+            hasher: lru::DefaultHasher::default(),
             blind: AtomicUsize::new(0),
             fenced: AtomicUsize::new(0),
             bound: entries.get(),
@@ -268,19 +275,34 @@ impl NearCache {
         // Whether a write is in flight is asked under each key's lock, which
         // a fence takes too: either the fence comes first and the read
         // passes, or the read's ticket is there for the fence to void.
-        let mut values = Vec::new();
+        if let Read::One(key) = read {
+            // The common case, under one lock.
+            let mut shard = self.shard(key);
+            if self.is_fenced(&shard, key) {
+                return Look::Pass;
+            }
+            let slot = shard.slots.get(*key).filter(|slot| slot.expires > now);
+            let hit = slot.and_then(|slot| {
+                let found = slot.replies.iter().find(|(id, _)| same(id, words.iter().copied()));
+                found.map(|(_, value)| value.clone())
+            });
+            if let Some(value) = hit {
+                shard.counts[0] += 1;
+                return Look::Hit(value);
+            }
+            shard.counts[1] += 1;
+            return Look::Fill(vec![shard.ticket(key, now)]);
+        }
+        let mut values = Vec::with_capacity(keys.len());
         for key in keys {
             let mut shard = self.shard(key);
             if self.is_fenced(&shard, key) {
                 return Look::Pass;
             }
             let slot = shard.slots.get(*key).filter(|slot| slot.expires > now);
-            let found = slot.and_then(|slot| {
-                slot.replies.iter().find(|(id, _)| match read {
-                    Read::One(_) => same(id, words.iter().copied()),
-                    Read::Many(_) => same(id, [&b"GET"[..], key].into_iter()),
-                })
-            });
+            let get = [&b"GET"[..], key];
+            let found =
+                slot.and_then(|slot| slot.replies.iter().find(|(id, _)| same(id, get.into_iter())));
             match found {
                 Some((_, value)) => values.push(value.clone()),
                 None => break,
@@ -288,10 +310,7 @@ impl NearCache {
         }
         if values.len() == keys.len() {
             self.shard(keys[0]).counts[0] += 1;
-            return Look::Hit(match read {
-                Read::One(_) => values.swap_remove(0),
-                Read::Many(_) => Value::Array(values),
-            });
+            return Look::Hit(Value::Array(values));
         }
         self.shard(keys[0]).counts[1] += 1;
         let mut tickets = Vec::with_capacity(keys.len());
