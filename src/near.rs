@@ -363,7 +363,11 @@ impl NearCache {
             slot.expires = slot.expires.min(expires);
             match slot.replies.iter_mut().find(|(stored, _)| *stored == id) {
                 Some((_, stored)) => *stored = value,
-                None => slot.replies.push((id.clone(), value)),
+                None => {
+                    // Most keys are read one way: no room for three more.
+                    slot.replies.reserve_exact(1);
+                    slot.replies.push((id.clone(), value));
+                }
             }
         }
     }

@@ -341,9 +341,13 @@ impl<M: NodeManager, S: Store<M>> Node<M, S> {
             (Some(mux), Some(mut conn)) => {
                 let pong = redis::cmd("PING").query_async::<redis::Value>(&mut conn).await;
                 mux.observe(failure(&pong));
+                mux.take_seen();
             }
             _ => self.store.heartbeat(&self.manager, self.probe_timeout).await,
         }
+        // Its own answer is no traffic: the next interval asks again if
+        // nothing else answers (`last_ok` has noted it).
+        self.cell.take_seen();
         self.beating.store(false, Ordering::Release);
     }
 

@@ -247,8 +247,9 @@ async fn the_heartbeat_pings_an_idle_node_once_an_interval_and_a_busy_one_never(
     let idle = Instant::now();
     tokio::time::sleep(beat * 10).await;
     let (sent, elapsed) = (pings(&server) - before, idle.elapsed());
+    println!("heartbeat {beat:?}: busy 0 PINGs in 10 intervals; idle {sent} in {elapsed:?}");
     let most = (elapsed.as_millis() / beat.as_millis()) as u64 + 1;
-    assert!((3..=most).contains(&sent), "{sent} heartbeats in {elapsed:?}");
+    assert!((most / 2..=most).contains(&sent), "{sent} heartbeats in {elapsed:?}");
     assert!(pool.status()[0].last_ok.is_some_and(|age| age < beat * 3), "{:?}", pool.status());
 }
 
