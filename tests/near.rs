@@ -243,3 +243,44 @@ async fn a_partition_that_keeps_the_socket_open_retires_the_entries() {
     }
     println!("entries served {:?} into the partition", cut.elapsed());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_read_of_a_key_is_kept_apart_and_mget_reads_its_own_writes() {
+    let server = RedisServer::start();
+    let pool = ShardedPool::builder().node(&server.url()).near_cache(1_000).build().await.unwrap();
+    let mut conn = pool.get_shared("h").await.unwrap();
+    let _: () = conn.hset_multiple("h", &[("f1", "a"), ("f2", "b")]).await.unwrap();
+    for _ in 0..3 {
+        assert_eq!(conn.hget::<_, _, String>("h", "f1").await.unwrap(), "a");
+        assert_eq!(conn.hget::<_, _, String>("h", "f2").await.unwrap(), "b");
+    }
+    let before = gets(&server);
+    for round in 0..50 {
+        let keys = [format!("m:{}", round % 3), format!("m:{}", round % 3 + 3)];
+        let _: Vec<Option<i64>> = conn.mget(&keys).await.unwrap();
+        pool.mset(&[(&keys[0], round), (&keys[1], round + 1)]).await.unwrap();
+        let read: Vec<Option<i64>> = conn.mget(&keys).await.unwrap();
+        assert_eq!(read, [Some(round), Some(round + 1)], "round {round}");
+    }
+    assert_eq!(gets(&server), before, "MGET is asked of the server as MGET, not GET");
+    // A reply the server refuses is not kept.
+    let _: () = conn.set("str", "x").await.unwrap();
+    for _ in 0..2 {
+        assert!(conn.hget::<_, _, Option<String>>("str", "f").await.is_err());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_lives_no_longer_than_its_key() {
+    let server = RedisServer::start();
+    let pool = ShardedPool::builder().node(&server.url()).near_cache(1_000).build().await.unwrap();
+    let _: () = redis::cmd("SET").arg("brief").arg("v").arg("PX").arg(300).query(&mut server.client()).unwrap();
+    assert_eq!(read(&pool, "brief").await.as_deref(), Some("v"));
+    let before = gets(&server);
+    assert_eq!(read(&pool, "brief").await.as_deref(), Some("v"));
+    assert_eq!(gets(&server), before, "the second read was a hit");
+    // Past its expiry the entry is not served, whether or not the server's
+    // invalidation has come yet.
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    assert_eq!(read(&pool, "brief").await, None);
+}
