@@ -19,7 +19,7 @@ use crate::near::{self, Fence, Look, NearCache, Read};
 use crate::route::NodeName;
 use crate::session::{Effect, effect};
 use crate::shared::Muxed;
-use crate::stale::{Reach, cap, written};
+use crate::stale::{Capped, Reach, cap, written};
 use crate::tracked::{NodeManager, Tracked};
 
 /// Where keys live: the home of each, by its health cell.
@@ -209,29 +209,17 @@ pub(crate) fn own_reply(value: Value) -> RedisResult<Value> {
     }
 }
 
-/// `pipeline` with `caps` after it, in one round trip; its own replies. In
-/// a transaction the caps go before `EXEC`, so they apply with the writes;
-/// their replies are taken off `EXEC`'s.
+/// `pipeline` with `caps` in one round trip (see [`Capped`]); its own
+/// replies.
 async fn capped<W: ConnectionLike>(
     wire: &mut W,
     pipeline: &Pipeline,
-    (offset, count): (usize, usize),
+    span: (usize, usize),
     caps: Vec<Cmd>,
 ) -> RedisResult<Vec<Value>> {
-    let (mut pipe, extra) = (pipeline.clone(), caps.len());
-    for cap in caps {
-        pipe.add_command(cap);
-    }
-    if pipeline.is_transaction() {
-        let mut values = wire.req_packed_commands(&pipe, offset + extra, count).await?;
-        if let Some(Value::Array(replies)) = values.last_mut() {
-            replies.truncate(replies.len().saturating_sub(extra));
-        }
-        return Ok(values);
-    }
-    let mut values = wire.req_packed_commands(&pipe, offset, count + extra).await?;
-    values.truncate(count);
-    Ok(values)
+    let capped = Capped::new(pipeline, span, caps);
+    let values = wire.req_packed_commands(&capped.pipe, capped.offset, capped.count).await?;
+    Ok(capped.replies(values))
 }
 
 /// A connection handed to a caller: the wire its commands go on, and where

@@ -44,6 +44,7 @@ use crate::prober::prober;
 use crate::route::NodeName;
 use crate::session::{packed, packed_effects};
 use crate::settings::Settings;
+use crate::stale::{Capped, unpacked};
 use crate::status::NodeStatus;
 use crate::tracked::{Tracked, TrackedConn};
 
@@ -279,12 +280,22 @@ impl fmt::Debug for Connection {
 }
 
 impl Connection {
-    /// `cmd` with the caps its stand-in writes need after it, and how many.
-    fn capped(&self, cmd: &[u8]) -> Option<(Vec<u8>, usize)> {
+    /// The packed `cmd` with the caps its stand-in writes need, placed as
+    /// the async flavour places them ([`Capped`]), if it needs any.
+    fn capped(&self, cmd: &[u8], span: (usize, usize)) -> Option<Capped> {
         let caps = self.stand_in.as_ref()?.caps(packed(cmd, |words| words.collect()));
-        let mut bytes = cmd.to_vec();
-        caps.iter().for_each(|cap| cap.write_packed_command(&mut bytes));
-        (!caps.is_empty()).then_some((bytes, caps.len()))
+        if caps.is_empty() {
+            return None;
+        }
+        let pipeline = unpacked(packed(cmd, |words| words.collect()).collect());
+        Some(Capped::new(&pipeline, span, caps))
+    }
+
+    /// The capped pipeline on the wire; the caller's replies.
+    fn send(&mut self, capped: Capped) -> RedisResult<Vec<Value>> {
+        let bytes = capped.pipe.get_packed_pipeline();
+        let values = self.conn.conn.req_packed_commands(&bytes, capped.offset, capped.count)?;
+        Ok(capped.replies(values))
     }
 }
 
@@ -302,20 +313,17 @@ fn timed_out(e: RedisError) -> RedisError {
 impl ConnectionLike for Connection {
     fn req_packed_command(&mut self, cmd: &[u8]) -> RedisResult<Value> {
         packed_effects(cmd).for_each(|effect| self.conn.session.apply(effect));
-        let result = match self.capped(cmd) {
+        let result = match self.capped(cmd, (0, 1)) {
             None => self.conn.conn.req_packed_command(cmd),
-            Some((bytes, caps)) => self
-                .conn
-                .conn
-                .req_packed_commands(&bytes, 0, 1 + caps)
-                .and_then(|mut values| own_reply(values.swap_remove(0))),
+            Some(capped) => {
+                self.send(capped).and_then(|mut values| own_reply(values.swap_remove(0)))
+            }
         };
         let result = result.map_err(timed_out);
         self.conn.observe(failure(&result));
         result
     }
 
-    /// A transaction's caps follow its `EXEC` here (the bytes come packed).
     fn req_packed_commands(
         &mut self,
         cmd: &[u8],
@@ -323,16 +331,9 @@ impl ConnectionLike for Connection {
         count: usize,
     ) -> RedisResult<Vec<Value>> {
         packed_effects(cmd).for_each(|effect| self.conn.session.apply(effect));
-        let result = match self.capped(cmd) {
+        let result = match self.capped(cmd, (offset, count)) {
             None => self.conn.conn.req_packed_commands(cmd, offset, count),
-            Some((bytes, caps)) => {
-                self.conn.conn.req_packed_commands(&bytes, offset, count + caps).map(
-                    |mut values| {
-                        values.truncate(count);
-                        values
-                    },
-                )
-            }
+            Some(capped) => self.send(capped),
         };
         let result = result.map_err(timed_out);
         self.conn.observe(failure(&result));

@@ -274,7 +274,13 @@ async fn each_read_of_a_key_is_kept_apart_and_mget_reads_its_own_writes() {
 async fn an_entry_lives_no_longer_than_its_key() {
     let server = RedisServer::start();
     let pool = ShardedPool::builder().node(&server.url()).near_cache(1_000).build().await.unwrap();
-    let _: () = redis::cmd("SET").arg("brief").arg("v").arg("PX").arg(300).query(&mut server.client()).unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("brief")
+        .arg("v")
+        .arg("PX")
+        .arg(300)
+        .query(&mut server.client())
+        .unwrap();
     assert_eq!(read(&pool, "brief").await.as_deref(), Some("v"));
     let before = gets(&server);
     assert_eq!(read(&pool, "brief").await.as_deref(), Some("v"));

@@ -425,3 +425,68 @@ async fn a_home_that_cannot_delete_its_old_copies_stays_boxed() {
     back(&pool, &home, 2).await;
     assert!(keys.iter().all(|key| ttls(&servers, key).is_empty()));
 }
+
+/// Sets `key` on the server at `url` as another client would: no TTL, and
+/// a change to what a transaction watches.
+fn outside(url: &str, key: &str) {
+    let mut conn = redis::Client::open(url).unwrap().get_connection().unwrap();
+    let _: () = redis::cmd("SET").arg(key).arg("theirs").query(&mut conn).unwrap();
+}
+
+fn pttl(url: &str, key: &str) -> i64 {
+    let mut conn = redis::Client::open(url).unwrap().get_connection().unwrap();
+    redis::cmd("PTTL").arg(key).query(&mut conn).unwrap()
+}
+
+/// An aborted transaction's caps go with it: in both flavours they are sent
+/// inside its `MULTI`/`EXEC`. (Sent after `EXEC`, they would set a TTL on a
+/// key the transaction never wrote.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transactions_caps_are_inside_it_in_both_flavours() {
+    let mut servers = start_servers(3);
+    let pool = pool(&servers, true).await;
+    let home = servers[0].name();
+    let keys = keys_on(&pool, &home, "tx-caps", 3);
+    servers[0].kill();
+    write_all(&pool, &keys[..1], "boxes it").await;
+    // Where each key's stand-in is.
+    let url = |key: &str| {
+        let node = pool.node_for(key).unwrap();
+        servers.iter().find(|s| s.name() == *node).unwrap().url()
+    };
+
+    // Async: WATCH, a change from outside, then the transaction aborts.
+    let (key, at) = (&keys[1], url(&keys[1]));
+    outside(&at, key);
+    let mut conn = pool.get(key).await.unwrap();
+    let _: () = redis::cmd("WATCH").arg(key).query_async(&mut conn).await.unwrap();
+    outside(&at, key);
+    let done: Option<()> =
+        redis::pipe().atomic().set(key, "tx").ignore().query_async(&mut conn).await.unwrap();
+    assert_eq!((done, pttl(&at, key)), (None, -1), "async: an aborted transaction's cap ran");
+    let done: Option<()> =
+        redis::pipe().atomic().set(key, "tx").ignore().query_async(&mut conn).await.unwrap();
+    assert!(done.is_some() && pttl(&at, key) > 0, "async: the cap did not apply with the write");
+    drop(conn);
+
+    // Sync, the same.
+    let (key, at) = (keys[2].clone(), url(&keys[2]));
+    let urls: Vec<String> = servers.iter().map(RedisServer::url).collect();
+    let outcome = tokio::task::spawn_blocking(move || {
+        let builder = fluster::sync::ShardedPool::builder();
+        let pool =
+            urls.iter().fold(builder, |b, url| b.node(url)).stand_in_ttl(CAP).build().unwrap();
+        let mut conn = pool.get(&key).unwrap();
+        let _: () = redis::cmd("WATCH").arg(&key).query(&mut conn).unwrap();
+        outside(&at, &key);
+        let aborted: Option<()> =
+            redis::pipe().atomic().set(&key, "tx").ignore().query(&mut conn).unwrap();
+        let aborted_ttl = pttl(&at, &key);
+        let done: Option<()> =
+            redis::pipe().atomic().set(&key, "tx").ignore().query(&mut conn).unwrap();
+        (aborted, aborted_ttl, done, pttl(&at, &key))
+    });
+    let (aborted, aborted_ttl, done, ttl) = outcome.await.unwrap();
+    assert_eq!((aborted, aborted_ttl), (None, -1), "sync: an aborted transaction's cap ran");
+    assert!(done.is_some() && ttl > 0, "sync: the cap did not apply with the write");
+}
