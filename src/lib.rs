@@ -95,70 +95,54 @@
 #![deny(missing_docs)]
 #![warn(missing_debug_implementations)]
 
-// In name order; the README's Layout lists them bottom up, each using
-// only those above it (no import loops).
-mod builder;
-mod cell;
-mod check;
-#[cfg(feature = "serde")]
-mod config;
-mod connection;
-mod engine;
+// Folders are the layers, read bottom up in the README's Layout: each
+// module imports only from those below it (no import loops).
+mod backend;
+mod build;
 mod error;
-mod event;
-mod failure;
 mod health;
-mod manager;
-pub mod metrics;
 mod multi;
-mod near;
 mod node;
 mod pool;
-mod prober;
 mod pubsub;
 pub mod route;
-#[cfg(feature = "sentinel")]
-mod sentinel;
-mod session;
+mod runtime;
 mod settings;
-mod shared;
-mod stale;
-mod status;
+mod stand_in;
 #[cfg(feature = "r2d2")]
 #[cfg_attr(docsrs, doc(cfg(feature = "r2d2")))]
 pub mod sync;
-mod tracked;
-mod url;
 
-pub use crate::builder::{Async, Builder};
+pub use crate::backend::manager::RedisManager;
+pub use crate::build::builder::{Async, Builder};
 #[cfg(feature = "serde")]
 #[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
-pub use crate::config::Config;
-pub use crate::connection::{Connection, SharedConnection};
+pub use crate::build::config::Config;
 pub use crate::error::Error;
-pub use crate::event::NodeEvent;
-pub use crate::failure::{ClassifyFailure, FailureKind};
-pub use crate::manager::RedisManager;
-pub use crate::metrics::PoolStats;
+pub use crate::health::event::NodeEvent;
+pub use crate::health::failure::{ClassifyFailure, FailureKind};
+pub use crate::health::metrics;
+pub use crate::health::metrics::PoolStats;
 pub use crate::multi::ShardedPipeline;
+pub use crate::node::connection::{Connection, SharedConnection};
+pub use crate::node::tracked::NodeManager;
 pub use crate::pool::ShardedPool;
 pub use crate::pubsub::Subscription;
 pub use crate::route::NodeName;
-#[cfg(feature = "sentinel")]
-#[cfg_attr(docsrs, doc(cfg(feature = "sentinel")))]
-pub use crate::sentinel::SentinelShard;
+pub use crate::runtime::status::NodeStatus;
 #[cfg(feature = "serde")]
 #[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
 pub use crate::settings::NodeConfig;
 #[cfg(feature = "tls")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
 pub use crate::settings::TlsIdentity;
+#[cfg(feature = "sentinel")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sentinel")))]
+pub use crate::settings::sentinel::SentinelShard;
 pub use crate::settings::{
     DEFAULT_CHECKOUT_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
     DEFAULT_PROBE_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT, Failover, Settings,
 };
-pub use crate::status::NodeStatus;
-pub use crate::tracked::NodeManager;
 pub use bb8;
 pub use redis;
 

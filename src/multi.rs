@@ -9,15 +9,15 @@ use futures_util::future::join_all;
 use redis::aio::ConnectionLike;
 use redis::{Cmd, FromRedisValue, ToRedisArgs, Value};
 
-use crate::connection::{Connection, own_reply};
-use crate::engine::Route;
+use crate::backend::manager::RedisManager;
 use crate::error::Error;
-use crate::manager::RedisManager;
 use crate::node::CheckoutError;
+use crate::node::connection::{Connection, own_reply};
+use crate::node::tracked::NodeManager;
 use crate::pool::ShardedPool;
 use crate::route;
-use crate::settings::Failover;
-use crate::tracked::NodeManager;
+use crate::route::policy::Failover;
+use crate::runtime::core::Route;
 
 /// Commands for several nodes, each with the key that routes it, sent as one
 /// pipeline per node. From [`ShardedPool::pipeline`].

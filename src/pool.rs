@@ -8,21 +8,21 @@ use std::time::Instant;
 use futures_util::future::BoxFuture;
 use tokio::sync::broadcast;
 
-use crate::cell::Fleet;
-use crate::check::ProbeCheck;
-use crate::connection::{Connection, SharedConnection, StandIn};
-use crate::engine::{Core, Finished, Take};
+use crate::backend::manager::RedisManager;
 use crate::error::Error;
-use crate::event::NodeEvent;
-use crate::manager::RedisManager;
+use crate::health::cell::Fleet;
+use crate::health::event::NodeEvent;
+use crate::node::connection::{Connection, SharedConnection, StandIn};
+use crate::node::probe::ProbeCheck;
+use crate::node::tracked::NodeManager;
 use crate::node::{Bb8, CheckoutError, Node, bb8_pool};
-use crate::prober::prober;
 use crate::pubsub::{Hub, Placement, Subscription};
 use crate::route::NodeName;
+use crate::runtime::core::{Core, Finished, Take};
+use crate::runtime::prober::prober;
+use crate::runtime::status::NodeStatus;
+use crate::settings::url::parse_url;
 use crate::settings::{Settings, check_node};
-use crate::status::NodeStatus;
-use crate::tracked::NodeManager;
-use crate::url::parse_url;
 
 /// One pool in front of several Redis nodes.
 ///
@@ -338,7 +338,7 @@ mod tests {
             assert!(!pool.status()[0].up);
             let core = std::sync::Arc::downgrade(&pool.core);
             let fleet = pool.core.fleet.clone();
-            let prober = tokio::spawn(crate::prober::prober(core.clone(), fleet));
+            let prober = tokio::spawn(crate::runtime::prober::prober(core.clone(), fleet));
             let clone = pool.clone();
             if close {
                 pool.close();

@@ -31,22 +31,22 @@ use std::time::Duration;
 
 use redis::{ConnectionLike, RedisError, RedisResult, Value};
 
-use crate::connection::{StandIn, own_reply};
-use crate::engine::Core;
+use crate::backend::manager::RedisManager;
 use crate::error::Error;
-use crate::event::NodeEvent;
-use crate::failure::failure;
-use crate::manager::RedisManager;
-use crate::metrics::PoolStats;
+use crate::health::event::NodeEvent;
+use crate::health::failure::failure;
+use crate::health::metrics::PoolStats;
+use crate::node::connection::{StandIn, own_reply};
+use crate::node::session::{packed, packed_effects};
+use crate::node::tracked::{Tracked, TrackedConn};
 use crate::node::{Node, Store, Try};
 use crate::pool::pool_methods;
-use crate::prober::prober;
 use crate::route::NodeName;
-use crate::session::{packed, packed_effects};
+use crate::runtime::core::Core;
+use crate::runtime::prober::prober;
+use crate::runtime::status::NodeStatus;
 use crate::settings::Settings;
-use crate::stale::{Capped, unpacked};
-use crate::status::NodeStatus;
-use crate::tracked::{Tracked, TrackedConn};
+use crate::stand_in::cap::{Capped, unpacked};
 
 /// How long one blocking wait for a connection lasts before the node's
 /// health is looked at again: the most a checkout can lag behind its node
@@ -212,7 +212,7 @@ impl ShardedPool {
         self.take(None)
     }
 
-    /// The blocking flavour's routing loop: the engine's [`Route`](crate::engine::Route)
+    /// The blocking flavour's routing loop: the engine's [`Route`](crate::runtime::core::Route)
     /// driven with blocking checkouts.
     fn take(&self, key: Option<&[u8]>) -> Result<Connection, Error> {
         let table = self.core.open_table()?;

@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 #[allow(dead_code)]
-#[path = "../src/health.rs"]
+#[path = "../src/health/penalty.rs"]
 mod health;
 mod failure {
     pub use fluster::FailureKind;

@@ -1,7 +1,6 @@
-//! The pinned routing function and the routing policy alone: test vectors,
-//! rankings and the cursor every caller routes through.
+//! The pinned routing function alone: test vectors and rankings. (The
+//! per-call policy that follows a ranking is tested in `src/route/policy.rs`.)
 
-use fluster::Failover;
 use fluster::route::*;
 
 fn names(n: usize) -> Vec<String> {
@@ -86,12 +85,6 @@ fn ranking_is_a_permutation_led_by_the_home_node() {
         sorted.sort_unstable();
         assert_eq!(sorted, (0..10).collect::<Vec<_>>());
         assert_eq!(Some(ranking[0]), r.home(key.as_bytes()));
-        // Excluding the first k nodes of the ranking picks the next one.
-        for k in 1..10 {
-            let excluded = &ranking[..k];
-            let next = r.pick(key.as_bytes(), |n| !excluded.contains(&n));
-            assert_eq!(next, Some(ranking[k]));
-        }
     }
 }
 
@@ -129,32 +122,6 @@ fn empty_router_picks_nothing() {
     assert!(r.is_empty());
     assert_eq!(r.home(b"k"), None);
     assert!(r.ranking(b"k").is_empty());
-}
-
-#[test]
-fn the_cursor_follows_the_ranking_and_fail_fast_stops_at_home() {
-    let r = router(&names(5));
-    for i in 0..200 {
-        let key = format!("k{i}");
-        let ranking = r.ranking(key.as_bytes());
-        let hash = key_hash(key.as_bytes());
-        let mut c = Cursor::new(hash, Failover::Reroute);
-        for &expected in &ranking {
-            let got = c.next(&r, |_| true).unwrap();
-            assert_eq!(got, expected);
-            c.skip(got);
-        }
-        assert_eq!(c.next(&r, |_| true), Err(Miss::None));
-        let down = ranking[0];
-        let mut c = Cursor::new(hash, Failover::Reroute);
-        assert_eq!(c.next(&r, |i| i != down), Ok(ranking[1]));
-        assert_eq!(c.home(), Some(down));
-        let mut c = Cursor::new(hash, Failover::FailFast);
-        assert_eq!(c.next(&r, |i| i != down), Err(Miss::Home(down)));
-    }
-    let empty = Router::new(std::iter::empty());
-    let mut c = Cursor::new(0, Failover::Reroute);
-    assert_eq!(c.next(&empty, |_| true), Err(Miss::Empty));
 }
 
 #[test]

@@ -9,10 +9,13 @@ mod support;
 // The command table and the journal, compiled here on their own: they need
 // nothing of the crate.
 #[allow(dead_code)]
-#[path = "../src/stale.rs"]
-mod stale;
+#[path = "../src/stand_in/journal.rs"]
+mod journal;
+#[allow(dead_code)]
+#[path = "../src/stand_in/table.rs"]
+mod table;
 
-use stale::Reach;
+use table::Reach;
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
@@ -315,7 +318,7 @@ fn items(value: &Value) -> &[Value] {
 }
 
 /// The table's line for one `COMMAND` entry and its subcommands, written
-/// as `src/commands.txt` writes it.
+/// as `src/stand_in/commands.txt` writes it.
 fn lines(entry: &Value, out: &mut BTreeSet<String>) {
     let fields = items(entry);
     if let Some(subs) = fields.get(9).filter(|s| !items(s).is_empty()) {
@@ -349,7 +352,7 @@ fn the_command_table_is_the_servers_own() {
     let reply: Value = redis::cmd("COMMAND").query(&mut server.client()).unwrap();
     let mut expected = BTreeSet::new();
     items(&reply).iter().for_each(|entry| lines(entry, &mut expected));
-    let table = include_str!("../src/commands.txt");
+    let table = include_str!("../src/stand_in/commands.txt");
     let ours: BTreeSet<String> =
         table.lines().filter(|l| !l.starts_with('#')).map(str::to_owned).collect();
     let missing: Vec<_> = expected.difference(&ours).collect();
@@ -362,7 +365,7 @@ fn the_command_table_is_the_servers_own() {
 
 fn written(words: &[&str]) -> (Vec<String>, Reach) {
     let words: Vec<&[u8]> = words.iter().map(|w| w.as_bytes()).collect();
-    let (keys, reach) = stale::written(&words);
+    let (keys, reach) = table::written(&words);
     (keys.iter().map(|k| String::from_utf8_lossy(k).into_owned()).collect(), reach)
 }
 
@@ -392,17 +395,17 @@ fn the_table_places_the_written_keys() {
 
 #[test]
 fn the_journal_holds_at_most_its_room() {
-    let journal = stale::Journal::default();
+    let journal = journal::Journal::default();
     assert_eq!(journal.remember(b"k"), Some(true));
     assert_eq!(journal.remember(b"k"), Some(false));
-    for i in 1..stale::JOURNAL_KEYS {
+    for i in 1..journal::JOURNAL_KEYS {
         journal.remember(i.to_string().as_bytes());
     }
     assert_eq!(journal.remember(b"one too many"), None);
     let taken = journal.take();
-    assert_eq!((taken.len(), journal.len()), (stale::JOURNAL_KEYS, 0));
+    assert_eq!((taken.len(), journal.len()), (journal::JOURNAL_KEYS, 0));
     assert_eq!(journal.restore(taken), 0);
-    assert_eq!(journal.len(), stale::JOURNAL_KEYS);
+    assert_eq!(journal.len(), journal::JOURNAL_KEYS);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -426,6 +429,7 @@ async fn a_home_that_cannot_delete_its_old_copies_stays_boxed() {
     assert!(keys.iter().all(|key| ttls(&servers, key).is_empty()));
 }
 
+#[cfg(feature = "r2d2")]
 /// Sets `key` on the server at `url` as another client would: no TTL, and
 /// a change to what a transaction watches.
 fn outside(url: &str, key: &str) {
@@ -433,6 +437,7 @@ fn outside(url: &str, key: &str) {
     let _: () = redis::cmd("SET").arg(key).arg("theirs").query(&mut conn).unwrap();
 }
 
+#[cfg(feature = "r2d2")]
 fn pttl(url: &str, key: &str) -> i64 {
     let mut conn = redis::Client::open(url).unwrap().get_connection().unwrap();
     redis::cmd("PTTL").arg(key).query(&mut conn).unwrap()
@@ -441,6 +446,7 @@ fn pttl(url: &str, key: &str) -> i64 {
 /// An aborted transaction's caps go with it: in both flavours they are sent
 /// inside its `MULTI`/`EXEC`. (Sent after `EXEC`, they would set a TTL on a
 /// key the transaction never wrote.)
+#[cfg(feature = "r2d2")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transactions_caps_are_inside_it_in_both_flavours() {
     let mut servers = start_servers(3);

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::failure::FailureKind;
+use crate::health::failure::FailureKind;
 use crate::route::NodeName;
 
 /// A change in a node's state, from [`events`](crate::ShardedPool::events).

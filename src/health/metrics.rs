@@ -10,7 +10,7 @@ use metrics::{Counter, Gauge, Histogram, Unit};
 
 use std::time::Instant;
 
-use crate::failure::FailureKind;
+use crate::health::failure::FailureKind;
 
 /// Gauge, 1 while the node is in rotation and 0 while it is in the box.
 pub const NODE_UP: &str = "fluster_node_up";

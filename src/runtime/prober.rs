@@ -10,13 +10,13 @@ use futures_util::future::join_all;
 use redis::Value;
 use redis::aio::ConnectionLike;
 
-use crate::cell::Fleet;
-use crate::check::{Probe, failed, redis_of, speaks_redis};
-use crate::engine::Core;
-use crate::event::NodeEvent;
-use crate::failure::{ClassifyFailure, FailureKind, one_line};
+use crate::health::cell::Fleet;
+use crate::health::event::NodeEvent;
+use crate::health::failure::{ClassifyFailure, FailureKind, one_line};
+use crate::node::probe::{Probe, failed, redis_of, speaks_redis};
+use crate::node::tracked::NodeManager;
 use crate::node::{Node, Store, judge};
-use crate::tracked::NodeManager;
+use crate::runtime::core::Core;
 
 type Nodes<M, S> = [Arc<Node<M, S>>];
 

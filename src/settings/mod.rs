@@ -6,9 +6,14 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use crate::error::Error;
-use crate::health::PenaltyPolicy;
+use crate::health::penalty::PenaltyPolicy;
+pub use crate::route::policy::Failover;
 #[cfg(feature = "serde")]
-use crate::url::redact_url;
+use url::redact_url;
+
+#[cfg(feature = "sentinel")]
+pub(crate) mod sentinel;
+pub(crate) mod url;
 
 /// Default number of connections per node.
 pub const DEFAULT_MAX_CONNECTIONS: u32 = 16;
@@ -22,20 +27,6 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_millis(500);
 /// Default interval of the heartbeat of an idle node.
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(1);
-
-/// What `get(key)` does when the key's node is in the penalty box.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Failover {
-    /// Serve the key from the next healthy node in its ranking (the
-    /// default): always up, at the price of duplicates while the node is
-    /// away.
-    #[default]
-    Reroute,
-    /// Return [`Error::NodeDown`] naming the node: for data that must not
-    /// be duplicated or split.
-    FailFast,
-}
 
 /// `"reroute"` or `"fail_fast"`, as the variants are spelt in Rust too
 /// (`"Reroute"`, `"FailFast"`); anything else is an error naming both.
@@ -168,7 +159,7 @@ pub enum NodeConfig {
         /// The node's name.
         name: String,
         /// The master group and its sentinels.
-        sentinel: crate::sentinel::SentinelShard,
+        sentinel: crate::settings::sentinel::SentinelShard,
         /// The node's weight (default 1).
         weight: Option<f64>,
     },

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Deserializer};
 
-use crate::builder::Builder;
+use crate::build::builder::Builder;
 use crate::error::Error;
 use crate::pool::ShardedPool;
 use crate::settings::{NodeConfig, Settings};

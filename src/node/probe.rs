@@ -6,7 +6,7 @@ use std::any::{Any, TypeId};
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::{RedisFuture, Value};
 
-use crate::failure::{ClassifyFailure, FailureKind, connect_failure, failure, one_line};
+use crate::health::failure::{ClassifyFailure, FailureKind, connect_failure, failure, one_line};
 
 /// What a probe found: nothing wrong, or the failure and what to log.
 pub(crate) type Probe = Result<(), (FailureKind, String)>;

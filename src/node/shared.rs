@@ -4,9 +4,9 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::cell::HealthCell;
-use crate::failure::Failure;
-use crate::near::NearCache;
+use crate::backend::near::NearCache;
+use crate::health::cell::HealthCell;
+use crate::health::failure::Failure;
 
 /// The node's multiplexed connection, cloned by `get_shared`.
 pub(crate) struct Muxed<C> {

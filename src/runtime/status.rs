@@ -2,11 +2,11 @@
 
 use std::time::{Duration, Instant};
 
-use crate::failure::FailureKind;
-use crate::health::State;
-use crate::metrics::PoolStats;
+use crate::health::failure::FailureKind;
+use crate::health::metrics::PoolStats;
+use crate::health::penalty::State;
+use crate::node::tracked::NodeManager;
 use crate::node::{Node, Store};
-use crate::tracked::NodeManager;
 
 /// One node's health and pool, as reported by `status()`. As JSON
 /// (feature `serde`), durations are milliseconds (`penalty_wait_ms`,

@@ -1,6 +1,15 @@
 //! A node at run time: its health cell, where its connections live (its
 //! store), its shared connection, the one checkout race (with its blocking
-//! twin) and the probe.
+//! twin), the probe and the heartbeat. Beside it: what a command does to
+//! its connection's session (`session.rs`), what a probe asks
+//! (`probe.rs`), the connections handed to callers (`connection.rs`,
+//! `tracked.rs`, `shared.rs`).
+
+pub(crate) mod connection;
+pub(crate) mod probe;
+pub(crate) mod session;
+pub(crate) mod shared;
+pub(crate) mod tracked;
 
 use std::any::Any;
 use std::fmt;
@@ -14,17 +23,17 @@ use arc_swap::ArcSwapOption;
 use bb8::{PooledConnection, RunError};
 use futures_util::FutureExt;
 
-use crate::cell::{Fleet, HealthCell};
-use crate::check::{Probe, ProbeCheck, failed, retest};
+use crate::backend::manager::{connect_near, near_entries};
+use crate::backend::near::NearCache;
 use crate::error::Error;
-use crate::failure::{FailureKind, failure};
-use crate::manager::{connect_near, near_entries};
-use crate::metrics::PoolStats;
-use crate::near::NearCache;
+use crate::health::cell::{Fleet, HealthCell};
+use crate::health::failure::{FailureKind, failure};
+use crate::health::metrics::PoolStats;
+use crate::node::probe::{Probe, ProbeCheck, failed, retest};
+use crate::node::shared::Muxed;
+use crate::node::tracked::{NodeManager, Tracked, TrackedConn};
 use crate::route::NodeName;
 use crate::settings::Settings;
-use crate::shared::Muxed;
-use crate::tracked::{NodeManager, Tracked, TrackedConn};
 
 /// The one judgement of a probe's attempt, whichever the flavour: `None`
 /// if it ran out of `timeout`, else its outcome.

@@ -15,12 +15,14 @@ use std::time::{Duration, Instant};
 use tokio::sync::futures::Notified;
 use tokio::sync::{Notify, broadcast};
 
-use crate::event::NodeEvent;
-use crate::failure::{ClassifyFailure, Failure, FailureKind, connect_failure, one_line};
-use crate::health::{BoxGuard, Health, Moment, PenaltyPolicy, Probed, State, Verdict, warmed};
-use crate::metrics::{NodeMetrics, StandInWrite};
+use crate::health::event::NodeEvent;
+use crate::health::failure::{ClassifyFailure, Failure, FailureKind, connect_failure, one_line};
+use crate::health::metrics::{NodeMetrics, StandInWrite};
+use crate::health::penalty::{
+    BoxGuard, Health, Moment, PenaltyPolicy, Probed, State, Verdict, warmed,
+};
 use crate::route::{NodeName, warm_threshold};
-use crate::stale::Journal;
+use crate::stand_in::journal::Journal;
 
 /// A number in `[0, 1)` for back-off jitter, with the time. std's
 /// `RandomState` is seeded per process from the OS, which is all the
@@ -50,7 +52,7 @@ pub(crate) struct Fleet {
 
 impl Fleet {
     pub(crate) fn new(guard: BoxGuard) -> Arc<Self> {
-        crate::metrics::describe();
+        crate::health::metrics::describe();
         let events = broadcast::channel(1024).0;
         Arc::new(Fleet { wake: Notify::new(), guard, events, unsettled: AtomicUsize::new(0) })
     }

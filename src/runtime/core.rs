@@ -15,18 +15,19 @@ use std::time::Instant;
 use arc_swap::{ArcSwap, Guard};
 use futures_util::future::join_all;
 
-use crate::cell::{Fleet, HealthCell};
-use crate::check::ProbeCheck;
-use crate::connection::{Homes, StandIn};
 use crate::error::Error;
-use crate::event::NodeEvent;
-use crate::health::BoxGuard;
+use crate::health::cell::{Fleet, HealthCell};
+use crate::health::event::NodeEvent;
+use crate::health::penalty::BoxGuard;
+use crate::node::connection::{Homes, StandIn};
+use crate::node::probe::ProbeCheck;
+use crate::node::tracked::NodeManager;
 use crate::node::{CheckoutError, Node, Store};
 use crate::pubsub::Hub;
-use crate::route::{self, Cursor, Miss, NodeName, Router};
+use crate::route::policy::{Cursor, Miss};
+use crate::route::{self, NodeName, Router};
+use crate::runtime::status::NodeStatus;
 use crate::settings::{Failover, Settings};
-use crate::status::NodeStatus;
-use crate::tracked::NodeManager;
 
 /// What a pool starts from: each node's name, weight and manager, the
 /// checked settings and the probe check.

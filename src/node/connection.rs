@@ -12,15 +12,16 @@ use bb8::PooledConnection;
 use redis::aio::ConnectionLike;
 use redis::{Arg, Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, RedisResult, Value};
 
-use crate::cell::HealthCell;
-use crate::failure::{Failure, FailureKind, failure};
-use crate::manager::RedisManager;
-use crate::near::{self, Fence, Look, NearCache, Read};
+use crate::backend::manager::RedisManager;
+use crate::backend::near::{self, Fence, Look, NearCache, Read};
+use crate::health::cell::HealthCell;
+use crate::health::failure::{Failure, FailureKind, failure};
+use crate::node::session::{Effect, effect};
+use crate::node::shared::Muxed;
+use crate::node::tracked::{NodeManager, Tracked};
 use crate::route::NodeName;
-use crate::session::{Effect, effect};
-use crate::shared::Muxed;
-use crate::stale::{Capped, Reach, cap, written};
-use crate::tracked::{NodeManager, Tracked};
+use crate::stand_in::cap::{Capped, cap};
+use crate::stand_in::table::{Reach, written};
 
 /// Where keys live: the home of each, by its health cell.
 pub(crate) trait Homes: Send + Sync {

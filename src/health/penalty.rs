@@ -24,7 +24,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::failure::FailureKind;
+use super::failure::FailureKind;
 
 /// How long a failed node stays in the box, and when timeouts box it.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -9,10 +9,10 @@ use std::sync::Arc;
 
 use bb8::ManageConnection;
 
-use crate::cell::HealthCell;
-use crate::failure::{ClassifyFailure, Failure, connect_failure};
-use crate::near::NearCache;
-use crate::session::Session;
+use crate::backend::near::NearCache;
+use crate::health::cell::HealthCell;
+use crate::health::failure::{ClassifyFailure, Failure, connect_failure};
+use crate::node::session::Session;
 
 /// A bb8 connection manager the pool can shard: any [`ManageConnection`]
 /// whose error implements [`ClassifyFailure`] and whose connections are

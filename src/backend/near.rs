@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use lru::LruCache;
 use redis::Value;
 
-use crate::stale::{Reach, written};
+use crate::stand_in::table::{Reach, written};
 
 /// Locks the entries are spread over, so tasks reading different keys do
 /// not wait on each other.

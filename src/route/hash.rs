@@ -1,41 +1,5 @@
-//! Weighted rendezvous (highest-random-weight) hashing over node names.
-//!
-//! Plain data and functions: no I/O, no clock, no async. The same code routes
-//! both flavours of pool, and [`Cursor`] is the one place that decides
-//! which node serves a key: its home, or under [`Failover::Reroute`] the
-//! next usable node in its ranking.
-//!
-//! # The function, exactly
-//!
-//! This is a stable contract: changing any step below moves keys between
-//! nodes, so it is a breaking change and the test vectors in this module pin it.
-//!
-//! 1. **Routing bytes.** If the key contains `{`, and a `}` follows that first
-//!    `{` with at least one byte between them, the routing bytes are the bytes
-//!    between that `{` and the first `}` after it (Redis Cluster hash tags).
-//!    Otherwise they are the whole key.
-//! 2. **Key hash.** `h = SipHash-1-3(k0, k1, routing bytes)` with the fixed
-//!    keys `k0 = u64::from_le_bytes(*b"fluster-")` and
-//!    `k1 = u64::from_le_bytes(*b"rendezvs")`.
-//! 3. **Node seeds.** `(a, b) = SipHash-1-3-128(k0, k1, node name as UTF-8)`
-//!    (the `h1` and `h2` halves), with the lowest bit of `b` then set, so
-//!    `b` is odd. Computed once when the pool is built. The *name* is
-//!    hashed, never the address or the position in the list.
-//! 4. **Draw.** `x = fold(h ^ a, b)`, where `fold(u, v)` multiplies the two
-//!    64-bit numbers into a 128-bit product and XORs its high and low
-//!    halves. Each node multiplies by its own odd `b`, so the draws of one
-//!    key on different nodes are unrelated.
-//! 5. **Score.** With equal weights the score is `x` itself, compared as an
-//!    unsigned integer. With unequal weights it is `-w / ln(u)` where
-//!    `u = ((x >> 11) + 1) / 2^53`, a uniform draw in `(0, 1]`; this gives each
-//!    node exactly its weight's share of keys. `ln` is `libm`'s, the same
-//!    bits on every platform.
-//! 6. **Ranking.** Nodes are ranked by descending score; equal scores (which
-//!    need a 64-bit collision) are ordered by node name, so the result never
-//!    depends on the order the nodes were listed in.
-//!
-//! A lookup thus costs one SipHash of the key plus, per node, one XOR and
-//! one 64×64→128-bit multiply.
+//! The routing function, pinned: a key's hash, each node's seeds, the
+//! draws and scores, and [`Router`], which ranks the nodes for a key.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -44,8 +8,6 @@ use std::sync::Mutex;
 
 use siphasher::sip::SipHasher13;
 use siphasher::sip128::SipHasher13 as SipHasher13_128;
-
-use crate::settings::Failover;
 
 /// First SipHash key of the routing function: the bytes `fluster-`.
 pub const HASH_KEY_0: u64 = u64::from_le_bytes(*b"fluster-");
@@ -190,20 +152,17 @@ impl Router {
     /// returns true, given the key's [`key_hash`]. One pass, one multiply
     /// per node.
     #[inline]
-    pub fn pick_hashed(&self, hash: u64, mut eligible: impl FnMut(usize) -> bool) -> Option<usize> {
+    pub(crate) fn pick_hashed(
+        &self,
+        hash: u64,
+        mut eligible: impl FnMut(usize) -> bool,
+    ) -> Option<usize> {
         let pos = if self.weights.is_empty() {
             self.best_by(hash, &mut eligible, |_, draw| draw)
         } else {
             self.best_by(hash, &mut eligible, |pos, draw| weighted_score(self.weights[pos], draw))
         };
         pos.map(|pos| self.index[pos])
-    }
-
-    /// The key's highest-ranked node among those for which `eligible`
-    /// returns true.
-    #[inline]
-    pub fn pick(&self, key: &[u8], eligible: impl FnMut(usize) -> bool) -> Option<usize> {
-        self.pick_hashed(key_hash(key), eligible)
     }
 
     /// The home node of a key hash: its first choice when every node is
@@ -366,80 +325,5 @@ impl PartialEq<String> for NodeName {
 impl PartialEq<NodeName> for String {
     fn eq(&self, other: &NodeName) -> bool {
         other.0 == self.as_str()
-    }
-}
-
-/// Why a [`Cursor`] found no node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Miss {
-    /// The router has no nodes.
-    Empty,
-    /// Under [`Failover::FailFast`]: the key's home node (this index) is
-    /// not usable.
-    Home(usize),
-    /// No usable node is left in the key's ranking.
-    None,
-}
-
-/// The routing policy for one key: which node serves it now, and which
-/// next if that one is found boxed.
-///
-/// Its home node while that is usable; then, under [`Failover::Reroute`],
-/// the best usable node in its ranking not yet [`skip`](Self::skip)ped;
-/// under [`Failover::FailFast`], nothing. While the home node is usable
-/// only its own flag is read, never the other nodes'.
-#[derive(Debug, Clone)]
-pub struct Cursor {
-    hash: u64,
-    failover: Failover,
-    home: Option<usize>,
-    /// Nodes found boxed while this key tried them; allocated only then.
-    skipped: Vec<usize>,
-}
-
-impl Cursor {
-    /// A cursor for a key's [`key_hash`].
-    pub fn new(hash: u64, failover: Failover) -> Self {
-        Cursor { hash, failover, home: None, skipped: Vec::new() }
-    }
-
-    /// The key hash it routes.
-    pub fn hash(&self) -> u64 {
-        self.hash
-    }
-
-    /// Its failover policy.
-    pub fn failover(&self) -> Failover {
-        self.failover
-    }
-
-    /// The key's home node, once [`next`](Self::next) has run.
-    pub fn home(&self) -> Option<usize> {
-        self.home
-    }
-
-    /// The node to try now, among those for which `usable` is true.
-    #[inline]
-    pub fn next(&mut self, router: &Router, usable: impl Fn(usize) -> bool) -> Result<usize, Miss> {
-        let home = match self.home {
-            Some(home) => home,
-            None => *self.home.insert(router.home_hashed(self.hash).ok_or(Miss::Empty)?),
-        };
-        let fresh = |i: usize| !self.skipped.contains(&i);
-        if fresh(home) && usable(home) {
-            return Ok(home);
-        }
-        match self.failover {
-            Failover::FailFast => Err(Miss::Home(home)),
-            Failover::Reroute => {
-                router.pick_hashed(self.hash, |i| fresh(i) && usable(i)).ok_or(Miss::None)
-            }
-        }
-    }
-
-    /// Records that `index` was found boxed: [`next`](Self::next) passes it
-    /// over from now on.
-    pub fn skip(&mut self, index: usize) {
-        self.skipped.push(index);
     }
 }

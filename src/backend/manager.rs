@@ -15,12 +15,14 @@ use redis::{
 };
 use redis::{RedisError, RedisResult};
 
-use crate::error::Error;
-use crate::near::NearCache;
+use crate::backend::near::NearCache;
 #[cfg(feature = "sentinel")]
-use crate::sentinel::{SentinelShard, SentinelTarget};
+use crate::backend::sentinel::SentinelTarget;
+use crate::error::Error;
+#[cfg(feature = "sentinel")]
+use crate::settings::sentinel::SentinelShard;
+use crate::settings::url::{address, describe_url_error, parse_url, url_error};
 use crate::settings::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT, Settings};
-use crate::url::{address, describe_url_error, parse_url, url_error};
 
 /// Makes ring, fluster's choice, the process's rustls provider if the
 /// process has none yet. `redis` builds its TLS configuration from the

@@ -5,14 +5,14 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::time::Duration;
 
-use crate::check::ProbeCheck;
-use crate::engine::Finished;
+use crate::backend::manager::RedisManager;
 use crate::error::Error;
-use crate::manager::RedisManager;
+use crate::node::probe::ProbeCheck;
+use crate::node::tracked::NodeManager;
 use crate::pool::ShardedPool;
+use crate::runtime::core::Finished;
+use crate::settings::url::{address, parse_url, target};
 use crate::settings::{Failover, Settings, check_nodes};
-use crate::tracked::NodeManager;
-use crate::url::{address, parse_url, target};
 
 /// Makes a node's manager once every setting is known.
 type MakeManager<M> = Box<dyn FnOnce(&Settings) -> Result<M, Error> + Send>;
@@ -170,7 +170,11 @@ impl<F> Builder<RedisManager, F> {
     #[cfg(feature = "sentinel")]
     #[cfg_attr(docsrs, doc(cfg(feature = "sentinel")))]
     #[must_use]
-    pub fn sentinel_node(self, name: &str, shard: crate::sentinel::SentinelShard) -> Self {
+    pub fn sentinel_node(
+        self,
+        name: &str,
+        shard: crate::settings::sentinel::SentinelShard,
+    ) -> Self {
         self.weighted_sentinel_node(name, shard, 1.0)
     }
 
@@ -181,7 +185,7 @@ impl<F> Builder<RedisManager, F> {
     pub fn weighted_sentinel_node(
         mut self,
         name: &str,
-        shard: crate::sentinel::SentinelShard,
+        shard: crate::settings::sentinel::SentinelShard,
         weight: f64,
     ) -> Self {
         self.nodes.push(NodeSpec {

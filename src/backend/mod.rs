@@ -1,0 +1,8 @@
+//! What talks to Redis on a node's behalf: [`RedisManager`](crate::RedisManager)
+//! (`manager.rs`), Sentinel-backed shards (`sentinel.rs`), and the near
+//! cache its tracking connection keeps true (`near.rs`).
+
+pub(crate) mod manager;
+pub(crate) mod near;
+#[cfg(feature = "sentinel")]
+pub(crate) mod sentinel;
