@@ -241,7 +241,10 @@ impl<M: NodeManager> ShardedPool<M> {
     /// from getting a connection), in the order the nodes were added.
     ///
     /// For the work a sharded store does on all shards: merging sorted sets,
-    /// scanning, a queue consumer polling every node.
+    /// scanning, a queue consumer polling every node. It follows no key's
+    /// route, on purpose: no key is asked for, so there is no home to fail
+    /// over from; a boxed node is left out (its keys live on the others
+    /// meanwhile) and no failover is counted.
     pub async fn fan_out<T, F, Fut>(&self, f: F) -> Vec<(String, Result<T, Error>)>
     where
         F: Fn(Connection<M>) -> Fut,
@@ -345,16 +348,22 @@ impl<M: NodeManager> ShardedPool<M> {
                 }
             });
             for (index, positions, outcome) in join_all(runs).await {
-                match outcome {
-                    Ok(result) => {
-                        positions.iter().for_each(|&p| routes[p].served(index));
-                        done.push((positions, result));
+                // The routing policy's one step, for each position: served
+                // (a failover counted), moved on (its node was boxed), or
+                // the caller's error.
+                let checkout = outcome.as_ref().map(drop).map_err(CheckoutError::clone);
+                let mut verdict = Ok(());
+                for &p in &positions {
+                    match routes[p].outcome(index, checkout.clone()) {
+                        Ok(Some(())) => {}
+                        Ok(None) => verdict = Err(None),
+                        Err(e) => verdict = Err(Some(e)),
                     }
-                    Err(CheckoutError::Boxed) => {
-                        positions.iter().for_each(|&p| routes[p].skip(index));
-                        pending.extend(positions);
-                    }
-                    Err(e) => done.push((positions, Err(e.into_error(table.router.name(index))))),
+                }
+                match (outcome, verdict) {
+                    (Ok(result), Ok(())) => done.push((positions, result)),
+                    (_, Err(Some(e))) => done.push((positions, Err(e))),
+                    (_, _) => pending.extend(positions),
                 }
             }
         }

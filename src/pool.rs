@@ -12,7 +12,7 @@ use crate::backend::manager::RedisManager;
 use crate::error::Error;
 use crate::health::cell::Fleet;
 use crate::health::event::NodeEvent;
-use crate::node::connection::{Connection, SharedConnection, StandIn};
+use crate::node::connection::{Connection, SharedConnection};
 use crate::node::probe::ProbeCheck;
 use crate::node::tracked::NodeManager;
 use crate::node::{Bb8, CheckoutError, Node, bb8_pool};
@@ -23,6 +23,7 @@ use crate::runtime::prober::prober;
 use crate::runtime::status::NodeStatus;
 use crate::settings::url::parse_url;
 use crate::settings::{Settings, check_node};
+use crate::stand_in::writes::StandIn;
 
 /// One pool in front of several Redis nodes.
 ///

@@ -36,7 +36,7 @@ use crate::error::Error;
 use crate::health::event::NodeEvent;
 use crate::health::failure::failure;
 use crate::health::metrics::PoolStats;
-use crate::node::connection::{StandIn, own_reply};
+use crate::node::connection::own_reply;
 use crate::node::session::{packed, packed_effects};
 use crate::node::tracked::{Tracked, TrackedConn};
 use crate::node::{Node, Store, Try};
@@ -47,6 +47,7 @@ use crate::runtime::prober::prober;
 use crate::runtime::status::NodeStatus;
 use crate::settings::Settings;
 use crate::stand_in::cap::{Capped, unpacked};
+use crate::stand_in::writes::StandIn;
 
 /// How long one blocking wait for a connection lasts before the node's
 /// health is looked at again: the most a checkout can lag behind its node
@@ -219,7 +220,7 @@ impl ShardedPool {
         let (started, deadline) = self.core.deadline();
         let mut route = self.core.route(&table, key);
         loop {
-            let index = route.next()?;
+            let (index, home, stand_in) = self.core.offer(&table, &mut route, key)?;
             let node = &table.nodes[index];
             let taken = node.race_blocking(started, deadline, SLICE, |slice| {
                 match node.store.get_timeout(slice) {
@@ -227,10 +228,9 @@ impl ShardedPool {
                     Err(_) => Try::Again,
                 }
             });
-            let home = route.is_home(index);
+            let taken = taken.map(|conn| Connection { conn, home, stand_in });
             if let Some(conn) = route.outcome(index, taken)? {
-                let stand_in = self.core.stand_in(&table, index, key, home);
-                return Ok(Connection { conn, home, stand_in });
+                return Ok(conn);
             }
         }
     }

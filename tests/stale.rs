@@ -395,17 +395,19 @@ fn the_table_places_the_written_keys() {
 
 #[test]
 fn the_journal_holds_at_most_its_room() {
-    let journal = journal::Journal::default();
+    let journal = journal::Journal::new(std::array::from_fn(|_| metrics::Counter::noop()));
     assert_eq!(journal.remember(b"k"), Some(true));
     assert_eq!(journal.remember(b"k"), Some(false));
     for i in 1..journal::JOURNAL_KEYS {
         journal.remember(i.to_string().as_bytes());
     }
     assert_eq!(journal.remember(b"one too many"), None);
+    assert_eq!(journal.counts(), (0, 1), "what found no room is counted as dropped");
     let taken = journal.take();
     assert_eq!((taken.len(), journal.len()), (journal::JOURNAL_KEYS, 0));
-    assert_eq!(journal.restore(taken), 0);
+    journal.restore(taken);
     assert_eq!(journal.len(), journal::JOURNAL_KEYS);
+    assert_eq!(journal.counts(), (0, 1), "all of it found room again");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

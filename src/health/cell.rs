@@ -17,12 +17,11 @@ use tokio::sync::{Notify, broadcast};
 
 use crate::health::event::NodeEvent;
 use crate::health::failure::{ClassifyFailure, Failure, FailureKind, connect_failure, one_line};
-use crate::health::metrics::{NodeMetrics, StandInWrite};
+use crate::health::metrics::NodeMetrics;
 use crate::health::penalty::{
     BoxGuard, Health, Moment, PenaltyPolicy, Probed, State, Verdict, warmed,
 };
 use crate::route::{NodeName, warm_threshold};
-use crate::stand_in::journal::Journal;
 
 /// A number in `[0, 1)` for back-off jitter, with the time. std's
 /// `RandomState` is seeded per process from the OS, which is all the
@@ -106,8 +105,6 @@ pub(crate) struct HealthCell {
     failed: Notify,
     pub(crate) fleet: Arc<Fleet>,
     pub(crate) metrics: NodeMetrics,
-    /// Writes for this node's keys that stand-ins took.
-    pub(crate) journal: Journal,
 }
 
 impl fmt::Debug for HealthCell {
@@ -133,7 +130,6 @@ impl HealthCell {
             failed: Notify::new(),
             fleet,
             metrics: NodeMetrics::new(name),
-            journal: Journal::default(),
         }
     }
 
@@ -396,24 +392,6 @@ impl HealthCell {
     /// again).
     pub(crate) fn wants_master(&self) -> bool {
         matches!(self.lock().state(), State::Boxed { cause, .. } if cause.wants_master())
-    }
-
-    /// A stand-in took a write of `key`, one of this node's.
-    pub(crate) fn remember(&self, key: &[u8]) {
-        match self.journal.remember(key) {
-            Some(true) => self.metrics.stand_in(StandInWrite::Remembered, 1),
-            Some(false) => {}
-            None => self.settle(0, 1),
-        }
-    }
-
-    /// Of the stand-in writes for this node's keys, `invalidated` were
-    /// deleted and `dropped` left to the TTL.
-    pub(crate) fn settle(&self, invalidated: usize, dropped: usize) {
-        self.journal.count(invalidated, false);
-        self.journal.count(dropped, true);
-        self.metrics.stand_in(StandInWrite::Invalidated, invalidated);
-        self.metrics.stand_in(StandInWrite::Dropped, dropped);
     }
 
     /// The node leaves its pool for good.

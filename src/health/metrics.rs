@@ -150,14 +150,6 @@ pub(crate) struct NodeMetrics {
     near: [Counter; 3],
 }
 
-/// What became of stand-in writes for a node's keys.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum StandInWrite {
-    Remembered,
-    Invalidated,
-    Dropped,
-}
-
 impl NodeMetrics {
     pub(crate) fn new(node: &str) -> Self {
         let label = || [("node", node.to_owned())];
@@ -234,9 +226,10 @@ impl NodeMetrics {
         self.subscriptions.set(topics as f64);
     }
 
-    /// `n` stand-in writes for this node's keys went so.
-    pub(crate) fn stand_in(&self, what: StandInWrite, n: usize) {
-        self.stand_ins[what as usize].increment(n as u64);
+    /// The counters of stand-in writes for this node's keys: remembered,
+    /// invalidated, dropped.
+    pub(crate) fn stand_in_counters(&self) -> [Counter; 3] {
+        self.stand_ins.clone()
     }
 
     /// The near cache's hits, misses and invalidations since last sampled.

@@ -6,7 +6,6 @@
 use std::fmt;
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
-use std::time::Duration;
 
 use bb8::PooledConnection;
 use redis::aio::ConnectionLike;
@@ -14,54 +13,12 @@ use redis::{Arg, Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, RedisResult,
 
 use crate::backend::manager::RedisManager;
 use crate::backend::near::{self, Fence, Look, NearCache, Read};
-use crate::health::cell::HealthCell;
 use crate::health::failure::{Failure, FailureKind, failure};
 use crate::node::session::{Effect, effect};
 use crate::node::shared::Muxed;
 use crate::node::tracked::{NodeManager, Tracked};
-use crate::route::NodeName;
-use crate::stand_in::cap::{Capped, cap};
-use crate::stand_in::table::{Reach, written};
-
-/// Where keys live: the home of each, by its health cell.
-pub(crate) trait Homes: Send + Sync {
-    fn home(&self, key: &[u8]) -> Option<&HealthCell>;
-}
-
-/// What a connection to a stand-in needs to cap and remember its writes
-/// of keys whose home is elsewhere (`stand_in_ttl`,
-/// `invalidate_on_return`). Only such connections carry one.
-pub(crate) struct StandIn {
-    pub(crate) homes: Arc<dyn Homes>,
-    pub(crate) serving: NodeName,
-    /// The key the connection was taken for, if one was.
-    pub(crate) key: Option<Box<[u8]>>,
-    pub(crate) ttl: Option<Duration>,
-    pub(crate) remember: bool,
-}
-
-impl StandIn {
-    /// The caps to send with `cmds` (each its words): one per key they
-    /// write whose home is not the serving node, each remembered first, so
-    /// that a return that invalidates meanwhile sees it.
-    pub(crate) fn caps<'w>(&self, cmds: impl Iterator<Item = Vec<&'w [u8]>>) -> Vec<Cmd> {
-        let mut caps = Vec::new();
-        for words in cmds {
-            let (keys, reach) = written(&words);
-            let taken = self.key.as_deref().filter(|_| reach == Reach::More);
-            for key in keys.into_iter().chain(taken) {
-                let Some(home) = self.homes.home(key).filter(|h| h.name != self.serving) else {
-                    continue;
-                };
-                if self.remember {
-                    home.remember(key);
-                }
-                caps.extend(self.ttl.map(|ttl| cap(key, ttl)));
-            }
-        }
-        caps
-    }
-}
+use crate::stand_in::cap::Capped;
+use crate::stand_in::writes::StandIn;
 
 /// A connection checked out of one node's pool; it goes back when dropped.
 ///

@@ -34,6 +34,7 @@ use crate::node::shared::Muxed;
 use crate::node::tracked::{NodeManager, Tracked, TrackedConn};
 use crate::route::NodeName;
 use crate::settings::Settings;
+use crate::stand_in::journal::Journal;
 
 /// The one judgement of a probe's attempt, whichever the flavour: `None`
 /// if it ran out of `timeout`, else its outcome.
@@ -45,7 +46,7 @@ pub(crate) fn judge<C>(
 }
 
 /// Why a checkout from one node did not give a connection.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) enum CheckoutError {
     /// The node is in the box, or was boxed while we waited: try the next.
     Boxed,
@@ -162,6 +163,8 @@ pub(crate) struct Node<M: NodeManager, S> {
     pub(crate) check: Option<ProbeCheck<M::Connection>>,
     /// Its near cache, if it has one.
     pub(crate) near: Option<Arc<NearCache>>,
+    /// The writes for its keys that stand-ins took.
+    pub(crate) journal: Arc<Journal>,
     mux: ArcSwapOption<Muxed<M::Connection>>,
     /// Set while a heartbeat is under way: one at a time.
     beating: AtomicBool,
@@ -209,6 +212,7 @@ impl<M: NodeManager, S: Store<M>> Node<M, S> {
         let near = near_entries(&manager).map(|entries| Arc::new(NearCache::new(entries)));
         let manager = Arc::new(manager);
         let tracked = Tracked { inner: manager.clone(), cell: cell.clone(), near: near.clone() };
+        let journal = Arc::new(Journal::new(cell.metrics.stand_in_counters()));
         Node {
             cell,
             weight,
@@ -217,6 +221,7 @@ impl<M: NodeManager, S: Store<M>> Node<M, S> {
             probe_timeout: settings.probe_timeout,
             check,
             near,
+            journal,
             mux: ArcSwapOption::empty(),
             beating: AtomicBool::new(false),
             connecting: tokio::sync::Mutex::new(()),

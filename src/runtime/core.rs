@@ -16,10 +16,9 @@ use arc_swap::{ArcSwap, Guard};
 use futures_util::future::join_all;
 
 use crate::error::Error;
-use crate::health::cell::{Fleet, HealthCell};
+use crate::health::cell::Fleet;
 use crate::health::event::NodeEvent;
 use crate::health::penalty::BoxGuard;
-use crate::node::connection::{Homes, StandIn};
 use crate::node::probe::ProbeCheck;
 use crate::node::tracked::NodeManager;
 use crate::node::{CheckoutError, Node, Store};
@@ -28,6 +27,7 @@ use crate::route::policy::{Cursor, Miss};
 use crate::route::{self, NodeName, Router};
 use crate::runtime::status::NodeStatus;
 use crate::settings::{Failover, Settings};
+use crate::stand_in::writes::{Homes, StandIn};
 
 /// What a pool starts from: each node's name, weight and manager, the
 /// checked settings and the probe check.
@@ -38,13 +38,18 @@ pub(crate) type Finished<M> =
 pub(crate) struct Table<M: NodeManager, S> {
     pub(crate) router: Router,
     pub(crate) nodes: Vec<Arc<Node<M, S>>>,
+    /// The router again with each node's journal: what a stand-in's
+    /// connection is handed.
+    homes: Arc<Homes>,
     fleet: Arc<Fleet>,
 }
 
 impl<M: NodeManager, S: Store<M>> Table<M, S> {
     fn new(nodes: Vec<Arc<Node<M, S>>>, fleet: &Arc<Fleet>) -> Self {
         let router = Router::new(nodes.iter().map(|n| (&**n.name(), n.weight)));
-        Table { router, nodes, fleet: fleet.clone() }
+        let journals = nodes.iter().map(|n| n.journal.clone()).collect();
+        let homes = Arc::new(Homes { router: router.clone(), journals });
+        Table { router, nodes, homes, fleet: fleet.clone() }
     }
 
     fn position(&self, name: &str) -> Option<usize> {
@@ -58,12 +63,6 @@ impl<M: NodeManager, S: Store<M>> Table<M, S> {
     /// The routing policy for the key of `hash`.
     pub(crate) fn route(&self, hash: u64, failover: Failover) -> Route<'_, M, S> {
         Route { table: self, order: Order::Key(Cursor::new(hash, failover)), counted: false }
-    }
-}
-
-impl<M: NodeManager, S: Store<M>> Homes for Table<M, S> {
-    fn home(&self, key: &[u8]) -> Option<&HealthCell> {
-        self.router.home(key).map(|index| &*self.nodes[index].cell)
     }
 }
 
@@ -134,7 +133,7 @@ impl<'t, M: NodeManager, S: Store<M>> Route<'t, M, S> {
     }
 
     /// `index` served the call: a failover if it is not the key's home.
-    pub(crate) fn served(&mut self, index: usize) {
+    fn served(&mut self, index: usize) {
         if let Order::Key(cursor) = &self.order
             && let Some(home) = cursor.home().filter(|&home| home != index && !self.counted)
         {
@@ -293,14 +292,27 @@ impl<M: NodeManager, S: Store<M>> Core<M, S> {
         let (started, deadline) = self.deadline();
         let mut route = self.route(&table, key);
         loop {
-            let index = route.next()?;
-            let home = route.is_home(index);
-            let stand_in = self.stand_in(&table, index, key, home);
+            let (index, home, stand_in) = self.offer(&table, &mut route, key)?;
             let taken = T::take(&table.nodes[index], started, deadline, home, stand_in);
             if let Some(conn) = route.outcome(index, taken.await)? {
                 return Ok(conn);
             }
         }
+    }
+
+    /// The first half of the routing policy's one step, for both flavours'
+    /// loops: the node to try now, whether it is the key's home, and what
+    /// its connection needs if it stands in. The second half is
+    /// [`Route::outcome`].
+    pub(crate) fn offer(
+        &self,
+        table: &Held<M, S>,
+        route: &mut Route<'_, M, S>,
+        key: Option<&[u8]>,
+    ) -> Result<(usize, bool, Option<Box<StandIn>>), Error> {
+        let index = route.next()?;
+        let home = route.is_home(index);
+        Ok((index, home, self.stand_in(table, index, key, home)))
     }
 
     /// What a connection from `index` needs to cap and remember its writes,
@@ -316,8 +328,8 @@ impl<M: NodeManager, S: Store<M>> Core<M, S> {
             return None;
         }
         Some(Box::new(StandIn {
-            homes: Arc::clone(table) as Arc<dyn Homes>,
-            serving: *table.router.node_name(index),
+            homes: table.homes.clone(),
+            serving: index,
             key: key.map(Box::from),
             ttl: self.settings.stand_in_ttl,
             remember: self.settings.invalidate_on_return,

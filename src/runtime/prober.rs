@@ -12,7 +12,7 @@ use redis::aio::ConnectionLike;
 
 use crate::health::cell::Fleet;
 use crate::health::event::NodeEvent;
-use crate::health::failure::{ClassifyFailure, FailureKind, one_line};
+use crate::health::failure::{FailureKind, failure, one_line};
 use crate::node::probe::{Probe, failed, redis_of, speaks_redis};
 use crate::node::tracked::NodeManager;
 use crate::node::{Node, Store, judge};
@@ -76,7 +76,7 @@ where
                     Some(until) if until <= now => {
                         node.cell.end_warmup();
                         // Stand-ins served some of its keys until now.
-                        if node.cell.journal.len() > 0 {
+                        if node.journal.len() > 0 {
                             let (node, nodes) = (node.clone(), table.nodes.clone());
                             tokio::spawn(async move { after_return(&node, &nodes).await });
                         }
@@ -111,13 +111,12 @@ where
 /// return (the writes are counted as dropped, left to the TTL).
 async fn probe<M: NodeManager, S: Store<M>>(node: Arc<Node<M, S>>, nodes: Vec<Arc<Node<M, S>>>) {
     let mut outcome = node.probe().await;
-    let keys = if outcome.is_ok() { node.cell.journal.take() } else { Vec::new() };
+    let keys = if outcome.is_ok() { node.journal.take() } else { Vec::new() };
     if outcome.is_ok() && !keys.is_empty() && speaks_redis::<M::Connection>() {
         outcome = delete(&node, &keys).await;
     }
     if outcome.is_err() {
-        let lost = node.cell.journal.restore(keys);
-        node.cell.settle(0, lost);
+        node.journal.restore(keys);
         return node.cell.finish_probe(outcome);
     }
     let count = keys.len();
@@ -133,7 +132,7 @@ async fn probe<M: NodeManager, S: Store<M>>(node: Arc<Node<M, S>>, nodes: Vec<Ar
 /// Deletes on the other nodes what stand-ins took for `home` since its
 /// return: writes routed before it, or during its warm-up.
 async fn after_return<M: NodeManager, S: Store<M>>(home: &Node<M, S>, nodes: &Nodes<M, S>) {
-    elsewhere(home, nodes, home.cell.journal.take()).await;
+    elsewhere(home, nodes, home.journal.take()).await;
 }
 
 /// Deletes `keys` on every node but `home`, all at once (with rendezvous
@@ -149,7 +148,7 @@ async fn elsewhere<M: NodeManager, S: Store<M>>(
     }
     if !speaks_redis::<M::Connection>() {
         // The pool cannot delete what another manager's connections wrote.
-        home.cell.settle(0, keys.len());
+        home.journal.settle(0, keys.len());
         return false;
     }
     let others = nodes.iter().filter(|node| node.name() != home.name());
@@ -160,12 +159,12 @@ async fn elsewhere<M: NodeManager, S: Store<M>>(
     });
     let Some((stand_in, (kind, error))) = join_all(runs).await.into_iter().find_map(Result::err)
     else {
-        home.cell.settle(keys.len(), 0);
+        home.journal.settle(keys.len(), 0);
         return true;
     };
     tracing::warn!(node = %home.name(), %stand_in, %kind, %error, keys = keys.len(),
         "stand-in copies not invalidated; left to stand_in_ttl");
-    home.cell.settle(0, keys.len());
+    home.journal.settle(0, keys.len());
     false
 }
 
@@ -180,14 +179,17 @@ async fn delete<M: NodeManager, S: Store<M>>(node: &Node<M, S>, keys: &[Box<[u8]
         }
         let Some(conn) = redis_of(&mut conn) else { return Ok(()) };
         let replies = conn.req_packed_commands(&pipe, 0, pipe.len()).await;
-        // A refused `DEL` (renamed, or not allowed by an ACL) deleted nothing.
-        match replies.map_err(|e| failed(&e))?.into_iter().find_map(|reply| match reply {
+        // The one classifier first: what fails a node fails its return.
+        if let Some((kind, e)) = failure(&replies) {
+            return Err((kind, one_line(e)));
+        }
+        // Any other refusal (`DEL` renamed, or denied by an ACL) deleted
+        // nothing: the copies stay, so the node stays out.
+        let refused = replies.map_err(|e| failed(&e))?.into_iter().find_map(|reply| match reply {
             Value::ServerError(e) => Some(e),
             _ => None,
-        }) {
-            Some(e) => Err((e.failure_kind().unwrap_or(FailureKind::Check), one_line(&e))),
-            None => Ok(()),
-        }
+        });
+        refused.map_or(Ok(()), |e| Err((FailureKind::Check, one_line(&e))))
     };
     judge(tokio::time::timeout(node.probe_timeout, attempt).await.ok(), node.probe_timeout)
 }

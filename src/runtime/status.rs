@@ -89,7 +89,7 @@ impl NodeStatus {
             }
             State::Up { .. } => (None, 0, None),
         };
-        let (stand_in_invalidated, stand_in_dropped) = node.cell.journal.counts();
+        let (stand_in_invalidated, stand_in_dropped) = node.journal.counts();
         let near = node.near.as_ref().map(|near| near.figures(false));
         let ratio = near.map(|(n, ..)| n).filter(|[hits, misses, _]| hits + misses > 0);
         NodeStatus {
@@ -108,7 +108,7 @@ impl NodeStatus {
             connections: pool.connections,
             idle_connections: pool.idle_connections,
             pool,
-            stand_in_keys: node.cell.journal.len(),
+            stand_in_keys: node.journal.len(),
             stand_in_invalidated,
             stand_in_dropped,
             near_cache_entries: near.map(|(_, held, _)| held),

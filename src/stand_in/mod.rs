@@ -5,3 +5,4 @@
 pub(crate) mod cap;
 pub(crate) mod journal;
 pub(crate) mod table;
+pub(crate) mod writes;
