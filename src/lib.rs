@@ -125,7 +125,7 @@ pub use crate::health::metrics;
 pub use crate::health::metrics::PoolStats;
 pub use crate::multi::ShardedPipeline;
 pub use crate::node::connection::{Connection, SharedConnection};
-pub use crate::node::tracked::NodeManager;
+pub use crate::node::tracked::{ConnectionAbilities, NodeManager};
 pub use crate::pool::ShardedPool;
 pub use crate::pubsub::Subscription;
 pub use crate::route::NodeName;

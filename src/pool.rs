@@ -15,7 +15,7 @@ use crate::health::event::NodeEvent;
 use crate::node::connection::{Connection, SharedConnection};
 use crate::node::probe::ProbeCheck;
 use crate::node::tracked::NodeManager;
-use crate::node::{Bb8, CheckoutError, Node, bb8_pool};
+use crate::node::{Bb8, CheckoutError, Node, Spec, bb8_pool};
 use crate::pubsub::{Hub, Placement, Subscription};
 use crate::route::NodeName;
 use crate::runtime::core::{Core, Finished, Take};
@@ -89,7 +89,7 @@ where
 
 /// A node of the async flavour, with its bb8 pool.
 fn new_node<M: NodeManager>(
-    spec: (String, f64, M),
+    spec: Spec<M>,
     settings: &Settings,
     fleet: &Arc<Fleet>,
     check: Option<ProbeCheck<M::Connection>>,
@@ -137,9 +137,13 @@ impl<M: NodeManager> ShardedPool<M> {
     /// [`add_node`](ShardedPool::add_node).
     pub async fn add_manager(&self, name: &str, manager: M, weight: f64) -> Result<(), Error> {
         check_node(name, weight)?;
-        let spec = (name.to_owned(), weight, manager);
-        let node = new_node(spec, &self.core.settings, &self.core.fleet, self.core.check.clone());
-        self.core.add(node).await
+        self.add(Spec::new(name, weight, manager)).await
+    }
+
+    async fn add(&self, spec: Spec<M>) -> Result<(), Error> {
+        let (settings, fleet, check) =
+            (&self.core.settings, &self.core.fleet, self.core.check.clone());
+        self.core.add(new_node(spec, settings, fleet, check)).await
     }
 
     /// Removes the node named `name` while the pool serves: its keys go to
@@ -177,8 +181,10 @@ impl ShardedPool<RedisManager> {
 
     /// [`add_node`](Self::add_node) with a weight.
     pub async fn add_weighted_node(&self, name: &str, url: &str, weight: f64) -> Result<(), Error> {
+        check_node(name, weight)?;
         let manager = RedisManager::from_settings(parse_url(url)?, &self.core.settings)?;
-        self.add_manager(name, manager, weight).await
+        let tracking = manager.tracking();
+        self.add(Spec { tracking, ..Spec::new(name, weight, manager) }).await
     }
 
     /// `PUBLISH` on the node `channel` routes to, exactly as `get` routes a

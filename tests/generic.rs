@@ -57,24 +57,30 @@ struct PingManager {
     addr: String,
 }
 
+/// Its connection, which says it can do nothing for the pool beyond
+/// `is_valid`.
+struct PingConnection(TcpStream);
+
+impl fluster::ConnectionAbilities for PingConnection {}
+
 impl bb8::ManageConnection for PingManager {
-    type Connection = TcpStream;
+    type Connection = PingConnection;
     type Error = std::io::Error;
 
-    async fn connect(&self) -> Result<TcpStream, std::io::Error> {
-        TcpStream::connect(&self.addr).await
+    async fn connect(&self) -> Result<PingConnection, std::io::Error> {
+        Ok(PingConnection(TcpStream::connect(&self.addr).await?))
     }
 
-    async fn is_valid(&self, conn: &mut TcpStream) -> Result<(), std::io::Error> {
+    async fn is_valid(&self, conn: &mut PingConnection) -> Result<(), std::io::Error> {
         ping(conn).await
     }
 
-    fn has_broken(&self, _: &mut TcpStream) -> bool {
+    fn has_broken(&self, _: &mut PingConnection) -> bool {
         false
     }
 }
 
-async fn ping(conn: &mut TcpStream) -> std::io::Result<()> {
+async fn ping(PingConnection(conn): &mut PingConnection) -> std::io::Result<()> {
     conn.write_all(b"PING\r\n").await?;
     let mut reply = [0u8; 7];
     conn.read_exact(&mut reply).await?;

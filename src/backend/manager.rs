@@ -2,7 +2,6 @@
 //! given by URL or a Sentinel master group, with connect and response
 //! timeouts on every connection it makes (multiplexed, pub/sub, blocking).
 
-use std::any::Any;
 use std::fmt;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
@@ -15,7 +14,7 @@ use redis::{
 };
 use redis::{RedisError, RedisResult};
 
-use crate::backend::near::NearCache;
+use crate::backend::near::{NearCache, Tracking, TrackingConnect};
 #[cfg(feature = "sentinel")]
 use crate::backend::sentinel::SentinelTarget;
 use crate::error::Error;
@@ -197,53 +196,50 @@ impl RedisManager {
     }
 }
 
-/// The entries of a near cache per node, if `manager` is a
-/// [`RedisManager`] with one.
-pub(crate) fn near_entries<M: bb8::ManageConnection>(manager: &M) -> Option<NonZeroUsize> {
-    let redis = (manager as &dyn Any).downcast_ref::<RedisManager>()?;
-    redis.near.as_ref().map(|(_, entries)| *entries)
+impl RedisManager {
+    /// With a near cache: how the node's tracking connection is made.
+    pub(crate) fn tracking(&self) -> Option<Tracking<RedisManager>> {
+        let (client, entries) = self.near.clone()?;
+        let config = self.config.clone();
+        let connect: TrackingConnect<RedisManager> = Box::new(move |cache, dropped| {
+            Box::pin(connect_tracking(client.clone(), config.clone(), cache, dropped))
+        });
+        Some(Tracking { entries, connect })
+    }
 }
 
-/// The node's tracking connection, if `manager` is a [`RedisManager`] with
-/// a near cache: RESP3 with `CLIENT TRACKING ON`, the server's
+/// A tracking connection: RESP3 with `CLIENT TRACKING ON`, the server's
 /// invalidations applied to `cache` as they arrive (before any reply that
 /// follows them is handed on). `dropped` is set, and `cache` emptied,
 /// when its socket closes, for from then on no invalidation reaches it.
-pub(crate) async fn connect_near<M: bb8::ManageConnection>(
-    manager: &M,
-    cache: &Arc<NearCache>,
-    dropped: &Arc<AtomicBool>,
-) -> Option<Result<M::Connection, M::Error>> {
-    let redis = (manager as &dyn Any).downcast_ref::<RedisManager>()?;
-    let ((client, _), dropped, near) = (redis.near.as_ref()?, dropped.clone(), cache.clone());
-    let config = redis.config.clone().set_push_sender(move |info: PushInfo| {
+async fn connect_tracking(
+    client: Client,
+    config: AsyncConnectionConfig,
+    cache: Arc<NearCache>,
+    dropped: Arc<AtomicBool>,
+) -> RedisResult<MultiplexedConnection> {
+    let config = config.set_push_sender(move |info: PushInfo| {
         match (info.kind, info.data.first()) {
             (PushKind::Invalidate, Some(Value::Array(keys))) => {
                 for key in keys {
                     if let Value::BulkString(key) = key {
-                        near.invalidate(key);
+                        cache.invalidate(key);
                     }
                 }
             }
             // After FLUSHALL or FLUSHDB the server names no key.
-            (PushKind::Invalidate, _) => near.clear(),
+            (PushKind::Invalidate, _) => cache.clear(),
             (PushKind::Disconnection, _) => {
                 dropped.store(true, Ordering::Release);
-                near.clear();
+                cache.clear();
             }
             _ => {}
         }
         Ok::<(), std::convert::Infallible>(())
     });
-    let connected = async {
-        let mut conn = client.get_multiplexed_async_connection_with_config(&config).await?;
-        redis::cmd("CLIENT").arg("TRACKING").arg("ON").query_async::<()>(&mut conn).await?;
-        Ok(conn)
-    };
-    let connected: RedisResult<MultiplexedConnection> = connected.await;
-    // `M` is `RedisManager`: the result is of its types.
-    let connected = (Box::new(connected) as Box<dyn Any>).downcast().ok()?;
-    Some(*connected)
+    let mut conn = client.get_multiplexed_async_connection_with_config(&config).await?;
+    redis::cmd("CLIENT").arg("TRACKING").arg("ON").query_async::<()>(&mut conn).await?;
+    Ok(conn)
 }
 
 impl bb8::ManageConnection for RedisManager {

@@ -24,14 +24,36 @@
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::num::NonZeroUsize;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use futures_util::future::BoxFuture;
 use lru::LruCache;
 use redis::Value;
 
 use crate::stand_in::table::{Reach, written};
+
+/// How a node's tracking connection is made, by the manager that knows
+/// how (only [`RedisManager`](crate::RedisManager) does), handed to the
+/// node when it is made: the cache's bound, and the connect, given the
+/// cache its invalidations go to and the flag its closing sets.
+pub(crate) struct Tracking<M: bb8::ManageConnection> {
+    pub(crate) entries: NonZeroUsize,
+    pub(crate) connect: TrackingConnect<M>,
+}
+
+/// The connect of a [`Tracking`].
+pub(crate) type TrackingConnect<M> = Box<
+    dyn Fn(
+            Arc<NearCache>,
+            Arc<AtomicBool>,
+        ) -> BoxFuture<
+            'static,
+            Result<<M as bb8::ManageConnection>::Connection, <M as bb8::ManageConnection>::Error>,
+        > + Send
+        + Sync,
+>;
 
 /// Locks the entries are spread over, so tasks reading different keys do
 /// not wait on each other.

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::backend::manager::RedisManager;
 use crate::error::Error;
+use crate::node::Spec;
 use crate::node::probe::ProbeCheck;
 use crate::node::tracked::NodeManager;
 use crate::pool::ShardedPool;
@@ -14,13 +15,13 @@ use crate::runtime::core::Finished;
 use crate::settings::url::{address, parse_url, target};
 use crate::settings::{Failover, Settings, check_nodes};
 
-/// Makes a node's manager once every setting is known.
-type MakeManager<M> = Box<dyn FnOnce(&Settings) -> Result<M, Error> + Send>;
+/// Makes a node once every setting is known.
+type MakeNode<M> = Box<dyn FnOnce(&Settings) -> Result<Spec<M>, Error> + Send>;
 
-struct NodeSpec<M> {
+struct NodeSpec<M: NodeManager> {
     name: String,
     weight: f64,
-    make: MakeManager<M>,
+    make: MakeNode<M>,
     /// For a node given by URL: its server and database.
     target: Option<(String, i64)>,
 }
@@ -152,8 +153,11 @@ impl<F> Builder<RedisManager, F> {
             Ok(info) => {
                 let name = name.map_or_else(|| address(&info), str::to_owned);
                 let target = Some(target(&info));
+                let node = name.clone();
                 let make = Box::new(move |settings: &Settings| {
-                    RedisManager::from_settings(info, settings)
+                    let manager = RedisManager::from_settings(info, settings)?;
+                    let tracking = manager.tracking();
+                    Ok(Spec { tracking, ..Spec::new(&node, weight, manager) })
                 });
                 self.nodes.push(NodeSpec { name, weight, make, target });
             }
@@ -188,10 +192,13 @@ impl<F> Builder<RedisManager, F> {
         shard: crate::settings::sentinel::SentinelShard,
         weight: f64,
     ) -> Self {
+        let node = name.to_owned();
         self.nodes.push(NodeSpec {
             name: name.to_owned(),
             weight,
-            make: Box::new(move |settings| RedisManager::sentinel(&shard, settings)),
+            make: Box::new(move |settings| {
+                Ok(Spec::new(&node, weight, RedisManager::sentinel(&shard, settings)?))
+            }),
             target: None,
         });
         self
@@ -245,10 +252,11 @@ impl<M: NodeManager, F> Builder<M, F> {
     /// Adds a node served by your own connection manager, with a weight.
     #[must_use]
     pub fn weighted_manager(mut self, name: &str, manager: M, weight: f64) -> Self {
+        let node = name.to_owned();
         self.nodes.push(NodeSpec {
             name: name.to_owned(),
             weight,
-            make: Box::new(move |_| Ok(manager)),
+            make: Box::new(move |_| Ok(Spec::new(&node, weight, manager))),
             target: None,
         });
         self
@@ -444,7 +452,7 @@ impl<M: NodeManager, F> Builder<M, F> {
         let nodes = self
             .nodes
             .into_iter()
-            .map(|spec| Ok((spec.name, spec.weight, (spec.make)(&settings)?)))
+            .map(|spec| (spec.make)(&settings))
             .collect::<Result<_, Error>>()?;
         Ok((nodes, settings, self.check))
     }

@@ -11,7 +11,6 @@ pub(crate) mod session;
 pub(crate) mod shared;
 pub(crate) mod tracked;
 
-use std::any::Any;
 use std::fmt;
 use std::future::Future;
 use std::ops::DerefMut;
@@ -23,15 +22,14 @@ use arc_swap::ArcSwapOption;
 use bb8::{PooledConnection, RunError};
 use futures_util::FutureExt;
 
-use crate::backend::manager::{connect_near, near_entries};
-use crate::backend::near::NearCache;
+use crate::backend::near::{NearCache, Tracking};
 use crate::error::Error;
 use crate::health::cell::{Fleet, HealthCell};
 use crate::health::failure::{FailureKind, failure};
 use crate::health::metrics::PoolStats;
 use crate::node::probe::{Probe, ProbeCheck, failed, retest};
 use crate::node::shared::Muxed;
-use crate::node::tracked::{NodeManager, Tracked, TrackedConn};
+use crate::node::tracked::{ConnectionAbilities, NodeManager, Tracked, TrackedConn};
 use crate::route::NodeName;
 use crate::settings::Settings;
 use crate::stand_in::journal::Journal;
@@ -152,6 +150,22 @@ pub(crate) fn late(timeout: Duration) -> (FailureKind, String) {
     (FailureKind::Timeout, format!("no answer within {timeout:?}"))
 }
 
+/// What a node is made from: its name, weight and manager, and how its
+/// tracking connection is made if it has a near cache.
+pub(crate) struct Spec<M: NodeManager> {
+    pub(crate) name: String,
+    pub(crate) weight: f64,
+    pub(crate) manager: M,
+    pub(crate) tracking: Option<Tracking<M>>,
+}
+
+impl<M: NodeManager> Spec<M> {
+    /// A node of `manager`, without a near cache.
+    pub(crate) fn new(name: &str, weight: f64, manager: M) -> Self {
+        Spec { name: name.to_owned(), weight, manager, tracking: None }
+    }
+}
+
 /// One node of a pool.
 pub(crate) struct Node<M: NodeManager, S> {
     pub(crate) cell: Arc<HealthCell>,
@@ -161,8 +175,10 @@ pub(crate) struct Node<M: NodeManager, S> {
     pub(crate) probe_timeout: Duration,
     /// The user's own probe check, if any.
     pub(crate) check: Option<ProbeCheck<M::Connection>>,
-    /// Its near cache, if it has one.
+    /// Its near cache, if it has one, and how its tracking connection is
+    /// made.
     pub(crate) near: Option<Arc<NearCache>>,
+    tracking: Option<Tracking<M>>,
     /// The writes for its keys that stand-ins took.
     pub(crate) journal: Arc<Journal>,
     mux: ArcSwapOption<Muxed<M::Connection>>,
@@ -202,14 +218,14 @@ impl<M: NodeManager, S: Store<M>> Node<M, S> {
     /// A node whose connections live in what `store` makes of its tracked
     /// manager; nothing is connected yet.
     pub(crate) fn new(
-        (name, weight, manager): (String, f64, M),
+        Spec { name, weight, manager, tracking }: Spec<M>,
         settings: &Settings,
         fleet: &Arc<Fleet>,
         check: Option<ProbeCheck<M::Connection>>,
         store: impl FnOnce(Tracked<M>) -> S,
     ) -> Self {
         let cell = Arc::new(HealthCell::new(&name, settings.policy(), fleet.clone()));
-        let near = near_entries(&manager).map(|entries| Arc::new(NearCache::new(entries)));
+        let near = tracking.as_ref().map(|t| Arc::new(NearCache::new(t.entries)));
         let manager = Arc::new(manager);
         let tracked = Tracked { inner: manager.clone(), cell: cell.clone(), near: near.clone() };
         let journal = Arc::new(Journal::new(cell.metrics.stand_in_counters()));
@@ -221,6 +237,7 @@ impl<M: NodeManager, S: Store<M>> Node<M, S> {
             probe_timeout: settings.probe_timeout,
             check,
             near,
+            tracking,
             journal,
             mux: ArcSwapOption::empty(),
             beating: AtomicBool::new(false),
@@ -347,17 +364,12 @@ impl<M: NodeManager, S: Store<M>> Node<M, S> {
             return;
         }
         let shared = self.live_mux();
-        let multiplexed = shared.as_ref().and_then(|mux| {
-            let conn = &mux.conn as &dyn Any;
-            conn.downcast_ref::<redis::aio::MultiplexedConnection>().cloned()
-        });
-        match (shared, multiplexed) {
-            (Some(mux), Some(mut conn)) => {
-                let pong = redis::cmd("PING").query_async::<redis::Value>(&mut conn).await;
-                mux.observe(failure(&pong));
+        match shared.as_ref().and_then(|mux| Some((mux, mux.conn.ping_shared()?))) {
+            Some((mux, ping)) => {
+                mux.observe(failure(&ping.await));
                 mux.take_seen();
             }
-            _ => self.store.heartbeat(&self.manager, self.probe_timeout).await,
+            None => self.store.heartbeat(&self.manager, self.probe_timeout).await,
         }
         // Its own answer is no traffic: the next interval asks again if
         // nothing else answers (`last_ok` has noted it).
@@ -419,15 +431,11 @@ impl<M: NodeManager, S: Store<M>> Node<M, S> {
             return Try::Done(mux);
         }
         let (epoch, broken) = (self.cell.epoch(), Arc::new(AtomicBool::new(false)));
-        let tracking = match &self.near {
-            Some(near) => connect_near(&*self.manager, near, &broken).await,
-            None => None,
+        let connected = match (&self.tracking, &self.near) {
+            (Some(tracking), Some(near)) => (tracking.connect)(near.clone(), broken.clone()).await,
+            _ => self.manager.connect().await,
         };
-        let near = self.near.clone().filter(|_| tracking.is_some());
-        let connected = match tracking {
-            Some(connected) => connected,
-            None => self.manager.connect().await,
-        };
+        let near = self.near.clone();
         match self.cell.connected(epoch, connected) {
             Ok(conn) => {
                 // What the entries were kept true by is gone: start empty.

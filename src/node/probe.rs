@@ -1,12 +1,10 @@
 //! What a probe asks once connected, beyond the manager's own `is_valid`:
 //! the question that boxed the node, and the user's own check.
 
-use std::any::{Any, TypeId};
-
-use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::{RedisFuture, Value};
 
 use crate::health::failure::{ClassifyFailure, FailureKind, connect_failure, failure, one_line};
+use crate::node::tracked::ConnectionAbilities;
 
 /// What a probe found: nothing wrong, or the failure and what to log.
 pub(crate) type Probe = Result<(), (FailureKind, String)>;
@@ -20,30 +18,17 @@ pub(crate) fn failed<E: ClassifyFailure>(e: &E) -> (FailureKind, String) {
     (connect_failure(e).0, one_line(e))
 }
 
-/// Whether connections of type `C` are ones redis-rs multiplexes
-/// (`RedisManager`'s, bb8-redis's): those the pool's own commands to a node
-/// (re-tests, invalidations) go on. Another manager's connection is opaque:
-/// it gets only its manager's `is_valid`.
-pub(crate) fn speaks_redis<C: Any>() -> bool {
-    TypeId::of::<C>() == TypeId::of::<MultiplexedConnection>()
-}
-
-/// `conn` as a connection redis-rs multiplexes, if it is one.
-pub(crate) fn redis_of<C: Any>(conn: &mut C) -> Option<&mut MultiplexedConnection> {
-    (conn as &mut dyn Any).downcast_mut()
-}
-
 /// Re-tests a node on a probe's connection: `ROLE` if a replica's refusal
 /// boxed it (`master`), and a real read, which a server still loading
 /// refuses and one that answers `PING` but hangs real commands does not
 /// answer (within the response timeout); then the user's `check`, whose
 /// every error is a [`FailureKind::Check`].
-pub(crate) async fn retest<C: Any + Send>(
+pub(crate) async fn retest<C: ConnectionAbilities + Send>(
     conn: &mut C,
     master: bool,
     check: Option<&ProbeCheck<C>>,
 ) -> Probe {
-    if let Some(redis) = redis_of(conn) {
+    if let Some(redis) = conn.redis() {
         let mut pipe = redis::pipe();
         if master {
             pipe.cmd("ROLE");

@@ -8,6 +8,9 @@ use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 
 use bb8::ManageConnection;
+use futures_util::future::BoxFuture;
+use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redis::{RedisResult, Value};
 
 use crate::backend::near::NearCache;
 use crate::health::cell::HealthCell;
@@ -16,11 +19,62 @@ use crate::node::session::Session;
 
 /// A bb8 connection manager the pool can shard: any [`ManageConnection`]
 /// whose error implements [`ClassifyFailure`] and whose connections are
-/// `Sync` (so a node's shared connection is cloned without a lock).
-/// Implemented automatically; it only names those bounds.
-pub trait NodeManager: ManageConnection<Error: ClassifyFailure, Connection: Sync> {}
+/// `Sync` (so a node's shared connection is cloned without a lock) and
+/// say what they can do ([`ConnectionAbilities`]). Implemented
+/// automatically; it only names those bounds.
+pub trait NodeManager:
+    ManageConnection<Error: ClassifyFailure, Connection: Sync + ConnectionAbilities>
+{
+}
 
-impl<M: ManageConnection<Error: ClassifyFailure, Connection: Sync>> NodeManager for M {}
+impl<M> NodeManager for M where
+    M: ManageConnection<Error: ClassifyFailure, Connection: Sync + ConnectionAbilities>
+{
+}
+
+/// What the pool may ask of a node's connections beyond their manager's
+/// `is_valid`, each with a default that says "not this one".
+///
+/// redis-rs's [`MultiplexedConnection`] (the connections of
+/// [`RedisManager`](crate::RedisManager) and of bb8-redis's manager) can
+/// do all of it. A connection type of your own says what it can with an
+/// impl, usually empty, and the pool does without the rest:
+///
+/// ```
+/// struct MyConnection(tokio::net::TcpStream);
+///
+/// // Not Redis: probes ask the manager's `is_valid` only, and the
+/// // heartbeat of a node's shared connection uses a pooled one.
+/// impl fluster::ConnectionAbilities for MyConnection {}
+/// ```
+pub trait ConnectionAbilities {
+    /// The connection as one the pool may send its own Redis commands on:
+    /// a probe's re-test (`ROLE` after a replica's refusal, a real read)
+    /// and the deletes before a node's return (`invalidate_on_return`).
+    /// Without it a probe asks only `is_valid`, and a return deletes
+    /// nothing (the copies are counted as dropped, left to `stand_in_ttl`).
+    fn redis(&mut self) -> Option<&mut (dyn ConnectionLike + Send)> {
+        None
+    }
+
+    /// A `PING` on a connection many callers share, without taking it
+    /// from them: the heartbeat of a node's shared connection. Without it
+    /// the heartbeat `PING`s a pooled connection instead.
+    fn ping_shared(&self) -> Option<BoxFuture<'static, RedisResult<Value>>> {
+        None
+    }
+}
+
+impl ConnectionAbilities for MultiplexedConnection {
+    fn redis(&mut self) -> Option<&mut (dyn ConnectionLike + Send)> {
+        Some(self)
+    }
+
+    fn ping_shared(&self) -> Option<BoxFuture<'static, RedisResult<Value>>> {
+        let mut conn = self.clone();
+        Some(Box::pin(async move { redis::cmd("PING").query_async(&mut conn).await }))
+    }
+}
 
 /// A connection with what the pool needs to judge it.
 pub(crate) struct TrackedConn<C> {

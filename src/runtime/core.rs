@@ -21,7 +21,7 @@ use crate::health::event::NodeEvent;
 use crate::health::penalty::BoxGuard;
 use crate::node::probe::ProbeCheck;
 use crate::node::tracked::NodeManager;
-use crate::node::{CheckoutError, Node, Store};
+use crate::node::{CheckoutError, Node, Spec, Store};
 use crate::pubsub::Hub;
 use crate::route::policy::{Cursor, Miss};
 use crate::route::{self, NodeName, Router};
@@ -32,7 +32,7 @@ use crate::stand_in::writes::{Homes, StandIn};
 /// What a pool starts from: each node's name, weight and manager, the
 /// checked settings and the probe check.
 pub(crate) type Finished<M> =
-    (Vec<(String, f64, M)>, Settings, Option<ProbeCheck<<M as bb8::ManageConnection>::Connection>>);
+    (Vec<Spec<M>>, Settings, Option<ProbeCheck<<M as bb8::ManageConnection>::Connection>>);
 
 /// The nodes of a pool and the router over their names, in the same order.
 pub(crate) struct Table<M: NodeManager, S> {
@@ -211,12 +211,7 @@ impl<M: NodeManager, S: Store<M>> Core<M, S> {
     /// first if the settings say so (those that fail start in the box).
     pub(crate) async fn start(
         (specs, settings, check): Finished<M>,
-        node: impl Fn(
-            (String, f64, M),
-            &Settings,
-            &Arc<Fleet>,
-            Option<ProbeCheck<M::Connection>>,
-        ) -> Node<M, S>,
+        node: impl Fn(Spec<M>, &Settings, &Arc<Fleet>, Option<ProbeCheck<M::Connection>>) -> Node<M, S>,
     ) -> Self {
         let fleet = Fleet::new(BoxGuard::new(settings.max_boxed(specs.len())));
         let new = |spec| Arc::new(node(spec, &settings, &fleet, check.clone()));

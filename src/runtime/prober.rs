@@ -8,13 +8,12 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 use redis::Value;
-use redis::aio::ConnectionLike;
 
 use crate::health::cell::Fleet;
 use crate::health::event::NodeEvent;
 use crate::health::failure::{FailureKind, failure, one_line};
-use crate::node::probe::{Probe, failed, redis_of, speaks_redis};
-use crate::node::tracked::NodeManager;
+use crate::node::probe::failed;
+use crate::node::tracked::{ConnectionAbilities, NodeManager};
 use crate::node::{Node, Store, judge};
 use crate::runtime::core::Core;
 
@@ -111,9 +110,15 @@ where
 /// return (the writes are counted as dropped, left to the TTL).
 async fn probe<M: NodeManager, S: Store<M>>(node: Arc<Node<M, S>>, nodes: Vec<Arc<Node<M, S>>>) {
     let mut outcome = node.probe().await;
-    let keys = if outcome.is_ok() { node.journal.take() } else { Vec::new() };
-    if outcome.is_ok() && !keys.is_empty() && speaks_redis::<M::Connection>() {
-        outcome = delete(&node, &keys).await;
+    let mut keys = if outcome.is_ok() { node.journal.take() } else { Vec::new() };
+    if outcome.is_ok() && !keys.is_empty() {
+        match delete(&node, &keys).await {
+            Ok(true) => {}
+            // Its connections cannot carry a DEL: nothing can be deleted
+            // anywhere, so nothing holds the return.
+            Ok(false) => node.journal.settle(0, std::mem::take(&mut keys).len()),
+            Err(e) => outcome = Err(e),
+        }
     }
     if outcome.is_err() {
         node.journal.restore(keys);
@@ -146,16 +151,16 @@ async fn elsewhere<M: NodeManager, S: Store<M>>(
     if keys.is_empty() {
         return false;
     }
-    if !speaks_redis::<M::Connection>() {
-        // The pool cannot delete what another manager's connections wrote.
-        home.journal.settle(0, keys.len());
-        return false;
-    }
     let others = nodes.iter().filter(|node| node.name() != home.name());
     let runs = others.map(|node| async {
-        let boxed = Err((FailureKind::Connect, "boxed".to_owned()));
-        let outcome = if node.cell.is_up() { delete(node, &keys).await } else { boxed };
-        outcome.map_err(|e| (node.name(), e))
+        let outcome = match node.cell.is_up() {
+            true => delete(node, &keys).await,
+            false => Err((FailureKind::Connect, "boxed".to_owned())),
+        };
+        let mute = || (FailureKind::Check, "its connections cannot carry a DEL".to_owned());
+        outcome
+            .and_then(|deleted| if deleted { Ok(()) } else { Err(mute()) })
+            .map_err(|e| (node.name(), e))
     });
     let Some((stand_in, (kind, error))) = join_all(runs).await.into_iter().find_map(Result::err)
     else {
@@ -169,15 +174,19 @@ async fn elsewhere<M: NodeManager, S: Store<M>>(
 }
 
 /// Deletes `keys` on `node`, on a connection of its own, within its probe
-/// timeout.
-async fn delete<M: NodeManager, S: Store<M>>(node: &Node<M, S>, keys: &[Box<[u8]>]) -> Probe {
+/// timeout; `Ok(false)` if its connections cannot carry the pool's own
+/// commands ([`ConnectionAbilities::redis`]): nothing was deleted.
+async fn delete<M: NodeManager, S: Store<M>>(
+    node: &Node<M, S>,
+    keys: &[Box<[u8]>],
+) -> Result<bool, (FailureKind, String)> {
     let attempt = async {
         let mut conn = node.manager.connect().await.map_err(|e| failed(&e))?;
         let mut pipe = redis::pipe();
         for batch in keys.chunks(1_000) {
             pipe.cmd("DEL").arg(batch);
         }
-        let Some(conn) = redis_of(&mut conn) else { return Ok(()) };
+        let Some(conn) = conn.redis() else { return Ok(false) };
         let replies = conn.req_packed_commands(&pipe, 0, pipe.len()).await;
         // The one classifier first: what fails a node fails its return.
         if let Some((kind, e)) = failure(&replies) {
@@ -189,7 +198,7 @@ async fn delete<M: NodeManager, S: Store<M>>(node: &Node<M, S>, keys: &[Box<[u8]
             Value::ServerError(e) => Some(e),
             _ => None,
         });
-        refused.map_or(Ok(()), |e| Err((FailureKind::Check, one_line(&e))))
+        refused.map_or(Ok(true), |e| Err((FailureKind::Check, one_line(&e))))
     };
     judge(tokio::time::timeout(node.probe_timeout, attempt).await.ok(), node.probe_timeout)
 }
