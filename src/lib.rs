@@ -101,6 +101,7 @@ mod backend;
 mod build;
 mod error;
 mod health;
+pub mod metrics;
 mod multi;
 mod node;
 mod pool;
@@ -114,21 +115,20 @@ mod stand_in;
 pub mod sync;
 
 pub use crate::backend::manager::RedisManager;
-pub use crate::build::builder::{Async, Builder};
+pub use crate::build::builder::{AsyncPool, Builder};
 #[cfg(feature = "serde")]
 #[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
 pub use crate::build::config::Config;
 pub use crate::error::Error;
 pub use crate::health::event::NodeEvent;
 pub use crate::health::failure::{ClassifyFailure, FailureKind};
-pub use crate::health::metrics;
-pub use crate::health::metrics::PoolStats;
+pub use crate::health::record::PoolStats;
 pub use crate::multi::ShardedPipeline;
 pub use crate::node::connection::{Connection, SharedConnection};
 pub use crate::node::tracked::{ConnectionAbilities, NodeManager};
 pub use crate::pool::ShardedPool;
 pub use crate::pubsub::Subscription;
-pub use crate::route::NodeName;
+pub use crate::route::hash::NodeName;
 pub use crate::runtime::status::NodeStatus;
 #[cfg(feature = "serde")]
 #[cfg_attr(docsrs, doc(cfg(feature = "serde")))]

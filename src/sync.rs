@@ -5,10 +5,12 @@
 //! [`Builder`](crate::Builder) and settings, the same routing policy,
 //! penalty box, connect-and-report, prober, metrics and status, so a key
 //! goes to the same node in both. Its own parts are small: a blocking loop
-//! that drives the routing policy with the blocking twin of the checkout
-//! race (a dead node is left within 5 ms of being boxed), a blocking probe
-//! judged as the async one is, and the thread the prober runs on, which
-//! stops when the last pool handle is dropped.
+//! around the routing policy's one step, with the blocking twin of the
+//! checkout race (a dead node is left within 5 ms of being boxed); what
+//! goes on the wire for a stand-in's writes, placed by the async flavour's
+//! code; a heartbeat on a blocking connection; and the thread the prober
+//! runs on (the same probes as the async flavour, on that thread's own
+//! runtime), which stops when the last pool handle is dropped.
 //!
 //! ```no_run
 //! # fn run() -> Result<(), fluster::Error> {
@@ -35,7 +37,7 @@ use crate::backend::manager::RedisManager;
 use crate::error::Error;
 use crate::health::event::NodeEvent;
 use crate::health::failure::failure;
-use crate::health::metrics::PoolStats;
+use crate::health::record::PoolStats;
 use crate::node::connection::own_reply;
 use crate::node::session::{packed, packed_effects};
 use crate::node::tracked::{Tracked, TrackedConn};
@@ -54,14 +56,15 @@ use crate::stand_in::writes::StandIn;
 /// being boxed.
 const SLICE: Duration = Duration::from_millis(5);
 
-/// The flavour of a [`Builder`]: it builds the synchronous pool.
+/// What a [`Builder`] of this module builds (its second type parameter):
+/// the synchronous [`ShardedPool`].
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Blocking;
+pub struct BlockingPool;
 
 /// Builds a synchronous [`ShardedPool`]: the async pool's
 /// [`Builder`](crate::Builder), every setter included, with a blocking
 /// `build`.
-pub type Builder = crate::Builder<RedisManager, Blocking>;
+pub type Builder = crate::Builder<RedisManager, BlockingPool>;
 
 /// A node's r2d2 pool.
 type R2d2 = r2d2::Pool<Tracked<RedisManager>>;
@@ -140,7 +143,7 @@ fn r2d2_pool(settings: &Settings, manager: Tracked<RedisManager>) -> R2d2 {
         .build_unchecked(manager)
 }
 
-impl crate::Builder<RedisManager, Blocking> {
+impl crate::Builder<RedisManager, BlockingPool> {
     /// Checks every setting, connects to every node (in parallel, each
     /// bounded by the probe timeout) and starts the prober thread. Nodes
     /// that cannot be reached start in the penalty box.

@@ -24,6 +24,8 @@ struct Readings {
     counters: HashMap<String, u64>,
     /// The latest snapshot, by `name{label=value,...}`.
     latest: HashMap<String, DebugValue>,
+    /// Every metric name seen so far.
+    seen: std::collections::HashSet<String>,
 }
 
 fn key_text(name: &str, labels: &[(&str, &str)]) -> String {
@@ -47,6 +49,12 @@ impl Readings {
             for (_, v) in &labels {
                 assert!(!v.contains(secret), "label of {} holds the secret", key.name());
             }
+            assert!(
+                fluster::metrics::ALL.contains(&key.name()),
+                "{} is not in metrics::ALL",
+                key.name()
+            );
+            self.seen.insert(key.name().to_owned());
             let text = key_text(key.name(), &labels);
             if let DebugValue::Counter(n) = value {
                 *self.counters.entry(text.clone()).or_default() += n;
@@ -87,7 +95,12 @@ async fn node_metrics_follow_a_kill_and_a_restart() {
         .unwrap();
     let name = victim.name();
     let key = keys_homed_on(&pool, "metrics").into_iter().find(|(n, _)| *n == name).unwrap().1;
-    let mut r = Readings { snapshotter, counters: HashMap::new(), latest: HashMap::new() };
+    let mut r = Readings {
+        snapshotter,
+        counters: HashMap::new(),
+        latest: HashMap::new(),
+        seen: Default::default(),
+    };
     let secret = "s3cret";
 
     let mut conn = pool.get(&key).await.unwrap();
@@ -181,4 +194,8 @@ async fn node_metrics_follow_a_kill_and_a_restart() {
     );
     r.take(secret);
     assert_eq!((stand_in(&r, "invalidated"), stand_in(&r, "dropped")), (1, 0));
+    // Every metric the crate lists was recorded, and nothing else was.
+    for name in fluster::metrics::ALL {
+        assert!(r.seen.contains(*name), "{name} is listed but never recorded");
+    }
 }

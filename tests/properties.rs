@@ -58,8 +58,8 @@ proptest! {
         rest.remove(&gone);
         let after = router(&rest);
         for key in &keys {
-            let old = before.name(before.home(key).unwrap());
-            let new = after.name(after.home(key).unwrap());
+            let old: &str = before.name(before.home(key).unwrap());
+            let new: &str = after.name(after.home(key).unwrap());
             if old != gone {
                 prop_assert_eq!(old, new);
             } else {

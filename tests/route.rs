@@ -1,6 +1,7 @@
 //! The pinned routing function alone: test vectors and rankings. (The
 //! per-call policy that follows a ranking is tested in `src/route/policy.rs`.)
 
+use fluster::NodeName;
 use fluster::route::*;
 
 fn names(n: usize) -> Vec<String> {
@@ -50,8 +51,8 @@ fn test_vectors_pin_the_function() {
     let table: Vec<(String, &str, &str)> = (0..12)
         .map(|i| {
             let key = format!("key:{i}");
-            let e = equal.name(equal.home(key.as_bytes()).unwrap());
-            let w = weighted.name(weighted.home(key.as_bytes()).unwrap());
+            let e: &str = equal.name(equal.home(key.as_bytes()).unwrap());
+            let w: &str = weighted.name(weighted.home(key.as_bytes()).unwrap());
             (key, e, w)
         })
         .collect();

@@ -67,8 +67,8 @@ fn removing_a_node_moves_only_its_keys_evenly() {
     let mut moved = 0;
     for i in 0..KEYS {
         let k = key(i);
-        let old = before.name(before.home(k.as_bytes()).unwrap());
-        let new = after.name(after.home(k.as_bytes()).unwrap());
+        let old: &str = before.name(before.home(k.as_bytes()).unwrap());
+        let new: &str = after.name(after.home(k.as_bytes()).unwrap());
         if old == all[removed] {
             moved += 1;
             *received.entry(new.to_owned()).or_default() += 1;
@@ -137,7 +137,7 @@ async fn pool_routes_like_the_router_in_any_order() {
     let router = Router::new([("n0", 1.0), ("n1", 1.0), ("n2", 1.0)]);
     for i in 0..2000 {
         let k = key(i);
-        let want = router.name(router.home(k.as_bytes()).unwrap());
+        let want: &str = router.name(router.home(k.as_bytes()).unwrap());
         assert_eq!(forward.node_for(&k).as_deref(), Some(want));
         assert_eq!(backward.node_for(&k).as_deref(), Some(want));
     }

@@ -17,6 +17,7 @@ pub(crate) struct SentinelTarget {
     /// connections between lookups.
     client: tokio::sync::Mutex<SentinelClient>,
     /// The same for blocking connections (the synchronous flavour).
+    #[cfg(feature = "r2d2")]
     blocking: std::sync::Mutex<SentinelClient>,
     /// Bounds the whole connect: the sentinel lookup and the master's
     /// handshake.
@@ -27,6 +28,7 @@ impl SentinelTarget {
     pub(crate) fn new(shard: &SentinelShard, connect_timeout: Duration) -> Result<Self, Error> {
         Ok(SentinelTarget {
             client: tokio::sync::Mutex::new(shard.client()?),
+            #[cfg(feature = "r2d2")]
             blocking: std::sync::Mutex::new(shard.client()?),
             // One timeout for the lookup, one for the master's handshake.
             timeout: connect_timeout * 2,

@@ -26,9 +26,11 @@ struct NodeSpec<M: NodeManager> {
     target: Option<(String, i64)>,
 }
 
-/// The flavour a [`Builder`] builds by default: the async [`ShardedPool`].
+/// What a [`Builder`] builds by default (its second type parameter): the
+/// async [`ShardedPool`]. The synchronous pool's is
+/// `fluster::sync::BlockingPool` (feature `r2d2`).
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Async;
+pub struct AsyncPool;
 
 /// Builds a pool: nodes, then settings, then `build`.
 ///
@@ -36,9 +38,10 @@ pub struct Async;
 /// async pool (`build().await`), and, with the `r2d2` feature,
 /// `fluster::sync::ShardedPool::builder()` the synchronous one (a blocking
 /// `build()`), with every setter shared. Each setter writes one field of
-/// [`Settings`], of the same name. Setters never fail or panic; every value
-/// is checked by `build`, which returns [`Error::Config`] naming the first
-/// bad one.
+/// [`Settings`], of the same name, and the default each setter's doc
+/// tells is `Settings::default()`'s, where every default is written once.
+/// Setters never fail or panic; every value is checked by `build`, which
+/// returns [`Error::Config`] naming the first bad one.
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), fluster::Error> {
@@ -54,7 +57,7 @@ pub struct Async;
 ///     .await?;
 /// # Ok(()) }
 /// ```
-pub struct Builder<M: NodeManager = RedisManager, F = Async> {
+pub struct Builder<M: NodeManager = RedisManager, F = AsyncPool> {
     nodes: Vec<NodeSpec<M>>,
     check: Option<ProbeCheck<M::Connection>>,
     /// The first problem found while adding nodes, reported by `build`.
@@ -458,7 +461,7 @@ impl<M: NodeManager, F> Builder<M, F> {
     }
 }
 
-impl<M: NodeManager> Builder<M, Async> {
+impl<M: NodeManager> Builder<M, AsyncPool> {
     /// Checks every setting, connects to every node (in parallel, each
     /// bounded by the probe timeout) and starts the prober. With
     /// [`require_healthy`](Self::require_healthy), fails with

@@ -17,10 +17,10 @@ use tokio::sync::{Notify, broadcast};
 
 use crate::health::event::NodeEvent;
 use crate::health::failure::{ClassifyFailure, Failure, FailureKind, connect_failure, one_line};
-use crate::health::metrics::NodeMetrics;
 use crate::health::penalty::{
     BoxGuard, Health, Moment, PenaltyPolicy, Probed, State, Verdict, warmed,
 };
+use crate::health::record::NodeMetrics;
 use crate::route::{NodeName, warm_threshold};
 
 /// A number in `[0, 1)` for back-off jitter, with the time. std's
@@ -51,7 +51,7 @@ pub(crate) struct Fleet {
 
 impl Fleet {
     pub(crate) fn new(guard: BoxGuard) -> Arc<Self> {
-        crate::health::metrics::describe();
+        crate::metrics::describe();
         let events = broadcast::channel(1024).0;
         Arc::new(Fleet { wake: Notify::new(), guard, events, unsettled: AtomicUsize::new(0) })
     }
@@ -411,7 +411,15 @@ mod tests {
     #[test]
     fn the_unsettled_count_follows_each_node() {
         let fleet = Fleet::new(BoxGuard::new(2));
-        let policy = PenaltyPolicy { warmup: Duration::from_secs(60), ..PenaltyPolicy::default() };
+        let policy = PenaltyPolicy {
+            min_wait: Duration::from_millis(200),
+            max_wait: Duration::from_secs(30),
+            multiplier: 1.5,
+            jitter: 0.2,
+            timeout_threshold: 3,
+            memory: Duration::from_secs(60),
+            warmup: Duration::from_secs(60),
+        };
         let cells = ["a", "b"].map(|name| HealthCell::new(name, policy, fleet.clone()));
         let count = || fleet.unsettled.load(Ordering::Acquire);
         let refused = || (FailureKind::Refused, &"refused" as &dyn fmt::Display);

@@ -7,5 +7,5 @@
 pub(crate) mod cell;
 pub(crate) mod event;
 pub(crate) mod failure;
-pub mod metrics;
 pub(crate) mod penalty;
+pub(crate) mod record;

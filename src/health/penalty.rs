@@ -46,20 +46,6 @@ pub struct PenaltyPolicy {
     pub warmup: Duration,
 }
 
-impl Default for PenaltyPolicy {
-    fn default() -> Self {
-        PenaltyPolicy {
-            min_wait: Duration::from_millis(200),
-            max_wait: Duration::from_secs(30),
-            multiplier: 1.5,
-            jitter: 0.2,
-            timeout_threshold: 3,
-            memory: Duration::from_secs(60),
-            warmup: Duration::ZERO,
-        }
-    }
-}
-
 impl PenaltyPolicy {
     /// The wait at back-off level `level`: `min_wait * multiplier^level`,
     /// capped at `max_wait`, then shortened by `jitter * random` where
@@ -216,12 +202,6 @@ pub struct Health {
     /// of the latest.
     vetoes: u64,
     last_veto: Option<FailureKind>,
-}
-
-impl Default for Health {
-    fn default() -> Self {
-        Health::up()
-    }
 }
 
 impl Health {

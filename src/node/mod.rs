@@ -26,7 +26,7 @@ use crate::backend::near::{NearCache, Tracking};
 use crate::error::Error;
 use crate::health::cell::{Fleet, HealthCell};
 use crate::health::failure::{FailureKind, failure};
-use crate::health::metrics::PoolStats;
+use crate::health::record::PoolStats;
 use crate::node::probe::{Probe, ProbeCheck, failed, retest};
 use crate::node::shared::Muxed;
 use crate::node::tracked::{ConnectionAbilities, NodeManager, Tracked, TrackedConn};

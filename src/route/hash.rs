@@ -133,12 +133,7 @@ impl Router {
     }
 
     /// Name of the node at `index`.
-    pub fn name(&self, index: usize) -> &str {
-        &self.names[index]
-    }
-
-    /// Name of the node at `index`, as a [`NodeName`] to keep.
-    pub fn node_name(&self, index: usize) -> &NodeName {
+    pub fn name(&self, index: usize) -> &NodeName {
         &self.names[index]
     }
 

@@ -37,10 +37,10 @@
 //! A lookup thus costs one SipHash of the key plus, per node, one XOR and
 //! one 64×64→128-bit multiply.
 
-mod hash;
+pub(crate) mod hash;
 pub(crate) mod policy;
 
+pub(crate) use hash::NodeName;
 pub use hash::{
-    HASH_KEY_0, HASH_KEY_1, NodeName, Router, fold, key_hash, node_seeds, routing_bytes,
-    warm_threshold,
+    HASH_KEY_0, HASH_KEY_1, Router, fold, key_hash, node_seeds, routing_bytes, warm_threshold,
 };

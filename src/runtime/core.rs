@@ -101,7 +101,9 @@ impl<'t, M: NodeManager, S: Store<M>> Route<'t, M, S> {
                     |index: usize| settled || table.nodes[index].cell.routable(hash, warm);
                 cursor.next(&table.router, routable).map_err(|miss| match miss {
                     Miss::Empty => Error::Closed,
-                    Miss::Home(home) => Error::NodeDown { node: table.router.name(home).into() },
+                    Miss::Home(home) => {
+                        Error::NodeDown { node: table.router.name(home).to_string() }
+                    }
                     Miss::None => Error::NoHealthyNodes,
                 })
             }
@@ -335,14 +337,14 @@ impl<M: NodeManager, S: Store<M>> Core<M, S> {
     pub(crate) fn node_for(&self, key: &[u8]) -> Option<NodeName> {
         let table = self.table.load();
         let index = self.route(&table, Some(key)).next().ok()?;
-        Some(*table.router.node_name(index))
+        Some(*table.router.name(index))
     }
 
     /// The key's home node.
     pub(crate) fn home_node_for(&self, key: &[u8]) -> Option<NodeName> {
         let table = self.table.load();
         let home = table.router.home(key)?;
-        Some(*table.router.node_name(home))
+        Some(*table.router.name(home))
     }
 
     pub(crate) fn status(&self) -> Vec<NodeStatus> {

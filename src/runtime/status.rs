@@ -3,8 +3,8 @@
 use std::time::{Duration, Instant};
 
 use crate::health::failure::FailureKind;
-use crate::health::metrics::PoolStats;
 use crate::health::penalty::State;
+use crate::health::record::PoolStats;
 use crate::node::tracked::NodeManager;
 use crate::node::{Node, Store};
 

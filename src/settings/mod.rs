@@ -254,17 +254,18 @@ impl std::fmt::Debug for TlsIdentity {
     }
 }
 
+/// Every default of a pool, each written here once: the builder's and
+/// `Config`'s, and what their docs tell.
 impl Default for Settings {
     fn default() -> Self {
-        let policy = PenaltyPolicy::default();
         Settings {
-            penalty_min_wait: policy.min_wait,
-            penalty_max_wait: policy.max_wait,
-            penalty_multiplier: policy.multiplier,
-            penalty_jitter: policy.jitter,
-            penalty_memory: policy.memory,
-            warmup: policy.warmup,
-            timeouts_before_penalty: policy.timeout_threshold,
+            penalty_min_wait: Duration::from_millis(200),
+            penalty_max_wait: Duration::from_secs(30),
+            penalty_multiplier: 1.5,
+            penalty_jitter: 0.2,
+            penalty_memory: Duration::from_secs(60),
+            warmup: Duration::ZERO,
+            timeouts_before_penalty: 3,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             response_timeout: DEFAULT_RESPONSE_TIMEOUT,
             checkout_timeout: DEFAULT_CHECKOUT_TIMEOUT,

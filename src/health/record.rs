@@ -1,105 +1,13 @@
-//! Metric names and recording, through the [`metrics`] facade.
-//!
-//! The application installs a recorder (for example
-//! `metrics-exporter-prometheus`) **before** building the pool: each node
-//! registers its handles once at build time, so the hot path only touches
-//! the handles, never the registry. Every metric has a `node` label holding
-//! the node's name, which never contains credentials.
-
-use metrics::{Counter, Gauge, Histogram, Unit};
+//! A node's metric handles ([`NodeMetrics`], registered once, so the hot
+//! path only touches handles, never the registry) and its pool's own
+//! figures ([`PoolStats`]). The names are in [`crate::metrics`].
 
 use std::time::Instant;
 
+use metrics::{Counter, Gauge, Histogram};
+
 use crate::health::failure::FailureKind;
-
-/// Gauge, 1 while the node is in rotation and 0 while it is in the box.
-pub const NODE_UP: &str = "fluster_node_up";
-/// Counter: times the node entered the penalty box.
-pub const PENALTIES_TOTAL: &str = "fluster_penalties_total";
-/// Counter of failures seen on the node, with a `kind` label
-/// (see [`FailureKind::as_str`](crate::FailureKind::as_str)).
-pub const FAILURES_TOTAL: &str = "fluster_failures_total";
-/// Counter of probes of a boxed node, with a `result` label
-/// (`"ok"` or `"failed"`).
-pub const PROBES_TOTAL: &str = "fluster_probes_total";
-/// Counter of connections checked out of the node: pooled (`get`) and
-/// shared (`get_shared`) alike.
-pub const CHECKOUTS_TOTAL: &str = "fluster_checkouts_total";
-/// Histogram of the time a checkout from the node's pool took, in seconds.
-pub const CHECKOUT_SECONDS: &str = "fluster_checkout_seconds";
-/// Bucket bounds, in seconds, that chart [`CHECKOUT_SECONDS`] well: from
-/// 50 µs (an idle connection) to 1 s (the default checkout timeout). Give
-/// them to your exporter; Prometheus's own default would make it a summary.
-pub const CHECKOUT_BUCKETS: &[f64] = &[
-    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-    1.0,
-];
-/// Counter of keys whose node was boxed and that were served elsewhere;
-/// the `node` label is the key's home node.
-pub const FAILOVERS_TOTAL: &str = "fluster_failovers_total";
-/// Gauge of the connections the node's pool holds, sampled by the pool's
-/// background task.
-pub const CONNECTIONS: &str = "fluster_connections";
-/// Gauge of the idle connections in the node's pool, sampled by the pool's
-/// background task.
-pub const IDLE_CONNECTIONS: &str = "fluster_idle_connections";
-
-/// Counter of checkouts that had to wait for a connection (bb8's count,
-/// sampled by the prober).
-pub const CHECKOUTS_WAITED_TOTAL: &str = "fluster_checkouts_waited_total";
-/// Counter of checkouts that waited out the checkout timeout.
-pub const CHECKOUTS_TIMED_OUT_TOTAL: &str = "fluster_checkouts_timed_out_total";
-/// Counter of connections the node's pool closed, with a `reason` label:
-/// `broken` (failed, or their node was boxed), `idle`, `lifetime`.
-pub const CONNECTIONS_CLOSED_TOTAL: &str = "fluster_connections_closed_total";
-
-/// Counter of writes for the node's keys that stand-ins took while it was
-/// boxed (`stand_in_ttl`, `invalidate_on_return`), with a `result` label:
-/// `remembered` for its return, `invalidated` (deleted when it returned),
-/// `dropped` (no room in the journal, or a stand-in that could not be
-/// reached: left to `stand_in_ttl`).
-pub const STAND_IN_WRITES_TOTAL: &str = "fluster_stand_in_writes_total";
-
-/// Counters of each node's near cache (`near_cache`), sampled each second
-/// from its shared connection: reads answered from memory, reads that went
-/// to the server, and entries dropped (invalidated by the server, or
-/// evicted).
-pub const NEAR_CACHE_HITS_TOTAL: &str = "fluster_near_cache_hits_total";
-/// See [`NEAR_CACHE_HITS_TOTAL`].
-pub const NEAR_CACHE_MISSES_TOTAL: &str = "fluster_near_cache_misses_total";
-/// See [`NEAR_CACHE_HITS_TOTAL`].
-pub const NEAR_CACHE_INVALIDATIONS_TOTAL: &str = "fluster_near_cache_invalidations_total";
-
-/// Gauge of the channels and patterns subscribed on the node by the pool's
-/// pub/sub (one subscriber connection per node carries them all).
-pub const SUBSCRIPTIONS: &str = "fluster_subscriptions";
-
-/// Describes every metric to the installed recorder (help text and unit).
-/// The pool's builder calls this; calling it again is harmless.
-pub fn describe() {
-    use metrics::{describe_counter as counter, describe_gauge as gauge};
-    gauge!(NODE_UP, "1 while the node is in rotation, 0 while it is in the penalty box");
-    gauge!(CONNECTIONS, Unit::Count, "Connections held by the node's pool");
-    gauge!(IDLE_CONNECTIONS, Unit::Count, "Idle connections in the node's pool");
-    gauge!(SUBSCRIPTIONS, Unit::Count, "Channels and patterns subscribed on the node");
-    metrics::describe_histogram!(CHECKOUT_SECONDS, Unit::Seconds, "Time to check a connection out");
-    for (name, help) in [
-        (PENALTIES_TOTAL, "Times the node entered the penalty box"),
-        (FAILURES_TOTAL, "Failures seen on the node, by kind"),
-        (PROBES_TOTAL, "Probes of the boxed node, by result"),
-        (CHECKOUTS_TOTAL, "Connections checked out of the node, pooled or shared"),
-        (FAILOVERS_TOTAL, "Keys served by another node because this one was boxed"),
-        (CHECKOUTS_WAITED_TOTAL, "Checkouts that waited for a connection of the node's pool"),
-        (CHECKOUTS_TIMED_OUT_TOTAL, "Checkouts that waited out the checkout timeout"),
-        (CONNECTIONS_CLOSED_TOTAL, "Connections the node's pool closed, by reason"),
-        (STAND_IN_WRITES_TOTAL, "Writes for the node's keys taken by stand-ins, by result"),
-        (NEAR_CACHE_HITS_TOTAL, "Reads the node's near cache answered from memory"),
-        (NEAR_CACHE_MISSES_TOTAL, "Reads through the node's near cache that went to the server"),
-        (NEAR_CACHE_INVALIDATIONS_TOTAL, "Entries the node's near cache dropped"),
-    ] {
-        counter!(name, Unit::Count, help);
-    }
-}
+use crate::metrics::*;
 
 /// What a node's pool holds and has done since it was built (bb8's
 /// statistics; the synchronous flavour's r2d2 pools count only
