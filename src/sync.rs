@@ -48,8 +48,7 @@ use crate::runtime::core::Core;
 use crate::runtime::prober::prober;
 use crate::runtime::status::NodeStatus;
 use crate::settings::Settings;
-use crate::stand_in::cap::{Capped, unpacked};
-use crate::stand_in::writes::StandIn;
+use crate::stand_in::writes::{Capped, StandIn, unpacked};
 
 /// How long one blocking wait for a connection lasts before the node's
 /// health is looked at again: the most a checkout can lag behind its node

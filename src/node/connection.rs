@@ -12,13 +12,13 @@ use redis::aio::ConnectionLike;
 use redis::{Arg, Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, RedisResult, Value};
 
 use crate::backend::manager::RedisManager;
-use crate::backend::near::{self, Fence, Look, NearCache, Read};
+use crate::backend::near::{Fence, Look, NearCache};
+use crate::backend::reads::{self, Read};
 use crate::health::failure::{Failure, FailureKind, failure};
 use crate::node::session::{Effect, effect};
 use crate::node::shared::Muxed;
 use crate::node::tracked::{NodeManager, Tracked};
-use crate::stand_in::cap::Capped;
-use crate::stand_in::writes::StandIn;
+use crate::stand_in::writes::{Capped, StandIn};
 
 /// A connection checked out of one node's pool; it goes back when dropped.
 ///
@@ -311,7 +311,7 @@ async fn one<O: Observed>(conn: &mut O, cmd: &Cmd) -> RedisResult<Value> {
     let Some(cache) = conn.near() else { return send(conn, cmd).await };
     let words: Vec<&[u8]> = words(cmd).collect();
     if conn.reads_near()
-        && let Some(read) = near::read(&words)
+        && let Some(read) = reads::read(&words)
     {
         return match cache.look(&read, &words) {
             Look::Hit(value) => Ok(value),

@@ -1,6 +1,8 @@
 //! What a probe asks once connected, beyond the manager's own `is_valid`:
 //! the question that boxed the node, and the user's own check.
 
+use std::time::Duration;
+
 use redis::{RedisFuture, Value};
 
 use crate::health::failure::{ClassifyFailure, FailureKind, connect_failure, failure, one_line};
@@ -53,4 +55,18 @@ pub(crate) async fn retest<C: ConnectionAbilities + Send>(
         Some(check) => check(conn).await.map_err(|e| (FailureKind::Check, one_line(&e))),
         None => Ok(()),
     }
+}
+
+/// The one judgement of a probe's attempt, whichever the flavour: `None`
+/// if it ran out of `timeout`, else its outcome.
+pub(crate) fn judge<C>(
+    outcome: Option<Result<C, (FailureKind, String)>>,
+    timeout: Duration,
+) -> Result<C, (FailureKind, String)> {
+    outcome.unwrap_or_else(|| Err(late(timeout)))
+}
+
+/// The failure of a check that did not answer within `timeout`.
+pub(crate) fn late(timeout: Duration) -> (FailureKind, String) {
+    (FailureKind::Timeout, format!("no answer within {timeout:?}"))
 }

@@ -1,14 +1,14 @@
-//! What a connection to a stand-in needs to cap and remember its writes:
-//! where each key lives ([`Homes`], data handed down with the table the
-//! call was routed by), and the caps for the commands it sends
-//! ([`StandIn::caps`]).
+//! A stand-in's writes: what its connection needs to cap and remember
+//! them (where each key lives, [`Homes`], data handed down with the table
+//! the call was routed by), the caps for the commands it sends
+//! ([`StandIn::caps`]), and where they go on the wire, the same in both
+//! flavours ([`Capped`]).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::Cmd;
+use redis::{Cmd, Pipeline, Value};
 
-use super::cap::cap;
 use super::journal::Journal;
 use super::table::{Reach, written};
 use crate::route::Router;
@@ -56,4 +56,81 @@ impl StandIn {
         }
         caps
     }
+}
+
+/// The cap of a stand-in's copy of `key`: its TTL becomes at most `ttl`
+/// (`LT` never lengthens one, and sets one on a key without).
+pub(crate) fn cap(key: &[u8], ttl: Duration) -> Cmd {
+    let millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+    let mut cmd = redis::cmd("PEXPIRE");
+    cmd.arg(key).arg(millis).arg("LT");
+    cmd
+}
+
+/// What goes on the wire for a pipeline whose stand-in writes need
+/// `caps`, in both flavours: the caps after its commands, inside its
+/// `MULTI`/`EXEC` if it is a transaction, so they apply with its writes
+/// (and not if it aborts); and how its own replies are taken back.
+pub(crate) struct Capped {
+    /// The pipeline to send, and where the caller's replies are in its
+    /// replies (as `req_packed_commands` takes them).
+    pub(crate) pipe: Pipeline,
+    pub(crate) offset: usize,
+    pub(crate) count: usize,
+    caps: usize,
+}
+
+impl Capped {
+    /// `pipeline`, whose caller wants `count` replies from `offset`, with
+    /// `caps`.
+    pub(crate) fn new(
+        pipeline: &Pipeline,
+        (offset, count): (usize, usize),
+        caps: Vec<Cmd>,
+    ) -> Self {
+        let (mut pipe, extra) = (pipeline.clone(), caps.len());
+        for cap in caps {
+            pipe.add_command(cap);
+        }
+        // An atomic pipeline packs `EXEC` after its commands, caps
+        // included; the replies to them all come inside `EXEC`'s.
+        let (offset, count) =
+            if pipe.is_transaction() { (offset + extra, count) } else { (offset, count + extra) };
+        Capped { pipe, offset, count, caps: extra }
+    }
+
+    /// The caller's replies out of what the server sent back.
+    pub(crate) fn replies(&self, mut values: Vec<Value>) -> Vec<Value> {
+        if !self.pipe.is_transaction() {
+            values.truncate(values.len().saturating_sub(self.caps));
+        } else if let Some(Value::Array(replies)) = values.last_mut() {
+            replies.truncate(replies.len().saturating_sub(self.caps));
+        }
+        values
+    }
+}
+
+/// The pipeline packed in `bytes` (as a blocking connection gets it),
+/// atomic if it is wrapped in `MULTI` and `EXEC`: what the synchronous
+/// flavour hands to [`Capped`].
+#[cfg(feature = "r2d2")]
+pub(crate) fn unpacked(commands: Vec<Vec<&[u8]>>) -> Pipeline {
+    let word = |c: Option<&Vec<&[u8]>>, name: &[u8]| {
+        c.and_then(|c| c.first()).is_some_and(|w| w.eq_ignore_ascii_case(name))
+    };
+    let atomic =
+        commands.len() >= 2 && word(commands.first(), b"MULTI") && word(commands.last(), b"EXEC");
+    let inner = if atomic { &commands[1..commands.len() - 1] } else { &commands[..] };
+    let mut pipe = redis::pipe();
+    if atomic {
+        pipe.atomic();
+    }
+    for words in inner {
+        let mut cmd = Cmd::new();
+        for word in words {
+            cmd.arg(*word);
+        }
+        pipe.add_command(cmd);
+    }
+    pipe
 }

@@ -1,0 +1,120 @@
+//! What a command asks of a near cache: whether it is a read the cache
+//! can answer, the keys it reads, and how one read of a key is told from
+//! another (`HGET k a` from `HGET k b`). Pure.
+
+/// Whether `name` is a read-only command whose one key is its first
+/// argument and whose reply depends only on that key: what the near cache
+/// answers (`EXISTS` only with one key; `MGET` is read key by key).
+fn cacheable(name: &[u8]) -> bool {
+    // No such command is longer than 16 bytes.
+    let mut upper = [0u8; 16];
+    let Some(upper) = upper.get_mut(..name.len()) else { return false };
+    upper.copy_from_slice(name);
+    upper.make_ascii_uppercase();
+    matches!(
+        &*upper,
+        b"GET"
+            | b"GETRANGE"
+            | b"SUBSTR"
+            | b"GETBIT"
+            | b"BITCOUNT"
+            | b"BITPOS"
+            | b"BITFIELD_RO"
+            | b"STRLEN"
+            | b"EXISTS"
+            | b"TYPE"
+            | b"HGET"
+            | b"HMGET"
+            | b"HGETALL"
+            | b"HEXISTS"
+            | b"HKEYS"
+            | b"HLEN"
+            | b"HVALS"
+            | b"HSTRLEN"
+            | b"LINDEX"
+            | b"LLEN"
+            | b"LRANGE"
+            | b"LPOS"
+            | b"SCARD"
+            | b"SISMEMBER"
+            | b"SMEMBERS"
+            | b"SMISMEMBER"
+            | b"ZCARD"
+            | b"ZCOUNT"
+            | b"ZLEXCOUNT"
+            | b"ZMSCORE"
+            | b"ZRANGE"
+            | b"ZRANGEBYLEX"
+            | b"ZRANGEBYSCORE"
+            | b"ZRANK"
+            | b"ZREVRANGE"
+            | b"ZREVRANGEBYLEX"
+            | b"ZREVRANGEBYSCORE"
+            | b"ZREVRANK"
+            | b"ZSCORE"
+            | b"GEODIST"
+            | b"GEOHASH"
+            | b"GEOPOS"
+    )
+}
+
+/// What the near cache can do with a command: the keys it reads, and how
+/// each is asked for.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Read<'a> {
+    /// A cacheable read of one key (the command's words, name first).
+    One(&'a [u8]),
+    /// `MGET`: each key read as a `GET`.
+    Many(Vec<&'a [u8]>),
+}
+
+impl Read<'_> {
+    /// The keys it reads.
+    pub(crate) fn keys(&self) -> &[&[u8]] {
+        match self {
+            Read::One(key) => std::slice::from_ref(key),
+            Read::Many(keys) => keys,
+        }
+    }
+}
+
+/// What a command asks of the near cache, from its words (name first).
+pub(crate) fn read<'a>(words: &[&'a [u8]]) -> Option<Read<'a>> {
+    let name = words.first()?;
+    if name.eq_ignore_ascii_case(b"MGET") {
+        return (words.len() > 1).then(|| Read::Many(words[1..].to_vec()));
+    }
+    let key = words.get(1)?;
+    let one_key = !name.eq_ignore_ascii_case(b"EXISTS") || words.len() == 2;
+    (one_key && cacheable(name)).then_some(Read::One(key))
+}
+
+/// How one read of a key is told from another read of it: the command's
+/// words but the key, the name upper case, each with its length.
+pub(crate) fn identity<'w>(words: impl Iterator<Item = &'w [u8]>) -> Box<[u8]> {
+    let mut bytes = Vec::new();
+    for (i, word) in words.enumerate().filter(|(i, _)| *i != 1) {
+        bytes.extend_from_slice(&(word.len() as u32).to_le_bytes());
+        let start = bytes.len();
+        bytes.extend_from_slice(word);
+        if i == 0 {
+            bytes[start..].make_ascii_uppercase();
+        }
+    }
+    bytes.into()
+}
+
+/// Whether `words` are the read `stored` identifies; nothing allocated.
+pub(crate) fn same<'w>(mut stored: &[u8], words: impl Iterator<Item = &'w [u8]>) -> bool {
+    for (i, word) in words.enumerate().filter(|(i, _)| *i != 1) {
+        let Some((len, rest)) = stored.split_first_chunk::<4>() else { return false };
+        let len = u32::from_le_bytes(*len) as usize;
+        let Some((mine, rest)) = rest.split_at_checked(len) else { return false };
+        let equal = if i == 0 { mine.eq_ignore_ascii_case(word) } else { mine == word };
+        if !equal {
+            return false;
+        }
+        stored = rest;
+    }
+    stored.is_empty()
+}
