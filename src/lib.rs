@@ -47,13 +47,31 @@
 //! That is the right trade for caches, rate limiters and idempotent queues;
 //! data that must survive a node wants Sentinel shards or Redis Cluster.
 //!
+//! # The public items
+//!
+//! - [`ShardedPool`] (built by [`Builder`], or from `Config` with feature
+//!   `serde`), the [`Connection`] and [`SharedConnection`] it hands out,
+//!   [`ShardedPipeline`], [`Subscription`];
+//! - what it reports: [`NodeStatus`] (with [`PoolStats`]), [`NodeEvent`],
+//!   [`FailureKind`], [`NodeName`], [`Error`], and the metric names in
+//!   [`mod@metrics`];
+//! - what configures it: [`Settings`] (every setting and its default),
+//!   [`Failover`], `NodeConfig` and `TlsIdentity` (features `serde`,
+//!   `tls`), `SentinelShard` (feature `sentinel`), the `DEFAULT_*`
+//!   timeouts;
+//! - what shards other managers: [`RedisManager`] (the default),
+//!   [`NodeManager`], [`ClassifyFailure`], [`ConnectionAbilities`];
+//! - [`route`], the pinned routing function on its own; `sync` (feature
+//!   `r2d2`), the same pool for synchronous code; and the `bb8` and `redis`
+//!   crates it is built on.
+//!
 //! # How it is built
 //!
-//! Read bottom up; each module uses only those before it. At the bottom,
-//! pure parts that need no server: the penalty box (every decision about
-//! one node's health, time passed in), [`route`] (the pinned routing
-//! function and the one routing policy, [`route::Cursor`]), and what a
-//! command does to its connection's session:
+//! Folders are the layers, read bottom up (the README's Layout lists each
+//! file's job). At the bottom, pure parts that need no server: [`route`]
+//! (the pinned routing function, and the per-call policy that follows a
+//! key's ranking), the stand-in writes' command table and journal, and a
+//! node's health (every penalty-box decision, time passed in):
 //!
 //! ```
 //! use fluster::route::Router;
@@ -64,13 +82,14 @@
 //! assert_eq!(router.ranking(b"{user1}.cart")[0], home); // then its failover order
 //! ```
 //!
-//! Above them, a node at run time: its health cell (one atomic word read by
-//! the hot path, the locked state behind it), its store of connections and
-//! the one checkout race; then the engine both flavours drive, each with a
-//! short loop of its own. Every checkout (`get`, `get_any`, `get_shared`,
-//! pipelines, the sync flavour) races its node being boxed; every outcome,
-//! an error or an error reply such as `LOADING` inside an `Ok`, reaches the
-//! node through one classifier; every setting is a field of [`Settings`].
+//! Above them: the settings, what talks to Redis (the manager, the near
+//! cache), a node at run time (its health cell, its store of connections,
+//! the one checkout race, the probe and the heartbeat), then the runtime
+//! both flavours drive, each with a short loop around the same step. Every
+//! checkout (`get`, `get_any`, `get_shared`, pipelines, the sync flavour)
+//! races its node being boxed; every outcome, an error or an error reply
+//! such as `LOADING` inside an `Ok`, reaches the node through one
+//! classifier; every setting is a field of [`Settings`].
 //!
 //! # Metrics and logs
 //!
