@@ -2,10 +2,9 @@
 //! its checkouts (pooled and shared), and pub/sub.
 
 use std::fmt;
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-use futures_util::future::BoxFuture;
 use tokio::sync::broadcast;
 
 use crate::backend::manager::RedisManager;
@@ -16,7 +15,7 @@ use crate::node::connection::{Connection, SharedConnection};
 use crate::node::probe::ProbeCheck;
 use crate::node::tracked::NodeManager;
 use crate::node::{Bb8, CheckoutError, Node, Spec, bb8_pool};
-use crate::pubsub::{Hub, Placement, Subscription};
+use crate::pubsub::{Hub, Subscription};
 use crate::route::NodeName;
 use crate::runtime::core::{Core, Finished, Take};
 use crate::runtime::prober::prober;
@@ -30,18 +29,22 @@ use crate::stand_in::writes::StandIn;
 /// Each key goes to one node by rendezvous hashing of the node names; each
 /// node has its own bb8 pool. A node that fails is put in a penalty box and
 /// its keys go to the next node in their ranking until a background probe
-/// lets it back in. Cloning is cheap (an `Arc`); keep one in your app state.
+/// lets it back in. Cloning is cheap (two `Arc`s: the core, and its
+/// pub/sub); keep one in your app state.
 ///
 /// Generic over the connection manager: the default [`RedisManager`] is
 /// built from URLs; a `bb8_redis::RedisConnectionManager` or your own
 /// manager can be sharded with [`Builder::manager`](crate::Builder::manager).
 pub struct ShardedPool<M: NodeManager = RedisManager> {
     pub(crate) core: Arc<Core<M, Bb8<M>>>,
+    /// Its pub/sub, made by the first subscription; beside the core, which
+    /// it asks where channels go.
+    hub: Arc<OnceLock<Arc<Hub>>>,
 }
 
 impl<M: NodeManager> Clone for ShardedPool<M> {
     fn clone(&self) -> Self {
-        ShardedPool { core: self.core.clone() }
+        ShardedPool { core: self.core.clone(), hub: self.hub.clone() }
     }
 }
 
@@ -102,7 +105,7 @@ impl<M: NodeManager> ShardedPool<M> {
     pub(crate) async fn start(finished: Finished<M>) -> Self {
         let core = Arc::new(Core::start(finished, new_node).await);
         tokio::spawn(prober(Arc::downgrade(&core), core.fleet.clone()));
-        ShardedPool { core }
+        ShardedPool { core, hub: Arc::default() }
     }
 
     /// A connection to the node that owns `key`, or to the next healthy node
@@ -221,9 +224,8 @@ impl ShardedPool<RedisManager> {
     /// subscriptions on every change of the nodes.
     fn hub(&self) -> Result<&Arc<Hub>, Error> {
         self.core.open_table()?;
-        Ok(self.core.hub.get_or_init(|| {
-            let pool: Weak<dyn Placement> = Arc::downgrade(&self.core) as Weak<_>;
-            let hub = Hub::new(pool);
+        Ok(self.hub.get_or_init(|| {
+            let hub = Hub::new(Arc::downgrade(&self.core));
             let (mut events, weak) = (self.core.fleet.events.subscribe(), Arc::downgrade(&hub));
             tokio::spawn(async move {
                 loop {
@@ -241,29 +243,6 @@ impl ShardedPool<RedisManager> {
             });
             hub
         }))
-    }
-}
-
-impl Placement for Core<RedisManager, Bb8<RedisManager>> {
-    fn place(&self, name: &[u8]) -> Option<NodeName> {
-        self.node_for(name)
-    }
-
-    fn connect<'a>(&'a self, node: &'a NodeName) -> BoxFuture<'a, Option<redis::aio::PubSub>> {
-        Box::pin(async move {
-            let table = self.open_table().ok()?;
-            let node = table.node(node)?;
-            let epoch = node.cell.epoch();
-            node.cell.connected(epoch, node.manager.pubsub().await).ok()
-        })
-    }
-
-    fn count(&self, node: &NodeName, topics: usize) {
-        if let Ok(table) = self.open_table()
-            && let Some(node) = table.node(node)
-        {
-            node.cell.metrics.subscriptions(topics);
-        }
     }
 }
 

@@ -2,8 +2,9 @@
 //! (or pattern) subscribed on the node its name routes to, and moved when
 //! that changes (its node boxed, back, warmed up, added or removed).
 //!
-//! The pool is seen only through [`Placement`]: where a name routes now, and
-//! a pub/sub connection to a node (whose outcome its health hears).
+//! It sits above the pool's core and asks it three things: where a name
+//! routes now, a pub/sub connection to a node (whose outcome its health
+//! hears), and each node's count of topics for the metrics.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -11,27 +12,22 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 
-use futures_util::future::BoxFuture;
 use futures_util::{Stream, StreamExt};
 use redis::aio::PubSubSink;
 use redis::{Msg, RedisResult};
 use tokio::sync::mpsc;
 
+use crate::backend::manager::RedisManager;
+use crate::node::Bb8;
 use crate::route::NodeName;
+use crate::runtime::core::Core;
 
 /// Messages a subscription may hold unread; past that, new ones are
 /// dropped (pub/sub delivers at most once anyway).
 const BACKLOG: usize = 1024;
 
-/// What the hub needs of its pool.
-pub(crate) trait Placement: Send + Sync + 'static {
-    /// The node a channel or pattern routes to now.
-    fn place(&self, name: &[u8]) -> Option<NodeName>;
-    /// A pub/sub connection to `node`; its failure counts against the node.
-    fn connect<'a>(&'a self, node: &'a NodeName) -> BoxFuture<'a, Option<redis::aio::PubSub>>;
-    /// How many channels and patterns are subscribed on `node` now.
-    fn count(&self, node: &NodeName, topics: usize);
-}
+/// The core the hub asks: the async flavour's, of Redis nodes.
+type Pool = Core<RedisManager, Bb8<RedisManager>>;
 
 /// A channel, or a pattern.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -45,7 +41,7 @@ type Routes = HashMap<Topic, Vec<(u64, mpsc::Sender<Msg>)>>;
 
 /// The subscriptions of one pool.
 pub(crate) struct Hub {
-    pool: Weak<dyn Placement>,
+    pool: Weak<Pool>,
     /// Where each topic is subscribed, and the subscriber connections;
     /// held across the network calls that change them.
     state: tokio::sync::Mutex<State>,
@@ -92,7 +88,7 @@ impl Drop for Link {
 }
 
 impl Hub {
-    pub(crate) fn new(pool: Weak<dyn Placement>) -> Arc<Self> {
+    pub(crate) fn new(pool: Weak<Pool>) -> Arc<Self> {
         Arc::new(Hub {
             pool,
             state: Default::default(),
@@ -141,8 +137,12 @@ impl Hub {
         for node in state.placed.values().flatten() {
             *counts.entry(node).or_default() += 1;
         }
-        for (node, topics) in &counts {
-            pool.count(node, *topics);
+        if let Ok(table) = pool.open_table() {
+            for (node, topics) in &counts {
+                if let Some(node) = table.node(node) {
+                    node.cell.metrics.subscriptions(*topics);
+                }
+            }
         }
         state.counted = counts.into_iter().filter(|(_, n)| *n > 0).map(|(node, _)| *node).collect();
     }
@@ -150,7 +150,7 @@ impl Hub {
     /// Subscribes `topic` where it routes now, leaving where it was.
     async fn place(self: &Arc<Self>, state: &mut State, topic: &Topic) {
         let Some(pool) = self.pool.upgrade() else { return };
-        let want = pool.place(&topic.name);
+        let want = pool.node_for(&topic.name);
         let was = state.placed.get(topic).cloned().flatten();
         let linked = |state: &State, node: &Option<NodeName>| {
             node.as_ref().is_some_and(|n| state.links.contains_key(n))
@@ -167,7 +167,7 @@ impl Hub {
         for _ in 0..2 {
             let Some(node) = want else { break };
             if !state.links.contains_key(&node) {
-                let Some(connection) = pool.connect(&node).await else { break };
+                let Some(connection) = connect(&pool, &node).await else { break };
                 let (sink, stream) = connection.split();
                 state.next_link += 1;
                 let id = state.next_link;
@@ -221,6 +221,14 @@ impl Hub {
             }
         }
     }
+}
+
+/// A pub/sub connection to `node`, its outcome reported to the node.
+async fn connect(pool: &Pool, node: &NodeName) -> Option<redis::aio::PubSub> {
+    let table = pool.open_table().ok()?;
+    let node = table.node(node)?;
+    let epoch = node.cell.epoch();
+    node.cell.connected(epoch, node.manager.pubsub().await).ok()
 }
 
 async fn subscribe(sink: &mut PubSubSink, topic: &Topic) -> RedisResult<()> {

@@ -9,7 +9,7 @@
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use arc_swap::{ArcSwap, Guard};
@@ -22,7 +22,6 @@ use crate::health::penalty::BoxGuard;
 use crate::node::probe::ProbeCheck;
 use crate::node::tracked::NodeManager;
 use crate::node::{CheckoutError, Node, Spec, Store};
-use crate::pubsub::Hub;
 use crate::route::policy::{Cursor, Miss};
 use crate::route::{self, NodeName, Router};
 use crate::runtime::status::NodeStatus;
@@ -196,8 +195,6 @@ pub(crate) struct Core<M: NodeManager, S> {
     pub(crate) settings: Settings,
     /// The user's probe check, for every node.
     pub(crate) check: Option<ProbeCheck<M::Connection>>,
-    /// The pool's pub/sub, made by the first subscription.
-    pub(crate) hub: OnceLock<Arc<Hub>>,
 }
 
 impl<M: NodeManager, S> Drop for Core<M, S> {
@@ -229,7 +226,6 @@ impl<M: NodeManager, S: Store<M>> Core<M, S> {
             membership: Mutex::new(()),
             settings,
             check,
-            hub: OnceLock::new(),
         }
     }
 
