@@ -290,3 +290,29 @@ async fn an_entry_lives_no_longer_than_its_key() {
     tokio::time::sleep(Duration::from_millis(350)).await;
     assert_eq!(read(&pool, "brief").await, None);
 }
+
+/// A hit waits on nothing, yet a task looping over hits lets the others
+/// run: hits count against Tokio's cooperative budget.
+#[tokio::test(flavor = "current_thread")]
+async fn a_loop_of_hits_lets_other_tasks_run() {
+    let server = RedisServer::start();
+    let pool = ShardedPool::builder().node(&server.url()).near_cache(1_000).build().await.unwrap();
+    assert_eq!(read(&pool, "hot").await, None);
+    let ran = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let other = {
+        let ran = ran.clone();
+        tokio::spawn(async move {
+            loop {
+                ran.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    let mut conn = pool.get_shared("hot").await.unwrap();
+    for _ in 0..10_000 {
+        assert_eq!(conn.get::<_, Option<String>>("hot").await.unwrap(), None);
+    }
+    other.abort();
+    let ran = ran.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(ran >= 10, "the other task ran {ran} times during 10,000 hits");
+}

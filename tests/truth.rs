@@ -65,7 +65,6 @@ async fn stale_reads(pool: &ShardedPool, path: Path, rounds: u64, busy: bool) ->
                 while !stop.load(Ordering::Relaxed) {
                     let key = &keys[(n as usize + task) % keys.len()];
                     let _ = read(&pool, key).await;
-                    tokio::task::yield_now().await;
                     if n.is_multiple_of(4) {
                         let other = format!("other:{task}:{}", n % 16);
                         let _: () = pool.get(&other).await.unwrap().set(&other, n).await.unwrap();
@@ -186,8 +185,6 @@ async fn a_read_in_flight_across_another_clients_write_keeps_nothing_stale() {
                 while !stop.load(Ordering::Relaxed) {
                     let _ = read(&pool, &keys[n % keys.len()]).await;
                     n += 1;
-                    // A hit never waits: let the other tasks run.
-                    tokio::task::yield_now().await;
                 }
             })
         })

@@ -314,7 +314,12 @@ async fn one<O: Observed>(conn: &mut O, cmd: &Cmd) -> RedisResult<Value> {
         && let Some(read) = reads::read(&words)
     {
         return match cache.look(&read, &words) {
-            Look::Hit(value) => Ok(value),
+            // Counted against Tokio's budget, as a socket read is: a task
+            // looping over hits still lets the others run.
+            Look::Hit(value) => {
+                tokio::task::coop::consume_budget().await;
+                Ok(value)
+            }
             Look::Pass => send(conn, cmd).await,
             Look::Fill(tickets) => fill(conn, cmd, &read, &words, &tickets).await,
         };
