@@ -12,7 +12,7 @@ pub(crate) mod shared;
 pub(crate) mod store;
 pub(crate) mod tracked;
 
-pub(crate) use probe::judge;
+pub(crate) use probe::{judge, late};
 pub(crate) use store::{Bb8, CheckoutError, Store, Try, bb8_pool};
 
 use std::fmt;
@@ -236,7 +236,14 @@ impl<M: NodeManager, S: Store<M>> Node<M, S> {
         let shared = self.live_mux();
         match shared.as_ref().and_then(|mux| Some((mux, mux.conn.ping_shared()?))) {
             Some((mux, ping)) => {
-                mux.observe(failure(&ping.await));
+                let pong = tokio::time::timeout(self.probe_timeout, ping).await;
+                match pong {
+                    Ok(pong) => mux.observe(failure(&pong)),
+                    Err(_) => {
+                        let (kind, error) = late(self.probe_timeout);
+                        mux.observe(Some((kind, &error)));
+                    }
+                }
                 mux.take_seen();
             }
             None => self.store.heartbeat(&self.manager, self.probe_timeout).await,
