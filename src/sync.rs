@@ -285,12 +285,10 @@ impl Connection {
     /// The packed `cmd` with the caps its stand-in writes need, placed as
     /// the async flavour places them ([`Capped`]), if it needs any.
     fn capped(&self, cmd: &[u8], span: (usize, usize)) -> Option<Capped> {
-        let caps = self.stand_in.as_ref()?.caps(packed(cmd, |words| words.collect()));
-        if caps.is_empty() {
-            return None;
-        }
-        let pipeline = unpacked(packed(cmd, |words| words.collect()).collect());
-        Some(Capped::new(&pipeline, span, caps))
+        let stand_in = self.stand_in.as_ref()?;
+        let commands: Vec<Vec<&[u8]>> = packed(cmd, |words| words.collect()).collect();
+        let caps = stand_in.caps(&commands);
+        (!caps.is_empty()).then(|| Capped::new(&unpacked(commands), span, caps))
     }
 
     /// The capped pipeline on the wire; the caller's replies.

@@ -100,6 +100,13 @@ impl Shard {
         }
     }
 
+    /// The reply of `key`'s read that `is` the one asked, if it is kept
+    /// and not expired.
+    fn reply(&mut self, key: &[u8], now: Instant, is: impl Fn(&[u8]) -> bool) -> Option<Value> {
+        let slot = self.slots.get(key).filter(|slot| slot.expires > now)?;
+        slot.replies.iter().find(|(id, _)| is(id)).map(|(_, value)| value.clone())
+    }
+
     /// The ticket for a fill of `key`: its slot's, made empty if there was
     /// none (or it had expired).
     fn ticket(&mut self, key: &[u8], now: Instant) -> u64 {
@@ -187,12 +194,7 @@ impl NearCache {
             if self.is_fenced(&shard, key) {
                 return Look::Pass;
             }
-            let slot = shard.slots.get(*key).filter(|slot| slot.expires > now);
-            let hit = slot.and_then(|slot| {
-                let found = slot.replies.iter().find(|(id, _)| same(id, words.iter().copied()));
-                found.map(|(_, value)| value.clone())
-            });
-            if let Some(value) = hit {
+            if let Some(value) = shard.reply(key, now, |id| same(id, words.iter().copied())) {
                 shard.counts[0] += 1;
                 return Look::Hit(value);
             }
@@ -205,12 +207,8 @@ impl NearCache {
             if self.is_fenced(&shard, key) {
                 return Look::Pass;
             }
-            let slot = shard.slots.get(*key).filter(|slot| slot.expires > now);
-            let get = [&b"GET"[..], key];
-            let found =
-                slot.and_then(|slot| slot.replies.iter().find(|(id, _)| same(id, get.into_iter())));
-            match found {
-                Some((_, value)) => values.push(value.clone()),
+            match shard.reply(key, now, |id| same(id, [&b"GET"[..], key].into_iter())) {
+                Some(value) => values.push(value),
                 None => break,
             }
         }

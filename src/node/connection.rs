@@ -203,7 +203,8 @@ trait Observed: Send {
     }
     /// The caps to send with `cmds`.
     fn caps<'c>(&self, cmds: impl Iterator<Item = &'c Cmd>) -> Vec<Cmd> {
-        self.stand_in().map_or_else(Vec::new, |s| s.caps(cmds.map(|c| words(c).collect())))
+        self.stand_in()
+            .map_or_else(Vec::new, |s| s.caps(cmds.map(|c| words(c).collect::<Vec<_>>())))
     }
 }
 

@@ -38,7 +38,8 @@ pub(crate) struct Table<M: NodeManager, S> {
     pub(crate) router: Router,
     pub(crate) nodes: Vec<Arc<Node<M, S>>>,
     /// The router again with each node's journal: what a stand-in's
-    /// connection is handed.
+    /// connection is handed. A copy of the router, not a share of it, so
+    /// routing reaches its own without one more pointer to follow.
     homes: Arc<Homes>,
     fleet: Arc<Fleet>,
 }

@@ -39,10 +39,13 @@ impl StandIn {
     /// The caps to send with `cmds` (each its words): one per key they
     /// write whose home is not the serving node, each remembered first, so
     /// that a return that invalidates meanwhile sees it.
-    pub(crate) fn caps<'w>(&self, cmds: impl Iterator<Item = Vec<&'w [u8]>>) -> Vec<Cmd> {
+    pub(crate) fn caps<'w, W: AsRef<[&'w [u8]]>>(
+        &self,
+        cmds: impl IntoIterator<Item = W>,
+    ) -> Vec<Cmd> {
         let mut caps = Vec::new();
         for words in cmds {
-            let (keys, reach) = written(&words);
+            let (keys, reach) = written(words.as_ref());
             let taken = self.key.as_deref().filter(|_| reach == Reach::More);
             for key in keys.into_iter().chain(taken) {
                 let Some(home) = self.homes.router.home(key).filter(|&h| h != self.serving) else {
