@@ -9,7 +9,7 @@ use tokio::sync::broadcast;
 
 use crate::backend::manager::RedisManager;
 use crate::error::Error;
-use crate::health::cell::Fleet;
+use crate::health::cell::Commons;
 use crate::health::event::NodeEvent;
 use crate::node::connection::{Connection, SharedConnection};
 use crate::node::probe::ProbeCheck;
@@ -94,17 +94,17 @@ where
 fn new_node<M: NodeManager>(
     spec: Spec<M>,
     settings: &Settings,
-    fleet: &Arc<Fleet>,
+    commons: &Arc<Commons>,
     check: Option<ProbeCheck<M::Connection>>,
 ) -> Node<M, Bb8<M>> {
-    Node::new(spec, settings, fleet, check, |tracked| bb8_pool(settings, tracked))
+    Node::new(spec, settings, commons, check, |tracked| bb8_pool(settings, tracked))
 }
 
 impl<M: NodeManager> ShardedPool<M> {
     /// The pool over the builder's nodes, with its prober started.
     pub(crate) async fn start(finished: Finished<M>) -> Self {
         let core = Arc::new(Core::start(finished, new_node).await);
-        tokio::spawn(prober(Arc::downgrade(&core), core.fleet.clone()));
+        tokio::spawn(prober(Arc::downgrade(&core), core.commons.clone()));
         ShardedPool { core, hub: Arc::default() }
     }
 
@@ -144,9 +144,9 @@ impl<M: NodeManager> ShardedPool<M> {
     }
 
     async fn add(&self, spec: Spec<M>) -> Result<(), Error> {
-        let (settings, fleet, check) =
-            (&self.core.settings, &self.core.fleet, self.core.check.clone());
-        self.core.add(new_node(spec, settings, fleet, check)).await
+        let (settings, commons, check) =
+            (&self.core.settings, &self.core.commons, self.core.check.clone());
+        self.core.add(new_node(spec, settings, commons, check)).await
     }
 
     /// Removes the node named `name` while the pool serves: its keys go to
@@ -226,7 +226,7 @@ impl ShardedPool<RedisManager> {
         self.core.open_table()?;
         Ok(self.hub.get_or_init(|| {
             let hub = Hub::new(Arc::downgrade(&self.core));
-            let (mut events, weak) = (self.core.fleet.events.subscribe(), Arc::downgrade(&hub));
+            let (mut events, weak) = (self.core.commons.events.subscribe(), Arc::downgrade(&hub));
             tokio::spawn(async move {
                 loop {
                     let Some(hub) = weak.upgrade() else { return };
@@ -274,7 +274,7 @@ macro_rules! pool_methods {
         /// a receiver; one that falls more than 1,024 events behind loses the
         /// oldest (`RecvError::Lagged`), never slows the pool.
         pub fn events(&self) -> tokio::sync::broadcast::Receiver<NodeEvent> {
-            self.core.fleet.events.subscribe()
+            self.core.commons.events.subscribe()
         }
 
         /// The names of all nodes, in the order they were added.
@@ -323,8 +323,8 @@ mod tests {
                 .unwrap();
             assert!(!pool.status()[0].up);
             let core = std::sync::Arc::downgrade(&pool.core);
-            let fleet = pool.core.fleet.clone();
-            let prober = tokio::spawn(crate::runtime::prober::prober(core.clone(), fleet));
+            let commons = pool.core.commons.clone();
+            let prober = tokio::spawn(crate::runtime::prober::prober(core.clone(), commons));
             let clone = pool.clone();
             if close {
                 pool.close();

@@ -161,15 +161,15 @@ impl crate::Builder<RedisManager, BlockingPool> {
             .name("fluster-prober".into())
             .spawn(move || {
                 runtime.block_on(async {
-                    let node = |spec, settings: &Settings, fleet: &_, check| {
-                        Node::new(spec, settings, fleet, check, |tracked| {
+                    let node = |spec, settings: &Settings, commons: &_, check| {
+                        Node::new(spec, settings, commons, check, |tracked| {
                             r2d2_pool(settings, tracked)
                         })
                     };
                     let core = Arc::new(Core::start(finished, node).await);
-                    let (weak, fleet) = (Arc::downgrade(&core), core.fleet.clone());
+                    let (weak, commons) = (Arc::downgrade(&core), core.commons.clone());
                     let _ = started.send(core);
-                    prober(weak, fleet).await;
+                    prober(weak, commons).await;
                 })
             })
             .map_err(thread_error)?;

@@ -34,7 +34,7 @@ fn moment() -> Moment {
 
 /// What the nodes of one pool have in common.
 #[derive(Debug)]
-pub(crate) struct Fleet {
+pub(crate) struct Commons {
     /// Wakes the pool's prober: a node was boxed, a probe ended, the table
     /// changed, or the pool was closed or dropped.
     pub(crate) wake: Notify,
@@ -49,11 +49,11 @@ pub(crate) struct Fleet {
     pub(crate) unsettled: AtomicUsize,
 }
 
-impl Fleet {
+impl Commons {
     pub(crate) fn new(guard: BoxGuard) -> Arc<Self> {
         crate::metrics::describe();
         let events = broadcast::channel(1024).0;
-        Arc::new(Fleet { wake: Notify::new(), guard, events, unsettled: AtomicUsize::new(0) })
+        Arc::new(Commons { wake: Notify::new(), guard, events, unsettled: AtomicUsize::new(0) })
     }
 
     pub(crate) fn send(&self, event: NodeEvent) {
@@ -70,7 +70,7 @@ const WARM: u64 = 4;
 const RETIRED: u64 = 8;
 const EPOCH_SHIFT: u32 = 4;
 
-/// Whether a word counts among the fleet's unsettled nodes.
+/// Whether a word counts among the pool's unsettled nodes.
 fn unsettled(word: u64) -> bool {
     word & (BOXED | WARM) != 0 && word & RETIRED == 0
 }
@@ -103,7 +103,7 @@ pub(crate) struct HealthCell {
     pub(crate) policy: PenaltyPolicy,
     /// Wakes checkouts waiting on this node when it fails.
     failed: Notify,
-    pub(crate) fleet: Arc<Fleet>,
+    pub(crate) commons: Arc<Commons>,
     pub(crate) metrics: NodeMetrics,
 }
 
@@ -117,7 +117,7 @@ impl fmt::Debug for HealthCell {
 }
 
 impl HealthCell {
-    pub(crate) fn new(name: &str, policy: PenaltyPolicy, fleet: Arc<Fleet>) -> Self {
+    pub(crate) fn new(name: &str, policy: PenaltyPolicy, commons: Arc<Commons>) -> Self {
         HealthCell {
             name: name.into(),
             word: AtomicU64::new(0),
@@ -128,7 +128,7 @@ impl HealthCell {
             health: Mutex::new(Health::up()),
             policy,
             failed: Notify::new(),
-            fleet,
+            commons,
             metrics: NodeMetrics::new(name),
         }
     }
@@ -162,11 +162,11 @@ impl HealthCell {
         // says settled while a word says otherwise.
         let (was, is) = (unsettled(self.word.load(Ordering::Acquire)), unsettled(word));
         if is && !was {
-            self.fleet.unsettled.fetch_add(1, Ordering::AcqRel);
+            self.commons.unsettled.fetch_add(1, Ordering::AcqRel);
         }
         self.word.store(word, Ordering::Release);
         if was && !is {
-            self.fleet.unsettled.fetch_sub(1, Ordering::AcqRel);
+            self.commons.unsettled.fetch_sub(1, Ordering::AcqRel);
         }
     }
 
@@ -215,7 +215,7 @@ impl HealthCell {
         self.publish(&health);
         drop(health);
         if ended {
-            self.fleet.send(NodeEvent::Warm { node: self.name });
+            self.commons.send(NodeEvent::Warm { node: self.name });
             tracing::info!(node = %self.name, "node warmed up: all its keys are home");
         }
     }
@@ -280,7 +280,7 @@ impl HealthCell {
         let (kind, detail) = failure;
         let at = moment();
         let mut health = self.lock();
-        let verdict = health.on_failure(kind, epoch, at_once, &self.fleet.guard, &self.policy, at);
+        let verdict = health.on_failure(kind, epoch, at_once, &self.commons.guard, &self.policy, at);
         if let Verdict::Boxed { .. } = verdict {
             health.set_last_error(one_line(detail));
         }
@@ -291,8 +291,8 @@ impl HealthCell {
             Verdict::Stale => return verdict, // about an earlier life of the node
             Verdict::Boxed { wait, level } => {
                 self.metrics.boxed();
-                self.fleet.send(NodeEvent::Boxed { node: *node, kind, wait, level });
-                self.fleet.wake.notify_one();
+                self.commons.send(NodeEvent::Boxed { node: *node, kind, wait, level });
+                self.commons.wake.notify_one();
                 let start = if at_once { "node down at start; boxed" } else { "node boxed" };
                 let error = one_line(detail);
                 tracing::warn!(%node, failure = %kind, %error, ?wait, level, "{start}");
@@ -367,24 +367,24 @@ impl HealthCell {
     pub(crate) fn finish_probe(&self, outcome: Result<(), (FailureKind, String)>) {
         let seen = outcome.as_ref().err().cloned();
         let mut health = self.lock();
-        let probed = health.finish_probe(outcome, &self.fleet.guard, &self.policy, moment());
+        let probed = health.finish_probe(outcome, &self.commons.guard, &self.policy, moment());
         self.publish(&health);
         drop(health);
         let node = &self.name;
         match (probed, seen) {
             (Probed::Returned, _) => {
                 self.metrics.returned();
-                self.fleet.send(NodeEvent::Returned { node: *node });
+                self.commons.send(NodeEvent::Returned { node: *node });
                 tracing::info!(%node, "node back in rotation");
             }
             (Probed::Failed { wait }, Some((kind, error))) => {
                 self.metrics.probe_failed();
-                self.fleet.send(NodeEvent::ProbeFailed { node: *node, kind, wait });
+                self.commons.send(NodeEvent::ProbeFailed { node: *node, kind, wait });
                 tracing::debug!(%node, failure = %kind, %error, ?wait, "probe failed");
             }
             _ => {}
         }
-        self.fleet.wake.notify_one();
+        self.commons.wake.notify_one();
     }
 
     /// Whether a probe must find a master to let the node back in: it is
@@ -397,7 +397,7 @@ impl HealthCell {
     /// The node leaves its pool for good.
     pub(crate) fn retire(&self) {
         let mut health = self.lock();
-        health.retire(&self.fleet.guard);
+        health.retire(&self.commons.guard);
         self.publish(&health);
     }
 }
@@ -406,11 +406,11 @@ impl HealthCell {
 mod tests {
     use super::*;
 
-    /// The fleet's count of unsettled nodes follows boxing, warm-ups and
+    /// The pool's count of unsettled nodes follows boxing, warm-ups and
     /// removal exactly: routing trusts it to skip every node's word.
     #[test]
     fn the_unsettled_count_follows_each_node() {
-        let fleet = Fleet::new(BoxGuard::new(2));
+        let commons = Commons::new(BoxGuard::new(2));
         let policy = PenaltyPolicy {
             min_wait: Duration::from_millis(200),
             max_wait: Duration::from_secs(30),
@@ -420,8 +420,8 @@ mod tests {
             memory: Duration::from_secs(60),
             warmup: Duration::from_secs(60),
         };
-        let cells = ["a", "b"].map(|name| HealthCell::new(name, policy, fleet.clone()));
-        let count = || fleet.unsettled.load(Ordering::Acquire);
+        let cells = ["a", "b"].map(|name| HealthCell::new(name, policy, commons.clone()));
+        let count = || commons.unsettled.load(Ordering::Acquire);
         let refused = || (FailureKind::Refused, &"refused" as &dyn fmt::Display);
         assert_eq!(count(), 0);
         cells[0].report(refused(), 0, true);

@@ -26,7 +26,7 @@ use arc_swap::ArcSwapOption;
 use bb8::{PooledConnection, RunError};
 
 use crate::backend::near::{NearCache, Tracking};
-use crate::health::cell::{Fleet, HealthCell};
+use crate::health::cell::{Commons, HealthCell};
 use crate::health::failure::failure;
 use crate::node::probe::{Probe, ProbeCheck, failed, retest};
 use crate::node::shared::Muxed;
@@ -90,11 +90,11 @@ impl<M: NodeManager, S: Store<M>> Node<M, S> {
     pub(crate) fn new(
         Spec { name, weight, manager, tracking }: Spec<M>,
         settings: &Settings,
-        fleet: &Arc<Fleet>,
+        commons: &Arc<Commons>,
         check: Option<ProbeCheck<M::Connection>>,
         store: impl FnOnce(Tracked<M>) -> S,
     ) -> Self {
-        let cell = Arc::new(HealthCell::new(&name, settings.policy(), fleet.clone()));
+        let cell = Arc::new(HealthCell::new(&name, settings.policy(), commons.clone()));
         let near = tracking.as_ref().map(|t| Arc::new(NearCache::new(t.entries)));
         let manager = Arc::new(manager);
         let tracked = Tracked { inner: manager.clone(), cell: cell.clone(), near: near.clone() };

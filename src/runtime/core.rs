@@ -16,7 +16,7 @@ use arc_swap::{ArcSwap, Guard};
 use futures_util::future::join_all;
 
 use crate::error::Error;
-use crate::health::cell::Fleet;
+use crate::health::cell::Commons;
 use crate::health::event::NodeEvent;
 use crate::health::penalty::BoxGuard;
 use crate::node::probe::ProbeCheck;
@@ -41,15 +41,15 @@ pub(crate) struct Table<M: NodeManager, S> {
     /// connection is handed. A copy of the router, not a share of it, so
     /// routing reaches its own without one more pointer to follow.
     homes: Arc<Homes>,
-    fleet: Arc<Fleet>,
+    commons: Arc<Commons>,
 }
 
 impl<M: NodeManager, S: Store<M>> Table<M, S> {
-    fn new(nodes: Vec<Arc<Node<M, S>>>, fleet: &Arc<Fleet>) -> Self {
+    fn new(nodes: Vec<Arc<Node<M, S>>>, commons: &Arc<Commons>) -> Self {
         let router = Router::new(nodes.iter().map(|n| (&**n.name(), n.weight)));
         let journals = nodes.iter().map(|n| n.journal.clone()).collect();
         let homes = Arc::new(Homes { router: router.clone(), journals });
-        Table { router, nodes, homes, fleet: fleet.clone() }
+        Table { router, nodes, homes, commons: commons.clone() }
     }
 
     fn position(&self, name: &str) -> Option<usize> {
@@ -96,7 +96,7 @@ impl<'t, M: NodeManager, S: Store<M>> Route<'t, M, S> {
             Order::Key(cursor) => {
                 let hash = cursor.hash();
                 let warm = cursor.failover() == Failover::Reroute;
-                let settled = table.fleet.unsettled.load(Ordering::Acquire) == 0;
+                let settled = table.commons.unsettled.load(Ordering::Acquire) == 0;
                 let routable =
                     |index: usize| settled || table.nodes[index].cell.routable(hash, warm);
                 cursor.next(&table.router, routable).map_err(|miss| match miss {
@@ -188,7 +188,7 @@ pub(crate) struct Core<M: NodeManager, S> {
     /// Swapped whole (to empty on `close`), so routing reads it without a
     /// lock.
     table: ArcSwap<Table<M, S>>,
-    pub(crate) fleet: Arc<Fleet>,
+    pub(crate) commons: Arc<Commons>,
     closed: AtomicBool,
     next_any: AtomicUsize,
     /// Serialises membership changes and `close`; readers never take it.
@@ -202,7 +202,7 @@ impl<M: NodeManager, S> Drop for Core<M, S> {
     fn drop(&mut self) {
         // The prober holds only a `Weak`: wake it so it sees the pool is
         // gone now rather than at its next timer.
-        self.fleet.wake.notify_one();
+        self.commons.wake.notify_one();
     }
 }
 
@@ -211,17 +211,17 @@ impl<M: NodeManager, S: Store<M>> Core<M, S> {
     /// first if the settings say so (those that fail start in the box).
     pub(crate) async fn start(
         (specs, settings, check): Finished<M>,
-        node: impl Fn(Spec<M>, &Settings, &Arc<Fleet>, Option<ProbeCheck<M::Connection>>) -> Node<M, S>,
+        node: impl Fn(Spec<M>, &Settings, &Arc<Commons>, Option<ProbeCheck<M::Connection>>) -> Node<M, S>,
     ) -> Self {
-        let fleet = Fleet::new(BoxGuard::new(settings.max_boxed(specs.len())));
-        let new = |spec| Arc::new(node(spec, &settings, &fleet, check.clone()));
+        let commons = Commons::new(BoxGuard::new(settings.max_boxed(specs.len())));
+        let new = |spec| Arc::new(node(spec, &settings, &commons, check.clone()));
         let nodes: Vec<_> = specs.into_iter().map(new).collect();
         if settings.probe_at_build {
             probe_new(&nodes).await;
         }
         Core {
-            table: ArcSwap::from_pointee(Table::new(nodes, &fleet)),
-            fleet,
+            table: ArcSwap::from_pointee(Table::new(nodes, &commons)),
+            commons,
             closed: AtomicBool::new(false),
             next_any: AtomicUsize::new(0),
             membership: Mutex::new(()),
@@ -358,11 +358,11 @@ impl<M: NodeManager, S: Store<M>> Core<M, S> {
         if self.closed.swap(true, Ordering::AcqRel) {
             return;
         }
-        let table = self.table.swap(Arc::new(Table::new(Vec::new(), &self.fleet)));
+        let table = self.table.swap(Arc::new(Table::new(Vec::new(), &self.commons)));
         for node in &table.nodes {
             node.cell.retire();
         }
-        self.fleet.wake.notify_one();
+        self.commons.wake.notify_one();
         tracing::info!(nodes = table.nodes.len(), "pool closed");
         // Dropping `table` drops each node's pool, and with it the idle
         // connections, once in-flight checkouts are done with it.
@@ -395,7 +395,7 @@ impl<M: NodeManager, S: Store<M>> Core<M, S> {
         let mut nodes = current.nodes.clone();
         nodes.push(node);
         self.install(nodes);
-        self.fleet.send(NodeEvent::Added { node: name });
+        self.commons.send(NodeEvent::Added { node: name });
         tracing::info!(node = %name, "node added");
         Ok(())
     }
@@ -413,7 +413,7 @@ impl<M: NodeManager, S: Store<M>> Core<M, S> {
                 let removed = nodes.remove(index);
                 self.install(nodes);
                 removed.cell.retire();
-                self.fleet.send(NodeEvent::Removed { node: *removed.name() });
+                self.commons.send(NodeEvent::Removed { node: *removed.name() });
                 tracing::info!(node = name, "node removed");
                 return Ok(());
             }
@@ -423,9 +423,9 @@ impl<M: NodeManager, S: Store<M>> Core<M, S> {
 
     /// Publishes a new node list; the caller holds the membership lock.
     fn install(&self, nodes: Vec<Arc<Node<M, S>>>) {
-        self.fleet.guard.set_cap(self.settings.max_boxed(nodes.len()));
-        self.table.store(Arc::new(Table::new(nodes, &self.fleet)));
-        self.fleet.wake.notify_one();
+        self.commons.guard.set_cap(self.settings.max_boxed(nodes.len()));
+        self.table.store(Arc::new(Table::new(nodes, &self.commons)));
+        self.commons.wake.notify_one();
     }
 }
 

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use futures_util::future::join_all;
 use redis::Value;
 
-use crate::health::cell::Fleet;
+use crate::health::cell::Commons;
 use crate::health::event::NodeEvent;
 use crate::health::failure::{FailureKind, failure, one_line};
 use crate::node::probe::failed;
@@ -27,7 +27,7 @@ const GAUGE_INTERVAL: Duration = Duration::from_secs(1);
 /// nodes that did not answer meanwhile. It holds only a `Weak` between
 /// rounds, so it stops once the pool is closed or its last handle dropped
 /// (which wakes it).
-pub(crate) async fn prober<M, S>(core: Weak<Core<M, S>>, fleet: Arc<Fleet>)
+pub(crate) async fn prober<M, S>(core: Weak<Core<M, S>>, commons: Arc<Commons>)
 where
     M: NodeManager,
     S: Store<M>,
@@ -98,7 +98,7 @@ where
         };
         tokio::select! {
             () = tokio::time::sleep_until(deadline.into()) => {}
-            () = fleet.wake.notified() => {}
+            () = commons.wake.notified() => {}
         }
     }
 }
@@ -126,7 +126,7 @@ async fn probe<M: NodeManager, S: Store<M>>(node: Arc<Node<M, S>>, nodes: Vec<Ar
     }
     let count = keys.len();
     if elsewhere(&node, &nodes, keys).await {
-        node.cell.fleet.send(NodeEvent::Invalidated { node: *node.name(), keys: count });
+        node.cell.commons.send(NodeEvent::Invalidated { node: *node.name(), keys: count });
         tracing::info!(node = %node.name(), keys = count, "stand-in copies invalidated");
     }
     node.cell.finish_probe(outcome);
