@@ -52,7 +52,8 @@
 //! - [`ShardedPool`] (built by [`Builder`], or from `Config` with feature
 //!   `serde`), the [`Connection`] and [`SharedConnection`] it hands out,
 //!   [`ShardedPipeline`], [`Subscription`];
-//! - what it reports: [`NodeStatus`] (with [`PoolStats`]), [`NodeEvent`],
+//! - what it reports: [`NodeStatus`] (with [`PoolStats`]), [`NodeEvent`]
+//!   (with [`News`] from the fleet),
 //!   [`FailureKind`], [`NodeName`], [`Error`], and the metric names in
 //!   [`mod@metrics`];
 //! - what configures it: [`Settings`] (every setting and its default),
@@ -119,6 +120,7 @@
 mod backend;
 mod build;
 mod error;
+mod fleet;
 mod health;
 pub mod metrics;
 mod multi;
@@ -139,7 +141,7 @@ pub use crate::build::builder::{AsyncPool, Builder};
 #[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
 pub use crate::build::config::Config;
 pub use crate::error::Error;
-pub use crate::health::event::NodeEvent;
+pub use crate::health::event::{News, NodeEvent};
 pub use crate::health::failure::{ClassifyFailure, FailureKind};
 pub use crate::health::record::PoolStats;
 pub use crate::multi::ShardedPipeline;

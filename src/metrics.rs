@@ -71,6 +71,12 @@ pub const NEAR_CACHE_INVALIDATIONS_TOTAL: &str = "fluster_near_cache_invalidatio
 /// pub/sub (one subscriber connection per node carries them all).
 pub const SUBSCRIPTIONS: &str = "fluster_subscriptions";
 
+/// Counter of the news a process of a fleet ([`fleet`](crate::Builder::fleet))
+/// told and heard about the node, with labels `news` (`boxed`,
+/// `returned`) and `way` (`sent`: published on the other nodes; `heard`:
+/// told by another process and new to this one, which then checks).
+pub const FLEET_NEWS_TOTAL: &str = "fluster_fleet_news_total";
+
 /// Every metric the pool records, by name: what a dashboard should chart.
 pub const ALL: &[&str] = &[
     NODE_UP,
@@ -90,6 +96,7 @@ pub const ALL: &[&str] = &[
     NEAR_CACHE_MISSES_TOTAL,
     NEAR_CACHE_INVALIDATIONS_TOTAL,
     SUBSCRIPTIONS,
+    FLEET_NEWS_TOTAL,
 ];
 
 /// Describes every metric to the installed recorder (help text and unit).
@@ -114,6 +121,7 @@ pub fn describe() {
         (NEAR_CACHE_HITS_TOTAL, "Reads the node's near cache answered from memory"),
         (NEAR_CACHE_MISSES_TOTAL, "Reads through the node's near cache that went to the server"),
         (NEAR_CACHE_INVALIDATIONS_TOTAL, "Entries the node's near cache dropped"),
+        (FLEET_NEWS_TOTAL, "News of the node told to and heard from the fleet, by news and way"),
     ] {
         counter!(name, Unit::Count, help);
     }

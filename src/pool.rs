@@ -105,6 +105,9 @@ impl<M: NodeManager> ShardedPool<M> {
     pub(crate) async fn start(finished: Finished<M>) -> Self {
         let core = Arc::new(Core::start(finished, new_node).await);
         tokio::spawn(prober(Arc::downgrade(&core), core.commons.clone()));
+        if let Some(name) = core.settings.fleet.clone() {
+            tokio::spawn(crate::fleet::run(Arc::downgrade(&core), name));
+        }
         ShardedPool { core, hub: Arc::default() }
     }
 

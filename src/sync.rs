@@ -168,6 +168,9 @@ impl crate::Builder<RedisManager, BlockingPool> {
                     };
                     let core = Arc::new(Core::start(finished, node).await);
                     let (weak, commons) = (Arc::downgrade(&core), core.commons.clone());
+                    if let Some(name) = core.settings.fleet.clone() {
+                        tokio::spawn(crate::fleet::run(weak.clone(), name));
+                    }
                     let _ = started.send(core);
                     prober(weak, commons).await;
                 })

@@ -19,6 +19,20 @@ async fn bb8_redis_managers_can_be_sharded() {
         builder =
             builder.manager(&format!("bb8-{i}"), RedisConnectionManager::new(s.url()).unwrap());
     }
+    // A fleet's news travels by Redis pub/sub, which another manager's
+    // nodes are not known to speak: refused, naming the node.
+    let fleet = Builder::new()
+        .manager("bb8-x", RedisConnectionManager::new(servers[0].url()).unwrap())
+        .fleet("orders")
+        .build()
+        .await;
+    match fleet {
+        Err(fluster::Error::Config { setting, reason }) => {
+            assert_eq!(setting, "fleet");
+            assert!(reason.contains("node `bb8-x`"), "{reason}");
+        }
+        other => panic!("expected a configuration error, got {:?}", other.map(|_| ())),
+    }
     let pool: ShardedPool<RedisConnectionManager> = builder
         .penalty_min_wait(Duration::from_secs(10))
         .penalty_max_wait(Duration::from_secs(10))

@@ -128,6 +128,16 @@ penalty_multiplier = 0.5"#,
         Err(Error::Config { setting, .. }) => assert_eq!(setting, "penalty_multiplier"),
         other => panic!("expected a configuration error, got {other:?}"),
     }
+    for (fleet, problem) in [("", "must not be empty"), ("a b", "must not contain spaces")] {
+        let text = format!("nodes = [\"redis://127.0.0.1:1\"]\nfleet = {fleet:?}");
+        match from_toml(&text).unwrap().build().await {
+            Err(e @ Error::Config { .. }) => {
+                assert!(e.to_string().contains(problem), "{e}");
+                assert!(matches!(e, Error::Config { setting, .. } if setting == "fleet"));
+            }
+            other => panic!("expected a configuration error, got {other:?}"),
+        }
+    }
     let config = from_toml(r#"nodes = [{ url = "redis://127.0.0.1:1", weight = -1.0 }]"#).unwrap();
     match config.build().await {
         Err(Error::Config { setting, .. }) => assert_eq!(setting, "weight of node `127.0.0.1:1`"),
@@ -162,6 +172,7 @@ fn every_setting() -> fluster::Settings {
     s.invalidate_on_return = true;
     s.near_cache = 10_000;
     s.heartbeat = Duration::from_secs(5);
+    s.fleet = Some("orders-cache".into());
     #[cfg(feature = "tls")]
     {
         s.tls_root_certificates = Some("-----BEGIN CERTIFICATE-----\nroots\n".into());
@@ -201,6 +212,7 @@ stand_in_ttl = "30s"
 invalidate_on_return = true
 near_cache = 10000
 heartbeat = "5s"
+fleet = "orders-cache"
 "#,
     );
     if cfg!(feature = "tls") {
@@ -243,6 +255,7 @@ fn every_setting_is_read_from_the_environment() {
         ("FLUSTER__INVALIDATE_ON_RETURN", "true"),
         ("FLUSTER__NEAR_CACHE", "10000"),
         ("FLUSTER__HEARTBEAT", "5s"),
+        ("FLUSTER__FLEET", "orders-cache"),
     ];
     if cfg!(feature = "tls") {
         env.push(("FLUSTER__TLS_ROOT_CERTIFICATES", "-----BEGIN CERTIFICATE-----\nroots\n"));

@@ -395,7 +395,8 @@ fn the_table_places_the_written_keys() {
 
 #[test]
 fn the_journal_holds_at_most_its_room() {
-    let journal = journal::Journal::new(std::array::from_fn(|_| metrics::Counter::noop()));
+    let journal =
+        journal::Journal::new(std::array::from_fn(|_| metrics::Counter::noop()), None, "a");
     assert_eq!(journal.remember(b"k"), Some(true));
     assert_eq!(journal.remember(b"k"), Some(false));
     for i in 1..journal::JOURNAL_KEYS {
@@ -408,6 +409,42 @@ fn the_journal_holds_at_most_its_room() {
     journal.restore(taken);
     assert_eq!(journal.len(), journal::JOURNAL_KEYS);
     assert_eq!(journal.counts(), (0, 1), "all of it found room again");
+}
+
+/// The record a fleet keeps on a stand-in: what `record` writes (before
+/// the copy, in the same round trip), `take_recorded` takes back whole and
+/// at once, on a real server; the set's TTL follows `stand_in_ttl`.
+#[test]
+fn the_record_on_a_stand_in_is_taken_back_whole() {
+    let server = RedisServer::start();
+    let mut conn = server.client();
+    let counters = || std::array::from_fn(|_| metrics::Counter::noop());
+    let journal = journal::Journal::new(counters(), Some("orders"), "cache-a");
+    assert!(journal::Journal::new(counters(), None, "cache-a").take_recorded().is_none());
+    let ttl = Duration::from_secs(30);
+    let mut pipe = redis::pipe();
+    for key in ["k1", "k2", "k1"] {
+        for cmd in journal.record(key.as_bytes(), Some(ttl)) {
+            pipe.add_command(cmd);
+        }
+    }
+    let _: () = pipe.query(&mut conn).unwrap();
+    let set = "fluster:fleet:orders:journal:cache-a";
+    let pttl: i64 = redis::cmd("PTTL").arg(set).query(&mut conn).unwrap();
+    assert!(pttl > 29_000 && pttl <= 30_000, "the record lives as long as the copies: {pttl}");
+    let take = journal.take_recorded().unwrap();
+    let replies: Vec<redis::Value> = redis::ConnectionLike::req_packed_commands(
+        &mut conn,
+        &take.get_packed_pipeline(),
+        0,
+        take.len(),
+    )
+    .unwrap();
+    let mut keys = journal::Journal::recorded(replies);
+    keys.sort();
+    assert_eq!(keys, [b"k1".to_vec().into_boxed_slice(), b"k2".to_vec().into_boxed_slice()]);
+    let left: bool = redis::cmd("EXISTS").arg(set).query(&mut conn).unwrap();
+    assert!(!left, "taking the record deletes it");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -313,3 +313,49 @@ async fn the_sync_flavour_builds_inside_a_runtime() {
     let mut conn = pool.get("inside").unwrap();
     let _: () = redis::cmd("PING").query(&mut conn).unwrap();
 }
+
+/// The sync flavour is a member of a fleet too: told by an async pool that
+/// a node it boxed is back, it probes at once instead of waiting out its
+/// stay.
+#[test]
+fn a_sync_pool_hears_the_fleet() {
+    let mut servers = start_servers(2);
+    let urls: Vec<String> = servers.iter().map(RedisServer::url).collect();
+    fn quick<F>(
+        urls: &[String],
+        b: fluster::Builder<fluster::RedisManager, F>,
+    ) -> fluster::Builder<fluster::RedisManager, F> {
+        urls.iter()
+            .fold(b, |b, url| b.node(url))
+            .fleet("sync-fleet")
+            .heartbeat(Duration::from_millis(50))
+            .timeouts_before_penalty(1)
+            .probe_timeout(Duration::from_millis(300))
+    }
+    let sync = quick(&urls, ShardedPool::builder())
+        .penalty_min_wait(Duration::from_secs(30))
+        .penalty_max_wait(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let teller = runtime.block_on(async {
+        quick(&urls, fluster::ShardedPool::builder())
+            .penalty_min_wait(Duration::from_millis(100))
+            .penalty_max_wait(Duration::from_millis(200))
+            .build()
+            .await
+            .unwrap()
+    });
+    let home = servers[0].name();
+    let up = |status: Vec<fluster::NodeStatus>| status.into_iter().any(|s| s.name == home && s.up);
+    servers[0].kill();
+    assert!(eventually_blocking(Duration::from_secs(5), || !up(sync.status())));
+    servers[0].restart();
+    assert!(eventually_blocking(Duration::from_secs(5), || up(teller.status())));
+    let started = Instant::now();
+    assert!(
+        eventually_blocking(Duration::from_secs(5), || up(sync.status())),
+        "the sync pool waited out its 30 s stay"
+    );
+    println!("the sync pool let the node back in {:?} after the news", started.elapsed());
+}

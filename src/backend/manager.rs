@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use futures_util::future::BoxFuture;
 use redis::aio::MultiplexedConnection;
 use redis::{
     AsyncConnectionConfig, Client, ConnectionInfo, ProtocolVersion, PushInfo, PushKind, Value,
@@ -196,7 +197,20 @@ impl RedisManager {
     }
 }
 
+/// How a node's pub/sub connections are made (the fleet's news).
+pub(crate) type Listen =
+    Box<dyn Fn() -> BoxFuture<'static, RedisResult<redis::aio::PubSub>> + Send + Sync>;
+
 impl RedisManager {
+    /// How the node's pub/sub connections are made.
+    pub(crate) fn listen(&self) -> Listen {
+        let manager = self.clone();
+        Box::new(move || {
+            let manager = manager.clone();
+            Box::pin(async move { manager.pubsub().await })
+        })
+    }
+
     /// With a near cache: how the node's tracking connection is made.
     pub(crate) fn tracking(&self) -> Option<Tracking<RedisManager>> {
         let (client, entries) = self.near.clone()?;

@@ -317,6 +317,30 @@ impl<M: NodeManager, F> Builder<M, F> {
         stand_in_ttl: Duration;
     }
 
+    /// Joins the fleet `name` (default: none): processes with the same
+    /// fleet name over the same nodes tell each other, through the nodes
+    /// themselves (Redis pub/sub, channel `name` on every node), when they
+    /// box a node or let one back in. News is a hint, never a verdict: a
+    /// process that hears a node returned probes it at once (spread by a
+    /// few milliseconds of jitter); one that hears it was boxed checks it
+    /// at once; each decides on its own evidence.
+    ///
+    /// With [`invalidate_on_return`](Self::invalidate_on_return), each
+    /// stand-in write also records its key on the stand-in, in the same
+    /// round trip (a set `fluster:fleet:{name}:journal:{home}`, its TTL
+    /// following [`stand_in_ttl`](Self::stand_in_ttl)), so the first
+    /// process to let the home back in deletes every process's stand-in
+    /// copies, a dead process's too.
+    ///
+    /// Costs one subscriber connection per node per process; messages
+    /// travel only when a node changes state. Nodes given by URL or
+    /// Sentinel (a pool of another manager refuses it), both flavours.
+    #[must_use]
+    pub fn fleet(mut self, name: &str) -> Self {
+        self.settings.fleet = Some(name.to_owned());
+        self
+    }
+
     /// Checks every setting and makes each node's manager: what both
     /// flavours' `build` start from.
     pub(crate) fn finish(self) -> Result<Finished<M>, Error> {
@@ -336,11 +360,22 @@ impl<M: NodeManager, F> Builder<M, F> {
             ));
         }
         let settings = self.settings;
-        let nodes = self
+        let nodes: Vec<Spec<M>> = self
             .nodes
             .into_iter()
             .map(|spec| (spec.make)(&settings))
             .collect::<Result<_, Error>>()?;
+        if let Some(node) =
+            nodes.iter().find(|n| n.listen.is_none()).filter(|_| settings.fleet.is_some())
+        {
+            return Err(Error::config(
+                "fleet",
+                format!(
+                    "needs nodes that speak Redis pub/sub; node `{}` has a manager of its own",
+                    node.name
+                ),
+            ));
+        }
         Ok((nodes, settings, self.check))
     }
 }

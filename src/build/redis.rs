@@ -42,8 +42,8 @@ impl<F> Builder<RedisManager, F> {
                 let node = name.clone();
                 let make = Box::new(move |settings: &Settings| {
                     let manager = RedisManager::from_settings(info, settings)?;
-                    let tracking = manager.tracking();
-                    Ok(Spec { tracking, ..Spec::new(&node, weight, manager) })
+                    let (tracking, listen) = (manager.tracking(), Some(manager.listen()));
+                    Ok(Spec { tracking, listen, ..Spec::new(&node, weight, manager) })
                 });
                 self.nodes.push(NodeSpec { name, weight, make, target });
             }
@@ -83,7 +83,8 @@ impl<F> Builder<RedisManager, F> {
             name: name.to_owned(),
             weight,
             make: Box::new(move |settings| {
-                Ok(Spec::new(&node, weight, RedisManager::sentinel(&shard, settings)?))
+                let manager = RedisManager::sentinel(&shard, settings)?;
+                Ok(Spec { listen: Some(manager.listen()), ..Spec::new(&node, weight, manager) })
             }),
             target: None,
         });

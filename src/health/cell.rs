@@ -280,7 +280,8 @@ impl HealthCell {
         let (kind, detail) = failure;
         let at = moment();
         let mut health = self.lock();
-        let verdict = health.on_failure(kind, epoch, at_once, &self.commons.guard, &self.policy, at);
+        let verdict =
+            health.on_failure(kind, epoch, at_once, &self.commons.guard, &self.policy, at);
         if let Verdict::Boxed { .. } = verdict {
             health.set_last_error(one_line(detail));
         }
@@ -361,6 +362,17 @@ impl HealthCell {
     /// Claims the probe if it is due.
     pub(crate) fn start_probe(&self) -> bool {
         self.lock().start_probe(Instant::now())
+    }
+
+    /// Brings a boxed node's next probe forward to `at`, waking the
+    /// prober; true if it moved (the node is boxed, no probe is under way,
+    /// and the probe was due later).
+    pub(crate) fn hasten_probe(&self, at: Instant) -> bool {
+        let moved = self.lock().hasten(at);
+        if moved {
+            self.commons.wake.notify_one();
+        }
+        moved
     }
 
     /// Records a claimed probe's outcome.

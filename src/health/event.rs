@@ -65,4 +65,38 @@ pub enum NodeEvent {
         /// The node.
         node: NodeName,
     },
+    /// Another process of the fleet ([`fleet`](crate::Builder::fleet))
+    /// told news of the node that this process did not know, and it
+    /// checks for itself: a probe soon for [`News::Returned`] while it has
+    /// the node boxed, a check (its own evidence) for [`News::Boxed`]
+    /// while it has the node up.
+    #[non_exhaustive]
+    Heard {
+        /// The node the news is about.
+        node: NodeName,
+        /// What was told.
+        news: News,
+    },
+}
+
+/// What one process of a fleet tells the others about a node: a hint,
+/// never a verdict (each process checks for itself).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum News {
+    /// The teller boxed the node.
+    Boxed,
+    /// The teller let the node back in.
+    Returned,
+}
+
+impl News {
+    /// The news as the `news` label of `fluster_fleet_news_total` shows
+    /// it, and as it travels: `"boxed"` or `"returned"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            News::Boxed => "boxed",
+            News::Returned => "returned",
+        }
+    }
 }

@@ -384,6 +384,19 @@ impl Health {
         due
     }
 
+    /// Brings the next probe forward to `at` (news from another process
+    /// of the fleet said the node is back); true if it moved. Nothing else
+    /// changes: the probe still decides.
+    pub fn hasten(&mut self, at: Instant) -> bool {
+        match &mut self.state {
+            State::Boxed { probe_at, .. } if !self.probing && !self.retired && at < *probe_at => {
+                *probe_at = at;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Records the outcome of the probe claimed by
     /// [`start_probe`](Self::start_probe): the node returns, or its wait
     /// grows by the multiplier up to the maximum.

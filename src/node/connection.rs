@@ -18,7 +18,7 @@ use crate::health::failure::{Failure, FailureKind, failure};
 use crate::node::session::{Effect, effect};
 use crate::node::shared::Muxed;
 use crate::node::tracked::{NodeManager, Tracked};
-use crate::stand_in::writes::{Capped, StandIn};
+use crate::stand_in::writes::{Capped, Caps, StandIn};
 
 /// A connection checked out of one node's pool; it goes back when dropped.
 ///
@@ -173,7 +173,7 @@ async fn capped<W: ConnectionLike>(
     wire: &mut W,
     pipeline: &Pipeline,
     span: (usize, usize),
-    caps: Vec<Cmd>,
+    caps: Caps,
 ) -> RedisResult<Vec<Value>> {
     let capped = Capped::new(pipeline, span, caps);
     let values = wire.req_packed_commands(&capped.pipe, capped.offset, capped.count).await?;
@@ -202,9 +202,9 @@ trait Observed: Send {
         false
     }
     /// The caps to send with `cmds`.
-    fn caps<'c>(&self, cmds: impl Iterator<Item = &'c Cmd>) -> Vec<Cmd> {
+    fn caps<'c>(&self, cmds: impl Iterator<Item = &'c Cmd>) -> Caps {
         self.stand_in()
-            .map_or_else(Vec::new, |s| s.caps(cmds.map(|c| words(c).collect::<Vec<_>>())))
+            .map_or_else(Caps::default, |s| s.caps(cmds.map(|c| words(c).collect::<Vec<_>>())))
     }
 }
 

@@ -25,9 +25,10 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwapOption;
 use bb8::{PooledConnection, RunError};
 
+use crate::backend::manager::Listen;
 use crate::backend::near::{NearCache, Tracking};
 use crate::health::cell::{Commons, HealthCell};
-use crate::health::failure::failure;
+use crate::health::failure::{FailureKind, failure, one_line};
 use crate::node::probe::{Probe, ProbeCheck, failed, retest};
 use crate::node::shared::Muxed;
 use crate::node::tracked::{ConnectionAbilities, NodeManager, Tracked, TrackedConn};
@@ -35,19 +36,21 @@ use crate::route::NodeName;
 use crate::settings::Settings;
 use crate::stand_in::journal::Journal;
 
-/// What a node is made from: its name, weight and manager, and how its
-/// tracking connection is made if it has a near cache.
+/// What a node is made from: its name, weight and manager, how its
+/// tracking connection is made if it has a near cache, and how a pub/sub
+/// connection is, if it can make one (a Redis node).
 pub(crate) struct Spec<M: NodeManager> {
     pub(crate) name: String,
     pub(crate) weight: f64,
     pub(crate) manager: M,
     pub(crate) tracking: Option<Tracking<M>>,
+    pub(crate) listen: Option<Listen>,
 }
 
 impl<M: NodeManager> Spec<M> {
-    /// A node of `manager`, without a near cache.
+    /// A node of `manager`, without a near cache or pub/sub.
     pub(crate) fn new(name: &str, weight: f64, manager: M) -> Self {
-        Spec { name: name.to_owned(), weight, manager, tracking: None }
+        Spec { name: name.to_owned(), weight, manager, tracking: None, listen: None }
     }
 }
 
@@ -64,6 +67,8 @@ pub(crate) struct Node<M: NodeManager, S> {
     /// made.
     pub(crate) near: Option<Arc<NearCache>>,
     tracking: Option<Tracking<M>>,
+    /// How a pub/sub connection to it is made, if it can be.
+    pub(crate) listen: Option<Listen>,
     /// The writes for its keys that stand-ins took.
     pub(crate) journal: Arc<Journal>,
     mux: ArcSwapOption<Muxed<M::Connection>>,
@@ -88,7 +93,7 @@ impl<M: NodeManager, S: Store<M>> Node<M, S> {
     /// A node whose connections live in what `store` makes of its tracked
     /// manager; nothing is connected yet.
     pub(crate) fn new(
-        Spec { name, weight, manager, tracking }: Spec<M>,
+        Spec { name, weight, manager, tracking, listen }: Spec<M>,
         settings: &Settings,
         commons: &Arc<Commons>,
         check: Option<ProbeCheck<M::Connection>>,
@@ -98,7 +103,8 @@ impl<M: NodeManager, S: Store<M>> Node<M, S> {
         let near = tracking.as_ref().map(|t| Arc::new(NearCache::new(t.entries)));
         let manager = Arc::new(manager);
         let tracked = Tracked { inner: manager.clone(), cell: cell.clone(), near: near.clone() };
-        let journal = Arc::new(Journal::new(cell.metrics.stand_in_counters()));
+        let shared = settings.fleet.as_deref().filter(|_| settings.invalidate_on_return);
+        let journal = Arc::new(Journal::new(cell.metrics.stand_in_counters(), shared, &name));
         Node {
             cell,
             weight,
@@ -108,6 +114,7 @@ impl<M: NodeManager, S: Store<M>> Node<M, S> {
             check,
             near,
             tracking,
+            listen,
             journal,
             mux: ArcSwapOption::empty(),
             beating: AtomicBool::new(false),
@@ -258,10 +265,9 @@ impl<M: NodeManager, S: Store<M>> Node<M, S> {
     /// manager's `is_valid`, then the re-test of what boxed it, within the
     /// probe timeout; the store may keep the connection.
     pub(crate) async fn probe(&self) -> Probe {
-        let (epoch, manager) = (self.cell.epoch(), &self.manager);
+        let epoch = self.cell.epoch();
         let attempt = async {
-            let mut conn = manager.connect().await.map_err(|e| failed(&e))?;
-            manager.is_valid(&mut conn).await.map_err(|e| failed(&e))?;
+            let mut conn = self.connect_valid().await?;
             retest(&mut conn, self.cell.wants_master(), self.check.as_ref()).await?;
             Ok(conn)
         };
@@ -270,6 +276,46 @@ impl<M: NodeManager, S: Store<M>> Node<M, S> {
         self.cell.answered();
         self.store.adopt(TrackedConn::new(conn, epoch, self.cell.clone(), self.near.clone()));
         Ok(())
+    }
+
+    /// Checks the up node at once, on a fresh connection (the manager's
+    /// `is_valid`, for Redis a `PING`) within the probe timeout: another
+    /// process of the fleet said it boxed the node. A failure boxes it at
+    /// once, for this process's own evidence now agrees with the news.
+    pub(crate) async fn check(&self) {
+        let epoch = self.cell.epoch();
+        let outcome = tokio::time::timeout(self.probe_timeout, self.connect_valid()).await.ok();
+        match judge(outcome, self.probe_timeout) {
+            Ok(_) => self.cell.answered(),
+            Err((kind, error)) => drop(self.cell.report((kind, &error), epoch, true)),
+        }
+    }
+
+    async fn connect_valid(&self) -> Result<M::Connection, (FailureKind, String)> {
+        let mut conn = self.manager.connect().await.map_err(|e| failed(&e))?;
+        self.manager.is_valid(&mut conn).await.map_err(|e| failed(&e))?;
+        Ok(conn)
+    }
+
+    /// Sends the pool's own `pipe` (a return's deletes, the fleet's news)
+    /// on a connection of its own, within the probe timeout, judged by the
+    /// one classifier: the replies, or `Ok(None)` if the node's
+    /// connections cannot carry the pool's own commands
+    /// ([`ConnectionAbilities::redis`]): nothing was sent.
+    pub(crate) async fn send_own(
+        &self,
+        pipe: &redis::Pipeline,
+    ) -> Result<Option<Vec<redis::Value>>, (FailureKind, String)> {
+        let attempt = async {
+            let mut conn = self.manager.connect().await.map_err(|e| failed(&e))?;
+            let Some(conn) = conn.redis() else { return Ok(None) };
+            let replies = conn.req_packed_commands(pipe, 0, pipe.len()).await;
+            if let Some((kind, e)) = failure(&replies) {
+                return Err((kind, one_line(e)));
+            }
+            replies.map(Some).map_err(|e| failed(&e))
+        };
+        judge(tokio::time::timeout(self.probe_timeout, attempt).await.ok(), self.probe_timeout)
     }
 
     /// The node's multiplexed connection if it is usable: made since the

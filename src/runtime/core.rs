@@ -211,7 +211,12 @@ impl<M: NodeManager, S: Store<M>> Core<M, S> {
     /// first if the settings say so (those that fail start in the box).
     pub(crate) async fn start(
         (specs, settings, check): Finished<M>,
-        node: impl Fn(Spec<M>, &Settings, &Arc<Commons>, Option<ProbeCheck<M::Connection>>) -> Node<M, S>,
+        node: impl Fn(
+            Spec<M>,
+            &Settings,
+            &Arc<Commons>,
+            Option<ProbeCheck<M::Connection>>,
+        ) -> Node<M, S>,
     ) -> Self {
         let commons = Commons::new(BoxGuard::new(settings.max_boxed(specs.len())));
         let new = |spec| Arc::new(node(spec, &settings, &commons, check.clone()));

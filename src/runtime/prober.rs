@@ -11,11 +11,11 @@ use redis::Value;
 
 use crate::health::cell::Commons;
 use crate::health::event::NodeEvent;
-use crate::health::failure::{FailureKind, failure, one_line};
-use crate::node::probe::failed;
-use crate::node::tracked::{ConnectionAbilities, NodeManager};
-use crate::node::{Node, Store, judge};
+use crate::health::failure::{FailureKind, one_line};
+use crate::node::tracked::NodeManager;
+use crate::node::{Node, Store};
 use crate::runtime::core::Core;
+use crate::stand_in::journal::Journal;
 
 type Nodes<M, S> = [Arc<Node<M, S>>];
 
@@ -104,13 +104,20 @@ where
 }
 
 /// Probes `node`, one of `nodes`; if it passes, deletes the keys
-/// remembered for it, on it (it is still boxed) and on the others, then
+/// remembered for it (by this process, and with a fleet by every process,
+/// on the stand-ins), on it (it is still boxed) and on the others, then
 /// lets it back in. A failure on `node` fails the probe, the keys still
 /// remembered; another node that cannot be reached does not hold the
 /// return (the writes are counted as dropped, left to the TTL).
 async fn probe<M: NodeManager, S: Store<M>>(node: Arc<Node<M, S>>, nodes: Vec<Arc<Node<M, S>>>) {
     let mut outcome = node.probe().await;
-    let mut keys = if outcome.is_ok() { node.journal.take() } else { Vec::new() };
+    let mut keys = Vec::new();
+    if outcome.is_ok() {
+        keys = node.journal.take();
+        keys.extend(recorded(&node, &nodes).await);
+        keys.sort_unstable();
+        keys.dedup();
+    }
     if outcome.is_ok() && !keys.is_empty() {
         match delete(&node, &keys).await {
             Ok(true) => {}
@@ -132,6 +139,20 @@ async fn probe<M: NodeManager, S: Store<M>>(node: Arc<Node<M, S>>, nodes: Vec<Ar
     node.cell.finish_probe(outcome);
     // What stand-ins took meanwhile: writes routed before the return.
     after_return(&node, &nodes).await;
+}
+
+/// With a fleet: the keys every process recorded for `home` on the other
+/// nodes (taken from them), all at once. A node that cannot be reached
+/// keeps its record for a later return.
+async fn recorded<M: NodeManager, S: Store<M>>(
+    home: &Node<M, S>,
+    nodes: &Nodes<M, S>,
+) -> Vec<Box<[u8]>> {
+    let Some(take) = home.journal.take_recorded() else { return Vec::new() };
+    let others = nodes.iter().filter(|node| node.name() != home.name() && node.cell.is_up());
+    let takes = others.map(|node| node.send_own(&take));
+    let replies = join_all(takes).await.into_iter().filter_map(|r| r.ok().flatten());
+    replies.flat_map(Journal::recorded).collect()
 }
 
 /// Deletes on the other nodes what stand-ins took for `home` since its
@@ -173,32 +194,23 @@ async fn elsewhere<M: NodeManager, S: Store<M>>(
     false
 }
 
-/// Deletes `keys` on `node`, on a connection of its own, within its probe
-/// timeout; `Ok(false)` if its connections cannot carry the pool's own
-/// commands ([`ConnectionAbilities::redis`]): nothing was deleted.
+/// Deletes `keys` on `node`, on a connection of its own
+/// ([`Node::send_own`]); `Ok(false)` if its connections cannot carry the
+/// pool's own commands: nothing was deleted.
 async fn delete<M: NodeManager, S: Store<M>>(
     node: &Node<M, S>,
     keys: &[Box<[u8]>],
 ) -> Result<bool, (FailureKind, String)> {
-    let attempt = async {
-        let mut conn = node.manager.connect().await.map_err(|e| failed(&e))?;
-        let mut pipe = redis::pipe();
-        for batch in keys.chunks(1_000) {
-            pipe.cmd("DEL").arg(batch);
-        }
-        let Some(conn) = conn.redis() else { return Ok(false) };
-        let replies = conn.req_packed_commands(&pipe, 0, pipe.len()).await;
-        // The one classifier first: what fails a node fails its return.
-        if let Some((kind, e)) = failure(&replies) {
-            return Err((kind, one_line(e)));
-        }
-        // Any other refusal (`DEL` renamed, or denied by an ACL) deleted
-        // nothing: the copies stay, so the node stays out.
-        let refused = replies.map_err(|e| failed(&e))?.into_iter().find_map(|reply| match reply {
-            Value::ServerError(e) => Some(e),
-            _ => None,
-        });
-        refused.map_or(Ok(true), |e| Err((FailureKind::Check, one_line(&e))))
-    };
-    judge(tokio::time::timeout(node.probe_timeout, attempt).await.ok(), node.probe_timeout)
+    let mut pipe = redis::pipe();
+    for batch in keys.chunks(1_000) {
+        pipe.cmd("DEL").arg(batch);
+    }
+    let Some(replies) = node.send_own(&pipe).await? else { return Ok(false) };
+    // Any refusal the classifier lets pass (`DEL` renamed, or denied by an
+    // ACL) deleted nothing: the copies stay, so the node stays out.
+    let refused = replies.into_iter().find_map(|reply| match reply {
+        Value::ServerError(e) => Some(e),
+        _ => None,
+    });
+    refused.map_or(Ok(true), |e| Err((FailureKind::Check, one_line(&e))))
 }

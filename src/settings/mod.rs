@@ -105,6 +105,8 @@ pub struct Settings {
     pub stand_in_ttl: Option<Duration>,
     /// [`Builder::invalidate_on_return`](crate::Builder::invalidate_on_return).
     pub invalidate_on_return: bool,
+    /// [`Builder::fleet`](crate::Builder::fleet).
+    pub fleet: Option<String>,
     /// [`Builder::near_cache`](crate::Builder::near_cache).
     pub near_cache: usize,
     /// [`Builder::heartbeat`](crate::Builder::heartbeat); `"0s"` for off.
@@ -169,6 +171,7 @@ impl Default for Settings {
             probe_at_build: true,
             stand_in_ttl: None,
             invalidate_on_return: false,
+            fleet: None,
             near_cache: 0,
             heartbeat: DEFAULT_HEARTBEAT,
             #[cfg(feature = "tls")]
@@ -264,6 +267,9 @@ impl Settings {
         if let Some(ttl) = self.stand_in_ttl.filter(|ttl| ttl.as_millis() == 0) {
             return bad("stand_in_ttl", format!("must be at least 1 ms, got {ttl:?}"));
         }
+        if let Some(fleet) = &self.fleet {
+            check_fleet(fleet)?;
+        }
         #[cfg(feature = "tls")]
         self.check_pem()?;
         if let Some(min_idle) = self.min_idle.filter(|&m| m > self.max_connections) {
@@ -337,6 +343,21 @@ pub(crate) fn check_nodes<'a>(
         }
     }
     Ok(())
+}
+
+/// Checks a fleet's name: it names a channel and keys on every node, so it
+/// is short, printable and has no spaces.
+fn check_fleet(name: &str) -> Result<(), Error> {
+    let problem = if name.is_empty() {
+        "must not be empty"
+    } else if name.len() > 128 {
+        "must be at most 128 bytes long"
+    } else if name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        "must not contain spaces or control characters"
+    } else {
+        return Ok(());
+    };
+    Err(Error::config("fleet", format!("{problem}, got {name:?}")))
 }
 
 /// Checks one node's name and weight.

@@ -1,11 +1,15 @@
 //! The journal (`invalidate_on_return`): the keys this process wrote
-//! through stand-ins for one home node, bounded, until the home returns.
+//! through stand-ins for one home node, bounded, until the home returns;
+//! with a fleet, also kept on the stand-ins themselves, where every
+//! process of the fleet finds them (a dead one's too).
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
 
 use metrics::Counter;
+use redis::{Cmd, Pipeline, Value};
 
 /// The most keys remembered per home node: writes past them are counted as
 /// dropped and left to `stand_in_ttl`. About 100 bytes each with a short
@@ -23,17 +27,58 @@ pub(crate) struct Journal {
     dropped: AtomicU64,
     /// Remembered, invalidated, dropped.
     counters: [Counter; 3],
+    /// With a fleet: the key of the set, on each stand-in, of the keys
+    /// every process wrote there for this home.
+    shared: Option<Box<[u8]>>,
 }
 
 impl Journal {
-    /// A journal that tells `counters` (remembered, invalidated, dropped).
-    pub(crate) fn new(counters: [Counter; 3]) -> Self {
+    /// The journal of the node `home`, which tells `counters`
+    /// (remembered, invalidated, dropped) and, in the fleet named
+    /// `fleet`, is kept on the stand-ins too.
+    pub(crate) fn new(counters: [Counter; 3], fleet: Option<&str>, home: &str) -> Self {
         Journal {
             keys: Mutex::default(),
             invalidated: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             counters,
+            shared: fleet
+                .map(|fleet| format!("fluster:fleet:{fleet}:journal:{home}").into_bytes().into()),
         }
+    }
+
+    /// With a fleet: what records `key` on the stand-in that writes it, in
+    /// the same round trip (the set's TTL follows the copies' cap, the
+    /// latest write's being the longest-lived).
+    pub(crate) fn record(&self, key: &[u8], ttl: Option<Duration>) -> impl Iterator<Item = Cmd> {
+        let shared = self.shared.as_deref();
+        let add = shared.map(|set| redis::cmd("SADD").arg(set).arg(key).to_owned());
+        let expire = shared.zip(ttl).map(|(set, ttl)| expire(set, ttl));
+        add.into_iter().chain(expire)
+    }
+
+    /// With a fleet: what takes, at once, the keys every process recorded
+    /// on one stand-in for this home (`MULTI`, `SMEMBERS`, `DEL`, `EXEC`:
+    /// a write recorded meanwhile lands in a set of its own, for the next
+    /// return), read back by [`recorded`](Self::recorded).
+    pub(crate) fn take_recorded(&self) -> Option<Pipeline> {
+        let set = self.shared.as_deref()?;
+        let mut pipe = redis::pipe();
+        pipe.cmd("MULTI").cmd("SMEMBERS").arg(set).cmd("DEL").arg(set).cmd("EXEC");
+        Some(pipe)
+    }
+
+    /// The keys in the replies to [`take_recorded`](Self::take_recorded).
+    pub(crate) fn recorded(replies: Vec<Value>) -> Vec<Box<[u8]>> {
+        let Some(Value::Array(exec)) = replies.into_iter().last() else { return Vec::new() };
+        let Some(Value::Array(members) | Value::Set(members)) = exec.into_iter().next() else {
+            return Vec::new();
+        };
+        let key = |member| match member {
+            Value::BulkString(key) => Some(key.into_boxed_slice()),
+            _ => None,
+        };
+        members.into_iter().filter_map(key).collect()
     }
 
     fn lock(&self) -> MutexGuard<'_, HashSet<Box<[u8]>>> {
@@ -91,4 +136,12 @@ impl Journal {
     pub(crate) fn counts(&self) -> (u64, u64) {
         (self.invalidated.load(Ordering::Relaxed), self.dropped.load(Ordering::Relaxed))
     }
+}
+
+/// `key`'s TTL becomes `ttl`, longer or shorter.
+pub(crate) fn expire(key: &[u8], ttl: Duration) -> Cmd {
+    let millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+    let mut cmd = redis::cmd("PEXPIRE");
+    cmd.arg(key).arg(millis);
+    cmd
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use redis::{Cmd, Pipeline, Value};
 
-use super::journal::Journal;
+use super::journal::{Journal, expire};
 use super::table::{Reach, written};
 use crate::route::Router;
 
@@ -35,15 +35,29 @@ pub(crate) struct StandIn {
     pub(crate) remember: bool,
 }
 
+/// What a stand-in sends with a caller's commands: `first` before them
+/// (with a fleet, each key's record on the stand-in, so that a return
+/// that reads the record meanwhile finds the key before its copy exists),
+/// `last` after them (the caps, which need the copies written).
+#[derive(Debug, Default)]
+pub(crate) struct Caps {
+    pub(crate) first: Vec<Cmd>,
+    pub(crate) last: Vec<Cmd>,
+}
+
+impl Caps {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.first.is_empty() && self.last.is_empty()
+    }
+}
+
 impl StandIn {
-    /// The caps to send with `cmds` (each its words): one per key they
-    /// write whose home is not the serving node, each remembered first, so
-    /// that a return that invalidates meanwhile sees it.
-    pub(crate) fn caps<'w, W: AsRef<[&'w [u8]]>>(
-        &self,
-        cmds: impl IntoIterator<Item = W>,
-    ) -> Vec<Cmd> {
-        let mut caps = Vec::new();
+    /// What to send with `cmds` (each its words), for each key they write
+    /// whose home is not the serving node: its cap, and if the home's
+    /// return invalidates, its record, each key remembered first so that a
+    /// return that invalidates meanwhile sees it.
+    pub(crate) fn caps<'w, W: AsRef<[&'w [u8]]>>(&self, cmds: impl IntoIterator<Item = W>) -> Caps {
+        let mut caps = Caps::default();
         for words in cmds {
             let (keys, reach) = written(words.as_ref());
             let taken = self.key.as_deref().filter(|_| reach == Reach::More);
@@ -51,10 +65,12 @@ impl StandIn {
                 let Some(home) = self.homes.router.home(key).filter(|&h| h != self.serving) else {
                     continue;
                 };
+                caps.last.extend(self.ttl.map(|ttl| cap(key, ttl)));
                 if self.remember {
-                    self.homes.journals[home].remember(key);
+                    let journal = &self.homes.journals[home];
+                    journal.remember(key);
+                    caps.first.extend(journal.record(key, self.ttl));
                 }
-                caps.extend(self.ttl.map(|ttl| cap(key, ttl)));
             }
         }
         caps
@@ -64,9 +80,8 @@ impl StandIn {
 /// The cap of a stand-in's copy of `key`: its TTL becomes at most `ttl`
 /// (`LT` never lengthens one, and sets one on a key without).
 pub(crate) fn cap(key: &[u8], ttl: Duration) -> Cmd {
-    let millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
-    let mut cmd = redis::cmd("PEXPIRE");
-    cmd.arg(key).arg(millis).arg("LT");
+    let mut cmd = expire(key, ttl);
+    cmd.arg("LT");
     cmd
 }
 
@@ -80,34 +95,40 @@ pub(crate) struct Capped {
     pub(crate) pipe: Pipeline,
     pub(crate) offset: usize,
     pub(crate) count: usize,
-    caps: usize,
+    /// How many commands came before the caller's, and after.
+    caps: (usize, usize),
 }
 
 impl Capped {
     /// `pipeline`, whose caller wants `count` replies from `offset`, with
     /// `caps`.
-    pub(crate) fn new(
-        pipeline: &Pipeline,
-        (offset, count): (usize, usize),
-        caps: Vec<Cmd>,
-    ) -> Self {
-        let (mut pipe, extra) = (pipeline.clone(), caps.len());
-        for cap in caps {
-            pipe.add_command(cap);
+    pub(crate) fn new(pipeline: &Pipeline, (offset, count): (usize, usize), caps: Caps) -> Self {
+        let (first, last) = (caps.first.len(), caps.last.len());
+        let mut pipe = redis::pipe();
+        if pipeline.is_transaction() {
+            pipe.atomic();
+        }
+        for cmd in caps.first.into_iter().chain(pipeline.cmd_iter().cloned()).chain(caps.last) {
+            pipe.add_command(cmd);
         }
         // An atomic pipeline packs `EXEC` after its commands, caps
         // included; the replies to them all come inside `EXEC`'s.
-        let (offset, count) =
-            if pipe.is_transaction() { (offset + extra, count) } else { (offset, count + extra) };
-        Capped { pipe, offset, count, caps: extra }
+        let (offset, count) = if pipe.is_transaction() {
+            (offset + first + last, count)
+        } else {
+            (offset + first, count + last)
+        };
+        Capped { pipe, offset, count, caps: (first, last) }
     }
 
     /// The caller's replies out of what the server sent back.
     pub(crate) fn replies(&self, mut values: Vec<Value>) -> Vec<Value> {
+        let (first, last) = self.caps;
         if !self.pipe.is_transaction() {
-            values.truncate(values.len().saturating_sub(self.caps));
+            values.truncate(values.len().saturating_sub(last));
         } else if let Some(Value::Array(replies)) = values.last_mut() {
-            replies.truncate(replies.len().saturating_sub(self.caps));
+            replies.truncate(replies.len().saturating_sub(last));
+            replies.drain(..first.min(replies.len()));
         }
         values
     }

@@ -1,0 +1,213 @@
+//! The fleet ([`Builder::fleet`](crate::Builder::fleet)): processes over
+//! the same nodes tell each other, through the nodes themselves, when they
+//! box a node or let one back in.
+//!
+//! One task per pool: it keeps a subscriber connection on each node (on
+//! the channel named after the fleet), publishes this pool's own changes
+//! on the other up nodes, and acts on what the others tell, as a hint: a
+//! probe soon of a node said to be back, a check now of a node said to be
+//! boxed. Each process still decides on its own evidence. (The journal
+//! kept on the stand-ins is the stand-in room's, read by the return.)
+
+mod news;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use futures_util::future::join_all;
+use tokio::sync::{broadcast, mpsc};
+use tokio::task::JoinHandle;
+
+use crate::health::event::{News, NodeEvent};
+use crate::metrics::FLEET_NEWS_TOTAL;
+use crate::node::tracked::NodeManager;
+use crate::node::{Node, Store};
+use crate::route::NodeName;
+use crate::runtime::core::Core;
+use news::{Heard, Message, jitter, random};
+
+/// The most a probe or check set off by one message waits: a thousand
+/// processes that hear it do not reach the node in the same millisecond.
+const JITTER: Duration = Duration::from_millis(25);
+
+/// How often lost subscriber connections are made again.
+const RELINK: Duration = Duration::from_secs(1);
+
+/// Messages read off the subscriber connections, waiting to be acted on.
+const BACKLOG: usize = 256;
+
+/// One node's subscriber connection, read by a task of its own that ends
+/// with it (or is ended when the link is dropped).
+struct Link(JoinHandle<()>);
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The fleet's task for one pool: it ends when the pool is closed or
+/// dropped.
+pub(crate) async fn run<M: NodeManager, S: Store<M>>(core: Weak<Core<M, S>>, name: String) {
+    let Some(mut events) = core.upgrade().map(|core| core.commons.events.subscribe()) else {
+        return;
+    };
+    let mut fleet = Fleet {
+        channel: name,
+        teller: random(),
+        seq: 0,
+        heard: Heard::default(),
+        checked: HashMap::new(),
+        links: HashMap::new(),
+    };
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(BACKLOG);
+    let mut relink = tokio::time::interval(RELINK);
+    relink.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let event = tokio::select! {
+            _ = relink.tick() => None,
+            event = events.recv() => match event {
+                Ok(event) => Some(event),
+                Err(broadcast::error::RecvError::Lagged(_)) => None,
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+            Some(payload) = rx.recv() => {
+                let Some(core) = core.upgrade() else { return };
+                fleet.hear(&core, &payload);
+                continue;
+            }
+        };
+        let Some(core) = core.upgrade().filter(|core| !core.is_closed()) else { return };
+        match event {
+            Some(NodeEvent::Boxed { node, .. }) => fleet.tell(&core, News::Boxed, node),
+            Some(NodeEvent::Returned { node }) => fleet.tell(&core, News::Returned, node),
+            _ => fleet.link(&core, &tx),
+        }
+    }
+}
+
+/// What the task keeps.
+struct Fleet {
+    channel: String,
+    /// This pool's id in its messages: its own come back to it, and are
+    /// ignored.
+    teller: u64,
+    seq: u64,
+    heard: Heard,
+    /// When each node was last checked on news of its boxing.
+    checked: HashMap<NodeName, Instant>,
+    links: HashMap<NodeName, Link>,
+}
+
+impl Fleet {
+    /// Links every node that has no live link, and drops the links of
+    /// nodes that left the pool.
+    fn link<M: NodeManager, S: Store<M>>(&mut self, core: &Core<M, S>, tx: &mpsc::Sender<Vec<u8>>) {
+        let Ok(table) = core.open_table() else { return };
+        self.links.retain(|name, link| table.node(name).is_some() && !link.0.is_finished());
+        for node in &table.nodes {
+            if !self.links.contains_key(node.name()) && node.listen.is_some() {
+                let task = listen(node.clone(), self.channel.clone(), tx.clone());
+                self.links.insert(*node.name(), Link(tokio::spawn(task)));
+            }
+        }
+    }
+
+    /// Tells the fleet this pool's own change of `node`, on every other
+    /// up node, unless it follows the same news heard from another process.
+    fn tell<M: NodeManager, S: Store<M>>(&mut self, core: &Core<M, S>, news: News, node: NodeName) {
+        let window = core.settings.probe_timeout * 2 + JITTER;
+        if self.heard.follows(&node, news, Instant::now(), window) {
+            return;
+        }
+        self.seq += 1;
+        let message = Message { news, teller: self.teller, seq: self.seq, node: node.to_string() };
+        let mut publish = redis::pipe();
+        publish.cmd("PUBLISH").arg(&self.channel).arg(message.encode());
+        let Ok(table) = core.open_table() else { return };
+        let others: Vec<_> =
+            table.nodes.iter().filter(|n| n.cell.is_up() && *n.name() != node).cloned().collect();
+        metrics::counter!(FLEET_NEWS_TOTAL, "node" => node.to_string(), "news" => news.as_str(), "way" => "sent")
+            .increment(1);
+        tracing::debug!(%node, news = news.as_str(), nodes = others.len(), "telling the fleet");
+        tokio::spawn(async move {
+            // Best effort: a node that fails here is judged by its own
+            // traffic, and the others carry the news.
+            join_all(others.iter().map(|other| other.send_own(&publish))).await;
+        });
+    }
+
+    /// Acts on a message from the channel: a probe soon of a node said to
+    /// be back while this pool has it boxed, a check now of a node said to
+    /// be boxed while this pool has it up. Its own messages, repeats
+    /// through other nodes and news of nodes it does not have do nothing.
+    fn hear<M: NodeManager, S: Store<M>>(&mut self, core: &Core<M, S>, payload: &[u8]) {
+        let Some(message) = Message::parse(payload) else { return };
+        let now = Instant::now();
+        if message.teller == self.teller || !self.heard.note(&message, now) {
+            return;
+        }
+        let Ok(table) = core.open_table() else { return };
+        let Some(node) = table.node(&message.node) else { return };
+        let (name, news) = (*node.name(), message.news);
+        metrics::counter!(FLEET_NEWS_TOTAL, "node" => name.to_string(), "news" => news.as_str(), "way" => "heard")
+            .increment(1);
+        let acted = match news {
+            News::Returned => !node.cell.is_up() && node.cell.hasten_probe(now + jitter(JITTER)),
+            News::Boxed => node.cell.is_up() && self.check(node, now, core.settings.probe_timeout),
+        };
+        if acted {
+            tracing::info!(node = %name, news = news.as_str(), "news from the fleet; checking");
+            node.cell.commons.send(NodeEvent::Heard { node: name, news });
+        }
+    }
+
+    /// Checks `node` after a little jitter, unless a check of it is still
+    /// under way (one at a time, however many processes tell).
+    fn check<M: NodeManager, S: Store<M>>(
+        &mut self,
+        node: &Arc<Node<M, S>>,
+        now: Instant,
+        timeout: Duration,
+    ) -> bool {
+        let busy = self.checked.get(node.name()).is_some_and(|at| now < *at + timeout + JITTER);
+        if busy {
+            return false;
+        }
+        self.checked.insert(*node.name(), now);
+        let node = node.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(jitter(JITTER)).await;
+            node.check().await;
+        });
+        true
+    }
+}
+
+/// Reads the fleet's channel on `node` until its connection ends, handing
+/// each message to the task. A connect that fails ends it too: the task
+/// links again within [`RELINK`]. Its failures say nothing of the node's
+/// health, which its own traffic and heartbeat tell.
+async fn listen<M: NodeManager, S: Store<M>>(
+    node: Arc<Node<M, S>>,
+    channel: String,
+    tx: mpsc::Sender<Vec<u8>>,
+) {
+    let Some(listen) = &node.listen else { return };
+    let subscribed = async {
+        let mut pubsub = listen().await.ok()?;
+        pubsub.subscribe(&channel).await.ok()?;
+        Some(pubsub)
+    };
+    let Ok(Some(pubsub)) = tokio::time::timeout(node.probe_timeout, subscribed).await else {
+        return;
+    };
+    let mut messages = pubsub.into_on_message();
+    while let Some(message) = messages.next().await {
+        if tx.send(message.get_payload_bytes().to_vec()).await.is_err() {
+            return;
+        }
+    }
+}

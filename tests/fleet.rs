@@ -1,0 +1,407 @@
+//! The fleet (`Builder::fleet`), across real processes: this test binary
+//! starts copies of itself (the ignored test `process`), each with a pool
+//! of its own over the same real servers, one writing increasing versions
+//! to keys homed on one node and the others reading them while that node
+//! is paused and resumed. Each process logs what it saw; the parent reads
+//! the logs.
+//!
+//! A read is stale if it returned a version older than one whose write was
+//! acknowledged before the read began (a miss is not stale: the key is
+//! then read from where it belongs).
+
+mod support;
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
+
+use fluster::{News, NodeEvent, ShardedPool};
+use futures_util::StreamExt;
+use redis::AsyncCommands;
+use support::proxy::Proxy;
+use support::{RedisServer, builder_for, eventually, keys_on, start_servers, status_of};
+
+/// Set in a child process: its role.
+const ROLE: &str = "FLUSTER_FLEET_ROLE";
+/// How long the home is paused.
+const PAUSE: Duration = Duration::from_secs(3);
+/// The processes' scenarios run one at a time: each is a handful of
+/// processes on two cores.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Nanoseconds of the wall clock, which every process on the machine
+/// shares.
+fn now_ns() -> u128 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_nanos()
+}
+
+fn env(name: &str) -> String {
+    std::env::var(format!("FLUSTER_FLEET_{name}")).unwrap_or_default()
+}
+
+/// One process of a scenario, started by it; does nothing when run
+/// otherwise.
+#[test]
+#[ignore = "a process of the fleet's scenarios, which start it themselves"]
+fn process() {
+    let Ok(role) = std::env::var(ROLE) else { return };
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build();
+    runtime.unwrap().block_on(run(role == "writer"));
+}
+
+async fn run(writer: bool) {
+    let urls: Vec<String> = env("NODES").split(',').map(str::to_owned).collect();
+    let keys: Vec<String> = env("KEYS").split(',').map(str::to_owned).collect();
+    let stop = PathBuf::from(env("STOP"));
+    let log = std::fs::File::create(env("LOG")).unwrap();
+    let log = std::sync::Arc::new(Mutex::new(log));
+    let wait = Duration::from_millis(env("WAIT").parse().unwrap());
+    let mut builder = urls.iter().fold(ShardedPool::builder(), |b, url| b.node(url));
+    if !env("NAME").is_empty() {
+        builder = builder.fleet(&env("NAME"));
+    }
+    let pool = builder
+        .stand_in_ttl(Duration::from_secs(30))
+        .invalidate_on_return(true)
+        .penalty_min_wait(wait)
+        .penalty_max_wait(wait * 3)
+        .response_timeout(Duration::from_millis(200))
+        .probe_timeout(Duration::from_millis(300))
+        .build()
+        .await
+        .unwrap();
+    let line = move |text: String| {
+        // Line by line: a writer killed midway leaves what it acknowledged.
+        let _ = writeln!(log.lock().unwrap(), "{text}");
+    };
+    let mut events = pool.events();
+    let told = line.clone();
+    tokio::spawn(async move {
+        while let Ok(event) = events.recv().await {
+            match event {
+                NodeEvent::Boxed { node, .. } => told(format!("boxed {} {node}", now_ns())),
+                NodeEvent::Returned { node, .. } => told(format!("returned {} {node}", now_ns())),
+                _ => {}
+            }
+        }
+    });
+    line("ready".into());
+    let mut version = 0u64;
+    while !stop.exists() {
+        for key in &keys {
+            let Ok(mut conn) = pool.get(key).await else { continue };
+            if writer {
+                version += 1;
+                if conn.set::<_, _, ()>(key, version).await.is_ok() {
+                    line(format!("ack {} {key} {version}", now_ns()));
+                }
+            } else {
+                let began = now_ns();
+                if let Ok(Some(read)) = conn.get::<_, Option<u64>>(key).await {
+                    line(format!("read {began} {key} {read}"));
+                }
+            }
+            tokio::time::sleep(Duration::from_micros(500)).await;
+        }
+    }
+}
+
+/// What one scenario saw.
+#[derive(Debug)]
+struct Seen {
+    /// Stale reads of each reader.
+    stale: Vec<usize>,
+    reads: usize,
+    /// From the first process's return of the home to the last's.
+    spread: Duration,
+}
+
+/// A process of a scenario, killed if the scenario ends early.
+struct Process {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn lines(log: &Path) -> Vec<String> {
+    std::fs::read_to_string(log).unwrap_or_default().lines().map(str::to_owned).collect()
+}
+
+fn has(log: &Path, prefix: &str, node: &str) -> bool {
+    lines(log).iter().any(|l| l.starts_with(prefix) && l.ends_with(node))
+}
+
+/// One writer and `readers` readers around a paused home; with a fleet if
+/// `fleet`; the writer killed while the home is boxed if `kill`.
+async fn scenario(fleet: bool, kill: bool, readers: usize) -> Seen {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let servers = start_servers(3);
+    let home = servers[0].name();
+    let routing = builder_for(&servers).probe_at_build(false).build().await.unwrap();
+    let keys = keys_on(&routing, &home, "fleet", 40).join(",");
+    drop(routing);
+    let dir =
+        std::env::temp_dir().join(format!("fluster-fleet-{}-{}", std::process::id(), now_ns()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let stop = dir.join("stop");
+    let urls: Vec<String> = servers.iter().map(RedisServer::url).collect();
+    let start = |role: &str, i: usize, wait: u64| {
+        let log = dir.join(format!("{role}-{i}.log"));
+        let child = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "process", "--ignored", "--nocapture", "--test-threads=1"])
+            .env(ROLE, role)
+            .env("FLUSTER_FLEET_NODES", urls.join(","))
+            .env("FLUSTER_FLEET_KEYS", &keys)
+            .env("FLUSTER_FLEET_NAME", if fleet { "test-fleet" } else { "" })
+            .env("FLUSTER_FLEET_STOP", &stop)
+            .env("FLUSTER_FLEET_LOG", &log)
+            .env("FLUSTER_FLEET_WAIT", wait.to_string())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        Process { child, log }
+    };
+    // The writer waits longer in the box than the readers: without a
+    // fleet they let the home back in well before it does.
+    let mut writer = start("writer", 0, 1_500);
+    let all: Vec<Process> = (0..readers).map(|i| start("reader", i, 200)).collect();
+    let ready = |p: &Process| lines(&p.log).first().is_some_and(|l| l == "ready");
+    let up = eventually(Duration::from_secs(20), || ready(&writer) && all.iter().all(ready)).await;
+    assert!(up, "the processes did not start");
+    tokio::time::sleep(Duration::from_secs(1)).await; // traffic with every node up
+    servers[0].pause();
+    let boxed = |p: &Process| has(&p.log, "boxed", &home);
+    assert!(eventually(Duration::from_secs(10), || boxed(&writer) && all.iter().all(boxed)).await);
+    tokio::time::sleep(PAUSE / 2).await;
+    if kill {
+        let _ = writer.child.kill();
+        let _ = writer.child.wait();
+    }
+    tokio::time::sleep(PAUSE / 2).await;
+    servers[0].resume();
+    let back = |p: &Process| has(&p.log, "returned", &home);
+    let returned =
+        eventually(Duration::from_secs(20), || (kill || back(&writer)) && all.iter().all(back))
+            .await;
+    assert!(returned, "not every process let the home back in");
+    tokio::time::sleep(Duration::from_secs(1)).await; // traffic after the return
+    std::fs::write(&stop, "").unwrap();
+    let mut processes = all;
+    for p in processes.iter_mut().chain(std::iter::once(&mut writer)) {
+        let ended = eventually(Duration::from_secs(10), || p.child.try_wait().unwrap().is_some());
+        assert!(ended.await, "a process did not stop");
+    }
+    // Acknowledged writes, per key, in order.
+    let mut acks: HashMap<String, Vec<(u128, u64)>> = HashMap::new();
+    for l in lines(&writer.log) {
+        if let ["ack", at, key, version] = l.split(' ').collect::<Vec<_>>()[..] {
+            acks.entry(key.into())
+                .or_default()
+                .push((at.parse().unwrap(), version.parse().unwrap()));
+        }
+    }
+    let newest_before = |key: &str, at: u128| {
+        let acks = acks.get(key).map_or(&[][..], Vec::as_slice);
+        acks[..acks.partition_point(|(t, _)| *t < at)].last().map_or(0, |(_, v)| *v)
+    };
+    let (mut stale, mut reads) = (Vec::new(), 0);
+    let mut returns = Vec::new();
+    for p in processes.iter().chain((!kill).then_some(&writer)) {
+        let mut found = 0;
+        for l in lines(&p.log) {
+            match l.split(' ').collect::<Vec<_>>()[..] {
+                ["read", at, key, version] => {
+                    reads += 1;
+                    let version: u64 = version.parse().unwrap();
+                    found += usize::from(version < newest_before(key, at.parse().unwrap()));
+                }
+                ["returned", at, node] if node == home => returns.push(at.parse::<u128>().unwrap()),
+                _ => {}
+            }
+        }
+        if !std::ptr::eq(p, &writer) {
+            stale.push(found);
+        }
+    }
+    let spread = returns.iter().max().unwrap() - returns.iter().min().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    Seen { stale, reads, spread: Duration::from_nanos(spread as u64) }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_fleet_no_reader_reads_a_stale_copy_and_the_return_is_together() {
+    let seen = scenario(true, false, 4).await;
+    println!("with a fleet: {seen:?}");
+    assert!(seen.reads > 1_000, "the readers read: {seen:?}");
+    assert!(seen.stale.iter().all(|&s| s == 0), "stale reads: {seen:?}");
+    assert!(seen.spread < Duration::from_millis(50), "the return was spread: {seen:?}");
+}
+
+/// The same processes without a fleet read stale copies: the test above
+/// measures something.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_fleet_readers_read_the_homes_old_copies() {
+    let seen = scenario(false, false, 4).await;
+    println!("without a fleet: {seen:?}");
+    assert!(seen.stale.iter().sum::<usize>() > 0, "no stale read: {seen:?}");
+    assert!(seen.spread > Duration::from_millis(200), "the return was together: {seen:?}");
+}
+
+/// The writer dies while the home is boxed: its journal is in Redis, and
+/// the first reader to let the home back in deletes its copies and the
+/// home's older ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_writers_copies_are_found_in_redis() {
+    let seen = scenario(true, true, 3).await;
+    println!("writer killed: {seen:?}");
+    assert!(seen.reads > 1_000, "the readers read: {seen:?}");
+    assert!(seen.stale.iter().all(|&s| s == 0), "stale reads: {seen:?}");
+}
+
+/// A pool of a fleet named `fleet` over `urls` (nodes named `a`, `b`,
+/// ...), quick to box and to probe, with a heartbeat that finds an idle
+/// node's death at once.
+async fn member(urls: &[String], fleet: &str) -> ShardedPool {
+    let names = ["a", "b", "c"];
+    let builder = urls
+        .iter()
+        .zip(names)
+        .fold(ShardedPool::builder(), |b, (url, name)| b.named_node(name, url));
+    builder
+        .fleet(fleet)
+        .heartbeat(Duration::from_millis(50))
+        .timeouts_before_penalty(1)
+        .response_timeout(Duration::from_millis(200))
+        .probe_timeout(Duration::from_millis(300))
+        .penalty_min_wait(Duration::from_millis(100))
+        .penalty_max_wait(Duration::from_millis(400))
+        .build()
+        .await
+        .unwrap()
+}
+
+/// Every message published on `channel` on `server`, counted as it comes.
+async fn count_messages(server: &RedisServer, channel: &str) -> std::sync::Arc<Mutex<Vec<String>>> {
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut pubsub = client.get_async_pubsub().await.unwrap();
+    pubsub.subscribe(channel).await.unwrap();
+    let seen = std::sync::Arc::new(Mutex::new(Vec::new()));
+    let into = seen.clone();
+    tokio::spawn(async move {
+        let mut messages = pubsub.into_on_message();
+        while let Some(message) = messages.next().await {
+            into.lock().unwrap().push(message.get_payload::<String>().unwrap());
+        }
+    });
+    seen
+}
+
+fn heard(events: &mut tokio::sync::broadcast::Receiver<NodeEvent>) -> Vec<(String, News)> {
+    let mut heard = Vec::new();
+    while let Ok(event) = events.try_recv() {
+        if let NodeEvent::Heard { node, news, .. } = event {
+            heard.push((node.to_string(), news));
+        }
+    }
+    heard
+}
+
+/// A node that flaps makes no storm: each process tells each of its own
+/// changes once at most, and what it then hears from itself sets off
+/// nothing; the others, told first, do not echo.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flapping_node_makes_no_storm_and_no_process_hears_itself() {
+    let mut servers = start_servers(3);
+    let urls: Vec<String> = servers.iter().map(RedisServer::url).collect();
+    let messages = count_messages(&servers[1], "storm").await;
+    let alone = member(&urls, "storm").await;
+    let mut own = alone.events();
+    let flaps = 3;
+    for _ in 0..flaps {
+        servers[0].kill();
+        assert!(eventually(Duration::from_secs(5), || !status_of(&alone, "a").up).await);
+        servers[0].restart();
+        assert!(eventually(Duration::from_secs(5), || status_of(&alone, "a").up).await);
+    }
+    let told = eventually(Duration::from_secs(2), || messages.lock().unwrap().len() == 2 * flaps);
+    assert!(told.await, "one message per change: {:?}", messages.lock().unwrap());
+    assert_eq!(heard(&mut own), [], "a process heard its own news");
+
+    // Three processes: news of each change comes from a few of them, not
+    // from every one for every message it hears.
+    let (members, mut events) = {
+        let mut members = Vec::new();
+        for _ in 0..3 {
+            members.push(member(&urls, "storm").await);
+        }
+        let events: Vec<_> = members.iter().map(ShardedPool::events).collect();
+        (members, events)
+    };
+    messages.lock().unwrap().clear();
+    for _ in 0..flaps {
+        servers[0].kill();
+        let all = |up: bool| members.iter().all(|m| status_of(m, "a").up == up);
+        assert!(eventually(Duration::from_secs(5), || all(false)).await);
+        servers[0].restart();
+        assert!(eventually(Duration::from_secs(5), || all(true)).await);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await; // late messages would show
+    let count = messages.lock().unwrap().len();
+    assert!(count >= 2 * flaps, "each change was told: {count}");
+    let processes = members.len() + 1; // `alone` is one of the fleet too
+    assert!(count <= 2 * flaps * processes, "at most one per change per process: {count}");
+    let heard: usize = events.iter_mut().map(|e| heard(e).len()).sum();
+    println!("{flaps} flaps, {processes} processes: {count} messages, {heard} acted on");
+    drop(alone);
+}
+
+/// One process cut off from a node the others reach (a proxy that keeps
+/// its sockets open and passes nothing): it boxes the node and tells the
+/// others, who check for themselves and keep it; it keeps its own view.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_process_cut_off_from_a_node_does_not_box_it_for_the_others() {
+    let servers = start_servers(3);
+    let urls: Vec<String> = servers.iter().map(RedisServer::url).collect();
+    let proxy = Proxy::start(servers[0].port());
+    let mut cut_urls = urls.clone();
+    cut_urls[0] = proxy.url();
+    let cut = member(&cut_urls, "partition").await;
+    let others = [member(&urls, "partition").await, member(&urls, "partition").await];
+    let mut events: Vec<_> = others.iter().map(ShardedPool::events).collect();
+    proxy.silence();
+    assert!(eventually(Duration::from_secs(5), || !status_of(&cut, "a").up).await);
+    let checked = |events: &mut Vec<tokio::sync::broadcast::Receiver<NodeEvent>>| {
+        events.iter_mut().all(|e| heard(e).contains(&("a".to_owned(), News::Boxed)))
+    };
+    let mut told = false;
+    for _ in 0..200 {
+        told = told || checked(&mut events);
+        if told {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(told, "the others did not act on the news");
+    // For a second, long after their checks ended: the others keep the
+    // node, the cut-off process keeps it boxed.
+    let until = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < until {
+        assert!(others.iter().all(|o| status_of(o, "a").up), "a process boxed a node it reaches");
+        assert!(!status_of(&cut, "a").up, "the cut-off process let the node back in");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let key = keys_on(&others[0], "a", "partition", 1).remove(0);
+    let mut conn = others[0].get(&key).await.unwrap();
+    assert!(conn.is_home(), "the others serve the node's keys from it");
+    let _: () = conn.set(&key, "fine").await.unwrap();
+}
