@@ -2,9 +2,10 @@
 //! for 200 processes, each over the same two local `redis-server` nodes,
 //! each with 4 tasks of GET on keys homed on the first. That node is
 //! killed, stays down for 3 s and comes back. Prints, without and with a
-//! warm-up, the probes per second it receives while boxed, the connections
-//! it accepts per second and holds at peak after its return, and the time
-//! until every pool routes its keys home.
+//! warm-up, and as one fleet (`Builder::fleet`), the probes per second it
+//! receives while boxed, the connections it accepts per second and holds at
+//! peak after its return, and the time until every pool routes its keys
+//! home.
 //!
 //!     cargo bench --bench fleet
 //!
@@ -41,11 +42,13 @@ fn info(server: &RedisServer, field: &str) -> u64 {
     line.and_then(|v| v.trim().parse().ok()).unwrap_or(0)
 }
 
-async fn run(pools: usize, warmup: Duration) -> Figures {
+async fn run(pools: usize, warmup: Duration, news: bool) -> Figures {
     let mut servers = start_servers(2);
     let mut fleet = Vec::with_capacity(pools);
     for _ in 0..pools {
-        let pool: ShardedPool = builder_for(&servers)
+        let builder = builder_for(&servers);
+        let builder = if news { builder.fleet("bench") } else { builder };
+        let pool: ShardedPool = builder
             .warmup(warmup)
             .penalty_min_wait(Duration::from_millis(200))
             .penalty_max_wait(Duration::from_secs(2))
@@ -132,31 +135,22 @@ async fn main() {
     }
     let pools = std::env::var("FLUSTER_FLEET_POOLS").ok().and_then(|n| n.parse().ok());
     let pools: usize = pools.unwrap_or(200);
-    let off = run(pools, Duration::ZERO).await;
-    let on = run(pools, Duration::from_secs(5)).await;
+    let off = run(pools, Duration::ZERO, false).await;
+    let on = run(pools, Duration::from_secs(5), false).await;
+    let told = run(pools, Duration::ZERO, true).await;
+    let both = run(pools, Duration::from_secs(5), true).await;
     println!("# A node's return to {pools} pools ({TASKS} tasks of GET each)\n");
     println!("Down for {DOWN:?}; penalty_min_wait 200 ms, penalty_max_wait 2 s.\n");
-    println!("| | warmup 0 | warmup 5 s |\n|---|---:|---:|");
-    let row = |name: &str, a: String, b: String| println!("| {name} | {a} | {b} |");
-    row(
-        "probes per second while boxed",
-        format!("{:.0}", off.probes_per_second),
-        format!("{:.0}", on.probes_per_second),
-    );
-    row(
-        "connections accepted, peak per second",
-        off.accepted_peak_per_second.to_string(),
-        on.accepted_peak_per_second.to_string(),
-    );
-    row(
-        "connections accepted in all",
-        off.accepted_total.to_string(),
-        on.accepted_total.to_string(),
-    );
-    row("connected clients at peak", off.clients_peak.to_string(), on.clients_peak.to_string());
-    row(
-        "until every pool routes home",
-        format!("{:?}", off.all_home),
-        format!("{:?}", on.all_home),
-    );
+    println!("| | warmup 0 | warmup 5 s | a fleet, warmup 0 | a fleet, warmup 5 s |");
+    println!("|---|---:|---:|---:|---:|");
+    let runs = [&off, &on, &told, &both];
+    let row = |name: &str, figure: &dyn Fn(&Figures) -> String| {
+        let [a, b, c, d] = runs.map(figure);
+        println!("| {name} | {a} | {b} | {c} | {d} |");
+    };
+    row("probes per second while boxed", &|f| format!("{:.0}", f.probes_per_second));
+    row("connections accepted, peak per second", &|f| f.accepted_peak_per_second.to_string());
+    row("connections accepted in all", &|f| f.accepted_total.to_string());
+    row("connected clients at peak", &|f| f.clients_peak.to_string());
+    row("until every pool routes home", &|f| format!("{:?}", f.all_home));
 }

@@ -68,7 +68,6 @@ async fn run(writer: bool) {
         .stand_in_ttl(Duration::from_secs(30))
         .invalidate_on_return(true)
         .penalty_min_wait(wait)
-        .penalty_max_wait(wait * 3)
         .response_timeout(Duration::from_millis(200))
         .probe_timeout(Duration::from_millis(300))
         .build()
@@ -141,9 +140,28 @@ fn has(log: &Path, prefix: &str, node: &str) -> bool {
     lines(log).iter().any(|l| l.starts_with(prefix) && l.ends_with(node))
 }
 
-/// One writer and `readers` readers around a paused home; with a fleet if
-/// `fleet`; the writer killed while the home is boxed if `kill`.
-async fn scenario(fleet: bool, kill: bool, readers: usize) -> Seen {
+/// What a scenario does.
+#[derive(Debug, Clone, Copy)]
+struct Setup {
+    /// Whether the processes form a fleet.
+    fleet: bool,
+    /// Whether the writer is killed while the home is boxed.
+    kill: bool,
+    readers: usize,
+    /// The writer's and the readers' `penalty_min_wait`, in milliseconds.
+    waits: (u64, u64),
+    /// How long the home is paused.
+    pause: Duration,
+}
+
+/// The tests' setup: four readers, and a writer that waits longer in the
+/// box than they do, so that without a fleet they let the home back in
+/// well before it.
+const SETUP: Setup =
+    Setup { fleet: true, kill: false, readers: 4, waits: (5_000, 200), pause: PAUSE };
+
+/// One writer and some readers around a paused home.
+async fn scenario(Setup { fleet, kill, readers, waits, pause }: Setup) -> Seen {
     let _one = ONE_AT_A_TIME.lock().await;
     let servers = start_servers(3);
     let home = servers[0].name();
@@ -171,10 +189,8 @@ async fn scenario(fleet: bool, kill: bool, readers: usize) -> Seen {
             .unwrap();
         Process { child, log }
     };
-    // The writer waits longer in the box than the readers: without a
-    // fleet they let the home back in well before it does.
-    let mut writer = start("writer", 0, 1_500);
-    let all: Vec<Process> = (0..readers).map(|i| start("reader", i, 200)).collect();
+    let mut writer = start("writer", 0, waits.0);
+    let all: Vec<Process> = (0..readers).map(|i| start("reader", i, waits.1)).collect();
     let ready = |p: &Process| lines(&p.log).first().is_some_and(|l| l == "ready");
     let up = eventually(Duration::from_secs(20), || ready(&writer) && all.iter().all(ready)).await;
     assert!(up, "the processes did not start");
@@ -182,12 +198,12 @@ async fn scenario(fleet: bool, kill: bool, readers: usize) -> Seen {
     servers[0].pause();
     let boxed = |p: &Process| has(&p.log, "boxed", &home);
     assert!(eventually(Duration::from_secs(10), || boxed(&writer) && all.iter().all(boxed)).await);
-    tokio::time::sleep(PAUSE / 2).await;
+    tokio::time::sleep(pause / 2).await;
     if kill {
         let _ = writer.child.kill();
         let _ = writer.child.wait();
     }
-    tokio::time::sleep(PAUSE / 2).await;
+    tokio::time::sleep(pause / 2).await;
     servers[0].resume();
     let back = |p: &Process| has(&p.log, "returned", &home);
     let returned =
@@ -240,7 +256,7 @@ async fn scenario(fleet: bool, kill: bool, readers: usize) -> Seen {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_a_fleet_no_reader_reads_a_stale_copy_and_the_return_is_together() {
-    let seen = scenario(true, false, 4).await;
+    let seen = scenario(SETUP).await;
     println!("with a fleet: {seen:?}");
     assert!(seen.reads > 1_000, "the readers read: {seen:?}");
     assert!(seen.stale.iter().all(|&s| s == 0), "stale reads: {seen:?}");
@@ -251,7 +267,7 @@ async fn with_a_fleet_no_reader_reads_a_stale_copy_and_the_return_is_together() 
 /// measures something.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_fleet_readers_read_the_homes_old_copies() {
-    let seen = scenario(false, false, 4).await;
+    let seen = scenario(Setup { fleet: false, ..SETUP }).await;
     println!("without a fleet: {seen:?}");
     assert!(seen.stale.iter().sum::<usize>() > 0, "no stale read: {seen:?}");
     assert!(seen.spread > Duration::from_millis(200), "the return was together: {seen:?}");
@@ -262,10 +278,31 @@ async fn without_a_fleet_readers_read_the_homes_old_copies() {
 /// home's older ones.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_writers_copies_are_found_in_redis() {
-    let seen = scenario(true, true, 3).await;
+    let seen = scenario(Setup { kill: true, readers: 3, ..SETUP }).await;
     println!("writer killed: {seen:?}");
     assert!(seen.reads > 1_000, "the readers read: {seen:?}");
     assert!(seen.stale.iter().all(|&s| s == 0), "stale reads: {seen:?}");
+}
+
+/// The figures of `BENCHMARKS.md`: seven processes with the same settings
+/// (one writer, six readers, `penalty_min_wait` at its default), the home
+/// paused for 4 s, with and without a fleet, three rounds each.
+///
+///     cargo test --test fleet measure -- --ignored --nocapture
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: run it by name"]
+async fn measure() {
+    for fleet in [false, true, false, true, false, true] {
+        let setup =
+            Setup { fleet, kill: false, readers: 6, waits: (200, 200), pause: PAUSE + PAUSE / 3 };
+        let seen = scenario(setup).await;
+        let stale: usize = seen.stale.iter().sum();
+        println!(
+            "fleet {fleet:5}: stale {stale:4} of {:6} reads, return spread {:7.1} ms",
+            seen.reads,
+            seen.spread.as_secs_f64() * 1e3
+        );
+    }
 }
 
 /// A pool of a fleet named `fleet` over `urls` (nodes named `a`, `b`,
@@ -279,6 +316,7 @@ async fn member(urls: &[String], fleet: &str) -> ShardedPool {
         .fold(ShardedPool::builder(), |b, (url, name)| b.named_node(name, url));
     builder
         .fleet(fleet)
+        .invalidate_on_return(true)
         .heartbeat(Duration::from_millis(50))
         .timeouts_before_penalty(1)
         .response_timeout(Duration::from_millis(200))
@@ -400,8 +438,49 @@ async fn one_process_cut_off_from_a_node_does_not_box_it_for_the_others() {
         assert!(!status_of(&cut, "a").up, "the cut-off process let the node back in");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // What it costs: the others write a key on its home; the cut-off
+    // process writes it on a stand-in, and the others never see that write
+    // while the partition lasts (a cache's miss at worst once it heals).
     let key = keys_on(&others[0], "a", "partition", 1).remove(0);
     let mut conn = others[0].get(&key).await.unwrap();
     assert!(conn.is_home(), "the others serve the node's keys from it");
-    let _: () = conn.set(&key, "fine").await.unwrap();
+    let _: () = conn.set(&key, "before").await.unwrap();
+    let mut stand_in = cut.get(&key).await.unwrap();
+    assert!(!stand_in.is_home());
+    let _: () = stand_in.set(&key, "cut off").await.unwrap();
+    let read: Option<String> = conn.get(&key).await.unwrap();
+    assert_eq!(read.as_deref(), Some("before"), "the others read the home's older value");
+    // Its write is recorded on the stand-in, and counted in its status.
+    let recorded = || status_of(&cut, "a").stand_in_recorded;
+    assert!(eventually(Duration::from_secs(3), || recorded() == Some(1)).await, "{:?}", recorded());
+    assert_eq!(status_of(&others[0], "a").stand_in_recorded, Some(0));
+    proxy.restore();
+    assert!(eventually(Duration::from_secs(5), || status_of(&cut, "a").up).await);
+    let read: Option<String> = conn.get(&key).await.unwrap();
+    assert_eq!(read, None, "its return deleted the home's copy, older than its write");
+    assert_eq!(recorded(), Some(0), "the record was taken at the return");
+}
+
+/// A pool of a fleet holds one subscriber connection per node, and lets
+/// them go when it is closed or dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleets_connections_end_with_its_pool() {
+    let servers = start_servers(2);
+    let urls: Vec<String> = servers.iter().map(RedisServer::url).collect();
+    for close in [true, false] {
+        let pool = member(&urls, "ends").await;
+        let subscribed = |s: &RedisServer| {
+            let list: String = redis::cmd("CLIENT").arg("LIST").query(&mut s.client()).unwrap();
+            list.lines().filter(|l| l.contains("cmd=subscribe")).count()
+        };
+        let linked = || servers.iter().all(|s| subscribed(s) == 1);
+        assert!(eventually(Duration::from_secs(3), linked).await, "one subscriber per node");
+        if close {
+            pool.close();
+        } else {
+            drop(pool);
+        }
+        let gone = || servers.iter().all(|s| subscribed(s) == 0);
+        assert!(eventually(Duration::from_secs(3), gone).await, "subscribers left behind");
+    }
 }

@@ -8,9 +8,9 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use fluster::metrics::{
-    CHECKOUT_SECONDS, CHECKOUTS_TOTAL, FAILOVERS_TOTAL, FAILURES_TOTAL, NEAR_CACHE_HITS_TOTAL,
-    NEAR_CACHE_INVALIDATIONS_TOTAL, NEAR_CACHE_MISSES_TOTAL, NODE_UP, PENALTIES_TOTAL,
-    PROBES_TOTAL, STAND_IN_WRITES_TOTAL,
+    CHECKOUT_SECONDS, CHECKOUTS_TOTAL, FAILOVERS_TOTAL, FAILURES_TOTAL, FLEET_NEWS_TOTAL,
+    NEAR_CACHE_HITS_TOTAL, NEAR_CACHE_INVALIDATIONS_TOTAL, NEAR_CACHE_MISSES_TOTAL, NODE_UP,
+    PENALTIES_TOTAL, PROBES_TOTAL, STAND_IN_WRITES_TOTAL,
 };
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use redis::AsyncCommands;
@@ -90,6 +90,7 @@ async fn node_metrics_follow_a_kill_and_a_restart() {
         .penalty_max_wait(Duration::from_millis(200))
         .invalidate_on_return(true)
         .near_cache(100)
+        .fleet("metrics")
         .build()
         .await
         .unwrap();
@@ -154,6 +155,15 @@ async fn node_metrics_follow_a_kill_and_a_restart() {
         .map(|kind| r.counter(FAILURES_TOTAL, &[("node", &name), ("kind", kind)]))
         .sum();
     assert!(failures >= 1);
+    // It told the fleet, on the other node, once.
+    let told = [("node", name.as_str()), ("news", "boxed"), ("way", "sent")];
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while r.counter(FLEET_NEWS_TOTAL, &told) == 0 {
+        assert!(std::time::Instant::now() < deadline, "the boxing was not told");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        r.take(secret);
+    }
+    assert_eq!(r.counter(FLEET_NEWS_TOTAL, &told), 1);
 
     for _ in 0..10 {
         let conn = pool.get(&key).await.unwrap();

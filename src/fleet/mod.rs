@@ -30,7 +30,7 @@ use news::{Heard, Message, jitter, random};
 
 /// The most a probe or check set off by one message waits: a thousand
 /// processes that hear it do not reach the node in the same millisecond.
-const JITTER: Duration = Duration::from_millis(25);
+const JITTER: Duration = Duration::from_millis(20);
 
 /// How often lost subscriber connections are made again.
 const RELINK: Duration = Duration::from_secs(1);
@@ -83,7 +83,10 @@ pub(crate) async fn run<M: NodeManager, S: Store<M>>(core: Weak<Core<M, S>>, nam
         match event {
             Some(NodeEvent::Boxed { node, .. }) => fleet.tell(&core, News::Boxed, node),
             Some(NodeEvent::Returned { node }) => fleet.tell(&core, News::Returned, node),
-            _ => fleet.link(&core, &tx),
+            _ => {
+                fleet.link(&core, &tx);
+                count_records(&core);
+            }
         }
     }
 }
@@ -183,6 +186,34 @@ impl Fleet {
             node.check().await;
         });
         true
+    }
+}
+
+/// Counts, for each boxed node, the keys every process recorded for it on
+/// the other up nodes (one `SCARD` each), for `status()`.
+fn count_records<M: NodeManager, S: Store<M>>(core: &Core<M, S>) {
+    let Ok(table) = core.open_table() else { return };
+    for home in table.nodes.iter().filter(|node| !node.cell.is_up()) {
+        let Some(count) = home.journal.count_recorded() else { return };
+        let others: Vec<_> = table
+            .nodes
+            .iter()
+            .filter(|n| n.cell.is_up() && n.name() != home.name())
+            .cloned()
+            .collect();
+        let home = home.clone();
+        tokio::spawn(async move {
+            let mut pipe = redis::pipe();
+            pipe.add_command(count);
+            let counts = join_all(others.iter().map(|other| other.send_own(&pipe))).await;
+            let replies = counts.into_iter().filter_map(|r| r.ok().flatten()).flatten();
+            let keys = replies.filter_map(|reply| redis::from_redis_value::<u64>(reply).ok());
+            let keys = keys.sum();
+            // A count that comes back after the return is stale.
+            if !home.cell.is_up() {
+                home.journal.counted(keys);
+            }
+        });
     }
 }
 

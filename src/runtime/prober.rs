@@ -152,7 +152,9 @@ async fn recorded<M: NodeManager, S: Store<M>>(
     let others = nodes.iter().filter(|node| node.name() != home.name() && node.cell.is_up());
     let takes = others.map(|node| node.send_own(&take));
     let replies = join_all(takes).await.into_iter().filter_map(|r| r.ok().flatten());
-    replies.flat_map(Journal::recorded).collect()
+    let keys = replies.flat_map(Journal::recorded).collect();
+    home.journal.counted(0);
+    keys
 }
 
 /// Deletes on the other nodes what stand-ins took for `home` since its

@@ -65,6 +65,11 @@ pub struct NodeStatus {
     /// Stand-in writes for this node's keys left to `stand_in_ttl` so far:
     /// no room to remember them, or a stand-in that could not be reached.
     pub stand_in_dropped: u64,
+    /// With a [`fleet`](crate::Builder::fleet) and `invalidate_on_return`:
+    /// the keys of this node that every process of the fleet recorded on
+    /// the stand-ins, to delete at its return; counted each second while
+    /// it is boxed, 0 once it returned. `None` without a fleet.
+    pub stand_in_recorded: Option<u64>,
     /// With a near cache: the keys it holds replies of.
     pub near_cache_entries: Option<u64>,
     /// With a near cache: the share of reads it answered from memory since
@@ -111,6 +116,7 @@ impl NodeStatus {
             stand_in_keys: node.journal.len(),
             stand_in_invalidated,
             stand_in_dropped,
+            stand_in_recorded: node.journal.recorded_len(),
             near_cache_entries: near.map(|(_, held, _)| held),
             near_cache_hit_ratio: ratio
                 .map(|[hits, misses, _]| hits as f64 / (hits + misses) as f64),

@@ -30,6 +30,8 @@ pub(crate) struct Journal {
     /// With a fleet: the key of the set, on each stand-in, of the keys
     /// every process wrote there for this home.
     shared: Option<Box<[u8]>>,
+    /// With a fleet: how many keys those sets held when last counted.
+    counted: AtomicU64,
 }
 
 impl Journal {
@@ -44,6 +46,7 @@ impl Journal {
             counters,
             shared: fleet
                 .map(|fleet| format!("fluster:fleet:{fleet}:journal:{home}").into_bytes().into()),
+            counted: AtomicU64::new(0),
         }
     }
 
@@ -66,6 +69,22 @@ impl Journal {
         let mut pipe = redis::pipe();
         pipe.cmd("MULTI").cmd("SMEMBERS").arg(set).cmd("DEL").arg(set).cmd("EXEC");
         Some(pipe)
+    }
+
+    /// With a fleet: what counts the keys recorded on one stand-in.
+    pub(crate) fn count_recorded(&self) -> Option<Cmd> {
+        Some(redis::cmd("SCARD").arg(self.shared.as_deref()?).to_owned())
+    }
+
+    /// Notes how many keys the stand-ins hold records of, all told.
+    pub(crate) fn counted(&self, keys: u64) {
+        self.counted.store(keys, Ordering::Relaxed);
+    }
+
+    /// With a fleet: the keys the stand-ins held records of when last
+    /// counted.
+    pub(crate) fn recorded_len(&self) -> Option<u64> {
+        self.shared.as_ref().map(|_| self.counted.load(Ordering::Relaxed))
     }
 
     /// The keys in the replies to [`take_recorded`](Self::take_recorded).
