@@ -74,6 +74,11 @@ pub enum Error {
         reason: String,
     },
 
+    /// The fill of [`aside`](crate::ShardedPool::aside) returned this
+    /// error of yours; nothing was stored, and the lease was given back.
+    #[error("the fill failed: {0}")]
+    Fill(#[source] std::sync::Arc<dyn std::error::Error + Send + Sync>),
+
     /// A Redis command failed; lets `?` carry `redis` errors in functions
     /// that return this type.
     #[error(transparent)]

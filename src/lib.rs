@@ -117,6 +117,7 @@
 
 // Folders are the layers, read bottom up in the README's Layout: each
 // module imports only from those below it (no import loops).
+mod aside;
 mod backend;
 mod build;
 mod error;

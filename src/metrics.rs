@@ -77,6 +77,15 @@ pub const SUBSCRIPTIONS: &str = "fluster_subscriptions";
 /// told by another process and new to this one, which then checks).
 pub const FLEET_NEWS_TOTAL: &str = "fluster_fleet_news_total";
 
+/// Counter of [`aside`](crate::ShardedPool::aside) calls that missed, by
+/// `outcome`: `filled` (it held the lease and stored the value), `voided`
+/// (it held the lease, but a delete voided it: the value was returned, not
+/// stored), `failed` (its fill failed), `waited` (it found a lease and got
+/// its holder's value), `took_over` (it found a lease that ended without a
+/// value, and filled). The `node` label is the node that served the key.
+/// Hits are not counted: they cost a plain read.
+pub const ASIDE_TOTAL: &str = "fluster_aside_total";
+
 /// Every metric the pool records, by name: what a dashboard should chart.
 pub const ALL: &[&str] = &[
     NODE_UP,
@@ -97,6 +106,7 @@ pub const ALL: &[&str] = &[
     NEAR_CACHE_INVALIDATIONS_TOTAL,
     SUBSCRIPTIONS,
     FLEET_NEWS_TOTAL,
+    ASIDE_TOTAL,
 ];
 
 /// Describes every metric to the installed recorder (help text and unit).
@@ -122,6 +132,7 @@ pub fn describe() {
         (NEAR_CACHE_MISSES_TOTAL, "Reads through the node's near cache that went to the server"),
         (NEAR_CACHE_INVALIDATIONS_TOTAL, "Entries the node's near cache dropped"),
         (FLEET_NEWS_TOTAL, "News of the node told to and heard from the fleet, by news and way"),
+        (ASIDE_TOTAL, "Cache-aside calls that missed, by outcome (filled, waited, ...)"),
     ] {
         counter!(name, Unit::Count, help);
     }

@@ -8,9 +8,9 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use fluster::metrics::{
-    CHECKOUT_SECONDS, CHECKOUTS_TOTAL, FAILOVERS_TOTAL, FAILURES_TOTAL, FLEET_NEWS_TOTAL,
-    NEAR_CACHE_HITS_TOTAL, NEAR_CACHE_INVALIDATIONS_TOTAL, NEAR_CACHE_MISSES_TOTAL, NODE_UP,
-    PENALTIES_TOTAL, PROBES_TOTAL, STAND_IN_WRITES_TOTAL,
+    ASIDE_TOTAL, CHECKOUT_SECONDS, CHECKOUTS_TOTAL, FAILOVERS_TOTAL, FAILURES_TOTAL,
+    FLEET_NEWS_TOTAL, NEAR_CACHE_HITS_TOTAL, NEAR_CACHE_INVALIDATIONS_TOTAL,
+    NEAR_CACHE_MISSES_TOTAL, NODE_UP, PENALTIES_TOTAL, PROBES_TOTAL, STAND_IN_WRITES_TOTAL,
 };
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use redis::AsyncCommands;
@@ -142,6 +142,14 @@ async fn node_metrics_follow_a_kill_and_a_restart() {
         r.take(secret);
     }
     assert_eq!(r.counter(NEAR_CACHE_MISSES_TOTAL, &[("node", &name)]), 1);
+
+    // A cache-aside miss is counted by what became of it.
+    let fill = || async { Ok::<_, std::io::Error>(7_i64) };
+    let filled: i64 = pool.aside("metrics:aside", Duration::from_secs(60), fill).await.unwrap();
+    assert_eq!(filled, 7);
+    let served = pool.node_for("metrics:aside").unwrap().to_string();
+    r.take(secret);
+    assert_eq!(r.counter(ASIDE_TOTAL, &[("node", &served), ("outcome", "filled")]), 1);
 
     // Killed while the pool is idle: the heartbeat finds it, so the gauge
     // tells the truth without a single request.

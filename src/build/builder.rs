@@ -283,6 +283,14 @@ impl<M: NodeManager, F> Builder<M, F> {
         /// open). Nodes given by URL (not Sentinel shards), async flavour
         /// (the sync one has no shared connection).
         near_cache: usize;
+        /// How long a fill of [`aside`](crate::ShardedPool::aside) may hold
+        /// its key's lease (default 3 s): callers that find the lease wait
+        /// for the value up to this long, then take the lease over, so a
+        /// filler that died holds the key no longer. Set it above your
+        /// slowest fill: a fill that outlives its lease still returns its
+        /// value, but another caller fills too, and only the later store
+        /// stands.
+        lease: Duration;
         /// Interval of the heartbeat (default 1 s; zero: off): an up node
         /// that carried no successful command during the last interval gets
         /// one `PING`, judged like any command, so a node that dies while

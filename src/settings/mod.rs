@@ -107,6 +107,9 @@ pub struct Settings {
     pub invalidate_on_return: bool,
     /// [`Builder::fleet`](crate::Builder::fleet).
     pub fleet: Option<String>,
+    /// [`Builder::lease`](crate::Builder::lease).
+    #[cfg_attr(feature = "serde", serde(deserialize_with = "duration"))]
+    pub lease: Duration,
     /// [`Builder::near_cache`](crate::Builder::near_cache).
     pub near_cache: usize,
     /// [`Builder::heartbeat`](crate::Builder::heartbeat); `"0s"` for off.
@@ -172,6 +175,7 @@ impl Default for Settings {
             stand_in_ttl: None,
             invalidate_on_return: false,
             fleet: None,
+            lease: Duration::from_secs(3),
             near_cache: 0,
             heartbeat: DEFAULT_HEARTBEAT,
             #[cfg(feature = "tls")]
@@ -218,6 +222,7 @@ impl Settings {
             ("response_timeout", self.response_timeout),
             ("checkout_timeout", self.checkout_timeout),
             ("probe_timeout", self.probe_timeout),
+            ("lease", self.lease),
         ] {
             if value.is_zero() {
                 return Err(Error::config(setting, "must be greater than zero"));
