@@ -5,6 +5,7 @@
 //!     FLUSTER__NODES=redis://127.0.0.1:7001,redis://127.0.0.1:7002 \
 //!         cargo run --example axum --features serde
 //!     curl 127.0.0.1:3000/counter/user:42
+//!     curl 127.0.0.1:3000/user/42
 //!     curl 127.0.0.1:3000/status
 //!     curl 127.0.0.1:3000/metrics
 //!
@@ -49,6 +50,7 @@ pub struct AppState {
 pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/counter/{key}", get(counter))
+        .route("/user/{id}", get(user))
         .route("/status", get(status))
         .route("/metrics", get(metrics))
         .with_state(state)
@@ -64,6 +66,22 @@ async fn counter(
     Ok(Json(json!({ "key": key, "value": value, "node": conn.node() })))
 }
 
+/// Cache-aside: the user from the cache, or from the database on a miss,
+/// which one caller asks while the others wait for its value (a lease), so
+/// an expired hot key sends one query to the database, not one per caller.
+async fn user(State(state): State<AppState>, Path(id): Path<u64>) -> Result<Json<Value>, AppError> {
+    let key = format!("user:{id}");
+    let ttl = std::time::Duration::from_secs(300);
+    let name: String = state.pool.aside(&key, ttl, || load_user(id)).await?;
+    Ok(Json(json!({ "id": id, "name": name })))
+}
+
+/// Your database: here, a query that takes 20 ms.
+async fn load_user(id: u64) -> Result<String, std::io::Error> {
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    Ok(format!("user {id}"))
+}
+
 async fn status(State(state): State<AppState>) -> Json<Vec<NodeStatus>> {
     Json(state.pool.status())
 }
@@ -73,7 +91,7 @@ async fn metrics(State(state): State<AppState>) -> String {
 }
 
 /// fluster's errors as HTTP: no healthy node or a busy one is 503 (retry
-/// later), a failed command 502.
+/// later), a failed command or database 502.
 pub struct AppError(fluster::Error);
 
 impl<E: Into<fluster::Error>> From<E> for AppError {
@@ -85,7 +103,7 @@ impl<E: Into<fluster::Error>> From<E> for AppError {
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let code = match self.0 {
-            fluster::Error::Redis(_) => StatusCode::BAD_GATEWAY,
+            fluster::Error::Redis(_) | fluster::Error::Fill(_) => StatusCode::BAD_GATEWAY,
             _ => StatusCode::SERVICE_UNAVAILABLE,
         };
         (code, Json(json!({ "error": self.0.to_string() }))).into_response()

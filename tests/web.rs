@@ -83,6 +83,16 @@ async fn axum_service_survives_a_node_and_reports_it() {
     let reply: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(reply["node"], victim.as_str());
     assert_eq!(reply["value"], 1);
+    // Cache-aside: the first read fills from the "database", the second
+    // is a hit (the value is in Redis).
+    for _ in 0..2 {
+        let (code, body) = axum_get(&app, "/user/42".into()).await;
+        assert_eq!((code, body.as_str()), (200, r#"{"id":42,"name":"user 42"}"#));
+    }
+    let mut conn = pool.get("user:42").await.unwrap();
+    let cached: Option<String> =
+        redis::cmd("GET").arg("user:42").query_async(&mut conn).await.unwrap();
+    assert_eq!(cached.as_deref(), Some("user 42"));
     let (_, text) = axum_get(&app, "/metrics".into()).await;
     assert_eq!(
         node_up_line(&text, &victim).unwrap(),
