@@ -163,7 +163,7 @@ pub use crate::settings::TlsIdentity;
 pub use crate::settings::sentinel::SentinelShard;
 pub use crate::settings::{
     DEFAULT_CHECKOUT_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_PROBE_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT, Failover, Settings,
+    DEFAULT_PROBE_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT, Failover, GUTTER_TTL, Settings,
 };
 pub use bb8;
 pub use redis;

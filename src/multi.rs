@@ -16,7 +16,6 @@ use crate::node::connection::{Connection, own_reply};
 use crate::node::tracked::NodeManager;
 use crate::pool::ShardedPool;
 use crate::route;
-use crate::route::policy::Failover;
 use crate::runtime::core::Route;
 
 /// Commands for several nodes, each with the key that routes it, sent as one
@@ -283,7 +282,7 @@ impl<M: NodeManager> ShardedPool<M> {
     ) -> Result<Vec<Connection<M>>, Error> {
         let table = self.core.open_table()?;
         let (started, deadline) = self.core.deadline();
-        let mut route = table.route(route::key_hash(key.as_ref()), Failover::Reroute);
+        let mut route = table.members(route::key_hash(key.as_ref()));
         let mut conns = Vec::with_capacity(n);
         while conns.len() < n {
             let Ok(index) = route.next() else { break };

@@ -23,6 +23,8 @@ pub(super) struct NodeSpec<M: NodeManager> {
     pub(super) make: MakeNode<M>,
     /// For a node given by URL: its server and database.
     pub(super) target: Option<(String, i64)>,
+    /// Whether it is a gutter node.
+    pub(super) gutter: bool,
 }
 
 /// What a [`Builder`] builds by default (its second type parameter): the
@@ -145,6 +147,7 @@ impl<M: NodeManager, F> Builder<M, F> {
             weight,
             make: Box::new(move |_| Ok(Spec::new(&node, weight, manager))),
             target: None,
+            gutter: false,
         });
         self
     }
@@ -355,8 +358,12 @@ impl<M: NodeManager, F> Builder<M, F> {
         if let Some(e) = self.error {
             return Err(e);
         }
-        if self.nodes.is_empty() {
-            return Err(Error::config("nodes", "no nodes were added"));
+        if self.nodes.iter().all(|n| n.gutter) {
+            let reason = match self.nodes.is_empty() {
+                true => "no nodes were added",
+                false => "only gutter nodes were added: they hold no keys of their own",
+            };
+            return Err(Error::config("nodes", reason));
         }
         check_nodes(self.nodes.iter().map(|n| (n.name.as_str(), n.weight, n.target.as_ref())))?;
         self.settings.check()?;
@@ -371,7 +378,7 @@ impl<M: NodeManager, F> Builder<M, F> {
         let nodes: Vec<Spec<M>> = self
             .nodes
             .into_iter()
-            .map(|spec| (spec.make)(&settings))
+            .map(|spec| Ok(Spec { gutter: spec.gutter, ..(spec.make)(&settings)? }))
             .collect::<Result<_, Error>>()?;
         if let Some(node) =
             nodes.iter().find(|n| n.listen.is_none()).filter(|_| settings.fleet.is_some())

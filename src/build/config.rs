@@ -81,9 +81,13 @@ impl Config {
         for node in self.nodes {
             b = match node {
                 NodeConfig::Url(url) => b.node(&url),
-                NodeConfig::Full { url, name, weight } => {
+                NodeConfig::Full { url, name, weight, gutter: false } => {
                     b.redis_node(name.as_deref(), &url, weight.unwrap_or(1.0))
                 }
+                NodeConfig::Full { url, name: Some(name), gutter: true, .. } => {
+                    b.named_gutter_node(&name, &url)
+                }
+                NodeConfig::Full { url, name: None, gutter: true, .. } => b.gutter_node(&url),
                 #[cfg(feature = "sentinel")]
                 NodeConfig::Sentinel { name, sentinel, weight } => {
                     b.weighted_sentinel_node(&name, sentinel, weight.unwrap_or(1.0))

@@ -34,6 +34,35 @@ impl<F> Builder<RedisManager, F> {
         self.redis_node(Some(name), url, weight)
     }
 
+    /// Adds a gutter node at `url`, named after its address: it holds no
+    /// keys of its own. While a node is boxed its keys go to the gutter
+    /// nodes (ranked among themselves by the same routing function)
+    /// instead of the survivors, so a dead node's hot keys never push a
+    /// survivor over; every write there is capped by
+    /// [`stand_in_ttl`](Self::stand_in_ttl), or
+    /// [`GUTTER_TTL`](crate::GUTTER_TTL) (10 s) if that is unset. With
+    /// every gutter node boxed too, keys go to the survivors as without a
+    /// gutter. Gutter nodes are probed and shown in `status()` (`gutter:
+    /// true`) like the others; `get_any` never picks them.
+    #[must_use]
+    pub fn gutter_node(self, url: &str) -> Self {
+        self.redis_node(None, url, 1.0).into_gutter()
+    }
+
+    /// [`gutter_node`](Self::gutter_node) under `name`.
+    #[must_use]
+    pub fn named_gutter_node(self, name: &str, url: &str) -> Self {
+        self.redis_node(Some(name), url, 1.0).into_gutter()
+    }
+
+    /// The node added last is a gutter node.
+    fn into_gutter(mut self) -> Self {
+        if let Some(node) = self.nodes.last_mut() {
+            node.gutter = true;
+        }
+        self
+    }
+
     pub(crate) fn redis_node(mut self, name: Option<&str>, url: &str, weight: f64) -> Self {
         match parse_url(url) {
             Ok(info) => {
@@ -45,7 +74,7 @@ impl<F> Builder<RedisManager, F> {
                     let (tracking, listen) = (manager.tracking(), Some(manager.listen()));
                     Ok(Spec { tracking, listen, ..Spec::new(&node, weight, manager) })
                 });
-                self.nodes.push(NodeSpec { name, weight, make, target });
+                self.nodes.push(NodeSpec { name, weight, make, target, gutter: false });
             }
             Err(e) => {
                 self.error.get_or_insert(e);
@@ -87,6 +116,7 @@ impl<F> Builder<RedisManager, F> {
                 Ok(Spec { listen: Some(manager.listen()), ..Spec::new(&node, weight, manager) })
             }),
             target: None,
+            gutter: false,
         });
         self
     }

@@ -45,12 +45,14 @@ pub(crate) struct Spec<M: NodeManager> {
     pub(crate) manager: M,
     pub(crate) tracking: Option<Tracking<M>>,
     pub(crate) listen: Option<Listen>,
+    /// Whether it is a gutter node: it holds no keys of its own.
+    pub(crate) gutter: bool,
 }
 
 impl<M: NodeManager> Spec<M> {
     /// A node of `manager`, without a near cache or pub/sub.
     pub(crate) fn new(name: &str, weight: f64, manager: M) -> Self {
-        Spec { name: name.to_owned(), weight, manager, tracking: None, listen: None }
+        Spec { name: name.to_owned(), weight, manager, tracking: None, listen: None, gutter: false }
     }
 }
 
@@ -69,6 +71,9 @@ pub(crate) struct Node<M: NodeManager, S> {
     tracking: Option<Tracking<M>>,
     /// How a pub/sub connection to it is made, if it can be.
     pub(crate) listen: Option<Listen>,
+    /// Whether it is a gutter node: it holds no keys of its own, and takes
+    /// a boxed node's while it is away.
+    pub(crate) gutter: bool,
     /// The writes for its keys that stand-ins took.
     pub(crate) journal: Arc<Journal>,
     mux: ArcSwapOption<Muxed<M::Connection>>,
@@ -93,7 +98,7 @@ impl<M: NodeManager, S: Store<M>> Node<M, S> {
     /// A node whose connections live in what `store` makes of its tracked
     /// manager; nothing is connected yet.
     pub(crate) fn new(
-        Spec { name, weight, manager, tracking, listen }: Spec<M>,
+        Spec { name, weight, manager, tracking, listen, gutter }: Spec<M>,
         settings: &Settings,
         commons: &Arc<Commons>,
         check: Option<ProbeCheck<M::Connection>>,
@@ -115,6 +120,7 @@ impl<M: NodeManager, S: Store<M>> Node<M, S> {
             near,
             tracking,
             listen,
+            gutter,
             journal,
             mux: ArcSwapOption::empty(),
             beating: AtomicBool::new(false),

@@ -25,7 +25,7 @@ use crate::node::{CheckoutError, Node, Spec, Store};
 use crate::route::policy::{Cursor, Miss};
 use crate::route::{self, NodeName, Router};
 use crate::runtime::status::NodeStatus;
-use crate::settings::{Failover, Settings};
+use crate::settings::{Failover, GUTTER_TTL, Settings};
 use crate::stand_in::writes::{Homes, StandIn};
 
 /// What a pool starts from: each node's name, weight and manager, the
@@ -33,9 +33,13 @@ use crate::stand_in::writes::{Homes, StandIn};
 pub(crate) type Finished<M> =
     (Vec<Spec<M>>, Settings, Option<ProbeCheck<<M as bb8::ManageConnection>::Connection>>);
 
-/// The nodes of a pool and the router over their names, in the same order.
+/// The nodes of a pool and the routers over their names, in the same
+/// order: the nodes that hold keys first, then the gutter nodes.
 pub(crate) struct Table<M: NodeManager, S> {
+    /// Over the nodes that hold keys: `nodes[..router.len()]`.
     pub(crate) router: Router,
+    /// Over the gutter nodes: `nodes[router.len()..]`.
+    gutter: Router,
     pub(crate) nodes: Vec<Arc<Node<M, S>>>,
     /// The router again with each node's journal: what a stand-in's
     /// connection is handed. A copy of the router, not a share of it, so
@@ -45,11 +49,20 @@ pub(crate) struct Table<M: NodeManager, S> {
 }
 
 impl<M: NodeManager, S: Store<M>> Table<M, S> {
-    fn new(nodes: Vec<Arc<Node<M, S>>>, commons: &Arc<Commons>) -> Self {
-        let router = Router::new(nodes.iter().map(|n| (&**n.name(), n.weight)));
-        let journals = nodes.iter().map(|n| n.journal.clone()).collect();
+    fn new(mut nodes: Vec<Arc<Node<M, S>>>, commons: &Arc<Commons>) -> Self {
+        nodes.sort_by_key(|n| n.gutter); // stable: each kind keeps its order
+        let keyed = nodes.iter().take_while(|n| !n.gutter).count();
+        let over =
+            |nodes: &[Arc<Node<M, S>>]| Router::new(nodes.iter().map(|n| (&**n.name(), n.weight)));
+        let (router, gutter) = (over(&nodes[..keyed]), over(&nodes[keyed..]));
+        let journals = nodes[..keyed].iter().map(|n| n.journal.clone()).collect();
         let homes = Arc::new(Homes { router: router.clone(), journals });
-        Table { router, nodes, homes, commons: commons.clone() }
+        Table { router, gutter, nodes, homes, commons: commons.clone() }
+    }
+
+    /// The name of the node at `index`, of either kind.
+    fn name(&self, index: usize) -> &NodeName {
+        self.nodes[index].name()
     }
 
     fn position(&self, name: &str) -> Option<usize> {
@@ -63,6 +76,13 @@ impl<M: NodeManager, S: Store<M>> Table<M, S> {
     /// The routing policy for the key of `hash`.
     pub(crate) fn route(&self, hash: u64, failover: Failover) -> Route<'_, M, S> {
         Route { table: self, order: Order::Key(Cursor::new(hash, failover)), counted: false }
+    }
+
+    /// The key's ranking alone, never the gutter: the members of its
+    /// replicas (`get_n`).
+    pub(crate) fn members(&self, hash: u64) -> Route<'_, M, S> {
+        let cursor = Cursor::new(hash, Failover::Reroute).ranking_only();
+        Route { table: self, order: Order::Key(cursor), counted: false }
     }
 }
 
@@ -99,16 +119,15 @@ impl<'t, M: NodeManager, S: Store<M>> Route<'t, M, S> {
                 let settled = table.commons.unsettled.load(Ordering::Acquire) == 0;
                 let routable =
                     |index: usize| settled || table.nodes[index].cell.routable(hash, warm);
-                cursor.next(&table.router, routable).map_err(|miss| match miss {
+                cursor.next(&table.router, &table.gutter, routable).map_err(|miss| match miss {
                     Miss::Empty => Error::Closed,
-                    Miss::Home(home) => {
-                        Error::NodeDown { node: table.router.name(home).to_string() }
-                    }
+                    Miss::Home(home) => Error::NodeDown { node: table.name(home).to_string() },
                     Miss::None => Error::NoHealthyNodes,
                 })
             }
             Order::Turn { start, tried } => {
-                let n = table.nodes.len();
+                // Not the gutter: it holds no keys, so nothing to read.
+                let n = table.router.len();
                 let up = (*tried..n)
                     .find(|&offset| table.nodes[start.wrapping_add(offset) % n].cell.is_up());
                 let offset = up.ok_or(Error::NoHealthyNodes)?;
@@ -160,7 +179,7 @@ impl<'t, M: NodeManager, S: Store<M>> Route<'t, M, S> {
                 self.skip(index);
                 Ok(None)
             }
-            Err(e) => Err(e.into_error(self.table.router.name(index))),
+            Err(e) => Err(e.into_error(self.table.name(index))),
         }
     }
 }
@@ -315,7 +334,9 @@ impl<M: NodeManager, S: Store<M>> Core<M, S> {
     }
 
     /// What a connection from `index` needs to cap and remember its writes,
-    /// if it is not the key's home and the settings watch stand-ins.
+    /// if it is not the key's home and the settings watch stand-ins, or it
+    /// is a gutter node's (every write there is capped, by
+    /// [`GUTTER_TTL`] if `stand_in_ttl` is unset).
     pub(crate) fn stand_in(
         &self,
         table: &Held<M, S>,
@@ -323,14 +344,16 @@ impl<M: NodeManager, S: Store<M>> Core<M, S> {
         key: Option<&[u8]>,
         home: bool,
     ) -> Option<Box<StandIn>> {
-        if home || !self.settings.watches_stand_ins() {
+        let gutter = table.nodes[index].gutter;
+        if home || !(gutter || self.settings.watches_stand_ins()) {
             return None;
         }
+        let ttl = self.settings.stand_in_ttl;
         Some(Box::new(StandIn {
             homes: table.homes.clone(),
             serving: index,
             key: key.map(Box::from),
-            ttl: self.settings.stand_in_ttl,
+            ttl: if gutter { Some(ttl.unwrap_or(GUTTER_TTL)) } else { ttl },
             remember: self.settings.invalidate_on_return,
         }))
     }
@@ -339,7 +362,7 @@ impl<M: NodeManager, S: Store<M>> Core<M, S> {
     pub(crate) fn node_for(&self, key: &[u8]) -> Option<NodeName> {
         let table = self.table.load();
         let index = self.route(&table, Some(key)).next().ok()?;
-        Some(*table.router.name(index))
+        Some(*table.name(index))
     }
 
     /// The key's home node.

@@ -70,6 +70,10 @@ pub struct NodeStatus {
     /// the stand-ins, to delete at its return; counted each second while
     /// it is boxed, 0 once it returned. `None` without a fleet.
     pub stand_in_recorded: Option<u64>,
+    /// Whether it is a gutter node
+    /// ([`gutter_node`](crate::Builder::gutter_node)): it holds no keys of
+    /// its own, and takes a boxed node's.
+    pub gutter: bool,
     /// With a near cache: the keys it holds replies of.
     pub near_cache_entries: Option<u64>,
     /// With a near cache: the share of reads it answered from memory since
@@ -117,6 +121,7 @@ impl NodeStatus {
             stand_in_invalidated,
             stand_in_dropped,
             stand_in_recorded: node.journal.recorded_len(),
+            gutter: node.gutter,
             near_cache_entries: near.map(|(_, held, _)| held),
             near_cache_hit_ratio: ratio
                 .map(|[hits, misses, _]| hits as f64 / (hits + misses) as f64),

@@ -22,8 +22,9 @@ impl<'de> serde::Deserialize<'de> for Failover {
     }
 }
 
-/// One node of a [`Config`](crate::Config): a URL alone, a URL with a name and weight,
-/// or a Sentinel shard.
+/// One node of a [`Config`](crate::Config): a URL alone, a URL with a name
+/// and weight (or a gutter node's: `{ url = "...", gutter = true }`), or a
+/// Sentinel shard.
 #[derive(Clone, PartialEq, serde::Deserialize)]
 #[serde(untagged)]
 #[non_exhaustive]
@@ -38,6 +39,10 @@ pub enum NodeConfig {
         name: Option<String>,
         /// The node's weight (default 1).
         weight: Option<f64>,
+        /// Whether it is a gutter node (default false; see
+        /// [`Builder::gutter_node`](crate::Builder::gutter_node)).
+        #[serde(default)]
+        gutter: bool,
     },
     /// A shard served by a Sentinel master group (feature `sentinel`):
     /// `{ name = "orders-a", sentinel = { master = "orders-a",
@@ -57,11 +62,12 @@ impl std::fmt::Debug for NodeConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             NodeConfig::Url(url) => f.debug_tuple("Url").field(&redact_url(url)).finish(),
-            NodeConfig::Full { url, name, weight } => f
+            NodeConfig::Full { url, name, weight, gutter } => f
                 .debug_struct("Full")
                 .field("url", &redact_url(url))
                 .field("name", name)
                 .field("weight", weight)
+                .field("gutter", gutter)
                 .finish(),
             #[cfg(feature = "sentinel")]
             NodeConfig::Sentinel { name, sentinel, weight } => f

@@ -30,6 +30,11 @@ pub const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// Default time to wait for a reply to a command.
 pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_millis(500);
+/// The cap of every write on a gutter node
+/// ([`gutter_node`](crate::Builder::gutter_node)) when `stand_in_ttl` is
+/// unset: short, for the gutter holds a boxed node's keys only while it is
+/// away.
+pub const GUTTER_TTL: Duration = Duration::from_secs(10);
 /// Default interval of the heartbeat of an idle node.
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(1);
 
