@@ -237,7 +237,9 @@ where
 impl<M: NodeManager> ShardedPool<M> {
     /// Runs `f` on a connection to every healthy node, concurrently, and
     /// returns each node's name with its result (or the error that kept it
-    /// from getting a connection), in the order the nodes were added.
+    /// from getting a connection): the nodes that hold keys in the order
+    /// they were added, then the gutter nodes (which hold a boxed node's
+    /// keys meanwhile).
     ///
     /// For the work a sharded store does on all shards: merging sorted sets,
     /// scanning, a queue consumer polling every node. It follows no key's

@@ -288,3 +288,22 @@ async fn a_stand_in_holds_the_lease_and_a_capped_value() {
     let pttl: i64 = redis::cmd("PTTL").arg(&key).query(&mut servers[1].client()).unwrap();
     assert!(pttl > 0 && pttl <= 5_000, "the stand-in's copy is capped: {pttl}");
 }
+
+/// With a near cache the waiters' polls are answered from memory until
+/// the value's invalidation arrives: still one fill, and every caller gets
+/// the value (none keeps reading the lease from its cached entry).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_the_near_cache_waiters_see_the_value() {
+    let servers = start_servers(2);
+    let mut pools = Vec::new();
+    for _ in 0..2 {
+        pools.push(builder_for(&servers).near_cache(1_000).lease(LEASE).build().await.unwrap());
+    }
+    let calls = together(&pools, 50, "near:hot", Duration::from_millis(100)).await;
+    assert_eq!(calls.fills, 1, "{calls:?}");
+    assert!(calls.values.iter().all(|v| v == "filled"));
+    // A hit is answered from memory.
+    let fill = || async { Ok::<_, std::io::Error>("again".to_owned()) };
+    let value: String = pools[0].aside("near:hot", Duration::from_secs(60), fill).await.unwrap();
+    assert_eq!(value, "filled");
+}
