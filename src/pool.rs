@@ -173,6 +173,40 @@ where
     pub async fn get_shared<K: AsRef<[u8]>>(&self, key: K) -> Result<SharedConnection<M>, Error> {
         self.core.take::<Multiplexed>(Some(key.as_ref())).await
     }
+
+    /// `GET key`, typed: from the near cache of the key's node when it
+    /// holds the reply (no command built, sent or parsed), else through
+    /// [`get_shared`](Self::get_shared), which fills it. `V` is what the
+    /// command returns: `Option<String>` for a key that may be missing.
+    ///
+    /// The near cache's fast path for hot reads: a hit costs a routing
+    /// lookup and a hash lookup, not the ordinary path's encoding of the
+    /// command and parsing of it back (`BENCHMARKS.md` counts both). Its
+    /// guarantees are the near cache's: it never returns a value from
+    /// before a write through this pool that was acknowledged before it
+    /// began. Without a near cache it is `get_shared` and `GET`.
+    ///
+    /// ```no_run
+    /// # async fn run(pool: fluster::ShardedPool) -> Result<(), fluster::Error> {
+    /// let name: Option<String> = pool.get_cached("user:42:name").await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn get_cached<V: redis::FromRedisValue>(
+        &self,
+        key: impl AsRef<[u8]>,
+    ) -> Result<V, Error>
+    where
+        M::Connection: redis::aio::ConnectionLike + Send,
+    {
+        let key = key.as_ref();
+        if let Some(value) = self.core.near_hit(key) {
+            // Counted against Tokio's budget, as a socket read is.
+            tokio::task::coop::consume_budget().await;
+            return Ok(V::from_redis_value(value)?);
+        }
+        let mut conn = self.get_shared(key).await?;
+        Ok(redis::cmd("GET").arg(key).query_async(&mut conn).await?)
+    }
 }
 
 impl ShardedPool<RedisManager> {

@@ -50,11 +50,20 @@ async fn read(pool: &ShardedPool, key: &str) -> Option<u64> {
     pool.get_shared(key).await.unwrap().get(key).await.unwrap()
 }
 
+/// `read`, or with `typed` through `get_cached`, the typed fast path.
+async fn read_either(pool: &ShardedPool, key: &str, typed: bool) -> Option<u64> {
+    match typed {
+        true => pool.get_cached(key).await.unwrap(),
+        false => read(pool, key).await,
+    }
+}
+
 /// `rounds` times over 20 keys: read the key (so it is cached), write a
 /// new value through `path`, read again; returns how many second reads
 /// were stale. With `busy`, four other tasks read the same keys (their
-/// fills in flight across the writes) and write other keys meanwhile.
-async fn stale_reads(pool: &ShardedPool, path: Path, rounds: u64, busy: bool) -> u64 {
+/// fills in flight across the writes) and write other keys meanwhile; with
+/// `typed`, the rounds read through `get_cached`.
+async fn stale_reads(pool: &ShardedPool, path: Path, rounds: u64, busy: bool, typed: bool) -> u64 {
     let keys: Arc<Vec<String>> = Arc::new((0..20).map(|i| format!("own:{path:?}:{i}")).collect());
     let stop = Arc::new(AtomicBool::new(false));
     let others: Vec<_> = (0..if busy { 4 } else { 0 })
@@ -77,9 +86,9 @@ async fn stale_reads(pool: &ShardedPool, path: Path, rounds: u64, busy: bool) ->
     let mut stale = 0;
     for round in 1..=rounds {
         let key = &keys[round as usize % keys.len()];
-        let _ = read(pool, key).await;
+        let _ = read_either(pool, key, typed).await;
         write(pool, path, key, round).await;
-        if read(pool, key).await != Some(round) {
+        if read_either(pool, key, typed).await != Some(round) {
             stale += 1;
         }
     }
@@ -99,11 +108,27 @@ async fn a_process_reads_its_own_writes_through_the_near_cache() {
     let servers = support::start_servers(2);
     let pool = near_pool(&servers).await;
     for busy in [false, true] {
-        let stale = stale_reads(&pool, Path::Shared, 5_000, busy).await;
+        let stale = stale_reads(&pool, Path::Shared, 5_000, busy, false).await;
         assert_eq!(stale, 0, "get_shared writes, busy: {busy}");
     }
     let hits = pool.status().iter().filter_map(|s| s.near_cache_hit_ratio).sum::<f64>();
     assert!(hits > 0.0, "the first read of each round was a hit: {:?}", pool.status());
+}
+
+/// The typed fast path reads this process's writes too, from memory: the
+/// same rounds, read with `get_cached`, and its hits counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_typed_fast_path_reads_its_own_writes() {
+    let servers = support::start_servers(2);
+    let pool = near_pool(&servers).await;
+    for path in [Path::Shared, Path::Pooled, Path::Pipeline] {
+        for busy in [false, true] {
+            let stale = stale_reads(&pool, path, 1_000, busy, true).await;
+            assert_eq!(stale, 0, "{path:?}, busy: {busy}, read with get_cached");
+        }
+    }
+    let hits = pool.status().iter().filter_map(|s| s.near_cache_hit_ratio).sum::<f64>();
+    assert!(hits > 0.0, "get_cached hit: {:?}", pool.status());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -112,7 +137,7 @@ async fn every_write_path_is_read_back_through_the_near_cache() {
     let pool = near_pool(&servers).await;
     for path in [Path::Pooled, Path::Mset, Path::Pipeline, Path::Transaction] {
         for busy in [false, true] {
-            let stale = stale_reads(&pool, path, 1_000, busy).await;
+            let stale = stale_reads(&pool, path, 1_000, busy, false).await;
             assert_eq!(stale, 0, "{path:?}, busy: {busy}");
         }
     }

@@ -32,7 +32,7 @@ use futures_util::future::BoxFuture;
 use lru::LruCache;
 use redis::Value;
 
-use crate::backend::reads::{Read, identity, same};
+use crate::backend::reads::{GET, Read, identity, same};
 use crate::stand_in::table::{Reach, written};
 
 /// How a node's tracking connection is made, by the manager that knows
@@ -178,6 +178,20 @@ impl NearCache {
 
     fn all(&self) -> impl Iterator<Item = MutexGuard<'_, Shard>> {
         self.shards.iter().map(|shard| shard.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// The reply to `GET key` if it is held and no write of the key is in
+    /// flight: a hit, counted; on anything else nothing is done (no
+    /// ticket, no miss counted), for the caller goes the ordinary way,
+    /// which [`look`](Self::look)s.
+    pub(crate) fn hit(&self, key: &[u8]) -> Option<Value> {
+        let mut shard = self.shard(key);
+        if self.is_fenced(&shard, key) {
+            return None;
+        }
+        let value = shard.reply(key, Instant::now(), |id| id == GET)?;
+        shard.counts[0] += 1;
+        Some(value)
     }
 
     /// What to do with `read` (its command's words `words`): answer it, or

@@ -104,6 +104,10 @@ pub(crate) fn identity<'w>(words: impl Iterator<Item = &'w [u8]>) -> Box<[u8]> {
     bytes.into()
 }
 
+/// The [`identity`] of `GET key`, for any key: what the typed fast path
+/// compares with, without the words.
+pub(crate) const GET: &[u8] = b"\x03\x00\x00\x00GET";
+
 /// Whether `words` are the read `stored` identifies; nothing allocated.
 pub(crate) fn same<'w>(mut stored: &[u8], words: impl Iterator<Item = &'w [u8]>) -> bool {
     for (i, word) in words.enumerate().filter(|(i, _)| *i != 1) {
@@ -117,4 +121,18 @@ pub(crate) fn same<'w>(mut stored: &[u8], words: impl Iterator<Item = &'w [u8]>)
         stored = rest;
     }
     stored.is_empty()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_identity_of_get_is_the_constant() {
+        for name in [&b"GET"[..], b"get", b"Get"] {
+            assert_eq!(&*identity([name, b"some key"].into_iter()), GET);
+            assert!(same(GET, [name, &b"k"[..]].into_iter()));
+        }
+        assert_ne!(&*identity([&b"GETEX"[..], b"k"].into_iter()), GET);
+    }
 }

@@ -291,18 +291,24 @@ where
 
 /// Sends `cmd` with its caps, and reports the outcome.
 async fn send<O: Observed>(conn: &mut O, cmd: &Cmd) -> RedisResult<Value> {
-    let caps = conn.caps(std::iter::once(cmd));
+    // Only a stand-in's connection looks at what it writes.
+    let caps = conn.stand_in().map(|_| conn.caps(std::iter::once(cmd)));
     conn.arm();
-    let result = if caps.is_empty() {
-        conn.wire().req_packed_command(cmd).await
-    } else {
-        let mut one = redis::pipe();
-        one.add_command(cmd.clone());
-        let values = capped(conn.wire(), &one, (0, 1), caps).await;
-        values.and_then(|mut values| own_reply(values.swap_remove(0)))
+    let result = match caps.filter(|caps| !caps.is_empty()) {
+        None => conn.wire().req_packed_command(cmd).await,
+        // Rare, and kept out of the common path's future (boxed).
+        Some(caps) => Box::pin(send_capped(conn.wire(), cmd, caps)).await,
     };
     conn.observe(failure(&result));
     result
+}
+
+/// `cmd` and its caps, in one round trip: `cmd`'s own reply.
+async fn send_capped<W: ConnectionLike>(wire: &mut W, cmd: &Cmd, caps: Caps) -> RedisResult<Value> {
+    let mut one = redis::pipe();
+    one.add_command(cmd.clone());
+    let values = capped(wire, &one, (0, 1), caps).await;
+    values.and_then(|mut values| own_reply(values.swap_remove(0)))
 }
 
 /// One command: answered by the near cache if it can, else sent, its
@@ -322,7 +328,7 @@ async fn one<O: Observed>(conn: &mut O, cmd: &Cmd) -> RedisResult<Value> {
                 Ok(value)
             }
             Look::Pass => send(conn, cmd).await,
-            Look::Fill(tickets) => fill(conn, cmd, &read, &words, &tickets).await,
+            Look::Fill(tickets) => Box::pin(fill(conn, cmd, &read, &words, &tickets)).await,
         };
     }
     let _fence = cache.fence(&words);

@@ -144,9 +144,12 @@ impl<M: NodeManager, S: Store<M>> Node<M, S> {
 
     /// The one checkout race: runs `attempt` until it gives a value, giving
     /// up the moment the node is boxed (move on), a failure is vetoed (the
-    /// caller gets it) or `deadline` passes. With `timer` false the first
-    /// attempt is trusted to time out by itself, which keeps a timer
-    /// registration off the common path.
+    /// caller gets it) or `deadline` passes. An attempt that is ready at
+    /// once (an idle connection: the common case) is taken without any
+    /// of the race's machinery. With `timer` false an attempt that starts
+    /// as the call did (within a millisecond of `started`) is trusted to
+    /// time out by itself (the store's own timeout is the checkout
+    /// timeout), which keeps a timer registration off the common path.
     pub(crate) async fn race<T, F>(
         &self,
         started: Instant,
@@ -159,15 +162,27 @@ impl<M: NodeManager, S: Store<M>> Node<M, S> {
     {
         let vetoes = self.cell.vetoes();
         loop {
-            let failed = self.cell.failure_signal();
             self.usable_since(vetoes)?;
-            let outcome = tokio::select! {
-                biased;
-                outcome = attempt() => outcome,
-                () = failed => Try::Again,
-                // In an async block, the timer is not even built unless used.
-                () = async { tokio::time::sleep_until(deadline.into()).await }, if timer => {
-                    Try::TimedOut
+            let mut current = std::pin::pin!(attempt());
+            let once = std::future::poll_fn(|cx| std::task::Poll::Ready(current.as_mut().poll(cx)));
+            let outcome = match once.await {
+                std::task::Poll::Ready(outcome) => outcome,
+                std::task::Poll::Pending => {
+                    // Set up before the second look, so that a failure
+                    // between the two is not missed.
+                    let failed = self.cell.failure_signal();
+                    self.usable_since(vetoes)?;
+                    timer = timer || started.elapsed() > Duration::from_millis(1);
+                    tokio::select! {
+                        biased;
+                        outcome = current => outcome,
+                        () = failed => Try::Again,
+                        // In an async block, the timer is not even built
+                        // unless used.
+                        () = async { tokio::time::sleep_until(deadline.into()).await }, if timer => {
+                            Try::TimedOut
+                        }
+                    }
                 }
             };
             match outcome {
@@ -324,6 +339,19 @@ impl<M: NodeManager, S: Store<M>> Node<M, S> {
         judge(tokio::time::timeout(self.probe_timeout, attempt).await.ok(), self.probe_timeout)
     }
 
+    /// `GET key` answered from the node's near cache, if it holds the
+    /// reply and its tracking connection is live (made since the node was
+    /// last boxed, not seen failing): the typed fast path's hit. Anything
+    /// else (a miss, a write in flight, no near cache) is `None`, and goes
+    /// the ordinary way.
+    pub(crate) fn near_hit(&self, key: &[u8]) -> Option<redis::Value> {
+        let near = self.near.as_ref()?;
+        // A guard, not a clone: no reference count every reader writes.
+        let mux = self.mux.load();
+        let live = mux.as_ref()?.epoch == self.cell.epoch() && !mux.as_ref()?.is_broken();
+        live.then(|| near.hit(key))?
+    }
+
     /// The node's multiplexed connection if it is usable: made since the
     /// node was last boxed, and not seen failing.
     fn live_mux(&self) -> Option<Arc<Muxed<M::Connection>>> {
@@ -391,8 +419,7 @@ impl<M: NodeManager> Node<M, Bb8<M>> {
     ) -> Result<PooledConnection<'static, Tracked<M>>, CheckoutError> {
         // bb8's own timeout (the checkout timeout) bounds an attempt that
         // starts as the `get` does; only a later one needs a timer of ours.
-        let timer = started.elapsed() > Duration::from_millis(1);
-        self.race(started, deadline, timer, || async {
+        self.race(started, deadline, false, || async {
             match self.store.get_owned().await {
                 Ok(conn) => self.fresh(conn, started),
                 Err(RunError::TimedOut) => Try::TimedOut,
