@@ -2,7 +2,8 @@
 //!
 //! * throughput: 64 tasks over 1,000 hot keys through `get_shared`, 99% `GET`
 //!   and 1% `SET` (then 95/5), with `near_cache` and without, rounds
-//!   alternated, median of the per-round ratios;
+//!   alternated, median of the per-round ratios; then the 99/1 load with its
+//!   reads through `get_cached`, the typed fast path;
 //! * the invalidation window under that load: from another client's
 //!   acknowledged write to the first read through the near cache that sees
 //!   it, p50, p99 and max;
@@ -32,8 +33,8 @@ fn key(i: usize) -> String {
 }
 
 /// Operations per second: `TASKS` tasks, `OPS` in all, one in `every` a
-/// `SET`, the rest `GET`s.
-async fn rate(pool: &ShardedPool, every: usize) -> f64 {
+/// `SET`, the rest `GET`s (through `get_cached` if `typed`).
+async fn rate(pool: &ShardedPool, every: usize, typed: bool) -> f64 {
     let started = Instant::now();
     let tasks: Vec<_> = (0..TASKS)
         .map(|t| {
@@ -41,6 +42,10 @@ async fn rate(pool: &ShardedPool, every: usize) -> f64 {
             tokio::spawn(async move {
                 for i in (t..OPS).step_by(TASKS) {
                     let key = key(i.wrapping_mul(7919));
+                    if typed && i % every != 0 {
+                        let _: Option<String> = pool.get_cached(&key).await.unwrap();
+                        continue;
+                    }
                     let mut conn = pool.get_shared(&key).await.unwrap();
                     if i % every == 0 {
                         conn.set::<_, _, ()>(&key, i).await.unwrap();
@@ -84,17 +89,23 @@ async fn main() {
     );
     println!("| workload | near ÷ plain (median) | min | max | plain, ops/s | near, ops/s |");
     println!("|---|---:|---:|---:|---:|---:|");
-    for (label, every) in [("99% GET / 1% SET", 100), ("95% GET / 5% SET", 20)] {
-        rate(&plain, every).await;
-        rate(&near, every).await;
+    let workloads = [
+        ("99% GET / 1% SET", 100, false),
+        ("95% GET / 5% SET", 20, false),
+        ("99% get_cached / 1% SET", 100, true),
+    ];
+    for (label, every, typed) in workloads {
+        let (plain, near) = (&plain, &near);
+        rate(plain, every, false).await;
+        rate(near, every, typed).await;
         let (mut ratios, mut plain_rates, mut near_rates) = (vec![], vec![], vec![]);
         for round in 0..ROUNDS {
             let (a, b) = if round % 2 == 0 {
-                let b = rate(&plain, every).await;
-                (rate(&near, every).await, b)
+                let b = rate(plain, every, false).await;
+                (rate(near, every, typed).await, b)
             } else {
-                let a = rate(&near, every).await;
-                (a, rate(&plain, every).await)
+                let a = rate(near, every, typed).await;
+                (a, rate(plain, every, false).await)
             };
             ratios.push(a / b);
             plain_rates.push(b);
@@ -120,7 +131,7 @@ async fn main() {
         let (near, stop) = (near.clone(), stop.clone());
         tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
-                rate(&near, 100).await;
+                rate(&near, 100, false).await;
             }
         })
     };
