@@ -159,3 +159,16 @@ async fn without_a_gutter_one_survivor_takes_the_hot_key() {
     let most = survivors.iter().copied().fold(0.0, f64::max);
     assert!(most > 1.5, "no survivor took the hot key: {survivors:.3?}");
 }
+
+/// A pool of gutter nodes alone has nowhere to keep a key: refused.
+#[tokio::test]
+async fn a_pool_of_gutter_nodes_alone_is_refused() {
+    let built = ShardedPool::builder().gutter_node("redis://127.0.0.1:1").build().await;
+    match built {
+        Err(fluster::Error::Config { setting, reason }) => {
+            assert_eq!(setting, "nodes");
+            assert!(reason.contains("only gutter nodes"), "{reason}");
+        }
+        other => panic!("expected a configuration error, got {:?}", other.map(|_| ())),
+    }
+}

@@ -42,12 +42,13 @@ fn try_from_env(env: std::collections::HashMap<String, String>) -> Result<Config
 
 #[tokio::test]
 async fn toml_file_builds_a_pool() {
-    let servers = start_servers(2);
+    let servers = start_servers(3);
     let text = format!(
         r#"
         nodes = [
             "{}",
             {{ name = "cache-b", url = "{}", weight = 2.0 }},
+            {{ name = "gutter", url = "{}", gutter = true }},
         ]
         penalty_min_wait = "250ms"
         penalty_max_wait = "1m 30s"
@@ -59,7 +60,8 @@ async fn toml_file_builds_a_pool() {
         max_boxed_fraction = 0.5
         "#,
         servers[0].url(),
-        servers[1].url()
+        servers[1].url(),
+        servers[2].url()
     );
     let config = from_toml(&text).unwrap();
     assert_eq!(config.settings.penalty_min_wait, Duration::from_millis(250));
@@ -71,6 +73,8 @@ async fn toml_file_builds_a_pool() {
     assert_eq!(status[0].name, servers[0].name());
     assert_eq!(status[1].name, "cache-b");
     assert_eq!(status[1].weight, 2.0);
+    assert_eq!((status[2].name.as_str(), status[2].gutter), ("gutter", true));
+    assert!(!status[0].gutter && !status[1].gutter);
     assert!(status.iter().all(|s| s.up));
     let _conn = pool.get("k").await.unwrap();
 }
@@ -173,6 +177,7 @@ fn every_setting() -> fluster::Settings {
     s.near_cache = 10_000;
     s.heartbeat = Duration::from_secs(5);
     s.fleet = Some("orders-cache".into());
+    s.lease = Duration::from_secs(5);
     #[cfg(feature = "tls")]
     {
         s.tls_root_certificates = Some("-----BEGIN CERTIFICATE-----\nroots\n".into());
@@ -213,6 +218,7 @@ invalidate_on_return = true
 near_cache = 10000
 heartbeat = "5s"
 fleet = "orders-cache"
+lease = "5s"
 "#,
     );
     if cfg!(feature = "tls") {
@@ -256,6 +262,7 @@ fn every_setting_is_read_from_the_environment() {
         ("FLUSTER__NEAR_CACHE", "10000"),
         ("FLUSTER__HEARTBEAT", "5s"),
         ("FLUSTER__FLEET", "orders-cache"),
+        ("FLUSTER__LEASE", "5s"),
     ];
     if cfg!(feature = "tls") {
         env.push(("FLUSTER__TLS_ROOT_CERTIFICATES", "-----BEGIN CERTIFICATE-----\nroots\n"));
