@@ -16,7 +16,7 @@ use crate::node::connection::{Connection, own_reply};
 use crate::node::tracked::NodeManager;
 use crate::pool::ShardedPool;
 use crate::route;
-use crate::runtime::core::Route;
+use crate::runtime::table::Route;
 
 /// Commands for several nodes, each with the key that routes it, sent as one
 /// pipeline per node. From [`ShardedPool::pipeline`].

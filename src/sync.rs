@@ -218,7 +218,7 @@ impl ShardedPool {
         self.take(None)
     }
 
-    /// The blocking flavour's routing loop: the engine's [`Route`](crate::runtime::core::Route)
+    /// The blocking flavour's routing loop: the engine's [`Route`](crate::runtime::table::Route)
     /// driven with blocking checkouts.
     fn take(&self, key: Option<&[u8]>) -> Result<Connection, Error> {
         let table = self.core.open_table()?;

@@ -6,18 +6,14 @@
 
 mod support;
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use fluster::{Error, ShardedPool};
+use support::process::{self, Process};
 use support::{RedisServer, builder_for, eventually, key_on, start_servers, status_of};
 
-/// Set in a child process: where it logs.
-const LOG: &str = "FLUSTER_ASIDE_LOG";
 const LEASE: Duration = Duration::from_secs(1);
 
 fn env(name: &str) -> String {
@@ -30,14 +26,10 @@ fn env(name: &str) -> String {
 #[test]
 #[ignore = "a process of the aside tests, which start it themselves"]
 fn process() {
-    let Ok(log) = std::env::var(LOG) else { return };
+    let Some(line) = process::log() else { return };
     let runtime =
         tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build();
     runtime.unwrap().block_on(async {
-        let log = Arc::new(std::sync::Mutex::new(std::fs::File::create(log).unwrap()));
-        let line = move |text: String| {
-            let _ = writeln!(log.lock().unwrap(), "{text}");
-        };
         let urls = env("NODES");
         let pool = urls.split(',').fold(ShardedPool::builder(), |b, url| b.node(url));
         let pool = pool.lease(LEASE).build().await.unwrap();
@@ -65,40 +57,19 @@ fn process() {
     });
 }
 
-/// A process started by a test; killed if the test ends first.
-struct Process {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_file(&self.log);
-    }
-}
-
+/// A process of `tasks` tasks calling `aside` on `key`, fills taking
+/// `fill_ms`.
 fn start(servers: &[RedisServer], key: &str, tasks: usize, fill_ms: u64) -> Process {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let log = std::env::temp_dir().join(format!("fluster-aside-{}-{n}.log", std::process::id()));
     let urls: Vec<String> = servers.iter().map(RedisServer::url).collect();
-    let child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "process", "--ignored", "--nocapture", "--test-threads=1"])
-        .env(LOG, &log)
-        .env("FLUSTER_ASIDE_NODES", urls.join(","))
-        .env("FLUSTER_ASIDE_KEY", key)
-        .env("FLUSTER_ASIDE_TASKS", tasks.to_string())
-        .env("FLUSTER_ASIDE_FILL_MS", fill_ms.to_string())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    Process { child, log }
-}
-
-fn lines(log: &Path) -> Vec<String> {
-    std::fs::read_to_string(log).unwrap_or_default().lines().map(str::to_owned).collect()
+    Process::start(
+        "process",
+        &[
+            ("FLUSTER_ASIDE_NODES", urls.join(",")),
+            ("FLUSTER_ASIDE_KEY", key.to_owned()),
+            ("FLUSTER_ASIDE_TASKS", tasks.to_string()),
+            ("FLUSTER_ASIDE_FILL_MS", fill_ms.to_string()),
+        ],
+    )
 }
 
 /// What some callers of `aside` saw: fills run, values got.
@@ -159,10 +130,9 @@ async fn two_hundred_readers_of_a_missing_key_make_one_fill() {
     let processes: Vec<Process> = (0..4).map(|_| start(&servers, &key, 50, 200)).collect();
     let mut logs = Vec::new();
     for mut p in processes {
-        let ended = eventually(Duration::from_secs(20), || p.child.try_wait().unwrap().is_some());
-        assert!(ended.await, "a process did not end");
+        assert!(eventually(Duration::from_secs(20), || p.ended()).await, "a process did not end");
         assert!(p.child.wait().unwrap().success(), "a process failed");
-        logs.extend(lines(&p.log));
+        logs.extend(p.lines());
     }
     let fills = logs.iter().filter(|l| *l == "fill").count();
     let got: Vec<&str> =
@@ -247,12 +217,10 @@ async fn a_delete_during_a_fill_voids_its_store() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_filler_that_dies_holds_the_key_no_longer_than_its_lease() {
     let servers = start_servers(1);
-    let filler = start(&servers, "report", 1, 60_000);
-    let holding = || lines(&filler.log).iter().any(|l| l == "fill");
+    let mut filler = start(&servers, "report", 1, 60_000);
+    let holding = || filler.lines().iter().any(|l| l == "fill");
     assert!(eventually(Duration::from_secs(20), holding).await, "the filler never filled");
-    let mut filler = filler;
-    let _ = filler.child.kill();
-    let _ = filler.child.wait();
+    filler.kill();
     let pools = pools(&servers, 1).await;
     let fill = Duration::from_millis(100);
     let started = Instant::now();

@@ -12,20 +12,17 @@
 mod support;
 
 use std::collections::HashMap;
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
 use fluster::{News, NodeEvent, ShardedPool};
 use futures_util::StreamExt;
 use redis::AsyncCommands;
+use support::process::{self, Process};
 use support::proxy::Proxy;
 use support::{RedisServer, builder_for, eventually, keys_on, start_servers, status_of};
 
-/// Set in a child process: its role.
-const ROLE: &str = "FLUSTER_FLEET_ROLE";
 /// How long the home is paused.
 const PAUSE: Duration = Duration::from_secs(3);
 /// The processes' scenarios run one at a time: each is a handful of
@@ -47,18 +44,16 @@ fn env(name: &str) -> String {
 #[test]
 #[ignore = "a process of the fleet's scenarios, which start it themselves"]
 fn process() {
-    let Ok(role) = std::env::var(ROLE) else { return };
+    let Some(line) = process::log() else { return };
     let runtime =
         tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build();
-    runtime.unwrap().block_on(run(role == "writer"));
+    runtime.unwrap().block_on(run(env("ROLE") == "writer", line));
 }
 
-async fn run(writer: bool) {
+async fn run(writer: bool, line: impl Fn(String) + Clone + Send + Sync + 'static) {
     let urls: Vec<String> = env("NODES").split(',').map(str::to_owned).collect();
     let keys: Vec<String> = env("KEYS").split(',').map(str::to_owned).collect();
     let stop = PathBuf::from(env("STOP"));
-    let log = std::fs::File::create(env("LOG")).unwrap();
-    let log = std::sync::Arc::new(Mutex::new(log));
     let wait = Duration::from_millis(env("WAIT").parse().unwrap());
     let mut builder = urls.iter().fold(ShardedPool::builder(), |b, url| b.node(url));
     if !env("NAME").is_empty() {
@@ -73,10 +68,6 @@ async fn run(writer: bool) {
         .build()
         .await
         .unwrap();
-    let line = move |text: String| {
-        // Line by line: a writer killed midway leaves what it acknowledged.
-        let _ = writeln!(log.lock().unwrap(), "{text}");
-    };
     let mut events = pool.events();
     let told = line.clone();
     tokio::spawn(async move {
@@ -119,25 +110,8 @@ struct Seen {
     spread: Duration,
 }
 
-/// A process of a scenario, killed if the scenario ends early.
-struct Process {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn lines(log: &Path) -> Vec<String> {
-    std::fs::read_to_string(log).unwrap_or_default().lines().map(str::to_owned).collect()
-}
-
-fn has(log: &Path, prefix: &str, node: &str) -> bool {
-    lines(log).iter().any(|l| l.starts_with(prefix) && l.ends_with(node))
+fn has(p: &Process, prefix: &str, node: &str) -> bool {
+    p.lines().iter().any(|l| l.starts_with(prefix) && l.ends_with(node))
 }
 
 /// What a scenario does.
@@ -173,39 +147,33 @@ async fn scenario(Setup { fleet, kill, readers, waits, pause }: Setup) -> Seen {
     std::fs::create_dir_all(&dir).unwrap();
     let stop = dir.join("stop");
     let urls: Vec<String> = servers.iter().map(RedisServer::url).collect();
-    let start = |role: &str, i: usize, wait: u64| {
-        let log = dir.join(format!("{role}-{i}.log"));
-        let child = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "process", "--ignored", "--nocapture", "--test-threads=1"])
-            .env(ROLE, role)
-            .env("FLUSTER_FLEET_NODES", urls.join(","))
-            .env("FLUSTER_FLEET_KEYS", &keys)
-            .env("FLUSTER_FLEET_NAME", if fleet { "test-fleet" } else { "" })
-            .env("FLUSTER_FLEET_STOP", &stop)
-            .env("FLUSTER_FLEET_LOG", &log)
-            .env("FLUSTER_FLEET_WAIT", wait.to_string())
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        Process { child, log }
+    let start = |role: &str, wait: u64| {
+        let vars = [
+            ("FLUSTER_FLEET_ROLE", role.to_owned()),
+            ("FLUSTER_FLEET_NODES", urls.join(",")),
+            ("FLUSTER_FLEET_KEYS", keys.clone()),
+            ("FLUSTER_FLEET_NAME", if fleet { "test-fleet" } else { "" }.to_owned()),
+            ("FLUSTER_FLEET_STOP", stop.display().to_string()),
+            ("FLUSTER_FLEET_WAIT", wait.to_string()),
+        ];
+        Process::start("process", &vars)
     };
-    let mut writer = start("writer", 0, waits.0);
-    let all: Vec<Process> = (0..readers).map(|i| start("reader", i, waits.1)).collect();
-    let ready = |p: &Process| lines(&p.log).first().is_some_and(|l| l == "ready");
+    let mut writer = start("writer", waits.0);
+    let all: Vec<Process> = (0..readers).map(|_| start("reader", waits.1)).collect();
+    let ready = |p: &Process| p.lines().first().is_some_and(|l| l == "ready");
     let up = eventually(Duration::from_secs(20), || ready(&writer) && all.iter().all(ready)).await;
     assert!(up, "the processes did not start");
     tokio::time::sleep(Duration::from_secs(1)).await; // traffic with every node up
     servers[0].pause();
-    let boxed = |p: &Process| has(&p.log, "boxed", &home);
+    let boxed = |p: &Process| has(p, "boxed", &home);
     assert!(eventually(Duration::from_secs(10), || boxed(&writer) && all.iter().all(boxed)).await);
     tokio::time::sleep(pause / 2).await;
     if kill {
-        let _ = writer.child.kill();
-        let _ = writer.child.wait();
+        writer.kill();
     }
     tokio::time::sleep(pause / 2).await;
     servers[0].resume();
-    let back = |p: &Process| has(&p.log, "returned", &home);
+    let back = |p: &Process| has(p, "returned", &home);
     let returned =
         eventually(Duration::from_secs(20), || (kill || back(&writer)) && all.iter().all(back))
             .await;
@@ -214,12 +182,11 @@ async fn scenario(Setup { fleet, kill, readers, waits, pause }: Setup) -> Seen {
     std::fs::write(&stop, "").unwrap();
     let mut processes = all;
     for p in processes.iter_mut().chain(std::iter::once(&mut writer)) {
-        let ended = eventually(Duration::from_secs(10), || p.child.try_wait().unwrap().is_some());
-        assert!(ended.await, "a process did not stop");
+        assert!(eventually(Duration::from_secs(10), || p.ended()).await, "a process did not stop");
     }
     // Acknowledged writes, per key, in order.
     let mut acks: HashMap<String, Vec<(u128, u64)>> = HashMap::new();
-    for l in lines(&writer.log) {
+    for l in writer.lines() {
         if let ["ack", at, key, version] = l.split(' ').collect::<Vec<_>>()[..] {
             acks.entry(key.into())
                 .or_default()
@@ -234,7 +201,7 @@ async fn scenario(Setup { fleet, kill, readers, waits, pause }: Setup) -> Seen {
     let mut returns = Vec::new();
     for p in processes.iter().chain((!kill).then_some(&writer)) {
         let mut found = 0;
-        for l in lines(&p.log) {
+        for l in p.lines() {
             match l.split(' ').collect::<Vec<_>>()[..] {
                 ["read", at, key, version] => {
                     reads += 1;
