@@ -100,7 +100,8 @@ impl Cursor {
             Failover::Reroute => {
                 let keyed = router.len();
                 let usable_gutter = |i: usize| fresh(keyed + i) && usable(keyed + i);
-                let guttered = gutter.pick_hashed(self.hash, usable_gutter).filter(|_| self.gutter);
+                let guttered =
+                    if self.gutter { gutter.pick_hashed(self.hash, usable_gutter) } else { None };
                 match guttered {
                     Some(index) => Ok(keyed + index),
                     // Every gutter node is boxed too (or there is none):
