@@ -42,6 +42,13 @@
 //! ([`Connection::is_home`]) and sends every change to
 //! [`events`](ShardedPool::events) receivers.
 //!
+//! As a cache: [`aside`](ShardedPool::aside) fills a missing key once
+//! however many callers miss it (a lease), [`get_cached`](ShardedPool::get_cached)
+//! answers hot reads from the near cache ([`Builder::near_cache`]),
+//! [`Builder::gutter_node`] keeps a dead node's keys off the survivors,
+//! and [`Builder::fleet`] lets the processes of a service tell each other
+//! about nodes and clean up each other's stand-in copies.
+//!
 //! Nothing is replicated or re-balanced: while a node is boxed its keys live
 //! on a stand-in, and what was written there stays behind when it returns.
 //! That is the right trade for caches, rate limiters and idempotent queues;
@@ -59,7 +66,7 @@
 //! - what configures it: [`Settings`] (every setting and its default),
 //!   [`Failover`], `NodeConfig` and `TlsIdentity` (features `serde`,
 //!   `tls`), `SentinelShard` (feature `sentinel`), the `DEFAULT_*`
-//!   timeouts;
+//!   timeouts and [`GUTTER_TTL`];
 //! - what shards other managers: [`RedisManager`] (the default),
 //!   [`NodeManager`], [`ClassifyFailure`], [`ConnectionAbilities`];
 //! - [`route`], the pinned routing function on its own; `sync` (feature
