@@ -9,7 +9,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use redis::aio::ConnectionLike;
 use redis::{Cmd, FromRedisValue, ToRedisArgs, Value};
@@ -221,8 +221,7 @@ async fn found<C: ConnectionLike, V: FromRedisValue>(
 
 /// A lease's value: its mark and a random token.
 fn token() -> Vec<u8> {
-    use std::hash::BuildHasher;
-    let random = std::collections::hash_map::RandomState::new().hash_one(Instant::now());
+    let random = crate::random::random();
     let mut token = LEASE.to_vec();
     token.extend_from_slice(format!("{random:016x}").as_bytes());
     token

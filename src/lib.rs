@@ -135,6 +135,7 @@ mod multi;
 mod node;
 mod pool;
 mod pubsub;
+mod random;
 pub mod route;
 mod runtime;
 mod settings;

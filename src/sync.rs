@@ -290,8 +290,8 @@ impl Connection {
     fn capped(&self, cmd: &[u8], span: (usize, usize)) -> Option<Capped> {
         let stand_in = self.stand_in.as_ref()?;
         let commands: Vec<Vec<&[u8]>> = packed(cmd, |words| words.collect()).collect();
-        let caps = stand_in.caps(&commands);
-        (!caps.is_empty()).then(|| Capped::new(&unpacked(commands), span, caps))
+        let caps = stand_in.caps(&commands)?;
+        Some(Capped::new(&unpacked(commands), span, caps))
     }
 
     /// The capped pipeline on the wire; the caller's replies.

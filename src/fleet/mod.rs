@@ -16,17 +16,17 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use futures_util::future::join_all;
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 
 use crate::health::event::{News, NodeEvent};
 use crate::metrics::FLEET_NEWS_TOTAL;
 use crate::node::tracked::NodeManager;
-use crate::node::{Node, Store};
+use crate::node::{Node, Store, send_to_others};
+use crate::random::{jitter, random};
 use crate::route::NodeName;
 use crate::runtime::core::Core;
-use news::{Heard, Message, jitter, random};
+use news::{Heard, Message};
 
 /// The most a probe or check set off by one message waits: a thousand
 /// processes that hear it do not reach the node in the same millisecond.
@@ -130,16 +130,11 @@ impl Fleet {
         let mut publish = redis::pipe();
         publish.cmd("PUBLISH").arg(&self.channel).arg(message.encode());
         let Ok(table) = core.open_table() else { return };
-        let others: Vec<_> =
-            table.nodes.iter().filter(|n| n.cell.is_up() && *n.name() != node).cloned().collect();
-        metrics::counter!(FLEET_NEWS_TOTAL, "node" => node.to_string(), "news" => news.as_str(), "way" => "sent")
-            .increment(1);
-        tracing::debug!(%node, news = news.as_str(), nodes = others.len(), "telling the fleet");
-        tokio::spawn(async move {
-            // Best effort: a node that fails here is judged by its own
-            // traffic, and the others carry the news.
-            join_all(others.iter().map(|other| other.send_own(&publish))).await;
-        });
+        let nodes = table.nodes.clone();
+        count(&node, news, "sent");
+        tracing::debug!(%node, news = news.as_str(), "telling the fleet");
+        // Best effort: the other nodes carry the news.
+        tokio::spawn(async move { send_to_others(&nodes, &node, &publish).await });
     }
 
     /// Acts on a message from the channel: a probe soon of a node said to
@@ -155,8 +150,7 @@ impl Fleet {
         let Ok(table) = core.open_table() else { return };
         let Some(node) = table.node(&message.node) else { return };
         let (name, news) = (*node.name(), message.news);
-        metrics::counter!(FLEET_NEWS_TOTAL, "node" => name.to_string(), "news" => news.as_str(), "way" => "heard")
-            .increment(1);
+        count(&name, news, "heard");
         let acted = match news {
             News::Returned => !node.cell.is_up() && node.cell.hasten_probe(now + jitter(JITTER)),
             News::Boxed => node.cell.is_up() && self.check(node, now, core.settings.probe_timeout),
@@ -189,24 +183,24 @@ impl Fleet {
     }
 }
 
+/// Counts one piece of news told (`way` "sent") or heard about `node`.
+fn count(node: &NodeName, news: News, way: &'static str) {
+    let node = node.to_string();
+    metrics::counter!(FLEET_NEWS_TOTAL, "node" => node, "news" => news.as_str(), "way" => way)
+        .increment(1);
+}
+
 /// Counts, for each boxed node, the keys every process recorded for it on
 /// the other up nodes (one `SCARD` each), for `status()`.
 fn count_records<M: NodeManager, S: Store<M>>(core: &Core<M, S>) {
     let Ok(table) = core.open_table() else { return };
     for home in table.nodes.iter().filter(|node| !node.cell.is_up()) {
-        let Some(count) = home.journal.count_recorded() else { return };
-        let others: Vec<_> = table
-            .nodes
-            .iter()
-            .filter(|n| n.cell.is_up() && n.name() != home.name())
-            .cloned()
-            .collect();
-        let home = home.clone();
+        let Some(scard) = home.journal.count_recorded() else { return };
+        let (home, nodes) = (home.clone(), table.nodes.clone());
         tokio::spawn(async move {
             let mut pipe = redis::pipe();
-            pipe.add_command(count);
-            let counts = join_all(others.iter().map(|other| other.send_own(&pipe))).await;
-            let replies = counts.into_iter().filter_map(|r| r.ok().flatten()).flatten();
+            pipe.add_command(scard);
+            let replies = send_to_others(&nodes, home.name(), &pipe).await.into_iter().flatten();
             let keys = replies.filter_map(|reply| redis::from_redis_value::<u64>(reply).ok());
             let keys = keys.sum();
             // A count that comes back after the return is stale.

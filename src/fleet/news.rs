@@ -7,10 +7,7 @@
 //! that sent it, `seq` that pool's count of messages, and `node` the node's
 //! name, last, so that it may hold spaces.
 
-use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
-use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::health::event::News;
@@ -104,19 +101,6 @@ impl Heard {
     }
 }
 
-/// A random number, different at each call and in each process.
-pub(crate) fn random() -> u64 {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    RandomState::new().hash_one(COUNTER.fetch_add(1, Ordering::Relaxed))
-}
-
-/// A random delay of at most `most`: spreads the probes one message sets
-/// off across the processes that hear it.
-pub(crate) fn jitter(most: Duration) -> Duration {
-    let nanos = u64::try_from(most.as_nanos()).unwrap_or(u64::MAX);
-    Duration::from_nanos(random() % nanos.max(1))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,12 +166,5 @@ mod tests {
             assert!(heard.note(&message(News::Boxed, seq, "a"), now));
         }
         assert_eq!(heard.ids.len(), REMEMBERED);
-    }
-
-    #[test]
-    fn jitter_stays_within_its_bound() {
-        let most = Duration::from_millis(25);
-        assert!((0..1000).all(|_| jitter(most) < most));
-        assert_eq!(jitter(Duration::ZERO), Duration::ZERO);
     }
 }

@@ -5,9 +5,7 @@
 //! Every decision is [`Health`]'s: the cell only locks it, asks, and
 //! applies the answer, which carries what applying needs (wait, level).
 
-use std::collections::hash_map::RandomState;
 use std::fmt;
-use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
@@ -23,13 +21,9 @@ use crate::health::penalty::{
 use crate::health::record::NodeMetrics;
 use crate::route::{NodeName, warm_threshold};
 
-/// A number in `[0, 1)` for back-off jitter, with the time. std's
-/// `RandomState` is seeded per process from the OS, which is all the
-/// randomness jitter needs.
+/// The time, with a number in `[0, 1)` for back-off jitter.
 fn moment() -> Moment {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let bits = RandomState::new().hash_one(COUNTER.fetch_add(1, Ordering::Relaxed));
-    Moment { now: Instant::now(), random: (bits >> 11) as f64 / (1u64 << 53) as f64 }
+    Moment { now: Instant::now(), random: crate::random::fraction() }
 }
 
 /// What the nodes of one pool have in common.

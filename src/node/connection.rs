@@ -201,10 +201,10 @@ trait Observed: Send {
     fn reads_near(&self) -> bool {
         false
     }
-    /// The caps to send with `cmds`.
-    fn caps<'c>(&self, cmds: impl Iterator<Item = &'c Cmd>) -> Caps {
-        self.stand_in()
-            .map_or_else(Caps::default, |s| s.caps(cmds.map(|c| words(c).collect::<Vec<_>>())))
+    /// The caps to send with `cmds`, if any: only a stand-in's connection
+    /// looks at what it writes.
+    fn caps<'c>(&self, cmds: impl Iterator<Item = &'c Cmd>) -> Option<Caps> {
+        self.stand_in()?.caps(cmds.map(|c| words(c).collect::<Vec<_>>()))
     }
 }
 
@@ -253,7 +253,7 @@ where
     /// invalidation reaches, or of a node that is out.
     fn admit<'c>(&mut self, cmds: impl Iterator<Item = &'c Cmd>) -> RedisResult<()> {
         let mux = &self.mux;
-        if mux.near.is_some() && (mux.is_broken() || mux.epoch != mux.cell.epoch()) {
+        if mux.near.is_some() && !mux.is_live() {
             let gone =
                 "the shared connection is gone, and its near cache with it: get_shared again";
             return Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, gone).into());
@@ -291,10 +291,9 @@ where
 
 /// Sends `cmd` with its caps, and reports the outcome.
 async fn send<O: Observed>(conn: &mut O, cmd: &Cmd) -> RedisResult<Value> {
-    // Only a stand-in's connection looks at what it writes.
-    let caps = conn.stand_in().map(|_| conn.caps(std::iter::once(cmd)));
+    let caps = conn.caps(std::iter::once(cmd));
     conn.arm();
-    let result = match caps.filter(|caps| !caps.is_empty()) {
+    let result = match caps {
         None => conn.wire().req_packed_command(cmd).await,
         // Rare, and kept out of the common path's future (boxed).
         Some(caps) => Box::pin(send_capped(conn.wire(), cmd, caps)).await,
@@ -384,10 +383,9 @@ async fn many<O: Observed>(
     };
     let caps = conn.caps(pipeline.cmd_iter());
     conn.arm();
-    let result = if caps.is_empty() {
-        conn.wire().req_packed_commands(pipeline, offset, count).await
-    } else {
-        capped(conn.wire(), pipeline, (offset, count), caps).await
+    let result = match caps {
+        None => conn.wire().req_packed_commands(pipeline, offset, count).await,
+        Some(caps) => capped(conn.wire(), pipeline, (offset, count), caps).await,
     };
     conn.observe(failure(&result));
     result

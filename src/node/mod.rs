@@ -347,17 +347,13 @@ impl<M: NodeManager, S: Store<M>> Node<M, S> {
     pub(crate) fn near_hit(&self, key: &[u8]) -> Option<redis::Value> {
         let near = self.near.as_ref()?;
         // A guard, not a clone: no reference count every reader writes.
-        let mux = self.mux.load();
-        let live = mux.as_ref()?.epoch == self.cell.epoch() && !mux.as_ref()?.is_broken();
-        live.then(|| near.hit(key))?
+        self.mux.load().as_ref()?.is_live().then(|| near.hit(key))?
     }
 
-    /// The node's multiplexed connection if it is usable: made since the
-    /// node was last boxed, and not seen failing.
+    /// The node's multiplexed connection if it is usable
+    /// ([`Muxed::is_live`]).
     fn live_mux(&self) -> Option<Arc<Muxed<M::Connection>>> {
-        let mux = self.mux.load_full()?;
-        let live = mux.epoch == self.cell.epoch() && !mux.is_broken();
-        live.then_some(mux)
+        self.mux.load_full().filter(|mux| mux.is_live())
     }
 
     /// The node's multiplexed connection, connecting it first if needed
@@ -406,6 +402,21 @@ impl<M: NodeManager, S: Store<M>> Node<M, S> {
             Err(_) => Try::Again,
         }
     }
+}
+
+/// Sends the pool's own `pipe` to every node of `nodes` but the one named
+/// `name` that is up, all at once, each on a connection of its own
+/// ([`Node::send_own`]): the replies of those that answered. How the pool
+/// tells or asks the other nodes about one node (its records on them, the
+/// fleet's news); one that fails here is judged by its own traffic.
+pub(crate) async fn send_to_others<M: NodeManager, S: Store<M>>(
+    nodes: &[Arc<Node<M, S>>],
+    name: &NodeName,
+    pipe: &redis::Pipeline,
+) -> Vec<Vec<redis::Value>> {
+    let others = nodes.iter().filter(|node| node.name() != name && node.cell.is_up());
+    let sent = futures_util::future::join_all(others.map(|node| node.send_own(pipe))).await;
+    sent.into_iter().filter_map(|replies| replies.ok().flatten()).collect()
 }
 
 impl<M: NodeManager> Node<M, Bb8<M>> {

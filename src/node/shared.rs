@@ -39,6 +39,12 @@ impl<C> Muxed<C> {
         self.broken.load(Ordering::Acquire)
     }
 
+    /// Whether it is still usable: made since its node was last boxed, and
+    /// not seen failing.
+    pub(crate) fn is_live(&self) -> bool {
+        self.epoch == self.cell.epoch() && !self.is_broken()
+    }
+
     pub(crate) fn observe(&self, failure: Option<Failure<'_>>) {
         if self.cell.observe(failure, self.epoch) {
             self.broken.store(true, Ordering::Release);

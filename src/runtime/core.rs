@@ -205,16 +205,10 @@ impl<M: NodeManager, S: Store<M>> Core<M, S> {
         }))
     }
 
-    /// `GET key` from the near cache of the key's home, if it is in
-    /// rotation for the key and holds the reply. (A key whose home is out
-    /// goes the ordinary way, through its stand-in's cache.)
+    /// `GET key` from the near cache of the key's home
+    /// ([`Table::near_hit`]).
     pub(crate) fn near_hit(&self, key: &[u8]) -> Option<redis::Value> {
-        let table = self.table.load();
-        let hash = route::key_hash(key);
-        let home = table.router.home_hashed(hash)?;
-        let node = &table.nodes[home];
-        let settled = table.commons.unsettled.load(Ordering::Acquire) == 0;
-        (settled || node.cell.routable(hash, true)).then(|| node.near_hit(key))?
+        self.table.load().near_hit(key)
     }
 
     /// The node a key's `get` would use now.

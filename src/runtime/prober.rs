@@ -13,7 +13,7 @@ use crate::health::cell::Commons;
 use crate::health::event::NodeEvent;
 use crate::health::failure::{FailureKind, one_line};
 use crate::node::tracked::NodeManager;
-use crate::node::{Node, Store};
+use crate::node::{Node, Store, send_to_others};
 use crate::runtime::core::Core;
 use crate::stand_in::journal::Journal;
 
@@ -149,10 +149,8 @@ async fn recorded<M: NodeManager, S: Store<M>>(
     nodes: &Nodes<M, S>,
 ) -> Vec<Box<[u8]>> {
     let Some(take) = home.journal.take_recorded() else { return Vec::new() };
-    let others = nodes.iter().filter(|node| node.name() != home.name() && node.cell.is_up());
-    let takes = others.map(|node| node.send_own(&take));
-    let replies = join_all(takes).await.into_iter().filter_map(|r| r.ok().flatten());
-    let keys = replies.flat_map(Journal::recorded).collect();
+    let replies = send_to_others(nodes, home.name(), &take).await;
+    let keys = replies.into_iter().flat_map(Journal::recorded).collect();
     home.journal.counted(0);
     keys
 }

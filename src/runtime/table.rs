@@ -61,6 +61,24 @@ impl<M: NodeManager, S: Store<M>> Table<M, S> {
         Route { table: self, order: Order::Key(Cursor::new(hash, failover)), counted: false }
     }
 
+    /// Whether the key of `hash` may be routed to each node now (by
+    /// index): to every node while none is boxed or warming up (one load of
+    /// a line written only when a node changes state), else as each node's
+    /// word says (`warm`: a warming node takes only its share of keys).
+    fn routable(&self, hash: u64, warm: bool) -> impl Fn(usize) -> bool + '_ {
+        let settled = self.commons.unsettled.load(Ordering::Acquire) == 0;
+        move |index| settled || self.nodes[index].cell.routable(hash, warm)
+    }
+
+    /// `GET key` from the near cache of the key's home, if the key is
+    /// routed there now and the cache holds the reply. (A key whose home
+    /// is out goes the ordinary way, through its stand-in's cache.)
+    pub(crate) fn near_hit(&self, key: &[u8]) -> Option<redis::Value> {
+        let hash = crate::route::key_hash(key);
+        let home = self.router.home_hashed(hash)?;
+        self.routable(hash, true)(home).then(|| self.nodes[home].near_hit(key))?
+    }
+
     /// Every node that holds keys in turn, from the one at `start`: the
     /// routing policy for a call without a key.
     pub(crate) fn turn(&self, start: usize) -> Route<'_, M, S> {
@@ -105,9 +123,7 @@ impl<'t, M: NodeManager, S: Store<M>> Route<'t, M, S> {
             Order::Key(cursor) => {
                 let hash = cursor.hash();
                 let warm = cursor.failover() == Failover::Reroute;
-                let settled = table.commons.unsettled.load(Ordering::Acquire) == 0;
-                let routable =
-                    |index: usize| settled || table.nodes[index].cell.routable(hash, warm);
+                let routable = table.routable(hash, warm);
                 cursor.next(&table.router, &table.gutter, routable).map_err(|miss| match miss {
                     Miss::Empty => Error::Closed,
                     Miss::Home(home) => Error::NodeDown { node: table.name(home).to_string() },

@@ -45,18 +45,16 @@ pub(crate) struct Caps {
     pub(crate) last: Vec<Cmd>,
 }
 
-impl Caps {
-    pub(crate) fn is_empty(&self) -> bool {
-        self.first.is_empty() && self.last.is_empty()
-    }
-}
-
 impl StandIn {
     /// What to send with `cmds` (each its words), for each key they write
     /// whose home is not the serving node: its cap, and if the home's
     /// return invalidates, its record, each key remembered first so that a
-    /// return that invalidates meanwhile sees it.
-    pub(crate) fn caps<'w, W: AsRef<[&'w [u8]]>>(&self, cmds: impl IntoIterator<Item = W>) -> Caps {
+    /// return that invalidates meanwhile sees it. `None`: nothing to send
+    /// (no write of a key homed elsewhere), the commands go as they are.
+    pub(crate) fn caps<'w, W: AsRef<[&'w [u8]]>>(
+        &self,
+        cmds: impl IntoIterator<Item = W>,
+    ) -> Option<Caps> {
         let mut caps = Caps::default();
         for words in cmds {
             let (keys, reach) = written(words.as_ref());
@@ -73,7 +71,7 @@ impl StandIn {
                 }
             }
         }
-        caps
+        (!caps.first.is_empty() || !caps.last.is_empty()).then_some(caps)
     }
 }
 
