@@ -254,12 +254,12 @@ impl<M: NodeManager> ShardedPool<M> {
         let Ok(table) = self.core.open_table() else {
             return Vec::new();
         };
-        let (started, deadline) = self.core.deadline();
+        let clock = self.core.clock();
         let runs = table.nodes.iter().filter(|node| node.cell.is_up()).map(|node| {
-            let f = &f;
+            let (f, clock) = (&f, &clock);
             async move {
                 let name = node.name().to_string();
-                let result = match node.checkout(started, deadline).await {
+                let result = match node.checkout(clock).await {
                     Ok(conn) => Ok(f(Connection::new(conn, true, None)).await),
                     Err(e) => Err(e.into_error(&name)),
                 };
@@ -283,12 +283,12 @@ impl<M: NodeManager> ShardedPool<M> {
         n: usize,
     ) -> Result<Vec<Connection<M>>, Error> {
         let table = self.core.open_table()?;
-        let (started, deadline) = self.core.deadline();
+        let clock = self.core.clock();
         let mut route = table.members(route::key_hash(key.as_ref()));
         let mut conns = Vec::with_capacity(n);
         while conns.len() < n {
             let Ok(index) = route.next() else { break };
-            let taken = table.nodes[index].checkout(started, deadline).await;
+            let taken = table.nodes[index].checkout(&clock).await;
             let home = route.is_home(index);
             if let Some(conn) = route.outcome(index, taken)? {
                 // Members are replicas by design, not stand-ins: never capped.
@@ -317,7 +317,7 @@ impl<M: NodeManager> ShardedPool<M> {
         Fut: Future<Output = Result<R, Error>>,
     {
         let table = self.core.open_table()?;
-        let (started, deadline) = self.core.deadline();
+        let clock = self.core.clock();
         let failover = self.core.settings.failover;
         let mut routes: Vec<Route<'_, M, _>> =
             hashes.iter().map(|&hash| table.route(hash, failover)).collect();
@@ -336,9 +336,9 @@ impl<M: NodeManager> ShardedPool<M> {
             let runs = groups.into_iter().map(|(index, positions)| {
                 let home = positions.iter().all(|&p| routes[p].is_home(index));
                 let stand_in = self.core.stand_in(&table, index, None, home);
-                let (run, table) = (&run, &table);
+                let (run, table, clock) = (&run, &table, &clock);
                 async move {
-                    let outcome = match table.nodes[index].checkout(started, deadline).await {
+                    let outcome = match table.nodes[index].checkout(clock).await {
                         Ok(conn) => {
                             let conn = Connection::new(conn, home, stand_in);
                             Ok(run(conn, positions.clone()).await)

@@ -2,8 +2,10 @@
 //! its checkouts (pooled and shared), and pub/sub.
 
 use std::fmt;
+use std::future::Future;
 use std::sync::{Arc, OnceLock};
-use std::time::Instant;
+
+use bb8::PooledConnection;
 
 use tokio::sync::broadcast;
 
@@ -11,9 +13,11 @@ use crate::backend::manager::RedisManager;
 use crate::error::Error;
 use crate::health::cell::Commons;
 use crate::health::event::NodeEvent;
+use crate::node::clock::Clock;
 use crate::node::connection::{Connection, SharedConnection};
 use crate::node::probe::ProbeCheck;
-use crate::node::tracked::NodeManager;
+use crate::node::shared::Muxed;
+use crate::node::tracked::{NodeManager, Tracked};
 use crate::node::{Bb8, CheckoutError, Node, Spec, bb8_pool};
 use crate::pubsub::{Hub, Subscription};
 use crate::route::NodeName;
@@ -58,15 +62,16 @@ impl<M: NodeManager> fmt::Debug for ShardedPool<M> {
 struct Pooled;
 
 impl<M: NodeManager> Take<M, Bb8<M>> for Pooled {
+    type Raw = PooledConnection<'static, Tracked<M>>;
     type Conn = Connection<M>;
-    async fn take(
-        node: &Node<M, Bb8<M>>,
-        started: Instant,
-        deadline: Instant,
-        home: bool,
-        stand_in: Option<Box<StandIn>>,
-    ) -> Result<Connection<M>, CheckoutError> {
-        node.checkout(started, deadline).await.map(|conn| Connection::new(conn, home, stand_in))
+    fn take<'a>(
+        node: &'a Node<M, Bb8<M>>,
+        clock: &'a Clock,
+    ) -> impl Future<Output = Result<Self::Raw, CheckoutError>> + Send + 'a {
+        node.checkout(clock)
+    }
+    fn hand(raw: Self::Raw, home: bool, stand_in: Option<Box<StandIn>>) -> Connection<M> {
+        Connection::new(raw, home, stand_in)
     }
 }
 
@@ -77,16 +82,16 @@ impl<M: NodeManager> Take<M, Bb8<M>> for Multiplexed
 where
     M::Connection: Clone,
 {
+    type Raw = Arc<Muxed<M::Connection>>;
     type Conn = SharedConnection<M>;
-    async fn take(
-        node: &Node<M, Bb8<M>>,
-        started: Instant,
-        deadline: Instant,
-        home: bool,
-        stand_in: Option<Box<StandIn>>,
-    ) -> Result<SharedConnection<M>, CheckoutError> {
-        let mux = node.multiplexed(started, deadline).await?;
-        Ok(SharedConnection::new(mux, home, stand_in))
+    fn take<'a>(
+        node: &'a Node<M, Bb8<M>>,
+        clock: &'a Clock,
+    ) -> impl Future<Output = Result<Self::Raw, CheckoutError>> + Send + 'a {
+        node.multiplexed(clock)
+    }
+    fn hand(raw: Self::Raw, home: bool, stand_in: Option<Box<StandIn>>) -> SharedConnection<M> {
+        SharedConnection::new(raw, home, stand_in)
     }
 }
 

@@ -222,17 +222,16 @@ impl ShardedPool {
     /// driven with blocking checkouts.
     fn take(&self, key: Option<&[u8]>) -> Result<Connection, Error> {
         let table = self.core.open_table()?;
-        let (started, deadline) = self.core.deadline();
+        let clock = self.core.clock();
         let mut route = self.core.route(&table, key);
         loop {
             let (index, home, stand_in) = self.core.offer(&table, &mut route, key)?;
             let node = &table.nodes[index];
-            let taken = node.race_blocking(started, deadline, SLICE, |slice| {
-                match node.store.get_timeout(slice) {
-                    Ok(conn) => node.fresh(conn, started),
+            let taken =
+                node.race_blocking(&clock, SLICE, |slice| match node.store.get_timeout(slice) {
+                    Ok(conn) => node.fresh(conn, &clock),
                     Err(_) => Try::Again,
-                }
-            });
+                });
             let taken = taken.map(|conn| Connection { conn, home, stand_in });
             if let Some(conn) = route.outcome(index, taken)? {
                 return Ok(conn);

@@ -339,11 +339,11 @@ impl HealthCell {
 
     /// Whether a connection made in `epoch` may be handed out (else it
     /// dates from before the node was last boxed: drop it, take another),
-    /// counting the checkout that began at `started` if so.
-    pub(crate) fn accept(&self, epoch: u64, started: Instant) -> bool {
+    /// counting the checkout, which waited `waited`, if so.
+    pub(crate) fn accept(&self, epoch: u64, waited: Duration) -> bool {
         let fresh = epoch == self.epoch();
         if fresh {
-            self.metrics.checkout(started);
+            self.metrics.checkout(waited);
         }
         fresh
     }

@@ -2,7 +2,7 @@
 //! path only touches handles, never the registry) and its pool's own
 //! figures ([`PoolStats`]). The names are in [`crate::metrics`].
 
-use std::time::Instant;
+use std::time::Duration;
 
 use metrics::{Counter, Gauge, Histogram};
 
@@ -117,11 +117,11 @@ impl NodeMetrics {
         self.probes_failed.increment(1);
     }
 
-    /// A checkout that began at `started` got its connection, pooled or
-    /// shared.
-    pub(crate) fn checkout(&self, started: Instant) {
+    /// A checkout got its connection, pooled or shared, after waiting
+    /// `waited`.
+    pub(crate) fn checkout(&self, waited: Duration) {
         self.checkouts.increment(1);
-        self.checkout_seconds.record(started.elapsed());
+        self.checkout_seconds.record(waited);
     }
 
     /// A key of this node was served by another.

@@ -17,7 +17,7 @@ use crate::backend::reads::{self, Read};
 use crate::health::failure::{Failure, FailureKind, failure};
 use crate::node::session::{Effect, effect};
 use crate::node::shared::Muxed;
-use crate::node::tracked::{NodeManager, Tracked};
+use crate::node::tracked::{ConnectionAbilities, NodeManager, Tracked};
 use crate::stand_in::writes::{Capped, Caps, StandIn};
 
 /// A connection checked out of one node's pool; it goes back when dropped.
@@ -183,7 +183,7 @@ async fn capped<W: ConnectionLike>(
 /// A connection handed to a caller: the wire its commands go on, and where
 /// their outcomes go.
 trait Observed: Send {
-    type Wire: ConnectionLike + Send;
+    type Wire: ConnectionLike + ConnectionAbilities + Send;
     fn wire(&mut self) -> &mut Self::Wire;
     /// Looks at the commands before they are sent: follows what they do to
     /// the session, or refuses them.
@@ -294,7 +294,7 @@ async fn send<O: Observed>(conn: &mut O, cmd: &Cmd) -> RedisResult<Value> {
     let caps = conn.caps(std::iter::once(cmd));
     conn.arm();
     let result = match caps {
-        None => conn.wire().req_packed_command(cmd).await,
+        None => conn.wire().send_packed(cmd).await,
         // Rare, and kept out of the common path's future (boxed).
         Some(caps) => Box::pin(send_capped(conn.wire(), cmd, caps)).await,
     };
@@ -310,10 +310,21 @@ async fn send_capped<W: ConnectionLike>(wire: &mut W, cmd: &Cmd, caps: Caps) -> 
     values.and_then(|mut values| own_reply(values.swap_remove(0)))
 }
 
-/// One command: answered by the near cache if it can, else sent, its
-/// writes fenced in the near cache while they are in flight.
-async fn one<O: Observed>(conn: &mut O, cmd: &Cmd) -> RedisResult<Value> {
-    conn.admit(std::iter::once(cmd))?;
+/// One command, admitted before its future is built, so that a
+/// connection without a near cache sends it in one future, not two.
+fn one<'a, O: Observed>(conn: &'a mut O, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+    if let Err(refused) = conn.admit(std::iter::once(cmd)) {
+        return Box::pin(std::future::ready(Err(refused)));
+    }
+    match conn.near() {
+        Some(_) => Box::pin(near(conn, cmd)),
+        None => Box::pin(send(conn, cmd)),
+    }
+}
+
+/// One admitted command on a connection with a near cache: answered by
+/// it if it can, else sent, its writes fenced in it while in flight.
+async fn near<O: Observed>(conn: &mut O, cmd: &Cmd) -> RedisResult<Value> {
     let Some(cache) = conn.near() else { return send(conn, cmd).await };
     let words: Vec<&[u8]> = words(cmd).collect();
     if conn.reads_near()
@@ -401,7 +412,7 @@ macro_rules! connection_like {
             M::Connection: ConnectionLike + Send,
         {
             fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-                Box::pin(one(self, cmd))
+                one(self, cmd)
             }
 
             fn req_packed_commands<'a>(

@@ -5,6 +5,7 @@
 //! (`probe.rs`), the connections handed to callers (`connection.rs`,
 //! `tracked.rs`, `shared.rs`).
 
+pub(crate) mod clock;
 pub(crate) mod connection;
 pub(crate) mod probe;
 pub(crate) mod session;
@@ -29,6 +30,7 @@ use crate::backend::manager::Listen;
 use crate::backend::near::{NearCache, Tracking};
 use crate::health::cell::{Commons, HealthCell};
 use crate::health::failure::{FailureKind, failure, one_line};
+use crate::node::clock::Clock;
 use crate::node::probe::{Probe, ProbeCheck, failed, retest};
 use crate::node::shared::Muxed;
 use crate::node::tracked::{ConnectionAbilities, NodeManager, Tracked, TrackedConn};
@@ -152,8 +154,7 @@ impl<M: NodeManager, S: Store<M>> Node<M, S> {
     /// timeout), which keeps a timer registration off the common path.
     pub(crate) async fn race<T, F>(
         &self,
-        started: Instant,
-        deadline: Instant,
+        clock: &Clock,
         mut timer: bool,
         mut attempt: impl FnMut() -> F,
     ) -> Result<T, CheckoutError>
@@ -167,30 +168,45 @@ impl<M: NodeManager, S: Store<M>> Node<M, S> {
             let once = std::future::poll_fn(|cx| std::task::Poll::Ready(current.as_mut().poll(cx)));
             let outcome = match once.await {
                 std::task::Poll::Ready(outcome) => outcome,
+                // The race's machinery, boxed: the common path's future
+                // (and every move of it) does not carry it.
                 std::task::Poll::Pending => {
-                    // Set up before the second look, so that a failure
-                    // between the two is not missed.
-                    let failed = self.cell.failure_signal();
-                    self.usable_since(vetoes)?;
-                    timer = timer || started.elapsed() > Duration::from_millis(1);
-                    tokio::select! {
-                        biased;
-                        outcome = current => outcome,
-                        () = failed => Try::Again,
-                        // In an async block, the timer is not even built
-                        // unless used.
-                        () = async { tokio::time::sleep_until(deadline.into()).await }, if timer => {
-                            Try::TimedOut
-                        }
-                    }
+                    Box::pin(self.wait(current.as_mut(), vetoes, clock, timer)).await?
                 }
             };
             match outcome {
                 Try::Done(value) => return Ok(value),
-                Try::TimedOut => return Err(CheckoutError::TimedOut(started.elapsed())),
+                Try::TimedOut => return Err(CheckoutError::TimedOut(clock.waited())),
                 Try::Again => timer = true,
             }
         }
+    }
+
+    /// The race proper, for an attempt that must wait: its outcome, or
+    /// `Try::Again` once a failure of the node is signalled, or
+    /// `Try::TimedOut` at the deadline (with `timer`, or once the call has
+    /// waited over a millisecond before this attempt began).
+    async fn wait<T>(
+        &self,
+        attempt: std::pin::Pin<&mut impl Future<Output = Try<T>>>,
+        vetoes: u64,
+        clock: &Clock,
+        timer: bool,
+    ) -> Result<Try<T>, CheckoutError> {
+        // Set up before the second look, so that a failure between the two
+        // is not missed.
+        let failed = self.cell.failure_signal();
+        self.usable_since(vetoes)?;
+        let timer = timer || clock.started().elapsed() > Duration::from_millis(1);
+        Ok(tokio::select! {
+            biased;
+            outcome = attempt => outcome,
+            () = failed => Try::Again,
+            // In an async block, the timer is not even built unless used.
+            () = async { tokio::time::sleep_until(clock.deadline().into()).await }, if timer => {
+                Try::TimedOut
+            }
+        })
     }
 
     /// The race for a thread that may block: the same exits, looked at
@@ -199,17 +215,16 @@ impl<M: NodeManager, S: Store<M>> Node<M, S> {
     #[cfg(feature = "r2d2")]
     pub(crate) fn race_blocking<T>(
         &self,
-        started: Instant,
-        deadline: Instant,
+        clock: &Clock,
         slice: Duration,
         mut attempt: impl FnMut(Duration) -> Try<T>,
     ) -> Result<T, CheckoutError> {
         let vetoes = self.cell.vetoes();
         loop {
             self.usable_since(vetoes)?;
-            let left = deadline.saturating_duration_since(Instant::now());
+            let left = clock.deadline().saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(CheckoutError::TimedOut(started.elapsed()));
+                return Err(CheckoutError::TimedOut(clock.waited()));
             }
             if let Try::Done(value) = attempt(slice.min(left)) {
                 return Ok(value);
@@ -221,11 +236,11 @@ impl<M: NodeManager, S: Store<M>> Node<M, S> {
     /// it was made in the node's current epoch (the checkout that began at
     /// `started` is counted), else marked broken, so the store drops it,
     /// and tried again.
-    pub(crate) fn fresh<P, C>(&self, mut conn: P, started: Instant) -> Try<P>
+    pub(crate) fn fresh<P, C>(&self, mut conn: P, clock: &Clock) -> Try<P>
     where
         P: DerefMut<Target = TrackedConn<C>>,
     {
-        if self.cell.accept(conn.epoch, started) {
+        if self.cell.accept(conn.epoch, clock.waited()) {
             return Try::Done(conn);
         }
         conn.broken = true;
@@ -362,16 +377,15 @@ impl<M: NodeManager, S: Store<M>> Node<M, S> {
     /// Counted as a checkout.
     pub(crate) async fn multiplexed(
         &self,
-        started: Instant,
-        deadline: Instant,
+        clock: &Clock,
     ) -> Result<Arc<Muxed<M::Connection>>, CheckoutError> {
         let mux = match self.live_mux().filter(|_| self.cell.is_up()) {
             Some(mux) => mux,
             // Boxed: the connect's future is large, and the common path
             // should not carry (and move) it.
-            None => Box::pin(self.race(started, deadline, true, || self.connect_mux())).await?,
+            None => Box::pin(self.race(clock, true, || self.connect_mux())).await?,
         };
-        self.cell.metrics.checkout(started);
+        self.cell.metrics.checkout(clock.waited());
         Ok(mux)
     }
 
@@ -420,25 +434,23 @@ pub(crate) async fn send_to_others<M: NodeManager, S: Store<M>>(
 }
 
 impl<M: NodeManager> Node<M, Bb8<M>> {
-    /// A connection from the node's bb8 pool by `deadline`, through the
-    /// checkout race. `started` is when the caller's `get` began, for the
-    /// latency metric and the error.
-    pub(crate) async fn checkout(
-        &self,
-        started: Instant,
-        deadline: Instant,
-    ) -> Result<PooledConnection<'static, Tracked<M>>, CheckoutError> {
+    /// A connection from the node's bb8 pool by the clock's deadline,
+    /// through the checkout race (no future of its own around it).
+    pub(crate) fn checkout<'a>(
+        &'a self,
+        clock: &'a Clock,
+    ) -> impl Future<Output = Result<PooledConnection<'static, Tracked<M>>, CheckoutError>> + Send + 'a
+    {
         // bb8's own timeout (the checkout timeout) bounds an attempt that
         // starts as the `get` does; only a later one needs a timer of ours.
-        self.race(started, deadline, false, || async {
+        self.race(clock, false, || async {
             match self.store.get_owned().await {
-                Ok(conn) => self.fresh(conn, started),
+                Ok(conn) => self.fresh(conn, clock),
                 Err(RunError::TimedOut) => Try::TimedOut,
                 // bb8 0.9 reports connect errors to its error sink, not
                 // here; `Tracked` has already told the node's health.
                 Err(RunError::User(_)) => Try::Again,
             }
         })
-        .await
     }
 }

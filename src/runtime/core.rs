@@ -21,6 +21,7 @@ use crate::error::Error;
 use crate::health::cell::Commons;
 use crate::health::event::NodeEvent;
 use crate::health::penalty::BoxGuard;
+use crate::node::clock::Clock;
 use crate::node::probe::ProbeCheck;
 use crate::node::tracked::NodeManager;
 use crate::node::{CheckoutError, Node, Spec, Store};
@@ -35,18 +36,22 @@ use crate::stand_in::writes::StandIn;
 pub(crate) type Finished<M> =
     (Vec<Spec<M>>, Settings, Option<ProbeCheck<<M as bb8::ManageConnection>::Connection>>);
 
-/// How a caller of the async flavour takes a connection from one node.
+/// How a caller of the async flavour takes a connection from one node:
+/// the node's checkout itself (no future of its own around it), then what
+/// the caller is handed.
 pub(crate) trait Take<M: NodeManager, S> {
+    /// What the node's checkout gives.
+    type Raw;
+    /// What the caller gets.
     type Conn;
-    /// A connection from `node`; `home` says whether it is the key's home,
+    /// The checkout from `node`.
+    fn take<'a>(
+        node: &'a Node<M, S>,
+        clock: &'a Clock,
+    ) -> impl Future<Output = Result<Self::Raw, CheckoutError>> + Send + 'a;
+    /// The caller's connection; `home` says whether it is the key's home,
     /// `stand_in` what a stand-in's connection needs.
-    fn take(
-        node: &Node<M, S>,
-        started: Instant,
-        deadline: Instant,
-        home: bool,
-        stand_in: Option<Box<StandIn>>,
-    ) -> impl Future<Output = Result<Self::Conn, CheckoutError>> + Send;
+    fn hand(raw: Self::Raw, home: bool, stand_in: Option<Box<StandIn>>) -> Self::Conn;
 }
 
 /// The engine of a pool, whichever the flavour.
@@ -125,10 +130,9 @@ impl<M: NodeManager, S: Store<M>> Core<M, S> {
         self.membership.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// When a checkout that starts now began, and when it must be done.
-    pub(crate) fn deadline(&self) -> (Instant, Instant) {
-        let now = Instant::now();
-        (now, now + self.settings.checkout_timeout)
+    /// The clock of a call that starts now.
+    pub(crate) fn clock(&self) -> Clock {
+        Clock::new(self.settings.checkout_timeout)
     }
 
     /// The table, if the pool is open.
@@ -154,13 +158,13 @@ impl<M: NodeManager, S: Store<M>> Core<M, S> {
     /// checkouts.
     pub(crate) async fn take<T: Take<M, S>>(&self, key: Option<&[u8]>) -> Result<T::Conn, Error> {
         let table = self.open_table()?;
-        let (started, deadline) = self.deadline();
+        let clock = self.clock();
         let mut route = self.route(&table, key);
         loop {
             let (index, home, stand_in) = self.offer(&table, &mut route, key)?;
-            let taken = T::take(&table.nodes[index], started, deadline, home, stand_in);
-            if let Some(conn) = route.outcome(index, taken.await)? {
-                return Ok(conn);
+            let taken = T::take(&table.nodes[index], &clock).await;
+            if let Some(raw) = route.outcome(index, taken)? {
+                return Ok(T::hand(raw, home, stand_in));
             }
         }
     }

@@ -170,6 +170,7 @@ impl<'t, M: NodeManager, S: Store<M>> Route<'t, M, S> {
 
     /// What a checkout from `index` means for the call: its connection,
     /// `None` to try the next node, or the caller's error.
+    #[inline]
     pub(crate) fn outcome<T>(
         &mut self,
         index: usize,
