@@ -21,7 +21,7 @@ use std::future::Future;
 use std::ops::DerefMut;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use bb8::{PooledConnection, RunError};
@@ -222,7 +222,7 @@ impl<M: NodeManager, S: Store<M>> Node<M, S> {
         let vetoes = self.cell.vetoes();
         loop {
             self.usable_since(vetoes)?;
-            let left = clock.deadline().saturating_duration_since(Instant::now());
+            let left = clock.deadline().saturating_duration_since(std::time::Instant::now());
             if left.is_zero() {
                 return Err(CheckoutError::TimedOut(clock.waited()));
             }

@@ -29,13 +29,20 @@ pub(crate) enum Effect {
 }
 
 /// The effect of the command whose words (name first) are `args`.
+#[inline]
 pub(crate) fn effect<'a>(mut args: impl Iterator<Item = &'a [u8]>) -> Effect {
     let Some(name) = args.next() else { return Effect::None };
     // No session command is shorter than 4 bytes or longer than 12: most
-    // commands (`GET`, `SET`, `DEL`) are passed by their length alone.
+    // commands (`GET`, `SET`, `DEL`) are passed by their length alone,
+    // inline, without a call.
     if name.len() < 4 {
         return Effect::None;
     }
+    named(name, args)
+}
+
+/// [`effect`] for a command of four letters or more.
+fn named<'a>(name: &[u8], mut args: impl Iterator<Item = &'a [u8]>) -> Effect {
     let mut upper = [0u8; 12];
     let Some(upper) = upper.get_mut(..name.len()) else { return Effect::None };
     upper.copy_from_slice(name);
