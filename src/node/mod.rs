@@ -144,22 +144,24 @@ impl<M: NodeManager, S: Store<M>> Node<M, S> {
         self.cell.vetoed_since(vetoes).map_or(Ok(()), |kind| Err(CheckoutError::Failed(kind)))
     }
 
-    /// The one checkout race: runs `attempt` until it gives a value, giving
-    /// up the moment the node is boxed (move on), a failure is vetoed (the
-    /// caller gets it) or `deadline` passes. An attempt that is ready at
-    /// once (an idle connection: the common case) is taken without any
-    /// of the race's machinery. With `timer` false an attempt that starts
-    /// as the call did (within a millisecond of `started`) is trusted to
-    /// time out by itself (the store's own timeout is the checkout
-    /// timeout), which keeps a timer registration off the common path.
+    /// The one checkout race: runs `attempt` until `judge` finds a value
+    /// in what it gave, giving up the moment the node is boxed (move on),
+    /// a failure is vetoed (the caller gets it) or the clock's deadline
+    /// passes. An attempt that is ready at once (an idle connection: the
+    /// common case) is taken without any of the race's machinery. With
+    /// `timer` false an attempt that starts as the call did (within a
+    /// millisecond of its first wait) is trusted to time out by itself
+    /// (the store's own timeout is the checkout timeout), which keeps a
+    /// timer registration off the common path.
     pub(crate) async fn race<T, F>(
         &self,
         clock: &Clock,
         mut timer: bool,
         mut attempt: impl FnMut() -> F,
+        judge: impl Fn(F::Output) -> Try<T>,
     ) -> Result<T, CheckoutError>
     where
-        F: Future<Output = Try<T>>,
+        F: Future,
     {
         let vetoes = self.cell.vetoes();
         loop {
@@ -167,11 +169,11 @@ impl<M: NodeManager, S: Store<M>> Node<M, S> {
             let mut current = std::pin::pin!(attempt());
             let once = std::future::poll_fn(|cx| std::task::Poll::Ready(current.as_mut().poll(cx)));
             let outcome = match once.await {
-                std::task::Poll::Ready(outcome) => outcome,
+                std::task::Poll::Ready(outcome) => judge(outcome),
                 // The race's machinery, boxed: the common path's future
                 // (and every move of it) does not carry it.
                 std::task::Poll::Pending => {
-                    Box::pin(self.wait(current.as_mut(), vetoes, clock, timer)).await?
+                    Box::pin(self.wait(current.as_mut(), &judge, vetoes, clock, timer)).await?
                 }
             };
             match outcome {
@@ -186,9 +188,10 @@ impl<M: NodeManager, S: Store<M>> Node<M, S> {
     /// `Try::Again` once a failure of the node is signalled, or
     /// `Try::TimedOut` at the deadline (with `timer`, or once the call has
     /// waited over a millisecond before this attempt began).
-    async fn wait<T>(
+    async fn wait<T, F: Future>(
         &self,
-        attempt: std::pin::Pin<&mut impl Future<Output = Try<T>>>,
+        attempt: std::pin::Pin<&mut F>,
+        judge: &impl Fn(F::Output) -> Try<T>,
         vetoes: u64,
         clock: &Clock,
         timer: bool,
@@ -200,7 +203,7 @@ impl<M: NodeManager, S: Store<M>> Node<M, S> {
         let timer = timer || clock.started().elapsed() > Duration::from_millis(1);
         Ok(tokio::select! {
             biased;
-            outcome = attempt => outcome,
+            outcome = attempt => judge(outcome),
             () = failed => Try::Again,
             // In an async block, the timer is not even built unless used.
             () = async { tokio::time::sleep_until(clock.deadline().into()).await }, if timer => {
@@ -233,8 +236,8 @@ impl<M: NodeManager, S: Store<M>> Node<M, S> {
     }
 
     /// A connection taken from the store, in either flavour: handed out if
-    /// it was made in the node's current epoch (the checkout that began at
-    /// `started` is counted), else marked broken, so the store drops it,
+    /// it was made in the node's current epoch (the checkout, timed by
+    /// `clock`, is counted), else marked broken, so the store drops it,
     /// and tried again.
     pub(crate) fn fresh<P, C>(&self, mut conn: P, clock: &Clock) -> Try<P>
     where
@@ -383,7 +386,7 @@ impl<M: NodeManager, S: Store<M>> Node<M, S> {
             Some(mux) => mux,
             // Boxed: the connect's future is large, and the common path
             // should not carry (and move) it.
-            None => Box::pin(self.race(clock, true, || self.connect_mux())).await?,
+            None => Box::pin(self.race(clock, true, || self.connect_mux(), |tried| tried)).await?,
         };
         self.cell.metrics.checkout(clock.waited());
         Ok(mux)
@@ -443,14 +446,13 @@ impl<M: NodeManager> Node<M, Bb8<M>> {
     {
         // bb8's own timeout (the checkout timeout) bounds an attempt that
         // starts as the `get` does; only a later one needs a timer of ours.
-        self.race(clock, false, || async {
-            match self.store.get_owned().await {
-                Ok(conn) => self.fresh(conn, clock),
-                Err(RunError::TimedOut) => Try::TimedOut,
-                // bb8 0.9 reports connect errors to its error sink, not
-                // here; `Tracked` has already told the node's health.
-                Err(RunError::User(_)) => Try::Again,
-            }
-        })
+        let judge = |taken| match taken {
+            Ok(conn) => self.fresh(conn, clock),
+            Err(RunError::TimedOut) => Try::TimedOut,
+            // bb8 0.9 reports connect errors to its error sink, not here;
+            // `Tracked` has already told the node's health.
+            Err(RunError::User(_)) => Try::Again,
+        };
+        self.race(clock, false, || self.store.get_owned(), judge)
     }
 }

@@ -195,8 +195,11 @@ impl<M: NodeManager, S: Store<M>> Core<M, S> {
         key: Option<&[u8]>,
         home: bool,
     ) -> Option<Box<StandIn>> {
+        if home {
+            return None;
+        }
         let gutter = table.nodes[index].gutter;
-        if home || !(gutter || self.settings.watches_stand_ins()) {
+        if !(gutter || self.settings.watches_stand_ins()) {
             return None;
         }
         let ttl = self.settings.stand_in_ttl;
