@@ -139,3 +139,78 @@ async fn any_manager_with_a_classified_error_can_be_sharded() {
     assert!(eventually(Duration::from_secs(5), || pool.status()[0].up).await);
     assert_eq!(pool.get(&key).await.unwrap().node(), "tcp-a");
 }
+
+/// A Redis connection of the user's own, which says nothing of itself
+/// beyond `ConnectionLike`: its commands take the default
+/// `ConnectionAbilities::send_packed` (through `req_packed_command`).
+#[derive(Clone)]
+struct Wrapped(redis::aio::MultiplexedConnection);
+
+impl fluster::ConnectionAbilities for Wrapped {}
+
+impl redis::aio::ConnectionLike for Wrapped {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        self.0.req_packed_command(cmd)
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        self.0.req_packed_commands(pipeline, offset, count)
+    }
+
+    fn get_db(&self) -> i64 {
+        self.0.get_db()
+    }
+}
+
+struct WrappedManager(redis::Client);
+
+impl bb8::ManageConnection for WrappedManager {
+    type Connection = Wrapped;
+    type Error = redis::RedisError;
+
+    async fn connect(&self) -> Result<Wrapped, redis::RedisError> {
+        Ok(Wrapped(self.0.get_multiplexed_async_connection().await?))
+    }
+
+    async fn is_valid(&self, conn: &mut Wrapped) -> Result<(), redis::RedisError> {
+        redis::cmd("PING").query_async(conn).await
+    }
+
+    fn has_broken(&self, _: &mut Wrapped) -> bool {
+        false
+    }
+}
+
+#[tokio::test]
+async fn a_connection_without_an_unboxed_send_is_judged_all_the_same() {
+    let mut servers = start_servers(2);
+    let mut builder = Builder::new();
+    for (i, s) in servers.iter().enumerate() {
+        builder = builder
+            .manager(&format!("w-{i}"), WrappedManager(redis::Client::open(s.url()).unwrap()));
+    }
+    let pool = builder.penalty_min_wait(Duration::from_secs(10)).build().await.unwrap();
+    for i in 0..10 {
+        let key = format!("wrapped:{i}");
+        let mut conn = pool.get(&key).await.unwrap();
+        let _: () = conn.set(&key, i).await.unwrap();
+        let mut shared = pool.get_shared(&key).await.unwrap();
+        assert_eq!(shared.get::<_, i64>(&key).await.unwrap(), i);
+    }
+    // A failure seen through the default send counts against the node as
+    // any does: its server killed under an open connection boxes it.
+    let key = support::key_on(&pool, "w-0", "wrapped");
+    let mut conn = pool.get(&key).await.unwrap();
+    servers[0].kill();
+    assert!(conn.get::<_, Option<i64>>(&key).await.is_err());
+    drop(conn);
+    assert!(eventually(Duration::from_secs(2), || !pool.status()[0].up).await);
+}

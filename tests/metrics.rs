@@ -123,7 +123,10 @@ async fn node_metrics_follow_a_kill_and_a_restart() {
         r.latest.get(&key_text(CHECKOUT_SECONDS, &[("node", &name)])),
         Some(DebugValue::Histogram(h)) if !h.is_empty()
     ));
-    // Shared checkouts are checkouts too.
+    // Shared checkouts are checkouts too (the first connects the shared
+    // connection; the five after it find it live).
+    drop(pool.get_shared(&key).await.unwrap());
+    r.take(secret);
     let pooled = r.counter(CHECKOUTS_TOTAL, &[("node", &name)]);
     for _ in 0..5 {
         let mut shared = pool.get_shared(&key).await.unwrap();
@@ -131,6 +134,40 @@ async fn node_metrics_follow_a_kill_and_a_restart() {
     }
     r.take(secret);
     assert_eq!(r.counter(CHECKOUTS_TOTAL, &[("node", &name)]), pooled + 5);
+    // Each of them was served at once, so each counts as a wait of 0 (no
+    // clock is read for it).
+    let waits = |r: &Readings, node: &str| match r
+        .latest
+        .get(&key_text(CHECKOUT_SECONDS, &[("node", node)]))
+    {
+        Some(DebugValue::Histogram(h)) => h.iter().map(|v| v.into_inner()).collect::<Vec<f64>>(),
+        other => panic!("{CHECKOUT_SECONDS} for {node}: {other:?}"),
+    };
+    assert_eq!(waits(&r, &name), [0.0; 5]);
+    // A checkout that waits for the only connection counts its wait.
+    let waiter = fluster::ShardedPool::builder()
+        .named_node("waiter", &other.url())
+        .max_connections(1)
+        .build()
+        .await
+        .unwrap();
+    let held = waiter.get("k").await.unwrap();
+    let second = tokio::spawn({
+        let waiter = waiter.clone();
+        async move { drop(waiter.get("k").await.unwrap()) }
+    });
+    // One turn of this (current-thread) runtime: the second `get` starts
+    // and waits; it has waited at least as long as this holds on after.
+    tokio::task::yield_now().await;
+    let hold = Duration::from_millis(100);
+    tokio::time::sleep(hold).await;
+    drop(held);
+    second.await.unwrap();
+    r.take(secret);
+    let waited = waits(&r, "waiter");
+    let counted = waited.iter().any(|&w| w >= hold.as_secs_f64());
+    assert!(counted, "no wait of {hold:?} counted: {waited:?}");
+    waiter.close();
     // The near cache's figures, sampled each second.
     for _ in 0..3 {
         let _: Option<i64> = pool.get_shared(&key).await.unwrap().get(&key).await.unwrap();
