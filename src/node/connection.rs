@@ -310,39 +310,37 @@ async fn send_capped<W: ConnectionLike>(wire: &mut W, cmd: &Cmd, caps: Caps) -> 
     values.and_then(|mut values| own_reply(values.swap_remove(0)))
 }
 
-/// One command, admitted before its future is built, so that a
-/// connection without a near cache sends it in one future, not two.
+/// One command, admitted (and, with a near cache, looked up or fenced)
+/// before its future is built: a connection without a near cache sends it
+/// in one future, and a near-cache hit is answered by a future that holds
+/// nothing but the value.
 fn one<'a, O: Observed>(conn: &'a mut O, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
     if let Err(refused) = conn.admit(std::iter::once(cmd)) {
         return Box::pin(std::future::ready(Err(refused)));
     }
-    match conn.near() {
-        Some(_) => Box::pin(near(conn, cmd)),
-        None => Box::pin(send(conn, cmd)),
-    }
-}
-
-/// One admitted command on a connection with a near cache: answered by
-/// it if it can, else sent, its writes fenced in it while in flight.
-async fn near<O: Observed>(conn: &mut O, cmd: &Cmd) -> RedisResult<Value> {
-    let Some(cache) = conn.near() else { return send(conn, cmd).await };
-    let words: Vec<&[u8]> = words(cmd).collect();
+    let Some(cache) = conn.near() else { return Box::pin(send(conn, cmd)) };
+    let words: smallvec::SmallVec<[&[u8]; 4]> = words(cmd).collect();
     if conn.reads_near()
         && let Some(read) = reads::read(&words)
     {
         return match cache.look(&read, &words) {
             // Counted against Tokio's budget, as a socket read is: a task
             // looping over hits still lets the others run.
-            Look::Hit(value) => {
+            Look::Hit(value) => Box::pin(async move {
                 tokio::task::coop::consume_budget().await;
                 Ok(value)
-            }
-            Look::Pass => send(conn, cmd).await,
-            Look::Fill(tickets) => Box::pin(fill(conn, cmd, &read, &words, &tickets)).await,
+            }),
+            Look::Pass => Box::pin(send(conn, cmd)),
+            Look::Fill(tickets) => Box::pin(fill(conn, cmd, read, words.to_vec(), tickets)),
         };
     }
-    let _fence = cache.fence(&words);
-    send(conn, cmd).await
+    // A write's keys are fenced until its reply is in (or its future is
+    // dropped).
+    let fence = cache.fence(&words);
+    Box::pin(async move {
+        let _fence = fence;
+        send(conn, cmd).await
+    })
 }
 
 /// A near-cache miss: `cmd` and each key's `PTTL` in one round trip, the
@@ -350,9 +348,9 @@ async fn near<O: Observed>(conn: &mut O, cmd: &Cmd) -> RedisResult<Value> {
 async fn fill<O: Observed>(
     conn: &mut O,
     cmd: &Cmd,
-    read: &Read<'_>,
-    words: &[&[u8]],
-    tickets: &[u64],
+    read: Read<'_>,
+    words: Vec<&[u8]>,
+    tickets: Vec<u64>,
 ) -> RedisResult<Value> {
     let mut pipe = redis::pipe();
     pipe.add_command(cmd.clone());
@@ -365,13 +363,13 @@ async fn fill<O: Observed>(
     let mut values = result?;
     let ttls = values.split_off(1);
     let value = values.pop().unwrap_or(Value::Nil);
-    let replies = match (read, &value) {
+    let replies = match (&read, &value) {
         (Read::Many(_), Value::Array(items)) => items.clone(),
         (Read::Many(_), _) => Vec::new(),
         (Read::One(_), value) => vec![value.clone()],
     };
     if let Some(cache) = conn.near() {
-        cache.keep(read, words, tickets, replies, &ttls);
+        cache.keep(&read, &words, &tickets, replies, &ttls);
     }
     own_reply(value)
 }
