@@ -22,9 +22,9 @@ pub const PROBES_TOTAL: &str = "fluster_probes_total";
 /// Counter of connections checked out of the node: pooled (`get`) and
 /// shared (`get_shared`) alike.
 pub const CHECKOUTS_TOTAL: &str = "fluster_checkouts_total";
-/// Histogram of the time a checkout from the node waited, in seconds: 0
-/// for one served at once (an idle pooled connection, a live shared one),
-/// which is counted without reading the clock.
+/// Histogram of the time a checkout from the node waited, in seconds. In
+/// the async flavour a checkout served at once (an idle pooled connection,
+/// a live shared one) counts 0, without a clock read.
 pub const CHECKOUT_SECONDS: &str = "fluster_checkout_seconds";
 /// Bucket bounds, in seconds, that chart [`CHECKOUT_SECONDS`] well: from
 /// 50 µs (an idle connection) to 1 s (the default checkout timeout). Give

@@ -6,7 +6,6 @@ use std::future::Future;
 use std::sync::{Arc, OnceLock};
 
 use bb8::PooledConnection;
-
 use tokio::sync::broadcast;
 
 use crate::backend::manager::RedisManager;

@@ -1,6 +1,8 @@
 //! When a call's checkouts began: the clock is read only once one must
-//! wait, so a checkout served at once (an idle connection, a live shared
-//! one) costs no clock read and is counted as a wait of zero.
+//! wait, so an async checkout served at once (an idle connection, a live
+//! shared one) costs no clock read and is counted as a wait of zero. (The
+//! blocking flavour reads it at once: a blocking attempt cannot tell
+//! beforehand whether it will wait.)
 
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
