@@ -232,9 +232,8 @@ impl ShardedPool {
                     Ok(conn) => node.fresh(conn, &clock),
                     Err(_) => Try::Again,
                 });
-            let taken = taken.map(|conn| Connection { conn, home, stand_in });
             if let Some(conn) = route.outcome(index, taken)? {
-                return Ok(conn);
+                return Ok(Connection { conn, home, stand_in });
             }
         }
     }
