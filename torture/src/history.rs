@@ -1,0 +1,325 @@
+//! What a run records: one [`Entry`] a line (JSON), from every process and
+//! from the harness itself, on one clock ([`now`]: Linux's monotonic clock,
+//! which every process of the machine shares).
+//!
+//! Multi-key operations (`mget`, `mset`, a pipeline, a transaction) are
+//! recorded as one [`Op`] per key, sharing the operation's `id`, times and
+//! outcome. A write is recorded twice: an [`Entry::Invoke`] before it is
+//! sent (so that a process killed mid-write still leaves its value known)
+//! and its [`Entry::Op`] when it completes; an invocation with no
+//! completion is an operation whose outcome is unknown.
+
+use serde::{Deserialize, Serialize};
+
+/// Nanoseconds on the machine's monotonic clock (`CLOCK_MONOTONIC`), the
+/// same in every process.
+pub fn now() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Who did something: a pool process (`1..`), or the harness (`0`: the
+/// nemesis's own clients, the sampler).
+pub type ProcessId = u32;
+
+/// The harness's own process id.
+pub const HARNESS: ProcessId = 0;
+
+/// The path a user takes, as the report counts operations.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Path {
+    /// `pool.get(key)` and one command.
+    Get,
+    /// `pool.get_shared(key)` and one command.
+    GetShared,
+    /// `pool.get_cached(key)`.
+    GetCached,
+    /// `pool.pipeline()`.
+    Pipeline,
+    /// `pool.transaction(key, watched, ..)`.
+    Transaction,
+    /// `MULTI`, the commands and `EXEC` sent one at a time on a `get` connection.
+    MultiByHand,
+    /// `pool.mget`.
+    Mget,
+    /// `pool.mset`.
+    Mset,
+    /// `pool.del`.
+    Del,
+    /// `pool.fan_out` writing one key on every node.
+    FanOut,
+    /// A Lua script with `KEYS`, through `get`.
+    Script,
+    /// `pool.aside`.
+    Aside,
+    /// `pool.publish` / a `Subscription`.
+    PubSub,
+    /// The sync flavour's `get` and one command.
+    SyncGet,
+    /// The sync flavour's `MULTI`..`EXEC` sent one at a time.
+    SyncMultiByHand,
+    /// A client outside fluster (the nemesis), straight to one node.
+    Outside,
+}
+
+/// What an operation did to its key.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// Read the key's value (`value` is what it returned; `None`: a miss).
+    Read,
+    /// Wrote `value` to the key (with `ttl_ms` if it set one).
+    Write,
+    /// Deleted the key.
+    Delete,
+    /// Set the key's TTL to `ttl_ms` (its value unchanged).
+    Expire,
+    /// Added to a counter (`INCR`): values are numbers, not traced.
+    Incr,
+    /// Published `value` on channel `key`.
+    Publish,
+    /// Received `value` on channel `key`.
+    Receive,
+}
+
+/// How an operation ended.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Acknowledged: it happened.
+    Ok,
+    /// It failed with this error; for a write, it may or may not have run.
+    Failed(String),
+    /// The harness gave up on it after this many milliseconds (a hang).
+    Hung(u64),
+}
+
+/// One operation on one key.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Op {
+    /// The operation's id, unique in its process (a multi-key operation's
+    /// keys share it).
+    pub id: u64,
+    /// Who ran it.
+    pub process: ProcessId,
+    /// How.
+    pub path: Path,
+    /// What it did to `key`.
+    pub kind: Kind,
+    /// The key (or channel).
+    pub key: String,
+    /// The value written, or read (`None`: a miss, or nothing written).
+    /// Values are written as `p<process>:<counter>`, unique in the run.
+    pub value: Option<String>,
+    /// A write's or an expire's TTL in milliseconds, if it set one.
+    pub ttl_ms: Option<u64>,
+    /// The node that served it, where the path tells (`conn.node()`).
+    pub node: Option<String>,
+    /// Whether that node is the key's home (`conn.is_home()`), where the
+    /// path tells.
+    pub home: Option<bool>,
+    /// When it was invoked ([`now`]).
+    pub invoke: u64,
+    /// When it completed ([`now`]).
+    pub complete: u64,
+    /// How it ended.
+    pub outcome: Outcome,
+}
+
+/// How a fill of `aside` ended.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FillEnd {
+    /// It returned a value (stored, unless a delete voided its lease).
+    Ok,
+    /// It returned an error (the lease is given back).
+    Err,
+    /// It panicked.
+    Panicked,
+    /// The caller's future was dropped while it ran (a timeout around `aside`).
+    Cancelled,
+}
+
+/// One run of an `aside` fill: the database asked for `key`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Fill {
+    /// Who ran it.
+    pub process: ProcessId,
+    /// The key filled.
+    pub key: String,
+    /// The value the fill returned (`Ok` only).
+    pub value: Option<String>,
+    /// The TTL `aside` was called with, in milliseconds.
+    pub ttl_ms: u64,
+    /// When the fill began and ended ([`now`]); `end` is `u64::MAX` when
+    /// its process was killed first.
+    pub start: u64,
+    /// See `start`.
+    pub end: u64,
+    /// How it ended.
+    pub result: FillEnd,
+}
+
+/// A fault the nemesis injected.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum FaultKind {
+    /// `kill -9` of a node, restarted empty at the fault's end.
+    Kill,
+    /// `SIGSTOP` of a node, `SIGCONT` at the end (it keeps its data).
+    Pause,
+    /// One pool process cut off from one node by the proxy, sockets kept open.
+    Partition,
+    /// Every process cut off from one node, sockets kept open.
+    Blackhole,
+    /// `CLIENT KILL` of the pools' connections on a node.
+    ClientKill,
+    /// The node made a replica (`REPLICAOF` an unreachable master): `READONLY`.
+    Replica,
+    /// `DEBUG SLEEP` on a node: it answers nothing for the fault's length.
+    Sleep,
+    /// A node killed and restarted several times in a row.
+    Flap,
+    /// `FLUSHALL` on a node by an outside client.
+    FlushAll,
+    /// `SWAPDB 0 1` on a node by an outside client (and back at the end).
+    SwapDb,
+    /// A pool process killed with `kill -9` (maybe mid-fill, holding a lease).
+    KillProcess,
+    /// Garbage and forged messages published on the fleet's channel.
+    ForgedNews,
+}
+
+/// A fault, from its start to its end.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Fault {
+    /// What.
+    pub kind: FaultKind,
+    /// The node it hit, if any.
+    pub node: Option<String>,
+    /// The pool process it hit, if any.
+    pub process: Option<ProcessId>,
+    /// When it began ([`now`]).
+    pub start: u64,
+    /// When it ended ([`now`]; a process kill ends at once).
+    pub end: u64,
+}
+
+/// A pool's view of a node changed (from its `events()`).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum View {
+    /// The pool boxed the node.
+    Boxed,
+    /// The pool let the node back in.
+    Returned,
+}
+
+/// What the sampler found on a node: a key's value and its TTL.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Sample {
+    /// The node read (straight, not through a pool).
+    pub node: String,
+    /// The key.
+    pub key: String,
+    /// Its value.
+    pub value: String,
+    /// Its `PTTL` (`-1`: none).
+    pub pttl_ms: i64,
+    /// When it was read ([`now`]).
+    pub at: u64,
+}
+
+/// One line of the history.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub enum Entry {
+    /// A write about to be sent: its value is known even if its process
+    /// dies before the completion.
+    Invoke {
+        /// The process.
+        process: ProcessId,
+        /// The operation's id.
+        id: u64,
+        /// The key.
+        key: String,
+        /// The value to be written.
+        value: String,
+        /// When.
+        at: u64,
+    },
+    /// An operation on one key, completed.
+    Op(Op),
+    /// A fill of `aside`.
+    Fill(Fill),
+    /// A fault.
+    Fault(Fault),
+    /// A pool's view of a node changed.
+    View {
+        /// The pool's process.
+        process: ProcessId,
+        /// The node.
+        node: String,
+        /// What it became.
+        view: View,
+        /// When the event was received ([`now`]).
+        at: u64,
+    },
+    /// A sampled key on a node.
+    Sample(Sample),
+    /// A process panicked where no panic was asked for.
+    Panic {
+        /// The process.
+        process: ProcessId,
+        /// The panic's message.
+        message: String,
+        /// When.
+        at: u64,
+    },
+    /// A process's resident memory, sampled.
+    Memory {
+        /// The process.
+        process: ProcessId,
+        /// Resident set size in bytes.
+        rss: u64,
+        /// When.
+        at: u64,
+    },
+}
+
+/// The settings of one run that the rules depend on.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct RunConfig {
+    /// The seed everything was drawn from.
+    pub seed: u64,
+    /// The names of the nodes that hold keys (weight 1 each).
+    pub nodes: Vec<String>,
+    /// The names of the gutter nodes.
+    pub gutters: Vec<String>,
+    /// How many pool processes.
+    pub processes: u32,
+    /// Which processes use the sync flavour.
+    pub sync_processes: Vec<ProcessId>,
+    /// `near_cache` on.
+    pub near_cache: bool,
+    /// `fleet` on.
+    pub fleet: bool,
+    /// `stand_in_ttl`, if set (ms).
+    pub stand_in_ttl_ms: Option<u64>,
+    /// `invalidate_on_return` on.
+    pub invalidate_on_return: bool,
+    /// The cap of a write on a gutter node without `stand_in_ttl` (ms).
+    pub gutter_ttl_ms: u64,
+    /// `lease` (ms).
+    pub lease_ms: u64,
+    /// The longest fill the workload runs (ms).
+    pub longest_fill_ms: u64,
+    /// `checkout_timeout` (ms).
+    pub checkout_timeout_ms: u64,
+    /// `response_timeout` (ms).
+    pub response_timeout_ms: u64,
+    /// `connect_timeout` (ms).
+    pub connect_timeout_ms: u64,
+    /// `heartbeat` (ms; 0: off).
+    pub heartbeat_ms: u64,
+    /// `penalty_max_wait` (ms).
+    pub penalty_max_wait_ms: u64,
+    /// `probe_timeout` (ms).
+    pub probe_timeout_ms: u64,
+}
