@@ -4,5 +4,7 @@
 //! The program itself (`src/main.rs`) starts the world, drives the
 //! workload and the nemesis, and hands the history to [`check::check`].
 
+#![deny(missing_docs)]
+
 pub mod check;
 pub mod history;

@@ -1,0 +1,101 @@
+//! The documented allowances: stale reads the README expects, counted with
+//! their staleness instead of as violations.
+
+use super::index::{History, Rec};
+use super::timeline::rewrites_data;
+use crate::history::{Fault, HARNESS, Path};
+
+/// Without `invalidate_on_return` a stand-in's copy stays after the return
+/// (README, "No replication": stale duplicates).
+pub const STALE_DUPLICATES: &str = "stale duplicates (invalidate_on_return off)";
+
+/// Without a fleet each process invalidates only what it wrote (README,
+/// "Invalidation is per process without a fleet").
+pub const PER_PROCESS: &str = "per-process invalidation (no fleet)";
+
+/// The nemesis rewrote a node behind the pools' backs (`SWAPDB`,
+/// `REPLICAOF`, `FLUSHALL`, or its own clients writing a node the read did
+/// not go to).
+pub const OUTSIDE_REWRITE: &str = "outside rewrite";
+
+/// Another process's write reaches a near cache by the server's
+/// invalidation, after a trip (README's near-cache row).
+pub const NEAR_CACHE_TRIP: &str = "near cache invalidation trip";
+
+/// Two processes saw the key's node differently for a while (README, "No
+/// consensus between processes": a fleet's news trip).
+pub const VIEWS_DIFFER: &str = "views differ";
+
+/// A process cut off from a node alone keeps its own view for as long as
+/// it lasts (README, "No consensus between processes").
+pub const CUT_OFF_ALONE: &str = "cut off alone";
+
+/// A value `fan_out` wrote on every node: its copies off the key's home are
+/// the writer's own duplicates, which no return deletes (they are not a
+/// stand-in's).
+pub const FAN_OUT_COPY: &str = "fan_out copies";
+
+/// A fault that rewrites data (`SwapDb`, `Replica`, `FlushAll`) overlapping
+/// `[a, b]` on one of `nodes` or on the key's home; every node counts when
+/// one of `nodes` is unknown.
+pub(crate) fn outside_rewrite<'a>(
+    h: &History<'a>,
+    key: &str,
+    a: u64,
+    b: u64,
+    nodes: &[Option<&str>],
+) -> Option<&'a Fault> {
+    let home = h.home(key);
+    let anywhere = nodes.iter().any(Option::is_none);
+    h.faults.find(a, b, |f| {
+        rewrites_data(f.kind)
+            && match f.node.as_deref() {
+                None => true,
+                Some(n) => anywhere || home == Some(n) || nodes.contains(&Some(n)),
+            }
+    })
+}
+
+/// Whether `w` is the nemesis's own write on a node `r` did not read (the
+/// pools never saw it: a foreign copy, not an obligation).
+pub(crate) fn foreign_write(h: &History<'_>, r: &Rec<'_>, w: &Rec<'_>) -> bool {
+    w.process == HARNESS
+        && match (r.node, w.node) {
+            (Some(rn), Some(wn)) => rn != wn,
+            (None, Some(wn)) => h.home(w.key) != Some(wn),
+            (_, None) => false,
+        }
+}
+
+/// Whether `r`'s value was written by a `fan_out` on a node other than the
+/// key's home that `r` may have read (that node, or an unknown one).
+pub(crate) fn fan_out_copy(h: &History<'_>, r: &Rec<'_>) -> bool {
+    let Some(writers) = r.value.and_then(|v| h.values.get(&(r.key, v))) else { return false };
+    let home = h.home(r.key);
+    writers.iter().map(|&i| &h.recs[i]).any(|w| {
+        w.path == Some(Path::FanOut)
+            && w.node.is_some_and(|n| home != Some(n) && r.node.is_none_or(|rn| rn == n))
+    })
+}
+
+/// Whether `r` and the reader's own write `w` may have been served by
+/// different nodes: both known (every node of a `fan_out`) and `r`'s not
+/// among `w`'s; or one unknown while the reader had the key's home boxed at
+/// some instant of `[w.invoke, r.complete]` (its routing changed).
+pub(crate) fn apart(h: &History<'_>, r: &Rec<'_>, w: &Rec<'_>) -> bool {
+    let siblings: Vec<Option<&str>> = match (w.path, w.value) {
+        (Some(Path::FanOut), Some(v)) => h.values[&(w.key, v)]
+            .iter()
+            .map(|&i| &h.recs[i])
+            .filter(|s| (s.process, s.id) == (w.process, w.id))
+            .map(|s| s.node)
+            .collect(),
+        _ => vec![w.node],
+    };
+    match r.node {
+        Some(rn) if siblings.iter().all(Option::is_some) => !siblings.contains(&Some(rn)),
+        _ => h
+            .home(r.key)
+            .is_some_and(|home| h.views.boxed_during(r.process, home, w.invoke, r.complete)),
+    }
+}

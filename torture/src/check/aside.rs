@@ -1,0 +1,173 @@
+//! `aside-one-fill`: the README row "`aside`: many callers miss one key at
+//! once … one fill runs (the lease holder's) and the others wait for its
+//! value".
+//!
+//! A key's fills are taken in order of start. For two consecutive fills
+//! `f1`, `f2` where `f1` returned a value: `f2` should not have run while
+//! `f1` held the lease or while `f1`'s value should still have been there,
+//! i.e. before `f1.end + ttl` (`ttl` is `f1`'s, or the stand-in's cap if
+//! lower while `f1`'s process had the key's home boxed when `f1` ended).
+//! Not a violation when `f2` began at least `lease - 20 ms` after `f1` (a
+//! take-over of a lease `f1` outlived), nor when something in
+//! `[f1.start, f2.start]` explains a miss: a write, delete or expire of the
+//! key by anyone, a fault of any kind (a process kill included), a change
+//! of any process's view of any node, a fill of the key whose process was
+//! killed while it ran, or the two fills' processes seeing the key's home
+//! differently (each leases on the node it routes to).
+//!
+//! This assumes `early_refresh` is off: an early refresh fills before the
+//! value expires, by design.
+
+use std::collections::HashMap;
+
+use super::excerpt::whole_ms;
+use super::index::History;
+use super::report::{Report, Rule};
+use super::timeline::{MS, NEVER, ms};
+use crate::history::{Fill, FillEnd};
+
+/// The rule.
+pub(crate) const RULE: Rule = Rule {
+    name: "aside-one-fill",
+    row: "aside: many callers miss one key at once: one fill runs (the lease holder's) and the \
+          others wait for its value",
+};
+
+/// Judges every key's fills.
+pub(crate) fn run(h: &History<'_>, report: &mut Report) {
+    let mut by_key: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, f) in h.fills.iter().enumerate() {
+        by_key.entry(&f.key).or_default().push(i);
+    }
+    for fills in by_key.values() {
+        for pair in fills.windows(2) {
+            let (f1, f2) = (h.fills[pair[0]], h.fills[pair[1]]);
+            if let Some(why) = double(h, f1, f2) {
+                report.flag(&RULE, || {
+                    let description = format!(
+                        "p{} and p{} both filled {}: the second began {} ms after the first, {why}, \
+                         within the lease ({} ms) and with no write, fault or view change that \
+                         explains a miss",
+                        f1.process,
+                        f2.process,
+                        f1.key,
+                        whole_ms(f2.start - f1.start),
+                        h.config.lease_ms,
+                    );
+                    (description, vec![h.fill_line(f1), h.fill_line(f2)])
+                });
+            }
+        }
+    }
+}
+
+/// Why `f2` should not have run after `f1`, if it should not have.
+fn double(h: &History<'_>, f1: &Fill, f2: &Fill) -> Option<String> {
+    let c = h.config;
+    if f1.result != FillEnd::Ok || f2.start - f1.start >= ms(c.lease_ms).saturating_sub(20 * MS) {
+        return None;
+    }
+    let home = h.home(&f1.key);
+    let stored = if f1.end == NEVER { f1.start } else { f1.end };
+    let boxed = home.is_some_and(|n| h.views.boxed_at(f1.process, n, stored));
+    let cap = if c.gutters.is_empty() {
+        c.stand_in_ttl_ms
+    } else {
+        Some(c.stand_in_ttl_ms.map_or(h.gutter_cap(), |s| s.min(h.gutter_cap())))
+    };
+    let ttl = match cap {
+        Some(cap) if boxed => f1.ttl_ms.min(cap),
+        _ => f1.ttl_ms,
+    };
+    if f2.start >= f1.end.saturating_add(ms(ttl)) {
+        return None;
+    }
+    let (a, b) = (f1.start, f2.start);
+    let key = h.key(&f1.key);
+    let explained = key.is_some_and(|k| {
+        k.touched.overlapping(a, b).is_some() || k.killed_fills.overlapping(a, b).is_some()
+    }) || h.faults.any_in(a, b).is_some()
+        || h.views.change_in(a, b).is_some()
+        || home.is_some_and(|n| h.views.differ(f1.process, f2.process, n, a, b));
+    if explained {
+        return None;
+    }
+    Some(if f2.start < f1.end {
+        "while the first still ran".to_string()
+    } else {
+        format!("while the first's value (TTL {ttl} ms) should still have been there")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testkit::*;
+    use super::*;
+    use crate::history::{Entry, FaultKind, Kind, RunConfig, View};
+
+    fn two(second: u64) -> Vec<Entry> {
+        vec![fill(1, "k", Some("p1:1"), 10, 60), fill(2, "k", Some("p2:1"), second, second + 50)]
+    }
+
+    #[test]
+    fn a_double_fill_is_found() {
+        let report = check(&config(), &two(100));
+        assert_eq!(report.count(RULE.name), 1, "{report}");
+        let overlapping = check(&config(), &two(20));
+        assert_eq!(overlapping.count(RULE.name), 1);
+        let v = &overlapping.rule(RULE.name).unwrap().examples[0];
+        assert!(v.description.contains("still ran"), "{}", v.description);
+    }
+
+    #[test]
+    fn take_overs_and_explained_misses_pass() {
+        // After the lease: a take-over.
+        assert_eq!(check(&config(), &two(990)).violations(), 0);
+        // After the first's value expired.
+        assert_eq!(check(&config(), &two(10_060)).count(RULE.name), 0);
+        // The first failed.
+        let failed = vec![fill(1, "k", None, 0, 50), fill(2, "k", Some("p2:1"), 60, 70)];
+        assert_eq!(check(&config(), &failed).violations(), 0);
+        let home = home_of("k");
+        let explainers: Vec<Entry> = vec![
+            delete(3, "k", 60, 61).into(),
+            write(3, "k", "p3:1", 60, 61).into(),
+            op(3, Kind::Expire, "k", None, 60, 61).ttl(1).into(),
+            fault(FaultKind::KillProcess, None, Some(1), 30, 30),
+            view(3, "c", View::Returned, 70),
+            Entry::Fill(Fill { end: NEVER, ..fill_of(3, 20) }),
+        ];
+        for extra in explainers {
+            let mut entries = two(100);
+            entries.push(extra.clone());
+            assert_eq!(check(&config(), &entries).count(RULE.name), 0, "{extra:?}");
+        }
+        // The two processes routed the key differently.
+        let mut apart = two(100);
+        apart.push(view(2, &home, View::Boxed, 0));
+        assert_eq!(check(&config(), &apart).count(RULE.name), 0);
+        // A stand-in's cap shortened the first's value (boxed before it began).
+        let capped = RunConfig { stand_in_ttl_ms: Some(20), ..config() };
+        let mut boxed = two(100);
+        boxed.extend([view(1, &home, View::Boxed, 0), view(2, &home, View::Boxed, 0)]);
+        assert_eq!(check(&capped, &boxed).count(RULE.name), 0);
+        assert_eq!(check(&config(), &boxed).count(RULE.name), 1);
+    }
+
+    #[test]
+    fn a_fill_recorded_at_its_start_and_end_is_one_fill() {
+        let mut entries = two(100);
+        let Entry::Fill(first) = &entries[0] else { unreachable!() };
+        entries.push(Entry::Fill(Fill { end: NEVER, value: None, ..first.clone() }));
+        let report = check(&config(), &entries);
+        assert_eq!(report.counts.fills, 2);
+        assert_eq!(report.count(RULE.name), 1, "{report}");
+    }
+
+    fn fill_of(p: u32, start: u64) -> Fill {
+        match fill(p, "k", Some("p3:9"), start, start + 1) {
+            Entry::Fill(f) => Fill { result: FillEnd::Cancelled, value: None, ..f },
+            _ => unreachable!(),
+        }
+    }
+}

@@ -1,0 +1,336 @@
+//! `no-stale-read`: the README rows "a fleet with `invalidate_on_return`
+//! … no reader in any process reads a value older than the last
+//! acknowledged write" and the near-cache rows (another client's write
+//! reaches a near cache after the invalidation's trip).
+//!
+//! Applies when `invalidate_on_return` is on with a fleet, or with one
+//! process. For each acknowledged read `r` of `v` on key `k` (not already
+//! judged by `read-your-writes`), `W` is the write of `(k, v)` whose effect
+//! may land last; an indeterminate `W` is never stale, and an `Ok` fill's
+//! value counts as written at the fill's start (its lease was taken
+//! before; a write or delete after that voids it: "a voided lease stores
+//! nothing"). `r` is stale if an
+//! acknowledged write or delete `w` of `k` (any process) was invoked after
+//! `W` completed (or the fill started) and completed before `r` was
+//! invoked. Two such `w` are
+//! judged: the first to complete (`w*`, whose staleness
+//! `r.invoke - w*.complete` is recorded) and the last invoked. Each must be
+//! allowed, in this order:
+//!
+//! - [`OUTSIDE_REWRITE`]: a data-rewriting fault overlapped
+//!   `[W.complete, r.complete]` on a node involved, or `w` (or `W`) is the
+//!   nemesis's own write on a node the read did not go to (a foreign copy).
+//! - [`FAN_OUT_COPY`]: `v` was written by a `fan_out` on a node other than
+//!   the key's home that `r` may have read.
+//! - [`NEAR_CACHE_TRIP`]: near cache on, `r` through `get_shared`,
+//!   `get_cached` or `aside`, `w` another process's, and the staleness at
+//!   most 250 ms; `heartbeat + response_timeout + 250` ms if a fault touched
+//!   `r`'s node or process during `[w.invoke, r.complete]`.
+//! - [`VIEWS_DIFFER`]: `w` another process's, and at some instant of
+//!   `[w.invoke - 50 ms, r.complete + 50 ms]` the two processes' views of
+//!   the key's home, `r`'s node or `w`'s node differed; staleness at most
+//!   2 s.
+//! - [`CUT_OFF_ALONE`]: views differed as above, beyond 2 s, and a
+//!   `Partition`, `ClientKill` or `Blackhole` fault on the reader's or the
+//!   writer's process, or on one of those nodes, overlapped the window
+//!   (reaching back `penalty_max_wait + probe_timeout` before `w.invoke`,
+//!   as long as a box it caused may last): no bound.
+//!
+//! Anything else is a violation: the same process, both processes agreeing
+//! on the views, or one node read and written without a near cache.
+
+use std::collections::HashSet;
+
+use super::allowance::{
+    CUT_OFF_ALONE, FAN_OUT_COPY, NEAR_CACHE_TRIP, OUTSIDE_REWRITE, VIEWS_DIFFER, fan_out_copy,
+    foreign_write, outside_rewrite,
+};
+use super::excerpt::whole_ms;
+use super::index::{History, Rec};
+use super::report::{Report, Rule};
+use super::timeline::{NEVER, cuts_off, ms};
+use crate::history::{HARNESS, Kind, Path};
+
+/// The rule.
+pub(crate) const RULE: Rule = Rule {
+    name: "no-stale-read",
+    row: "a fleet with invalidate_on_return: no reader in any process reads a value older than \
+          the last acknowledged write; near cache: another client's write is seen after the \
+          invalidation's trip",
+};
+
+/// Judges every read not judged by `read-your-writes` (`skip`).
+pub(crate) fn run(h: &History<'_>, skip: &HashSet<usize>, report: &mut Report) {
+    let c = h.config;
+    if !(c.invalidate_on_return && (c.fleet || c.processes == 1)) {
+        return;
+    }
+    for (i, r) in h.recs.iter().enumerate() {
+        if !h.judged_read(r) || skip.contains(&i) {
+            continue;
+        }
+        let (Some(v), Some(key)) = (r.value, h.key(r.key)) else { continue };
+        let Some(oi) = h.writer(r.key, v) else { continue };
+        let old = &h.recs[oi];
+        if old.stale_after() == NEVER {
+            continue;
+        }
+        let Some(first) = key.acked.first_after(old.stale_after(), r.invoke) else { continue };
+        let last = key
+            .acked
+            .latest_before(r.invoke)
+            .filter(|&j| j != first && h.recs[j].invoke > old.stale_after());
+        let verdicts =
+            std::iter::once(first).chain(last).map(|wi| (wi, judge(h, r, old, &h.recs[wi])));
+        let mut allowed = None;
+        let mut refused = None;
+        for (wi, verdict) in verdicts {
+            match verdict {
+                Ok(allowance) => allowed = allowed.or(Some((wi, allowance))),
+                Err(why) => refused = refused.or(Some((wi, why))),
+            }
+        }
+        match (refused, allowed) {
+            (None, Some((wi, allowance))) => {
+                report.allow(allowance, whole_ms(r.invoke - h.recs[wi].complete));
+            }
+            (Some((wi, why)), _) => report.flag(&RULE, || {
+                let w = &h.recs[wi];
+                let description = format!(
+                    "p{} read {v:?} of {} {} ms after p{}'s {} (invoked after {v:?} was {}) \
+                     was acknowledged: a value older than the last acknowledged write; {why}",
+                    r.process,
+                    r.key,
+                    whole_ms(r.invoke - w.complete),
+                    w.process,
+                    if w.kind == Kind::Delete { "delete" } else { "write" },
+                    super::own::written(old),
+                );
+                let mut lines = vec![h.line(oi), h.line(wi), h.line(i)];
+                let (a, b) = (old.stale_after().min(w.invoke), r.complete);
+                lines.extend(h.faults.any_in(a, b).map(|f| h.fault_line(f)));
+                lines.extend(h.views.change_in(a, b).map(|c| h.change_line(c)));
+                (description, lines)
+            }),
+            (None, None) => {}
+        }
+    }
+}
+
+/// The allowance that explains `r` reading `old` after `w`, or why none
+/// does.
+fn judge(h: &History<'_>, r: &Rec<'_>, old: &Rec<'_>, w: &Rec<'_>) -> Result<&'static str, String> {
+    let c = h.config;
+    let late = r.invoke - w.complete;
+    let involved = [r.node, old.node, w.node];
+    let foreign_old = old.process == HARNESS && old.node.is_some_and(|n| h.home(r.key) != Some(n));
+    if outside_rewrite(h, r.key, old.stale_after(), r.complete, &involved).is_some()
+        || foreign_write(h, r, w)
+        || foreign_old
+    {
+        return Ok(OUTSIDE_REWRITE);
+    }
+    if fan_out_copy(h, r) {
+        return Ok(FAN_OUT_COPY);
+    }
+    if r.process == w.process {
+        return Err("the reader itself made the newer write".to_string());
+    }
+    let mut why = Vec::new();
+    let cached = matches!(r.path, Some(Path::GetShared | Path::GetCached | Path::Aside));
+    if c.near_cache && cached {
+        let node = r.node.or(h.home(r.key));
+        let touched = h.faults.find(w.invoke, r.complete, |f| {
+            f.process == Some(r.process) || (f.node.is_some() && f.node.as_deref() == node)
+        });
+        let bound =
+            250 + if touched.is_some() { c.heartbeat_ms + c.response_timeout_ms } else { 0 };
+        if late <= ms(bound) {
+            return Ok(NEAR_CACHE_TRIP);
+        }
+        why.push(format!("beyond a near cache's trip ({} ms > {bound} ms)", whole_ms(late)));
+    }
+    let mut nodes: Vec<&str> = [h.home(r.key), r.node, w.node].into_iter().flatten().collect();
+    nodes.dedup();
+    let (a, b) = (w.invoke.saturating_sub(ms(50)), r.complete.saturating_add(ms(50)));
+    if nodes.iter().any(|n| h.views.differ(r.process, w.process, n, a, b)) {
+        if late <= ms(2_000) {
+            return Ok(VIEWS_DIFFER);
+        }
+        let reach = ms(c.penalty_max_wait_ms + c.probe_timeout_ms);
+        let cut = h.faults.find(w.invoke.saturating_sub(reach), r.complete, |f| {
+            let process = f.process.is_none_or(|p| p == r.process || p == w.process);
+            let node = f.node.as_deref().is_none_or(|n| nodes.contains(&n));
+            cuts_off(f.kind) && process && node && (f.process.is_some() || f.node.is_some())
+        });
+        if cut.is_some() {
+            return Ok(CUT_OFF_ALONE);
+        }
+        why.push(format!(
+            "p{} and p{} saw the nodes differently, but {} ms > 2000 ms and neither was cut off",
+            r.process,
+            w.process,
+            whole_ms(late)
+        ));
+    } else {
+        why.push(format!("p{} and p{} saw the nodes alike", r.process, w.process));
+    }
+    Err(why.join("; "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testkit::*;
+    use super::*;
+    use crate::history::{Entry, FaultKind, RunConfig, View};
+
+    fn fleet() -> RunConfig {
+        RunConfig { invalidate_on_return: true, fleet: true, ..config() }
+    }
+
+    fn stale(at: u64) -> Vec<Entry> {
+        vec![
+            write(1, "k", "p1:1", 0, 1).into(),
+            write(2, "k", "p2:1", 2, 3).into(),
+            read(1, "k", Some("p1:1"), at, at + 1).into(),
+        ]
+    }
+
+    #[test]
+    fn a_stale_read_is_found_only_where_promised() {
+        let report = check(&fleet(), &stale(10));
+        assert_eq!(report.count(RULE.name), 1, "{report}");
+        assert_eq!(report.violations(), 1);
+        let desc = &report.rule(RULE.name).unwrap().examples[0].description;
+        assert!(desc.contains("alike"), "{desc}");
+        assert_eq!(check(&config(), &stale(10)).violations(), 0);
+        let no_ior = RunConfig { invalidate_on_return: false, ..fleet() };
+        assert_eq!(check(&no_ior, &stale(10)).violations(), 0);
+        let alone = RunConfig { invalidate_on_return: true, processes: 1, ..config() };
+        assert_eq!(check(&alone, &stale(10)).count(RULE.name), 1);
+    }
+
+    #[test]
+    fn a_deleted_value_read_again_is_found() {
+        let entries = vec![
+            write(1, "k", "p1:1", 0, 1).into(),
+            delete(2, "k", 2, 3).into(),
+            read(1, "k", Some("p1:1"), 10, 11).into(),
+        ];
+        assert_eq!(check(&fleet(), &entries).count(RULE.name), 1);
+        // The deleter's own read is `read-your-writes`'s, counted once.
+        let mut own = entries.clone();
+        own.push(read(2, "k", Some("p1:1"), 10, 11).into());
+        let report = check(&fleet(), &own);
+        assert_eq!((report.count(RULE.name), report.violations()), (1, 2), "{report}");
+    }
+
+    #[test]
+    fn a_fill_stored_over_a_voided_lease_is_found() {
+        let entries = vec![
+            fill(1, "k", Some("p1:1"), 0, 50),
+            delete(2, "k", 10, 11).into(),
+            read(1, "k", Some("p1:1"), 100, 101).path(Path::Aside).into(),
+        ];
+        assert_eq!(check(&fleet(), &entries).count(RULE.name), 1);
+    }
+
+    #[test]
+    fn a_fan_out_copy_is_allowed() {
+        let (home, other) = (home_of("k"), other_of("k"));
+        let spread = write(2, "k", "p2:1", 0, 1).path(Path::FanOut);
+        let entries = vec![
+            spread.clone().on(&home).into(),
+            spread.on(&other).into(),
+            write(2, "k", "p2:2", 3, 4).on(&home).into(),
+            read(1, "k", Some("p2:1"), 6, 7).on(&other).into(),
+        ];
+        let report = check(&fleet(), &entries);
+        assert_eq!(report.violations(), 0, "{report}");
+        assert_eq!(report.staleness[FAN_OUT_COPY].samples, vec![2]);
+    }
+
+    #[test]
+    fn fresh_and_concurrent_reads_pass() {
+        let entries = vec![
+            write(1, "k", "p1:1", 0, 1).into(),
+            write(2, "k", "p2:1", 2, 10).into(),
+            read(1, "k", Some("p1:1"), 5, 6).into(),
+            read(1, "k", Some("p2:1"), 11, 12).into(),
+            write(2, "j", "p2:2", 0, 1).failed().into(),
+            write(1, "j", "p1:2", 2, 3).into(),
+            read(1, "j", Some("p2:2"), 10, 11).into(),
+        ];
+        let report = check(&fleet(), &entries);
+        assert_eq!(report.violations(), 0, "{report}");
+        assert_eq!(report.counts.stale_allowed, 0);
+    }
+
+    fn cached(at: u64) -> Vec<Entry> {
+        vec![
+            write(1, "k", "p1:1", 0, 1).into(),
+            write(2, "k", "p2:1", 2, 3).into(),
+            read(1, "k", Some("p1:1"), at, at + 1).path(Path::GetShared).into(),
+        ]
+    }
+
+    #[test]
+    fn a_near_cache_trip_is_allowed_within_its_bound() {
+        let near = RunConfig { near_cache: true, ..fleet() };
+        let report = check(&near, &cached(103));
+        assert_eq!(report.violations(), 0, "{report}");
+        assert_eq!(report.staleness[NEAR_CACHE_TRIP].samples, vec![100]);
+        assert_eq!(check(&near, &cached(403)).count(RULE.name), 1);
+        let mut killed = cached(403);
+        killed.push(fault(FaultKind::ClientKill, Some(&home_of("k")), None, 2, 5));
+        assert_eq!(check(&near, &killed).count(RULE.name), 0);
+        assert_eq!(check(&fleet(), &cached(103)).count(RULE.name), 1);
+    }
+
+    fn boxed_writer(at: u64) -> Vec<Entry> {
+        let (home, other) = (home_of("k"), other_of("k"));
+        vec![
+            write(1, "k", "p1:1", 0, 1).on(&home).into(),
+            view(2, &home, View::Boxed, 1),
+            write(2, "k", "p2:1", 2, 3).on(&other).into(),
+            read(1, "k", Some("p1:1"), at, at + 1).on(&home).into(),
+            view(2, &home, View::Returned, 9_000),
+        ]
+    }
+
+    #[test]
+    fn views_differing_are_allowed_for_two_seconds() {
+        let report = check(&fleet(), &boxed_writer(1_003));
+        assert_eq!(report.violations(), 0, "{report}");
+        assert_eq!(report.staleness[VIEWS_DIFFER].samples, vec![1_000]);
+        assert_eq!(check(&fleet(), &boxed_writer(3_003)).count(RULE.name), 1);
+        let mut cut = boxed_writer(3_003);
+        cut.push(fault(FaultKind::Partition, Some(&home_of("k")), Some(2), 0, 100));
+        let report = check(&fleet(), &cut);
+        assert_eq!(report.violations(), 0, "{report}");
+        assert_eq!(report.staleness[CUT_OFF_ALONE].samples, vec![3_000]);
+    }
+
+    #[test]
+    fn outside_rewrites_and_foreign_copies_are_allowed() {
+        let mut swapped = stale(10);
+        swapped.push(fault(FaultKind::Replica, Some(&home_of("k")), None, 5, 6));
+        let report = check(&fleet(), &swapped);
+        assert_eq!(report.violations(), 0, "{report}");
+        assert_eq!(report.staleness[OUTSIDE_REWRITE].samples, vec![7]);
+        let (home, other) = (home_of("k"), other_of("k"));
+        let foreign = vec![
+            write(1, "k", "p1:1", 0, 1).into(),
+            write(0, "k", "o:1", 2, 3).path(Path::Outside).on(&other).into(),
+            read(1, "k", Some("p1:1"), 10, 11).on(&home).into(),
+        ];
+        assert_eq!(check(&fleet(), &foreign).violations(), 0);
+        // The nemesis writing the node the pools read is an obligation.
+        let behind = vec![
+            write(1, "k", "p1:1", 0, 1).into(),
+            write(0, "k", "o:1", 2, 3).path(Path::Outside).on(&home).into(),
+            read(1, "k", Some("p1:1"), 10, 11).on(&home).into(),
+        ];
+        assert_eq!(check(&fleet(), &behind).count(RULE.name), 1);
+    }
+}
