@@ -272,6 +272,20 @@ pub enum Entry {
         /// When.
         at: u64,
     },
+    /// A reply that is not what the commands sent call for (checked where
+    /// the workload knows the shape: `EXEC` of one queued `SET` is `[OK]`).
+    Reply {
+        /// The process.
+        process: ProcessId,
+        /// The path.
+        path: Path,
+        /// What the reply should have been.
+        expected: String,
+        /// What it was.
+        got: String,
+        /// When.
+        at: u64,
+    },
     /// A process's resident memory, sampled.
     Memory {
         /// The process.

@@ -74,7 +74,11 @@ impl Plan {
         let near_cache = rng.random_bool(0.5);
         let fleet = processes > 1 && rng.random_bool(0.6);
         let capped = rng.random_bool(0.7);
-        let heartbeat_ms = [0, 200, 1000][rng.random_range(0..3)];
+        // Off only without a near cache, whose entries need it (build refuses).
+        let heartbeat_ms = match near_cache {
+            true => [200, 1000][rng.random_range(0..2)],
+            false => [0, 200, 1000][rng.random_range(0..3)],
+        };
         let lease_ms = [500, 1000][rng.random_range(0..2)];
         let config = RunConfig {
             seed,
@@ -113,6 +117,11 @@ impl Plan {
         }
         if fleet {
             kinds.push(FaultKind::ForgedNews);
+        }
+        if fleet && config.invalidate_on_return {
+            // The fleet's return is the promise most worth trying: a node
+            // back with its older values, every process writing around it.
+            kinds.extend([FaultKind::Pause, FaultKind::Blackhole, FaultKind::Sleep]);
         }
         let end_ms = (seconds * 1000.0) as u64;
         let mut faults = Vec::new();

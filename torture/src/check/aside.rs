@@ -87,7 +87,8 @@ fn double(h: &History<'_>, f1: &Fill, f2: &Fill) -> Option<String> {
     let explained = key.is_some_and(|k| {
         k.touched.overlapping(a, b).is_some() || k.killed_fills.overlapping(a, b).is_some()
     }) || h.faults.any_in(a, b).is_some()
-        || h.views.change_in(a, b).is_some()
+        // A return deletes stand-ins' copies (leases too) before its view.
+        || h.views.change_in(a, b.saturating_add(super::own::RETURN_WORK)).is_some()
         || home.is_some_and(|n| h.views.differ(f1.process, f2.process, n, a, b));
     if explained {
         return None;

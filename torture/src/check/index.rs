@@ -109,6 +109,7 @@ impl<'a> History<'a> {
                 Entry::Sample(sample) => h.samples.push(sample),
                 Entry::Panic { process, message, at } => h.panics.push((*process, message, *at)),
                 Entry::Memory { process, rss, at } => h.memory.push((*process, *rss, *at)),
+                Entry::Reply { .. } => {} // judged as they are (`replies.rs`)
             }
         }
         for (process, id, key, value, at) in invokes {
@@ -348,7 +349,8 @@ fn entry_time(entry: &Entry) -> u64 {
         Entry::Invoke { at, .. }
         | Entry::View { at, .. }
         | Entry::Panic { at, .. }
-        | Entry::Memory { at, .. } => *at,
+        | Entry::Memory { at, .. }
+        | Entry::Reply { at, .. } => *at,
         Entry::Op(op) => op.invoke,
         Entry::Fill(f) => f.start,
         Entry::Fault(Fault { start, .. }) => *start,

@@ -17,6 +17,7 @@
 //! | `aside-one-fill` | `aside.rs` |
 //! | `aside-wait`, `liveness` | `liveness.rs` |
 //! | `no-panic`, `bounded-memory` | `process.rs` |
+//! | `exact-replies` | `replies.rs` |
 //!
 //! The stale reads the README allows are counted, with how late they were,
 //! under the [`allowance`]s. Everything is O(n log n) in the history's
@@ -32,6 +33,7 @@ mod own;
 mod phantom;
 mod process;
 mod rec;
+mod replies;
 mod report;
 mod stale;
 #[cfg(test)]
@@ -49,7 +51,7 @@ pub use self::report::{
 use crate::history::{Entry, Kind, RunConfig};
 
 /// Every rule, in the report's order.
-const RULES: [&Rule; 9] = [
+const RULES: [&Rule; 10] = [
     &phantom::RULE,
     &own::RULE,
     &stale::RULE,
@@ -59,6 +61,7 @@ const RULES: [&Rule; 9] = [
     &liveness::RULE,
     &process::PANIC,
     &process::MEMORY,
+    &replies::RULE,
 ];
 
 /// The rules' stable names, in the report's order.
@@ -78,6 +81,7 @@ pub fn check(config: &RunConfig, entries: &[Entry]) -> Report {
     aside::run(&h, &mut report);
     liveness::run(&h, &mut report);
     process::run(&h, &mut report);
+    replies::run(&h, entries, &mut report);
     report
 }
 
@@ -118,7 +122,7 @@ mod tests {
         assert_eq!(report.violations(), 0);
         let names: Vec<&str> = report.rules.iter().map(|r| r.rule).collect();
         assert_eq!(names, rule_names().collect::<Vec<_>>());
-        assert_eq!(names.len(), 9);
+        assert_eq!(names.len(), 10);
         assert!(report.to_string().contains("no-phantom"));
     }
 

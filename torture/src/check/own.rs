@@ -130,7 +130,7 @@ fn allowance(h: &History<'_>, r: &Rec<'_>, w: &Rec<'_>, old: &Rec<'_>) -> Option
 
 /// How long before a pool records a node's return its return's deletes
 /// may run (`invalidate_on_return`: the copies go before the keys go home).
-const RETURN_WORK: u64 = 1_000 * MS;
+pub(crate) const RETURN_WORK: u64 = 1_000 * MS;
 
 /// Whether something could have erased `w`'s value before `r` missed: in
 /// `[w.invoke, r.complete]`, a delete of the key (anyone, any outcome); a

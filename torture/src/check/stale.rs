@@ -26,10 +26,13 @@
 //!   `get_cached` or `aside`, `w` another process's, and the staleness at
 //!   most 250 ms; `heartbeat + response_timeout + 250` ms if a fault touched
 //!   `r`'s node or process during `[w.invoke, r.complete]`.
-//! - [`VIEWS_DIFFER`]: `w` another process's, and at some instant of
-//!   `[w.invoke - 50 ms, r.complete + 50 ms]` the two processes' views of
-//!   the key's home, `r`'s node or `w`'s node differed; staleness at most
-//!   2 s.
+//! - [`VIEWS_DIFFER`]: `w` another process's, and one of the two was
+//!   behind the other where it mattered, for the key's home, `r`'s node or
+//!   `w`'s node: their views differed at some instant of `w` (± 50 ms), or
+//!   the reader had the node boxed while the writer had it up at some
+//!   instant of `r` (± 50 ms); staleness at most 2 s. A reader that has let
+//!   the home back in and reads it, after a write both made through a
+//!   stand-in, has no excuse (the return deleted the home's older copies).
 //! - [`CUT_OFF_ALONE`]: views differed as above, beyond 2 s, and a
 //!   `Partition`, `ClientKill` or `Blackhole` fault on the reader's or the
 //!   writer's process, or on one of those nodes, overlapped the window
@@ -152,8 +155,19 @@ fn judge(h: &History<'_>, r: &Rec<'_>, old: &Rec<'_>, w: &Rec<'_>) -> Result<&'s
     }
     let mut nodes: Vec<&str> = [h.home(r.key), r.node, w.node].into_iter().flatten().collect();
     nodes.dedup();
-    let (a, b) = (w.invoke.saturating_sub(ms(50)), r.complete.saturating_add(ms(50)));
-    if nodes.iter().any(|n| h.views.differ(r.process, w.process, n, a, b)) {
+    // Views differ where one process was behind the other when it mattered:
+    // while `w` was written (the writer, or the reader, had not yet heard),
+    // or while `r` read a stand-in that the writer had already left. A
+    // reader that has let the home back in, reading it after a write both
+    // made through a stand-in, has no excuse: the return deleted the
+    // home's older copies before any key went home.
+    let around = |a: u64, b: u64| (a.saturating_sub(ms(50)), b.saturating_add(ms(50)));
+    let (wa, wb) = around(w.invoke, w.complete);
+    let (ra, rb) = around(r.invoke, r.complete);
+    if nodes.iter().any(|n| {
+        h.views.differ(r.process, w.process, n, wa, wb)
+            || h.views.behind(r.process, w.process, n, ra, rb)
+    }) {
         if late <= ms(2_000) {
             return Ok(VIEWS_DIFFER);
         }
@@ -332,5 +346,37 @@ mod tests {
             read(1, "k", Some("p1:1"), 10, 11).on(&home).into(),
         ];
         assert_eq!(check(&fleet(), &behind).count(RULE.name), 1);
+    }
+
+    #[test]
+    fn a_returned_home_read_after_a_stand_in_write_is_found() {
+        // Both boxed the home; p2 wrote through the stand-in; both let the
+        // home back in; p1 reads the home's older copy (a return that did
+        // not delete it, issue 34's item 5).
+        let (home, other) = (home_of("k"), other_of("k"));
+        let entries = vec![
+            write(1, "k", "p1:1", 0, 1).on(&home).into(),
+            view(1, &home, View::Boxed, 200),
+            view(2, &home, View::Boxed, 200),
+            write(2, "k", "p2:1", 500, 600).on(&other).into(),
+            view(2, &home, View::Returned, 1000),
+            view(1, &home, View::Returned, 1200),
+            read(1, "k", Some("p1:1"), 2000, 2001).on(&home).into(),
+        ];
+        let report = check(&fleet(), &entries);
+        assert_eq!(report.count(RULE.name), 1, "{report}");
+        // A writer behind the fleet (it had not heard of the return when it
+        // wrote through the stand-in) is the news's trip: allowed.
+        let behind = vec![
+            write(1, "k", "p1:1", 0, 1).on(&home).into(),
+            view(1, &home, View::Boxed, 200),
+            view(2, &home, View::Boxed, 200),
+            view(1, &home, View::Returned, 400),
+            write(2, "k", "p2:1", 500, 600).on(&other).into(),
+            view(2, &home, View::Returned, 1000),
+            read(1, "k", Some("p1:1"), 2000, 2001).on(&home).into(),
+        ];
+        let report = check(&fleet(), &behind);
+        assert_eq!(report.count(RULE.name), 0, "{report}");
     }
 }

@@ -152,6 +152,21 @@ impl<'a> Views<'a> {
         instants.iter().any(|&t| self.boxed_at(p, node, t) != self.boxed_at(q, node, t))
     }
 
+    /// Whether `p` had `node` boxed while `q` had it up, at some instant of
+    /// `[a, b]`: `p` was behind a return `q` had made, or ahead of a box.
+    pub(crate) fn behind(&self, p: ProcessId, q: ProcessId, node: &str, a: u64, b: u64) -> bool {
+        if p == q {
+            return false;
+        }
+        let mut instants = vec![a];
+        for spans in [self.spans(p, node), self.spans(q, node)] {
+            for &(start, end) in spans {
+                instants.extend([start, end].into_iter().filter(|t| (a..=b).contains(t)));
+            }
+        }
+        instants.iter().any(|&t| self.boxed_at(p, node, t) && !self.boxed_at(q, node, t))
+    }
+
     /// A change of any process's view of any node within `[a, b]`.
     pub(crate) fn change_in(&self, a: u64, b: u64) -> Option<&Change<'a>> {
         let i = self.changes.partition_point(|c| c.at < a);

@@ -102,7 +102,9 @@ fn multi_by_hand(pool: &fluster::sync::ShardedPool, rec: &Recorder, key: &str) {
     let done = (|| {
         redis::cmd("MULTI").query::<()>(&mut conn)?;
         redis::cmd("SET").arg(key).arg(&value).query::<()>(&mut conn)?;
-        redis::cmd("EXEC").query::<Vec<String>>(&mut conn)
+        let reply = redis::cmd("EXEC").query::<Value>(&mut conn)?;
+        super::check_exec(rec, Path::SyncMultiByHand, &reply);
+        Ok::<_, redis::RedisError>(reply)
     })();
     call.done(act, Some(&node), Some(home), &outcome(&done));
 }

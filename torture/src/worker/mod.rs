@@ -277,3 +277,22 @@ pub fn text(value: &redis::Value) -> Option<String> {
         _ => None,
     }
 }
+
+/// Checks that `EXEC` of one queued `SET` answered `[OK]`, recording the
+/// reply otherwise.
+pub fn check_exec(rec: &Recorder, path: OpPath, reply: &redis::Value) {
+    use redis::Value::{Array, Okay, SimpleString};
+    let exact = match reply {
+        Array(items) => matches!(items.as_slice(), [Okay] | [SimpleString(_)]),
+        _ => false,
+    };
+    if !exact {
+        rec.record(&Entry::Reply {
+            process: rec.process,
+            path,
+            expected: "[OK]".to_owned(),
+            got: format!("{reply:?}"),
+            at: now(),
+        });
+    }
+}

@@ -272,7 +272,9 @@ async fn multi_by_hand(ctx: &Ctx, key: &str) {
             redis::cmd("MULTI").query_async::<()>(&mut conn).await?;
             redis::cmd("SET").arg(key).arg(&value).query_async::<()>(&mut conn).await?;
             cached_read(ctx, key).await;
-            redis::cmd("EXEC").query_async::<Value>(&mut conn).await
+            let reply = redis::cmd("EXEC").query_async::<Value>(&mut conn).await?;
+            super::check_exec(&ctx.rec, Path::MultiByHand, &reply);
+            Ok::<_, redis::RedisError>(reply)
         };
         Ok::<_, Error>((sent.await, where_))
     };
