@@ -361,6 +361,11 @@ async fn while_a_fill_runs_every_read_through_fluster_misses() {
     let held = hold(&near, "user:7").await;
     let lease = raw(&servers[0], "user:7").unwrap();
     assert!(lease.starts_with(b"\0fluster:lease:"), "outside fluster: {lease:?}");
+    // Not a value read: the key as it is.
+    let mut conn = plain.get("user:7").await.unwrap();
+    let (exists, len): (bool, usize) =
+        redis::pipe().exists("user:7").strlen("user:7").query_async(&mut conn).await.unwrap();
+    assert!(exists && len == lease.len(), "EXISTS {exists}, STRLEN {len}");
     every_read_misses(&near, "user:7").await;
     every_read_misses(&plain, "user:7").await;
     #[cfg(feature = "r2d2")]
