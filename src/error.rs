@@ -75,7 +75,10 @@ pub enum Error {
     },
 
     /// The fill of [`aside`](crate::ShardedPool::aside) returned this
-    /// error of yours; nothing was stored, and the lease was given back.
+    /// error of yours (any error that converts into
+    /// `Box<dyn Error + Send + Sync>`, `anyhow::Error` included), kept as
+    /// this error's [`source`](std::error::Error::source); nothing was
+    /// stored, and the lease was given back.
     #[error("the fill failed: {0}")]
     Fill(#[source] std::sync::Arc<dyn std::error::Error + Send + Sync>),
 

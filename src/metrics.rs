@@ -82,7 +82,8 @@ pub const FLEET_NEWS_TOTAL: &str = "fluster_fleet_news_total";
 /// Counter of [`aside`](crate::ShardedPool::aside) calls that missed, by
 /// `outcome`: `filled` (it held the lease and stored the value), `voided`
 /// (it held the lease, but a delete voided it: the value was returned, not
-/// stored), `failed` (its fill failed), `waited` (it found a lease and got
+/// stored), `failed` (its fill returned an error or a value that cannot be
+/// stored, or panicked: the lease was given back), `waited` (it found a lease and got
 /// its holder's value), `took_over` (it found a lease that ended without a
 /// value, and filled). The `node` label is the node that served the key.
 /// Hits are not counted: they cost a plain read.

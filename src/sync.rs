@@ -39,6 +39,7 @@ use crate::health::event::NodeEvent;
 use crate::health::failure::failure;
 use crate::health::record::PoolStats;
 use crate::node::connection::own_reply;
+use crate::node::lease::unmarked;
 use crate::node::session::{packed, packed_effects};
 use crate::node::tracked::{Tracked, TrackedConn};
 use crate::node::{Node, Store, Try};
@@ -322,7 +323,7 @@ impl ConnectionLike for Connection {
         };
         let result = result.map_err(timed_out);
         self.conn.observe(failure(&result));
-        result
+        unmarked(result)
     }
 
     fn req_packed_commands(
@@ -338,7 +339,7 @@ impl ConnectionLike for Connection {
         };
         let result = result.map_err(timed_out);
         self.conn.observe(failure(&result));
-        result
+        unmarked(result)
     }
 
     fn get_db(&self) -> i64 {

@@ -6,13 +6,16 @@
 
 mod support;
 
+use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use fluster::{Error, ShardedPool};
+use redis::Value;
 use support::process::{self, Process};
 use support::{RedisServer, builder_for, eventually, key_on, start_servers, status_of};
+use tokio::sync::Notify;
 
 const LEASE: Duration = Duration::from_secs(1);
 
@@ -232,12 +235,14 @@ async fn a_filler_that_dies_holds_the_key_no_longer_than_its_lease() {
 }
 
 /// Through failover: with the key's home boxed, the stand-in holds the
-/// lease and the value, capped by `stand_in_ttl` like any stand-in write.
+/// lease and the value, each capped by `stand_in_ttl` like any stand-in
+/// write (the lease's 60 s too).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stand_in_holds_the_lease_and_a_capped_value() {
     let mut servers = start_servers(2);
     let pool = builder_for(&servers)
         .stand_in_ttl(Duration::from_secs(5))
+        .lease(Duration::from_secs(60))
         .penalty_min_wait(Duration::from_secs(30))
         .penalty_max_wait(Duration::from_secs(30))
         .build()
@@ -255,11 +260,16 @@ async fn a_stand_in_holds_the_lease_and_a_capped_value() {
     assert_eq!(value, "from the database");
     let pttl: i64 = redis::cmd("PTTL").arg(&key).query(&mut servers[1].client()).unwrap();
     assert!(pttl > 0 && pttl <= 5_000, "the stand-in's copy is capped: {pttl}");
+    let other = key_on(&pool, &servers[0].name(), "leased");
+    let held = hold(&pool, &other).await;
+    let pttl: i64 = redis::cmd("PTTL").arg(&other).query(&mut servers[1].client()).unwrap();
+    assert!(pttl > 0 && pttl <= 5_000, "the stand-in's lease is capped: {pttl}");
+    held.release.notify_one();
+    assert_eq!(held.call.await.unwrap().unwrap(), "filled");
 }
 
-/// With a near cache the waiters' polls are answered from memory until
-/// the value's invalidation arrives: still one fill, and every caller gets
-/// the value (none keeps reading the lease from its cached entry).
+/// With a near cache: still one fill, and every caller gets the value
+/// (none takes a cached miss for the end of the lease).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn through_the_near_cache_waiters_see_the_value() {
     let servers = start_servers(2);
@@ -274,4 +284,225 @@ async fn through_the_near_cache_waiters_see_the_value() {
     let fill = || async { Ok::<_, std::io::Error>("again".to_owned()) };
     let value: String = pools[0].aside("near:hot", Duration::from_secs(60), fill).await.unwrap();
     assert_eq!(value, "filled");
+}
+
+/// A fill of `key` held open until its `release` is notified.
+struct Held {
+    call: tokio::task::JoinHandle<Result<String, Error>>,
+    release: Arc<Notify>,
+}
+
+/// Starts an `aside` of `key` whose fill holds the lease until released;
+/// returns once the fill runs.
+async fn hold(pool: &ShardedPool, key: &str) -> Held {
+    let (release, started) = (Arc::new(Notify::new()), Arc::new(AtomicUsize::new(0)));
+    let (pool, key, open, runs) = (pool.clone(), key.to_owned(), release.clone(), started.clone());
+    let call = tokio::spawn(async move {
+        let fill = || async move {
+            runs.fetch_add(1, Ordering::SeqCst);
+            open.notified().await;
+            Ok::<_, io::Error>("filled".to_owned())
+        };
+        pool.aside(&key, TTL, fill).await
+    });
+    let running = || started.load(Ordering::SeqCst) == 1;
+    assert!(eventually(Duration::from_secs(5), running).await, "the fill never started");
+    Held { call, release }
+}
+
+const TTL: Duration = Duration::from_secs(3600);
+
+/// The next caller of `key` takes the lease and fills within a second.
+async fn fills_at_once(pool: &ShardedPool, key: &str) {
+    let fill = || async { Ok::<_, io::Error>("next".to_owned()) };
+    let next = tokio::time::timeout(Duration::from_secs(1), pool.aside(key, TTL, fill)).await;
+    assert_eq!(next.expect("the lease was not given back").unwrap(), "next");
+}
+
+/// What a client outside fluster reads at `key`.
+fn raw(server: &RedisServer, key: &str) -> Option<Vec<u8>> {
+    redis::cmd("GET").arg(key).query(&mut server.client()).unwrap()
+}
+
+/// Every read of `key` through `pool` sees a miss: each value read, on
+/// its own, in an array and inside `EXEC`'s.
+async fn every_read_misses(pool: &ShardedPool, key: &str) {
+    let get = redis::cmd("GET").arg(key).clone();
+    let v: Option<String> = get.query_async(&mut pool.get(key).await.unwrap()).await.unwrap();
+    assert_eq!(v, None, "get + GET");
+    let v: Option<String> =
+        get.query_async(&mut pool.get_shared(key).await.unwrap()).await.unwrap();
+    assert_eq!(v, None, "get_shared + GET");
+    for round in ["a miss", "a hit"] {
+        let v: Option<String> = pool.get_cached(key).await.unwrap();
+        assert_eq!(v, None, "get_cached, {round}");
+    }
+    let v: Result<Option<i64>, Error> = pool.get_cached(key).await;
+    assert!(matches!(v, Ok(None)), "get_cached::<Option<i64>>: {v:?}");
+    let v: Vec<Option<String>> = pool.mget(&[key]).await.unwrap();
+    assert_eq!(v, [None], "mget");
+    let v = pool.pipeline().add(key, get.clone()).query_async().await.unwrap();
+    assert!(matches!(v[..], [Ok(Value::Nil)]), "pipeline: {v:?}");
+    let mut conn = pool.get(key).await.unwrap();
+    let v: (Option<String>,) =
+        redis::pipe().atomic().add_command(get).query_async(&mut conn).await.unwrap();
+    assert_eq!(v, (None,), "MULTI, GET, EXEC");
+}
+
+/// While a fill runs, every read through fluster sees a miss, with or
+/// without a near cache and in the sync flavour, never the lease; a client
+/// outside fluster sees the lease as it is. The lease's promises hold: one
+/// fill, and its value readable by all once stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_a_fill_runs_every_read_through_fluster_misses() {
+    let servers = start_servers(1);
+    let near = builder_for(&servers).near_cache(1_000).build().await.unwrap();
+    let plain = builder_for(&servers).build().await.unwrap();
+    let held = hold(&near, "user:7").await;
+    let lease = raw(&servers[0], "user:7").unwrap();
+    assert!(lease.starts_with(b"\0fluster:lease:"), "outside fluster: {lease:?}");
+    // Not a value read: the key as it is.
+    let mut conn = plain.get("user:7").await.unwrap();
+    let (exists, len): (bool, usize) =
+        redis::pipe().exists("user:7").strlen("user:7").query_async(&mut conn).await.unwrap();
+    assert!(exists && len == lease.len(), "EXISTS {exists}, STRLEN {len}");
+    every_read_misses(&near, "user:7").await;
+    every_read_misses(&plain, "user:7").await;
+    #[cfg(feature = "r2d2")]
+    {
+        let url = servers[0].url();
+        let sync = tokio::task::spawn_blocking(move || {
+            let pool = fluster::sync::ShardedPool::builder().node(&url).build().unwrap();
+            let mut conn = pool.get("user:7").unwrap();
+            let one: Option<String> = redis::cmd("GET").arg("user:7").query(&mut conn).unwrap();
+            let piped: (Option<String>,) = redis::pipe().get("user:7").query(&mut conn).unwrap();
+            (one, piped)
+        });
+        assert_eq!(sync.await.unwrap(), (None, (None,)), "the sync flavour");
+    }
+    held.release.notify_one();
+    assert_eq!(held.call.await.unwrap().unwrap(), "filled");
+    for pool in [&near, &plain] {
+        let v: Option<String> = pool.get_cached("user:7").await.unwrap();
+        assert_eq!(v.as_deref(), Some("filled"));
+    }
+}
+
+/// A `V` that is not one Redis argument could not be read back as it was
+/// (`[7, 1500]` was stored as "7", its TTL 1,500 ms): it is refused with
+/// an error naming the problem, nothing is stored, and the lease is given
+/// back. One argument is stored as it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_value_that_is_not_one_redis_argument_is_refused() {
+    let servers = start_servers(1);
+    let pool = builder_for(&servers).lease(Duration::from_secs(5)).build().await.unwrap();
+    let two = pool.aside("v:1", TTL, || async { Ok::<_, io::Error>(vec![7_i64, 1500]) }).await;
+    refused(&servers[0], &pool, "v:1", two.map(drop), "writes 2 Redis arguments").await;
+    let strings = || async { Ok::<_, io::Error>(vec!["a".to_owned(), "b".to_owned()]) };
+    let strings = pool.aside("v:2", TTL, strings).await;
+    refused(&servers[0], &pool, "v:2", strings.map(drop), "writes 2 Redis arguments").await;
+    let none = pool.aside("v:3", TTL, || async { Ok::<Option<String>, io::Error>(None) }).await;
+    refused(&servers[0], &pool, "v:3", none.map(drop), "writes 0 Redis arguments").await;
+    for _ in 0..2 {
+        let one: Vec<i64> =
+            pool.aside("v:4", TTL, || async { Ok::<_, io::Error>(vec![7]) }).await.unwrap();
+        assert_eq!(one, [7]);
+    }
+}
+
+/// `outcome` is an error that says `says`; nothing is stored at `key`,
+/// and its lease was given back.
+async fn refused(
+    server: &RedisServer,
+    pool: &ShardedPool,
+    key: &str,
+    outcome: Result<(), Error>,
+    says: &str,
+) {
+    let e = outcome.expect_err("the value was taken");
+    assert!(e.to_string().contains(says), "{e}");
+    assert_eq!(raw(server, key), None, "nothing is stored");
+    fills_at_once(pool, key).await;
+}
+
+/// A value that begins with the lease's mark would read as a lease, and
+/// its callers wait forever: `aside` refuses it, and gives the lease back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_value_that_begins_with_the_lease_mark_is_refused() {
+    let servers = start_servers(1);
+    let pool = builder_for(&servers).lease(Duration::from_secs(5)).build().await.unwrap();
+    let marked = || async { Ok::<_, io::Error>(b"\0fluster:lease:mine".to_vec()) };
+    let outcome = pool.aside("m:1", TTL, marked).await;
+    refused(&servers[0], &pool, "m:1", outcome.map(drop), "begins with the lease mark").await;
+}
+
+/// A key a client outside fluster set to a lease-looking value, with no
+/// TTL or one longer than a lease, holds no lease: `aside` fills over it
+/// within a lease plus one fill, rather than waiting forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mark_that_is_no_lease_is_filled_over() {
+    let servers = start_servers(1);
+    let pool = pools(&servers, 1).await.remove(0);
+    for (key, px) in [("m:2", None), ("m:3", Some(60_000))] {
+        let mut set = redis::cmd("SET");
+        set.arg(key).arg(b"\0fluster:lease:from a client");
+        if let Some(px) = px {
+            set.arg("PX").arg(px);
+        }
+        let _: () = set.query(&mut servers[0].client()).unwrap();
+        let fill = || async { Ok::<_, io::Error>("filled".to_owned()) };
+        let filled = tokio::time::timeout(LEASE * 2, pool.aside(key, TTL, fill)).await;
+        assert_eq!(filled.expect("waited on a mark that is no lease").unwrap(), "filled");
+        assert_eq!(raw(&servers[0], key).as_deref(), Some(&b"filled"[..]));
+    }
+}
+
+/// A caller that stops waiting (its future dropped while the fill runs)
+/// or a fill that panics gives the lease back at once: the next caller's
+/// fill starts within a second, not after the lease's 5 s. The panic
+/// still reaches the caller.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_or_panicking_fill_gives_its_lease_back() {
+    let servers = start_servers(1);
+    let pool = builder_for(&servers).lease(Duration::from_secs(5)).build().await.unwrap();
+    let held = hold(&pool, "c:1").await;
+    held.call.abort();
+    assert!(held.call.await.unwrap_err().is_cancelled());
+    fills_at_once(&pool, "c:1").await;
+
+    fn boom() -> Result<String, io::Error> {
+        panic!("the fill panicked")
+    }
+    let panicking = {
+        let pool = pool.clone();
+        tokio::spawn(async move { pool.aside("c:2", TTL, || async { boom() }).await })
+    };
+    assert!(panicking.await.unwrap_err().is_panic(), "the panic reached the caller");
+    fills_at_once(&pool, "c:2").await;
+}
+
+/// A fill may return the errors apps have (a boxed error, an
+/// `anyhow::Error`): its caller gets it as `Error::Fill`, with its source,
+/// and the lease is given back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fill_returns_the_errors_apps_have() {
+    let servers = start_servers(1);
+    let pool = builder_for(&servers).lease(Duration::from_secs(5)).build().await.unwrap();
+    type Boxed = Box<dyn std::error::Error + Send + Sync>;
+    let boxed = || async { Err::<String, Boxed>(Box::new(io::Error::other("database down"))) };
+    match pool.aside("e:1", TTL, boxed).await {
+        Err(Error::Fill(e)) => {
+            assert_eq!(e.to_string(), "database down");
+            assert!(e.downcast_ref::<io::Error>().is_some(), "the error itself is kept");
+        }
+        other => panic!("expected the fill's error, got {other:?}"),
+    }
+    fills_at_once(&pool, "e:1").await;
+    let anyhow = || async { Err::<String, _>(anyhow::anyhow!("database down").context("user 42")) };
+    let e = pool.aside("e:2", TTL, anyhow).await.unwrap_err();
+    assert!(matches!(e, Error::Fill(_)), "{e:?}");
+    let source = std::error::Error::source(&e).expect("the fill's error is the source");
+    assert_eq!(source.to_string(), "user 42");
+    assert_eq!(source.source().map(|s| s.to_string()).as_deref(), Some("database down"));
+    fills_at_once(&pool, "e:2").await;
 }

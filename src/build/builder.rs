@@ -292,7 +292,9 @@ impl<M: NodeManager, F> Builder<M, F> {
         /// filler that died holds the key no longer. Set it above your
         /// slowest fill: a fill that outlives its lease still returns its
         /// value, but another caller fills too, and only the later store
-        /// stands.
+        /// stands. Give every process that shares keys the same lease: a
+        /// lease found with more time left than this one is taken for a
+        /// value some client wrote, not a lease, and filled over.
         lease: Duration;
         /// Interval of the heartbeat (default 1 s; zero: off): an up node
         /// that carried no successful command during the last interval gets

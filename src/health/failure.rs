@@ -198,16 +198,24 @@ impl ClassifyFailure for ServerError {
 pub(crate) trait Replies {
     /// Every reply, in order.
     fn replies(&self) -> &[Value];
+    /// The same, to change.
+    fn replies_mut(&mut self) -> &mut [Value];
 }
 
 impl Replies for Value {
     fn replies(&self) -> &[Value] {
         std::slice::from_ref(self)
     }
+    fn replies_mut(&mut self) -> &mut [Value] {
+        std::slice::from_mut(self)
+    }
 }
 
 impl Replies for Vec<Value> {
     fn replies(&self) -> &[Value] {
+        self
+    }
+    fn replies_mut(&mut self) -> &mut [Value] {
         self
     }
 }

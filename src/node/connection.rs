@@ -1,7 +1,8 @@
 //! The connections handed to callers: [`Connection`] from a node's pool,
 //! [`SharedConnection`] a clone of its multiplexed connection. Both report
 //! every outcome, error *or* error reply, to their node through one
-//! [`ConnectionLike`] body.
+//! [`ConnectionLike`] body, which also hides `aside`'s leases from their
+//! readers (`lease.rs`).
 
 use std::fmt;
 use std::ops::{Deref, DerefMut};
@@ -14,7 +15,8 @@ use redis::{Arg, Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, RedisResult,
 use crate::backend::manager::RedisManager;
 use crate::backend::near::{Fence, Look, NearCache};
 use crate::backend::reads::{self, Read};
-use crate::health::failure::{Failure, FailureKind, failure};
+use crate::health::failure::{Failure, FailureKind, Replies, failure};
+use crate::node::lease::unmarked;
 use crate::node::session::{Effect, effect};
 use crate::node::shared::Muxed;
 use crate::node::tracked::{ConnectionAbilities, NodeManager, Tracked};
@@ -29,8 +31,10 @@ use crate::stand_in::writes::{Capped, Caps, StandIn};
 /// an I/O error, a timeout or a node's error reply (`LOADING`, `READONLY`,
 /// `NOAUTH`, `MASTERDOWN`) marks the connection broken (the pool drops it
 /// instead of reusing it) and counts against its node's health. So does a
-/// command whose future was dropped before its reply came. Commands sent
-/// through the deref'd inner connection bypass those checks.
+/// command whose future was dropped before its reply came. A string reply
+/// that is an [`aside`](crate::ShardedPool::aside) lease reads as nil (a
+/// miss), alone or inside an array. Commands sent through the deref'd
+/// inner connection bypass those checks.
 pub struct Connection<M: NodeManager = RedisManager> {
     conn: PooledConnection<'static, Tracked<M>>,
     home: bool,
@@ -298,8 +302,15 @@ async fn send<O: Observed>(conn: &mut O, cmd: &Cmd) -> RedisResult<Value> {
         // Rare, and kept out of the common path's future (boxed).
         Some(caps) => Box::pin(send_capped(conn.wire(), cmd, caps)).await,
     };
+    judged(conn, result)
+}
+
+/// The end of every command sent for a caller: its outcome reported to
+/// its node, its replies as fluster's readers see them (an `aside` lease
+/// reads as a miss: see [`lease`](crate::node::lease)).
+fn judged<O: Observed, V: Replies>(conn: &mut O, result: RedisResult<V>) -> RedisResult<V> {
     conn.observe(failure(&result));
-    result
+    unmarked(result)
 }
 
 /// `cmd` and its caps, in one round trip: `cmd`'s own reply.
@@ -359,8 +370,7 @@ async fn fill<O: Observed>(
     }
     conn.arm();
     let result = conn.wire().req_packed_commands(&pipe, 0, pipe.len()).await;
-    conn.observe(failure(&result));
-    let mut values = result?;
+    let mut values = judged(conn, result)?;
     let ttls = values.split_off(1);
     let value = values.pop().unwrap_or(Value::Nil);
     let replies = match (&read, &value) {
@@ -396,8 +406,7 @@ async fn many<O: Observed>(
         None => conn.wire().req_packed_commands(pipeline, offset, count).await,
         Some(caps) => capped(conn.wire(), pipeline, (offset, count), caps).await,
     };
-    conn.observe(failure(&result));
-    result
+    judged(conn, result)
 }
 
 /// The one body of both connections' [`ConnectionLike`]: sends on the

@@ -3,10 +3,12 @@
 //! the one checkout race (`race.rs`), a call's clock (`clock.rs`), what a
 //! command does to its connection's session (`session.rs`), what a probe
 //! asks (`probe.rs`), the connections handed to callers (`connection.rs`,
-//! `tracked.rs`, `shared.rs`).
+//! `tracked.rs`, `shared.rs`), and what their readers see of an `aside`
+//! lease (`lease.rs`).
 
 pub(crate) mod clock;
 pub(crate) mod connection;
+pub(crate) mod lease;
 pub(crate) mod probe;
 mod race;
 pub(crate) mod session;
