@@ -166,6 +166,10 @@ pub enum FaultKind {
     Kill,
     /// `SIGSTOP` of a node, `SIGCONT` at the end (it keeps its data).
     Pause,
+    /// A node's network made slow (every chunk 20 to 60 ms late), for every
+    /// process: drawn around another node's return, it slows the return's
+    /// deletes on the stand-ins.
+    Slow,
     /// One pool process cut off from one node by the proxy, sockets kept open.
     Partition,
     /// Every process cut off from one node, sockets kept open.

@@ -12,7 +12,8 @@
 //! from 1), `--seed S` (one seed), `--seconds S` (each run's workload,
 //! default 5), `--nodes N` (default 4), `--processes P` (default 4),
 //! `--keep` (keep every run's history under `target/torture/`; a run with
-//! a violation is always kept). Exits 1 on any violation.
+//! a violation is always kept), `--check DIR` (judge a kept run again).
+//! Exits 1 on any violation.
 
 mod keys;
 mod nemesis;
@@ -61,6 +62,7 @@ fn parse() -> Args {
             "--nodes" => parsed.nodes = number("--nodes", value("--nodes")) as usize,
             "--processes" => parsed.processes = number("--processes", value("--processes")) as u32,
             "--keep" => parsed.keep = true,
+            "--check" => usage("--check DIR comes alone"),
             other => usage(&format!("unknown option `{other}`")),
         }
     }
@@ -74,12 +76,32 @@ fn parse() -> Args {
     parsed
 }
 
+/// Judges a kept run's history again (`--check target/torture/seed-N`).
+fn recheck(dir: &std::path::Path) -> ExitCode {
+    let plan: plan::Plan = match std::fs::read(dir.join("plan.json")) {
+        Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| usage(&format!("plan.json: {e}"))),
+        Err(e) => usage(&format!("{}: {e}", dir.join("plan.json").display())),
+    };
+    let mut entries = Vec::new();
+    for file in std::fs::read_dir(dir).unwrap().flatten() {
+        if file.path().extension().is_some_and(|e| e == "jsonl") {
+            entries.extend(recorder::read(&file.path()));
+        }
+    }
+    let report = check(&plan.config, &entries);
+    println!("{report}");
+    if report.violations() > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS }
+}
+
 fn main() -> ExitCode {
     let mut raw = std::env::args().skip(1);
     if raw.next().as_deref() == Some("--worker") {
         let job = raw.next().unwrap_or_else(|| usage("--worker needs a job file"));
         worker::run(&PathBuf::from(job));
         return ExitCode::SUCCESS;
+    }
+    if let Some(dir) = std::env::args().skip_while(|a| a != "--check").nth(1) {
+        return recheck(&PathBuf::from(dir));
     }
     let args = parse();
     let runtime =

@@ -10,7 +10,7 @@ use crate::keys::KEYS;
 use crate::plan::{Outside, Planned};
 use crate::recorder::Recorder;
 use crate::worker::{Act, Call};
-use crate::world::{Node, Proxy, free_port, signal};
+use crate::world::{Node, Proxy, Way, free_port, signal};
 
 /// What the nemesis acts on.
 pub struct Stage<'a> {
@@ -62,10 +62,34 @@ impl Stage<'_> {
                     tokio::time::sleep(step).await;
                 }
             }
+            FaultKind::Pause if fault.slow_return => {
+                // The others slow from a little before the node wakes to a
+                // little after its return: the return's deletes crawl.
+                let lead = Duration::from_millis(150).min(length);
+                self.nodes[index].pause(true);
+                tokio::time::sleep(length - lead).await;
+                let others: Vec<usize> = (0..self.nodes.len()).filter(|&i| i != index).collect();
+                let slow_start = now();
+                self.slow(&others, Way::Slow(40));
+                tokio::time::sleep(lead).await;
+                self.nodes[index].pause(false);
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                self.slow(&others, Way::Open);
+                for &i in &others {
+                    let node = Some(self.nodes[i].name.clone());
+                    let slow = Fault { kind: FaultKind::Slow, node, process: None, start: slow_start, end: now() };
+                    self.rec.record(&Entry::Fault(slow));
+                }
+            }
             FaultKind::Pause => {
                 self.nodes[index].pause(true);
                 tokio::time::sleep(length).await;
                 self.nodes[index].pause(false);
+            }
+            FaultKind::Slow => {
+                self.slow(&[index], Way::Slow(20 + fault.length_ms % 41));
+                tokio::time::sleep(length).await;
+                self.slow(&[index], Way::Open);
             }
             FaultKind::Partition => {
                 process = Some(fault.process);
@@ -145,6 +169,13 @@ impl Stage<'_> {
             start,
             end: now(),
         }));
+    }
+
+    /// Sets every process's way to each of `nodes`.
+    fn slow(&self, nodes: &[usize], way: Way) {
+        for ways in self.proxies {
+            nodes.iter().for_each(|&i| ways[i].set(way));
+        }
     }
 
     /// Publishes garbage, long messages, news of unknown nodes and forged

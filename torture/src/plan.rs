@@ -20,6 +20,9 @@ pub struct Planned {
     pub at_ms: u64,
     /// How long it lasts.
     pub length_ms: u64,
+    /// For a `Pause`: the other nodes made slow around its end, so that
+    /// the return's deletes on the stand-ins take a while.
+    pub slow_return: bool,
 }
 
 /// An outside client's write behind the pools' backs, in milliseconds
@@ -104,6 +107,7 @@ impl Plan {
         let mut kinds = vec![
             FaultKind::Kill,
             FaultKind::Pause,
+            FaultKind::Slow,
             FaultKind::Blackhole,
             FaultKind::ClientKill,
             FaultKind::Replica,
@@ -134,12 +138,14 @@ impl Plan {
             }
             killed_process |= kind == FaultKind::KillProcess;
             let length_ms = rng.random_range(300..1500).min(end_ms - at_ms);
+            let slow_return = kind == FaultKind::Pause && rng.random_bool(0.5);
             faults.push(Planned {
                 kind,
                 node: rng.random_range(0..all_nodes),
                 process: rng.random_range(1..=processes),
                 at_ms,
                 length_ms,
+                slow_return,
             });
             at_ms += length_ms + rng.random_range(200..900);
         }

@@ -134,13 +134,24 @@ pub fn signal(pid: i32, sig: i32) {
     unsafe { libc::kill(pid, sig) };
 }
 
-/// A fault proxy: a loopback port that forwards to a node while it is
-/// open, and holds every byte (sockets kept open, nothing refused) while
-/// it is cut: a partition as the pool sees one.
+/// What a proxy does to the bytes it carries.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Way {
+    /// Forwards them at once.
+    #[default]
+    Open,
+    /// Holds them (sockets kept open, nothing refused): a partition.
+    Cut,
+    /// Forwards each chunk this many milliseconds late: a slow network.
+    Slow(u64),
+}
+
+/// A fault proxy: a loopback port that forwards to a node as its [`Way`]
+/// says.
 pub struct Proxy {
     /// Where pools connect.
     pub port: u16,
-    cut: watch::Sender<bool>,
+    way: watch::Sender<Way>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -149,7 +160,7 @@ impl Proxy {
     pub async fn start(target: u16) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let (cut, watch) = watch::channel(false);
+        let (way, watch) = watch::channel(Way::Open);
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let watch = watch.clone();
@@ -168,12 +179,17 @@ impl Proxy {
                 });
             }
         });
-        Proxy { port, cut, task }
+        Proxy { port, way, task }
     }
 
     /// Cuts (`true`) or heals (`false`) every connection through it.
     pub fn set_cut(&self, cut: bool) {
-        let _ = self.cut.send(cut);
+        self.set(if cut { Way::Cut } else { Way::Open });
+    }
+
+    /// Sets what it does to every connection through it.
+    pub fn set(&self, way: Way) {
+        let _ = self.way.send(way);
     }
 }
 
@@ -183,23 +199,25 @@ impl Drop for Proxy {
     }
 }
 
-/// Copies bytes from `from` to `to`, holding them while the proxy is cut.
+/// Copies bytes from `from` to `to`, holding them while the proxy is cut
+/// and delaying them while it is slow.
 async fn pump(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
-    mut cut: watch::Receiver<bool>,
+    mut way: watch::Receiver<Way>,
 ) {
     let mut buf = vec![0u8; 16 * 1024];
     loop {
-        if cut.wait_for(|c| !c).await.is_err() {
+        if way.wait_for(|w| *w != Way::Cut).await.is_err() {
             return;
         }
         let n = match from.read(&mut buf).await {
             Ok(0) | Err(_) => return,
             Ok(n) => n,
         };
-        if cut.wait_for(|c| !c).await.is_err() {
-            return;
+        let Ok(now) = way.wait_for(|w| *w != Way::Cut).await.map(|w| *w) else { return };
+        if let Way::Slow(ms) = now {
+            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
         }
         if to.write_all(&buf[..n]).await.is_err() {
             return;
