@@ -192,7 +192,8 @@ async fn node_urls_that_cannot_work_say_what_is_wrong_and_what_one_looks_like() 
         ("http://127.0.0.1:6379", "`http://` is not a Redis scheme"),
         ("redis://127.0.0.1:99999", "`99999` is not a TCP port"),
         ("redis://user:hunter2@127.0.0.1:99999", "not a TCP port"),
-        ("redis://127.0.0.1:port", "`port` is not a TCP port"),
+        // Without an `@`, what follows the `:` could be a password.
+        ("redis://127.0.0.1:port", "what follows the host's `:` is not a TCP port"),
         ("redis://::1:6379", "an IPv6 address goes in brackets"),
         ("redis://u:hunter2@127.0.0.1:7304:99", "`:99` follows the port `7304`"),
         ("redis://cache-a:6379:2", "a node URL has one port"),

@@ -376,7 +376,7 @@ pub(crate) fn check_node(name: &str, weight: f64) -> Result<(), Error> {
         return Err(Error::config("node name", "a node name must not be empty"));
     }
     // A name is shown in metrics, logs and errors: never a URL's secret.
-    if name.split_once("://").is_some_and(|(_, rest)| rest.contains('@')) {
+    if name.contains("://") && url::redact_url(name) != name {
         return Err(Error::config(
             "node name",
             "looks like a URL with credentials; names appear in metrics and logs, \
