@@ -296,6 +296,12 @@ impl<M: NodeManager, S: Store<M>> Core<M, S> {
             Some(_) if current.nodes.len() == 1 => {
                 "the last node of a pool cannot be removed (close the pool instead)"
             }
+            // Gutter nodes hold no keys of their own: alone, they would
+            // leave every key without a home.
+            Some(index) if !current.nodes[index].gutter && current.router.len() == 1 => {
+                "the last node that holds keys cannot be removed while gutter nodes are \
+                 left: they hold no keys of their own (remove them first, or close the pool)"
+            }
             Some(index) => {
                 let mut nodes = current.nodes.clone();
                 let removed = nodes.remove(index);
