@@ -307,6 +307,7 @@ impl<M: NodeManager, S: Store<M>> Core<M, S> {
                 let removed = nodes.remove(index);
                 self.install(nodes);
                 removed.cell.retire();
+                removed.cell.metrics.removed();
                 self.commons.send(NodeEvent::Removed { node: *removed.name() });
                 tracing::info!(node = name, "node removed");
                 return Ok(());
