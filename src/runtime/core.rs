@@ -232,6 +232,14 @@ impl<M: NodeManager, S: Store<M>> Core<M, S> {
         Some(*table.router.name(home))
     }
 
+    /// Whether keys `a` and `b` go to one node whatever the nodes' health
+    /// ([`Table::routes_alike`]).
+    pub(crate) fn routes_alike(&self, a: &[u8], b: &[u8]) -> bool {
+        let (a, b) = (route::key_hash(a), route::key_hash(b));
+        let warm = !self.settings.warmup.is_zero();
+        self.table.load().routes_alike(a, b, self.settings.failover, warm)
+    }
+
     pub(crate) fn status(&self) -> Vec<NodeStatus> {
         let now = Instant::now();
         self.table.load().nodes.iter().map(|node| NodeStatus::of(node, now)).collect()
