@@ -59,7 +59,10 @@ async fn each_bad_setting_is_named() {
         (one_node().checkout_timeout(Duration::ZERO), "checkout_timeout"),
         (one_node().probe_timeout(Duration::ZERO), "probe_timeout"),
         (one_node().timeouts_before_penalty(0), "timeouts_before_penalty"),
-        (one_node().max_connections(0), "max_connections: must be at least 1, got 0"),
+        (
+            one_node().max_connections(0),
+            "max_connections: must be from 1 to 10000 (per node), got 0",
+        ),
         (
             one_node().heartbeat(Duration::from_millis(1)),
             "heartbeat: must be zero (off) or at least 10 ms, got 1ms",
