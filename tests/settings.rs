@@ -346,9 +346,13 @@ enum Then {
     FailsOver,
 }
 
+/// A setting at one of its limits: its name and value, how to set it, and
+/// what the pool must do then.
+type Limit = (&'static str, fn(&mut fluster::Settings), Then);
+
 /// Each setting at its limits (0 and the type's largest, and the largest it
 /// takes), with what the pool must do then.
-fn limits() -> Vec<(&'static str, fn(&mut fluster::Settings), Then)> {
+fn limits() -> Vec<Limit> {
     use Then::*;
     const ZERO: Duration = Duration::ZERO;
     const MAX: Duration = Duration::MAX;
