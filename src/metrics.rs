@@ -6,10 +6,17 @@
 //! registers its handles once at build time, so the hot path only touches
 //! the handles, never the registry. Every metric has a `node` label holding
 //! the node's name, which never contains credentials.
+//!
+//! The facade cannot delete a series: a node removed from its pool
+//! (`remove_node`) keeps its series, its gauges ([`NODE_UP`],
+//! [`CONNECTIONS`], [`IDLE_CONNECTIONS`], [`SUBSCRIPTIONS`]) at 0 from then
+//! on and its counters at their totals. A closed pool's series keep their
+//! last values (a pool built to replace it may use the same names).
 
 use metrics::Unit;
 
-/// Gauge, 1 while the node is in rotation and 0 while it is in the box.
+/// Gauge, 1 while the node is in rotation and 0 while it is in the box,
+/// or once it was removed (`remove_node`).
 pub const NODE_UP: &str = "fluster_node_up";
 /// Counter: times the node entered the penalty box.
 pub const PENALTIES_TOTAL: &str = "fluster_penalties_total";
@@ -116,7 +123,7 @@ pub const ALL: &[&str] = &[
 /// The pool's builder calls this; calling it again is harmless.
 pub fn describe() {
     use metrics::{describe_counter as counter, describe_gauge as gauge};
-    gauge!(NODE_UP, "1 while the node is in rotation, 0 while it is in the penalty box");
+    gauge!(NODE_UP, "1 while the node is in rotation, 0 while it is in the penalty box or removed");
     gauge!(CONNECTIONS, Unit::Count, "Connections held by the node's pool");
     gauge!(IDLE_CONNECTIONS, Unit::Count, "Idle connections in the node's pool");
     gauge!(SUBSCRIPTIONS, Unit::Count, "Channels and patterns subscribed on the node");

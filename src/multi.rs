@@ -124,9 +124,19 @@ where
     /// aborted because a watched key changed: then it all runs again.
     ///
     /// Failover happens only before the first command: once `WATCH` is
-    /// sent, the transaction stays on its node (an error ends it). Every
-    /// watched key must live on `key`'s node: give them one hash tag
-    /// (`{cart:7}.items`, `{cart:7}.total`).
+    /// sent, the transaction stays on its node (an error ends it).
+    ///
+    /// Every watched key must go wherever `key` goes, whatever the nodes'
+    /// health, or a write to it through a stand-in the transaction does not
+    /// use would go unseen: give them one hash tag (`{cart:7}.items`,
+    /// `{cart:7}.total`). A watched key without `key`'s tag is refused with
+    /// [`Error::Config`] naming it unless its route is `key`'s: the same
+    /// ranking over the nodes and over the gutter nodes (sharing the home
+    /// today is not enough: when it is boxed, each key goes to the next in
+    /// its own ranking), and with a [`warmup`](crate::Builder::warmup), in
+    /// which a returning node takes keys back by their hash, the same hash.
+    /// Under [`Failover::FailFast`](crate::Failover::FailFast) the same home
+    /// is enough: no key goes elsewhere.
     ///
     /// ```no_run
     /// # async fn run(pool: fluster::ShardedPool) -> Result<(), fluster::Error> {
@@ -146,11 +156,16 @@ where
         K: AsRef<[u8]>,
         F: AsyncFnMut(&mut Connection<M>, &mut redis::Pipeline) -> Result<Option<T>, Error>,
     {
-        let home = self.home_node_for(key.as_ref());
-        if let Some(stray) = watched.iter().find(|w| self.home_node_for(w) != home) {
+        let stray = watched.iter().find(|w| !self.core.routes_alike(key.as_ref(), w.as_bytes()));
+        if let Some(stray) = stray {
+            let key = String::from_utf8_lossy(key.as_ref());
             return Err(Error::config(
                 format!("watched key `{stray}`"),
-                "lives on another node than the transaction's key; give them one hash tag",
+                format!(
+                    "is not routed like the transaction's key `{key}`: while a node is boxed \
+                     they may go to different nodes; give them one hash tag (`{{tag}}.a`, \
+                     `{{tag}}.b`)"
+                ),
             ));
         }
         let mut conn = self.get(key).await?;

@@ -159,7 +159,8 @@ impl<M: NodeManager> ShardedPool<M> {
     /// Removes the node named `name` while the pool serves: its keys go to
     /// their next node at once, checkouts already under way finish, and its
     /// connections close as they come back. Errors if there is no such node,
-    /// or if it is the last one.
+    /// or if it is the last one, or the last that holds keys (gutter nodes
+    /// hold none of their own).
     pub fn remove_node(&self, name: &str) -> Result<(), Error> {
         self.core.remove(name)
     }

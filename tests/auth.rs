@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fluster::{FailureKind, ShardedPool};
+use futures_util::StreamExt;
 use redis::AsyncCommands;
 use support::RedisServer;
 
@@ -138,4 +139,235 @@ async fn wrong_credentials_box_the_node_and_never_leak() {
     assert!(logs.contains("probe failed"), "probes not captured:\n{logs}");
     assert_no_secret("tracing output", &logs);
     assert_no_secret("status, Debug and errors", &shown);
+}
+
+/// The two halves of every secret in [`no_url_text_shows_a_secret`]: a
+/// text that holds either holds a piece of a password or user name.
+const HALVES: [&str; 4] = ["Qx7k", "Vm3j", "Ub8n", "Yt5h"];
+
+/// Each kind of character a password or user name may hold, among them
+/// those that end a URL's user-info when written as they are (`/`, `?`,
+/// `#`), `@` and `:`, a `%` that starts no escape or a valid one, spaces,
+/// quotes and letters outside ASCII.
+const CHARACTERS: &[&str] = &[
+    "/",
+    "#",
+    "?",
+    "@",
+    ":",
+    "%",
+    "%2F",
+    "%zz",
+    " ",
+    "&",
+    "=",
+    ";",
+    ",",
+    "+",
+    "[",
+    "]",
+    "\\",
+    "'",
+    "\"",
+    "<",
+    ">",
+    "`",
+    "$",
+    "!",
+    "*",
+    "(",
+    ")",
+    "~",
+    "|",
+    "^",
+    "{",
+    "}",
+    "é",
+    "密",
+    "🔑",
+    "\t",
+    "//",
+    "@@",
+    ":@",
+    "?pass=",
+    "#insecure",
+];
+
+/// `text` with every byte outside the unreserved set escaped: how a
+/// careful user writes a secret into a URL.
+fn encoded(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                char::from(b).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Every label value of every metric recorded so far.
+fn labels(snapshotter: &metrics_util::debugging::Snapshotter) -> String {
+    let mut text = String::new();
+    for (key, ..) in snapshotter.snapshot().into_vec() {
+        for label in key.key().labels() {
+            text += &format!("{}={} ", label.key(), label.value());
+        }
+    }
+    text
+}
+
+/// Every text a pool of either flavour shows about the node at `url`:
+/// the builder's and configuration's `Debug`, then the build's error
+/// (`Display` and `Debug`) or the pool's `Debug`, node names and status.
+async fn texts_about(url: &str, port: u16) -> String {
+    let mut shown = String::new();
+    let builder = ShardedPool::builder()
+        .node(url)
+        .named_node("plain", &format!("redis://127.0.0.1:{port}"))
+        .probe_timeout(Duration::from_millis(300))
+        .penalty_min_wait(Duration::from_millis(20));
+    shown += &format!("{builder:?}\n");
+    match builder.build().await {
+        Err(e) => shown += &format!("{e}\n{e:?}\n"),
+        Ok(pool) => {
+            shown += &format!("{pool:?}\n{:?}\n{:?}\n", pool.nodes(), pool.status());
+            for status in pool.status() {
+                shown += &format!("{}\n{}\n", status.name, status.last_error.unwrap_or_default());
+            }
+            shown += &format!("{:?}\n", pool.node_for("k"));
+            pool.close();
+        }
+    }
+    #[cfg(feature = "serde")]
+    {
+        let as_list = serde_json::json!({ "nodes": [url] });
+        let as_table = serde_json::json!({ "nodes": [{ "url": url, "weight": 2.0 }] });
+        for json in [as_list, as_table] {
+            let config: fluster::Config = serde_json::from_value(json).unwrap();
+            shown += &format!("{config:?}\n{:?}\n{:?}\n", config.settings, config.nodes);
+            // Its build is the builder's, above.
+            shown += &format!("{:?}\n", config.into_builder());
+        }
+    }
+    #[cfg(feature = "r2d2")]
+    {
+        let url = url.to_owned();
+        let built = tokio::task::spawn_blocking(move || {
+            let builder = fluster::sync::ShardedPool::builder()
+                .node(&url)
+                .probe_timeout(Duration::from_millis(300));
+            let mut shown = format!("{builder:?}\n");
+            match builder.build() {
+                Err(e) => shown += &format!("{e}\n{e:?}\n"),
+                Ok(pool) => {
+                    shown += &format!("{pool:?}\n{:?}\n{:?}\n", pool.nodes(), pool.status());
+                    pool.close();
+                }
+            }
+            shown
+        });
+        shown += &built.await.unwrap();
+    }
+    shown
+}
+
+/// A password or user name holding any kind of character, written into a
+/// URL as it is or escaped, in every form a node URL takes (user and
+/// password, password alone, a socket's query), never shows in any text:
+/// errors (`Display`, `Debug`), `Debug` of the builder, `Config`,
+/// `Settings` and `NodeConfig`, node names, status, metric labels and logs,
+/// in both flavours. Each secret is two halves around the character, and
+/// neither half may show.
+#[tokio::test]
+async fn no_url_text_shows_a_secret() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let recorder = metrics_util::debugging::DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let _metrics = metrics::set_default_local_recorder(&recorder);
+
+    let server = RedisServer::start();
+    let port = server.port();
+    let mut admin = server.client();
+    let secret = |c: &str| (format!("Qx7k{c}Vm3j"), format!("Ub8n{c}Yt5h"));
+    // The default user takes every password as it is, so that URLs the
+    // `url` crate reads the way the user meant connect; each user name
+    // without spaces is an ACL user with its password.
+    let mut rule = vec!["on".to_owned(), "resetpass".to_owned(), "allkeys".to_owned()];
+    for c in CHARACTERS {
+        rule.push(format!(">{}", secret(c).0));
+        let (password, user) = secret(c);
+        if !user.contains(char::is_whitespace) {
+            redis::cmd("ACL")
+                .arg(&["SETUSER", &user, "on", &format!(">{password}"), "~*", "&*", "+@all"][..])
+                .query::<()>(&mut admin)
+                .unwrap();
+        }
+    }
+    redis::cmd("ACL").arg("SETUSER").arg("default").arg(&rule).query::<()>(&mut admin).unwrap();
+    drop(admin);
+
+    let mut urls = Vec::new();
+    for c in CHARACTERS {
+        let (password, user) = secret(c);
+        let (p, u) = (encoded(&password), encoded(&user));
+        let mut forms = vec![
+            format!("redis://:{password}@127.0.0.1:{port}"),
+            format!("redis://{user}:{password}@127.0.0.1:{port}/0"),
+            format!("redis://{user}@127.0.0.1:{port}"),
+            format!("redis://:{p}@127.0.0.1:{port}"),
+            format!("redis://{u}:{p}@127.0.0.1:{port}/0"),
+            format!("redis+unix:///tmp/fluster-no-such.sock?pass={password}"),
+            format!("redis+unix:///tmp/fluster-no-such.sock?db=1&user={user}&pass={password}"),
+            format!("unix:///tmp/fluster-no-such.sock?pass={p}&user={u}"),
+            format!("redis://:{password}@127.0.0.1:0"),
+            format!("redis://{user}:{password}@127.0.0.1:{port}:9/0"),
+            format!("redis://{user}:{password}@localhost:{port}/0?protocol=resp3"),
+        ];
+        if cfg!(feature = "tls") {
+            forms.push(format!("rediss://{user}:{password}@127.0.0.1:{port}"));
+        }
+        urls.extend(forms);
+    }
+    // A few at a time: each builds a pool of each flavour.
+    let texts: Vec<(String, String)> = futures_util::stream::iter(&urls)
+        .map(|url| async move { (url.clone(), texts_about(url, port).await) })
+        .buffer_unordered(8)
+        .collect()
+        .await;
+    assert_eq!(texts.len(), urls.len());
+    // Escaped, every secret gets through: the texts above include those
+    // of pools that connected.
+    for c in ["/", "#", "?", "@", "%", " ", "🔑"] {
+        let (password, user) = secret(c);
+        let (p, u) = (encoded(&password), encoded(&user));
+        let mut urls = vec![format!("redis://:{p}@127.0.0.1:{port}")];
+        if c != " " {
+            urls.push(format!("redis://{u}:{p}@127.0.0.1:{port}/0"));
+        }
+        for url in urls {
+            let pool = ShardedPool::builder().node(&url).build().await.unwrap();
+            assert!(pool.status()[0].up, "{c:?}: {:?}", pool.status());
+            pool.close();
+        }
+    }
+    let labels = labels(&snapshotter);
+    assert!(labels.contains("node=plain"), "no labels recorded: {labels}");
+    for (url, shown) in texts.iter().chain([&("labels".to_owned(), labels.clone())]) {
+        for half in HALVES {
+            assert!(!shown.contains(half), "`{half}` of {url:?} shows:\n{shown}");
+        }
+    }
+    let logs = captured.text();
+    assert!(logs.contains("node down at start"), "nothing captured:\n{logs}");
+    for half in HALVES {
+        assert!(!logs.contains(half), "`{half}` shows in the logs:\n{logs}");
+    }
 }

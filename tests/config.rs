@@ -59,7 +59,10 @@ async fn each_bad_setting_is_named() {
         (one_node().checkout_timeout(Duration::ZERO), "checkout_timeout"),
         (one_node().probe_timeout(Duration::ZERO), "probe_timeout"),
         (one_node().timeouts_before_penalty(0), "timeouts_before_penalty"),
-        (one_node().max_connections(0), "max_connections: must be at least 1, got 0"),
+        (
+            one_node().max_connections(0),
+            "max_connections: must be from 1 to 10000 (per node), got 0",
+        ),
         (
             one_node().heartbeat(Duration::from_millis(1)),
             "heartbeat: must be zero (off) or at least 10 ms, got 1ms",
@@ -192,7 +195,8 @@ async fn node_urls_that_cannot_work_say_what_is_wrong_and_what_one_looks_like() 
         ("http://127.0.0.1:6379", "`http://` is not a Redis scheme"),
         ("redis://127.0.0.1:99999", "`99999` is not a TCP port"),
         ("redis://user:hunter2@127.0.0.1:99999", "not a TCP port"),
-        ("redis://127.0.0.1:port", "`port` is not a TCP port"),
+        // Without an `@`, what follows the `:` could be a password.
+        ("redis://127.0.0.1:port", "what follows the host's `:` is not a TCP port"),
         ("redis://::1:6379", "an IPv6 address goes in brackets"),
         ("redis://u:hunter2@127.0.0.1:7304:99", "`:99` follows the port `7304`"),
         ("redis://cache-a:6379:2", "a node URL has one port"),

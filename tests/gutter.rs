@@ -172,3 +172,34 @@ async fn a_pool_of_gutter_nodes_alone_is_refused() {
         other => panic!("expected a configuration error, got {:?}", other.map(|_| ())),
     }
 }
+
+/// Removing the last node that holds keys would leave the gutter alone,
+/// with nowhere to keep a key (`get` would fail with `Closed` on a pool
+/// that is not closed): refused, naming why, and the pool serves on. The
+/// gutter node itself may go.
+#[tokio::test]
+async fn the_last_node_holding_keys_cannot_be_removed_while_a_gutter_is_left() {
+    let servers = start_servers(3);
+    let pool = ShardedPool::builder()
+        .named_node("a", &servers[0].url())
+        .named_node("b", &servers[1].url())
+        .named_gutter_node("g", &servers[2].url())
+        .build()
+        .await
+        .unwrap();
+    pool.remove_node("a").unwrap();
+    match pool.remove_node("b") {
+        Err(fluster::Error::Config { setting, reason }) => {
+            assert_eq!(setting, "node name `b`");
+            assert!(reason.contains("last node that holds keys"), "{reason}");
+        }
+        other => panic!("expected a configuration error, got {other:?}"),
+    }
+    assert_eq!(pool.nodes(), ["b", "g"]);
+    assert_eq!(pool.home_node_for("k").as_deref(), Some("b"));
+    let mut conn = pool.get("k").await.unwrap();
+    let _: () = conn.set("k", 1).await.unwrap();
+    assert_eq!(pool.get_any().await.unwrap().node(), "b");
+    pool.remove_node("g").unwrap();
+    assert_eq!(pool.nodes(), ["b"]);
+}

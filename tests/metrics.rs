@@ -1,6 +1,7 @@
 //! What the pool records through the `metrics` facade, read back with
-//! `metrics-util`'s debugging recorder (one per process: this binary holds
-//! a single test).
+//! `metrics-util`'s debugging recorder: the process's own, installed by the
+//! first test, or one set on the thread of a test whose runtime (current
+//! thread) runs every task of its pool.
 
 mod support;
 
@@ -8,9 +9,10 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use fluster::metrics::{
-    ASIDE_TOTAL, CHECKOUT_SECONDS, CHECKOUTS_TOTAL, FAILOVERS_TOTAL, FAILURES_TOTAL,
-    FLEET_NEWS_TOTAL, NEAR_CACHE_HITS_TOTAL, NEAR_CACHE_INVALIDATIONS_TOTAL,
+    ASIDE_TOTAL, CHECKOUT_SECONDS, CHECKOUTS_TOTAL, CONNECTIONS, FAILOVERS_TOTAL, FAILURES_TOTAL,
+    FLEET_NEWS_TOTAL, IDLE_CONNECTIONS, NEAR_CACHE_HITS_TOTAL, NEAR_CACHE_INVALIDATIONS_TOTAL,
     NEAR_CACHE_MISSES_TOTAL, NODE_UP, PENALTIES_TOTAL, PROBES_TOTAL, STAND_IN_WRITES_TOTAL,
+    SUBSCRIPTIONS,
 };
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use redis::AsyncCommands;
@@ -253,4 +255,42 @@ async fn node_metrics_follow_a_kill_and_a_restart() {
     for name in fluster::metrics::ALL {
         assert!(r.seen.contains(*name), "{name} is listed but never recorded");
     }
+}
+
+/// A removed node's series stay (the facade cannot delete one), with its
+/// gauges at 0 for good: `fluster_node_up`, `fluster_connections`,
+/// `fluster_idle_connections` and `fluster_subscriptions` read as a node
+/// that is not there. The node that stays keeps its own.
+#[tokio::test]
+async fn a_removed_nodes_gauges_read_zero() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let _local = metrics::set_default_local_recorder(&recorder);
+    let servers = support::start_servers(2);
+    let pool = fluster::ShardedPool::builder()
+        .named_node("stays", &servers[0].url())
+        .named_node("goes", &servers[1].url())
+        .build()
+        .await
+        .unwrap();
+    // Each node holds the connection its probe at build made, and the
+    // prober's first round (which this yield lets run) copied that count.
+    tokio::task::yield_now().await;
+    let goes = support::status_of(&pool, "goes");
+    assert!(goes.up && goes.pool.connections >= 1, "{goes:?}");
+    let channel =
+        (0..).map(|i| format!("news:{i}")).find(|c| pool.home_node_for(c) == Some("goes".into()));
+    let _subscription = pool.subscribe(channel.unwrap()).await.unwrap();
+    pool.remove_node("goes").unwrap();
+    let mut r = Readings {
+        snapshotter,
+        counters: HashMap::new(),
+        latest: HashMap::new(),
+        seen: Default::default(),
+    };
+    r.take("no secret here");
+    for gauge in [NODE_UP, CONNECTIONS, IDLE_CONNECTIONS, SUBSCRIPTIONS] {
+        assert_eq!(r.gauge(gauge, "goes"), 0.0, "{gauge} of the removed node");
+    }
+    assert_eq!(r.gauge(NODE_UP, "stays"), 1.0);
 }

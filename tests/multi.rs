@@ -412,3 +412,74 @@ async fn removing_a_boxed_node_frees_its_place_in_the_box() {
     assert_eq!(status.len(), 2);
     assert!(!status[0].up && status[1].up, "{status:?}");
 }
+
+/// A transaction's watched keys must go where its key goes whatever the
+/// nodes' health. Two keys that share a home by chance part when it is
+/// boxed (each goes to the next node in its own ranking), so the
+/// transaction would watch one where the other's writes do not land:
+/// refused, naming the key and a hash tag. Keys with one tag, or (without
+/// a warm-up) with the same ranking, are accepted; under `FailFast` the
+/// same home is enough.
+#[tokio::test]
+async fn watched_keys_must_be_routed_like_the_transactions_key() {
+    let mut servers = start_servers(4);
+    let pool = support::builder_for(&servers)
+        .penalty_min_wait(Duration::from_secs(30))
+        .penalty_max_wait(Duration::from_secs(30))
+        .build()
+        .await
+        .unwrap();
+    let key = "tx:account";
+    let names = pool.nodes();
+    let router = fluster::route::Router::new(names.iter().map(|n| (n.as_str(), 1.0)));
+    let ranking = |k: &str| router.ranking(k.as_bytes());
+    let candidates: Vec<String> = (0..10_000).map(|i| format!("tx:other:{i}")).collect();
+    let same_home = |k: &&String| pool.home_node_for(k.as_str()) == pool.home_node_for(key);
+    // Its first stand-in is not the key's.
+    let parted = candidates.iter().filter(same_home).find(|k| ranking(k)[1] != ranking(key)[1]);
+    let parted = parted.unwrap();
+    let alike = candidates.iter().filter(same_home).find(|k| ranking(k) == ranking(key)).unwrap();
+    let tx = |watched: &str| {
+        let watched = [watched.to_owned()];
+        let pool = pool.clone();
+        async move {
+            let watched: Vec<&str> = watched.iter().map(String::as_str).collect();
+            pool.transaction(key, &watched, async |_, _| Ok(Some(()))).await
+        }
+    };
+    match tx(parted).await {
+        Err(Error::Config { setting, reason }) => {
+            assert_eq!(setting, format!("watched key `{parted}`"));
+            assert!(reason.contains("hash tag") && reason.contains(key), "{reason}");
+        }
+        other => panic!("{parted} was accepted: {other:?}"),
+    }
+    tx(alike).await.unwrap();
+    tx(key).await.unwrap();
+    let tagged = pool.transaction("{acct}.a", &["{acct}.b"], async |_, _| Ok(Some(())));
+    tagged.await.unwrap();
+
+    // Why: with their home boxed, the refused pair parts; the other not.
+    let home = pool.home_node_for(key).unwrap().to_string();
+    let server = servers.iter_mut().find(|s| s.name() == home).unwrap();
+    server.kill();
+    if let Ok(mut conn) = pool.get(key).await {
+        let _ = conn.set::<_, _, ()>(key, 1).await;
+    }
+    let boxed = || !support::status_of(&pool, &home).up;
+    assert!(eventually(Duration::from_secs(3), boxed).await);
+    assert_ne!(pool.node_for(key), pool.node_for(parted.as_str()));
+    assert_eq!(pool.node_for(key), pool.node_for(alike.as_str()));
+
+    // With a warm-up a returning node takes keys back by their hash: the
+    // same ranking is not enough. Under `FailFast` the same home is.
+    server.restart();
+    let warm = support::builder_for(&servers).warmup(Duration::from_secs(10));
+    let warm = warm.build().await.unwrap();
+    let refused = warm.transaction(key, &[alike.as_str()], async |_, _| Ok(Some(()))).await;
+    assert!(matches!(refused, Err(Error::Config { .. })), "{refused:?}");
+    let fail_fast = support::builder_for(&servers).failover(fluster::Failover::FailFast);
+    let fail_fast = fail_fast.build().await.unwrap();
+    let watched = [parted.as_str()];
+    fail_fast.transaction(key, &watched, async |_, _| Ok(Some(()))).await.unwrap();
+}

@@ -6,7 +6,8 @@ mod support;
 use std::time::Duration;
 
 use config::{Environment, File, FileFormat};
-use fluster::{Config, Error, Failover, NodeConfig};
+use fluster::{Config, Error, Failover, NodeConfig, ShardedPool};
+use redis::AsyncCommands;
 use support::start_servers;
 
 fn from_toml(text: &str) -> Result<Config, config::ConfigError> {
@@ -325,4 +326,282 @@ async fn messages_show_the_text_and_how_to_write_it() {
     assert!(err.contains("`30` has no unit"), "{err}");
     let err = from_toml("nodes = []\nwarmup = 5").unwrap_err().to_string();
     assert!(err.contains("`5` has no unit") && err.contains("warmup"), "{err}");
+}
+
+/// The longest a duration setting may be.
+const YEAR: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+
+/// What a pool built with a setting at one of its limits must do.
+#[derive(Clone, Copy, PartialEq)]
+enum Then {
+    /// `build` fails, naming this setting.
+    Refused(&'static str),
+    /// The pool serves a key, pooled and shared.
+    Serves,
+    /// It serves, fails over when the key's node is killed, and lets the
+    /// node back in once it is restarted.
+    Returns,
+    /// It serves and fails over when the key's node is killed (its stay
+    /// in the box is too long to see it back).
+    FailsOver,
+}
+
+/// A setting at one of its limits: its name and value, how to set it, and
+/// what the pool must do then.
+type Limit = (&'static str, fn(&mut fluster::Settings), Then);
+
+/// Each setting at its limits (0 and the type's largest, and the largest it
+/// takes), with what the pool must do then.
+fn limits() -> Vec<Limit> {
+    use Then::*;
+    const ZERO: Duration = Duration::ZERO;
+    const MAX: Duration = Duration::MAX;
+    macro_rules! set {
+        ($($field:ident = $value:expr),+ => $then:expr) => {(
+            concat!($(stringify!($field), " = ", stringify!($value), " "),+),
+            (|s: &mut fluster::Settings| { $(s.$field = $value;)+ }) as fn(&mut _),
+            $then,
+        )};
+    }
+    macro_rules! refused {
+        ($field:ident = $value:expr) => { set!($field = $value => Refused(stringify!($field))) };
+    }
+    vec![
+        refused!(penalty_min_wait = ZERO),
+        refused!(penalty_min_wait = MAX),
+        refused!(penalty_max_wait = MAX),
+        set!(penalty_min_wait = YEAR, penalty_max_wait = YEAR => FailsOver),
+        refused!(penalty_multiplier = 0.0),
+        set!(penalty_multiplier = f64::MAX => Returns),
+        refused!(penalty_multiplier = f64::INFINITY),
+        set!(penalty_jitter = 0.0 => Returns),
+        set!(penalty_jitter = 1.0 => Returns),
+        refused!(penalty_jitter = f64::MAX),
+        set!(penalty_memory = ZERO => Returns),
+        refused!(penalty_memory = MAX),
+        set!(penalty_memory = YEAR => Returns),
+        refused!(warmup = MAX),
+        set!(warmup = YEAR => Returns),
+        refused!(timeouts_before_penalty = 0),
+        set!(timeouts_before_penalty = u32::MAX => Returns),
+        refused!(connect_timeout = ZERO),
+        refused!(connect_timeout = MAX),
+        set!(connect_timeout = YEAR => Returns),
+        refused!(response_timeout = ZERO),
+        refused!(response_timeout = MAX),
+        set!(response_timeout = YEAR => Returns),
+        refused!(checkout_timeout = ZERO),
+        refused!(checkout_timeout = MAX),
+        set!(checkout_timeout = YEAR => Returns),
+        refused!(probe_timeout = ZERO),
+        refused!(probe_timeout = MAX),
+        set!(probe_timeout = YEAR => Returns),
+        refused!(max_connections = 0),
+        set!(max_connections = 10_000 => Serves),
+        set!(min_idle = Some(0) => Serves),
+        refused!(min_idle = Some(u32::MAX)),
+        refused!(idle_timeout = Some(ZERO)),
+        refused!(idle_timeout = Some(MAX)),
+        set!(idle_timeout = Some(YEAR) => Serves),
+        refused!(max_lifetime = Some(ZERO)),
+        refused!(max_lifetime = Some(MAX)),
+        set!(max_lifetime = Some(YEAR) => Serves),
+        refused!(max_boxed_fraction = 0.0),
+        refused!(max_boxed_fraction = f64::MAX),
+        refused!(require_healthy = usize::MAX),
+        refused!(stand_in_ttl = Some(ZERO)),
+        refused!(stand_in_ttl = Some(MAX)),
+        set!(stand_in_ttl = Some(YEAR) => Returns),
+        refused!(lease = ZERO),
+        refused!(lease = MAX),
+        set!(lease = YEAR => Serves),
+        refused!(near_cache = usize::MAX),
+        set!(near_cache = 1_000_000 => Serves),
+        set!(heartbeat = ZERO => Returns),
+        refused!(heartbeat = MAX),
+        set!(heartbeat = YEAR => Returns),
+        // Last: on r2d2, unchecked, it aborts the process.
+        refused!(max_connections = u32::MAX),
+    ]
+}
+
+/// The settings each case starts from: short stays in the box.
+fn base() -> fluster::Settings {
+    let mut s = fluster::Settings::default();
+    (s.penalty_min_wait, s.penalty_max_wait) =
+        (Duration::from_millis(20), Duration::from_millis(50));
+    s
+}
+
+/// Checks what building gave against `then`: the setting named, or a pool.
+fn refused_as<P>(built: Result<P, Error>, then: Then) -> Option<P> {
+    match (built, then) {
+        (Err(Error::Config { setting, reason }), Then::Refused(name)) => {
+            assert_eq!(setting, name, "{reason}");
+            None
+        }
+        (Err(e), _) => panic!("expected a pool, got {e}"),
+        (Ok(_), Then::Refused(name)) => panic!("built, expected `{name}` refused"),
+        (Ok(pool), _) => Some(pool),
+    }
+}
+
+/// What a panic said.
+fn said(panic: Box<dyn std::any::Any + Send>) -> String {
+    let text = panic.downcast_ref::<&str>().map(|s| s.to_string());
+    text.or_else(|| panic.downcast_ref::<String>().cloned()).unwrap_or_default()
+}
+
+/// Every setting at its limits, from the builder, in the async flavour:
+/// `build` names the setting, or the pool serves (a write, a read, a
+/// shared read, an `aside` miss), fails over from a killed node, and lets
+/// it back in. Each case that fails is listed, with why.
+#[tokio::test]
+async fn every_setting_at_its_limits_is_refused_by_name_or_works() {
+    use futures_util::FutureExt;
+    let mut servers = start_servers(2);
+    let mut failed = Vec::new();
+    for (what, set, then) in limits() {
+        let case = std::panic::AssertUnwindSafe(at_limit(set, then, &mut servers));
+        if let Err(panic) = case.catch_unwind().await {
+            failed.push(format!("{what}: {}", said(panic)));
+        }
+        if !servers[0].answers_ping() {
+            servers[0].restart();
+        }
+    }
+    assert!(failed.is_empty(), "{} cases failed:\n{}", failed.len(), failed.join("\n"));
+}
+
+async fn at_limit(
+    set: fn(&mut fluster::Settings),
+    then: Then,
+    servers: &mut [support::RedisServer],
+) {
+    let mut settings = base();
+    set(&mut settings);
+    let builder = ShardedPool::builder().settings(settings);
+    let built = builder.node(&servers[0].url()).node(&servers[1].url()).build().await;
+    let Some(pool) = refused_as(built, then) else { return };
+    let key = support::key_on(&pool, &servers[0].name(), "limits");
+    let mut conn = pool.get(&key).await.unwrap();
+    let _: () = conn.set(&key, 1).await.unwrap();
+    drop(conn);
+    let read: Option<i64> = pool.get_shared(&key).await.unwrap().get(&key).await.unwrap();
+    assert_eq!(read, Some(1));
+    let fill = || async { Ok::<_, std::io::Error>(7_i64) };
+    let filled: i64 = pool.aside(format!("{key}:aside"), YEAR, fill).await.unwrap();
+    assert_eq!(filled, 7);
+    if then == Then::Serves {
+        return;
+    }
+    servers[0].kill();
+    // A command on a connection from before the kill fails and boxes the
+    // node (or the heartbeat finds it); then the key moves.
+    if let Ok(mut conn) = pool.get(&key).await {
+        let _ = conn.set::<_, _, ()>(&key, 2).await;
+    }
+    let moved = || pool.node_for(&key).is_some_and(|n| n == servers[1].name());
+    assert!(support::eventually(Duration::from_secs(5), moved).await, "not boxed");
+    let mut conn = pool.get(&key).await.unwrap();
+    assert_eq!(conn.node(), servers[1].name(), "no failover");
+    let _: () = conn.set(&key, 3).await.unwrap();
+    drop(conn);
+    servers[0].restart();
+    if then == Then::Returns {
+        let back = support::eventually(Duration::from_secs(5), || pool.status()[0].up).await;
+        assert!(back, "the node never returned: {:?}", pool.status()[0]);
+    }
+    pool.close();
+}
+
+/// The same in the sync flavour, whose r2d2 pools take the same settings
+/// (and allocate a slot per connection).
+#[cfg(feature = "r2d2")]
+#[test]
+fn every_setting_at_its_limits_is_refused_by_name_or_works_in_the_sync_flavour() {
+    let mut servers = start_servers(2);
+    let mut failed = Vec::new();
+    for (what, set, then) in limits() {
+        let case = std::panic::AssertUnwindSafe(|| at_limit_sync(set, then, &mut servers));
+        if let Err(panic) = std::panic::catch_unwind(case) {
+            failed.push(format!("{what}: {}", said(panic)));
+        }
+        if !servers[0].answers_ping() {
+            servers[0].restart();
+        }
+    }
+    assert!(failed.is_empty(), "{} cases failed:\n{}", failed.len(), failed.join("\n"));
+}
+
+#[cfg(feature = "r2d2")]
+fn at_limit_sync(
+    set: fn(&mut fluster::Settings),
+    then: Then,
+    servers: &mut [support::RedisServer],
+) {
+    use redis::Commands;
+    let mut settings = base();
+    set(&mut settings);
+    let builder = fluster::sync::ShardedPool::builder().settings(settings);
+    let built = builder.node(&servers[0].url()).node(&servers[1].url()).build();
+    let Some(pool) = refused_as(built, then) else { return };
+    let key = support::key_on(&pool, &servers[0].name(), "limits");
+    let mut conn = pool.get(&key).unwrap();
+    let _: () = conn.set(&key, 1).unwrap();
+    assert_eq!(conn.get::<_, i64>(&key).unwrap(), 1);
+    drop(conn);
+    if then == Then::Serves {
+        return;
+    }
+    servers[0].kill();
+    if let Ok(mut conn) = pool.get(&key) {
+        let _ = conn.set::<_, _, ()>(&key, 2);
+    }
+    let moved = || pool.node_for(&key).is_some_and(|n| n == servers[1].name());
+    assert!(support::eventually_blocking(Duration::from_secs(5), moved), "not boxed");
+    let mut conn = pool.get(&key).unwrap();
+    assert_eq!(conn.node(), servers[1].name(), "no failover");
+    let _: () = conn.set(&key, 3).unwrap();
+    drop(conn);
+    servers[0].restart();
+    if then == Then::Returns {
+        let back = support::eventually_blocking(Duration::from_secs(5), || pool.status()[0].up);
+        assert!(back, "the node never returned: {:?}", pool.status()[0]);
+    }
+    pool.close();
+}
+
+/// Limits reached from a file or the environment are refused by name too.
+#[tokio::test]
+async fn limits_from_a_file_or_the_environment_are_refused_by_name() {
+    let cases = [
+        ("idle_timeout = \"0s\"", "idle_timeout"),
+        ("heartbeat = \"10000000000000000000s\"", "heartbeat"),
+        ("near_cache = 10000000000", "near_cache"),
+        ("max_connections = 4294967295", "max_connections"),
+        ("lease = \"400 days\"", "lease"),
+    ];
+    for (line, setting) in cases {
+        let config = from_toml(&format!("nodes = [\"redis://127.0.0.1:1\"]\n{line}")).unwrap();
+        match config.build().await {
+            Err(Error::Config { setting: named, .. }) => assert_eq!(named, setting, "{line}"),
+            other => panic!("{line}: expected `{setting}` refused, got {other:?}"),
+        }
+    }
+    let env = [("FLUSTER__NODES", "redis://127.0.0.1:1"), ("FLUSTER__MAX_LIFETIME", "0s")];
+    let config = from_env(env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
+    match config.build().await {
+        Err(Error::Config { setting, .. }) => assert_eq!(setting, "max_lifetime"),
+        other => panic!("expected `max_lifetime` refused, got {other:?}"),
+    }
+    #[cfg(feature = "r2d2")]
+    {
+        let config = from_toml("nodes = [\"redis://127.0.0.1:1\"]\nidle_timeout = \"0s\"");
+        let builder = fluster::sync::ShardedPool::builder().settings(config.unwrap().settings);
+        match builder.node("redis://127.0.0.1:1").build() {
+            Err(Error::Config { setting, .. }) => assert_eq!(setting, "idle_timeout"),
+            other => panic!("expected `idle_timeout` refused, got {:?}", other.map(|_| ())),
+        }
+    }
 }

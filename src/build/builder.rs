@@ -42,7 +42,9 @@ pub struct AsyncPool;
 /// [`Settings`], of the same name, and the default each setter's doc
 /// tells is `Settings::default()`'s, where every default is written once.
 /// Setters never fail or panic; every value is checked by `build`, which
-/// returns [`Error::Config`] naming the first bad one.
+/// returns [`Error::Config`] naming the first bad one. Each setting has a
+/// range in which the pool works, told in its doc; every duration is at
+/// most 365 days (an optional one is `None` for never).
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), fluster::Error> {
@@ -231,7 +233,7 @@ impl<M: NodeManager, F> Builder<M, F> {
         /// Time a probe of a boxed node (connect and PING) may take
         /// (default 1 s). Also bounds the probes `build` makes.
         probe_timeout: Duration;
-        /// Connections per node, at least 1 (default 16).
+        /// Connections per node, from 1 to 10,000 (default 16).
         max_connections: u32;
         /// Whether to PING every connection as it is checked out (default
         /// false). The pool's own failure tracking makes this unnecessary,
@@ -268,7 +270,8 @@ impl<M: NodeManager, F> Builder<M, F> {
         /// left to [`stand_in_ttl`](Self::stand_in_ttl). For caches; queues
         /// want the default, which keeps items pushed on a stand-in.
         invalidate_on_return: bool;
-        /// Entries of each node's near cache (default 0: off): its shared
+        /// Entries of each node's near cache, at most 1,000,000 (default 0:
+        /// off; the table for them is allocated at `build`): its shared
         /// connection speaks RESP3 with client tracking, and reads through
         /// [`get_shared`](crate::ShardedPool::get_shared) (`GET`, `MGET`,
         /// `HGET`, `HMGET`, `HGETALL`, `SMEMBERS`, `EXISTS`, `TYPE`,
@@ -308,13 +311,14 @@ impl<M: NodeManager, F> Builder<M, F> {
     }
 
     setters! { optional
-        /// Idle connections each node's pool keeps open (default none).
+        /// Idle connections each node's pool keeps open, at most
+        /// `max_connections` (default none).
         min_idle: u32;
-        /// Closes connections unused this long (default 10 min, as bb8's;
-        /// `None`: never).
+        /// Closes connections unused this long, greater than zero (default
+        /// 10 min, as bb8's; `None`: never).
         idle_timeout: Duration;
-        /// Closes connections this old (default 30 min, as bb8's; `None`:
-        /// never), so a pool does not hold sockets a load balancer or a
+        /// Closes connections this old, greater than zero (default 30 min,
+        /// as bb8's; `None`: never), so a pool does not hold sockets a load balancer or a
         /// server timeout will cut.
         max_lifetime: Duration;
         /// Caps the TTL of every key a stand-in writes for a boxed node

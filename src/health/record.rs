@@ -2,6 +2,7 @@
 //! path only touches handles, never the registry) and its pool's own
 //! figures ([`PoolStats`]). The names are in [`crate::metrics`].
 
+use std::sync::Mutex;
 use std::time::Duration;
 
 use metrics::{Counter, Gauge, Histogram};
@@ -35,8 +36,16 @@ pub struct PoolStats {
 /// One node's metric handles, registered once, when the node joins its
 /// pool: every series it can have (each failure kind, each probe result)
 /// exists at zero from then on, so a rate over the first failure is seen.
-#[derive(Debug, Clone)]
+///
+/// The `metrics` facade cannot delete a series: when the node is removed
+/// its gauges are set to zero for good ([`removed`](Self::removed)), and
+/// its counters keep their totals.
+#[derive(Debug)]
 pub(crate) struct NodeMetrics {
+    /// Whether the node was removed: every gauge is written under this
+    /// lock, so none is set again after [`removed`](Self::removed) zeroed
+    /// it (a sample or a state change racing the removal).
+    removed: Mutex<bool>,
     up: Gauge,
     penalties: Counter,
     checkouts: Counter,
@@ -66,6 +75,7 @@ impl NodeMetrics {
         });
         let probe = |result: &'static str| metrics::counter!(PROBES_TOTAL, "node" => node.to_owned(), "result" => result);
         let metrics = NodeMetrics {
+            removed: Mutex::new(false),
             up: metrics::gauge!(NODE_UP, &label()),
             penalties: metrics::counter!(PENALTIES_TOTAL, &label()),
             checkouts: metrics::counter!(CHECKOUTS_TOTAL, &label()),
@@ -100,15 +110,33 @@ impl NodeMetrics {
         metrics
     }
 
+    /// Sets gauges unless the node was removed.
+    fn set(&self, gauges: impl FnOnce()) {
+        let removed = self.removed.lock().unwrap_or_else(|e| e.into_inner());
+        if !*removed {
+            gauges();
+        }
+    }
+
+    /// The node left its pool: its gauges read 0 from now on (up, its
+    /// connections, its subscriptions), as a gone node has none.
+    pub(crate) fn removed(&self) {
+        let mut removed = self.removed.lock().unwrap_or_else(|e| e.into_inner());
+        *removed = true;
+        for gauge in [&self.up, &self.connections, &self.idle_connections, &self.subscriptions] {
+            gauge.set(0.0);
+        }
+    }
+
     /// The node entered the box.
     pub(crate) fn boxed(&self) {
-        self.up.set(0.0);
+        self.set(|| self.up.set(0.0));
         self.penalties.increment(1);
     }
 
     /// A probe let the node back in.
     pub(crate) fn returned(&self) {
-        self.up.set(1.0);
+        self.set(|| self.up.set(1.0));
         self.probes_ok.increment(1);
     }
 
@@ -131,7 +159,7 @@ impl NodeMetrics {
 
     /// Channels and patterns subscribed on the node now.
     pub(crate) fn subscriptions(&self, topics: usize) {
-        self.subscriptions.set(topics as f64);
+        self.set(|| self.subscriptions.set(topics as f64));
     }
 
     /// The counters of stand-in writes for this node's keys: remembered,
@@ -152,8 +180,10 @@ impl NodeMetrics {
 
     /// Copies the pool's own figures (the prober calls this each second).
     pub(crate) fn sample(&self, pool: &PoolStats) {
-        self.connections.set(f64::from(pool.connections));
-        self.idle_connections.set(f64::from(pool.idle_connections));
+        self.set(|| {
+            self.connections.set(f64::from(pool.connections));
+            self.idle_connections.set(f64::from(pool.idle_connections));
+        });
         self.waited.absolute(pool.checkouts_waited);
         self.timed_out.absolute(pool.checkouts_timed_out);
         let closed = [pool.closed_broken, pool.closed_idle, pool.closed_lifetime];

@@ -216,7 +216,11 @@ impl Router {
 
     /// Every node, best first: the order in which a key fails over.
     pub fn ranking(&self, key: &[u8]) -> Vec<usize> {
-        let hash = key_hash(key);
+        self.ranking_hashed(key_hash(key))
+    }
+
+    /// [`ranking`](Self::ranking) of a key hash.
+    pub fn ranking_hashed(&self, hash: u64) -> Vec<usize> {
         let mut scored: Vec<(f64, u64, usize)> = (0..self.len())
             .map(|pos| {
                 let draw = self.draw(hash, pos);

@@ -232,6 +232,14 @@ impl<M: NodeManager, S: Store<M>> Core<M, S> {
         Some(*table.router.name(home))
     }
 
+    /// Whether keys `a` and `b` go to one node whatever the nodes' health
+    /// ([`Table::routes_alike`]).
+    pub(crate) fn routes_alike(&self, a: &[u8], b: &[u8]) -> bool {
+        let (a, b) = (route::key_hash(a), route::key_hash(b));
+        let warm = !self.settings.warmup.is_zero();
+        self.table.load().routes_alike(a, b, self.settings.failover, warm)
+    }
+
     pub(crate) fn status(&self) -> Vec<NodeStatus> {
         let now = Instant::now();
         self.table.load().nodes.iter().map(|node| NodeStatus::of(node, now)).collect()
@@ -296,11 +304,18 @@ impl<M: NodeManager, S: Store<M>> Core<M, S> {
             Some(_) if current.nodes.len() == 1 => {
                 "the last node of a pool cannot be removed (close the pool instead)"
             }
+            // Gutter nodes hold no keys of their own: alone, they would
+            // leave every key without a home.
+            Some(index) if !current.nodes[index].gutter && current.router.len() == 1 => {
+                "the last node that holds keys cannot be removed while gutter nodes are \
+                 left: they hold no keys of their own (remove them first, or close the pool)"
+            }
             Some(index) => {
                 let mut nodes = current.nodes.clone();
                 let removed = nodes.remove(index);
                 self.install(nodes);
                 removed.cell.retire();
+                removed.cell.metrics.removed();
                 self.commons.send(NodeEvent::Removed { node: *removed.name() });
                 tracing::info!(node = name, "node removed");
                 return Ok(());

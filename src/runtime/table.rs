@@ -85,6 +85,21 @@ impl<M: NodeManager, S: Store<M>> Table<M, S> {
         Route { table: self, order: Order::Turn { start, tried: 0 }, counted: false }
     }
 
+    /// Whether the keys of hashes `a` and `b` go to one node whatever the
+    /// nodes' health: under [`Failover::FailFast`] they share their home;
+    /// under [`Failover::Reroute`] also each stand-in, which their rankings
+    /// over the nodes and over the gutter decide, unless a node warming
+    /// up (`warm`: the pool has a warm-up) lets one in before the other,
+    /// which only the same hash rules out.
+    pub(crate) fn routes_alike(&self, a: u64, b: u64, failover: Failover, warm: bool) -> bool {
+        let same = |router: &Router| router.ranking_hashed(a) == router.ranking_hashed(b);
+        a == b
+            || match failover {
+                Failover::FailFast => self.router.home_hashed(a) == self.router.home_hashed(b),
+                Failover::Reroute => !warm && same(&self.router) && same(&self.gutter),
+            }
+    }
+
     /// The key's ranking alone, never the gutter: the members of its
     /// replicas (`get_n`).
     pub(crate) fn members(&self, hash: u64) -> Route<'_, M, S> {

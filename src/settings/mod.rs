@@ -37,6 +37,16 @@ pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_millis(500);
 pub const GUTTER_TTL: Duration = Duration::from_secs(10);
 /// Default interval of the heartbeat of an idle node.
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(1);
+/// The longest any duration setting may be: a year. Every time and
+/// deadline a pool computes from one stays far from overflow, and every
+/// TTL it sends within what Redis takes.
+pub(crate) const LONGEST: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+/// The most connections a node's pool may hold (Redis's own default
+/// `maxclients`); the sync flavour's r2d2 pool allocates a slot for each.
+pub(crate) const MAX_CONNECTIONS: u32 = 10_000;
+/// The most entries a node's near cache may hold; its table is allocated
+/// for them when the pool is built.
+pub(crate) const MAX_NEAR_CACHE: usize = 1_000_000;
 
 /// Every setting of a pool, each named as the [`Builder`](crate::Builder)
 /// method that sets it, where its meaning and default are told.
@@ -219,21 +229,46 @@ impl Settings {
         ((self.max_boxed_fraction * nodes as f64).floor() as usize).clamp(1, nodes.max(1))
     }
 
-    /// Checks every value; the error names the first bad one.
+    /// Checks every value; the error names the first bad one. Each
+    /// setting has a range in which the pool works; the limits are told
+    /// in the builder's docs and the README.
     pub(crate) fn check(&self) -> Result<(), Error> {
-        for (setting, value) in [
-            ("penalty_min_wait", self.penalty_min_wait),
-            ("connect_timeout", self.connect_timeout),
-            ("response_timeout", self.response_timeout),
-            ("checkout_timeout", self.checkout_timeout),
-            ("probe_timeout", self.probe_timeout),
-            ("lease", self.lease),
-        ] {
-            if value.is_zero() {
-                return Err(Error::config(setting, "must be greater than zero"));
+        let bad = |setting: &str, reason: String| Err(Error::config(setting, reason));
+        // Each duration: the least it may be (zero: zero is allowed, and
+        // means off), and whether it is optional, `None` being its never.
+        const POSITIVE: Duration = Duration::from_nanos(1);
+        const MILLI: Duration = Duration::from_millis(1);
+        let (zero, required, optional) = (Duration::ZERO, false, true);
+        let durations = [
+            ("penalty_min_wait", Some(self.penalty_min_wait), POSITIVE, required),
+            ("penalty_max_wait", Some(self.penalty_max_wait), POSITIVE, required),
+            ("penalty_memory", Some(self.penalty_memory), zero, required),
+            ("warmup", Some(self.warmup), zero, required),
+            ("connect_timeout", Some(self.connect_timeout), POSITIVE, required),
+            ("response_timeout", Some(self.response_timeout), POSITIVE, required),
+            ("checkout_timeout", Some(self.checkout_timeout), POSITIVE, required),
+            ("probe_timeout", Some(self.probe_timeout), POSITIVE, required),
+            ("idle_timeout", self.idle_timeout, POSITIVE, optional),
+            ("max_lifetime", self.max_lifetime, POSITIVE, optional),
+            ("stand_in_ttl", self.stand_in_ttl, MILLI, optional),
+            ("lease", Some(self.lease), POSITIVE, required),
+            ("heartbeat", Some(self.heartbeat), zero, required),
+        ];
+        for (setting, value, least, optional) in durations {
+            let Some(value) = value else { continue };
+            let or_never = match optional {
+                true => "; for never, leave it unset (`None`, or \"never\" in a file)",
+                false => "",
+            };
+            if value < least {
+                let least = if least == POSITIVE { "greater than zero" } else { "at least 1 ms" };
+                return bad(setting, format!("must be {least}, got {value:?}{or_never}"));
+            }
+            if value > LONGEST {
+                let most = "must be at most 365 days (a year)";
+                return bad(setting, format!("{most}, got {value:?}{or_never}"));
             }
         }
-        let bad = |setting: &str, reason: String| Err(Error::config(setting, reason));
         let (min, max) = (self.penalty_min_wait, self.penalty_max_wait);
         if min > max {
             return bad(
@@ -259,12 +294,23 @@ impl Settings {
         if self.timeouts_before_penalty == 0 {
             return bad("timeouts_before_penalty", "must be at least 1, got 0".into());
         }
-        if self.max_connections == 0 {
-            return bad("max_connections", "must be at least 1, got 0".into());
+        let connections = self.max_connections;
+        if !(1..=MAX_CONNECTIONS).contains(&connections) {
+            return bad(
+                "max_connections",
+                format!("must be from 1 to {MAX_CONNECTIONS} (per node), got {connections}"),
+            );
         }
         let beat = self.heartbeat;
         if !beat.is_zero() && beat < Duration::from_millis(10) {
             return bad("heartbeat", format!("must be zero (off) or at least 10 ms, got {beat:?}"));
+        }
+        if self.near_cache > MAX_NEAR_CACHE {
+            let entries = self.near_cache;
+            return bad(
+                "near_cache",
+                format!("must be at most {MAX_NEAR_CACHE} entries (per node), got {entries}"),
+            );
         }
         if self.near_cache > 0 && beat.is_zero() {
             return bad(
@@ -273,9 +319,6 @@ impl Settings {
                  while its connection is heard from"
                     .into(),
             );
-        }
-        if let Some(ttl) = self.stand_in_ttl.filter(|ttl| ttl.as_millis() == 0) {
-            return bad("stand_in_ttl", format!("must be at least 1 ms, got {ttl:?}"));
         }
         if let Some(fleet) = &self.fleet {
             check_fleet(fleet)?;
@@ -376,7 +419,7 @@ pub(crate) fn check_node(name: &str, weight: f64) -> Result<(), Error> {
         return Err(Error::config("node name", "a node name must not be empty"));
     }
     // A name is shown in metrics, logs and errors: never a URL's secret.
-    if name.split_once("://").is_some_and(|(_, rest)| rest.contains('@')) {
+    if name.contains("://") && url::redact_url(name) != name {
         return Err(Error::config(
             "node name",
             "looks like a URL with credentials; names appear in metrics and logs, \
