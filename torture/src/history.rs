@@ -188,6 +188,10 @@ pub enum FaultKind {
     SwapDb,
     /// A pool process killed with `kill -9` (maybe mid-fill, holding a lease).
     KillProcess,
+    /// A pool process stopped (`SIGSTOP`) for a moment, as by a long pause
+    /// of its runtime or a starved CPU: drawn around a node's return, it
+    /// stretches every step of the return in the process it stops.
+    PauseProcess,
     /// Garbage and forged messages published on the fleet's channel.
     ForgedNews,
 }

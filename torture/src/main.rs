@@ -79,7 +79,9 @@ fn parse() -> Args {
 /// Judges a kept run's history again (`--check target/torture/seed-N`).
 fn recheck(dir: &std::path::Path) -> ExitCode {
     let plan: plan::Plan = match std::fs::read(dir.join("plan.json")) {
-        Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| usage(&format!("plan.json: {e}"))),
+        Ok(bytes) => {
+            serde_json::from_slice(&bytes).unwrap_or_else(|e| usage(&format!("plan.json: {e}")))
+        }
         Err(e) => usage(&format!("{}: {e}", dir.join("plan.json").display())),
     };
     let mut entries = Vec::new();

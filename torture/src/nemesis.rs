@@ -62,23 +62,27 @@ impl Stage<'_> {
                     tokio::time::sleep(step).await;
                 }
             }
-            FaultKind::Pause if fault.slow_return => {
-                // The others slow from a little before the node wakes to a
-                // little after its return: the return's deletes crawl.
-                let lead = Duration::from_millis(150).min(length);
+            FaultKind::Pause if fault.stutter => {
+                // The processes stutter from a little before the node wakes
+                // to a little after its return.
+                let lead = Duration::from_millis(100).min(length);
                 self.nodes[index].pause(true);
                 tokio::time::sleep(length - lead).await;
-                let others: Vec<usize> = (0..self.nodes.len()).filter(|&i| i != index).collect();
-                let slow_start = now();
-                self.slow(&others, Way::Slow(40));
+                let until = now() + (lead + Duration::from_millis(700)).as_nanos() as u64;
+                let stutters: Vec<_> = self
+                    .workers
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, w)| Some((i as u32 + 1, w.as_ref()?.id() as i32)))
+                    .map(|(process, pid)| {
+                        let seed = fault.at_ms ^ (u64::from(process) << 40);
+                        tokio::spawn(stutter(process, pid, seed, until, self.rec.clone()))
+                    })
+                    .collect();
                 tokio::time::sleep(lead).await;
                 self.nodes[index].pause(false);
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                self.slow(&others, Way::Open);
-                for &i in &others {
-                    let node = Some(self.nodes[i].name.clone());
-                    let slow = Fault { kind: FaultKind::Slow, node, process: None, start: slow_start, end: now() };
-                    self.rec.record(&Entry::Fault(slow));
+                for task in stutters {
+                    let _ = task.await;
                 }
             }
             FaultKind::Pause => {
@@ -152,6 +156,15 @@ impl Stage<'_> {
                     let _ = child.wait();
                 }
             }
+            FaultKind::PauseProcess => {
+                process = Some(fault.process);
+                if let Some(child) = &self.workers[fault.process as usize - 1] {
+                    let pid = child.id() as i32;
+                    signal(pid, libc::SIGSTOP);
+                    tokio::time::sleep(length.min(Duration::from_millis(300))).await;
+                    signal(pid, libc::SIGCONT);
+                }
+            }
             FaultKind::ForgedNews => {
                 if let Some(channel) = &self.fleet {
                     self.forge(channel, length).await;
@@ -159,7 +172,7 @@ impl Stage<'_> {
             }
         }
         let node = match fault.kind {
-            FaultKind::KillProcess | FaultKind::ForgedNews => None,
+            FaultKind::KillProcess | FaultKind::ForgedNews | FaultKind::PauseProcess => None,
             _ => Some(self.nodes[index].name.clone()),
         };
         self.rec.record(&Entry::Fault(Fault {
@@ -264,6 +277,28 @@ impl Stage<'_> {
                 }
             }
         }
+    }
+}
+
+/// Stops and continues the pool process `pid` at random moments until
+/// `until`, recording each stop.
+async fn stutter(process: u32, pid: i32, seed: u64, until: u64, rec: Recorder) {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    while now() < until {
+        tokio::time::sleep(Duration::from_millis(rng.random_range(5..60))).await;
+        let start = now();
+        signal(pid, libc::SIGSTOP);
+        tokio::time::sleep(Duration::from_millis(rng.random_range(20..120))).await;
+        signal(pid, libc::SIGCONT);
+        let stop = Fault {
+            kind: FaultKind::PauseProcess,
+            node: None,
+            process: Some(process),
+            start,
+            end: now(),
+        };
+        rec.record(&Entry::Fault(stop));
     }
 }
 

@@ -20,9 +20,10 @@ pub struct Planned {
     pub at_ms: u64,
     /// How long it lasts.
     pub length_ms: u64,
-    /// For a `Pause`: the other nodes made slow around its end, so that
-    /// the return's deletes on the stand-ins take a while.
-    pub slow_return: bool,
+    /// For a `Pause`: the pool processes stutter (stopped for moments)
+    /// around its end, so that each step of the node's return may be
+    /// stretched in the process that takes it.
+    pub stutter: bool,
 }
 
 /// An outside client's write behind the pools' backs, in milliseconds
@@ -117,7 +118,7 @@ impl Plan {
             FaultKind::SwapDb,
         ];
         if processes > 1 {
-            kinds.extend([FaultKind::Partition, FaultKind::KillProcess]);
+            kinds.extend([FaultKind::Partition, FaultKind::KillProcess, FaultKind::PauseProcess]);
         }
         if fleet {
             kinds.push(FaultKind::ForgedNews);
@@ -138,14 +139,14 @@ impl Plan {
             }
             killed_process |= kind == FaultKind::KillProcess;
             let length_ms = rng.random_range(300..1500).min(end_ms - at_ms);
-            let slow_return = kind == FaultKind::Pause && rng.random_bool(0.5);
+            let stutter = kind == FaultKind::Pause && rng.random_bool(0.6);
             faults.push(Planned {
                 kind,
                 node: rng.random_range(0..all_nodes),
                 process: rng.random_range(1..=processes),
                 at_ms,
                 length_ms,
-                slow_return,
+                stutter,
             });
             at_ms += length_ms + rng.random_range(200..900);
         }

@@ -81,6 +81,7 @@ impl Node {
         let Ok(mut conn) = client.get_connection_with_timeout(Duration::from_millis(200)) else {
             return false;
         };
+        let _ = conn.set_read_timeout(Some(Duration::from_millis(200)));
         redis::cmd("PING").query::<String>(&mut conn).is_ok()
     }
 

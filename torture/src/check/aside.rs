@@ -22,6 +22,7 @@ use std::collections::HashMap;
 
 use super::excerpt::whole_ms;
 use super::index::History;
+use super::own::RETURN_WORK;
 use super::report::{Report, Rule};
 use super::timeline::{MS, NEVER, ms};
 use crate::history::{Fill, FillEnd};
@@ -87,8 +88,9 @@ fn double(h: &History<'_>, f1: &Fill, f2: &Fill) -> Option<String> {
     let explained = key.is_some_and(|k| {
         k.touched.overlapping(a, b).is_some() || k.killed_fills.overlapping(a, b).is_some()
     }) || h.faults.any_in(a, b).is_some()
-        // A return deletes stand-ins' copies (leases too) before its view.
-        || h.views.change_in(a, b.saturating_add(super::own::RETURN_WORK)).is_some()
+        // A return deletes the copies it knows of (leases too) around its
+        // view: before it, and, for writes still in flight, after.
+        || h.views.change_in(a.saturating_sub(RETURN_WORK), b.saturating_add(RETURN_WORK)).is_some()
         || home.is_some_and(|n| h.views.differ(f1.process, f2.process, n, a, b));
     if explained {
         return None;

@@ -5,8 +5,9 @@
 //!
 //! Every completed operation of a pool (the nemesis's own and received
 //! messages aside), once per operation however many keys it had, must not
-//! be `Hung` and must last (`complete - invoke`) at most its path's bound,
-//! all in ms:
+//! be `Hung` and must last (`complete - invoke`, less the time its process
+//! was stopped by a `PauseProcess` fault) at most its path's bound, all in
+//! ms:
 //!
 //! - one command (`Get`, `GetShared`, `GetCached`, `Script`, `SyncGet`,
 //!   `Del`, `Mget`, `Mset`, `Pipeline`, `FanOut`, `PubSub`):
@@ -66,7 +67,9 @@ pub(crate) fn run(h: &History<'_>, report: &mut Report) {
             continue;
         }
         let (limit, rule) = bound(h.config, path);
-        let took = r.complete.saturating_sub(r.invoke);
+        // Time its process spent stopped by the nemesis is not the pool's.
+        let stopped = h.faults.stopped(r.process, r.invoke, r.complete);
+        let took = r.complete.saturating_sub(r.invoke).saturating_sub(stopped);
         let hung = matches!(r.outcome, Some(Outcome::Hung(_)));
         if (hung || took > ms(limit)) && flagged.insert((r.process, r.id)) {
             report.flag(rule, || {

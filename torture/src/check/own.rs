@@ -153,7 +153,9 @@ pub(crate) fn erased(h: &History<'_>, r: &Rec<'_>, w: &Rec<'_>) -> bool {
         // A return deletes stand-ins' copies before its view is recorded.
         || h.views.change_in(a, b.saturating_add(RETURN_WORK)).is_some()
         || h.faults
-            .find(a, b, |f| !matches!(f.kind, FaultKind::KillProcess | FaultKind::ForgedNews))
+            .find(a, b, |f| {
+                !matches!(f.kind, FaultKind::KillProcess | FaultKind::ForgedNews | FaultKind::PauseProcess)
+            })
             .is_some()
         || matches!((r.node, w.node), (Some(x), Some(y)) if x != y)
         || key.uncertain.overlapping(a, b).is_some()

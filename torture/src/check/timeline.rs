@@ -205,6 +205,16 @@ impl<'a> Faults<'a> {
         let n = self.list.partition_point(|f| f.start <= b);
         self.list[..n].iter().copied().find(|f| f.end >= a && pred(f))
     }
+
+    /// How long `process` was stopped (`PauseProcess`) within `[a, b]`.
+    pub(crate) fn stopped(&self, process: ProcessId, a: u64, b: u64) -> u64 {
+        let n = self.list.partition_point(|f| f.start <= b);
+        self.list[..n]
+            .iter()
+            .filter(|f| f.kind == FaultKind::PauseProcess && f.process == Some(process))
+            .map(|f| f.end.min(b).saturating_sub(f.start.max(a)))
+            .sum()
+    }
 }
 
 /// Fault kinds that can make a node's values vanish, or older or foreign
