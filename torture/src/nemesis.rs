@@ -81,6 +81,10 @@ impl Stage<'_> {
                     .collect();
                 tokio::time::sleep(lead).await;
                 self.nodes[index].pause(false);
+                // Awake, it answers reads at once and holds writes a while:
+                // a return's deletes on it crawl behind the others' reads.
+                let hold = redis::cmd("CLIENT").arg("PAUSE").arg(400).arg("WRITE").clone();
+                let _ = send(port, &hold).await;
                 for task in stutters {
                     let _ = task.await;
                 }

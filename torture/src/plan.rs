@@ -21,7 +21,8 @@ pub struct Planned {
     /// How long it lasts.
     pub length_ms: u64,
     /// For a `Pause`: the pool processes stutter (stopped for moments)
-    /// around its end, so that each step of the node's return may be
+    /// around its end, and the node holds writes (`CLIENT PAUSE WRITE`)
+    /// for 400 ms after it, so that each step of its return may be
     /// stretched in the process that takes it.
     pub stutter: bool,
 }
