@@ -384,8 +384,22 @@ fn the_table_places_the_written_keys() {
     assert_eq!(written(&["fcall", "f", "1", "a"]), (vec!["a".into()], Reach::Listed));
     assert_eq!(written(&["EVALSHA", "abc", "3", "a"]), (vec![], Reach::More), "keys cut short");
     assert_eq!(written(&["EVAL", "return 1", "0"]), (vec![], Reach::More), "no key declared");
-    // Keys the positions do not give: the connection's key is added.
-    assert_eq!(written(&["ZUNIONSTORE", "d", "2", "a", "b"]), (vec!["d".into()], Reach::More));
+    // Keys that move are read as the server's key specs read them.
+    let listed = |keys: &[&str]| (keys.iter().map(|k| k.to_string()).collect(), Reach::Listed);
+    assert_eq!(written(&["ZUNIONSTORE", "d", "2", "a", "b"]), listed(&["d"]));
+    assert_eq!(written(&["SORT", "src", "STORE", "dst"]), listed(&["dst"]));
+    assert_eq!(written(&["sort", "src", "LIMIT", "0", "5", "GET", "store", "ALPHA"]), listed(&[]));
+    assert_eq!(written(&["SORT", "s", "BY", "STORE", "GET", "#", "store", "d"]), listed(&["d"]));
+    assert_eq!(written(&["GEORADIUS", "g", "0", "0", "5", "km", "STOREDIST", "d"]), listed(&["d"]));
+    let by_member = ["GEORADIUSBYMEMBER", "g", "m", "5", "km", "COUNT", "3", "STORE", "d"];
+    assert_eq!(written(&by_member), listed(&["d"]));
+    assert_eq!(written(&["LMPOP", "2", "a", "b", "LEFT"]), listed(&["a", "b"]));
+    assert_eq!(written(&["BZMPOP", "0", "1", "z", "MIN"]), listed(&["z"]));
+    let group = ["XREADGROUP", "GROUP", "streams", "c", "STREAMS", "s1", "s2", ">", ">"];
+    assert_eq!(written(&group), listed(&["s1", "s2"]));
+    let migrate = ["MIGRATE", "h", "1", "", "0", "9", "AUTH", "keys", "KEYS", "a", "b"];
+    assert_eq!(written(&migrate), listed(&["a", "b"]));
+    // A command the table does not know: the connection's key is added.
     assert_eq!(written(&["NOSUCHCOMMAND", "a"]), (vec![], Reach::More));
     // Writes of every key.
     assert_eq!(written(&["FLUSHALL"]), (vec![], Reach::All));
