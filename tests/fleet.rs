@@ -497,10 +497,10 @@ async fn a_process_returning_while_another_deletes_waits_for_the_deletes() {
         .unwrap();
     assert!(recorded, "the stand-in write was not recorded on the stand-in");
 
-    // The home holds every write for 3 s: the returns' deletes wait.
+    // The home holds every write for 4 s: the returns' deletes wait.
     let _: () = redis::cmd("CLIENT")
         .arg("PAUSE")
-        .arg(3_000)
+        .arg(4_000)
         .arg("WRITE")
         .query(&mut servers[0].client())
         .unwrap();
@@ -510,7 +510,7 @@ async fn a_process_returning_while_another_deletes_waits_for_the_deletes() {
         let status = status_of(&first, "h");
         !status.up && status.stand_in_keys == 0
     };
-    assert!(eventually(Duration::from_secs(2), returning).await, "{:?}", status_of(&first, "h"));
+    assert!(eventually(Duration::from_secs(3), returning).await, "{:?}", status_of(&first, "h"));
     to_second.restore();
     assert!(eventually(Duration::from_secs(10), || status_of(&second, "h").up).await);
     let read: Option<String> = second.get(&key).await.unwrap().get(&key).await.unwrap();
