@@ -260,7 +260,19 @@ impl<M: NodeManager> ShardedPool<M> {
     /// scanning, a queue consumer polling every node. It follows no key's
     /// route, on purpose: no key is asked for, so there is no home to fail
     /// over from; a boxed node is left out (its keys live on the others
-    /// meanwhile) and no failover is counted.
+    /// meanwhile) and no failover is counted. A connection to a node that
+    /// holds keys says [`is_home`](Connection::is_home) (it is home to
+    /// what it holds); a gutter node's does not.
+    ///
+    /// Its writes follow the stand-in rules key by key, judged when each
+    /// command is sent (the keys from Redis's command table, as on every
+    /// path): a write of a key whose home is another node that does not
+    /// serve it now (boxed, or warming up and not yet given it) is a
+    /// stand-in's write, and every write on a gutter node is one: capped by
+    /// `stand_in_ttl` (on a gutter node by [`GUTTER_TTL`](crate::GUTTER_TTL)
+    /// if unset) and, with `invalidate_on_return`, remembered and deleted
+    /// when the home returns. A write of a key whose home is up is yours:
+    /// left as it is on every node you sent it to.
     pub async fn fan_out<T, F, Fut>(&self, f: F) -> Vec<(String, Result<T, Error>)>
     where
         F: Fn(Connection<M>) -> Fut,
@@ -270,12 +282,14 @@ impl<M: NodeManager> ShardedPool<M> {
             return Vec::new();
         };
         let clock = self.core.clock();
-        let runs = table.nodes.iter().filter(|node| node.cell.is_up()).map(|node| {
-            let (f, clock) = (&f, &clock);
+        let up = (0..table.nodes.len()).filter(|&index| table.nodes[index].cell.is_up());
+        let runs = up.map(|index| {
+            let (f, clock, node) = (&f, &clock, &table.nodes[index]);
+            let stand_in = self.core.stand_in_live(&table, index);
             async move {
                 let name = node.name().to_string();
                 let result = match node.checkout(clock).await {
-                    Ok(conn) => Ok(f(Connection::new(conn, true, None)).await),
+                    Ok(conn) => Ok(f(Connection::new(conn, !node.gutter, stand_in)).await),
                     Err(e) => Err(e.into_error(&name)),
                 };
                 (name, result)

@@ -136,7 +136,8 @@ impl<M: NodeManager> ShardedPool<M> {
     }
 
     /// A connection to any healthy node, taking them in turn: for key-less
-    /// commands and queue consumers.
+    /// commands and queue consumers. Its writes follow the stand-in rules
+    /// key by key, as [`fan_out`](Self::fan_out)'s do.
     pub async fn get_any(&self) -> Result<Connection<M>, Error> {
         self.core.take::<Pooled>(None).await
     }

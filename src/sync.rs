@@ -38,9 +38,9 @@ use crate::error::Error;
 use crate::health::event::NodeEvent;
 use crate::health::failure::failure;
 use crate::health::record::PoolStats;
-use crate::node::connection::own_reply;
+use crate::node::connection::only_reply;
 use crate::node::lease::unmarked;
-use crate::node::session::{packed, packed_effects};
+use crate::node::session::{packed, packed_effects, turn};
 use crate::node::tracked::{Tracked, TrackedConn};
 use crate::node::{Node, Store, Try};
 use crate::pool::pool_methods;
@@ -214,7 +214,9 @@ impl ShardedPool {
         self.take(Some(key.as_ref()))
     }
 
-    /// A connection to any healthy node, taking them in turn.
+    /// A connection to any healthy node, taking them in turn; its writes
+    /// follow the stand-in rules key by key, as the async
+    /// [`get_any`](crate::ShardedPool::get_any)'s do.
     pub fn get_any(&self) -> Result<Connection, Error> {
         self.take(None)
     }
@@ -284,20 +286,29 @@ impl fmt::Debug for Connection {
 }
 
 impl Connection {
-    /// The packed `cmd` with the caps its stand-in writes need, placed as
-    /// the async flavour places them ([`Capped`]), if it needs any.
-    fn capped(&self, cmd: &[u8], span: (usize, usize)) -> Option<Capped> {
-        let stand_in = self.stand_in.as_ref()?;
+    /// What goes on the wire for the packed `cmd` with its stand-in's
+    /// records and caps, placed as the async flavour places them
+    /// ([`StandIn::wrap`]), if more than `cmd`.
+    fn capped(&mut self, cmd: &[u8], span: (usize, usize)) -> Option<Capped> {
+        let stand_in = self.stand_in.as_mut()?;
         let commands: Vec<Vec<&[u8]>> = packed(cmd, |words| words.collect()).collect();
-        let caps = stand_in.caps(&commands)?;
-        Some(Capped::new(&unpacked(commands), span, caps))
+        let pipeline = unpacked(&commands);
+        stand_in.wrap((pipeline.cmd_iter(), pipeline.is_transaction()), span, turn)
     }
 
     /// The capped pipeline on the wire; the caller's replies.
     fn send(&mut self, capped: Capped) -> RedisResult<Vec<Value>> {
         let bytes = capped.pipe.get_packed_pipeline();
-        let values = self.conn.conn.req_packed_commands(&bytes, capped.offset, capped.count)?;
-        Ok(capped.replies(values))
+        let values = self.conn.conn.req_packed_commands(&bytes, capped.offset, capped.count);
+        // `capped` came from the connection's stand-in, which is still there.
+        let Some(stand_in) = self.stand_in.as_mut() else { return values };
+        match values {
+            Ok(values) => Ok(stand_in.replies(capped, values)),
+            Err(e) => {
+                stand_in.lost();
+                Err(e)
+            }
+        }
     }
 }
 
@@ -317,9 +328,7 @@ impl ConnectionLike for Connection {
         packed_effects(cmd).for_each(|effect| self.conn.session.apply(effect));
         let result = match self.capped(cmd, (0, 1)) {
             None => self.conn.conn.req_packed_command(cmd),
-            Some(capped) => {
-                self.send(capped).and_then(|mut values| own_reply(values.swap_remove(0)))
-            }
+            Some(capped) => self.send(capped).and_then(only_reply),
         };
         let result = result.map_err(timed_out);
         self.conn.observe(failure(&result));

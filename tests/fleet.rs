@@ -451,3 +451,72 @@ async fn a_fleets_connections_end_with_its_pool() {
         assert!(eventually(Duration::from_secs(3), gone).await, "subscribers left behind");
     }
 }
+
+/// Two processes of a fleet (two pools here, each reaching the home
+/// through a proxy of its own) return the same home at once while its
+/// deletes are held (`CLIENT PAUSE ... WRITE` on the home). The one that
+/// returns second finds the records the first is still acting on, and
+/// deletes too before it routes a key home: no read through it returns
+/// the home's old value after a newer write was acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_returning_while_another_deletes_waits_for_the_deletes() {
+    let servers = start_servers(2);
+    let (to_first, to_second) = (Proxy::start(servers[0].port()), Proxy::start(servers[0].port()));
+    let member = |via: &Proxy| {
+        ShardedPool::builder()
+            .named_node("h", &via.url())
+            .named_node("s", &servers[1].url())
+            .fleet("together")
+            .stand_in_ttl(Duration::from_secs(30))
+            .invalidate_on_return(true)
+            .heartbeat(Duration::from_millis(50))
+            .response_timeout(Duration::from_millis(500))
+            // Long enough for a delete held by the pause.
+            .probe_timeout(Duration::from_secs(5))
+            .penalty_min_wait(Duration::from_millis(100))
+            .penalty_max_wait(Duration::from_millis(200))
+            .build()
+    };
+    let (first, second) = (member(&to_first).await.unwrap(), member(&to_second).await.unwrap());
+    let key = keys_on(&first, "h", "together", 1).remove(0);
+    let _: () = first.get(&key).await.unwrap().set(&key, "v1").await.unwrap();
+
+    to_first.refuse();
+    to_second.refuse();
+    let boxed = || !status_of(&first, "h").up && !status_of(&second, "h").up;
+    assert!(eventually(Duration::from_secs(5), boxed).await, "the home was not boxed in both");
+    // The first writes a newer value on the stand-in, recorded there.
+    let mut conn = first.get(&key).await.unwrap();
+    assert!(!conn.is_home());
+    let _: () = conn.set(&key, "v2").await.unwrap();
+    drop(conn);
+    let recorded: bool = redis::cmd("SISMEMBER")
+        .arg("fluster:fleet:together:journal:h")
+        .arg(&key)
+        .query(&mut servers[1].client())
+        .unwrap();
+    assert!(recorded, "the stand-in write was not recorded on the stand-in");
+
+    // The home holds every write for 4 s: the returns' deletes wait.
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(4_000)
+        .arg("WRITE")
+        .query(&mut servers[0].client())
+        .unwrap();
+    to_first.restore();
+    // The first is in its return: its journal taken, the home still out.
+    let returning = || {
+        let status = status_of(&first, "h");
+        !status.up && status.stand_in_keys == 0
+    };
+    assert!(eventually(Duration::from_secs(3), returning).await, "{:?}", status_of(&first, "h"));
+    to_second.restore();
+    assert!(eventually(Duration::from_secs(10), || status_of(&second, "h").up).await);
+    let read: Option<String> = second.get(&key).await.unwrap().get(&key).await.unwrap();
+    assert!(
+        read.is_none() || read.as_deref() == Some("v2"),
+        "read {read:?} through the second after its return: older than the acknowledged v2"
+    );
+    assert!(eventually(Duration::from_secs(10), || status_of(&first, "h").up).await);
+}

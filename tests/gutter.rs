@@ -173,6 +173,65 @@ async fn a_pool_of_gutter_nodes_alone_is_refused() {
     }
 }
 
+/// Every write on a gutter node is capped, on every path, whatever it is:
+/// `fan_out`'s (even of a key whose home is up: the gutter holds nothing
+/// of its own), and a `SORT ... STORE` whose destination is not the key
+/// the connection was taken for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_write_on_the_gutter_is_capped_on_every_path() {
+    let mut servers = start_servers(3);
+    let pool = builder_for(&servers[..2])
+        .gutter_node(&servers[2].url())
+        .penalty_min_wait(Duration::from_millis(300))
+        .penalty_max_wait(Duration::from_millis(600))
+        .build()
+        .await
+        .unwrap();
+    let gutter = RedisServer::client(&servers[2]);
+    let gutter = std::sync::Mutex::new(gutter);
+    let gutter_name = servers[2].name();
+    let pttl = |key: &str| -> i64 {
+        redis::cmd("PTTL").arg(key).query(&mut *gutter.lock().unwrap()).unwrap()
+    };
+    let capped = |key: &str| (1..=GUTTER_TTL.as_millis() as i64).contains(&pttl(key));
+
+    // fan_out, every node up: the gutter's copy is capped, the others not.
+    let key = key_on(&pool, &servers[0].name(), "fanned");
+    let results = pool
+        .fan_out(|mut conn| {
+            let key = key.clone();
+            async move {
+                let set = redis::cmd("SET").arg(&key).arg("v").arg("EX").arg(3600).clone();
+                (conn.node().to_owned(), conn.is_home(), set.query_async::<()>(&mut conn).await)
+            }
+        })
+        .await;
+    assert_eq!(results.len(), 3, "{results:?}");
+    assert!(results.iter().all(|(_, r)| r.as_ref().is_ok_and(|(_, _, set)| set.is_ok())));
+    assert!(capped(&key), "fan_out on the gutter: PTTL {}", pttl(&key));
+    let home_ttl: i64 = redis::cmd("PTTL").arg(&key).query(&mut servers[0].client()).unwrap();
+    assert!(home_ttl > GUTTER_TTL.as_millis() as i64, "the home's own copy: {home_ttl}");
+    for (node, home, _) in results.iter().filter_map(|(_, r)| r.as_ref().ok()) {
+        assert_eq!(*home, *node != gutter_name, "{node}: only the gutter is home to nothing");
+    }
+
+    // A key's home dies: its SORT ... STORE on the gutter caps the
+    // destination, which the connection was not taken for.
+    let victim = servers[0].name();
+    let [src, dst]: [String; 2] = keys_on(&pool, &victim, "sorted", 2).try_into().unwrap();
+    servers[0].kill();
+    // The heartbeat finds it.
+    assert!(eventually(Duration::from_secs(3), || !status_of(&pool, &victim).up).await);
+    let mut conn = pool.get(&src).await.unwrap();
+    assert_eq!(conn.node(), gutter_name);
+    let _: () = conn.rpush(&src, &[3, 1, 2]).await.unwrap();
+    let stored: i64 =
+        redis::cmd("SORT").arg(&src).arg("STORE").arg(&dst).query_async(&mut conn).await.unwrap();
+    assert_eq!(stored, 3);
+    assert!(capped(&src), "the sorted list: PTTL {}", pttl(&src));
+    assert!(capped(&dst), "SORT's destination: PTTL {}", pttl(&dst));
+}
+
 /// Removing the last node that holds keys would leave the gutter alone,
 /// with nowhere to keep a key (`get` would fail with `Closed` on a pool
 /// that is not closed): refused, naming why, and the pool serves on. The

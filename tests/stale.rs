@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use fluster::{NodeEvent, ShardedPool};
 use redis::{AsyncCommands, Value};
+use support::proxy::Proxy;
 use support::{RedisServer, eventually, keys_on, start_servers, status_of};
 
 const CAP: Duration = Duration::from_secs(30);
@@ -384,8 +385,22 @@ fn the_table_places_the_written_keys() {
     assert_eq!(written(&["fcall", "f", "1", "a"]), (vec!["a".into()], Reach::Listed));
     assert_eq!(written(&["EVALSHA", "abc", "3", "a"]), (vec![], Reach::More), "keys cut short");
     assert_eq!(written(&["EVAL", "return 1", "0"]), (vec![], Reach::More), "no key declared");
-    // Keys the positions do not give: the connection's key is added.
-    assert_eq!(written(&["ZUNIONSTORE", "d", "2", "a", "b"]), (vec!["d".into()], Reach::More));
+    // Keys that move are read as the server's key specs read them.
+    let listed = |keys: &[&str]| (keys.iter().map(|k| k.to_string()).collect(), Reach::Listed);
+    assert_eq!(written(&["ZUNIONSTORE", "d", "2", "a", "b"]), listed(&["d"]));
+    assert_eq!(written(&["SORT", "src", "STORE", "dst"]), listed(&["dst"]));
+    assert_eq!(written(&["sort", "src", "LIMIT", "0", "5", "GET", "store", "ALPHA"]), listed(&[]));
+    assert_eq!(written(&["SORT", "s", "BY", "STORE", "GET", "#", "store", "d"]), listed(&["d"]));
+    assert_eq!(written(&["GEORADIUS", "g", "0", "0", "5", "km", "STOREDIST", "d"]), listed(&["d"]));
+    let by_member = ["GEORADIUSBYMEMBER", "g", "m", "5", "km", "COUNT", "3", "STORE", "d"];
+    assert_eq!(written(&by_member), listed(&["d"]));
+    assert_eq!(written(&["LMPOP", "2", "a", "b", "LEFT"]), listed(&["a", "b"]));
+    assert_eq!(written(&["BZMPOP", "0", "1", "z", "MIN"]), listed(&["z"]));
+    let group = ["XREADGROUP", "GROUP", "streams", "c", "STREAMS", "s1", "s2", ">", ">"];
+    assert_eq!(written(&group), listed(&["s1", "s2"]));
+    let migrate = ["MIGRATE", "h", "1", "", "0", "9", "AUTH", "keys", "KEYS", "a", "b"];
+    assert_eq!(written(&migrate), listed(&["a", "b"]));
+    // A command the table does not know: the connection's key is added.
     assert_eq!(written(&["NOSUCHCOMMAND", "a"]), (vec![], Reach::More));
     // Writes of every key.
     assert_eq!(written(&["FLUSHALL"]), (vec![], Reach::All));
@@ -395,14 +410,19 @@ fn the_table_places_the_written_keys() {
 
 #[test]
 fn the_journal_holds_at_most_its_room() {
-    let journal =
-        journal::Journal::new(std::array::from_fn(|_| metrics::Counter::noop()), None, "a");
-    assert_eq!(journal.remember(b"k"), Some(true));
-    assert_eq!(journal.remember(b"k"), Some(false));
+    let journal = std::sync::Arc::new(journal::Journal::new(
+        std::array::from_fn(|_| metrics::Counter::noop()),
+        None,
+        "a",
+    ));
+    let key = |k: &[u8]| vec![k.to_vec().into_boxed_slice()];
+    drop(journal.depart(key(b"k")));
+    drop(journal.depart(key(b"k")));
+    assert_eq!(journal.len(), 1, "a key is remembered once");
     for i in 1..journal::JOURNAL_KEYS {
-        journal.remember(i.to_string().as_bytes());
+        drop(journal.depart(key(i.to_string().as_bytes())));
     }
-    assert_eq!(journal.remember(b"one too many"), None);
+    drop(journal.depart(key(b"one too many")));
     assert_eq!(journal.counts(), (0, 1), "what found no room is counted as dropped");
     let taken = journal.take();
     assert_eq!((taken.len(), journal.len()), (journal::JOURNAL_KEYS, 0));
@@ -411,40 +431,79 @@ fn the_journal_holds_at_most_its_room() {
     assert_eq!(journal.counts(), (0, 1), "all of it found room again");
 }
 
+/// A write in flight keeps its key through a return's take, and a return
+/// waits for it: what a write that lands after the deletes would escape.
+#[tokio::test]
+async fn a_write_in_flight_stays_remembered_until_it_lands() {
+    let journal = std::sync::Arc::new(journal::Journal::new(
+        std::array::from_fn(|_| metrics::Counter::noop()),
+        None,
+        "a",
+    ));
+    let flight = journal.depart(vec![b"k".to_vec().into_boxed_slice()]);
+    let mark = journal.mark();
+    let short = Duration::from_millis(20);
+    assert!(!journal.landed(mark, short).await, "a flight in the air is waited for");
+    assert_eq!(journal.take().len(), 1, "taken, to be deleted now");
+    assert_eq!(journal.len(), 1, "and still remembered while in flight");
+    let later = journal.depart(vec![b"j".to_vec().into_boxed_slice()]);
+    let landing = tokio::spawn({
+        let journal = journal.clone();
+        async move { journal.landed(mark, Duration::from_secs(10)).await }
+    });
+    drop(flight);
+    assert!(landing.await.unwrap(), "the wait ends when the flight lands, not a later one");
+    drop(later);
+    let mut taken = journal.take();
+    taken.sort();
+    assert_eq!(taken, [b"j".to_vec().into_boxed_slice(), b"k".to_vec().into_boxed_slice()]);
+    assert_eq!(journal.len(), 0, "landed: taken for good");
+}
+
 /// The record a fleet keeps on a stand-in: what `record` writes (before
-/// the copy, in the same round trip), `take_recorded` takes back whole and
-/// at once, on a real server; the set's TTL follows `stand_in_ttl`.
+/// the copy, in the same round trip), `read_recorded` reads and leaves,
+/// and `deletes` removes with the copies, in one transaction, exactly the
+/// members read; the set's TTL follows `stand_in_ttl`.
 #[test]
-fn the_record_on_a_stand_in_is_taken_back_whole() {
+fn the_record_on_a_stand_in_goes_only_with_its_copies() {
     let server = RedisServer::start();
     let mut conn = server.client();
     let counters = || std::array::from_fn(|_| metrics::Counter::noop());
     let journal = journal::Journal::new(counters(), Some("orders"), "cache-a");
-    assert!(journal::Journal::new(counters(), None, "cache-a").take_recorded().is_none());
+    assert!(journal::Journal::new(counters(), None, "cache-a").read_recorded().is_none());
     let ttl = Duration::from_secs(30);
     let mut pipe = redis::pipe();
     for key in ["k1", "k2", "k1"] {
         for cmd in journal.record(key.as_bytes(), Some(ttl)) {
             pipe.add_command(cmd);
         }
+        pipe.cmd("SET").arg(key).arg("copy");
     }
     let _: () = pipe.query(&mut conn).unwrap();
     let set = "fluster:fleet:orders:journal:cache-a";
     let pttl: i64 = redis::cmd("PTTL").arg(set).query(&mut conn).unwrap();
     assert!(pttl > 29_000 && pttl <= 30_000, "the record lives as long as the copies: {pttl}");
-    let take = journal.take_recorded().unwrap();
-    let replies: Vec<redis::Value> = redis::ConnectionLike::req_packed_commands(
-        &mut conn,
-        &take.get_packed_pipeline(),
-        0,
-        take.len(),
-    )
-    .unwrap();
-    let mut keys = journal::Journal::recorded(replies);
-    keys.sort();
-    assert_eq!(keys, [b"k1".to_vec().into_boxed_slice(), b"k2".to_vec().into_boxed_slice()]);
-    let left: bool = redis::cmd("EXISTS").arg(set).query(&mut conn).unwrap();
-    assert!(!left, "taking the record deletes it");
+    let send = |conn: &mut redis::Connection, pipe: &redis::Pipeline| -> Vec<redis::Value> {
+        let packed = pipe.get_packed_pipeline();
+        redis::ConnectionLike::req_packed_commands(conn, &packed, 0, pipe.len()).unwrap()
+    };
+    let mut members =
+        journal::Journal::recorded(send(&mut conn, &journal.read_recorded().unwrap()));
+    members.sort();
+    let k = |k: &str| k.as_bytes().to_vec().into_boxed_slice();
+    assert_eq!(members, [k("k1"), k("k2")]);
+    let left: i64 = redis::cmd("SCARD").arg(set).query(&mut conn).unwrap();
+    assert_eq!(left, 2, "reading the record leaves it");
+    // Meanwhile another write records k3: it stays, with its copy.
+    for cmd in journal.record(b"k3", Some(ttl)) {
+        let _: () = cmd.query(&mut conn).unwrap();
+    }
+    let _: () = redis::cmd("SET").arg("k3").arg("copy").query(&mut conn).unwrap();
+    let replies = send(&mut conn, &journal.deletes(&members, &members));
+    assert!(replies.iter().all(|r| !matches!(r, redis::Value::ServerError(_))), "{replies:?}");
+    let copies: i64 = redis::cmd("EXISTS").arg("k1").arg("k2").arg("k3").query(&mut conn).unwrap();
+    let left: Vec<String> = redis::cmd("SMEMBERS").arg(set).query(&mut conn).unwrap();
+    assert_eq!((copies, left), (1, vec!["k3".to_owned()]), "the deleted go, the new one stays");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -534,4 +593,169 @@ async fn a_transactions_caps_are_inside_it_in_both_flavours() {
     let (aborted, aborted_ttl, done, ttl) = outcome.await.unwrap();
     assert_eq!((aborted, aborted_ttl), (None, -1), "sync: an aborted transaction's cap ran");
     assert!(done.is_some() && ttl > 0, "sync: the cap did not apply with the write");
+}
+
+/// `MULTI`, the writes and `EXEC` sent one command at a time on a
+/// stand-in's connection: `EXEC` answers exactly the caller's commands, as
+/// on the home, in both flavours; the caps go with the writes, inside the
+/// transaction (not when it is discarded).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_sent_a_command_at_a_time_gets_its_own_replies_on_a_stand_in() {
+    let mut servers = start_servers(3);
+    let pool = pool(&servers, true).await;
+    let home = servers[0].name();
+    let keys = keys_on(&pool, &home, "one-by-one", 4);
+    servers[0].kill();
+    write_all(&pool, &keys[..1], "boxes it").await;
+    let key = &keys[1];
+    let mut conn = pool.get(key).await.unwrap();
+    assert!(!conn.is_home());
+    let _: () = redis::cmd("MULTI").query_async(&mut conn).await.unwrap();
+    let queued: String =
+        redis::cmd("INCRBY").arg(key).arg(10).query_async(&mut conn).await.unwrap();
+    assert_eq!(queued, "QUEUED");
+    let _: String = redis::cmd("INCRBY").arg(key).arg(10).query_async(&mut conn).await.unwrap();
+    let exec: Value = redis::cmd("EXEC").query_async(&mut conn).await.unwrap();
+    assert_eq!(exec, Value::Array(vec![Value::Int(10), Value::Int(20)]), "async");
+    let after: i64 = redis::cmd("INCRBY").arg(key).arg(1).query_async(&mut conn).await.unwrap();
+    assert_eq!(after, 21, "async: the next command's reply is its own");
+    assert!(capped(&servers, key), "async: {:?}", ttls(&servers, key));
+    // Discarded: the caps go with the writes, and the next one is clean.
+    let discarded = &keys[3];
+    let _: () = redis::cmd("MULTI").query_async(&mut conn).await.unwrap();
+    let _: String =
+        redis::cmd("SET").arg(discarded).arg("no").query_async(&mut conn).await.unwrap();
+    let _: () = redis::cmd("DISCARD").query_async(&mut conn).await.unwrap();
+    assert!(ttls(&servers, discarded).is_empty(), "{:?}", ttls(&servers, discarded));
+    let _: () = redis::cmd("MULTI").query_async(&mut conn).await.unwrap();
+    let _: String = redis::cmd("DECR").arg(key).query_async(&mut conn).await.unwrap();
+    let exec: (i64,) = redis::cmd("EXEC").query_async(&mut conn).await.unwrap();
+    assert_eq!(exec, (20,), "async, after a DISCARD");
+    drop(conn);
+
+    #[cfg(feature = "r2d2")]
+    {
+        let key = keys[2].clone();
+        let urls: Vec<String> = servers.iter().map(RedisServer::url).collect();
+        let seen = tokio::task::spawn_blocking(move || {
+            let builder = fluster::sync::ShardedPool::builder();
+            let pool =
+                urls.iter().fold(builder, |b, url| b.node(url)).stand_in_ttl(CAP).build().unwrap();
+            let mut conn = pool.get(&key).unwrap();
+            assert!(!conn.is_home());
+            let _: () = redis::cmd("MULTI").query(&mut conn).unwrap();
+            let q1: String = redis::cmd("INCRBY").arg(&key).arg(10).query(&mut conn).unwrap();
+            let q2: String = redis::cmd("INCRBY").arg(&key).arg(10).query(&mut conn).unwrap();
+            let exec: Value = redis::cmd("EXEC").query(&mut conn).unwrap();
+            let after: i64 = redis::cmd("INCRBY").arg(&key).arg(1).query(&mut conn).unwrap();
+            (q1, q2, exec, after)
+        });
+        let (q1, q2, exec, after) = seen.await.unwrap();
+        assert_eq!((q1.as_str(), q2.as_str()), ("QUEUED", "QUEUED"), "sync");
+        assert_eq!(exec, Value::Array(vec![Value::Int(10), Value::Int(20)]), "sync");
+        assert_eq!(after, 21, "sync: the next command's reply is its own");
+        assert!(capped(&servers, &keys[2]), "sync: {:?}", ttls(&servers, &keys[2]));
+    }
+}
+
+/// `fan_out` and `get_any`, taken for no key, follow the stand-in rules
+/// key by key: a write of a key whose home is boxed is capped on every
+/// node that takes it and deleted at the return; a write of a key whose
+/// home is up is the caller's, left as it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fan_out_and_get_any_cap_and_invalidate_a_boxed_homes_keys() {
+    let mut servers = start_servers(3);
+    let pool = pool(&servers, true).await;
+    let (home, other) = (servers[0].name(), servers[1].name());
+    let boxed = keys_on(&pool, &home, "fanned", 3);
+    let up = keys_on(&pool, &other, "fanned", 1).remove(0);
+    servers[0].kill();
+    write_all(&pool, &boxed[..1], "boxes it").await;
+    let (key, up) = (&boxed[1], &up);
+    let results = pool
+        .fan_out(|mut conn| async move {
+            assert!(conn.is_home(), "a node that holds keys is home to what it holds");
+            let set =
+                |k: &str| redis::cmd("SET").arg(k).arg("everywhere").arg("EX").arg(3600).clone();
+            let _: () = set(key).query_async(&mut conn).await?;
+            set(up).query_async::<()>(&mut conn).await
+        })
+        .await;
+    assert_eq!(results.len(), 2, "the live nodes: {results:?}");
+    assert!(results.iter().all(|(_, r)| matches!(r, Ok(Ok(())))), "{results:?}");
+    let copies = ttls(&servers, key);
+    assert_eq!(copies.len(), 2, "{copies:?}");
+    assert!(copies.values().all(|&ttl| ttl > 0 && ttl <= CAP.as_millis() as i64), "{copies:?}");
+    let theirs = ttls(&servers, up);
+    assert!(theirs.values().all(|&ttl| ttl > CAP.as_millis() as i64), "{theirs:?}");
+    let any = &boxed[2];
+    let mut conn = pool.get_any().await.unwrap();
+    let _: () = redis::cmd("SET")
+        .arg(any)
+        .arg("v")
+        .arg("EX")
+        .arg(3600)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    drop(conn);
+    assert!(capped(&servers, any), "get_any: {:?}", ttls(&servers, any));
+    assert_eq!(status_of(&pool, &home).stand_in_keys, 3, "remembered for the return");
+
+    servers[0].restart();
+    back(&pool, &home, 3).await;
+    for key in [key, any] {
+        assert!(ttls(&servers, key).is_empty(), "survived the return: {:?}", ttls(&servers, key));
+    }
+    assert_eq!(ttls(&servers, up).len(), 2, "the caller's own write stays");
+}
+
+/// A stand-in write in flight when its home returns (its bytes held on
+/// the way, and delivered well after the return's deletes would be done)
+/// does not escape the return: the return waits for it and deletes it, so
+/// a second failure does not bring its value back over a later write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stand_in_write_in_flight_at_the_return_is_deleted_too() {
+    let mut servers = start_servers(2);
+    let proxy = Proxy::start(servers[1].port());
+    // The stand-in through the proxy, named so that routing is the same.
+    let pool = ShardedPool::builder()
+        .named_node("home", &servers[0].url())
+        .named_node("stand-in", &proxy.url())
+        .penalty_min_wait(Duration::from_millis(100))
+        .penalty_max_wait(Duration::from_millis(200))
+        // The held write is acknowledged, not timed out.
+        .response_timeout(Duration::from_secs(5))
+        .stand_in_ttl(CAP)
+        .invalidate_on_return(true)
+        .build()
+        .await
+        .unwrap();
+    let key = keys_on(&pool, "home", "in-flight", 1).remove(0);
+    write_all(&pool, std::slice::from_ref(&key), "v1").await;
+    servers[0].kill();
+    let _ = pool.get(&key).await.unwrap().set::<_, _, ()>(&key, "boxes it").await;
+    assert!(eventually(Duration::from_secs(3), || !status_of(&pool, "home").up).await);
+    let _ = pool.del(&[&key]).await.unwrap();
+
+    proxy.hold(b"held-value", Duration::from_millis(1_500));
+    let writer = tokio::spawn({
+        let (pool, key) = (pool.clone(), key.clone());
+        async move { pool.mset(&[(&key, "held-value")]).await }
+    });
+    // It left: remembered before its bytes, which the proxy holds.
+    let left = eventually(Duration::from_secs(3), || status_of(&pool, "home").stand_in_keys == 1);
+    assert!(left.await, "{:?}", status_of(&pool, "home"));
+    servers[0].restart();
+    writer.await.unwrap().expect("the held write is acknowledged");
+    back(&pool, "home", 1).await;
+
+    // A later write at home; then the home fails again.
+    let mut conn = pool.get(&key).await.unwrap();
+    assert!(conn.is_home());
+    let _: () = conn.set(&key, "v3").await.unwrap();
+    drop(conn);
+    servers[0].kill();
+    let read = read_all(&pool, std::slice::from_ref(&key)).await.remove(0);
+    assert_eq!(read, None, "the stand-in's write from before the return came back");
 }

@@ -264,6 +264,9 @@ impl<M: NodeManager, F> Builder<M, F> {
         /// keys are routed to it again, every copy this process wrote
         /// through a stand-in for one of its keys: on the stand-ins and on
         /// the node itself, whose own copies are older (default false).
+        /// A key is remembered before its write leaves, and the return
+        /// waits for writes still in flight (at most twice
+        /// `response_timeout`) before it deletes.
         /// Remembers up to 65,536 keys per node; writes past that, and
         /// copies on a stand-in that cannot be reached at the return, are
         /// counted (`fluster_stand_in_writes_total{result="dropped"}`) and
@@ -327,10 +330,12 @@ impl<M: NodeManager, F> Builder<M, F> {
         /// followed in the same round trip by `PEXPIRE key ttl LT` (inside
         /// a transaction's `MULTI`/`EXEC` if it is in one), so the copy
         /// lives at most `ttl` once its home is back. On every path: `get`,
-        /// `get_shared`, `pipeline`, `mset`, `del`, `transaction`, the sync
-        /// flavour. A command whose keys Redis's table does not place
-        /// (`EVAL`, `FCALL`, a module's) caps the key the connection was
-        /// taken for. Needs Redis 7.0 or later (`LT`).
+        /// `get_shared`, `pipeline`, `mset`, `del`, `transaction`,
+        /// [`fan_out`](crate::ShardedPool::fan_out) (for a key whose home
+        /// is boxed), the sync flavour. A command whose keys neither
+        /// Redis's table nor its words place (`EVAL` declaring no keys, a
+        /// module's) caps the key the connection was taken for. Needs Redis
+        /// 7.0 or later (`LT`).
         stand_in_ttl: Duration;
     }
 
@@ -347,7 +352,9 @@ impl<M: NodeManager, F> Builder<M, F> {
     /// round trip (a set `fluster:fleet:{name}:journal:{home}`, its TTL
     /// following [`stand_in_ttl`](Self::stand_in_ttl)), so the first
     /// process to let the home back in deletes every process's stand-in
-    /// copies, a dead process's too.
+    /// copies, a dead process's too; a record is removed only with its
+    /// copies, so another process returning the home meanwhile finds it
+    /// and deletes too.
     ///
     /// Costs one subscriber connection per node per process; messages
     /// travel only when a node changes state. Nodes given by URL or

@@ -200,7 +200,8 @@ fn count_records<M: NodeManager, S: Store<M>>(core: &Core<M, S>) {
         tokio::spawn(async move {
             let mut pipe = redis::pipe();
             pipe.add_command(scard);
-            let replies = send_to_others(&nodes, home.name(), &pipe).await.into_iter().flatten();
+            let replies = send_to_others(&nodes, home.name(), &pipe).await;
+            let replies = replies.into_iter().flat_map(|(_, replies)| replies);
             let keys = replies.filter_map(|reply| redis::from_redis_value::<u64>(reply).ok());
             let keys = keys.sum();
             // A count that comes back after the return is stale.

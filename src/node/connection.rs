@@ -10,17 +10,17 @@ use std::sync::Arc;
 
 use bb8::PooledConnection;
 use redis::aio::ConnectionLike;
-use redis::{Arg, Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, RedisResult, Value};
+use redis::{Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, RedisResult, Value};
 
 use crate::backend::manager::RedisManager;
 use crate::backend::near::{Fence, Look, NearCache};
 use crate::backend::reads::{self, Read};
 use crate::health::failure::{Failure, FailureKind, Replies, failure};
 use crate::node::lease::unmarked;
-use crate::node::session::{Effect, effect};
+use crate::node::session::{Effect, effect, turn};
 use crate::node::shared::Muxed;
 use crate::node::tracked::{ConnectionAbilities, NodeManager, Tracked};
-use crate::stand_in::writes::{Capped, Caps, StandIn};
+use crate::stand_in::writes::{Capped, StandIn, words};
 
 /// A connection checked out of one node's pool; it goes back when dropped.
 ///
@@ -155,14 +155,6 @@ impl<M: NodeManager> fmt::Debug for SharedConnection<M> {
     }
 }
 
-/// The words of `cmd`, name first.
-fn words(cmd: &Cmd) -> impl Iterator<Item = &[u8]> {
-    cmd.args_iter().filter_map(|arg| match arg {
-        Arg::Simple(word) => Some(word),
-        _ => None,
-    })
-}
-
 /// A reply's error, if it is one: what `req_packed_command` returns.
 pub(crate) fn own_reply(value: Value) -> RedisResult<Value> {
     match value {
@@ -171,17 +163,27 @@ pub(crate) fn own_reply(value: Value) -> RedisResult<Value> {
     }
 }
 
-/// `pipeline` with `caps` in one round trip (see [`Capped`]); its own
-/// replies.
-async fn capped<W: ConnectionLike>(
-    wire: &mut W,
-    pipeline: &Pipeline,
-    span: (usize, usize),
-    caps: Caps,
-) -> RedisResult<Vec<Value>> {
-    let capped = Capped::new(pipeline, span, caps);
-    let values = wire.req_packed_commands(&capped.pipe, capped.offset, capped.count).await?;
-    Ok(capped.replies(values))
+/// The one reply of a command sent with its stand-in's own
+/// ([`StandIn::replies`] hands back the caller's alone), as
+/// `req_packed_command` returns it.
+pub(crate) fn only_reply(values: Vec<Value>) -> RedisResult<Value> {
+    let missing = || RedisError::from((ErrorKind::Client, "no reply to the command"));
+    values.into_iter().next().ok_or_else(missing).and_then(own_reply)
+}
+
+/// The stand-in's `capped` commands in one round trip (see [`Capped`]);
+/// the caller's own replies.
+async fn capped<O: Observed>(conn: &mut O, capped: Capped) -> RedisResult<Vec<Value>> {
+    let values = conn.wire().req_packed_commands(&capped.pipe, capped.offset, capped.count).await;
+    // `capped` came from the connection's stand-in, which is still there.
+    let Some(stand_in) = conn.stand_in() else { return values };
+    match values {
+        Ok(values) => Ok(stand_in.replies(capped, values)),
+        Err(e) => {
+            stand_in.lost();
+            Err(e)
+        }
+    }
 }
 
 /// A connection handed to a caller: the wire its commands go on, and where
@@ -197,7 +199,7 @@ trait Observed: Send {
     fn arm(&mut self);
     fn observe(&mut self, failure: Option<Failure<'_>>);
     /// What it needs to cap its writes, if it is a stand-in's.
-    fn stand_in(&self) -> Option<&StandIn>;
+    fn stand_in(&mut self) -> Option<&mut StandIn>;
     /// The near cache of its node, if it has one: its writes fence it.
     fn near(&self) -> Option<&Arc<NearCache>>;
     /// Whether its reads may be answered by that near cache: it is the
@@ -205,10 +207,15 @@ trait Observed: Send {
     fn reads_near(&self) -> bool {
         false
     }
-    /// The caps to send with `cmds`, if any: only a stand-in's connection
-    /// looks at what it writes.
-    fn caps<'c>(&self, cmds: impl Iterator<Item = &'c Cmd>) -> Option<Caps> {
-        self.stand_in()?.caps(cmds.map(|c| words(c).collect::<Vec<_>>()))
+    /// What goes on the wire for `cmds` (atomic or not, the caller wanting
+    /// `span` of the replies), if more than they: only a stand-in's
+    /// connection looks at what it writes ([`StandIn::wrap`]).
+    fn wrap<'c>(
+        &mut self,
+        cmds: (impl Iterator<Item = &'c Cmd>, bool),
+        span: (usize, usize),
+    ) -> Option<Capped> {
+        self.stand_in()?.wrap(cmds, span, turn)
     }
 }
 
@@ -233,8 +240,8 @@ where
         self.conn.in_flight = false;
         self.conn.observe(failure);
     }
-    fn stand_in(&self) -> Option<&StandIn> {
-        self.stand_in.as_deref()
+    fn stand_in(&mut self) -> Option<&mut StandIn> {
+        self.stand_in.as_deref_mut()
     }
     fn near(&self) -> Option<&Arc<NearCache>> {
         self.conn.near.as_ref()
@@ -282,8 +289,8 @@ where
     fn observe(&mut self, failure: Option<Failure<'_>>) {
         self.mux.observe(failure);
     }
-    fn stand_in(&self) -> Option<&StandIn> {
-        self.stand_in.as_deref()
+    fn stand_in(&mut self) -> Option<&mut StandIn> {
+        self.stand_in.as_deref_mut()
     }
     fn near(&self) -> Option<&Arc<NearCache>> {
         self.mux.near.as_ref()
@@ -293,14 +300,15 @@ where
     }
 }
 
-/// Sends `cmd` with its caps, and reports the outcome.
+/// Sends `cmd` (with its stand-in's records and caps), and reports the
+/// outcome.
 async fn send<O: Observed>(conn: &mut O, cmd: &Cmd) -> RedisResult<Value> {
-    let caps = conn.caps(std::iter::once(cmd));
+    let wrapped = conn.wrap((std::iter::once(cmd), false), (0, 1));
     conn.arm();
-    let result = match caps {
+    let result = match wrapped {
         None => conn.wire().send_packed(cmd).await,
         // Rare, and kept out of the common path's future (boxed).
-        Some(caps) => Box::pin(send_capped(conn.wire(), cmd, caps)).await,
+        Some(wrapped) => Box::pin(capped(conn, wrapped)).await.and_then(only_reply),
     };
     judged(conn, result)
 }
@@ -311,14 +319,6 @@ async fn send<O: Observed>(conn: &mut O, cmd: &Cmd) -> RedisResult<Value> {
 fn judged<O: Observed, V: Replies>(conn: &mut O, result: RedisResult<V>) -> RedisResult<V> {
     conn.observe(failure(&result));
     unmarked(result)
-}
-
-/// `cmd` and its caps, in one round trip: `cmd`'s own reply.
-async fn send_capped<W: ConnectionLike>(wire: &mut W, cmd: &Cmd, caps: Caps) -> RedisResult<Value> {
-    let mut one = redis::pipe();
-    one.add_command(cmd.clone());
-    let values = capped(wire, &one, (0, 1), caps).await;
-    values.and_then(|mut values| own_reply(values.swap_remove(0)))
 }
 
 /// One command, admitted (and, with a near cache, looked up or fenced)
@@ -400,11 +400,11 @@ async fn many<O: Observed>(
             .collect(),
         None => Vec::new(),
     };
-    let caps = conn.caps(pipeline.cmd_iter());
+    let wrapped = conn.wrap((pipeline.cmd_iter(), pipeline.is_transaction()), (offset, count));
     conn.arm();
-    let result = match caps {
+    let result = match wrapped {
         None => conn.wire().req_packed_commands(pipeline, offset, count).await,
-        Some(caps) => capped(conn.wire(), pipeline, (offset, count), caps).await,
+        Some(wrapped) => capped(conn, wrapped).await,
     };
     judged(conn, result)
 }

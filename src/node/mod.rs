@@ -307,15 +307,17 @@ impl<M: NodeManager, S: Store<M>> Node<M, S> {
 
 /// Sends the pool's own `pipe` to every node of `nodes` but the one named
 /// `name` that is up, all at once, each on a connection of its own
-/// ([`Node::send_own`]): the replies of those that answered. How the pool
+/// ([`Node::send_own`]): the replies of those that answered, with their
+/// names. How the pool
 /// tells or asks the other nodes about one node (its records on them, the
 /// fleet's news); one that fails here is judged by its own traffic.
 pub(crate) async fn send_to_others<M: NodeManager, S: Store<M>>(
     nodes: &[Arc<Node<M, S>>],
     name: &NodeName,
     pipe: &redis::Pipeline,
-) -> Vec<Vec<redis::Value>> {
+) -> Vec<(NodeName, Vec<redis::Value>)> {
     let others = nodes.iter().filter(|node| node.name() != name && node.cell.is_up());
-    let sent = futures_util::future::join_all(others.map(|node| node.send_own(pipe))).await;
-    sent.into_iter().filter_map(|replies| replies.ok().flatten()).collect()
+    let sent = others.map(|node| async { (*node.name(), node.send_own(pipe).await) });
+    let sent = futures_util::future::join_all(sent).await;
+    sent.into_iter().filter_map(|(name, replies)| Some((name, replies.ok()??))).collect()
 }

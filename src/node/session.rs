@@ -7,6 +7,8 @@
 //! pool drops one whose session changed instead of handing it on; the shared
 //! path refuses the commands outright. Pure: the command's words come in.
 
+use crate::stand_in::writes::Turn;
+
 /// What a command does to its connection's session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Effect {
@@ -39,6 +41,17 @@ pub(crate) fn effect<'a>(mut args: impl Iterator<Item = &'a [u8]>) -> Effect {
         return Effect::None;
     }
     named(name, args)
+}
+
+/// What the command whose words (name first) are `args` does to a
+/// transaction, for a stand-in's connection that follows it
+/// (`StandIn::wrap`).
+pub(crate) fn turn(args: &[&[u8]]) -> Turn {
+    match effect(args.iter().copied()) {
+        Effect::Multi => Turn::Opens,
+        Effect::Exec => Turn::Ends,
+        _ => Turn::Other,
+    }
 }
 
 /// [`effect`] for a command of four letters or more.

@@ -28,8 +28,8 @@ use crate::node::{CheckoutError, Node, Spec, Store};
 use crate::route::{self, NodeName};
 use crate::runtime::status::NodeStatus;
 use crate::runtime::table::{Held, Route, Table};
-use crate::settings::{GUTTER_TTL, Settings};
-use crate::stand_in::writes::StandIn;
+use crate::settings::{Failover, GUTTER_TTL, Settings};
+use crate::stand_in::writes::{Judge, StandIn};
 
 /// What a pool starts from: each node's name, weight and manager, the
 /// checked settings and the probe check.
@@ -181,13 +181,18 @@ impl<M: NodeManager, S: Store<M>> Core<M, S> {
     ) -> Result<(usize, bool, Option<Box<StandIn>>), Error> {
         let index = route.next()?;
         let home = route.is_home(index);
-        Ok((index, home, self.stand_in(table, index, key, home)))
+        let stand_in = match key {
+            Some(_) => self.stand_in(table, index, key, home),
+            // `get_any`: no key to judge by, so each written one is.
+            None => self.stand_in_live(table, index),
+        };
+        Ok((index, home, stand_in))
     }
 
     /// What a connection from `index` needs to cap and remember its writes,
     /// if it is not the key's home and the settings watch stand-ins, or it
     /// is a gutter node's (every write there is capped, by
-    /// [`GUTTER_TTL`] if `stand_in_ttl` is unset).
+    /// [`GUTTER_TTL`] if `stand_in_ttl` is unset): [`Judge::Routed`].
     pub(crate) fn stand_in(
         &self,
         table: &Held<M, S>,
@@ -198,18 +203,33 @@ impl<M: NodeManager, S: Store<M>> Core<M, S> {
         if home {
             return None;
         }
+        self.watch(table, index, key, Judge::Routed)
+    }
+
+    /// What a connection from `index` taken for no key (`get_any`,
+    /// `fan_out`) needs to cap and remember the writes that are a
+    /// stand-in's: of keys whose home does not serve them now, or any on a
+    /// gutter node ([`Judge::Live`]).
+    pub(crate) fn stand_in_live(&self, table: &Held<M, S>, index: usize) -> Option<Box<StandIn>> {
+        let warm = self.settings.failover == Failover::Reroute;
+        self.watch(table, index, None, Judge::Live { warm })
+    }
+
+    fn watch(
+        &self,
+        table: &Held<M, S>,
+        index: usize,
+        key: Option<&[u8]>,
+        judge: Judge,
+    ) -> Option<Box<StandIn>> {
         let gutter = table.nodes[index].gutter;
         if !(gutter || self.settings.watches_stand_ins()) {
             return None;
         }
         let ttl = self.settings.stand_in_ttl;
-        Some(Box::new(StandIn {
-            homes: table.homes.clone(),
-            serving: index,
-            key: key.map(Box::from),
-            ttl: if gutter { Some(ttl.unwrap_or(GUTTER_TTL)) } else { ttl },
-            remember: self.settings.invalidate_on_return,
-        }))
+        let ttl = if gutter { Some(ttl.unwrap_or(GUTTER_TTL)) } else { ttl };
+        let remember = self.settings.invalidate_on_return;
+        Some(Box::new(StandIn::new(table.homes.clone(), index, key, (ttl, remember), judge)))
     }
 
     /// `GET key` from the near cache of the key's home

@@ -7,13 +7,14 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
-use redis::Value;
+use redis::{Pipeline, Value};
 
 use crate::health::cell::Commons;
 use crate::health::event::NodeEvent;
 use crate::health::failure::{FailureKind, one_line};
 use crate::node::tracked::NodeManager;
 use crate::node::{Node, Store, send_to_others};
+use crate::route::NodeName;
 use crate::runtime::core::Core;
 use crate::stand_in::journal::Journal;
 
@@ -67,6 +68,9 @@ where
                 *next = now + period;
             }
             let mut deadline = next_gauges.min(*next);
+            // A stand-in write in flight has its reply, or its timeout,
+            // within about `response_timeout`: how long a return waits.
+            let landing = core.settings.response_timeout.saturating_mul(2);
             for node in &table.nodes {
                 if !node.cell.is_up() {
                     node.release();
@@ -77,7 +81,7 @@ where
                         // Stand-ins served some of its keys until now.
                         if node.journal.len() > 0 {
                             let (node, nodes) = (node.clone(), table.nodes.clone());
-                            tokio::spawn(async move { after_return(&node, &nodes).await });
+                            tokio::spawn(async move { after_return(&node, &nodes, landing).await });
                         }
                     }
                     Some(until) => deadline = deadline.min(until),
@@ -88,7 +92,7 @@ where
                     Some(_) if node.cell.start_probe() => {
                         // The task holds the nodes, not the pool, and ends
                         // within a few probe timeouts.
-                        tokio::spawn(probe(node.clone(), table.nodes.clone()));
+                        tokio::spawn(probe(node.clone(), table.nodes.clone(), landing));
                     }
                     _ => {}
                 }
@@ -108,74 +112,115 @@ where
 /// on the stand-ins), on it (it is still boxed) and on the others, then
 /// lets it back in. A failure on `node` fails the probe, the keys still
 /// remembered; another node that cannot be reached does not hold the
-/// return (the writes are counted as dropped, left to the TTL).
-async fn probe<M: NodeManager, S: Store<M>>(node: Arc<Node<M, S>>, nodes: Vec<Arc<Node<M, S>>>) {
+/// return (the writes are counted as dropped, left to the TTL). `landing`
+/// bounds the wait for this process's stand-in writes in flight.
+///
+/// Why no process of a fleet routes a key home to a copy not yet deleted,
+/// however many return the node at once: each write's record goes to its
+/// stand-in before the write, in the same round trip; a return reads the
+/// records and leaves them ([`Journal::read_recorded`]), deletes the keys
+/// on the home first, and only then, on each stand-in, deletes them there
+/// and removes exactly the members it read, in one transaction
+/// ([`Journal::deletes`]). So a record disappears only after the home's
+/// copy and its stand-in's copy are gone: a second process returning the
+/// node meanwhile either reads the record and deletes too before it lets
+/// the node in, or finds it gone because those deletes are done. (A write
+/// whose record lands before such a transaction and whose copy lands after
+/// it is still in flight: its own process remembers it, below.)
+///
+/// This process's own writes: those in flight now land first (each is
+/// remembered from before its bytes leave until its reply is in, and kept
+/// through any take until then), so none reaches its stand-in after the
+/// deletes unseen; those that leave during the return are deleted after it
+/// ([`after_return`]).
+async fn probe<M: NodeManager, S: Store<M>>(
+    node: Arc<Node<M, S>>,
+    nodes: Vec<Arc<Node<M, S>>>,
+    landing: Duration,
+) {
     let mut outcome = node.probe().await;
-    let mut keys = Vec::new();
+    let (mut local, mut records, mut keys) = (Vec::new(), Vec::new(), Vec::new());
     if outcome.is_ok() {
-        keys = node.journal.take();
-        keys.extend(recorded(&node, &nodes).await);
+        node.journal.landed(node.journal.mark(), landing).await;
+        local = node.journal.take();
+        records = recorded(&node, &nodes).await;
+        keys = local.clone();
+        keys.extend(records.iter().flat_map(|(_, members)| members.iter().cloned()));
         keys.sort_unstable();
         keys.dedup();
     }
     if outcome.is_ok() && !keys.is_empty() {
-        match delete(&node, &keys).await {
+        match delete(&node, &node.journal.deletes(&keys, &[])).await {
             Ok(true) => {}
             // Its connections cannot carry a DEL: nothing can be deleted
             // anywhere, so nothing holds the return.
-            Ok(false) => node.journal.settle(0, std::mem::take(&mut keys).len()),
+            Ok(false) => {
+                node.journal.settle(0, std::mem::take(&mut keys).len());
+                records.clear();
+            }
             Err(e) => outcome = Err(e),
         }
     }
     if outcome.is_err() {
-        node.journal.restore(keys);
+        // The records stay on the stand-ins; what this process remembered
+        // goes back to its journal.
+        node.journal.restore(local);
         return node.cell.finish_probe(outcome);
     }
     let count = keys.len();
-    if elsewhere(&node, &nodes, keys).await {
+    if elsewhere(&node, &nodes, keys, &records).await {
         node.cell.commons.send(NodeEvent::Invalidated { node: *node.name(), keys: count });
         tracing::info!(node = %node.name(), keys = count, "stand-in copies invalidated");
     }
+    node.journal.counted(0);
     node.cell.finish_probe(outcome);
     // What stand-ins took meanwhile: writes routed before the return.
-    after_return(&node, &nodes).await;
+    after_return(&node, &nodes, landing).await;
 }
 
-/// With a fleet: the keys every process recorded for `home` on the other
-/// nodes (taken from them), all at once. A node that cannot be reached
-/// keeps its record for a later return.
+/// With a fleet: the keys every process recorded for `home` on each other
+/// node that answered, read and left there.
 async fn recorded<M: NodeManager, S: Store<M>>(
     home: &Node<M, S>,
     nodes: &Nodes<M, S>,
-) -> Vec<Box<[u8]>> {
-    let Some(take) = home.journal.take_recorded() else { return Vec::new() };
-    let replies = send_to_others(nodes, home.name(), &take).await;
-    let keys = replies.into_iter().flat_map(Journal::recorded).collect();
-    home.journal.counted(0);
-    keys
+) -> Vec<(NodeName, Vec<Box<[u8]>>)> {
+    let Some(read) = home.journal.read_recorded() else { return Vec::new() };
+    let replies = send_to_others(nodes, home.name(), &read).await;
+    let members = replies.into_iter().map(|(name, replies)| (name, Journal::recorded(replies)));
+    members.filter(|(_, members)| !members.is_empty()).collect()
 }
 
 /// Deletes on the other nodes what stand-ins took for `home` since its
-/// return: writes routed before it, or during its warm-up.
-async fn after_return<M: NodeManager, S: Store<M>>(home: &Node<M, S>, nodes: &Nodes<M, S>) {
-    elsewhere(home, nodes, home.journal.take()).await;
+/// return (writes routed before it, or during its warm-up), once those in
+/// flight now have landed (at most `landing`).
+async fn after_return<M: NodeManager, S: Store<M>>(
+    home: &Node<M, S>,
+    nodes: &Nodes<M, S>,
+    landing: Duration,
+) {
+    home.journal.landed(home.journal.mark(), landing).await;
+    elsewhere(home, nodes, home.journal.take(), &[]).await;
 }
 
 /// Deletes `keys` on every node but `home`, all at once (with rendezvous
-/// hashing its keys have stand-ins all over the pool); counts them, and
+/// hashing its keys have stand-ins all over the pool), with each node's
+/// `records` of them (removed in the same transaction); counts them, and
 /// says whether they all went.
 async fn elsewhere<M: NodeManager, S: Store<M>>(
     home: &Node<M, S>,
     nodes: &Nodes<M, S>,
     keys: Vec<Box<[u8]>>,
+    records: &[(NodeName, Vec<Box<[u8]>>)],
 ) -> bool {
     if keys.is_empty() {
         return false;
     }
     let others = nodes.iter().filter(|node| node.name() != home.name());
     let runs = others.map(|node| async {
+        let read = records.iter().find(|(name, _)| name == node.name());
+        let members = read.map_or(&[][..], |(_, members)| members);
         let outcome = match node.cell.is_up() {
-            true => delete(node, &keys).await,
+            true => delete(node, &home.journal.deletes(&keys, members)).await,
             false => Err((FailureKind::Connect, "boxed".to_owned())),
         };
         let mute = || (FailureKind::Check, "its connections cannot carry a DEL".to_owned());
@@ -194,21 +239,22 @@ async fn elsewhere<M: NodeManager, S: Store<M>>(
     false
 }
 
-/// Deletes `keys` on `node`, on a connection of its own
+/// Sends `deletes` to `node`, on a connection of its own
 /// ([`Node::send_own`]); `Ok(false)` if its connections cannot carry the
 /// pool's own commands: nothing was deleted.
 async fn delete<M: NodeManager, S: Store<M>>(
     node: &Node<M, S>,
-    keys: &[Box<[u8]>],
+    deletes: &Pipeline,
 ) -> Result<bool, (FailureKind, String)> {
-    let mut pipe = redis::pipe();
-    for batch in keys.chunks(1_000) {
-        pipe.cmd("DEL").arg(batch);
-    }
-    let Some(replies) = node.send_own(&pipe).await? else { return Ok(false) };
+    let Some(replies) = node.send_own(deletes).await? else { return Ok(false) };
     // Any refusal the classifier lets pass (`DEL` renamed, or denied by an
-    // ACL) deleted nothing: the copies stay, so the node stays out.
-    let refused = replies.into_iter().find_map(|reply| match reply {
+    // ACL), in a reply or inside `EXEC`'s: the copies stay, so the node
+    // stays out.
+    let nested = |reply: &Value| match reply {
+        Value::Array(replies) => replies.clone(),
+        reply => vec![reply.clone()],
+    };
+    let refused = replies.iter().flat_map(nested).find_map(|reply| match reply {
         Value::ServerError(e) => Some(e),
         _ => None,
     });

@@ -24,7 +24,7 @@ pub(crate) struct Table<M: NodeManager, S> {
     /// Over the gutter nodes: `nodes[router.len()..]`.
     gutter: Router,
     pub(crate) nodes: Vec<Arc<Node<M, S>>>,
-    /// The router again with each node's journal: what a stand-in's
+    /// The router again with each node's journal and health: what a stand-in's
     /// connection is handed. A copy of the router, not a share of it, so
     /// routing reaches its own without one more pointer to follow.
     pub(crate) homes: Arc<Homes>,
@@ -39,7 +39,8 @@ impl<M: NodeManager, S: Store<M>> Table<M, S> {
             |nodes: &[Arc<Node<M, S>>]| Router::new(nodes.iter().map(|n| (&**n.name(), n.weight)));
         let (router, gutter) = (over(&nodes[..keyed]), over(&nodes[keyed..]));
         let journals = nodes[..keyed].iter().map(|n| n.journal.clone()).collect();
-        let homes = Arc::new(Homes { router: router.clone(), journals });
+        let cells = nodes[..keyed].iter().map(|n| n.cell.clone()).collect();
+        let homes = Arc::new(Homes { router: router.clone(), journals, cells });
         Table { router, gutter, nodes, homes, commons: commons.clone() }
     }
 

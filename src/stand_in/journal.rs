@@ -1,27 +1,43 @@
 //! The journal (`invalidate_on_return`): the keys this process wrote
 //! through stand-ins for one home node, bounded, until the home returns;
-//! with a fleet, also kept on the stand-ins themselves, where every
-//! process of the fleet finds them (a dead one's too).
+//! the writes still in flight, which a return waits for; with a fleet,
+//! also kept on the stand-ins themselves, where every process of the
+//! fleet finds them (a dead one's too).
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use metrics::Counter;
 use redis::{Cmd, Pipeline, Value};
+use tokio::sync::Notify;
 
 /// The most keys remembered per home node: writes past them are counted as
 /// dropped and left to `stand_in_ttl`. About 100 bytes each with a short
 /// key: a few megabytes per node at most.
 pub(crate) const JOURNAL_KEYS: usize = 65_536;
 
+/// What the journal keeps under its lock.
+#[derive(Debug, Default)]
+struct Kept {
+    keys: HashSet<Box<[u8]>>,
+    /// Stand-in writes in flight (sent, their replies not in), by the
+    /// number each departed with: their keys.
+    flights: BTreeMap<u64, Vec<Box<[u8]>>>,
+    /// The number the next flight departs with.
+    next: u64,
+}
+
 /// The keys this process wrote through stand-ins for one home node: at
-/// most [`JOURNAL_KEYS`] of them, and what became of them (counted, and
-/// told to its `fluster_stand_in_writes_total` counters).
+/// most [`JOURNAL_KEYS`] of them, the writes of them still in flight, and
+/// what became of them (counted, and told to its
+/// `fluster_stand_in_writes_total` counters).
 #[derive(Debug)]
 pub(crate) struct Journal {
-    keys: Mutex<HashSet<Box<[u8]>>>,
+    kept: Mutex<Kept>,
+    /// Told each time a flight lands.
+    landed: Notify,
     /// Writes deleted at a return, and writes left to the TTL, so far.
     invalidated: AtomicU64,
     dropped: AtomicU64,
@@ -34,13 +50,32 @@ pub(crate) struct Journal {
     counted: AtomicU64,
 }
 
+/// A stand-in write in flight, from before its bytes are sent until its
+/// reply is in (or its future dropped): until then its keys stay in the
+/// journal whatever a return takes, and a return waits for it
+/// ([`Journal::landed`]) before deleting, so that a write that reaches
+/// its stand-in after a return's deletes is not forgotten by it.
+#[derive(Debug)]
+pub(crate) struct Flight {
+    journal: Arc<Journal>,
+    number: u64,
+}
+
+impl Drop for Flight {
+    fn drop(&mut self) {
+        self.journal.lock().flights.remove(&self.number);
+        self.journal.landed.notify_waiters();
+    }
+}
+
 impl Journal {
     /// The journal of the node `home`, which tells `counters`
     /// (remembered, invalidated, dropped) and, in the fleet named
     /// `fleet`, is kept on the stand-ins too.
     pub(crate) fn new(counters: [Counter; 3], fleet: Option<&str>, home: &str) -> Self {
         Journal {
-            keys: Mutex::default(),
+            kept: Mutex::default(),
+            landed: Notify::new(),
             invalidated: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             counters,
@@ -60,15 +95,37 @@ impl Journal {
         add.into_iter().chain(expire)
     }
 
-    /// With a fleet: what takes, at once, the keys every process recorded
-    /// on one stand-in for this home (`MULTI`, `SMEMBERS`, `DEL`, `EXEC`:
-    /// a write recorded meanwhile lands in a set of its own, for the next
-    /// return), read back by [`recorded`](Self::recorded).
-    pub(crate) fn take_recorded(&self) -> Option<Pipeline> {
-        let set = self.shared.as_deref()?;
+    /// With a fleet: what reads the keys every process recorded on one
+    /// stand-in for this home, leaving them there (read back by
+    /// [`recorded`](Self::recorded)): they are removed only once their
+    /// copies are deleted ([`deletes`](Self::deletes)), so
+    /// that another process returning the home meanwhile finds them too.
+    pub(crate) fn read_recorded(&self) -> Option<Pipeline> {
         let mut pipe = redis::pipe();
-        pipe.cmd("MULTI").cmd("SMEMBERS").arg(set).cmd("DEL").arg(set).cmd("EXEC");
+        pipe.cmd("SMEMBERS").arg(self.shared.as_deref()?);
         Some(pipe)
+    }
+
+    /// What deletes `keys` on a node; with a fleet, on a stand-in where
+    /// [`read_recorded`](Self::read_recorded) read `members`, it also
+    /// removes them from its record in the same transaction (`MULTI` ...
+    /// `EXEC`): a record goes only with its copies.
+    pub(crate) fn deletes(&self, keys: &[Box<[u8]>], members: &[Box<[u8]>]) -> Pipeline {
+        let mut pipe = redis::pipe();
+        let set = self.shared.as_deref().filter(|_| !members.is_empty());
+        if set.is_some() {
+            pipe.cmd("MULTI");
+        }
+        for batch in keys.chunks(1_000) {
+            pipe.cmd("DEL").arg(batch);
+        }
+        if let Some(set) = set {
+            for batch in members.chunks(1_000) {
+                pipe.cmd("SREM").arg(set).arg(batch);
+            }
+            pipe.cmd("EXEC");
+        }
+        pipe
     }
 
     /// With a fleet: what counts the keys recorded on one stand-in.
@@ -87,10 +144,9 @@ impl Journal {
         self.shared.as_ref().map(|_| self.counted.load(Ordering::Relaxed))
     }
 
-    /// The keys in the replies to [`take_recorded`](Self::take_recorded).
+    /// The keys in the replies to [`read_recorded`](Self::read_recorded).
     pub(crate) fn recorded(replies: Vec<Value>) -> Vec<Box<[u8]>> {
-        let Some(Value::Array(exec)) = replies.into_iter().last() else { return Vec::new() };
-        let Some(Value::Array(members) | Value::Set(members)) = exec.into_iter().next() else {
+        let Some(Value::Array(members) | Value::Set(members)) = replies.into_iter().next() else {
             return Vec::new();
         };
         let key = |member| match member {
@@ -100,45 +156,93 @@ impl Journal {
         members.into_iter().filter_map(key).collect()
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashSet<Box<[u8]>>> {
+    fn lock(&self) -> MutexGuard<'_, Kept> {
         // Nothing panics while it is held.
-        self.keys.lock().unwrap_or_else(|e| e.into_inner())
+        self.kept.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Remembers `key`, a write a stand-in took: whether it is new, or
-    /// `None` if there is no room (then it is counted as dropped).
-    pub(crate) fn remember(&self, key: &[u8]) -> Option<bool> {
-        let remembered = self.keep(key);
-        match remembered {
-            Some(true) => self.counters[0].increment(1),
-            Some(false) => {}
-            None => self.settle(0, 1),
+    /// A write of `keys` leaves for a stand-in: each is remembered, in one
+    /// step with the flight (a return's [`take`](Self::take) sees both or
+    /// neither), and stays so until the flight lands, whatever a return
+    /// takes meanwhile. A key that finds no room is counted as dropped.
+    pub(crate) fn depart(self: &Arc<Self>, keys: Vec<Box<[u8]>>) -> Flight {
+        let mut kept = self.lock();
+        let (mut new, mut lost) = (0, 0);
+        for key in &keys {
+            match Self::keep(&mut kept, key) {
+                Some(true) => new += 1,
+                Some(false) => {}
+                None => lost += 1,
+            }
         }
-        remembered
+        let number = kept.next;
+        kept.next += 1;
+        kept.flights.insert(number, keys);
+        drop(kept);
+        self.counters[0].increment(new);
+        self.settle(0, lost);
+        Flight { journal: self.clone(), number }
     }
 
-    fn keep(&self, key: &[u8]) -> Option<bool> {
-        let mut keys = self.lock();
-        if keys.contains(key) {
+    /// The number the next flight will depart with: the flights before
+    /// it are those in flight now.
+    pub(crate) fn mark(&self) -> u64 {
+        self.lock().next
+    }
+
+    /// Waits, at most `within`, until every flight that departed before
+    /// `mark` has landed; whether they all did. One that did not is still
+    /// remembered after any [`take`](Self::take).
+    pub(crate) async fn landed(&self, mark: u64, within: Duration) -> bool {
+        let all = async {
+            loop {
+                let landed = self.landed.notified();
+                tokio::pin!(landed);
+                // Registered before looking: a landing in between wakes it.
+                landed.as_mut().enable();
+                if self.lock().flights.first_key_value().is_none_or(|(&n, _)| n >= mark) {
+                    return;
+                }
+                landed.await;
+            }
+        };
+        tokio::time::timeout(within, all).await.is_ok()
+    }
+
+    fn keep(kept: &mut Kept, key: &[u8]) -> Option<bool> {
+        if kept.keys.contains(key) {
             return Some(false);
         }
-        (keys.len() < JOURNAL_KEYS).then(|| keys.insert(key.into()))
+        (kept.keys.len() < JOURNAL_KEYS).then(|| kept.keys.insert(key.into()))
     }
 
     /// Keys remembered now.
     pub(crate) fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().keys.len()
     }
 
-    /// Everything remembered, leaving the journal empty.
+    /// Everything remembered, leaving in the journal only the keys of
+    /// writes still in flight: deleted now, they may be written again when
+    /// their bytes arrive, so the next return deletes them again.
     pub(crate) fn take(&self) -> Vec<Box<[u8]>> {
-        self.lock().drain().collect()
+        let mut kept = self.lock();
+        if kept.flights.is_empty() {
+            return kept.keys.drain().collect();
+        }
+        let Kept { keys, flights, .. } = &mut *kept;
+        let flying: HashSet<&[u8]> = flights.values().flatten().map(|key| &**key).collect();
+        let taken: Vec<Box<[u8]>> = keys.iter().cloned().collect();
+        keys.retain(|key| flying.contains(&**key));
+        taken
     }
 
     /// Puts back what [`take`](Self::take) gave, as room allows; what
     /// finds none is counted as dropped.
     pub(crate) fn restore(&self, keys: Vec<Box<[u8]>>) {
-        let lost = keys.iter().filter(|key| self.keep(key).is_none()).count();
+        let lost = {
+            let mut kept = self.lock();
+            keys.iter().filter(|key| Self::keep(&mut kept, key).is_none()).count()
+        };
         self.settle(0, lost);
     }
 

@@ -1,78 +1,236 @@
 //! A stand-in's writes: what its connection needs to cap and remember
 //! them (where each key lives, [`Homes`], data handed down with the table
-//! the call was routed by), the caps for the commands it sends
-//! ([`StandIn::caps`]), and where they go on the wire, the same in both
-//! flavours ([`Capped`]).
+//! the call was routed by; which writes are a stand-in's, [`Judge`]), and
+//! what goes on the wire with the caller's commands, the same in both
+//! flavours ([`StandIn::wrap`], [`Capped`]): each write's record before
+//! it, its cap after it, and the caller's transaction followed so that
+//! its replies are exactly its own.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::{Cmd, Pipeline, Value};
+use redis::{Arg, Cmd, Pipeline, Value};
 
-use super::journal::{Journal, expire};
+use super::journal::{Flight, Journal, expire};
 use super::table::{Reach, written};
-use crate::route::Router;
+use crate::health::cell::HealthCell;
+use crate::route::{Router, key_hash};
 
 /// Where keys live: the pool's router and, by the same index, each node's
-/// journal. Built with each table of nodes.
+/// journal and health. Built with each table of nodes; an index past the
+/// router's is a gutter node's.
 #[derive(Debug)]
 pub(crate) struct Homes {
     pub(crate) router: Router,
     pub(crate) journals: Vec<Arc<Journal>>,
+    pub(crate) cells: Vec<Arc<HealthCell>>,
 }
 
-/// What a connection to a stand-in needs to cap and remember its writes
-/// of keys whose home is elsewhere (`stand_in_ttl`,
+/// Which of a connection's writes are a stand-in's, to be capped and
+/// remembered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Judge {
+    /// The connection was routed to this node for a key whose home is
+    /// elsewhere (`get`, `get_shared`, the by-node split): every key it
+    /// writes whose home is another node, whatever that node does later
+    /// (a connection taken before the return and used after it still
+    /// caps).
+    Routed,
+    /// The connection was taken for no key (`fan_out`): a key it writes is
+    /// a stand-in's if its home is another node that does not serve it
+    /// now (boxed, or warming up and not yet given this key; `warm`: the
+    /// routing policy lets warming nodes take their keys gradually). On a
+    /// gutter node, every key.
+    Live { warm: bool },
+}
+
+/// What a command does to the caller's transaction on its connection, as
+/// the session rules read it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Turn {
+    /// `MULTI`: the commands after it are queued, until `EXEC`.
+    Opens,
+    /// `EXEC` or `DISCARD`: `EXEC`'s reply holds the queued commands'.
+    Ends,
+    /// Any other command: queued while a transaction is open.
+    Other,
+}
+
+/// The caller's transaction as its stand-in connection follows it: for
+/// each command queued since its `MULTI`, whether it is the pool's own
+/// (a record or a cap), so that `EXEC`'s reply goes back without them.
+#[derive(Debug, Default)]
+struct Queued {
+    open: bool,
+    ours: Vec<bool>,
+}
+
+/// What a connection to a stand-in (or a gutter node) needs to cap and
+/// remember its writes of keys whose home is elsewhere (`stand_in_ttl`,
 /// `invalidate_on_return`). Only such connections carry one.
 #[derive(Debug)]
 pub(crate) struct StandIn {
-    pub(crate) homes: Arc<Homes>,
+    homes: Arc<Homes>,
     /// The node serving, by index in `homes`.
-    pub(crate) serving: usize,
+    serving: usize,
     /// The key the connection was taken for, if one was.
-    pub(crate) key: Option<Box<[u8]>>,
-    pub(crate) ttl: Option<Duration>,
-    pub(crate) remember: bool,
+    key: Option<Box<[u8]>>,
+    ttl: Option<Duration>,
+    remember: bool,
+    judge: Judge,
+    queued: Queued,
 }
 
-/// What a stand-in sends with a caller's commands: `first` before them
-/// (with a fleet, each key's record on the stand-in, so that a return
-/// that reads the record meanwhile finds the key before its copy exists),
-/// `last` after them (the caps, which need the copies written).
+/// What goes around one of the caller's commands: records before it (with
+/// a fleet, each key's record on the stand-in, so that a return that reads
+/// the record meanwhile finds the key before its copy exists), caps after
+/// it (which need the copy written).
 #[derive(Debug, Default)]
-pub(crate) struct Caps {
-    pub(crate) first: Vec<Cmd>,
-    pub(crate) last: Vec<Cmd>,
+struct Around {
+    first: Vec<Cmd>,
+    last: Vec<Cmd>,
 }
 
 impl StandIn {
-    /// What to send with `cmds` (each its words), for each key they write
-    /// whose home is not the serving node: its cap, and if the home's
-    /// return invalidates, its record, each key remembered first so that a
-    /// return that invalidates meanwhile sees it. `None`: nothing to send
-    /// (no write of a key homed elsewhere), the commands go as they are.
-    pub(crate) fn caps<'w, W: AsRef<[&'w [u8]]>>(
-        &self,
-        cmds: impl IntoIterator<Item = W>,
-    ) -> Option<Caps> {
-        let mut caps = Caps::default();
-        for words in cmds {
-            let (keys, reach) = written(words.as_ref());
-            let taken = self.key.as_deref().filter(|_| reach == Reach::More);
-            for key in keys.into_iter().chain(taken) {
-                let Some(home) = self.homes.router.home(key).filter(|&h| h != self.serving) else {
-                    continue;
-                };
-                caps.last.extend(self.ttl.map(|ttl| cap(key, ttl)));
-                if self.remember {
-                    let journal = &self.homes.journals[home];
-                    journal.remember(key);
-                    caps.first.extend(journal.record(key, self.ttl));
+    /// What a connection to the node `serving` (in `homes`) needs, judging
+    /// its writes by `judge`: caps of `ttl`, remembered if `remember`;
+    /// `key` is the key it was taken for, if any.
+    pub(crate) fn new(
+        homes: Arc<Homes>,
+        serving: usize,
+        key: Option<&[u8]>,
+        (ttl, remember): (Option<Duration>, bool),
+        judge: Judge,
+    ) -> Self {
+        let key = key.map(Box::from);
+        StandIn { homes, serving, key, ttl, remember, judge, queued: Queued::default() }
+    }
+
+    /// The home of `key`, if a write of it here is a stand-in's.
+    fn stands_in_for(&self, key: &[u8]) -> Option<usize> {
+        let hash = key_hash(key);
+        let home = self.homes.router.home_hashed(hash).filter(|&h| h != self.serving)?;
+        match self.judge {
+            Judge::Routed => Some(home),
+            Judge::Live { warm } => {
+                let gutter = self.serving >= self.homes.router.len();
+                (gutter || !self.homes.cells[home].routable(hash, warm)).then_some(home)
+            }
+        }
+    }
+
+    /// The records and caps of one command (its words), each key it writes
+    /// that is a stand-in's remembered, in one step with `flights` (the
+    /// write is in flight from now until the reply is in).
+    fn around(&self, words: &[&[u8]], flights: &mut Vec<Flight>) -> Around {
+        let mut around = Around::default();
+        let (keys, reach) = written(words);
+        let taken = self.key.as_deref().filter(|_| reach == Reach::More);
+        let mut departing: Vec<(usize, Vec<Box<[u8]>>)> = Vec::new();
+        for key in keys.into_iter().chain(taken) {
+            let Some(home) = self.stands_in_for(key) else { continue };
+            around.last.extend(self.ttl.map(|ttl| cap(key, ttl)));
+            if self.remember {
+                around.first.extend(self.homes.journals[home].record(key, self.ttl));
+                match departing.iter_mut().find(|(h, _)| *h == home) {
+                    Some((_, keys)) => keys.push(key.into()),
+                    None => departing.push((home, vec![key.into()])),
                 }
             }
         }
-        (!caps.first.is_empty() || !caps.last.is_empty()).then_some(caps)
+        let depart = |(home, keys): (usize, _)| self.homes.journals[home].depart(keys);
+        flights.extend(departing.into_iter().map(depart));
+        around
     }
+
+    /// What goes on the wire for `cmds`, an atomic pipeline if `atomic`,
+    /// whose caller wants `span` of the replies (as `req_packed_commands`
+    /// takes them; `turn` tells what each command does to the caller's
+    /// transaction): each write of a key that is a stand-in's with its
+    /// record just before it and its cap just after it, so that both share
+    /// its place, inside or outside a transaction, and its keys remembered
+    /// as in flight until the replies are in. `None`: nothing to add,
+    /// remember or follow; the commands go as they are.
+    ///
+    /// A transaction the caller sends a command at a time (`MULTI`, the
+    /// writes, `EXEC`) queues the records and caps with its writes, so they
+    /// apply together (and not if it is discarded or aborted); the
+    /// connection notes which queued commands are the pool's, and
+    /// [`replies`](Self::replies) takes their replies out of `EXEC`'s.
+    pub(crate) fn wrap<'c>(
+        &mut self,
+        (cmds, atomic): (impl Iterator<Item = &'c Cmd>, bool),
+        span: (usize, usize),
+        turn: impl Fn(&[&[u8]]) -> Turn,
+    ) -> Option<Capped> {
+        let (mut flights, mut follow) = (Vec::new(), self.queued.open);
+        let mut each = Vec::new();
+        for cmd in cmds {
+            let words: Vec<&[u8]> = words(cmd).collect();
+            let (around, turn) = (self.around(&words, &mut flights), turn(&words));
+            follow |= turn != Turn::Other;
+            each.push((cmd, around, turn));
+        }
+        let bare = each.iter().all(|(_, a, _)| a.first.is_empty() && a.last.is_empty());
+        if bare && flights.is_empty() && !follow {
+            return None;
+        }
+        Some(Capped::new((each, atomic), span, flights))
+    }
+
+    /// The caller's replies out of what the server sent back for
+    /// `capped`, the caller's transaction followed through them.
+    pub(crate) fn replies(&mut self, capped: Capped, mut values: Vec<Value>) -> Vec<Value> {
+        if capped.pipe.is_transaction() {
+            // Sent whole: its `EXEC`'s reply holds every command's.
+            if let Some(Value::Array(replies)) = values.last_mut() {
+                keep_theirs(replies, &capped.ours);
+            }
+            return values;
+        }
+        let queued = &mut self.queued;
+        let mut theirs = Vec::with_capacity(values.len());
+        for ((ours, turn), mut value) in capped.ours.iter().zip(&capped.turns).zip(values) {
+            match turn {
+                Turn::Opens if value == Value::Okay => {
+                    *queued = Queued { open: true, ours: vec![] }
+                }
+                Turn::Ends => {
+                    let layout = std::mem::take(queued);
+                    if let Value::Array(replies) = &mut value
+                        && layout.open
+                        && layout.ours.len() == replies.len()
+                    {
+                        keep_theirs(replies, &layout.ours);
+                    }
+                }
+                _ if queued.open && is_queued(&value) => queued.ours.push(*ours),
+                _ => {}
+            }
+            if !ours {
+                theirs.push(value);
+            }
+        }
+        let (offset, count) = capped.span;
+        theirs.into_iter().skip(offset).take(count).collect()
+    }
+
+    /// The connection's replies were lost (an error): the transaction it
+    /// followed, if any, can no longer be.
+    pub(crate) fn lost(&mut self) {
+        self.queued = Queued::default();
+    }
+}
+
+/// Whether a reply says its command was queued in a transaction.
+fn is_queued(value: &Value) -> bool {
+    matches!(value, Value::SimpleString(s) if s == "QUEUED")
+}
+
+/// `replies` without those `ours` marks as the pool's.
+fn keep_theirs(replies: &mut Vec<Value>, ours: &[bool]) {
+    let mut marks = ours.iter();
+    replies.retain(|_| !marks.next().copied().unwrap_or(false));
 }
 
 /// The cap of a stand-in's copy of `key`: its TTL becomes at most `ttl`
@@ -83,66 +241,85 @@ pub(crate) fn cap(key: &[u8], ttl: Duration) -> Cmd {
     cmd
 }
 
-/// What goes on the wire for a pipeline whose stand-in writes need
-/// `caps`, in both flavours: the caps after its commands, inside its
-/// `MULTI`/`EXEC` if it is a transaction, so they apply with its writes
-/// (and not if it aborts); and how its own replies are taken back.
+/// What goes on the wire for the caller's commands with their records and
+/// caps, in both flavours: each command between its own, inside its
+/// `MULTI`/`EXEC` if it is an atomic pipeline (so they apply with its
+/// writes, and not if it aborts); and how its own replies are taken back
+/// ([`StandIn::replies`]). It holds the writes' [`Flight`]s until then.
 pub(crate) struct Capped {
-    /// The pipeline to send, and where the caller's replies are in its
-    /// replies (as `req_packed_commands` takes them).
+    /// The pipeline to send, and which of its replies to read (as
+    /// `req_packed_commands` takes them).
     pub(crate) pipe: Pipeline,
     pub(crate) offset: usize,
     pub(crate) count: usize,
-    /// How many commands came before the caller's, and after.
-    caps: (usize, usize),
+    /// For each command of `pipe`, whether it is the pool's, and what it
+    /// does to a transaction.
+    ours: Vec<bool>,
+    turns: Vec<Turn>,
+    /// The caller's span of its own commands' replies.
+    span: (usize, usize),
+    _flights: Vec<Flight>,
 }
 
 impl Capped {
-    /// `pipeline`, whose caller wants `count` replies from `offset`, with
-    /// `caps`.
-    pub(crate) fn new(pipeline: &Pipeline, (offset, count): (usize, usize), caps: Caps) -> Self {
-        let (first, last) = (caps.first.len(), caps.last.len());
-        let mut pipe = redis::pipe();
-        if pipeline.is_transaction() {
-            pipe.atomic();
-        }
-        for cmd in caps.first.into_iter().chain(pipeline.cmd_iter().cloned()).chain(caps.last) {
-            pipe.add_command(cmd);
-        }
-        // An atomic pipeline packs `EXEC` after its commands, caps
-        // included; the replies to them all come inside `EXEC`'s.
-        let (offset, count) = if pipe.is_transaction() {
-            (offset + first + last, count)
-        } else {
-            (offset + first, count + last)
+    /// The caller's commands, atomic or not (whose caller wants `span`),
+    /// each with what goes around it and what it does to a transaction.
+    fn new(
+        (each, atomic): (Vec<(&Cmd, Around, Turn)>, bool),
+        span: (usize, usize),
+        flights: Vec<Flight>,
+    ) -> Self {
+        let mut capped = Capped {
+            pipe: redis::pipe(),
+            offset: 0,
+            count: 0,
+            ours: Vec::new(),
+            turns: Vec::new(),
+            span,
+            _flights: flights,
         };
-        Capped { pipe, offset, count, caps: (first, last) }
-    }
-
-    /// The caller's replies out of what the server sent back.
-    pub(crate) fn replies(&self, mut values: Vec<Value>) -> Vec<Value> {
-        let (first, last) = self.caps;
-        if !self.pipe.is_transaction() {
-            values.truncate(values.len().saturating_sub(last));
-        } else if let Some(Value::Array(replies)) = values.last_mut() {
-            replies.truncate(replies.len().saturating_sub(last));
-            replies.drain(..first.min(replies.len()));
+        for (cmd, Around { first, last }, turn) in each {
+            let ours = |cmd| (cmd, true, Turn::Other);
+            let wire = first.into_iter().map(ours).chain([(cmd.clone(), false, turn)]);
+            for (cmd, mine, turn) in wire.chain(last.into_iter().map(ours)) {
+                capped.pipe.add_command(cmd);
+                capped.ours.push(mine);
+                capped.turns.push(turn);
+            }
         }
-        values
+        let added = capped.ours.iter().filter(|&&mine| mine).count();
+        (capped.offset, capped.count) = if atomic {
+            // An atomic pipeline packs `MULTI` before its commands and
+            // `EXEC` after them; the replies to them all come in `EXEC`'s.
+            capped.pipe.atomic();
+            (span.0 + added, span.1)
+        } else {
+            // Every reply, to follow the caller's transaction through them.
+            (0, capped.ours.len())
+        };
+        capped
     }
+}
+
+/// The words of `cmd`, name first.
+pub(crate) fn words(cmd: &Cmd) -> impl Iterator<Item = &[u8]> {
+    cmd.args_iter().filter_map(|arg| match arg {
+        Arg::Simple(word) => Some(word),
+        _ => None,
+    })
 }
 
 /// The pipeline packed in `bytes` (as a blocking connection gets it),
 /// atomic if it is wrapped in `MULTI` and `EXEC`: what the synchronous
-/// flavour hands to [`Capped`].
+/// flavour hands to [`StandIn::wrap`].
 #[cfg(feature = "r2d2")]
-pub(crate) fn unpacked(commands: Vec<Vec<&[u8]>>) -> Pipeline {
+pub(crate) fn unpacked(commands: &[Vec<&[u8]>]) -> Pipeline {
     let word = |c: Option<&Vec<&[u8]>>, name: &[u8]| {
         c.and_then(|c| c.first()).is_some_and(|w| w.eq_ignore_ascii_case(name))
     };
     let atomic =
         commands.len() >= 2 && word(commands.first(), b"MULTI") && word(commands.last(), b"EXEC");
-    let inner = if atomic { &commands[1..commands.len() - 1] } else { &commands[..] };
+    let inner = if atomic { &commands[1..commands.len() - 1] } else { commands };
     let mut pipe = redis::pipe();
     if atomic {
         pipe.atomic();

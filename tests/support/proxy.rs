@@ -2,6 +2,11 @@
 //! server cannot show by itself:
 //! - `silence()`: a partition that keeps every socket open; bytes go
 //!   nowhere, new connections are accepted and never answered.
+//! - `refuse()`: a partition from one client's side only (the server
+//!   stays up for the others): every socket through it is closed, and new
+//!   ones at once.
+//! - `hold(bytes, delay)`: a write whose bytes are slow on the way, e.g.
+//!   to deliver a stand-in's write after its home has returned.
 //! - a server restarted behind it: the client's socket stays open and the
 //!   proxy dials the server again for the next bytes, as a TCP load
 //!   balancer does, so the client meets the new server on an old socket.
@@ -10,6 +15,7 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// A proxy on a free loopback port to `127.0.0.1:upstream`; stops
 /// accepting when dropped.
@@ -22,6 +28,11 @@ struct State {
     upstream: u16,
     silent: AtomicBool,
     stopped: AtomicBool,
+    refusing: AtomicBool,
+    /// The client sockets, to close them all at once.
+    clients: Mutex<Vec<TcpStream>>,
+    /// Bytes whose chunk is held on its way to the server, and how long.
+    held: Mutex<Option<(Vec<u8>, Duration)>>,
 }
 
 impl Proxy {
@@ -32,6 +43,9 @@ impl Proxy {
             upstream,
             silent: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
+            refusing: AtomicBool::new(false),
+            clients: Mutex::new(Vec::new()),
+            held: Mutex::new(None),
         });
         let shared = state.clone();
         std::thread::spawn(move || {
@@ -39,10 +53,16 @@ impl Proxy {
                 if shared.stopped.load(Ordering::Acquire) {
                     return;
                 }
-                if let Ok(client) = client {
-                    let state = shared.clone();
-                    std::thread::spawn(move || forward(client, state));
+                let Ok(client) = client else { continue };
+                if shared.refusing.load(Ordering::Acquire) {
+                    let _ = client.shutdown(Shutdown::Both);
+                    continue;
                 }
+                if let Ok(clone) = client.try_clone() {
+                    shared.clients.lock().unwrap().push(clone);
+                }
+                let state = shared.clone();
+                std::thread::spawn(move || forward(client, state));
             }
         });
         Proxy { port, state }
@@ -57,10 +77,29 @@ impl Proxy {
         self.state.silent.store(true, Ordering::Release);
     }
 
-    /// Lets bytes pass again, on new sockets and old ones.
+    /// Lets bytes pass again, on new sockets and old ones, and takes new
+    /// connections again.
     #[allow(dead_code)]
     pub fn restore(&self) {
         self.state.silent.store(false, Ordering::Release);
+        self.state.refusing.store(false, Ordering::Release);
+    }
+
+    /// From now on every socket through it is closed at once, open ones
+    /// included, until [`restore`](Self::restore).
+    #[allow(dead_code)]
+    pub fn refuse(&self) {
+        self.state.refusing.store(true, Ordering::Release);
+        for client in self.state.clients.lock().unwrap().drain(..) {
+            let _ = client.shutdown(Shutdown::Both);
+        }
+    }
+
+    /// From now on a chunk of a client's bytes that holds `bytes` reaches
+    /// the server `delay` late (the socket's later bytes wait behind it).
+    #[allow(dead_code)]
+    pub fn hold(&self, bytes: &[u8], delay: Duration) {
+        *self.state.held.lock().unwrap() = Some((bytes.to_vec(), delay));
     }
 }
 
@@ -83,6 +122,12 @@ fn forward(mut client: TcpStream, state: Arc<State>) {
         };
         if state.silent.load(Ordering::Acquire) || state.stopped.load(Ordering::Acquire) {
             continue;
+        }
+        let delay = state.held.lock().unwrap().as_ref().and_then(|(bytes, delay)| {
+            buf[..n].windows(bytes.len()).any(|w| w == &bytes[..]).then_some(*delay)
+        });
+        if let Some(delay) = delay {
+            std::thread::sleep(delay);
         }
         let mut slot = upstream.lock().unwrap();
         if slot.is_none() {
