@@ -164,7 +164,9 @@ impl<M: NodeManager, F> Builder<M, F> {
     /// connect, the manager's `is_valid` and the pool's own re-test of
     /// what boxed it): given the probe's connection, any error keeps the
     /// node boxed, counted as [`FailureKind::Check`](crate::FailureKind::Check),
-    /// with its text in `status().last_error`. Within `probe_timeout`; the
+    /// with its text in `status().last_error`. A check that panics fails
+    /// its probe the same way (the panic's message in `last_error`), and
+    /// the node is probed again on schedule. Within `probe_timeout`; the
     /// sync flavour gives it an async connection of its own.
     ///
     /// ```no_run
