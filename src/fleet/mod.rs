@@ -60,6 +60,7 @@ pub(crate) async fn run<M: NodeManager, S: Store<M>>(core: Weak<Core<M, S>>, nam
         seq: 0,
         heard: Heard::default(),
         checked: HashMap::new(),
+        hastened: HashMap::new(),
         links: HashMap::new(),
     };
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(BACKLOG);
@@ -101,6 +102,8 @@ struct Fleet {
     heard: Heard,
     /// When each node was last checked on news of its boxing.
     checked: HashMap<NodeName, Instant>,
+    /// When news of each node's return last brought its probe forward.
+    hastened: HashMap<NodeName, Instant>,
     links: HashMap<NodeName, Link>,
 }
 
@@ -152,13 +155,34 @@ impl Fleet {
         let (name, news) = (*node.name(), message.news);
         count(&name, news, "heard");
         let acted = match news {
-            News::Returned => !node.cell.is_up() && node.cell.hasten_probe(now + jitter(JITTER)),
+            News::Returned => {
+                !node.cell.is_up() && self.hasten(node, now, core.settings.penalty_min_wait)
+            }
             News::Boxed => node.cell.is_up() && self.check(node, now, core.settings.probe_timeout),
         };
         if acted {
             tracing::info!(node = %name, news = news.as_str(), "news from the fleet; checking");
             node.cell.commons.send(NodeEvent::Heard { node: name, news });
         }
+    }
+
+    /// Brings `node`'s probe forward (after a little jitter), at most once
+    /// per `min_wait`: news, forged or not, cannot probe a dead node more
+    /// often than its shortest stay in the box.
+    fn hasten<M: NodeManager, S: Store<M>>(
+        &mut self,
+        node: &Arc<Node<M, S>>,
+        now: Instant,
+        min_wait: Duration,
+    ) -> bool {
+        if self.hastened.get(node.name()).is_some_and(|at| now < *at + min_wait) {
+            return false;
+        }
+        let moved = node.cell.hasten_probe(now + jitter(JITTER));
+        if moved {
+            self.hastened.insert(*node.name(), now);
+        }
+        moved
     }
 
     /// Checks `node` after a little jitter, unless a check of it is still
