@@ -11,11 +11,12 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use futures_util::{Stream, StreamExt};
 use redis::aio::PubSubSink;
 use redis::{Msg, RedisResult};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::backend::manager::RedisManager;
 use crate::node::Bb8;
@@ -40,11 +41,17 @@ struct Topic {
 type Routes = HashMap<Topic, Vec<(u64, mpsc::Sender<Msg>)>>;
 
 /// The subscriptions of one pool.
+///
+/// No lock is held across a network wait: each node's subscriber
+/// connection is driven by its own task, which takes (un)subscriptions in
+/// order and bounds each wait (connect by `connect_timeout`, a reply by
+/// `response_timeout`); a link that misses one is dropped, not retried,
+/// and its topics are placed again. A hung node delays nobody else.
 pub(crate) struct Hub {
     pool: Weak<Pool>,
     /// Where each topic is subscribed, and the subscriber connections;
-    /// held across the network calls that change them.
-    state: tokio::sync::Mutex<State>,
+    /// changed only between network waits, never across one.
+    state: Mutex<State>,
     /// Who receives each topic's messages; read by every message.
     routes: Mutex<Routes>,
     next_id: AtomicU64,
@@ -54,7 +61,8 @@ pub(crate) struct Hub {
 
 #[derive(Default)]
 struct State {
-    /// The node each topic is subscribed on, if any can take it.
+    /// The node each topic is subscribed on (or asked to be), if any can
+    /// take it.
     placed: HashMap<Topic, Option<NodeName>>,
     /// Each node's subscriber connection.
     links: HashMap<NodeName, Link>,
@@ -72,18 +80,36 @@ impl State {
     }
 }
 
-/// One node's subscriber connection: where to send (un)subscriptions, and
-/// the task reading its messages, which ends with it.
+/// What a link's task is asked to do, in order.
+enum Order {
+    /// Subscribe; the sender hears when the node confirmed it.
+    Subscribe(Topic, Option<oneshot::Sender<()>>),
+    Unsubscribe(Topic),
+}
+
+/// One node's subscriber connection: the queue of its task, which owns
+/// the connection (and the task reading its messages), and ends with it.
 struct Link {
-    sink: PubSubSink,
+    orders: mpsc::UnboundedSender<Order>,
     id: u64,
-    reader: tokio::task::JoinHandle<()>,
+    task: tokio::task::JoinHandle<()>,
 }
 
 impl Drop for Link {
     fn drop(&mut self) {
-        // The reader owns the stream, and the stream the socket.
-        self.reader.abort();
+        // The task owns the sink and the reader, the reader the stream, and
+        // the stream the socket: aborting it closes the connection without
+        // waiting on the node.
+        self.task.abort();
+    }
+}
+
+/// Aborts the reader when its link's task ends, however it ends.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -102,27 +128,43 @@ impl Hub {
         self.routes.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A new subscription to a channel (or a pattern).
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A new subscription to a channel (or a pattern); returns once its
+    /// node confirmed it, or once that node missed its time (then the
+    /// subscription follows at the next placing, like any move).
     pub(crate) async fn subscribe(self: &Arc<Self>, name: &[u8], pattern: bool) -> Subscription {
         let topic = Topic { name: name.to_vec(), pattern };
         let (tx, rx) = mpsc::channel(BACKLOG);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         self.routes().entry(topic.clone()).or_default().push((id, tx));
-        let mut state = self.state.lock().await;
-        if !state.placed.contains_key(&topic) {
-            state.placed.insert(topic.clone(), None);
-            self.place(&mut state, &topic).await;
-            self.settle(&mut state);
+        let confirmed = {
+            let mut state = self.state();
+            match state.placed.contains_key(&topic) {
+                true => None,
+                false => {
+                    state.placed.insert(topic.clone(), None);
+                    let confirmed = self.place(&mut state, &topic);
+                    self.settle(&mut state);
+                    confirmed
+                }
+            }
+        };
+        if let Some(confirmed) = confirmed {
+            // Bounded by the link's task: it ends at its first missed wait.
+            let _ = confirmed.await;
         }
         Subscription { rx, hub: self.clone(), topic, id }
     }
 
     /// Puts every topic on the node it routes to now.
     pub(crate) async fn rebalance(self: &Arc<Self>) {
-        let mut state = self.state.lock().await;
+        let mut state = self.state();
         let topics: Vec<Topic> = state.placed.keys().cloned().collect();
         for topic in topics {
-            self.place(&mut state, &topic).await;
+            self.place(&mut state, &topic);
         }
         self.settle(&mut state);
     }
@@ -147,49 +189,92 @@ impl Hub {
         state.counted = counts.into_iter().filter(|(_, n)| *n > 0).map(|(node, _)| *node).collect();
     }
 
-    /// Subscribes `topic` where it routes now, leaving where it was.
-    async fn place(self: &Arc<Self>, state: &mut State, topic: &Topic) {
-        let Some(pool) = self.pool.upgrade() else { return };
+    /// Asks for `topic` to be subscribed where it routes now, and left
+    /// where it was: orders to the links' tasks, nothing awaited. A link
+    /// to a node that is no longer up is dropped, not asked to
+    /// unsubscribe (a hung node would never answer). Returns what hears
+    /// the node's confirmation, if the topic was sent anywhere.
+    fn place(self: &Arc<Self>, state: &mut State, topic: &Topic) -> Option<oneshot::Receiver<()>> {
+        let pool = self.pool.upgrade()?;
         let want = pool.node_for(&topic.name);
         let was = state.placed.get(topic).cloned().flatten();
         let linked = |state: &State, node: &Option<NodeName>| {
             node.as_ref().is_some_and(|n| state.links.contains_key(n))
         };
         if want == was && linked(state, &was) {
-            return;
+            return None;
         }
-        if let Some(link) = was.as_ref().and_then(|n| state.links.get_mut(n)) {
-            // Best effort: a dead node's link fails, and that is fine.
-            let _ = unsubscribe(&mut link.sink, topic).await;
-        }
-        let mut placed = None;
-        // A link found dead is replaced once.
-        for _ in 0..2 {
-            let Some(node) = want else { break };
-            if !state.links.contains_key(&node) {
-                let Some(connection) = connect(&pool, &node).await else { break };
-                let (sink, stream) = connection.split();
-                state.next_link += 1;
-                let id = state.next_link;
-                let reader = tokio::spawn(read(Arc::downgrade(self), node, id, stream));
-                state.links.insert(node, Link { sink, id, reader });
-            }
-            let Some(link) = state.links.get_mut(&node) else { break };
-            match subscribe(&mut link.sink, topic).await {
-                Ok(()) => {
-                    placed = Some(node);
-                    break;
+        if let Some(was) = &was {
+            match is_up(&pool, was) {
+                true => {
+                    if let Some(link) = state.links.get(was) {
+                        let _ = link.orders.send(Order::Unsubscribe(topic.clone()));
+                    }
                 }
-                Err(_) => drop(state.links.remove(&node)),
+                // Its other topics move too: none can stay on it.
+                false => drop(state.links.remove(was)),
             }
         }
-        state.placed.insert(topic.clone(), placed);
+        let Some(node) = want else {
+            state.placed.insert(topic.clone(), None);
+            return None;
+        };
+        let (tx, rx) = oneshot::channel();
+        let mut order = Order::Subscribe(topic.clone(), Some(tx));
+        // A link whose task has ended is replaced once.
+        for _ in 0..2 {
+            let link = match state.links.get(&node) {
+                Some(link) => link,
+                None => {
+                    state.next_link += 1;
+                    let link = self.link(&pool, node, state.next_link);
+                    state.links.entry(node).or_insert(link)
+                }
+            };
+            match link.orders.send(order) {
+                Ok(()) => break,
+                Err(mpsc::error::SendError(back)) => {
+                    order = back;
+                    state.links.remove(&node);
+                }
+            }
+        }
+        state.placed.insert(topic.clone(), Some(node));
+        Some(rx)
+    }
+
+    /// A new link to `node`, its task started.
+    fn link(self: &Arc<Self>, pool: &Arc<Pool>, node: NodeName, id: u64) -> Link {
+        let (orders, queue) = mpsc::unbounded_channel();
+        let reply = pool.settings.response_timeout;
+        let task = tokio::spawn(drive(Arc::downgrade(self), node, id, queue, reply));
+        Link { orders, id, task }
+    }
+
+    /// Link `id` of `node` ended: forgets it (the node may have a newer
+    /// one by now), and, if `relink`, asks for its topics to be placed
+    /// again (on the same node if it answers, which tells its health;
+    /// elsewhere once it is boxed).
+    fn unlink(&self, node: &NodeName, id: u64, relink: bool) {
+        let link = {
+            let mut state = self.state();
+            match state.links.get(node).is_some_and(|link| link.id == id) {
+                true => state.links.remove(node),
+                false => None,
+            }
+        };
+        // Dropped outside the lock: it aborts this link's own task, which
+        // ends at its next await (there is none left).
+        drop(link);
+        if relink {
+            self.relink.notify_one();
+        }
     }
 
     /// A subscription was dropped: when its topic has no subscriber left,
     /// it is unsubscribed.
     async fn leave(self: Arc<Self>, topic: Topic, id: u64) {
-        let mut state = self.state.lock().await;
+        let mut state = self.state();
         {
             let mut routes = self.routes();
             let Some(subscribers) = routes.get_mut(&topic) else { return };
@@ -200,8 +285,8 @@ impl Hub {
             routes.remove(&topic);
         }
         if let Some(Some(node)) = state.placed.remove(&topic) {
-            if let Some(link) = state.links.get_mut(&node) {
-                let _ = unsubscribe(&mut link.sink, &topic).await;
+            if let Some(link) = state.links.get(&node) {
+                let _ = link.orders.send(Order::Unsubscribe(topic));
             }
             self.settle(&mut state);
         }
@@ -223,12 +308,70 @@ impl Hub {
     }
 }
 
-/// A pub/sub connection to `node`, its outcome reported to the node.
+/// Whether `node` is in the pool and up.
+fn is_up(pool: &Pool, node: &NodeName) -> bool {
+    pool.open_table()
+        .ok()
+        .and_then(|table| table.node(node).map(|n| n.cell.is_up()))
+        .unwrap_or(false)
+}
+
+/// A pub/sub connection to `node` (within `connect_timeout`), its outcome
+/// reported to the node.
 async fn connect(pool: &Pool, node: &NodeName) -> Option<redis::aio::PubSub> {
     let table = pool.open_table().ok()?;
     let node = table.node(node)?;
     let epoch = node.cell.epoch();
     node.cell.connected(epoch, node.manager.pubsub().await).ok()
+}
+
+/// One link's task: connects, starts the reader, then carries out the
+/// orders in turn, each within `reply`. A connection that fails ends the
+/// link quietly (its outcome went to the node's health, which moves the
+/// topics if it boxes the node); a reply missed or failed ends it and
+/// asks for its topics to be placed again.
+async fn drive(
+    hub: Weak<Hub>,
+    node: NodeName,
+    id: u64,
+    mut queue: mpsc::UnboundedReceiver<Order>,
+    reply: Duration,
+) {
+    let connection = match hub.upgrade().and_then(|hub| hub.pool.upgrade()) {
+        Some(pool) => connect(&pool, &node).await,
+        None => return,
+    };
+    let Some(connection) = connection else {
+        if let Some(hub) = hub.upgrade() {
+            hub.unlink(&node, id, false);
+        }
+        return;
+    };
+    let (mut sink, stream) = connection.split();
+    let _reader = AbortOnDrop(tokio::spawn(read(hub.clone(), node, id, stream)));
+    while let Some(order) = queue.recv().await {
+        let (done, confirmed) = match order {
+            Order::Subscribe(topic, confirmed) => {
+                (tokio::time::timeout(reply, subscribe(&mut sink, &topic)).await, confirmed)
+            }
+            Order::Unsubscribe(topic) => {
+                (tokio::time::timeout(reply, unsubscribe(&mut sink, &topic)).await, None)
+            }
+        };
+        match done {
+            Ok(Ok(())) => {
+                if let Some(confirmed) = confirmed {
+                    let _ = confirmed.send(());
+                }
+            }
+            _ => {
+                if let Some(hub) = hub.upgrade() {
+                    hub.unlink(&node, id, true);
+                }
+                return;
+            }
+        }
+    }
 }
 
 async fn subscribe(sink: &mut PubSubSink, topic: &Topic) -> RedisResult<()> {
@@ -245,9 +388,8 @@ async fn unsubscribe(sink: &mut PubSubSink, topic: &Topic) -> RedisResult<()> {
     }
 }
 
-/// Reads one node's subscriber connection until it ends; then asks for
-/// its topics to be placed again (on the same node if it answers, which
-/// tells its health; elsewhere once it is boxed).
+/// Reads one node's subscriber connection until it ends; then its link
+/// ends, and its topics are placed again.
 async fn read(hub: Weak<Hub>, node: NodeName, id: u64, mut stream: redis::aio::PubSubStream) {
     while let Some(msg) = stream.next().await {
         match hub.upgrade() {
@@ -255,15 +397,9 @@ async fn read(hub: Weak<Hub>, node: NodeName, id: u64, mut stream: redis::aio::P
             None => return,
         }
     }
-    let Some(hub) = hub.upgrade() else { return };
-    let mut state = hub.state.lock().await;
-    // Only its own link: the node may have a newer one by now.
-    if state.links.get(&node).is_some_and(|link| link.id == id) {
-        // Aborting this very task takes effect at an await; none is left.
-        state.links.remove(&node);
+    if let Some(hub) = hub.upgrade() {
+        hub.unlink(&node, id, true);
     }
-    drop(state);
-    hub.relink.notify_one();
 }
 
 /// Messages of one channel (or pattern), from

@@ -520,3 +520,52 @@ async fn a_process_returning_while_another_deletes_waits_for_the_deletes() {
     );
     assert!(eventually(Duration::from_secs(10), || status_of(&first, "h").up).await);
 }
+
+/// Forged "returned" news every 20 ms about a dead node: it may bring a
+/// probe forward, but at most once per `penalty_min_wait`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_return_news_makes_no_probe_storm() {
+    let mut servers = start_servers(2);
+    let min_wait = Duration::from_millis(500);
+    let pool = builder_for(&servers)
+        .fleet("forged")
+        .penalty_min_wait(min_wait)
+        .penalty_max_wait(Duration::from_secs(60))
+        // Each failed probe quadruples the stay: left alone, the dead node
+        // is probed about twice in the run.
+        .penalty_multiplier(4.0)
+        .penalty_jitter(0.0)
+        .build()
+        .await
+        .unwrap();
+    let dead = servers[1].name();
+    let key = support::key_on(&pool, &dead, "forged");
+    servers[1].kill();
+    if let Ok(mut conn) = pool.get(&key).await {
+        let _: Result<(), _> = conn.set(&key, 1).await;
+    }
+    assert!(eventually(Duration::from_secs(5), || !status_of(&pool, &dead).up).await);
+    // The fleet listens on the live node.
+    let mut forger = servers[0].client();
+    let listening = eventually(Duration::from_secs(5), || {
+        let n: Vec<(String, usize)> =
+            redis::cmd("PUBSUB").arg("NUMSUB").arg("forged").query(&mut forger).unwrap();
+        n[0].1 > 0
+    });
+    assert!(listening.await, "the fleet never subscribed");
+    let before = status_of(&pool, &dead).failed_probes;
+    let run = Duration::from_secs(3);
+    let started = Instant::now();
+    let mut seq = 0u64;
+    while started.elapsed() < run {
+        seq += 1;
+        let forged = format!("fluster1 returned 00000000deadbeef {seq} {dead}");
+        let _: () = redis::cmd("PUBLISH").arg("forged").arg(forged).query(&mut forger).unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let probes = status_of(&pool, &dead).failed_probes - before;
+    let bound = (run.as_millis() / min_wait.as_millis()) as u32 + 1;
+    println!("{seq} forged messages in {run:?}: {probes} probes of the dead node (bound {bound})");
+    assert!(probes >= 1, "the news brought no probe forward at all");
+    assert!(probes <= bound, "{probes} probes in {run:?} (at most {bound})");
+}

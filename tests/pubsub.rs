@@ -181,3 +181,75 @@ async fn patterns_route_by_their_hash_tag() {
         assert_eq!(msg.get_payload::<String>().unwrap(), "kick-off");
     }
 }
+
+/// A channel whose home is `node`.
+fn channel_on(pool: &ShardedPool, node: &str, prefix: &str) -> String {
+    (0..)
+        .map(|i| format!("{prefix}:{i}"))
+        .find(|c| pool.home_node_for(c).as_deref() == Some(node))
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_node_neither_keeps_its_channels_nor_stalls_other_subscriptions() {
+    let servers = start_servers(2);
+    let response_timeout = Duration::from_millis(500);
+    let pool = builder_for(&servers)
+        .response_timeout(response_timeout)
+        .penalty_min_wait(Duration::from_secs(30))
+        .penalty_max_wait(Duration::from_secs(30))
+        .build()
+        .await
+        .unwrap();
+    let (hung, healthy) = (servers[0].name(), servers[1].name());
+    let moving = channel_on(&pool, &hung, "moving");
+    let mut sub = pool.subscribe(&moving).await.unwrap();
+    // A subscription on the healthy node too: its link exists before.
+    let _kept = pool.subscribe(channel_on(&pool, &healthy, "kept")).await.unwrap();
+    assert_eq!(pool.publish(&moving, "before").await.unwrap(), 1);
+    tokio::time::timeout(Duration::from_secs(5), sub.next()).await.unwrap().unwrap();
+
+    servers[0].pause();
+    let boxed = eventually(Duration::from_secs(15), || {
+        pool.status().iter().any(|s| s.name == hung && !s.up)
+    });
+    assert!(boxed.await, "the hung node was never boxed");
+
+    // Subscribing to a channel of the healthy node waits on nobody hung.
+    let started = Instant::now();
+    let other = channel_on(&pool, &healthy, "other");
+    let mut fresh = tokio::time::timeout(Duration::from_secs(5), pool.subscribe(&other))
+        .await
+        .expect("a subscribe on the healthy node waited on the hung one")
+        .unwrap();
+    let waited = started.elapsed();
+    assert!(waited < response_timeout * 2, "subscribe took {waited:?}");
+    assert_eq!(pool.publish(&other, "hello").await.unwrap(), 1);
+    tokio::time::timeout(Duration::from_secs(2), fresh.next()).await.unwrap().unwrap();
+
+    // The moved channel's messages arrive from its stand-in: publish until
+    // the subscription is there (one move: a response_timeout at most).
+    let (mut heard, deadline) = (false, Instant::now() + Duration::from_secs(5));
+    while !heard && Instant::now() < deadline {
+        pool.publish(&moving, "after").await.unwrap();
+        heard = matches!(
+            tokio::time::timeout(Duration::from_millis(100), sub.next()).await,
+            Ok(Some(msg)) if msg.get_payload::<String>().unwrap() == "after"
+        );
+    }
+    assert!(heard, "the channel of the hung node never reached its stand-in");
+    // Once moved, every message arrives.
+    for i in 0..30 {
+        pool.publish(&moving, format!("then {i}")).await.unwrap();
+    }
+    let mut then = Vec::new();
+    while then.len() < 30 {
+        let msg = tokio::time::timeout(Duration::from_secs(2), sub.next()).await.unwrap().unwrap();
+        let got: String = msg.get_payload().unwrap();
+        if got != "after" {
+            then.push(got);
+        }
+    }
+    assert_eq!(then, (0..30).map(|i| format!("then {i}")).collect::<Vec<_>>());
+    servers[0].resume();
+}

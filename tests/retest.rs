@@ -6,7 +6,7 @@
 mod support;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use fluster::{FailureKind, NodeEvent, ShardedPool};
@@ -211,4 +211,93 @@ fn the_sync_flavour_re_tests_a_replica_and_runs_probe_with() {
     assert!(!status_now().up);
     ready.store(true, Ordering::Release);
     assert!(support::eventually_blocking(Duration::from_secs(3), || status_now().up));
+}
+
+/// A `probe_with` check that panics while `panicking` is set (in its future,
+/// or `early`: before making it), counting its calls.
+fn panicky<C: Send + 'static>(
+    panicking: &Arc<AtomicBool>,
+    calls: &Arc<AtomicUsize>,
+    early: bool,
+) -> impl for<'c> Fn(&'c mut C) -> redis::RedisFuture<'c, ()> + Send + Sync + 'static {
+    let (gate, count) = (panicking.clone(), calls.clone());
+    move |_conn| {
+        count.fetch_add(1, Ordering::SeqCst);
+        let panic = gate.load(Ordering::Acquire);
+        if panic && early {
+            panic!("the warm-up check blew up early");
+        }
+        Box::pin(async move {
+            if panic {
+                panic!("the warm-up check blew up");
+            }
+            Ok(())
+        })
+    }
+}
+
+/// While its check panics, the node is boxed for `Check` with the panic's
+/// words, and probed again and again; then it returns.
+fn panics_fail_probes(
+    status: impl Fn() -> fluster::NodeStatus,
+    calls: &AtomicUsize,
+) -> impl FnMut() -> bool {
+    move || {
+        let status = status();
+        !status.up
+            && status.boxed_for == Some(FailureKind::Check)
+            && status.last_error.as_deref().unwrap_or("").contains("the warm-up check blew up")
+            && calls.load(Ordering::SeqCst) >= 5
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_probe_check_that_panics_fails_its_probe_and_probing_goes_on() {
+    let (healthy, mut node) = (RedisServer::start(), RedisServer::start());
+    let (panicking, calls) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)));
+    let pool = builder(&healthy, &node.url())
+        .probe_with(panicky(&panicking, &calls, false))
+        .build()
+        .await
+        .unwrap();
+    let key = key_on(&pool, &node.name(), "panic");
+    panicking.store(true, Ordering::Release);
+    node.kill();
+    poke(&pool, &key).await;
+    node.restart();
+    let status = || status_of(&pool, &node.name());
+    let failing = eventually(Duration::from_secs(5), panics_fail_probes(status, &calls)).await;
+    assert!(failing, "{:?} after {} calls of the check", status(), calls.load(Ordering::SeqCst));
+    panicking.store(false, Ordering::Release);
+    returns(&pool, &node.name()).await;
+}
+
+#[cfg(feature = "r2d2")]
+#[test]
+fn the_sync_flavour_survives_a_probe_check_that_panics() {
+    let (healthy, mut node) = (RedisServer::start(), RedisServer::start());
+    let (panicking, calls) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)));
+    let pool = fluster::sync::ShardedPool::builder()
+        .node(&healthy.url())
+        .node(&node.url())
+        .penalty_min_wait(Duration::from_millis(50))
+        .penalty_max_wait(Duration::from_millis(50))
+        .penalty_jitter(0.0)
+        .penalty_memory(Duration::ZERO)
+        .probe_with(panicky(&panicking, &calls, true))
+        .build()
+        .unwrap();
+    let key = key_on(&pool, &node.name(), "sync-panic");
+    panicking.store(true, Ordering::Release);
+    node.kill();
+    if let Ok(mut conn) = pool.get(&key) {
+        let _: Result<(), _> = redis::Commands::set(&mut conn, &key, 1);
+    }
+    node.restart();
+    let status = || status_of(&pool, &node.name());
+    let failing =
+        support::eventually_blocking(Duration::from_secs(5), panics_fail_probes(status, &calls));
+    assert!(failing, "{:?} after {} calls of the check", status(), calls.load(Ordering::SeqCst));
+    panicking.store(false, Ordering::Release);
+    assert!(support::eventually_blocking(Duration::from_secs(3), || status().up));
 }

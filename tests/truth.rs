@@ -252,6 +252,43 @@ fn pings(server: &RedisServer) -> u64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_hung_node_is_boxed_within_one_interval_plus_its_timeouts() {
+    let servers = support::start_servers(2);
+    let (beat, response, timeouts) = (Duration::from_secs(1), Duration::from_millis(200), 3);
+    let pool = support::builder_for(&servers)
+        .heartbeat(beat)
+        .response_timeout(response)
+        .timeouts_before_penalty(timeouts)
+        .penalty_min_wait(Duration::from_secs(30))
+        .penalty_max_wait(Duration::from_secs(30))
+        .build()
+        .await
+        .unwrap();
+    let victim = servers[1].name();
+    // Idle: the heartbeat PINGs it (no traffic during an interval).
+    let before = pings(&servers[1]);
+    assert!(a_ping_reaches(&servers[1], before).await, "no heartbeat reached the node");
+    servers[1].pause();
+    let paused = Instant::now();
+    // The promise (README, Guarantees): one interval plus
+    // `timeouts_before_penalty` × `response_timeout`; 1 s of slack for a
+    // loaded machine (before, the misses came an interval apart: 3.7 s).
+    let bound = beat + response * timeouts;
+    let boxed = eventually(bound + Duration::from_secs(1), || !status_of(&pool, &victim).up).await;
+    let took = paused.elapsed();
+    servers[1].resume();
+    assert!(boxed, "an idle hung node still up {took:?} after SIGSTOP (promised {bound:?})");
+    println!("an idle hung node boxed {took:?} after SIGSTOP (bound {bound:?})");
+    let status = status_of(&pool, &victim);
+    assert_eq!(status.boxed_for, Some(fluster::FailureKind::Timeout), "{status:?}");
+}
+
+/// Whether a PING reaches `server` beyond the `before` it had, within 5 s.
+async fn a_ping_reaches(server: &RedisServer, before: u64) -> bool {
+    eventually(Duration::from_secs(5), || pings(server) > before).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_heartbeat_pings_an_idle_node_once_an_interval_and_a_busy_one_never() {
     let server = RedisServer::start();
     let beat = Duration::from_millis(100);

@@ -166,7 +166,9 @@ impl<M: NodeManager, F> Builder<M, F> {
     /// connect, the manager's `is_valid` and the pool's own re-test of
     /// what boxed it): given the probe's connection, any error keeps the
     /// node boxed, counted as [`FailureKind::Check`](crate::FailureKind::Check),
-    /// with its text in `status().last_error`. Within `probe_timeout`; the
+    /// with its text in `status().last_error`. A check that panics fails
+    /// its probe the same way (the panic's message in `last_error`), and
+    /// the node is probed again on schedule. Within `probe_timeout`; the
     /// sync flavour gives it an async connection of its own.
     ///
     /// ```no_run
@@ -304,9 +306,13 @@ impl<M: NodeManager, F> Builder<M, F> {
         lease: Duration;
         /// Interval of the heartbeat (default 1 s; zero: off): an up node
         /// that carried no successful command during the last interval gets
-        /// one `PING`, judged like any command, so a node that dies while
-        /// the pool is idle is boxed within about one interval plus
-        /// `response_timeout`, and `status()` and `fluster_node_up` tell
+        /// one `PING` within `response_timeout`, judged like any command; a
+        /// `PING` that misses it is sent again at once (on a fresh
+        /// connection) until the node answers or `timeouts_before_penalty`
+        /// misses in a row box it. So a node that dies while the pool is
+        /// idle is boxed within about one interval (refused), or one
+        /// interval plus `timeouts_before_penalty` × `response_timeout`
+        /// (hung: 2.5 s by default), and `status()` and `fluster_node_up` tell
         /// the truth at night too. Under traffic it sends nothing. With a
         /// near cache it also `PING`s the tracking connection when only
         /// hits were served, and must not be off.

@@ -12,6 +12,7 @@
 mod news;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -60,7 +61,9 @@ pub(crate) async fn run<M: NodeManager, S: Store<M>>(core: Weak<Core<M, S>>, nam
         seq: 0,
         heard: Heard::default(),
         checked: HashMap::new(),
+        hastened: HashMap::new(),
         links: HashMap::new(),
+        longest: Arc::default(),
     };
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(BACKLOG);
     let mut relink = tokio::time::interval(RELINK);
@@ -101,7 +104,12 @@ struct Fleet {
     heard: Heard,
     /// When each node was last checked on news of its boxing.
     checked: HashMap<NodeName, Instant>,
+    /// When news of each node's return last brought its probe forward.
+    hastened: HashMap<NodeName, Instant>,
     links: HashMap<NodeName, Link>,
+    /// The longest name of the pool's nodes: a message longer than any
+    /// that can name one is dropped unread.
+    longest: Arc<AtomicUsize>,
 }
 
 impl Fleet {
@@ -110,9 +118,16 @@ impl Fleet {
     fn link<M: NodeManager, S: Store<M>>(&mut self, core: &Core<M, S>, tx: &mpsc::Sender<Vec<u8>>) {
         let Ok(table) = core.open_table() else { return };
         self.links.retain(|name, link| table.node(name).is_some() && !link.0.is_finished());
+        // What is remembered per node is remembered for the pool's nodes only.
+        self.checked.retain(|name, _| table.node(name).is_some());
+        self.hastened.retain(|name, _| table.node(name).is_some());
+        self.heard.keep(|name| table.node(name).is_some());
+        let longest = table.nodes.iter().map(|node| node.name().len()).max().unwrap_or(0);
+        self.longest.store(longest, Ordering::Relaxed);
         for node in &table.nodes {
             if !self.links.contains_key(node.name()) && node.listen.is_some() {
-                let task = listen(node.clone(), self.channel.clone(), tx.clone());
+                let task =
+                    listen(node.clone(), self.channel.clone(), tx.clone(), self.longest.clone());
                 self.links.insert(*node.name(), Link(tokio::spawn(task)));
             }
         }
@@ -144,21 +159,44 @@ impl Fleet {
     fn hear<M: NodeManager, S: Store<M>>(&mut self, core: &Core<M, S>, payload: &[u8]) {
         let Some(message) = Message::parse(payload) else { return };
         let now = Instant::now();
+        // News of a node this pool does not have is dropped before
+        // anything of it is remembered.
+        let Ok(table) = core.open_table() else { return };
+        let Some(node) = table.node(&message.node) else { return };
         if message.teller == self.teller || !self.heard.note(&message, now) {
             return;
         }
-        let Ok(table) = core.open_table() else { return };
-        let Some(node) = table.node(&message.node) else { return };
         let (name, news) = (*node.name(), message.news);
         count(&name, news, "heard");
         let acted = match news {
-            News::Returned => !node.cell.is_up() && node.cell.hasten_probe(now + jitter(JITTER)),
+            News::Returned => {
+                !node.cell.is_up() && self.hasten(node, now, core.settings.penalty_min_wait)
+            }
             News::Boxed => node.cell.is_up() && self.check(node, now, core.settings.probe_timeout),
         };
         if acted {
             tracing::info!(node = %name, news = news.as_str(), "news from the fleet; checking");
             node.cell.commons.send(NodeEvent::Heard { node: name, news });
         }
+    }
+
+    /// Brings `node`'s probe forward (after a little jitter), at most once
+    /// per `min_wait`: news, forged or not, cannot probe a dead node more
+    /// often than its shortest stay in the box.
+    fn hasten<M: NodeManager, S: Store<M>>(
+        &mut self,
+        node: &Arc<Node<M, S>>,
+        now: Instant,
+        min_wait: Duration,
+    ) -> bool {
+        if self.hastened.get(node.name()).is_some_and(|at| now < *at + min_wait) {
+            return false;
+        }
+        let moved = node.cell.hasten_probe(now + jitter(JITTER));
+        if moved {
+            self.hastened.insert(*node.name(), now);
+        }
+        moved
     }
 
     /// Checks `node` after a little jitter, unless a check of it is still
@@ -220,6 +258,7 @@ async fn listen<M: NodeManager, S: Store<M>>(
     node: Arc<Node<M, S>>,
     channel: String,
     tx: mpsc::Sender<Vec<u8>>,
+    longest: Arc<AtomicUsize>,
 ) {
     let Some(listen) = &node.listen else { return };
     let subscribed = async {
@@ -232,7 +271,13 @@ async fn listen<M: NodeManager, S: Store<M>>(
     };
     let mut messages = pubsub.into_on_message();
     while let Some(message) = messages.next().await {
-        if tx.send(message.get_payload_bytes().to_vec()).await.is_err() {
+        // redis-rs cannot bound a reply's size: a payload longer than any
+        // real message is dropped here, before it is copied or queued.
+        let payload = message.get_payload_bytes();
+        if payload.len() > news::longest(longest.load(Ordering::Relaxed)) {
+            continue;
+        }
+        if tx.send(payload.to_vec()).await.is_err() {
             return;
         }
     }

@@ -18,6 +18,17 @@ const VERSION: &str = "fluster1";
 /// several nodes: far more than can arrive within one round of them.
 const REMEMBERED: usize = 1024;
 
+/// Distinct pieces of news remembered (`told`): one per node and kind for
+/// the pool's nodes; past the bound, the oldest is forgotten.
+const TOLD: usize = 1024;
+
+/// The longest a real message can be when no node's name is longer than
+/// `name` bytes: the version, the news, the teller and the seq, at their
+/// longest, and the name.
+pub(crate) fn longest(name: usize) -> usize {
+    VERSION.len() + " returned ".len() + 16 + 1 + 20 + 1 + name
+}
+
 /// One message of the fleet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Message {
@@ -77,8 +88,20 @@ impl Heard {
             self.ids.pop_front();
         }
         self.ids.push_back(id);
+        if self.told.len() >= TOLD && !self.told.contains_key(&(message.node.clone(), message.news))
+        {
+            let oldest = self.told.iter().min_by_key(|(_, at)| **at).map(|(key, _)| key.clone());
+            oldest.map(|key| self.told.remove(&key));
+        }
         self.told.insert((message.node.clone(), message.news), now);
         true
+    }
+
+    /// Forgets what was heard or done about nodes `keep` refuses (nodes
+    /// that left the pool).
+    pub(crate) fn keep(&mut self, keep: impl Fn(&str) -> bool) {
+        self.told.retain(|(node, _), _| keep(node));
+        self.changed.retain(|node, _| keep(node));
     }
 
     /// Notes this process's own change of `node` to `news` at `now`, and
@@ -157,6 +180,25 @@ mod tests {
         assert!(heard.follows("c", News::Boxed, at(1_000), window), "a first change, just told");
         heard.note(&message(News::Boxed, 3, "d"), at(0));
         assert!(!heard.follows("d", News::Boxed, at(5_000), window), "a first change, old news");
+    }
+
+    #[test]
+    fn longest_fits_the_longest_real_message() {
+        let name = "n".repeat(300);
+        let m = Message { news: News::Returned, teller: u64::MAX, seq: u64::MAX, node: name };
+        assert_eq!(m.encode().len(), longest(300));
+    }
+
+    #[test]
+    fn news_of_many_nodes_is_remembered_up_to_a_bound() {
+        let (mut heard, now) = (Heard::default(), Instant::now());
+        for seq in 0..10_000u64 {
+            heard.note(&message(News::Returned, seq, &format!("node-{seq}")), now);
+        }
+        assert!(heard.told.len() <= 1024, "{} pieces of news remembered", heard.told.len());
+        assert!(heard.ids.len() <= 1024);
+        heard.keep(|node| node == "node-9999");
+        assert_eq!(heard.told.len(), 1, "news of nodes that left is forgotten");
     }
 
     #[test]

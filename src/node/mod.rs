@@ -81,6 +81,9 @@ pub(crate) struct Node<M: NodeManager, S> {
     mux: ArcSwapOption<Muxed<M::Connection>>,
     /// Set while a heartbeat is under way: one at a time.
     beating: AtomicBool,
+    /// The heartbeat's timeout (`response_timeout`) and most `PING`s in a
+    /// row (`timeouts_before_penalty`).
+    beat: (Duration, u32),
     /// Lets one caller connect the multiplexed connection while the others
     /// wait for its result.
     connecting: tokio::sync::Mutex<()>,
@@ -118,6 +121,7 @@ impl<M: NodeManager, S: Store<M>> Node<M, S> {
             store: store(tracked),
             manager,
             probe_timeout: settings.probe_timeout,
+            beat: (settings.response_timeout, settings.timeouts_before_penalty),
             check,
             near,
             tracking,
@@ -159,29 +163,59 @@ impl<M: NodeManager, S: Store<M>> Node<M, S> {
     /// has a live one (the near cache's tracking connection among them),
     /// else on a pooled one; judged and reported like any command. One at
     /// a time per node.
+    ///
+    /// A `PING` that misses `response_timeout` is sent again at once (on a
+    /// fresh connection), not an interval later, until the node answers or
+    /// `timeouts_before_penalty` misses in a row box it: a hung idle node
+    /// is boxed within one interval plus `timeouts_before_penalty` ×
+    /// `response_timeout`.
     pub(crate) async fn heartbeat(&self) {
         if self.beating.swap(true, Ordering::AcqRel) {
             return;
         }
-        let shared = self.live_mux();
-        match shared.as_ref().and_then(|mux| Some((mux, mux.conn.ping_shared()?))) {
-            Some((mux, ping)) => {
-                let pong = tokio::time::timeout(self.probe_timeout, ping).await;
-                match pong {
-                    Ok(pong) => mux.observe(failure(&pong)),
-                    Err(_) => {
-                        let (kind, error) = late(self.probe_timeout);
-                        mux.observe(Some((kind, &error)));
-                    }
-                }
-                mux.take_seen();
+        self.beat_once().await;
+        for _ in 1..self.beat.1 {
+            if !self.cell.is_up() || self.cell.health().consecutive_timeouts() == 0 {
+                break;
             }
-            None => self.store.heartbeat(&self.manager, self.probe_timeout).await,
+            self.beat_again().await;
         }
         // Its own answer is no traffic: the next interval asks again if
         // nothing else answers (`last_ok` has noted it).
         self.cell.take_seen();
         self.beating.store(false, Ordering::Release);
+    }
+
+    /// One `PING` of the heartbeat, within `response_timeout`.
+    async fn beat_once(&self) {
+        let timeout = self.beat.0;
+        let shared = self.live_mux();
+        match shared.as_ref().and_then(|mux| Some((mux, mux.conn.ping_shared()?))) {
+            Some((mux, ping)) => {
+                match tokio::time::timeout(timeout, ping).await {
+                    Ok(pong) => mux.observe(failure(&pong)),
+                    Err(_) => {
+                        let (kind, error) = late(timeout);
+                        mux.observe(Some((kind, &error)));
+                    }
+                }
+                mux.take_seen();
+            }
+            None => self.store.heartbeat(&self.manager, timeout).await,
+        }
+    }
+
+    /// A heartbeat's `PING` after one that missed: on a fresh connection
+    /// (the missed one's is broken, and a pooled connect could wait out
+    /// the checkout unreported), within `response_timeout`, its outcome
+    /// reported like any command's.
+    async fn beat_again(&self) {
+        let (epoch, timeout) = (self.cell.epoch(), self.beat.0);
+        let outcome = tokio::time::timeout(timeout, self.connect_valid()).await.ok();
+        match judge(outcome, timeout) {
+            Ok(_) => self.cell.report_success(),
+            Err((kind, error)) => drop(self.cell.report((kind, &error), epoch, false)),
+        }
     }
 
     /// Probes the node, whichever the flavour: a fresh connection, the

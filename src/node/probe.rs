@@ -1,7 +1,10 @@
 //! What a probe asks once connected, beyond the manager's own `is_valid`:
 //! the question that boxed the node, and the user's own check.
 
+use std::panic::AssertUnwindSafe;
 use std::time::Duration;
+
+use futures_util::FutureExt;
 
 use redis::{RedisFuture, Value};
 
@@ -51,10 +54,25 @@ pub(crate) async fn retest<C: ConnectionAbilities + Send>(
             }
         }
     }
-    match check {
-        Some(check) => check(conn).await.map_err(|e| (FailureKind::Check, one_line(&e))),
-        None => Ok(()),
+    let Some(check) = check else { return Ok(()) };
+    // A check that panics fails like one that errs: the probe still ends,
+    // so the node is probed again on schedule (an unfinished probe would
+    // keep it out for good).
+    match AssertUnwindSafe(async { check(conn).await }).catch_unwind().await {
+        Ok(outcome) => outcome.map_err(|e| (FailureKind::Check, one_line(&e))),
+        Err(panic) => {
+            Err((FailureKind::Check, format!("the probe check panicked: {}", said(&*panic))))
+        }
     }
+}
+
+/// What a panic said, if it said it in words.
+fn said(panic: &(dyn std::any::Any + Send)) -> String {
+    let text = panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or(panic.downcast_ref::<String>().map(String::as_str));
+    one_line(&text.unwrap_or("(no message)"))
 }
 
 /// The one judgement of a probe's attempt, whichever the flavour: `None`
