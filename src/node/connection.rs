@@ -14,6 +14,7 @@ use redis::{Arg, Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, RedisResult,
 use crate::backend::manager::RedisManager;
 use crate::backend::near::{Fence, Look, NearCache};
 use crate::backend::reads::{self, Read};
+use crate::backend::resp2::{self, Doubles};
 use crate::health::failure::{Failure, FailureKind, failure};
 use crate::node::session::{Effect, effect};
 use crate::node::shared::Muxed;
@@ -167,19 +168,6 @@ pub(crate) fn own_reply(value: Value) -> RedisResult<Value> {
     }
 }
 
-/// `pipeline` with `caps` in one round trip (see [`Capped`]); its own
-/// replies.
-async fn capped<W: ConnectionLike>(
-    wire: &mut W,
-    pipeline: &Pipeline,
-    span: (usize, usize),
-    caps: Caps,
-) -> RedisResult<Vec<Value>> {
-    let capped = Capped::new(pipeline, span, caps);
-    let values = wire.req_packed_commands(&capped.pipe, capped.offset, capped.count).await?;
-    Ok(capped.replies(values))
-}
-
 /// A connection handed to a caller: the wire its commands go on, and where
 /// their outcomes go.
 trait Observed: Send {
@@ -200,6 +188,18 @@ trait Observed: Send {
     /// node's tracking connection, whose invalidations keep it true.
     fn reads_near(&self) -> bool {
         false
+    }
+    /// Takes the fence of a write sent inside a transaction, which runs at
+    /// `EXEC`: held until a reply after the transaction ended
+    /// ([`observe`](Self::observe)). Any other fence is handed back, to be
+    /// lifted at its own reply.
+    fn queue<'k>(&mut self, fence: Fence<&'k [u8]>) -> Option<Fence<&'k [u8]>> {
+        Some(fence)
+    }
+    /// How its replies reach the caller (and its near cache): a tracking
+    /// connection's RESP3 in its RESP2 form, written so. `None`: as they come.
+    fn resp2(&self) -> Option<Doubles> {
+        self.near().filter(|_| self.reads_near()).map(|cache| cache.doubles())
     }
     /// The caps to send with `cmds`, if any: only a stand-in's connection
     /// looks at what it writes.
@@ -225,15 +225,27 @@ where
     fn arm(&mut self) {
         self.conn.in_flight = true;
     }
+    /// A reply after the transaction ended (`EXEC`'s, `DISCARD`'s, or any
+    /// later one: replies come in order) lifts its writes' fences.
     fn observe(&mut self, failure: Option<Failure<'_>>) {
         self.conn.in_flight = false;
         self.conn.observe(failure);
+        if !self.conn.queued.is_empty() && !self.conn.session.in_multi() {
+            self.conn.queued.clear();
+        }
     }
     fn stand_in(&self) -> Option<&StandIn> {
         self.stand_in.as_deref()
     }
     fn near(&self) -> Option<&Arc<NearCache>> {
         self.conn.near.as_ref()
+    }
+    fn queue<'k>(&mut self, fence: Fence<&'k [u8]>) -> Option<Fence<&'k [u8]>> {
+        if !self.conn.session.in_multi() {
+            return Some(fence);
+        }
+        self.conn.queued.push(fence.held());
+        None
     }
 }
 
@@ -299,14 +311,14 @@ async fn send<O: Observed>(conn: &mut O, cmd: &Cmd) -> RedisResult<Value> {
         Some(caps) => Box::pin(send_capped(conn.wire(), cmd, caps)).await,
     };
     conn.observe(failure(&result));
-    result
+    result.map(|value| resp2::reply(cmd, value, conn.resp2()))
 }
 
 /// `cmd` and its caps, in one round trip: `cmd`'s own reply.
 async fn send_capped<W: ConnectionLike>(wire: &mut W, cmd: &Cmd, caps: Caps) -> RedisResult<Value> {
     let mut one = redis::pipe();
     one.add_command(cmd.clone());
-    let values = capped(wire, &one, (0, 1), caps).await;
+    let values = Capped::send(wire, &one, (0, 1), caps).await;
     values.and_then(|mut values| own_reply(values.swap_remove(0)))
 }
 
@@ -335,8 +347,9 @@ fn one<'a, O: Observed>(conn: &'a mut O, cmd: &'a Cmd) -> RedisFuture<'a, Value>
         };
     }
     // A write's keys are fenced until its reply is in (or its future is
-    // dropped).
+    // dropped); a write queued in a transaction, until the transaction's.
     let fence = cache.fence(&words);
+    let fence = fence.and_then(|fence| conn.queue(fence));
     Box::pin(async move {
         let _fence = fence;
         send(conn, cmd).await
@@ -362,7 +375,7 @@ async fn fill<O: Observed>(
     conn.observe(failure(&result));
     let mut values = result?;
     let ttls = values.split_off(1);
-    let value = values.pop().unwrap_or(Value::Nil);
+    let value = resp2::reply(cmd, values.pop().unwrap_or(Value::Nil), conn.resp2());
     let replies = match (&read, &value) {
         (Read::Many(_), Value::Array(items)) => items.clone(),
         (Read::Many(_), _) => Vec::new(),
@@ -383,21 +396,22 @@ async fn many<O: Observed>(
     count: usize,
 ) -> RedisResult<Vec<Value>> {
     conn.admit(pipeline.cmd_iter())?;
-    let _fences: Vec<Fence<'_>> = match conn.near() {
+    let fences: Vec<Fence<&[u8]>> = match conn.near() {
         Some(cache) => pipeline
             .cmd_iter()
             .filter_map(|cmd| cache.fence(&words(cmd).collect::<Vec<_>>()))
             .collect(),
         None => Vec::new(),
     };
+    let _fences: Vec<_> = fences.into_iter().filter_map(|fence| conn.queue(fence)).collect();
     let caps = conn.caps(pipeline.cmd_iter());
     conn.arm();
     let result = match caps {
         None => conn.wire().req_packed_commands(pipeline, offset, count).await,
-        Some(caps) => capped(conn.wire(), pipeline, (offset, count), caps).await,
+        Some(caps) => Capped::send(conn.wire(), pipeline, (offset, count), caps).await,
     };
     conn.observe(failure(&result));
-    result
+    result.map(|values| resp2::replies(pipeline, offset, values, conn.resp2()))
 }
 
 /// The one body of both connections' [`ConnectionLike`]: sends on the

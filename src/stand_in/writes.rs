@@ -7,7 +7,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::{Cmd, Pipeline, Value};
+use redis::aio::ConnectionLike;
+use redis::{Cmd, Pipeline, RedisResult, Value};
 
 use super::journal::{Journal, expire};
 use super::table::{Reach, written};
@@ -117,6 +118,19 @@ impl Capped {
             (offset + first, count + last)
         };
         Capped { pipe, offset, count, caps: (first, last) }
+    }
+
+    /// `pipeline`, whose caller wants `span` of its replies, with `caps`,
+    /// in one round trip on `wire`: the caller's replies.
+    pub(crate) async fn send<W: ConnectionLike>(
+        wire: &mut W,
+        pipeline: &Pipeline,
+        span: (usize, usize),
+        caps: Caps,
+    ) -> RedisResult<Vec<Value>> {
+        let capped = Capped::new(pipeline, span, caps);
+        let values = wire.req_packed_commands(&capped.pipe, capped.offset, capped.count).await?;
+        Ok(capped.replies(values))
     }
 
     /// The caller's replies out of what the server sent back.
