@@ -12,7 +12,7 @@ use redis::aio::ConnectionLike;
 use redis::{Arg, Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, RedisResult, Value};
 
 use crate::backend::manager::RedisManager;
-use crate::backend::near::{Fence, Look, NearCache};
+use crate::backend::near::{Fence, HeldFence, Look, NearCache};
 use crate::backend::reads::{self, Read};
 use crate::backend::resp2::{self, Doubles};
 use crate::health::failure::{Failure, FailureKind, failure};
@@ -36,6 +36,9 @@ pub struct Connection<M: NodeManager = RedisManager> {
     conn: PooledConnection<'static, Tracked<M>>,
     home: bool,
     stand_in: Option<Box<StandIn>>,
+    /// The near-cache fences of the writes queued in its open transaction,
+    /// lifted after `EXEC`'s or `DISCARD`'s reply, or when it goes back.
+    queued: Vec<HeldFence>,
 }
 
 impl<M: NodeManager> Connection<M> {
@@ -44,7 +47,7 @@ impl<M: NodeManager> Connection<M> {
         home: bool,
         stand_in: Option<Box<StandIn>>,
     ) -> Self {
-        Connection { conn, home, stand_in }
+        Connection { conn, home, stand_in, queued: Vec::new() }
     }
 
     /// The name of the node this connection belongs to.
@@ -230,8 +233,8 @@ where
     fn observe(&mut self, failure: Option<Failure<'_>>) {
         self.conn.in_flight = false;
         self.conn.observe(failure);
-        if !self.conn.queued.is_empty() && !self.conn.session.in_multi() {
-            self.conn.queued.clear();
+        if !self.queued.is_empty() && !self.conn.session.in_multi() {
+            self.queued.clear();
         }
     }
     fn stand_in(&self) -> Option<&StandIn> {
@@ -244,7 +247,7 @@ where
         if !self.conn.session.in_multi() {
             return Some(fence);
         }
-        self.conn.queued.push(fence.held());
+        self.queued.push(fence.held());
         None
     }
 }

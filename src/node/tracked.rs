@@ -12,7 +12,7 @@ use futures_util::future::BoxFuture;
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::{Cmd, RedisResult, Value};
 
-use crate::backend::near::{HeldFence, NearCache};
+use crate::backend::near::NearCache;
 use crate::health::cell::HealthCell;
 use crate::health::failure::{ClassifyFailure, Failure, connect_failure};
 use crate::node::session::Session;
@@ -117,9 +117,6 @@ pub(crate) struct TrackedConn<C> {
     pub(crate) cell: Arc<HealthCell>,
     /// The node's near cache, if it has one: writes sent here fence it.
     pub(crate) near: Option<Arc<NearCache>>,
-    /// The fences of the writes queued in the open transaction, lifted
-    /// after `EXEC`'s or `DISCARD`'s reply, or with the connection.
-    pub(crate) queued: Vec<HeldFence>,
 }
 
 impl<C> TrackedConn<C> {
@@ -137,7 +134,6 @@ impl<C> TrackedConn<C> {
             session: Session::default(),
             cell,
             near,
-            queued: Vec::new(),
         }
     }
 
