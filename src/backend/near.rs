@@ -31,7 +31,7 @@
 
 use std::hash::BuildHasher;
 use std::num::NonZeroUsize;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -89,13 +89,14 @@ const SHARDS: usize = 16;
 pub(crate) const MAX_AGE: Duration = Duration::from_secs(5 * 60);
 
 /// The section of `INFO` the heartbeat asks a tracking connection for:
-/// the commands that change data without a word to tracking clients
-/// (Redis 7.0 announces `FLUSHALL`, `FLUSHDB` in both modes, `DEBUG
-/// RELOAD`, `RESTORE` and a replica's full sync to them; not `SWAPDB`).
+/// the server's count of [`UNANNOUNCED`] calls.
 pub(crate) const WATCHED: &str = "commandstats";
 
-/// The commands whose calls [`NearCache::watch`] counts.
-const UNANNOUNCED: [&str; 2] = ["cmdstat_swapdb:", "cmdstat_debug:"];
+/// The command that changes data without a word to tracking clients.
+/// Redis 7.0 invalidates every entry on `FLUSHALL` and `FLUSHDB` (sync or
+/// `ASYNC`), `DEBUG RELOAD` and a replica's full sync, and the keys of
+/// `RESTORE`, `MOVE`, `COPY` and `DEBUG POPULATE`; not on `SWAPDB`.
+const UNANNOUNCED: &str = "cmdstat_swapdb:calls=";
 
 /// The answer to a read before anything is sent.
 #[derive(Debug)]
@@ -126,9 +127,9 @@ pub(crate) struct NearCache {
     /// Whether the server writes doubles the shortest way (Redis 7.2 and
     /// later), as its tracking connection found at its connect.
     shortest: AtomicBool,
-    /// The server's calls of the commands no invalidation announces, as
-    /// last seen.
-    unannounced: Mutex<Option<[u64; 2]>>,
+    /// The server's calls of [`UNANNOUNCED`] as last seen (`u64::MAX`:
+    /// not yet).
+    unannounced: AtomicU64,
     /// The counts when last sampled, for the metrics.
     sampled: Mutex<Counts>,
 }
@@ -156,7 +157,7 @@ impl NearCache {
             bound: n,
             get: hash_of(GET),
             shortest: AtomicBool::new(false),
-            unannounced: Mutex::new(None),
+            unannounced: AtomicU64::new(u64::MAX),
             sampled: Mutex::default(),
         }
     }
@@ -297,10 +298,10 @@ impl NearCache {
     }
 
     /// Reads the server's [`WATCHED`] `INFO` (asked on the tracking
-    /// connection at its connect and at each heartbeat): if the calls of a
-    /// command that changes data unannounced (`SWAPDB`, `DEBUG`) changed
-    /// since it last looked, every entry goes, for any may be stale. An
-    /// entry filled before that change was read before `INFO` on the same
+    /// connection at its connect and at each heartbeat): if its count of
+    /// `SWAPDB` calls changed since it last looked (a `SWAPDB`, or a
+    /// `CONFIG RESETSTAT`), every entry goes, for any may be stale. An
+    /// entry filled before the swap was read before `INFO` on the same
     /// connection: it is dropped here, or its ticket is.
     pub(crate) fn watch(&self, info: &Value) {
         let text = match info {
@@ -309,14 +310,10 @@ impl NearCache {
             // Refused (an ACL, a renamed command): the age bounds the rest.
             _ => return,
         };
-        let calls = UNANNOUNCED.map(|name| {
-            let line = text.lines().find_map(|line| line.strip_prefix(name));
-            let calls =
-                line.and_then(|l| l.strip_prefix("calls=")?.split(',').next()?.parse().ok());
-            calls.unwrap_or(0)
-        });
-        let mut seen = self.unannounced.lock().unwrap_or_else(|e| e.into_inner());
-        if seen.replace(calls).is_some_and(|before| before != calls) {
+        let line = text.lines().find_map(|line| line.strip_prefix(UNANNOUNCED));
+        let calls = line.and_then(|l| l.split(',').next()?.parse().ok()).unwrap_or(0);
+        let before = self.unannounced.swap(calls, Ordering::AcqRel);
+        if before != u64::MAX && before != calls {
             self.clear();
         }
     }
