@@ -475,6 +475,8 @@ async fn turning_the_near_cache_on_changes_no_reply() {
             assert_eq!(got, expected, "{:?}", String::from_utf8_lossy(&cmd.get_packed_command()));
         }
     }
+    let ratio = near.status()[0].near_cache_hit_ratio;
+    assert!(ratio.is_some_and(|r| r > 0.25), "second reads answered from memory: {ratio:?}");
     // The same commands in a pipeline, and in a transaction.
     for atomic in [false, true] {
         let mut pipe = redis::pipe();

@@ -190,6 +190,8 @@ fn convert(value: Value, kind: Kind, doubles: Doubles) -> Value {
 /// with its `num-bigint` feature a `BigInt`).
 struct Digits<'a, T>(&'a T);
 
+// Called unless `redis` holds big numbers as `BigInt`.
+#[allow(dead_code)]
 trait BytesDigits {
     fn digits(&self) -> Vec<u8>;
 }
