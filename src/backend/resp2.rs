@@ -131,7 +131,7 @@ pub(crate) fn replies(
     values: Vec<Value>,
     doubles: Option<Doubles>,
 ) -> Vec<Value> {
-    let Some(doubles) = doubles else { return values };
+    let Some(doubles) = doubles.filter(|_| values.iter().any(differs)) else { return values };
     let sent = pipeline.cmd_iter().count();
     let exec = pipeline.is_transaction().then_some(sent + 1);
     let names: Vec<&[u8]> = pipeline.cmd_iter().map(name).collect();
