@@ -86,7 +86,7 @@ const SHARDS: usize = 16;
 /// holds: a bound for a change no invalidation announces and the
 /// heartbeat's [`watch`](NearCache::watch) cannot see (a server that
 /// refuses `INFO`, a module's command).
-pub(crate) const MAX_AGE: Duration = Duration::from_secs(5 * 60);
+const MAX_AGE: Duration = Duration::from_secs(5 * 60);
 
 /// The section of `INFO` the heartbeat asks a tracking connection for:
 /// the server's count of [`UNANNOUNCED`] calls.
