@@ -68,13 +68,17 @@ pub const STAND_IN_WRITES_TOTAL: &str = "fluster_stand_in_writes_total";
 
 /// Counters of each node's near cache (`near_cache`), sampled each second
 /// from its shared connection: reads answered from memory, reads that went
-/// to the server, and entries dropped (invalidated by the server, or
-/// evicted).
+/// to the server, entries (replies) dropped because their key changed (the
+/// server's invalidation, a write through the pool, their age) or their
+/// connection went, and entries evicted to stay within the bound.
 pub const NEAR_CACHE_HITS_TOTAL: &str = "fluster_near_cache_hits_total";
 /// See [`NEAR_CACHE_HITS_TOTAL`].
 pub const NEAR_CACHE_MISSES_TOTAL: &str = "fluster_near_cache_misses_total";
 /// See [`NEAR_CACHE_HITS_TOTAL`].
 pub const NEAR_CACHE_INVALIDATIONS_TOTAL: &str = "fluster_near_cache_invalidations_total";
+/// See [`NEAR_CACHE_HITS_TOTAL`]: a steady rate says the bound is too
+/// small for the reads.
+pub const NEAR_CACHE_EVICTIONS_TOTAL: &str = "fluster_near_cache_evictions_total";
 
 /// Gauge of the channels and patterns subscribed on the node by the pool's
 /// pub/sub (one subscriber connection per node carries them all).
@@ -114,6 +118,7 @@ pub const ALL: &[&str] = &[
     NEAR_CACHE_HITS_TOTAL,
     NEAR_CACHE_MISSES_TOTAL,
     NEAR_CACHE_INVALIDATIONS_TOTAL,
+    NEAR_CACHE_EVICTIONS_TOTAL,
     SUBSCRIPTIONS,
     FLEET_NEWS_TOTAL,
     ASIDE_TOTAL,
@@ -140,7 +145,14 @@ pub fn describe() {
         (STAND_IN_WRITES_TOTAL, "Writes for the node's keys taken by stand-ins, by result"),
         (NEAR_CACHE_HITS_TOTAL, "Reads the node's near cache answered from memory"),
         (NEAR_CACHE_MISSES_TOTAL, "Reads through the node's near cache that went to the server"),
-        (NEAR_CACHE_INVALIDATIONS_TOTAL, "Entries the node's near cache dropped"),
+        (
+            NEAR_CACHE_INVALIDATIONS_TOTAL,
+            "Entries the node's near cache dropped: changed, or connection gone",
+        ),
+        (
+            NEAR_CACHE_EVICTIONS_TOTAL,
+            "Entries the node's near cache evicted to stay within its bound",
+        ),
         (FLEET_NEWS_TOTAL, "News of the node told to and heard from the fleet, by news and way"),
         (ASIDE_TOTAL, "Cache-aside calls that missed, by outcome (filled, waited, ...)"),
     ] {

@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use fluster::metrics::{
     ASIDE_TOTAL, CHECKOUT_SECONDS, CHECKOUTS_TOTAL, CONNECTIONS, FAILOVERS_TOTAL, FAILURES_TOTAL,
-    FLEET_NEWS_TOTAL, IDLE_CONNECTIONS, NEAR_CACHE_HITS_TOTAL, NEAR_CACHE_INVALIDATIONS_TOTAL,
-    NEAR_CACHE_MISSES_TOTAL, NODE_UP, PENALTIES_TOTAL, PROBES_TOTAL, STAND_IN_WRITES_TOTAL,
-    SUBSCRIPTIONS,
+    FLEET_NEWS_TOTAL, IDLE_CONNECTIONS, NEAR_CACHE_EVICTIONS_TOTAL, NEAR_CACHE_HITS_TOTAL,
+    NEAR_CACHE_INVALIDATIONS_TOTAL, NEAR_CACHE_MISSES_TOTAL, NODE_UP, PENALTIES_TOTAL, PROBES_TOTAL,
+    STAND_IN_WRITES_TOTAL, SUBSCRIPTIONS,
 };
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use redis::AsyncCommands;
@@ -112,7 +112,12 @@ async fn node_metrics_follow_a_kill_and_a_restart() {
     r.take(secret);
     assert_eq!(r.gauge(NODE_UP, &name), 1.0);
     assert!(r.counter(CHECKOUTS_TOTAL, &[("node", &name)]) >= 1);
-    let near = [NEAR_CACHE_HITS_TOTAL, NEAR_CACHE_MISSES_TOTAL, NEAR_CACHE_INVALIDATIONS_TOTAL];
+    let near = [
+        NEAR_CACHE_HITS_TOTAL,
+        NEAR_CACHE_MISSES_TOTAL,
+        NEAR_CACHE_INVALIDATIONS_TOTAL,
+        NEAR_CACHE_EVICTIONS_TOTAL,
+    ];
     for metric in near {
         assert!(r.latest.contains_key(&key_text(metric, &[("node", &name)])), "{metric} at zero");
     }
@@ -181,6 +186,23 @@ async fn node_metrics_follow_a_kill_and_a_restart() {
         r.take(secret);
     }
     assert_eq!(r.counter(NEAR_CACHE_MISSES_TOTAL, &[("node", &name)]), 1);
+    // Reads of 150 keys through a near cache of 100 entries evict 50 (or
+    // more: a shard fills before the others), and change none.
+    for key in support::keys_on(&pool, &name, "evicted", 150) {
+        let _: Option<i64> = pool.get_shared(&key).await.unwrap().get(&key).await.unwrap();
+    }
+    let node = [("node", name.as_str())];
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while r.counter(NEAR_CACHE_EVICTIONS_TOTAL, &node) < 50 {
+        let evicted = r.counter(NEAR_CACHE_EVICTIONS_TOTAL, &node);
+        assert!(std::time::Instant::now() < deadline, "{evicted} evictions counted of 50");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        r.take(secret);
+    }
+    let entries = pool.status().into_iter().find(|s| s.name == name).unwrap().near_cache_entries;
+    let evicted = r.counter(NEAR_CACHE_EVICTIONS_TOTAL, &node);
+    assert_eq!(entries.unwrap() + evicted, 151, "every entry is held or counted as evicted");
+    assert_eq!(r.counter(NEAR_CACHE_INVALIDATIONS_TOTAL, &node), 0, "nothing changed");
 
     // A cache-aside miss is counted by what became of it.
     let fill = || async { Ok::<_, std::io::Error>(7_i64) };

@@ -316,3 +316,215 @@ async fn a_loop_of_hits_lets_other_tasks_run() {
     let ran = ran.load(std::sync::atomic::Ordering::Relaxed);
     assert!(ran >= 10, "the other task ran {ran} times during 10,000 hits");
 }
+
+/// Server calls of a command so far.
+fn calls(server: &RedisServer, command: &str) -> u64 {
+    let info: String = redis::cmd("INFO").arg("commandstats").query(&mut server.client()).unwrap();
+    let prefix = format!("cmdstat_{command}:calls=");
+    let line = info.lines().find_map(|l| l.strip_prefix(prefix.as_str()));
+    line.and_then(|l| l.split(',').next()?.parse().ok()).unwrap_or(0)
+}
+
+/// `near_cache(n)`: at most `n` entries per node, for every `n`, and all
+/// of them used.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_near_cache_holds_at_most_its_bound() {
+    let server = RedisServer::start();
+    for bound in [1usize, 3, 10, 17, 100] {
+        let pool =
+            ShardedPool::builder().node(&server.url()).near_cache(bound).build().await.unwrap();
+        for i in 0..20 * bound {
+            assert_eq!(read(&pool, &format!("bound:{bound}:{i}")).await, None);
+        }
+        let held = pool.status()[0].near_cache_entries;
+        assert_eq!(held, Some(bound as u64), "near_cache({bound})");
+    }
+}
+
+/// The bound counts replies, not keys: one key read many ways keeps no
+/// more than it, and a key's replies are found without a scan.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_key_read_many_ways_keeps_no_more_than_the_bound() {
+    let server = RedisServer::start();
+    let pool = ShardedPool::builder().node(&server.url()).near_cache(100).build().await.unwrap();
+    let fields: Vec<String> = (0..3_000).map(|i| format!("f{i}")).collect();
+    let pairs: Vec<(&str, usize)> = fields.iter().map(|f| (f.as_str(), 1)).collect();
+    let _: () = redis::Commands::hset_multiple(&mut server.client(), "wide", &pairs).unwrap();
+    let mut conn = pool.get_shared("wide").await.unwrap();
+    for pass in 0..2 {
+        let before = calls(&server, "hget");
+        for field in &fields {
+            assert_eq!(conn.hget::<_, _, Option<usize>>("wide", field).await.unwrap(), Some(1));
+        }
+        let asked = calls(&server, "hget") - before;
+        assert!(asked >= 2_900, "pass {pass}: {asked} of 3,000 HGETs reached the server");
+        let held = pool.status()[0].near_cache_entries;
+        assert!(held.is_some_and(|n| n <= 100), "pass {pass}: {held:?} entries");
+    }
+    // A key with 5,000 replies kept: a hit on it costs about what a hit on
+    // a key read one way costs (a scan of them was 13 times as much).
+    let pool =
+        ShardedPool::builder().node(&server.url()).near_cache(100_000).build().await.unwrap();
+    let _: () = redis::Commands::set(&mut server.client(), "many", "x".repeat(100)).unwrap();
+    let _: () = redis::Commands::set(&mut server.client(), "once", "x".repeat(100)).unwrap();
+    let mut conn = pool.get_shared("many").await.unwrap();
+    for start in 0..5_000 {
+        let _: String = conn.getrange("many", start, start + 10).await.unwrap();
+    }
+    for key in ["many", "once"] {
+        let _: Option<String> = pool.get_cached(key).await.unwrap();
+    }
+    assert!(pool.status()[0].near_cache_entries.is_some_and(|n| n >= 5_001));
+    let before = calls(&server, "get");
+    let (mut many, mut once) = (Duration::MAX, Duration::MAX);
+    for _ in 0..5 {
+        for (key, best) in [("many", &mut many), ("once", &mut once)] {
+            let started = Instant::now();
+            for _ in 0..20_000 {
+                let _: Option<String> = pool.get_cached(key).await.unwrap();
+            }
+            *best = (*best).min(started.elapsed());
+        }
+    }
+    assert_eq!(calls(&server, "get"), before, "every read was a hit");
+    println!("20,000 hits: {many:?} on a key with 5,001 replies, {once:?} on a key with one");
+    assert!(many < once * 4, "{many:?} against {once:?}");
+}
+
+/// Turning the near cache on changes no reply: the tracking connection
+/// speaks RESP3, whose maps, sets, doubles, booleans, verbatim strings and
+/// big numbers (and `[member, score]` pairs) are given back as RESP2, on
+/// every path, from the server and from memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn turning_the_near_cache_on_changes_no_reply() {
+    use std::collections::{HashMap, HashSet};
+    let server = RedisServer::start();
+    let plain = ShardedPool::builder().node(&server.url()).build().await.unwrap();
+    let near = ShardedPool::builder().node(&server.url()).near_cache(1_000).build().await.unwrap();
+    let _: () = redis::pipe()
+        .hset_multiple("h", &[("a", "1"), ("b", "2")])
+        .hset("h1", "f", "v")
+        .zadd_multiple("z", &[(0.1, "a"), (1.5, "b"), (3.0, "c"), (2e30, "d"), (-1e-7, "e")])
+        .zadd("z1", "m", 0.3)
+        .sadd("s", &["x", "y", "z"])
+        .set("f", "1.5")
+        .cmd("XADD")
+        .arg("x")
+        .arg("1-1")
+        .arg("k")
+        .arg("v")
+        .cmd("GEOADD")
+        .arg("g")
+        .arg(13.361389)
+        .arg(38.115556)
+        .arg("m")
+        .query(&mut server.client())
+        .unwrap();
+    let words = |line: &str| {
+        let mut cmd = redis::Cmd::new();
+        for word in line.split(' ') {
+            cmd.arg(word.replace('~', " "));
+        }
+        cmd
+    };
+    let lines = [
+        "HGETALL h",
+        "ZRANGE z 0 -1 WITHSCORES",
+        "ZRANGE z 0 -1",
+        "ZRANGEBYSCORE z -inf +inf WITHSCORES",
+        "ZREVRANGE z 0 -1 WITHSCORES",
+        "ZREVRANGEBYSCORE z +inf -inf WITHSCORES",
+        "ZUNION 1 z WITHSCORES",
+        "ZINTER 1 z WITHSCORES",
+        "ZDIFF 1 z WITHSCORES",
+        "ZSCORE z a",
+        "ZSCORE z nope",
+        "ZMSCORE z a e nope",
+        "ZINCRBY z 0 b",
+        "ZADD z INCR 0 d",
+        "ZRANDMEMBER z1 1 WITHSCORES",
+        "ZRANDMEMBER z1 -2 WITHSCORES",
+        "HRANDFIELD h1 1 WITHVALUES",
+        "SMEMBERS s",
+        "SUNION s",
+        "INCRBYFLOAT f 0",
+        "EXISTS h",
+        "CONFIG GET maxmemory*",
+        "XINFO STREAM x",
+        "COMMAND DOCS GET",
+        "GEOPOS g m nope",
+        "GEOSEARCH g FROMMEMBER m BYRADIUS 10 km WITHCOORD WITHDIST",
+        "GEODIST g m m",
+        "EVAL return~true 0",
+        "EVAL return~{double=0.1} 0",
+        "EVAL return~{big_number='123456789012345678901234567890'} 0",
+        "EVAL return~{verbatim_string={format='txt',string='hi'}} 0",
+        "EVAL redis.setresp(3);return~redis.call('HGETALL','h') 0",
+        "EVAL return~{set={a=true}} 0",
+        "GET f",
+        "GET nope",
+    ];
+    let cmds: Vec<redis::Cmd> = lines.iter().map(|line| words(line)).collect();
+    for cmd in &cmds {
+        let expected: redis::Value =
+            cmd.query_async(&mut plain.get_shared("k").await.unwrap()).await.unwrap();
+        // Twice: from the server, then (for the reads it keeps) from memory.
+        for _ in 0..2 {
+            let got: redis::Value =
+                cmd.query_async(&mut near.get_shared("k").await.unwrap()).await.unwrap();
+            assert_eq!(got, expected, "{:?}", String::from_utf8_lossy(&cmd.get_packed_command()));
+        }
+    }
+    let ratio = near.status()[0].near_cache_hit_ratio;
+    assert!(ratio.is_some_and(|r| r > 0.25), "second reads answered from memory: {ratio:?}");
+    // The same commands in a pipeline, and in a transaction.
+    for atomic in [false, true] {
+        let mut pipe = redis::pipe();
+        for cmd in &cmds {
+            pipe.add_command(cmd.clone());
+        }
+        if atomic {
+            pipe.atomic();
+        }
+        let expected: Vec<redis::Value> =
+            pipe.query_async(&mut plain.get_shared("k").await.unwrap()).await.unwrap();
+        let got: Vec<redis::Value> =
+            pipe.query_async(&mut near.get_shared("k").await.unwrap()).await.unwrap();
+        assert_eq!(got, expected, "atomic: {atomic}");
+    }
+    // Popped on copies, the same each time.
+    for line in ["ZPOPMIN zp", "ZPOPMIN zp 2", "ZPOPMAX zp 2"] {
+        let mut replies = Vec::new();
+        for pool in [&plain, &near] {
+            let _: () = redis::Commands::zadd_multiple(
+                &mut server.client(),
+                "zp",
+                &[(0.1, "a"), (2.5, "b")],
+            )
+            .unwrap();
+            let mut conn = pool.get_shared("zp").await.unwrap();
+            replies.push(words(line).query_async::<redis::Value>(&mut conn).await.unwrap());
+        }
+        assert_eq!(replies[0], replies[1], "{line}");
+    }
+    // Read into the types users read them into, on each path.
+    let mut conn = near.get_shared("k").await.unwrap();
+    let all: Vec<String> = conn.hgetall("h").await.unwrap();
+    assert_eq!(all, ["a", "1", "b", "2"]);
+    let map: HashMap<String, String> = conn.hgetall("h").await.unwrap();
+    assert_eq!(map.len(), 2);
+    let scored: Vec<(String, f64)> = conn.zrange_withscores("z", 0, 1).await.unwrap();
+    assert_eq!(scored, [("e".to_owned(), -1e-7), ("a".to_owned(), 0.1)]);
+    let flat: Vec<String> = conn.zrange_withscores("z", 0, 0).await.unwrap();
+    assert_eq!(flat, ["e", "-9.9999999999999995e-08"]);
+    assert_eq!(conn.zscore::<_, _, f64>("z", "b").await.unwrap(), 1.5);
+    assert_eq!(conn.zincr::<_, _, _, f64>("z", "b", 0).await.unwrap(), 1.5);
+    let config: HashMap<String, String> =
+        redis::cmd("CONFIG").arg("GET").arg("maxmemory").query_async(&mut conn).await.unwrap();
+    assert_eq!(config.get("maxmemory").map(String::as_str), Some("0"));
+    let members: HashSet<String> = conn.smembers("s").await.unwrap();
+    assert_eq!(members.len(), 3);
+    assert_eq!(conn.incr::<_, _, f64>("f", 0.0).await.unwrap(), 1.5);
+    assert!(conn.exists::<_, bool>("h").await.unwrap());
+    assert_eq!(near.get_cached::<f64>("f").await.unwrap(), 1.5);
+}

@@ -21,6 +21,9 @@ enum Path {
     Mset,
     Pipeline,
     Transaction,
+    /// `MULTI`, the write (`QUEUED`), a read by another caller meanwhile,
+    /// then `EXEC`: each sent alone on a pooled connection.
+    Multi,
 }
 
 async fn write(pool: &ShardedPool, path: Path, key: &str, value: u64) {
@@ -42,6 +45,15 @@ async fn write(pool: &ShardedPool, path: Path, key: &str, value: u64) {
             })
             .await
             .unwrap();
+        }
+        Path::Multi => {
+            let mut conn = pool.get(key).await.unwrap();
+            redis::cmd("MULTI").query_async::<()>(&mut conn).await.unwrap();
+            redis::cmd("SET").arg(key).arg(value).query_async::<()>(&mut conn).await.unwrap();
+            // Queued, not run: a read now gets the value from before, and
+            // must not keep it past EXEC.
+            let _: Option<u64> = pool.get_cached(key).await.unwrap();
+            redis::cmd("EXEC").query_async::<()>(&mut conn).await.unwrap();
         }
     }
 }
@@ -121,7 +133,7 @@ async fn a_process_reads_its_own_writes_through_the_near_cache() {
 async fn the_typed_fast_path_reads_its_own_writes() {
     let servers = support::start_servers(2);
     let pool = near_pool(&servers).await;
-    for path in [Path::Shared, Path::Pooled, Path::Pipeline] {
+    for path in [Path::Shared, Path::Pooled, Path::Pipeline, Path::Multi] {
         for busy in [false, true] {
             let stale = stale_reads(&pool, path, 1_000, busy, true).await;
             assert_eq!(stale, 0, "{path:?}, busy: {busy}, read with get_cached");
@@ -135,7 +147,7 @@ async fn the_typed_fast_path_reads_its_own_writes() {
 async fn every_write_path_is_read_back_through_the_near_cache() {
     let servers = support::start_servers(2);
     let pool = near_pool(&servers).await;
-    for path in [Path::Pooled, Path::Mset, Path::Pipeline, Path::Transaction] {
+    for path in [Path::Pooled, Path::Mset, Path::Pipeline, Path::Transaction, Path::Multi] {
         for busy in [false, true] {
             let stale = stale_reads(&pool, path, 1_000, busy, false).await;
             assert_eq!(stale, 0, "{path:?}, busy: {busy}");
@@ -162,6 +174,75 @@ async fn writes_the_command_table_cannot_place_empty_the_near_cache() {
         let _: () =
             redis::cmd("FLUSHDB").query_async(&mut pool.get_any().await.unwrap()).await.unwrap();
         assert_eq!(read(&pool, &key).await, None, "after FLUSHDB, round {round}");
+    }
+}
+
+/// `GET`s the server has answered so far.
+fn gets(server: &RedisServer) -> u64 {
+    let info: String = redis::cmd("INFO").arg("commandstats").query(&mut server.client()).unwrap();
+    let line = info.lines().find_map(|l| l.strip_prefix("cmdstat_get:calls="));
+    line.and_then(|l| l.split(',').next()?.parse().ok()).unwrap_or(0)
+}
+
+/// What another client does that changes a cached key without a write of
+/// it: Redis announces flushes to tracking clients (in every mode), but not
+/// `SWAPDB`, which the heartbeat sees. Either way a read started one
+/// heartbeat interval (and a round trip) after it returns the new truth.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_another_client_swaps_or_flushes_is_read_within_a_heartbeat() {
+    let server = RedisServer::start();
+    let beat = Duration::from_millis(250);
+    let pool = support::builder_for(std::slice::from_ref(&server))
+        .near_cache(1_000)
+        .heartbeat(beat)
+        .build()
+        .await
+        .unwrap();
+    let (mut db0, mut db1) = (server.client(), server.client());
+    redis::cmd("SELECT").arg(1).query::<()>(&mut db1).unwrap();
+    let events: [(&str, &[&str]); 6] = [
+        ("SWAPDB", &["SWAPDB", "0", "1"]),
+        ("SWAPDB", &["SWAPDB", "1", "0"]),
+        ("FLUSHDB", &["FLUSHDB"]),
+        ("FLUSHDB ASYNC", &["FLUSHDB", "ASYNC"]),
+        ("FLUSHALL", &["FLUSHALL", "SYNC"]),
+        ("FLUSHALL ASYNC", &["FLUSHALL", "ASYNC"]),
+    ];
+    for (round, (event, words)) in events.into_iter().enumerate() {
+        let round = round as u64;
+        let _: () = redis::Commands::set(&mut db0, "swapped", round).unwrap();
+        let _: () = redis::Commands::set(&mut db1, "swapped", round + 100).unwrap();
+        // Another client's write: seen once its invalidation came. Then
+        // cached: a second read is answered from memory.
+        let written = Instant::now();
+        while pool.get_cached::<Option<u64>>("swapped").await.unwrap() != Some(round) {
+            assert!(written.elapsed() < Duration::from_secs(1), "{event}: the write never seen");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let before = gets(&server);
+        assert_eq!(read(&pool, "swapped").await, Some(round));
+        assert_eq!(gets(&server), before, "{event}: the second read was a hit");
+        let mut cmd = redis::cmd(words[0]);
+        for word in &words[1..] {
+            cmd.arg(*word);
+        }
+        cmd.query::<()>(&mut db0).unwrap();
+        let truth: Option<u64> = redis::Commands::get(&mut db0, "swapped").unwrap();
+        assert_ne!(truth, Some(round), "{event} changed what db 0 holds");
+        let done = Instant::now();
+        loop {
+            let cached: Option<u64> = pool.get_cached("swapped").await.unwrap();
+            if cached == truth && read(&pool, "swapped").await == truth {
+                break;
+            }
+            let bound = beat * 2 + Duration::from_millis(750);
+            assert!(
+                done.elapsed() < bound,
+                "{event}: {cached:?} read {bound:?} after, not {truth:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        println!("{event}: the new truth read {:?} after", done.elapsed());
     }
 }
 

@@ -9,13 +9,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use redis::aio::MultiplexedConnection;
+use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::{
     AsyncConnectionConfig, Client, ConnectionInfo, ProtocolVersion, PushInfo, PushKind, Value,
 };
 use redis::{RedisError, RedisResult};
 
-use crate::backend::near::{NearCache, Tracking, TrackingConnect};
+use crate::backend::near::{NearCache, Tracking, TrackingConnect, TrackingWatch, WATCHED};
+use crate::backend::resp2::Doubles;
 #[cfg(feature = "sentinel")]
 use crate::backend::sentinel::SentinelTarget;
 use crate::error::Error;
@@ -218,7 +219,17 @@ impl RedisManager {
         let connect: TrackingConnect<RedisManager> = Box::new(move |cache, dropped| {
             Box::pin(connect_tracking(client.clone(), config.clone(), cache, dropped))
         });
-        Some(Tracking { entries, connect })
+        let watch: TrackingWatch<RedisManager> = Box::new(|conn, cache| {
+            let mut conn = conn.clone();
+            Box::pin(async move {
+                let info = redis::cmd("INFO").arg(WATCHED).query_async(&mut conn).await;
+                if let Ok(info) = &info {
+                    cache.watch(info);
+                }
+                info
+            })
+        });
+        Some(Tracking { entries, connect, watch })
     }
 }
 
@@ -226,13 +237,18 @@ impl RedisManager {
 /// invalidations applied to `cache` as they arrive (before any reply that
 /// follows them is handed on). `dropped` is set, and `cache` emptied,
 /// when its socket closes, for from then on no invalidation reaches it.
+/// Its `INFO` tells `cache` how the server writes doubles, and what it
+/// has done unannounced so far ([`NearCache::watch`]); a server that
+/// refuses `INFO` gets the defaults.
 async fn connect_tracking(
     client: Client,
     config: AsyncConnectionConfig,
     cache: Arc<NearCache>,
     dropped: Arc<AtomicBool>,
 ) -> RedisResult<MultiplexedConnection> {
+    let pushed = cache.clone();
     let config = config.set_push_sender(move |info: PushInfo| {
+        let cache = &pushed;
         match (info.kind, info.data.first()) {
             (PushKind::Invalidate, Some(Value::Array(keys))) => {
                 for key in keys {
@@ -252,7 +268,17 @@ async fn connect_tracking(
         Ok::<(), std::convert::Infallible>(())
     });
     let mut conn = client.get_multiplexed_async_connection_with_config(&config).await?;
-    redis::cmd("CLIENT").arg("TRACKING").arg("ON").query_async::<()>(&mut conn).await?;
+    let mut pipe = redis::pipe();
+    pipe.cmd("INFO").arg("server").arg(WATCHED).cmd("CLIENT").arg("TRACKING").arg("ON");
+    let replies = conn.req_packed_commands(&pipe, 0, 2).await?;
+    if let [info, tracking] = &replies[..] {
+        if let Value::ServerError(e) = tracking {
+            return Err(e.clone().into());
+        }
+        cache.watch(info);
+        let text: Option<String> = redis::from_redis_value_ref(info).ok();
+        cache.set_doubles(Doubles::of_server(text.as_deref().unwrap_or("")));
+    }
     Ok(conn)
 }
 

@@ -17,31 +17,41 @@
 //!   and until its reply has come back reads of them go to the server and
 //!   keep nothing. A write whose keys the command table cannot name
 //!   (`FLUSHALL`, a script without declared keys) empties the whole cache
-//!   and fences every read the same way.
+//!   and fences every read the same way. A write queued in a transaction
+//!   (`MULTI` ... `EXEC` sent one command at a time) runs at `EXEC`, which
+//!   names no key: its fence is held by its connection until `EXEC`'s (or
+//!   `DISCARD`'s) reply, or the connection's end.
+//!
+//! What the server never announces to a tracking client (`SWAPDB`) is
+//! seen by the heartbeat's [`watch`](NearCache::watch); [`MAX_AGE`]
+//! bounds the rest. The bound counts replies (one per distinct read of a
+//! key), spread exactly over the shards ([`entries`](super::entries)).
 //!
 //! Pure data and locks: the connection that sends is the caller's.
 
-use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::num::NonZeroUsize;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
-use lru::LruCache;
-use redis::Value;
+use redis::{RedisResult, Value};
 
-use crate::backend::reads::{GET, Read, identity, same};
+use crate::backend::entries::{Counts, Shard};
+use crate::backend::reads::{GET, Read, hash_of, hash_of_words, identity, same};
+use crate::backend::resp2::Doubles;
 use crate::stand_in::table::{Reach, written};
 
 /// How a node's tracking connection is made, by the manager that knows
 /// how (only [`RedisManager`](crate::RedisManager) does), handed to the
-/// node when it is made: the cache's bound, and the connect, given the
-/// cache its invalidations go to and the flag its closing sets.
+/// node when it is made: the cache's bound, the connect (given the cache
+/// its invalidations go to and the flag its closing sets), and the
+/// heartbeat's question on it ([`NearCache::watch`]).
 pub(crate) struct Tracking<M: bb8::ManageConnection> {
     pub(crate) entries: NonZeroUsize,
     pub(crate) connect: TrackingConnect<M>,
+    pub(crate) watch: TrackingWatch<M>,
 }
 
 /// The connect of a [`Tracking`].
@@ -56,13 +66,37 @@ pub(crate) type TrackingConnect<M> = Box<
         + Sync,
 >;
 
-/// Locks the entries are spread over, so tasks reading different keys do
-/// not wait on each other.
+/// The heartbeat's question on a tracking connection: the server's
+/// [`WATCHED`] section of `INFO`, which the cache given reads
+/// ([`NearCache::watch`]); the reply, to be judged.
+pub(crate) type TrackingWatch<M> = Box<
+    dyn Fn(
+            &<M as bb8::ManageConnection>::Connection,
+            Arc<NearCache>,
+        ) -> BoxFuture<'static, RedisResult<Value>>
+        + Send
+        + Sync,
+>;
+
+/// Locks the entries are spread over (at most; fewer for a small bound),
+/// so tasks reading different keys do not wait on each other.
 const SHARDS: usize = 16;
 
 /// The longest an entry is kept without the server's word that it still
-/// holds: a bound for the rare key whose expiry the server reports late.
-const MAX_AGE: Duration = Duration::from_secs(30 * 60);
+/// holds: a bound for a change no invalidation announces and the
+/// heartbeat's [`watch`](NearCache::watch) cannot see (a server that
+/// refuses `INFO`, a module's command).
+const MAX_AGE: Duration = Duration::from_secs(5 * 60);
+
+/// The section of `INFO` the heartbeat asks a tracking connection for:
+/// the server's count of [`UNANNOUNCED`] calls.
+pub(crate) const WATCHED: &str = "commandstats";
+
+/// The command that changes data without a word to tracking clients.
+/// Redis 7.0 invalidates every entry on `FLUSHALL` and `FLUSHDB` (sync or
+/// `ASYNC`), `DEBUG RELOAD` and a replica's full sync, and the keys of
+/// `RESTORE`, `MOVE`, `COPY` and `DEBUG POPULATE`; not on `SWAPDB`.
+const UNANNOUNCED: &str = "cmdstat_swapdb:calls=";
 
 /// The answer to a read before anything is sent.
 #[derive(Debug)]
@@ -73,55 +107,6 @@ pub(crate) enum Look {
     Fill(Vec<u64>),
     /// Ask the server and keep nothing: a write of the key is in flight.
     Pass,
-}
-
-/// One key's entries: the replies to each read of it, and the ticket its
-/// fills were started under.
-struct Slot {
-    ticket: u64,
-    expires: Instant,
-    replies: Vec<(Box<[u8]>, Value)>,
-}
-
-struct Shard {
-    slots: LruCache<Box<[u8]>, Slot>,
-    /// Keys with writes in flight, and how many.
-    writing: HashMap<Box<[u8]>, usize>,
-    tickets: u64,
-    /// Hits, misses and entries dropped.
-    counts: [u64; 3],
-}
-
-impl Shard {
-    /// Removes `key`'s slot, counting its entries as dropped.
-    fn drop_slot(&mut self, key: &[u8]) {
-        if let Some(slot) = self.slots.pop(key) {
-            self.counts[2] += slot.replies.len() as u64;
-        }
-    }
-
-    /// The reply of `key`'s read that `is` the one asked, if it is kept
-    /// and not expired.
-    fn reply(&mut self, key: &[u8], now: Instant, is: impl Fn(&[u8]) -> bool) -> Option<Value> {
-        let slot = self.slots.get(key).filter(|slot| slot.expires > now)?;
-        slot.replies.iter().find(|(id, _)| is(id)).map(|(_, value)| value.clone())
-    }
-
-    /// The ticket for a fill of `key`: its slot's, made empty if there was
-    /// none (or it had expired).
-    fn ticket(&mut self, key: &[u8], now: Instant) -> u64 {
-        match self.slots.get(key) {
-            Some(slot) if slot.expires > now => slot.ticket,
-            _ => {
-                self.drop_slot(key);
-                self.tickets += 1;
-                let slot =
-                    Slot { ticket: self.tickets, expires: now + MAX_AGE, replies: Vec::new() };
-                self.slots.push(key.into(), slot);
-                self.tickets
-            }
-        }
-    }
 }
 
 /// One node's near cache. It lives as long as the node: emptied, not
@@ -137,8 +122,16 @@ pub(crate) struct NearCache {
     /// when there are some.
     fenced: AtomicUsize,
     bound: usize,
+    /// The hash of [`GET`], the read most keys are read by.
+    get: u64,
+    /// Whether the server writes doubles the shortest way (Redis 7.2 and
+    /// later), as its tracking connection found at its connect.
+    shortest: AtomicBool,
+    /// The server's calls of [`UNANNOUNCED`] as last seen (`u64::MAX`:
+    /// not yet).
+    unannounced: AtomicU64,
     /// The counts when last sampled, for the metrics.
-    sampled: Mutex<[u64; 3]>,
+    sampled: Mutex<Counts>,
 }
 
 impl std::fmt::Debug for NearCache {
@@ -148,30 +141,29 @@ impl std::fmt::Debug for NearCache {
 }
 
 impl NearCache {
-    /// A cache of at most `entries` keys.
+    /// A cache of at most `entries` replies (and as many keys), spread
+    /// over at most [`SHARDS`] shards whose bounds add up to `entries`.
     pub(crate) fn new(entries: NonZeroUsize) -> Self {
-        let per_shard =
-            NonZeroUsize::new(entries.get().div_ceil(SHARDS)).unwrap_or(NonZeroUsize::MIN);
-        let shard = || {
-            Mutex::new(Shard {
-                slots: LruCache::new(per_shard),
-                writing: HashMap::new(),
-                tickets: 0,
-                counts: [0; 3],
-            })
-        };
+        let n = entries.get();
+        // A power of two, for a mask picks the shard; none left empty.
+        let count = 1 << SHARDS.min(n).ilog2();
+        let shards =
+            (0..count).map(|i| Mutex::new(Shard::new(n / count + usize::from(i < n % count))));
         NearCache {
-            shards: (0..SHARDS).map(|_| shard()).collect(),
+            shards: shards.collect(),
             hasher: lru::DefaultHasher::default(),
             blind: AtomicUsize::new(0),
             fenced: AtomicUsize::new(0),
-            bound: entries.get(),
+            bound: n,
+            get: hash_of(GET),
+            shortest: AtomicBool::new(false),
+            unannounced: AtomicU64::new(u64::MAX),
             sampled: Mutex::default(),
         }
     }
 
     fn shard(&self, key: &[u8]) -> MutexGuard<'_, Shard> {
-        let index = self.hasher.hash_one(key) as usize % SHARDS;
+        let index = self.hasher.hash_one(key) as usize & (self.shards.len() - 1);
         // Nothing panics while a shard is held.
         self.shards[index].lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -189,8 +181,8 @@ impl NearCache {
         if self.is_fenced(&shard, key) {
             return None;
         }
-        let value = shard.reply(key, Instant::now(), |id| id == GET)?;
-        shard.counts[0] += 1;
+        let value = shard.reply(key, Instant::now(), || self.get, |id| id == GET)?;
+        shard.counts.hits += 1;
         Some(value)
     }
 
@@ -208,12 +200,13 @@ impl NearCache {
             if self.is_fenced(&shard, key) {
                 return Look::Pass;
             }
-            if let Some(value) = shard.reply(key, now, |id| same(id, words.iter().copied())) {
-                shard.counts[0] += 1;
+            let hash = || hash_of_words(words.iter().copied());
+            if let Some(value) = shard.reply(key, now, hash, |id| same(id, words.iter().copied())) {
+                shard.counts.hits += 1;
                 return Look::Hit(value);
             }
-            shard.counts[1] += 1;
-            return Look::Fill(vec![shard.ticket(key, now)]);
+            shard.counts.misses += 1;
+            return Look::Fill(vec![shard.ticket(key, now, now + MAX_AGE)]);
         }
         let mut values = Vec::with_capacity(keys.len());
         for key in keys {
@@ -221,23 +214,23 @@ impl NearCache {
             if self.is_fenced(&shard, key) {
                 return Look::Pass;
             }
-            match shard.reply(key, now, |id| same(id, [&b"GET"[..], key].into_iter())) {
+            match shard.reply(key, now, || self.get, |id| id == GET) {
                 Some(value) => values.push(value),
                 None => break,
             }
         }
         if values.len() == keys.len() {
-            self.shard(keys[0]).counts[0] += 1;
+            self.shard(keys[0]).counts.hits += 1;
             return Look::Hit(Value::Array(values));
         }
-        self.shard(keys[0]).counts[1] += 1;
+        self.shard(keys[0]).counts.misses += 1;
         let mut tickets = Vec::with_capacity(keys.len());
         for key in keys {
             let mut shard = self.shard(key);
             if self.is_fenced(&shard, key) {
                 return Look::Pass;
             }
-            tickets.push(shard.ticket(key, now));
+            tickets.push(shard.ticket(key, now, now + MAX_AGE));
         }
         Look::Fill(tickets)
     }
@@ -263,8 +256,9 @@ impl NearCache {
         let now = Instant::now();
         let (keys, id) = match read {
             Read::One(key) => (std::slice::from_ref(key), identity(words.iter().copied())),
-            Read::Many(keys) => (&keys[..], identity([&b"GET"[..], b""].into_iter())),
+            Read::Many(keys) => (&keys[..], GET.into()),
         };
+        let hash = hash_of(&id);
         for (((key, ticket), value), ttl) in keys.iter().zip(tickets).zip(replies).zip(ttls) {
             let expires = match ttl {
                 _ if matches!(value, Value::ServerError(_)) => continue,
@@ -273,20 +267,7 @@ impl NearCache {
                 Value::Int(-1 | -2) => now + MAX_AGE,
                 _ => continue,
             };
-            let mut shard = self.shard(key);
-            let Some(slot) = shard.slots.peek_mut(*key).filter(|slot| slot.ticket == *ticket)
-            else {
-                continue;
-            };
-            slot.expires = slot.expires.min(expires);
-            match slot.replies.iter_mut().find(|(stored, _)| *stored == id) {
-                Some((_, stored)) => *stored = value,
-                None => {
-                    // Most keys are read one way: no room for three more.
-                    slot.replies.reserve_exact(1);
-                    slot.replies.push((id.clone(), value));
-                }
-            }
+            self.shard(key).keep(key, *ticket, (id.clone(), hash), value, expires);
         }
     }
 
@@ -299,16 +280,48 @@ impl NearCache {
     /// tracking connection that kept them up to date is gone.
     pub(crate) fn clear(&self) {
         for mut shard in self.all() {
-            let dropped: usize = shard.slots.iter().map(|(_, slot)| slot.replies.len()).sum();
-            shard.counts[2] += dropped as u64;
-            shard.slots.clear();
+            shard.clear();
+        }
+    }
+
+    /// How the server writes a double, as its tracking connection found.
+    pub(crate) fn doubles(&self) -> Doubles {
+        match self.shortest.load(Ordering::Relaxed) {
+            true => Doubles::Shortest,
+            false => Doubles::Printf,
+        }
+    }
+
+    /// Notes how the server writes a double ([`Doubles::of_server`]).
+    pub(crate) fn set_doubles(&self, doubles: Doubles) {
+        self.shortest.store(doubles == Doubles::Shortest, Ordering::Relaxed);
+    }
+
+    /// Reads the server's [`WATCHED`] `INFO` (asked on the tracking
+    /// connection at its connect and at each heartbeat): if its count of
+    /// `SWAPDB` calls changed since it last looked (a `SWAPDB`, or a
+    /// `CONFIG RESETSTAT`), every entry goes, for any may be stale. An
+    /// entry filled before the swap was read before `INFO` on the same
+    /// connection: it is dropped here, or its ticket is.
+    pub(crate) fn watch(&self, info: &Value) {
+        let text = match info {
+            Value::BulkString(bytes) => String::from_utf8_lossy(bytes),
+            Value::VerbatimString { text, .. } => text.into(),
+            // Refused (an ACL, a renamed command): the age bounds the rest.
+            _ => return,
+        };
+        let line = text.lines().find_map(|line| line.strip_prefix(UNANNOUNCED));
+        let calls = line.and_then(|l| l.split(',').next()?.parse().ok()).unwrap_or(0);
+        let before = self.unannounced.swap(calls, Ordering::AcqRel);
+        if before != u64::MAX && before != calls {
+            self.clear();
         }
     }
 
     /// Fences what the command of `words` writes until the returned guard
-    /// is dropped (after its reply, or when the caller gave up on it):
-    /// `None` if it writes nothing.
-    pub(crate) fn fence<'k>(self: &Arc<Self>, words: &[&'k [u8]]) -> Option<Fence<'k>> {
+    /// is dropped (after its reply, or when the caller gave up on it;
+    /// inside a transaction, after `EXEC`'s): `None` if it writes nothing.
+    pub(crate) fn fence<'k>(self: &Arc<Self>, words: &[&'k [u8]]) -> Option<Fence<&'k [u8]>> {
         let (keys, reach) = written(words);
         if reach != Reach::Listed {
             self.blind.fetch_add(1, Ordering::AcqRel);
@@ -327,17 +340,17 @@ impl NearCache {
         Some(Fence { cache: self.clone(), keys, blind: false })
     }
 
-    /// Hits, misses and entries dropped since it was made, or (`sample`)
-    /// since the last sample; the entries held; the bound.
-    pub(crate) fn figures(&self, sample: bool) -> ([u64; 3], u64, u64) {
-        let (mut counts, mut held) = ([0u64; 3], 0u64);
+    /// Hits, misses, replies invalidated and evicted since it was made, or
+    /// (`sample`) since the last sample; the replies held; the bound.
+    pub(crate) fn figures(&self, sample: bool) -> (Counts, u64, u64) {
+        let (mut counts, mut held) = (Counts::default(), 0u64);
         for shard in self.all() {
-            counts.iter_mut().zip(shard.counts).for_each(|(sum, n)| *sum += n);
-            held += shard.slots.iter().filter(|(_, slot)| !slot.replies.is_empty()).count() as u64;
+            counts.add(shard.counts);
+            held += shard.held() as u64;
         }
         if sample {
             let mut sampled = self.sampled.lock().unwrap_or_else(|e| e.into_inner());
-            let since = std::array::from_fn(|i| counts[i].saturating_sub(sampled[i]));
+            let since = counts.since(*sampled);
             *sampled = counts;
             counts = since;
         }
@@ -345,26 +358,45 @@ impl NearCache {
     }
 }
 
-/// A write's keys, fenced while it is in flight.
-pub(crate) struct Fence<'k> {
+/// A write's keys, fenced while it is in flight (`K` borrows them from
+/// the command), or while the transaction it is queued in is open (`K`
+/// owns them: [`held`](Self::held)).
+pub(crate) struct Fence<K: AsRef<[u8]>> {
     cache: Arc<NearCache>,
-    keys: Vec<&'k [u8]>,
+    keys: Vec<K>,
     blind: bool,
 }
 
-impl Drop for Fence<'_> {
+/// The fence of a write queued in a transaction, kept by its connection.
+pub(crate) type HeldFence = Fence<Box<[u8]>>;
+
+impl<K: AsRef<[u8]>> Fence<K> {
+    /// The same fence, its keys owned: it outlives the command's words.
+    pub(crate) fn held(mut self) -> HeldFence {
+        let keys = std::mem::take(&mut self.keys).into_iter().map(|k| k.as_ref().into()).collect();
+        let blind = std::mem::replace(&mut self.blind, false);
+        // `self` is left fencing nothing: its drop lifts nothing.
+        HeldFence { cache: self.cache.clone(), keys, blind }
+    }
+}
+
+impl<K: AsRef<[u8]>> Drop for Fence<K> {
     fn drop(&mut self) {
         let cache = &self.cache;
         if self.blind {
             cache.blind.fetch_sub(1, Ordering::AcqRel);
             return;
         }
+        if self.keys.is_empty() {
+            return;
+        }
         for key in &self.keys {
+            let key = key.as_ref();
             let mut shard = cache.shard(key);
-            if let Some(count) = shard.writing.get_mut(*key) {
+            if let Some(count) = shard.writing.get_mut(key) {
                 *count -= 1;
                 if *count == 0 {
-                    shard.writing.remove(*key);
+                    shard.writing.remove(key);
                 }
             }
         }

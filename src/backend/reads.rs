@@ -2,6 +2,8 @@
 //! can answer, the keys it reads, and how one read of a key is told from
 //! another (`HGET k a` from `HGET k b`). Pure.
 
+use std::hash::Hasher;
+
 /// Whether `name` is a read-only command whose one key is its first
 /// argument and whose reply depends only on that key: what the near cache
 /// answers (`EXISTS` only with one key; `MGET` is read key by key).
@@ -108,6 +110,28 @@ pub(crate) fn identity<'w>(words: impl Iterator<Item = &'w [u8]>) -> Box<[u8]> {
 /// compares with, without the words.
 pub(crate) const GET: &[u8] = b"\x03\x00\x00\x00GET";
 
+/// A hash of an [`identity`], by which a key's many replies are found.
+pub(crate) fn hash_of(identity: &[u8]) -> u64 {
+    let mut hasher = std::hash::DefaultHasher::new();
+    hasher.write(identity);
+    hasher.finish()
+}
+
+/// The [`hash_of`] the [`identity`] of `words`, from the words themselves:
+/// nothing allocated.
+pub(crate) fn hash_of_words<'w>(words: impl Iterator<Item = &'w [u8]>) -> u64 {
+    // The hasher reads a stream: its bytes fed in pieces hash as fed whole.
+    let mut hasher = std::hash::DefaultHasher::new();
+    for (i, word) in words.enumerate().filter(|(i, _)| *i != 1) {
+        hasher.write(&(word.len() as u32).to_le_bytes());
+        match i {
+            0 => word.iter().for_each(|b| hasher.write(&[b.to_ascii_uppercase()])),
+            _ => hasher.write(word),
+        }
+    }
+    hasher.finish()
+}
+
 /// Whether `words` are the read `stored` identifies; nothing allocated.
 pub(crate) fn same<'w>(mut stored: &[u8], words: impl Iterator<Item = &'w [u8]>) -> bool {
     for (i, word) in words.enumerate().filter(|(i, _)| *i != 1) {
@@ -134,5 +158,20 @@ mod tests {
             assert!(same(GET, [name, &b"k"[..]].into_iter()));
         }
         assert_ne!(&*identity([&b"GETEX"[..], b"k"].into_iter()), GET);
+    }
+
+    #[test]
+    fn an_identity_hashes_alike_from_its_words_and_its_bytes() {
+        let reads: [&[&[u8]]; 4] = [
+            &[b"GET", b"k"],
+            &[b"hget", b"k", b"field"],
+            &[b"GetRange", b"other key", b"0", b"-1"],
+            &[b"ZRANGE", b"k", b"0", b"10", b"WITHSCORES"],
+        ];
+        for words in reads {
+            let bytes = identity(words.iter().copied());
+            assert_eq!(hash_of(&bytes), hash_of_words(words.iter().copied()), "{words:?}");
+        }
+        assert_ne!(hash_of_words([&b"HGET"[..], b"k", b"a"].into_iter()), hash_of(GET));
     }
 }

@@ -281,16 +281,23 @@ impl<M: NodeManager, F> Builder<M, F> {
         /// [`get_shared`](crate::ShardedPool::get_shared) (`GET`, `MGET`,
         /// `HGET`, `HMGET`, `HGETALL`, `SMEMBERS`, `EXISTS`, `TYPE`,
         /// `STRLEN`, `LRANGE`, `ZRANGE` and the other read-only commands
-        /// on one key) are answered from process memory when cached.
+        /// on one key) are answered from process memory when cached. An
+        /// entry is one reply to one read of a key (`HGET k a` and `HGET k
+        /// b` are two): each node holds at most this many, least recently
+        /// used out first (`fluster_near_cache_evictions_total`). No reply
+        /// a caller sees changes: the RESP3 replies are given back in their
+        /// RESP2 form.
         ///
         /// A read that starts after a write through this pool was
         /// acknowledged never returns the value from before it, whichever
         /// path carried the write (`get`, `get_shared`, a pipeline,
-        /// `mset`, a transaction). Another client's write is seen once the
-        /// server's invalidation arrives (under a millisecond on a quiet
-        /// network). A boxed node's entries are never served, and a dropped
-        /// connection takes its entries with it (the
-        /// [`heartbeat`](Self::heartbeat) finds one cut off with its socket
+        /// `mset`, a transaction, `MULTI` ... `EXEC` one command at a
+        /// time). Another client's write is seen once the server's
+        /// invalidation arrives (under a millisecond on a quiet network);
+        /// its `SWAPDB`, which the server announces to no tracking client,
+        /// at the next [`heartbeat`](Self::heartbeat). A boxed node's
+        /// entries are never served, and a dropped connection takes its
+        /// entries with it (the heartbeat finds one cut off with its socket
         /// open). Nodes given by URL (not Sentinel shards), async flavour
         /// (the sync one has no shared connection).
         near_cache: usize;
@@ -314,8 +321,9 @@ impl<M: NodeManager, F> Builder<M, F> {
         /// interval plus `timeouts_before_penalty` × `response_timeout`
         /// (hung: 2.5 s by default), and `status()` and `fluster_node_up` tell
         /// the truth at night too. Under traffic it sends nothing. With a
-        /// near cache it also `PING`s the tracking connection when only
-        /// hits were served, and must not be off.
+        /// near cache it also asks the tracking connection, each interval
+        /// whatever the traffic, for `INFO commandstats` (a `SWAPDB` by
+        /// anyone empties the cache), and must not be off.
         heartbeat: Duration;
     }
 

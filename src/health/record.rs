@@ -63,8 +63,8 @@ pub(crate) struct NodeMetrics {
     probes_failed: Counter,
     /// Stand-in writes: remembered, invalidated, dropped.
     stand_ins: [Counter; 3],
-    /// Near cache: hits, misses, invalidations.
-    near: [Counter; 3],
+    /// Near cache: hits, misses, invalidations, evictions.
+    near: [Counter; 4],
 }
 
 impl NodeMetrics {
@@ -95,8 +95,13 @@ impl NodeMetrics {
             stand_ins: ["remembered", "invalidated", "dropped"].map(|result| {
                 metrics::counter!(STAND_IN_WRITES_TOTAL, "node" => node.to_owned(), "result" => result)
             }),
-            near: [NEAR_CACHE_HITS_TOTAL, NEAR_CACHE_MISSES_TOTAL, NEAR_CACHE_INVALIDATIONS_TOTAL]
-                .map(|name| metrics::counter!(name, &label())),
+            near: [
+                NEAR_CACHE_HITS_TOTAL,
+                NEAR_CACHE_MISSES_TOTAL,
+                NEAR_CACHE_INVALIDATIONS_TOTAL,
+                NEAR_CACHE_EVICTIONS_TOTAL,
+            ]
+            .map(|name| metrics::counter!(name, &label())),
         };
         // Counters come into being at zero with their first touch.
         let probes = [&metrics.probes_ok, &metrics.probes_failed];
@@ -168,8 +173,9 @@ impl NodeMetrics {
         self.stand_ins.clone()
     }
 
-    /// The near cache's hits, misses and invalidations since last sampled.
-    pub(crate) fn near(&self, counts: [u64; 3]) {
+    /// The near cache's hits, misses, invalidations and evictions since
+    /// last sampled.
+    pub(crate) fn near(&self, counts: [u64; 4]) {
         self.near.iter().zip(counts).for_each(|(counter, n)| counter.increment(n));
     }
 

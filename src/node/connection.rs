@@ -13,8 +13,9 @@ use redis::aio::ConnectionLike;
 use redis::{Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, RedisResult, Value};
 
 use crate::backend::manager::RedisManager;
-use crate::backend::near::{Fence, Look, NearCache};
+use crate::backend::near::{Fence, HeldFence, Look, NearCache};
 use crate::backend::reads::{self, Read};
+use crate::backend::resp2::{self, Doubles};
 use crate::health::failure::{Failure, FailureKind, Replies, failure};
 use crate::node::lease::unmarked;
 use crate::node::session::{Effect, effect, turn};
@@ -39,6 +40,9 @@ pub struct Connection<M: NodeManager = RedisManager> {
     conn: PooledConnection<'static, Tracked<M>>,
     home: bool,
     stand_in: Option<Box<StandIn>>,
+    /// The near-cache fences of the writes queued in its open transaction,
+    /// lifted after `EXEC`'s or `DISCARD`'s reply, or when it goes back.
+    queued: Vec<HeldFence>,
 }
 
 impl<M: NodeManager> Connection<M> {
@@ -47,7 +51,7 @@ impl<M: NodeManager> Connection<M> {
         home: bool,
         stand_in: Option<Box<StandIn>>,
     ) -> Self {
-        Connection { conn, home, stand_in }
+        Connection { conn, home, stand_in, queued: Vec::new() }
     }
 
     /// The name of the node this connection belongs to.
@@ -217,6 +221,18 @@ trait Observed: Send {
     ) -> Option<Capped> {
         self.stand_in()?.wrap(cmds, span, turn)
     }
+    /// Takes the fence of a write sent inside a transaction, which runs at
+    /// `EXEC`: held until a reply after the transaction ended
+    /// ([`observe`](Self::observe)). Any other fence is handed back, to be
+    /// lifted at its own reply.
+    fn queue<'k>(&mut self, fence: Fence<&'k [u8]>) -> Option<Fence<&'k [u8]>> {
+        Some(fence)
+    }
+    /// How its replies reach the caller (and its near cache): a tracking
+    /// connection's RESP3 in its RESP2 form, written so. `None`: as they come.
+    fn resp2(&self) -> Option<Doubles> {
+        self.near().filter(|_| self.reads_near()).map(|cache| cache.doubles())
+    }
 }
 
 impl<M: NodeManager> Observed for Connection<M>
@@ -236,15 +252,27 @@ where
     fn arm(&mut self) {
         self.conn.in_flight = true;
     }
+    /// A reply after the transaction ended (`EXEC`'s, `DISCARD`'s, or any
+    /// later one: replies come in order) lifts its writes' fences.
     fn observe(&mut self, failure: Option<Failure<'_>>) {
         self.conn.in_flight = false;
         self.conn.observe(failure);
+        if !self.queued.is_empty() && !self.conn.session.in_multi() {
+            self.queued.clear();
+        }
     }
     fn stand_in(&mut self) -> Option<&mut StandIn> {
         self.stand_in.as_deref_mut()
     }
     fn near(&self) -> Option<&Arc<NearCache>> {
         self.conn.near.as_ref()
+    }
+    fn queue<'k>(&mut self, fence: Fence<&'k [u8]>) -> Option<Fence<&'k [u8]>> {
+        if !self.conn.session.in_multi() {
+            return Some(fence);
+        }
+        self.queued.push(fence.held());
+        None
     }
 }
 
@@ -310,7 +338,8 @@ async fn send<O: Observed>(conn: &mut O, cmd: &Cmd) -> RedisResult<Value> {
         // Rare, and kept out of the common path's future (boxed).
         Some(wrapped) => Box::pin(capped(conn, wrapped)).await.and_then(only_reply),
     };
-    judged(conn, result)
+    let result = judged(conn, result);
+    result.map(|value| resp2::reply(cmd, value, conn.resp2()))
 }
 
 /// The end of every command sent for a caller: its outcome reported to
@@ -346,8 +375,9 @@ fn one<'a, O: Observed>(conn: &'a mut O, cmd: &'a Cmd) -> RedisFuture<'a, Value>
         };
     }
     // A write's keys are fenced until its reply is in (or its future is
-    // dropped).
+    // dropped); a write queued in a transaction, until the transaction's.
     let fence = cache.fence(&words);
+    let fence = fence.and_then(|fence| conn.queue(fence));
     Box::pin(async move {
         let _fence = fence;
         send(conn, cmd).await
@@ -372,7 +402,7 @@ async fn fill<O: Observed>(
     let result = conn.wire().req_packed_commands(&pipe, 0, pipe.len()).await;
     let mut values = judged(conn, result)?;
     let ttls = values.split_off(1);
-    let value = values.pop().unwrap_or(Value::Nil);
+    let value = resp2::reply(cmd, values.pop().unwrap_or(Value::Nil), conn.resp2());
     let replies = match (&read, &value) {
         (Read::Many(_), Value::Array(items)) => items.clone(),
         (Read::Many(_), _) => Vec::new(),
@@ -393,20 +423,22 @@ async fn many<O: Observed>(
     count: usize,
 ) -> RedisResult<Vec<Value>> {
     conn.admit(pipeline.cmd_iter())?;
-    let _fences: Vec<Fence<'_>> = match conn.near() {
+    let fences: Vec<Fence<&[u8]>> = match conn.near() {
         Some(cache) => pipeline
             .cmd_iter()
             .filter_map(|cmd| cache.fence(&words(cmd).collect::<Vec<_>>()))
             .collect(),
         None => Vec::new(),
     };
+    let _fences: Vec<_> = fences.into_iter().filter_map(|fence| conn.queue(fence)).collect();
     let wrapped = conn.wrap((pipeline.cmd_iter(), pipeline.is_transaction()), (offset, count));
     conn.arm();
     let result = match wrapped {
         None => conn.wire().req_packed_commands(pipeline, offset, count).await,
         Some(wrapped) => capped(conn, wrapped).await,
     };
-    judged(conn, result)
+    let result = judged(conn, result);
+    result.map(|values| resp2::replies(pipeline, offset, values, conn.resp2()))
 }
 
 /// The one body of both connections' [`ConnectionLike`]: sends on the

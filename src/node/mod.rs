@@ -150,25 +150,26 @@ impl<M: NodeManager, S: Store<M>> Node<M, S> {
     }
 
     /// Whether the node needs a heartbeat now: it is up, and it did not
-    /// answer since the last call, or (with a near cache) its tracking
-    /// connection did not, its entries being trusted only while it does.
+    /// answer since the last call, or it has a near cache's tracking
+    /// connection, whose entries are trusted only while it answers and
+    /// which is asked each interval what the server did unannounced
+    /// ([`NearCache::watch`]).
     pub(crate) fn needs_heartbeat(&self) -> bool {
         let quiet = !self.cell.take_seen();
-        let mux = self.live_mux().filter(|mux| mux.near.is_some());
-        let tracking_quiet = mux.is_some_and(|mux| !mux.take_seen());
-        self.cell.is_up() && (quiet || tracking_quiet)
+        let tracking = self.live_mux().is_some_and(|mux| mux.near.is_some());
+        self.cell.is_up() && (quiet || tracking)
     }
 
     /// The heartbeat: one check of the node, on its shared connection if it
-    /// has a live one (the near cache's tracking connection among them),
-    /// else on a pooled one; judged and reported like any command. One at
-    /// a time per node.
+    /// has a live one (with a near cache, the tracking connection's
+    /// `INFO`, which the cache reads), else on a pooled one; judged and
+    /// reported like any command. One at a time per node.
     ///
-    /// A `PING` that misses `response_timeout` is sent again at once (on a
-    /// fresh connection), not an interval later, until the node answers or
-    /// `timeouts_before_penalty` misses in a row box it: a hung idle node
-    /// is boxed within one interval plus `timeouts_before_penalty` ×
-    /// `response_timeout`.
+    /// A check that misses `response_timeout` is followed at once by a
+    /// `PING` (on a fresh connection), not an interval later, until the
+    /// node answers or `timeouts_before_penalty` misses in a row box it: a
+    /// hung idle node is boxed within one interval plus
+    /// `timeouts_before_penalty` × `response_timeout`.
     pub(crate) async fn heartbeat(&self) {
         if self.beating.swap(true, Ordering::AcqRel) {
             return;
@@ -190,17 +191,21 @@ impl<M: NodeManager, S: Store<M>> Node<M, S> {
     async fn beat_once(&self) {
         let timeout = self.beat.0;
         let shared = self.live_mux();
-        match shared.as_ref().and_then(|mux| Some((mux, mux.conn.ping_shared()?))) {
-            Some((mux, ping)) => {
-                match tokio::time::timeout(timeout, ping).await {
-                    Ok(pong) => mux.observe(failure(&pong)),
-                    Err(_) => {
-                        let (kind, error) = late(timeout);
-                        mux.observe(Some((kind, &error)));
-                    }
+        let check = shared.as_ref().and_then(|mux| {
+            let check = match (&mux.near, &self.tracking) {
+                (Some(near), Some(tracking)) => Some((tracking.watch)(&mux.conn, near.clone())),
+                _ => mux.conn.ping_shared(),
+            };
+            Some((mux, check?))
+        });
+        match check {
+            Some((mux, check)) => match tokio::time::timeout(timeout, check).await {
+                Ok(answer) => mux.observe(failure(&answer)),
+                Err(_) => {
+                    let (kind, error) = late(timeout);
+                    mux.observe(Some((kind, &error)));
                 }
-                mux.take_seen();
-            }
+            },
             None => self.store.heartbeat(&self.manager, timeout).await,
         }
     }

@@ -152,6 +152,12 @@ impl Session {
         }
     }
 
+    /// Whether a transaction is open: a write sent now is queued, and runs
+    /// at `EXEC`.
+    pub(crate) fn in_multi(&self) -> bool {
+        self.multi
+    }
+
     /// Marks the session changed in ways the pool cannot follow.
     #[cfg(feature = "r2d2")]
     pub(crate) fn taint(&mut self) {

@@ -18,8 +18,6 @@ pub(crate) struct Muxed<C> {
     /// With a near cache: the node's, which this connection's tracking
     /// keeps true.
     pub(crate) near: Option<Arc<NearCache>>,
-    /// Whether a command succeeded on it since the heartbeat last asked.
-    seen: AtomicBool,
     pub(crate) cell: Arc<HealthCell>,
 }
 
@@ -31,7 +29,7 @@ impl<C> Muxed<C> {
         near: Option<Arc<NearCache>>,
         cell: Arc<HealthCell>,
     ) -> Self {
-        Muxed { conn, epoch, broken, near, seen: AtomicBool::new(false), cell }
+        Muxed { conn, epoch, broken, near, cell }
     }
 
     /// Whether it failed, or its socket closed.
@@ -48,13 +46,6 @@ impl<C> Muxed<C> {
     pub(crate) fn observe(&self, failure: Option<Failure<'_>>) {
         if self.cell.observe(failure, self.epoch) {
             self.broken.store(true, Ordering::Release);
-        } else if !self.seen.load(Ordering::Relaxed) {
-            self.seen.store(true, Ordering::Relaxed);
         }
-    }
-
-    /// Whether a command succeeded on it since the last call.
-    pub(crate) fn take_seen(&self) -> bool {
-        self.seen.swap(false, Ordering::Relaxed)
     }
 }

@@ -47,7 +47,7 @@ where
                 for node in &table.nodes {
                     node.cell.metrics.sample(&node.store.stats());
                     if let Some((since, ..)) = node.near.as_ref().map(|near| near.figures(true)) {
-                        node.cell.metrics.near(since);
+                        node.cell.metrics.near(since.to_array());
                     }
                 }
                 next_gauges = now + GAUGE_INTERVAL;

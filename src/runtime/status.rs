@@ -74,7 +74,9 @@ pub struct NodeStatus {
     /// ([`gutter_node`](crate::Builder::gutter_node)): it holds no keys of
     /// its own, and takes a boxed node's.
     pub gutter: bool,
-    /// With a near cache: the keys it holds replies of.
+    /// With a near cache: the replies it holds (one per distinct read of
+    /// a key: `GET k` and `HGET k f` are two), at most
+    /// [`near_cache`](crate::Builder::near_cache).
     pub near_cache_entries: Option<u64>,
     /// With a near cache: the share of reads it answered from memory since
     /// the pool was built (`None` before the first read).
@@ -100,7 +102,8 @@ impl NodeStatus {
         };
         let (stand_in_invalidated, stand_in_dropped) = node.journal.counts();
         let near = node.near.as_ref().map(|near| near.figures(false));
-        let ratio = near.map(|(n, ..)| n).filter(|[hits, misses, _]| hits + misses > 0);
+        let ratio =
+            near.map(|(n, ..)| (n.hits, n.misses)).filter(|(hits, misses)| hits + misses > 0);
         NodeStatus {
             name: node.name().to_string(),
             up: health.is_up(),
@@ -123,8 +126,7 @@ impl NodeStatus {
             stand_in_recorded: node.journal.recorded_len(),
             gutter: node.gutter,
             near_cache_entries: near.map(|(_, held, _)| held),
-            near_cache_hit_ratio: ratio
-                .map(|[hits, misses, _]| hits as f64 / (hits + misses) as f64),
+            near_cache_hit_ratio: ratio.map(|(hits, misses)| hits as f64 / (hits + misses) as f64),
             last_ok: node.cell.last_ok(now),
         }
     }
