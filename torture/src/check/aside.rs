@@ -23,6 +23,10 @@ use std::collections::HashMap;
 use super::excerpt::whole_ms;
 use super::index::History;
 use super::own::RETURN_WORK;
+
+/// How long before its fill began a lease may have been taken (the take's
+/// round trip, on a loaded machine).
+const TAKEN_BEFORE: u64 = 50 * super::timeline::MS;
 use super::report::{Report, Rule};
 use super::timeline::{MS, NEVER, ms};
 use crate::history::{Fill, FillEnd};
@@ -83,7 +87,9 @@ fn double(h: &History<'_>, f1: &Fill, f2: &Fill) -> Option<String> {
     if f2.start >= f1.end.saturating_add(ms(ttl)) {
         return None;
     }
-    let (a, b) = (f1.start, f2.start);
+    // The lease was taken a round trip before its fill began: a delete
+    // landing in between voids it too.
+    let (a, b) = (f1.start.saturating_sub(TAKEN_BEFORE), f2.start);
     let key = h.key(&f1.key);
     let explained = key.is_some_and(|k| {
         k.touched.overlapping(a, b).is_some() || k.killed_fills.overlapping(a, b).is_some()

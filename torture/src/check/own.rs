@@ -18,7 +18,10 @@
 //!   ([`STALE_DUPLICATES`]); apart, `W` another process's, no fleet,
 //!   several processes ([`PER_PROCESS`]); `v` written by a `fan_out` on a
 //!   node other than the key's home that `r` may have read
-//!   ([`FAN_OUT_COPY`]); a data-rewriting fault overlapped
+//!   ([`FAN_OUT_COPY`]); apart, `W` another process's, written while that
+//!   process and `p` saw the key's home differently (± 50 ms): a stand-in's
+//!   copy made by a process cut off alone, which lives until the home's
+//!   return ([`VIEWS_DIFFER`]); a data-rewriting fault overlapped
 //!   `[W.complete, r.complete]` on a node involved, or `W` is the
 //!   nemesis's own write on a node other than the key's home
 //!   ([`OUTSIDE_REWRITE`]).
@@ -28,8 +31,8 @@
 use std::collections::HashSet;
 
 use super::allowance::{
-    FAN_OUT_COPY, OUTSIDE_REWRITE, PER_PROCESS, STALE_DUPLICATES, apart, fan_out_copy,
-    outside_rewrite,
+    FAN_OUT_COPY, OUTSIDE_REWRITE, PER_PROCESS, STALE_DUPLICATES, VIEWS_DIFFER, apart,
+    fan_out_copy, outside_rewrite,
 };
 use super::excerpt::whole_ms;
 use super::index::{History, Rec, Source};
@@ -121,6 +124,26 @@ fn allowance(h: &History<'_>, r: &Rec<'_>, w: &Rec<'_>, old: &Rec<'_>) -> Option
     }
     if fan_out_copy(h, r) {
         return Some(FAN_OUT_COPY);
+    }
+    // Another process wrote the older value through a stand-in while it
+    // alone had the key's home boxed (its view differed from the
+    // reader's): that copy lives on the stand-in until the home's return,
+    // and the reader meets it once it fails over there too.
+    let home = h.home(r.key);
+    let margin = 50 * MS;
+    if apart
+        && old.process != r.process
+        && home.is_some_and(|n| {
+            h.views.differ(
+                r.process,
+                old.process,
+                n,
+                old.invoke.saturating_sub(margin),
+                old.complete.saturating_add(margin),
+            )
+        })
+    {
+        return Some(VIEWS_DIFFER);
     }
     let window = (old.stale_after(), r.complete);
     let rewritten = outside_rewrite(h, r.key, window.0, window.1, &[r.node, w.node, old.node]);

@@ -229,20 +229,8 @@ impl Call {
         });
     }
 
-    /// Records the completion of one key's part.
+    /// Records the completion of one key's part, now.
     pub fn done(&self, act: Act, node: Option<&str>, home: Option<bool>, outcome: &Outcome) {
-        self.done_at(act, node, home, outcome, now());
-    }
-
-    /// Records the completion of one key's part at `complete`.
-    pub fn done_at(
-        &self,
-        act: Act,
-        node: Option<&str>,
-        home: Option<bool>,
-        outcome: &Outcome,
-        complete: u64,
-    ) {
         self.rec.record(&Entry::Op(Op {
             id: self.id,
             process: self.rec.process,
@@ -254,7 +242,7 @@ impl Call {
             node: node.map(str::to_owned),
             home,
             invoke: self.invoke,
-            complete,
+            complete: now(),
             outcome: outcome.clone(),
         }));
     }

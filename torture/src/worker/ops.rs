@@ -343,18 +343,19 @@ async fn fan_out(ctx: &Ctx, key: &str) {
                 .arg(3600)
                 .query_async(&mut conn)
                 .await;
-            (done, now())
+            done
         }
     });
     let act = || Act::new(Kind::Write, key, Some(value.clone())).ttl(Some(3_600_000));
     match bounded(run).await {
         Some(results) => {
+            // Each node's write is acknowledged when `fan_out` returns.
             for (node, result) in results {
-                let (done, at) = match result {
-                    Ok((done, at)) => (outcome(&done), at),
-                    Err(e) => (Outcome::Failed(e.to_string()), now()),
+                let done = match result {
+                    Ok(done) => outcome(&done),
+                    Err(e) => Outcome::Failed(e.to_string()),
                 };
-                call.done_at(act(), Some(&node), None, &done, at);
+                call.done(act(), Some(&node), None, &done);
             }
         }
         None => call.done(act(), None, None, &HUNG),
