@@ -30,6 +30,18 @@ pub const VIEWS_DIFFER: &str = "views differ";
 /// it lasts (README, "No consensus between processes").
 pub const CUT_OFF_ALONE: &str = "cut off alone";
 
+/// Two nodes of a key's ranking were boxed at once in some process: a
+/// stand-in that comes back before the home serves its older copies of
+/// the home's keys until they expire (README, "What it does not promise":
+/// `stand_in_ttl` bounds them).
+pub const SEVERAL_DOWN: &str = "several nodes down";
+
+/// The bound of [`SEVERAL_DOWN`] (ms): a stand-in's copy lives at most
+/// its cap, plus slack.
+pub(crate) fn several_down_bound(c: &crate::history::RunConfig) -> Option<u64> {
+    c.stand_in_ttl_ms.map(|ttl| ttl + 500)
+}
+
 /// A value `fan_out` wrote on every node: its copies off the key's home are
 /// the writer's own duplicates, which no return deletes (they are not a
 /// stand-in's).

@@ -21,7 +21,9 @@
 //!   ([`FAN_OUT_COPY`]); apart, `W` another process's, written while that
 //!   process and `p` saw the key's home differently (± 50 ms): a stand-in's
 //!   copy made by a process cut off alone, which lives until the home's
-//!   return ([`VIEWS_DIFFER`]); a data-rewriting fault overlapped
+//!   return ([`VIEWS_DIFFER`]); apart, some process with two nodes or more
+//!   boxed at once since `W`, the staleness at most `stand_in_ttl + 500`
+//!   ms ([`SEVERAL_DOWN`]); a data-rewriting fault overlapped
 //!   `[W.complete, r.complete]` on a node involved, or `W` is the
 //!   nemesis's own write on a node other than the key's home
 //!   ([`OUTSIDE_REWRITE`]).
@@ -31,13 +33,13 @@
 use std::collections::HashSet;
 
 use super::allowance::{
-    FAN_OUT_COPY, OUTSIDE_REWRITE, PER_PROCESS, STALE_DUPLICATES, VIEWS_DIFFER, apart,
-    fan_out_copy, outside_rewrite,
+    FAN_OUT_COPY, OUTSIDE_REWRITE, PER_PROCESS, SEVERAL_DOWN, STALE_DUPLICATES, VIEWS_DIFFER,
+    apart, fan_out_copy, outside_rewrite, several_down_bound,
 };
 use super::excerpt::whole_ms;
 use super::index::{History, Rec, Source};
 use super::report::{Report, Rule};
-use super::timeline::MS;
+use super::timeline::{MS, ms};
 use crate::history::{FaultKind, HARNESS, Kind};
 
 /// The rule.
@@ -144,6 +146,13 @@ fn allowance(h: &History<'_>, r: &Rec<'_>, w: &Rec<'_>, old: &Rec<'_>) -> Option
         })
     {
         return Some(VIEWS_DIFFER);
+    }
+    if let Some(bound) = several_down_bound(c)
+        && apart
+        && r.invoke.saturating_sub(w.complete) <= ms(bound)
+        && h.views.several_boxed(old.invoke.saturating_sub(50 * MS), r.complete)
+    {
+        return Some(SEVERAL_DOWN);
     }
     let window = (old.stale_after(), r.complete);
     let rewritten = outside_rewrite(h, r.key, window.0, window.1, &[r.node, w.node, old.node]);

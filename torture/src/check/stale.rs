@@ -39,14 +39,19 @@
 //!   (reaching back `penalty_max_wait + probe_timeout` before `w.invoke`,
 //!   as long as a box it caused may last): no bound.
 //!
+//! - [`SEVERAL_DOWN`]: some process had two nodes or more boxed at once
+//!   at some instant of `[W.invoke - 50 ms, r.complete]`, and the staleness
+//!   is at most `stand_in_ttl + 500` ms (a stand-in back before the home
+//!   serves its older copies until their cap).
+//!
 //! Anything else is a violation: the same process, both processes agreeing
 //! on the views, or one node read and written without a near cache.
 
 use std::collections::HashSet;
 
 use super::allowance::{
-    CUT_OFF_ALONE, FAN_OUT_COPY, NEAR_CACHE_TRIP, OUTSIDE_REWRITE, VIEWS_DIFFER, fan_out_copy,
-    foreign_write, outside_rewrite,
+    CUT_OFF_ALONE, FAN_OUT_COPY, NEAR_CACHE_TRIP, OUTSIDE_REWRITE, SEVERAL_DOWN, VIEWS_DIFFER,
+    fan_out_copy, foreign_write, outside_rewrite, several_down_bound,
 };
 use super::excerpt::whole_ms;
 use super::index::{History, Rec};
@@ -188,6 +193,14 @@ fn judge(h: &History<'_>, r: &Rec<'_>, old: &Rec<'_>, w: &Rec<'_>) -> Result<&'s
         ));
     } else {
         why.push(format!("p{} and p{} saw the nodes alike", r.process, w.process));
+    }
+    if let Some(bound) = several_down_bound(c)
+        && h.views.several_boxed(old.invoke.saturating_sub(ms(50)), r.complete)
+    {
+        if late <= ms(bound) {
+            return Ok(SEVERAL_DOWN);
+        }
+        why.push(format!("several nodes were down, but {} ms > {bound} ms", whole_ms(late)));
     }
     Err(why.join("; "))
 }
@@ -378,5 +391,31 @@ mod tests {
         ];
         let report = check(&fleet(), &behind);
         assert_eq!(report.count(RULE.name), 0, "{report}");
+    }
+
+    #[test]
+    fn a_stand_in_back_before_its_home_is_allowed_its_copies_cap() {
+        // Home and first stand-in boxed at once in p1; p2 read the first
+        // stand-in's older copy after p1's newer write on the second: the
+        // copy lives at most `stand_in_ttl` (here 2 s).
+        let (home, other) = (home_of("k"), other_of("k"));
+        let third = config().nodes.into_iter().find(|n| *n != home && *n != other).unwrap();
+        let capped = RunConfig { stand_in_ttl_ms: Some(2_000), ..fleet() };
+        let entries = |at: u64| {
+            let both = |node: &str, v: View, at: u64| [view(1, node, v, at), view(2, node, v, at)];
+            let mut entries: Vec<Entry> = both(&home, View::Boxed, 0).into();
+            entries.push(write(2, "k", "p2:1", 10, 11).on(&other).into());
+            entries.extend(both(&other, View::Boxed, 20));
+            entries.push(write(1, "k", "p1:1", 30, 31).on(&third).into());
+            entries.extend(both(&other, View::Returned, 40));
+            entries.push(read(2, "k", Some("p2:1"), at, at + 1).on(&other).into());
+            entries
+        };
+        let report = check(&capped, &entries(1_031));
+        assert_eq!(report.violations(), 0, "{report}");
+        assert_eq!(report.staleness[SEVERAL_DOWN].samples, vec![1_000]);
+        assert_eq!(check(&capped, &entries(3_031)).count(RULE.name), 1);
+        // Without a cap nothing bounds the copy: not allowed.
+        assert_eq!(check(&fleet(), &entries(1_031)).count(RULE.name), 1);
     }
 }

@@ -77,6 +77,38 @@ pub(crate) struct Views<'a> {
     boxed: Boxes<'a>,
     /// Every change, by time.
     changes: Vec<Change<'a>>,
+    /// Spans in which some process had two nodes or more boxed at once.
+    several: Intervals,
+}
+
+/// The spans in which some process had two nodes or more boxed at once.
+fn several(boxed: &Boxes<'_>) -> Vec<(u64, u64, usize)> {
+    let mut by_process: HashMap<ProcessId, Vec<(u64, i32)>> = HashMap::new();
+    for by in boxed.values() {
+        for (&process, spans) in by {
+            let edges = by_process.entry(process).or_default();
+            edges.extend(spans.iter().flat_map(|&(start, end)| [(start, 1), (end, -1)]));
+        }
+    }
+    let mut out = Vec::new();
+    for mut edges in by_process.into_values() {
+        // Ends before starts at one instant: a node returned as another left.
+        edges.sort_unstable();
+        let (mut count, mut since) = (0, 0);
+        for (at, step) in edges {
+            if count < 2 && count + step >= 2 {
+                since = at;
+            }
+            if count >= 2 && count + step < 2 {
+                out.push((since, at, out.len()));
+            }
+            count += step;
+        }
+        if count >= 2 {
+            out.push((since, NEVER, out.len()));
+        }
+    }
+    out
 }
 
 impl<'a> Views<'a> {
@@ -109,7 +141,14 @@ impl<'a> Views<'a> {
         for spans in boxed.values_mut().flat_map(HashMap::values_mut) {
             spans.sort_unstable();
         }
-        Views { boxed, changes }
+        let several = Intervals::new(several(&boxed));
+        Views { boxed, changes, several }
+    }
+
+    /// Whether some process had two nodes or more boxed at once at some
+    /// instant of `[a, b]`.
+    pub(crate) fn several_boxed(&self, a: u64, b: u64) -> bool {
+        self.several.overlapping(a, b).is_some()
     }
 
     fn spans(&self, process: ProcessId, node: &str) -> &[(u64, u64)] {
