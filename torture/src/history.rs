@@ -231,7 +231,9 @@ pub struct Sample {
     pub value: String,
     /// Its `PTTL` (`-1`: none).
     pub pttl_ms: i64,
-    /// When it was read ([`now`]).
+    /// When the read was sent ([`now`]): the server read the TTL after.
+    pub sent: u64,
+    /// When its reply came ([`now`]): the value was written before.
     pub at: u64,
 }
 

@@ -143,13 +143,15 @@ async fn sleep_until(at: u64) {
 async fn sample_until(nodes: Vec<(String, u16)>, rec: Recorder, end: u64) {
     while now() < end {
         for (name, port) in &nodes {
+            let sent = now();
+            let keys = sample(*port).await.unwrap_or_default();
             let at = now();
-            for (key, value, pttl_ms) in sample(*port).await.unwrap_or_default() {
+            for (key, value, pttl_ms) in keys {
                 if key.starts_with("fluster:") {
                     continue;
                 }
                 let node = name.clone();
-                rec.record(&Entry::Sample(Sample { node, key, value, pttl_ms, at }));
+                rec.record(&Entry::Sample(Sample { node, key, value, pttl_ms, sent, at }));
             }
         }
         tokio::time::sleep(SAMPLE_EVERY).await;

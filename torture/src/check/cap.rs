@@ -151,7 +151,9 @@ fn judge(
         });
         return;
     }
-    let expiry = s.at.saturating_add(ms(s.pttl_ms as u64));
+    // The server read the TTL after the read was sent: the copy expires
+    // no sooner than this.
+    let expiry = s.sent.saturating_add(ms(s.pttl_ms as u64));
     let base = [Some(node), None]
         .into_iter()
         .filter_map(|n| placed.get(&(key, n))?.base(s.at))

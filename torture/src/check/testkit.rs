@@ -177,6 +177,7 @@ pub(crate) fn sample(node: &str, key: &str, value: &str, pttl_ms: i64, at: u64) 
         key: key.into(),
         value: value.into(),
         pttl_ms,
+        sent: t(at),
         at: t(at),
     })
 }
