@@ -191,3 +191,101 @@ fn the_sync_flavour_serves_a_sentinel_shard() {
     let on_master: i64 = redis::Commands::get(&mut master.client(), "sync:visits").unwrap();
     assert_eq!(on_master, 5, "the write reached the master the sentinel named");
 }
+
+/// The synchronous flavour leaves a Sentinel shard whose master hangs
+/// (SIGSTOP: its sockets accept, nothing answers) as the async one does:
+/// its connects through the sentinel are bounded by the pool's timeouts,
+/// hold no lock a later connect waits on, and count against the node, so
+/// the shard is boxed meanwhile and writes again soon after Sentinel names
+/// the replica.
+#[cfg(feature = "r2d2")]
+#[test]
+fn the_sync_flavour_leaves_a_hung_master_after_the_sentinel_failover() {
+    let master = RedisServer::start();
+    let replica =
+        RedisServer::start_with(&["--replicaof", "127.0.0.1", &master.port().to_string()]);
+    let name = "hung-shard";
+    let sentinel = RedisServer::start_sentinel(&[(name, master.port())]);
+    // One sentinel: it must be a quorum of one to fail over.
+    let _: () = redis::cmd("SENTINEL")
+        .arg("SET")
+        .arg(name)
+        .arg("quorum")
+        .arg(1)
+        .query(&mut sentinel.client())
+        .unwrap();
+    let ready = support::eventually_blocking(Duration::from_secs(30), || {
+        replication(&master).contains("connected_slaves:1")
+            && sentinel_knows(&sentinel, "REPLICAS", name, 1)
+    });
+    assert!(ready, "the sentinel never learned the replica");
+
+    let pool = fluster::sync::ShardedPool::builder()
+        .sentinel_node(name, SentinelShard::new(name, [sentinel.url()]))
+        .failover(Failover::FailFast)
+        .connect_timeout(Duration::from_millis(500))
+        .response_timeout(Duration::from_millis(500))
+        .checkout_timeout(Duration::from_secs(1))
+        .penalty_min_wait(Duration::from_millis(100))
+        .penalty_max_wait(Duration::from_millis(400))
+        .build()
+        .unwrap();
+    let key = "hung:writes";
+    let write = |value: u64| match pool.get(key) {
+        Ok(mut conn) => redis::Commands::set::<_, _, ()>(&mut conn, key, value).is_ok(),
+        Err(_) => false,
+    };
+    assert!(write(0), "the shard takes writes before the hang");
+
+    let master_port = master.port().to_string();
+    let sentinel_url = sentinel.url();
+    master.pause();
+    let paused = Instant::now();
+    // When Sentinel names another server master, watched on its own thread.
+    let named = std::thread::spawn(move || {
+        let mut conn = redis::Client::open(sentinel_url).unwrap().get_connection().unwrap();
+        loop {
+            let address: Vec<String> = redis::cmd("SENTINEL")
+                .arg("GET-MASTER-ADDR-BY-NAME")
+                .arg(name)
+                .query(&mut conn)
+                .unwrap_or_default();
+            if address.get(1).is_some_and(|port| *port != master_port) {
+                return Instant::now();
+            }
+            assert!(paused.elapsed() < Duration::from_secs(30), "Sentinel never failed over");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    });
+    let mut seen_boxed = false;
+    let mut value = 0;
+    let written = loop {
+        value += 1;
+        // A write can only succeed on the promoted replica: the master
+        // answers nothing.
+        if write(value) {
+            break Instant::now();
+        }
+        seen_boxed |= !support::status_of(&pool, name).up;
+        assert!(
+            paused.elapsed() < Duration::from_secs(30),
+            "the sync pool wrote nothing within 30 s of the master's hang (status {:?})",
+            pool.status()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let named = named.join().unwrap();
+    println!(
+        "Sentinel named the replica {:?} after the hang; the sync pool wrote again {:?} after that",
+        named - paused,
+        written.saturating_duration_since(named)
+    );
+    assert!(
+        written < named + Duration::from_secs(3),
+        "the sync pool wrote again only {:?} after Sentinel named the replica",
+        written - named
+    );
+    assert!(seen_boxed, "status() never showed the hung master's shard boxed");
+    let on_replica: u64 = redis::Commands::get(&mut replica.client(), key).unwrap();
+    assert_eq!(on_replica, value, "the write reached the promoted replica");
+}

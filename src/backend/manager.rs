@@ -156,7 +156,8 @@ impl RedisManager {
     /// The manager for a Sentinel-backed shard.
     #[cfg(feature = "sentinel")]
     pub(crate) fn sentinel(shard: &SentinelShard, settings: &Settings) -> Result<Self, Error> {
-        let target = SentinelTarget::new(shard, settings.connect_timeout)?;
+        let target =
+            SentinelTarget::new(shard, settings.connect_timeout, settings.response_timeout)?;
         let (connect, response) = (settings.connect_timeout, settings.response_timeout);
         Ok(RedisManager {
             target: Target::Sentinel(std::sync::Arc::new(target)),

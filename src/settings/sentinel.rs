@@ -4,8 +4,8 @@
 
 use std::fmt;
 
-use redis::RedisConnectionInfo;
 use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
+use redis::{ConnectionInfo, RedisConnectionInfo};
 
 use super::url::{parse_url, redact_url};
 use crate::error::Error;
@@ -92,8 +92,9 @@ impl SentinelShard {
         self
     }
 
-    /// Checks the shard and builds the client that asks the sentinels.
-    pub(crate) fn client(&self) -> Result<SentinelClient, Error> {
+    /// Checks the shard: its sentinels' addresses and what to use on the
+    /// master (credentials, database).
+    pub(crate) fn checked(&self) -> Result<(Vec<ConnectionInfo>, RedisConnectionInfo), Error> {
         let setting = || format!("sentinel shard `{}`", self.master);
         if self.master.is_empty() {
             return Err(Error::config("sentinel shard", "the master name is empty"));
@@ -116,6 +117,12 @@ impl SentinelShard {
         if let Some(password) = &self.password {
             master = master.set_password(password);
         }
+        Ok((sentinels, master))
+    }
+
+    /// Checks the shard and builds the client that asks the sentinels.
+    pub(crate) fn client(&self) -> Result<SentinelClient, Error> {
+        let (sentinels, master) = self.checked()?;
         let node = SentinelNodeConnectionInfo::default().set_redis_connection_info(master);
         SentinelClient::build(
             sentinels,
@@ -123,7 +130,13 @@ impl SentinelShard {
             Some(node),
             SentinelServerType::Master,
         )
-        .map_err(|e| Error::config(setting(), e.to_string()))
+        .map_err(|e| Error::config(format!("sentinel shard `{}`", self.master), e.to_string()))
+    }
+
+    /// The master group's name, as the sentinels know it.
+    #[cfg(feature = "r2d2")]
+    pub(crate) fn master(&self) -> &str {
+        &self.master
     }
 
     /// What the shard is called in messages: its master group's name.
