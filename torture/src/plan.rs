@@ -50,6 +50,10 @@ pub struct Plan {
     pub fail_fast: bool,
     /// `near_cache` entries (0: off).
     pub near_cache: usize,
+    /// A `probe_with` check that panics on every third call (fluster counts
+    /// the panic as the check's failure and probes again on schedule).
+    #[serde(default)]
+    pub probe_panics: bool,
     /// Tasks (or threads) per process.
     pub tasks: usize,
     /// The workload's length.
@@ -163,6 +167,7 @@ impl Plan {
             config,
             fail_fast: rng.random_bool(0.15),
             near_cache: if near_cache { 1_000 } else { 0 },
+            probe_panics: rng.random_bool(0.3),
             tasks: 6,
             seconds,
             faults,

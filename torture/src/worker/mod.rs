@@ -117,6 +117,18 @@ pub fn configure<F>(
     if plan.fail_fast {
         builder = builder.failover(fluster::Failover::FailFast);
     }
+    if plan.probe_panics {
+        let calls = std::sync::atomic::AtomicU64::new(0);
+        builder = builder.probe_with(move |_conn| {
+            let call = calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Box::pin(async move {
+                if call % 3 == 2 {
+                    panic!("{INTENDED_PANIC} (a probe check)");
+                }
+                Ok(())
+            })
+        });
+    }
     builder
 }
 
