@@ -263,7 +263,17 @@ async fn get_n_replaces_only_the_member_that_died() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn adding_and_removing_a_node_under_traffic() {
     let servers = start_servers(5);
-    let pool = support::pool_of(&servers[..4], Duration::from_secs(10)).await;
+    // Timeouts far above any stall of a loaded machine: an error here can
+    // only come from the membership change itself.
+    let pool = support::builder_for(&servers[..4])
+        .penalty_min_wait(Duration::from_secs(10))
+        .penalty_max_wait(Duration::from_secs(20))
+        .response_timeout(Duration::from_secs(5))
+        .checkout_timeout(Duration::from_secs(5))
+        .connect_timeout(Duration::from_secs(5))
+        .build()
+        .await
+        .unwrap();
     let keys: Vec<String> = (0..100_000).map(|i| format!("member:{i}")).collect();
     let before: Vec<String> = keys.iter().map(|k| pool.node_for(k).unwrap().to_string()).collect();
 
