@@ -759,3 +759,63 @@ async fn a_stand_in_write_in_flight_at_the_return_is_deleted_too() {
     let read = read_all(&pool, std::slice::from_ref(&key)).await.remove(0);
     assert_eq!(read, None, "the stand-in's write from before the return came back");
 }
+
+/// Two nodes of a key's ranking out at once: its home boxed, a write goes
+/// to the first stand-in; that one boxed too, a later write goes to the
+/// second. When the first stand-in comes back while the home is still
+/// out, the key's reads go to it again: they find the later value or a
+/// miss, never its own older copy. The home keeps the key remembered, and
+/// its return deletes it everywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stand_in_back_before_the_home_does_not_serve_its_older_copy() {
+    let mut servers = start_servers(3);
+    // The first stand-in through the proxy: refused and let back at will.
+    let proxy = Proxy::start(servers[1].port());
+    let names = ["home", "first", "second"];
+    let router = fluster::route::Router::new(names.map(|name| (name, 1.0)));
+    let key = (0..)
+        .map(|i| format!("ranked:{i}"))
+        .find(|key| router.ranking(key.as_bytes()) == [0, 1, 2])
+        .unwrap();
+    let pool = ShardedPool::builder()
+        .named_node("home", &servers[0].url())
+        .named_node("first", &proxy.url())
+        .named_node("second", &servers[2].url())
+        .penalty_min_wait(Duration::from_millis(100))
+        .penalty_max_wait(Duration::from_millis(200))
+        .response_timeout(Duration::from_millis(200))
+        .timeouts_before_penalty(1)
+        .stand_in_ttl(CAP)
+        .invalidate_on_return(true)
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(pool.home_node_for(&key).as_deref(), Some("home"));
+    let on = |server: &RedisServer| -> Option<String> {
+        redis::cmd("GET").arg(&key).query(&mut server.client()).unwrap()
+    };
+
+    servers[0].kill();
+    write_all(&pool, std::slice::from_ref(&key), "v1").await;
+    assert_eq!(on(&servers[1]).as_deref(), Some("v1"), "the first stand-in took v1");
+    proxy.refuse();
+    write_all(&pool, std::slice::from_ref(&key), "v2").await;
+    assert_eq!(on(&servers[2]).as_deref(), Some("v2"), "the second stand-in took v2");
+    assert!(!status_of(&pool, "first").up && !status_of(&pool, "home").up);
+
+    proxy.restore();
+    let first_back = eventually(Duration::from_secs(5), || status_of(&pool, "first").up);
+    assert!(first_back.await, "{:?}", status_of(&pool, "first"));
+    assert!(!status_of(&pool, "home").up, "the home is still out");
+    let mut conn = pool.get(&key).await.unwrap();
+    assert_eq!(conn.node(), "first", "the key's reads are back on the first stand-in");
+    let read: Option<String> = conn.get(&key).await.unwrap();
+    drop(conn);
+    assert_ne!(read.as_deref(), Some("v1"), "a read saw v1, older than the acknowledged v2");
+    assert_eq!(status_of(&pool, "home").stand_in_keys, 1, "still remembered for the home");
+
+    // The home's return deletes the key on both stand-ins.
+    servers[0].restart();
+    back(&pool, "home", 1).await;
+    assert!(ttls(&servers, &key).is_empty(), "survived the return: {:?}", ttls(&servers, &key));
+}

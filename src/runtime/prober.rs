@@ -1,7 +1,7 @@
 //! The prober, the pool's background task: it probes boxed nodes when
 //! their wait runs out and lets them back in, the copies their stand-ins
-//! wrote deleted first (and their own, which are older); it ends warm-ups
-//! and samples the gauges.
+//! wrote deleted first (and their own, which are older, and those they took
+//! for homes still out); it ends warm-ups and samples the gauges.
 
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -109,8 +109,10 @@ where
 
 /// Probes `node`, one of `nodes`; if it passes, deletes the keys
 /// remembered for it (by this process, and with a fleet by every process,
-/// on the stand-ins), on it (it is still boxed) and on the others, then
-/// lets it back in. A failure on `node` fails the probe, the keys still
+/// on the stand-ins), on it (it is still boxed) and on the others, and in
+/// the same deletes on it the keys it may hold for the homes still out
+/// ([`borrowed`]: once back, it serves their keys again ahead of the
+/// stand-ins that took their later writes), then lets it back in. A failure on `node` fails the probe, the keys still
 /// remembered; another node that cannot be reached does not hold the
 /// return (the writes are counted as dropped, left to the TTL). `landing`
 /// bounds the wait for this process's stand-in writes in flight.
@@ -140,17 +142,27 @@ async fn probe<M: NodeManager, S: Store<M>>(
 ) {
     let mut outcome = node.probe().await;
     let (mut local, mut records, mut keys) = (Vec::new(), Vec::new(), Vec::new());
+    let mut here = Vec::new();
     if outcome.is_ok() {
-        node.journal.landed(node.journal.mark(), landing).await;
+        let away: Vec<&Arc<Node<M, S>>> = nodes.iter().filter(|n| is_away(n, &node)).collect();
+        let journals = std::iter::once(&node).chain(away.iter().copied()).map(|n| &n.journal);
+        join_all(journals.map(|journal| journal.landed(journal.mark(), landing))).await;
         local = node.journal.take();
         records = recorded(&node, &nodes).await;
         keys = local.clone();
         keys.extend(records.iter().flat_map(|(_, members)| members.iter().cloned()));
         keys.sort_unstable();
         keys.dedup();
+        match borrowed(&node, &away).await {
+            Ok(borrowed) => here = borrowed,
+            Err(e) => outcome = Err(e),
+        }
     }
-    if outcome.is_ok() && !keys.is_empty() {
-        match delete(&node, &node.journal.deletes(&keys, &[])).await {
+    if outcome.is_ok() && !(keys.is_empty() && here.is_empty()) {
+        here.extend(keys.iter().cloned());
+        here.sort_unstable();
+        here.dedup();
+        match delete(&node, &node.journal.deletes(&here, &[])).await {
             Ok(true) => {}
             // Its connections cannot carry a DEL: nothing can be deleted
             // anywhere, so nothing holds the return.
@@ -176,6 +188,36 @@ async fn probe<M: NodeManager, S: Store<M>>(
     node.cell.finish_probe(outcome);
     // What stand-ins took meanwhile: writes routed before the return.
     after_return(&node, &nodes, landing).await;
+}
+
+/// Whether `other`, another node than `node`, is a home that does not
+/// take all its keys now (boxed, or warming up): stand-ins take them, so
+/// `node` may hold copies of them from before it was boxed, older than
+/// those written since on the stand-ins after it.
+fn is_away<M: NodeManager, S: Store<M>>(other: &Node<M, S>, node: &Node<M, S>) -> bool {
+    other.name() != node.name() && (!other.cell.is_up() || other.cell.warm_until().is_some())
+}
+
+/// The keys of the homes `away` whose copies `node`, returning, may hold:
+/// those this process remembers for them, and with a fleet those every
+/// process recorded for them on `node` itself (read there, left there).
+/// Deleted on `node` only, and left remembered: they go everywhere else at
+/// their home's own return. Bounded by the journals' room.
+async fn borrowed<M: NodeManager, S: Store<M>>(
+    node: &Node<M, S>,
+    away: &[&Arc<Node<M, S>>],
+) -> Result<Vec<Box<[u8]>>, (FailureKind, String)> {
+    let mut keys: Vec<Box<[u8]>> = away.iter().flat_map(|home| home.journal.keys()).collect();
+    let mut read = redis::pipe();
+    for members in away.iter().filter_map(|home| home.journal.members()) {
+        read.add_command(members);
+    }
+    if !read.is_empty()
+        && let Some(replies) = node.send_own(&read).await?
+    {
+        keys.extend(replies.into_iter().flat_map(Journal::keys_of));
+    }
+    Ok(keys)
 }
 
 /// With a fleet: the keys every process recorded for `home` on each other

@@ -102,8 +102,14 @@ impl Journal {
     /// that another process returning the home meanwhile finds them too.
     pub(crate) fn read_recorded(&self) -> Option<Pipeline> {
         let mut pipe = redis::pipe();
-        pipe.cmd("SMEMBERS").arg(self.shared.as_deref()?);
+        pipe.add_command(self.members()?);
         Some(pipe)
+    }
+
+    /// With a fleet: what reads the keys recorded on one stand-in for
+    /// this home (its reply read back by [`keys_of`](Self::keys_of)).
+    pub(crate) fn members(&self) -> Option<Cmd> {
+        Some(redis::cmd("SMEMBERS").arg(self.shared.as_deref()?).to_owned())
     }
 
     /// What deletes `keys` on a node; with a fleet, on a stand-in where
@@ -146,9 +152,12 @@ impl Journal {
 
     /// The keys in the replies to [`read_recorded`](Self::read_recorded).
     pub(crate) fn recorded(replies: Vec<Value>) -> Vec<Box<[u8]>> {
-        let Some(Value::Array(members) | Value::Set(members)) = replies.into_iter().next() else {
-            return Vec::new();
-        };
+        replies.into_iter().next().map_or_else(Vec::new, Self::keys_of)
+    }
+
+    /// The keys in a reply to [`members`](Self::members).
+    pub(crate) fn keys_of(reply: Value) -> Vec<Box<[u8]>> {
+        let (Value::Array(members) | Value::Set(members)) = reply else { return Vec::new() };
         let key = |member| match member {
             Value::BulkString(key) => Some(key.into_boxed_slice()),
             _ => None,
@@ -219,6 +228,11 @@ impl Journal {
     /// Keys remembered now.
     pub(crate) fn len(&self) -> usize {
         self.lock().keys.len()
+    }
+
+    /// The keys remembered now, left remembered.
+    pub(crate) fn keys(&self) -> Vec<Box<[u8]>> {
+        self.lock().keys.iter().cloned().collect()
     }
 
     /// Everything remembered, leaving in the journal only the keys of

@@ -31,9 +31,10 @@ pub const VIEWS_DIFFER: &str = "views differ";
 pub const CUT_OFF_ALONE: &str = "cut off alone";
 
 /// Two nodes of a key's ranking were boxed at once in some process: a
-/// stand-in that comes back before the home serves its older copies of
-/// the home's keys until they expire (README, "What it does not promise":
-/// `stand_in_ttl` bounds them).
+/// stand-in that was unreachable at the home's return keeps its older
+/// copies of the home's keys, which reads reach if the home fails again,
+/// until they expire (README, "What it does not promise": `stand_in_ttl`
+/// bounds them).
 pub const SEVERAL_DOWN: &str = "several nodes down";
 
 /// The bound of [`SEVERAL_DOWN`] (ms): a stand-in's copy lives at most
