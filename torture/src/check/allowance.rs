@@ -2,7 +2,7 @@
 //! their staleness instead of as violations.
 
 use super::index::{History, Rec};
-use super::timeline::rewrites_data;
+use super::timeline::{MS, rewrites_data};
 use crate::history::{Fault, HARNESS, Path};
 
 /// Without `invalidate_on_return` a stand-in's copy stays after the return
@@ -94,7 +94,8 @@ pub(crate) fn fan_out_copy(h: &History<'_>, r: &Rec<'_>) -> bool {
 /// Whether `r` and the reader's own write `w` may have been served by
 /// different nodes: both known (every node of a `fan_out`) and `r`'s not
 /// among `w`'s; or one unknown while the reader had the key's home boxed at
-/// some instant of `[w.invoke, r.complete]` (its routing changed).
+/// some instant of `[w.invoke, r.complete + 50 ms]` (its routing changed;
+/// a view is recorded a little after the change).
 pub(crate) fn apart(h: &History<'_>, r: &Rec<'_>, w: &Rec<'_>) -> bool {
     let siblings: Vec<Option<&str>> = match (w.path, w.value) {
         (Some(Path::FanOut), Some(v)) => h.values[&(w.key, v)]
@@ -107,8 +108,10 @@ pub(crate) fn apart(h: &History<'_>, r: &Rec<'_>, w: &Rec<'_>) -> bool {
     };
     match r.node {
         Some(rn) if siblings.iter().all(Option::is_some) => !siblings.contains(&Some(rn)),
-        _ => h
-            .home(r.key)
-            .is_some_and(|home| h.views.boxed_during(r.process, home, w.invoke, r.complete)),
+        // A view is recorded when its event reaches the recorder, a little
+        // after the pool changed its routing: 50 ms of slack.
+        _ => h.home(r.key).is_some_and(|home| {
+            h.views.boxed_during(r.process, home, w.invoke, r.complete.saturating_add(50 * MS))
+        }),
     }
 }
