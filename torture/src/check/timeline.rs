@@ -179,21 +179,25 @@ impl<'a> Views<'a> {
     /// Whether `p` and `q` saw `node` differently (one boxed, the other
     /// not) at some instant of `[a, b]`.
     pub(crate) fn differ(&self, p: ProcessId, q: ProcessId, node: &str, a: u64, b: u64) -> bool {
-        if p == q {
-            return false;
-        }
-        let mut instants = vec![a];
-        for spans in [self.spans(p, node), self.spans(q, node)] {
-            for &(start, end) in spans {
-                instants.extend([start, end].into_iter().filter(|t| (a..=b).contains(t)));
-            }
-        }
-        instants.iter().any(|&t| self.boxed_at(p, node, t) != self.boxed_at(q, node, t))
+        self.some_instant(p, q, node, (a, b), |p_boxed, q_boxed| p_boxed != q_boxed)
     }
 
     /// Whether `p` had `node` boxed while `q` had it up, at some instant of
     /// `[a, b]`: `p` was behind a return `q` had made, or ahead of a box.
     pub(crate) fn behind(&self, p: ProcessId, q: ProcessId, node: &str, a: u64, b: u64) -> bool {
+        self.some_instant(p, q, node, (a, b), |p_boxed, q_boxed| p_boxed && !q_boxed)
+    }
+
+    /// Whether `seen(p boxed, q boxed)` holds at some instant of `[a, b]`:
+    /// asked at `a` and at every change of either view within the window.
+    fn some_instant(
+        &self,
+        p: ProcessId,
+        q: ProcessId,
+        node: &str,
+        (a, b): (u64, u64),
+        seen: impl Fn(bool, bool) -> bool,
+    ) -> bool {
         if p == q {
             return false;
         }
@@ -203,7 +207,7 @@ impl<'a> Views<'a> {
                 instants.extend([start, end].into_iter().filter(|t| (a..=b).contains(t)));
             }
         }
-        instants.iter().any(|&t| self.boxed_at(p, node, t) && !self.boxed_at(q, node, t))
+        instants.iter().any(|&t| seen(self.boxed_at(p, node, t), self.boxed_at(q, node, t)))
     }
 
     /// A change of any process's view of any node within `[a, b]`.
