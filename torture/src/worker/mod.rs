@@ -3,6 +3,7 @@
 //! running the workload until the run's end and recording every operation.
 
 mod blocking;
+mod fills;
 mod ops;
 
 use std::path::{Path, PathBuf};

@@ -2,18 +2,17 @@
 //! has, each recorded with its keys, values, node and outcome.
 
 use std::future::Future;
-use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
 use fluster::redis::{self, Value};
 use fluster::{Error, ShardedPool};
-use futures_util::{FutureExt, StreamExt};
+use futures_util::StreamExt;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
-use fluster_torture::history::{Entry, Fill, FillEnd, Kind, Outcome, Path, now};
+use fluster_torture::history::{Kind, Outcome, Path, now};
 
-use super::{Act, Call, HANG, INTENDED_PANIC, outcome, text};
+use super::{Act, Call, HANG, outcome, text};
 use crate::keys::{ASIDE_KEYS, CHANNELS, COUNTERS, KEYS, TAGGED};
 use crate::plan::Plan;
 use crate::recorder::Recorder;
@@ -65,7 +64,7 @@ pub async fn one(ctx: &Ctx, rng: &mut ChaCha8Rng) {
         60..61 => fan_out(ctx, write_key).await,
         61..63 => script(ctx, write_key).await,
         63..64 => publish(ctx, pick(rng, &CHANNELS)).await,
-        _ => aside(ctx, pick(rng, &ASIDE_KEYS), rng).await,
+        _ => super::fills::aside(ctx, pick(rng, &ASIDE_KEYS), rng).await,
     }
     // A little air between operations: the machine has two cores.
     tokio::time::sleep(Duration::from_micros(rng.random_range(200..1_500))).await;
@@ -76,7 +75,7 @@ async fn bounded<T>(f: impl Future<Output = T>) -> Option<T> {
     tokio::time::timeout(HANG, f).await.ok()
 }
 
-const HUNG: Outcome = Outcome::Hung(HANG.as_millis() as u64);
+pub(super) const HUNG: Outcome = Outcome::Hung(HANG.as_millis() as u64);
 
 async fn get_read(ctx: &Ctx, key: &str) {
     let call = Call::begin(&ctx.rec, Path::Get);
@@ -397,110 +396,5 @@ pub async fn listen(pool: ShardedPool, channel: &'static str, rec: Recorder, end
         let call = Call::begin(&rec, Path::PubSub);
         let value = msg.get_payload::<String>().ok();
         call.done(Act::new(Kind::Receive, channel, value), None, None, &Outcome::Ok);
-    }
-}
-
-/// How a fill of the workload behaves.
-#[derive(Clone, Copy)]
-enum FillKind {
-    Quick,
-    Slow,
-    Fails,
-    Panics,
-    Cancelled,
-}
-
-/// Records a fill's run when it ends, however it ends (a drop mid-run is
-/// a cancellation, an unwind a panic).
-struct FillGuard {
-    rec: Recorder,
-    fill: Option<Fill>,
-}
-
-impl FillGuard {
-    fn end(&mut self, result: FillEnd, value: Option<String>) {
-        if let Some(mut fill) = self.fill.take() {
-            fill.end = now();
-            fill.result = result;
-            fill.value = value;
-            self.rec.record(&Entry::Fill(fill));
-        }
-    }
-}
-
-impl Drop for FillGuard {
-    fn drop(&mut self) {
-        let result = if std::thread::panicking() { FillEnd::Panicked } else { FillEnd::Cancelled };
-        self.end(result, None);
-    }
-}
-
-async fn aside(ctx: &Ctx, key: &str, rng: &mut ChaCha8Rng) {
-    let lease = ctx.plan.config.lease_ms;
-    let kind = match rng.random_range(0..20) {
-        0..14 => FillKind::Quick,
-        14..16 => FillKind::Slow,
-        16..17 => FillKind::Fails,
-        17..18 => FillKind::Panics,
-        _ => FillKind::Cancelled,
-    };
-    let ttl_ms = rng.random_range(300..3_000);
-    let call = Call::begin(&ctx.rec, Path::Aside);
-    let value = call.value();
-    let slow = rng.random_range(lease / 4..ctx.plan.config.longest_fill_ms);
-    let rec = ctx.rec.clone();
-    let fill_value = value.clone();
-    let fill = move || async move {
-        let mut guard = FillGuard {
-            rec: rec.clone(),
-            fill: Some(Fill {
-                process: rec.process,
-                key: key.to_owned(),
-                value: None,
-                ttl_ms,
-                start: now(),
-                end: u64::MAX,
-                result: FillEnd::Ok,
-            }),
-        };
-        // Recorded at its start too: a process killed mid-fill leaves it.
-        if let Some(fill) = &guard.fill {
-            rec.record(&Entry::Fill(fill.clone()));
-        }
-        let pause = match kind {
-            FillKind::Quick => 2,
-            FillKind::Slow | FillKind::Cancelled => slow,
-            FillKind::Fails | FillKind::Panics => 5,
-        };
-        tokio::time::sleep(Duration::from_millis(pause)).await;
-        match kind {
-            FillKind::Fails => {
-                guard.end(FillEnd::Err, None);
-                Err(std::io::Error::other("torture: a fill that fails"))
-            }
-            FillKind::Panics => panic!("{INTENDED_PANIC}"),
-            _ => {
-                guard.end(FillEnd::Ok, Some(fill_value.clone()));
-                Ok(fill_value)
-            }
-        }
-    };
-    let run =
-        AssertUnwindSafe(ctx.pool.aside(key, Duration::from_millis(ttl_ms), fill)).catch_unwind();
-    let limit = match kind {
-        FillKind::Cancelled => Duration::from_millis(slow / 2),
-        _ => HANG,
-    };
-    let act = |v: Option<String>| Act::new(Kind::Read, key, v).ttl(Some(ttl_ms));
-    match tokio::time::timeout(limit, run).await {
-        Ok(Ok(Ok(v))) => call.done(act(Some(v)), None, None, &Outcome::Ok),
-        Ok(Ok(Err(e))) => call.done(act(None), None, None, &Outcome::Failed(e.to_string())),
-        Ok(Err(_panic)) => {
-            call.done(act(None), None, None, &Outcome::Failed("fill panicked".into()))
-        }
-        Err(_) if matches!(kind, FillKind::Cancelled) => {
-            call.done(act(None), None, None, &Outcome::Failed("cancelled by the caller".into()))
-        }
-        Err(_) => call.done(act(None), None, None, &HUNG),
     }
 }
