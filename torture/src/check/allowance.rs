@@ -2,7 +2,7 @@
 //! their staleness instead of as violations.
 
 use super::index::{History, Rec};
-use super::timeline::{MS, rewrites_data};
+use super::timeline::{VIEW_SLACK, rewrites_data};
 use crate::history::{Fault, HARNESS, Path};
 
 /// Without `invalidate_on_return` a stand-in's copy stays after the return
@@ -108,10 +108,8 @@ pub(crate) fn apart(h: &History<'_>, r: &Rec<'_>, w: &Rec<'_>) -> bool {
     };
     match r.node {
         Some(rn) if siblings.iter().all(Option::is_some) => !siblings.contains(&Some(rn)),
-        // A view is recorded when its event reaches the recorder, a little
-        // after the pool changed its routing: 50 ms of slack.
         _ => h.home(r.key).is_some_and(|home| {
-            h.views.boxed_during(r.process, home, w.invoke, r.complete.saturating_add(50 * MS))
+            h.views.boxed_during(r.process, home, w.invoke, r.complete.saturating_add(VIEW_SLACK))
         }),
     }
 }

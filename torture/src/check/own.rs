@@ -39,7 +39,7 @@ use super::allowance::{
 use super::excerpt::whole_ms;
 use super::index::{History, Rec, Source};
 use super::report::{Report, Rule};
-use super::timeline::{MS, ms};
+use super::timeline::{MS, VIEW_SLACK, ms};
 use crate::history::{FaultKind, HARNESS, Kind};
 
 /// The rule.
@@ -132,7 +132,6 @@ fn allowance(h: &History<'_>, r: &Rec<'_>, w: &Rec<'_>, old: &Rec<'_>) -> Option
     // reader's): that copy lives on the stand-in until the home's return,
     // and the reader meets it once it fails over there too.
     let home = h.home(r.key);
-    let margin = 50 * MS;
     if apart
         && old.process != r.process
         && home.is_some_and(|n| {
@@ -140,8 +139,8 @@ fn allowance(h: &History<'_>, r: &Rec<'_>, w: &Rec<'_>, old: &Rec<'_>) -> Option
                 r.process,
                 old.process,
                 n,
-                old.invoke.saturating_sub(margin),
-                old.complete.saturating_add(margin),
+                old.invoke.saturating_sub(VIEW_SLACK),
+                old.complete.saturating_add(VIEW_SLACK),
             )
         })
     {
@@ -150,7 +149,7 @@ fn allowance(h: &History<'_>, r: &Rec<'_>, w: &Rec<'_>, old: &Rec<'_>) -> Option
     if let Some(bound) = several_down_bound(c)
         && apart
         && r.invoke.saturating_sub(w.complete) <= ms(bound)
-        && h.views.several_boxed(old.invoke.saturating_sub(50 * MS), r.complete)
+        && h.views.several_boxed(old.invoke.saturating_sub(VIEW_SLACK), r.complete)
     {
         return Some(SEVERAL_DOWN);
     }

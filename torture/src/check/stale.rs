@@ -56,7 +56,7 @@ use super::allowance::{
 use super::excerpt::whole_ms;
 use super::index::{History, Rec};
 use super::report::{Report, Rule};
-use super::timeline::{NEVER, cuts_off, ms};
+use super::timeline::{NEVER, VIEW_SLACK, cuts_off, ms};
 use crate::history::{HARNESS, Kind, Path};
 
 /// The rule.
@@ -166,7 +166,7 @@ fn judge(h: &History<'_>, r: &Rec<'_>, old: &Rec<'_>, w: &Rec<'_>) -> Result<&'s
     // reader that has let the home back in, reading it after a write both
     // made through a stand-in, has no excuse: the return deleted the
     // home's older copies before any key went home.
-    let around = |a: u64, b: u64| (a.saturating_sub(ms(50)), b.saturating_add(ms(50)));
+    let around = |a: u64, b: u64| (a.saturating_sub(VIEW_SLACK), b.saturating_add(VIEW_SLACK));
     let (wa, wb) = around(w.invoke, w.complete);
     let (ra, rb) = around(r.invoke, r.complete);
     if nodes.iter().any(|n| {
@@ -195,7 +195,7 @@ fn judge(h: &History<'_>, r: &Rec<'_>, old: &Rec<'_>, w: &Rec<'_>) -> Result<&'s
         why.push(format!("p{} and p{} saw the nodes alike", r.process, w.process));
     }
     if let Some(bound) = several_down_bound(c)
-        && h.views.several_boxed(old.invoke.saturating_sub(ms(50)), r.complete)
+        && h.views.several_boxed(old.invoke.saturating_sub(VIEW_SLACK), r.complete)
     {
         if late <= ms(bound) {
             return Ok(SEVERAL_DOWN);

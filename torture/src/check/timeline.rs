@@ -13,6 +13,11 @@ pub(crate) const NEVER: u64 = u64::MAX;
 /// One millisecond in the history's unit.
 pub(crate) const MS: u64 = 1_000_000;
 
+/// How late a pool's view is recorded after its routing changed (the event
+/// reaches the recorder's task a little after): every rule that asks what
+/// a process saw widens its window by this much.
+pub(crate) const VIEW_SLACK: u64 = 50 * MS;
+
 /// Milliseconds (a setting) in the history's unit.
 pub(crate) fn ms(ms: u64) -> u64 {
     ms.saturating_mul(MS)
