@@ -168,9 +168,9 @@ pub(crate) const RETURN_WORK: u64 = 1_000 * MS;
 /// write or expire of it whose TTL ran out (`w`'s own included, 5 ms of
 /// slack); a stand-in's or gutter's write of it whose cap ran out (`w`
 /// included, 5 ms of slack); any view change of any process (up to [`RETURN_WORK`] after `r`); a fault that
-/// touches a node's data or reachability, or kills a process (a killed
-/// process's last delete was sent but never recorded: deletes record no
-/// invocation), any but `ForgedNews` and `PauseProcess`; an indeterminate write, delete or expire of the key (it
+/// touches a node's data or reachability (any but `KillProcess`,
+/// `ForgedNews` and `PauseProcess`); a process killed in the window or up
+/// to a second after it (its last delete was sent but never recorded); an indeterminate write, delete or expire of the key (it
 /// may have carried a TTL, or been a delete, at the server), or the
 /// nemesis's (a `RENAME` keeps the source's TTL); a fill of the
 /// key (its lease reads as a miss). Also when `r` and `w` were served by
@@ -186,8 +186,14 @@ pub(crate) fn erased(h: &History<'_>, r: &Rec<'_>, w: &Rec<'_>) -> bool {
         || h.views.change_in(a, b.saturating_add(RETURN_WORK)).is_some()
         || h.faults
             .find(a, b, |f| {
-                !matches!(f.kind, FaultKind::ForgedNews | FaultKind::PauseProcess)
+                !matches!(f.kind, FaultKind::KillProcess | FaultKind::ForgedNews | FaultKind::PauseProcess)
             })
+            .is_some()
+        // A killed process's last delete was sent, unrecorded (deletes
+        // record no invocation), up to its kill, which the nemesis records
+        // when it signals: a kill shortly after the miss explains it too.
+        || h.faults
+            .find(a, b.saturating_add(RETURN_WORK), |f| f.kind == FaultKind::KillProcess)
             .is_some()
         || matches!((r.node, w.node), (Some(x), Some(y)) if x != y)
         || key.uncertain.overlapping(a, b).is_some()
