@@ -18,7 +18,7 @@ use std::time::Duration;
 use redis::aio::ConnectionLike;
 use redis::{Cmd, ErrorKind, FromRedisValue, RedisError, ToRedisArgs, Value};
 
-use crate::error::Error;
+use crate::error::{Error, OnNode};
 use crate::metrics::ASIDE_TOTAL;
 use crate::node::lease::{MARK, marked};
 use crate::node::tracked::NodeManager;
@@ -174,7 +174,10 @@ where
     /// `Box<dyn Error + Send + Sync>` (`std::io::Error`, a boxed error,
     /// `anyhow::Error`, ...), as [`Error::Fill`] with that error as its
     /// source (nothing stored, the lease given back); the pool's as from
-    /// `get_shared`; a command's as [`Error::Redis`].
+    /// `get_shared`; a failed command of its own as [`Error::Command`],
+    /// which names the node (``node `cache-b`: timed out``) and keeps
+    /// `redis`'s error as it is ([`Error::redis_error`]: `is_timeout()`,
+    /// `is_connection_dropped()`, `kind()`).
     ///
     /// ```no_run
     /// # async fn load_user(id: u64) -> Result<String, std::io::Error> { Ok(String::new()) }
@@ -231,7 +234,8 @@ where
         // A hit: a plain `GET`, from the near cache when it holds it. A
         // lease reads as a miss.
         let mut conn = self.get_shared(key).await?;
-        let value: Value = redis::cmd("GET").arg(key).query_async(&mut conn).await?;
+        let value: Value =
+            redis::cmd("GET").arg(key).query_async(&mut conn).await.on(conn.node())?;
         if value != Value::Nil {
             return Ok(V::from_redis_value(value)?);
         }
@@ -244,7 +248,7 @@ where
             // Unsettled while it is in flight: dropped then, the call may
             // hold the lease without knowing.
             held.settled = false;
-            let reply: Vec<Value> = take.query_async(&mut conn).await?;
+            let reply: Vec<Value> = take.query_async(&mut conn).await.on(conn.node())?;
             match found(reply)? {
                 Found::Taken => {
                     if waited.is_some() {
@@ -337,7 +341,7 @@ where
         let mut conn = self.pool.get_shared(self.key).await?;
         let mut store = eval(STORE, self.key, &self.token);
         store.arg(&args[0]).arg(millis(ttl));
-        let stored: i64 = store.query_async(&mut conn).await?;
+        let stored: i64 = store.query_async(&mut conn).await.on(conn.node())?;
         self.settled = true;
         count(conn.node(), if stored == 1 { Outcome::Filled } else { Outcome::Voided });
         Ok(value)

@@ -82,10 +82,56 @@ pub enum Error {
     #[error("the fill failed: {0}")]
     Fill(#[source] std::sync::Arc<dyn std::error::Error + Send + Sync>),
 
+    /// A command fluster sent itself (in [`aside`](crate::ShardedPool::aside),
+    /// `get_cached`, `publish`, `mget`, `mset`, `del`, a sharded pipeline,
+    /// a transaction's `WATCH`) failed on the node `node`. `source` is
+    /// `redis`'s own error, untouched: its `kind()`, `is_timeout()`,
+    /// `is_connection_dropped()` and the rest answer as for any command
+    /// (also through [`Error::redis_error`]).
+    #[error("node `{node}`: {source}")]
+    Command {
+        /// The node the command was sent to.
+        node: String,
+        /// The command's error.
+        source: redis::RedisError,
+    },
+
+    /// A node refused the pool's credentials when `build` (or
+    /// [`add_node`](crate::ShardedPool::add_node)) probed it (with
+    /// [`probe_at_build`](crate::Builder::probe_at_build), the default): a wrong
+    /// password or user name (`WRONGPASS`, `NOAUTH`), or a TLS handshake
+    /// that failed (a certificate the pool does not trust, a client
+    /// certificate the server wants and refuses). A wrong password is not
+    /// an outage: the pool is not built, whatever
+    /// [`require_healthy`](crate::Builder::require_healthy) says. A node
+    /// that merely cannot be reached starts in the penalty box instead.
+    #[error("node `{node}` {}: {reason} ({})", refusal(.failure).0, refusal(.failure).1)]
+    Credentials {
+        /// The node that refused.
+        node: String,
+        /// [`FailureKind::Auth`](crate::FailureKind::Auth) or
+        /// [`FailureKind::Tls`](crate::FailureKind::Tls).
+        failure: crate::FailureKind,
+        /// The node's or the TLS library's words (never credentials).
+        reason: String,
+    },
+
     /// A Redis command failed; lets `?` carry `redis` errors in functions
     /// that return this type.
     #[error(transparent)]
     Redis(#[from] redis::RedisError),
+}
+
+/// What a refusal of the credentials was, and what to check.
+fn refusal(failure: &crate::FailureKind) -> (&'static str, &'static str) {
+    match failure {
+        crate::FailureKind::Tls => (
+            "failed the TLS handshake",
+            "check its certificate and the pool's `tls_root_certificates` and \
+             `tls_client_certificate`",
+        ),
+        _ => ("refused the credentials", "check the user name and password in its URL"),
+    }
 }
 
 /// So that `?` on [`redis::from_redis_value`] works in functions that
@@ -103,7 +149,59 @@ fn describe(down: &[(String, String)]) -> String {
 }
 
 impl Error {
+    /// The node this error happened on, where fluster knows it: a
+    /// command's node ([`Error::Command`]), or the node of a checkout
+    /// ([`Error::Timeout`], [`Error::NodeDown`], [`Error::NodeFailed`]) or
+    /// of a refusal ([`Error::Credentials`]).
+    pub fn node(&self) -> Option<&str> {
+        match self {
+            Error::Command { node, .. }
+            | Error::Credentials { node, .. }
+            | Error::Timeout { node, .. }
+            | Error::NodeDown { node }
+            | Error::NodeFailed { node, .. } => Some(node),
+            _ => None,
+        }
+    }
+
+    /// `redis`'s own error, if this is one ([`Error::Redis`], or
+    /// [`Error::Command`] with its node): so retry logic asks
+    /// `is_timeout()`, `is_connection_dropped()` or `kind()` of it,
+    /// whichever variant carried it.
+    ///
+    /// ```no_run
+    /// # async fn run(pool: fluster::ShardedPool) {
+    /// # use std::time::Duration;
+    /// let fill = || async { Ok::<_, std::io::Error>("Ada".to_owned()) };
+    /// match pool.aside("user:42", Duration::from_secs(300), fill).await {
+    ///     Ok(name) => println!("{name}"),
+    ///     Err(e) if e.redis_error().is_some_and(|r| r.is_timeout()) => {
+    ///         eprintln!("slow node {:?}: {e}", e.node()) // e.g. node `cache-b`: timed out
+    ///     }
+    ///     Err(e) => eprintln!("{e}"),
+    /// }
+    /// # }
+    /// ```
+    pub fn redis_error(&self) -> Option<&redis::RedisError> {
+        match self {
+            Error::Command { source, .. } | Error::Redis(source) => Some(source),
+            _ => None,
+        }
+    }
+
     pub(crate) fn config(setting: impl Into<String>, reason: impl Into<String>) -> Self {
         Error::Config { setting: setting.into(), reason: reason.into() }
+    }
+}
+
+/// Names the node of a command fluster sent itself: `query.on(node)?`.
+pub(crate) trait OnNode<T> {
+    /// The command's error as [`Error::Command`] on `node`.
+    fn on(self, node: &str) -> Result<T, Error>;
+}
+
+impl<T> OnNode<T> for redis::RedisResult<T> {
+    fn on(self, node: &str) -> Result<T, Error> {
+        self.map_err(|source| Error::Command { node: node.to_owned(), source })
     }
 }

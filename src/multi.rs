@@ -10,7 +10,7 @@ use redis::aio::ConnectionLike;
 use redis::{Cmd, FromRedisValue, ToRedisArgs, Value};
 
 use crate::backend::manager::RedisManager;
-use crate::error::Error;
+use crate::error::{Error, OnNode};
 use crate::node::CheckoutError;
 use crate::node::connection::{Connection, own_reply};
 use crate::node::tracked::NodeManager;
@@ -88,8 +88,9 @@ where
                 for &p in &positions {
                     pipe.add_command(self.commands[p].1.clone());
                 }
-                let values = conn.req_packed_commands(&pipe, 0, positions.len()).await?;
-                Ok(values.into_iter().map(|v| Ok(own_reply(v)?)).collect::<Vec<_>>())
+                let values = conn.req_packed_commands(&pipe, 0, positions.len()).await;
+                let node = conn.node();
+                Ok(values.on(node)?.into_iter().map(|v| own_reply(v).on(node)).collect::<Vec<_>>())
             })
             .await?;
         let mut replies: Vec<Option<Result<Value, Error>>> =
@@ -171,7 +172,8 @@ where
         let mut conn = self.get(key).await?;
         loop {
             if !watched.is_empty() {
-                redis::cmd("WATCH").arg(watched).query_async::<()>(&mut conn).await?;
+                let watch = redis::cmd("WATCH").arg(watched).query_async::<()>(&mut conn).await;
+                watch.on(conn.node())?;
             }
             let mut pipe = redis::pipe();
             pipe.atomic();
@@ -243,7 +245,7 @@ where
         self.by_node(&hashes, |mut conn, positions| {
             let mut cmd = redis::cmd(name);
             positions.iter().for_each(|&p| args(&mut cmd, p));
-            async move { Ok(cmd.query_async::<R>(&mut conn).await?) }
+            async move { cmd.query_async::<R>(&mut conn).await.on(conn.node()) }
         })
         .await
     }

@@ -9,7 +9,7 @@ use bb8::PooledConnection;
 use tokio::sync::broadcast;
 
 use crate::backend::manager::RedisManager;
-use crate::error::Error;
+use crate::error::{Error, OnNode};
 use crate::health::cell::Commons;
 use crate::health::event::NodeEvent;
 use crate::node::clock::Clock;
@@ -211,7 +211,7 @@ where
             return Ok(V::from_redis_value(value)?);
         }
         let mut conn = self.get_shared(key).await?;
-        Ok(redis::cmd("GET").arg(key).query_async(&mut conn).await?)
+        redis::cmd("GET").arg(key).query_async(&mut conn).await.on(conn.node())
     }
 }
 
@@ -243,7 +243,7 @@ impl ShardedPool<RedisManager> {
     {
         let mut conn = self.get(channel.as_ref()).await?;
         let cmd = redis::cmd("PUBLISH").arg(channel.as_ref()).arg(message).clone();
-        Ok(cmd.query_async(&mut conn).await?)
+        cmd.query_async(&mut conn).await.on(conn.node())
     }
 
     /// The messages of `channel`, subscribed on the node it routes to (as

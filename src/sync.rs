@@ -146,7 +146,9 @@ fn r2d2_pool(settings: &Settings, manager: Tracked<RedisManager>) -> R2d2 {
 impl crate::Builder<RedisManager, BlockingPool> {
     /// Checks every setting, connects to every node (in parallel, each
     /// bounded by the probe timeout) and starts the prober thread. Nodes
-    /// that cannot be reached start in the penalty box.
+    /// that cannot be reached start in the penalty box; the async
+    /// flavour's checks apply ([`Error::Credentials`] for a node that
+    /// refuses the credentials, [`Error::NotEnoughHealthy`]).
     ///
     /// It blocks, and may be called from anywhere, a Tokio runtime's
     /// thread included: the probes run on the prober thread's own runtime.
@@ -178,7 +180,7 @@ impl crate::Builder<RedisManager, BlockingPool> {
             })
             .map_err(thread_error)?;
         let core = core.recv().map_err(|_| Error::config("prober thread", "it stopped"))?;
-        core.enough_healthy().inspect_err(|_| core.close())?;
+        core.check_start().inspect_err(|_| core.close())?;
         Ok(ShardedPool { core })
     }
 }

@@ -506,3 +506,38 @@ async fn a_fill_returns_the_errors_apps_have() {
     assert_eq!(source.source().map(|s| s.to_string()).as_deref(), Some("database down"));
     fills_at_once(&pool, "e:2").await;
 }
+
+/// A command `aside` sends that fails names its node, and keeps `redis`'s
+/// own error: here the node stops answering (`SIGSTOP`) while the fill
+/// runs, so the store times out in flight. The error says which node, and
+/// `is_timeout()` still answers true.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_command_names_its_node_and_keeps_its_kind() {
+    let servers = start_servers(1);
+    let pool = builder_for(&servers)
+        .response_timeout(Duration::from_millis(200))
+        .heartbeat(Duration::ZERO)
+        .build()
+        .await
+        .unwrap();
+    let fill = || async {
+        servers[0].pause();
+        Ok::<_, io::Error>("stored in flight".to_owned())
+    };
+    let result = pool.aside("n:1", TTL, fill).await;
+    servers[0].resume();
+    let e = result.unwrap_err();
+    let name = servers[0].name();
+    assert_eq!(e.to_string(), format!("node `{name}`: timed out"), "{e:?}");
+    assert_eq!(e.node(), Some(name.as_str()));
+    match &e {
+        Error::Command { node, source } => {
+            assert_eq!(*node, name);
+            assert!(source.is_timeout(), "{source:?}");
+        }
+        other => panic!("expected a command's error, got {other:?}"),
+    }
+    assert!(e.redis_error().is_some_and(|r| r.is_timeout()), "{e:?}");
+    let source = std::error::Error::source(&e).expect("the redis error is the source");
+    assert!(source.downcast_ref::<redis::RedisError>().is_some_and(|r| r.is_timeout()));
+}

@@ -349,9 +349,9 @@ async fn adding_and_removing_a_node_under_traffic() {
     );
 }
 
-/// A node that died unnoticed fails its own group's commands in place; the
-/// other groups' replies are unaffected, and once it is boxed its keys are
-/// routed to the next node.
+/// A node that died unnoticed fails its own group's commands in place,
+/// each error naming it; the other groups' replies are unaffected, and
+/// once it is boxed its keys are routed to the next node.
 #[tokio::test]
 async fn a_dead_node_fails_only_its_group_then_its_keys_move() {
     let mut servers = start_servers(3);
@@ -372,7 +372,12 @@ async fn a_dead_node_fails_only_its_group_then_its_keys_move() {
     let replies = build(&pool, &keys).query_async().await.unwrap();
     for (reply, home) in replies.iter().zip(&homes) {
         if *home == victim {
-            assert!(reply.is_err(), "a command for the dead node succeeded");
+            // Its error names the node and is redis's own: a dropped
+            // connection, not "broken pipe" alone.
+            let e = reply.as_ref().expect_err("a command for the dead node succeeded");
+            assert!(e.to_string().starts_with(&format!("node `{victim}`: ")), "{e}");
+            assert_eq!(e.node(), Some(victim.as_str()));
+            assert!(e.redis_error().is_some_and(|r| r.is_connection_dropped()), "{e:?}");
         } else {
             assert_eq!(reply.as_ref().unwrap(), &Value::Int(1));
         }

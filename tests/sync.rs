@@ -232,22 +232,27 @@ fn a_paused_node_is_boxed_after_its_timeouts_and_returns() {
     assert_eq!(pool.get(&key).unwrap().node(), paused);
 }
 
-/// A wrong password boxes the node for `Auth`, and nothing shows it.
+/// A wrong password fails the build, naming the node, as in the async
+/// flavour (the same check), and nothing shows it.
 #[test]
-fn a_wrong_password_boxes_the_node_without_showing_it() {
+fn a_wrong_password_fails_the_build_without_showing_it() {
     let guarded = RedisServer::start_with(&["--requirepass", "right-pass"]);
     let healthy = RedisServer::start();
-    let pool = ShardedPool::builder()
+    let built = ShardedPool::builder()
         .node(&healthy.url())
         .node(&format!("redis://:wrong-pass@127.0.0.1:{}", guarded.port()))
-        .build()
-        .unwrap();
-    let status = support::status_of(&pool, &guarded.name());
-    assert_eq!(status.boxed_for, Some(FailureKind::Auth), "{status:?}");
-    let shown = format!("{:?} {pool:?}", pool.status());
-    assert!(!shown.contains("wrong-pass"), "{shown}");
-    let key = key_on(&pool, &guarded.name(), "sync-auth");
-    assert_eq!(pool.get(&key).unwrap().node(), healthy.name());
+        .build();
+    let e = built.expect_err("a node that refuses the credentials fails the build");
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "node `{}` refused the credentials: Password authentication failed - \
+             AuthenticationFailed (check the user name and password in its URL)",
+            guarded.name()
+        )
+    );
+    assert!(matches!(e, fluster::Error::Credentials { failure: FailureKind::Auth, .. }), "{e:?}");
+    assert!(!format!("{e} {e:?}").contains("wrong-pass"), "{e:?}");
 }
 
 /// A checkout waiting on a busy node leaves for the next node as soon as

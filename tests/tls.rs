@@ -94,18 +94,33 @@ async fn rediss_works_with_the_right_ca() {
     assert_eq!(back, "over tls");
 }
 
+/// The refusal of a TLS handshake `build` meets: the node, and why.
+fn refused_tls(
+    result: Result<impl std::fmt::Debug, fluster::Error>,
+    server: &RedisServer,
+) -> String {
+    let e = result.expect_err("a refused TLS handshake fails the build");
+    assert!(matches!(e, fluster::Error::Credentials { failure: FailureKind::Tls, .. }), "{e:?}");
+    assert_eq!(e.node(), Some(server.name().as_str()));
+    let text = e.to_string();
+    let (head, tail) = (
+        format!("node `{}` failed the TLS handshake: ", server.name()),
+        " (check its certificate and the pool's `tls_root_certificates` and \
+         `tls_client_certificate`)",
+    );
+    assert!(text.starts_with(&head) && text.ends_with(tail), "{text}");
+    text
+}
+
+/// A server certificate the pool does not trust is a wrong setting, not
+/// an outage: `build` fails, naming the node and the certificate problem.
 #[tokio::test]
-async fn a_wrong_ca_fails_clearly_and_boxes_the_node() {
+async fn a_wrong_ca_fails_the_build_clearly() {
     let pki = Pki::new("server");
     let other = Pki::new("other");
     let server = pki.server();
-    let pool = builder(&tls_url(&server), &other.ca_pem).build().await.unwrap();
-    let status = &pool.status()[0];
-    assert!(!status.up);
-    assert_eq!(status.boxed_for, Some(FailureKind::Tls), "{status:?}");
-    let error = status.last_error.as_deref().unwrap();
-    assert!(error.contains("certificate"), "unclear error: {error}");
-    assert!(matches!(pool.get("k").await, Err(fluster::Error::NoHealthyNodes)));
+    let text = refused_tls(builder(&tls_url(&server), &other.ca_pem).build().await, &server);
+    assert!(text.contains("invalid peer certificate"), "{text}");
 }
 
 #[tokio::test]
@@ -123,7 +138,7 @@ async fn plain_redis_to_a_tls_port_boxes_the_node() {
 }
 
 /// The synchronous flavour is built by the same builder: it trusts the same
-/// private roots, and refuses a server they do not vouch for.
+/// private roots, and its build fails on a server they do not vouch for.
 #[cfg(feature = "r2d2")]
 #[test]
 fn the_sync_flavour_trusts_the_same_roots() {
@@ -145,14 +160,15 @@ fn the_sync_flavour_trusts_the_same_roots() {
     let back: String = redis::Commands::get(&mut conn, "tls:sync").unwrap();
     assert_eq!(back, "blocking over tls");
 
-    let untrusted = sync_pool(&other.ca_pem);
-    let status = &untrusted.status()[0];
-    assert!(!status.up);
-    assert_eq!(status.boxed_for, Some(FailureKind::Tls), "{status:?}");
+    let untrusted = fluster::sync::ShardedPool::builder()
+        .node(&tls_url(&server))
+        .tls_root_certificates(other.ca_pem.as_bytes())
+        .build();
+    refused_tls(untrusted, &server);
 }
 
 /// Mutual TLS: a server that asks every client for a certificate refuses a
-/// pool without one (boxed, `Tls`) and serves one that presents it.
+/// pool without one (its build fails) and serves one that presents it.
 #[tokio::test]
 async fn a_server_asking_for_client_certificates_serves_only_a_pool_that_has_one() {
     let pki = Pki::new("mtls");
@@ -162,10 +178,7 @@ async fn a_server_asking_for_client_certificates_serves_only_a_pool_that_has_one
         &pki.file("ca.pem"),
         true,
     );
-    let anonymous = builder(&tls_url(&server), &pki.ca_pem).build().await.unwrap();
-    let status = &anonymous.status()[0];
-    assert!(!status.up, "{status:?}");
-    assert_eq!(status.boxed_for, Some(FailureKind::Tls), "{status:?}");
+    refused_tls(builder(&tls_url(&server), &pki.ca_pem).build().await, &server);
 
     let cert = std::fs::read(pki.file("client.pem")).unwrap();
     let key = std::fs::read(pki.file("client.key")).unwrap();

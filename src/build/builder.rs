@@ -255,7 +255,8 @@ impl<M: NodeManager, F> Builder<M, F> {
         /// `build` fails with [`Error::NotEnoughHealthy`] unless at least
         /// this many nodes answer its probes (default 0: a pool builds with
         /// every node down, and serves as they come up). For services that
-        /// should not start against a wrong address or password.
+        /// should not start against a wrong address (a wrong password or
+        /// certificate fails the build anyway: [`Error::Credentials`]).
         require_healthy: usize;
         /// Whether `build` connects to every node before it returns (default
         /// true). With `false` the pool builds at once, connecting lazily; a
@@ -428,6 +429,10 @@ impl<M: NodeManager> Builder<M, AsyncPool> {
     /// [`require_healthy`](Self::require_healthy), fails with
     /// [`Error::NotEnoughHealthy`] naming each node that is down, and why.
     ///
+    /// A node that refuses the credentials (a wrong password or user
+    /// name, a TLS handshake that fails on a certificate) fails the build
+    /// with [`Error::Credentials`] naming it and the reason, whatever
+    /// `require_healthy` says: a wrong setting is not an outage.
     /// Nodes that cannot be reached start in the penalty box, and a `warn`
     /// event names each with its failure; the pool is built all the same, so
     /// a service can start while some of its nodes are down.
@@ -436,7 +441,7 @@ impl<M: NodeManager> Builder<M, AsyncPool> {
     /// Must be called within a Tokio runtime.
     pub async fn build(self) -> Result<ShardedPool<M>, Error> {
         let pool = ShardedPool::start(self.finish()?).await;
-        pool.core.enough_healthy().inspect_err(|_| pool.close())?;
+        pool.core.check_start().inspect_err(|_| pool.close())?;
         Ok(pool)
     }
 }

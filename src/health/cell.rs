@@ -14,7 +14,9 @@ use tokio::sync::futures::Notified;
 use tokio::sync::{Notify, broadcast};
 
 use crate::health::event::NodeEvent;
-use crate::health::failure::{ClassifyFailure, Failure, FailureKind, connect_failure, one_line};
+use crate::health::failure::{
+    ClassifyFailure, Failure, FailureKind, REFUSAL, connect_failure, one_line,
+};
 use crate::health::penalty::{
     BoxGuard, Health, Moment, PenaltyPolicy, Probed, State, Verdict, warmed,
 };
@@ -290,7 +292,11 @@ impl HealthCell {
                 self.commons.wake.notify_one();
                 let start = if at_once { "node down at start; boxed" } else { "node boxed" };
                 let error = one_line(detail);
-                tracing::warn!(%node, failure = %kind, %error, ?wait, level, "{start}");
+                if kind.is_refusal() {
+                    tracing::error!(%node, failure = %kind, %error, ?wait, level, "{start}: {REFUSAL}");
+                } else {
+                    tracing::warn!(%node, failure = %kind, %error, ?wait, level, "{start}");
+                }
             }
             Verdict::Vetoed => tracing::warn!(
                 %node, failure = %kind, error = %detail,
@@ -373,6 +379,9 @@ impl HealthCell {
     pub(crate) fn finish_probe(&self, outcome: Result<(), (FailureKind, String)>) {
         let seen = outcome.as_ref().err().cloned();
         let mut health = self.lock();
+        // A refusal is told once per stay: when it boxes the node, or at
+        // the first probe that meets it.
+        let told = matches!(health.state(), State::Boxed { cause, .. } if cause.is_refusal());
         let probed = health.finish_probe(outcome, &self.commons.guard, &self.policy, moment());
         self.publish(&health);
         drop(health);
@@ -386,7 +395,11 @@ impl HealthCell {
             (Probed::Failed { wait }, Some((kind, error))) => {
                 self.metrics.probe_failed();
                 self.commons.send(NodeEvent::ProbeFailed { node: *node, kind, wait });
-                tracing::debug!(%node, failure = %kind, %error, ?wait, "probe failed");
+                if kind.is_refusal() && !told {
+                    tracing::error!(%node, failure = %kind, %error, ?wait, "probe failed: {REFUSAL}");
+                } else {
+                    tracing::debug!(%node, failure = %kind, %error, ?wait, "probe failed");
+                }
             }
             _ => {}
         }

@@ -95,7 +95,19 @@ impl FailureKind {
     pub fn is_timeout(self) -> bool {
         self == FailureKind::Timeout
     }
+
+    /// Whether the node refused the pool's credentials ([`Auth`](Self::Auth),
+    /// [`Tls`](Self::Tls)): a wrong setting, not an outage. `build` fails
+    /// on it; at run time it is logged at `error` level, once per stay in
+    /// the box.
+    pub fn is_refusal(self) -> bool {
+        matches!(self, FailureKind::Auth | FailureKind::Tls)
+    }
 }
+
+/// What the `error` event of a refusal ([`FailureKind::is_refusal`]) says.
+pub(crate) const REFUSAL: &str = "the node refuses the pool's credentials (password, user name \
+    or TLS certificate); its keys are served by other nodes until they work again";
 
 impl fmt::Display for FailureKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -20,7 +20,7 @@ use futures_util::future::join_all;
 use crate::error::Error;
 use crate::health::cell::Commons;
 use crate::health::event::NodeEvent;
-use crate::health::penalty::BoxGuard;
+use crate::health::penalty::{BoxGuard, State};
 use crate::node::clock::Clock;
 use crate::node::probe::ProbeCheck;
 use crate::node::tracked::NodeManager;
@@ -110,8 +110,12 @@ impl<M: NodeManager, S: Store<M>> Core<M, S> {
         self.closed.load(Ordering::Acquire)
     }
 
-    /// Whether as many nodes are up as the settings require.
-    pub(crate) fn enough_healthy(&self) -> Result<(), Error> {
+    /// What `build` (both flavours) says of the nodes it just probed: no
+    /// node refused the pool's credentials (a wrong setting fails the
+    /// build, whatever `require_healthy` says), and as many nodes are up
+    /// as the settings require.
+    pub(crate) fn check_start(&self) -> Result<(), Error> {
+        self.table.load().nodes.iter().try_for_each(|node| refused(node))?;
         let status = self.status();
         let healthy = status.iter().filter(|s| s.up).count();
         let required = self.settings.require_healthy;
@@ -300,6 +304,7 @@ impl<M: NodeManager, S: Store<M>> Core<M, S> {
         let node = Arc::new(node);
         if self.settings.probe_at_build {
             probe_new(std::slice::from_ref(&node)).await;
+            refused(&node).inspect_err(|_| node.cell.retire())?;
         }
         let _writer = self.lock_membership();
         let current = self.open_table().inspect_err(|_| node.cell.retire())?;
@@ -354,6 +359,20 @@ impl<M: NodeManager, S: Store<M>> Core<M, S> {
 
 /// Probes new nodes together; those that fail start in the box (one
 /// timeout is enough there).
+/// [`Error::Credentials`] if `node` is boxed for refusing the pool's
+/// credentials.
+fn refused<M: NodeManager, S: Store<M>>(node: &Node<M, S>) -> Result<(), Error> {
+    let health = node.cell.health();
+    match health.state() {
+        State::Boxed { cause, .. } if cause.is_refusal() => Err(Error::Credentials {
+            node: node.name().to_string(),
+            failure: cause,
+            reason: health.last_error().unwrap_or("no reason given").to_owned(),
+        }),
+        _ => Ok(()),
+    }
+}
+
 async fn probe_new<M: NodeManager, S: Store<M>>(nodes: &[Arc<Node<M, S>>]) {
     join_all(nodes.iter().map(|node| async move {
         let epoch = node.cell.epoch();
