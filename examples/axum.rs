@@ -1,13 +1,17 @@
-//! fluster in an axum service: the pool in app state, Prometheus metrics,
-//! a JSON status page. Copy it: with the dependencies below, it needs
-//! nothing but this file.
+//! fluster in an axum service: the pool in app state, a counter, a cache
+//! (`aside`) in front of a slow "database", Prometheus metrics, a JSON
+//! status page. Copy it: with the dependencies below, it needs nothing but
+//! this file.
 //!
-//!     FLUSTER__NODES=redis://127.0.0.1:7001,redis://127.0.0.1:7002 \
-//!         cargo run --example axum --features serde
-//!     curl 127.0.0.1:3000/counter/user:42
-//!     curl 127.0.0.1:3000/user/42
+//!     for port in 7001 7002 7003; do redis-server --port $port --save "" --daemonize yes; done
+//!     FLUSTER_CONFIG=examples/fluster.toml cargo run --example axum --features serde
+//!     curl 127.0.0.1:3000/counter/visits   # INCR counter:visits
+//!     curl 127.0.0.1:3000/user/42          # user:42, filled once from the "database"
 //!     curl 127.0.0.1:3000/status
 //!     curl 127.0.0.1:3000/metrics
+//!
+//! The two routes have key spaces of their own (`counter:...`, `user:...`):
+//! no counter name reaches a cached user.
 //!
 //! In your own `Cargo.toml` (CI builds this file as a crate of its own with
 //! exactly these; the exporter's default features add an HTTP server and a
@@ -16,16 +20,19 @@
 //!     [dependencies]
 //!     fluster = { version = "0.1", features = ["serde"] }
 //!     axum = "0.8"
-//!     config = { version = "0.15", default-features = false }
+//!     config = { version = "0.15", default-features = false, features = ["toml"] }
 //!     metrics-exporter-prometheus = { version = "0.18", default-features = false }
 //!     serde_json = "1"
 //!     tokio = { version = "1", features = ["full"] }
 //!     tracing-subscriber = "0.3"
 //!
-//! The pool is configured from the environment as the README's `Config` is
-//! (`FLUSTER__NODES`, `FLUSTER__PENALTY_MAX_WAIT=10s`, ...); the address to
-//! listen on is `LISTEN` (default `127.0.0.1:3000`). SIGTERM or Ctrl-C
-//! stops it and closes the pool.
+//! The pool is configured as the README's quick start configures it: the
+//! file `FLUSTER_CONFIG` names (`examples/fluster.toml` here), else
+//! `fluster.toml` in the working directory if there is one, then the
+//! environment over it (`FLUSTER__NODES=redis://127.0.0.1:7001,...`,
+//! `FLUSTER__PENALTY_MAX_WAIT=10s`, ...). The address to listen on is
+//! `LISTEN` (default `127.0.0.1:3000`). SIGTERM or Ctrl-C stops it and
+//! closes the pool.
 
 use std::collections::HashMap;
 
@@ -56,11 +63,13 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// `INCR key` on the key's node (or its stand-in while that one is boxed).
+/// `INCR counter:{name}` on the key's node (or its stand-in while that one
+/// is boxed).
 async fn counter(
     State(state): State<AppState>,
-    Path(key): Path<String>,
+    Path(name): Path<String>,
 ) -> Result<Json<Value>, AppError> {
+    let key = format!("counter:{name}");
     let mut conn = state.pool.get(&key).await?;
     let value: i64 = conn.incr(&key, 1).await?;
     Ok(Json(json!({ "key": key, "value": value, "node": conn.node() })))
@@ -103,7 +112,9 @@ impl<E: Into<fluster::Error>> From<E> for AppError {
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let code = match self.0 {
-            fluster::Error::Redis(_) | fluster::Error::Fill(_) => StatusCode::BAD_GATEWAY,
+            fluster::Error::Redis(_) | fluster::Error::Command { .. } | fluster::Error::Fill(_) => {
+                StatusCode::BAD_GATEWAY
+            }
             _ => StatusCode::SERVICE_UNAVAILABLE,
         };
         (code, Json(json!({ "error": self.0.to_string() }))).into_response()
@@ -122,11 +133,20 @@ pub fn install_metrics() -> Result<PrometheusHandle, BoxError> {
         .install_recorder()?)
 }
 
-/// The pool the environment describes, read exactly as the README's
-/// `Config` is: `FLUSTER__NODES` (comma-separated URLs) and any setting as
-/// `FLUSTER__<SETTING>` (`FLUSTER__PENALTY_MAX_WAIT=10s`). `vars` stands in
-/// for the process's environment when given (the tests do).
-pub async fn pool_from_env(vars: Option<HashMap<String, String>>) -> Result<ShardedPool, BoxError> {
+/// The settings a file and the environment describe, read as the README's
+/// quick start reads them: the TOML file at `file` (which must exist), or
+/// without one `fluster.toml` in the working directory if there is one;
+/// then every `FLUSTER__<SETTING>` variable over it (`FLUSTER__NODES`,
+/// comma-separated URLs, replaces the file's nodes). `vars` stands in for
+/// the process's environment when given (the tests do).
+pub fn config_from(
+    file: Option<&str>,
+    vars: Option<HashMap<String, String>>,
+) -> Result<fluster::Config, BoxError> {
+    let file = match file {
+        Some(path) => config::File::new(path, config::FileFormat::Toml),
+        None => config::File::new("fluster.toml", config::FileFormat::Toml).required(false),
+    };
     let environment = config::Environment::with_prefix("FLUSTER")
         .prefix_separator("__")
         .separator("__")
@@ -134,14 +154,27 @@ pub async fn pool_from_env(vars: Option<HashMap<String, String>>) -> Result<Shar
         .with_list_parse_key("nodes")
         .try_parsing(true)
         .source(vars);
-    let config: fluster::Config =
-        config::Config::builder().add_source(environment).build()?.try_deserialize()?;
+    let config: fluster::Config = config::Config::builder()
+        .add_source(file)
+        .add_source(environment)
+        .build()?
+        .try_deserialize()?;
     if config.nodes.is_empty() {
         return Err(
-            "set FLUSTER__NODES to comma-separated URLs, e.g. redis://127.0.0.1:6379".into()
+            "no nodes: set `nodes` in fluster.toml (or in the file FLUSTER_CONFIG names), \
+                    or FLUSTER__NODES=redis://127.0.0.1:7001,redis://127.0.0.1:7002"
+                .into(),
         );
     }
-    Ok(config.build().await?)
+    Ok(config)
+}
+
+/// The pool of [`config_from`].
+pub async fn pool_from(
+    file: Option<&str>,
+    vars: Option<HashMap<String, String>>,
+) -> Result<ShardedPool, BoxError> {
+    Ok(config_from(file, vars)?.build().await?)
 }
 
 /// Resolves on SIGTERM (how a service manager stops a service) or Ctrl-C.
@@ -169,7 +202,7 @@ pub async fn serve(listener: tokio::net::TcpListener, state: AppState) -> std::i
 async fn main() -> Result<(), BoxError> {
     tracing_subscriber::fmt().init();
     let metrics = install_metrics()?;
-    let pool = pool_from_env(None).await?;
+    let pool = pool_from(std::env::var("FLUSTER_CONFIG").ok().as_deref(), None).await?;
     let listen = std::env::var("LISTEN").unwrap_or_else(|_| "127.0.0.1:3000".into());
     let listener = tokio::net::TcpListener::bind(&listen).await?;
     println!("listening on http://{listen} (nodes: {:?})", pool.nodes());

@@ -4,22 +4,29 @@
 //! that pops from every healthy node, following nodes as they leave and
 //! return.
 //!
-//!     FLUSTER__NODES=redis://127.0.0.1:7001,redis://127.0.0.1:7002,redis://127.0.0.1:7003 \
-//!         cargo run --example fan_out --features serde
+//!     for port in 7001 7002 7003; do redis-server --port $port --save "" --daemonize yes; done
+//!     FLUSTER_CONFIG=examples/fluster.toml cargo run --example fan_out --features serde -- 60
 //!
-//! Kill a node (and start it again) while the consumer runs to watch it
-//! follow. `tests/multi.rs` does exactly that.
+//! The consumer runs for the seconds given (default 30) while a producer
+//! pushes a job every 50 ms to a node of its choice: kill a node
+//! (`redis-cli -p 7002 shutdown nosave`) and start it again meanwhile, and
+//! each round's line shows the consumer leave it and come back (jobs
+//! pushed to a node that dies die with it). `tests/multi.rs` does exactly
+//! that.
 //!
 //! In your own `Cargo.toml` (CI builds this file as a crate of its own with
 //! exactly these):
 //!
 //!     [dependencies]
 //!     fluster = { version = "0.1", features = ["serde"] }
-//!     config = { version = "0.15", default-features = false }
+//!     config = { version = "0.15", default-features = false, features = ["toml"] }
 //!     tokio = { version = "1", features = ["full"] }
 //!
-//! The pool is configured from the environment as the README's `Config` is
-//! (`FLUSTER__NODES`, `FLUSTER__PENALTY_MAX_WAIT=10s`, ...).
+//! The pool is configured as the README's quick start configures it: the
+//! file `FLUSTER_CONFIG` names (`examples/fluster.toml` here), else
+//! `fluster.toml` in the working directory if there is one, then the
+//! environment over it (`FLUSTER__NODES=redis://127.0.0.1:7001,...`,
+//! `FLUSTER__PENALTY_MAX_WAIT=10s`, ...).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -90,11 +97,20 @@ pub async fn pop_round(pool: &ShardedPool, queue: &str, wait: Duration) -> Vec<S
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// The pool the environment describes, read exactly as the README's
-/// `Config` is: `FLUSTER__NODES` (comma-separated URLs) and any setting as
-/// `FLUSTER__<SETTING>` (`FLUSTER__PENALTY_MAX_WAIT=10s`). `vars` stands in
-/// for the process's environment when given (the tests do).
-pub async fn pool_from_env(vars: Option<HashMap<String, String>>) -> Result<ShardedPool, BoxError> {
+/// The settings a file and the environment describe, read as the README's
+/// quick start reads them: the TOML file at `file` (which must exist), or
+/// without one `fluster.toml` in the working directory if there is one;
+/// then every `FLUSTER__<SETTING>` variable over it (`FLUSTER__NODES`,
+/// comma-separated URLs, replaces the file's nodes). `vars` stands in for
+/// the process's environment when given (the tests do).
+pub fn config_from(
+    file: Option<&str>,
+    vars: Option<HashMap<String, String>>,
+) -> Result<fluster::Config, BoxError> {
+    let file = match file {
+        Some(path) => config::File::new(path, config::FileFormat::Toml),
+        None => config::File::new("fluster.toml", config::FileFormat::Toml).required(false),
+    };
     let environment = config::Environment::with_prefix("FLUSTER")
         .prefix_separator("__")
         .separator("__")
@@ -102,19 +118,36 @@ pub async fn pool_from_env(vars: Option<HashMap<String, String>>) -> Result<Shar
         .with_list_parse_key("nodes")
         .try_parsing(true)
         .source(vars);
-    let config: fluster::Config =
-        config::Config::builder().add_source(environment).build()?.try_deserialize()?;
+    let config: fluster::Config = config::Config::builder()
+        .add_source(file)
+        .add_source(environment)
+        .build()?
+        .try_deserialize()?;
     if config.nodes.is_empty() {
         return Err(
-            "set FLUSTER__NODES to comma-separated URLs, e.g. redis://127.0.0.1:6379".into()
+            "no nodes: set `nodes` in fluster.toml (or in the file FLUSTER_CONFIG names), \
+                    or FLUSTER__NODES=redis://127.0.0.1:7001,redis://127.0.0.1:7002"
+                .into(),
         );
     }
-    Ok(config.build().await?)
+    Ok(config)
+}
+
+/// The pool of [`config_from`].
+pub async fn pool_from(
+    file: Option<&str>,
+    vars: Option<HashMap<String, String>>,
+) -> Result<ShardedPool, BoxError> {
+    Ok(config_from(file, vars)?.build().await?)
 }
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
-    let pool = pool_from_env(None).await?;
+    let seconds: u64 = match std::env::args().nth(1) {
+        Some(arg) => arg.parse().map_err(|_| format!("seconds to run: a number, not `{arg}`"))?,
+        None => 30,
+    };
+    let pool = pool_from(std::env::var("FLUSTER_CONFIG").ok().as_deref(), None).await?;
 
     // A leaderboard written wherever each game server happened to write.
     let scores = [("ann", 31), ("bob", 17), ("cyd", 45), ("ann", 52), ("dee", 8), ("bob", 29)];
@@ -124,18 +157,33 @@ async fn main() -> Result<(), BoxError> {
     }
     println!("top 3 across all nodes: {:?}", zrevrange_merged(&pool, "leaderboard", 3).await?);
 
-    // Jobs pushed to every node; one consumer drains them all.
-    for i in 0..30 {
-        let mut conn = pool.get_any().await?;
-        let _: () = conn.lpush("jobs", format!("job-{i}")).await?;
-    }
-    let mut done = 0;
-    for round in 0..20 {
-        let jobs = pop_round(&pool, "jobs", Duration::from_millis(100)).await;
+    // A producer pushes a job every 50 ms to any healthy node; one consumer
+    // drains them all, round after round, for `seconds`.
+    let producer = {
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            let mut pushed = 0u64;
+            let mut tick = tokio::time::interval(Duration::from_millis(50));
+            loop {
+                tick.tick().await;
+                let Ok(mut conn) = pool.get_any().await else { continue };
+                if conn.lpush::<_, _, ()>("jobs", format!("job-{pushed}")).await.is_ok() {
+                    pushed += 1;
+                }
+            }
+        })
+    };
+    println!("consuming for {seconds} s: kill a node and start it again meanwhile");
+    let end = tokio::time::Instant::now() + Duration::from_secs(seconds);
+    let (mut done, mut round) = (0, 0);
+    while tokio::time::Instant::now() < end {
+        let jobs = pop_round(&pool, "jobs", Duration::from_millis(200)).await;
         done += jobs.len();
+        round += 1;
         let up: Vec<String> = pool.status().into_iter().filter(|s| s.up).map(|s| s.name).collect();
-        println!("round {round:>2}: popped {:>2} jobs from {:?}", jobs.len(), up);
+        println!("round {round:>3}: popped {:>2} jobs from {:?}", jobs.len(), up);
     }
+    producer.abort();
     println!("{done} jobs consumed");
     pool.close();
     Ok(())

@@ -222,6 +222,7 @@ where
     ///     .await?;
     /// # Ok(()) }
     /// ```
+    #[doc = include_str!("../docs/aside.md")]
     pub async fn aside<K, V, F, Fut, E>(&self, key: K, ttl: Duration, fill: F) -> Result<V, Error>
     where
         K: AsRef<[u8]>,

@@ -75,7 +75,7 @@
 //!
 //! # How it is built
 //!
-//! Folders are the layers, read bottom up (the README's Layout lists each
+//! Folders are the layers, read bottom up (`CONTRIBUTING.md`'s Layout lists each
 //! file's job). At the bottom, pure parts that need no server: [`route`]
 //! (the pinned routing function, and the per-call policy that follows a
 //! key's ranking), the stand-in writes' command table and journal, and a
@@ -118,11 +118,13 @@
 //! can be sharded too ([`Builder::manager`]).
 //!
 //! [bb8]: https://docs.rs/bb8
+//!
+#![doc = include_str!("../docs/guide.md")]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs)]
 #![warn(missing_debug_implementations)]
 
-// Folders are the layers, read bottom up in the README's Layout: each
+// Folders are the layers, read bottom up in CONTRIBUTING.md's Layout: each
 // module imports only from those below it (no import loops).
 mod aside;
 mod backend;

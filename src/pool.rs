@@ -197,6 +197,7 @@ where
     /// let name: Option<String> = pool.get_cached("user:42:name").await?;
     /// # Ok(()) }
     /// ```
+    #[doc = include_str!("../docs/near_cache.md")]
     pub async fn get_cached<V: redis::FromRedisValue>(
         &self,
         key: impl AsRef<[u8]>,
@@ -251,6 +252,7 @@ impl ShardedPool<RedisManager> {
     /// subscriber connection. The subscription follows the channel: to its
     /// stand-in while its node is boxed, home when it returns (by the end
     /// of its warm-up). Messages published while it moves can be lost.
+    #[doc = include_str!("../docs/pubsub.md")]
     pub async fn subscribe<C: AsRef<[u8]>>(&self, channel: C) -> Result<Subscription, Error> {
         Ok(self.hub()?.subscribe(channel.as_ref(), false).await)
     }

@@ -2,7 +2,8 @@
 //! that do not run on an async runtime, with one [r2d2] pool per node.
 //!
 //! It is the async flavour's engine with another store: the same
-//! [`Builder`](crate::Builder) and settings, the same routing policy,
+//! [`Builder`](crate::Builder) and settings (every setter, TLS roots and
+//! Sentinel shards included), the same routing policy,
 //! penalty box, connect-and-report, prober, metrics and status, so a key
 //! goes to the same node in both. Its own parts are small: a blocking loop
 //! around the routing policy's one step, with the blocking twin of the

@@ -9,6 +9,9 @@ mod actix_example;
 #[path = "../examples/axum.rs"]
 #[allow(dead_code)]
 mod axum_example;
+#[path = "../examples/fan_out.rs"]
+#[allow(dead_code)]
+mod fan_out_example;
 
 mod support;
 
@@ -74,7 +77,10 @@ async fn axum_service_survives_a_node_and_reports_it() {
     let mut servers = start_servers(3);
     let pool = support::pool_of(&servers, Duration::from_millis(100)).await;
     let victim = servers[0].name();
-    let keys = keys_homed_on(&pool, "web");
+    // The route's counter `name` is the key `counter:{name}`.
+    let keys = keys_homed_on(&pool, "counter:web");
+    let keys: Vec<(String, String)> =
+        keys.into_iter().map(|(n, k)| (n, k["counter:".len()..].to_owned())).collect();
     let victim_key = keys.iter().find(|(n, _)| *n == victim).unwrap().1.clone();
     let app = axum_example::app(axum_example::AppState { pool: pool.clone(), metrics });
 
@@ -93,6 +99,18 @@ async fn axum_service_survives_a_node_and_reports_it() {
     let cached: Option<String> =
         redis::cmd("GET").arg("user:42").query_async(&mut conn).await.unwrap();
     assert_eq!(cached.as_deref(), Some("user 42"));
+    // Key spaces of their own: a counter named like a user's key, in
+    // either order, leaves the user alone and counts from 1.
+    let (code, body) = axum_get(&app, "/counter/user:42".into()).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["value"], 1, "{body}");
+    let (code, body) = axum_get(&app, "/user/42".into()).await;
+    assert_eq!((code, body.as_str()), (200, r#"{"id":42,"name":"user 42"}"#));
+    let (code, body) = axum_get(&app, "/user/43".into()).await;
+    assert_eq!((code, body.as_str()), (200, r#"{"id":43,"name":"user 43"}"#));
+    let (code, body) = axum_get(&app, "/counter/user:43".into()).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["value"], 1, "{body}");
     let (_, text) = axum_get(&app, "/metrics".into()).await;
     assert_eq!(
         node_up_line(&text, &victim).unwrap(),
@@ -150,8 +168,8 @@ async fn actix_service_survives_a_node_and_reports_it() {
     let mut servers = start_servers(3);
     let pool = support::pool_of(&servers, Duration::from_millis(100)).await;
     let victim = servers[1].name();
-    let victim_key =
-        keys_homed_on(&pool, "actix").into_iter().find(|(n, _)| *n == victim).unwrap().1;
+    let victim_key = keys_homed_on(&pool, "counter:actix").into_iter().find(|(n, _)| *n == victim);
+    let victim_key = victim_key.unwrap().1["counter:".len()..].to_owned();
     let app = test::init_service(
         App::new()
             .app_data(web::Data::new(pool.clone()))
@@ -173,6 +191,17 @@ async fn actix_service_survives_a_node_and_reports_it() {
     let (code, body) = get(format!("/counter/{victim_key}")).await;
     assert_eq!(code, 200, "{body}");
     assert!(body.contains(&victim));
+    // The same service as the axum one: cache-aside on `/user`, filled
+    // once then a hit, in a key space of its own.
+    for _ in 0..2 {
+        let (code, body) = get("/user/42".into()).await;
+        assert_eq!((code, body.as_str()), (200, r#"{"id":42,"name":"user 42"}"#));
+    }
+    let (code, body) = get("/counter/user:42".into()).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["value"], 1, "{body}");
+    let (code, body) = get("/user/42".into()).await;
+    assert_eq!((code, body.as_str()), (200, r#"{"id":42,"name":"user 42"}"#));
 
     servers[1].kill();
     poll(
@@ -207,20 +236,88 @@ async fn each_example_builds_its_pool_from_the_environment_as_config_reads_it() 
     let servers = start_servers(2);
     let env = || environment(&servers, &[("FLUSTER__PENALTY_MAX_WAIT", "10s")]);
     for pool in [
-        axum_example::pool_from_env(env()).await.unwrap(),
-        actix_example::pool_from_env(env()).await.unwrap(),
+        axum_example::pool_from(None, env()).await.unwrap(),
+        actix_example::pool_from(None, env()).await.unwrap(),
+        fan_out_example::pool_from(None, env()).await.unwrap(),
     ] {
         assert_eq!(pool.nodes(), [servers[0].name(), servers[1].name()]);
         assert!(pool.status().iter().all(|s| s.up));
     }
     let bad = environment(&[], &[("FLUSTER__NODES", "127.0.0.1:6379")]);
-    let bad = axum_example::pool_from_env(bad).await.unwrap_err().to_string();
+    let bad = axum_example::pool_from(None, bad).await.unwrap_err().to_string();
     assert!(bad.contains("no scheme"), "{bad}");
-    let none = axum_example::pool_from_env(Some(HashMap::new())).await.unwrap_err().to_string();
-    assert!(none.contains("set FLUSTER__NODES"), "{none}");
+    let none = axum_example::pool_from(None, Some(HashMap::new())).await.unwrap_err().to_string();
+    assert!(none.contains("FLUSTER__NODES") && none.contains("fluster.toml"), "{none}");
     let typo = environment(&servers, &[("FLUSTER__PENALTY_MAXWAIT", "10s")]);
-    let typo = actix_example::pool_from_env(typo).await.unwrap_err().to_string();
+    let typo = actix_example::pool_from(None, typo).await.unwrap_err().to_string();
     assert!(typo.contains("FLUSTER__PENALTY_MAXWAIT"), "{typo}");
+}
+
+/// A settings file of this test's own, removed when dropped.
+struct SettingsFile(std::path::PathBuf);
+
+impl SettingsFile {
+    fn new(text: &str) -> Self {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path =
+            std::env::temp_dir().join(format!("fluster-web-{}-{n}.toml", std::process::id()));
+        std::fs::write(&path, text).unwrap();
+        SettingsFile(path)
+    }
+
+    fn path(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+
+impl Drop for SettingsFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+#[tokio::test]
+async fn each_example_reads_a_settings_file_with_the_environment_over_it() {
+    let servers = start_servers(2);
+    let file = SettingsFile::new(&format!(
+        "nodes = [\"{}\"]\npenalty_max_wait = \"7s\"\nlease = \"2s\"\n",
+        servers[0].url()
+    ));
+    let file = Some(file.path());
+    let none: Option<HashMap<String, String>> = Some(HashMap::new());
+    let over = || {
+        let vars = [("FLUSTER__NODES", servers[1].url()), ("FLUSTER__LEASE", "5s".to_owned())];
+        Some(vars.into_iter().map(|(k, v)| (k.to_owned(), v)).collect::<HashMap<_, _>>())
+    };
+    type Read =
+        fn(Option<&str>, Option<HashMap<String, String>>) -> Result<fluster::Config, BoxError>;
+    type BoxError = Box<dyn std::error::Error + Send + Sync>;
+    let readers: [(&str, Read); 3] = [
+        ("axum", axum_example::config_from),
+        ("actix", actix_example::config_from),
+        ("fan_out", fan_out_example::config_from),
+    ];
+    for (example, read) in readers {
+        let alone = read(file, none.clone()).unwrap();
+        assert_eq!(alone.nodes.len(), 1, "{example}");
+        assert_eq!(alone.settings.penalty_max_wait, Duration::from_secs(7), "{example}");
+        assert_eq!(alone.settings.lease, Duration::from_secs(2), "{example}");
+        let pool = alone.build().await.unwrap();
+        assert_eq!(pool.nodes(), [servers[0].name()], "{example}: the file's nodes");
+        // The environment goes over the file: its nodes replace the file's.
+        let both = read(file, over()).unwrap();
+        assert_eq!(both.settings.penalty_max_wait, Duration::from_secs(7), "{example}");
+        assert_eq!(both.settings.lease, Duration::from_secs(5), "{example}");
+        let pool = both.build().await.unwrap();
+        assert_eq!(pool.nodes(), [servers[1].name()], "{example}: the environment's nodes");
+        // A file named but missing is an error, not an empty pool.
+        let missing = read(Some("/nonexistent/fluster.toml"), none.clone()).unwrap_err();
+        assert!(missing.to_string().contains("/nonexistent/fluster.toml"), "{example}: {missing}");
+    }
+    // The examples' own file reads as a `Config` (three loopback nodes).
+    let shipped = axum_example::config_from(Some("examples/fluster.toml"), none).unwrap();
+    assert_eq!(shipped.nodes.len(), 3);
 }
 
 /// GET over a real TCP connection, as a scraper does.
@@ -250,7 +347,7 @@ fn total(page: &str, name: &str, node: &str) -> f64 {
 async fn prometheus_sees_every_series_from_the_start_and_the_first_failure() {
     let metrics = metrics();
     let mut servers = start_servers(3);
-    let pool = axum_example::pool_from_env(environment(&servers, &[])).await.unwrap();
+    let pool = axum_example::pool_from(None, environment(&servers, &[])).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let state = axum_example::AppState { pool: pool.clone(), metrics };
@@ -278,7 +375,8 @@ async fn prometheus_sees_every_series_from_the_start_and_the_first_failure() {
     let victim = servers[0].name();
     let before = total(&page, "fluster_failures_total", &victim);
 
-    let key = keys_homed_on(&pool, "scrape").into_iter().find(|(n, _)| *n == victim).unwrap().1;
+    let key = keys_homed_on(&pool, "counter:scrape").into_iter().find(|(n, _)| *n == victim);
+    let key = key.unwrap().1["counter:".len()..].to_owned();
     assert_eq!(http_get(addr, &format!("/counter/{key}")).await.0, 200);
     servers[0].kill();
     let path = format!("/counter/{key}");

@@ -135,6 +135,7 @@ impl<M: NodeManager, F> Builder<M, F> {
     /// Adds a node served by your own connection manager, such as a
     /// `bb8_redis::RedisConnectionManager`, with weight 1. The manager owns
     /// its connect and response timeouts.
+    #[doc = include_str!("../../docs/managers.md")]
     #[must_use]
     pub fn manager(self, name: &str, manager: M) -> Self {
         self.weighted_manager(name, manager, 1.0)
@@ -374,6 +375,7 @@ impl<M: NodeManager, F> Builder<M, F> {
     /// Costs one subscriber connection per node per process; messages
     /// travel only when a node changes state. Nodes given by URL or
     /// Sentinel (a pool of another manager refuses it), both flavours.
+    #[doc = include_str!("../../docs/fleet.md")]
     #[must_use]
     pub fn fleet(mut self, name: &str) -> Self {
         self.settings.fleet = Some(name.to_owned());

@@ -44,6 +44,7 @@ impl<F> Builder<RedisManager, F> {
     /// every gutter node boxed too, keys go to the survivors as without a
     /// gutter. Gutter nodes are probed and shown in `status()` (`gutter:
     /// true`) like the others; `get_any` never picks them.
+    #[doc = include_str!("../../docs/gutter.md")]
     #[must_use]
     pub fn gutter_node(self, url: &str) -> Self {
         self.redis_node(None, url, 1.0).into_gutter()

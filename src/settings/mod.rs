@@ -56,6 +56,7 @@ pub(crate) const MAX_NEAR_CACHE: usize = 1_000_000;
 /// `"1m 30s"`; every field optional; unknown fields rejected), so a setting
 /// of the builder is a setting of the file format by construction.
 /// Values are checked by `build`.
+#[doc = include_str!("../../docs/settings.md")]
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Deserialize))]
 #[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
