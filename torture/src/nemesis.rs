@@ -240,6 +240,7 @@ impl Stage<'_> {
             }
             1 => {
                 let call = Call::begin(self.rec, Path::Outside);
+                call.intend(&Act::new(Kind::Delete, key, None));
                 let done = send(port, redis::cmd("DEL").arg(key)).await;
                 let node = &self.nodes[home(key)].name;
                 call.done(

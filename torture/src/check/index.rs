@@ -93,9 +93,19 @@ impl<'a> History<'a> {
         let mut completed: HashSet<(ProcessId, u64, &str)> = HashSet::new();
         for entry in entries {
             match entry {
-                Entry::Invoke { process, id, key, value, at } => {
-                    h.invoked.insert((key, value));
-                    invokes.push((*process, *id, key.as_str(), value.as_str(), *at));
+                Entry::Invoke { process, id, kind, key, value, ttl_ms, at } => {
+                    if let Some(value) = value {
+                        h.invoked.insert((key, value));
+                    }
+                    invokes.push((
+                        *process,
+                        *id,
+                        *kind,
+                        key.as_str(),
+                        value.as_deref(),
+                        *ttl_ms,
+                        *at,
+                    ));
                 }
                 Entry::Op(op) => {
                     completed.insert((op.process, op.id, &op.key));
@@ -112,17 +122,20 @@ impl<'a> History<'a> {
                 Entry::Reply { .. } => {} // judged as they are (`replies.rs`)
             }
         }
-        for (process, id, key, value, at) in invokes {
+        // An invocation never completed (its process died) may have
+        // happened at any time after it: a write, a delete or an expire
+        // whose end is never (`Rec::end`).
+        for (process, id, kind, key, value, ttl_ms, at) in invokes {
             if !completed.contains(&(process, id, key)) {
                 h.recs.push(Rec {
                     source: Source::Invoke,
                     id,
                     process,
                     path: None,
-                    kind: Kind::Write,
+                    kind,
                     key,
-                    value: Some(value),
-                    ttl_ms: None,
+                    value,
+                    ttl_ms,
                     node: None,
                     home: None,
                     invoke: at,

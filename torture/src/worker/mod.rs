@@ -233,11 +233,21 @@ impl Call {
 
     /// Records that `value` is about to be written to `key`.
     pub fn invoke(&self, key: &str, value: &str) {
+        self.intend(&Act::new(Kind::Write, key, Some(value.to_owned())));
+    }
+
+    /// Records that `act` (a write, delete, expire, `INCR`, publish, or an
+    /// `aside` call whose fill may store) is about to be sent: a process
+    /// killed before its completion still leaves it in the history, as an
+    /// operation that may have happened.
+    pub fn intend(&self, act: &Act) {
         self.rec.record(&Entry::Invoke {
             process: self.rec.process,
             id: self.id,
-            key: key.to_owned(),
-            value: value.to_owned(),
+            kind: act.kind,
+            key: act.key.clone(),
+            value: act.value.clone(),
+            ttl_ms: act.ttl_ms,
             at: now(),
         });
     }

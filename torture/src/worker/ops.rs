@@ -98,8 +98,12 @@ async fn get_read(ctx: &Ctx, key: &str) {
     }
 }
 
-/// One command through `get`, recorded as `act` with its node.
+/// One command through `get`, recorded as `act` with its node (and, if it
+/// can change the key, invoked first).
 async fn get_command(ctx: &Ctx, call: &Call, key: &str, cmd: redis::Cmd, act: Act) {
+    if act.kind != Kind::Read {
+        call.intend(&act);
+    }
     let run = async {
         let mut conn = ctx.pool.get(key).await?;
         let where_ = (conn.node().to_owned(), conn.is_home());
@@ -116,7 +120,6 @@ async fn get_command(ctx: &Ctx, call: &Call, key: &str, cmd: redis::Cmd, act: Ac
 async fn get_write(ctx: &Ctx, key: &str, ttl_ms: Option<u64>) {
     let call = Call::begin(&ctx.rec, Path::Get);
     let value = call.value();
-    call.invoke(key, &value);
     let mut cmd = redis::cmd("SET");
     cmd.arg(key).arg(&value);
     if let Some(ms) = ttl_ms {
@@ -321,6 +324,7 @@ async fn mset(ctx: &Ctx, keys: [&str; 3]) {
 
 async fn del(ctx: &Ctx, keys: [&str; 2]) {
     let call = Call::begin(&ctx.rec, Path::Del);
+    keys.iter().for_each(|key| call.intend(&Act::new(Kind::Delete, key, None)));
     let done = bounded(ctx.pool.del(&keys)).await.map_or(HUNG, |r| outcome(&r));
     for key in keys {
         call.done(Act::new(Kind::Delete, key, None), None, None, &done);
@@ -365,7 +369,6 @@ async fn fan_out(ctx: &Ctx, key: &str) {
 async fn script(ctx: &Ctx, key: &str) {
     let call = Call::begin(&ctx.rec, Path::Script);
     let value = call.value();
-    call.invoke(key, &value);
     let mut cmd = redis::cmd("EVAL");
     cmd.arg("redis.call('SET', KEYS[1], ARGV[1]) return redis.call('GET', KEYS[1])")
         .arg(1)
@@ -377,7 +380,7 @@ async fn script(ctx: &Ctx, key: &str) {
 async fn publish(ctx: &Ctx, channel: &str) {
     let call = Call::begin(&ctx.rec, Path::PubSub);
     let value = call.value();
-    call.invoke(channel, &value);
+    call.intend(&Act::new(Kind::Publish, channel, Some(value.clone())));
     let done = bounded(ctx.pool.publish(channel, &value)).await.map_or(HUNG, |r| outcome(&r));
     call.done(Act::new(Kind::Publish, channel, Some(value)), None, None, &done);
 }
