@@ -25,6 +25,8 @@ pub struct Ctx {
     pub rec: Recorder,
     /// The run.
     pub plan: Plan,
+    /// Its return races.
+    pub races: Vec<super::race::Window>,
 }
 
 fn pick<'a>(rng: &mut ChaCha8Rng, keys: &[&'a str]) -> &'a str {
@@ -43,6 +45,12 @@ fn ttl(rng: &mut ChaCha8Rng) -> Option<u64> {
 /// Runs one operation drawn from `rng`, giving up on it (a hang, recorded
 /// by the operation's own path as `Hung`) after [`HANG`].
 pub async fn one(ctx: &Ctx, rng: &mut ChaCha8Rng) {
+    use super::race::{Turn, turn};
+    match turn(&ctx.races, ctx.rec.process, rng) {
+        Some(Turn::Write(key)) => return get_write(ctx, key, None).await,
+        Some(Turn::Read(key)) => return get_read(ctx, key).await,
+        None => {}
+    }
     let draw = rng.random_range(0..80);
     let key = readable(rng);
     let write_key = pick(rng, &KEYS);
