@@ -370,3 +370,34 @@ fn entry_time(entry: &Entry) -> u64 {
         Entry::Sample(s) => s.at,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testkit::*;
+    use crate::history::{Entry, Kind};
+
+    #[test]
+    fn a_completed_delete_is_not_in_flight() {
+        // The delete's invocation is joined with its completion: done
+        // before the own write, it explains no later miss.
+        let done = delete(2, "k", 0, 1);
+        let entries = vec![
+            invoked(2, done.id, Kind::Delete, "k", None, 0),
+            done.into(),
+            write(1, "k", "p1:1", 2, 3).into(),
+            read(1, "k", None, 100, 101).into(),
+        ];
+        let report = check(&config(), &entries);
+        assert_eq!(report.count("read-your-writes"), 1, "{report}");
+        assert_eq!(report.counts.unknown_outcome, 0);
+    }
+
+    #[test]
+    fn an_invocation_without_a_kind_is_a_write() {
+        // Histories kept before deletes were invoked name no kind.
+        let line = r#"{"Invoke":{"process":1,"id":2,"key":"k","value":"p1:2","at":5}}"#;
+        let entry: Entry = serde_json::from_str(line).unwrap();
+        let Entry::Invoke { kind, value, ttl_ms, at, .. } = entry else { panic!("{entry:?}") };
+        assert_eq!((kind, value.as_deref(), ttl_ms, at), (Kind::Write, Some("p1:2"), None, 5));
+    }
+}
