@@ -4,10 +4,13 @@
 //!
 //! Multi-key operations (`mget`, `mset`, a pipeline, a transaction) are
 //! recorded as one [`Op`] per key, sharing the operation's `id`, times and
-//! outcome. A write is recorded twice: an [`Entry::Invoke`] before it is
-//! sent (so that a process killed mid-write still leaves its value known)
-//! and its [`Entry::Op`] when it completes; an invocation with no
-//! completion is an operation whose outcome is unknown.
+//! outcome. Every operation that can change a key (a write, a delete, an
+//! expire, an `INCR`, an `aside` call, whose fill may store) and every
+//! publish is recorded twice: an [`Entry::Invoke`] before it is sent (so
+//! that a process killed mid-operation still leaves it known) and its
+//! [`Entry::Op`] when it completes; an invocation with no completion is an
+//! operation whose outcome is unknown: it may have happened, at any time
+//! after its invocation.
 
 use serde::{Deserialize, Serialize};
 
@@ -81,6 +84,13 @@ pub enum Kind {
     Publish,
     /// Received `value` on channel `key`.
     Receive,
+}
+
+impl Kind {
+    /// [`Kind::Write`] (serde's default for an invocation's kind).
+    pub fn write() -> Kind {
+        Kind::Write
+    }
 }
 
 /// How an operation ended.
@@ -240,17 +250,24 @@ pub struct Sample {
 /// One line of the history.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub enum Entry {
-    /// A write about to be sent: its value is known even if its process
-    /// dies before the completion.
+    /// An operation that can change a key, about to be sent: known even
+    /// if its process dies before the completion.
     Invoke {
         /// The process.
         process: ProcessId,
         /// The operation's id.
         id: u64,
+        /// What it will do to `key` (histories written before deletes were
+        /// invoked too name no kind: writes).
+        #[serde(default = "Kind::write")]
+        kind: Kind,
         /// The key.
         key: String,
-        /// The value to be written.
-        value: String,
+        /// The value to be written (`None` for a delete or an expire).
+        value: Option<String>,
+        /// The TTL it sets, if it sets one (ms).
+        #[serde(default)]
+        ttl_ms: Option<u64>,
         /// When.
         at: u64,
     },

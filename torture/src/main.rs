@@ -16,8 +16,10 @@
 //! Exits 1 on any violation.
 
 mod keys;
+mod limits;
 mod nemesis;
 mod plan;
+mod race;
 mod recorder;
 mod run;
 mod worker;
@@ -120,9 +122,13 @@ fn main() -> ExitCode {
         let report = check(&plan.config, &entries);
         let violations = report.violations();
         println!(
-            "seed {seed}: {} entries, {} faults, {violations} violations{}",
+            "seed {seed}: {} entries, {} faults{}, {violations} violations{}",
             entries.len(),
             plan.faults.len(),
+            match plan.at_limits.is_empty() {
+                true => String::new(),
+                false => format!(" (at limits: {})", plan.at_limits.join(", ")),
+            },
             if violations > 0 {
                 format!(" (history kept in {})", dir.display())
             } else {

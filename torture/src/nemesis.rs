@@ -33,7 +33,7 @@ async fn admin(port: u16) -> Option<redis::aio::MultiplexedConnection> {
 }
 
 /// Sends `cmd` to the node on `port`, giving up after a second.
-async fn send(port: u16, cmd: &redis::Cmd) -> Result<redis::Value, String> {
+pub(crate) async fn send(port: u16, cmd: &redis::Cmd) -> Result<redis::Value, String> {
     let mut conn = admin(port).await.ok_or("no connection")?;
     let reply = tokio::time::timeout(Duration::from_secs(1), cmd.query_async(&mut conn)).await;
     reply.map_err(|_| "timed out".to_owned())?.map_err(|e| e.to_string())
@@ -42,6 +42,9 @@ async fn send(port: u16, cmd: &redis::Cmd) -> Result<redis::Value, String> {
 impl Stage<'_> {
     /// Injects `fault`, waits its length, heals it; records it.
     pub async fn inject(&mut self, fault: &Planned) {
+        if fault.race {
+            return self.race(fault).await;
+        }
         let start = now();
         let length = Duration::from_millis(fault.length_ms);
         let index = fault.node;
@@ -240,6 +243,7 @@ impl Stage<'_> {
             }
             1 => {
                 let call = Call::begin(self.rec, Path::Outside);
+                call.intend(&Act::new(Kind::Delete, key, None));
                 let done = send(port, redis::cmd("DEL").arg(key)).await;
                 let node = &self.nodes[home(key)].name;
                 call.done(

@@ -25,6 +25,9 @@ pub struct Planned {
     /// for 400 ms after it, so that each step of its return may be
     /// stretched in the process that takes it.
     pub stutter: bool,
+    /// For a `Pause`: the return race instead (`race.rs`).
+    #[serde(default)]
+    pub race: bool,
 }
 
 /// An outside client's write behind the pools' backs, in milliseconds
@@ -54,6 +57,12 @@ pub struct Plan {
     /// the panic as the check's failure and probes again on schedule).
     #[serde(default)]
     pub probe_panics: bool,
+    /// Settings at their limits only the builder needs (`limits.rs`).
+    #[serde(default)]
+    pub limits: crate::limits::Limits,
+    /// Every setting drawn at a limit, named.
+    #[serde(default)]
+    pub at_limits: Vec<String>,
     /// Tasks (or threads) per process.
     pub tasks: usize,
     /// The workload's length.
@@ -152,9 +161,11 @@ impl Plan {
                 at_ms,
                 length_ms,
                 stutter,
+                race: false,
             });
             at_ms += length_ms + rng.random_range(200..900);
         }
+        crate::race::draw(&mut faults, &config, end_ms);
         let outside = (0..rng.random_range(0..8))
             .map(|_| Outside {
                 at_ms: rng.random_range(0..end_ms),
@@ -163,11 +174,18 @@ impl Plan {
                 other: rng.random_range(0..crate::keys::KEYS.len()),
             })
             .collect();
+        let fail_fast = rng.random_bool(0.15);
+        let probe_panics = rng.random_bool(0.3);
+        let mut config = config;
+        let mut near_cache = if near_cache { 1_000 } else { 0 };
+        let (limits, at_limits) = crate::limits::draw(&mut config, &mut near_cache);
         Plan {
             config,
-            fail_fast: rng.random_bool(0.15),
-            near_cache: if near_cache { 1_000 } else { 0 },
-            probe_panics: rng.random_bool(0.3),
+            fail_fast,
+            near_cache,
+            limits,
+            at_limits: at_limits.into_iter().map(str::to_owned).collect(),
+            probe_panics,
             tasks: 6,
             seconds,
             faults,

@@ -26,11 +26,12 @@ impl History<'_> {
         match r.source {
             Source::Fill(f) => self.fill_line(self.fills[f]),
             Source::Invoke => format!(
-                "p{} #{} invoked write {} := {:?} at {} ms, never completed",
+                "p{} #{} invoked {:?} {}{} at {} ms, never completed",
                 r.process,
                 r.id,
+                r.kind,
                 r.key,
-                r.value.unwrap_or_default(),
+                r.value.map(|v| format!(" := {v:?}")).unwrap_or_default(),
                 self.at(r.invoke)
             ),
             Source::Op => self.op_line(r),

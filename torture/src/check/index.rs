@@ -93,9 +93,19 @@ impl<'a> History<'a> {
         let mut completed: HashSet<(ProcessId, u64, &str)> = HashSet::new();
         for entry in entries {
             match entry {
-                Entry::Invoke { process, id, key, value, at } => {
-                    h.invoked.insert((key, value));
-                    invokes.push((*process, *id, key.as_str(), value.as_str(), *at));
+                Entry::Invoke { process, id, kind, key, value, ttl_ms, at } => {
+                    if let Some(value) = value {
+                        h.invoked.insert((key, value));
+                    }
+                    invokes.push((
+                        *process,
+                        *id,
+                        *kind,
+                        key.as_str(),
+                        value.as_deref(),
+                        *ttl_ms,
+                        *at,
+                    ));
                 }
                 Entry::Op(op) => {
                     completed.insert((op.process, op.id, &op.key));
@@ -112,17 +122,20 @@ impl<'a> History<'a> {
                 Entry::Reply { .. } => {} // judged as they are (`replies.rs`)
             }
         }
-        for (process, id, key, value, at) in invokes {
+        // An invocation never completed (its process died) may have
+        // happened at any time after it: a write, a delete or an expire
+        // whose end is never (`Rec::end`).
+        for (process, id, kind, key, value, ttl_ms, at) in invokes {
             if !completed.contains(&(process, id, key)) {
                 h.recs.push(Rec {
                     source: Source::Invoke,
                     id,
                     process,
                     path: None,
-                    kind: Kind::Write,
+                    kind,
                     key,
-                    value: Some(value),
-                    ttl_ms: None,
+                    value,
+                    ttl_ms,
                     node: None,
                     home: None,
                     invoke: at,
@@ -355,5 +368,36 @@ fn entry_time(entry: &Entry) -> u64 {
         Entry::Fill(f) => f.start,
         Entry::Fault(Fault { start, .. }) => *start,
         Entry::Sample(s) => s.at,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testkit::*;
+    use crate::history::{Entry, Kind};
+
+    #[test]
+    fn a_completed_delete_is_not_in_flight() {
+        // The delete's invocation is joined with its completion: done
+        // before the own write, it explains no later miss.
+        let done = delete(2, "k", 0, 1);
+        let entries = vec![
+            invoked(2, done.id, Kind::Delete, "k", None, 0),
+            done.into(),
+            write(1, "k", "p1:1", 2, 3).into(),
+            read(1, "k", None, 100, 101).into(),
+        ];
+        let report = check(&config(), &entries);
+        assert_eq!(report.count("read-your-writes"), 1, "{report}");
+        assert_eq!(report.counts.unknown_outcome, 0);
+    }
+
+    #[test]
+    fn an_invocation_without_a_kind_is_a_write() {
+        // Histories kept before deletes were invoked name no kind.
+        let line = r#"{"Invoke":{"process":1,"id":2,"key":"k","value":"p1:2","at":5}}"#;
+        let entry: Entry = serde_json::from_str(line).unwrap();
+        let Entry::Invoke { kind, value, ttl_ms, at, .. } = entry else { panic!("{entry:?}") };
+        assert_eq!((kind, value.as_deref(), ttl_ms, at), (Kind::Write, Some("p1:2"), None, 5));
     }
 }

@@ -169,12 +169,15 @@ pub(crate) const RETURN_WORK: u64 = 1_000 * MS;
 /// slack); a stand-in's or gutter's write of it whose cap ran out (`w`
 /// included, 5 ms of slack); any view change of any process (up to [`RETURN_WORK`] after `r`); a fault that
 /// touches a node's data or reachability (any but `KillProcess`,
-/// `ForgedNews` and `PauseProcess`); a process killed in the window or up
-/// to a second after it (its last delete was sent but never recorded); an indeterminate write, delete or expire of the key (it
-/// may have carried a TTL, or been a delete, at the server), or the
-/// nemesis's (a `RENAME` keeps the source's TTL); a fill of the
-/// key (its lease reads as a miss). Also when `r` and `w` were served by
-/// known, different nodes. Keys are never evicted.
+/// `ForgedNews` and `PauseProcess`); an indeterminate write, delete or
+/// expire of the key (failed, hung, or invoked by a process that died
+/// before its completion: it may have happened at any time after its
+/// invocation, and a write may have carried a TTL, or been a delete, at
+/// the server), or the nemesis's (a `RENAME` keeps the source's TTL); a
+/// fill of the key (its lease reads as a miss). Also when `r` and `w` were
+/// served by known, different nodes. Keys are never evicted. A process's
+/// death alone explains nothing: every operation that can change a key is
+/// invoked in the history before it is sent.
 pub(crate) fn erased(h: &History<'_>, r: &Rec<'_>, w: &Rec<'_>) -> bool {
     let (a, b) = (w.invoke, r.complete);
     let late = b.saturating_add(5 * MS);
@@ -188,12 +191,6 @@ pub(crate) fn erased(h: &History<'_>, r: &Rec<'_>, w: &Rec<'_>) -> bool {
             .find(a, b, |f| {
                 !matches!(f.kind, FaultKind::KillProcess | FaultKind::ForgedNews | FaultKind::PauseProcess)
             })
-            .is_some()
-        // A killed process's last delete was sent, unrecorded (deletes
-        // record no invocation), up to its kill, which the nemesis records
-        // when it signals: a kill shortly after the miss explains it too.
-        || h.faults
-            .find(a, b.saturating_add(RETURN_WORK), |f| f.kind == FaultKind::KillProcess)
             .is_some()
         || matches!((r.node, w.node), (Some(x), Some(y)) if x != y)
         || key.uncertain.overlapping(a, b).is_some()
@@ -396,5 +393,47 @@ mod tests {
             read(1, "k", None, 100, 101).on(&home).into(),
         ];
         assert_eq!(check(&config(), &apart).count(RULE.name), 0);
+    }
+
+    #[test]
+    fn an_in_flight_delete_of_a_killed_process_explains_a_miss() {
+        // p2 invoked a delete of k and was killed before its completion:
+        // the delete may have happened, like any write in flight.
+        let mut entries = lost("k");
+        entries.push(invoked(2, 77, Kind::Delete, "k", None, 50));
+        entries.push(fault(FaultKind::KillProcess, None, Some(2), 60, 60));
+        let report = check(&config(), &entries);
+        assert_eq!(report.count(RULE.name), 0, "{report}");
+        assert_eq!(report.counts.unknown_outcome, 1);
+        // Invoked after the miss completed, it explains nothing.
+        let mut late = lost("k");
+        late.push(invoked(2, 77, Kind::Delete, "k", None, 102));
+        assert_eq!(check(&config(), &late).count(RULE.name), 1);
+        // So does an expire in flight (as a failed one does).
+        let expire = |ttl_ms| {
+            let mut entries = lost("k");
+            entries.push(Entry::Invoke {
+                process: 2,
+                id: 78,
+                kind: Kind::Expire,
+                key: "k".into(),
+                value: None,
+                ttl_ms: Some(ttl_ms),
+                at: t(10),
+            });
+            entries
+        };
+        assert_eq!(check(&config(), &expire(20)).count(RULE.name), 0);
+    }
+
+    #[test]
+    fn a_killed_process_alone_explains_no_miss() {
+        // Every delete is invoked before it is sent: a kill near the miss,
+        // with no delete of the key in flight, no longer excuses it.
+        for at in [50, 100, 600] {
+            let mut entries = lost("k");
+            entries.push(fault(FaultKind::KillProcess, None, Some(2), at, at));
+            assert_eq!(check(&config(), &entries).count(RULE.name), 1, "kill at {at} ms");
+        }
     }
 }

@@ -136,9 +136,22 @@ impl From<Op> for Entry {
     }
 }
 
-/// An invocation (whose completion may be missing).
+/// A write's invocation (whose completion may be missing).
 pub(crate) fn invoke(p: ProcessId, id: u64, key: &str, value: &str, at: u64) -> Entry {
-    Entry::Invoke { process: p, id, key: key.into(), value: value.into(), at: t(at) }
+    invoked(p, id, Kind::Write, key, Some(value), at)
+}
+
+/// An invocation of `kind` (whose completion may be missing).
+pub(crate) fn invoked(
+    p: ProcessId,
+    id: u64,
+    kind: Kind,
+    key: &str,
+    value: Option<&str>,
+    at: u64,
+) -> Entry {
+    let (key, value) = (key.into(), value.map(Into::into));
+    Entry::Invoke { process: p, id, kind, key, value, ttl_ms: None, at: t(at) }
 }
 
 /// A fill with a 10 s TTL: `Ok` with a value, `Err` without.

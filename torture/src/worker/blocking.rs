@@ -49,7 +49,6 @@ fn one(pool: &fluster::sync::ShardedPool, rec: &Recorder, rng: &mut ChaCha8Rng) 
         8..14 => {
             let call = Call::begin(rec, Path::SyncGet);
             let value = call.value();
-            call.invoke(key, &value);
             let cmd = redis::cmd("SET").arg(key).arg(&value).clone();
             command(pool, &call, key, cmd, Kind::Write);
         }
@@ -69,6 +68,9 @@ fn one(pool: &fluster::sync::ShardedPool, rec: &Recorder, rng: &mut ChaCha8Rng) 
 /// One command through `get`, recorded with its node.
 fn command(pool: &fluster::sync::ShardedPool, call: &Call, key: &str, cmd: redis::Cmd, kind: Kind) {
     let written = (kind == Kind::Write).then(|| call.value());
+    if kind != Kind::Read {
+        call.intend(&Act::new(kind, key, written.clone()));
+    }
     let mut conn = match pool.get(key) {
         Ok(conn) => conn,
         Err(e) => {

@@ -107,6 +107,9 @@ pub async fn aside(ctx: &Ctx, key: &str, rng: &mut ChaCha8Rng) {
         _ => HANG,
     };
     let act = |v: Option<String>| Act::new(Kind::Read, key, v).ttl(Some(ttl_ms));
+    // Its fill may store `value` (and its lease may hold the key a while):
+    // invoked before the call, like any write.
+    call.intend(&Act::new(Kind::Write, key, Some(value.clone())).ttl(Some(ttl_ms)));
     match tokio::time::timeout(limit, run).await {
         Ok(Ok(Ok(v))) => call.done(act(Some(v)), None, None, &Outcome::Ok),
         Ok(Ok(Err(e))) => call.done(act(None), None, None, &Outcome::Failed(e.to_string())),

@@ -5,6 +5,7 @@
 mod blocking;
 mod fills;
 mod ops;
+mod race;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -112,6 +113,7 @@ pub fn configure<F>(
         .near_cache(plan.near_cache)
         .invalidate_on_return(c.invalidate_on_return)
         .stand_in_ttl(c.stand_in_ttl_ms.map(ms));
+    builder = crate::limits::configure(builder, &plan.limits);
     if c.fleet {
         builder = builder.fleet(&format!("torture-{}", c.seed));
     }
@@ -168,7 +170,12 @@ async fn run_async(job: &Job, rec: &Recorder) {
     // transaction's async closure is not `Send` for every lifetime.
     let tasks = (0..job.plan.tasks).map(|task| {
         let seed = job.plan.config.seed ^ (u64::from(job.process) << 32) ^ task as u64;
-        let ctx = ops::Ctx { pool: pool.clone(), rec: rec.clone(), plan: job.plan.clone() };
+        let ctx = ops::Ctx {
+            pool: pool.clone(),
+            rec: rec.clone(),
+            plan: job.plan.clone(),
+            races: race::windows(job),
+        };
         let end = job.end;
         async move {
             let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -233,11 +240,21 @@ impl Call {
 
     /// Records that `value` is about to be written to `key`.
     pub fn invoke(&self, key: &str, value: &str) {
+        self.intend(&Act::new(Kind::Write, key, Some(value.to_owned())));
+    }
+
+    /// Records that `act` (a write, delete, expire, `INCR`, publish, or an
+    /// `aside` call whose fill may store) is about to be sent: a process
+    /// killed before its completion still leaves it in the history, as an
+    /// operation that may have happened.
+    pub fn intend(&self, act: &Act) {
         self.rec.record(&Entry::Invoke {
             process: self.rec.process,
             id: self.id,
-            key: key.to_owned(),
-            value: value.to_owned(),
+            kind: act.kind,
+            key: act.key.clone(),
+            value: act.value.clone(),
+            ttl_ms: act.ttl_ms,
             at: now(),
         });
     }

@@ -25,6 +25,8 @@ pub struct Ctx {
     pub rec: Recorder,
     /// The run.
     pub plan: Plan,
+    /// Its return races.
+    pub races: Vec<super::race::Window>,
 }
 
 fn pick<'a>(rng: &mut ChaCha8Rng, keys: &[&'a str]) -> &'a str {
@@ -43,6 +45,12 @@ fn ttl(rng: &mut ChaCha8Rng) -> Option<u64> {
 /// Runs one operation drawn from `rng`, giving up on it (a hang, recorded
 /// by the operation's own path as `Hung`) after [`HANG`].
 pub async fn one(ctx: &Ctx, rng: &mut ChaCha8Rng) {
+    use super::race::{Turn, turn};
+    match turn(&ctx.races, ctx.rec.process, rng) {
+        Some(Turn::Write(key)) => return get_write(ctx, key, None).await,
+        Some(Turn::Read(key)) => return get_read(ctx, key).await,
+        None => {}
+    }
     let draw = rng.random_range(0..80);
     let key = readable(rng);
     let write_key = pick(rng, &KEYS);
@@ -98,8 +106,12 @@ async fn get_read(ctx: &Ctx, key: &str) {
     }
 }
 
-/// One command through `get`, recorded as `act` with its node.
+/// One command through `get`, recorded as `act` with its node (and, if it
+/// can change the key, invoked first).
 async fn get_command(ctx: &Ctx, call: &Call, key: &str, cmd: redis::Cmd, act: Act) {
+    if act.kind != Kind::Read {
+        call.intend(&act);
+    }
     let run = async {
         let mut conn = ctx.pool.get(key).await?;
         let where_ = (conn.node().to_owned(), conn.is_home());
@@ -116,7 +128,6 @@ async fn get_command(ctx: &Ctx, call: &Call, key: &str, cmd: redis::Cmd, act: Ac
 async fn get_write(ctx: &Ctx, key: &str, ttl_ms: Option<u64>) {
     let call = Call::begin(&ctx.rec, Path::Get);
     let value = call.value();
-    call.invoke(key, &value);
     let mut cmd = redis::cmd("SET");
     cmd.arg(key).arg(&value);
     if let Some(ms) = ttl_ms {
@@ -321,6 +332,7 @@ async fn mset(ctx: &Ctx, keys: [&str; 3]) {
 
 async fn del(ctx: &Ctx, keys: [&str; 2]) {
     let call = Call::begin(&ctx.rec, Path::Del);
+    keys.iter().for_each(|key| call.intend(&Act::new(Kind::Delete, key, None)));
     let done = bounded(ctx.pool.del(&keys)).await.map_or(HUNG, |r| outcome(&r));
     for key in keys {
         call.done(Act::new(Kind::Delete, key, None), None, None, &done);
@@ -365,7 +377,6 @@ async fn fan_out(ctx: &Ctx, key: &str) {
 async fn script(ctx: &Ctx, key: &str) {
     let call = Call::begin(&ctx.rec, Path::Script);
     let value = call.value();
-    call.invoke(key, &value);
     let mut cmd = redis::cmd("EVAL");
     cmd.arg("redis.call('SET', KEYS[1], ARGV[1]) return redis.call('GET', KEYS[1])")
         .arg(1)
@@ -377,7 +388,7 @@ async fn script(ctx: &Ctx, key: &str) {
 async fn publish(ctx: &Ctx, channel: &str) {
     let call = Call::begin(&ctx.rec, Path::PubSub);
     let value = call.value();
-    call.invoke(channel, &value);
+    call.intend(&Act::new(Kind::Publish, channel, Some(value.clone())));
     let done = bounded(ctx.pool.publish(channel, &value)).await.map_or(HUNG, |r| outcome(&r));
     call.done(Act::new(Kind::Publish, channel, Some(value)), None, None, &done);
 }
