@@ -60,7 +60,7 @@ async fn run(writer: bool, line: impl Fn(String) + Clone + Send + Sync + 'static
         builder = builder.fleet(&env("NAME"));
     }
     let pool = builder
-        .stand_in_ttl(Duration::from_secs(30))
+        .stand_in_ttl(Duration::from_millis(env("TTL").parse().unwrap()))
         .invalidate_on_return(true)
         .penalty_min_wait(wait)
         .response_timeout(Duration::from_millis(200))
@@ -126,16 +126,24 @@ struct Setup {
     waits: (u64, u64),
     /// How long the home is paused.
     pause: Duration,
+    /// The processes' `stand_in_ttl`.
+    stand_in_ttl: Duration,
 }
 
 /// The tests' setup: four readers, and a writer that waits longer in the
 /// box than they do, so that without a fleet they let the home back in
 /// well before it.
-const SETUP: Setup =
-    Setup { fleet: true, kill: false, readers: 4, waits: (5_000, 200), pause: PAUSE };
+const SETUP: Setup = Setup {
+    fleet: true,
+    kill: false,
+    readers: 4,
+    waits: (5_000, 200),
+    pause: PAUSE,
+    stand_in_ttl: Duration::from_secs(30),
+};
 
 /// One writer and some readers around a paused home.
-async fn scenario(Setup { fleet, kill, readers, waits, pause }: Setup) -> Seen {
+async fn scenario(Setup { fleet, kill, readers, waits, pause, stand_in_ttl }: Setup) -> Seen {
     let _one = ONE_AT_A_TIME.lock().await;
     let servers = start_servers(3);
     let home = servers[0].name();
@@ -155,6 +163,7 @@ async fn scenario(Setup { fleet, kill, readers, waits, pause }: Setup) -> Seen {
             ("FLUSTER_FLEET_NAME", if fleet { "test-fleet" } else { "" }.to_owned()),
             ("FLUSTER_FLEET_STOP", stop.display().to_string()),
             ("FLUSTER_FLEET_WAIT", wait.to_string()),
+            ("FLUSTER_FLEET_TTL", stand_in_ttl.as_millis().to_string()),
         ];
         Process::start("process", &vars)
     };
@@ -254,6 +263,19 @@ async fn a_dead_writers_copies_are_found_in_redis() {
     assert!(seen.stale.iter().all(|&s| s == 0), "stale reads: {seen:?}");
 }
 
+/// The writer dies while the home is boxed, and the home stays boxed far
+/// longer than `stand_in_ttl`: its copies expire, but its records of them
+/// outlive them (kept alive by every process that has the home boxed), so
+/// the home's older copies are still deleted at its return.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_writers_records_outlive_its_copies() {
+    let setup = Setup { kill: true, readers: 3, stand_in_ttl: Duration::from_millis(300), ..SETUP };
+    let seen = scenario(setup).await;
+    println!("writer killed, copies expired: {seen:?}");
+    assert!(seen.reads > 1_000, "the readers read: {seen:?}");
+    assert!(seen.stale.iter().all(|&s| s == 0), "stale reads: {seen:?}");
+}
+
 /// The figures of `BENCHMARKS.md`: seven processes with the same settings
 /// (one writer, six readers, `penalty_min_wait` at its default), the home
 /// paused for 4 s, with and without a fleet, three rounds each.
@@ -264,7 +286,7 @@ async fn a_dead_writers_copies_are_found_in_redis() {
 async fn measure() {
     for fleet in [false, true, false, true, false, true] {
         let setup =
-            Setup { fleet, kill: false, readers: 6, waits: (200, 200), pause: PAUSE + PAUSE / 3 };
+            Setup { fleet, readers: 6, waits: (200, 200), pause: PAUSE + PAUSE / 3, ..SETUP };
         let seen = scenario(setup).await;
         let stale: usize = seen.stale.iter().sum();
         println!(

@@ -229,18 +229,21 @@ fn count(node: &NodeName, news: News, way: &'static str) {
 }
 
 /// Counts, for each boxed node, the keys every process recorded for it on
-/// the other up nodes (one `SCARD` each), for `status()`.
+/// the other up nodes (one `SCARD` each), for `status()`, and keeps those
+/// records alive while the node is boxed (one `PEXPIRE … GT` each).
 fn count_records<M: NodeManager, S: Store<M>>(core: &Core<M, S>) {
     let Ok(table) = core.open_table() else { return };
     for home in table.nodes.iter().filter(|node| !node.cell.is_up()) {
         let Some(scard) = home.journal.count_recorded() else { return };
+        let Some(keep) = home.journal.keep_recorded() else { return };
         let (home, nodes) = (home.clone(), table.nodes.clone());
         tokio::spawn(async move {
             let mut pipe = redis::pipe();
-            pipe.add_command(scard);
+            pipe.add_command(scard).add_command(keep);
             let replies = send_to_others(&nodes, home.name(), &pipe).await;
-            let replies = replies.into_iter().flat_map(|(_, replies)| replies);
-            let keys = replies.filter_map(|reply| redis::from_redis_value::<u64>(reply).ok());
+            // Each node's first reply is its count.
+            let counts = replies.into_iter().filter_map(|(_, replies)| replies.into_iter().next());
+            let keys = counts.filter_map(|reply| redis::from_redis_value::<u64>(reply).ok());
             let keys = keys.sum();
             // A count that comes back after the return is stale.
             if !home.cell.is_up() {

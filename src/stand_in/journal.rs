@@ -18,6 +18,14 @@ use tokio::sync::Notify;
 /// key: a few megabytes per node at most.
 pub(crate) const JOURNAL_KEYS: usize = 65_536;
 
+/// How long, at least, a fleet's records of stand-in writes outlive the
+/// last look of a process that has their home boxed: each such process
+/// stretches them to it at every count ([`keep_recorded`](Journal::keep_recorded),
+/// about each second). Not the copies' cap: a home boxed for longer than
+/// `stand_in_ttl` still has older copies of those keys, which its return
+/// must delete even when the writers died meanwhile.
+pub(crate) const RECORDS_OUTLIVE: Duration = Duration::from_secs(30);
+
 /// What the journal keeps under its lock.
 #[derive(Debug, Default)]
 struct Kept {
@@ -86,12 +94,13 @@ impl Journal {
     }
 
     /// With a fleet: what records `key` on the stand-in that writes it, in
-    /// the same round trip (the set's TTL follows the copies' cap, the
-    /// latest write's being the longest-lived).
+    /// the same round trip. The set outlives the copies it lists by
+    /// [`RECORDS_OUTLIVE`] at least (without a cap on the copies, it is
+    /// kept as long as they are).
     pub(crate) fn record(&self, key: &[u8], ttl: Option<Duration>) -> impl Iterator<Item = Cmd> {
         let shared = self.shared.as_deref();
         let add = shared.map(|set| redis::cmd("SADD").arg(set).arg(key).to_owned());
-        let expire = shared.zip(ttl).map(|(set, ttl)| expire(set, ttl));
+        let expire = shared.zip(ttl).map(|(set, ttl)| expire(set, ttl.max(RECORDS_OUTLIVE)));
         add.into_iter().chain(expire)
     }
 
@@ -137,6 +146,16 @@ impl Journal {
     /// With a fleet: what counts the keys recorded on one stand-in.
     pub(crate) fn count_recorded(&self) -> Option<Cmd> {
         Some(redis::cmd("SCARD").arg(self.shared.as_deref()?).to_owned())
+    }
+
+    /// With a fleet: what stretches the records on one stand-in to
+    /// [`RECORDS_OUTLIVE`] from now, never shortening them, nor giving a
+    /// TTL to records kept without one (`GT`): sent while the home is
+    /// boxed, so records live as long as some process has it boxed.
+    pub(crate) fn keep_recorded(&self) -> Option<Cmd> {
+        let mut cmd = expire(self.shared.as_deref()?, RECORDS_OUTLIVE);
+        cmd.arg("GT");
+        Some(cmd)
     }
 
     /// Notes how many keys the stand-ins hold records of, all told.
