@@ -90,6 +90,16 @@ pub const SUBSCRIPTIONS: &str = "fluster_subscriptions";
 /// told by another process and new to this one, which then checks).
 pub const FLEET_NEWS_TOTAL: &str = "fluster_fleet_news_total";
 
+/// Counter of keys whose delete on the node was relayed through the fleet
+/// ([`fleet`](crate::Builder::fleet) with `invalidate_on_return`: a
+/// process that alone has the node boxed writes its keys to stand-ins and
+/// asks the others to delete them on the node), with a `result` label:
+/// `sent` (this process asked), `deleted` (this process deleted them on
+/// the node for another), `repeated` (another process had already done
+/// it), `dropped` (not asked or not done: a key too long, no room, or the
+/// node failed; the return and `stand_in_ttl` still bound them).
+pub const RELAYED_DELETES_TOTAL: &str = "fluster_relayed_deletes_total";
+
 /// Counter of [`aside`](crate::ShardedPool::aside) calls that missed, by
 /// `outcome`: `filled` (it held the lease and stored the value), `voided`
 /// (it held the lease, but a delete voided it: the value was returned, not
@@ -121,6 +131,7 @@ pub const ALL: &[&str] = &[
     NEAR_CACHE_EVICTIONS_TOTAL,
     SUBSCRIPTIONS,
     FLEET_NEWS_TOTAL,
+    RELAYED_DELETES_TOTAL,
     ASIDE_TOTAL,
 ];
 
@@ -154,6 +165,7 @@ pub fn describe() {
             "Entries the node's near cache evicted to stay within its bound",
         ),
         (FLEET_NEWS_TOTAL, "News of the node told to and heard from the fleet, by news and way"),
+        (RELAYED_DELETES_TOTAL, "Deletes of the node's keys relayed through the fleet, by result"),
         (ASIDE_TOTAL, "Cache-aside calls that missed, by outcome (filled, waited, ...)"),
     ] {
         counter!(name, Unit::Count, help);

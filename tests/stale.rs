@@ -6,11 +6,14 @@
 
 mod support;
 
-// The command table and the journal, compiled here on their own: they need
+// The command table and the journal (with its relay), compiled here on their own: they need
 // nothing of the crate.
 #[allow(dead_code)]
 #[path = "../src/stand_in/journal.rs"]
 mod journal;
+#[allow(dead_code)]
+#[path = "../src/stand_in/relay.rs"]
+mod relay;
 #[allow(dead_code)]
 #[path = "../src/stand_in/table.rs"]
 mod table;
@@ -414,6 +417,7 @@ fn the_journal_holds_at_most_its_room() {
         std::array::from_fn(|_| metrics::Counter::noop()),
         None,
         "a",
+        (0, std::array::from_fn(|_| metrics::Counter::noop())),
     ));
     let key = |k: &[u8]| vec![k.to_vec().into_boxed_slice()];
     drop(journal.depart(key(b"k")));
@@ -439,6 +443,7 @@ async fn a_write_in_flight_stays_remembered_until_it_lands() {
         std::array::from_fn(|_| metrics::Counter::noop()),
         None,
         "a",
+        (0, std::array::from_fn(|_| metrics::Counter::noop())),
     ));
     let flight = journal.depart(vec![b"k".to_vec().into_boxed_slice()]);
     let mark = journal.mark();
@@ -469,8 +474,10 @@ fn the_record_on_a_stand_in_goes_only_with_its_copies() {
     let server = RedisServer::start();
     let mut conn = server.client();
     let counters = || std::array::from_fn(|_| metrics::Counter::noop());
-    let journal = journal::Journal::new(counters(), Some("orders"), "cache-a");
-    assert!(journal::Journal::new(counters(), None, "cache-a").read_recorded().is_none());
+    let relayed = || (0, std::array::from_fn(|_| metrics::Counter::noop()));
+    let journal = journal::Journal::new(counters(), Some("orders"), "cache-a", relayed());
+    let alone = journal::Journal::new(counters(), None, "cache-a", relayed());
+    assert!(alone.read_recorded().is_none());
     let ttl = Duration::from_secs(30);
     let mut pipe = redis::pipe();
     for key in ["k1", "k2", "k1"] {

@@ -8,8 +8,14 @@
 //! probe soon of a node said to be back, a check now of a node said to be
 //! boxed. Each process still decides on its own evidence. (The journal
 //! kept on the stand-ins is the stand-in room's, read by the return.)
+//!
+//! It also carries the relay (`relay.rs`): deletes another process asks
+//! for while it alone has a node boxed, done here on that node if this
+//! process reaches it; and whether this process is alone with a node
+//! boxed (another was heard to have it boxed too, or let it back in).
 
 mod news;
+mod relay;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -24,10 +30,11 @@ use crate::health::event::{News, NodeEvent};
 use crate::metrics::FLEET_NEWS_TOTAL;
 use crate::node::tracked::NodeManager;
 use crate::node::{Node, Store, send_to_others};
-use crate::random::{jitter, random};
+use crate::random::jitter;
 use crate::route::NodeName;
 use crate::runtime::core::Core;
 use news::{Heard, Message};
+use relay::Deleters;
 
 /// The most a probe or check set off by one message waits: a thousand
 /// processes that hear it do not reach the node in the same millisecond.
@@ -52,16 +59,20 @@ impl Drop for Link {
 /// The fleet's task for one pool: it ends when the pool is closed or
 /// dropped.
 pub(crate) async fn run<M: NodeManager, S: Store<M>>(core: Weak<Core<M, S>>, name: String) {
-    let Some(mut events) = core.upgrade().map(|core| core.commons.events.subscribe()) else {
+    let Some((mut events, teller)) =
+        core.upgrade().map(|core| (core.commons.events.subscribe(), core.commons.teller))
+    else {
         return;
     };
     let mut fleet = Fleet {
         channel: name,
-        teller: random(),
+        teller,
         seq: 0,
         heard: Heard::default(),
         checked: HashMap::new(),
         hastened: HashMap::new(),
+        vouched: HashMap::new(),
+        deleters: Deleters::default(),
         links: HashMap::new(),
         longest: Arc::default(),
     };
@@ -84,7 +95,10 @@ pub(crate) async fn run<M: NodeManager, S: Store<M>>(core: Weak<Core<M, S>>, nam
         };
         let Some(core) = core.upgrade().filter(|core| !core.is_closed()) else { return };
         match event {
-            Some(NodeEvent::Boxed { node, .. }) => fleet.tell(&core, News::Boxed, node),
+            Some(NodeEvent::Boxed { node, .. }) => {
+                fleet.agree_if_heard(&core, node);
+                fleet.tell(&core, News::Boxed, node);
+            }
             Some(NodeEvent::Returned { node }) => fleet.tell(&core, News::Returned, node),
             _ => {
                 fleet.link(&core, &tx);
@@ -106,6 +120,11 @@ struct Fleet {
     checked: HashMap<NodeName, Instant>,
     /// When news of each node's return last brought its probe forward.
     hastened: HashMap<NodeName, Instant>,
+    /// When this process last told that it has a node boxed too, on
+    /// hearing another relay deletes for it.
+    vouched: HashMap<NodeName, Instant>,
+    /// The relayed deletes this process does for others.
+    deleters: Deleters,
     links: HashMap<NodeName, Link>,
     /// The longest name of the pool's nodes: a message longer than any
     /// that can name one is dropped unread.
@@ -121,6 +140,8 @@ impl Fleet {
         // What is remembered per node is remembered for the pool's nodes only.
         self.checked.retain(|name, _| table.node(name).is_some());
         self.hastened.retain(|name, _| table.node(name).is_some());
+        self.vouched.retain(|name, _| table.node(name).is_some());
+        self.deleters.keep(|name| table.node(name).is_some());
         self.heard.keep(|name| table.node(name).is_some());
         let longest = table.nodes.iter().map(|node| node.name().len()).max().unwrap_or(0);
         self.longest.store(longest, Ordering::Relaxed);
@@ -140,6 +161,31 @@ impl Fleet {
         if self.heard.follows(&node, news, Instant::now(), window) {
             return;
         }
+        self.publish(core, news, node);
+    }
+
+    /// With its own boxing of `node`: if another process was heard to box
+    /// it within the check's time, this one is not alone with it boxed,
+    /// and relays nothing.
+    fn agree_if_heard<M: NodeManager, S: Store<M>>(&self, core: &Core<M, S>, node: NodeName) {
+        let window = core.settings.probe_timeout * 2 + JITTER;
+        let Ok(table) = core.open_table() else { return };
+        let Some(home) = table.node(&node) else { return };
+        let heard = self.heard.heard_at(&node, News::Boxed);
+        if heard.is_some_and(|at| at.elapsed() <= window)
+            && let Some(relay) = home.journal.relay()
+        {
+            relay.agree(home.cell.epoch());
+        }
+    }
+
+    /// Publishes `news` of `node` on every other up node.
+    fn publish<M: NodeManager, S: Store<M>>(
+        &mut self,
+        core: &Core<M, S>,
+        news: News,
+        node: NodeName,
+    ) {
         self.seq += 1;
         let message = Message { news, teller: self.teller, seq: self.seq, node: node.to_string() };
         let mut publish = redis::pipe();
@@ -157,7 +203,9 @@ impl Fleet {
     /// be boxed while this pool has it up. Its own messages, repeats
     /// through other nodes and news of nodes it does not have do nothing.
     fn hear<M: NodeManager, S: Store<M>>(&mut self, core: &Core<M, S>, payload: &[u8]) {
-        let Some(message) = Message::parse(payload) else { return };
+        let Some(message) = Message::parse(payload) else {
+            return self.hear_relay(core, payload);
+        };
         let now = Instant::now();
         // News of a node this pool does not have is dropped before
         // anything of it is remembered.
@@ -168,6 +216,15 @@ impl Fleet {
         }
         let (name, news) = (*node.name(), message.news);
         count(&name, news, "heard");
+        if let Some(relay) = node.journal.relay() {
+            match news {
+                // Another has it boxed too: this process is not alone.
+                News::Boxed if !node.cell.is_up() => relay.agree(node.cell.epoch()),
+                News::Boxed => {}
+                // Another reaches it: this process may be alone now.
+                News::Returned => relay.doubt(),
+            }
+        }
         let acted = match news {
             News::Returned => {
                 !node.cell.is_up() && self.hasten(node, now, core.settings.penalty_min_wait)
@@ -178,6 +235,24 @@ impl Fleet {
             tracing::info!(node = %name, news = news.as_str(), "news from the fleet; checking");
             node.cell.commons.send(NodeEvent::Heard { node: name, news });
         }
+    }
+
+    /// Acts on a relay message (deletes asked by a process that has its
+    /// home boxed): queued for the home if this process reaches it; if it
+    /// has the home boxed too, it tells the fleet so (at most once per
+    /// check's time), and the sender stops relaying.
+    fn hear_relay<M: NodeManager, S: Store<M>>(&mut self, core: &Core<M, S>, payload: &[u8]) {
+        let Ok(table) = core.open_table() else { return };
+        let node = |name: &str| table.node(name).cloned();
+        let heard = self.deleters.hear(node, (self.teller, &self.channel), payload);
+        let relay::Heard::BoxedHere(name) = heard else { return };
+        let (now, window) = (Instant::now(), core.settings.probe_timeout * 2 + JITTER);
+        if self.vouched.get(&name).is_some_and(|at| now < *at + window) {
+            return;
+        }
+        self.vouched.insert(name, now);
+        drop(table);
+        self.publish(core, News::Boxed, name);
     }
 
     /// Brings `node`'s probe forward (after a little jitter), at most once
@@ -277,7 +352,8 @@ async fn listen<M: NodeManager, S: Store<M>>(
         // redis-rs cannot bound a reply's size: a payload longer than any
         // real message is dropped here, before it is copied or queued.
         let payload = message.get_payload_bytes();
-        if payload.len() > news::longest(longest.load(Ordering::Relaxed)) {
+        let name = longest.load(Ordering::Relaxed);
+        if payload.len() > news::longest(name).max(crate::stand_in::relay::longest(name)) {
             continue;
         }
         if tx.send(payload.to_vec()).await.is_err() {

@@ -97,6 +97,11 @@ impl Heard {
         true
     }
 
+    /// When `news` of `node` was last heard from another process.
+    pub(crate) fn heard_at(&self, node: &str, news: News) -> Option<Instant> {
+        self.told.get(&(node.to_owned(), news)).copied()
+    }
+
     /// Forgets what was heard or done about nodes `keep` refuses (nodes
     /// that left the pool).
     pub(crate) fn keep(&mut self, keep: impl Fn(&str) -> bool) {

@@ -43,13 +43,17 @@ pub(crate) struct Commons {
     /// home without reading any node's word: one load of a line that is
     /// written only when a node changes state.
     pub(crate) unsettled: AtomicUsize,
+    /// The pool's random id in the fleet's messages.
+    pub(crate) teller: u64,
 }
 
 impl Commons {
     pub(crate) fn new(guard: BoxGuard) -> Arc<Self> {
         crate::metrics::describe();
         let events = broadcast::channel(1024).0;
-        Arc::new(Commons { wake: Notify::new(), guard, events, unsettled: AtomicUsize::new(0) })
+        let (wake, unsettled, teller) =
+            (Notify::new(), AtomicUsize::new(0), crate::random::random());
+        Arc::new(Commons { wake, guard, events, unsettled, teller })
     }
 
     pub(crate) fn send(&self, event: NodeEvent) {

@@ -77,6 +77,17 @@ pub enum NodeEvent {
         /// What was told.
         news: News,
     },
+    /// This process deleted `keys` keys on the node that another process
+    /// of the fleet, which alone has the node boxed, wrote to stand-ins
+    /// and relayed (with `invalidate_on_return`): readers of the node now
+    /// miss them instead of reading older values.
+    #[non_exhaustive]
+    Relayed {
+        /// The node the keys were deleted on (their home).
+        node: NodeName,
+        /// Keys deleted.
+        keys: usize,
+    },
 }
 
 /// What one process of a fleet tells the others about a node: a hint,

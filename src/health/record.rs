@@ -63,6 +63,8 @@ pub(crate) struct NodeMetrics {
     probes_failed: Counter,
     /// Stand-in writes: remembered, invalidated, dropped.
     stand_ins: [Counter; 3],
+    /// Relayed deletes (a fleet's): sent, deleted, repeated, dropped.
+    relayed: [Counter; 4],
     /// Near cache: hits, misses, invalidations, evictions.
     near: [Counter; 4],
 }
@@ -95,6 +97,9 @@ impl NodeMetrics {
             stand_ins: ["remembered", "invalidated", "dropped"].map(|result| {
                 metrics::counter!(STAND_IN_WRITES_TOTAL, "node" => node.to_owned(), "result" => result)
             }),
+            relayed: ["sent", "deleted", "repeated", "dropped"].map(|result| {
+                metrics::counter!(RELAYED_DELETES_TOTAL, "node" => node.to_owned(), "result" => result)
+            }),
             near: [
                 NEAR_CACHE_HITS_TOTAL,
                 NEAR_CACHE_MISSES_TOTAL,
@@ -105,8 +110,9 @@ impl NodeMetrics {
         };
         // Counters come into being at zero with their first touch.
         let probes = [&metrics.probes_ok, &metrics.probes_failed];
-        let near = &metrics.near;
-        for counter in metrics.failures.iter().chain(probes).chain(&metrics.stand_ins).chain(near) {
+        let (near, relayed) = (&metrics.near, &metrics.relayed);
+        let counters = metrics.failures.iter().chain(probes).chain(&metrics.stand_ins);
+        for counter in counters.chain(relayed).chain(near) {
             counter.increment(0);
         }
         metrics.penalties.increment(0);
@@ -171,6 +177,11 @@ impl NodeMetrics {
     /// invalidated, dropped.
     pub(crate) fn stand_in_counters(&self) -> [Counter; 3] {
         self.stand_ins.clone()
+    }
+
+    /// Relayed deletes: sent, deleted, repeated, dropped.
+    pub(crate) fn relay_counters(&self) -> [Counter; 4] {
+        self.relayed.clone()
     }
 
     /// The near cache's hits, misses, invalidations and evictions since

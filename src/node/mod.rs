@@ -114,7 +114,9 @@ impl<M: NodeManager, S: Store<M>> Node<M, S> {
         let manager = Arc::new(manager);
         let tracked = Tracked { inner: manager.clone(), cell: cell.clone(), near: near.clone() };
         let shared = settings.fleet.as_deref().filter(|_| settings.invalidate_on_return);
-        let journal = Arc::new(Journal::new(cell.metrics.stand_in_counters(), shared, &name));
+        let relay = (commons.teller, cell.metrics.relay_counters());
+        let journal =
+            Arc::new(Journal::new(cell.metrics.stand_in_counters(), shared, &name, relay));
         Node {
             cell,
             weight,

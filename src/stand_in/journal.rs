@@ -13,6 +13,8 @@ use metrics::Counter;
 use redis::{Cmd, Pipeline, Value};
 use tokio::sync::Notify;
 
+use super::relay::Relay;
+
 /// The most keys remembered per home node: writes past them are counted as
 /// dropped and left to `stand_in_ttl`. About 100 bytes each with a short
 /// key: a few megabytes per node at most.
@@ -56,6 +58,9 @@ pub(crate) struct Journal {
     shared: Option<Box<[u8]>>,
     /// With a fleet: how many keys those sets held when last counted.
     counted: AtomicU64,
+    /// With a fleet: the deletes relayed to the others while this process
+    /// alone has the home boxed.
+    relay: Option<Relay>,
 }
 
 /// A stand-in write in flight, from before its bytes are sent until its
@@ -79,8 +84,14 @@ impl Drop for Flight {
 impl Journal {
     /// The journal of the node `home`, which tells `counters`
     /// (remembered, invalidated, dropped) and, in the fleet named
-    /// `fleet`, is kept on the stand-ins too.
-    pub(crate) fn new(counters: [Counter; 3], fleet: Option<&str>, home: &str) -> Self {
+    /// `fleet`, is kept on the stand-ins too and relays its writes (as the
+    /// pool `teller`, telling `relayed`).
+    pub(crate) fn new(
+        counters: [Counter; 3],
+        fleet: Option<&str>,
+        home: &str,
+        (teller, relayed): (u64, [Counter; 4]),
+    ) -> Self {
         Journal {
             kept: Mutex::default(),
             landed: Notify::new(),
@@ -90,7 +101,13 @@ impl Journal {
             shared: fleet
                 .map(|fleet| format!("fluster:fleet:{fleet}:journal:{home}").into_bytes().into()),
             counted: AtomicU64::new(0),
+            relay: fleet.map(|fleet| Relay::new(fleet, home, teller, relayed)),
         }
+    }
+
+    /// With a fleet: the home's relay.
+    pub(crate) fn relay(&self) -> Option<&Relay> {
+        self.relay.as_ref()
     }
 
     /// With a fleet: what records `key` on the stand-in that writes it, in

@@ -2,8 +2,11 @@
 //! the command table that names the keys a write touches (`table.rs`), the
 //! caps sent with them and where they go on the wire, the caller's
 //! transaction followed (`writes.rs`), and the journal that remembers them,
-//! in flight and after, until their home returns (`journal.rs`).
+//! in flight and after, until their home returns (`journal.rs`), and with a
+//! fleet the deletes relayed to the others while it alone has the home
+//! boxed (`relay.rs`).
 
 pub(crate) mod journal;
+pub(crate) mod relay;
 pub(crate) mod table;
 pub(crate) mod writes;

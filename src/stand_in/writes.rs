@@ -138,6 +138,14 @@ impl StandIn {
                 }
             }
         }
+        // With a fleet, while this process alone has the home boxed: the
+        // others are asked to delete the keys on it, before the reply.
+        for (home, keys) in &departing {
+            let (relay, cell) = (self.homes.journals[*home].relay(), &self.homes.cells[*home]);
+            if let Some(relay) = relay.filter(|relay| relay.relaying(cell.is_up(), cell.epoch())) {
+                around.first.extend(relay.publish(keys));
+            }
+        }
         let depart = |(home, keys): (usize, _)| self.homes.journals[home].depart(keys);
         flights.extend(departing.into_iter().map(depart));
         around

@@ -141,6 +141,9 @@ impl Plan {
             // The fleet's return is the promise most worth trying: a node
             // back with its older values, every process writing around it.
             kinds.extend([FaultKind::Pause, FaultKind::Blackhole, FaultKind::Sleep]);
+            // An asymmetric partition, writers on both sides (every process
+            // writes every key): the relay's bound is judged on it.
+            kinds.extend([FaultKind::Partition, FaultKind::Partition]);
         }
         let end_ms = (seconds * 1000.0) as u64;
         let mut faults = Vec::new();

@@ -27,7 +27,9 @@ pub const NEAR_CACHE_TRIP: &str = "near cache invalidation trip";
 pub const VIEWS_DIFFER: &str = "views differ";
 
 /// A process cut off from a node alone keeps its own view for as long as
-/// it lasts (README, "No consensus between processes").
+/// it lasts (README, "No consensus between processes"): what it reads;
+/// what the others read after its writes is bounded by its relay
+/// (`relay.rs`), unless another process had the node boxed too.
 pub const CUT_OFF_ALONE: &str = "cut off alone";
 
 /// Two nodes of a key's ranking were boxed at once in some process: a

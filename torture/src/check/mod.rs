@@ -12,7 +12,7 @@
 //! |---|---|
 //! | `no-phantom` | `phantom.rs` |
 //! | `read-your-writes` | `own.rs` |
-//! | `no-stale-read` | `stale.rs` |
+//! | `no-stale-read` | `stale.rs` (the relay's bound: `relay.rs`) |
 //! | `stand-in-cap` | `cap.rs` |
 //! | `aside-one-fill` | `aside.rs` |
 //! | `aside-wait`, `liveness` | `liveness.rs` |
@@ -33,6 +33,7 @@ mod own;
 mod phantom;
 mod process;
 mod rec;
+mod relay;
 mod replies;
 mod report;
 mod stale;

@@ -33,11 +33,17 @@
 //!   instant of `r` (± 50 ms); staleness at most 2 s. A reader that has let
 //!   the home back in and reads it, after a write both made through a
 //!   stand-in, has no excuse (the return deleted the home's older copies).
+//! - [`RELAY_TRIP`]: `w`'s process was cut off alone from the key's home
+//!   and relayed `w`, `r`'s reached the home: at most the relay's bound,
+//!   beyond it a violation (`relay.rs` gives the exact terms). Judged
+//!   before the views: a relayed write has no 2 s.
 //! - [`CUT_OFF_ALONE`]: views differed as above, beyond 2 s, and a
 //!   `Partition`, `ClientKill` or `Blackhole` fault on the reader's or the
 //!   writer's process, or on one of those nodes, overlapped the window
 //!   (reaching back `penalty_max_wait + probe_timeout` before `w.invoke`,
-//!   as long as a box it caused may last): no bound.
+//!   as long as a box it caused may last), where the relay does not
+//!   apply (the reader is the one cut off, or another had the home boxed
+//!   too): no bound.
 //!
 //! - [`SEVERAL_DOWN`]: some process had two nodes or more boxed at once
 //!   at some instant of `[W.invoke - 50 ms, r.complete]`, and the staleness
@@ -55,6 +61,8 @@ use super::allowance::{
 };
 use super::excerpt::whole_ms;
 use super::index::{History, Rec};
+#[cfg(doc)]
+use super::relay::RELAY_TRIP;
 use super::report::{Report, Rule};
 use super::timeline::{NEVER, VIEW_SLACK, cuts_off, ms};
 use crate::history::{HARNESS, Kind, Path};
@@ -157,6 +165,12 @@ fn judge(h: &History<'_>, r: &Rec<'_>, old: &Rec<'_>, w: &Rec<'_>) -> Result<&'s
             return Ok(NEAR_CACHE_TRIP);
         }
         why.push(format!("beyond a near cache's trip ({} ms > {bound} ms)", whole_ms(late)));
+    }
+    if let Some(verdict) = super::relay::judge(h, r, w) {
+        return verdict.map_err(|beyond| {
+            why.push(beyond);
+            why.join("; ")
+        });
     }
     let mut nodes: Vec<&str> = [h.home(r.key), r.node, w.node].into_iter().flatten().collect();
     nodes.dedup();
@@ -331,8 +345,10 @@ mod tests {
         assert_eq!(report.violations(), 0, "{report}");
         assert_eq!(report.staleness[VIEWS_DIFFER].samples, vec![1_000]);
         assert_eq!(check(&fleet(), &boxed_writer(3_003)).count(RULE.name), 1);
+        // The reader cut off alone keeps its own view (the writer's cut is
+        // the relay's, `relay.rs`).
         let mut cut = boxed_writer(3_003);
-        cut.push(fault(FaultKind::Partition, Some(&home_of("k")), Some(2), 0, 100));
+        cut.push(fault(FaultKind::Partition, Some(&home_of("k")), Some(1), 0, 100));
         let report = check(&fleet(), &cut);
         assert_eq!(report.violations(), 0, "{report}");
         assert_eq!(report.staleness[CUT_OFF_ALONE].samples, vec![3_000]);
