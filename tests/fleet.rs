@@ -67,7 +67,7 @@ async fn run(writer: bool, line: impl Fn(String) + Clone + Send + Sync + 'static
         builder = builder.fleet(&env("NAME"));
     }
     let pool = builder
-        .stand_in_ttl(Duration::from_millis(env("TTL").parse().unwrap()))
+        .stand_in_ttl(Duration::from_millis(env("TTL").parse().unwrap_or(30_000)))
         .invalidate_on_return(true)
         .penalty_min_wait(wait)
         .response_timeout(Duration::from_millis(200))
