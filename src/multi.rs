@@ -288,10 +288,13 @@ impl<M: NodeManager> ShardedPool<M> {
         let runs = up.map(|index| {
             let (f, clock, node) = (&f, &clock, &table.nodes[index]);
             let stand_in = self.core.stand_in_live(&table, index);
+            let elder = self.core.elder(&table, index);
             async move {
                 let name = node.name().to_string();
                 let result = match node.checkout(clock).await {
-                    Ok(conn) => Ok(f(Connection::new(conn, !node.gutter, stand_in)).await),
+                    Ok(conn) => {
+                        Ok(f(Connection::new(conn, !node.gutter, stand_in).warmed(elder)).await)
+                    }
                     Err(e) => Err(e.into_error(&name)),
                 };
                 (name, result)
@@ -371,7 +374,8 @@ impl<M: NodeManager> ShardedPool<M> {
                 async move {
                     let outcome = match table.nodes[index].checkout(clock).await {
                         Ok(conn) => {
-                            let conn = Connection::new(conn, home, stand_in);
+                            let elder = self.core.elder(table, index);
+                            let conn = Connection::new(conn, home, stand_in).warmed(elder);
                             Ok(run(conn, positions.clone()).await)
                         }
                         Err(e) => Err(e),

@@ -132,7 +132,11 @@ impl<M: NodeManager> ShardedPool<M> {
     /// Redis Cluster hash tags are honoured (`{user1}.a` and `{user1}.b` go
     /// to the same node).
     pub async fn get<K: AsRef<[u8]>>(&self, key: K) -> Result<Connection<M>, Error> {
-        self.core.take::<Pooled>(Some(key.as_ref())).await
+        let conn = self.core.take::<Pooled>(Some(key.as_ref())).await?;
+        Ok(match self.core.elder_named(conn.node()) {
+            None => conn,
+            elder => conn.warmed(elder),
+        })
     }
 
     /// A connection to any healthy node, taking them in turn: for key-less
@@ -177,7 +181,11 @@ where
     /// pipeline their commands on one socket per node. See
     /// [`SharedConnection`] for which commands it suits.
     pub async fn get_shared<K: AsRef<[u8]>>(&self, key: K) -> Result<SharedConnection<M>, Error> {
-        self.core.take::<Multiplexed>(Some(key.as_ref())).await
+        let conn = self.core.take::<Multiplexed>(Some(key.as_ref())).await?;
+        Ok(match self.core.elder_named(conn.node()) {
+            None => conn,
+            elder => conn.warmed(elder),
+        })
     }
 
     /// `GET key`, typed: from the near cache of the key's node when it

@@ -224,6 +224,20 @@ impl<M: NodeManager, F> Builder<M, F> {
         /// process agrees and no key goes back and forth. Under
         /// `Failover::FailFast` keys go home at once.
         warmup: Duration;
+        /// A node added warm (default zero: off): for this window after
+        /// [`add_node`](crate::ShardedPool::add_node), a plain `GET` of a
+        /// key that moved to the new node and misses there is read from
+        /// the key's old home (the next node in its ranking) and the value
+        /// copied over with the TTL it has left; a write of a moved key
+        /// deletes the old home's copy before it is sent. Set it to about
+        /// your cached values' longest TTL: after that the old copies have
+        /// expired anyway. Off by default because, for the few
+        /// milliseconds of a copy, the key holds a marker that commands
+        /// other than fluster's reads see as a string (an `INCR` then
+        /// fails). Warmed: a plain `GET` through `get`, `get_shared`,
+        /// `get_cached` and `aside`; not `MGET`, reads in pipelines, nor
+        /// the sync flavour.
+        resize_warmup: Duration;
         /// Timeouts in a row that box a node, at least 1 (default 3). Refused
         /// and reset connections and other failures box it at once.
         timeouts_before_penalty: u32;

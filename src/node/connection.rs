@@ -21,6 +21,7 @@ use crate::node::lease::unmarked;
 use crate::node::session::{Effect, effect, turn};
 use crate::node::shared::Muxed;
 use crate::node::tracked::{ConnectionAbilities, NodeManager, Tracked};
+use crate::node::warm::{self, Elder, Plan};
 use crate::stand_in::writes::{Capped, StandIn, words};
 
 /// A connection checked out of one node's pool; it goes back when dropped.
@@ -43,6 +44,8 @@ pub struct Connection<M: NodeManager = RedisManager> {
     /// The near-cache fences of the writes queued in its open transaction,
     /// lifted after `EXEC`'s or `DISCARD`'s reply, or when it goes back.
     queued: Vec<HeldFence>,
+    /// The node was added warm and its window is open (`node/warm.rs`).
+    warm: Option<Arc<dyn Elder>>,
 }
 
 impl<M: NodeManager> Connection<M> {
@@ -51,7 +54,12 @@ impl<M: NodeManager> Connection<M> {
         home: bool,
         stand_in: Option<Box<StandIn>>,
     ) -> Self {
-        Connection { conn, home, stand_in, queued: Vec::new() }
+        Connection { conn, home, stand_in, queued: Vec::new(), warm: None }
+    }
+
+    /// The connection with its node's warm window, if it has one.
+    pub(crate) fn warmed(self, warm: Option<Arc<dyn Elder>>) -> Self {
+        Connection { warm, ..self }
     }
 
     /// The name of the node this connection belongs to.
@@ -111,6 +119,8 @@ pub struct SharedConnection<M: NodeManager = RedisManager> {
     mux: Arc<Muxed<M::Connection>>,
     home: bool,
     stand_in: Option<Box<StandIn>>,
+    /// The node was added warm and its window is open (`node/warm.rs`).
+    warm: Option<Arc<dyn Elder>>,
 }
 
 impl<M: NodeManager> SharedConnection<M>
@@ -122,7 +132,12 @@ where
         home: bool,
         stand_in: Option<Box<StandIn>>,
     ) -> Self {
-        SharedConnection { conn: mux.conn.clone(), mux, home, stand_in }
+        SharedConnection { conn: mux.conn.clone(), mux, home, stand_in, warm: None }
+    }
+
+    /// The connection with its node's warm window, if it has one.
+    pub(crate) fn warmed(self, warm: Option<Arc<dyn Elder>>) -> Self {
+        SharedConnection { warm, ..self }
     }
 }
 
@@ -206,6 +221,8 @@ trait Observed: Send {
     fn stand_in(&mut self) -> Option<&mut StandIn>;
     /// The near cache of its node, if it has one: its writes fence it.
     fn near(&self) -> Option<&Arc<NearCache>>;
+    /// Its node's warm window, if it was added warm and the window is open.
+    fn elder(&self) -> Option<&Arc<dyn Elder>>;
     /// Whether its reads may be answered by that near cache: it is the
     /// node's tracking connection, whose invalidations keep it true.
     fn reads_near(&self) -> bool {
@@ -267,6 +284,9 @@ where
     fn near(&self) -> Option<&Arc<NearCache>> {
         self.conn.near.as_ref()
     }
+    fn elder(&self) -> Option<&Arc<dyn Elder>> {
+        self.warm.as_ref()
+    }
     fn queue<'k>(&mut self, fence: Fence<&'k [u8]>) -> Option<Fence<&'k [u8]>> {
         if !self.conn.session.in_multi() {
             return Some(fence);
@@ -323,6 +343,9 @@ where
     fn near(&self) -> Option<&Arc<NearCache>> {
         self.mux.near.as_ref()
     }
+    fn elder(&self) -> Option<&Arc<dyn Elder>> {
+        self.warm.as_ref()
+    }
     fn reads_near(&self) -> bool {
         self.mux.near.is_some()
     }
@@ -358,6 +381,16 @@ fn one<'a, O: Observed>(conn: &'a mut O, cmd: &'a Cmd) -> RedisFuture<'a, Value>
     if let Err(refused) = conn.admit(std::iter::once(cmd)) {
         return Box::pin(std::future::ready(Err(refused)));
     }
+    if conn.elder().is_some() {
+        // Rare (a node added warm, in its window): kept out of the common
+        // path.
+        return Box::pin(warmed(conn, cmd));
+    }
+    admitted(conn, cmd)
+}
+
+/// [`one`] once admitted.
+fn admitted<'a, O: Observed>(conn: &'a mut O, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
     let Some(cache) = conn.near() else { return Box::pin(send(conn, cmd)) };
     let words: smallvec::SmallVec<[&[u8]; 4]> = words(cmd).collect();
     if conn.reads_near()
@@ -382,6 +415,72 @@ fn one<'a, O: Observed>(conn: &'a mut O, cmd: &'a Cmd) -> RedisFuture<'a, Value>
         let _fence = fence;
         send(conn, cmd).await
     })
+}
+
+/// One command on a connection to a node added warm, in its window: a
+/// plain `GET` of a moved key that misses is read through from its old
+/// home; a write of moved keys deletes their old copies first
+/// (`node/warm.rs`). A moved key's `GET` passes the near cache by.
+async fn warmed<O: Observed>(conn: &mut O, cmd: &Cmd) -> RedisResult<Value> {
+    let Some(elder) = conn.elder().cloned() else { return admitted(conn, cmd).await };
+    let words: smallvec::SmallVec<[&[u8]; 4]> = words(cmd).collect();
+    match warm::plan(&words, &*elder) {
+        Plan::Plain => admitted(conn, cmd).await,
+        Plan::Write(keys) => {
+            elder.forget(keys).await;
+            admitted(conn, cmd).await
+        }
+        Plan::Get(key) => {
+            let value = send(conn, cmd).await?;
+            if value != Value::Nil {
+                return Ok(value);
+            }
+            Box::pin(read_through(conn, &*elder, key)).await
+        }
+    }
+}
+
+/// A moved key's miss on its new home: a marker there, the old home's
+/// value and TTL, then the copy if the marker is still there. The value
+/// read is returned whether or not it was copied; any failure of the
+/// read-through reads as the miss it started from.
+async fn read_through<O: Observed>(
+    conn: &mut O,
+    elder: &dyn Elder,
+    key: &[u8],
+) -> RedisResult<Value> {
+    let token = warm::token();
+    let marked = own(conn, &warm::marker(key, &token), key).await?;
+    // The old home is asked now, after the marker: a write that could not
+    // delete its copy there has ruled it out before our marker went in.
+    let Some(read) = elder.read(key) else {
+        if marked != Value::Nil {
+            own(conn, &warm::copy(key, &token, None), key).await?;
+        }
+        return Ok(Value::Nil);
+    };
+    let (value, ttl) = read.await.unwrap_or((Value::Nil, -2));
+    if marked == Value::Nil {
+        // Another reader's marker, or a write since the miss: return what
+        // the old home held then, copy nothing.
+        return Ok(value);
+    }
+    let copied = match &value {
+        Value::BulkString(bytes) if ttl != -2 && ttl != 0 => Some((bytes.as_slice(), ttl)),
+        _ => None,
+    };
+    own(conn, &warm::copy(key, &token, copied), key).await?;
+    Ok(value)
+}
+
+/// One of the pool's own commands on `key` (a marker, a copy) on the
+/// caller's connection: the key fenced in the near cache while it is in
+/// flight, the outcome judged.
+async fn own<O: Observed>(conn: &mut O, cmd: &Cmd, key: &[u8]) -> RedisResult<Value> {
+    let _fence = conn.near().and_then(|cache| cache.fence(&[b"DEL".as_slice(), key]));
+    conn.arm();
+    let result = conn.wire().send_packed(cmd).await;
+    judged(conn, result)
 }
 
 /// A near-cache miss: `cmd` and each key's `PTTL` in one round trip, the
@@ -423,6 +522,18 @@ async fn many<O: Observed>(
     count: usize,
 ) -> RedisResult<Vec<Value>> {
     conn.admit(pipeline.cmd_iter())?;
+    if let Some(elder) = conn.elder().cloned() {
+        let moved = pipeline.cmd_iter().flat_map(|cmd| {
+            match warm::plan(&words(cmd).collect::<Vec<_>>(), &*elder) {
+                Plan::Write(keys) => keys,
+                _ => Vec::new(),
+            }
+        });
+        let moved: Vec<Vec<u8>> = moved.collect();
+        if !moved.is_empty() {
+            elder.forget(moved).await;
+        }
+    }
     let fences: Vec<Fence<&[u8]>> = match conn.near() {
         Some(cache) => pipeline
             .cmd_iter()

@@ -15,6 +15,7 @@ pub(crate) mod session;
 pub(crate) mod shared;
 pub(crate) mod store;
 pub(crate) mod tracked;
+pub(crate) mod warm;
 
 pub(crate) use probe::{judge, late};
 pub(crate) use store::{Bb8, CheckoutError, Store, Try, bb8_pool};

@@ -24,10 +24,12 @@ use crate::health::penalty::{BoxGuard, State};
 use crate::node::clock::Clock;
 use crate::node::probe::ProbeCheck;
 use crate::node::tracked::NodeManager;
-use crate::node::{CheckoutError, Node, Spec, Store};
+use crate::node::warm::Elder;
+use crate::node::{Bb8, CheckoutError, Node, Spec, Store};
 use crate::route::{self, NodeName};
 use crate::runtime::status::NodeStatus;
 use crate::runtime::table::{Held, Route, Table};
+use crate::runtime::warm::{self, Window};
 use crate::settings::{Failover, GUTTER_TTL, Settings};
 use crate::stand_in::writes::{Judge, StandIn};
 
@@ -67,6 +69,8 @@ pub(crate) struct Core<M: NodeManager, S> {
     pub(crate) settings: Settings,
     /// The user's probe check, for every node.
     pub(crate) check: Option<ProbeCheck<M::Connection>>,
+    /// The window after the last node added warm (`resize_warmup`).
+    pub(crate) resize: Window,
 }
 
 impl<M: NodeManager, S> Drop for Core<M, S> {
@@ -103,6 +107,7 @@ impl<M: NodeManager, S: Store<M>> Core<M, S> {
             membership: Mutex::new(()),
             settings,
             check,
+            resize: Window::default(),
         }
     }
 
@@ -316,6 +321,7 @@ impl<M: NodeManager, S: Store<M>> Core<M, S> {
         let mut nodes = current.nodes.clone();
         nodes.push(node);
         self.install(nodes);
+        self.resize.open(name, self.settings.resize_warmup);
         self.commons.send(NodeEvent::Added { node: name });
         tracing::info!(node = %name, "node added");
         Ok(())
@@ -340,6 +346,7 @@ impl<M: NodeManager, S: Store<M>> Core<M, S> {
                 let removed = nodes.remove(index);
                 self.install(nodes);
                 removed.cell.retire();
+                self.resize.close(name);
                 removed.cell.metrics.removed();
                 self.commons.send(NodeEvent::Removed { node: *removed.name() });
                 tracing::info!(node = name, "node removed");
@@ -354,6 +361,24 @@ impl<M: NodeManager, S: Store<M>> Core<M, S> {
         self.commons.guard.set_cap(self.settings.max_boxed(nodes.len()));
         self.table.store(Arc::new(Table::new(nodes, &self.commons)));
         self.commons.wake.notify_one();
+    }
+}
+
+impl<M: NodeManager> Core<M, Bb8<M>> {
+    /// What a connection from the node named `node` needs if it was added
+    /// warm and its window is open (`runtime/warm.rs`): one load otherwise.
+    pub(crate) fn elder(&self, table: &Held<M, Bb8<M>>, index: usize) -> Option<Arc<dyn Elder>> {
+        warm::elder(&self.resize, table, index, self.settings.checkout_timeout)
+    }
+
+    /// [`elder`](Self::elder) of the node named `node` in the current table.
+    pub(crate) fn elder_named(&self, node: &str) -> Option<Arc<dyn Elder>> {
+        if !self.resize.maybe_open() {
+            return None;
+        }
+        let table = self.open_table().ok()?;
+        let index = table.position(node)?;
+        self.elder(&table, index)
     }
 }
 

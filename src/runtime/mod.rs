@@ -7,3 +7,4 @@ pub(crate) mod core;
 pub(crate) mod prober;
 pub(crate) mod status;
 pub(crate) mod table;
+pub(crate) mod warm;

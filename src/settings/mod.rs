@@ -78,6 +78,9 @@ pub struct Settings {
     /// [`Builder::warmup`](crate::Builder::warmup).
     #[cfg_attr(feature = "serde", serde(deserialize_with = "duration"))]
     pub warmup: Duration,
+    /// [`Builder::resize_warmup`](crate::Builder::resize_warmup).
+    #[cfg_attr(feature = "serde", serde(deserialize_with = "duration"))]
+    pub resize_warmup: Duration,
     /// [`Builder::timeouts_before_penalty`](crate::Builder::timeouts_before_penalty).
     pub timeouts_before_penalty: u32,
     /// [`Builder::connect_timeout`](crate::Builder::connect_timeout).
@@ -174,6 +177,7 @@ impl Default for Settings {
             penalty_jitter: 0.2,
             penalty_memory: Duration::from_secs(60),
             warmup: Duration::ZERO,
+            resize_warmup: Duration::ZERO,
             timeouts_before_penalty: 3,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             response_timeout: DEFAULT_RESPONSE_TIMEOUT,
@@ -245,6 +249,7 @@ impl Settings {
             ("penalty_max_wait", Some(self.penalty_max_wait), POSITIVE, required),
             ("penalty_memory", Some(self.penalty_memory), zero, required),
             ("warmup", Some(self.warmup), zero, required),
+            ("resize_warmup", Some(self.resize_warmup), zero, required),
             ("connect_timeout", Some(self.connect_timeout), POSITIVE, required),
             ("response_timeout", Some(self.response_timeout), POSITIVE, required),
             ("checkout_timeout", Some(self.checkout_timeout), POSITIVE, required),

@@ -1,0 +1,226 @@
+//! A node added warm (`resize_warmup`): the window after `add_node`, and
+//! the old homes of the keys that moved ([`OldHomes`], the runtime's side
+//! of [`Elder`]; the protocol is `node/warm.rs`'s).
+//!
+//! The old home of a key that moved to the new node is the next node in
+//! its ranking: rendezvous hashing keeps the order of the other nodes when
+//! one is added, so the best node but the new one is where the key lived
+//! before. No table of moved keys is kept.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwapOption;
+use futures_util::future::{BoxFuture, join_all};
+use redis::{RedisResult, Value};
+
+use crate::health::failure::failure;
+use crate::node::Bb8;
+use crate::node::clock::Clock;
+use crate::node::lease::unmark;
+use crate::node::tracked::{ConnectionAbilities, NodeManager, TrackedConn};
+use crate::node::warm::Elder;
+use crate::route::{self, NodeName};
+use crate::runtime::table::{Held, Table};
+
+/// The open window of the last node added warm.
+pub(crate) struct Resize {
+    /// The node added.
+    new: NodeName,
+    until: Instant,
+    /// Old homes a write of this window could not delete a copy on (boxed,
+    /// or the delete failed): never read again in it, so their copies
+    /// cannot come back.
+    ruled_out: Mutex<Vec<NodeName>>,
+}
+
+impl Resize {
+    fn ruled_out(&self, name: &NodeName) -> bool {
+        self.ruled_out.lock().unwrap_or_else(|e| e.into_inner()).contains(name)
+    }
+
+    fn rule_out(&self, name: NodeName) {
+        let mut out = self.ruled_out.lock().unwrap_or_else(|e| e.into_inner());
+        if !out.contains(&name) {
+            tracing::warn!(node = %name, "a moved key's old copy could not be deleted: \
+                its old home is not read again in this resize window");
+            out.push(name);
+        }
+    }
+}
+
+/// The window after the last `add_node` of a pool with `resize_warmup`:
+/// none, or one (a later `add_node` opens its own in its place).
+#[derive(Default)]
+pub(crate) struct Window {
+    /// Whether one may be open: the common path's one load.
+    on: AtomicBool,
+    current: ArcSwapOption<Resize>,
+}
+
+impl Window {
+    /// Opens the window of `new` for `length` (nothing if zero).
+    pub(crate) fn open(&self, new: NodeName, length: Duration) {
+        if length.is_zero() {
+            return;
+        }
+        let until = Instant::now() + length;
+        self.current.store(Some(Arc::new(Resize { new, until, ruled_out: Mutex::default() })));
+        self.on.store(true, Ordering::Release);
+        tracing::info!(node = %new, ?length, "resize window open: moved keys read through");
+    }
+
+    /// Closes the window if it is `name`'s (the node was removed).
+    pub(crate) fn close(&self, name: &str) {
+        if self.current.load().as_ref().is_some_and(|r| *r.new == *name) {
+            self.current.store(None);
+        }
+    }
+
+    /// Whether a window may be open (one load).
+    pub(crate) fn maybe_open(&self) -> bool {
+        self.on.load(Ordering::Acquire)
+    }
+
+    /// The open window, if `node` is its new node.
+    fn of(&self, node: &NodeName) -> Option<Arc<Resize>> {
+        if !self.on.load(Ordering::Acquire) {
+            return None;
+        }
+        let current = self.current.load_full()?;
+        if Instant::now() >= current.until {
+            self.on.store(false, Ordering::Release);
+            self.current.store(None);
+            return None;
+        }
+        (current.new == *node).then_some(current)
+    }
+}
+
+/// The old homes of the keys that moved to `table.nodes[new]`, in its
+/// window.
+pub(crate) struct OldHomes<M: NodeManager> {
+    table: Arc<Table<M, Bb8<M>>>,
+    new: usize,
+    resize: Arc<Resize>,
+    checkout_timeout: Duration,
+}
+
+/// What a connection from `table.nodes[index]` needs, if the node was
+/// added warm and its window is open.
+pub(crate) fn elder<M: NodeManager>(
+    window: &Window,
+    table: &Held<M, Bb8<M>>,
+    index: usize,
+    checkout_timeout: Duration,
+) -> Option<Arc<dyn Elder>> {
+    let resize = window.of(table.name(index))?;
+    // The gutter holds no keys: none moved to it.
+    (index < table.router.len()).then(|| {
+        let table = Arc::clone(table);
+        Arc::new(OldHomes { table, new: index, resize, checkout_timeout }) as Arc<dyn Elder>
+    })
+}
+
+impl<M: NodeManager> OldHomes<M> {
+    /// The key's old home: the best node in its ranking but the new one.
+    fn old_home(&self, key: &[u8]) -> Option<usize> {
+        let hash = route::key_hash(key);
+        self.table.router.pick_hashed(hash, |i| i != self.new)
+    }
+
+    /// The old home's node, if a read may ask it now.
+    fn readable(&self, old: usize) -> bool {
+        let node = &self.table.nodes[old];
+        node.cell.is_up() && !self.resize.ruled_out(node.name())
+    }
+
+    /// `cmds` on node `index`, judged by the one classifier; the replies as
+    /// fluster's readers see them (a lease reads as nil).
+    fn send(
+        &self,
+        index: usize,
+        pipe: redis::Pipeline,
+    ) -> BoxFuture<'static, RedisResult<Vec<Value>>> {
+        let (table, timeout) = (self.table.clone(), self.checkout_timeout);
+        Box::pin(async move {
+            let node = &table.nodes[index];
+            let clock = Clock::new(timeout);
+            let mut conn = node.checkout(&clock).await.map_err(|e| {
+                let e = e.into_error(node.name());
+                redis::RedisError::from((redis::ErrorKind::Io, "old home", e.to_string()))
+            })?;
+            let tracked: &mut TrackedConn<M::Connection> = &mut conn;
+            let Some(wire) = tracked.conn.redis() else {
+                return Err((redis::ErrorKind::Client, "not a Redis connection").into());
+            };
+            // Dropped before its reply, the connection is not reused.
+            tracked.in_flight = true;
+            let mut replies = wire.req_packed_commands(&pipe, 0, pipe.len()).await;
+            tracked.in_flight = false;
+            tracked.observe(failure(&replies));
+            if let Ok(values) = &mut replies {
+                values.iter_mut().for_each(unmark);
+            }
+            replies
+        })
+    }
+}
+
+impl<M: NodeManager> Elder for OldHomes<M> {
+    fn moved(&self, key: &[u8]) -> bool {
+        Instant::now() < self.resize.until
+            && self.table.router.home_hashed(route::key_hash(key)) == Some(self.new)
+    }
+
+    fn read(&self, key: &[u8]) -> Option<BoxFuture<'static, RedisResult<(Value, i64)>>> {
+        let old = self.old_home(key).filter(|&old| self.readable(old))?;
+        let mut pipe = redis::pipe();
+        pipe.cmd("GET").arg(key).cmd("PTTL").arg(key);
+        let sent = self.send(old, pipe);
+        Some(Box::pin(async move {
+            let replies = sent.await?;
+            match <[Value; 2]>::try_from(replies) {
+                Ok([value, Value::Int(ttl)]) => Ok((value, ttl)),
+                _ => {
+                    Err((redis::ErrorKind::UnexpectedReturnType, "old home's GET and PTTL").into())
+                }
+            }
+        }))
+    }
+
+    fn forget(&self, keys: Vec<Vec<u8>>) -> BoxFuture<'static, ()> {
+        let mut by_home: Vec<(usize, redis::Pipeline)> = Vec::new();
+        for key in &keys {
+            let Some(old) = self.old_home(key) else { continue };
+            if !self.table.nodes[old].cell.is_up() {
+                self.resize.rule_out(*self.table.name(old));
+                continue;
+            }
+            match by_home.iter_mut().find(|(home, _)| *home == old) {
+                Some((_, pipe)) => drop(pipe.cmd("DEL").arg(key)),
+                None => {
+                    let mut pipe = redis::pipe();
+                    pipe.cmd("DEL").arg(key);
+                    by_home.push((old, pipe));
+                }
+            }
+        }
+        let sent: Vec<_> = by_home
+            .into_iter()
+            .map(|(old, pipe)| {
+                let (sent, resize, name) =
+                    (self.send(old, pipe), self.resize.clone(), *self.table.name(old));
+                async move {
+                    if sent.await.is_err() {
+                        resize.rule_out(name);
+                    }
+                }
+            })
+            .collect();
+        Box::pin(async move {
+            join_all(sent).await;
+        })
+    }
+}

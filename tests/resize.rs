@@ -1,0 +1,247 @@
+//! A node added warm (`resize_warmup`): a moved key's miss on its new home
+//! is read from its old home and copied with the TTL it has left; a write
+//! deletes the old copy first, and a read-through never brings back a value
+//! a write replaced or deleted meanwhile.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use fluster::ShardedPool;
+use redis::AsyncCommands;
+use support::proxy::Proxy;
+use support::{RedisServer, eventually, start_servers};
+
+const NAMES: [&str; 4] = ["a", "b", "c", "d"];
+/// Unique to the copy's script (`node/warm.rs`): what the proxy holds.
+const COPY_BYTES: &[u8] = b"ARGV[4] == '-1'";
+
+/// A pool over four named servers, warmed for `window`.
+async fn pool_of(servers: &[RedisServer], window: Duration) -> ShardedPool {
+    // Long enough for a reply the proxy holds.
+    let builder =
+        ShardedPool::builder().resize_warmup(window).response_timeout(Duration::from_secs(10));
+    let builder = servers.iter().zip(NAMES).fold(builder, |b, (s, n)| b.named_node(n, &s.url()));
+    builder.build().await.unwrap()
+}
+
+/// The server named `name`.
+fn server<'s>(servers: &'s [RedisServer], name: &str) -> &'s RedisServer {
+    &servers[NAMES.iter().position(|n| *n == name).unwrap()]
+}
+
+/// `n` keys written with a 60 s TTL before `e` joins whose home is then
+/// `e`, each with its old home.
+async fn moved_keys(pool: &ShardedPool, n: usize) -> Vec<(String, String)> {
+    let after = fluster::route::Router::new(NAMES.iter().chain(&["e"]).map(|n| (*n, 1.0)));
+    let mut keys = Vec::new();
+    for i in 0.. {
+        let key = format!("resize:{i}");
+        if after.home(key.as_bytes()).map(|i| &**after.name(i)) == Some("e") {
+            let old = pool.home_node_for(&key).unwrap().to_string();
+            let mut conn = pool.get(&key).await.unwrap();
+            let _: () = conn.set_ex(&key, format!("v1-{i}"), 60).await.unwrap();
+            keys.push((key, old));
+            if keys.len() == n {
+                break;
+            }
+        }
+    }
+    keys
+}
+
+fn raw_get(server: &RedisServer, key: &str) -> Option<Vec<u8>> {
+    redis::cmd("GET").arg(key).query(&mut server.client()).unwrap()
+}
+
+fn pttl(server: &RedisServer, key: &str) -> i64 {
+    redis::cmd("PTTL").arg(key).query(&mut server.client()).unwrap()
+}
+
+/// Every read path reads a moved key through from its old home, and the
+/// value lands on the new home with the TTL it had left.
+#[tokio::test]
+async fn a_moved_key_is_read_through_and_copied_with_its_ttl() {
+    let servers = start_servers(4);
+    let pool = pool_of(&servers, Duration::from_secs(30)).await;
+    let keys = moved_keys(&pool, 4).await;
+    let new = RedisServer::start();
+    pool.add_node("e", &new.url()).await.unwrap();
+    let fills = Arc::new(AtomicUsize::new(0));
+    for (i, (key, old)) in keys.iter().enumerate() {
+        assert_eq!(pool.home_node_for(key).as_deref(), Some("e"));
+        let expected = format!("v1-{}", &key["resize:".len()..]);
+        let value: Option<String> = match i {
+            0 => pool.get(key).await.unwrap().get(key).await.unwrap(),
+            1 => pool.get_shared(key).await.unwrap().get(key).await.unwrap(),
+            2 => pool.get_cached(key).await.unwrap(),
+            _ => {
+                let fills = fills.clone();
+                let filled = pool.aside(key, Duration::from_secs(60), || async move {
+                    fills.fetch_add(1, Ordering::SeqCst);
+                    Ok::<_, std::io::Error>("filled".to_owned())
+                });
+                Some(filled.await.unwrap())
+            }
+        };
+        assert_eq!(value.as_deref(), Some(expected.as_str()), "{key} read through from {old}");
+        assert_eq!(raw_get(&new, key), Some(expected.into_bytes()), "{key} copied to e");
+        let left = pttl(&new, key);
+        assert!(left > 50_000 && left <= 60_000, "{key} keeps its TTL: {left} ms");
+        assert!(raw_get(server(&servers, old), key).is_some(), "a read leaves the old copy");
+    }
+    assert_eq!(fills.load(Ordering::SeqCst), 0, "aside found the value: no fill");
+}
+
+/// A write of a moved key deletes its old copy before it is sent: after a
+/// `DEL`, no read finds the old value anywhere.
+#[tokio::test]
+async fn a_write_deletes_the_old_copy_first() {
+    let servers = start_servers(4);
+    let pool = pool_of(&servers, Duration::from_secs(30)).await;
+    let keys = moved_keys(&pool, 2).await;
+    let new = RedisServer::start();
+    pool.add_node("e", &new.url()).await.unwrap();
+    let (deleted, old) = &keys[0];
+    let _: i64 = pool.get(deleted).await.unwrap().del(deleted).await.unwrap();
+    assert_eq!(raw_get(server(&servers, old), deleted), None, "the old copy is gone");
+    let value: Option<String> = pool.get_shared(deleted).await.unwrap().get(deleted).await.unwrap();
+    assert_eq!(value, None, "a deleted key stays deleted");
+    let (written, old) = &keys[1];
+    let _: () = pool.get_shared(written).await.unwrap().set(written, "v2").await.unwrap();
+    assert_eq!(raw_get(server(&servers, old), written), None, "the old copy is gone");
+    assert_eq!(raw_get(&new, written).as_deref(), Some(&b"v2"[..]));
+    // pool.del goes by node, through the same connections.
+    let (key, old) = &keys[0];
+    let _: () = pool.get(key).await.unwrap().set(key, "again").await.unwrap();
+    let _: () =
+        redis::cmd("SET").arg(key).arg("old").query(&mut server(&servers, old).client()).unwrap();
+    assert_eq!(pool.del(&[key.as_str()]).await.unwrap(), 1);
+    assert_eq!(raw_get(server(&servers, old), key), None, "pool.del deletes the old copy too");
+}
+
+/// THE RACE: a reader read v1 from the old home, and its copy is held on
+/// its way to the new home while a writer deletes (or writes) the key; the
+/// copy must not bring v1 back.
+#[tokio::test]
+async fn a_copy_held_past_a_write_never_brings_the_old_value_back() {
+    for write in ["DEL", "SET"] {
+        let servers = start_servers(4);
+        let pool = pool_of(&servers, Duration::from_secs(30)).await;
+        let keys = moved_keys(&pool, 1).await;
+        let (key, old) = keys[0].clone();
+        let new = RedisServer::start();
+        let proxy = Proxy::start(new.port());
+        pool.add_node("e", &proxy.url()).await.unwrap();
+        proxy.hold(COPY_BYTES, Duration::from_millis(1_000));
+        let reader = tokio::spawn({
+            let (pool, key) = (pool.clone(), key.clone());
+            async move {
+                let mut conn = pool.get_shared(&key).await.unwrap();
+                let value: Option<String> = conn.get(&key).await.unwrap();
+                value
+            }
+        });
+        // The reader has set its marker and read the old home: its copy is
+        // held by the proxy.
+        let marked = || raw_get(&new, &key).is_some_and(|v| v.starts_with(b"\0fluster:lease:"));
+        assert!(eventually(Duration::from_secs(5), marked).await, "the reader's marker");
+        let mut conn = pool.get(&key).await.unwrap();
+        match write {
+            "DEL" => drop(conn.del::<_, i64>(&key).await.unwrap()),
+            _ => conn.set::<_, _, ()>(&key, "v2").await.unwrap(),
+        }
+        let read = reader.await.unwrap();
+        assert!(read.as_deref().is_some_and(|v| v.starts_with("v1-")), "the reader read v1");
+        let expected = (write == "SET").then(|| b"v2".to_vec());
+        assert_eq!(raw_get(&new, &key), expected, "{write}: the copy was refused");
+        assert_eq!(raw_get(server(&servers, &old), &key), None, "{write}: old copy deleted");
+        let now: Option<String> = pool.get_shared(&key).await.unwrap().get(&key).await.unwrap();
+        assert_eq!(now.map(String::into_bytes), expected, "{write}: a later read");
+    }
+}
+
+/// A reader dropped after its marker leaves it to expire: meanwhile every
+/// read sees a miss, and a later read copies the value.
+#[tokio::test]
+async fn a_reader_dropped_after_its_marker_leaves_a_miss_that_expires() {
+    let servers = start_servers(4);
+    let pool = pool_of(&servers, Duration::from_secs(30)).await;
+    let (key, _) = moved_keys(&pool, 1).await.remove(0);
+    let new = RedisServer::start();
+    let proxy = Proxy::start(new.port());
+    pool.add_node("e", &proxy.url()).await.unwrap();
+    proxy.hold(COPY_BYTES, Duration::from_millis(3_000));
+    let reader = {
+        let (pool, key) = (pool.clone(), key.clone());
+        tokio::spawn(async move {
+            let value: Option<String> = pool.get(&key).await.unwrap().get(&key).await.unwrap();
+            value
+        })
+    };
+    let marked = || raw_get(&new, &key).is_some_and(|v| v.starts_with(b"\0fluster:lease:"));
+    assert!(eventually(Duration::from_secs(5), marked).await, "the reader's marker");
+    reader.abort();
+    let _ = reader.await;
+    proxy.hold(b"nothing held now", Duration::ZERO);
+    let seen: Option<String> = pool.get_shared(&key).await.unwrap().get(&key).await.unwrap();
+    assert!(seen.is_some_and(|v| v.starts_with("v1-")), "read through, uncopied, meanwhile");
+    assert!(eventually(Duration::from_secs(5), || !marked()).await, "the marker expires");
+    let seen: Option<String> = pool.get_shared(&key).await.unwrap().get(&key).await.unwrap();
+    assert!(seen.is_some_and(|v| v.starts_with("v1-")));
+    assert!(raw_get(&new, &key).is_some_and(|v| v.starts_with(b"v1-")), "copied at last");
+}
+
+/// An old home in the box is not asked: the read is a miss, at once.
+#[tokio::test]
+async fn a_boxed_old_home_is_not_asked() {
+    let mut servers = start_servers(4);
+    let pool = pool_of(&servers, Duration::from_secs(30)).await;
+    let (key, old) = moved_keys(&pool, 1).await.remove(0);
+    let new = RedisServer::start();
+    pool.add_node("e", &new.url()).await.unwrap();
+    let index = NAMES.iter().position(|n| *n == old).unwrap();
+    servers[index].kill();
+    // Its death noticed by its own keys' traffic.
+    let other = support::key_on(&pool, &old, "poke");
+    let boxed = || !support::status_of(&pool, &old).up;
+    for _ in 0..100 {
+        if boxed() {
+            break;
+        }
+        if let Ok(mut conn) = pool.get(&other).await {
+            let _: Result<Option<String>, _> = conn.get(&other).await;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(boxed(), "the old home is boxed");
+    let value: Option<String> = pool.get(&key).await.unwrap().get(&key).await.unwrap();
+    assert_eq!(value, None, "a miss, not an error");
+    assert_eq!(raw_get(&new, &key), None, "no marker left behind");
+}
+
+/// After the window, or once the new node is removed, nothing is read
+/// through.
+#[tokio::test]
+async fn the_window_ends_and_a_removed_node_closes_it() {
+    let servers = start_servers(4);
+    let pool = pool_of(&servers, Duration::from_millis(300)).await;
+    let keys = moved_keys(&pool, 2).await;
+    let new = RedisServer::start();
+    pool.add_node("e", &new.url()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let value: Option<String> = pool.get(&keys[0].0).await.unwrap().get(&keys[0].0).await.unwrap();
+    assert_eq!(value, None, "past the window: a plain miss");
+    // A new window, then the node removed: the keys go back to their old
+    // homes, which still hold them.
+    let pool = pool_of(&servers, Duration::from_secs(30)).await;
+    let other = RedisServer::start();
+    pool.add_node("e", &other.url()).await.unwrap();
+    pool.remove_node("e").unwrap();
+    let (key, old) = &keys[1];
+    assert_eq!(pool.node_for(key).as_deref(), Some(old.as_str()));
+    let value: Option<String> = pool.get(key).await.unwrap().get(key).await.unwrap();
+    assert!(value.is_some_and(|v| v.starts_with("v1-")));
+}
