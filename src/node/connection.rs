@@ -14,14 +14,15 @@ use redis::{Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, RedisResult, Valu
 
 use crate::backend::manager::RedisManager;
 use crate::backend::near::{Fence, HeldFence, Look, NearCache};
-use crate::backend::reads::{self, Read};
 use crate::backend::resp2::{self, Doubles};
+use crate::command::read::{self, Read};
+use crate::command::session::{Effect, effect};
+use crate::command::words::words;
 use crate::health::failure::{Failure, FailureKind, Replies, failure};
 use crate::node::lease::unmarked;
-use crate::node::session::{Effect, effect, turn};
 use crate::node::shared::Muxed;
 use crate::node::tracked::{ConnectionAbilities, NodeManager, Tracked};
-use crate::stand_in::writes::{Capped, StandIn, words};
+use crate::stand_in::writes::{Capped, StandIn};
 
 /// A connection checked out of one node's pool; it goes back when dropped.
 ///
@@ -219,7 +220,7 @@ trait Observed: Send {
         cmds: (impl Iterator<Item = &'c Cmd>, bool),
         span: (usize, usize),
     ) -> Option<Capped> {
-        self.stand_in()?.wrap(cmds, span, turn)
+        self.stand_in()?.wrap(cmds, span)
     }
     /// Takes the fence of a write sent inside a transaction, which runs at
     /// `EXEC`: held until a reply after the transaction ended
@@ -245,7 +246,8 @@ where
     }
     fn admit<'c>(&mut self, cmds: impl Iterator<Item = &'c Cmd>) -> RedisResult<()> {
         for cmd in cmds {
-            self.conn.session.apply(effect(words(cmd)));
+            let effect = effect(words(cmd), &self.conn.cell.commands);
+            self.conn.session.apply(effect);
         }
         Ok(())
     }
@@ -298,7 +300,7 @@ where
             return Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, gone).into());
         }
         for cmd in cmds {
-            if effect(words(cmd)) != Effect::None {
+            if effect(words(cmd), &mux.cell.commands) != Effect::None {
                 let name = words(cmd).next().map(String::from_utf8_lossy).unwrap_or_default();
                 let detail = format!(
                     "{} changes or blocks the connection that every get_shared caller of \
@@ -361,7 +363,7 @@ fn one<'a, O: Observed>(conn: &'a mut O, cmd: &'a Cmd) -> RedisFuture<'a, Value>
     let Some(cache) = conn.near() else { return Box::pin(send(conn, cmd)) };
     let words: smallvec::SmallVec<[&[u8]; 4]> = words(cmd).collect();
     if conn.reads_near()
-        && let Some(read) = reads::read(&words)
+        && let Some(read) = read::read(&words)
     {
         return match cache.look(&read, &words) {
             // Counted against Tokio's budget, as a socket read is: a task

@@ -1,9 +1,8 @@
 //! Stand-in writes (the room of `stand_in_ttl` and `invalidate_on_return`):
-//! the command table that names the keys a write touches (`table.rs`), the
-//! caps sent with them and where they go on the wire, the caller's
+//! the caps sent with them (their keys named by the serving node's command
+//! table, in `command/`) and where they go on the wire, the caller's
 //! transaction followed (`writes.rs`), and the journal that remembers them,
 //! in flight and after, until their home returns (`journal.rs`).
 
 pub(crate) mod journal;
-pub(crate) mod table;
 pub(crate) mod writes;
