@@ -78,7 +78,9 @@
 //! Folders are the layers, read bottom up (`CONTRIBUTING.md`'s Layout lists each
 //! file's job). At the bottom, pure parts that need no server: [`route`]
 //! (the pinned routing function, and the per-call policy that follows a
-//! key's ranking), the stand-in writes' command table and journal, and a
+//! key's ranking), what a command is (its words parsed once, the command
+//! table naming the keys a write touches, a node's own read from its
+//! server over the vendored one), the stand-in writes' journal, and a
 //! node's health (every penalty-box decision, time passed in):
 //!
 //! ```
@@ -129,6 +131,7 @@
 mod aside;
 mod backend;
 mod build;
+mod command;
 mod error;
 mod fleet;
 mod health;

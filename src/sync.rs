@@ -35,13 +35,15 @@ use std::time::Duration;
 use redis::{ConnectionLike, RedisError, RedisResult, Value};
 
 use crate::backend::manager::RedisManager;
+use crate::command::session::effect;
+use crate::command::words::{packed, unpacked};
 use crate::error::Error;
 use crate::health::event::NodeEvent;
 use crate::health::failure::failure;
 use crate::health::record::PoolStats;
 use crate::node::connection::only_reply;
+use crate::node::learn::learn_blocking;
 use crate::node::lease::unmarked;
-use crate::node::session::{packed, packed_effects, turn};
 use crate::node::tracked::{Tracked, TrackedConn};
 use crate::node::{Node, Store, Try};
 use crate::pool::pool_methods;
@@ -50,7 +52,7 @@ use crate::runtime::core::Core;
 use crate::runtime::prober::prober;
 use crate::runtime::status::NodeStatus;
 use crate::settings::Settings;
-use crate::stand_in::writes::{Capped, StandIn, unpacked};
+use crate::stand_in::writes::{Capped, StandIn};
 
 /// How long one blocking wait for a connection lasts before the node's
 /// health is looked at again: the most a checkout can lag behind its node
@@ -76,7 +78,8 @@ impl r2d2::ManageConnection for Tracked<RedisManager> {
 
     fn connect(&self) -> RedisResult<Self::Connection> {
         let epoch = self.cell.epoch();
-        let conn = self.cell.connected(epoch, self.inner.connect_blocking())?;
+        let mut conn = self.cell.connected(epoch, self.inner.connect_blocking())?;
+        learn_blocking(&mut conn, &self.cell, epoch);
         Ok(TrackedConn::new(conn, epoch, self.cell.clone(), None))
     }
 
@@ -294,9 +297,15 @@ impl Connection {
     /// ([`StandIn::wrap`]), if more than `cmd`.
     fn capped(&mut self, cmd: &[u8], span: (usize, usize)) -> Option<Capped> {
         let stand_in = self.stand_in.as_mut()?;
-        let commands: Vec<Vec<&[u8]>> = packed(cmd, |words| words.collect()).collect();
-        let pipeline = unpacked(&commands);
-        stand_in.wrap((pipeline.cmd_iter(), pipeline.is_transaction()), span, turn)
+        let pipeline = unpacked(cmd);
+        stand_in.wrap((pipeline.cmd_iter(), pipeline.is_transaction()), span)
+    }
+
+    /// Follows what the commands packed in `cmd` do to the session.
+    fn follow(&mut self, cmd: &[u8]) {
+        let conn = &mut self.conn;
+        let known = conn.cell.commands.clone();
+        packed(cmd, |words| effect(words, &known)).for_each(|e| conn.session.apply(e));
     }
 
     /// The capped pipeline on the wire; the caller's replies.
@@ -328,7 +337,7 @@ fn timed_out(e: RedisError) -> RedisError {
 
 impl ConnectionLike for Connection {
     fn req_packed_command(&mut self, cmd: &[u8]) -> RedisResult<Value> {
-        packed_effects(cmd).for_each(|effect| self.conn.session.apply(effect));
+        self.follow(cmd);
         let result = match self.capped(cmd, (0, 1)) {
             None => self.conn.conn.req_packed_command(cmd),
             Some(capped) => self.send(capped).and_then(only_reply),
@@ -344,7 +353,7 @@ impl ConnectionLike for Connection {
         offset: usize,
         count: usize,
     ) -> RedisResult<Vec<Value>> {
-        packed_effects(cmd).for_each(|effect| self.conn.session.apply(effect));
+        self.follow(cmd);
         let result = match self.capped(cmd, (offset, count)) {
             None => self.conn.conn.req_packed_commands(cmd, offset, count),
             Some(capped) => self.send(capped),

@@ -82,6 +82,9 @@ fn builder(url: &str, ca: &str) -> fluster::Builder {
 
 #[tokio::test]
 async fn rediss_works_with_the_right_ca() {
+    if support::skip_without_tls("rediss_works_with_the_right_ca") {
+        return;
+    }
     // The exporter and its second rustls provider are in this binary.
     let _exporter = metrics_exporter_prometheus::PrometheusBuilder::new();
     let pki = Pki::new("ok");
@@ -116,6 +119,9 @@ fn refused_tls(
 /// an outage: `build` fails, naming the node and the certificate problem.
 #[tokio::test]
 async fn a_wrong_ca_fails_the_build_clearly() {
+    if support::skip_without_tls("a_wrong_ca_fails_the_build_clearly") {
+        return;
+    }
     let pki = Pki::new("server");
     let other = Pki::new("other");
     let server = pki.server();
@@ -125,6 +131,9 @@ async fn a_wrong_ca_fails_the_build_clearly() {
 
 #[tokio::test]
 async fn plain_redis_to_a_tls_port_boxes_the_node() {
+    if support::skip_without_tls("plain_redis_to_a_tls_port_boxes_the_node") {
+        return;
+    }
     let pki = Pki::new("plain");
     let server = pki.server();
     let url = format!("redis://127.0.0.1:{}", server.port());
@@ -142,6 +151,9 @@ async fn plain_redis_to_a_tls_port_boxes_the_node() {
 #[cfg(feature = "r2d2")]
 #[test]
 fn the_sync_flavour_trusts_the_same_roots() {
+    if support::skip_without_tls("the_sync_flavour_trusts_the_same_roots") {
+        return;
+    }
     let (pki, other) = (Pki::new("sync"), Pki::new("sync-other"));
     let server = pki.server();
     let sync_pool = |ca: &str| {
@@ -171,6 +183,11 @@ fn the_sync_flavour_trusts_the_same_roots() {
 /// pool without one (its build fails) and serves one that presents it.
 #[tokio::test]
 async fn a_server_asking_for_client_certificates_serves_only_a_pool_that_has_one() {
+    if support::skip_without_tls(
+        "a_server_asking_for_client_certificates_serves_only_a_pool_that_has_one",
+    ) {
+        return;
+    }
     let pki = Pki::new("mtls");
     let server = RedisServer::start_tls_asking(
         &pki.file("server.pem"),

@@ -10,7 +10,7 @@ use std::time::Instant;
 use lru::LruCache;
 use redis::Value;
 
-use crate::backend::reads::hash_of;
+use crate::command::read::hash_of;
 
 /// A shard's counts: reads answered, reads that went to the server,
 /// replies dropped because their key changed or their connection went,
@@ -232,7 +232,7 @@ impl Shard {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::reads::identity;
+    use crate::command::read::identity;
     use std::time::Duration;
 
     fn read(words: &[&str]) -> (Box<[u8]>, u64) {

@@ -39,9 +39,9 @@ use futures_util::future::BoxFuture;
 use redis::{RedisResult, Value};
 
 use crate::backend::entries::{Counts, Shard};
-use crate::backend::reads::{GET, Read, hash_of, hash_of_words, identity, same};
 use crate::backend::resp2::Doubles;
-use crate::stand_in::table::{Reach, written};
+use crate::command::read::{GET, Read, hash_of, hash_of_words, identity, same};
+use crate::command::table::{Known, Reach};
 
 /// How a node's tracking connection is made, by the manager that knows
 /// how (only [`RedisManager`](crate::RedisManager) does), handed to the
@@ -132,6 +132,8 @@ pub(crate) struct NearCache {
     unannounced: AtomicU64,
     /// The counts when last sampled, for the metrics.
     sampled: Mutex<Counts>,
+    /// The node's command table: what a write fences.
+    commands: Arc<Known>,
 }
 
 impl std::fmt::Debug for NearCache {
@@ -143,7 +145,7 @@ impl std::fmt::Debug for NearCache {
 impl NearCache {
     /// A cache of at most `entries` replies (and as many keys), spread
     /// over at most [`SHARDS`] shards whose bounds add up to `entries`.
-    pub(crate) fn new(entries: NonZeroUsize) -> Self {
+    pub(crate) fn new(entries: NonZeroUsize, commands: Arc<Known>) -> Self {
         let n = entries.get();
         // A power of two, for a mask picks the shard; none left empty.
         let count = 1 << SHARDS.min(n).ilog2();
@@ -159,6 +161,7 @@ impl NearCache {
             shortest: AtomicBool::new(false),
             unannounced: AtomicU64::new(u64::MAX),
             sampled: Mutex::default(),
+            commands,
         }
     }
 
@@ -322,7 +325,7 @@ impl NearCache {
     /// is dropped (after its reply, or when the caller gave up on it;
     /// inside a transaction, after `EXEC`'s): `None` if it writes nothing.
     pub(crate) fn fence<'k>(self: &Arc<Self>, words: &[&'k [u8]]) -> Option<Fence<&'k [u8]>> {
-        let (keys, reach) = written(words);
+        let (keys, reach) = self.commands.written(words);
         if reach != Reach::Listed {
             self.blind.fetch_add(1, Ordering::AcqRel);
             self.clear();
@@ -401,5 +404,37 @@ impl<K: AsRef<[u8]>> Drop for Fence<K> {
             }
         }
         cache.fenced.fetch_sub(self.keys.len(), Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::specs::served;
+    use crate::command::table::Table;
+
+    /// `COMMAND`'s reply for `HSETEX` (Redis 8's, which the vendored table
+    /// lacks): a write of its one key, at index 1 (key spec `RW update`).
+    fn knows_hsetex() -> redis::Value {
+        let reply = "*1\r\n*10\r\n$6\r\nhsetex\r\n:-6\r\n*1\r\n+write\r\n:1\r\n:1\r\n:1\r\n*0\r\n*0\r\n\
+            *1\r\n*6\r\n$5\r\nflags\r\n*2\r\n+RW\r\n+update\r\n$12\r\nbegin_search\r\n\
+            *4\r\n$4\r\ntype\r\n$5\r\nindex\r\n$4\r\nspec\r\n*2\r\n$5\r\nindex\r\n:1\r\n\
+            $9\r\nfind_keys\r\n*4\r\n$4\r\ntype\r\n$5\r\nrange\r\n$4\r\nspec\r\n\
+            *6\r\n$7\r\nlastkey\r\n:0\r\n$7\r\nkeystep\r\n:1\r\n$5\r\nlimit\r\n:0\r\n*0\r\n";
+        redis::parse_redis_value(reply.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn a_write_the_vendored_table_lacks_fences_the_keys_its_server_names() {
+        let known = Arc::new(Known::default());
+        let cache = Arc::new(NearCache::new(NonZeroUsize::new(16).unwrap(), known.clone()));
+        let write: [&[u8]; 6] = [b"HSETEX", b"b", b"FIELDS", b"1", b"f", b"v"];
+        let fence = cache.fence(&write).unwrap();
+        assert!(fence.blind, "unknown to the vendored table: every key is fenced");
+        drop(fence);
+        known.learn(Table::with(served(&knows_hsetex())));
+        let fence = cache.fence(&write).unwrap();
+        assert!(!fence.blind, "known to the server: its keys alone");
+        assert_eq!(fence.keys, [b"b"]);
     }
 }

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::futures::Notified;
 use tokio::sync::{Notify, broadcast};
 
+use crate::command::table::Known;
 use crate::health::event::NodeEvent;
 use crate::health::failure::{
     ClassifyFailure, Failure, FailureKind, REFUSAL, connect_failure, one_line,
@@ -105,6 +106,9 @@ pub(crate) struct HealthCell {
     failed: Notify,
     pub(crate) commons: Arc<Commons>,
     pub(crate) metrics: NodeMetrics,
+    /// The node's command table: the vendored one until its server's is
+    /// read (`node/learn.rs`).
+    pub(crate) commands: Arc<Known>,
 }
 
 impl fmt::Debug for HealthCell {
@@ -130,6 +134,7 @@ impl HealthCell {
             failed: Notify::new(),
             commons,
             metrics: NodeMetrics::new(name),
+            commands: Arc::default(),
         }
     }
 

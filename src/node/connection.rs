@@ -14,15 +14,17 @@ use redis::{Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, RedisResult, Valu
 
 use crate::backend::manager::RedisManager;
 use crate::backend::near::{Fence, HeldFence, Look, NearCache};
-use crate::backend::reads::{self, Read};
 use crate::backend::resp2::{self, Doubles};
+use crate::command::read::{self, Read};
+use crate::command::session::{Effect, effect};
+use crate::command::table::Known;
+use crate::command::words::words;
 use crate::health::failure::{Failure, FailureKind, Replies, failure};
 use crate::node::lease::unmarked;
-use crate::node::session::{Effect, effect, turn};
 use crate::node::shared::Muxed;
 use crate::node::tracked::{ConnectionAbilities, NodeManager, Tracked};
 use crate::node::warm::{self, Elder, Plan};
-use crate::stand_in::writes::{Capped, StandIn, words};
+use crate::stand_in::writes::{Capped, StandIn};
 
 /// A connection checked out of one node's pool; it goes back when dropped.
 ///
@@ -223,6 +225,8 @@ trait Observed: Send {
     fn near(&self) -> Option<&Arc<NearCache>>;
     /// Its node's warm window, if it was added warm and the window is open.
     fn elder(&self) -> Option<&Arc<dyn Elder>>;
+    /// Its node's command table.
+    fn commands(&self) -> &Known;
     /// Whether its reads may be answered by that near cache: it is the
     /// node's tracking connection, whose invalidations keep it true.
     fn reads_near(&self) -> bool {
@@ -236,7 +240,7 @@ trait Observed: Send {
         cmds: (impl Iterator<Item = &'c Cmd>, bool),
         span: (usize, usize),
     ) -> Option<Capped> {
-        self.stand_in()?.wrap(cmds, span, turn)
+        self.stand_in()?.wrap(cmds, span)
     }
     /// Takes the fence of a write sent inside a transaction, which runs at
     /// `EXEC`: held until a reply after the transaction ended
@@ -262,7 +266,8 @@ where
     }
     fn admit<'c>(&mut self, cmds: impl Iterator<Item = &'c Cmd>) -> RedisResult<()> {
         for cmd in cmds {
-            self.conn.session.apply(effect(words(cmd)));
+            let effect = effect(words(cmd), &self.conn.cell.commands);
+            self.conn.session.apply(effect);
         }
         Ok(())
     }
@@ -286,6 +291,9 @@ where
     }
     fn elder(&self) -> Option<&Arc<dyn Elder>> {
         self.warm.as_ref()
+    }
+    fn commands(&self) -> &Known {
+        &self.conn.cell.commands
     }
     fn queue<'k>(&mut self, fence: Fence<&'k [u8]>) -> Option<Fence<&'k [u8]>> {
         if !self.conn.session.in_multi() {
@@ -318,7 +326,7 @@ where
             return Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, gone).into());
         }
         for cmd in cmds {
-            if effect(words(cmd)) != Effect::None {
+            if effect(words(cmd), &mux.cell.commands) != Effect::None {
                 let name = words(cmd).next().map(String::from_utf8_lossy).unwrap_or_default();
                 let detail = format!(
                     "{} changes or blocks the connection that every get_shared caller of \
@@ -345,6 +353,9 @@ where
     }
     fn elder(&self) -> Option<&Arc<dyn Elder>> {
         self.warm.as_ref()
+    }
+    fn commands(&self) -> &Known {
+        &self.mux.cell.commands
     }
     fn reads_near(&self) -> bool {
         self.mux.near.is_some()
@@ -394,7 +405,7 @@ fn admitted<'a, O: Observed>(conn: &'a mut O, cmd: &'a Cmd) -> RedisFuture<'a, V
     let Some(cache) = conn.near() else { return Box::pin(send(conn, cmd)) };
     let words: smallvec::SmallVec<[&[u8]; 4]> = words(cmd).collect();
     if conn.reads_near()
-        && let Some(read) = reads::read(&words)
+        && let Some(read) = read::read(&words)
     {
         return match cache.look(&read, &words) {
             // Counted against Tokio's budget, as a socket read is: a task
@@ -424,7 +435,7 @@ fn admitted<'a, O: Observed>(conn: &'a mut O, cmd: &'a Cmd) -> RedisFuture<'a, V
 async fn warmed<O: Observed>(conn: &mut O, cmd: &Cmd) -> RedisResult<Value> {
     let Some(elder) = conn.elder().cloned() else { return admitted(conn, cmd).await };
     let words: smallvec::SmallVec<[&[u8]; 4]> = words(cmd).collect();
-    match warm::plan(&words, &*elder) {
+    match warm::plan(&words, &*elder, conn.commands()) {
         Plan::Plain => admitted(conn, cmd).await,
         Plan::Write(keys) => {
             elder.forget(keys).await;
@@ -524,7 +535,7 @@ async fn many<O: Observed>(
     conn.admit(pipeline.cmd_iter())?;
     if let Some(elder) = conn.elder().cloned() {
         let moved = pipeline.cmd_iter().flat_map(|cmd| {
-            match warm::plan(&words(cmd).collect::<Vec<_>>(), &*elder) {
+            match warm::plan(&words(cmd).collect::<Vec<_>>(), &*elder, conn.commands()) {
                 Plan::Write(keys) => keys,
                 _ => Vec::new(),
             }

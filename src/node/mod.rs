@@ -1,13 +1,14 @@
 //! A node at run time: its health cell, where its connections live (its
 //! store), its shared connection, the probe and the heartbeat. Beside it:
-//! the one checkout race (`race.rs`), a call's clock (`clock.rs`), what a
-//! command does to its connection's session (`session.rs`), what a probe
-//! asks (`probe.rs`), the connections handed to callers (`connection.rs`,
+//! the one checkout race (`race.rs`), a call's clock (`clock.rs`), the
+//! session a connection's commands left behind (`session.rs`), its command
+//! table read from its server (`learn.rs`), what a probe asks (`probe.rs`), the connections handed to callers (`connection.rs`,
 //! `tracked.rs`, `shared.rs`), and what their readers see of an `aside`
 //! lease (`lease.rs`).
 
 pub(crate) mod clock;
 pub(crate) mod connection;
+pub(crate) mod learn;
 pub(crate) mod lease;
 pub(crate) mod probe;
 mod race;
@@ -32,6 +33,7 @@ use crate::backend::near::{NearCache, Tracking};
 use crate::health::cell::{Commons, HealthCell};
 use crate::health::failure::{FailureKind, failure, one_line};
 use crate::node::clock::Clock;
+use crate::node::learn::learn;
 use crate::node::probe::{Probe, ProbeCheck, failed, retest};
 use crate::node::shared::Muxed;
 use crate::node::tracked::{ConnectionAbilities, NodeManager, Tracked, TrackedConn};
@@ -111,7 +113,8 @@ impl<M: NodeManager, S: Store<M>> Node<M, S> {
         store: impl FnOnce(Tracked<M>) -> S,
     ) -> Self {
         let cell = Arc::new(HealthCell::new(&name, settings.policy(), commons.clone()));
-        let near = tracking.as_ref().map(|t| Arc::new(NearCache::new(t.entries)));
+        let near =
+            tracking.as_ref().map(|t| Arc::new(NearCache::new(t.entries, cell.commands.clone())));
         let manager = Arc::new(manager);
         let tracked = Tracked { inner: manager.clone(), cell: cell.clone(), near: near.clone() };
         let shared = settings.fleet.as_deref().filter(|_| settings.invalidate_on_return);
@@ -237,8 +240,9 @@ impl<M: NodeManager, S: Store<M>> Node<M, S> {
             Ok(conn)
         };
         let outcome = tokio::time::timeout(self.probe_timeout, attempt).await.ok();
-        let conn = judge(outcome, self.probe_timeout)?;
+        let mut conn = judge(outcome, self.probe_timeout)?;
         self.cell.answered();
+        learn(&mut conn, &self.cell, epoch).await;
         self.store.adopt(TrackedConn::new(conn, epoch, self.cell.clone(), self.near.clone()));
         Ok(())
     }
@@ -333,7 +337,8 @@ impl<M: NodeManager, S: Store<M>> Node<M, S> {
         };
         let near = self.near.clone();
         match self.cell.connected(epoch, connected) {
-            Ok(conn) => {
+            Ok(mut conn) => {
+                learn(&mut conn, &self.cell, epoch).await;
                 // What the entries were kept true by is gone: start empty.
                 if let Some(near) = &near {
                     near.clear();

@@ -15,6 +15,7 @@ use redis::{Cmd, RedisResult, Value};
 use crate::backend::near::NearCache;
 use crate::health::cell::HealthCell;
 use crate::health::failure::{ClassifyFailure, Failure, connect_failure};
+use crate::node::learn::learn;
 use crate::node::session::Session;
 
 /// A bb8 connection manager the pool can shard: any [`ManageConnection`]
@@ -182,7 +183,8 @@ impl<M: NodeManager> ManageConnection for Tracked<M> {
 
     async fn connect(&self) -> Result<Self::Connection, Self::Error> {
         let epoch = self.cell.epoch();
-        let conn = self.cell.connected(epoch, self.inner.connect().await)?;
+        let mut conn = self.cell.connected(epoch, self.inner.connect().await)?;
+        learn(&mut conn, &self.cell, epoch).await;
         Ok(TrackedConn::new(conn, epoch, self.cell.clone(), self.near.clone()))
     }
 

@@ -20,8 +20,8 @@
 use futures_util::future::BoxFuture;
 use redis::{Cmd, RedisResult, Value};
 
+use crate::command::table::Known;
 use crate::node::lease::MARK;
-use crate::stand_in::table::written;
 
 /// How long a reader's marker lives: a copy not made within it is given
 /// up (a reader dropped after its marker leaves it to expire, read as a
@@ -67,14 +67,15 @@ pub(crate) enum Plan<'w> {
     Plain,
 }
 
-/// What `words` (a command, name first) asks of `elder`.
-pub(crate) fn plan<'w>(words: &[&'w [u8]], elder: &dyn Elder) -> Plan<'w> {
+/// What `words` (a command, name first) asks of `elder`, the keys it
+/// writes read from its node's command table, `commands`.
+pub(crate) fn plan<'w>(words: &[&'w [u8]], elder: &dyn Elder, commands: &Known) -> Plan<'w> {
     if let [name, key] = words
         && name.eq_ignore_ascii_case(b"GET")
     {
         return if elder.moved(key) { Plan::Get(key) } else { Plan::Plain };
     }
-    let (keys, _) = written(words);
+    let (keys, _) = commands.written(words);
     let moved: Vec<Vec<u8>> =
         keys.into_iter().filter(|key| elder.moved(key)).map(<[u8]>::to_vec).collect();
     if moved.is_empty() { Plan::Plain } else { Plan::Write(moved) }
@@ -124,13 +125,13 @@ mod tests {
 
     #[test]
     fn a_plain_get_is_read_through_and_writes_forget_their_keys() {
-        assert!(matches!(plan(&[b"get", b"k"], &All), Plan::Get(b"k")));
-        assert!(matches!(plan(&[b"GET", b"k", b"x"], &All), Plan::Plain));
-        assert!(matches!(plan(&[b"MGET", b"a", b"b"], &All), Plan::Plain));
-        match plan(&[b"MSET", b"a", b"1", b"b", b"2"], &All) {
+        assert!(matches!(plan(&[b"get", b"k"], &All, &Known::default()), Plan::Get(b"k")));
+        assert!(matches!(plan(&[b"GET", b"k", b"x"], &All, &Known::default()), Plan::Plain));
+        assert!(matches!(plan(&[b"MGET", b"a", b"b"], &All, &Known::default()), Plan::Plain));
+        match plan(&[b"MSET", b"a", b"1", b"b", b"2"], &All, &Known::default()) {
             Plan::Write(keys) => assert_eq!(keys, vec![b"a".to_vec(), b"b".to_vec()]),
             _ => panic!("MSET writes a and b"),
         }
-        assert!(matches!(plan(&[b"DEL", b"a"], &All), Plan::Write(_)));
+        assert!(matches!(plan(&[b"DEL", b"a"], &All, &Known::default()), Plan::Write(_)));
     }
 }

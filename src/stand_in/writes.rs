@@ -9,10 +9,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::{Arg, Cmd, Pipeline, Value};
+use redis::{Cmd, Pipeline, Value};
 
 use super::journal::{Flight, Journal, expire};
-use super::table::{Reach, written};
+use crate::command::session::{Turn, turn};
+use crate::command::table::Reach;
+use crate::command::words::words;
 use crate::health::cell::HealthCell;
 use crate::route::{Router, key_hash};
 
@@ -42,18 +44,6 @@ pub(crate) enum Judge {
     /// routing policy lets warming nodes take their keys gradually). On a
     /// gutter node, every key.
     Live { warm: bool },
-}
-
-/// What a command does to the caller's transaction on its connection, as
-/// the session rules read it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Turn {
-    /// `MULTI`: the commands after it are queued, until `EXEC`.
-    Opens,
-    /// `EXEC` or `DISCARD`: `EXEC`'s reply holds the queued commands'.
-    Ends,
-    /// Any other command: queued while a transaction is open.
-    Other,
 }
 
 /// The caller's transaction as its stand-in connection follows it: for
@@ -124,7 +114,8 @@ impl StandIn {
     /// write is in flight from now until the reply is in).
     fn around(&self, words: &[&[u8]], flights: &mut Vec<Flight>) -> Around {
         let mut around = Around::default();
-        let (keys, reach) = written(words);
+        // Its keys as the node it is sent to reads them.
+        let (keys, reach) = self.homes.cells[self.serving].commands.written(words);
         let taken = self.key.as_deref().filter(|_| reach == Reach::More);
         let mut departing: Vec<(usize, Vec<Box<[u8]>>)> = Vec::new();
         for key in keys.into_iter().chain(taken) {
@@ -153,8 +144,7 @@ impl StandIn {
 
     /// What goes on the wire for `cmds`, an atomic pipeline if `atomic`,
     /// whose caller wants `span` of the replies (as `req_packed_commands`
-    /// takes them; `turn` tells what each command does to the caller's
-    /// transaction): each write of a key that is a stand-in's with its
+    /// takes them; each command's [`Turn`] followed): each write of a key that is a stand-in's with its
     /// record just before it and its cap just after it, so that both share
     /// its place, inside or outside a transaction, and its keys remembered
     /// as in flight until the replies are in. `None`: nothing to add,
@@ -169,15 +159,14 @@ impl StandIn {
         &mut self,
         (cmds, atomic): (impl Iterator<Item = &'c Cmd>, bool),
         span: (usize, usize),
-        turn: impl Fn(&[&[u8]]) -> Turn,
     ) -> Option<Capped> {
         let (mut flights, mut follow) = (Vec::new(), self.queued.open);
         let mut each = Vec::new();
         for cmd in cmds {
             let words: Vec<&[u8]> = words(cmd).collect();
-            let (around, turn) = (self.around(&words, &mut flights), turn(&words));
-            follow |= turn != Turn::Other;
-            each.push((cmd, around, turn));
+            let (around, turned) = (self.around(&words, &mut flights), turn(&words));
+            follow |= turned != Turn::Other;
+            each.push((cmd, around, turned));
         }
         let bare = each.iter().all(|(_, a, _)| a.first.is_empty() && a.last.is_empty());
         if bare && flights.is_empty() && !follow {
@@ -307,37 +296,4 @@ impl Capped {
         };
         capped
     }
-}
-
-/// The words of `cmd`, name first.
-pub(crate) fn words(cmd: &Cmd) -> impl Iterator<Item = &[u8]> {
-    cmd.args_iter().filter_map(|arg| match arg {
-        Arg::Simple(word) => Some(word),
-        _ => None,
-    })
-}
-
-/// The pipeline packed in `bytes` (as a blocking connection gets it),
-/// atomic if it is wrapped in `MULTI` and `EXEC`: what the synchronous
-/// flavour hands to [`StandIn::wrap`].
-#[cfg(feature = "r2d2")]
-pub(crate) fn unpacked(commands: &[Vec<&[u8]>]) -> Pipeline {
-    let word = |c: Option<&Vec<&[u8]>>, name: &[u8]| {
-        c.and_then(|c| c.first()).is_some_and(|w| w.eq_ignore_ascii_case(name))
-    };
-    let atomic =
-        commands.len() >= 2 && word(commands.first(), b"MULTI") && word(commands.last(), b"EXEC");
-    let inner = if atomic { &commands[1..commands.len() - 1] } else { commands };
-    let mut pipe = redis::pipe();
-    if atomic {
-        pipe.atomic();
-    }
-    for words in inner {
-        let mut cmd = Cmd::new();
-        for word in words {
-            cmd.arg(*word);
-        }
-        pipe.add_command(cmd);
-    }
-    pipe
 }

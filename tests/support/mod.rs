@@ -50,16 +50,67 @@ fn release_port(port: u16) {
 
 /// How to get `redis-server`, for messages.
 pub const INSTALL_HINT: &str = "redis-server is not installed. Install it with \
-    `sudo apt-get install redis-server` (Debian/Ubuntu) or `brew install redis` (macOS).";
+    `sudo apt-get install redis-server` (Debian/Ubuntu) or `brew install redis` (macOS), \
+    or name another server binary (say a valkey-server) in FLUSTER_REDIS_SERVER.";
 
-/// Whether `redis-server` can be run.
-pub fn redis_server_installed() -> bool {
-    Command::new("redis-server").arg("--version").stdout(Stdio::null()).status().is_ok()
+/// The server binary the tests start: `FLUSTER_REDIS_SERVER` (a
+/// `valkey-server`, another Redis), else `redis-server` on the `PATH`.
+/// The torture run reads the same variable.
+pub fn server_binary() -> String {
+    std::env::var("FLUSTER_REDIS_SERVER").unwrap_or_else(|_| "redis-server".to_owned())
 }
 
-fn redis_server_path() -> &'static str {
+/// Whether the server binary can be run.
+pub fn redis_server_installed() -> bool {
+    Command::new(server_binary()).arg("--version").stdout(Stdio::null()).status().is_ok()
+}
+
+fn redis_server_path() -> String {
     assert!(redis_server_installed(), "{INSTALL_HINT}");
-    "redis-server"
+    server_binary()
+}
+
+/// Whether the server binary was built with TLS, asked once: a build
+/// without says so when given a TLS port ("Failed finding TLS support");
+/// one with fails on the missing certificate instead.
+pub fn tls_supported() -> bool {
+    static SUPPORTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SUPPORTED.get_or_init(|| {
+        let (missing, port) = ("/nonexistent/fluster-tls-probe.pem", free_port());
+        let dir = std::env::temp_dir().join(format!("fluster-tls-probe-{}", std::process::id()));
+        let mut child = Command::new(redis_server_path())
+            .args(["--port", "0", "--tls-port", &port.to_string(), "--save", ""])
+            .args(["--tls-cert-file", missing, "--tls-key-file", missing])
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&dir).expect("the probe's log file"))
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run the server binary");
+        // It stops at once either way; a server that started is killed.
+        let deadline = Instant::now() + READY_TIMEOUT;
+        while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        release_port(port);
+        let said = std::fs::read_to_string(&dir).unwrap_or_default().to_lowercase();
+        let _ = std::fs::remove_file(&dir);
+        !["tls support", "connection type tls", "not supported"].iter().any(|m| said.contains(m))
+    })
+}
+
+/// For a test that needs a TLS-enabled server: true, with a message
+/// saying why, when the server binary has no TLS (the test then skips).
+pub fn skip_without_tls(test: &str) -> bool {
+    if tls_supported() {
+        return false;
+    }
+    // Past the test harness's capture (which takes `eprintln!` only), so
+    // that the skip shows in a passing run too.
+    let said = format!("SKIPPED {test}: the server binary `{}` has no TLS\n", server_binary());
+    let _ = std::io::stderr().write_all(said.as_bytes());
+    true
 }
 
 impl RedisServer {
