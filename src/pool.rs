@@ -10,7 +10,7 @@ use tokio::sync::broadcast;
 
 use crate::backend::manager::RedisManager;
 use crate::error::Error;
-use crate::health::cell::Commons;
+use crate::health::commons::Commons;
 use crate::health::event::NodeEvent;
 use crate::node::clock::Clock;
 use crate::node::connection::{Connection, SharedConnection};

@@ -1,11 +1,14 @@
 //! A node at run time: its health cell, where its connections live (its
-//! store), its shared connection, the probe and the heartbeat. Beside it:
+//! store: bb8's in `store.rs`, the synchronous flavour's r2d2 beside it in
+//! `blocking.rs`), its shared connection, the probe and the heartbeat. Beside it:
 //! the one checkout race (`race.rs`), a call's clock (`clock.rs`), what a
 //! command does to its connection's session (`session.rs`), what a probe
 //! asks (`probe.rs`), the connections handed to callers (`connection.rs`,
 //! `tracked.rs`, `shared.rs`), and what their readers see of an `aside`
 //! lease (`lease.rs`).
 
+#[cfg(feature = "r2d2")]
+pub(crate) mod blocking;
 pub(crate) mod clock;
 pub(crate) mod connection;
 pub(crate) mod lease;
@@ -28,7 +31,8 @@ use arc_swap::ArcSwapOption;
 
 use crate::backend::manager::Listen;
 use crate::backend::near::{NearCache, Tracking};
-use crate::health::cell::{Commons, HealthCell};
+use crate::health::cell::HealthCell;
+use crate::health::commons::Commons;
 use crate::health::failure::{FailureKind, failure, one_line};
 use crate::node::clock::Clock;
 use crate::node::probe::{Probe, ProbeCheck, failed, retest};

@@ -18,7 +18,7 @@ use arc_swap::ArcSwap;
 use futures_util::future::join_all;
 
 use crate::error::Error;
-use crate::health::cell::Commons;
+use crate::health::commons::Commons;
 use crate::health::event::NodeEvent;
 use crate::health::penalty::BoxGuard;
 use crate::node::clock::Clock;

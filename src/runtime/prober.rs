@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use futures_util::future::join_all;
 use redis::{Pipeline, Value};
 
-use crate::health::cell::Commons;
+use crate::health::commons::Commons;
 use crate::health::event::NodeEvent;
 use crate::health::failure::{FailureKind, one_line};
 use crate::node::tracked::NodeManager;

@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use arc_swap::Guard;
 
 use crate::error::Error;
-use crate::health::cell::Commons;
+use crate::health::commons::Commons;
 use crate::node::tracked::NodeManager;
 use crate::node::{CheckoutError, Node, Store};
 use crate::route::policy::{Cursor, Miss};
