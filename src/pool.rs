@@ -20,9 +20,10 @@ use crate::node::tracked::{NodeManager, Tracked};
 use crate::node::{Bb8, CheckoutError, Node, Spec, bb8_pool};
 use crate::pubsub::{Hub, Subscription};
 use crate::route::NodeName;
-use crate::runtime::core::{Core, Finished, Take};
+use crate::runtime::core::{Core, Finished};
 use crate::runtime::prober::prober;
 use crate::runtime::status::NodeStatus;
+use crate::runtime::step::Take;
 use crate::settings::url::parse_url;
 use crate::settings::{Settings, check_node};
 use crate::stand_in::writes::StandIn;
@@ -58,7 +59,7 @@ impl<M: NodeManager> fmt::Debug for ShardedPool<M> {
 }
 
 /// Checked out of the node's bb8 pool.
-struct Pooled;
+pub(crate) struct Pooled;
 
 impl<M: NodeManager> Take<M, Bb8<M>> for Pooled {
     type Raw = PooledConnection<'static, Tracked<M>>;

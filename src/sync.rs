@@ -4,12 +4,13 @@
 //! It is the async flavour's engine with another store: the same
 //! [`Builder`](crate::Builder) and settings, the same routing policy,
 //! penalty box, connect-and-report, prober, metrics and status, so a key
-//! goes to the same node in both. Its own parts are small: a blocking loop
-//! around the routing policy's one step, with the blocking twin of the
-//! checkout race (a dead node is left within 5 ms of being boxed); what
+//! goes to the same node in both. Its own parts are small: its store
+//! of blocking connections (`node/blocking.rs`: the r2d2 pool, its
+//! heartbeat, and a blocking checkout, the twin of the checkout race: a
+//! dead node is left within 5 ms of being boxed), which the async
+//! flavour's single step drives, run at once on the caller's thread; what
 //! goes on the wire for a stand-in's writes, placed by the async flavour's
-//! code; a heartbeat on a blocking connection; and the thread the prober
-//! runs on (the same probes as the async flavour, on that thread's own
+//! code; and the thread the prober runs on (the same probes as the async flavour, on that thread's own
 //! runtime), which stops when the last pool handle is dropped.
 //!
 //! ```no_run
@@ -28,8 +29,8 @@
 //! [r2d2]: https://docs.rs/r2d2
 
 use std::fmt;
+use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use redis::{ConnectionLike, RedisError, RedisResult, Value};
 
@@ -38,23 +39,20 @@ use crate::error::Error;
 use crate::health::event::NodeEvent;
 use crate::health::failure::failure;
 use crate::node::blocking::{R2d2, r2d2_pool};
+use crate::node::clock::Clock;
 use crate::node::connection::only_reply;
 use crate::node::lease::unmarked;
 use crate::node::session::{packed, packed_effects, turn};
 use crate::node::tracked::Tracked;
-use crate::node::{Node, Try};
+use crate::node::{CheckoutError, Node};
 use crate::pool::pool_methods;
 use crate::route::NodeName;
 use crate::runtime::core::Core;
 use crate::runtime::prober::prober;
 use crate::runtime::status::NodeStatus;
+use crate::runtime::step::{Take, at_once};
 use crate::settings::Settings;
 use crate::stand_in::writes::{Capped, StandIn, unpacked};
-
-/// How long one blocking wait for a connection lasts before the node's
-/// health is looked at again: the most a checkout can lag behind its node
-/// being boxed.
-const SLICE: Duration = Duration::from_millis(5);
 
 /// What a [`Builder`] of this module builds (its second type parameter):
 /// the synchronous [`ShardedPool`].
@@ -134,37 +132,35 @@ impl ShardedPool {
     /// at most the checkout timeout, and leaves a node within a few
     /// milliseconds of its being boxed.
     pub fn get<K: AsRef<[u8]>>(&self, key: K) -> Result<Connection, Error> {
-        self.take(Some(key.as_ref()))
+        at_once(self.core.take::<Blocking>(Some(key.as_ref())))
     }
 
     /// A connection to any healthy node, taking them in turn; its writes
     /// follow the stand-in rules key by key, as the async
     /// [`get_any`](crate::ShardedPool::get_any)'s do.
     pub fn get_any(&self) -> Result<Connection, Error> {
-        self.take(None)
-    }
-
-    /// The blocking flavour's routing loop: the engine's [`Route`](crate::runtime::table::Route)
-    /// driven with blocking checkouts.
-    fn take(&self, key: Option<&[u8]>) -> Result<Connection, Error> {
-        let table = self.core.open_table()?;
-        let clock = self.core.clock();
-        let mut route = self.core.route(&table, key);
-        loop {
-            let (index, home, stand_in) = self.core.offer(&table, &mut route, key)?;
-            let node = &table.nodes[index];
-            let taken =
-                node.race_blocking(&clock, SLICE, |slice| match node.store.get_timeout(slice) {
-                    Ok(conn) => node.fresh(conn, &clock),
-                    Err(_) => Try::Again,
-                });
-            if let Some(conn) = route.outcome(index, taken)? {
-                return Ok(Connection { conn, home, stand_in });
-            }
-        }
+        at_once(self.core.take::<Blocking>(None))
     }
 
     pool_methods!();
+}
+
+/// Checked out of the node's r2d2 pool, blocking: its future is ready at
+/// once, so the single step runs [`at_once`].
+struct Blocking;
+
+impl Take<RedisManager, R2d2> for Blocking {
+    type Raw = r2d2::PooledConnection<Tracked<RedisManager>>;
+    type Conn = Connection;
+    fn take<'a>(
+        node: &'a Node<RedisManager, R2d2>,
+        clock: &'a Clock,
+    ) -> impl Future<Output = Result<Self::Raw, CheckoutError>> + Send + 'a {
+        std::future::ready(node.checkout_blocking(clock))
+    }
+    fn hand(conn: Self::Raw, home: bool, stand_in: Option<Box<StandIn>>) -> Connection {
+        Connection { conn, home, stand_in }
+    }
 }
 
 /// A connection checked out of one node's pool; it goes back when dropped.

@@ -10,8 +10,9 @@ use redis::{ConnectionLike, RedisError, RedisResult, Value};
 use crate::backend::manager::RedisManager;
 use crate::health::failure::failure;
 use crate::health::record::PoolStats;
-use crate::node::Store;
+use crate::node::clock::Clock;
 use crate::node::tracked::{Tracked, TrackedConn};
+use crate::node::{CheckoutError, Node, Store, Try};
 use crate::settings::Settings;
 
 /// A node's r2d2 pool.
@@ -90,4 +91,24 @@ pub(crate) fn r2d2_pool(settings: &Settings, manager: Tracked<RedisManager>) -> 
         // Failures are reported to the node's health, not logged.
         .error_handler(Box::new(r2d2::NopErrorHandler))
         .build_unchecked(manager)
+}
+
+/// How long one blocking wait for a connection lasts before the node's
+/// health is looked at again: the most a checkout can lag behind its node
+/// being boxed.
+const SLICE: Duration = Duration::from_millis(5);
+
+impl Node<RedisManager, R2d2> {
+    /// A connection from the node's r2d2 pool by the clock's deadline,
+    /// through the blocking twin of the checkout race: a dead node is left
+    /// within [`SLICE`] of being boxed.
+    pub(crate) fn checkout_blocking(
+        &self,
+        clock: &Clock,
+    ) -> Result<r2d2::PooledConnection<Tracked<RedisManager>>, CheckoutError> {
+        self.race_blocking(clock, SLICE, |slice| match self.store.get_timeout(slice) {
+            Ok(conn) => self.fresh(conn, clock),
+            Err(_) => Try::Again,
+        })
+    }
 }

@@ -17,7 +17,7 @@ use crate::node::tracked::{NodeManager, Tracked, TrackedConn};
 use crate::settings::Settings;
 
 /// Why a checkout from one node did not give a connection.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub(crate) enum CheckoutError {
     /// The node is in the box, or was boxed while we waited: try the next.
     Boxed,
