@@ -125,7 +125,7 @@ impl Fleet {
         let longest = table.nodes.iter().map(|node| node.name().len()).max().unwrap_or(0);
         self.longest.store(longest, Ordering::Relaxed);
         for node in &table.nodes {
-            if !self.links.contains_key(node.name()) && node.listen.is_some() {
+            if !self.links.contains_key(node.name()) && node.listen().is_some() {
                 let task =
                     listen(node.clone(), self.channel.clone(), tx.clone(), self.longest.clone());
                 self.links.insert(*node.name(), Link(tokio::spawn(task)));
@@ -170,13 +170,13 @@ impl Fleet {
         count(&name, news, "heard");
         let acted = match news {
             News::Returned => {
-                !node.cell.is_up() && self.hasten(node, now, core.settings.penalty_min_wait)
+                !node.is_up() && self.hasten(node, now, core.settings.penalty_min_wait)
             }
-            News::Boxed => node.cell.is_up() && self.check(node, now, core.settings.probe_timeout),
+            News::Boxed => node.is_up() && self.check(node, now, core.settings.probe_timeout),
         };
         if acted {
             tracing::info!(node = %name, news = news.as_str(), "news from the fleet; checking");
-            node.cell.commons.send(NodeEvent::Heard { node: name, news });
+            node.health().commons.send(NodeEvent::Heard { node: name, news });
         }
     }
 
@@ -192,7 +192,7 @@ impl Fleet {
         if self.hastened.get(node.name()).is_some_and(|at| now < *at + min_wait) {
             return false;
         }
-        let moved = node.cell.hasten_probe(now + jitter(JITTER));
+        let moved = node.health().hasten_probe(now + jitter(JITTER));
         if moved {
             self.hastened.insert(*node.name(), now);
         }
@@ -232,8 +232,8 @@ fn count(node: &NodeName, news: News, way: &'static str) {
 /// the other up nodes (one `SCARD` each), for `status()`.
 fn count_records<M: NodeManager, S: Store<M>>(core: &Core<M, S>) {
     let Ok(table) = core.open_table() else { return };
-    for home in table.nodes.iter().filter(|node| !node.cell.is_up()) {
-        let Some(scard) = home.journal.count_recorded() else { return };
+    for home in table.nodes.iter().filter(|node| !node.is_up()) {
+        let Some(scard) = home.journal().count_recorded() else { return };
         let (home, nodes) = (home.clone(), table.nodes.clone());
         tokio::spawn(async move {
             let mut pipe = redis::pipe();
@@ -243,8 +243,8 @@ fn count_records<M: NodeManager, S: Store<M>>(core: &Core<M, S>) {
             let keys = replies.filter_map(|reply| redis::from_redis_value::<u64>(reply).ok());
             let keys = keys.sum();
             // A count that comes back after the return is stale.
-            if !home.cell.is_up() {
-                home.journal.counted(keys);
+            if !home.is_up() {
+                home.journal().counted(keys);
             }
         });
     }
@@ -260,13 +260,13 @@ async fn listen<M: NodeManager, S: Store<M>>(
     tx: mpsc::Sender<Vec<u8>>,
     longest: Arc<AtomicUsize>,
 ) {
-    let Some(listen) = &node.listen else { return };
+    let Some(listen) = node.listen() else { return };
     let subscribed = async {
         let mut pubsub = listen().await.ok()?;
         pubsub.subscribe(&channel).await.ok()?;
         Some(pubsub)
     };
-    let Ok(Some(pubsub)) = tokio::time::timeout(node.probe_timeout, subscribed).await else {
+    let Ok(Some(pubsub)) = tokio::time::timeout(node.probe_timeout(), subscribed).await else {
         return;
     };
     let mut messages = pubsub.into_on_message();

@@ -171,7 +171,7 @@ impl<M: NodeManager, S: Store<M>> Core<M, S> {
         }
         let table = self.table.swap(Arc::new(Table::new(Vec::new(), &self.commons)));
         for node in &table.nodes {
-            node.cell.retire();
+            node.health().retire();
         }
         self.commons.wake.notify_one();
         tracing::info!(nodes = table.nodes.len(), "pool closed");
@@ -197,12 +197,12 @@ impl<M: NodeManager, S: Store<M>> Core<M, S> {
             probe_new(std::slice::from_ref(&node)).await;
         }
         let _writer = self.lock_membership();
-        let current = self.open_table().inspect_err(|_| node.cell.retire())?;
+        let current = self.open_table().inspect_err(|_| node.health().retire())?;
         if current.node(&name).is_some() {
-            node.cell.retire();
+            node.health().retire();
             return Err(taken());
         }
-        node.cell.start_warmup();
+        node.health().start_warmup();
         let mut nodes = current.nodes.clone();
         nodes.push(node);
         self.install(nodes);
@@ -221,7 +221,7 @@ impl<M: NodeManager, S: Store<M>> Core<M, S> {
             }
             // Gutter nodes hold no keys of their own: alone, they would
             // leave every key without a home.
-            Some(index) if !current.nodes[index].gutter && current.router.len() == 1 => {
+            Some(index) if !current.nodes[index].is_gutter() && current.router.len() == 1 => {
                 "the last node that holds keys cannot be removed while gutter nodes are \
                  left: they hold no keys of their own (remove them first, or close the pool)"
             }
@@ -229,8 +229,8 @@ impl<M: NodeManager, S: Store<M>> Core<M, S> {
                 let mut nodes = current.nodes.clone();
                 let removed = nodes.remove(index);
                 self.install(nodes);
-                removed.cell.retire();
-                removed.cell.metrics.removed();
+                removed.health().retire();
+                removed.health().metrics.removed();
                 self.commons.send(NodeEvent::Removed { node: *removed.name() });
                 tracing::info!(node = name, "node removed");
                 return Ok(());
@@ -251,9 +251,9 @@ impl<M: NodeManager, S: Store<M>> Core<M, S> {
 /// timeout is enough there).
 async fn probe_new<M: NodeManager, S: Store<M>>(nodes: &[Arc<Node<M, S>>]) {
     join_all(nodes.iter().map(|node| async move {
-        let epoch = node.cell.epoch();
+        let epoch = node.health().epoch();
         if let Err((kind, detail)) = node.probe().await {
-            node.cell.report((kind, &detail), epoch, true);
+            node.health().report((kind, &detail), epoch, true);
         }
     }))
     .await;

@@ -201,14 +201,14 @@ impl<M: NodeManager, S: Store<M>> Core<M, S> {
             return Vec::new();
         };
         let clock = self.clock();
-        let up = (0..table.nodes.len()).filter(|&index| table.nodes[index].cell.is_up());
+        let up = (0..table.nodes.len()).filter(|&index| table.nodes[index].is_up());
         let runs = up.map(|index| {
             let (f, clock, node) = (&f, &clock, &table.nodes[index]);
             let stand_in = self.stand_in_live(&table, index);
             async move {
                 let name = node.name().to_string();
                 let result = match T::take(node, clock).await {
-                    Ok(raw) => Ok(f(T::hand(raw, !node.gutter, stand_in)).await),
+                    Ok(raw) => Ok(f(T::hand(raw, !node.is_gutter(), stand_in)).await),
                     Err(e) => Err(e.into_error(&name)),
                 };
                 (name, result)
@@ -250,7 +250,7 @@ impl<M: NodeManager, S: Store<M>> Core<M, S> {
         key: Option<&[u8]>,
         judge: Judge,
     ) -> Option<Box<StandIn>> {
-        let gutter = table.nodes[index].gutter;
+        let gutter = table.nodes[index].is_gutter();
         if !(gutter || self.settings.watches_stand_ins()) {
             return None;
         }
