@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::health::kind::FailureKind;
+
 /// What can go wrong when building a pool or checking a connection out.
 ///
 /// Messages name nodes by their name and URLs with credentials masked; no
@@ -58,7 +60,7 @@ pub enum Error {
         /// The node that failed.
         node: String,
         /// How it failed.
-        failure: crate::FailureKind,
+        failure: FailureKind,
     },
 
     /// The pool was closed with [`ShardedPool::close`](crate::ShardedPool::close).

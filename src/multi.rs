@@ -1,22 +1,20 @@
 //! Operations over several nodes at once: sharded pipelines, multi-key
 //! commands split by node, fan-out to every healthy node, and replica sets
-//! of connections.
+//! of connections. Here they build their commands and merge the replies;
+//! the routing is the runtime's, in its single and batch steps
+//! (`runtime/step.rs`).
 
-use std::collections::BTreeMap;
 use std::future::Future;
 
-use futures_util::future::join_all;
 use redis::aio::ConnectionLike;
 use redis::{Cmd, FromRedisValue, ToRedisArgs, Value};
 
 use crate::backend::manager::RedisManager;
 use crate::error::{Error, OnNode};
-use crate::node::CheckoutError;
 use crate::node::connection::{Connection, own_reply};
 use crate::node::tracked::NodeManager;
-use crate::pool::ShardedPool;
+use crate::pool::{Pooled, ShardedPool};
 use crate::route;
-use crate::runtime::table::Route;
 
 /// Commands for several nodes, each with the key that routes it, sent as one
 /// pipeline per node. From [`ShardedPool::pipeline`].
@@ -83,7 +81,9 @@ where
         let hashes: Vec<u64> = self.commands.iter().map(|(hash, _)| *hash).collect();
         let groups = self
             .pool
-            .by_node(&hashes, |mut conn, positions| async move {
+            .core
+            .batch::<Pooled, _, _, _>(&hashes, |conn, positions| async move {
+                let mut conn = self.pool.warmed(conn);
                 let mut pipe = redis::pipe();
                 for &p in &positions {
                     pipe.add_command(self.commands[p].1.clone());
@@ -233,8 +233,8 @@ where
     }
 
     /// One `name` command per node over the positions of `keys` (`args`
-    /// adds one position's arguments), run concurrently through
-    /// [`by_node`](Self::by_node).
+    /// adds one position's arguments), run concurrently through the
+    /// runtime's batch step (`Core::batch`).
     async fn per_node<'k, R: FromRedisValue, I: Iterator<Item = &'k [u8]>>(
         &self,
         name: &str,
@@ -242,12 +242,14 @@ where
         args: impl Fn(&mut Cmd, usize) + Sync,
     ) -> Result<Vec<(Vec<usize>, Result<R, Error>)>, Error> {
         let hashes: Vec<u64> = keys.map(route::key_hash).collect();
-        self.by_node(&hashes, |mut conn, positions| {
-            let mut cmd = redis::cmd(name);
-            positions.iter().for_each(|&p| args(&mut cmd, p));
-            async move { cmd.query_async::<R>(&mut conn).await.on(conn.node()) }
-        })
-        .await
+        self.core
+            .batch::<Pooled, _, _, _>(&hashes, |conn, positions| {
+                let mut conn = self.warmed(conn);
+                let mut cmd = redis::cmd(name);
+                positions.iter().for_each(|&p| args(&mut cmd, p));
+                async move { cmd.query_async::<R>(&mut conn).await.on(conn.node()) }
+            })
+            .await
     }
 }
 
@@ -280,27 +282,7 @@ impl<M: NodeManager> ShardedPool<M> {
         F: Fn(Connection<M>) -> Fut,
         Fut: Future<Output = T>,
     {
-        let Ok(table) = self.core.open_table() else {
-            return Vec::new();
-        };
-        let clock = self.core.clock();
-        let up = (0..table.nodes.len()).filter(|&index| table.nodes[index].cell.is_up());
-        let runs = up.map(|index| {
-            let (f, clock, node) = (&f, &clock, &table.nodes[index]);
-            let stand_in = self.core.stand_in_live(&table, index);
-            let elder = self.core.elder(&table, index);
-            async move {
-                let name = node.name().to_string();
-                let result = match node.checkout(clock).await {
-                    Ok(conn) => {
-                        Ok(f(Connection::new(conn, !node.gutter, stand_in).warmed(elder)).await)
-                    }
-                    Err(e) => Err(e.into_error(&name)),
-                };
-                (name, result)
-            }
-        });
-        join_all(runs).await
+        self.core.every::<Pooled, _, _, _>(|conn| f(self.warmed(conn))).await
     }
 
     /// Connections to the key's first `n` healthy nodes in its ranking, for
@@ -316,93 +298,6 @@ impl<M: NodeManager> ShardedPool<M> {
         key: K,
         n: usize,
     ) -> Result<Vec<Connection<M>>, Error> {
-        let table = self.core.open_table()?;
-        let clock = self.core.clock();
-        let mut route = table.members(route::key_hash(key.as_ref()));
-        let mut conns = Vec::with_capacity(n);
-        while conns.len() < n {
-            let Ok(index) = route.next() else { break };
-            let taken = table.nodes[index].checkout(&clock).await;
-            let home = route.is_home(index);
-            if let Some(conn) = route.outcome(index, taken)? {
-                // Members are replicas by design, not stand-ins: never capped.
-                conns.push(Connection::new(conn, home, None));
-                route.skip(index);
-            }
-        }
-        if conns.is_empty() && n > 0 {
-            return Err(Error::NoHealthyNodes);
-        }
-        Ok(conns)
-    }
-
-    /// The engine of the multi-node operations: groups the positions of
-    /// `hashes` by the node each one's [`Route`] offers, runs `run` on one
-    /// connection per group concurrently, and routes again the positions
-    /// of groups whose node turned out to be boxed, until each has run or
-    /// has its error. Returns each group's positions with its outcome.
-    pub(crate) async fn by_node<R, F, Fut>(
-        &self,
-        hashes: &[u64],
-        run: F,
-    ) -> Result<Vec<(Vec<usize>, Result<R, Error>)>, Error>
-    where
-        F: Fn(Connection<M>, Vec<usize>) -> Fut,
-        Fut: Future<Output = Result<R, Error>>,
-    {
-        let table = self.core.open_table()?;
-        let clock = self.core.clock();
-        let failover = self.core.settings.failover;
-        let mut routes: Vec<Route<'_, M, _>> =
-            hashes.iter().map(|&hash| table.route(hash, failover)).collect();
-        let mut done = Vec::new();
-        let mut pending: Vec<usize> = (0..hashes.len()).collect();
-        // Each round either finishes a position or skips a node in its
-        // route, so it ends within one round per node.
-        while !pending.is_empty() {
-            let mut groups = BTreeMap::<usize, Vec<usize>>::new();
-            for p in pending.drain(..) {
-                match routes[p].next() {
-                    Ok(index) => groups.entry(index).or_default().push(p),
-                    Err(e) => done.push((vec![p], Err(e))),
-                }
-            }
-            let runs = groups.into_iter().map(|(index, positions)| {
-                let home = positions.iter().all(|&p| routes[p].is_home(index));
-                let stand_in = self.core.stand_in(&table, index, None, home);
-                let (run, table, clock) = (&run, &table, &clock);
-                async move {
-                    let outcome = match table.nodes[index].checkout(clock).await {
-                        Ok(conn) => {
-                            let elder = self.core.elder(table, index);
-                            let conn = Connection::new(conn, home, stand_in).warmed(elder);
-                            Ok(run(conn, positions.clone()).await)
-                        }
-                        Err(e) => Err(e),
-                    };
-                    (index, positions, outcome)
-                }
-            });
-            for (index, positions, outcome) in join_all(runs).await {
-                // The routing policy's one step, for each position: served
-                // (a failover counted), moved on (its node was boxed), or
-                // the caller's error.
-                let checkout = outcome.as_ref().map(drop).map_err(CheckoutError::clone);
-                let mut verdict = Ok(());
-                for &p in &positions {
-                    match routes[p].outcome(index, checkout.clone()) {
-                        Ok(Some(())) => {}
-                        Ok(None) => verdict = Err(None),
-                        Err(e) => verdict = Err(Some(e)),
-                    }
-                }
-                match (outcome, verdict) {
-                    (Ok(result), Ok(())) => done.push((positions, result)),
-                    (_, Err(Some(e))) => done.push((positions, Err(e))),
-                    (_, _) => pending.extend(positions),
-                }
-            }
-        }
-        Ok(done)
+        self.core.take_n::<Pooled>(key.as_ref(), n).await
     }
 }

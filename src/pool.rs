@@ -10,7 +10,7 @@ use tokio::sync::broadcast;
 
 use crate::backend::manager::RedisManager;
 use crate::error::{Error, OnNode};
-use crate::health::cell::Commons;
+use crate::health::commons::Commons;
 use crate::health::event::NodeEvent;
 use crate::node::clock::Clock;
 use crate::node::connection::{Connection, SharedConnection};
@@ -20,9 +20,10 @@ use crate::node::tracked::{NodeManager, Tracked};
 use crate::node::{Bb8, CheckoutError, Node, Spec, bb8_pool};
 use crate::pubsub::{Hub, Subscription};
 use crate::route::NodeName;
-use crate::runtime::core::{Core, Finished, Take};
+use crate::runtime::core::{Core, Finished};
 use crate::runtime::prober::prober;
 use crate::runtime::status::NodeStatus;
+use crate::runtime::step::Take;
 use crate::settings::url::parse_url;
 use crate::settings::{Settings, check_node};
 use crate::stand_in::writes::StandIn;
@@ -58,7 +59,7 @@ impl<M: NodeManager> fmt::Debug for ShardedPool<M> {
 }
 
 /// Checked out of the node's bb8 pool.
-struct Pooled;
+pub(crate) struct Pooled;
 
 impl<M: NodeManager> Take<M, Bb8<M>> for Pooled {
     type Raw = PooledConnection<'static, Tracked<M>>;
@@ -133,10 +134,16 @@ impl<M: NodeManager> ShardedPool<M> {
     /// to the same node).
     pub async fn get<K: AsRef<[u8]>>(&self, key: K) -> Result<Connection<M>, Error> {
         let conn = self.core.take::<Pooled>(Some(key.as_ref())).await?;
-        Ok(match self.core.elder_named(conn.node()) {
+        Ok(self.warmed(conn))
+    }
+
+    /// `conn` with its node's warm window, if that node was added warm and
+    /// the window is open ([`resize_warmup`](crate::Builder::resize_warmup)).
+    pub(crate) fn warmed(&self, conn: Connection<M>) -> Connection<M> {
+        match self.core.elder_named(conn.node()) {
             None => conn,
             elder => conn.warmed(elder),
-        })
+        }
     }
 
     /// A connection to any healthy node, taking them in turn: for key-less

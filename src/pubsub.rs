@@ -182,7 +182,7 @@ impl Hub {
         if let Ok(table) = pool.open_table() {
             for (node, topics) in &counts {
                 if let Some(node) = table.node(node) {
-                    node.cell.metrics.subscriptions(*topics);
+                    node.health().metrics.subscriptions(*topics);
                 }
             }
         }
@@ -310,10 +310,7 @@ impl Hub {
 
 /// Whether `node` is in the pool and up.
 fn is_up(pool: &Pool, node: &NodeName) -> bool {
-    pool.open_table()
-        .ok()
-        .and_then(|table| table.node(node).map(|n| n.cell.is_up()))
-        .unwrap_or(false)
+    pool.open_table().ok().and_then(|table| table.node(node).map(|n| n.is_up())).unwrap_or(false)
 }
 
 /// A pub/sub connection to `node` (within `connect_timeout`), its outcome
@@ -321,8 +318,7 @@ fn is_up(pool: &Pool, node: &NodeName) -> bool {
 async fn connect(pool: &Pool, node: &NodeName) -> Option<redis::aio::PubSub> {
     let table = pool.open_table().ok()?;
     let node = table.node(node)?;
-    let epoch = node.cell.epoch();
-    node.cell.connected(epoch, node.manager.pubsub().await).ok()
+    node.pubsub().await
 }
 
 /// One link's task: connects, starts the reader, then carries out the

@@ -5,12 +5,13 @@
 //! [`Builder`](crate::Builder) and settings (every setter, TLS roots and
 //! Sentinel shards included), the same routing policy,
 //! penalty box, connect-and-report, prober, metrics and status, so a key
-//! goes to the same node in both. Its own parts are small: a blocking loop
-//! around the routing policy's one step, with the blocking twin of the
-//! checkout race (a dead node is left within 5 ms of being boxed); what
+//! goes to the same node in both. Its own parts are small: its store
+//! of blocking connections (`node/blocking.rs`: the r2d2 pool, its
+//! heartbeat, and a blocking checkout, the twin of the checkout race: a
+//! dead node is left within 5 ms of being boxed), which the async
+//! flavour's single step drives, run at once on the caller's thread; what
 //! goes on the wire for a stand-in's writes, placed by the async flavour's
-//! code; a heartbeat on a blocking connection; and the thread the prober
-//! runs on (the same probes as the async flavour, on that thread's own
+//! code; and the thread the prober runs on (the same probes as the async flavour, on that thread's own
 //! runtime), which stops when the last pool handle is dropped.
 //!
 //! ```no_run
@@ -29,8 +30,8 @@
 //! [r2d2]: https://docs.rs/r2d2
 
 use std::fmt;
+use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use redis::{ConnectionLike, RedisError, RedisResult, Value};
 
@@ -40,24 +41,20 @@ use crate::command::words::{packed, unpacked};
 use crate::error::Error;
 use crate::health::event::NodeEvent;
 use crate::health::failure::failure;
-use crate::health::record::PoolStats;
+use crate::node::blocking::{R2d2, r2d2_pool};
+use crate::node::clock::Clock;
 use crate::node::connection::only_reply;
-use crate::node::learn::learn_blocking;
 use crate::node::lease::unmarked;
-use crate::node::tracked::{Tracked, TrackedConn};
-use crate::node::{Node, Store, Try};
+use crate::node::tracked::Tracked;
+use crate::node::{CheckoutError, Node};
 use crate::pool::pool_methods;
 use crate::route::NodeName;
 use crate::runtime::core::Core;
 use crate::runtime::prober::prober;
 use crate::runtime::status::NodeStatus;
+use crate::runtime::step::{Take, at_once};
 use crate::settings::Settings;
 use crate::stand_in::writes::{Capped, StandIn};
-
-/// How long one blocking wait for a connection lasts before the node's
-/// health is looked at again: the most a checkout can lag behind its node
-/// being boxed.
-const SLICE: Duration = Duration::from_millis(5);
 
 /// What a [`Builder`] of this module builds (its second type parameter):
 /// the synchronous [`ShardedPool`].
@@ -68,84 +65,6 @@ pub struct BlockingPool;
 /// [`Builder`](crate::Builder), every setter included, with a blocking
 /// `build`.
 pub type Builder = crate::Builder<RedisManager, BlockingPool>;
-
-/// A node's r2d2 pool.
-type R2d2 = r2d2::Pool<Tracked<RedisManager>>;
-
-impl r2d2::ManageConnection for Tracked<RedisManager> {
-    type Connection = TrackedConn<redis::Connection>;
-    type Error = RedisError;
-
-    fn connect(&self) -> RedisResult<Self::Connection> {
-        let epoch = self.cell.epoch();
-        let mut conn = self.cell.connected(epoch, self.inner.connect_blocking())?;
-        learn_blocking(&mut conn, &self.cell, epoch);
-        Ok(TrackedConn::new(conn, epoch, self.cell.clone(), None))
-    }
-
-    fn is_valid(&self, conn: &mut Self::Connection) -> RedisResult<()> {
-        ping(conn)
-    }
-
-    fn has_broken(&self, conn: &mut Self::Connection) -> bool {
-        conn.is_spent() || !conn.conn.is_open()
-    }
-}
-
-/// A `PING` on `conn`, its outcome reported.
-fn ping(conn: &mut TrackedConn<redis::Connection>) -> RedisResult<()> {
-    let result = redis::cmd("PING").query::<Value>(&mut conn.conn);
-    conn.observe(failure(&result));
-    result.map(drop)
-}
-
-impl Store<RedisManager> for R2d2 {
-    fn stats(&self) -> PoolStats {
-        let state = self.state();
-        PoolStats {
-            connections: state.connections,
-            idle_connections: state.idle_connections,
-            ..PoolStats::default()
-        }
-    }
-
-    fn release(&self) {
-        // `try_get` hands out an idle connection or nothing, never waits.
-        while let Some(mut conn) = self.try_get() {
-            conn.broken = true;
-        }
-    }
-
-    /// r2d2 holds blocking connections: the probe's async one closes.
-    fn adopt(&self, _: TrackedConn<redis::aio::MultiplexedConnection>) {}
-
-    /// A blocking `PING` (bounded by the connection's timeouts), on the
-    /// prober's blocking threads.
-    async fn heartbeat(&self, _: &Arc<RedisManager>, timeout: Duration) {
-        let pool = self.clone();
-        let beat = tokio::task::spawn_blocking(move || {
-            if let Some(mut conn) = pool.get_timeout(timeout).ok().filter(|c| !c.is_spent()) {
-                let _ = ping(&mut conn);
-            }
-        });
-        let _ = beat.await;
-    }
-}
-
-fn r2d2_pool(settings: &Settings, manager: Tracked<RedisManager>) -> R2d2 {
-    r2d2::Pool::builder()
-        .max_size(settings.max_connections)
-        // Connect lazily unless told otherwise: r2d2 keeps reconnecting to
-        // a dead node in the background to hold `min_idle`.
-        .min_idle(settings.min_idle.or(Some(0)))
-        .idle_timeout(settings.idle_timeout)
-        .max_lifetime(settings.max_lifetime)
-        .test_on_check_out(settings.test_on_checkout)
-        .connection_timeout(settings.checkout_timeout)
-        // Failures are reported to the node's health, not logged.
-        .error_handler(Box::new(r2d2::NopErrorHandler))
-        .build_unchecked(manager)
-}
 
 impl crate::Builder<RedisManager, BlockingPool> {
     /// Checks every setting, connects to every node (in parallel, each
@@ -217,37 +136,35 @@ impl ShardedPool {
     /// at most the checkout timeout, and leaves a node within a few
     /// milliseconds of its being boxed.
     pub fn get<K: AsRef<[u8]>>(&self, key: K) -> Result<Connection, Error> {
-        self.take(Some(key.as_ref()))
+        at_once(self.core.take::<Blocking>(Some(key.as_ref())))
     }
 
     /// A connection to any healthy node, taking them in turn; its writes
     /// follow the stand-in rules key by key, as the async
     /// [`get_any`](crate::ShardedPool::get_any)'s do.
     pub fn get_any(&self) -> Result<Connection, Error> {
-        self.take(None)
-    }
-
-    /// The blocking flavour's routing loop: the engine's [`Route`](crate::runtime::table::Route)
-    /// driven with blocking checkouts.
-    fn take(&self, key: Option<&[u8]>) -> Result<Connection, Error> {
-        let table = self.core.open_table()?;
-        let clock = self.core.clock();
-        let mut route = self.core.route(&table, key);
-        loop {
-            let (index, home, stand_in) = self.core.offer(&table, &mut route, key)?;
-            let node = &table.nodes[index];
-            let taken =
-                node.race_blocking(&clock, SLICE, |slice| match node.store.get_timeout(slice) {
-                    Ok(conn) => node.fresh(conn, &clock),
-                    Err(_) => Try::Again,
-                });
-            if let Some(conn) = route.outcome(index, taken)? {
-                return Ok(Connection { conn, home, stand_in });
-            }
-        }
+        at_once(self.core.take::<Blocking>(None))
     }
 
     pool_methods!();
+}
+
+/// Checked out of the node's r2d2 pool, blocking: its future is ready at
+/// once, so the single step runs [`at_once`].
+struct Blocking;
+
+impl Take<RedisManager, R2d2> for Blocking {
+    type Raw = r2d2::PooledConnection<Tracked<RedisManager>>;
+    type Conn = Connection;
+    fn take<'a>(
+        node: &'a Node<RedisManager, R2d2>,
+        clock: &'a Clock,
+    ) -> impl Future<Output = Result<Self::Raw, CheckoutError>> + Send + 'a {
+        std::future::ready(node.checkout_blocking(clock))
+    }
+    fn hand(conn: Self::Raw, home: bool, stand_in: Option<Box<StandIn>>) -> Connection {
+        Connection { conn, home, stand_in }
+    }
 }
 
 /// A connection checked out of one node's pool; it goes back when dropped.

@@ -146,7 +146,7 @@ impl Fleet {
         let longest = table.nodes.iter().map(|node| node.name().len()).max().unwrap_or(0);
         self.longest.store(longest, Ordering::Relaxed);
         for node in &table.nodes {
-            if !self.links.contains_key(node.name()) && node.listen.is_some() {
+            if !self.links.contains_key(node.name()) && node.listen().is_some() {
                 let task =
                     listen(node.clone(), self.channel.clone(), tx.clone(), self.longest.clone());
                 self.links.insert(*node.name(), Link(tokio::spawn(task)));
@@ -173,9 +173,9 @@ impl Fleet {
         let Some(home) = table.node(&node) else { return };
         let heard = self.heard.heard_at(&node, News::Boxed);
         if heard.is_some_and(|at| at.elapsed() <= window)
-            && let Some(relay) = home.journal.relay()
+            && let Some(relay) = home.journal().relay()
         {
-            relay.agree(home.cell.epoch());
+            relay.agree(home.health().epoch());
         }
     }
 
@@ -216,10 +216,10 @@ impl Fleet {
         }
         let (name, news) = (*node.name(), message.news);
         count(&name, news, "heard");
-        if let Some(relay) = node.journal.relay() {
+        if let Some(relay) = node.journal().relay() {
             match news {
                 // Another has it boxed too: this process is not alone.
-                News::Boxed if !node.cell.is_up() => relay.agree(node.cell.epoch()),
+                News::Boxed if !node.is_up() => relay.agree(node.health().epoch()),
                 News::Boxed => {}
                 // Another reaches it: this process may be alone now.
                 News::Returned => relay.doubt(),
@@ -227,13 +227,13 @@ impl Fleet {
         }
         let acted = match news {
             News::Returned => {
-                !node.cell.is_up() && self.hasten(node, now, core.settings.penalty_min_wait)
+                !node.is_up() && self.hasten(node, now, core.settings.penalty_min_wait)
             }
-            News::Boxed => node.cell.is_up() && self.check(node, now, core.settings.probe_timeout),
+            News::Boxed => node.is_up() && self.check(node, now, core.settings.probe_timeout),
         };
         if acted {
             tracing::info!(node = %name, news = news.as_str(), "news from the fleet; checking");
-            node.cell.commons.send(NodeEvent::Heard { node: name, news });
+            node.health().commons.send(NodeEvent::Heard { node: name, news });
         }
     }
 
@@ -267,7 +267,7 @@ impl Fleet {
         if self.hastened.get(node.name()).is_some_and(|at| now < *at + min_wait) {
             return false;
         }
-        let moved = node.cell.hasten_probe(now + jitter(JITTER));
+        let moved = node.health().hasten_probe(now + jitter(JITTER));
         if moved {
             self.hastened.insert(*node.name(), now);
         }
@@ -308,9 +308,9 @@ fn count(node: &NodeName, news: News, way: &'static str) {
 /// records alive while the node is boxed (one `PEXPIRE … GT` each).
 fn count_records<M: NodeManager, S: Store<M>>(core: &Core<M, S>) {
     let Ok(table) = core.open_table() else { return };
-    for home in table.nodes.iter().filter(|node| !node.cell.is_up()) {
-        let Some(scard) = home.journal.count_recorded() else { return };
-        let Some(keep) = home.journal.keep_recorded() else { return };
+    for home in table.nodes.iter().filter(|node| !node.is_up()) {
+        let Some(scard) = home.journal().count_recorded() else { return };
+        let Some(keep) = home.journal().keep_recorded() else { return };
         let (home, nodes) = (home.clone(), table.nodes.clone());
         tokio::spawn(async move {
             let mut pipe = redis::pipe();
@@ -321,8 +321,8 @@ fn count_records<M: NodeManager, S: Store<M>>(core: &Core<M, S>) {
             let keys = counts.filter_map(|reply| redis::from_redis_value::<u64>(reply).ok());
             let keys = keys.sum();
             // A count that comes back after the return is stale.
-            if !home.cell.is_up() {
-                home.journal.counted(keys);
+            if !home.is_up() {
+                home.journal().counted(keys);
             }
         });
     }
@@ -338,13 +338,13 @@ async fn listen<M: NodeManager, S: Store<M>>(
     tx: mpsc::Sender<Vec<u8>>,
     longest: Arc<AtomicUsize>,
 ) {
-    let Some(listen) = &node.listen else { return };
+    let Some(listen) = node.listen() else { return };
     let subscribed = async {
         let mut pubsub = listen().await.ok()?;
         pubsub.subscribe(&channel).await.ok()?;
         Some(pubsub)
     };
-    let Ok(Some(pubsub)) = tokio::time::timeout(node.probe_timeout, subscribed).await else {
+    let Ok(Some(pubsub)) = tokio::time::timeout(node.probe_timeout(), subscribed).await else {
         return;
     };
     let mut messages = pubsub.into_on_message();

@@ -62,9 +62,9 @@ impl Deleters {
             return Heard::Done;
         }
         let Some(home) = node(heard.home) else { return Heard::Done };
-        let Some(relay) = home.journal.relay() else { return Heard::Done };
-        if !home.cell.is_up() {
-            relay.agree(home.cell.epoch());
+        let Some(relay) = home.journal().relay() else { return Heard::Done };
+        if !home.is_up() {
+            relay.agree(home.health().epoch());
             return Heard::BoxedHere(*home.name());
         }
         let queue = self.queues.entry(*home.name()).or_insert_with(|| {
@@ -89,7 +89,7 @@ async fn delete<M: NodeManager, S: Store<M>>(
 ) {
     let mut batch = Vec::with_capacity(BATCH);
     while queue.recv_many(&mut batch, BATCH).await > 0 {
-        let Some(relay) = home.journal.relay() else { return };
+        let Some(relay) = home.journal().relay() else { return };
         let mut pipe = redis::pipe();
         let mut counts = Vec::with_capacity(batch.len());
         for payload in &batch {
@@ -115,7 +115,7 @@ async fn delete<M: NodeManager, S: Store<M>>(
         }
         if deleted > 0 {
             tracing::debug!(node = %home.name(), keys = deleted, "relayed deletes done");
-            home.cell.commons.send(NodeEvent::Relayed { node: *home.name(), keys: deleted });
+            home.health().commons.send(NodeEvent::Relayed { node: *home.name(), keys: deleted });
         }
     }
 }

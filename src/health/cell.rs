@@ -6,61 +6,26 @@
 //! applies the answer, which carries what applying needs (wait, level).
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
+use tokio::sync::Notify;
 use tokio::sync::futures::Notified;
-use tokio::sync::{Notify, broadcast};
 
 use crate::command::table::Known;
+use crate::health::commons::Commons;
 use crate::health::event::NodeEvent;
 use crate::health::failure::{
     ClassifyFailure, Failure, FailureKind, REFUSAL, connect_failure, one_line,
 };
-use crate::health::penalty::{
-    BoxGuard, Health, Moment, PenaltyPolicy, Probed, State, Verdict, warmed,
-};
+use crate::health::penalty::{Health, Moment, PenaltyPolicy, Probed, State, Verdict, warmed};
 use crate::health::record::NodeMetrics;
 use crate::route::{NodeName, warm_threshold};
 
 /// The time, with a number in `[0, 1)` for back-off jitter.
 fn moment() -> Moment {
     Moment { now: Instant::now(), random: crate::random::fraction() }
-}
-
-/// What the nodes of one pool have in common.
-#[derive(Debug)]
-pub(crate) struct Commons {
-    /// Wakes the pool's prober: a node was boxed, a probe ended, the table
-    /// changed, or the pool was closed or dropped.
-    pub(crate) wake: Notify,
-    /// The cascade guard.
-    pub(crate) guard: BoxGuard,
-    /// Every state change, for [`events`](crate::ShardedPool::events)
-    /// receivers. Sending never waits; a lagging receiver loses the oldest.
-    pub(crate) events: broadcast::Sender<NodeEvent>,
-    /// Nodes boxed or warming up. While none is, routing sends every key
-    /// home without reading any node's word: one load of a line that is
-    /// written only when a node changes state.
-    pub(crate) unsettled: AtomicUsize,
-    /// The pool's random id in the fleet's messages.
-    pub(crate) teller: u64,
-}
-
-impl Commons {
-    pub(crate) fn new(guard: BoxGuard) -> Arc<Self> {
-        crate::metrics::describe();
-        let events = broadcast::channel(1024).0;
-        let (wake, unsettled, teller) =
-            (Notify::new(), AtomicUsize::new(0), crate::random::random());
-        Arc::new(Commons { wake, guard, events, unsettled, teller })
-    }
-
-    pub(crate) fn send(&self, event: NodeEvent) {
-        // No receiver is no error.
-        let _ = self.events.send(event);
-    }
 }
 
 /// Bits of [`HealthCell`]'s word: `epoch << 4 | RETIRED | WARM | STREAK |
@@ -433,6 +398,7 @@ impl HealthCell {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::health::penalty::BoxGuard;
 
     /// The pool's count of unsettled nodes follows boxing, warm-ups and
     /// removal exactly: routing trusts it to skip every node's word.

@@ -1,11 +1,14 @@
 //! A node at run time: its health cell, where its connections live (its
-//! store), its shared connection, the probe and the heartbeat. Beside it:
+//! store: bb8's in `store.rs`, the synchronous flavour's r2d2 beside it in
+//! `blocking.rs`), its shared connection, the probe and the heartbeat. Beside it:
 //! the one checkout race (`race.rs`), a call's clock (`clock.rs`), the
 //! session a connection's commands left behind (`session.rs`), its command
 //! table read from its server (`learn.rs`), what a probe asks (`probe.rs`), the connections handed to callers (`connection.rs`,
 //! `tracked.rs`, `shared.rs`), and what their readers see of an `aside`
 //! lease (`lease.rs`).
 
+#[cfg(feature = "r2d2")]
+pub(crate) mod blocking;
 pub(crate) mod clock;
 pub(crate) mod connection;
 pub(crate) mod learn;
@@ -28,10 +31,13 @@ use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 
-use crate::backend::manager::Listen;
+use crate::backend::entries::Counts;
+use crate::backend::manager::{Listen, RedisManager};
 use crate::backend::near::{NearCache, Tracking};
-use crate::health::cell::{Commons, HealthCell};
+use crate::health::cell::HealthCell;
+use crate::health::commons::Commons;
 use crate::health::failure::{FailureKind, failure, one_line};
+use crate::health::record::PoolStats;
 use crate::node::clock::Clock;
 use crate::node::learn::learn;
 use crate::node::probe::{Probe, ProbeCheck, failed, retest};
@@ -61,35 +67,42 @@ impl<M: NodeManager> Spec<M> {
     }
 }
 
-/// One node of a pool.
+/// One node of a pool: its state is its own, behind methods that say
+/// what their callers want; its health cell and journal have their own.
 pub(crate) struct Node<M: NodeManager, S> {
-    pub(crate) cell: Arc<HealthCell>,
-    pub(crate) weight: f64,
-    pub(crate) store: S,
-    pub(crate) manager: Arc<M>,
-    pub(crate) probe_timeout: Duration,
-    /// The user's own probe check, if any.
-    pub(crate) check: Option<ProbeCheck<M::Connection>>,
-    /// Its near cache, if it has one, and how its tracking connection is
-    /// made.
-    pub(crate) near: Option<Arc<NearCache>>,
-    tracking: Option<Tracking<M>>,
-    /// How a pub/sub connection to it is made, if it can be.
-    pub(crate) listen: Option<Listen>,
+    cell: Arc<HealthCell>,
+    weight: f64,
     /// Whether it is a gutter node: it holds no keys of its own, and takes
     /// a boxed node's while it is away.
-    pub(crate) gutter: bool,
-    /// The writes for its keys that stand-ins took.
-    pub(crate) journal: Arc<Journal>,
-    mux: ArcSwapOption<Muxed<M::Connection>>,
+    gutter: bool,
+    store: S,
+    manager: Arc<M>,
+    probe_timeout: Duration,
+    /// The user's own probe check, if any.
+    check: Option<ProbeCheck<M::Connection>>,
     /// Set while a heartbeat is under way: one at a time.
     beating: AtomicBool,
     /// The heartbeat's timeout (`response_timeout`) and most `PING`s in a
     /// row (`timeouts_before_penalty`).
     beat: (Duration, u32),
+    /// Its shared connection, and its near cache if it has one.
+    shared: Shared<M>,
+    /// The writes for its keys that stand-ins took.
+    journal: Arc<Journal>,
+    /// How a pub/sub connection to it is made, if it can be.
+    listen: Option<Listen>,
+}
+
+/// A node's shared connection and what rides on it: the multiplexed
+/// connection, made by one caller at a time, and with a near cache, the
+/// cache and how its tracking connection is made.
+struct Shared<M: NodeManager> {
+    mux: ArcSwapOption<Muxed<M::Connection>>,
     /// Lets one caller connect the multiplexed connection while the others
     /// wait for its result.
     connecting: tokio::sync::Mutex<()>,
+    near: Option<Arc<NearCache>>,
+    tracking: Option<Tracking<M>>,
 }
 
 impl<M: NodeManager, S> fmt::Debug for Node<M, S> {
@@ -117,26 +130,28 @@ impl<M: NodeManager, S: Store<M>> Node<M, S> {
             tracking.as_ref().map(|t| Arc::new(NearCache::new(t.entries, cell.commands.clone())));
         let manager = Arc::new(manager);
         let tracked = Tracked { inner: manager.clone(), cell: cell.clone(), near: near.clone() };
-        let shared = settings.fleet.as_deref().filter(|_| settings.invalidate_on_return);
+        let fleet = settings.fleet.as_deref().filter(|_| settings.invalidate_on_return);
         let relay = (commons.teller, cell.metrics.relay_counters());
-        let journal =
-            Arc::new(Journal::new(cell.metrics.stand_in_counters(), shared, &name, relay));
+        let journal = Arc::new(Journal::new(cell.metrics.stand_in_counters(), fleet, &name, relay));
+        let shared = Shared {
+            mux: ArcSwapOption::empty(),
+            connecting: tokio::sync::Mutex::new(()),
+            near,
+            tracking,
+        };
         Node {
             cell,
             weight,
+            gutter,
             store: store(tracked),
             manager,
             probe_timeout: settings.probe_timeout,
-            beat: (settings.response_timeout, settings.timeouts_before_penalty),
             check,
-            near,
-            tracking,
-            listen,
-            gutter,
-            journal,
-            mux: ArcSwapOption::empty(),
             beating: AtomicBool::new(false),
-            connecting: tokio::sync::Mutex::new(()),
+            beat: (settings.response_timeout, settings.timeouts_before_penalty),
+            shared,
+            journal,
+            listen,
         }
     }
 
@@ -144,13 +159,63 @@ impl<M: NodeManager, S: Store<M>> Node<M, S> {
         &self.cell.name
     }
 
+    /// Its health: the cell that holds it and applies the verdicts.
+    #[inline]
+    pub(crate) fn health(&self) -> &Arc<HealthCell> {
+        &self.cell
+    }
+
+    /// Whether it is in rotation (not boxed).
+    #[inline]
+    pub(crate) fn is_up(&self) -> bool {
+        self.cell.is_up()
+    }
+
+    /// Its routing weight.
+    pub(crate) fn weight(&self) -> f64 {
+        self.weight
+    }
+
+    /// Whether it is a gutter node: it holds no keys of its own, and takes
+    /// a boxed node's while it is away.
+    #[inline]
+    pub(crate) fn is_gutter(&self) -> bool {
+        self.gutter
+    }
+
+    /// The writes for its keys that stand-ins took.
+    pub(crate) fn journal(&self) -> &Arc<Journal> {
+        &self.journal
+    }
+
+    /// How a pub/sub connection to it is made, if it can be.
+    pub(crate) fn listen(&self) -> Option<&Listen> {
+        self.listen.as_ref()
+    }
+
+    /// How long a probe of it, or a connection of the pool's own, may take.
+    pub(crate) fn probe_timeout(&self) -> Duration {
+        self.probe_timeout
+    }
+
+    /// What its store holds and has done.
+    pub(crate) fn stats(&self) -> PoolStats {
+        self.store.stats()
+    }
+
+    /// Its near cache's figures, if it has one ([`NearCache::figures`]):
+    /// `sample` as there.
+    pub(crate) fn near_figures(&self, sample: bool) -> Option<(Counts, u64, u64)> {
+        self.shared.near.as_ref().map(|near| near.figures(sample))
+    }
+
     /// Closes what the node holds while it is boxed: idle pooled
     /// connections and the multiplexed connection (checked-out ones close
     /// when they come back, their epoch being past).
     pub(crate) fn release(&self) {
         self.store.release();
-        self.mux.store(None);
-        if let Some(near) = &self.near {
+        self.shared.mux.store(None);
+        if let Some(near) = &self.shared.near {
             near.clear();
         }
     }
@@ -198,7 +263,7 @@ impl<M: NodeManager, S: Store<M>> Node<M, S> {
         let timeout = self.beat.0;
         let shared = self.live_mux();
         let check = shared.as_ref().and_then(|mux| {
-            let check = match (&mux.near, &self.tracking) {
+            let check = match (&mux.near, &self.shared.tracking) {
                 (Some(near), Some(tracking)) => Some((tracking.watch)(&mux.conn, near.clone())),
                 _ => mux.conn.ping_shared(),
             };
@@ -243,7 +308,12 @@ impl<M: NodeManager, S: Store<M>> Node<M, S> {
         let mut conn = judge(outcome, self.probe_timeout)?;
         self.cell.answered();
         learn(&mut conn, &self.cell, epoch).await;
-        self.store.adopt(TrackedConn::new(conn, epoch, self.cell.clone(), self.near.clone()));
+        self.store.adopt(TrackedConn::new(
+            conn,
+            epoch,
+            self.cell.clone(),
+            self.shared.near.clone(),
+        ));
         Ok(())
     }
 
@@ -293,15 +363,15 @@ impl<M: NodeManager, S: Store<M>> Node<M, S> {
     /// else (a miss, a write in flight, no near cache) is `None`, and goes
     /// the ordinary way.
     pub(crate) fn near_hit(&self, key: &[u8]) -> Option<redis::Value> {
-        let near = self.near.as_ref()?;
+        let near = self.shared.near.as_ref()?;
         // A guard, not a clone: no reference count every reader writes.
-        self.mux.load().as_ref()?.is_live().then(|| near.hit(key))?
+        self.shared.mux.load().as_ref()?.is_live().then(|| near.hit(key))?
     }
 
     /// The node's multiplexed connection if it is usable
     /// ([`Muxed::is_live`]).
     fn live_mux(&self) -> Option<Arc<Muxed<M::Connection>>> {
-        self.mux.load_full().filter(|mux| mux.is_live())
+        self.shared.mux.load_full().filter(|mux| mux.is_live())
     }
 
     /// The node's multiplexed connection, connecting it first if needed
@@ -326,16 +396,16 @@ impl<M: NodeManager, S: Store<M>> Node<M, S> {
         if let Some(mux) = self.live_mux() {
             return Try::Done(mux);
         }
-        let _connecting = self.connecting.lock().await;
+        let _connecting = self.shared.connecting.lock().await;
         if let Some(mux) = self.live_mux() {
             return Try::Done(mux);
         }
         let (epoch, broken) = (self.cell.epoch(), Arc::new(AtomicBool::new(false)));
-        let connected = match (&self.tracking, &self.near) {
+        let connected = match (&self.shared.tracking, &self.shared.near) {
             (Some(tracking), Some(near)) => (tracking.connect)(near.clone(), broken.clone()).await,
             _ => self.manager.connect().await,
         };
-        let near = self.near.clone();
+        let near = self.shared.near.clone();
         match self.cell.connected(epoch, connected) {
             Ok(mut conn) => {
                 learn(&mut conn, &self.cell, epoch).await;
@@ -344,11 +414,20 @@ impl<M: NodeManager, S: Store<M>> Node<M, S> {
                     near.clear();
                 }
                 let mux = Arc::new(Muxed::new(conn, epoch, broken, near, self.cell.clone()));
-                self.mux.store(Some(mux.clone()));
+                self.shared.mux.store(Some(mux.clone()));
                 Try::Done(mux)
             }
             Err(_) => Try::Again,
         }
+    }
+}
+
+impl<S: Store<RedisManager>> Node<RedisManager, S> {
+    /// A pub/sub connection to the node, its outcome reported to its
+    /// health.
+    pub(crate) async fn pubsub(&self) -> Option<redis::aio::PubSub> {
+        let epoch = self.cell.epoch();
+        self.cell.connected(epoch, self.manager.pubsub().await).ok()
     }
 }
 
@@ -363,7 +442,7 @@ pub(crate) async fn send_to_others<M: NodeManager, S: Store<M>>(
     name: &NodeName,
     pipe: &redis::Pipeline,
 ) -> Vec<(NodeName, Vec<redis::Value>)> {
-    let others = nodes.iter().filter(|node| node.name() != name && node.cell.is_up());
+    let others = nodes.iter().filter(|node| node.name() != name && node.is_up());
     let sent = others.map(|node| async { (*node.name(), node.send_own(pipe).await) });
     let sent = futures_util::future::join_all(sent).await;
     sent.into_iter().filter_map(|(name, replies)| Some((name, replies.ok()??))).collect()

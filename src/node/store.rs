@@ -1,5 +1,6 @@
-//! Where a node's connections live (its store: a bb8 pool, or the
-//! synchronous flavour's r2d2 pool), and what a checkout from it can end in.
+//! Where a node's connections live (its store: a bb8 pool here, or the
+//! synchronous flavour's r2d2 pool in `blocking.rs`), and what a checkout
+//! from it can end in.
 
 use std::fmt;
 use std::future::Future;
@@ -16,7 +17,7 @@ use crate::node::tracked::{NodeManager, Tracked, TrackedConn};
 use crate::settings::Settings;
 
 /// Why a checkout from one node did not give a connection.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub(crate) enum CheckoutError {
     /// The node is in the box, or was boxed while we waited: try the next.
     Boxed,

@@ -1,15 +1,13 @@
-//! The engine both flavours run on: the current table of nodes, the
-//! routing policy's one step over it ([`Core::offer`], then
-//! [`Route::outcome`]) and membership; the table and its routes are in
-//! `table.rs`, the prober that drives the core in the background in
-//! `prober.rs`.
+//! The engine both flavours run on: the current table of nodes and
+//! membership; the table and its routes are in `table.rs`, the routing
+//! policy's steps over them (single and batch) in `step.rs`, the prober
+//! that drives the core in the background in `prober.rs`.
 //!
 //! [`Core`] knows nothing of how a node keeps its connections (its store)
-//! nor of how a caller waits: each flavour drives a [`Route`] with a short
-//! loop of its own, so a key is routed, failed over, counted and probed by
-//! the same code whichever flavour serves it.
+//! nor of how a caller waits: every path, in either flavour, takes the
+//! steps of `step.rs`, so a key is routed, failed over, counted and probed
+//! by the same code whichever flavour serves it.
 
-use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
@@ -18,43 +16,24 @@ use arc_swap::ArcSwap;
 use futures_util::future::join_all;
 
 use crate::error::Error;
-use crate::health::cell::Commons;
+use crate::health::commons::Commons;
 use crate::health::event::NodeEvent;
 use crate::health::penalty::{BoxGuard, State};
 use crate::node::clock::Clock;
 use crate::node::probe::ProbeCheck;
 use crate::node::tracked::NodeManager;
 use crate::node::warm::Elder;
-use crate::node::{Bb8, CheckoutError, Node, Spec, Store};
+use crate::node::{Bb8, Node, Spec, Store};
 use crate::route::{self, NodeName};
 use crate::runtime::status::NodeStatus;
-use crate::runtime::table::{Held, Route, Table};
+use crate::runtime::table::{Held, Table};
 use crate::runtime::warm::{self, Window};
-use crate::settings::{Failover, GUTTER_TTL, Settings};
-use crate::stand_in::writes::{Judge, StandIn};
+use crate::settings::Settings;
 
 /// What a pool starts from: each node's name, weight and manager, the
 /// checked settings and the probe check.
 pub(crate) type Finished<M> =
     (Vec<Spec<M>>, Settings, Option<ProbeCheck<<M as bb8::ManageConnection>::Connection>>);
-
-/// How a caller of the async flavour takes a connection from one node:
-/// the node's checkout itself (no future of its own around it), then what
-/// the caller is handed.
-pub(crate) trait Take<M: NodeManager, S> {
-    /// What the node's checkout gives.
-    type Raw;
-    /// What the caller gets.
-    type Conn;
-    /// The checkout from `node`.
-    fn take<'a>(
-        node: &'a Node<M, S>,
-        clock: &'a Clock,
-    ) -> impl Future<Output = Result<Self::Raw, CheckoutError>> + Send + 'a;
-    /// The caller's connection; `home` says whether it is the key's home,
-    /// `stand_in` what a stand-in's connection needs.
-    fn hand(raw: Self::Raw, home: bool, stand_in: Option<Box<StandIn>>) -> Self::Conn;
-}
 
 /// The engine of a pool, whichever the flavour.
 pub(crate) struct Core<M: NodeManager, S> {
@@ -144,6 +123,12 @@ impl<M: NodeManager, S: Store<M>> Core<M, S> {
         Clock::new(self.settings.checkout_timeout)
     }
 
+    /// The table as it is now, open or not (empty once closed).
+    #[inline]
+    pub(crate) fn current(&self) -> Held<M, S> {
+        self.table.load()
+    }
+
     /// The table, if the pool is open.
     pub(crate) fn open_table(&self) -> Result<Held<M, S>, Error> {
         if self.is_closed() {
@@ -152,106 +137,16 @@ impl<M: NodeManager, S: Store<M>> Core<M, S> {
         Ok(self.table.load())
     }
 
-    /// The routing policy for a call on `key` (`None`: any node, in turn).
-    pub(crate) fn route<'t>(&self, table: &'t Table<M, S>, key: Option<&[u8]>) -> Route<'t, M, S> {
-        match key {
-            Some(key) => table.route(route::key_hash(key), self.settings.failover),
-            None => {
-                let start = self.next_any.fetch_add(1, Ordering::Relaxed);
-                table.turn(start)
-            }
-        }
-    }
-
-    /// The async flavour's routing loop: [`Route`] driven with `T`'s
-    /// checkouts.
-    pub(crate) async fn take<T: Take<M, S>>(&self, key: Option<&[u8]>) -> Result<T::Conn, Error> {
-        let table = self.open_table()?;
-        let clock = self.clock();
-        let mut route = self.route(&table, key);
-        loop {
-            let (index, home, stand_in) = self.offer(&table, &mut route, key)?;
-            let taken = T::take(&table.nodes[index], &clock).await;
-            if let Some(raw) = route.outcome(index, taken)? {
-                return Ok(T::hand(raw, home, stand_in));
-            }
-        }
-    }
-
-    /// The first half of the routing policy's one step, for both flavours'
-    /// loops: the node to try now, whether it is the key's home, and what
-    /// its connection needs if it stands in. The second half is
-    /// [`Route::outcome`].
-    pub(crate) fn offer(
-        &self,
-        table: &Held<M, S>,
-        route: &mut Route<'_, M, S>,
-        key: Option<&[u8]>,
-    ) -> Result<(usize, bool, Option<Box<StandIn>>), Error> {
-        let index = route.next()?;
-        let home = route.is_home(index);
-        let stand_in = match key {
-            Some(_) => self.stand_in(table, index, key, home),
-            // `get_any`: no key to judge by, so each written one is.
-            None => self.stand_in_live(table, index),
-        };
-        Ok((index, home, stand_in))
-    }
-
-    /// What a connection from `index` needs to cap and remember its writes,
-    /// if it is not the key's home and the settings watch stand-ins, or it
-    /// is a gutter node's (every write there is capped, by
-    /// [`GUTTER_TTL`] if `stand_in_ttl` is unset): [`Judge::Routed`].
-    pub(crate) fn stand_in(
-        &self,
-        table: &Held<M, S>,
-        index: usize,
-        key: Option<&[u8]>,
-        home: bool,
-    ) -> Option<Box<StandIn>> {
-        if home {
-            return None;
-        }
-        self.watch(table, index, key, Judge::Routed)
-    }
-
-    /// What a connection from `index` taken for no key (`get_any`,
-    /// `fan_out`) needs to cap and remember the writes that are a
-    /// stand-in's: of keys whose home does not serve them now, or any on a
-    /// gutter node ([`Judge::Live`]).
-    pub(crate) fn stand_in_live(&self, table: &Held<M, S>, index: usize) -> Option<Box<StandIn>> {
-        let warm = self.settings.failover == Failover::Reroute;
-        self.watch(table, index, None, Judge::Live { warm })
-    }
-
-    fn watch(
-        &self,
-        table: &Held<M, S>,
-        index: usize,
-        key: Option<&[u8]>,
-        judge: Judge,
-    ) -> Option<Box<StandIn>> {
-        let gutter = table.nodes[index].gutter;
-        if !(gutter || self.settings.watches_stand_ins()) {
-            return None;
-        }
-        let ttl = self.settings.stand_in_ttl;
-        let ttl = if gutter { Some(ttl.unwrap_or(GUTTER_TTL)) } else { ttl };
-        let remember = self.settings.invalidate_on_return;
-        Some(Box::new(StandIn::new(table.homes.clone(), index, key, (ttl, remember), judge)))
+    /// Where a call without a key starts its turn over the nodes: each
+    /// such call one further.
+    pub(crate) fn next_any(&self) -> usize {
+        self.next_any.fetch_add(1, Ordering::Relaxed)
     }
 
     /// `GET key` from the near cache of the key's home
     /// ([`Table::near_hit`]).
     pub(crate) fn near_hit(&self, key: &[u8]) -> Option<redis::Value> {
         self.table.load().near_hit(key)
-    }
-
-    /// The node a key's `get` would use now.
-    pub(crate) fn node_for(&self, key: &[u8]) -> Option<NodeName> {
-        let table = self.table.load();
-        let index = self.route(&table, Some(key)).next().ok()?;
-        Some(*table.name(index))
     }
 
     /// The key's home node.
@@ -285,7 +180,7 @@ impl<M: NodeManager, S: Store<M>> Core<M, S> {
         }
         let table = self.table.swap(Arc::new(Table::new(Vec::new(), &self.commons)));
         for node in &table.nodes {
-            node.cell.retire();
+            node.health().retire();
         }
         self.commons.wake.notify_one();
         tracing::info!(nodes = table.nodes.len(), "pool closed");
@@ -309,15 +204,15 @@ impl<M: NodeManager, S: Store<M>> Core<M, S> {
         let node = Arc::new(node);
         if self.settings.probe_at_build {
             probe_new(std::slice::from_ref(&node)).await;
-            refused(&node).inspect_err(|_| node.cell.retire())?;
+            refused(&node).inspect_err(|_| node.health().retire())?;
         }
         let _writer = self.lock_membership();
-        let current = self.open_table().inspect_err(|_| node.cell.retire())?;
+        let current = self.open_table().inspect_err(|_| node.health().retire())?;
         if current.node(&name).is_some() {
-            node.cell.retire();
+            node.health().retire();
             return Err(taken());
         }
-        node.cell.start_warmup();
+        node.health().start_warmup();
         let mut nodes = current.nodes.clone();
         nodes.push(node);
         self.install(nodes);
@@ -337,7 +232,7 @@ impl<M: NodeManager, S: Store<M>> Core<M, S> {
             }
             // Gutter nodes hold no keys of their own: alone, they would
             // leave every key without a home.
-            Some(index) if !current.nodes[index].gutter && current.router.len() == 1 => {
+            Some(index) if !current.nodes[index].is_gutter() && current.router.len() == 1 => {
                 "the last node that holds keys cannot be removed while gutter nodes are \
                  left: they hold no keys of their own (remove them first, or close the pool)"
             }
@@ -345,9 +240,9 @@ impl<M: NodeManager, S: Store<M>> Core<M, S> {
                 let mut nodes = current.nodes.clone();
                 let removed = nodes.remove(index);
                 self.install(nodes);
-                removed.cell.retire();
+                removed.health().retire();
                 self.resize.close(name);
-                removed.cell.metrics.removed();
+                removed.health().metrics.removed();
                 self.commons.send(NodeEvent::Removed { node: *removed.name() });
                 tracing::info!(node = name, "node removed");
                 return Ok(());
@@ -387,7 +282,7 @@ impl<M: NodeManager> Core<M, Bb8<M>> {
 /// [`Error::Credentials`] if `node` is boxed for refusing the pool's
 /// credentials.
 fn refused<M: NodeManager, S: Store<M>>(node: &Node<M, S>) -> Result<(), Error> {
-    let health = node.cell.health();
+    let health = node.health().health();
     match health.state() {
         State::Boxed { cause, .. } if cause.is_refusal() => Err(Error::Credentials {
             node: node.name().to_string(),
@@ -400,9 +295,9 @@ fn refused<M: NodeManager, S: Store<M>>(node: &Node<M, S>) -> Result<(), Error> 
 
 async fn probe_new<M: NodeManager, S: Store<M>>(nodes: &[Arc<Node<M, S>>]) {
     join_all(nodes.iter().map(|node| async move {
-        let epoch = node.cell.epoch();
+        let epoch = node.health().epoch();
         if let Err((kind, detail)) = node.probe().await {
-            node.cell.report((kind, &detail), epoch, true);
+            node.health().report((kind, &detail), epoch, true);
         }
     }))
     .await;

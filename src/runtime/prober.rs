@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use futures_util::future::join_all;
 use redis::{Pipeline, Value};
 
-use crate::health::cell::Commons;
+use crate::health::commons::Commons;
 use crate::health::event::NodeEvent;
 use crate::health::failure::{FailureKind, one_line};
 use crate::node::tracked::NodeManager;
@@ -45,9 +45,9 @@ where
             let now = Instant::now();
             if now >= next_gauges {
                 for node in &table.nodes {
-                    node.cell.metrics.sample(&node.store.stats());
-                    if let Some((since, ..)) = node.near.as_ref().map(|near| near.figures(true)) {
-                        node.cell.metrics.near(since.to_array());
+                    node.health().metrics.sample(&node.stats());
+                    if let Some((since, ..)) = node.near_figures(true) {
+                        node.health().metrics.near(since.to_array());
                     }
                 }
                 next_gauges = now + GAUGE_INTERVAL;
@@ -72,14 +72,14 @@ where
             // within about `response_timeout`: how long a return waits.
             let landing = core.settings.response_timeout.saturating_mul(2);
             for node in &table.nodes {
-                if !node.cell.is_up() {
+                if !node.is_up() {
                     node.release();
                 }
-                match node.cell.warm_until() {
+                match node.health().warm_until() {
                     Some(until) if until <= now => {
-                        node.cell.end_warmup();
+                        node.health().end_warmup();
                         // Stand-ins served some of its keys until now.
-                        if node.journal.len() > 0 {
+                        if node.journal().len() > 0 {
                             let (node, nodes) = (node.clone(), table.nodes.clone());
                             tokio::spawn(async move { after_return(&node, &nodes, landing).await });
                         }
@@ -87,9 +87,9 @@ where
                     Some(until) => deadline = deadline.min(until),
                     None => {}
                 }
-                match node.cell.probe_at() {
+                match node.health().probe_at() {
                     Some(at) if at > now => deadline = deadline.min(at),
-                    Some(_) if node.cell.start_probe() => {
+                    Some(_) if node.health().start_probe() => {
                         // The task holds the nodes, not the pool, and ends
                         // within a few probe timeouts.
                         tokio::spawn(probe(node.clone(), table.nodes.clone(), landing));
@@ -145,9 +145,9 @@ async fn probe<M: NodeManager, S: Store<M>>(
     let mut here = Vec::new();
     if outcome.is_ok() {
         let away: Vec<&Arc<Node<M, S>>> = nodes.iter().filter(|n| is_away(n, &node)).collect();
-        let journals = std::iter::once(&node).chain(away.iter().copied()).map(|n| &n.journal);
+        let journals = std::iter::once(&node).chain(away.iter().copied()).map(|n| n.journal());
         join_all(journals.map(|journal| journal.landed(journal.mark(), landing))).await;
-        local = node.journal.take();
+        local = node.journal().take();
         records = recorded(&node, &nodes).await;
         keys = local.clone();
         keys.extend(records.iter().flat_map(|(_, members)| members.iter().cloned()));
@@ -162,12 +162,12 @@ async fn probe<M: NodeManager, S: Store<M>>(
         here.extend(keys.iter().cloned());
         here.sort_unstable();
         here.dedup();
-        match delete(&node, &node.journal.deletes(&here, &[])).await {
+        match delete(&node, &node.journal().deletes(&here, &[])).await {
             Ok(true) => {}
             // Its connections cannot carry a DEL: nothing can be deleted
             // anywhere, so nothing holds the return.
             Ok(false) => {
-                node.journal.settle(0, std::mem::take(&mut keys).len());
+                node.journal().settle(0, std::mem::take(&mut keys).len());
                 records.clear();
             }
             Err(e) => outcome = Err(e),
@@ -176,16 +176,16 @@ async fn probe<M: NodeManager, S: Store<M>>(
     if outcome.is_err() {
         // The records stay on the stand-ins; what this process remembered
         // goes back to its journal.
-        node.journal.restore(local);
-        return node.cell.finish_probe(outcome);
+        node.journal().restore(local);
+        return node.health().finish_probe(outcome);
     }
     let count = keys.len();
     if elsewhere(&node, &nodes, keys, &records).await {
-        node.cell.commons.send(NodeEvent::Invalidated { node: *node.name(), keys: count });
+        node.health().commons.send(NodeEvent::Invalidated { node: *node.name(), keys: count });
         tracing::info!(node = %node.name(), keys = count, "stand-in copies invalidated");
     }
-    node.journal.counted(0);
-    node.cell.finish_probe(outcome);
+    node.journal().counted(0);
+    node.health().finish_probe(outcome);
     // What stand-ins took meanwhile: writes routed before the return.
     after_return(&node, &nodes, landing).await;
 }
@@ -195,7 +195,7 @@ async fn probe<M: NodeManager, S: Store<M>>(
 /// `node` may hold copies of them from before it was boxed, older than
 /// those written since on the stand-ins after it.
 fn is_away<M: NodeManager, S: Store<M>>(other: &Node<M, S>, node: &Node<M, S>) -> bool {
-    other.name() != node.name() && (!other.cell.is_up() || other.cell.warm_until().is_some())
+    other.name() != node.name() && (!other.is_up() || other.health().warm_until().is_some())
 }
 
 /// The keys of the homes `away` whose copies `node`, returning, may hold:
@@ -207,9 +207,9 @@ async fn borrowed<M: NodeManager, S: Store<M>>(
     node: &Node<M, S>,
     away: &[&Arc<Node<M, S>>],
 ) -> Result<Vec<Box<[u8]>>, (FailureKind, String)> {
-    let mut keys: Vec<Box<[u8]>> = away.iter().flat_map(|home| home.journal.keys()).collect();
+    let mut keys: Vec<Box<[u8]>> = away.iter().flat_map(|home| home.journal().keys()).collect();
     let mut read = redis::pipe();
-    for members in away.iter().filter_map(|home| home.journal.members()) {
+    for members in away.iter().filter_map(|home| home.journal().members()) {
         read.add_command(members);
     }
     if !read.is_empty()
@@ -226,7 +226,7 @@ async fn recorded<M: NodeManager, S: Store<M>>(
     home: &Node<M, S>,
     nodes: &Nodes<M, S>,
 ) -> Vec<(NodeName, Vec<Box<[u8]>>)> {
-    let Some(read) = home.journal.read_recorded() else { return Vec::new() };
+    let Some(read) = home.journal().read_recorded() else { return Vec::new() };
     let replies = send_to_others(nodes, home.name(), &read).await;
     let members = replies.into_iter().map(|(name, replies)| (name, Journal::recorded(replies)));
     members.filter(|(_, members)| !members.is_empty()).collect()
@@ -240,8 +240,8 @@ async fn after_return<M: NodeManager, S: Store<M>>(
     nodes: &Nodes<M, S>,
     landing: Duration,
 ) {
-    home.journal.landed(home.journal.mark(), landing).await;
-    elsewhere(home, nodes, home.journal.take(), &[]).await;
+    home.journal().landed(home.journal().mark(), landing).await;
+    elsewhere(home, nodes, home.journal().take(), &[]).await;
 }
 
 /// Deletes `keys` on every node but `home`, all at once (with rendezvous
@@ -261,8 +261,8 @@ async fn elsewhere<M: NodeManager, S: Store<M>>(
     let runs = others.map(|node| async {
         let read = records.iter().find(|(name, _)| name == node.name());
         let members = read.map_or(&[][..], |(_, members)| members);
-        let outcome = match node.cell.is_up() {
-            true => delete(node, &home.journal.deletes(&keys, members)).await,
+        let outcome = match node.is_up() {
+            true => delete(node, &home.journal().deletes(&keys, members)).await,
             false => Err((FailureKind::Connect, "boxed".to_owned())),
         };
         let mute = || (FailureKind::Check, "its connections cannot carry a DEL".to_owned());
@@ -272,12 +272,12 @@ async fn elsewhere<M: NodeManager, S: Store<M>>(
     });
     let Some((stand_in, (kind, error))) = join_all(runs).await.into_iter().find_map(Result::err)
     else {
-        home.journal.settle(keys.len(), 0);
+        home.journal().settle(keys.len(), 0);
         return true;
     };
     tracing::warn!(node = %home.name(), %stand_in, %kind, %error, keys = keys.len(),
         "stand-in copies not invalidated; left to stand_in_ttl");
-    home.journal.settle(0, keys.len());
+    home.journal().settle(0, keys.len());
     false
 }
 

@@ -91,23 +91,23 @@ pub struct NodeStatus {
 impl NodeStatus {
     /// `node`'s status at `now`, with its store's figures.
     pub(crate) fn of<M: NodeManager, S: Store<M>>(node: &Node<M, S>, now: Instant) -> Self {
-        let pool = node.store.stats();
-        let health = node.cell.health();
-        let policy = &node.cell.policy;
+        let pool = node.stats();
+        let health = node.health().health();
+        let policy = &node.health().policy;
         let (boxed_for, failed_probes, penalty_wait) = match health.state() {
             State::Boxed { cause, failed_probes, stay, .. } => {
                 (Some(cause), failed_probes, Some(stay))
             }
             State::Up { .. } => (None, 0, None),
         };
-        let (stand_in_invalidated, stand_in_dropped) = node.journal.counts();
-        let near = node.near.as_ref().map(|near| near.figures(false));
+        let (stand_in_invalidated, stand_in_dropped) = node.journal().counts();
+        let near = node.near_figures(false);
         let ratio =
             near.map(|(n, ..)| (n.hits, n.misses)).filter(|(hits, misses)| hits + misses > 0);
         NodeStatus {
             name: node.name().to_string(),
             up: health.is_up(),
-            weight: node.weight,
+            weight: node.weight(),
             consecutive_timeouts: health.consecutive_timeouts(),
             boxed_for,
             failed_probes,
@@ -120,14 +120,14 @@ impl NodeStatus {
             connections: pool.connections,
             idle_connections: pool.idle_connections,
             pool,
-            stand_in_keys: node.journal.len(),
+            stand_in_keys: node.journal().len(),
             stand_in_invalidated,
             stand_in_dropped,
-            stand_in_recorded: node.journal.recorded_len(),
-            gutter: node.gutter,
+            stand_in_recorded: node.journal().recorded_len(),
+            gutter: node.is_gutter(),
             near_cache_entries: near.map(|(_, held, _)| held),
             near_cache_hit_ratio: ratio.map(|(hits, misses)| hits as f64 / (hits + misses) as f64),
-            last_ok: node.cell.last_ok(now),
+            last_ok: node.health().last_ok(now),
         }
     }
 }

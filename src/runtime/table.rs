@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use arc_swap::Guard;
 
 use crate::error::Error;
-use crate::health::cell::Commons;
+use crate::health::commons::Commons;
 use crate::node::tracked::NodeManager;
 use crate::node::{CheckoutError, Node, Store};
 use crate::route::policy::{Cursor, Miss};
@@ -33,13 +33,14 @@ pub(crate) struct Table<M: NodeManager, S> {
 
 impl<M: NodeManager, S: Store<M>> Table<M, S> {
     pub(crate) fn new(mut nodes: Vec<Arc<Node<M, S>>>, commons: &Arc<Commons>) -> Self {
-        nodes.sort_by_key(|n| n.gutter); // stable: each kind keeps its order
-        let keyed = nodes.iter().take_while(|n| !n.gutter).count();
-        let over =
-            |nodes: &[Arc<Node<M, S>>]| Router::new(nodes.iter().map(|n| (&**n.name(), n.weight)));
+        nodes.sort_by_key(|n| n.is_gutter()); // stable: each kind keeps its order
+        let keyed = nodes.iter().take_while(|n| !n.is_gutter()).count();
+        let over = |nodes: &[Arc<Node<M, S>>]| {
+            Router::new(nodes.iter().map(|n| (&**n.name(), n.weight())))
+        };
         let (router, gutter) = (over(&nodes[..keyed]), over(&nodes[keyed..]));
-        let journals = nodes[..keyed].iter().map(|n| n.journal.clone()).collect();
-        let cells = nodes[..keyed].iter().map(|n| n.cell.clone()).collect();
+        let journals = nodes[..keyed].iter().map(|n| n.journal().clone()).collect();
+        let cells = nodes[..keyed].iter().map(|n| n.health().clone()).collect();
         let homes = Arc::new(Homes { router: router.clone(), journals, cells });
         Table { router, gutter, nodes, homes, commons: commons.clone() }
     }
@@ -68,7 +69,7 @@ impl<M: NodeManager, S: Store<M>> Table<M, S> {
     /// word says (`warm`: a warming node takes only its share of keys).
     fn routable(&self, hash: u64, warm: bool) -> impl Fn(usize) -> bool + '_ {
         let settled = self.commons.unsettled.load(Ordering::Acquire) == 0;
-        move |index| settled || self.nodes[index].cell.routable(hash, warm)
+        move |index| settled || self.nodes[index].health().routable(hash, warm)
     }
 
     /// `GET key` from the near cache of the key's home, if the key is
@@ -149,8 +150,8 @@ impl<'t, M: NodeManager, S: Store<M>> Route<'t, M, S> {
             Order::Turn { start, tried } => {
                 // Not the gutter: it holds no keys, so nothing to read.
                 let n = table.router.len();
-                let up = (*tried..n)
-                    .find(|&offset| table.nodes[start.wrapping_add(offset) % n].cell.is_up());
+                let up =
+                    (*tried..n).find(|&offset| table.nodes[start.wrapping_add(offset) % n].is_up());
                 let offset = up.ok_or(Error::NoHealthyNodes)?;
                 *tried = offset;
                 Ok(start.wrapping_add(offset) % n)
@@ -179,7 +180,7 @@ impl<'t, M: NodeManager, S: Store<M>> Route<'t, M, S> {
         if let Order::Key(cursor) = &self.order
             && let Some(home) = cursor.home().filter(|&home| home != index && !self.counted)
         {
-            self.table.nodes[home].cell.metrics.failover();
+            self.table.nodes[home].health().metrics.failover();
         }
         self.counted = true;
     }

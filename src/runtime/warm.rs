@@ -133,7 +133,7 @@ impl<M: NodeManager> OldHomes<M> {
     /// The old home's node, if a read may ask it now.
     fn readable(&self, old: usize) -> bool {
         let node = &self.table.nodes[old];
-        node.cell.is_up() && !self.resize.ruled_out(node.name())
+        node.is_up() && !self.resize.ruled_out(node.name())
     }
 
     /// `cmds` on node `index`, judged by the one classifier; the replies as
@@ -194,7 +194,7 @@ impl<M: NodeManager> Elder for OldHomes<M> {
         let mut by_home: Vec<(usize, redis::Pipeline)> = Vec::new();
         for key in &keys {
             let Some(old) = self.old_home(key) else { continue };
-            if !self.table.nodes[old].cell.is_up() {
+            if !self.table.nodes[old].is_up() {
                 self.resize.rule_out(*self.table.name(old));
                 continue;
             }

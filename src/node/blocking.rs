@@ -1,0 +1,116 @@
+//! The synchronous flavour's store (feature `r2d2`): a node's r2d2 pool of
+//! blocking connections, beside the async flavour's bb8 pool
+//! (`store.rs`), with the same tracking of each connection's health.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::{ConnectionLike, RedisError, RedisResult, Value};
+
+use crate::backend::manager::RedisManager;
+use crate::health::failure::failure;
+use crate::health::record::PoolStats;
+use crate::node::clock::Clock;
+use crate::node::learn::learn_blocking;
+use crate::node::tracked::{Tracked, TrackedConn};
+use crate::node::{CheckoutError, Node, Store, Try};
+use crate::settings::Settings;
+
+/// A node's r2d2 pool.
+pub(crate) type R2d2 = r2d2::Pool<Tracked<RedisManager>>;
+
+impl r2d2::ManageConnection for Tracked<RedisManager> {
+    type Connection = TrackedConn<redis::Connection>;
+    type Error = RedisError;
+
+    fn connect(&self) -> RedisResult<Self::Connection> {
+        let epoch = self.cell.epoch();
+        let mut conn = self.cell.connected(epoch, self.inner.connect_blocking())?;
+        learn_blocking(&mut conn, &self.cell, epoch);
+        Ok(TrackedConn::new(conn, epoch, self.cell.clone(), None))
+    }
+
+    fn is_valid(&self, conn: &mut Self::Connection) -> RedisResult<()> {
+        ping(conn)
+    }
+
+    fn has_broken(&self, conn: &mut Self::Connection) -> bool {
+        conn.is_spent() || !conn.conn.is_open()
+    }
+}
+
+/// A `PING` on `conn`, its outcome reported.
+fn ping(conn: &mut TrackedConn<redis::Connection>) -> RedisResult<()> {
+    let result = redis::cmd("PING").query::<Value>(&mut conn.conn);
+    conn.observe(failure(&result));
+    result.map(drop)
+}
+
+impl Store<RedisManager> for R2d2 {
+    fn stats(&self) -> PoolStats {
+        let state = self.state();
+        PoolStats {
+            connections: state.connections,
+            idle_connections: state.idle_connections,
+            ..PoolStats::default()
+        }
+    }
+
+    fn release(&self) {
+        // `try_get` hands out an idle connection or nothing, never waits.
+        while let Some(mut conn) = self.try_get() {
+            conn.broken = true;
+        }
+    }
+
+    /// r2d2 holds blocking connections: the probe's async one closes.
+    fn adopt(&self, _: TrackedConn<redis::aio::MultiplexedConnection>) {}
+
+    /// A blocking `PING` (bounded by the connection's timeouts), on the
+    /// prober's blocking threads.
+    async fn heartbeat(&self, _: &Arc<RedisManager>, timeout: Duration) {
+        let pool = self.clone();
+        let beat = tokio::task::spawn_blocking(move || {
+            if let Some(mut conn) = pool.get_timeout(timeout).ok().filter(|c| !c.is_spent()) {
+                let _ = ping(&mut conn);
+            }
+        });
+        let _ = beat.await;
+    }
+}
+
+/// The r2d2 pool of a node of the synchronous flavour.
+pub(crate) fn r2d2_pool(settings: &Settings, manager: Tracked<RedisManager>) -> R2d2 {
+    r2d2::Pool::builder()
+        .max_size(settings.max_connections)
+        // Connect lazily unless told otherwise: r2d2 keeps reconnecting to
+        // a dead node in the background to hold `min_idle`.
+        .min_idle(settings.min_idle.or(Some(0)))
+        .idle_timeout(settings.idle_timeout)
+        .max_lifetime(settings.max_lifetime)
+        .test_on_check_out(settings.test_on_checkout)
+        .connection_timeout(settings.checkout_timeout)
+        // Failures are reported to the node's health, not logged.
+        .error_handler(Box::new(r2d2::NopErrorHandler))
+        .build_unchecked(manager)
+}
+
+/// How long one blocking wait for a connection lasts before the node's
+/// health is looked at again: the most a checkout can lag behind its node
+/// being boxed.
+const SLICE: Duration = Duration::from_millis(5);
+
+impl Node<RedisManager, R2d2> {
+    /// A connection from the node's r2d2 pool by the clock's deadline,
+    /// through the blocking twin of the checkout race: a dead node is left
+    /// within [`SLICE`] of being boxed.
+    pub(crate) fn checkout_blocking(
+        &self,
+        clock: &Clock,
+    ) -> Result<r2d2::PooledConnection<Tracked<RedisManager>>, CheckoutError> {
+        self.race_blocking(clock, SLICE, |slice| match self.store.get_timeout(slice) {
+            Ok(conn) => self.fresh(conn, clock),
+            Err(_) => Try::Again,
+        })
+    }
+}
