@@ -19,6 +19,7 @@ use redis::aio::ConnectionLike;
 use redis::{Cmd, ErrorKind, FromRedisValue, RedisError, ToRedisArgs, Value};
 
 use crate::error::{Error, OnNode};
+use crate::health::record::ASIDE_OUTCOMES;
 use crate::metrics::ASIDE_TOTAL;
 use crate::node::lease::{MARK, marked};
 use crate::node::tracked::NodeManager;
@@ -62,7 +63,8 @@ fn eval(script: &str, key: &[u8], token: &[u8]) -> Cmd {
     cmd
 }
 
-/// What became of one `aside` call that did not hit, as counted.
+/// What became of one `aside` call that did not hit, as counted: in the
+/// order of [`ASIDE_OUTCOMES`].
 #[derive(Clone, Copy)]
 enum Outcome {
     /// It held the lease and stored its value.
@@ -80,14 +82,10 @@ enum Outcome {
 }
 
 impl Outcome {
+    /// Its `outcome` label, from the list the node's metrics register at
+    /// zero.
     fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Filled => "filled",
-            Outcome::Voided => "voided",
-            Outcome::Failed => "failed",
-            Outcome::Waited => "waited",
-            Outcome::TookOver => "took_over",
-        }
+        ASIDE_OUTCOMES[self as usize]
     }
 }
 

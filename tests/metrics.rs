@@ -9,10 +9,11 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use fluster::metrics::{
-    ASIDE_TOTAL, CHECKOUT_SECONDS, CHECKOUTS_TOTAL, CONNECTIONS, FAILOVERS_TOTAL, FAILURES_TOTAL,
-    FLEET_NEWS_TOTAL, IDLE_CONNECTIONS, NEAR_CACHE_EVICTIONS_TOTAL, NEAR_CACHE_HITS_TOTAL,
-    NEAR_CACHE_INVALIDATIONS_TOTAL, NEAR_CACHE_MISSES_TOTAL, NODE_UP, PENALTIES_TOTAL,
-    PROBES_TOTAL, STAND_IN_WRITES_TOTAL, SUBSCRIPTIONS,
+    ASIDE_TOTAL, CHECKOUT_SECONDS, CHECKOUTS_TOTAL, CONNECTIONS, CONNECTIONS_CLOSED_TOTAL,
+    FAILOVERS_TOTAL, FAILURES_TOTAL, FLEET_NEWS_TOTAL, IDLE_CONNECTIONS,
+    NEAR_CACHE_EVICTIONS_TOTAL, NEAR_CACHE_HITS_TOTAL, NEAR_CACHE_INVALIDATIONS_TOTAL,
+    NEAR_CACHE_MISSES_TOTAL, NODE_UP, PENALTIES_TOTAL, PROBES_TOTAL, STAND_IN_WRITES_TOTAL,
+    SUBSCRIPTIONS,
 };
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use redis::AsyncCommands;
@@ -315,4 +316,46 @@ async fn a_removed_nodes_gauges_read_zero() {
         assert_eq!(r.gauge(gauge, "goes"), 0.0, "{gauge} of the removed node");
     }
     assert_eq!(r.gauge(NODE_UP, "stays"), 1.0);
+}
+
+/// Every metric of `metrics::ALL` exists for each node right after
+/// `build`, before any event: each label value known up front at zero
+/// (`fluster_aside_total` and `fluster_fleet_news_total` appeared only at
+/// their first event).
+#[tokio::test]
+async fn every_metric_exists_at_zero_right_after_build() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let _local = metrics::set_default_local_recorder(&recorder);
+    let server = RedisServer::start();
+    let pool =
+        fluster::ShardedPool::builder().named_node("only", &server.url()).build().await.unwrap();
+    let mut series: HashMap<String, Vec<String>> = HashMap::new();
+    for (key, _, _, _) in snapshotter.snapshot().into_vec() {
+        let key = key.key();
+        let labels: Vec<(&str, &str)> = key.labels().map(|l| (l.key(), l.value())).collect();
+        assert!(labels.contains(&("node", "only")), "{} has no node label", key.name());
+        series.entry(key.name().to_owned()).or_default().push(key_text(key.name(), &labels));
+    }
+    for name in fluster::metrics::ALL {
+        assert!(series.contains_key(*name), "{name} does not exist right after build");
+    }
+    let labelled: [(&str, &str, &[&str]); 6] = [
+        (ASIDE_TOTAL, "outcome", &["filled", "voided", "failed", "waited", "took_over"]),
+        (PROBES_TOTAL, "result", &["ok", "failed"]),
+        (STAND_IN_WRITES_TOTAL, "result", &["remembered", "invalidated", "dropped"]),
+        (CONNECTIONS_CLOSED_TOTAL, "reason", &["broken", "idle", "lifetime"]),
+        (FLEET_NEWS_TOTAL, "news", &["boxed", "returned"]),
+        (FAILURES_TOTAL, "kind", &["refused", "io", "dropped"]),
+    ];
+    for (name, label, values) in labelled {
+        for value in values {
+            let found = series[name].iter().any(|s| s.contains(&format!("{label}={value}")));
+            assert!(found, "{name}{{{label}={value}}} does not exist right after build");
+        }
+    }
+    for way in ["sent", "heard"] {
+        assert!(series[FLEET_NEWS_TOTAL].iter().any(|s| s.contains(&format!("way={way}"))));
+    }
+    pool.close();
 }

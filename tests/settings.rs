@@ -328,6 +328,159 @@ async fn messages_show_the_text_and_how_to_write_it() {
     assert!(err.contains("`5` has no unit") && err.contains("warmup"), "{err}");
 }
 
+/// The README's sample file, as it is written there: its `sentinel` node
+/// is for feature `sentinel`.
+const README_SAMPLE: &str = r#"
+nodes = [
+    "redis://127.0.0.1:7001",
+    { name = "cache-b", url = "redis://127.0.0.1:7002/2", weight = 2.0 },
+    # feature `sentinel`:
+    { name = "orders", sentinel = { master = "orders", sentinels = ["redis://127.0.0.1:26379"] } },
+]
+penalty_max_wait = "10s"
+warmup = "5s"
+idle_timeout = "5m"
+require_healthy = 1
+"#;
+
+/// A file and the environment together: `FLUSTER__NODES` replaces the
+/// file's nodes (the README says so), and other variables override the
+/// file's settings one by one.
+#[test]
+fn the_environments_nodes_replace_the_files() {
+    let file = r#"
+        nodes = ["redis://127.0.0.1:7001", { name = "b", url = "redis://127.0.0.1:7002" }]
+        penalty_max_wait = "10s"
+        warmup = "5s"
+    "#;
+    let env: std::collections::HashMap<String, String> = [
+        ("FLUSTER__NODES".to_owned(), "redis://127.0.0.1:7003".to_owned()),
+        ("FLUSTER__WARMUP".to_owned(), "1s".to_owned()),
+    ]
+    .into();
+    let config: Config = config::Config::builder()
+        .add_source(File::from_str(file, FileFormat::Toml))
+        .add_source(
+            Environment::with_prefix("FLUSTER")
+                .prefix_separator("__")
+                .separator("__")
+                .list_separator(",")
+                .with_list_parse_key("nodes")
+                .try_parsing(true)
+                .source(Some(env)),
+        )
+        .build()
+        .unwrap()
+        .try_deserialize()
+        .unwrap();
+    assert_eq!(config.nodes, [NodeConfig::Url("redis://127.0.0.1:7003".into())]);
+    assert_eq!(config.settings.warmup, Duration::from_secs(1));
+    assert_eq!(config.settings.penalty_max_wait, Duration::from_secs(10));
+}
+
+/// The README's sample with every feature it names builds its config.
+#[cfg(feature = "sentinel")]
+#[test]
+fn the_readme_sample_is_read_with_its_features() {
+    let config = from_toml(README_SAMPLE).unwrap();
+    assert!(matches!(&config.nodes[2], NodeConfig::Sentinel { name, .. } if name == "orders"));
+}
+
+/// Without feature `sentinel`, the README's sample names the node and the
+/// feature it needs (it said "data did not match any variant of untagged
+/// enum NodeConfig for key `nodes[2]`").
+#[cfg(not(feature = "sentinel"))]
+#[test]
+fn a_sentinel_node_without_the_feature_names_the_feature() {
+    let err = from_toml(README_SAMPLE).unwrap_err().to_string();
+    assert!(
+        err.contains(
+            "node `orders` is a Sentinel shard (its `sentinel` key): that needs fluster's \
+             `sentinel` feature"
+        ),
+        "{err}"
+    );
+    assert!(err.contains("nodes[2]"), "{err}");
+    assert!(!err.contains("untagged"), "{err}");
+}
+
+/// Without feature `tls`, a TLS setting names the feature, as a
+/// `rediss://` URL does (it said "unknown setting").
+#[cfg(not(feature = "tls"))]
+#[test]
+fn a_tls_setting_without_the_feature_names_the_feature() {
+    let err = from_toml("nodes = []\ntls_root_certificates = \"-----BEGIN\"").unwrap_err();
+    let err = err.to_string();
+    assert!(err.contains("setting `tls_root_certificates` needs fluster's `tls` feature"), "{err}");
+    assert!(!err.contains("unknown setting"), "{err}");
+    let env =
+        [("FLUSTER__NODES", "redis://127.0.0.1:1"), ("FLUSTER__TLS_CLIENT_CERTIFICATE__CERT", "c")];
+    let err = try_from_env(env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
+    let err = err.unwrap_err();
+    assert!(
+        err.contains("setting `tls_client_certificate` needs fluster's `tls` feature"),
+        "{err}"
+    );
+}
+
+/// A mistake inside a node's table is named: the key, the closest key a
+/// node has, and the shape of a node (it said "data did not match any
+/// variant of untagged enum NodeConfig").
+#[test]
+fn a_mistake_in_a_node_table_names_the_key() {
+    let err = from_toml(
+        r#"nodes = ["redis://127.0.0.1:1", { name = "b", urll = "redis://127.0.0.1:2" }]"#,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("unknown key `urll` in a node table (did you mean `url`?)"), "{err}");
+    assert!(err.contains("a table of `url` and optional `name`, `weight` and `gutter`"), "{err}");
+    assert!(err.contains("nodes[1]") && !err.contains("untagged"), "{err}");
+    let err = from_toml(r#"nodes = [{ name = "b", weight = 2.0 }]"#).unwrap_err().to_string();
+    assert!(err.contains("node `b` has no `url`"), "{err}");
+    let both = r#"nodes = [{ name = "b", url = "redis://127.0.0.1:2", sentinel = { master = "m", sentinels = [] } }]"#;
+    let err = from_toml(both).unwrap_err().to_string();
+    assert!(err.contains("node `b` has both `url` and `sentinel`"), "{err}");
+    let err = from_toml("nodes = [7]").unwrap_err().to_string();
+    assert!(err.contains("invalid type: integer `7`, expected a node (a node is a URL, "), "{err}");
+    // A table with every key right still reads.
+    let config = from_toml(r#"nodes = [{ url = "redis://127.0.0.1:2", gutter = true }]"#).unwrap();
+    assert!(matches!(&config.nodes[0], NodeConfig::Full { gutter: true, name: None, .. }));
+}
+
+/// An unknown setting offers the closest known one, by its key and its
+/// variable; a name near none offers nothing.
+#[test]
+fn an_unknown_setting_offers_the_closest() {
+    let err = from_toml("nodes = []\npenalty_max_wiat = \"1s\"").unwrap_err().to_string();
+    assert!(
+        err.contains(
+            "unknown setting `penalty_max_wiat` (from a file, that key; from the environment, the \
+             variable `FLUSTER__PENALTY_MAX_WIAT`): did you mean `penalty_max_wait` \
+             (`FLUSTER__PENALTY_MAX_WAIT`)?"
+        ),
+        "{err}"
+    );
+    let err = from_toml("node = [\"redis://127.0.0.1:1\"]").unwrap_err().to_string();
+    assert!(err.contains("did you mean `nodes` (`FLUSTER__NODES`)?"), "{err}");
+    let err = from_toml("nodes = []\ncolour = 1").unwrap_err().to_string();
+    assert!(err.contains("unknown setting `colour`") && !err.contains("did you mean"), "{err}");
+}
+
+/// A pool with no nodes says where nodes are written.
+#[tokio::test]
+async fn no_nodes_says_where_to_write_them() {
+    let err = from_toml("warmup = \"1s\"").unwrap().build().await.unwrap_err().to_string();
+    assert!(
+        err.contains(
+            "no nodes were added: add one with `node(url)`; from a file, \
+             `nodes = [\"redis://127.0.0.1:6379\"]`; from the environment, \
+             `FLUSTER__NODES=redis://127.0.0.1:6379`"
+        ),
+        "{err}"
+    );
+}
+
 /// The longest a duration setting may be.
 const YEAR: Duration = Duration::from_secs(365 * 24 * 60 * 60);
 

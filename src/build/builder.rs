@@ -404,7 +404,11 @@ impl<M: NodeManager, F> Builder<M, F> {
         }
         if self.nodes.iter().all(|n| n.gutter) {
             let reason = match self.nodes.is_empty() {
-                true => "no nodes were added",
+                true => {
+                    "no nodes were added: add one with `node(url)`; from a file, \
+                     `nodes = [\"redis://127.0.0.1:6379\"]`; from the environment, \
+                     `FLUSTER__NODES=redis://127.0.0.1:6379`"
+                }
                 false => "only gutter nodes were added: they hold no keys of their own",
             };
             return Err(Error::config("nodes", reason));

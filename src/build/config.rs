@@ -6,6 +6,7 @@ use serde::{Deserialize, Deserializer};
 use crate::build::builder::Builder;
 use crate::error::Error;
 use crate::pool::ShardedPool;
+use crate::settings::file::closest;
 use crate::settings::{NodeConfig, Settings};
 
 /// A pool's nodes and [`Settings`] as data: deserialize it with serde
@@ -58,20 +59,42 @@ impl<'de> Deserialize<'de> for Config {
 
 /// serde's word for a field no setting has, with where it may have come
 /// from: a key of a file, or a variable of the environment as the README
-/// reads it (`FLUSTER__` and the name upper case, `__` between levels).
+/// reads it (`FLUSTER__` and the name upper case, `__` between levels);
+/// the closest setting's name when one is near (serde's message lists
+/// them all), or the feature a setting needs.
 fn unknown_setting<E: serde::de::Error>(e: E) -> E {
     let text = e.to_string();
-    let Some(field) = text.strip_prefix("unknown field `").and_then(|rest| rest.split_once('`'))
+    let Some((field, known)) =
+        text.strip_prefix("unknown field `").and_then(|rest| rest.split_once('`'))
     else {
         return e;
     };
-    let variable = format!("FLUSTER__{}", field.0.to_ascii_uppercase());
+    // ", expected one of `a`, `b`, ...": the names between backquotes; a
+    // nested table's field (a TLS identity's, a Sentinel shard's) keeps
+    // serde's own words, which list that table's.
+    let known: Vec<&str> = known.split('`').skip(1).step_by(2).collect();
+    if !known.contains(&"nodes") {
+        return e;
+    }
+    if !cfg!(feature = "tls") && TLS_SETTINGS.contains(&field) {
+        return E::custom(format!(
+            "setting `{field}` needs fluster's `tls` feature (`features = [\"serde\", \"tls\"]`)"
+        ));
+    }
+    let variable = |name: &str| format!("FLUSTER__{}", name.to_ascii_uppercase());
+    let hint = match closest(field, known) {
+        Some(name) => format!("did you mean `{name}` (`{}`)? Every", variable(name)),
+        None => "every".to_owned(),
+    };
     E::custom(format!(
-        "unknown setting `{}` (from a file, that key; from the environment, the variable \
-         `{variable}`): every setting is a field of `fluster::Settings`",
-        field.0
+        "unknown setting `{field}` (from a file, that key; from the environment, the variable \
+         `{}`): {hint} setting is a field of `fluster::Settings`",
+        variable(field)
     ))
 }
+
+/// The settings of feature `tls`, named when it is off.
+const TLS_SETTINGS: &[&str] = &["tls_root_certificates", "tls_client_certificate"];
 
 impl Config {
     /// The builder this configuration describes, for settings that are not

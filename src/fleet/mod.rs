@@ -27,7 +27,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 
 use crate::health::event::{News, NodeEvent};
-use crate::metrics::FLEET_NEWS_TOTAL;
+use crate::health::record::Way;
 use crate::node::tracked::NodeManager;
 use crate::node::{Node, Store, send_to_others};
 use crate::random::jitter;
@@ -192,7 +192,9 @@ impl Fleet {
         publish.cmd("PUBLISH").arg(&self.channel).arg(message.encode());
         let Ok(table) = core.open_table() else { return };
         let nodes = table.nodes.clone();
-        count(&node, news, "sent");
+        if let Some(told) = table.node(&node) {
+            told.health().metrics.fleet_news(news, Way::Sent);
+        }
         tracing::debug!(%node, news = news.as_str(), "telling the fleet");
         // Best effort: the other nodes carry the news.
         tokio::spawn(async move { send_to_others(&nodes, &node, &publish).await });
@@ -215,7 +217,7 @@ impl Fleet {
             return;
         }
         let (name, news) = (*node.name(), message.news);
-        count(&name, news, "heard");
+        node.health().metrics.fleet_news(news, Way::Heard);
         if let Some(relay) = node.journal().relay() {
             match news {
                 // Another has it boxed too: this process is not alone.
@@ -294,13 +296,6 @@ impl Fleet {
         });
         true
     }
-}
-
-/// Counts one piece of news told (`way` "sent") or heard about `node`.
-fn count(node: &NodeName, news: News, way: &'static str) {
-    let node = node.to_string();
-    metrics::counter!(FLEET_NEWS_TOTAL, "node" => node, "news" => news.as_str(), "way" => way)
-        .increment(1);
 }
 
 /// Counts, for each boxed node, the keys every process recorded for it on

@@ -7,8 +7,20 @@ use std::time::Duration;
 
 use metrics::{Counter, Gauge, Histogram};
 
+use crate::health::event::News;
 use crate::health::failure::FailureKind;
 use crate::metrics::*;
+
+/// The `outcome` labels of [`ASIDE_TOTAL`], in the order of `aside`'s own
+/// outcomes (it names them from here).
+pub(crate) const ASIDE_OUTCOMES: [&str; 5] = ["filled", "voided", "failed", "waited", "took_over"];
+
+/// The `way` labels of [`FLEET_NEWS_TOTAL`]: news told, news heard.
+#[derive(Clone, Copy)]
+pub(crate) enum Way {
+    Sent,
+    Heard,
+}
 
 /// What a node's pool holds and has done since it was built (bb8's
 /// statistics; the synchronous flavour's r2d2 pools count only
@@ -67,6 +79,8 @@ pub(crate) struct NodeMetrics {
     relayed: [Counter; 4],
     /// Near cache: hits, misses, invalidations, evictions.
     near: [Counter; 4],
+    /// Fleet news: `[news][way]` (boxed, returned; sent, heard).
+    fleet: [[Counter; 2]; 2],
 }
 
 impl NodeMetrics {
@@ -107,13 +121,33 @@ impl NodeMetrics {
                 NEAR_CACHE_EVICTIONS_TOTAL,
             ]
             .map(|name| metrics::counter!(name, &label())),
+            fleet: [News::Boxed, News::Returned].map(|news| {
+                ["sent", "heard"].map(|way| {
+                    let news = news.as_str();
+                    metrics::counter!(FLEET_NEWS_TOTAL, "node" => node.to_owned(), "news" => news, "way" => way)
+                })
+            }),
         };
+        // `aside`'s counters are counted through the registry, by the
+        // node that served the key (a connection's own); each is
+        // registered here, so it exists at zero too.
+        let aside = ASIDE_OUTCOMES.map(|outcome| {
+            metrics::counter!(ASIDE_TOTAL, "node" => node.to_owned(), "outcome" => outcome)
+        });
         // Counters come into being at zero with their first touch.
         let probes = [&metrics.probes_ok, &metrics.probes_failed];
         let (near, relayed) = (&metrics.near, &metrics.relayed);
+        let fleet = metrics.fleet.as_flattened();
         let counters = metrics.failures.iter().chain(probes).chain(&metrics.stand_ins);
-        for counter in counters.chain(relayed).chain(near) {
+        for counter in counters.chain(relayed).chain(near).chain(fleet).chain(&aside) {
             counter.increment(0);
+        }
+        for counter in [&metrics.waited, &metrics.timed_out].into_iter().chain(&metrics.closed) {
+            counter.absolute(0);
+        }
+        metrics.checkouts.increment(0);
+        for gauge in [&metrics.connections, &metrics.idle_connections, &metrics.subscriptions] {
+            gauge.set(0.0);
         }
         metrics.penalties.increment(0);
         metrics.failovers.increment(0);
@@ -188,6 +222,15 @@ impl NodeMetrics {
     /// last sampled.
     pub(crate) fn near(&self, counts: [u64; 4]) {
         self.near.iter().zip(counts).for_each(|(counter, n)| counter.increment(n));
+    }
+
+    /// A piece of fleet news about the node, told or heard.
+    pub(crate) fn fleet_news(&self, news: News, way: Way) {
+        let news = match news {
+            News::Boxed => 0,
+            News::Returned => 1,
+        };
+        self.fleet[news][way as usize].increment(1);
     }
 
     pub(crate) fn failure(&self, kind: FailureKind) {

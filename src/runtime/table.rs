@@ -45,9 +45,16 @@ impl<M: NodeManager, S: Store<M>> Table<M, S> {
         Table { router, gutter, nodes, homes, commons: commons.clone() }
     }
 
-    /// The name of the node at `index`, of either kind.
+    /// The name of the node at `index`, of either kind: from the router
+    /// that routed to it, whose names sit beside its seeds, not through
+    /// the node and its health cell (two more pointers to follow, which
+    /// were most of `node_for`'s own time).
+    #[inline]
     pub(crate) fn name(&self, index: usize) -> &NodeName {
-        self.nodes[index].name()
+        match index.checked_sub(self.router.len()) {
+            None => self.router.name(index),
+            Some(gutter) => self.gutter.name(gutter),
+        }
     }
 
     pub(crate) fn position(&self, name: &str) -> Option<usize> {

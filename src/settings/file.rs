@@ -25,8 +25,11 @@ impl<'de> serde::Deserialize<'de> for Failover {
 /// One node of a [`Config`](crate::Config): a URL alone, a URL with a name
 /// and weight (or a gutter node's: `{ url = "...", gutter = true }`), or a
 /// Sentinel shard.
-#[derive(Clone, PartialEq, serde::Deserialize)]
-#[serde(untagged)]
+///
+/// A table with a key none of these has, or without `url` (or `sentinel`),
+/// is an error naming the key; a `sentinel` table without the `sentinel`
+/// feature is an error naming the feature.
+#[derive(Clone, PartialEq)]
 #[non_exhaustive]
 pub enum NodeConfig {
     /// A URL; the node is named after its address, with weight 1.
@@ -41,7 +44,6 @@ pub enum NodeConfig {
         weight: Option<f64>,
         /// Whether it is a gutter node (default false; see
         /// [`Builder::gutter_node`](crate::Builder::gutter_node)).
-        #[serde(default)]
         gutter: bool,
     },
     /// A shard served by a Sentinel master group (feature `sentinel`):
@@ -78,6 +80,125 @@ impl std::fmt::Debug for NodeConfig {
                 .finish(),
         }
     }
+}
+
+/// How a node is written, for errors.
+const NODE_SHAPE: &str = if cfg!(feature = "sentinel") {
+    "a node is a URL, a table of `url` and optional `name`, `weight` and `gutter`, \
+     or a table of `name`, `sentinel` and optional `weight`"
+} else {
+    "a node is a URL, or a table of `url` and optional `name`, `weight` and `gutter`"
+};
+
+/// The keys a node table may have.
+const NODE_KEYS: &[&str] = &["url", "name", "weight", "gutter", "sentinel"];
+
+impl<'de> serde::Deserialize<'de> for NodeConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(NodeVisitor)
+    }
+}
+
+/// A node: a string is its URL, a map its table, read key by key so an
+/// error names the key (an untagged enum could only say that no variant
+/// matched).
+struct NodeVisitor;
+
+impl<'de> serde::de::Visitor<'de> for NodeVisitor {
+    type Value = NodeConfig;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "a node ({NODE_SHAPE})")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, url: &str) -> Result<NodeConfig, E> {
+        Ok(NodeConfig::Url(url.to_owned()))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<NodeConfig, A::Error> {
+        use serde::de::Error as _;
+        let (mut url, mut name, mut weight, mut gutter) = (None, None, None, None);
+        #[cfg(feature = "sentinel")]
+        let mut sentinel: Option<crate::settings::sentinel::SentinelShard> = None;
+        #[cfg(not(feature = "sentinel"))]
+        let mut sentinel: Option<serde::de::IgnoredAny> = None;
+        while let Some(key) = map.next_key::<String>()? {
+            match key.as_str() {
+                "url" => url = Some(map.next_value::<String>()?),
+                "name" => name = Some(map.next_value::<String>()?),
+                "weight" => weight = Some(map.next_value::<f64>()?),
+                "gutter" => gutter = Some(map.next_value::<bool>()?),
+                "sentinel" => sentinel = Some(map.next_value()?),
+                other => {
+                    let hint = match closest(other, NODE_KEYS.iter().copied()) {
+                        Some(key) => format!(" (did you mean `{key}`?)"),
+                        None => String::new(),
+                    };
+                    return Err(A::Error::custom(format!(
+                        "unknown key `{other}` in a node table{hint}: {NODE_SHAPE}"
+                    )));
+                }
+            }
+        }
+        let named = |name: &Option<String>| match name {
+            Some(name) => format!("node `{name}`"),
+            None => "a node".to_owned(),
+        };
+        match (url, sentinel) {
+            (Some(url), None) => {
+                Ok(NodeConfig::Full { url, name, weight, gutter: gutter.unwrap_or(false) })
+            }
+            (Some(_), Some(_)) => Err(A::Error::custom(format!(
+                "{} has both `url` and `sentinel`: a node is one or the other",
+                named(&name)
+            ))),
+            #[cfg(not(feature = "sentinel"))]
+            (None, Some(_)) => Err(A::Error::custom(format!(
+                "{} is a Sentinel shard (its `sentinel` key): that needs fluster's `sentinel` \
+                 feature",
+                named(&name)
+            ))),
+            #[cfg(feature = "sentinel")]
+            (None, Some(sentinel)) => {
+                let Some(name) = name else {
+                    return Err(A::Error::custom("a `sentinel` node needs a `name`"));
+                };
+                if gutter.is_some() {
+                    return Err(A::Error::custom(format!(
+                        "node `{name}`: `gutter` is for a node given by `url`, not a Sentinel shard"
+                    )));
+                }
+                Ok(NodeConfig::Sentinel { name, sentinel, weight })
+            }
+            (None, None) => {
+                Err(A::Error::custom(format!("{} has no `url`: {NODE_SHAPE}", named(&name))))
+            }
+        }
+    }
+}
+
+/// The known word closest to `word`, if one is close enough to be a slip
+/// of the keyboard (two edits, or one in four characters of a long word).
+pub(crate) fn closest<'a>(word: &str, known: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let best = known.into_iter().map(|k| (distance(word, k), k)).min_by_key(|(d, _)| *d);
+    best.filter(|(d, _)| *d <= (word.chars().count() / 4).max(2)).map(|(_, k)| k)
+}
+
+/// Levenshtein distance: the fewest inserts, deletes and changes of one
+/// character that turn `a` into `b`.
+fn distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (diagonal + usize::from(ca != cb)).min(above + 1).min(row[j] + 1);
+            diagonal = above;
+        }
+    }
+    row[b.len()]
 }
 
 /// How a duration is written, for errors.
@@ -123,4 +244,19 @@ pub(crate) fn never_or_duration<'de, D: serde::Deserializer<'de>>(
     d: D,
 ) -> Result<Option<Duration>, D::Error> {
     written_duration(d, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn distance_counts_edits() {
+        assert_eq!(distance("", "abc"), 3);
+        assert_eq!(distance("url", "urll"), 1);
+        assert_eq!(distance("penalty_max_wiat", "penalty_max_wait"), 2);
+        assert_eq!(distance("kitten", "sitting"), 3);
+        assert_eq!(closest("urll", NODE_KEYS.iter().copied()), Some("url"));
+        assert_eq!(closest("colour", NODE_KEYS.iter().copied()), None);
+    }
 }
