@@ -40,7 +40,8 @@ impl<M: NodeManager, S: Store<M>> Table<M, S> {
         };
         let (router, gutter) = (over(&nodes[..keyed]), over(&nodes[keyed..]));
         let journals = nodes[..keyed].iter().map(|n| n.journal().clone()).collect();
-        let cells = nodes[..keyed].iter().map(|n| n.health().clone()).collect();
+        // Every node's, the gutter's last: a node reads a write's keys by its own table.
+        let cells = nodes.iter().map(|n| n.health().clone()).collect();
         let homes = Arc::new(Homes { router: router.clone(), journals, cells });
         Table { router, gutter, nodes, homes, commons: commons.clone() }
     }

@@ -19,8 +19,9 @@ use crate::health::cell::HealthCell;
 use crate::route::{Router, key_hash};
 
 /// Where keys live: the pool's router and, by the same index, each node's
-/// journal and health. Built with each table of nodes; an index past the
-/// router's is a gutter node's.
+/// journal (of the nodes that hold keys) and health (of every node, gutter
+/// nodes last). Built with each table of nodes; an index past the router's
+/// is a gutter node's.
 #[derive(Debug)]
 pub(crate) struct Homes {
     pub(crate) router: Router,
