@@ -106,8 +106,12 @@ pub const RELAYED_DELETES_TOTAL: &str = "fluster_relayed_deletes_total";
 /// stored), `failed` (its fill returned an error or a value that cannot be
 /// stored, or panicked: the lease was given back), `waited` (it found a lease and got
 /// its holder's value), `took_over` (it found a lease that ended without a
-/// value, and filled). The `node` label is the node that served the key.
-/// Hits are not counted: they cost a plain read.
+/// value, and filled); and [`aside_early`](crate::ShardedPool::aside_early)'s
+/// background refills: `refreshed` (stored), `refresh_voided` (the key was
+/// written meanwhile: nothing stored), `refresh_failed` (the fill failed,
+/// panicked or outlived the lease: the key kept its value). The `node`
+/// label is the node that served the key. Hits are not counted: they cost
+/// a plain read.
 pub const ASIDE_TOTAL: &str = "fluster_aside_total";
 
 /// Every metric the pool records, by name: what a dashboard should chart.

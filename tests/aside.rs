@@ -6,6 +6,7 @@
 
 mod support;
 
+use std::future::Future;
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -540,4 +541,270 @@ async fn a_failed_command_names_its_node_and_keeps_its_kind() {
     assert!(e.redis_error().is_some_and(|r| r.is_timeout()), "{e:?}");
     let source = std::error::Error::source(&e).expect("the redis error is the source");
     assert!(source.downcast_ref::<redis::RedisError>().is_some_and(|r| r.is_timeout()));
+}
+
+// Early refresh (`aside_early`).
+
+/// What a client outside fluster reads in `key`'s companion (its last
+/// fill's time, and the refresh lease while one is held).
+fn companion(server: &RedisServer, key: &str) -> Option<String> {
+    let name = [&b"\0fluster:delta:"[..], key.as_bytes()].concat();
+    redis::cmd("GET").arg(name).query(&mut server.client()).unwrap()
+}
+
+/// Fills started, with when, and a value that tells them apart.
+#[derive(Clone, Default)]
+struct Fills(Arc<std::sync::Mutex<Vec<Instant>>>);
+
+impl Fills {
+    /// A fill that takes `took`, counted, whose value is `v-<n>`.
+    fn fill(self, took: Duration) -> impl Future<Output = io::Result<String>> + Send + 'static {
+        let fills = self.0.clone();
+        async move {
+            let n = {
+                let mut fills = fills.lock().unwrap();
+                fills.push(Instant::now());
+                fills.len()
+            };
+            tokio::time::sleep(took).await;
+            Ok(format!("v-{n}"))
+        }
+    }
+
+    fn starts(&self) -> Vec<Instant> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+/// `tasks` tasks of each pool call `aside_early` on `key` in a loop for
+/// `run`, each fill taking `fill`: the calls that took at least `fill`
+/// (a caller that waited for a fill), and the calls made.
+async fn hot_key(
+    pools: &[ShardedPool],
+    key: &str,
+    ttl: Duration,
+    fill: Duration,
+    run: Duration,
+    fills: &Fills,
+) -> (usize, usize) {
+    let end = Instant::now() + run;
+    let mut tasks = Vec::new();
+    for pool in pools {
+        for _ in 0..50 {
+            let (pool, key, fills) = (pool.clone(), key.to_owned(), fills.clone());
+            tasks.push(tokio::spawn(async move {
+                let (mut waited, mut calls) = (0, 0);
+                while Instant::now() < end {
+                    let started = Instant::now();
+                    let fills = fills.clone();
+                    let v: String =
+                        pool.aside_early(&key, ttl, move || fills.fill(fill)).await.unwrap();
+                    assert!(v.starts_with("v-"), "{v}");
+                    waited += usize::from(started.elapsed() >= fill);
+                    calls += 1;
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                (waited, calls)
+            }));
+        }
+    }
+    let mut total = (0, 0);
+    for task in tasks {
+        let (waited, calls) = task.await.unwrap();
+        total = (total.0 + waited, total.1 + calls);
+    }
+    total
+}
+
+/// Under steady load on a hot key (100 callers, a 3 s TTL, a 100 ms fill,
+/// 6 s), with and without a near cache: the key is refilled before it
+/// expires, so no caller waits for a fill, and there is at most one fill
+/// per expiry window (no two fills start within half a TTL: under a load
+/// of `r` reads a second XFetch refills about `δ·ln(r·δ)` early, here
+/// under a second). With `early_refresh(0.0)` the same load waits at each
+/// expiry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn early_refresh_refills_a_hot_key_before_it_expires() {
+    let servers = start_servers(1);
+    let (ttl, fill, run) =
+        (Duration::from_secs(3), Duration::from_millis(100), Duration::from_secs(6));
+    for near in [0, 1_000] {
+        let mut pools = Vec::new();
+        for _ in 0..2 {
+            pools.push(builder_for(&servers).near_cache(near).build().await.unwrap());
+        }
+        let (key, fills) = (format!("early:{near}"), Fills::default());
+        // The first fill, a miss, measures δ.
+        let first = fills.clone();
+        let _: String = pools[0].aside_early(&key, ttl, move || first.fill(fill)).await.unwrap();
+        let (waited, calls) = hot_key(&pools, &key, ttl, fill, run, &fills).await;
+        let starts = fills.starts();
+        assert_eq!(waited, 0, "near cache {near}: {waited} of {calls} calls waited for a fill");
+        assert!(starts.len() >= 3, "near cache {near}: refilled {} times in 6 s", starts.len());
+        for pair in starts.windows(2) {
+            let gap = pair[1] - pair[0];
+            assert!(gap >= ttl / 2, "near cache {near}: two fills {gap:?} apart: {starts:?}");
+        }
+    }
+    // The control: without early refresh, callers wait at each expiry.
+    let off: Vec<ShardedPool> =
+        vec![builder_for(&servers).early_refresh(0.0).build().await.unwrap()];
+    let fills = Fills::default();
+    let ttl = Duration::from_secs(1);
+    let (waited, _) =
+        hot_key(&off, "early:off", ttl, fill, Duration::from_millis(2_500), &fills).await;
+    assert!(waited >= 50, "without early refresh, callers wait at expiries: {waited}");
+}
+
+/// A pool whose every hit of a key with a known fill time refills (β so
+/// large that the draw always says so), its lease 1 s.
+async fn eager(servers: &[RedisServer]) -> ShardedPool {
+    builder_for(servers).early_refresh(1e9).lease(LEASE).build().await.unwrap()
+}
+
+/// Fills `key` with "first" (a miss, which records its time), then starts
+/// a refill whose fill waits for `release` and then returns `outcome`;
+/// returns once that fill runs. The caller got "first" at once.
+async fn refill_held(
+    pool: &ShardedPool,
+    key: &str,
+    outcome: fn() -> io::Result<String>,
+) -> (Arc<Notify>, Arc<AtomicUsize>) {
+    let first = || async { Ok::<_, io::Error>("first".to_owned()) };
+    let _: String = pool.aside_early(key, TTL, first).await.unwrap();
+    let (release, runs) = (Arc::new(Notify::new()), Arc::new(AtomicUsize::new(0)));
+    let (open, ran) = (release.clone(), runs.clone());
+    let fill = move || async move {
+        ran.fetch_add(1, Ordering::SeqCst);
+        open.notified().await;
+        outcome()
+    };
+    let started = Instant::now();
+    let v: String = pool.aside_early(key, TTL, fill).await.unwrap();
+    assert_eq!(v, "first", "the caller that refills gets the current value");
+    assert!(started.elapsed() < Duration::from_millis(200), "it did not wait");
+    assert!(eventually(Duration::from_secs(2), || runs.load(Ordering::SeqCst) == 1).await);
+    (release, runs)
+}
+
+/// Whether `key`'s refresh lease is held (its companion holds a token).
+fn leased(server: &RedisServer, key: &str) -> bool {
+    companion(server, key).is_some_and(|c| c.contains(' '))
+}
+
+/// A write by another client (a `SET`, a `DEL`) while a refill runs
+/// stands: the refill stores nothing. While it runs, readers get the
+/// current value, never a miss or the lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_during_a_refill_is_not_overwritten() {
+    let servers = start_servers(1);
+    let pool = eager(&servers).await;
+    let refilled = || Ok("refilled".to_owned());
+    for (key, write) in [("w:set", Some("written")), ("w:del", None)] {
+        let (release, _) = refill_held(&pool, key, refilled).await;
+        assert!(leased(&servers[0], key), "the refill holds the refresh lease");
+        let v: Option<String> = pool.get_cached(key).await.unwrap();
+        assert_eq!(v.as_deref(), Some("first"), "readers see the current value");
+        let mut client = servers[0].client();
+        match write {
+            Some(w) => redis::cmd("SET").arg(key).arg(w).query::<()>(&mut client).unwrap(),
+            None => redis::cmd("DEL").arg(key).query::<()>(&mut client).unwrap(),
+        }
+        release.notify_one();
+        let done = || !leased(&servers[0], key);
+        assert!(eventually(Duration::from_secs(2), done).await, "the lease was not given back");
+        let raw = raw(&servers[0], key).map(|v| String::from_utf8(v).unwrap());
+        assert_eq!(raw.as_deref(), write, "the write stands");
+    }
+    // Without a write, the refill stores.
+    let (release, _) = refill_held(&pool, "w:none", refilled).await;
+    release.notify_one();
+    let stored = || raw(&servers[0], "w:none").as_deref() == Some(&b"refilled"[..]);
+    assert!(eventually(Duration::from_secs(2), stored).await, "the refill stored nothing");
+}
+
+/// A refill whose fill fails or panics leaves the key's value readable
+/// and gives the refresh lease back: the next hit tries again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refill_that_fails_or_panics_keeps_the_value() {
+    let servers = start_servers(1);
+    let pool = eager(&servers).await;
+    fn fails() -> io::Result<String> {
+        Err(io::Error::other("database down"))
+    }
+    fn panics() -> io::Result<String> {
+        panic!("the refill panicked")
+    }
+    for (key, outcome) in [("f:err", fails as fn() -> _), ("f:panic", panics)] {
+        let (release, runs) = refill_held(&pool, key, outcome).await;
+        release.notify_one();
+        let done = || !leased(&servers[0], key);
+        assert!(eventually(Duration::from_secs(2), done).await, "the lease was not given back");
+        assert_eq!(raw(&servers[0], key).as_deref(), Some(&b"first"[..]), "the value stays");
+        let (again, tried) = (runs.clone(), Arc::new(AtomicUsize::new(0)));
+        let counted = tried.clone();
+        let fill = move || async move {
+            again.fetch_add(1, Ordering::SeqCst);
+            counted.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, io::Error>("second".to_owned())
+        };
+        let v: String = pool.aside_early(key, TTL, fill).await.unwrap();
+        assert_eq!(v, "first");
+        let stored = || raw(&servers[0], key).as_deref() == Some(&b"second"[..]);
+        assert!(eventually(Duration::from_secs(2), stored).await, "the next hit did not refill");
+        assert_eq!(tried.load(Ordering::SeqCst), 1);
+    }
+}
+
+/// The refill is the pool's: a caller dropped at once does not stop it,
+/// and a fill that never ends is dropped when the lease ends, the lease
+/// given back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refill_outlives_its_caller_but_not_its_lease() {
+    let servers = start_servers(1);
+    let pool = eager(&servers).await;
+    let first = || async { Ok::<_, io::Error>("first".to_owned()) };
+    let _: String = pool.aside_early("c:early", TTL, first).await.unwrap();
+    let (runs, ran) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let counted = runs.clone();
+    let slow = move || async move {
+        counted.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        Ok::<_, io::Error>("refilled".to_owned())
+    };
+    // The caller goes on to something that never ends, and is dropped
+    // while its refill runs.
+    let (pool2, returned) = (pool.clone(), ran.clone());
+    let call = tokio::spawn(async move {
+        let v: String = pool2.aside_early("c:early", TTL, slow).await.unwrap();
+        returned.fetch_add(usize::from(v == "first"), Ordering::SeqCst);
+        std::future::pending::<()>().await
+    });
+    assert!(eventually(Duration::from_secs(2), || runs.load(Ordering::SeqCst) == 1).await);
+    call.abort();
+    assert!(call.await.unwrap_err().is_cancelled());
+    assert_eq!(ran.load(Ordering::SeqCst), 1, "the caller got the current value");
+    assert_eq!(raw(&servers[0], "c:early").as_deref(), Some(&b"first"[..]), "not yet refilled");
+    let stored = || raw(&servers[0], "c:early").as_deref() == Some(&b"refilled"[..]);
+    assert!(eventually(Duration::from_secs(2), stored).await, "the refill stopped with its caller");
+
+    struct Dropped(Arc<AtomicUsize>);
+    impl Drop for Dropped {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    let dropped = Arc::new(AtomicUsize::new(0));
+    let guard = Dropped(dropped.clone());
+    let forever = move || async move {
+        let _guard = guard;
+        std::future::pending::<io::Result<String>>().await
+    };
+    let v: String = pool.aside_early("c:early", TTL, forever).await.unwrap();
+    assert_eq!(v, "refilled");
+    let started = Instant::now();
+    assert!(eventually(Duration::from_secs(3), || dropped.load(Ordering::SeqCst) == 1).await);
+    assert!(started.elapsed() >= LEASE - Duration::from_millis(100), "dropped before its lease");
+    assert!(eventually(Duration::from_secs(1), || !leased(&servers[0], "c:early")).await);
+    assert_eq!(raw(&servers[0], "c:early").as_deref(), Some(&b"refilled"[..]));
 }

@@ -69,6 +69,9 @@ impl Replies {
 struct Slot {
     ticket: u64,
     expires: Instant,
+    /// When the key itself expires on the server, as its last kept reply's
+    /// `PTTL` said (`None`: it has no TTL).
+    dies: Option<Instant>,
     replies: Replies,
 }
 
@@ -139,6 +142,13 @@ impl Shard {
         }
     }
 
+    /// When `key` expires on the server (`Some(None)`: never), if a reply
+    /// of it is kept and not expired.
+    pub(crate) fn dies(&mut self, key: &[u8], now: Instant) -> Option<Option<Instant>> {
+        let slot = self.slots.peek(key).filter(|slot| slot.expires > now)?;
+        (slot.replies.len() > 0).then_some(slot.dies)
+    }
+
     /// The ticket for a fill of `key`: its slot's, made empty if there was
     /// none (or it had expired); a new slot may evict the least recently
     /// used key.
@@ -148,7 +158,8 @@ impl Shard {
             _ => {
                 self.drop_slot(key);
                 self.tickets += 1;
-                let slot = Slot { ticket: self.tickets, expires, replies: Replies::None };
+                let slot =
+                    Slot { ticket: self.tickets, expires, dies: None, replies: Replies::None };
                 self.slots.push(key.into(), slot);
                 if self.slots.len() > self.capacity {
                     self.evict_key();
@@ -160,7 +171,7 @@ impl Shard {
 
     /// Keeps `value`, the reply to the read `id` (whose hash is `hash`) of
     /// `key`, if `key`'s slot still holds `ticket`; the reply expires at
-    /// `expires` at the latest. Makes room by evicting the least recently
+    /// `expires` at the latest, and the key on the server at `dies`. Makes room by evicting the least recently
     /// used keys, or this key's least recently used replies.
     pub(crate) fn keep(
         &mut self,
@@ -168,12 +179,13 @@ impl Shard {
         ticket: u64,
         (id, hash): (Box<[u8]>, u64),
         value: Value,
-        expires: Instant,
+        (expires, dies): (Instant, Option<Instant>),
     ) {
         let Some(slot) = self.slots.get_mut(key).filter(|slot| slot.ticket == ticket) else {
             return;
         };
         slot.expires = slot.expires.min(expires);
+        slot.dies = dies;
         let added = match std::mem::replace(&mut slot.replies, Replies::None) {
             Replies::None => {
                 slot.replies = Replies::One(id, value);
@@ -249,7 +261,7 @@ mod tests {
         let ticket = shard.ticket(b"h", now, later);
         for i in 0..3_000 {
             let field = i.to_string();
-            shard.keep(b"h", ticket, read(&["HGET", "h", &field]), Value::Int(i), later);
+            shard.keep(b"h", ticket, read(&["HGET", "h", &field]), Value::Int(i), (later, None));
             assert!(shard.held() <= 100);
         }
         assert_eq!(shard.held(), 100);
@@ -265,7 +277,7 @@ mod tests {
         for key in 0..150 {
             let key = key.to_string();
             let ticket = shard.ticket(key.as_bytes(), now, later);
-            shard.keep(key.as_bytes(), ticket, read(&["GET", &key]), Value::Int(0), later);
+            shard.keep(key.as_bytes(), ticket, read(&["GET", &key]), Value::Int(0), (later, None));
         }
         assert_eq!(shard.held(), 100);
         assert_eq!(shard.counts.evicted, 3_050);

@@ -263,15 +263,23 @@ impl NearCache {
         };
         let hash = hash_of(&id);
         for (((key, ticket), value), ttl) in keys.iter().zip(tickets).zip(replies).zip(ttls) {
-            let expires = match ttl {
+            let dies = match ttl {
                 _ if matches!(value, Value::ServerError(_)) => continue,
                 // Milliseconds left; -1: none, -2: no such key.
-                Value::Int(ms) if *ms > 0 => now + Duration::from_millis(*ms as u64).min(MAX_AGE),
-                Value::Int(-1 | -2) => now + MAX_AGE,
+                Value::Int(ms) if *ms > 0 => Some(now + Duration::from_millis(*ms as u64)),
+                Value::Int(-1 | -2) => None,
                 _ => continue,
             };
-            self.shard(key).keep(key, *ticket, (id.clone(), hash), value, expires);
+            let expires = dies.map_or(now + MAX_AGE, |dies| dies.min(now + MAX_AGE));
+            self.shard(key).keep(key, *ticket, (id.clone(), hash), value, (expires, dies));
         }
+    }
+
+    /// When `key` expires on the server (`Some(None)`: never), as the
+    /// `PTTL` sent with its kept reply said: `None` if no reply of it is
+    /// kept. [`aside_early`](crate::ShardedPool::aside_early)'s expiry.
+    pub(crate) fn dies(&self, key: &[u8]) -> Option<Option<Instant>> {
+        self.shard(key).dies(key, Instant::now())
     }
 
     /// The server says `key` changed.

@@ -327,6 +327,13 @@ impl<M: NodeManager, F> Builder<M, F> {
         /// lease found with more time left than this one is taken for a
         /// value some client wrote, not a lease, and filled over.
         lease: Duration;
+        /// XFetch's β for [`aside_early`](crate::ShardedPool::aside_early)
+        /// (default 1; 0: off, and `aside_early` refreshes only on a miss,
+        /// like `aside`): a hit refills in the background when
+        /// `now − δ·β·ln(rand) ≥ expiry`, δ the key's last fill time. Above
+        /// 1 refreshes earlier (fewer keys reach their expiry, more
+        /// refills); below 1, later. Finite, at least 0.
+        early_refresh: f64;
         /// Interval of the heartbeat (default 1 s; zero: off): an up node
         /// that carried no successful command during the last interval gets
         /// one `PING` within `response_timeout`, judged like any command; a

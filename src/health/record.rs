@@ -13,7 +13,16 @@ use crate::metrics::*;
 
 /// The `outcome` labels of [`ASIDE_TOTAL`], in the order of `aside`'s own
 /// outcomes (it names them from here).
-pub(crate) const ASIDE_OUTCOMES: [&str; 5] = ["filled", "voided", "failed", "waited", "took_over"];
+pub(crate) const ASIDE_OUTCOMES: [&str; 8] = [
+    "filled",
+    "voided",
+    "failed",
+    "waited",
+    "took_over",
+    "refreshed",
+    "refresh_voided",
+    "refresh_failed",
+];
 
 /// The `way` labels of [`FLEET_NEWS_TOTAL`]: news told, news heard.
 #[derive(Clone, Copy)]

@@ -153,6 +153,11 @@ impl<M: NodeManager> SharedConnection<M> {
     pub fn is_home(&self) -> bool {
         self.home
     }
+
+    /// Its node's near cache, if it has one.
+    pub(crate) fn near_cache(&self) -> Option<&NearCache> {
+        self.mux.near.as_deref()
+    }
 }
 
 impl<M: NodeManager> Deref for SharedConnection<M> {

@@ -129,6 +129,8 @@ pub struct Settings {
     /// [`Builder::lease`](crate::Builder::lease).
     #[cfg_attr(feature = "serde", serde(deserialize_with = "duration"))]
     pub lease: Duration,
+    /// [`Builder::early_refresh`](crate::Builder::early_refresh).
+    pub early_refresh: f64,
     /// [`Builder::near_cache`](crate::Builder::near_cache).
     pub near_cache: usize,
     /// [`Builder::heartbeat`](crate::Builder::heartbeat); `"0s"` for off.
@@ -196,6 +198,7 @@ impl Default for Settings {
             invalidate_on_return: false,
             fleet: None,
             lease: Duration::from_secs(3),
+            early_refresh: 1.0,
             near_cache: 0,
             heartbeat: DEFAULT_HEARTBEAT,
             #[cfg(feature = "tls")]
@@ -296,6 +299,10 @@ impl Settings {
                 "max_boxed_fraction",
                 format!("must be greater than 0 and at most 1, got {fraction}"),
             );
+        }
+        let beta = self.early_refresh;
+        if !(beta.is_finite() && beta >= 0.0) {
+            return bad("early_refresh", format!("must be finite and at least 0, got {beta}"));
         }
         if self.timeouts_before_penalty == 0 {
             return bad("timeouts_before_penalty", "must be at least 1, got 0".into());

@@ -1,6 +1,8 @@
 //! The workload's `aside` calls: fills that succeed, fail, run slow, are
 //! cancelled by a timeout around the call, and panic, each recorded as it
-//! ends, however it ends.
+//! ends, however it ends. Half of them (a seeded draw) are `aside_early`,
+//! whose hits near their expiry refill in the background: each such fill
+//! is recorded like any other, so the checker judges what it stores.
 
 use std::panic::AssertUnwindSafe;
 use std::time::Duration;
@@ -60,17 +62,19 @@ pub async fn aside(ctx: &Ctx, key: &str, rng: &mut ChaCha8Rng) {
         _ => FillKind::Cancelled,
     };
     let ttl_ms = rng.random_range(300..3_000);
+    let early = rng.random_bool(0.5);
     let call = Call::begin(&ctx.rec, Path::Aside);
     let value = call.value();
     let slow = rng.random_range(lease / 4..ctx.plan.config.longest_fill_ms);
     let rec = ctx.rec.clone();
     let fill_value = value.clone();
+    let fill_key = key.to_owned();
     let fill = move || async move {
         let mut guard = FillGuard {
             rec: rec.clone(),
             fill: Some(Fill {
                 process: rec.process,
-                key: key.to_owned(),
+                key: fill_key,
                 value: None,
                 ttl_ms,
                 start: now(),
@@ -100,8 +104,12 @@ pub async fn aside(ctx: &Ctx, key: &str, rng: &mut ChaCha8Rng) {
             }
         }
     };
-    let run =
-        AssertUnwindSafe(ctx.pool.aside(key, Duration::from_millis(ttl_ms), fill)).catch_unwind();
+    let ttl = Duration::from_millis(ttl_ms);
+    let run = match early {
+        true => ctx.pool.aside_early(key, ttl, fill).boxed(),
+        false => ctx.pool.aside(key, ttl, fill).boxed(),
+    };
+    let run = AssertUnwindSafe(run).catch_unwind();
     let limit = match kind {
         FillKind::Cancelled => Duration::from_millis(slow / 2),
         _ => HANG,

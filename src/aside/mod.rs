@@ -10,10 +10,14 @@
 //! failed or panicked, or its caller dropped the call) gives it back at
 //! once. fluster's readers never see it (`node/lease.rs`): `aside` tells a
 //! lease from a value with one script ([`TAKE`]).
+//!
+//! [`aside_early`](ShardedPool::aside_early) (`early.rs`) adds early
+//! refresh over the same lease: a hit close to its expiry refills in the
+//! background, the key keeping its value meanwhile.
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redis::aio::ConnectionLike;
 use redis::{Cmd, ErrorKind, FromRedisValue, RedisError, ToRedisArgs, Value};
@@ -21,9 +25,12 @@ use redis::{Cmd, ErrorKind, FromRedisValue, RedisError, ToRedisArgs, Value};
 use crate::error::{Error, OnNode};
 use crate::health::record::ASIDE_OUTCOMES;
 use crate::metrics::ASIDE_TOTAL;
+use crate::node::connection::SharedConnection;
 use crate::node::lease::{MARK, marked};
 use crate::node::tracked::NodeManager;
 use crate::pool::ShardedPool;
+
+mod early;
 
 /// The first and the longest pause of a caller waiting for a fill.
 const FIRST_WAIT: Duration = Duration::from_millis(1);
@@ -46,9 +53,13 @@ const TAKE: &str = "local v = redis.call('GET', KEYS[1]) \
 /// Stores the value if the caller's lease is still the key's value: the
 /// compare-and-set of a fill (a `DEL` meanwhile voids it). Sent as `EVAL`
 /// (once per fill, so the script's text costs little, and needs no
-/// `SCRIPT LOAD` on a node that restarted).
+/// `SCRIPT LOAD` on a node that restarted). For `aside_early`, the fill's
+/// time (`ARGV[4]`, ms) goes to its companion key (`KEYS[2]`) with the
+/// same TTL.
 const STORE: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
-    redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) return 1 end return 0";
+    redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) \
+    if KEYS[2] then redis.call('SET', KEYS[2], ARGV[4], 'PX', ARGV[3]) end \
+    return 1 end return 0";
 
 /// Deletes the key if the caller's lease is still its value: a fill that
 /// failed gives its lease back, so the next caller fills at once.
@@ -58,8 +69,13 @@ const GIVE_BACK: &str =
 /// `script` on `key` with the caller's lease `token` first among its
 /// arguments.
 fn eval(script: &str, key: &[u8], token: &[u8]) -> Cmd {
+    eval_on(script, &[key], token)
+}
+
+/// `script` on `keys` with the caller's `token` first among its arguments.
+fn eval_on(script: &str, keys: &[&[u8]], token: &[u8]) -> Cmd {
     let mut cmd = redis::cmd("EVAL");
-    cmd.arg(script).arg(1).arg(key).arg(token);
+    cmd.arg(script).arg(keys.len()).arg(keys).arg(token);
     cmd
 }
 
@@ -79,6 +95,14 @@ enum Outcome {
     Waited,
     /// It found a lease that ended without a value, and took over.
     TookOver,
+    /// `aside_early`: a background refill stored its value.
+    Refreshed,
+    /// `aside_early`: a background refill found the key written meanwhile
+    /// (or gone), and stored nothing.
+    RefreshVoided,
+    /// `aside_early`: a background refill's fill failed, panicked, or
+    /// outlived the lease: the key kept its value.
+    RefreshFailed,
 }
 
 impl Outcome {
@@ -123,6 +147,24 @@ fn odd(reply: &[Value]) -> Error {
 fn unstorable<V>(why: &str) -> Error {
     let detail = format!("a `{}` {why}", std::any::type_name::<V>());
     Error::Redis(RedisError::from((ErrorKind::Client, "aside cannot store this value", detail)))
+}
+
+/// `value` as the one Redis argument `aside` stores, or the error that
+/// refuses it.
+fn storable<V: ToRedisArgs>(value: &V) -> Result<Vec<u8>, Error> {
+    let mut args = value.to_redis_args();
+    match args.as_slice() {
+        [arg] if marked(arg) => Err(unstorable::<V>(
+            "begins with the lease mark (\"\\0fluster:lease:\"), which fluster reserves: \
+             its readers would take it for a lease",
+        )),
+        [_] => Ok(args.remove(0)),
+        args => Err(unstorable::<V>(&format!(
+            "writes {} Redis arguments, and a cached value must be exactly one (a string, \
+             bytes or a number): encode it as one, e.g. with serde_json::to_string",
+            args.len()
+        ))),
+    }
 }
 
 impl<M: NodeManager> ShardedPool<M>
@@ -220,7 +262,7 @@ where
     ///     .await?;
     /// # Ok(()) }
     /// ```
-    #[doc = include_str!("../docs/aside.md")]
+    #[doc = include_str!("../../docs/aside.md")]
     pub async fn aside<K, V, F, Fut, E>(&self, key: K, ttl: Duration, fill: F) -> Result<V, Error>
     where
         K: AsRef<[u8]>,
@@ -238,8 +280,28 @@ where
         if value != Value::Nil {
             return Ok(V::from_redis_value(value)?);
         }
+        self.on_miss(key, conn, ttl, fill, None).await
+    }
+
+    /// A miss of `key` (read on `conn`): the lease is taken, or waited
+    /// for. With `delta`, `aside_early`'s companion key of `key`, a fill's
+    /// time is stored there beside its value.
+    async fn on_miss<V, F, Fut, E>(
+        &self,
+        key: &[u8],
+        mut conn: SharedConnection<M>,
+        ttl: Duration,
+        fill: F,
+        delta: Option<&[u8]>,
+    ) -> Result<V, Error>
+    where
+        V: FromRedisValue + ToRedisArgs,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<V, E>>,
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let lease = millis(self.core.settings.lease);
-        let mut held = Held { pool: self, key, token: token(), settled: true };
+        let mut held = Held { pool: self, key, delta, token: token(), settled: true };
         let mut waited: Option<Duration> = None;
         loop {
             let mut take = eval(TAKE, key, &held.token);
@@ -290,6 +352,8 @@ where
 {
     pool: &'a ShardedPool<M>,
     key: &'a [u8],
+    /// `aside_early`'s companion key, where the fill's time is stored.
+    delta: Option<&'a [u8]>,
     token: Vec<u8>,
     settled: bool,
 }
@@ -311,6 +375,7 @@ where
         Fut: Future<Output = Result<V, E>>,
         E: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
+        let started = Instant::now();
         let value = match fill().await {
             Ok(value) => value,
             Err(e) => {
@@ -319,27 +384,22 @@ where
                 return Err(Error::Fill(Arc::from(e)));
             }
         };
-        let args = value.to_redis_args();
-        let refused = match args.as_slice() {
-            [arg] if marked(arg) => Some(unstorable::<V>(
-                "begins with the lease mark (\"\\0fluster:lease:\"), which fluster reserves: \
-                 its readers would take it for a lease",
-            )),
-            [_] => None,
-            args => Some(unstorable::<V>(&format!(
-                "writes {} Redis arguments, and a cached value must be exactly one (a string, \
-                 bytes or a number): encode it as one, e.g. with serde_json::to_string",
-                args.len()
-            ))),
+        let took = millis(started.elapsed());
+        let arg = match storable(&value) {
+            Ok(arg) => arg,
+            Err(refused) => {
+                self.give_back().await;
+                return Err(refused);
+            }
         };
-        if let Some(refused) = refused {
-            self.give_back().await;
-            return Err(refused);
-        }
         // The key's node now, which a failover may have changed.
         let mut conn = self.pool.get_shared(self.key).await?;
-        let mut store = eval(STORE, self.key, &self.token);
-        store.arg(&args[0]).arg(millis(ttl));
+        let keys: &[&[u8]] = match self.delta {
+            Some(delta) => &[self.key, delta],
+            None => &[self.key],
+        };
+        let mut store = eval_on(STORE, keys, &self.token);
+        store.arg(arg).arg(millis(ttl)).arg(took);
         let stored: i64 = store.query_async(&mut conn).await.on(conn.node())?;
         self.settled = true;
         count(conn.node(), if stored == 1 { Outcome::Filled } else { Outcome::Voided });
