@@ -118,6 +118,21 @@ pub enum Error {
         reason: String,
     },
 
+    /// [`drain_node`](crate::ShardedPool::drain_node) could not move the
+    /// keys of `node` to `target` (`MIGRATE` connects server to server: a
+    /// target the draining server cannot reach answers `IOERR`), or could
+    /// not go on (`target` is `(none)`). Failed at its check, before any
+    /// key moved, the node stays in the pool, serving.
+    #[error("draining node `{node}` into node `{target}`: {reason}")]
+    Drain {
+        /// The node being drained.
+        node: String,
+        /// The node its keys were going to.
+        target: String,
+        /// What went wrong (the server's words).
+        reason: String,
+    },
+
     /// A Redis command failed; lets `?` carry `redis` errors in functions
     /// that return this type.
     #[error(transparent)]

@@ -164,6 +164,7 @@ pub use crate::node::tracked::{ConnectionAbilities, NodeManager};
 pub use crate::pool::ShardedPool;
 pub use crate::pubsub::Subscription;
 pub use crate::route::hash::NodeName;
+pub use crate::runtime::drain::{DRAIN_BATCH, DRAIN_PAUSE};
 pub use crate::runtime::status::NodeStatus;
 #[cfg(feature = "serde")]
 #[cfg_attr(docsrs, doc(cfg(feature = "serde")))]

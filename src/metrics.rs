@@ -114,6 +114,13 @@ pub const RELAYED_DELETES_TOTAL: &str = "fluster_relayed_deletes_total";
 /// a plain read.
 pub const ASIDE_TOTAL: &str = "fluster_aside_total";
 
+/// Counter: keys a drain (`drain_node`) moved off the node to their new
+/// homes (copied, or kept there because written since).
+pub const DRAINED_KEYS_TOTAL: &str = "fluster_drained_keys_total";
+
+/// Gauge: keys a drain has yet to move off the node (0 when done).
+pub const DRAIN_KEYS_LEFT: &str = "fluster_drain_keys_left";
+
 /// Every metric the pool records, by name: what a dashboard should chart.
 pub const ALL: &[&str] = &[
     NODE_UP,
@@ -137,6 +144,8 @@ pub const ALL: &[&str] = &[
     FLEET_NEWS_TOTAL,
     RELAYED_DELETES_TOTAL,
     ASIDE_TOTAL,
+    DRAINED_KEYS_TOTAL,
+    DRAIN_KEYS_LEFT,
 ];
 
 /// Describes every metric to the installed recorder (help text and unit).
@@ -146,6 +155,7 @@ pub fn describe() {
     gauge!(NODE_UP, "1 while the node is in rotation, 0 while it is in the penalty box or removed");
     gauge!(CONNECTIONS, Unit::Count, "Connections held by the node's pool");
     gauge!(IDLE_CONNECTIONS, Unit::Count, "Idle connections in the node's pool");
+    gauge!(DRAIN_KEYS_LEFT, Unit::Count, "Keys a drain has yet to move off the node");
     gauge!(SUBSCRIPTIONS, Unit::Count, "Channels and patterns subscribed on the node");
     metrics::describe_histogram!(CHECKOUT_SECONDS, Unit::Seconds, "Time to check a connection out");
     for (name, help) in [
@@ -154,6 +164,7 @@ pub fn describe() {
         (PROBES_TOTAL, "Probes of the boxed node, by result"),
         (CHECKOUTS_TOTAL, "Connections checked out of the node, pooled or shared"),
         (FAILOVERS_TOTAL, "Keys served by another node because this one was boxed"),
+        (DRAINED_KEYS_TOTAL, "Keys a drain moved off the node to their new homes"),
         (CHECKOUTS_WAITED_TOTAL, "Checkouts that waited for a connection of the node's pool"),
         (CHECKOUTS_TIMED_OUT_TOTAL, "Checkouts that waited out the checkout timeout"),
         (CONNECTIONS_CLOSED_TOTAL, "Connections the node's pool closed, by reason"),

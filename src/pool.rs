@@ -4,6 +4,7 @@
 use std::fmt;
 use std::future::Future;
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use bb8::PooledConnection;
 use tokio::sync::broadcast;
@@ -239,6 +240,31 @@ impl ShardedPool<RedisManager> {
     /// if it does not answer.
     pub async fn add_node(&self, name: &str, url: &str) -> Result<(), Error> {
         self.add_weighted_node(name, url, 1.0).await
+    }
+
+    /// Removes the node `name` after moving its keys to their new homes
+    /// with the servers' own `MIGRATE … COPY KEYS` (TTLs kept), in batches
+    /// of [`DRAIN_BATCH`](crate::DRAIN_BATCH) keys with
+    /// [`DRAIN_PAUSE`](crate::DRAIN_PAUSE) between them. Its keys are
+    /// served by their new homes from the start (a miss there reads through
+    /// to it; a write there deletes its copy first, and is never
+    /// overwritten by a copy); `status()` shows the progress. Fails with
+    /// [`Error::Drain`] naming both nodes, the node left in the pool, if it
+    /// cannot reach another node. See `docs/resize.md`.
+    pub async fn drain_node(&self, name: &str) -> Result<(), Error> {
+        self.drain_node_paced(name, crate::DRAIN_BATCH, crate::DRAIN_PAUSE).await
+    }
+
+    /// [`drain_node`](Self::drain_node) in batches of `batch` keys (at
+    /// least 1) with `pause` before each.
+    pub async fn drain_node_paced(
+        &self,
+        name: &str,
+        batch: usize,
+        pause: Duration,
+    ) -> Result<(), Error> {
+        let address = |m: &RedisManager| m.address().to_owned();
+        self.core.drain(name, address, (batch.max(1), pause)).await
     }
 
     /// [`add_node`](Self::add_node) with a weight.

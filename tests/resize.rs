@@ -245,3 +245,86 @@ async fn the_window_ends_and_a_removed_node_closes_it() {
     let value: Option<String> = pool.get(key).await.unwrap().get(key).await.unwrap();
     assert!(value.is_some_and(|v| v.starts_with("v1-")));
 }
+
+/// A pool over four named servers for a drain.
+async fn drain_pool(servers: &[RedisServer]) -> ShardedPool {
+    let builder = ShardedPool::builder();
+    let builder = servers.iter().zip(NAMES).fold(builder, |b, (s, n)| b.named_node(n, &s.url()));
+    builder.build().await.unwrap()
+}
+
+/// A drained node's keys move to their new homes with the TTL they had
+/// left, and the node leaves the pool.
+#[tokio::test]
+async fn a_drain_moves_keys_with_their_ttl() {
+    let servers = start_servers(4);
+    let pool = drain_pool(&servers).await;
+    let keys = support::keys_on(&pool, "d", "drain", 30);
+    for key in &keys {
+        let _: () = pool.get(key).await.unwrap().set_ex(key, "v1", 60).await.unwrap();
+    }
+    pool.drain_node_paced("d", 7, Duration::from_millis(1)).await.unwrap();
+    assert!(!pool.nodes().contains(&"d".to_owned()), "d left");
+    for key in &keys {
+        let home = pool.node_for(key).unwrap().to_string();
+        let on = server(&servers, &home);
+        assert_eq!(raw_get(on, key).as_deref(), Some(&b"v1"[..]), "{key} moved to {home}");
+        let left = pttl(on, key);
+        assert!(left > 50_000 && left <= 60_000, "{key} keeps its TTL: {left} ms");
+    }
+}
+
+/// During a drain, a key set and one deleted on their new homes keep the
+/// new value and stay deleted: no later MIGRATE brings the old copy back.
+#[tokio::test]
+async fn a_write_during_a_drain_is_never_overwritten_by_a_migrated_copy() {
+    let servers = start_servers(4);
+    let pool = drain_pool(&servers).await;
+    let keys = support::keys_on(&pool, "d", "race", 2);
+    for key in &keys {
+        let _: () = pool.get(key).await.unwrap().set_ex(key, "v1", 60).await.unwrap();
+    }
+    let drain = tokio::spawn({
+        let pool = pool.clone();
+        // Long pauses: the writes come before the first batch.
+        async move { pool.drain_node_paced("d", 1, Duration::from_secs(2)).await }
+    });
+    let switched = || pool.node_for(&keys[0]).as_deref() != Some("d");
+    assert!(eventually(Duration::from_secs(5), switched).await, "routing switched");
+    let (written, deleted) = (&keys[0], &keys[1]);
+    let _: () = pool.get(written).await.unwrap().set(written, "v2").await.unwrap();
+    let _: i64 = pool.get(deleted).await.unwrap().del(deleted).await.unwrap();
+    let d = support::status_of(&pool, "d");
+    assert_eq!(d.drained_keys, Some(0), "the writes came before any batch");
+    drain.await.unwrap().unwrap();
+    let get = |key: &str| {
+        let on = server(&servers, &pool.node_for(key).unwrap()).client();
+        let mut on = on;
+        redis::cmd("GET").arg(key).query::<Option<String>>(&mut on).unwrap()
+    };
+    assert_eq!(get(written).as_deref(), Some("v2"), "the new value stays");
+    assert_eq!(get(deleted), None, "the deleted key stays deleted");
+}
+
+/// A node that cannot reach another (its MIGRATE is refused) is not
+/// drained: a clear error naming both, and it stays in the pool, serving.
+#[tokio::test]
+async fn a_drain_that_cannot_reach_a_node_fails_and_keeps_the_node() {
+    let servers = start_servers(3);
+    // A port nobody listens on (bound, then let go).
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let dead = format!("redis://127.0.0.1:{port}");
+    let builder = servers
+        .iter()
+        .zip(NAMES)
+        .fold(ShardedPool::builder(), |b, (s, n)| b.named_node(n, &s.url()));
+    let pool = builder.named_node("x", &dead).build().await.unwrap();
+    let key = support::key_on(&pool, "a", "stay");
+    let err = pool.drain_node("a").await.unwrap_err().to_string();
+    assert!(err.contains("`a`") && err.contains("`x`"), "names both nodes: {err}");
+    assert!(err.contains("IOERR"), "the server's reason: {err}");
+    assert!(pool.nodes().contains(&"a".to_owned()));
+    let _: () = pool.get(&key).await.unwrap().set(&key, "here").await.unwrap();
+    assert_eq!(pool.node_for(&key).as_deref(), Some("a"), "a still serves its keys");
+    assert!(pool.drain_node("nobody").await.unwrap_err().to_string().contains("no node"));
+}

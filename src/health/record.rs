@@ -155,6 +155,10 @@ impl NodeMetrics {
             counter.absolute(0);
         }
         metrics.checkouts.increment(0);
+        // A drain's progress too is counted through the registry, when one
+        // runs (`runtime/drain.rs`).
+        metrics::counter!(DRAINED_KEYS_TOTAL, "node" => node.to_owned()).increment(0);
+        metrics::gauge!(DRAIN_KEYS_LEFT, "node" => node.to_owned()).set(0.0);
         for gauge in [&metrics.connections, &metrics.idle_connections, &metrics.subscriptions] {
             gauge.set(0.0);
         }

@@ -183,6 +183,11 @@ impl<M: NodeManager, S: Store<M>> Node<M, S> {
         self.gutter
     }
 
+    /// Its connection manager (a drain asks it the node's address).
+    pub(crate) fn manager(&self) -> &M {
+        &self.manager
+    }
+
     /// The writes for its keys that stand-ins took.
     pub(crate) fn journal(&self) -> &Arc<Journal> {
         &self.journal

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use futures_util::future::join_all;
 
 use crate::error::Error;
@@ -25,6 +25,7 @@ use crate::node::tracked::NodeManager;
 use crate::node::warm::Elder;
 use crate::node::{Bb8, Node, Spec, Store};
 use crate::route::{self, NodeName};
+use crate::runtime::drain::{self, Drain};
 use crate::runtime::status::NodeStatus;
 use crate::runtime::table::{Held, Table};
 use crate::runtime::warm::{self, Window};
@@ -50,6 +51,8 @@ pub(crate) struct Core<M: NodeManager, S> {
     pub(crate) check: Option<ProbeCheck<M::Connection>>,
     /// The window after the last node added warm (`resize_warmup`).
     pub(crate) resize: Window,
+    /// The drain in progress (`drain.rs`), if any.
+    pub(crate) drain: ArcSwapOption<Drain<M, S>>,
 }
 
 impl<M: NodeManager, S> Drop for Core<M, S> {
@@ -87,6 +90,7 @@ impl<M: NodeManager, S: Store<M>> Core<M, S> {
             settings,
             check,
             resize: Window::default(),
+            drain: ArcSwapOption::empty(),
         }
     }
 
@@ -166,7 +170,12 @@ impl<M: NodeManager, S: Store<M>> Core<M, S> {
 
     pub(crate) fn status(&self) -> Vec<NodeStatus> {
         let now = Instant::now();
-        self.table.load().nodes.iter().map(|node| NodeStatus::of(node, now)).collect()
+        let mut all: Vec<_> =
+            self.table.load().nodes.iter().map(|node| NodeStatus::of(node, now)).collect();
+        if let Some(drain) = self.drain.load_full() {
+            all.push(NodeStatus::of(&drain.node, now).draining(&drain));
+        }
+        all
     }
 
     pub(crate) fn nodes(&self) -> Vec<String> {
@@ -223,32 +232,38 @@ impl<M: NodeManager, S: Store<M>> Core<M, S> {
     }
 
     pub(crate) fn remove(&self, name: &str) -> Result<(), Error> {
+        let removed = self.unlist(name, |_, _| ())?;
+        self.retire_removed(&removed);
+        Ok(())
+    }
+
+    /// Takes the node `name` out of the table, if it may leave; `then`
+    /// runs under the membership lock with the table it left and its index
+    /// there. The node still serves connections taken before.
+    pub(crate) fn unlist(
+        &self,
+        name: &str,
+        then: impl FnOnce(&Table<M, S>, usize),
+    ) -> Result<Arc<Node<M, S>>, Error> {
         let _writer = self.lock_membership();
         let current = self.open_table()?;
-        let reason = match current.position(name) {
-            None => "no node of that name is in the pool",
-            Some(_) if current.nodes.len() == 1 => {
-                "the last node of a pool cannot be removed (close the pool instead)"
-            }
-            // Gutter nodes hold no keys of their own: alone, they would
-            // leave every key without a home.
-            Some(index) if !current.nodes[index].is_gutter() && current.router.len() == 1 => {
-                "the last node that holds keys cannot be removed while gutter nodes are \
-                 left: they hold no keys of their own (remove them first, or close the pool)"
-            }
-            Some(index) => {
-                let mut nodes = current.nodes.clone();
-                let removed = nodes.remove(index);
-                self.install(nodes);
-                removed.health().retire();
-                self.resize.close(name);
-                removed.health().metrics.removed();
-                self.commons.send(NodeEvent::Removed { node: *removed.name() });
-                tracing::info!(node = name, "node removed");
-                return Ok(());
-            }
-        };
-        Err(Error::config(format!("node name `{name}`"), reason))
+        let index = removable(&current, name)?;
+        let mut nodes = current.nodes.clone();
+        let removed = nodes.remove(index);
+        self.install(nodes);
+        then(&current, index);
+        Ok(removed)
+    }
+
+    /// What a removed node's leaving does: retired, its window closed,
+    /// counted and told.
+    pub(crate) fn retire_removed(&self, removed: &Node<M, S>) {
+        let name = removed.name();
+        removed.health().retire();
+        self.resize.close(name);
+        removed.health().metrics.removed();
+        self.commons.send(NodeEvent::Removed { node: *name });
+        tracing::info!(node = %name, "node removed");
     }
 
     /// Publishes a new node list; the caller holds the membership lock.
@@ -263,18 +278,41 @@ impl<M: NodeManager> Core<M, Bb8<M>> {
     /// What a connection from the node named `node` needs if it was added
     /// warm and its window is open (`runtime/warm.rs`): one load otherwise.
     pub(crate) fn elder(&self, table: &Held<M, Bb8<M>>, index: usize) -> Option<Arc<dyn Elder>> {
-        warm::elder(&self.resize, table, index, self.settings.checkout_timeout)
+        let timeout = self.settings.checkout_timeout;
+        warm::elder(&self.resize, table, index, timeout)
+            .or_else(|| drain::elder(self.drain.load_full(), table, index, timeout))
     }
 
     /// [`elder`](Self::elder) of the node named `node` in the current table.
     pub(crate) fn elder_named(&self, node: &str) -> Option<Arc<dyn Elder>> {
-        if !self.resize.maybe_open() {
+        if !self.resize.maybe_open() && self.drain.load().is_none() {
             return None;
         }
         let table = self.open_table().ok()?;
         let index = table.position(node)?;
         self.elder(&table, index)
     }
+}
+
+/// The index of the node `name` in `table` if it may leave the pool.
+pub(crate) fn removable<M: NodeManager, S: Store<M>>(
+    table: &Table<M, S>,
+    name: &str,
+) -> Result<usize, Error> {
+    let reason = match table.position(name) {
+        None => "no node of that name is in the pool",
+        Some(_) if table.nodes.len() == 1 => {
+            "the last node of a pool cannot be removed (close the pool instead)"
+        }
+        // Gutter nodes hold no keys of their own: alone, they would
+        // leave every key without a home.
+        Some(index) if !table.nodes[index].is_gutter() && table.router.len() == 1 => {
+            "the last node that holds keys cannot be removed while gutter nodes are \
+             left: they hold no keys of their own (remove them first, or close the pool)"
+        }
+        Some(index) => return Ok(index),
+    };
+    Err(Error::config(format!("node name `{name}`"), reason))
 }
 
 /// Probes new nodes together; those that fail start in the box (one

@@ -5,6 +5,7 @@
 //! (`prober.rs`), and what `status()` reports (`status.rs`).
 
 pub(crate) mod core;
+pub(crate) mod drain;
 pub(crate) mod prober;
 pub(crate) mod status;
 pub(crate) mod step;

@@ -1,5 +1,6 @@
 //! [`NodeStatus`]: one node's health and pool, as `status()` reports it.
 
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crate::health::failure::FailureKind;
@@ -7,6 +8,7 @@ use crate::health::penalty::State;
 use crate::health::record::PoolStats;
 use crate::node::tracked::NodeManager;
 use crate::node::{Node, Store};
+use crate::runtime::drain::Drain;
 
 /// One node's health and pool, as reported by `status()`. As JSON
 /// (feature `serde`), durations are milliseconds (`penalty_wait_ms`,
@@ -86,6 +88,11 @@ pub struct NodeStatus {
     /// the node is up, the heartbeat keeps it under about one interval.
     #[cfg_attr(feature = "serde", serde(rename = "last_ok_ms", serialize_with = "millis"))]
     pub last_ok: Option<Duration>,
+    /// While the node is drained (`drain_node`): the keys moved off it so
+    /// far (out of the table, it is still listed until the drain ends).
+    pub drained_keys: Option<u64>,
+    /// While the node is drained: the keys it holds that no batch reached.
+    pub drain_keys_left: Option<u64>,
 }
 
 impl NodeStatus {
@@ -128,7 +135,16 @@ impl NodeStatus {
             near_cache_entries: near.map(|(_, held, _)| held),
             near_cache_hit_ratio: ratio.map(|(hits, misses)| hits as f64 / (hits + misses) as f64),
             last_ok: node.health().last_ok(now),
+            drained_keys: None,
+            drain_keys_left: None,
         }
+    }
+
+    /// This status with `drain`'s progress.
+    pub(crate) fn draining<M: NodeManager, S>(mut self, drain: &Drain<M, S>) -> Self {
+        self.drained_keys = Some(drain.moved.load(Ordering::Relaxed));
+        self.drain_keys_left = Some(drain.left.load(Ordering::Relaxed));
+        self
     }
 }
 

@@ -16,11 +16,11 @@ use futures_util::future::{BoxFuture, join_all};
 use redis::{RedisResult, Value};
 
 use crate::health::failure::failure;
-use crate::node::Bb8;
 use crate::node::clock::Clock;
 use crate::node::lease::unmark;
 use crate::node::tracked::{ConnectionAbilities, NodeManager, TrackedConn};
 use crate::node::warm::Elder;
+use crate::node::{Bb8, Node};
 use crate::route::{self, NodeName};
 use crate::runtime::table::{Held, Table};
 
@@ -136,36 +136,61 @@ impl<M: NodeManager> OldHomes<M> {
         node.is_up() && !self.resize.ruled_out(node.name())
     }
 
-    /// `cmds` on node `index`, judged by the one classifier; the replies as
-    /// fluster's readers see them (a lease reads as nil).
     fn send(
         &self,
         index: usize,
         pipe: redis::Pipeline,
     ) -> BoxFuture<'static, RedisResult<Vec<Value>>> {
-        let (table, timeout) = (self.table.clone(), self.checkout_timeout);
-        Box::pin(async move {
-            let node = &table.nodes[index];
-            let clock = Clock::new(timeout);
-            let mut conn = node.checkout(&clock).await.map_err(|e| {
-                let e = e.into_error(node.name());
-                redis::RedisError::from((redis::ErrorKind::Io, "old home", e.to_string()))
-            })?;
-            let tracked: &mut TrackedConn<M::Connection> = &mut conn;
-            let Some(wire) = tracked.conn.redis() else {
-                return Err((redis::ErrorKind::Client, "not a Redis connection").into());
-            };
-            // Dropped before its reply, the connection is not reused.
-            tracked.in_flight = true;
-            let mut replies = wire.req_packed_commands(&pipe, 0, pipe.len()).await;
-            tracked.in_flight = false;
-            tracked.observe(failure(&replies));
-            if let Ok(values) = &mut replies {
-                values.iter_mut().for_each(unmark);
-            }
-            replies
-        })
+        send(Arc::clone(&self.table.nodes[index]), self.checkout_timeout, pipe)
     }
+}
+
+/// `GET key` and `PTTL key` on `node`: an old home's value and the
+/// milliseconds it has left.
+pub(crate) fn get_pttl<M: NodeManager>(
+    node: Arc<Node<M, Bb8<M>>>,
+    timeout: Duration,
+    key: &[u8],
+) -> BoxFuture<'static, RedisResult<(Value, i64)>> {
+    let mut pipe = redis::pipe();
+    pipe.cmd("GET").arg(key).cmd("PTTL").arg(key);
+    let sent = send(node, timeout, pipe);
+    Box::pin(async move {
+        match <[Value; 2]>::try_from(sent.await?) {
+            Ok([value, Value::Int(ttl)]) => Ok((value, ttl)),
+            _ => Err((redis::ErrorKind::UnexpectedReturnType, "old home's GET and PTTL").into()),
+        }
+    })
+}
+
+/// `pipe` on `node`, judged by the one classifier; the replies as
+/// fluster's readers see them (a lease reads as nil). What the warm
+/// window's and the drain's old homes are asked through.
+pub(crate) fn send<M: NodeManager>(
+    node: Arc<Node<M, Bb8<M>>>,
+    timeout: Duration,
+    pipe: redis::Pipeline,
+) -> BoxFuture<'static, RedisResult<Vec<Value>>> {
+    Box::pin(async move {
+        let clock = Clock::new(timeout);
+        let mut conn = node.checkout(&clock).await.map_err(|e| {
+            let e = e.into_error(node.name());
+            redis::RedisError::from((redis::ErrorKind::Io, "old home", e.to_string()))
+        })?;
+        let tracked: &mut TrackedConn<M::Connection> = &mut conn;
+        let Some(wire) = tracked.conn.redis() else {
+            return Err((redis::ErrorKind::Client, "not a Redis connection").into());
+        };
+        // Dropped before its reply, the connection is not reused.
+        tracked.in_flight = true;
+        let mut replies = wire.req_packed_commands(&pipe, 0, pipe.len()).await;
+        tracked.in_flight = false;
+        tracked.observe(failure(&replies));
+        if let Ok(values) = &mut replies {
+            values.iter_mut().for_each(unmark);
+        }
+        replies
+    })
 }
 
 impl<M: NodeManager> Elder for OldHomes<M> {
@@ -176,18 +201,7 @@ impl<M: NodeManager> Elder for OldHomes<M> {
 
     fn read(&self, key: &[u8]) -> Option<BoxFuture<'static, RedisResult<(Value, i64)>>> {
         let old = self.old_home(key).filter(|&old| self.readable(old))?;
-        let mut pipe = redis::pipe();
-        pipe.cmd("GET").arg(key).cmd("PTTL").arg(key);
-        let sent = self.send(old, pipe);
-        Some(Box::pin(async move {
-            let replies = sent.await?;
-            match <[Value; 2]>::try_from(replies) {
-                Ok([value, Value::Int(ttl)]) => Ok((value, ttl)),
-                _ => {
-                    Err((redis::ErrorKind::UnexpectedReturnType, "old home's GET and PTTL").into())
-                }
-            }
-        }))
+        Some(get_pttl(Arc::clone(&self.table.nodes[old]), self.checkout_timeout, key))
     }
 
     fn forget(&self, keys: Vec<Vec<u8>>) -> BoxFuture<'static, ()> {

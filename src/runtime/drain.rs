@@ -1,0 +1,409 @@
+//! A node removed by draining (`drain_node`): its keys are moved to their
+//! new homes by the server's own `MIGRATE … COPY KEYS …` before it leaves
+//! the pool. `docs/resize.md` ("Draining a node") gives the order and
+//! checks every interleaving.
+//!
+//! 1. Check: the draining node `MIGRATE`s a probe key to every other node
+//!    (server to server), so a node it cannot reach fails the drain before
+//!    anything changes: the node stays in the table, serving.
+//! 2. Switch: the table without the node is installed; its keys' new homes
+//!    (the next in their ranking) serve them. A connection to a new home
+//!    carries [`FromDrained`], the warm window's [`Elder`]: a plain `GET`
+//!    that misses there reads through to the draining node, and a write
+//!    deletes the draining node's copy first.
+//! 3. Move: `SCAN` on the draining node, `MIGRATE` each batch to its new
+//!    homes without `REPLACE` (a key already on its new home was written
+//!    there since: it is kept), paced.
+//! 4. Remove: the node leaves as with `remove_node`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use redis::{RedisResult, Value};
+
+use crate::error::Error;
+use crate::metrics::{DRAIN_KEYS_LEFT, DRAINED_KEYS_TOTAL};
+use crate::node::tracked::NodeManager;
+use crate::node::warm::Elder;
+use crate::node::{Bb8, Node};
+use crate::route::{self, NodeName, Router};
+use crate::runtime::core::{Core, removable};
+use crate::runtime::table::{Held, Table};
+use crate::runtime::warm::{get_pttl, send};
+
+/// Keys per `SCAN` (and so at most per `MIGRATE`): `MIGRATE` blocks the
+/// draining server while it dumps, sends and waits for a batch, so a batch
+/// is kept to what loopback or a LAN moves in about a millisecond (a
+/// hundred small keys), well inside a 10 ms latency bound.
+pub const DRAIN_BATCH: usize = 100;
+
+/// The pause between batches: the draining server serves its other
+/// clients' commands meanwhile (the first pause, before any batch, lets
+/// commands sent before the switch finish first).
+pub const DRAIN_PAUSE: Duration = Duration::from_millis(5);
+
+/// A drain in progress.
+pub(crate) struct Drain<M: NodeManager, S> {
+    pub(crate) node: Arc<Node<M, S>>,
+    /// The router before the switch (with the node) and its index there.
+    before: Router,
+    index: usize,
+    /// Keys handed to `MIGRATE` that are on their new homes now (copied,
+    /// or kept because written there since).
+    pub(crate) moved: AtomicU64,
+    /// Keys the draining node holds that no batch has reached yet.
+    pub(crate) left: AtomicU64,
+    /// A write could not delete the draining node's copy: it is not read
+    /// again, and the drain copies nothing more (a copy could bring back a
+    /// value deleted since).
+    ruled_out: AtomicBool,
+    /// The node has left: connections that still carry the drain stop
+    /// reading through (no write deletes its copies any more).
+    done: AtomicBool,
+}
+
+impl<M: NodeManager, S> Drain<M, S> {
+    /// The drain of `before.nodes[index]`.
+    pub(crate) fn new(before: &Table<M, S>, index: usize) -> Self {
+        Drain {
+            node: Arc::clone(&before.nodes[index]),
+            before: before.router.clone(),
+            index,
+            moved: AtomicU64::new(0),
+            left: AtomicU64::new(0),
+            ruled_out: AtomicBool::new(false),
+            done: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether the key of `hash` lived on the draining node.
+    fn drained(&self, hash: u64) -> bool {
+        self.before.home_hashed(hash) == Some(self.index)
+    }
+
+    pub(crate) fn finish(&self) {
+        self.done.store(true, Ordering::Release);
+    }
+
+    fn rule_out(&self) {
+        if !self.ruled_out.swap(true, Ordering::AcqRel) {
+            tracing::warn!(node = %self.before.name(self.index), "a moved key's copy on the draining node \
+                could not be deleted: it is not read again, and the drain stops copying");
+        }
+    }
+}
+
+/// What a connection from `table.nodes[index]` needs while `drain` is on:
+/// the keys that moved to it from the draining node (none for the gutter).
+pub(crate) fn elder<M: NodeManager>(
+    drain: Option<Arc<Drain<M, Bb8<M>>>>,
+    table: &Held<M, Bb8<M>>,
+    index: usize,
+    timeout: Duration,
+) -> Option<Arc<dyn Elder>> {
+    let drain = drain?;
+    (index < table.router.len()).then(|| {
+        let table = Arc::clone(table);
+        Arc::new(FromDrained { drain, table, here: index, timeout }) as Arc<dyn Elder>
+    })
+}
+
+/// The draining node as the old home of the keys that moved to
+/// `table.nodes[here]`.
+struct FromDrained<M: NodeManager> {
+    drain: Arc<Drain<M, Bb8<M>>>,
+    table: Arc<Table<M, Bb8<M>>>,
+    here: usize,
+    timeout: Duration,
+}
+
+impl<M: NodeManager> FromDrained<M> {
+    fn on(&self) -> bool {
+        !self.drain.done.load(Ordering::Acquire)
+    }
+}
+
+impl<M: NodeManager> Elder for FromDrained<M> {
+    fn moved(&self, key: &[u8]) -> bool {
+        let hash = route::key_hash(key);
+        self.on()
+            && self.drain.drained(hash)
+            && self.table.router.home_hashed(hash) == Some(self.here)
+    }
+
+    fn read(&self, key: &[u8]) -> Option<BoxFuture<'static, RedisResult<(Value, i64)>>> {
+        let drain = &self.drain;
+        let readable = self.on() && drain.node.is_up() && !drain.ruled_out.load(Ordering::Acquire);
+        readable.then(|| get_pttl(Arc::clone(&drain.node), self.timeout, key))
+    }
+
+    fn forget(&self, keys: Vec<Vec<u8>>) -> BoxFuture<'static, ()> {
+        let drain = Arc::clone(&self.drain);
+        if !drain.node.is_up() {
+            drain.rule_out();
+            return Box::pin(async {});
+        }
+        let mut pipe = redis::pipe();
+        for key in &keys {
+            pipe.cmd("DEL").arg(key);
+        }
+        let sent = send(Arc::clone(&drain.node), self.timeout, pipe);
+        Box::pin(async move {
+            if !matches!(sent.await, Ok(replies) if replies.iter().all(|r| matches!(r, Value::Int(_))))
+            {
+                drain.rule_out();
+            }
+        })
+    }
+}
+
+/// Where a node's server listens, as `MIGRATE` wants it.
+pub(crate) struct Target<M: NodeManager> {
+    pub(crate) node: Arc<Node<M, Bb8<M>>>,
+    pub(crate) name: NodeName,
+    pub(crate) host: String,
+    pub(crate) port: u16,
+}
+
+impl<M: NodeManager> Target<M> {
+    /// `node`, listening at `address` (`host:port`).
+    pub(crate) fn new(
+        node: Arc<Node<M, Bb8<M>>>,
+        address: &str,
+        drained: &str,
+    ) -> Result<Self, Error> {
+        let name = *node.name();
+        let parsed = address.rsplit_once(':').and_then(|(host, port)| {
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            Some((host.to_owned(), port.parse().ok()?))
+        });
+        let (host, port) = parsed.ok_or_else(|| Error::Drain {
+            node: drained.to_owned(),
+            target: name.to_string(),
+            reason: format!("its address `{address}` is not host:port"),
+        })?;
+        Ok(Target { node, name, host, port })
+    }
+}
+
+/// How a drain goes on: the draining node, its targets, the timeout of
+/// each command and of a `MIGRATE`'s server-to-server step.
+pub(crate) struct Mover<'a, M: NodeManager> {
+    pub(crate) drain: &'a Drain<M, Bb8<M>>,
+    pub(crate) targets: Vec<Target<M>>,
+    pub(crate) timeout: Duration,
+    pub(crate) migrate_ms: u64,
+}
+
+impl<M: NodeManager> Mover<'_, M> {
+    fn name(&self) -> &NodeName {
+        self.drain.node.name()
+    }
+
+    async fn send(&self, pipe: redis::Pipeline) -> Result<Vec<Value>, String> {
+        send(Arc::clone(&self.drain.node), self.timeout, pipe).await.map_err(|e| e.to_string())
+    }
+
+    fn failed(&self, target: Option<&NodeName>, reason: String) -> Error {
+        let node = self.name().to_string();
+        match target {
+            Some(target) => Error::Drain { node, target: target.to_string(), reason },
+            None => Error::Drain { node, target: "(none)".into(), reason },
+        }
+    }
+
+    /// `MIGRATE` of `keys` to `target`, without `REPLACE`: the keys it
+    /// reached (`BUSYKEY`: some were on the target already, written there
+    /// since the switch, and kept; every other key of the batch is copied).
+    async fn migrate(
+        &self,
+        target: &Target<M>,
+        keys: &[Vec<u8>],
+        replace: bool,
+    ) -> Result<(), Error> {
+        let mut pipe = redis::pipe();
+        let cmd = pipe.cmd("MIGRATE").arg(&target.host).arg(target.port).arg("").arg(0);
+        cmd.arg(self.migrate_ms).arg("COPY");
+        if replace {
+            cmd.arg("REPLACE");
+        }
+        cmd.arg("KEYS").arg(keys);
+        let reply = self.send(pipe).await.map_err(|e| self.failed(Some(&target.name), e))?;
+        match reply.first() {
+            Some(Value::Okay | Value::SimpleString(_)) => Ok(()),
+            Some(Value::ServerError(e)) if e.details().is_some_and(|d| d.contains("BUSYKEY")) => {
+                Ok(())
+            }
+            other => {
+                let reason = match other {
+                    Some(Value::ServerError(e)) => {
+                        format!("MIGRATE failed: {} {}", e.code(), e.details().unwrap_or(""))
+                    }
+                    other => format!("MIGRATE answered {other:?}"),
+                };
+                Err(self.failed(Some(&target.name), reason))
+            }
+        }
+    }
+
+    /// Step 1: a probe key `MIGRATE`d to each target (then deleted on both
+    /// sides), so that a node the draining node cannot reach fails the
+    /// drain before the switch.
+    pub(crate) async fn check(&self) -> Result<(), Error> {
+        let key = format!("fluster:drain:probe:{:016x}", crate::random::random()).into_bytes();
+        let mut set = redis::pipe();
+        set.cmd("SET").arg(&key).arg("probe").arg("PX").arg(60_000);
+        self.send(set).await.map_err(|e| self.failed(None, e))?;
+        let mut result = Ok(());
+        for target in &self.targets {
+            result = self.migrate(target, std::slice::from_ref(&key), true).await;
+            let mut del = redis::pipe();
+            del.cmd("DEL").arg(&key);
+            let _ = send(Arc::clone(&target.node), self.timeout, del).await;
+            if result.is_err() {
+                break;
+            }
+        }
+        let mut del = redis::pipe();
+        del.cmd("DEL").arg(&key);
+        let _ = self.send(del).await;
+        result
+    }
+
+    /// Step 3: every key of the draining node `MIGRATE`d to its new home
+    /// (`after`'s home), `batch` keys at a time, `pause` before each batch.
+    pub(crate) async fn run(
+        &self,
+        after: &Router,
+        (batch, pause): (usize, Duration),
+        closed: impl Fn() -> bool,
+    ) -> Result<(), Error> {
+        let node = self.name().to_string();
+        let moved = metrics::counter!(DRAINED_KEYS_TOTAL, "node" => node.clone());
+        let left = metrics::gauge!(DRAIN_KEYS_LEFT, "node" => node);
+        let mut size = redis::pipe();
+        size.cmd("DBSIZE");
+        if let [Value::Int(n)] = self.send(size).await.map_err(|e| self.failed(None, e))?[..] {
+            self.drain.left.store(n.max(0) as u64, Ordering::Relaxed);
+            left.set(n as f64);
+        }
+        let mut cursor = 0u64;
+        loop {
+            tokio::time::sleep(pause).await;
+            if closed() {
+                return Err(Error::Closed);
+            }
+            if self.drain.ruled_out.load(Ordering::Acquire) {
+                let reason = "a write could not delete a moved key's copy on the draining node: \
+                    copying more could bring back a value deleted since";
+                return Err(self.failed(None, reason.into()));
+            }
+            let mut scan = redis::pipe();
+            scan.cmd("SCAN").arg(cursor).arg("COUNT").arg(batch);
+            let reply = self.send(scan).await.map_err(|e| self.failed(None, e))?;
+            let (next, keys): (u64, Vec<Vec<u8>>) = redis::from_redis_value(reply[0].clone())
+                .map_err(|e| self.failed(None, format!("SCAN answered: {e}")))?;
+            for (target, keys) in self.by_home(after, keys.iter()) {
+                self.migrate(target, &keys, false).await?;
+                self.drain.moved.fetch_add(keys.len() as u64, Ordering::Relaxed);
+                moved.increment(keys.len() as u64);
+            }
+            let before = self.drain.left.load(Ordering::Relaxed);
+            let now = before.saturating_sub(keys.len() as u64);
+            self.drain.left.store(now, Ordering::Relaxed);
+            left.set(now as f64);
+            cursor = next;
+            if cursor == 0 {
+                self.drain.left.store(0, Ordering::Relaxed);
+                left.set(0.0);
+                return Ok(());
+            }
+        }
+    }
+
+    /// `keys` grouped by their new home's target.
+    fn by_home<'k>(
+        &self,
+        after: &Router,
+        keys: impl Iterator<Item = &'k Vec<u8>>,
+    ) -> Vec<(&Target<M>, Vec<Vec<u8>>)> {
+        let mut groups: Vec<(&Target<M>, Vec<Vec<u8>>)> = Vec::new();
+        for key in keys {
+            let Some(home) = after.home(key) else { continue };
+            let Some(target) = self.targets.iter().find(|t| t.name == *after.name(home)) else {
+                continue;
+            };
+            match groups.iter_mut().find(|(t, _)| std::ptr::eq(*t, target)) {
+                Some((_, group)) => group.push(key.clone()),
+                None => groups.push((target, vec![key.clone()])),
+            }
+        }
+        groups
+    }
+}
+
+impl<M: NodeManager> Core<M, Bb8<M>> {
+    /// `drain_node`: the steps of this file's header, `address` giving
+    /// each node's `host:port`.
+    pub(crate) async fn drain(
+        &self,
+        name: &str,
+        address: impl Fn(&M) -> String,
+        pace: (usize, Duration),
+    ) -> Result<(), Error> {
+        let table = self.open_table()?;
+        let index = removable(&table, name)?;
+        if table.nodes[index].is_gutter() {
+            // Holds no keys of its own: nothing to move.
+            return self.remove(name);
+        }
+        if self.drain.load().is_some() {
+            let reason = "another node is being drained: one drain at a time";
+            return Err(Error::config(format!("node name `{name}`"), reason));
+        }
+        let keyed = &table.nodes[..table.router.len()];
+        let targets = keyed
+            .iter()
+            .filter(|n| **n.name() != *name)
+            .map(|n| Target::new(Arc::clone(n), &address(n.manager()), name))
+            .collect::<Result<Vec<_>, _>>()?;
+        let drain = Arc::new(Drain::new(&table, index));
+        let timeout = self.settings.response_timeout;
+        let migrate_ms = (timeout.as_millis() as u64 / 2).max(1);
+        let mover = Mover { drain: &drain, targets, timeout, migrate_ms };
+        mover.check().await?;
+        // The switch, if nothing changed since the check.
+        let mut changed = false;
+        self.unlist(name, |current, _| {
+            changed = !std::ptr::eq(current, &**table);
+            if !changed {
+                self.drain.store(Some(Arc::clone(&drain)));
+            }
+        })?;
+        drop(table);
+        if changed {
+            // Another change came between: put the node back is not
+            // possible without a race, so leave as a plain removal would.
+            let removed = Arc::clone(&drain.node);
+            self.retire_removed(&removed);
+            let reason = "the pool's nodes changed while the drain checked them: \
+                the node was removed without moving its keys";
+            return Err(Error::config(format!("node name `{name}`"), reason));
+        }
+        tracing::info!(node = name, "draining: its keys are served by their new homes");
+        let after = self.open_table().map(|t| t.router.clone());
+        let result = match after {
+            Ok(after) => mover.run(&after, pace, || self.is_closed()).await,
+            Err(e) => Err(e),
+        };
+        drain.finish();
+        self.drain.store(None);
+        self.retire_removed(&drain.node);
+        if let Err(e) = &result {
+            tracing::warn!(node = name, error = %e, "drain stopped: the node left with keys unmoved");
+        }
+        result
+    }
+}
