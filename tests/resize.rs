@@ -328,3 +328,47 @@ async fn a_drain_that_cannot_reach_a_node_fails_and_keeps_the_node() {
     assert_eq!(pool.node_for(&key).as_deref(), Some("a"), "a still serves its keys");
     assert!(pool.drain_node("nobody").await.unwrap_err().to_string().contains("no node"));
 }
+
+/// A drain whose future is dropped midway ends with it: the node leaves
+/// the pool (its unmoved keys are misses, never older values), and the
+/// next drain is not refused as if one still ran.
+#[tokio::test]
+async fn a_cancelled_drain_ends_and_the_next_one_runs() {
+    let servers = start_servers(4);
+    let pool = drain_pool(&servers).await;
+    let keys = support::keys_on(&pool, "d", "cancel", 40);
+    for key in &keys {
+        let _: () = pool.get(key).await.unwrap().set_ex(key, "v1", 60).await.unwrap();
+    }
+    let slow = pool.drain_node_paced("d", 1, Duration::from_millis(50));
+    assert!(tokio::time::timeout(Duration::from_millis(300), slow).await.is_err(), "cancelled");
+    assert!(!pool.nodes().contains(&"d".to_owned()), "d left the table");
+    assert!(pool.status().iter().all(|s| s.name != "d"), "and the pool: {:?}", pool.status());
+    for key in &keys {
+        let value: Option<String> = pool.get(key).await.unwrap().get(key).await.unwrap();
+        assert!(matches!(value.as_deref(), None | Some("v1")), "{key}: {value:?}");
+    }
+    pool.drain_node_paced("c", 7, Duration::from_millis(1)).await.expect("the next drain runs");
+}
+
+/// Two drains at once: one runs, the other is refused and its node stays,
+/// serving, with every key it holds.
+#[tokio::test]
+async fn of_two_drains_at_once_one_is_refused_and_its_node_stays() {
+    let servers = start_servers(4);
+    let pool = drain_pool(&servers).await;
+    let keys = support::keys_on(&pool, "c", "two", 30);
+    for key in &keys {
+        let _: () = pool.get(key).await.unwrap().set_ex(key, "v1", 60).await.unwrap();
+    }
+    let pace = Duration::from_millis(20);
+    let (c, d) =
+        tokio::join!(pool.drain_node_paced("c", 5, pace), pool.drain_node_paced("d", 5, pace));
+    assert!(c.is_ok() != d.is_ok(), "one runs, one is refused: {c:?} {d:?}");
+    let refused = c.err().or(d.err()).expect("one is refused");
+    assert!(refused.to_string().contains("one drain at a time"), "{refused}");
+    for key in &keys {
+        let value: Option<String> = pool.get(key).await.unwrap().get(key).await.unwrap();
+        assert_eq!(value.as_deref(), Some("v1"), "{key}");
+    }
+}

@@ -177,7 +177,8 @@ fn moved<'a>(words: &[&'a [u8]]) -> Option<(Vec<&'a [u8]>, Reach)> {
     // `numkeys` at `at`, then that many keys.
     let counted = |at: usize| {
         let n: usize = std::str::from_utf8(words.get(at)?).ok()?.parse().ok()?;
-        Some(words.get(at + 1..at + 1 + n)?.to_vec()).filter(|keys| !keys.is_empty())
+        // A forged `numkeys` past the words names no key (never a panic).
+        Some(words.get(at + 1..(at + 1).checked_add(n)?)?.to_vec()).filter(|keys| !keys.is_empty())
     };
     // Options from `from`: each of `skips` passes its arguments, each of
     // `stores` names a key it writes, `rest` makes every word after it one.
@@ -232,6 +233,15 @@ mod tests {
         let words: Vec<&[u8]> = words.iter().map(|w| w.as_bytes()).collect();
         let (keys, reach) = written(&Table::default(), &words);
         (keys.iter().map(|k| String::from_utf8_lossy(k).into_owned()).collect(), reach)
+    }
+
+    #[test]
+    fn a_forged_numkeys_names_no_key_and_never_panics() {
+        for numkeys in ["18446744073709551615", "9223372036854775807", "3"] {
+            let (keys, reach) = of(&["EVAL", "return 1", numkeys, "k"]);
+            assert!(keys.is_empty(), "{numkeys}: {keys:?}");
+            assert_eq!(reach, Reach::More, "{numkeys}");
+        }
     }
 
     #[test]

@@ -53,6 +53,9 @@ pub(crate) struct Core<M: NodeManager, S> {
     pub(crate) resize: Window,
     /// The drain in progress (`drain.rs`), if any.
     pub(crate) drain: ArcSwapOption<Drain<M, S>>,
+    /// Whether a drain runs, from its first check to its end (or its
+    /// future's drop): one at a time, and no node added meanwhile.
+    pub(crate) draining: AtomicBool,
 }
 
 impl<M: NodeManager, S> Drop for Core<M, S> {
@@ -91,6 +94,7 @@ impl<M: NodeManager, S: Store<M>> Core<M, S> {
             check,
             resize: Window::default(),
             drain: ArcSwapOption::empty(),
+            draining: AtomicBool::new(false),
         }
     }
 
@@ -210,6 +214,11 @@ impl<M: NodeManager, S: Store<M>> Core<M, S> {
         if self.open_table()?.node(&name).is_some() {
             return Err(taken());
         }
+        if self.draining.load(Ordering::Acquire) {
+            // Its warm window and the drain would each claim the moved keys.
+            let reason = "a node is being drained: add this one when the drain ends";
+            return Err(Error::config(format!("node name `{name}`"), reason));
+        }
         let node = Arc::new(node);
         if self.settings.probe_at_build {
             probe_new(std::slice::from_ref(&node)).await;
@@ -232,26 +241,27 @@ impl<M: NodeManager, S: Store<M>> Core<M, S> {
     }
 
     pub(crate) fn remove(&self, name: &str) -> Result<(), Error> {
-        let removed = self.unlist(name, |_, _| ())?;
+        let removed = self.unlist(name, |_, _| Ok(()))?;
         self.retire_removed(&removed);
         Ok(())
     }
 
-    /// Takes the node `name` out of the table, if it may leave; `then`
-    /// runs under the membership lock with the table it left and its index
-    /// there. The node still serves connections taken before.
+    /// Takes the node `name` out of the table, if it may leave and `first`
+    /// agrees: `first` runs under the membership lock with the table it is
+    /// about to leave and its index there, and its error leaves the table
+    /// as it is. The node still serves connections taken before.
     pub(crate) fn unlist(
         &self,
         name: &str,
-        then: impl FnOnce(&Table<M, S>, usize),
+        first: impl FnOnce(&Table<M, S>, usize) -> Result<(), Error>,
     ) -> Result<Arc<Node<M, S>>, Error> {
         let _writer = self.lock_membership();
         let current = self.open_table()?;
         let index = removable(&current, name)?;
+        first(&current, index)?;
         let mut nodes = current.nodes.clone();
         let removed = nodes.remove(index);
         self.install(nodes);
-        then(&current, index);
         Ok(removed)
     }
 

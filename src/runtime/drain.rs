@@ -359,10 +359,7 @@ impl<M: NodeManager> Core<M, Bb8<M>> {
             // Holds no keys of its own: nothing to move.
             return self.remove(name);
         }
-        if self.drain.load().is_some() {
-            let reason = "another node is being drained: one drain at a time";
-            return Err(Error::config(format!("node name `{name}`"), reason));
-        }
+        let mut claim = Claim::take(self, name)?;
         let keyed = &table.nodes[..table.router.len()];
         let targets = keyed
             .iter()
@@ -374,36 +371,67 @@ impl<M: NodeManager> Core<M, Bb8<M>> {
         let migrate_ms = (timeout.as_millis() as u64 / 2).max(1);
         let mover = Mover { drain: &drain, targets, timeout, migrate_ms };
         mover.check().await?;
-        // The switch, if nothing changed since the check.
-        let mut changed = false;
+        // The switch, if nothing changed since the check; else the node
+        // stays, serving, and nothing moved.
         self.unlist(name, |current, _| {
-            changed = !std::ptr::eq(current, &**table);
-            if !changed {
-                self.drain.store(Some(Arc::clone(&drain)));
+            if !std::ptr::eq(current, &**table) {
+                let reason = "the pool's nodes changed while the drain checked them: \
+                    the node stays; drain it again";
+                return Err(Error::config(format!("node name `{name}`"), reason));
             }
+            self.drain.store(Some(Arc::clone(&drain)));
+            Ok(())
         })?;
         drop(table);
-        if changed {
-            // Another change came between: put the node back is not
-            // possible without a race, so leave as a plain removal would.
-            let removed = Arc::clone(&drain.node);
-            self.retire_removed(&removed);
-            let reason = "the pool's nodes changed while the drain checked them: \
-                the node was removed without moving its keys";
-            return Err(Error::config(format!("node name `{name}`"), reason));
-        }
+        claim.switched = Some(Arc::clone(&drain));
         tracing::info!(node = name, "draining: its keys are served by their new homes");
         let after = self.open_table().map(|t| t.router.clone());
         let result = match after {
             Ok(after) => mover.run(&after, pace, || self.is_closed()).await,
             Err(e) => Err(e),
         };
-        drain.finish();
-        self.drain.store(None);
-        self.retire_removed(&drain.node);
+        drop(claim);
         if let Err(e) = &result {
             tracing::warn!(node = name, error = %e, "drain stopped: the node left with keys unmoved");
         }
         result
+    }
+}
+
+/// One drain at a time, held from its first check to its end: let go
+/// when the drain returns or its future is dropped, and then, if the node
+/// had left the table, the drain is ended and the node retired (its
+/// unmoved keys are misses on their new homes, never older values).
+struct Claim<'c, M: NodeManager> {
+    core: &'c Core<M, Bb8<M>>,
+    switched: Option<Arc<Drain<M, Bb8<M>>>>,
+}
+
+impl<'c, M: NodeManager> Claim<'c, M> {
+    /// The claim, unless a drain runs, or a node added warm is in its
+    /// window (its read-through and the drain's would each claim the moved
+    /// keys).
+    fn take(core: &'c Core<M, Bb8<M>>, name: &str) -> Result<Self, Error> {
+        let refused = |reason| Err(Error::config(format!("node name `{name}`"), reason));
+        if core.resize.is_open() {
+            return refused(
+                "a node added warm is in its resize_warmup window: drain after it ends",
+            );
+        }
+        if core.draining.swap(true, Ordering::AcqRel) {
+            return refused("another node is being drained: one drain at a time");
+        }
+        Ok(Claim { core, switched: None })
+    }
+}
+
+impl<M: NodeManager> Drop for Claim<'_, M> {
+    fn drop(&mut self) {
+        if let Some(drain) = self.switched.take() {
+            drain.finish();
+            self.core.drain.store(None);
+            self.core.retire_removed(&drain.node);
+        }
+        self.core.draining.store(false, Ordering::Release);
     }
 }

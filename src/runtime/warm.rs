@@ -83,6 +83,11 @@ impl Window {
         self.on.load(Ordering::Acquire)
     }
 
+    /// Whether a window is open now.
+    pub(crate) fn is_open(&self) -> bool {
+        self.current.load().as_ref().is_some_and(|r| Instant::now() < r.until)
+    }
+
     /// The open window, if `node` is its new node.
     fn of(&self, node: &NodeName) -> Option<Arc<Resize>> {
         if !self.on.load(Ordering::Acquire) {
@@ -90,8 +95,15 @@ impl Window {
         }
         let current = self.current.load_full()?;
         if Instant::now() >= current.until {
-            self.on.store(false, Ordering::Release);
-            self.current.store(None);
+            // This window only: one opened meanwhile by another `add_node`
+            // stays, and so does its `on`.
+            let was = self.current.compare_and_swap(&Some(current.clone()), None);
+            if was.as_ref().is_some_and(|was| Arc::ptr_eq(was, &current)) {
+                self.on.store(false, Ordering::Release);
+                if self.current.load().is_some() {
+                    self.on.store(true, Ordering::Release);
+                }
+            }
             return None;
         }
         (current.new == *node).then_some(current)

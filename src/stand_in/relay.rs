@@ -108,8 +108,12 @@ fn part(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
 pub(crate) fn delete_once(fleet: &str, payload: &[u8], keys: &[&[u8]]) -> Cmd {
     const SCRIPT: &str = "if redis.call('SET', KEYS[1], '', 'PX', ARGV[1], 'NX') then \
                           return redis.call('DEL', unpack(KEYS, 2)) end return -1";
-    let mut marker = format!("fluster:fleet:{fleet}:relayed:").into_bytes();
-    marker.extend_from_slice(payload);
+    // Named by a hash of the message, not the message: a flood of long
+    // forged messages leaves small markers on the home.
+    let mut hasher = siphasher::sip128::SipHasher13::new();
+    std::hash::Hasher::write(&mut hasher, payload);
+    let hash = siphasher::sip128::Hasher128::finish128(&hasher).as_u128();
+    let marker = format!("fluster:fleet:{fleet}:relayed:{hash:032x}");
     let mut cmd = redis::cmd("EVAL");
     cmd.arg(SCRIPT).arg(1 + keys.len()).arg(marker);
     for key in keys {
