@@ -3,7 +3,7 @@
 //! `blocking.rs`), its shared connection, the probe and the heartbeat. Beside it:
 //! the one checkout race (`race.rs`), a call's clock (`clock.rs`), the
 //! session a connection's commands left behind (`session.rs`), its command
-//! table read from its server (`learn.rs`), what a probe asks (`probe.rs`), the connections handed to callers (`connection.rs`,
+//! table read from its server (`learn.rs`), what a probe asks (`probe.rs`), the connections handed to callers (`connection/`,
 //! `tracked.rs`, `shared.rs`), and what their readers see of an `aside`
 //! lease (`lease.rs`).
 

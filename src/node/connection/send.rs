@@ -1,0 +1,267 @@
+//! The one body of both connections' `ConnectionLike`: a command's
+//! stand-in caps, near-cache fences and reads, a warm window's read-through,
+//! sent on the wire, its outcome reported and its replies made what
+//! fluster's readers see.
+
+use redis::aio::ConnectionLike;
+use redis::{Cmd, Pipeline, RedisFuture, RedisResult, Value};
+
+use crate::backend::near::{Fence, Look};
+use crate::backend::resp2::{self};
+use crate::command::read::{self, Read};
+use crate::command::words::words;
+use crate::health::failure::{Replies, failure};
+use crate::node::lease::unmarked;
+use crate::node::tracked::{ConnectionAbilities, NodeManager};
+use crate::node::warm::{self, Elder, Plan};
+use crate::stand_in::writes::Capped;
+
+use super::observed::Observed;
+use super::{Connection, SharedConnection, only_reply, own_reply};
+
+/// The stand-in's `capped` commands in one round trip (see [`Capped`]);
+/// the caller's own replies.
+async fn capped<O: Observed>(conn: &mut O, capped: Capped) -> RedisResult<Vec<Value>> {
+    let values = conn.wire().req_packed_commands(&capped.pipe, capped.offset, capped.count).await;
+    // `capped` came from the connection's stand-in, which is still there.
+    let Some(stand_in) = conn.stand_in() else { return values };
+    match values {
+        Ok(values) => Ok(stand_in.replies(capped, values)),
+        Err(e) => {
+            stand_in.lost();
+            Err(e)
+        }
+    }
+}
+
+/// Sends `cmd` (with its stand-in's records and caps), and reports the
+/// outcome.
+async fn send<O: Observed>(conn: &mut O, cmd: &Cmd) -> RedisResult<Value> {
+    let wrapped = conn.wrap((std::iter::once(cmd), false), (0, 1));
+    conn.arm();
+    let result = match wrapped {
+        None => conn.wire().send_packed(cmd).await,
+        // Rare, and kept out of the common path's future (boxed).
+        Some(wrapped) => Box::pin(capped(conn, wrapped)).await.and_then(only_reply),
+    };
+    let result = judged(conn, result);
+    result.map(|value| resp2::reply(cmd, value, conn.resp2()))
+}
+
+/// The end of every command sent for a caller: its outcome reported to
+/// its node, its replies as fluster's readers see them (an `aside` lease
+/// reads as a miss: see [`lease`](crate::node::lease)).
+fn judged<O: Observed, V: Replies>(conn: &mut O, result: RedisResult<V>) -> RedisResult<V> {
+    conn.observe(failure(&result));
+    unmarked(result)
+}
+
+/// One command, admitted (and, with a near cache, looked up or fenced)
+/// before its future is built: a connection without a near cache sends it
+/// in one future, and a near-cache hit is answered by a future that holds
+/// nothing but the value.
+fn one<'a, O: Observed>(conn: &'a mut O, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+    if let Err(refused) = conn.admit(std::iter::once(cmd)) {
+        return Box::pin(std::future::ready(Err(refused)));
+    }
+    if conn.elder().is_some() {
+        // Rare (a node added warm, in its window): kept out of the common
+        // path.
+        return Box::pin(warmed(conn, cmd));
+    }
+    admitted(conn, cmd)
+}
+
+/// [`one`] once admitted.
+fn admitted<'a, O: Observed>(conn: &'a mut O, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+    let Some(cache) = conn.near() else { return Box::pin(send(conn, cmd)) };
+    let words: smallvec::SmallVec<[&[u8]; 4]> = words(cmd).collect();
+    if conn.reads_near()
+        && let Some(read) = read::read(&words)
+    {
+        return match cache.look(&read, &words) {
+            // Counted against Tokio's budget, as a socket read is: a task
+            // looping over hits still lets the others run.
+            Look::Hit(value) => Box::pin(async move {
+                tokio::task::coop::consume_budget().await;
+                Ok(value)
+            }),
+            Look::Pass => Box::pin(send(conn, cmd)),
+            Look::Fill(tickets) => Box::pin(fill(conn, cmd, read, words.to_vec(), tickets)),
+        };
+    }
+    // A write's keys are fenced until its reply is in (or its future is
+    // dropped); a write queued in a transaction, until the transaction's.
+    let fence = cache.fence(&words);
+    let fence = fence.and_then(|fence| conn.queue(fence));
+    Box::pin(async move {
+        let _fence = fence;
+        send(conn, cmd).await
+    })
+}
+
+/// One command on a connection to a node added warm, in its window: a
+/// plain `GET` of a moved key that misses is read through from its old
+/// home; a write of moved keys deletes their old copies first
+/// (`node/warm.rs`). A moved key's `GET` passes the near cache by.
+async fn warmed<O: Observed>(conn: &mut O, cmd: &Cmd) -> RedisResult<Value> {
+    let Some(elder) = conn.elder().cloned() else { return admitted(conn, cmd).await };
+    let words: smallvec::SmallVec<[&[u8]; 4]> = words(cmd).collect();
+    match warm::plan(&words, &*elder, conn.commands()) {
+        Plan::Plain => admitted(conn, cmd).await,
+        Plan::Write(keys) => {
+            elder.forget(keys).await;
+            admitted(conn, cmd).await
+        }
+        Plan::Get(key) => {
+            let value = send(conn, cmd).await?;
+            if value != Value::Nil {
+                return Ok(value);
+            }
+            Box::pin(read_through(conn, &*elder, key)).await
+        }
+    }
+}
+
+/// A moved key's miss on its new home: a marker there, the old home's
+/// value and TTL, then the copy if the marker is still there. The value
+/// read is returned whether or not it was copied; any failure of the
+/// read-through reads as the miss it started from.
+async fn read_through<O: Observed>(
+    conn: &mut O,
+    elder: &dyn Elder,
+    key: &[u8],
+) -> RedisResult<Value> {
+    let token = warm::token();
+    let marked = own(conn, &warm::marker(key, &token), key).await?;
+    // The old home is asked now, after the marker: a write that could not
+    // delete its copy there has ruled it out before our marker went in.
+    let Some(read) = elder.read(key) else {
+        if marked != Value::Nil {
+            own(conn, &warm::copy(key, &token, None), key).await?;
+        }
+        return Ok(Value::Nil);
+    };
+    let (value, ttl) = read.await.unwrap_or((Value::Nil, -2));
+    if marked == Value::Nil {
+        // Another reader's marker, or a write since the miss: return what
+        // the old home held then, copy nothing.
+        return Ok(value);
+    }
+    let copied = match &value {
+        Value::BulkString(bytes) if ttl != -2 && ttl != 0 => Some((bytes.as_slice(), ttl)),
+        _ => None,
+    };
+    own(conn, &warm::copy(key, &token, copied), key).await?;
+    Ok(value)
+}
+
+/// One of the pool's own commands on `key` (a marker, a copy) on the
+/// caller's connection: the key fenced in the near cache while it is in
+/// flight, the outcome judged.
+async fn own<O: Observed>(conn: &mut O, cmd: &Cmd, key: &[u8]) -> RedisResult<Value> {
+    let _fence = conn.near().and_then(|cache| cache.fence(&[b"DEL".as_slice(), key]));
+    conn.arm();
+    let result = conn.wire().send_packed(cmd).await;
+    judged(conn, result)
+}
+
+/// A near-cache miss: `cmd` and each key's `PTTL` in one round trip, the
+/// replies kept under `tickets`.
+async fn fill<O: Observed>(
+    conn: &mut O,
+    cmd: &Cmd,
+    read: Read<'_>,
+    words: Vec<&[u8]>,
+    tickets: Vec<u64>,
+) -> RedisResult<Value> {
+    let mut pipe = redis::pipe();
+    pipe.add_command(cmd.clone());
+    for key in read.keys() {
+        pipe.cmd("PTTL").arg(key);
+    }
+    conn.arm();
+    let result = conn.wire().req_packed_commands(&pipe, 0, pipe.len()).await;
+    let mut values = judged(conn, result)?;
+    let ttls = values.split_off(1);
+    let value = resp2::reply(cmd, values.pop().unwrap_or(Value::Nil), conn.resp2());
+    let replies = match (&read, &value) {
+        (Read::Many(_), Value::Array(items)) => items.clone(),
+        (Read::Many(_), _) => Vec::new(),
+        (Read::One(_), value) => vec![value.clone()],
+    };
+    if let Some(cache) = conn.near() {
+        cache.keep(&read, &words, &tickets, replies, &ttls);
+    }
+    own_reply(value)
+}
+
+/// A pipeline: sent with its caps, each write fenced in the near cache
+/// while it is in flight (reads inside a pipeline go to the server).
+async fn many<O: Observed>(
+    conn: &mut O,
+    pipeline: &Pipeline,
+    offset: usize,
+    count: usize,
+) -> RedisResult<Vec<Value>> {
+    conn.admit(pipeline.cmd_iter())?;
+    if let Some(elder) = conn.elder().cloned() {
+        let moved = pipeline.cmd_iter().flat_map(|cmd| {
+            match warm::plan(&words(cmd).collect::<Vec<_>>(), &*elder, conn.commands()) {
+                Plan::Write(keys) => keys,
+                _ => Vec::new(),
+            }
+        });
+        let moved: Vec<Vec<u8>> = moved.collect();
+        if !moved.is_empty() {
+            elder.forget(moved).await;
+        }
+    }
+    let fences: Vec<Fence<&[u8]>> = match conn.near() {
+        Some(cache) => pipeline
+            .cmd_iter()
+            .filter_map(|cmd| cache.fence(&words(cmd).collect::<Vec<_>>()))
+            .collect(),
+        None => Vec::new(),
+    };
+    let _fences: Vec<_> = fences.into_iter().filter_map(|fence| conn.queue(fence)).collect();
+    let wrapped = conn.wrap((pipeline.cmd_iter(), pipeline.is_transaction()), (offset, count));
+    conn.arm();
+    let result = match wrapped {
+        None => conn.wire().req_packed_commands(pipeline, offset, count).await,
+        Some(wrapped) => capped(conn, wrapped).await,
+    };
+    let result = judged(conn, result);
+    result.map(|values| resp2::replies(pipeline, offset, values, conn.resp2()))
+}
+
+/// The one body of both connections' [`ConnectionLike`]: sends on the
+/// wire and reports the outcome.
+macro_rules! connection_like {
+    ($($conn:ident),*) => {$(
+        impl<M> ConnectionLike for $conn<M>
+        where
+            M: NodeManager,
+            M::Connection: ConnectionLike + Send,
+        {
+            fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+                one(self, cmd)
+            }
+
+            fn req_packed_commands<'a>(
+                &'a mut self,
+                pipeline: &'a Pipeline,
+                offset: usize,
+                count: usize,
+            ) -> RedisFuture<'a, Vec<Value>> {
+                Box::pin(many(self, pipeline, offset, count))
+            }
+
+            fn get_db(&self) -> i64 {
+                self.conn.get_db()
+            }
+        }
+    )*};
+}
+
+connection_like!(Connection, SharedConnection);
