@@ -295,7 +295,8 @@ impl<M: NodeManager> Core<M, Bb8<M>> {
 
     /// [`elder`](Self::elder) of the node named `node` in the current table.
     pub(crate) fn elder_named(&self, node: &str) -> Option<Arc<dyn Elder>> {
-        if !self.resize.maybe_open() && self.drain.load().is_none() {
+        // Two plain loads on every `get`: no window, no drain, nothing to do.
+        if !self.resize.maybe_open() && !self.draining.load(Ordering::Acquire) {
             return None;
         }
         let table = self.open_table().ok()?;
