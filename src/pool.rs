@@ -138,8 +138,9 @@ impl<M: NodeManager> ShardedPool<M> {
         Ok(self.warmed(conn))
     }
 
-    /// `conn` with its node's warm window, if that node was added warm and
-    /// the window is open ([`resize_warmup`](crate::Builder::resize_warmup)).
+    /// `conn` with what it needs while keys move: a window after a node
+    /// added warm ([`resize_warmup`](crate::Builder::resize_warmup)) is
+    /// open, or a node is being drained.
     pub(crate) fn warmed(&self, conn: Connection<M>) -> Connection<M> {
         match self.core.elder_named(conn.node()) {
             None => conn,
@@ -151,7 +152,8 @@ impl<M: NodeManager> ShardedPool<M> {
     /// commands and queue consumers. Its writes follow the stand-in rules
     /// key by key, as [`fan_out`](Self::fan_out)'s do.
     pub async fn get_any(&self) -> Result<Connection<M>, Error> {
-        self.core.take::<Pooled>(None).await
+        let conn = self.core.take::<Pooled>(None).await?;
+        Ok(self.warmed(conn))
     }
 
     pool_methods!();

@@ -375,3 +375,78 @@ async fn of_two_drains_at_once_one_is_refused_and_its_node_stays() {
         assert_eq!(value.as_deref(), Some("v1"), "{key}");
     }
 }
+
+/// A write that names no key (`FLUSHDB`, a script that declares none) on
+/// the new node ends the read-through: what it deleted is never read back
+/// from an old home.
+#[tokio::test]
+async fn a_write_that_names_no_key_ends_the_read_through() {
+    let servers = start_servers(4);
+    let pool = pool_of(&servers, Duration::from_secs(30)).await;
+    let keys = moved_keys(&pool, 2).await;
+    let new = RedisServer::start();
+    pool.add_node("e", &new.url()).await.unwrap();
+    let (scripted, old) = &keys[0];
+    // A script that declares no key deletes a moved key on e.
+    let mut conn = pool.get(scripted).await.unwrap();
+    let script =
+        redis::cmd("EVAL").arg("return redis.call('DEL', ARGV[1])").arg(0).arg(scripted).clone();
+    let _: i64 = script.query_async(&mut conn).await.unwrap();
+    assert!(raw_get(server(&servers, old), scripted).is_some(), "the old copy is still there");
+    let value: Option<String> = pool.get(scripted).await.unwrap().get(scripted).await.unwrap();
+    assert_eq!(value, None, "deleted by a script: never read back from {old}");
+    // FLUSHDB on e, then a key never read before.
+    let (flushed, old) = &keys[1];
+    let mut on_e = pool.get(flushed).await.unwrap();
+    assert_eq!(on_e.node(), "e");
+    let _: () = redis::cmd("FLUSHDB").query_async(&mut on_e).await.unwrap();
+    assert!(raw_get(server(&servers, old), flushed).is_some(), "the old copy is still there");
+    let value: Option<String> = pool.get_shared(flushed).await.unwrap().get(flushed).await.unwrap();
+    assert_eq!(value, None, "flushed: never read back from {old}");
+}
+
+/// During a drain, a write that a stand-in takes (the key's new home is
+/// boxed) deletes the draining node's copy first: once the new home is
+/// back, a miss there never reads the older value through.
+#[tokio::test]
+async fn a_stand_in_write_during_a_drain_deletes_the_drained_copy() {
+    let mut servers = start_servers(4);
+    let builder = ShardedPool::builder().penalty_min_wait(Duration::from_millis(50));
+    let builder = servers.iter().zip(NAMES).fold(builder, |b, (s, n)| b.named_node(n, &s.url()));
+    let pool = builder.build().await.unwrap();
+    let key = support::key_on(&pool, "d", "standin");
+    let _: () = pool.get(&key).await.unwrap().set_ex(&key, "v1", 60).await.unwrap();
+    let drain = tokio::spawn({
+        let pool = pool.clone();
+        // A long first pause: nothing is copied while the test runs.
+        async move { pool.drain_node_paced("d", 1, Duration::from_secs(30)).await }
+    });
+    let switched = || pool.node_for(&key).is_some_and(|n| n != "d");
+    assert!(eventually(Duration::from_secs(5), switched).await, "routing switched");
+    let home = pool.node_for(&key).unwrap().to_string();
+    let index = NAMES.iter().position(|n| *n == home).unwrap();
+    servers[index].kill();
+    // Its death noticed by the key's own traffic.
+    let boxed = || !support::status_of(&pool, &home).up;
+    for _ in 0..100 {
+        if boxed() {
+            break;
+        }
+        if let Ok(mut conn) = pool.get(&key).await {
+            let _: Result<Option<String>, _> = conn.get(&key).await;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(boxed(), "{home} is boxed");
+    let mut conn = pool.get(&key).await.unwrap();
+    assert!(!conn.is_home(), "a stand-in serves {key}");
+    let _: () = conn.set(&key, "v2").await.unwrap();
+    drop(conn);
+    servers[index].restart();
+    let back = || support::status_of(&pool, &home).up;
+    assert!(eventually(Duration::from_secs(10), back).await, "{home} is back");
+    let value: Option<String> = pool.get(&key).await.unwrap().get(&key).await.unwrap();
+    assert_ne!(value.as_deref(), Some("v1"), "v2 was acknowledged: v1 never comes back");
+    drain.abort();
+    let _ = drain.await;
+}

@@ -9,9 +9,14 @@
 //!   The marker begins with the lease mark, so every fluster reader sees
 //!   it as a miss (`lease.rs`).
 //! - A write of a moved key deletes the old home's copy *before* it is
-//!   sent ([`Elder::forget`]): a reader that reads the old home after the
+//!   sent ([`Elder::forget`]), on the new home and on any other node that
+//!   takes it (a stand-in): a reader that reads the old home after the
 //!   write can find nothing to copy, and one that read it before finds its
 //!   marker overwritten (or deleted) by the write, so its copy is refused.
+//! - A write that names no key (`FLUSHDB`, a script that declares none, a
+//!   command the table does not know) ends the read-through
+//!   ([`Elder::end`]) before it is sent: what it deleted or replaced could
+//!   otherwise be read back from an old home.
 //!
 //! Who the old homes are, and how they are reached, is the runtime's
 //! ([`Elder`], implemented in `runtime/warm.rs`); the protocol is here.
@@ -20,7 +25,7 @@
 use futures_util::future::BoxFuture;
 use redis::{Cmd, RedisResult, Value};
 
-use crate::command::table::Known;
+use crate::command::table::{Known, Reach};
 use crate::node::lease::MARK;
 
 /// How long a reader's marker lives: a copy not made within it is given
@@ -41,12 +46,23 @@ pub(crate) const COPY: &str = "if redis.call('GET', KEYS[1]) ~= ARGV[1] then ret
     if ARGV[4] == '-1' then redis.call('SET', KEYS[1], ARGV[3]) \
     else redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4]) end return 1";
 
-/// The runtime's side of a connection to a node added warm: which keys
-/// moved to it, and their old homes.
+/// Where a key stands in a resize, seen from a connection's node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Moved {
+    /// It did not move (or the window is over).
+    No,
+    /// It moved to this node: its miss reads through, its writes forget.
+    Here,
+    /// It moved to another node, which this one stands in for (boxed):
+    /// its writes here forget its old copy too.
+    Elsewhere,
+}
+
+/// The runtime's side of a connection while keys move (a node added warm,
+/// or drained): which keys moved, and their old homes.
 pub(crate) trait Elder: Send + Sync {
-    /// Whether `key` moved to this connection's node and its window is
-    /// still open.
-    fn moved(&self, key: &[u8]) -> bool;
+    /// Where `key` stands, seen from this connection's node.
+    fn moved(&self, key: &[u8]) -> Moved;
     /// `GET key` and `PTTL key` on the key's old home, checked now: `None`
     /// if it is boxed, gone, or one of this window's writes could not
     /// delete its copy there (then it is never read again in the window).
@@ -55,6 +71,9 @@ pub(crate) trait Elder: Send + Sync {
     /// boxed or fails is marked so that no reader of this window reads it
     /// again. Never fails: the write goes on.
     fn forget(&self, keys: Vec<Vec<u8>>) -> BoxFuture<'static, ()>;
+    /// A write that names no key is about to be sent here: no old home is
+    /// read again (nor copied from) in this resize.
+    fn end(&self);
 }
 
 /// What a command sent to a warm node asks of the window.
@@ -63,6 +82,8 @@ pub(crate) enum Plan<'w> {
     Get(&'w [u8]),
     /// A write of these moved keys: their old copies go first.
     Write(Vec<Vec<u8>>),
+    /// A write that names no key: the read-through ends first.
+    Unnamed,
     /// Nothing.
     Plain,
 }
@@ -73,11 +94,14 @@ pub(crate) fn plan<'w>(words: &[&'w [u8]], elder: &dyn Elder, commands: &Known) 
     if let [name, key] = words
         && name.eq_ignore_ascii_case(b"GET")
     {
-        return if elder.moved(key) { Plan::Get(key) } else { Plan::Plain };
+        return if elder.moved(key) == Moved::Here { Plan::Get(key) } else { Plan::Plain };
     }
-    let (keys, _) = commands.written(words);
-    let moved: Vec<Vec<u8>> =
-        keys.into_iter().filter(|key| elder.moved(key)).map(<[u8]>::to_vec).collect();
+    let (keys, reach) = commands.written(words);
+    if reach == Reach::All || (reach == Reach::More && keys.is_empty()) {
+        return Plan::Unnamed;
+    }
+    let moved = keys.into_iter().filter(|key| elder.moved(key) != Moved::No);
+    let moved: Vec<Vec<u8>> = moved.map(<[u8]>::to_vec).collect();
     if moved.is_empty() { Plan::Plain } else { Plan::Write(moved) }
 }
 
@@ -112,8 +136,8 @@ mod tests {
 
     struct All;
     impl Elder for All {
-        fn moved(&self, _: &[u8]) -> bool {
-            true
+        fn moved(&self, _: &[u8]) -> Moved {
+            Moved::Here
         }
         fn read(&self, _: &[u8]) -> Option<BoxFuture<'static, RedisResult<(Value, i64)>>> {
             None
@@ -121,6 +145,7 @@ mod tests {
         fn forget(&self, _: Vec<Vec<u8>>) -> BoxFuture<'static, ()> {
             Box::pin(async {})
         }
+        fn end(&self) {}
     }
 
     #[test]
@@ -133,5 +158,17 @@ mod tests {
             _ => panic!("MSET writes a and b"),
         }
         assert!(matches!(plan(&[b"DEL", b"a"], &All, &Known::default()), Plan::Write(_)));
+    }
+
+    #[test]
+    fn a_write_that_names_no_key_ends_the_read_through() {
+        let known = Known::default();
+        assert!(matches!(plan(&[b"FLUSHDB"], &All, &known), Plan::Unnamed));
+        assert!(matches!(plan(&[b"flushall", b"ASYNC"], &All, &known), Plan::Unnamed));
+        assert!(matches!(plan(&[b"EVAL", b"return 1", b"0"], &All, &known), Plan::Unnamed));
+        assert!(matches!(plan(&[b"NOSUCHCOMMAND", b"k"], &All, &known), Plan::Unnamed));
+        assert!(matches!(plan(&[b"EVAL", b"return 1", b"1", b"k"], &All, &known), Plan::Write(_)));
+        assert!(matches!(plan(&[b"PING"], &All, &known), Plan::Plain));
+        assert!(matches!(plan(&[b"MGET", b"a"], &All, &known), Plan::Plain));
     }
 }

@@ -26,7 +26,7 @@ use redis::{RedisResult, Value};
 use crate::error::Error;
 use crate::metrics::{DRAIN_KEYS_LEFT, DRAINED_KEYS_TOTAL};
 use crate::node::tracked::NodeManager;
-use crate::node::warm::Elder;
+use crate::node::warm::{Elder, Moved};
 use crate::node::{Bb8, Node};
 use crate::route::{self, NodeName, Router};
 use crate::runtime::core::{Core, removable};
@@ -90,13 +90,15 @@ impl<M: NodeManager, S> Drain<M, S> {
     fn rule_out(&self) {
         if !self.ruled_out.swap(true, Ordering::AcqRel) {
             tracing::warn!(node = %self.before.name(self.index), "a moved key's copy on the draining node \
-                could not be deleted: it is not read again, and the drain stops copying");
+                could not be deleted, or a write named no key: it is not read again, and the \
+                drain stops copying");
         }
     }
 }
 
 /// What a connection from `table.nodes[index]` needs while `drain` is on:
-/// the keys that moved to it from the draining node (none for the gutter).
+/// the keys that moved to it from the draining node, and those it takes
+/// as a stand-in for their boxed new home (the gutter too).
 pub(crate) fn elder<M: NodeManager>(
     drain: Option<Arc<Drain<M, Bb8<M>>>>,
     table: &Held<M, Bb8<M>>,
@@ -104,14 +106,12 @@ pub(crate) fn elder<M: NodeManager>(
     timeout: Duration,
 ) -> Option<Arc<dyn Elder>> {
     let drain = drain?;
-    (index < table.router.len()).then(|| {
-        let table = Arc::clone(table);
-        Arc::new(FromDrained { drain, table, here: index, timeout }) as Arc<dyn Elder>
-    })
+    let table = Arc::clone(table);
+    Some(Arc::new(FromDrained { drain, table, here: index, timeout }))
 }
 
-/// The draining node as the old home of the keys that moved to
-/// `table.nodes[here]`.
+/// The draining node as the old home of the keys that moved away from it,
+/// seen from a connection to `table.nodes[here]`.
 struct FromDrained<M: NodeManager> {
     drain: Arc<Drain<M, Bb8<M>>>,
     table: Arc<Table<M, Bb8<M>>>,
@@ -126,11 +126,15 @@ impl<M: NodeManager> FromDrained<M> {
 }
 
 impl<M: NodeManager> Elder for FromDrained<M> {
-    fn moved(&self, key: &[u8]) -> bool {
+    fn moved(&self, key: &[u8]) -> Moved {
         let hash = route::key_hash(key);
-        self.on()
-            && self.drain.drained(hash)
-            && self.table.router.home_hashed(hash) == Some(self.here)
+        if !self.on() || !self.drain.drained(hash) {
+            Moved::No
+        } else if self.table.router.home_hashed(hash) == Some(self.here) {
+            Moved::Here
+        } else {
+            Moved::Elsewhere
+        }
     }
 
     fn read(&self, key: &[u8]) -> Option<BoxFuture<'static, RedisResult<(Value, i64)>>> {
@@ -156,6 +160,10 @@ impl<M: NodeManager> Elder for FromDrained<M> {
                 drain.rule_out();
             }
         })
+    }
+
+    fn end(&self) {
+        self.drain.rule_out();
     }
 }
 
@@ -296,8 +304,9 @@ impl<M: NodeManager> Mover<'_, M> {
                 return Err(Error::Closed);
             }
             if self.drain.ruled_out.load(Ordering::Acquire) {
-                let reason = "a write could not delete a moved key's copy on the draining node: \
-                    copying more could bring back a value deleted since";
+                let reason = "a write could not delete a moved key's copy on the draining node, \
+                    or named no key (FLUSHDB, a script that declares none): copying more could \
+                    bring back a value deleted since";
                 return Err(self.failed(None, reason.into()));
             }
             let mut scan = redis::pipe();

@@ -19,7 +19,7 @@ use crate::health::failure::failure;
 use crate::node::clock::Clock;
 use crate::node::lease::unmark;
 use crate::node::tracked::{ConnectionAbilities, NodeManager, TrackedConn};
-use crate::node::warm::Elder;
+use crate::node::warm::{Elder, Moved};
 use crate::node::{Bb8, Node};
 use crate::route::{self, NodeName};
 use crate::runtime::table::{Held, Table};
@@ -33,11 +33,22 @@ pub(crate) struct Resize {
     /// or the delete failed): never read again in it, so their copies
     /// cannot come back.
     ruled_out: Mutex<Vec<NodeName>>,
+    /// A write that named no key (`FLUSHDB`, a script that declares none)
+    /// was sent in this window: no old home is read again in it.
+    ended: AtomicBool,
 }
 
 impl Resize {
     fn ruled_out(&self, name: &NodeName) -> bool {
-        self.ruled_out.lock().unwrap_or_else(|e| e.into_inner()).contains(name)
+        self.ended.load(Ordering::Acquire)
+            || self.ruled_out.lock().unwrap_or_else(|e| e.into_inner()).contains(name)
+    }
+
+    fn end(&self) {
+        if !self.ended.swap(true, Ordering::AcqRel) {
+            tracing::warn!(node = %self.new, "a write that names no key was sent in the resize \
+                window: moved keys are no longer read through from their old homes");
+        }
     }
 
     fn rule_out(&self, name: NodeName) {
@@ -66,7 +77,12 @@ impl Window {
             return;
         }
         let until = Instant::now() + length;
-        self.current.store(Some(Arc::new(Resize { new, until, ruled_out: Mutex::default() })));
+        self.current.store(Some(Arc::new(Resize {
+            new,
+            until,
+            ruled_out: Mutex::default(),
+            ended: AtomicBool::new(false),
+        })));
         self.on.store(true, Ordering::Release);
         tracing::info!(node = %new, ?length, "resize window open: moved keys read through");
     }
@@ -88,8 +104,8 @@ impl Window {
         self.current.load().as_ref().is_some_and(|r| Instant::now() < r.until)
     }
 
-    /// The open window, if `node` is its new node.
-    fn of(&self, node: &NodeName) -> Option<Arc<Resize>> {
+    /// The open window.
+    fn of(&self) -> Option<Arc<Resize>> {
         if !self.on.load(Ordering::Acquire) {
             return None;
         }
@@ -106,33 +122,34 @@ impl Window {
             }
             return None;
         }
-        (current.new == *node).then_some(current)
+        Some(current)
     }
 }
 
 /// The old homes of the keys that moved to `table.nodes[new]`, in its
-/// window.
+/// window, seen from a connection to `table.nodes[here]` (the new node
+/// itself, or a node that stands in for it).
 pub(crate) struct OldHomes<M: NodeManager> {
     table: Arc<Table<M, Bb8<M>>>,
     new: usize,
+    here: usize,
     resize: Arc<Resize>,
     checkout_timeout: Duration,
 }
 
-/// What a connection from `table.nodes[index]` needs, if the node was
-/// added warm and its window is open.
+/// What a connection from `table.nodes[index]` needs while a window is
+/// open: the new node's connections read moved keys through, and every
+/// node's writes of moved keys forget their old copies.
 pub(crate) fn elder<M: NodeManager>(
     window: &Window,
     table: &Held<M, Bb8<M>>,
-    index: usize,
+    here: usize,
     checkout_timeout: Duration,
 ) -> Option<Arc<dyn Elder>> {
-    let resize = window.of(table.name(index))?;
-    // The gutter holds no keys: none moved to it.
-    (index < table.router.len()).then(|| {
-        let table = Arc::clone(table);
-        Arc::new(OldHomes { table, new: index, resize, checkout_timeout }) as Arc<dyn Elder>
-    })
+    let resize = window.of()?;
+    let new = table.position(&resize.new).filter(|&new| new < table.router.len())?;
+    let table = Arc::clone(table);
+    Some(Arc::new(OldHomes { table, new, here, resize, checkout_timeout }))
 }
 
 impl<M: NodeManager> OldHomes<M> {
@@ -206,9 +223,13 @@ pub(crate) fn send<M: NodeManager>(
 }
 
 impl<M: NodeManager> Elder for OldHomes<M> {
-    fn moved(&self, key: &[u8]) -> bool {
-        Instant::now() < self.resize.until
-            && self.table.router.home_hashed(route::key_hash(key)) == Some(self.new)
+    fn moved(&self, key: &[u8]) -> Moved {
+        let home = self.table.router.home_hashed(route::key_hash(key));
+        match Instant::now() < self.resize.until && home == Some(self.new) {
+            false => Moved::No,
+            true if self.here == self.new => Moved::Here,
+            true => Moved::Elsewhere,
+        }
     }
 
     fn read(&self, key: &[u8]) -> Option<BoxFuture<'static, RedisResult<(Value, i64)>>> {
@@ -219,7 +240,8 @@ impl<M: NodeManager> Elder for OldHomes<M> {
     fn forget(&self, keys: Vec<Vec<u8>>) -> BoxFuture<'static, ()> {
         let mut by_home: Vec<(usize, redis::Pipeline)> = Vec::new();
         for key in &keys {
-            let Some(old) = self.old_home(key) else { continue };
+            // A stand-in that is the old home itself writes over its copy.
+            let Some(old) = self.old_home(key).filter(|&old| old != self.here) else { continue };
             if !self.table.nodes[old].is_up() {
                 self.resize.rule_out(*self.table.name(old));
                 continue;
@@ -248,5 +270,9 @@ impl<M: NodeManager> Elder for OldHomes<M> {
         Box::pin(async move {
             join_all(sent).await;
         })
+    }
+
+    fn end(&self) {
+        self.resize.end();
     }
 }

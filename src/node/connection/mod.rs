@@ -44,7 +44,7 @@ pub struct Connection<M: NodeManager = RedisManager> {
     /// The near-cache fences of the writes queued in its open transaction,
     /// lifted after `EXEC`'s or `DISCARD`'s reply, or when it goes back.
     queued: Vec<HeldFence>,
-    /// The node was added warm and its window is open (`node/warm.rs`).
+    /// Keys are moving (a node added warm, or drained): `node/warm.rs`.
     warm: Option<Arc<dyn Elder>>,
 }
 
@@ -119,7 +119,7 @@ pub struct SharedConnection<M: NodeManager = RedisManager> {
     mux: Arc<Muxed<M::Connection>>,
     home: bool,
     stand_in: Option<Box<StandIn>>,
-    /// The node was added warm and its window is open (`node/warm.rs`).
+    /// Keys are moving (a node added warm, or drained): `node/warm.rs`.
     warm: Option<Arc<dyn Elder>>,
 }
 

@@ -100,9 +100,10 @@ fn admitted<'a, O: Observed>(conn: &'a mut O, cmd: &'a Cmd) -> RedisFuture<'a, V
     })
 }
 
-/// One command on a connection to a node added warm, in its window: a
-/// plain `GET` of a moved key that misses is read through from its old
-/// home; a write of moved keys deletes their old copies first
+/// One command on a connection while keys move (a node added warm, in
+/// its window, or a drain): a plain `GET` of a key moved here that misses
+/// is read through from its old home; a write of moved keys deletes their
+/// old copies first; a write that names no key ends the read-through
 /// (`node/warm.rs`). A moved key's `GET` passes the near cache by.
 async fn warmed<O: Observed>(conn: &mut O, cmd: &Cmd) -> RedisResult<Value> {
     let Some(elder) = conn.elder().cloned() else { return admitted(conn, cmd).await };
@@ -111,6 +112,10 @@ async fn warmed<O: Observed>(conn: &mut O, cmd: &Cmd) -> RedisResult<Value> {
         Plan::Plain => admitted(conn, cmd).await,
         Plan::Write(keys) => {
             elder.forget(keys).await;
+            admitted(conn, cmd).await
+        }
+        Plan::Unnamed => {
+            elder.end();
             admitted(conn, cmd).await
         }
         Plan::Get(key) => {
@@ -206,13 +211,14 @@ async fn many<O: Observed>(
 ) -> RedisResult<Vec<Value>> {
     conn.admit(pipeline.cmd_iter())?;
     if let Some(elder) = conn.elder().cloned() {
-        let moved = pipeline.cmd_iter().flat_map(|cmd| {
+        let mut moved: Vec<Vec<u8>> = Vec::new();
+        for cmd in pipeline.cmd_iter() {
             match warm::plan(&words(cmd).collect::<Vec<_>>(), &*elder, conn.commands()) {
-                Plan::Write(keys) => keys,
-                _ => Vec::new(),
+                Plan::Write(keys) => moved.extend(keys),
+                Plan::Unnamed => elder.end(),
+                Plan::Get(_) | Plan::Plain => {}
             }
-        });
-        let moved: Vec<Vec<u8>> = moved.collect();
+        }
         if !moved.is_empty() {
             elder.forget(moved).await;
         }
