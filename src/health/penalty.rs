@@ -104,13 +104,6 @@ impl BoxGuard {
         self.cap.store(cap, Ordering::Release);
     }
 
-    /// Nodes boxed now.
-    #[cfg(test)]
-    #[allow(dead_code)] // by the tests that compile this module alone
-    pub fn boxed(&self) -> usize {
-        self.boxed.load(Ordering::Acquire)
-    }
-
     /// Takes a place in the box, if one is free.
     fn reserve(&self) -> bool {
         self.boxed
@@ -445,3 +438,6 @@ impl Health {
         self.epoch += 1;
     }
 }
+
+#[cfg(test)]
+mod tests;

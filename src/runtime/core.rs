@@ -1,7 +1,8 @@
 //! The engine both flavours run on: the current table of nodes and
 //! membership; the table and its routes are in `table.rs`, the routing
 //! policy's steps over them (single and batch) in `step.rs`, the prober
-//! that drives the core in the background in `prober.rs`.
+//! that drives the core in the background in `prober.rs` (a node's return
+//! in `comeback.rs`).
 //!
 //! [`Core`] knows nothing of how a node keeps its connections (its store)
 //! nor of how a caller waits: every path, in either flavour, takes the

@@ -1,9 +1,11 @@
 //! A pool at run time, whichever the flavour: the table of nodes and the
 //! routing policy's routes over it (`table.rs`), the core (the current
 //! table, membership: `core.rs`), the one single step and the one batch
-//! step every path takes (`step.rs`), the prober
-//! (`prober.rs`), and what `status()` reports (`status.rs`).
+//! step every path takes (`step.rs`), the prober's schedule (`prober.rs`),
+//! a boxed node's return (`comeback.rs`), and what `status()` reports
+//! (`status.rs`).
 
+pub(crate) mod comeback;
 pub(crate) mod core;
 pub(crate) mod drain;
 pub(crate) mod prober;

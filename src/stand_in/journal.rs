@@ -318,3 +318,6 @@ pub(crate) fn expire(key: &[u8], ttl: Duration) -> Cmd {
     cmd.arg(key).arg(millis);
     cmd
 }
+
+#[cfg(test)]
+mod tests;

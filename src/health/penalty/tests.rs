@@ -1,19 +1,15 @@
-//! The penalty box alone: every decision of the crate's private `health`
-//! module, with time and randomness passed in. The module is compiled here
-//! on its own, which also shows it needs nothing but `FailureKind`: no
-//! runtime, no pool, no Redis.
+//! The penalty box alone: every decision of `penalty.rs`, with time and
+//! randomness passed in: no runtime, no pool, no Redis.
 
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-#[allow(dead_code)]
-#[path = "../src/health/penalty.rs"]
-mod health;
-mod failure {
-    pub use fluster::FailureKind;
-}
+use super::*;
 
-use failure::FailureKind;
-use health::*;
+/// Nodes the guard has boxed now.
+fn boxed(guard: &BoxGuard) -> usize {
+    guard.boxed.load(Ordering::Acquire)
+}
 
 fn policy() -> PenaltyPolicy {
     PenaltyPolicy {
@@ -44,7 +40,7 @@ fn refused_boxes_at_once_and_starts_an_epoch() {
         Verdict::Boxed { wait: Duration::from_millis(100), level: 0 }
     );
     assert!(!h.is_up());
-    assert_eq!((h.epoch(), h.penalties(), guard.boxed()), (1, 1, 1));
+    assert_eq!((h.epoch(), h.penalties(), boxed(&guard)), (1, 1, 1));
     assert_eq!(h.remaining(now), Some(Duration::from_millis(100)));
     assert!(!h.start_probe(now + Duration::from_millis(99)));
     assert!(h.start_probe(now + Duration::from_millis(100)));
@@ -82,7 +78,7 @@ fn failures_from_an_earlier_epoch_are_stale() {
     let at_later = at(now + Duration::from_secs(1));
     let probed = h.finish_probe(Ok(()), &guard, &policy(), at_later);
     assert_eq!(probed, Probed::Returned);
-    assert_eq!(guard.boxed(), 0);
+    assert_eq!(boxed(&guard), 0);
     // A socket from before the boxing fails: the node stays up.
     let old = h.on_failure(FailureKind::Dropped, 0, false, &guard, &policy(), at(now));
     assert_eq!(old, Verdict::Stale);
@@ -108,7 +104,7 @@ fn the_guard_vetoes_boxing_past_its_cap_and_frees_places() {
     // Timeouts below the threshold never need a place.
     assert_eq!(fail(&mut b, FailureKind::Timeout, &guard, now), Verdict::Counted);
     a.retire(&guard);
-    assert_eq!(guard.boxed(), 0);
+    assert_eq!(boxed(&guard), 0);
     assert_eq!(
         fail(&mut b, FailureKind::Refused, &guard, now),
         Verdict::Boxed { wait: Duration::from_millis(100), level: 0 }
@@ -129,10 +125,10 @@ fn a_retired_node_is_never_boxed_or_returned() {
     assert!(h.start_probe(now + Duration::from_secs(1)));
     h.retire(&guard);
     h.retire(&guard);
-    assert_eq!(guard.boxed(), 0, "the place is given back once");
+    assert_eq!(boxed(&guard), 0, "the place is given back once");
     let probed = h.finish_probe(Ok(()), &guard, &policy(), at(now));
     assert_eq!(probed, Probed::Ignored);
-    assert_eq!(guard.boxed(), 0);
+    assert_eq!(boxed(&guard), 0);
     let mut up = Health::up();
     up.retire(&guard);
     assert_eq!(fail(&mut up, FailureKind::Refused, &guard, now), Verdict::Stale);
