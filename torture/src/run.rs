@@ -26,7 +26,10 @@ const SAMPLE_EVERY: Duration = Duration::from_millis(400);
 pub async fn run(plan: &Plan, dir: &Path) -> Vec<Entry> {
     std::fs::create_dir_all(dir).unwrap();
     let config = &plan.config;
-    let names: Vec<&String> = config.nodes.iter().chain(&config.gutters).collect();
+    // The node added at run time comes last: the nemesis's faults never
+    // reach it (their node index stops before it).
+    let names: Vec<&String> =
+        config.nodes.iter().chain(&config.gutters).chain(&config.extra).collect();
     let mut nodes: Vec<Node> =
         tokio::task::block_in_place(|| names.iter().map(|name| Node::start(name, dir)).collect());
     let mut proxies = Vec::new();
@@ -46,9 +49,14 @@ pub async fn run(plan: &Plan, dir: &Path) -> Vec<Entry> {
         let job = Job {
             plan: plan.clone(),
             process,
+            extra: config.extra.as_ref().map(|_| {
+                let way = ways.last().expect("a proxy to the added node");
+                format!("redis://127.0.0.1:{}", way.port)
+            }),
             nodes: nodes
                 .iter()
                 .zip(ways)
+                .filter(|(node, _)| config.extra.as_ref() != Some(&node.name))
                 .map(|(node, way)| {
                     let gutter = config.gutters.contains(&node.name);
                     (node.name.clone(), format!("redis://127.0.0.1:{}", way.port), gutter)
