@@ -204,6 +204,10 @@ pub enum FaultKind {
     PauseProcess,
     /// Garbage and forged messages published on the fleet's channel.
     ForgedNews,
+    /// The master of a Sentinel shard killed with `kill -9` and kept down
+    /// until Sentinel has named its replica master, then started again
+    /// as the new master's replica (`torture/src/sentinel.rs`).
+    FailOver,
 }
 
 /// A fault, from its start to its end.
@@ -403,4 +407,8 @@ pub struct RunConfig {
     /// `resize_warmup` (ms; 0: off).
     #[serde(default)]
     pub resize_warmup_ms: u64,
+    /// The node that is a Sentinel shard (a master, its replica and a
+    /// sentinel), if one is.
+    #[serde(default)]
+    pub sentinel: Option<String>,
 }

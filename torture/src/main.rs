@@ -23,6 +23,7 @@ mod plan;
 mod race;
 mod recorder;
 mod run;
+mod sentinel;
 mod worker;
 mod world;
 
@@ -123,16 +124,24 @@ fn main() -> ExitCode {
         let report = check(&plan.config, &entries);
         let violations = report.violations();
         println!(
-            "seed {seed}: {} entries, {} faults{}{}, {violations} violations{}",
+            "seed {seed}: {} entries, {} faults{}{}{}, {violations} violations{}",
             entries.len(),
             plan.faults.len(),
+            match &plan.config.sentinel {
+                None => String::new(),
+                Some(shard) => format!(" ({shard} a Sentinel shard)"),
+            },
             match &plan.membership {
                 None => String::new(),
                 Some(m) => format!(
                     " ({} added{}, then {})",
                     m.node,
                     if plan.config.resize_warmup_ms > 0 { " warm" } else { "" },
-                    if m.out == fluster_torture::history::Change::Drain { "drained" } else { "removed" }
+                    if m.out == fluster_torture::history::Change::Drain {
+                        "drained"
+                    } else {
+                        "removed"
+                    }
                 ),
             },
             match plan.at_limits.is_empty() {

@@ -122,6 +122,7 @@ impl Plan {
             probe_timeout_ms: 250,
             extra: None,
             resize_warmup_ms: 0,
+            sentinel: None,
         };
         let all_nodes = nodes + usize::from(gutter);
         let mut kinds = vec![
@@ -175,6 +176,7 @@ impl Plan {
         }
         let membership = crate::member::draw(&mut config, end_ms);
         crate::race::draw(&mut faults, &config, end_ms);
+        crate::sentinel::draw(&mut config, &mut faults, end_ms);
         let mut outside: Vec<Outside> = (0..rng.random_range(0..8))
             .map(|_| Outside {
                 at_ms: rng.random_range(0..end_ms),

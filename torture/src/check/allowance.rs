@@ -63,6 +63,36 @@ pub const LISTS_DIFFER: &str = "node lists differ (add/remove skew)";
 /// node) while some process still had it: no bound.
 pub const REMOVED_UNMOVED: &str = "removed without moving (remove_node)";
 
+/// A Sentinel shard's master was killed and its replica named master: the
+/// writes the old master had acknowledged but not yet sent to its replica
+/// are lost (Redis's replication is asynchronous; README: a Sentinel
+/// failover "never moves its keys", and promises nothing of writes the
+/// replica never got). A read after the kill, of a key of the shard, older
+/// than a write to the shard acknowledged at most [`FAILOVER_LAG_MS`]
+/// before the kill: no bound (the write is gone).
+pub const FAILOVER_LOST: &str = "failover's lost writes (Sentinel)";
+
+/// How long before a master's kill a write it acknowledged may still have
+/// been missing on its replica (ms).
+pub(crate) const FAILOVER_LAG_MS: u64 = 1_000;
+
+/// Whether `r` reading a value older than `w` is [`FAILOVER_LOST`].
+pub(crate) fn failover_lost(h: &History<'_>, r: &Rec<'_>, w: &Rec<'_>) -> bool {
+    let Some(shard) = h.config.sentinel.as_deref() else { return false };
+    if h.home(r.key) != Some(shard) || w.node.is_some_and(|n| n != shard) {
+        return false;
+    }
+    let lag = super::timeline::ms(FAILOVER_LAG_MS);
+    h.faults
+        .find(w.complete, r.invoke, |f| {
+            f.kind == crate::history::FaultKind::FailOver
+                && f.node.as_deref() == Some(shard)
+                && w.complete.saturating_add(lag) >= f.start
+                && f.start <= r.invoke
+        })
+        .is_some()
+}
+
 /// A value `fan_out` wrote on every node: its copies off the key's home are
 /// the writer's own duplicates, which no return deletes (they are not a
 /// stand-in's).

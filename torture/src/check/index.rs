@@ -7,8 +7,8 @@ use std::collections::{HashMap, HashSet};
 
 use fluster::route::Router;
 
-pub(crate) use super::rec::{Order, Rec, Source};
 use super::member::Members;
+pub(crate) use super::rec::{Order, Rec, Source};
 use super::timeline::{Change, Faults, Intervals, NEVER, Views, ms};
 use crate::history::{
     Entry, Fault, Fill, FillEnd, HARNESS, Kind, Op, Path, ProcessId, RunConfig, Sample,

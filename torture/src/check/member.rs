@@ -101,13 +101,7 @@ impl<'a> Members<'a> {
                 }
             }
         }
-        Members {
-            extra,
-            calls,
-            spans: Intervals::new(spans),
-            router,
-            processes: config.processes,
-        }
+        Members { extra, calls, spans: Intervals::new(spans), router, processes: config.processes }
     }
 
     /// Whether the added node takes `key` (is its home once added).
@@ -159,10 +153,7 @@ impl<'a> Members<'a> {
     /// The last instant any process may still have had the node in its
     /// list ([`NEVER`] if one never took it out).
     fn last_out(&self) -> u64 {
-        (1..=self.processes)
-            .map(|p| self.out(p).map_or(NEVER, settled))
-            .max()
-            .unwrap_or(NEVER)
+        (1..=self.processes).map(|p| self.out(p).map_or(NEVER, settled)).max().unwrap_or(NEVER)
     }
 
     /// The allowance, if one applies, for `r` reading `old`'s value after

@@ -153,6 +153,9 @@ fn allowance(h: &History<'_>, r: &Rec<'_>, w: &Rec<'_>, old: &Rec<'_>) -> Option
     {
         return Some(SEVERAL_DOWN);
     }
+    if super::allowance::failover_lost(h, r, w) {
+        return Some(super::allowance::FAILOVER_LOST);
+    }
     let late = r.invoke.saturating_sub(w.complete);
     if let Ok(Some(allowance)) = h.members.allow(r, old, w, late) {
         return Some(allowance);

@@ -45,6 +45,9 @@
 //!   apply (the reader is the one cut off, or another had the home boxed
 //!   too): no bound.
 //!
+//! - [`FAILOVER_LOST`](super::allowance::FAILOVER_LOST): `k`'s home is a
+//!   Sentinel shard whose master was killed (`FailOver`) before `r` was
+//!   invoked, and at most 1 s after `w` was acknowledged on it.
 //! - [`LISTS_DIFFER`] and [`REMOVED_UNMOVED`] (`member.rs`), on a key the
 //!   run's added node takes: the reader's and the writer's node lists
 //!   differed around `w`, `r` or `W` (± 50 ms) and the staleness is at most
@@ -62,12 +65,12 @@
 
 use std::collections::HashSet;
 
-#[cfg(doc)]
-use super::allowance::{LISTS_DIFFER, REMOVED_UNMOVED};
 use super::allowance::{
     CUT_OFF_ALONE, FAN_OUT_COPY, NEAR_CACHE_TRIP, OUTSIDE_REWRITE, SEVERAL_DOWN, VIEWS_DIFFER,
     fan_out_copy, foreign_write, outside_rewrite, several_down_bound,
 };
+#[cfg(doc)]
+use super::allowance::{LISTS_DIFFER, REMOVED_UNMOVED};
 use super::excerpt::whole_ms;
 use super::index::{History, Rec};
 #[cfg(doc)]
@@ -162,6 +165,9 @@ fn judge(h: &History<'_>, r: &Rec<'_>, old: &Rec<'_>, w: &Rec<'_>) -> Result<&'s
         return Err("the reader itself made the newer write".to_string());
     }
     let mut why = Vec::new();
+    if super::allowance::failover_lost(h, r, w) {
+        return Ok(super::allowance::FAILOVER_LOST);
+    }
     match h.members.allow(r, old, w, late) {
         Ok(Some(allowance)) => return Ok(allowance),
         Ok(None) => {}
@@ -447,5 +453,26 @@ mod tests {
         assert_eq!(check(&capped, &entries(3_031)).count(RULE.name), 1);
         // Without a cap nothing bounds the copy: not allowed.
         assert_eq!(check(&fleet(), &entries(1_031)).count(RULE.name), 1);
+    }
+
+    #[test]
+    fn a_sentinel_failovers_lost_writes_are_allowed_only_near_the_kill() {
+        let shard = home_of("k");
+        let c = RunConfig { sentinel: Some(shard.clone()), ..fleet() };
+        let lost = |acked: u64| {
+            vec![
+                write(1, "k", "p1:1", 0, 1).into(),
+                write(2, "k", "p2:1", acked - 1, acked).into(),
+                fault(FaultKind::FailOver, Some(&shard), None, 3_000, 5_500),
+                read(1, "k", Some("p1:1"), 6_000, 6_001).into(),
+            ]
+        };
+        let report = check(&c, &lost(2_900));
+        assert_eq!(report.violations(), 0, "{report}");
+        assert_eq!(report.staleness[crate::check::allowance::FAILOVER_LOST].samples, vec![3_100]);
+        // Acknowledged 1.5 s before the kill: the replica had it.
+        assert_eq!(check(&c, &lost(1_500)).count(RULE.name), 1);
+        // Not a Sentinel shard: no failover excuses it.
+        assert_eq!(check(&fleet(), &lost(2_900)).count(RULE.name), 1);
     }
 }

@@ -43,6 +43,7 @@ pub(crate) fn config() -> RunConfig {
         probe_timeout_ms: 1_000,
         extra: None,
         resize_warmup_ms: 0,
+        sentinel: None,
     }
 }
 

@@ -30,6 +30,9 @@ pub struct Job {
     pub process: ProcessId,
     /// Its nodes: name, URL (through its own proxy), gutter or not.
     pub nodes: Vec<(String, String, bool)>,
+    /// The URL of the Sentinel shard's sentinel (straight: no proxy).
+    #[serde(default)]
+    pub sentinel: Option<String>,
     /// The URL (through its own proxy) of the node it adds at run time.
     #[serde(default)]
     pub extra: Option<String>,
@@ -98,9 +101,12 @@ pub fn configure<F>(
     let plan = &job.plan;
     let c = &plan.config;
     for (name, url, gutter) in &job.nodes {
-        builder = match gutter {
-            true => builder.named_gutter_node(name, url),
-            false => builder.named_node(name, url),
+        builder = match (gutter, &job.sentinel) {
+            (false, Some(sentinel)) if c.sentinel.as_ref() == Some(name) => {
+                builder.sentinel_node(name, fluster::SentinelShard::new(name, [sentinel]))
+            }
+            (true, _) => builder.named_gutter_node(name, url),
+            (false, _) => builder.named_node(name, url),
         };
     }
     let ms = Duration::from_millis;
