@@ -174,3 +174,35 @@ pub(crate) fn apart(h: &History<'_>, r: &Rec<'_>, w: &Rec<'_>) -> bool {
         }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testkit::*;
+    use super::*;
+    use crate::history::{FaultKind, RunConfig};
+
+    fn fleet() -> RunConfig {
+        RunConfig { invalidate_on_return: true, fleet: true, ..config() }
+    }
+
+    #[test]
+    fn a_sentinel_failovers_lost_writes_are_allowed_only_near_the_kill() {
+        let shard = home_of("k");
+        let c = RunConfig { sentinel: Some(shard.clone()), ..fleet() };
+        let lost = |acked: u64| {
+            vec![
+                write(1, "k", "p1:1", 0, 1).into(),
+                write(2, "k", "p2:1", acked - 1, acked).into(),
+                fault(FaultKind::FailOver, Some(&shard), None, 3_000, 5_500),
+                read(1, "k", Some("p1:1"), 6_000, 6_001).into(),
+            ]
+        };
+        let report = check(&c, &lost(2_900));
+        assert_eq!(report.violations(), 0, "{report}");
+        assert_eq!(report.staleness[FAILOVER_LOST].samples, vec![3_100]);
+        // Acknowledged 1.5 s before the kill: the replica had it.
+        assert_eq!(check(&c, &lost(1_500)).count("no-stale-read"), 1);
+        // Not a Sentinel shard: no failover excuses it.
+        assert_eq!(check(&fleet(), &lost(2_900)).count("no-stale-read"), 1);
+    }
+}

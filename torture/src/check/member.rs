@@ -383,4 +383,22 @@ mod tests {
         assert_eq!(check(&grown(), &miss(&moved, false)).count("read-your-writes"), 1);
         assert_eq!(check(&grown(), &miss(&stays, true)).count("read-your-writes"), 1);
     }
+
+    #[test]
+    fn a_fan_out_copy_left_on_the_old_home_while_n4_was_in_is_a_fan_out_copy() {
+        let (k, _) = keys();
+        let old_home = home_of(&k);
+        let spread = write(2, &k, "p2:1", 200, 201).path(Path::FanOut);
+        let mut entries = after_removal(Change::Drain, &old_home);
+        entries.truncate(6);
+        entries.extend([
+            spread.clone().on(&old_home).into(),
+            spread.on("n4").into(),
+            write(2, &k, "p2:2", 300, 301).on("n4").into(),
+            read(1, &k, Some("p2:1"), 1_100, 1_101).on(&old_home).into(),
+        ]);
+        let report = check(&grown(), &entries);
+        assert_eq!(report.violations(), 0, "{report}");
+        assert!(report.staleness.contains_key(crate::check::allowance::FAN_OUT_COPY));
+    }
 }
