@@ -204,6 +204,10 @@ pub enum FaultKind {
     PauseProcess,
     /// Garbage and forged messages published on the fleet's channel.
     ForgedNews,
+    /// The master of a Sentinel shard killed with `kill -9` and kept down
+    /// until Sentinel has named its replica master, then started again
+    /// as the new master's replica (`torture/src/sentinel.rs`).
+    FailOver,
 }
 
 /// A fault, from its start to its end.
@@ -245,6 +249,37 @@ pub struct Sample {
     pub sent: u64,
     /// When its reply came ([`now`]): the value was written before.
     pub at: u64,
+}
+
+/// A change of a pool's node list at run time (`torture/src/member.rs`).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Change {
+    /// `add_node`, with the `resize_warmup` window on (`warm`) or off.
+    Add {
+        /// The pool was built with `resize_warmup`.
+        warm: bool,
+    },
+    /// `remove_node`: the node's keys go to their next node, unmoved.
+    Remove,
+    /// `drain_node`: the node's keys moved off with `MIGRATE` first.
+    Drain,
+}
+
+/// One pool's call of `add_node`, `remove_node` or `drain_node`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Member {
+    /// The pool's process.
+    pub process: ProcessId,
+    /// The node added or taken out.
+    pub node: String,
+    /// What.
+    pub change: Change,
+    /// When the call began ([`now`]).
+    pub start: u64,
+    /// When it returned ([`now`]).
+    pub end: u64,
+    /// What it returned.
+    pub outcome: Outcome,
 }
 
 /// One line of the history.
@@ -313,6 +348,8 @@ pub enum Entry {
         /// When.
         at: u64,
     },
+    /// A pool's node list changed (or a change was refused).
+    Member(Member),
     /// A process's resident memory, sampled.
     Memory {
         /// The process.
@@ -363,4 +400,15 @@ pub struct RunConfig {
     pub penalty_max_wait_ms: u64,
     /// `probe_timeout` (ms).
     pub probe_timeout_ms: u64,
+    /// The node the pools add at run time, if they add one (not in
+    /// `nodes`: the keys it takes are those it would be home to).
+    #[serde(default)]
+    pub extra: Option<String>,
+    /// `resize_warmup` (ms; 0: off).
+    #[serde(default)]
+    pub resize_warmup_ms: u64,
+    /// The node that is a Sentinel shard (a master, its replica and a
+    /// sentinel), if one is.
+    #[serde(default)]
+    pub sentinel: Option<String>,
 }

@@ -17,11 +17,13 @@
 
 mod keys;
 mod limits;
+mod member;
 mod nemesis;
 mod plan;
 mod race;
 mod recorder;
 mod run;
+mod sentinel;
 mod worker;
 mod world;
 
@@ -122,9 +124,26 @@ fn main() -> ExitCode {
         let report = check(&plan.config, &entries);
         let violations = report.violations();
         println!(
-            "seed {seed}: {} entries, {} faults{}, {violations} violations{}",
+            "seed {seed}: {} entries, {} faults{}{}{}, {violations} violations{}",
             entries.len(),
             plan.faults.len(),
+            match &plan.config.sentinel {
+                None => String::new(),
+                Some(shard) => format!(" ({shard} a Sentinel shard)"),
+            },
+            match &plan.membership {
+                None => String::new(),
+                Some(m) => format!(
+                    " ({} added{}, then {})",
+                    m.node,
+                    if plan.config.resize_warmup_ms > 0 { " warm" } else { "" },
+                    if m.out == fluster_torture::history::Change::Drain {
+                        "drained"
+                    } else {
+                        "removed"
+                    }
+                ),
+            },
             match plan.at_limits.is_empty() {
                 true => String::new(),
                 false => format!(" (at limits: {})", plan.at_limits.join(", ")),

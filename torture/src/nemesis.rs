@@ -24,6 +24,9 @@ pub struct Stage<'a> {
     pub fleet: Option<String>,
     /// The harness's history.
     pub rec: &'a Recorder,
+    /// The Sentinel shard, if there is one: its node's index and the
+    /// replica's port.
+    pub sentinel: Option<(usize, u16)>,
 }
 
 async fn admin(port: u16) -> Option<redis::aio::MultiplexedConnection> {
@@ -55,6 +58,17 @@ impl Stage<'_> {
                 self.nodes[index].kill();
                 tokio::time::sleep(length).await;
                 self.nodes[index].restart();
+            }
+            FaultKind::FailOver => {
+                // The master dies; the sentinel names the replica; the old
+                // master comes back empty, as the new master's replica.
+                self.nodes[index].kill();
+                tokio::time::sleep(length).await;
+                if let Some((_, replica)) = self.sentinel {
+                    let args = ["--replicaof".into(), "127.0.0.1".into(), replica.to_string()];
+                    self.nodes[index].set_args(&args);
+                }
+                tokio::task::block_in_place(|| self.nodes[index].restart());
             }
             FaultKind::Flap => {
                 let step = length / 6;

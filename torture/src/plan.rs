@@ -71,6 +71,9 @@ pub struct Plan {
     pub faults: Vec<Planned>,
     /// The outside writes, in order.
     pub outside: Vec<Outside>,
+    /// A node added and taken out at run time (`member.rs`), if drawn.
+    #[serde(default)]
+    pub membership: Option<crate::member::Membership>,
 }
 
 /// The node names: `n0`.., then the gutter `g0`.
@@ -98,7 +101,7 @@ impl Plan {
             false => [0, 200, 1000][rng.random_range(0..3)],
         };
         let lease_ms = [500, 1000][rng.random_range(0..2)];
-        let config = RunConfig {
+        let mut config = RunConfig {
             seed,
             nodes: node_names,
             gutters,
@@ -117,6 +120,9 @@ impl Plan {
             heartbeat_ms,
             penalty_max_wait_ms: 1_000,
             probe_timeout_ms: 250,
+            extra: None,
+            resize_warmup_ms: 0,
+            sentinel: None,
         };
         let all_nodes = nodes + usize::from(gutter);
         let mut kinds = vec![
@@ -168,8 +174,10 @@ impl Plan {
             });
             at_ms += length_ms + rng.random_range(200..900);
         }
+        let membership = crate::member::draw(&mut config, end_ms);
         crate::race::draw(&mut faults, &config, end_ms);
-        let outside = (0..rng.random_range(0..8))
+        crate::sentinel::draw(&mut config, &mut faults, end_ms);
+        let mut outside: Vec<Outside> = (0..rng.random_range(0..8))
             .map(|_| Outside {
                 at_ms: rng.random_range(0..end_ms),
                 what: rng.random_range(0..3),
@@ -177,9 +185,12 @@ impl Plan {
                 other: rng.random_range(0..crate::keys::KEYS.len()),
             })
             .collect();
+        // The outside client writes the home of the first node list.
+        let keys = crate::keys::KEYS;
+        let moved = |i: usize| crate::member::moved(&config, keys[i]);
+        outside.retain(|o| !moved(o.key) && !moved(o.other));
         let fail_fast = rng.random_bool(0.15);
         let probe_panics = rng.random_bool(0.3);
-        let mut config = config;
         let mut near_cache = if near_cache { 1_000 } else { 0 };
         let (limits, at_limits) = crate::limits::draw(&mut config, &mut near_cache);
         Plan {
@@ -193,6 +204,7 @@ impl Plan {
             seconds,
             faults,
             outside,
+            membership,
         }
     }
 }

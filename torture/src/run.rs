@@ -26,9 +26,17 @@ const SAMPLE_EVERY: Duration = Duration::from_millis(400);
 pub async fn run(plan: &Plan, dir: &Path) -> Vec<Entry> {
     std::fs::create_dir_all(dir).unwrap();
     let config = &plan.config;
-    let names: Vec<&String> = config.nodes.iter().chain(&config.gutters).collect();
+    // The node added at run time comes last: the nemesis's faults never
+    // reach it (their node index stops before it).
+    let names: Vec<&String> =
+        config.nodes.iter().chain(&config.gutters).chain(&config.extra).collect();
     let mut nodes: Vec<Node> =
         tokio::task::block_in_place(|| names.iter().map(|name| Node::start(name, dir)).collect());
+    // The Sentinel shard's replica and sentinel, beside its master.
+    let group = config.sentinel.as_ref().map(|name| {
+        let master = nodes.iter().find(|n| &n.name == name).expect("the shard's master");
+        tokio::task::block_in_place(|| crate::sentinel::Group::start(master, dir))
+    });
     let mut proxies = Vec::new();
     for _ in 1..=config.processes {
         let mut ways = Vec::new();
@@ -46,9 +54,15 @@ pub async fn run(plan: &Plan, dir: &Path) -> Vec<Entry> {
         let job = Job {
             plan: plan.clone(),
             process,
+            sentinel: group.as_ref().map(crate::sentinel::Group::url),
+            extra: config.extra.as_ref().map(|_| {
+                let way = ways.last().expect("a proxy to the added node");
+                format!("redis://127.0.0.1:{}", way.port)
+            }),
             nodes: nodes
                 .iter()
                 .zip(ways)
+                .filter(|(node, _)| config.extra.as_ref() != Some(&node.name))
                 .map(|(node, way)| {
                     let gutter = config.gutters.contains(&node.name);
                     (node.name.clone(), format!("redis://127.0.0.1:{}", way.port), gutter)
@@ -72,14 +86,27 @@ pub async fn run(plan: &Plan, dir: &Path) -> Vec<Entry> {
         workers.push(Some(child));
     }
 
-    let ports: Vec<(String, u16)> = nodes.iter().map(|n| (n.name.clone(), n.port)).collect();
+    let mut ports: Vec<(String, u16)> = nodes.iter().map(|n| (n.name.clone(), n.port)).collect();
+    if let (Some(name), Some(group)) = (&config.sentinel, &group) {
+        ports.push((name.clone(), group.replica.port));
+    }
+    let shard = config.sentinel.as_ref().and_then(|name| {
+        let index = nodes.iter().position(|n| &n.name == name)?;
+        Some((index, group.as_ref()?.replica.port))
+    });
     let sampler = tokio::spawn(sample_until(ports.clone(), rec.clone(), end + 500_000_000));
     let router = Router::new(config.nodes.iter().map(|n| (n.as_str(), 1.0)));
     let home = |key: &str| router.home(key.as_bytes()).unwrap_or(0);
     let fleet = config.fleet.then(|| format!("torture-{}", config.seed));
     {
-        let mut stage =
-            Stage { nodes: &mut nodes, proxies: &proxies, workers: &mut workers, fleet, rec: &rec };
+        let mut stage = Stage {
+            nodes: &mut nodes,
+            proxies: &proxies,
+            workers: &mut workers,
+            fleet,
+            rec: &rec,
+            sentinel: shard,
+        };
         let mut outside = plan.outside.clone();
         outside.sort_by_key(|o| o.at_ms);
         let mut outside = outside.into_iter().peekable();
@@ -123,6 +150,7 @@ pub async fn run(plan: &Plan, dir: &Path) -> Vec<Entry> {
     }
     let _ = sampler.await;
     drop(proxies);
+    drop(group);
     drop(nodes);
     let mut entries = read(&dir.join("harness.jsonl"));
     for process in 1..=config.processes {

@@ -30,16 +30,33 @@ pub struct Node {
     pub port: u16,
     dir: PathBuf,
     child: Option<Child>,
+    /// Arguments added to every start (`--replicaof` for a replica).
+    args: Vec<String>,
 }
 
 impl Node {
     /// Starts a node named `name` in `dir`, and waits until it answers.
     pub fn start(name: &str, dir: &Path) -> Node {
-        let mut node =
-            Node { name: name.to_owned(), port: free_port(), dir: dir.join(name), child: None };
+        Node::start_with(name, dir, &[])
+    }
+
+    /// [`start`](Self::start), with `args` added to every start.
+    pub fn start_with(name: &str, dir: &Path, args: &[String]) -> Node {
+        let mut node = Node {
+            name: name.to_owned(),
+            port: free_port(),
+            dir: dir.join(name),
+            child: None,
+            args: args.to_vec(),
+        };
         std::fs::create_dir_all(&node.dir).unwrap();
         node.restart();
         node
+    }
+
+    /// From its next start on, adds `args` (in place of the last ones).
+    pub fn set_args(&mut self, args: &[String]) {
+        self.args = args.to_vec();
     }
 
     /// The node's URL, straight (not through a proxy).
@@ -59,6 +76,7 @@ impl Node {
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", ""])
             .args(["--appendonly", "no", "--enable-debug-command", "yes", "--loglevel", "warning"])
             .args(["--protected-mode", "no", "--maxclients", "2000"])
+            .args(&self.args)
             .current_dir(&self.dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -45,6 +45,54 @@ pub(crate) fn several_down_bound(c: &crate::history::RunConfig) -> Option<u64> {
     c.stand_in_ttl_ms.map(|ttl| ttl + 500)
 }
 
+/// Two processes' node lists differed for a while around `add_node`,
+/// `remove_node` or `drain_node` (each process changes its own list, a few
+/// milliseconds apart): a key the added node takes is routed differently
+/// by the two (README, "No consensus between processes": "two processes may
+/// briefly route a key differently"). Bounded by
+/// [`LISTS_DIFFER_MS`](super::member::LISTS_DIFFER_MS), as the views' trip is.
+pub const LISTS_DIFFER: &str = "node lists differ (add/remove skew)";
+
+/// A plain `remove_node` moves no data: the removed node's keys go to their
+/// next node "at once" (its rustdoc), which serves what it kept from before
+/// the node was added, older than the writes the removed node took (guide,
+/// "What it is for": "Nothing is replicated or re-balanced"; `drain_node`
+/// is the call that moves them). A read by a process that has begun its
+/// `remove_node`, of a key the node took, not served by the removed node,
+/// after a newer write that went to the removed node (or to an unknown
+/// node) while some process still had it: no bound.
+pub const REMOVED_UNMOVED: &str = "removed without moving (remove_node)";
+
+/// A Sentinel shard's master was killed and its replica named master: the
+/// writes the old master had acknowledged but not yet sent to its replica
+/// are lost (Redis's replication is asynchronous; README: a Sentinel
+/// failover "never moves its keys", and promises nothing of writes the
+/// replica never got). A read after the kill, of a key of the shard, older
+/// than a write to the shard acknowledged at most [`FAILOVER_LAG_MS`]
+/// before the kill: no bound (the write is gone).
+pub const FAILOVER_LOST: &str = "failover's lost writes (Sentinel)";
+
+/// How long before a master's kill a write it acknowledged may still have
+/// been missing on its replica (ms).
+pub(crate) const FAILOVER_LAG_MS: u64 = 1_000;
+
+/// Whether `r` reading a value older than `w` is [`FAILOVER_LOST`].
+pub(crate) fn failover_lost(h: &History<'_>, r: &Rec<'_>, w: &Rec<'_>) -> bool {
+    let Some(shard) = h.config.sentinel.as_deref() else { return false };
+    if h.home(r.key) != Some(shard) || w.node.is_some_and(|n| n != shard) {
+        return false;
+    }
+    let lag = super::timeline::ms(FAILOVER_LAG_MS);
+    h.faults
+        .find(w.complete, r.invoke, |f| {
+            f.kind == crate::history::FaultKind::FailOver
+                && f.node.as_deref() == Some(shard)
+                && w.complete.saturating_add(lag) >= f.start
+                && f.start <= r.invoke
+        })
+        .is_some()
+}
+
 /// A value `fan_out` wrote on every node: its copies off the key's home are
 /// the writer's own duplicates, which no return deletes (they are not a
 /// stand-in's).
@@ -83,13 +131,21 @@ pub(crate) fn foreign_write(h: &History<'_>, r: &Rec<'_>, w: &Rec<'_>) -> bool {
 }
 
 /// Whether `r`'s value was written by a `fan_out` on a node other than the
-/// key's home that `r` may have read (that node, or an unknown one).
+/// key's home that `r` may have read (that node, or an unknown one); on a
+/// key the run's added node takes, written while some process may have had
+/// that node in, any other node is off the home.
 pub(crate) fn fan_out_copy(h: &History<'_>, r: &Rec<'_>) -> bool {
     let Some(writers) = r.value.and_then(|v| h.values.get(&(r.key, v))) else { return false };
     let home = h.home(r.key);
     writers.iter().map(|&i| &h.recs[i]).any(|w| {
+        // While the run's added node is in, it is the home of the keys it
+        // takes: a copy on their old home is off the home then.
+        let off = |n: &str| {
+            home != Some(n)
+                || h.members.in_era(r.key, w.invoke, w.seen_until()) && h.members.extra != Some(n)
+        };
         w.path == Some(Path::FanOut)
-            && w.node.is_some_and(|n| home != Some(n) && r.node.is_none_or(|rn| rn == n))
+            && w.node.is_some_and(|n| off(n) && r.node.is_none_or(|rn| rn == n))
     })
 }
 
@@ -97,7 +153,8 @@ pub(crate) fn fan_out_copy(h: &History<'_>, r: &Rec<'_>) -> bool {
 /// different nodes: both known (every node of a `fan_out`) and `r`'s not
 /// among `w`'s; or one unknown while the reader had the key's home boxed at
 /// some instant of `[w.invoke, r.complete + 50 ms]` (its routing changed;
-/// a view is recorded a little after the change).
+/// a view is recorded a little after the change), or a membership call
+/// overlapped that span on a key the added node takes.
 pub(crate) fn apart(h: &History<'_>, r: &Rec<'_>, w: &Rec<'_>) -> bool {
     let siblings: Vec<Option<&str>> = match (w.path, w.value) {
         (Some(Path::FanOut), Some(v)) => h.values[&(w.key, v)]
@@ -110,8 +167,42 @@ pub(crate) fn apart(h: &History<'_>, r: &Rec<'_>, w: &Rec<'_>) -> bool {
     };
     match r.node {
         Some(rn) if siblings.iter().all(Option::is_some) => !siblings.contains(&Some(rn)),
+        // A membership change may have moved the key between them.
+        _ if h.members.changed(r.key, w.invoke, r.complete) => true,
         _ => h.home(r.key).is_some_and(|home| {
             h.views.boxed_during(r.process, home, w.invoke, r.complete.saturating_add(VIEW_SLACK))
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testkit::*;
+    use super::*;
+    use crate::history::{FaultKind, RunConfig};
+
+    fn fleet() -> RunConfig {
+        RunConfig { invalidate_on_return: true, fleet: true, ..config() }
+    }
+
+    #[test]
+    fn a_sentinel_failovers_lost_writes_are_allowed_only_near_the_kill() {
+        let shard = home_of("k");
+        let c = RunConfig { sentinel: Some(shard.clone()), ..fleet() };
+        let lost = |acked: u64| {
+            vec![
+                write(1, "k", "p1:1", 0, 1).into(),
+                write(2, "k", "p2:1", acked - 1, acked).into(),
+                fault(FaultKind::FailOver, Some(&shard), None, 3_000, 5_500),
+                read(1, "k", Some("p1:1"), 6_000, 6_001).into(),
+            ]
+        };
+        let report = check(&c, &lost(2_900));
+        assert_eq!(report.violations(), 0, "{report}");
+        assert_eq!(report.staleness[FAILOVER_LOST].samples, vec![3_100]);
+        // Acknowledged 1.5 s before the kill: the replica had it.
+        assert_eq!(check(&c, &lost(1_500)).count("no-stale-read"), 1);
+        // Not a Sentinel shard: no failover excuses it.
+        assert_eq!(check(&fleet(), &lost(2_900)).count("no-stale-read"), 1);
     }
 }

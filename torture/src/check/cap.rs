@@ -127,9 +127,10 @@ fn judge(
     let stand_in = |r: &Rec<'_>| {
         r.path != Some(Path::FanOut)
             && (r.home == Some(false)
-                || home.is_some_and(|n| {
-                    h.views.boxed_throughout(r.process, n, r.invoke, r.seen_until())
-                }))
+                || !h.members.in_era(key, r.invoke, r.seen_until())
+                    && home.is_some_and(|n| {
+                        h.views.boxed_throughout(r.process, n, r.invoke, r.seen_until())
+                    }))
     };
     let required = gutter || (home != Some(node) && writers.iter().any(|&i| stand_in(&h.recs[i])));
     if !required || s.pttl_ms < -1 {

@@ -100,6 +100,18 @@ impl History<'_> {
         format!("{line} {}", self.span(f.start, f.end))
     }
 
+    /// One line for a membership call.
+    pub(crate) fn member_line(&self, m: &crate::history::Member) -> String {
+        format!(
+            "p{} {:?} {} {} -> {:?}",
+            m.process,
+            m.change,
+            m.node,
+            self.span(m.start, m.end),
+            m.outcome
+        )
+    }
+
     /// One line for a view change.
     pub(crate) fn change_line(&self, c: &Change<'_>) -> String {
         format!("p{} view {} {:?} at {} ms", c.process, c.node, c.view, self.at(c.at))

@@ -7,6 +7,7 @@ use std::collections::{HashMap, HashSet};
 
 use fluster::route::Router;
 
+use super::member::Members;
 pub(crate) use super::rec::{Order, Rec, Source};
 use super::timeline::{Change, Faults, Intervals, NEVER, Views, ms};
 use crate::history::{
@@ -63,6 +64,8 @@ pub(crate) struct History<'a> {
     pub faults: Faults<'a>,
     /// The views.
     pub views: Views<'a>,
+    /// The membership changes.
+    pub members: Members<'a>,
     /// The samples.
     pub samples: Vec<&'a Sample>,
     /// The panics: (process, message, at).
@@ -85,11 +88,13 @@ impl<'a> History<'a> {
             fills: Vec::new(),
             faults: Faults::default(),
             views: Views::default(),
+            members: Members::default(),
             samples: Vec::new(),
             panics: Vec::new(),
             memory: Vec::new(),
         };
         let (mut faults, mut changes, mut invokes) = (Vec::new(), Vec::new(), Vec::new());
+        let mut members = Vec::new();
         let mut completed: HashSet<(ProcessId, u64, &str)> = HashSet::new();
         for entry in entries {
             match entry {
@@ -119,6 +124,7 @@ impl<'a> History<'a> {
                 Entry::Sample(sample) => h.samples.push(sample),
                 Entry::Panic { process, message, at } => h.panics.push((*process, message, *at)),
                 Entry::Memory { process, rss, at } => h.memory.push((*process, *rss, *at)),
+                Entry::Member(m) => members.push(m),
                 Entry::Reply { .. } => {} // judged as they are (`replies.rs`)
             }
         }
@@ -175,6 +181,7 @@ impl<'a> History<'a> {
         }
         h.faults = Faults::new(faults);
         h.views = Views::new(changes);
+        h.members = Members::new(config, members);
         h.index_keys();
         h
     }
@@ -270,8 +277,13 @@ impl<'a> History<'a> {
     /// `fan_out` write is never a stand-in's).
     pub(crate) fn stand_in_cap(&self, r: &Rec<'_>, home: Option<&str>) -> Option<u64> {
         let on_gutter = r.node.is_some_and(|n| self.is_gutter(n));
-        let boxed = home
-            .is_some_and(|home| self.views.boxed_during(r.process, home, r.invoke, r.seen_until()));
+        // A key the added node takes has another home while it is in:
+        // only the write's own word counts then.
+        let moved = self.members.in_era(r.key, r.invoke, r.seen_until());
+        let boxed = !moved
+            && home.is_some_and(|home| {
+                self.views.boxed_during(r.process, home, r.invoke, r.seen_until())
+            });
         let stand_in = r.path != Some(Path::FanOut) && (r.home == Some(false) || boxed);
         if on_gutter {
             return Some(self.gutter_cap());
@@ -367,6 +379,7 @@ fn entry_time(entry: &Entry) -> u64 {
         Entry::Op(op) => op.invoke,
         Entry::Fill(f) => f.start,
         Entry::Fault(Fault { start, .. }) => *start,
+        Entry::Member(m) => m.start,
         Entry::Sample(s) => s.at,
     }
 }

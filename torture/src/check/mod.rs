@@ -18,6 +18,7 @@
 //! | `aside-wait`, `liveness` | `liveness.rs` |
 //! | `no-panic`, `bounded-memory` | `process.rs` |
 //! | `exact-replies` | `replies.rs` |
+//! | `removed-node` | `member.rs` |
 //!
 //! The stale reads the README allows are counted, with how late they were,
 //! under the [`allowance`]s. Everything is O(n log n) in the history's
@@ -29,6 +30,7 @@ mod cap;
 mod excerpt;
 mod index;
 mod liveness;
+mod member;
 mod own;
 mod phantom;
 mod process;
@@ -52,7 +54,7 @@ pub use self::report::{
 use crate::history::{Entry, Kind, RunConfig};
 
 /// Every rule, in the report's order.
-const RULES: [&Rule; 10] = [
+const RULES: [&Rule; 11] = [
     &phantom::RULE,
     &own::RULE,
     &stale::RULE,
@@ -63,6 +65,7 @@ const RULES: [&Rule; 10] = [
     &process::PANIC,
     &process::MEMORY,
     &replies::RULE,
+    &member::RULE,
 ];
 
 /// The rules' stable names, in the report's order.
@@ -83,6 +86,7 @@ pub fn check(config: &RunConfig, entries: &[Entry]) -> Report {
     liveness::run(&h, &mut report);
     process::run(&h, &mut report);
     replies::run(&h, entries, &mut report);
+    member::run(&h, &mut report);
     report
 }
 
@@ -123,7 +127,7 @@ mod tests {
         assert_eq!(report.violations(), 0);
         let names: Vec<&str> = report.rules.iter().map(|r| r.rule).collect();
         assert_eq!(names, rule_names().collect::<Vec<_>>());
-        assert_eq!(names.len(), 10);
+        assert_eq!(names.len(), 11);
         assert!(report.to_string().contains("no-phantom"));
     }
 

@@ -153,6 +153,13 @@ fn allowance(h: &History<'_>, r: &Rec<'_>, w: &Rec<'_>, old: &Rec<'_>) -> Option
     {
         return Some(SEVERAL_DOWN);
     }
+    if super::allowance::failover_lost(h, r, w) {
+        return Some(super::allowance::FAILOVER_LOST);
+    }
+    let late = r.invoke.saturating_sub(w.complete);
+    if let Ok(Some(allowance)) = h.members.allow(r, old, w, late) {
+        return Some(allowance);
+    }
     let window = (old.stale_after(), r.complete);
     let rewritten = outside_rewrite(h, r.key, window.0, window.1, &[r.node, w.node, old.node]);
     let foreign = old.process == HARNESS && old.node.is_some_and(|n| h.home(r.key) != Some(n));
@@ -174,7 +181,12 @@ pub(crate) const RETURN_WORK: u64 = 1_000 * MS;
 /// before its completion: it may have happened at any time after its
 /// invocation, and a write may have carried a TTL, or been a delete, at
 /// the server), or the nemesis's (a `RENAME` keeps the source's TTL); a
-/// fill of the key (its lease reads as a miss). Also when `r` and `w` were
+/// fill of the key (its lease reads as a miss); on a key the added node
+/// takes, an `add_node`, `remove_node` or `drain_node` call of any process,
+/// or a warm window (a cold add and a plain remove move no data; the warm
+/// window and the drain read through only on `get`, `get_shared`,
+/// `get_cached` and `aside`, and a read-through's marker reads as a miss
+/// elsewhere: `docs/resize.md`). Also when `r` and `w` were
 /// served by known, different nodes. Keys are never evicted. A process's
 /// death alone explains nothing: every operation that can change a key is
 /// invoked in the history before it is sent.
@@ -195,6 +207,7 @@ pub(crate) fn erased(h: &History<'_>, r: &Rec<'_>, w: &Rec<'_>) -> bool {
         || matches!((r.node, w.node), (Some(x), Some(y)) if x != y)
         || key.uncertain.overlapping(a, b).is_some()
         || key.fills.overlapping(a, b).is_some()
+        || h.members.changed(r.key, a, b)
 }
 
 /// How `old` came to hold its value, for a description.

@@ -47,6 +47,10 @@ pub(crate) fn judge(
         return None;
     }
     let home = h.home(r.key)?;
+    // A key the added node took has it for home while it is in.
+    if h.members.in_era(r.key, w.invoke, r.complete) {
+        return None;
+    }
     if w.node.is_none_or(|n| n == home) || r.node.is_some_and(|n| n != home) {
         return None;
     }

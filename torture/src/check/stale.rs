@@ -45,6 +45,16 @@
 //!   apply (the reader is the one cut off, or another had the home boxed
 //!   too): no bound.
 //!
+//! - [`FAILOVER_LOST`](super::allowance::FAILOVER_LOST): `k`'s home is a
+//!   Sentinel shard whose master was killed (`FailOver`) before `r` was
+//!   invoked, and at most 1 s after `w` was acknowledged on it.
+//! - [`LISTS_DIFFER`] and [`REMOVED_UNMOVED`] (`member.rs`), on a key the
+//!   run's added node takes: the reader's and the writer's node lists
+//!   differed around `w`, `r` or `W` (± 50 ms) and the staleness is at most
+//!   2 s; or the reader had begun a plain `remove_node` and `w` went to the
+//!   removed node while some process had it. Judged after the near cache
+//!   and before the relay, which does not apply to a key's new home.
+//!
 //! - [`SEVERAL_DOWN`]: some process had two nodes or more boxed at once
 //!   at some instant of `[W.invoke - 50 ms, r.complete]`, and the staleness
 //!   is at most `stand_in_ttl + 500` ms (a stand-in back before the home
@@ -59,6 +69,8 @@ use super::allowance::{
     CUT_OFF_ALONE, FAN_OUT_COPY, NEAR_CACHE_TRIP, OUTSIDE_REWRITE, SEVERAL_DOWN, VIEWS_DIFFER,
     fan_out_copy, foreign_write, outside_rewrite, several_down_bound,
 };
+#[cfg(doc)]
+use super::allowance::{LISTS_DIFFER, REMOVED_UNMOVED};
 use super::excerpt::whole_ms;
 use super::index::{History, Rec};
 #[cfg(doc)]
@@ -153,6 +165,14 @@ fn judge(h: &History<'_>, r: &Rec<'_>, old: &Rec<'_>, w: &Rec<'_>) -> Result<&'s
         return Err("the reader itself made the newer write".to_string());
     }
     let mut why = Vec::new();
+    if super::allowance::failover_lost(h, r, w) {
+        return Ok(super::allowance::FAILOVER_LOST);
+    }
+    match h.members.allow(r, old, w, late) {
+        Ok(Some(allowance)) => return Ok(allowance),
+        Ok(None) => {}
+        Err(beyond) => why.push(beyond),
+    }
     let cached = matches!(r.path, Some(Path::GetShared | Path::GetCached | Path::Aside));
     if c.near_cache && cached {
         let node = r.node.or(h.home(r.key));

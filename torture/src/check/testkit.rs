@@ -8,8 +8,8 @@ use fluster::route::Router;
 pub(crate) use super::check;
 use super::timeline::ms;
 use crate::history::{
-    Entry, Fault, FaultKind, Fill, FillEnd, Kind, Op, Outcome, Path, ProcessId, RunConfig, Sample,
-    View,
+    Change, Entry, Fault, FaultKind, Fill, FillEnd, Kind, Member, Op, Outcome, Path, ProcessId,
+    RunConfig, Sample, View,
 };
 
 /// Where the tests' clock starts (ns), so no time is near zero.
@@ -41,6 +41,9 @@ pub(crate) fn config() -> RunConfig {
         heartbeat_ms: 1_000,
         penalty_max_wait_ms: 30_000,
         probe_timeout_ms: 1_000,
+        extra: None,
+        resize_warmup_ms: 0,
+        sentinel: None,
     }
 }
 
@@ -192,5 +195,17 @@ pub(crate) fn sample(node: &str, key: &str, value: &str, pttl_ms: i64, at: u64) 
         pttl_ms,
         sent: t(at),
         at: t(at),
+    })
+}
+
+/// A membership call, acknowledged.
+pub(crate) fn member(p: ProcessId, node: &str, change: Change, start: u64, end: u64) -> Entry {
+    Entry::Member(Member {
+        process: p,
+        node: node.into(),
+        change,
+        start: t(start),
+        end: t(end),
+        outcome: Outcome::Ok,
     })
 }

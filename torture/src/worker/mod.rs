@@ -4,6 +4,7 @@
 
 mod blocking;
 mod fills;
+mod member;
 mod ops;
 mod race;
 
@@ -29,6 +30,12 @@ pub struct Job {
     pub process: ProcessId,
     /// Its nodes: name, URL (through its own proxy), gutter or not.
     pub nodes: Vec<(String, String, bool)>,
+    /// The URL of the Sentinel shard's sentinel (straight: no proxy).
+    #[serde(default)]
+    pub sentinel: Option<String>,
+    /// The URL (through its own proxy) of the node it adds at run time.
+    #[serde(default)]
+    pub extra: Option<String>,
     /// When the workload begins and ends ([`now`]).
     pub start: u64,
     /// See `start`.
@@ -94,9 +101,12 @@ pub fn configure<F>(
     let plan = &job.plan;
     let c = &plan.config;
     for (name, url, gutter) in &job.nodes {
-        builder = match gutter {
-            true => builder.named_gutter_node(name, url),
-            false => builder.named_node(name, url),
+        builder = match (gutter, &job.sentinel) {
+            (false, Some(sentinel)) if c.sentinel.as_ref() == Some(name) => {
+                builder.sentinel_node(name, fluster::SentinelShard::new(name, [sentinel]))
+            }
+            (true, _) => builder.named_gutter_node(name, url),
+            (false, _) => builder.named_node(name, url),
         };
     }
     let ms = Duration::from_millis;
@@ -112,7 +122,8 @@ pub fn configure<F>(
         .lease(ms(c.lease_ms))
         .near_cache(plan.near_cache)
         .invalidate_on_return(c.invalidate_on_return)
-        .stand_in_ttl(c.stand_in_ttl_ms.map(ms));
+        .stand_in_ttl(c.stand_in_ttl_ms.map(ms))
+        .resize_warmup(ms(c.resize_warmup_ms));
     builder = crate::limits::configure(builder, &plan.limits);
     if c.fleet {
         builder = builder.fleet(&format!("torture-{}", c.seed));
@@ -164,6 +175,12 @@ async fn run_async(job: &Job, rec: &Recorder) {
     tokio::spawn(record_views(pool.events(), rec.clone()));
     for channel in crate::keys::CHANNELS {
         tokio::spawn(ops::listen(pool.clone(), channel, rec.clone(), job.end));
+    }
+    if let (Some(membership), Some(url)) = (&job.plan.membership, &job.extra) {
+        let (pool, rec) = (pool.clone(), rec.clone());
+        let warm = job.plan.config.resize_warmup_ms > 0;
+        let target = (url.clone(), warm);
+        tokio::spawn(member::run(pool, membership.clone(), target, job.start, rec));
     }
     wait_until(job.start).await;
     // The tasks run together in this one future (not spawned): a
