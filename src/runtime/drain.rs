@@ -159,14 +159,12 @@ impl<M: NodeManager> Elder for FromDrained<M> {
     }
 }
 
-/// How another node's server reaches a node: what `drain_node` asks of
-/// its manager. No `Debug`: it holds the credentials.
+/// How another node's server reaches a node (`host:port`, the database
+/// it selects, the user name and password `MIGRATE` passes on): what
+/// `drain_node` asks of its manager. No `Debug`: it holds credentials.
 pub(crate) struct Endpoint {
-    /// `host:port`.
     pub(crate) address: String,
-    /// The database its connections select.
     pub(crate) db: i64,
-    /// The user name (`AUTH2`) and password (`AUTH`) `MIGRATE` passes on.
     pub(crate) auth: Option<(Option<String>, String)>,
 }
 
@@ -245,15 +243,11 @@ impl<M: NodeManager> Mover<'_, M> {
             cmd.arg("REPLACE");
         }
         // Credentials go to the server only, never into an error.
-        match &target.auth {
-            Some((Some(user), password)) => {
-                cmd.arg("AUTH2").arg(user).arg(password);
-            }
-            Some((None, password)) => {
-                cmd.arg("AUTH").arg(password);
-            }
-            None => {}
-        }
+        let cmd = match &target.auth {
+            Some((Some(user), password)) => cmd.arg("AUTH2").arg(user).arg(password),
+            Some((None, password)) => cmd.arg("AUTH").arg(password),
+            None => cmd,
+        };
         cmd.arg("KEYS").arg(keys);
         let reply = self.send(pipe).await.map_err(|e| self.failed(Some(&target.name), e))?;
         match reply.first() {
