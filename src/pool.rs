@@ -22,6 +22,7 @@ use crate::node::{Bb8, CheckoutError, Node, Spec, bb8_pool};
 use crate::pubsub::{Hub, Subscription};
 use crate::route::NodeName;
 use crate::runtime::core::{Core, Finished};
+use crate::runtime::drain::Endpoint;
 use crate::runtime::prober::prober;
 use crate::runtime::status::NodeStatus;
 use crate::runtime::step::Take;
@@ -265,8 +266,12 @@ impl ShardedPool<RedisManager> {
         batch: usize,
         pause: Duration,
     ) -> Result<(), Error> {
-        let address = |m: &RedisManager| m.address().to_owned();
-        self.core.drain(name, address, (batch.max(1), pause)).await
+        let endpoint = |m: &RedisManager| Endpoint {
+            address: m.address().to_owned(),
+            db: m.db(),
+            auth: m.credentials(),
+        };
+        self.core.drain(name, endpoint, (batch.max(1), pause)).await
     }
 
     /// [`add_node`](Self::add_node) with a weight.

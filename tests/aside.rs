@@ -552,6 +552,32 @@ fn companion(server: &RedisServer, key: &str) -> Option<String> {
     redis::cmd("GET").arg(name).query(&mut server.client()).unwrap()
 }
 
+/// A key of another type where `aside_early` keeps a key's companion (a
+/// user's data under that name) is no fill time: a read is a plain hit,
+/// never a `WRONGTYPE` error, with or without a near cache, and a fill
+/// leaves the user's data as it was.
+#[tokio::test]
+async fn a_companion_of_another_type_is_a_plain_hit_and_kept() {
+    let servers = start_servers(1);
+    for near in [0, 1_000] {
+        let pool = builder_for(&servers).early_refresh(1e9).near_cache(near).build().await.unwrap();
+        let key = format!("typed:{near}");
+        let name = [&b"\0fluster:delta:"[..], key.as_bytes()].concat();
+        let mut client = servers[0].client();
+        let _: i64 = redis::cmd("HSET").arg(&name).arg("f").arg("user").query(&mut client).unwrap();
+        let filled = || async { Ok::<_, io::Error>("filled".to_owned()) };
+        let v: String = pool.aside_early(&key, TTL, filled).await.unwrap();
+        assert_eq!(v, "filled", "near cache {near}: the miss");
+        let again = || async { Ok::<_, io::Error>("again".to_owned()) };
+        let v: String = pool.aside_early(&key, TTL, again).await.unwrap();
+        assert_eq!(v, "filled", "near cache {near}: the hit");
+        let kind: String = redis::cmd("TYPE").arg(&name).query(&mut client).unwrap();
+        let field: Option<String> =
+            redis::cmd("HGET").arg(&name).arg("f").query(&mut client).unwrap();
+        assert_eq!((kind.as_str(), field.as_deref()), ("hash", Some("user")), "near cache {near}");
+    }
+}
+
 /// Fills started, with when, and a value that tells them apart.
 #[derive(Clone, Default)]
 struct Fills(Arc<std::sync::Mutex<Vec<Instant>>>);

@@ -450,3 +450,57 @@ async fn a_stand_in_write_during_a_drain_deletes_the_drained_copy() {
     drain.abort();
     let _ = drain.await;
 }
+
+/// A drain into nodes that ask for a password (`requirepass`: `MIGRATE …
+/// AUTH`) and for an ACL user's (`AUTH2`), one of them on database 3: the
+/// keys move, each to its new home's database. A target that refuses the
+/// credentials (rotated since the pool connected) fails the drain naming
+/// both nodes, with no password or user name in what the error shows.
+#[tokio::test]
+async fn a_drain_into_passworded_nodes_authenticates_its_migrate() {
+    const PASSWORD: &str = "drain-secret-pass";
+    const USER: &str = "drain-user";
+    const USER_PASSWORD: &str = "drain-user-pass";
+    let plain: Vec<_> =
+        (0..3).map(|_| RedisServer::start_with(&["--requirepass", PASSWORD])).collect();
+    let acl = RedisServer::start();
+    let mut admin = acl.client();
+    let rule = ["on", &format!(">{USER_PASSWORD}"), "~*", "&*", "+@all"];
+    redis::cmd("ACL").arg("SETUSER").arg(USER).arg(&rule[..]).query::<()>(&mut admin).unwrap();
+    redis::cmd("ACL").arg(&["SETUSER", "default", "off"][..]).query::<()>(&mut admin).unwrap();
+    let mut urls: Vec<String> =
+        plain.iter().map(|s| format!("redis://:{PASSWORD}@127.0.0.1:{}", s.port())).collect();
+    urls.push(format!("redis://{USER}:{USER_PASSWORD}@127.0.0.1:{}/3", acl.port()));
+    let builder =
+        urls.iter().zip(NAMES).fold(ShardedPool::builder(), |b, (u, n)| b.named_node(n, u));
+    let pool = builder.build().await.unwrap();
+    let keys = support::keys_on(&pool, "c", "auth", 30);
+    for key in &keys {
+        let _: () = pool.get(key).await.unwrap().set_ex(key, "v1", 60).await.unwrap();
+    }
+    pool.drain_node_paced("c", 7, Duration::from_millis(1)).await.unwrap();
+    let mut homes = std::collections::BTreeSet::new();
+    for key in &keys {
+        let home = pool.node_for(key).unwrap().to_string();
+        let on = redis::Client::open(urls[NAMES.iter().position(|n| *n == home).unwrap()].as_str());
+        let value: Option<String> =
+            redis::cmd("GET").arg(key).query(&mut on.unwrap().get_connection().unwrap()).unwrap();
+        assert_eq!(value.as_deref(), Some("v1"), "{key} moved to {home}");
+        homes.insert(home);
+    }
+    assert!(homes.contains("d") && homes.len() >= 2, "AUTH and AUTH2 both used: {homes:?}");
+    // The ACL user's password rotated: the pool's connections stay, but
+    // a new MIGRATE into `d` is refused.
+    let mut admin = redis::Client::open(urls[3].as_str()).unwrap().get_connection().unwrap();
+    let rotate = ["SETUSER", USER, "resetpass", ">rotated-pass"];
+    redis::cmd("ACL").arg(&rotate[..]).query::<()>(&mut admin).unwrap();
+    let err = pool.drain_node("a").await.unwrap_err();
+    let (shown, debug) = (err.to_string(), format!("{err:?}"));
+    assert!(shown.contains("`a`") && shown.contains("`d`"), "names both nodes: {shown}");
+    for text in [&shown, &debug] {
+        for secret in [PASSWORD, USER, USER_PASSWORD, "rotated-pass"] {
+            assert!(!text.contains(secret), "the error shows `{secret}`: {text}");
+        }
+    }
+    assert!(pool.nodes().contains(&"a".to_owned()), "a stays");
+}

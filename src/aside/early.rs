@@ -107,7 +107,9 @@ impl Seen {
 
 /// Reads `key`'s value and expiry and its companion `delta`'s value: from
 /// the near cache when it holds them (one `MGET`, which it keeps with
-/// each key's `PTTL`), else in one round trip.
+/// each key's `PTTL`), else in one round trip. A companion that is not a
+/// string (a user's key of that name) reads as none: no fill time, a
+/// plain hit.
 async fn read<M>(conn: &mut SharedConnection<M>, key: &[u8], delta: &[u8]) -> Result<Seen, Error>
 where
     M: NodeManager,
@@ -120,9 +122,11 @@ where
         let expires = conn.near_cache().and_then(|near| near.dies(key)).flatten();
         (value, expires, companion)
     } else {
+        // The companion by `MGET`, which reads a key of another type (a
+        // user's) as nil where `GET` fails with `WRONGTYPE`.
         let mut pipe = redis::pipe();
-        pipe.get(key).pttl(key).get(delta);
-        let (value, left, companion): (Value, i64, Value) =
+        pipe.get(key).pttl(key).cmd("MGET").arg(delta);
+        let (value, left, (companion,)): (Value, i64, (Value,)) =
             pipe.query_async(conn).await.on(conn.node())?;
         let left = u64::try_from(left).ok().filter(|ms| *ms > 0);
         (value, left.map(|ms| Instant::now() + Duration::from_millis(ms)), companion)

@@ -55,10 +55,12 @@ const TAKE: &str = "local v = redis.call('GET', KEYS[1]) \
 /// (once per fill, so the script's text costs little, and needs no
 /// `SCRIPT LOAD` on a node that restarted). For `aside_early`, the fill's
 /// time (`ARGV[4]`, ms) goes to its companion key (`KEYS[2]`) with the
-/// same TTL.
+/// same TTL, unless that key holds another type (a user's data, kept).
 const STORE: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
     redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) \
-    if KEYS[2] then redis.call('SET', KEYS[2], ARGV[4], 'PX', ARGV[3]) end \
+    if KEYS[2] then local t = redis.call('TYPE', KEYS[2]).ok \
+        if t == 'none' or t == 'string' then \
+            redis.call('SET', KEYS[2], ARGV[4], 'PX', ARGV[3]) end end \
     return 1 end return 0";
 
 /// Deletes the key if the caller's lease is still its value: a fill that

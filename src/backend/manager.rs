@@ -197,6 +197,27 @@ impl RedisManager {
     pub fn address(&self) -> &str {
         &self.address
     }
+
+    /// The database the node's connections select.
+    pub(crate) fn db(&self) -> i64 {
+        self.db
+    }
+
+    /// The URL's user name (if any) and password, for a server that
+    /// connects to this node itself (a drain's `MIGRATE … AUTH`): none
+    /// without a password, as the connections send no `AUTH` then; none
+    /// for a Sentinel-backed shard. Never shown.
+    pub(crate) fn credentials(&self) -> Option<(Option<String>, String)> {
+        match &self.target {
+            Target::Direct(client) => {
+                let info = client.get_connection_info().redis_settings();
+                let password = info.password()?.to_owned();
+                Some((info.username().map(str::to_owned), password))
+            }
+            #[cfg(feature = "sentinel")]
+            Target::Sentinel(_) => None,
+        }
+    }
 }
 
 /// How a node's pub/sub connections are made (the fleet's news).

@@ -167,22 +167,35 @@ impl<M: NodeManager> Elder for FromDrained<M> {
     }
 }
 
-/// Where a node's server listens, as `MIGRATE` wants it.
+/// How another node's server reaches a node (`host:port`, the database
+/// it selects, the user name and password `MIGRATE` passes on): what
+/// `drain_node` asks of its manager. No `Debug`: it holds credentials.
+pub(crate) struct Endpoint {
+    pub(crate) address: String,
+    pub(crate) db: i64,
+    pub(crate) auth: Option<(Option<String>, String)>,
+}
+
+/// Where a node's server listens, as `MIGRATE` wants it. No `Debug`: it
+/// holds the credentials.
 pub(crate) struct Target<M: NodeManager> {
     pub(crate) node: Arc<Node<M, Bb8<M>>>,
     pub(crate) name: NodeName,
     pub(crate) host: String,
     pub(crate) port: u16,
+    db: i64,
+    auth: Option<(Option<String>, String)>,
 }
 
 impl<M: NodeManager> Target<M> {
-    /// `node`, listening at `address` (`host:port`).
+    /// `node`, reached at `endpoint` (its address `host:port`).
     pub(crate) fn new(
         node: Arc<Node<M, Bb8<M>>>,
-        address: &str,
+        endpoint: Endpoint,
         drained: &str,
     ) -> Result<Self, Error> {
         let name = *node.name();
+        let Endpoint { address, db, auth } = endpoint;
         let parsed = address.rsplit_once(':').and_then(|(host, port)| {
             let host = host.trim_start_matches('[').trim_end_matches(']');
             Some((host.to_owned(), port.parse().ok()?))
@@ -192,7 +205,7 @@ impl<M: NodeManager> Target<M> {
             target: name.to_string(),
             reason: format!("its address `{address}` is not host:port"),
         })?;
-        Ok(Target { node, name, host, port })
+        Ok(Target { node, name, host, port, db, auth })
     }
 }
 
@@ -232,11 +245,17 @@ impl<M: NodeManager> Mover<'_, M> {
         replace: bool,
     ) -> Result<(), Error> {
         let mut pipe = redis::pipe();
-        let cmd = pipe.cmd("MIGRATE").arg(&target.host).arg(target.port).arg("").arg(0);
+        let cmd = pipe.cmd("MIGRATE").arg(&target.host).arg(target.port).arg("").arg(target.db);
         cmd.arg(self.migrate_ms).arg("COPY");
         if replace {
             cmd.arg("REPLACE");
         }
+        // Credentials go to the server only, never into an error.
+        let cmd = match &target.auth {
+            Some((Some(user), password)) => cmd.arg("AUTH2").arg(user).arg(password),
+            Some((None, password)) => cmd.arg("AUTH").arg(password),
+            None => cmd,
+        };
         cmd.arg("KEYS").arg(keys);
         let reply = self.send(pipe).await.map_err(|e| self.failed(Some(&target.name), e))?;
         match reply.first() {
@@ -354,12 +373,12 @@ impl<M: NodeManager> Mover<'_, M> {
 }
 
 impl<M: NodeManager> Core<M, Bb8<M>> {
-    /// `drain_node`: the steps of this file's header, `address` giving
-    /// each node's `host:port`.
+    /// `drain_node`: the steps of this file's header, `endpoint` giving
+    /// how each node's server is reached.
     pub(crate) async fn drain(
         &self,
         name: &str,
-        address: impl Fn(&M) -> String,
+        endpoint: impl Fn(&M) -> Endpoint,
         pace: (usize, Duration),
     ) -> Result<(), Error> {
         let table = self.open_table()?;
@@ -373,7 +392,7 @@ impl<M: NodeManager> Core<M, Bb8<M>> {
         let targets = keyed
             .iter()
             .filter(|n| **n.name() != *name)
-            .map(|n| Target::new(Arc::clone(n), &address(n.manager()), name))
+            .map(|n| Target::new(Arc::clone(n), endpoint(n.manager()), name))
             .collect::<Result<Vec<_>, _>>()?;
         let drain = Arc::new(Drain::new(&table, index));
         let timeout = self.settings.response_timeout;
