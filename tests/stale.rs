@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use fluster::{NodeEvent, ShardedPool};
-use redis::{AsyncCommands, Value};
+use redis::{AsyncCommands, Commands, RedisResult, Value};
 use support::fake::FakeServer;
 use support::proxy::Proxy;
 use support::{RedisServer, eventually, keys_on, start_servers, status_of};
@@ -669,4 +669,132 @@ async fn a_server_refusing_command_is_judged_by_the_vendored_table() {
     let (capped, [a, _]) = hsetex_on_a_stand_in(&stand_in).await;
     assert_eq!(capped, [a], "the vendored table's reading of an unknown write");
     assert!(stand_in.seen().iter().any(|c| c[0] == "COMMAND"), "the table was asked for");
+}
+
+/// The reply a `GET` of a key set to `v` should have.
+fn v() -> Value {
+    Value::BulkString(b"v".to_vec())
+}
+
+/// A server slow to answer `COMMAND` (its reply comes after the response
+/// timeout): the connection it was asked on is never used, on either path.
+/// On it, the next command would wait behind that late reply (redis-rs
+/// skips it, in order) and time out in its turn.
+#[tokio::test]
+async fn a_connection_whose_command_timed_out_is_never_used() {
+    let server = RedisServer::start();
+    let _: () = server.client().set("k", "v").unwrap();
+    let proxy = Proxy::start(server.port());
+    // Every `COMMAND` reaches the server 1 s late: its reply comes after the
+    // 300 ms response timeout, and after the next command's.
+    proxy.hold(b"COMMAND", Duration::from_secs(1));
+    let pool = ShardedPool::builder()
+        .node(&proxy.url())
+        .response_timeout(Duration::from_millis(300))
+        .build()
+        .await
+        .unwrap();
+    let pooled: RedisResult<Value> = pool.get("k").await.unwrap().get("k").await;
+    assert_eq!(pooled.unwrap(), v(), "pooled");
+    let shared: RedisResult<Value> = pool.get_shared("k").await.unwrap().get("k").await;
+    assert_eq!(shared.unwrap(), v(), "shared");
+}
+
+#[cfg(feature = "r2d2")]
+#[test]
+fn a_blocking_connection_whose_command_timed_out_is_never_used() {
+    let server = RedisServer::start();
+    let _: () = server.client().set("k", "v").unwrap();
+    let proxy = Proxy::start(server.port());
+    // Every `COMMAND` reaches the server 1 s late: its reply comes after the
+    // 300 ms read timeout, and after the next command's.
+    proxy.hold(b"COMMAND", Duration::from_secs(1));
+    let pool = fluster::sync::ShardedPool::builder()
+        .node(&proxy.url())
+        .max_connections(1)
+        .response_timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let mut conn = pool.get("k").unwrap();
+    let value: RedisResult<Value> = redis::cmd("GET").arg("k").query(&mut conn);
+    assert_eq!(value.unwrap(), v());
+}
+
+/// A manager whose connections have no response timeout of their own.
+struct Untimed(redis::Client);
+
+impl bb8::ManageConnection for Untimed {
+    type Connection = redis::aio::MultiplexedConnection;
+    type Error = redis::RedisError;
+
+    async fn connect(&self) -> RedisResult<Self::Connection> {
+        let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
+        self.0.get_multiplexed_async_connection_with_config(&config).await
+    }
+
+    async fn is_valid(&self, conn: &mut Self::Connection) -> RedisResult<()> {
+        redis::cmd("PING").query_async(conn).await
+    }
+
+    fn has_broken(&self, _: &mut Self::Connection) -> bool {
+        false
+    }
+}
+
+/// The server's table is waited for no longer than the response timeout
+/// (for another manager, the pool's own: the heartbeat's, 500 ms by
+/// default), whatever its connections' own: a server that never answers `COMMAND` holds up
+/// no probe (here those `build` makes), and no connect.
+#[tokio::test]
+async fn a_server_that_never_answers_command_holds_up_no_probe() {
+    let server = RedisServer::start();
+    let _: () = server.client().set("k", "v").unwrap();
+    let proxy = Proxy::start(server.port());
+    proxy.hold(b"COMMAND", Duration::from_secs(60));
+    let manager = Untimed(redis::Client::open(proxy.url()).unwrap());
+    let builder = fluster::Builder::new()
+        .manager("untimed", manager)
+        .probe_timeout(Duration::from_millis(500));
+    let pool = tokio::time::timeout(Duration::from_secs(10), builder.build())
+        .await
+        .expect("build waited for COMMAND's reply")
+        .unwrap();
+    let value = tokio::time::timeout(Duration::from_secs(10), async {
+        let got: RedisResult<Value> = pool.get("k").await.unwrap().get("k").await;
+        got
+    });
+    assert_eq!(value.await.expect("a connection waited for COMMAND's reply").unwrap(), v());
+}
+
+/// A read of the server's table cut short (its caller dropped the call) is
+/// asked again at the next connect: the server's table is used from then.
+#[tokio::test]
+async fn a_read_of_the_table_cut_short_is_asked_again() {
+    let stand_in = FakeServer::knowing(":1\r\n", KNOWS_HSETEX);
+    let proxy = Proxy::start(stand_in.port());
+    let mut home = RedisServer::start();
+    let pool = ShardedPool::builder()
+        .node(&home.url())
+        .node(&proxy.url())
+        .probe_at_build(false)
+        .response_timeout(Duration::from_secs(5))
+        .penalty_min_wait(Duration::from_secs(30))
+        .penalty_max_wait(Duration::from_secs(30))
+        .stand_in_ttl(CAP)
+        .build()
+        .await
+        .unwrap();
+    let [a, b]: [String; 2] = keys_on(&pool, &home.name(), "k", 2).try_into().unwrap();
+    home.kill();
+    // The dead home is boxed by its refused connect; the stand-in's
+    // `COMMAND` is held, and the call dropped while it waits.
+    proxy.hold(b"COMMAND", Duration::from_secs(2));
+    let cut = tokio::time::timeout(Duration::from_millis(500), pool.get_shared(&a)).await;
+    assert!(cut.is_err(), "the call was not cut short");
+    proxy.hold(b"COMMAND", Duration::ZERO);
+    let mut conn = pool.get_shared(&a).await.unwrap();
+    assert!(!conn.is_home());
+    let write = redis::cmd("HSETEX").arg(&b).arg("FIELDS").arg(1).arg("f").arg("v").clone();
+    let _: Value = write.query_async(&mut conn).await.unwrap();
+    assert_eq!(caps_seen(&stand_in), [b.to_uppercase()], "the server's table is not used");
 }

@@ -26,7 +26,11 @@ impl r2d2::ManageConnection for Tracked<RedisManager> {
     fn connect(&self) -> RedisResult<Self::Connection> {
         let epoch = self.cell.epoch();
         let mut conn = self.cell.connected(epoch, self.inner.connect_blocking())?;
-        learn_blocking(&mut conn, &self.cell, epoch);
+        if !learn_blocking(&mut conn, &self.cell, epoch) {
+            // Its `COMMAND` went unanswered: its reply may come yet, and the
+            // next command would read it. A fresh connection, not asked.
+            conn = self.cell.connected(epoch, self.inner.connect_blocking())?;
+        }
         Ok(TrackedConn::new(conn, epoch, self.cell.clone(), None))
     }
 

@@ -129,7 +129,8 @@ impl<M: NodeManager, S: Store<M>> Node<M, S> {
         let near =
             tracking.as_ref().map(|t| Arc::new(NearCache::new(t.entries, cell.commands.clone())));
         let manager = Arc::new(manager);
-        let tracked = Tracked { inner: manager.clone(), cell: cell.clone(), near: near.clone() };
+        let (inner, within) = (manager.clone(), settings.response_timeout);
+        let tracked = Tracked { inner, cell: cell.clone(), near: near.clone(), within };
         let fleet = settings.fleet.as_deref().filter(|_| settings.invalidate_on_return);
         let relay = (commons.teller, cell.metrics.relay_counters());
         let journal = Arc::new(Journal::new(cell.metrics.stand_in_counters(), fleet, &name, relay));
@@ -312,7 +313,10 @@ impl<M: NodeManager, S: Store<M>> Node<M, S> {
         let outcome = tokio::time::timeout(self.probe_timeout, attempt).await.ok();
         let mut conn = judge(outcome, self.probe_timeout)?;
         self.cell.answered();
-        learn(&mut conn, &self.cell, epoch).await;
+        // A connection whose `COMMAND` went unanswered is dropped, not kept.
+        if !learn(&mut conn, &self.cell, epoch, self.beat.0).await {
+            return Ok(());
+        }
         self.store.adopt(TrackedConn::new(
             conn,
             epoch,
@@ -405,25 +409,28 @@ impl<M: NodeManager, S: Store<M>> Node<M, S> {
         if let Some(mux) = self.live_mux() {
             return Try::Done(mux);
         }
-        let (epoch, broken) = (self.cell.epoch(), Arc::new(AtomicBool::new(false)));
-        let connected = match (&self.shared.tracking, &self.shared.near) {
-            (Some(tracking), Some(near)) => (tracking.connect)(near.clone(), broken.clone()).await,
-            _ => self.manager.connect().await,
+        let (epoch, mut ask) = (self.cell.epoch(), true);
+        let (conn, broken) = loop {
+            let broken = Arc::new(AtomicBool::new(false));
+            let connected = match (&self.shared.tracking, &self.shared.near) {
+                (Some(track), Some(near)) => (track.connect)(near.clone(), broken.clone()).await,
+                _ => self.manager.connect().await,
+            };
+            let Ok(mut conn) = self.cell.connected(epoch, connected) else { return Try::Again };
+            // One whose `COMMAND` went unanswered goes: a fresh one, not asked.
+            if !ask || learn(&mut conn, &self.cell, epoch, self.beat.0).await {
+                break (conn, broken);
+            }
+            ask = false;
         };
         let near = self.shared.near.clone();
-        match self.cell.connected(epoch, connected) {
-            Ok(mut conn) => {
-                learn(&mut conn, &self.cell, epoch).await;
-                // What the entries were kept true by is gone: start empty.
-                if let Some(near) = &near {
-                    near.clear();
-                }
-                let mux = Arc::new(Muxed::new(conn, epoch, broken, near, self.cell.clone()));
-                self.shared.mux.store(Some(mux.clone()));
-                Try::Done(mux)
-            }
-            Err(_) => Try::Again,
+        // What the entries were kept true by is gone: start empty.
+        if let Some(near) = &near {
+            near.clear();
         }
+        let mux = Arc::new(Muxed::new(conn, epoch, broken, near, self.cell.clone()));
+        self.shared.mux.store(Some(mux.clone()));
+        Try::Done(mux)
     }
 }
 

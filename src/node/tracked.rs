@@ -6,6 +6,7 @@
 use std::fmt;
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bb8::ManageConnection;
 use futures_util::future::BoxFuture;
@@ -169,6 +170,8 @@ pub(crate) struct Tracked<M> {
     pub(crate) inner: Arc<M>,
     pub(crate) cell: Arc<HealthCell>,
     pub(crate) near: Option<Arc<NearCache>>,
+    /// How long the server's table is waited for (`response_timeout`).
+    pub(crate) within: Duration,
 }
 
 impl<M> fmt::Debug for Tracked<M> {
@@ -184,7 +187,10 @@ impl<M: NodeManager> ManageConnection for Tracked<M> {
     async fn connect(&self) -> Result<Self::Connection, Self::Error> {
         let epoch = self.cell.epoch();
         let mut conn = self.cell.connected(epoch, self.inner.connect().await)?;
-        learn(&mut conn, &self.cell, epoch).await;
+        if !learn(&mut conn, &self.cell, epoch, self.within).await {
+            // Its `COMMAND` went unanswered: a fresh connection, not asked.
+            conn = self.cell.connected(epoch, self.inner.connect().await)?;
+        }
         Ok(TrackedConn::new(conn, epoch, self.cell.clone(), self.near.clone()))
     }
 

@@ -69,6 +69,11 @@ impl FakeServer {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    #[allow(dead_code)]
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     pub fn name(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
