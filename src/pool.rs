@@ -109,7 +109,9 @@ fn new_node<M: NodeManager>(
 impl<M: NodeManager> ShardedPool<M> {
     /// The pool over the builder's nodes, with its prober started.
     pub(crate) async fn start(finished: Finished<M>) -> Self {
-        let core = Arc::new(Core::start(finished, new_node).await);
+        let mut core = Core::start(finished, new_node).await;
+        core.pointer = Core::point;
+        let core = Arc::new(core);
         tokio::spawn(prober(Arc::downgrade(&core), core.commons.clone()));
         if let Some(name) = core.settings.fleet.clone() {
             tokio::spawn(crate::fleet::run(Arc::downgrade(&core), name));
@@ -134,26 +136,14 @@ impl<M: NodeManager> ShardedPool<M> {
     /// Redis Cluster hash tags are honoured (`{user1}.a` and `{user1}.b` go
     /// to the same node).
     pub async fn get<K: AsRef<[u8]>>(&self, key: K) -> Result<Connection<M>, Error> {
-        let conn = self.core.take::<Pooled>(Some(key.as_ref())).await?;
-        Ok(self.warmed(conn))
-    }
-
-    /// `conn` with what it needs while keys move: a window after a node
-    /// added warm ([`resize_warmup`](crate::Builder::resize_warmup)) is
-    /// open, or a node is being drained.
-    pub(crate) fn warmed(&self, conn: Connection<M>) -> Connection<M> {
-        match self.core.elder_named(conn.node()) {
-            None => conn,
-            elder => conn.warmed(elder),
-        }
+        self.core.take::<Pooled>(Some(key.as_ref())).await
     }
 
     /// A connection to any healthy node, taking them in turn: for key-less
     /// commands and queue consumers. Its writes follow the stand-in rules
     /// key by key, as [`fan_out`](Self::fan_out)'s do.
     pub async fn get_any(&self) -> Result<Connection<M>, Error> {
-        let conn = self.core.take::<Pooled>(None).await?;
-        Ok(self.warmed(conn))
+        self.core.take::<Pooled>(None).await
     }
 
     pool_methods!();
@@ -191,11 +181,7 @@ where
     /// pipeline their commands on one socket per node. See
     /// [`SharedConnection`] for which commands it suits.
     pub async fn get_shared<K: AsRef<[u8]>>(&self, key: K) -> Result<SharedConnection<M>, Error> {
-        let conn = self.core.take::<Multiplexed>(Some(key.as_ref())).await?;
-        Ok(match self.core.elder_named(conn.node()) {
-            None => conn,
-            elder => conn.warmed(elder),
-        })
+        self.core.take::<Multiplexed>(Some(key.as_ref())).await
     }
 
     /// `GET key`, typed: from the near cache of the key's node when it

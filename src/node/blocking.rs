@@ -27,7 +27,7 @@ impl r2d2::ManageConnection for Tracked<RedisManager> {
         let epoch = self.cell.epoch();
         let mut conn = self.cell.connected(epoch, self.inner.connect_blocking())?;
         learn_blocking(&mut conn, &self.cell, epoch);
-        Ok(TrackedConn::new(conn, epoch, self.cell.clone(), None))
+        Ok(TrackedConn::new(conn, epoch, self.cell.clone(), (None, self.resize.clone())))
     }
 
     fn is_valid(&self, conn: &mut Self::Connection) -> RedisResult<()> {

@@ -16,8 +16,8 @@
 //!    there since: it is kept), paced.
 //! 4. Remove: the node leaves as with `remove_node`.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
@@ -30,8 +30,8 @@ use crate::node::warm::{Elder, Moved};
 use crate::node::{Bb8, Node};
 use crate::route::{self, NodeName, Router};
 use crate::runtime::core::{Core, removable};
-use crate::runtime::table::{Held, Table};
-use crate::runtime::warm::{get_pttl, send};
+use crate::runtime::table::Table;
+use crate::runtime::warm::{deletes, get_pttl, send};
 
 /// Keys per `SCAN` (and so at most per `MIGRATE`): `MIGRATE` blocks the
 /// draining server while it dumps, sends and waits for a batch, so a batch
@@ -96,26 +96,30 @@ impl<M: NodeManager, S> Drain<M, S> {
     }
 }
 
-/// What a connection from `table.nodes[index]` needs while `drain` is on:
-/// the keys that moved to it from the draining node, and those it takes
-/// as a stand-in for their boxed new home (the gutter too).
+/// What each command on `table.nodes[index]`'s connections asks while
+/// `drain` is on (`table`, without the draining node, about to be
+/// installed): the keys that moved to it from the draining node, and those
+/// it takes as a stand-in for their boxed new home (the gutter too). With
+/// `index` `None`, the draining node's own connections: every key there
+/// moved away.
 pub(crate) fn elder<M: NodeManager>(
     drain: Option<Arc<Drain<M, Bb8<M>>>>,
-    table: &Held<M, Bb8<M>>,
-    index: usize,
+    table: &Arc<Table<M, Bb8<M>>>,
+    here: Option<usize>,
     timeout: Duration,
 ) -> Option<Arc<dyn Elder>> {
     let drain = drain?;
-    let table = Arc::clone(table);
-    Some(Arc::new(FromDrained { drain, table, here: index, timeout }))
+    let table = Arc::downgrade(table);
+    Some(Arc::new(FromDrained { drain, table, here, timeout }))
 }
 
 /// The draining node as the old home of the keys that moved away from it,
-/// seen from a connection to `table.nodes[here]`.
+/// seen from a connection to `table.nodes[here]` (`None`: to the draining
+/// node). Held by each node's slot: the table only weakly.
 struct FromDrained<M: NodeManager> {
     drain: Arc<Drain<M, Bb8<M>>>,
-    table: Arc<Table<M, Bb8<M>>>,
-    here: usize,
+    table: Weak<Table<M, Bb8<M>>>,
+    here: Option<usize>,
     timeout: Duration,
 }
 
@@ -128,9 +132,12 @@ impl<M: NodeManager> FromDrained<M> {
 impl<M: NodeManager> Elder for FromDrained<M> {
     fn moved(&self, key: &[u8]) -> Moved {
         let hash = route::key_hash(key);
+        let Some(table) = self.table.upgrade() else { return Moved::No };
         if !self.on() || !self.drain.drained(hash) {
             Moved::No
-        } else if self.table.router.home_hashed(hash) == Some(self.here) {
+        } else if self.here.is_none() {
+            Moved::Away
+        } else if table.router.home_hashed(hash) == self.here {
             Moved::Here
         } else {
             Moved::Elsewhere
@@ -144,6 +151,9 @@ impl<M: NodeManager> Elder for FromDrained<M> {
     }
 
     fn forget(&self, keys: Vec<Vec<u8>>) -> BoxFuture<'static, ()> {
+        if self.here.is_none() {
+            return self.forget_new(keys);
+        }
         let drain = Arc::clone(&self.drain);
         if !drain.node.is_up() {
             drain.rule_out();
@@ -164,6 +174,30 @@ impl<M: NodeManager> Elder for FromDrained<M> {
 
     fn end(&self) {
         self.drain.rule_out();
+    }
+
+    fn over(&self) -> bool {
+        !self.on() || self.table.strong_count() == 0
+    }
+}
+
+impl<M: NodeManager> FromDrained<M> {
+    /// Deletes `keys`, written on the draining node, on their new homes
+    /// (up ones: a boxed one's copy stays, as any node's that returns
+    /// after its keys were written elsewhere).
+    fn forget_new(&self, keys: Vec<Vec<u8>>) -> BoxFuture<'static, ()> {
+        let Some(table) = self.table.upgrade() else { return Box::pin(async {}) };
+        let homes = keys.iter().filter_map(|key| {
+            let home = table.router.home(key).filter(|&h| table.nodes[h].is_up())?;
+            Some((home, key.as_slice()))
+        });
+        let sent: Vec<_> = deletes(homes)
+            .into_iter()
+            .map(|(home, pipe)| send(Arc::clone(&table.nodes[home]), self.timeout, pipe))
+            .collect();
+        Box::pin(async move {
+            futures_util::future::join_all(sent).await;
+        })
     }
 }
 
@@ -439,6 +473,9 @@ impl<M: NodeManager> Drop for Claim<'_, M> {
         if let Some(drain) = self.switched.take() {
             drain.finish();
             self.core.drain.store(None);
+            // Its slot held the drain, which holds it.
+            drain.node.resizing().stop();
+            self.core.repoint();
             self.core.retire_removed(&drain.node);
         }
         self.core.draining.store(false, Ordering::Release);
