@@ -165,7 +165,8 @@ impl<M: NodeManager> ShardedPool<M> {
     /// their next node at once, checkouts already under way finish, and its
     /// connections close as they come back. Errors if there is no such node,
     /// or if it is the last one, or the last that holds keys (gutter nodes
-    /// hold none of their own).
+    /// hold none of their own). The pool remembers the name: adding it back
+    /// ([`add_node`](ShardedPool::add_node)) needs an empty server.
     pub fn remove_node(&self, name: &str) -> Result<(), Error> {
         self.core.remove(name)
     }
@@ -226,6 +227,12 @@ impl ShardedPool<RedisManager> {
     /// other nodes) as soon as this returns. Like at build time, the node is
     /// probed first (unless `probe_at_build(false)`) and starts in the box
     /// if it does not answer.
+    ///
+    /// A name this pool removed before ([`remove_node`](Self::remove_node),
+    /// [`drain_node`](Self::drain_node)) is added back only if its server
+    /// holds no key (`DBSIZE` 0): it kept what it held, older than the
+    /// writes made while it was away; otherwise [`Error::Config`] naming
+    /// the node (flush it first). See `docs/resize.md`.
     pub async fn add_node(&self, name: &str, url: &str) -> Result<(), Error> {
         self.add_weighted_node(name, url, 1.0).await
     }
@@ -236,7 +243,9 @@ impl ShardedPool<RedisManager> {
     /// [`DRAIN_PAUSE`](crate::DRAIN_PAUSE) between them. Its keys are
     /// served by their new homes from the start (a miss there reads through
     /// to it; a write there deletes its copy first, and is never
-    /// overwritten by a copy); `status()` shows the progress. Fails with
+    /// overwritten by a copy; a write on a connection to it taken before
+    /// deletes the new home's copy after its reply); `status()` shows the
+    /// progress. Fails with
     /// [`Error::Drain`] naming both nodes, the node left in the pool, if it
     /// cannot reach another node. See `docs/resize.md`.
     pub async fn drain_node(&self, name: &str) -> Result<(), Error> {

@@ -24,7 +24,8 @@ use crate::node::probe::ProbeCheck;
 use crate::node::tracked::NodeManager;
 use crate::node::{Bb8, Node, Spec, Store};
 use crate::route::{self, NodeName};
-use crate::runtime::drain::{self, Drain};
+use crate::runtime::drain::Drain;
+use crate::runtime::drained;
 use crate::runtime::status::NodeStatus;
 use crate::runtime::table::{Held, Table};
 use crate::runtime::warm::{self, Window};
@@ -329,7 +330,7 @@ impl<M: NodeManager> Core<M, Bb8<M>> {
         let drain = self.drain.load_full();
         for (index, node) in table.nodes.iter().enumerate() {
             let elder = warm::elder(&self.resize, table, index, timeout)
-                .or_else(|| drain::elder(drain.clone(), table, Some(index), timeout));
+                .or_else(|| drained::elder(drain.clone(), table, Some(index), timeout));
             match elder {
                 Some(elder) => node.resizing().start(elder),
                 None => node.resizing().stop(),
@@ -337,7 +338,7 @@ impl<M: NodeManager> Core<M, Bb8<M>> {
         }
         if let Some(drain) = drain.filter(|d| table.position(d.node.name()).is_none()) {
             let node = Arc::clone(&drain.node);
-            if let Some(elder) = drain::elder(Some(drain), table, None, timeout) {
+            if let Some(elder) = drained::elder(Some(drain), table, None, timeout) {
                 node.resizing().start(elder);
             }
         }

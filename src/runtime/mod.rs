@@ -2,10 +2,13 @@
 //! routing policy's routes over it (`table.rs`), the core (the current
 //! table, membership: `core.rs`), the one single step and the one batch
 //! step every path takes (`step.rs`), the prober
-//! (`prober.rs`), and what `status()` reports (`status.rs`).
+//! (`prober.rs`), what `status()` reports (`status.rs`), and a resize:
+//! a node added warm (`warm.rs`), a node drained (`drain.rs`, its
+//! connections' side in `drained.rs`).
 
 pub(crate) mod core;
 pub(crate) mod drain;
+pub(crate) mod drained;
 pub(crate) mod prober;
 pub(crate) mod status;
 pub(crate) mod step;
