@@ -2,9 +2,7 @@
 //! routing policy's routes over it (`table.rs`), the core (the current
 //! table, membership: `core.rs`), the one single step and the one batch
 //! step every path takes (`step.rs`), the prober
-//! (`prober.rs`), what `status()` reports (`status.rs`), and a resize:
-//! a node added warm (`warm.rs`), a node drained (`drain.rs`, its
-//! connections' side in `drained.rs`).
+//! (`prober.rs`), and what `status()` reports (`status.rs`).
 
 pub(crate) mod core;
 pub(crate) mod drain;
