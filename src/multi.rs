@@ -82,8 +82,7 @@ where
         let groups = self
             .pool
             .core
-            .batch::<Pooled, _, _, _>(&hashes, |conn, positions| async move {
-                let mut conn = self.pool.warmed(conn);
+            .batch::<Pooled, _, _, _>(&hashes, |mut conn, positions| async move {
                 let mut pipe = redis::pipe();
                 for &p in &positions {
                     pipe.add_command(self.commands[p].1.clone());
@@ -243,8 +242,7 @@ where
     ) -> Result<Vec<(Vec<usize>, Result<R, Error>)>, Error> {
         let hashes: Vec<u64> = keys.map(route::key_hash).collect();
         self.core
-            .batch::<Pooled, _, _, _>(&hashes, |conn, positions| {
-                let mut conn = self.warmed(conn);
+            .batch::<Pooled, _, _, _>(&hashes, |mut conn, positions| {
                 let mut cmd = redis::cmd(name);
                 positions.iter().for_each(|&p| args(&mut cmd, p));
                 async move { cmd.query_async::<R>(&mut conn).await.on(conn.node()) }
@@ -282,7 +280,7 @@ impl<M: NodeManager> ShardedPool<M> {
         F: Fn(Connection<M>) -> Fut,
         Fut: Future<Output = T>,
     {
-        self.core.every::<Pooled, _, _, _>(|conn| f(self.warmed(conn))).await
+        self.core.every::<Pooled, _, _, _>(f).await
     }
 
     /// Connections to the key's first `n` healthy nodes in its ranking, for

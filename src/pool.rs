@@ -110,7 +110,9 @@ fn new_node<M: NodeManager>(
 impl<M: NodeManager> ShardedPool<M> {
     /// The pool over the builder's nodes, with its prober started.
     pub(crate) async fn start(finished: Finished<M>) -> Self {
-        let core = Arc::new(Core::start(finished, new_node).await);
+        let mut core = Core::start(finished, new_node).await;
+        core.pointer = Core::point;
+        let core = Arc::new(core);
         tokio::spawn(prober(Arc::downgrade(&core), core.commons.clone()));
         if let Some(name) = core.settings.fleet.clone() {
             tokio::spawn(crate::fleet::run(Arc::downgrade(&core), name));
@@ -135,26 +137,14 @@ impl<M: NodeManager> ShardedPool<M> {
     /// Redis Cluster hash tags are honoured (`{user1}.a` and `{user1}.b` go
     /// to the same node).
     pub async fn get<K: AsRef<[u8]>>(&self, key: K) -> Result<Connection<M>, Error> {
-        let conn = self.core.take::<Pooled>(Some(key.as_ref())).await?;
-        Ok(self.warmed(conn))
-    }
-
-    /// `conn` with what it needs while keys move: a window after a node
-    /// added warm ([`resize_warmup`](crate::Builder::resize_warmup)) is
-    /// open, or a node is being drained.
-    pub(crate) fn warmed(&self, conn: Connection<M>) -> Connection<M> {
-        match self.core.elder_named(conn.node()) {
-            None => conn,
-            elder => conn.warmed(elder),
-        }
+        self.core.take::<Pooled>(Some(key.as_ref())).await
     }
 
     /// A connection to any healthy node, taking them in turn: for key-less
     /// commands and queue consumers. Its writes follow the stand-in rules
     /// key by key, as [`fan_out`](Self::fan_out)'s do.
     pub async fn get_any(&self) -> Result<Connection<M>, Error> {
-        let conn = self.core.take::<Pooled>(None).await?;
-        Ok(self.warmed(conn))
+        self.core.take::<Pooled>(None).await
     }
 
     pool_methods!();
@@ -176,7 +166,8 @@ impl<M: NodeManager> ShardedPool<M> {
     /// their next node at once, checkouts already under way finish, and its
     /// connections close as they come back. Errors if there is no such node,
     /// or if it is the last one, or the last that holds keys (gutter nodes
-    /// hold none of their own).
+    /// hold none of their own). The pool remembers the name: adding it back
+    /// ([`add_node`](ShardedPool::add_node)) needs an empty server.
     pub fn remove_node(&self, name: &str) -> Result<(), Error> {
         self.core.remove(name)
     }
@@ -192,11 +183,7 @@ where
     /// pipeline their commands on one socket per node. See
     /// [`SharedConnection`] for which commands it suits.
     pub async fn get_shared<K: AsRef<[u8]>>(&self, key: K) -> Result<SharedConnection<M>, Error> {
-        let conn = self.core.take::<Multiplexed>(Some(key.as_ref())).await?;
-        Ok(match self.core.elder_named(conn.node()) {
-            None => conn,
-            elder => conn.warmed(elder),
-        })
+        self.core.take::<Multiplexed>(Some(key.as_ref())).await
     }
 
     /// `GET key`, typed: from the near cache of the key's node when it
@@ -241,6 +228,12 @@ impl ShardedPool<RedisManager> {
     /// other nodes) as soon as this returns. Like at build time, the node is
     /// probed first (unless `probe_at_build(false)`) and starts in the box
     /// if it does not answer.
+    ///
+    /// A name this pool removed before ([`remove_node`](Self::remove_node),
+    /// [`drain_node`](Self::drain_node)) is added back only if its server
+    /// holds no key (`DBSIZE` 0): it kept what it held, older than the
+    /// writes made while it was away; otherwise [`Error::Config`] naming
+    /// the node (flush it first). See `docs/resize.md`.
     pub async fn add_node(&self, name: &str, url: &str) -> Result<(), Error> {
         self.add_weighted_node(name, url, 1.0).await
     }
@@ -251,7 +244,9 @@ impl ShardedPool<RedisManager> {
     /// [`DRAIN_PAUSE`](crate::DRAIN_PAUSE) between them. Its keys are
     /// served by their new homes from the start (a miss there reads through
     /// to it; a write there deletes its copy first, and is never
-    /// overwritten by a copy); `status()` shows the progress. Fails with
+    /// overwritten by a copy; a write on a connection to it taken before
+    /// deletes the new home's copy after its reply); `status()` shows the
+    /// progress. Fails with
     /// [`Error::Drain`] naming both nodes, the node left in the pool, if it
     /// cannot reach another node. See `docs/resize.md`.
     pub async fn drain_node(&self, name: &str) -> Result<(), Error> {

@@ -7,6 +7,7 @@ mod support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::Poll;
 use std::time::Duration;
 
 use fluster::ShardedPool;
@@ -503,4 +504,136 @@ async fn a_drain_into_passworded_nodes_authenticates_its_migrate() {
         }
     }
     assert!(pool.nodes().contains(&"a".to_owned()), "a stays");
+}
+
+/// A write on a connection taken before `add_node` lands on the key's old
+/// home after a reader copied the older value to the new one: the copy is
+/// deleted before the write is acknowledged, so no later read sees it.
+#[tokio::test]
+async fn a_write_on_a_connection_taken_before_add_node_outlives_the_copy() {
+    let servers = start_servers(4);
+    let pool = pool_of(&servers, Duration::from_secs(30)).await;
+    let (key, old) = moved_keys(&pool, 1).await.remove(0);
+    let mut before = pool.get(&key).await.unwrap();
+    assert_eq!(before.node(), old);
+    let new = RedisServer::start();
+    pool.add_node("e", &new.url()).await.unwrap();
+    let read: Option<String> = pool.get_shared(&key).await.unwrap().get(&key).await.unwrap();
+    assert!(read.is_some_and(|v| v.starts_with("v1-")), "read through");
+    assert!(raw_get(&new, &key).is_some_and(|v| v.starts_with(b"v1-")), "copied to e");
+    let _: () = before.set(&key, "v2").await.unwrap();
+    assert_eq!(raw_get(&new, &key), None, "the copy went before the write was acknowledged");
+    drop(before);
+    let now: Option<String> = pool.get(&key).await.unwrap().get(&key).await.unwrap();
+    assert_eq!(now.as_deref(), Some("v2"), "read through from {old}");
+}
+
+/// A write sent to the old home before `add_node` switches the table, and
+/// held on its way there while a reader copies the older value to the new
+/// home: once its reply is in, the copy is deleted before the caller sees
+/// it (the resize is read after the reply, not only before the send).
+#[tokio::test]
+async fn a_write_in_flight_across_add_node_outlives_the_copy() {
+    let servers = start_servers(4);
+    let proxies: Vec<Proxy> = servers.iter().map(|s| Proxy::start(s.port())).collect();
+    let builder = ShardedPool::builder()
+        .resize_warmup(Duration::from_secs(30))
+        .response_timeout(Duration::from_secs(10));
+    let builder = proxies.iter().zip(NAMES).fold(builder, |b, (p, n)| b.named_node(n, &p.url()));
+    let pool = builder.build().await.unwrap();
+    let (key, old) = moved_keys(&pool, 1).await.remove(0);
+    proxies[NAMES.iter().position(|n| *n == old).unwrap()]
+        .hold(b"v2-in-flight", Duration::from_millis(3_000));
+    let mut before = pool.get(&key).await.unwrap();
+    let mut write = Box::pin({
+        let key = key.clone();
+        async move { before.set::<_, _, ()>(&key, "v2-in-flight").await }
+    });
+    // Polled once: judged and handed to the connection before the switch.
+    let polled = std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx).is_pending()));
+    assert!(polled.await, "the write waits for its reply");
+    let new = RedisServer::start();
+    pool.add_node("e", &new.url()).await.unwrap();
+    let read: Option<String> = pool.get_shared(&key).await.unwrap().get(&key).await.unwrap();
+    assert!(read.is_some_and(|v| v.starts_with("v1-")), "read through before the write landed");
+    assert!(raw_get(&new, &key).is_some_and(|v| v.starts_with(b"v1-")), "copied to e");
+    write.await.unwrap();
+    assert_eq!(raw_get(&new, &key), None, "the copy went before the write was acknowledged");
+    let now: Option<String> = pool.get(&key).await.unwrap().get(&key).await.unwrap();
+    assert_eq!(now.as_deref(), Some("v2-in-flight"), "read through from {old}");
+}
+
+/// During a drain, a write on a connection to the draining node taken
+/// before the switch lands after a reader copied the older value to the
+/// key's new home: the copy is deleted before the write is acknowledged.
+#[tokio::test]
+async fn a_write_on_the_draining_node_outlives_the_copy() {
+    let servers = start_servers(4);
+    let pool = drain_pool(&servers).await;
+    let key = support::key_on(&pool, "d", "flight");
+    let _: () = pool.get(&key).await.unwrap().set_ex(&key, "v1", 60).await.unwrap();
+    let mut before = pool.get(&key).await.unwrap();
+    let drain = tokio::spawn({
+        let pool = pool.clone();
+        // A long first pause: nothing is migrated while the test runs.
+        async move { pool.drain_node_paced("d", 1, Duration::from_secs(30)).await }
+    });
+    let switched = || pool.node_for(&key).is_some_and(|n| n != "d");
+    assert!(eventually(Duration::from_secs(5), switched).await, "routing switched");
+    let home = pool.node_for(&key).unwrap().to_string();
+    let read: Option<String> = pool.get(&key).await.unwrap().get(&key).await.unwrap();
+    assert_eq!(read.as_deref(), Some("v1"), "read through from d");
+    assert_eq!(raw_get(server(&servers, &home), &key).as_deref(), Some(&b"v1"[..]), "copied");
+    let _: () = before.set(&key, "v2").await.unwrap();
+    assert_eq!(raw_get(server(&servers, &home), &key), None, "the copy went first");
+    let now: Option<String> = pool.get(&key).await.unwrap().get(&key).await.unwrap();
+    assert_eq!(now.as_deref(), Some("v2"), "read through from d");
+    drain.abort();
+    let _ = drain.await;
+}
+
+/// A node removed and added back under its name kept what it held (here
+/// a read-through's copy, older than a write made while it was away):
+/// adding it back is refused, naming it, until its server is empty.
+#[tokio::test]
+async fn a_node_added_back_under_its_name_must_be_empty() {
+    let servers = start_servers(4);
+    let pool = pool_of(&servers, Duration::from_secs(30)).await;
+    let (key, old) = moved_keys(&pool, 1).await.remove(0);
+    let new = RedisServer::start();
+    pool.add_node("e", &new.url()).await.unwrap();
+    let _: Option<String> = pool.get(&key).await.unwrap().get(&key).await.unwrap();
+    assert!(raw_get(&new, &key).is_some(), "copied to e");
+    pool.remove_node("e").unwrap();
+    let _: () = pool.get(&key).await.unwrap().set(&key, "v2").await.unwrap();
+    let err = pool.add_node("e", &new.url()).await.unwrap_err();
+    assert!(matches!(err, fluster::Error::Config { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(
+        text.contains("`e`") && text.contains("FLUSHDB"),
+        "names the node and the cure: {text}"
+    );
+    assert!(!pool.nodes().contains(&"e".to_owned()), "e stays out");
+    let now: Option<String> = pool.get(&key).await.unwrap().get(&key).await.unwrap();
+    assert_eq!(now.as_deref(), Some("v2"), "served by {old}");
+    let _: () = redis::cmd("FLUSHDB").query(&mut new.client()).unwrap();
+    pool.add_node("e", &new.url()).await.expect("an empty server is added back");
+    let now: Option<String> = pool.get(&key).await.unwrap().get(&key).await.unwrap();
+    assert_eq!(now.as_deref(), Some("v2"), "read through from {old}: never the old copy");
+}
+
+/// A drained node keeps its keys (`MIGRATE … COPY`): added back under its
+/// name, it is refused until flushed.
+#[tokio::test]
+async fn a_drained_node_added_back_must_be_empty() {
+    let servers = start_servers(4);
+    let pool = drain_pool(&servers).await;
+    let key = support::key_on(&pool, "d", "back");
+    let _: () = pool.get(&key).await.unwrap().set_ex(&key, "v1", 60).await.unwrap();
+    pool.drain_node_paced("d", 7, Duration::from_millis(1)).await.unwrap();
+    let d = server(&servers, "d");
+    let err = pool.add_node("d", &d.url()).await.unwrap_err().to_string();
+    assert!(err.contains("`d`") && err.contains("FLUSHDB"), "{err}");
+    let _: () = redis::cmd("FLUSHDB").query(&mut d.client()).unwrap();
+    pool.add_node("d", &d.url()).await.expect("an empty server is added back");
 }

@@ -229,7 +229,10 @@ impl<M: NodeManager, F> Builder<M, F> {
         /// key that moved to the new node and misses there is read from
         /// the key's old home (the next node in its ranking) and the value
         /// copied over with the TTL it has left; a write of a moved key
-        /// deletes the old home's copy before it is sent. Set it to about
+        /// deletes the old home's copy before it is sent, and one on the
+        /// old home (a connection taken before `add_node`, or a write in
+        /// flight across it) deletes the new home's copy after its reply.
+        /// Set it to about
         /// your cached values' longest TTL: after that the old copies have
         /// expired anyway. Off by default because, for the few
         /// milliseconds of a copy, the key holds a marker that commands

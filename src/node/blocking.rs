@@ -31,7 +31,7 @@ impl r2d2::ManageConnection for Tracked<RedisManager> {
             // next command would read it. A fresh connection, not asked.
             conn = self.cell.connected(epoch, self.inner.connect_blocking())?;
         }
-        Ok(TrackedConn::new(conn, epoch, self.cell.clone(), None))
+        Ok(TrackedConn::new(conn, epoch, self.cell.clone(), (None, self.resize.clone())))
     }
 
     fn is_valid(&self, conn: &mut Self::Connection) -> RedisResult<()> {

@@ -43,6 +43,7 @@ use crate::node::learn::learn;
 use crate::node::probe::{Probe, ProbeCheck, failed, retest};
 use crate::node::shared::Muxed;
 use crate::node::tracked::{ConnectionAbilities, NodeManager, Tracked, TrackedConn};
+use crate::node::warm::Resizing;
 use crate::route::NodeName;
 use crate::settings::Settings;
 use crate::stand_in::journal::Journal;
@@ -91,6 +92,8 @@ pub(crate) struct Node<M: NodeManager, S> {
     journal: Arc<Journal>,
     /// How a pub/sub connection to it is made, if it can be.
     listen: Option<Listen>,
+    /// Its part in a resize (`warm.rs`).
+    resize: Arc<Resizing>,
 }
 
 /// A node's shared connection and what rides on it: the multiplexed
@@ -130,7 +133,9 @@ impl<M: NodeManager, S: Store<M>> Node<M, S> {
             tracking.as_ref().map(|t| Arc::new(NearCache::new(t.entries, cell.commands.clone())));
         let manager = Arc::new(manager);
         let (inner, within) = (manager.clone(), settings.response_timeout);
-        let tracked = Tracked { inner, cell: cell.clone(), near: near.clone(), within };
+        let resize = Arc::new(Resizing::default());
+        let tracked =
+            Tracked { inner, cell: cell.clone(), near: near.clone(), within, resize: resize.clone() };
         let fleet = settings.fleet.as_deref().filter(|_| settings.invalidate_on_return);
         let relay = (commons.teller, cell.metrics.relay_counters());
         let journal = Arc::new(Journal::new(cell.metrics.stand_in_counters(), fleet, &name, relay));
@@ -153,6 +158,7 @@ impl<M: NodeManager, S: Store<M>> Node<M, S> {
             shared,
             journal,
             listen,
+            resize,
         }
     }
 
@@ -192,6 +198,11 @@ impl<M: NodeManager, S: Store<M>> Node<M, S> {
     /// The writes for its keys that stand-ins took.
     pub(crate) fn journal(&self) -> &Arc<Journal> {
         &self.journal
+    }
+
+    /// Its part in a resize: the runtime sets it, its connections ask it.
+    pub(crate) fn resizing(&self) -> &Resizing {
+        &self.resize
     }
 
     /// How a pub/sub connection to it is made, if it can be.
@@ -317,12 +328,8 @@ impl<M: NodeManager, S: Store<M>> Node<M, S> {
         if !learn(&mut conn, &self.cell, epoch, self.beat.0).await {
             return Ok(());
         }
-        self.store.adopt(TrackedConn::new(
-            conn,
-            epoch,
-            self.cell.clone(),
-            self.shared.near.clone(),
-        ));
+        let (near, resize) = (self.shared.near.clone(), self.resize.clone());
+        self.store.adopt(TrackedConn::new(conn, epoch, self.cell.clone(), (near, resize)));
         Ok(())
     }
 
@@ -428,7 +435,8 @@ impl<M: NodeManager, S: Store<M>> Node<M, S> {
         if let Some(near) = &near {
             near.clear();
         }
-        let mux = Arc::new(Muxed::new(conn, epoch, broken, near, self.cell.clone()));
+        let owner = (self.cell.clone(), self.resize.clone());
+        let mux = Arc::new(Muxed::new(conn, epoch, broken, near, owner));
         self.shared.mux.store(Some(mux.clone()));
         Try::Done(mux)
     }

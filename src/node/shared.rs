@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use crate::backend::near::NearCache;
 use crate::health::cell::HealthCell;
 use crate::health::failure::Failure;
+use crate::node::warm::Resizing;
 
 /// The node's multiplexed connection, cloned by `get_shared`.
 pub(crate) struct Muxed<C> {
@@ -19,6 +20,8 @@ pub(crate) struct Muxed<C> {
     /// keeps true.
     pub(crate) near: Option<Arc<NearCache>>,
     pub(crate) cell: Arc<HealthCell>,
+    /// The node's part in a resize: every command asks it.
+    pub(crate) resize: Arc<Resizing>,
 }
 
 impl<C> Muxed<C> {
@@ -27,9 +30,9 @@ impl<C> Muxed<C> {
         epoch: u64,
         broken: Arc<AtomicBool>,
         near: Option<Arc<NearCache>>,
-        cell: Arc<HealthCell>,
+        (cell, resize): (Arc<HealthCell>, Arc<Resizing>),
     ) -> Self {
-        Muxed { conn, epoch, broken, near, cell }
+        Muxed { conn, epoch, broken, near, cell, resize }
     }
 
     /// Whether it failed, or its socket closed.

@@ -18,6 +18,7 @@ use crate::health::cell::HealthCell;
 use crate::health::failure::{ClassifyFailure, Failure, connect_failure};
 use crate::node::learn::learn;
 use crate::node::session::Session;
+use crate::node::warm::Resizing;
 
 /// A bb8 connection manager the pool can shard: any [`ManageConnection`]
 /// whose error implements [`ClassifyFailure`] and whose connections are
@@ -119,6 +120,8 @@ pub(crate) struct TrackedConn<C> {
     pub(crate) cell: Arc<HealthCell>,
     /// The node's near cache, if it has one: writes sent here fence it.
     pub(crate) near: Option<Arc<NearCache>>,
+    /// The node's part in a resize: every command asks it.
+    pub(crate) resize: Arc<Resizing>,
 }
 
 impl<C> TrackedConn<C> {
@@ -126,7 +129,7 @@ impl<C> TrackedConn<C> {
         conn: C,
         epoch: u64,
         cell: Arc<HealthCell>,
-        near: Option<Arc<NearCache>>,
+        (near, resize): (Option<Arc<NearCache>>, Arc<Resizing>),
     ) -> Self {
         TrackedConn {
             conn,
@@ -136,6 +139,7 @@ impl<C> TrackedConn<C> {
             session: Session::default(),
             cell,
             near,
+            resize,
         }
     }
 
@@ -172,6 +176,7 @@ pub(crate) struct Tracked<M> {
     pub(crate) near: Option<Arc<NearCache>>,
     /// How long the server's table is waited for (`response_timeout`).
     pub(crate) within: Duration,
+    pub(crate) resize: Arc<Resizing>,
 }
 
 impl<M> fmt::Debug for Tracked<M> {
@@ -191,7 +196,12 @@ impl<M: NodeManager> ManageConnection for Tracked<M> {
             // Its `COMMAND` went unanswered: a fresh connection, not asked.
             conn = self.cell.connected(epoch, self.inner.connect().await)?;
         }
-        Ok(TrackedConn::new(conn, epoch, self.cell.clone(), self.near.clone()))
+        Ok(TrackedConn::new(
+            conn,
+            epoch,
+            self.cell.clone(),
+            (self.near.clone(), self.resize.clone()),
+        ))
     }
 
     async fn is_valid(&self, conn: &mut Self::Connection) -> Result<(), Self::Error> {

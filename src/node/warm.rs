@@ -13,15 +13,28 @@
 //!   takes it (a stand-in): a reader that reads the old home after the
 //!   write can find nothing to copy, and one that read it before finds its
 //!   marker overwritten (or deleted) by the write, so its copy is refused.
+//! - A write of a moved key on its *old* home (a connection taken before
+//!   the switch, or a command in flight across it) deletes the new home's
+//!   copy *after* its reply, before the caller sees it
+//!   ([`Moved::Away`]): a copy read through before the write landed
+//!   cannot outlive it.
 //! - A write that names no key (`FLUSHDB`, a script that declares none, a
 //!   command the table does not know) ends the read-through
 //!   ([`Elder::end`]) before it is sent: what it deleted or replaced could
 //!   otherwise be read back from an old home.
 //!
-//! Who the old homes are, and how they are reached, is the runtime's
-//! ([`Elder`], implemented in `runtime/warm.rs`); the protocol is here.
-//! `docs/resize.md` checks every interleaving.
+//! Each node holds its part in the resize ([`Resizing`]), set by the
+//! runtime before the table switches: every command a connection to the
+//! node sends reads it (one load when no resize is on), whenever the
+//! connection was taken. Who the old homes are, and how they are reached,
+//! is the runtime's ([`Elder`], implemented in `runtime/warm.rs` and
+//! `runtime/drain.rs`); the protocol is here. `docs/resize.md` checks
+//! every interleaving.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use arc_swap::ArcSwapOption;
 use futures_util::future::BoxFuture;
 use redis::{Cmd, RedisResult, Value};
 
@@ -56,6 +69,10 @@ pub(crate) enum Moved {
     /// It moved to another node, which this one stands in for (boxed):
     /// its writes here forget its old copy too.
     Elsewhere,
+    /// It moved away from this node, its old home: a write here (on a
+    /// connection taken before the switch, or in flight across it)
+    /// deletes the new home's copy once its reply is in.
+    Away,
 }
 
 /// The runtime's side of a connection while keys move (a node added warm,
@@ -67,40 +84,116 @@ pub(crate) trait Elder: Send + Sync {
     /// if it is boxed, gone, or one of this window's writes could not
     /// delete its copy there (then it is never read again in the window).
     fn read(&self, key: &[u8]) -> Option<BoxFuture<'static, RedisResult<(Value, i64)>>>;
-    /// Deletes `keys` (moved ones) on their old homes; an old home that is
-    /// boxed or fails is marked so that no reader of this window reads it
-    /// again. Never fails: the write goes on.
+    /// Deletes the other copy of each of `keys` (moved ones): for a key
+    /// moved here or elsewhere, its old home's, and an old home that is
+    /// boxed or fails is marked so that no reader of this resize reads it
+    /// again; for a key moved [`Away`](Moved::Away), its new home's. Never
+    /// fails: the write goes on.
     fn forget(&self, keys: Vec<Vec<u8>>) -> BoxFuture<'static, ()>;
     /// A write that names no key is about to be sent here: no old home is
     /// read again (nor copied from) in this resize.
     fn end(&self);
+    /// Whether this resize is over for this node (its window passed, the
+    /// drain ended, its table replaced): the node's slot lets it go.
+    fn over(&self) -> bool;
 }
 
-/// What a command sent to a warm node asks of the window.
+/// A node's part in a resize: set by the runtime on every node before the
+/// table switches, read by every command a connection to the node sends,
+/// whenever it was taken. One load when no resize is on.
+#[derive(Default)]
+pub(crate) struct Resizing {
+    on: AtomicBool,
+    elder: ArcSwapOption<Arc<dyn Elder>>,
+}
+
+impl Resizing {
+    /// The resize this node is part of now, if any.
+    #[inline]
+    pub(crate) fn elder(&self) -> Option<Arc<dyn Elder>> {
+        if !self.on.load(Ordering::Acquire) {
+            return None;
+        }
+        self.current()
+    }
+
+    #[cold]
+    fn current(&self) -> Option<Arc<dyn Elder>> {
+        let held = self.elder.load_full()?;
+        if !held.over() {
+            return Some(Arc::clone(&held));
+        }
+        // This resize only: one started meanwhile stays, and so does `on`.
+        let was = self.elder.compare_and_swap(&Some(held.clone()), None);
+        if was.as_ref().is_some_and(|was| Arc::ptr_eq(was, &held)) {
+            self.on.store(false, Ordering::SeqCst);
+            if self.elder.load().is_some() {
+                self.on.store(true, Ordering::SeqCst);
+            }
+        }
+        None
+    }
+
+    /// From now on, every command on this node's connections asks `elder`.
+    pub(crate) fn start(&self, elder: Arc<dyn Elder>) {
+        self.elder.store(Some(Arc::new(elder)));
+        self.on.store(true, Ordering::SeqCst);
+    }
+
+    /// No resize for this node.
+    pub(crate) fn stop(&self) {
+        self.on.store(false, Ordering::SeqCst);
+        self.elder.store(None);
+    }
+}
+
+/// When a command is looked at: before it is sent, or once its reply is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// Before it is sent: a moved key's `GET` reads through, a write of
+    /// keys moved here (or elsewhere) forgets their old copies first.
+    Before,
+    /// Its reply is in: a write of keys moved away forgets their new
+    /// homes' copies.
+    After,
+}
+
+/// What a command sent to a node in a resize asks of it.
 pub(crate) enum Plan<'w> {
     /// A plain `GET` of a moved key: read through on a miss.
     Get(&'w [u8]),
-    /// A write of these moved keys: their old copies go first.
+    /// A write of these moved keys: their other copies go (first, or
+    /// after the reply: see [`Phase`]).
     Write(Vec<Vec<u8>>),
-    /// A write that names no key: the read-through ends first.
+    /// A write that names no key: the read-through ends.
     Unnamed,
     /// Nothing.
     Plain,
 }
 
-/// What `words` (a command, name first) asks of `elder`, the keys it
-/// writes read from its node's command table, `commands`.
-pub(crate) fn plan<'w>(words: &[&'w [u8]], elder: &dyn Elder, commands: &Known) -> Plan<'w> {
+/// What `words` (a command, name first) asks of `elder` at `phase`, the
+/// keys it writes read from its node's command table, `commands`.
+pub(crate) fn plan<'w>(
+    words: &[&'w [u8]],
+    elder: &dyn Elder,
+    commands: &Known,
+    phase: Phase,
+) -> Plan<'w> {
     if let [name, key] = words
         && name.eq_ignore_ascii_case(b"GET")
     {
-        return if elder.moved(key) == Moved::Here { Plan::Get(key) } else { Plan::Plain };
+        let here = phase == Phase::Before && elder.moved(key) == Moved::Here;
+        return if here { Plan::Get(key) } else { Plan::Plain };
     }
     let (keys, reach) = commands.written(words);
     if reach == Reach::All || (reach == Reach::More && keys.is_empty()) {
         return Plan::Unnamed;
     }
-    let moved = keys.into_iter().filter(|key| elder.moved(key) != Moved::No);
+    let now = |moved| match phase {
+        Phase::Before => matches!(moved, Moved::Here | Moved::Elsewhere),
+        Phase::After => moved == Moved::Away,
+    };
+    let moved = keys.into_iter().filter(|key| now(elder.moved(key)));
     let moved: Vec<Vec<u8>> = moved.map(<[u8]>::to_vec).collect();
     if moved.is_empty() { Plan::Plain } else { Plan::Write(moved) }
 }
@@ -146,29 +239,89 @@ mod tests {
             Box::pin(async {})
         }
         fn end(&self) {}
+        fn over(&self) -> bool {
+            false
+        }
+    }
+
+    /// Every key moved away from this node.
+    struct Gone;
+    impl Elder for Gone {
+        fn moved(&self, _: &[u8]) -> Moved {
+            Moved::Away
+        }
+        fn read(&self, _: &[u8]) -> Option<BoxFuture<'static, RedisResult<(Value, i64)>>> {
+            None
+        }
+        fn forget(&self, _: Vec<Vec<u8>>) -> BoxFuture<'static, ()> {
+            Box::pin(async {})
+        }
+        fn end(&self) {}
+        fn over(&self) -> bool {
+            false
+        }
     }
 
     #[test]
     fn a_plain_get_is_read_through_and_writes_forget_their_keys() {
-        assert!(matches!(plan(&[b"get", b"k"], &All, &Known::default()), Plan::Get(b"k")));
-        assert!(matches!(plan(&[b"GET", b"k", b"x"], &All, &Known::default()), Plan::Plain));
-        assert!(matches!(plan(&[b"MGET", b"a", b"b"], &All, &Known::default()), Plan::Plain));
-        match plan(&[b"MSET", b"a", b"1", b"b", b"2"], &All, &Known::default()) {
+        assert!(matches!(
+            plan(&[b"get", b"k"], &All, &Known::default(), Phase::Before),
+            Plan::Get(b"k")
+        ));
+        assert!(matches!(
+            plan(&[b"GET", b"k", b"x"], &All, &Known::default(), Phase::Before),
+            Plan::Plain
+        ));
+        assert!(matches!(
+            plan(&[b"MGET", b"a", b"b"], &All, &Known::default(), Phase::Before),
+            Plan::Plain
+        ));
+        match plan(&[b"MSET", b"a", b"1", b"b", b"2"], &All, &Known::default(), Phase::Before) {
             Plan::Write(keys) => assert_eq!(keys, vec![b"a".to_vec(), b"b".to_vec()]),
             _ => panic!("MSET writes a and b"),
         }
-        assert!(matches!(plan(&[b"DEL", b"a"], &All, &Known::default()), Plan::Write(_)));
+        assert!(matches!(
+            plan(&[b"DEL", b"a"], &All, &Known::default(), Phase::Before),
+            Plan::Write(_)
+        ));
     }
 
     #[test]
     fn a_write_that_names_no_key_ends_the_read_through() {
         let known = Known::default();
-        assert!(matches!(plan(&[b"FLUSHDB"], &All, &known), Plan::Unnamed));
-        assert!(matches!(plan(&[b"flushall", b"ASYNC"], &All, &known), Plan::Unnamed));
-        assert!(matches!(plan(&[b"EVAL", b"return 1", b"0"], &All, &known), Plan::Unnamed));
-        assert!(matches!(plan(&[b"NOSUCHCOMMAND", b"k"], &All, &known), Plan::Unnamed));
-        assert!(matches!(plan(&[b"EVAL", b"return 1", b"1", b"k"], &All, &known), Plan::Write(_)));
-        assert!(matches!(plan(&[b"PING"], &All, &known), Plan::Plain));
-        assert!(matches!(plan(&[b"MGET", b"a"], &All, &known), Plan::Plain));
+        assert!(matches!(plan(&[b"FLUSHDB"], &All, &known, Phase::Before), Plan::Unnamed));
+        assert!(matches!(
+            plan(&[b"flushall", b"ASYNC"], &All, &known, Phase::Before),
+            Plan::Unnamed
+        ));
+        assert!(matches!(
+            plan(&[b"EVAL", b"return 1", b"0"], &All, &known, Phase::Before),
+            Plan::Unnamed
+        ));
+        assert!(matches!(
+            plan(&[b"NOSUCHCOMMAND", b"k"], &All, &known, Phase::Before),
+            Plan::Unnamed
+        ));
+        assert!(matches!(
+            plan(&[b"EVAL", b"return 1", b"1", b"k"], &All, &known, Phase::Before),
+            Plan::Write(_)
+        ));
+        assert!(matches!(plan(&[b"PING"], &All, &known, Phase::Before), Plan::Plain));
+        assert!(matches!(plan(&[b"MGET", b"a"], &All, &known, Phase::Before), Plan::Plain));
+    }
+
+    #[test]
+    fn a_write_of_a_key_moved_away_forgets_the_new_copy_after_its_reply() {
+        let known = Known::default();
+        let (before, after) = (Phase::Before, Phase::After);
+        assert!(matches!(plan(&[b"SET", b"k", b"v"], &Gone, &known, before), Plan::Plain));
+        match plan(&[b"SET", b"k", b"v"], &Gone, &known, after) {
+            Plan::Write(keys) => assert_eq!(keys, vec![b"k".to_vec()]),
+            _ => panic!("SET writes k"),
+        }
+        assert!(matches!(plan(&[b"GET", b"k"], &Gone, &known, before), Plan::Plain));
+        assert!(matches!(plan(&[b"GET", b"k"], &All, &known, after), Plan::Plain));
+        assert!(matches!(plan(&[b"SET", b"k", b"v"], &All, &known, after), Plan::Plain));
+        assert!(matches!(plan(&[b"FLUSHDB"], &Gone, &known, after), Plan::Unnamed));
     }
 }

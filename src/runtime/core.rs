@@ -23,10 +23,10 @@ use crate::health::penalty::{BoxGuard, State};
 use crate::node::clock::Clock;
 use crate::node::probe::ProbeCheck;
 use crate::node::tracked::NodeManager;
-use crate::node::warm::Elder;
 use crate::node::{Bb8, Node, Spec, Store};
 use crate::route::{self, NodeName};
-use crate::runtime::drain::{self, Drain};
+use crate::runtime::drain::Drain;
+use crate::runtime::drained;
 use crate::runtime::status::NodeStatus;
 use crate::runtime::table::{Held, Table};
 use crate::runtime::warm::{self, Window};
@@ -57,6 +57,14 @@ pub(crate) struct Core<M: NodeManager, S> {
     /// Whether a drain runs, from its first check to its end (or its
     /// future's drop): one at a time, and no node added meanwhile.
     pub(crate) draining: AtomicBool,
+    /// Points each node of a table about to be installed at the resize
+    /// on (`node/warm.rs`'s slot): [`Core::point`] for the async flavour,
+    /// nothing for the sync one (no resize there).
+    pub(crate) pointer: fn(&Self, &Arc<Table<M, S>>),
+    /// The names of the nodes removed from the pool: one added back must
+    /// be empty (it kept what it held, older than the writes made while
+    /// it was away).
+    removed: Mutex<Vec<NodeName>>,
 }
 
 impl<M: NodeManager, S> Drop for Core<M, S> {
@@ -96,6 +104,8 @@ impl<M: NodeManager, S: Store<M>> Core<M, S> {
             resize: Window::default(),
             drain: ArcSwapOption::empty(),
             draining: AtomicBool::new(false),
+            pointer: |_, _| {},
+            removed: Mutex::default(),
         }
     }
 
@@ -225,6 +235,9 @@ impl<M: NodeManager, S: Store<M>> Core<M, S> {
             probe_new(std::slice::from_ref(&node)).await;
             refused(&node).inspect_err(|_| node.health().retire())?;
         }
+        if self.was_removed(&name) {
+            empty(&node).await.inspect_err(|_| node.health().retire())?;
+        }
         let _writer = self.lock_membership();
         let current = self.open_table().inspect_err(|_| node.health().retire())?;
         if current.node(&name).is_some() {
@@ -234,8 +247,9 @@ impl<M: NodeManager, S: Store<M>> Core<M, S> {
         node.health().start_warmup();
         let mut nodes = current.nodes.clone();
         nodes.push(node);
-        self.install(nodes);
+        // Open before the switch: the install points every node at it.
         self.resize.open(name, self.settings.resize_warmup);
+        self.install(nodes);
         self.commons.send(NodeEvent::Added { node: name });
         tracing::info!(node = %name, "node added");
         Ok(())
@@ -270,6 +284,11 @@ impl<M: NodeManager, S: Store<M>> Core<M, S> {
     /// counted and told.
     pub(crate) fn retire_removed(&self, removed: &Node<M, S>) {
         let name = removed.name();
+        let mut names = self.removed.lock().unwrap_or_else(|e| e.into_inner());
+        if !names.contains(name) {
+            names.push(*name);
+        }
+        drop(names);
         removed.health().retire();
         self.resize.close(name);
         removed.health().metrics.removed();
@@ -277,33 +296,84 @@ impl<M: NodeManager, S: Store<M>> Core<M, S> {
         tracing::info!(node = %name, "node removed");
     }
 
-    /// Publishes a new node list; the caller holds the membership lock.
+    /// Whether a node of this name was removed from the pool.
+    fn was_removed(&self, name: &str) -> bool {
+        self.removed.lock().unwrap_or_else(|e| e.into_inner()).iter().any(|n| **n == *name)
+    }
+
+    /// Publishes a new node list, its nodes pointed at the resize on
+    /// first; the caller holds the membership lock.
     fn install(&self, nodes: Vec<Arc<Node<M, S>>>) {
         self.commons.guard.set_cap(self.settings.max_boxed(nodes.len()));
-        self.table.store(Arc::new(Table::new(nodes, &self.commons)));
+        let table = Arc::new(Table::new(nodes, &self.commons));
+        (self.pointer)(self, &table);
+        self.table.store(table);
         self.commons.wake.notify_one();
+    }
+
+    /// Points the current table's nodes at the resize on (none, once one
+    /// ended).
+    pub(crate) fn repoint(&self) {
+        let _writer = self.lock_membership();
+        (self.pointer)(self, &self.table.load());
     }
 }
 
 impl<M: NodeManager> Core<M, Bb8<M>> {
-    /// What a connection from the node named `node` needs if it was added
-    /// warm and its window is open (`runtime/warm.rs`): one load otherwise.
-    pub(crate) fn elder(&self, table: &Held<M, Bb8<M>>, index: usize) -> Option<Arc<dyn Elder>> {
+    /// Points each node of `table`, about to be installed, at the resize
+    /// on (a window after a node added warm, `runtime/warm.rs`, or a
+    /// drain, `runtime/drain.rs`), or at none: every command on its
+    /// connections asks its slot, whenever they were taken, so a write
+    /// on an old home answered after the switch sees the resize. The
+    /// draining node, out of `table`, is pointed too.
+    pub(crate) fn point(&self, table: &Arc<Table<M, Bb8<M>>>) {
         let timeout = self.settings.checkout_timeout;
-        warm::elder(&self.resize, table, index, timeout)
-            .or_else(|| drain::elder(self.drain.load_full(), table, index, timeout))
-    }
-
-    /// [`elder`](Self::elder) of the node named `node` in the current table.
-    pub(crate) fn elder_named(&self, node: &str) -> Option<Arc<dyn Elder>> {
-        // Two plain loads on every `get`: no window, no drain, nothing to do.
-        if !self.resize.maybe_open() && !self.draining.load(Ordering::Acquire) {
-            return None;
+        let drain = self.drain.load_full();
+        for (index, node) in table.nodes.iter().enumerate() {
+            let elder = warm::elder(&self.resize, table, index, timeout)
+                .or_else(|| drained::elder(drain.clone(), table, Some(index), timeout));
+            match elder {
+                Some(elder) => node.resizing().start(elder),
+                None => node.resizing().stop(),
+            }
         }
-        let table = self.open_table().ok()?;
-        let index = table.position(node)?;
-        self.elder(&table, index)
+        if let Some(drain) = drain.filter(|d| table.position(d.node.name()).is_none()) {
+            let node = Arc::clone(&drain.node);
+            if let Some(elder) = drained::elder(Some(drain), table, None, timeout) {
+                node.resizing().start(elder);
+            }
+        }
     }
+}
+
+/// [`Error::Config`] unless `node`'s server holds no key (in its URL's
+/// database): a node added back under a name the pool removed kept what
+/// it held, older than the writes made while it was away (and the copies
+/// a warm window's read-through put there).
+async fn empty<M: NodeManager, S: Store<M>>(node: &Node<M, S>) -> Result<(), Error> {
+    let name = node.name();
+    let mut size = redis::pipe();
+    size.cmd("DBSIZE");
+    let reason = match node.send_own(&size).await {
+        Ok(Some(replies)) => match replies.first() {
+            Some(redis::Value::Int(0)) => return Ok(()),
+            Some(redis::Value::Int(n)) => format!(
+                "a node of that name was removed from this pool, and its server holds {n} keys: \
+                 values older than the writes made while it was away. Flush it (FLUSHDB) \
+                 before adding it back"
+            ),
+            other => format!("DBSIZE answered {other:?}"),
+        },
+        Ok(None) => "a node of that name was removed from this pool; its connections cannot \
+            say whether it is empty (it must be: it kept values older than the writes made \
+            while it was away)"
+            .to_owned(),
+        Err((_, e)) => format!(
+            "a node of that name was removed from this pool, and whether its server is \
+             empty (it must be) could not be asked: {e}"
+        ),
+    };
+    Err(Error::config(format!("node name `{name}`"), reason))
 }
 
 /// The index of the node `name` in `table` if it may leave the pool.

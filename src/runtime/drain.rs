@@ -8,9 +8,11 @@
 //!    anything changes: the node stays in the table, serving.
 //! 2. Switch: the table without the node is installed; its keys' new homes
 //!    (the next in their ranking) serve them. A connection to a new home
-//!    carries [`FromDrained`], the warm window's [`Elder`]: a plain `GET`
-//!    that misses there reads through to the draining node, and a write
-//!    deletes the draining node's copy first.
+//!    asks the drain (`drained.rs`, the warm window's
+//!    [`Elder`](crate::node::warm::Elder)): a plain `GET` that misses there
+//!    reads through to the draining node, and a write deletes the draining
+//!    node's copy first; a write on the draining node's own connections
+//!    deletes the new home's copy after its reply.
 //! 3. Move: `SCAN` on the draining node, `MIGRATE` each batch to its new
 //!    homes without `REPLACE` (a key already on its new home was written
 //!    there since: it is kept), paced.
@@ -20,18 +22,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use futures_util::future::BoxFuture;
-use redis::{RedisResult, Value};
+use redis::Value;
 
 use crate::error::Error;
 use crate::metrics::{DRAIN_KEYS_LEFT, DRAINED_KEYS_TOTAL};
 use crate::node::tracked::NodeManager;
-use crate::node::warm::{Elder, Moved};
 use crate::node::{Bb8, Node};
-use crate::route::{self, NodeName, Router};
+use crate::route::{NodeName, Router};
 use crate::runtime::core::{Core, removable};
-use crate::runtime::table::{Held, Table};
-use crate::runtime::warm::{get_pttl, send};
+use crate::runtime::table::Table;
+use crate::runtime::warm::send;
 
 /// Keys per `SCAN` (and so at most per `MIGRATE`): `MIGRATE` blocks the
 /// draining server while it dumps, sends and waits for a batch, so a batch
@@ -58,10 +58,10 @@ pub(crate) struct Drain<M: NodeManager, S> {
     /// A write could not delete the draining node's copy: it is not read
     /// again, and the drain copies nothing more (a copy could bring back a
     /// value deleted since).
-    ruled_out: AtomicBool,
+    pub(crate) ruled_out: AtomicBool,
     /// The node has left: connections that still carry the drain stop
     /// reading through (no write deletes its copies any more).
-    done: AtomicBool,
+    pub(crate) done: AtomicBool,
 }
 
 impl<M: NodeManager, S> Drain<M, S> {
@@ -79,7 +79,7 @@ impl<M: NodeManager, S> Drain<M, S> {
     }
 
     /// Whether the key of `hash` lived on the draining node.
-    fn drained(&self, hash: u64) -> bool {
+    pub(crate) fn drained(&self, hash: u64) -> bool {
         self.before.home_hashed(hash) == Some(self.index)
     }
 
@@ -87,83 +87,12 @@ impl<M: NodeManager, S> Drain<M, S> {
         self.done.store(true, Ordering::Release);
     }
 
-    fn rule_out(&self) {
+    pub(crate) fn rule_out(&self) {
         if !self.ruled_out.swap(true, Ordering::AcqRel) {
             tracing::warn!(node = %self.before.name(self.index), "a moved key's copy on the draining node \
                 could not be deleted, or a write named no key: it is not read again, and the \
                 drain stops copying");
         }
-    }
-}
-
-/// What a connection from `table.nodes[index]` needs while `drain` is on:
-/// the keys that moved to it from the draining node, and those it takes
-/// as a stand-in for their boxed new home (the gutter too).
-pub(crate) fn elder<M: NodeManager>(
-    drain: Option<Arc<Drain<M, Bb8<M>>>>,
-    table: &Held<M, Bb8<M>>,
-    index: usize,
-    timeout: Duration,
-) -> Option<Arc<dyn Elder>> {
-    let drain = drain?;
-    let table = Arc::clone(table);
-    Some(Arc::new(FromDrained { drain, table, here: index, timeout }))
-}
-
-/// The draining node as the old home of the keys that moved away from it,
-/// seen from a connection to `table.nodes[here]`.
-struct FromDrained<M: NodeManager> {
-    drain: Arc<Drain<M, Bb8<M>>>,
-    table: Arc<Table<M, Bb8<M>>>,
-    here: usize,
-    timeout: Duration,
-}
-
-impl<M: NodeManager> FromDrained<M> {
-    fn on(&self) -> bool {
-        !self.drain.done.load(Ordering::Acquire)
-    }
-}
-
-impl<M: NodeManager> Elder for FromDrained<M> {
-    fn moved(&self, key: &[u8]) -> Moved {
-        let hash = route::key_hash(key);
-        if !self.on() || !self.drain.drained(hash) {
-            Moved::No
-        } else if self.table.router.home_hashed(hash) == Some(self.here) {
-            Moved::Here
-        } else {
-            Moved::Elsewhere
-        }
-    }
-
-    fn read(&self, key: &[u8]) -> Option<BoxFuture<'static, RedisResult<(Value, i64)>>> {
-        let drain = &self.drain;
-        let readable = self.on() && drain.node.is_up() && !drain.ruled_out.load(Ordering::Acquire);
-        readable.then(|| get_pttl(Arc::clone(&drain.node), self.timeout, key))
-    }
-
-    fn forget(&self, keys: Vec<Vec<u8>>) -> BoxFuture<'static, ()> {
-        let drain = Arc::clone(&self.drain);
-        if !drain.node.is_up() {
-            drain.rule_out();
-            return Box::pin(async {});
-        }
-        let mut pipe = redis::pipe();
-        for key in &keys {
-            pipe.cmd("DEL").arg(key);
-        }
-        let sent = send(Arc::clone(&drain.node), self.timeout, pipe);
-        Box::pin(async move {
-            if !matches!(sent.await, Ok(replies) if replies.iter().all(|r| matches!(r, Value::Int(_))))
-            {
-                drain.rule_out();
-            }
-        })
-    }
-
-    fn end(&self) {
-        self.drain.rule_out();
     }
 }
 
@@ -458,6 +387,9 @@ impl<M: NodeManager> Drop for Claim<'_, M> {
         if let Some(drain) = self.switched.take() {
             drain.finish();
             self.core.drain.store(None);
+            // Its slot held the drain, which holds it.
+            drain.node.resizing().stop();
+            self.core.repoint();
             self.core.retire_removed(&drain.node);
         }
         self.core.draining.store(false, Ordering::Release);

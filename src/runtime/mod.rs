@@ -8,6 +8,7 @@
 pub(crate) mod comeback;
 pub(crate) mod core;
 pub(crate) mod drain;
+pub(crate) mod drained;
 pub(crate) mod prober;
 pub(crate) mod status;
 pub(crate) mod step;

@@ -8,7 +8,7 @@
 //! before. No table of moved keys is kept.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
@@ -22,7 +22,7 @@ use crate::node::tracked::{ConnectionAbilities, NodeManager, TrackedConn};
 use crate::node::warm::{Elder, Moved};
 use crate::node::{Bb8, Node};
 use crate::route::{self, NodeName};
-use crate::runtime::table::{Held, Table};
+use crate::runtime::table::Table;
 
 /// The open window of the last node added warm.
 pub(crate) struct Resize {
@@ -36,6 +36,8 @@ pub(crate) struct Resize {
     /// A write that named no key (`FLUSHDB`, a script that declares none)
     /// was sent in this window: no old home is read again in it.
     ended: AtomicBool,
+    /// The node added was removed: the window is over.
+    closed: AtomicBool,
 }
 
 impl Resize {
@@ -82,6 +84,7 @@ impl Window {
             until,
             ruled_out: Mutex::default(),
             ended: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
         })));
         self.on.store(true, Ordering::Release);
         tracing::info!(node = %new, ?length, "resize window open: moved keys read through");
@@ -89,14 +92,10 @@ impl Window {
 
     /// Closes the window if it is `name`'s (the node was removed).
     pub(crate) fn close(&self, name: &str) {
-        if self.current.load().as_ref().is_some_and(|r| *r.new == *name) {
+        if let Some(resize) = self.current.load().as_ref().filter(|r| *r.new == *name) {
+            resize.closed.store(true, Ordering::Release);
             self.current.store(None);
         }
-    }
-
-    /// Whether a window may be open (one load).
-    pub(crate) fn maybe_open(&self) -> bool {
-        self.on.load(Ordering::Acquire)
     }
 
     /// Whether a window is open now.
@@ -128,50 +127,62 @@ impl Window {
 
 /// The old homes of the keys that moved to `table.nodes[new]`, in its
 /// window, seen from a connection to `table.nodes[here]` (the new node
-/// itself, or a node that stands in for it).
+/// itself, a node that stands in for it, or an old home). Held by each
+/// node's slot: the table only weakly (it holds the nodes).
 pub(crate) struct OldHomes<M: NodeManager> {
-    table: Arc<Table<M, Bb8<M>>>,
+    table: Weak<Table<M, Bb8<M>>>,
     new: usize,
     here: usize,
     resize: Arc<Resize>,
     checkout_timeout: Duration,
 }
 
-/// What a connection from `table.nodes[index]` needs while a window is
-/// open: the new node's connections read moved keys through, and every
-/// node's writes of moved keys forget their old copies.
+/// What each command on `table.nodes[here]`'s connections asks while a
+/// window is open (`table` about to be installed): the new node's
+/// connections read moved keys through, every node's writes of moved keys
+/// forget their old copies, and an old home's writes forget the new copy.
 pub(crate) fn elder<M: NodeManager>(
     window: &Window,
-    table: &Held<M, Bb8<M>>,
+    table: &Arc<Table<M, Bb8<M>>>,
     here: usize,
     checkout_timeout: Duration,
 ) -> Option<Arc<dyn Elder>> {
     let resize = window.of()?;
     let new = table.position(&resize.new).filter(|&new| new < table.router.len())?;
-    let table = Arc::clone(table);
+    let table = Arc::downgrade(table);
     Some(Arc::new(OldHomes { table, new, here, resize, checkout_timeout }))
 }
 
 impl<M: NodeManager> OldHomes<M> {
     /// The key's old home: the best node in its ranking but the new one.
-    fn old_home(&self, key: &[u8]) -> Option<usize> {
-        let hash = route::key_hash(key);
-        self.table.router.pick_hashed(hash, |i| i != self.new)
+    fn old_home(&self, table: &Table<M, Bb8<M>>, hash: u64) -> Option<usize> {
+        table.router.pick_hashed(hash, |i| i != self.new)
     }
 
     /// The old home's node, if a read may ask it now.
-    fn readable(&self, old: usize) -> bool {
-        let node = &self.table.nodes[old];
+    fn readable(&self, table: &Table<M, Bb8<M>>, old: usize) -> bool {
+        let node = &table.nodes[old];
         node.is_up() && !self.resize.ruled_out(node.name())
     }
+}
 
-    fn send(
-        &self,
-        index: usize,
-        pipe: redis::Pipeline,
-    ) -> BoxFuture<'static, RedisResult<Vec<Value>>> {
-        send(Arc::clone(&self.table.nodes[index]), self.checkout_timeout, pipe)
+/// `DEL`s of keys grouped by the node (an index) they go to: one pipeline
+/// each.
+pub(crate) fn deletes<'k>(
+    keys: impl Iterator<Item = (usize, &'k [u8])>,
+) -> Vec<(usize, redis::Pipeline)> {
+    let mut by_node: Vec<(usize, redis::Pipeline)> = Vec::new();
+    for (node, key) in keys {
+        match by_node.iter_mut().find(|(n, _)| *n == node) {
+            Some((_, pipe)) => drop(pipe.cmd("DEL").arg(key)),
+            None => {
+                let mut pipe = redis::pipe();
+                pipe.cmd("DEL").arg(key);
+                by_node.push((node, pipe));
+            }
+        }
     }
+    by_node
 }
 
 /// `GET key` and `PTTL key` on `node`: an old home's value and the
@@ -224,44 +235,51 @@ pub(crate) fn send<M: NodeManager>(
 
 impl<M: NodeManager> Elder for OldHomes<M> {
     fn moved(&self, key: &[u8]) -> Moved {
-        let home = self.table.router.home_hashed(route::key_hash(key));
+        let Some(table) = self.table.upgrade() else { return Moved::No };
+        let hash = route::key_hash(key);
+        let home = table.router.home_hashed(hash);
         match Instant::now() < self.resize.until && home == Some(self.new) {
             false => Moved::No,
             true if self.here == self.new => Moved::Here,
+            true if self.old_home(&table, hash) == Some(self.here) => Moved::Away,
             true => Moved::Elsewhere,
         }
     }
 
     fn read(&self, key: &[u8]) -> Option<BoxFuture<'static, RedisResult<(Value, i64)>>> {
-        let old = self.old_home(key).filter(|&old| self.readable(old))?;
-        Some(get_pttl(Arc::clone(&self.table.nodes[old]), self.checkout_timeout, key))
+        let table = self.table.upgrade()?;
+        let old = self.old_home(&table, route::key_hash(key));
+        let old = old.filter(|&old| self.readable(&table, old))?;
+        Some(get_pttl(Arc::clone(&table.nodes[old]), self.checkout_timeout, key))
     }
 
     fn forget(&self, keys: Vec<Vec<u8>>) -> BoxFuture<'static, ()> {
-        let mut by_home: Vec<(usize, redis::Pipeline)> = Vec::new();
-        for key in &keys {
-            // A stand-in that is the old home itself writes over its copy.
-            let Some(old) = self.old_home(key).filter(|&old| old != self.here) else { continue };
-            if !self.table.nodes[old].is_up() {
-                self.resize.rule_out(*self.table.name(old));
-                continue;
+        let Some(table) = self.table.upgrade() else { return Box::pin(async {}) };
+        let others = keys.iter().filter_map(|key| {
+            // A key moved away from here: its new home's copy. Else its old
+            // home's.
+            let old = self.old_home(&table, route::key_hash(key))?;
+            let other = if old == self.here { self.new } else { old };
+            if table.nodes[other].is_up() {
+                return Some((other, key.as_slice()));
             }
-            match by_home.iter_mut().find(|(home, _)| *home == old) {
-                Some((_, pipe)) => drop(pipe.cmd("DEL").arg(key)),
-                None => {
-                    let mut pipe = redis::pipe();
-                    pipe.cmd("DEL").arg(key);
-                    by_home.push((old, pipe));
-                }
+            // A boxed new home's copy stays, as any node's that returns
+            // after its keys were written elsewhere; a boxed old home is
+            // not read again.
+            if other != self.new {
+                self.resize.rule_out(*table.name(other));
             }
-        }
-        let sent: Vec<_> = by_home
+            None
+        });
+        let sent: Vec<_> = deletes(others)
             .into_iter()
-            .map(|(old, pipe)| {
-                let (sent, resize, name) =
-                    (self.send(old, pipe), self.resize.clone(), *self.table.name(old));
+            .map(|(other, pipe)| {
+                let node = Arc::clone(&table.nodes[other]);
+                let sent = send(node, self.checkout_timeout, pipe);
+                let (resize, name, old) =
+                    (self.resize.clone(), *table.name(other), other != self.new);
                 async move {
-                    if sent.await.is_err() {
+                    if sent.await.is_err() && old {
                         resize.rule_out(name);
                     }
                 }
@@ -274,5 +292,11 @@ impl<M: NodeManager> Elder for OldHomes<M> {
 
     fn end(&self) {
         self.resize.end();
+    }
+
+    fn over(&self) -> bool {
+        Instant::now() >= self.resize.until
+            || self.resize.closed.load(Ordering::Acquire)
+            || self.table.strong_count() == 0
     }
 }

@@ -18,7 +18,6 @@ use crate::backend::near::{HeldFence, NearCache};
 use crate::health::failure::FailureKind;
 use crate::node::shared::Muxed;
 use crate::node::tracked::{NodeManager, Tracked};
-use crate::node::warm::Elder;
 use crate::stand_in::writes::StandIn;
 
 mod observed;
@@ -44,8 +43,9 @@ pub struct Connection<M: NodeManager = RedisManager> {
     /// The near-cache fences of the writes queued in its open transaction,
     /// lifted after `EXEC`'s or `DISCARD`'s reply, or when it goes back.
     queued: Vec<HeldFence>,
-    /// Keys are moving (a node added warm, or drained): `node/warm.rs`.
-    warm: Option<Arc<dyn Elder>>,
+    /// The keys its open transaction writes that moved away from its node
+    /// (`node/warm.rs`): their new homes' copies go once it ends.
+    away: Vec<Vec<u8>>,
 }
 
 impl<M: NodeManager> Connection<M> {
@@ -54,12 +54,7 @@ impl<M: NodeManager> Connection<M> {
         home: bool,
         stand_in: Option<Box<StandIn>>,
     ) -> Self {
-        Connection { conn, home, stand_in, queued: Vec::new(), warm: None }
-    }
-
-    /// The connection with its node's warm window, if it has one.
-    pub(crate) fn warmed(self, warm: Option<Arc<dyn Elder>>) -> Self {
-        Connection { warm, ..self }
+        Connection { conn, home, stand_in, queued: Vec::new(), away: Vec::new() }
     }
 
     /// The name of the node this connection belongs to.
@@ -119,8 +114,6 @@ pub struct SharedConnection<M: NodeManager = RedisManager> {
     mux: Arc<Muxed<M::Connection>>,
     home: bool,
     stand_in: Option<Box<StandIn>>,
-    /// Keys are moving (a node added warm, or drained): `node/warm.rs`.
-    warm: Option<Arc<dyn Elder>>,
 }
 
 impl<M: NodeManager> SharedConnection<M>
@@ -132,12 +125,7 @@ where
         home: bool,
         stand_in: Option<Box<StandIn>>,
     ) -> Self {
-        SharedConnection { conn: mux.conn.clone(), mux, home, stand_in, warm: None }
-    }
-
-    /// The connection with its node's warm window, if it has one.
-    pub(crate) fn warmed(self, warm: Option<Arc<dyn Elder>>) -> Self {
-        SharedConnection { warm, ..self }
+        SharedConnection { conn: mux.conn.clone(), mux, home, stand_in }
     }
 }
 

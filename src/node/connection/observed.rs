@@ -35,8 +35,16 @@ pub(super) trait Observed: Send {
     fn stand_in(&mut self) -> Option<&mut StandIn>;
     /// The near cache of its node, if it has one: its writes fence it.
     fn near(&self) -> Option<&Arc<NearCache>>;
-    /// Its node's warm window, if it was added warm and the window is open.
-    fn elder(&self) -> Option<&Arc<dyn Elder>>;
+    /// The resize its node is part of now, if any (one load if none),
+    /// whenever the connection was taken.
+    fn elder(&self) -> Option<Arc<dyn Elder>>;
+    /// The keys moved away whose new homes' copies go now
+    /// ([`Phase::After`](crate::node::warm::Phase)): `away`, and those of
+    /// the transaction that just ended; none while one is open (its writes
+    /// run at `EXEC`: they are kept till then).
+    fn settle(&mut self, away: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+        away
+    }
     /// Its node's command table.
     fn commands(&self) -> &Known;
     /// Whether its reads may be answered by that near cache: it is the
@@ -101,8 +109,12 @@ where
     fn near(&self) -> Option<&Arc<NearCache>> {
         self.conn.near.as_ref()
     }
-    fn elder(&self) -> Option<&Arc<dyn Elder>> {
-        self.warm.as_ref()
+    fn elder(&self) -> Option<Arc<dyn Elder>> {
+        self.conn.resize.elder()
+    }
+    fn settle(&mut self, mut away: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+        self.away.append(&mut away);
+        if self.conn.session.in_multi() { Vec::new() } else { std::mem::take(&mut self.away) }
     }
     fn commands(&self) -> &Known {
         &self.conn.cell.commands
@@ -163,8 +175,8 @@ where
     fn near(&self) -> Option<&Arc<NearCache>> {
         self.mux.near.as_ref()
     }
-    fn elder(&self) -> Option<&Arc<dyn Elder>> {
-        self.warm.as_ref()
+    fn elder(&self) -> Option<Arc<dyn Elder>> {
+        self.mux.resize.elder()
     }
     fn commands(&self) -> &Known {
         &self.mux.cell.commands

@@ -3,6 +3,8 @@
 //! sent on the wire, its outcome reported and its replies made what
 //! fluster's readers see.
 
+use std::sync::Arc;
+
 use redis::aio::ConnectionLike;
 use redis::{Cmd, Pipeline, RedisFuture, RedisResult, Value};
 
@@ -13,7 +15,7 @@ use crate::command::words::words;
 use crate::health::failure::{Replies, failure};
 use crate::node::lease::unmarked;
 use crate::node::tracked::{ConnectionAbilities, NodeManager};
-use crate::node::warm::{self, Elder, Plan};
+use crate::node::warm::{self, Elder, Phase, Plan};
 use crate::stand_in::writes::Capped;
 
 use super::observed::Observed;
@@ -45,7 +47,39 @@ async fn send<O: Observed>(conn: &mut O, cmd: &Cmd) -> RedisResult<Value> {
         Some(wrapped) => Box::pin(capped(conn, wrapped)).await.and_then(only_reply),
     };
     let result = judged(conn, result);
+    // Read once the reply is in, not when the command was sent: a write
+    // in flight across a resize's switch sees it.
+    if let Some(elder) = conn.elder() {
+        Box::pin(after(conn, &*elder, std::iter::once(cmd))).await;
+    }
     result.map(|value| resp2::reply(cmd, value, conn.resp2()))
+}
+
+/// Once the replies of `cmds` are in, while keys move: the keys they wrote
+/// that moved away from this node have their new homes' copies deleted
+/// before the caller sees the replies (a connection taken before the
+/// switch, or a command in flight across it, wrote the old home: a copy
+/// read through earlier must not outlive the write); inside a transaction,
+/// once it ends. A write that names no key ends the read-through. Whatever
+/// the outcome: a write that timed out may have landed.
+async fn after<'c, O: Observed>(
+    conn: &mut O,
+    elder: &dyn Elder,
+    cmds: impl Iterator<Item = &'c Cmd>,
+) {
+    let mut away = Vec::new();
+    for cmd in cmds {
+        let words: smallvec::SmallVec<[&[u8]; 4]> = words(cmd).collect();
+        match warm::plan(&words, elder, conn.commands(), Phase::After) {
+            Plan::Write(keys) => away.extend(keys),
+            Plan::Unnamed => elder.end(),
+            Plan::Get(_) | Plan::Plain => {}
+        }
+    }
+    let away = conn.settle(away);
+    if !away.is_empty() {
+        elder.forget(away).await;
+    }
 }
 
 /// The end of every command sent for a caller: its outcome reported to
@@ -64,10 +98,10 @@ fn one<'a, O: Observed>(conn: &'a mut O, cmd: &'a Cmd) -> RedisFuture<'a, Value>
     if let Err(refused) = conn.admit(std::iter::once(cmd)) {
         return Box::pin(std::future::ready(Err(refused)));
     }
-    if conn.elder().is_some() {
-        // Rare (a node added warm, in its window): kept out of the common
-        // path.
-        return Box::pin(warmed(conn, cmd));
+    if let Some(elder) = conn.elder() {
+        // Rare (keys moving: a node added warm, in its window, or
+        // drained): kept out of the common path.
+        return Box::pin(warmed(conn, elder, cmd));
     }
     admitted(conn, cmd)
 }
@@ -102,13 +136,14 @@ fn admitted<'a, O: Observed>(conn: &'a mut O, cmd: &'a Cmd) -> RedisFuture<'a, V
 
 /// One command on a connection while keys move (a node added warm, in
 /// its window, or a drain): a plain `GET` of a key moved here that misses
-/// is read through from its old home; a write of moved keys deletes their
-/// old copies first; a write that names no key ends the read-through
-/// (`node/warm.rs`). A moved key's `GET` passes the near cache by.
-async fn warmed<O: Observed>(conn: &mut O, cmd: &Cmd) -> RedisResult<Value> {
-    let Some(elder) = conn.elder().cloned() else { return admitted(conn, cmd).await };
+/// is read through from its old home; a write of keys moved here deletes
+/// their old copies first; a write that names no key ends the
+/// read-through (`node/warm.rs`); a write of keys moved away is
+/// [`send`]'s, after the reply. A moved key's `GET` passes the near cache
+/// by.
+async fn warmed<O: Observed>(conn: &mut O, elder: Arc<dyn Elder>, cmd: &Cmd) -> RedisResult<Value> {
     let words: smallvec::SmallVec<[&[u8]; 4]> = words(cmd).collect();
-    match warm::plan(&words, &*elder, conn.commands()) {
+    match warm::plan(&words, &*elder, conn.commands(), Phase::Before) {
         Plan::Plain => admitted(conn, cmd).await,
         Plan::Write(keys) => {
             elder.forget(keys).await;
@@ -210,10 +245,11 @@ async fn many<O: Observed>(
     count: usize,
 ) -> RedisResult<Vec<Value>> {
     conn.admit(pipeline.cmd_iter())?;
-    if let Some(elder) = conn.elder().cloned() {
+    if let Some(elder) = conn.elder() {
         let mut moved: Vec<Vec<u8>> = Vec::new();
         for cmd in pipeline.cmd_iter() {
-            match warm::plan(&words(cmd).collect::<Vec<_>>(), &*elder, conn.commands()) {
+            let words: Vec<_> = words(cmd).collect();
+            match warm::plan(&words, &*elder, conn.commands(), Phase::Before) {
                 Plan::Write(keys) => moved.extend(keys),
                 Plan::Unnamed => elder.end(),
                 Plan::Get(_) | Plan::Plain => {}
@@ -238,6 +274,9 @@ async fn many<O: Observed>(
         Some(wrapped) => capped(conn, wrapped).await,
     };
     let result = judged(conn, result);
+    if let Some(elder) = conn.elder() {
+        after(conn, &*elder, pipeline.cmd_iter()).await;
+    }
     result.map(|values| resp2::replies(pipeline, offset, values, conn.resp2()))
 }
 

@@ -1,0 +1,129 @@
+//! A drain's side of a connection (`drain.rs` moves the keys): the
+//! draining node as the old home of the keys that moved away from it, the
+//! [`Elder`] each node's slot holds while a drain is on (`node/warm.rs`).
+//!
+//! On a node that took keys from it (their new home, or a stand-in for
+//! it): a plain `GET` that misses reads through to the draining node, and
+//! a write deletes the draining node's copy first. On the draining node
+//! itself (connections taken before the switch, commands in flight across
+//! it): a write deletes the new home's copy once its reply is in.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use redis::{RedisResult, Value};
+
+use crate::node::Bb8;
+use crate::node::tracked::NodeManager;
+use crate::node::warm::{Elder, Moved};
+use crate::route;
+use crate::runtime::drain::Drain;
+use crate::runtime::table::Table;
+use crate::runtime::warm::{deletes, get_pttl, send};
+
+/// What each command on `table.nodes[index]`'s connections asks while
+/// `drain` is on (`table`, without the draining node, about to be
+/// installed): the keys that moved to it from the draining node, and those
+/// it takes as a stand-in for their boxed new home (the gutter too). With
+/// `index` `None`, the draining node's own connections: every key there
+/// moved away.
+pub(crate) fn elder<M: NodeManager>(
+    drain: Option<Arc<Drain<M, Bb8<M>>>>,
+    table: &Arc<Table<M, Bb8<M>>>,
+    here: Option<usize>,
+    timeout: Duration,
+) -> Option<Arc<dyn Elder>> {
+    let drain = drain?;
+    let table = Arc::downgrade(table);
+    Some(Arc::new(FromDrained { drain, table, here, timeout }))
+}
+
+/// The draining node as the old home of the keys that moved away from it,
+/// seen from a connection to `table.nodes[here]` (`None`: to the draining
+/// node). Held by each node's slot: the table only weakly.
+struct FromDrained<M: NodeManager> {
+    drain: Arc<Drain<M, Bb8<M>>>,
+    table: Weak<Table<M, Bb8<M>>>,
+    here: Option<usize>,
+    timeout: Duration,
+}
+
+impl<M: NodeManager> FromDrained<M> {
+    fn on(&self) -> bool {
+        !self.drain.done.load(Ordering::Acquire)
+    }
+}
+
+impl<M: NodeManager> Elder for FromDrained<M> {
+    fn moved(&self, key: &[u8]) -> Moved {
+        let hash = route::key_hash(key);
+        let Some(table) = self.table.upgrade() else { return Moved::No };
+        if !self.on() || !self.drain.drained(hash) {
+            Moved::No
+        } else if self.here.is_none() {
+            Moved::Away
+        } else if table.router.home_hashed(hash) == self.here {
+            Moved::Here
+        } else {
+            Moved::Elsewhere
+        }
+    }
+
+    fn read(&self, key: &[u8]) -> Option<BoxFuture<'static, RedisResult<(Value, i64)>>> {
+        let drain = &self.drain;
+        let readable = self.on() && drain.node.is_up() && !drain.ruled_out.load(Ordering::Acquire);
+        readable.then(|| get_pttl(Arc::clone(&drain.node), self.timeout, key))
+    }
+
+    fn forget(&self, keys: Vec<Vec<u8>>) -> BoxFuture<'static, ()> {
+        if self.here.is_none() {
+            return self.forget_new(keys);
+        }
+        let drain = Arc::clone(&self.drain);
+        if !drain.node.is_up() {
+            drain.rule_out();
+            return Box::pin(async {});
+        }
+        let mut pipe = redis::pipe();
+        for key in &keys {
+            pipe.cmd("DEL").arg(key);
+        }
+        let sent = send(Arc::clone(&drain.node), self.timeout, pipe);
+        Box::pin(async move {
+            if !matches!(sent.await, Ok(replies) if replies.iter().all(|r| matches!(r, Value::Int(_))))
+            {
+                drain.rule_out();
+            }
+        })
+    }
+
+    fn end(&self) {
+        self.drain.rule_out();
+    }
+
+    fn over(&self) -> bool {
+        !self.on() || self.table.strong_count() == 0
+    }
+}
+
+impl<M: NodeManager> FromDrained<M> {
+    /// Deletes `keys`, written on the draining node, on their new homes
+    /// (up ones: a boxed one's copy stays, as any node's that returns
+    /// after its keys were written elsewhere).
+    fn forget_new(&self, keys: Vec<Vec<u8>>) -> BoxFuture<'static, ()> {
+        let Some(table) = self.table.upgrade() else { return Box::pin(async {}) };
+        let homes = keys.iter().filter_map(|key| {
+            let home = table.router.home(key).filter(|&h| table.nodes[h].is_up())?;
+            Some((home, key.as_slice()))
+        });
+        let sent: Vec<_> = deletes(homes)
+            .into_iter()
+            .map(|(home, pipe)| send(Arc::clone(&table.nodes[home]), self.timeout, pipe))
+            .collect();
+        Box::pin(async move {
+            futures_util::future::join_all(sent).await;
+        })
+    }
+}
