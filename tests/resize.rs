@@ -637,3 +637,66 @@ async fn a_drained_node_added_back_must_be_empty() {
     let _: () = redis::cmd("FLUSHDB").query(&mut d.client()).unwrap();
     pool.add_node("d", &d.url()).await.expect("an empty server is added back");
 }
+
+/// A cold `add_node` leaves each moved key's copy on its old home; drained
+/// again, the added node's newer values replace those copies (`MIGRATE …
+/// REPLACE`): the values written while it served come back, never the
+/// ones from before it was added (what the torture run found, seeds 1, 9).
+#[tokio::test]
+async fn a_drain_after_a_cold_add_replaces_the_old_homes_copy() {
+    let servers = start_servers(4);
+    let e = RedisServer::start();
+    let pool = drain_pool(&servers).await;
+    let keys = moved_keys(&pool, 10).await;
+    pool.add_node("e", &e.url()).await.unwrap();
+    for (key, old) in &keys {
+        assert_eq!(pool.node_for(key).as_deref(), Some("e"), "{key} moved");
+        let _: () = pool.get(key).await.unwrap().set_ex(key, "v2", 60).await.unwrap();
+        assert!(raw_get(server(&servers, old), key).is_some(), "{old} keeps its copy of {key}");
+    }
+    pool.drain_node_paced("e", 4, Duration::from_millis(1)).await.unwrap();
+    for (key, old) in &keys {
+        assert_eq!(pool.node_for(key).as_deref(), Some(old.as_str()), "{key} back home");
+        let value: Option<String> = pool.get(key).await.unwrap().get(key).await.unwrap();
+        assert_eq!(value.as_deref(), Some("v2"), "{key}: v2 was acknowledged on e");
+    }
+}
+
+/// During a drain, a write of a moved key whose copy on the draining node
+/// cannot be deleted first (the node died) is refused with an error naming
+/// it, never sent: a batch queued there could copy the older value over it.
+#[tokio::test]
+async fn a_write_whose_drained_copy_cannot_be_deleted_is_refused() {
+    let mut servers = start_servers(4);
+    let pool = drain_pool(&servers).await;
+    let key = support::keys_on(&pool, "d", "refused", 1).remove(0);
+    let _: () = pool.get(&key).await.unwrap().set_ex(&key, "v1", 60).await.unwrap();
+    let drain = tokio::spawn({
+        let pool = pool.clone();
+        async move { pool.drain_node_paced("d", 1, Duration::from_secs(2)).await }
+    });
+    let switched = || pool.node_for(&key).as_deref() != Some("d");
+    assert!(eventually(Duration::from_secs(5), switched).await, "routing switched");
+    let home = pool.node_for(&key).unwrap();
+    servers[3].kill();
+    let written: redis::RedisResult<()> = pool.get(&key).await.unwrap().set(&key, "v2").await;
+    let error = written.expect_err("the write is refused").to_string();
+    assert!(error.contains("refused during a drain") && error.contains("`d`"), "{error}");
+    assert_eq!(raw_get(server(&servers, &home), &key), None, "nothing was sent to {home}");
+    assert!(drain.await.unwrap().is_err(), "the drain ends with an error");
+}
+
+/// A drain moves only the draining node's own keys: a copy it holds of a
+/// key homed elsewhere (a `fan_out`'s, a stand-in's) never lands over
+/// that home's value.
+#[tokio::test]
+async fn a_drain_leaves_copies_of_keys_homed_elsewhere() {
+    let servers = start_servers(4);
+    let pool = drain_pool(&servers).await;
+    let key = support::keys_on(&pool, "a", "elsewhere", 1).remove(0);
+    let _: () = pool.get(&key).await.unwrap().set_ex(&key, "home", 60).await.unwrap();
+    let _: () =
+        redis::cmd("SET").arg(&key).arg("copy").query(&mut server(&servers, "d").client()).unwrap();
+    pool.drain_node_paced("d", 4, Duration::from_millis(1)).await.unwrap();
+    assert_eq!(raw_get(server(&servers, "a"), &key).as_deref(), Some(&b"home"[..]));
+}

@@ -134,8 +134,13 @@ impl<M: NodeManager, S: Store<M>> Node<M, S> {
         let manager = Arc::new(manager);
         let (inner, within) = (manager.clone(), settings.response_timeout);
         let resize = Arc::new(Resizing::default());
-        let tracked =
-            Tracked { inner, cell: cell.clone(), near: near.clone(), within, resize: resize.clone() };
+        let tracked = Tracked {
+            inner,
+            cell: cell.clone(),
+            near: near.clone(),
+            within,
+            resize: resize.clone(),
+        };
         let fleet = settings.fleet.as_deref().filter(|_| settings.invalidate_on_return);
         let relay = (commons.teller, cell.metrics.relay_counters());
         let journal = Arc::new(Journal::new(cell.metrics.stand_in_counters(), fleet, &name, relay));

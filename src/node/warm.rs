@@ -87,9 +87,10 @@ pub(crate) trait Elder: Send + Sync {
     /// Deletes the other copy of each of `keys` (moved ones): for a key
     /// moved here or elsewhere, its old home's, and an old home that is
     /// boxed or fails is marked so that no reader of this resize reads it
-    /// again; for a key moved [`Away`](Moved::Away), its new home's. Never
-    /// fails: the write goes on.
-    fn forget(&self, keys: Vec<Vec<u8>>) -> BoxFuture<'static, ()>;
+    /// again; for a key moved [`Away`](Moved::Away), its new home's. An
+    /// error means the write must not be sent (a drain's copying could
+    /// land over it: `runtime/drained.rs`); the caller gets it instead.
+    fn forget(&self, keys: Vec<Vec<u8>>) -> BoxFuture<'static, RedisResult<()>>;
     /// A write that names no key is about to be sent here: no old home is
     /// read again (nor copied from) in this resize.
     fn end(&self);
@@ -235,8 +236,8 @@ mod tests {
         fn read(&self, _: &[u8]) -> Option<BoxFuture<'static, RedisResult<(Value, i64)>>> {
             None
         }
-        fn forget(&self, _: Vec<Vec<u8>>) -> BoxFuture<'static, ()> {
-            Box::pin(async {})
+        fn forget(&self, _: Vec<Vec<u8>>) -> BoxFuture<'static, RedisResult<()>> {
+            Box::pin(async { Ok(()) })
         }
         fn end(&self) {}
         fn over(&self) -> bool {
@@ -253,8 +254,8 @@ mod tests {
         fn read(&self, _: &[u8]) -> Option<BoxFuture<'static, RedisResult<(Value, i64)>>> {
             None
         }
-        fn forget(&self, _: Vec<Vec<u8>>) -> BoxFuture<'static, ()> {
-            Box::pin(async {})
+        fn forget(&self, _: Vec<Vec<u8>>) -> BoxFuture<'static, RedisResult<()>> {
+            Box::pin(async { Ok(()) })
         }
         fn end(&self) {}
         fn over(&self) -> bool {

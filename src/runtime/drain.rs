@@ -13,9 +13,10 @@
 //!    reads through to the draining node, and a write deletes the draining
 //!    node's copy first; a write on the draining node's own connections
 //!    deletes the new home's copy after its reply.
-//! 3. Move: `SCAN` on the draining node, `MIGRATE` each batch to its new
-//!    homes without `REPLACE` (a key already on its new home was written
-//!    there since: it is kept), paced.
+//! 3. Move: `SCAN` on the draining node, `MIGRATE … COPY REPLACE` each
+//!    batch to its new homes, paced. A key still here was written nowhere
+//!    since the switch (each write deletes it here first, and is refused
+//!    if it cannot), so a new home's copy of it is older: replaced.
 //! 4. Remove: the node leaves as with `remove_node`.
 
 use std::sync::Arc;
@@ -28,7 +29,7 @@ use crate::error::Error;
 use crate::metrics::{DRAIN_KEYS_LEFT, DRAINED_KEYS_TOTAL};
 use crate::node::tracked::NodeManager;
 use crate::node::{Bb8, Node};
-use crate::route::{NodeName, Router};
+use crate::route::{self, NodeName, Router};
 use crate::runtime::core::{Core, removable};
 use crate::runtime::table::Table;
 use crate::runtime::warm::send;
@@ -164,21 +165,15 @@ impl<M: NodeManager> Mover<'_, M> {
         }
     }
 
-    /// `MIGRATE` of `keys` to `target`, without `REPLACE`: the keys it
-    /// reached (`BUSYKEY`: some were on the target already, written there
-    /// since the switch, and kept; every other key of the batch is copied).
-    async fn migrate(
-        &self,
-        target: &Target<M>,
-        keys: &[Vec<u8>],
-        replace: bool,
-    ) -> Result<(), Error> {
+    /// `MIGRATE … COPY REPLACE KEYS` of `keys` to `target`. `REPLACE`: a
+    /// key still on the draining node was written nowhere since the switch
+    /// (every write of a moved key deletes it here first, and is not sent
+    /// if it cannot: `runtime/drained.rs`), so what the new home holds
+    /// under that name is older (kept from before the node was added).
+    async fn migrate(&self, target: &Target<M>, keys: &[Vec<u8>]) -> Result<(), Error> {
         let mut pipe = redis::pipe();
         let cmd = pipe.cmd("MIGRATE").arg(&target.host).arg(target.port).arg("").arg(target.db);
-        cmd.arg(self.migrate_ms).arg("COPY");
-        if replace {
-            cmd.arg("REPLACE");
-        }
+        cmd.arg(self.migrate_ms).arg("COPY").arg("REPLACE");
         // Credentials go to the server only, never into an error.
         let cmd = match &target.auth {
             Some((Some(user), password)) => cmd.arg("AUTH2").arg(user).arg(password),
@@ -189,9 +184,6 @@ impl<M: NodeManager> Mover<'_, M> {
         let reply = self.send(pipe).await.map_err(|e| self.failed(Some(&target.name), e))?;
         match reply.first() {
             Some(Value::Okay | Value::SimpleString(_)) => Ok(()),
-            Some(Value::ServerError(e)) if e.details().is_some_and(|d| d.contains("BUSYKEY")) => {
-                Ok(())
-            }
             other => {
                 let reason = match other {
                     Some(Value::ServerError(e)) => {
@@ -214,7 +206,7 @@ impl<M: NodeManager> Mover<'_, M> {
         self.send(set).await.map_err(|e| self.failed(None, e))?;
         let mut result = Ok(());
         for target in &self.targets {
-            result = self.migrate(target, std::slice::from_ref(&key), true).await;
+            result = self.migrate(target, std::slice::from_ref(&key)).await;
             let mut del = redis::pipe();
             del.cmd("DEL").arg(&key);
             let _ = send(Arc::clone(&target.node), self.timeout, del).await;
@@ -263,7 +255,7 @@ impl<M: NodeManager> Mover<'_, M> {
             let (next, keys): (u64, Vec<Vec<u8>>) = redis::from_redis_value(reply[0].clone())
                 .map_err(|e| self.failed(None, format!("SCAN answered: {e}")))?;
             for (target, keys) in self.by_home(after, keys.iter()) {
-                self.migrate(target, &keys, false).await?;
+                self.migrate(target, &keys).await?;
                 self.drain.moved.fetch_add(keys.len() as u64, Ordering::Relaxed);
                 moved.increment(keys.len() as u64);
             }
@@ -280,14 +272,17 @@ impl<M: NodeManager> Mover<'_, M> {
         }
     }
 
-    /// `keys` grouped by their new home's target.
+    /// `keys` grouped by their new home's target; only the draining node's
+    /// own keys (its home before the switch). Others it holds are copies
+    /// of keys whose home is elsewhere (a `fan_out`'s, a stand-in's): a
+    /// `REPLACE` of theirs would land over their home's newer value.
     fn by_home<'k>(
         &self,
         after: &Router,
         keys: impl Iterator<Item = &'k Vec<u8>>,
     ) -> Vec<(&Target<M>, Vec<Vec<u8>>)> {
         let mut groups: Vec<(&Target<M>, Vec<Vec<u8>>)> = Vec::new();
-        for key in keys {
+        for key in keys.filter(|key| self.drain.drained(route::key_hash(key))) {
             let Some(home) = after.home(key) else { continue };
             let Some(target) = self.targets.iter().find(|t| t.name == *after.name(home)) else {
                 continue;

@@ -13,7 +13,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use redis::{RedisResult, Value};
+use redis::{ErrorKind, RedisError, RedisResult, Value};
 
 use crate::node::Bb8;
 use crate::node::tracked::NodeManager;
@@ -77,14 +77,28 @@ impl<M: NodeManager> Elder for FromDrained<M> {
         readable.then(|| get_pttl(Arc::clone(&drain.node), self.timeout, key))
     }
 
-    fn forget(&self, keys: Vec<Vec<u8>>) -> BoxFuture<'static, ()> {
+    /// The draining node's copies first (W1). The drain's `MIGRATE`s
+    /// replace what a new home holds, so a write whose W1 failed is not
+    /// sent: a batch queued on the draining node before it could land over
+    /// the write. A W1 that succeeded shows that every batch the node took
+    /// before it is done (one `MIGRATE` blocks its server until the target
+    /// has the keys), and later ones find no copy.
+    fn forget(&self, keys: Vec<Vec<u8>>) -> BoxFuture<'static, RedisResult<()>> {
         if self.here.is_none() {
             return self.forget_new(keys);
         }
         let drain = Arc::clone(&self.drain);
-        if !drain.node.is_up() {
+        let refused = move |drain: &Drain<M, Bb8<M>>| {
             drain.rule_out();
-            return Box::pin(async {});
+            let detail = format!(
+                "the copy on `{}`, the node being drained, could not be deleted first; \
+                 the write was not sent (the drain could copy the older value over it)",
+                drain.node.name()
+            );
+            Err(RedisError::from((ErrorKind::Client, "write refused during a drain", detail)))
+        };
+        if !drain.node.is_up() {
+            return Box::pin(std::future::ready(refused(&drain)));
         }
         let mut pipe = redis::pipe();
         for key in &keys {
@@ -92,9 +106,9 @@ impl<M: NodeManager> Elder for FromDrained<M> {
         }
         let sent = send(Arc::clone(&drain.node), self.timeout, pipe);
         Box::pin(async move {
-            if !matches!(sent.await, Ok(replies) if replies.iter().all(|r| matches!(r, Value::Int(_))))
-            {
-                drain.rule_out();
+            match sent.await {
+                Ok(replies) if replies.iter().all(|r| matches!(r, Value::Int(_))) => Ok(()),
+                _ => refused(&drain),
             }
         })
     }
@@ -112,8 +126,8 @@ impl<M: NodeManager> FromDrained<M> {
     /// Deletes `keys`, written on the draining node, on their new homes
     /// (up ones: a boxed one's copy stays, as any node's that returns
     /// after its keys were written elsewhere).
-    fn forget_new(&self, keys: Vec<Vec<u8>>) -> BoxFuture<'static, ()> {
-        let Some(table) = self.table.upgrade() else { return Box::pin(async {}) };
+    fn forget_new(&self, keys: Vec<Vec<u8>>) -> BoxFuture<'static, RedisResult<()>> {
+        let Some(table) = self.table.upgrade() else { return Box::pin(async { Ok(()) }) };
         let homes = keys.iter().filter_map(|key| {
             let home = table.router.home(key).filter(|&h| table.nodes[h].is_up())?;
             Some((home, key.as_slice()))
@@ -124,6 +138,7 @@ impl<M: NodeManager> FromDrained<M> {
             .collect();
         Box::pin(async move {
             futures_util::future::join_all(sent).await;
+            Ok(())
         })
     }
 }

@@ -78,7 +78,8 @@ async fn after<'c, O: Observed>(
     }
     let away = conn.settle(away);
     if !away.is_empty() {
-        elder.forget(away).await;
+        // The write landed: what it can do now is delete the copies.
+        let _ = elder.forget(away).await;
     }
 }
 
@@ -146,7 +147,7 @@ async fn warmed<O: Observed>(conn: &mut O, elder: Arc<dyn Elder>, cmd: &Cmd) -> 
     match warm::plan(&words, &*elder, conn.commands(), Phase::Before) {
         Plan::Plain => admitted(conn, cmd).await,
         Plan::Write(keys) => {
-            elder.forget(keys).await;
+            elder.forget(keys).await?;
             admitted(conn, cmd).await
         }
         Plan::Unnamed => {
@@ -256,7 +257,7 @@ async fn many<O: Observed>(
             }
         }
         if !moved.is_empty() {
-            elder.forget(moved).await;
+            elder.forget(moved).await?;
         }
     }
     let fences: Vec<Fence<&[u8]>> = match conn.near() {

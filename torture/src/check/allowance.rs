@@ -63,6 +63,17 @@ pub const LISTS_DIFFER: &str = "node lists differ (add/remove skew)";
 /// node) while some process still had it: no bound.
 pub const REMOVED_UNMOVED: &str = "removed without moving (remove_node)";
 
+/// While a process drains the added node, a key it took is served by its
+/// new home (the node it had before the add) before that key's batch is
+/// `MIGRATE`d over: that node may still hold the value it had before the
+/// add (a cold `add_node` leaves it; so does a warm window whose delete
+/// failed), and serves it until the batch's `REPLACE` lands
+/// (`docs/resize.md`, "Draining a node", limits). A read by a process
+/// during its own `drain_node`, of a key the node took, not served by the
+/// drained node, of a value acknowledged before the first `add_node`
+/// began: bounded by that drain's end.
+pub const DRAIN_NOT_YET_MOVED: &str = "drain in progress (old home's pre-add copy)";
+
 /// A Sentinel shard's master was killed and its replica named master: the
 /// writes the old master had acknowledged but not yet sent to its replica
 /// are lost (Redis's replication is asynchronous; README: a Sentinel

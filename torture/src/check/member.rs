@@ -18,9 +18,10 @@
 //! before the read was invoked (the `no-stale-read` order).
 //!
 //! The allowances this file decides for `no-stale-read` and
-//! `read-your-writes` are [`LISTS_DIFFER`] and [`REMOVED_UNMOVED`]
-//! (`allowance.rs` documents each); a drain, and a warm add (`resize_warmup`)
-//! within or after its window, get none: their promise is the README's
+//! `read-your-writes` are [`LISTS_DIFFER`], [`REMOVED_UNMOVED`] and [`DRAIN_NOT_YET_MOVED`]
+//! (`allowance.rs` documents each); a drain gets only the last (while it
+//! runs), and a warm add (`resize_warmup`) within or after its window
+//! none: their promise is the README's
 //! "no copy brings back a value older than an acknowledged `SET` or `DEL`"
 //! (`docs/resize.md`).
 
@@ -28,7 +29,7 @@ use std::collections::HashMap;
 
 use fluster::route::Router;
 
-use super::allowance::{LISTS_DIFFER, REMOVED_UNMOVED};
+use super::allowance::{DRAIN_NOT_YET_MOVED, LISTS_DIFFER, REMOVED_UNMOVED};
 use super::excerpt::whole_ms;
 use super::index::{History, Rec};
 use super::report::{Report, Rule};
@@ -182,6 +183,18 @@ impl<'a> Members<'a> {
             && w.invoke < self.last_out()
         {
             return Ok(Some(REMOVED_UNMOVED));
+        }
+        // During the reader's own drain, before the key's batch moved: its
+        // new home's copy from before the add.
+        let first_add = self.calls.values().filter_map(|c| c.add).map(|m| m.start).min();
+        if let Some(out) = self.out(r.process)
+            && out.change == Change::Drain
+            && r.invoke >= out.start
+            && r.complete <= out.end
+            && r.node != Some(extra)
+            && first_add.is_some_and(|add| old.complete < add)
+        {
+            return Ok(Some(DRAIN_NOT_YET_MOVED));
         }
         let around = |a: u64, b: u64| (a.saturating_sub(VIEW_SLACK), b.saturating_add(VIEW_SLACK));
         let (wa, wb) = around(w.invoke, w.complete);
@@ -400,5 +413,27 @@ mod tests {
         let report = check(&grown(), &entries);
         assert_eq!(report.violations(), 0, "{report}");
         assert!(report.staleness.contains_key(crate::check::allowance::FAN_OUT_COPY));
+    }
+
+    #[test]
+    fn during_its_drain_the_old_homes_pre_add_copy_is_allowed_until_the_drain_ends() {
+        let (k, _) = keys();
+        let old_home = home_of(&k);
+        let drained = |read_at: u64| {
+            vec![
+                write(1, &k, "p1:0", 0, 1).on(&old_home).into(),
+                member(1, "n4", Change::Add { warm: false }, 100, 101),
+                member(2, "n4", Change::Add { warm: false }, 100, 101),
+                write(1, &k, "p1:1", 200, 201).on("n4").into(),
+                member(1, "n4", Change::Drain, 1_000, 1_500),
+                member(2, "n4", Change::Drain, 1_000, 1_500),
+                read(1, &k, Some("p1:0"), read_at, read_at + 1).on(&old_home).into(),
+            ]
+        };
+        let report = check(&grown(), &drained(1_200));
+        assert_eq!(report.violations(), 0, "{report}");
+        assert!(report.staleness.contains_key(DRAIN_NOT_YET_MOVED), "{report}");
+        // After the drain every moved key was replaced: no excuse left.
+        assert_eq!(check(&grown(), &drained(1_600)).violations(), 1);
     }
 }
