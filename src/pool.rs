@@ -11,14 +11,14 @@ use tokio::sync::broadcast;
 
 use crate::backend::manager::RedisManager;
 use crate::error::{Error, OnNode};
-use crate::health::commons::Commons;
 use crate::health::event::NodeEvent;
+use crate::health::pool_wide::PoolWide;
 use crate::node::clock::Clock;
 use crate::node::connection::{Connection, SharedConnection};
 use crate::node::probe::ProbeCheck;
-use crate::node::shared::Muxed;
+use crate::node::shared::SharedSocket;
 use crate::node::tracked::{NodeManager, Tracked};
-use crate::node::{Bb8, CheckoutError, Node, Spec, bb8_pool};
+use crate::node::{Bb8, CheckoutError, Node, NodeParts, bb8_pool};
 use crate::pubsub::{Hub, Subscription};
 use crate::route::NodeName;
 use crate::runtime::core::{Core, Finished};
@@ -72,7 +72,7 @@ impl<M: NodeManager> Take<M, Bb8<M>> for Pooled {
     ) -> impl Future<Output = Result<Self::Raw, CheckoutError>> + Send + 'a {
         node.checkout(clock)
     }
-    fn hand(raw: Self::Raw, home: bool, stand_in: Option<Box<StandIn>>) -> Connection<M> {
+    fn into_conn(raw: Self::Raw, home: bool, stand_in: Option<Box<StandIn>>) -> Connection<M> {
         Connection::new(raw, home, stand_in)
     }
 }
@@ -84,7 +84,7 @@ impl<M: NodeManager> Take<M, Bb8<M>> for Multiplexed
 where
     M::Connection: Clone,
 {
-    type Raw = Arc<Muxed<M::Connection>>;
+    type Raw = Arc<SharedSocket<M::Connection>>;
     type Conn = SharedConnection<M>;
     fn take<'a>(
         node: &'a Node<M, Bb8<M>>,
@@ -92,19 +92,23 @@ where
     ) -> impl Future<Output = Result<Self::Raw, CheckoutError>> + Send + 'a {
         node.multiplexed(clock)
     }
-    fn hand(raw: Self::Raw, home: bool, stand_in: Option<Box<StandIn>>) -> SharedConnection<M> {
+    fn into_conn(
+        raw: Self::Raw,
+        home: bool,
+        stand_in: Option<Box<StandIn>>,
+    ) -> SharedConnection<M> {
         SharedConnection::new(raw, home, stand_in)
     }
 }
 
 /// A node of the async flavour, with its bb8 pool.
 fn new_node<M: NodeManager>(
-    spec: Spec<M>,
+    parts: NodeParts<M>,
     settings: &Settings,
-    commons: &Arc<Commons>,
+    pool_wide: &Arc<PoolWide>,
     check: Option<ProbeCheck<M::Connection>>,
 ) -> Node<M, Bb8<M>> {
-    Node::new(spec, settings, commons, check, |tracked| bb8_pool(settings, tracked))
+    Node::new(parts, settings, pool_wide, check, |tracked| bb8_pool(settings, tracked))
 }
 
 impl<M: NodeManager> ShardedPool<M> {
@@ -113,7 +117,7 @@ impl<M: NodeManager> ShardedPool<M> {
         let mut core = Core::start(finished, new_node).await;
         core.pointer = Core::point;
         let core = Arc::new(core);
-        tokio::spawn(prober(Arc::downgrade(&core), core.commons.clone()));
+        tokio::spawn(prober(Arc::downgrade(&core), core.pool_wide.clone()));
         if let Some(name) = core.settings.fleet.clone() {
             tokio::spawn(crate::fleet::run(Arc::downgrade(&core), name));
         }
@@ -153,13 +157,13 @@ impl<M: NodeManager> ShardedPool<M> {
     /// [`add_node`](ShardedPool::add_node).
     pub async fn add_manager(&self, name: &str, manager: M, weight: f64) -> Result<(), Error> {
         check_node(name, weight)?;
-        self.add(Spec::new(name, weight, manager)).await
+        self.add(NodeParts::new(name, weight, manager)).await
     }
 
-    async fn add(&self, spec: Spec<M>) -> Result<(), Error> {
-        let (settings, commons, check) =
-            (&self.core.settings, &self.core.commons, self.core.check.clone());
-        self.core.add(new_node(spec, settings, commons, check)).await
+    async fn add(&self, parts: NodeParts<M>) -> Result<(), Error> {
+        let (settings, pool_wide, check) =
+            (&self.core.settings, &self.core.pool_wide, self.core.check.clone());
+        self.core.add(new_node(parts, settings, pool_wide, check)).await
     }
 
     /// Removes the node named `name` while the pool serves: its keys go to
@@ -274,7 +278,7 @@ impl ShardedPool<RedisManager> {
         check_node(name, weight)?;
         let manager = RedisManager::from_settings(parse_url(url)?, &self.core.settings)?;
         let tracking = manager.tracking();
-        self.add(Spec { tracking, ..Spec::new(name, weight, manager) }).await
+        self.add(NodeParts { tracking, ..NodeParts::new(name, weight, manager) }).await
     }
 
     /// `PUBLISH` on the node `channel` routes to, exactly as `get` routes a
@@ -314,7 +318,7 @@ impl ShardedPool<RedisManager> {
         self.core.open_table()?;
         Ok(self.hub.get_or_init(|| {
             let hub = Hub::new(Arc::downgrade(&self.core));
-            let (mut events, weak) = (self.core.commons.events.subscribe(), Arc::downgrade(&hub));
+            let (mut events, weak) = (self.core.pool_wide.events.subscribe(), Arc::downgrade(&hub));
             tokio::spawn(async move {
                 loop {
                     let Some(hub) = weak.upgrade() else { return };
@@ -362,7 +366,7 @@ macro_rules! pool_methods {
         /// a receiver; one that falls more than 1,024 events behind loses the
         /// oldest (`RecvError::Lagged`), never slows the pool.
         pub fn events(&self) -> tokio::sync::broadcast::Receiver<NodeEvent> {
-            self.core.commons.events.subscribe()
+            self.core.pool_wide.events.subscribe()
         }
 
         /// The names of all nodes, in the order they were added.
@@ -411,8 +415,8 @@ mod tests {
                 .unwrap();
             assert!(!pool.status()[0].up);
             let core = std::sync::Arc::downgrade(&pool.core);
-            let commons = pool.core.commons.clone();
-            let prober = tokio::spawn(crate::runtime::prober::prober(core.clone(), commons));
+            let pool_wide = pool.core.pool_wide.clone();
+            let prober = tokio::spawn(crate::runtime::prober::prober(core.clone(), pool_wide));
             let clone = pool.clone();
             if close {
                 pool.close();

@@ -87,18 +87,18 @@ impl crate::Builder<RedisManager, BlockingPool> {
             .name("fluster-prober".into())
             .spawn(move || {
                 runtime.block_on(async {
-                    let node = |spec, settings: &Settings, commons: &_, check| {
-                        Node::new(spec, settings, commons, check, |tracked| {
+                    let node = |parts, settings: &Settings, pool_wide: &_, check| {
+                        Node::new(parts, settings, pool_wide, check, |tracked| {
                             r2d2_pool(settings, tracked)
                         })
                     };
                     let core = Arc::new(Core::start(finished, node).await);
-                    let (weak, commons) = (Arc::downgrade(&core), core.commons.clone());
+                    let (weak, pool_wide) = (Arc::downgrade(&core), core.pool_wide.clone());
                     if let Some(name) = core.settings.fleet.clone() {
                         tokio::spawn(crate::fleet::run(weak.clone(), name));
                     }
                     let _ = started.send(core);
-                    prober(weak, commons).await;
+                    prober(weak, pool_wide).await;
                 })
             })
             .map_err(thread_error)?;
@@ -162,7 +162,7 @@ impl Take<RedisManager, R2d2> for Blocking {
     ) -> impl Future<Output = Result<Self::Raw, CheckoutError>> + Send + 'a {
         std::future::ready(node.checkout_blocking(clock))
     }
-    fn hand(conn: Self::Raw, home: bool, stand_in: Option<Box<StandIn>>) -> Connection {
+    fn into_conn(conn: Self::Raw, home: bool, stand_in: Option<Box<StandIn>>) -> Connection {
         Connection { conn, home, stand_in }
     }
 }

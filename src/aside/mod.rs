@@ -303,7 +303,7 @@ where
         E: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let lease = millis(self.core.settings.lease);
-        let mut held = Held { pool: self, key, delta, token: token(), settled: true };
+        let mut held = LeaseGuard { pool: self, key, delta, token: token(), settled: true };
         let mut waited: Option<Duration> = None;
         loop {
             let mut take = eval(TAKE, key, &held.token);
@@ -347,7 +347,7 @@ where
 /// fill that panics, frees the key at once rather than after the lease
 /// time. The give-back deletes only this call's lease: a key that holds
 /// anything else is left as it is.
-struct Held<'a, M>
+struct LeaseGuard<'a, M>
 where
     M: NodeManager,
     M::Connection: Clone + ConnectionLike + Send,
@@ -360,7 +360,7 @@ where
     settled: bool,
 }
 
-impl<M> Held<'_, M>
+impl<M> LeaseGuard<'_, M>
 where
     M: NodeManager,
     M::Connection: Clone + ConnectionLike + Send,
@@ -420,7 +420,7 @@ where
     }
 }
 
-impl<M> Drop for Held<'_, M>
+impl<M> Drop for LeaseGuard<'_, M>
 where
     M: NodeManager,
     M::Connection: Clone + ConnectionLike + Send,

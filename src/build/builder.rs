@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::backend::manager::RedisManager;
 use crate::error::Error;
-use crate::node::Spec;
+use crate::node::NodeParts;
 use crate::node::probe::ProbeCheck;
 use crate::node::tracked::NodeManager;
 use crate::pool::ShardedPool;
@@ -15,7 +15,7 @@ use crate::runtime::core::Finished;
 use crate::settings::{Failover, Settings, check_nodes};
 
 /// Makes a node once every setting is known.
-pub(super) type MakeNode<M> = Box<dyn FnOnce(&Settings) -> Result<Spec<M>, Error> + Send>;
+pub(super) type MakeNode<M> = Box<dyn FnOnce(&Settings) -> Result<NodeParts<M>, Error> + Send>;
 
 pub(super) struct NodeSpec<M: NodeManager> {
     pub(super) name: String,
@@ -148,7 +148,7 @@ impl<M: NodeManager, F> Builder<M, F> {
         self.nodes.push(NodeSpec {
             name: name.to_owned(),
             weight,
-            make: Box::new(move |_| Ok(Spec::new(&node, weight, manager))),
+            make: Box::new(move |_| Ok(NodeParts::new(&node, weight, manager))),
             target: None,
             gutter: false,
         });
@@ -433,10 +433,10 @@ impl<M: NodeManager, F> Builder<M, F> {
             ));
         }
         let settings = self.settings;
-        let nodes: Vec<Spec<M>> = self
+        let nodes: Vec<NodeParts<M>> = self
             .nodes
             .into_iter()
-            .map(|spec| Ok(Spec { gutter: spec.gutter, ..(spec.make)(&settings)? }))
+            .map(|parts| Ok(NodeParts { gutter: parts.gutter, ..(parts.make)(&settings)? }))
             .collect::<Result<_, Error>>()?;
         if let Some(node) =
             nodes.iter().find(|n| n.listen.is_none()).filter(|_| settings.fleet.is_some())

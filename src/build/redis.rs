@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::builder::{Builder, NodeSpec, setters};
 use crate::backend::manager::RedisManager;
-use crate::node::Spec;
+use crate::node::NodeParts;
 use crate::settings::Settings;
 use crate::settings::url::{address, parse_url, target};
 
@@ -73,7 +73,7 @@ impl<F> Builder<RedisManager, F> {
                 let make = Box::new(move |settings: &Settings| {
                     let manager = RedisManager::from_settings(info, settings)?;
                     let (tracking, listen) = (manager.tracking(), Some(manager.listen()));
-                    Ok(Spec { tracking, listen, ..Spec::new(&node, weight, manager) })
+                    Ok(NodeParts { tracking, listen, ..NodeParts::new(&node, weight, manager) })
                 });
                 self.nodes.push(NodeSpec { name, weight, make, target, gutter: false });
             }
@@ -114,7 +114,10 @@ impl<F> Builder<RedisManager, F> {
             weight,
             make: Box::new(move |settings| {
                 let manager = RedisManager::sentinel(&shard, settings)?;
-                Ok(Spec { listen: Some(manager.listen()), ..Spec::new(&node, weight, manager) })
+                Ok(NodeParts {
+                    listen: Some(manager.listen()),
+                    ..NodeParts::new(&node, weight, manager)
+                })
             }),
             target: None,
             gutter: false,

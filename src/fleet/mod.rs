@@ -60,7 +60,7 @@ impl Drop for Link {
 /// dropped.
 pub(crate) async fn run<M: NodeManager, S: Store<M>>(core: Weak<Core<M, S>>, name: String) {
     let Some((mut events, teller)) =
-        core.upgrade().map(|core| (core.commons.events.subscribe(), core.commons.teller))
+        core.upgrade().map(|core| (core.pool_wide.events.subscribe(), core.pool_wide.teller))
     else {
         return;
     };
@@ -235,7 +235,7 @@ impl Fleet {
         };
         if acted {
             tracing::info!(node = %name, news = news.as_str(), "news from the fleet; checking");
-            node.health().commons.send(NodeEvent::Heard { node: name, news });
+            node.health().pool_wide.send(NodeEvent::Heard { node: name, news });
         }
     }
 

@@ -115,7 +115,7 @@ async fn delete<M: NodeManager, S: Store<M>>(
         }
         if deleted > 0 {
             tracing::debug!(node = %home.name(), keys = deleted, "relayed deletes done");
-            home.health().commons.send(NodeEvent::Relayed { node: *home.name(), keys: deleted });
+            home.health().pool_wide.send(NodeEvent::Relayed { node: *home.name(), keys: deleted });
         }
     }
 }

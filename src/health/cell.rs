@@ -14,12 +14,12 @@ use tokio::sync::Notify;
 use tokio::sync::futures::Notified;
 
 use crate::command::table::Known;
-use crate::health::commons::Commons;
 use crate::health::event::NodeEvent;
 use crate::health::failure::{
     ClassifyFailure, Failure, FailureKind, REFUSAL, connect_failure, one_line,
 };
 use crate::health::penalty::{Health, Moment, PenaltyPolicy, Probed, State, Verdict, warmed};
+use crate::health::pool_wide::PoolWide;
 use crate::health::record::NodeMetrics;
 use crate::route::{NodeName, warm_threshold};
 
@@ -69,7 +69,7 @@ pub(crate) struct HealthCell {
     pub(crate) policy: PenaltyPolicy,
     /// Wakes checkouts waiting on this node when it fails.
     failed: Notify,
-    pub(crate) commons: Arc<Commons>,
+    pub(crate) pool_wide: Arc<PoolWide>,
     pub(crate) metrics: NodeMetrics,
     /// The node's command table: the vendored one until its server's is
     /// read (`node/learn.rs`).
@@ -86,7 +86,7 @@ impl fmt::Debug for HealthCell {
 }
 
 impl HealthCell {
-    pub(crate) fn new(name: &str, policy: PenaltyPolicy, commons: Arc<Commons>) -> Self {
+    pub(crate) fn new(name: &str, policy: PenaltyPolicy, pool_wide: Arc<PoolWide>) -> Self {
         HealthCell {
             name: name.into(),
             word: AtomicU64::new(0),
@@ -97,7 +97,7 @@ impl HealthCell {
             health: Mutex::new(Health::up()),
             policy,
             failed: Notify::new(),
-            commons,
+            pool_wide,
             metrics: NodeMetrics::new(name),
             commands: Arc::default(),
         }
@@ -132,11 +132,11 @@ impl HealthCell {
         // says settled while a word says otherwise.
         let (was, is) = (unsettled(self.word.load(Ordering::Acquire)), unsettled(word));
         if is && !was {
-            self.commons.unsettled.fetch_add(1, Ordering::AcqRel);
+            self.pool_wide.unsettled.fetch_add(1, Ordering::AcqRel);
         }
         self.word.store(word, Ordering::Release);
         if was && !is {
-            self.commons.unsettled.fetch_sub(1, Ordering::AcqRel);
+            self.pool_wide.unsettled.fetch_sub(1, Ordering::AcqRel);
         }
     }
 
@@ -185,7 +185,7 @@ impl HealthCell {
         self.publish(&health);
         drop(health);
         if ended {
-            self.commons.send(NodeEvent::Warm { node: self.name });
+            self.pool_wide.send(NodeEvent::Warm { node: self.name });
             tracing::info!(node = %self.name, "node warmed up: all its keys are home");
         }
     }
@@ -251,7 +251,7 @@ impl HealthCell {
         let at = moment();
         let mut health = self.lock();
         let verdict =
-            health.on_failure(kind, epoch, at_once, &self.commons.guard, &self.policy, at);
+            health.on_failure(kind, epoch, at_once, &self.pool_wide.guard, &self.policy, at);
         if let Verdict::Boxed { .. } = verdict {
             health.set_last_error(one_line(detail));
         }
@@ -262,8 +262,8 @@ impl HealthCell {
             Verdict::Stale => return verdict, // about an earlier life of the node
             Verdict::Boxed { wait, level } => {
                 self.metrics.boxed();
-                self.commons.send(NodeEvent::Boxed { node: *node, kind, wait, level });
-                self.commons.wake.notify_one();
+                self.pool_wide.send(NodeEvent::Boxed { node: *node, kind, wait, level });
+                self.pool_wide.wake.notify_one();
                 let start = if at_once { "node down at start; boxed" } else { "node boxed" };
                 let error = one_line(detail);
                 if kind.is_refusal() {
@@ -344,7 +344,7 @@ impl HealthCell {
     pub(crate) fn hasten_probe(&self, at: Instant) -> bool {
         let moved = self.lock().hasten(at);
         if moved {
-            self.commons.wake.notify_one();
+            self.pool_wide.wake.notify_one();
         }
         moved
     }
@@ -356,19 +356,19 @@ impl HealthCell {
         // A refusal is told once per stay: when it boxes the node, or at
         // the first probe that meets it.
         let told = matches!(health.state(), State::Boxed { cause, .. } if cause.is_refusal());
-        let probed = health.finish_probe(outcome, &self.commons.guard, &self.policy, moment());
+        let probed = health.finish_probe(outcome, &self.pool_wide.guard, &self.policy, moment());
         self.publish(&health);
         drop(health);
         let node = &self.name;
         match (probed, seen) {
             (Probed::Returned, _) => {
                 self.metrics.returned();
-                self.commons.send(NodeEvent::Returned { node: *node });
+                self.pool_wide.send(NodeEvent::Returned { node: *node });
                 tracing::info!(%node, "node back in rotation");
             }
             (Probed::Failed { wait }, Some((kind, error))) => {
                 self.metrics.probe_failed();
-                self.commons.send(NodeEvent::ProbeFailed { node: *node, kind, wait });
+                self.pool_wide.send(NodeEvent::ProbeFailed { node: *node, kind, wait });
                 if kind.is_refusal() && !told {
                     tracing::error!(%node, failure = %kind, %error, ?wait, "probe failed: {REFUSAL}");
                 } else {
@@ -377,7 +377,7 @@ impl HealthCell {
             }
             _ => {}
         }
-        self.commons.wake.notify_one();
+        self.pool_wide.wake.notify_one();
     }
 
     /// Whether a probe must find a master to let the node back in: it is
@@ -390,7 +390,7 @@ impl HealthCell {
     /// The node leaves its pool for good.
     pub(crate) fn retire(&self) {
         let mut health = self.lock();
-        health.retire(&self.commons.guard);
+        health.retire(&self.pool_wide.guard);
         self.publish(&health);
     }
 }
@@ -404,7 +404,7 @@ mod tests {
     /// removal exactly: routing trusts it to skip every node's word.
     #[test]
     fn the_unsettled_count_follows_each_node() {
-        let commons = Commons::new(BoxGuard::new(2));
+        let pool_wide = PoolWide::new(BoxGuard::new(2));
         let policy = PenaltyPolicy {
             min_wait: Duration::from_millis(200),
             max_wait: Duration::from_secs(30),
@@ -414,8 +414,8 @@ mod tests {
             memory: Duration::from_secs(60),
             warmup: Duration::from_secs(60),
         };
-        let cells = ["a", "b"].map(|name| HealthCell::new(name, policy, commons.clone()));
-        let count = || commons.unsettled.load(Ordering::Acquire);
+        let cells = ["a", "b"].map(|name| HealthCell::new(name, policy, pool_wide.clone()));
+        let count = || pool_wide.unsettled.load(Ordering::Acquire);
         let refused = || (FailureKind::Refused, &"refused" as &dyn fmt::Display);
         assert_eq!(count(), 0);
         cells[0].report(refused(), 0, true);

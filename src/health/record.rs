@@ -61,6 +61,48 @@ pub struct PoolStats {
 /// The `metrics` facade cannot delete a series: when the node is removed
 /// its gauges are set to zero for good ([`removed`](Self::removed)), and
 /// its counters keep their totals.
+/// A node's `fluster_stand_in_writes_total` counters, by `result`.
+#[derive(Debug, Clone)]
+pub(crate) struct StandInCounters {
+    /// Stand-in writes of its keys remembered for the return.
+    pub(crate) remembered: Counter,
+    /// Their copies deleted at the return.
+    pub(crate) invalidated: Counter,
+    /// Not remembered: the journal was full.
+    pub(crate) dropped: Counter,
+}
+
+/// A node's `fluster_relayed_deletes_total` counters, by `result`.
+#[derive(Debug, Clone)]
+pub(crate) struct RelayCounters {
+    /// Keys whose delete was sent to the fleet.
+    pub(crate) sent: Counter,
+    /// Relayed keys a pool deleted.
+    pub(crate) deleted: Counter,
+    /// Relayed keys heard again (already deleted).
+    pub(crate) repeated: Counter,
+    /// Keys that did not fit in a message.
+    pub(crate) dropped: Counter,
+}
+
+#[cfg(test)]
+impl StandInCounters {
+    /// Counters that count nowhere.
+    pub(crate) fn noop() -> Self {
+        let [remembered, invalidated, dropped] = std::array::from_fn(|_| Counter::noop());
+        StandInCounters { remembered, invalidated, dropped }
+    }
+}
+
+#[cfg(test)]
+impl RelayCounters {
+    /// Counters that count nowhere.
+    pub(crate) fn noop() -> Self {
+        let [sent, deleted, repeated, dropped] = std::array::from_fn(|_| Counter::noop());
+        RelayCounters { sent, deleted, repeated, dropped }
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct NodeMetrics {
     /// Whether the node was removed: every gauge is written under this
@@ -220,15 +262,16 @@ impl NodeMetrics {
         self.set(|| self.subscriptions.set(topics as f64));
     }
 
-    /// The counters of stand-in writes for this node's keys: remembered,
-    /// invalidated, dropped.
-    pub(crate) fn stand_in_counters(&self) -> [Counter; 3] {
-        self.stand_ins.clone()
+    /// The counters of stand-in writes for this node's keys.
+    pub(crate) fn stand_in_counters(&self) -> StandInCounters {
+        let [remembered, invalidated, dropped] = self.stand_ins.clone();
+        StandInCounters { remembered, invalidated, dropped }
     }
 
-    /// Relayed deletes: sent, deleted, repeated, dropped.
-    pub(crate) fn relay_counters(&self) -> [Counter; 4] {
-        self.relayed.clone()
+    /// The counters of the deletes relayed for this node's keys.
+    pub(crate) fn relay_counters(&self) -> RelayCounters {
+        let [sent, deleted, repeated, dropped] = self.relayed.clone();
+        RelayCounters { sent, deleted, repeated, dropped }
     }
 
     /// The near cache's hits, misses, invalidations and evictions since

@@ -114,7 +114,7 @@ impl Node<RedisManager, R2d2> {
     ) -> Result<r2d2::PooledConnection<Tracked<RedisManager>>, CheckoutError> {
         self.race_blocking(clock, SLICE, |slice| match self.store.get_timeout(slice) {
             Ok(conn) => self.fresh(conn, clock),
-            Err(_) => Try::Again,
+            Err(_) => Try::Retry,
         })
     }
 }

@@ -21,7 +21,7 @@ pub(crate) mod store;
 pub(crate) mod tracked;
 pub(crate) mod warm;
 
-pub(crate) use probe::{judge, late};
+pub(crate) use probe::{judge, timed_out};
 pub(crate) use store::{Bb8, CheckoutError, Store, Try, bb8_pool};
 
 use std::fmt;
@@ -35,13 +35,13 @@ use crate::backend::entries::Counts;
 use crate::backend::manager::{Listen, RedisManager};
 use crate::backend::near::{NearCache, Tracking};
 use crate::health::cell::HealthCell;
-use crate::health::commons::Commons;
 use crate::health::failure::{FailureKind, failure, one_line};
+use crate::health::pool_wide::PoolWide;
 use crate::health::record::PoolStats;
 use crate::node::clock::Clock;
 use crate::node::learn::learn;
 use crate::node::probe::{Probe, ProbeCheck, failed, retest};
-use crate::node::shared::Muxed;
+use crate::node::shared::SharedSocket;
 use crate::node::tracked::{ConnectionAbilities, NodeManager, Tracked, TrackedConn};
 use crate::node::warm::Resizing;
 use crate::route::NodeName;
@@ -51,7 +51,7 @@ use crate::stand_in::journal::Journal;
 /// What a node is made from: its name, weight and manager, how its
 /// tracking connection is made if it has a near cache, and how a pub/sub
 /// connection is, if it can make one (a Redis node).
-pub(crate) struct Spec<M: NodeManager> {
+pub(crate) struct NodeParts<M: NodeManager> {
     pub(crate) name: String,
     pub(crate) weight: f64,
     pub(crate) manager: M,
@@ -61,10 +61,17 @@ pub(crate) struct Spec<M: NodeManager> {
     pub(crate) gutter: bool,
 }
 
-impl<M: NodeManager> Spec<M> {
+impl<M: NodeManager> NodeParts<M> {
     /// A node of `manager`, without a near cache or pub/sub.
     pub(crate) fn new(name: &str, weight: f64, manager: M) -> Self {
-        Spec { name: name.to_owned(), weight, manager, tracking: None, listen: None, gutter: false }
+        NodeParts {
+            name: name.to_owned(),
+            weight,
+            manager,
+            tracking: None,
+            listen: None,
+            gutter: false,
+        }
     }
 }
 
@@ -100,7 +107,7 @@ pub(crate) struct Node<M: NodeManager, S> {
 /// connection, made by one caller at a time, and with a near cache, the
 /// cache and how its tracking connection is made.
 struct Shared<M: NodeManager> {
-    mux: ArcSwapOption<Muxed<M::Connection>>,
+    mux: ArcSwapOption<SharedSocket<M::Connection>>,
     /// Lets one caller connect the multiplexed connection while the others
     /// wait for its result.
     connecting: tokio::sync::Mutex<()>,
@@ -122,13 +129,13 @@ impl<M: NodeManager, S: Store<M>> Node<M, S> {
     /// A node whose connections live in what `store` makes of its tracked
     /// manager; nothing is connected yet.
     pub(crate) fn new(
-        Spec { name, weight, manager, tracking, listen, gutter }: Spec<M>,
+        NodeParts { name, weight, manager, tracking, listen, gutter }: NodeParts<M>,
         settings: &Settings,
-        commons: &Arc<Commons>,
+        pool_wide: &Arc<PoolWide>,
         check: Option<ProbeCheck<M::Connection>>,
         store: impl FnOnce(Tracked<M>) -> S,
     ) -> Self {
-        let cell = Arc::new(HealthCell::new(&name, settings.policy(), commons.clone()));
+        let cell = Arc::new(HealthCell::new(&name, settings.policy(), pool_wide.clone()));
         let near =
             tracking.as_ref().map(|t| Arc::new(NearCache::new(t.entries, cell.commands.clone())));
         let manager = Arc::new(manager);
@@ -142,7 +149,7 @@ impl<M: NodeManager, S: Store<M>> Node<M, S> {
             resize: resize.clone(),
         };
         let fleet = settings.fleet.as_deref().filter(|_| settings.invalidate_on_return);
-        let relay = (commons.teller, cell.metrics.relay_counters());
+        let relay = (pool_wide.teller, cell.metrics.relay_counters());
         let journal = Arc::new(Journal::new(cell.metrics.stand_in_counters(), fleet, &name, relay));
         let shared = Shared {
             mux: ArcSwapOption::empty(),
@@ -295,7 +302,7 @@ impl<M: NodeManager, S: Store<M>> Node<M, S> {
             Some((mux, check)) => match tokio::time::timeout(timeout, check).await {
                 Ok(answer) => mux.observe(failure(&answer)),
                 Err(_) => {
-                    let (kind, error) = late(timeout);
+                    let (kind, error) = timed_out(timeout);
                     mux.observe(Some((kind, &error)));
                 }
             },
@@ -390,8 +397,8 @@ impl<M: NodeManager, S: Store<M>> Node<M, S> {
     }
 
     /// The node's multiplexed connection if it is usable
-    /// ([`Muxed::is_live`]).
-    fn live_mux(&self) -> Option<Arc<Muxed<M::Connection>>> {
+    /// ([`SharedSocket::is_live`]).
+    fn live_mux(&self) -> Option<Arc<SharedSocket<M::Connection>>> {
         self.shared.mux.load_full().filter(|mux| mux.is_live())
     }
 
@@ -402,7 +409,7 @@ impl<M: NodeManager, S: Store<M>> Node<M, S> {
     pub(crate) async fn multiplexed(
         &self,
         clock: &Clock,
-    ) -> Result<Arc<Muxed<M::Connection>>, CheckoutError> {
+    ) -> Result<Arc<SharedSocket<M::Connection>>, CheckoutError> {
         let mux = match self.live_mux().filter(|_| self.cell.is_up()) {
             Some(mux) => mux,
             // Boxed: the connect's future is large, and the common path
@@ -413,7 +420,7 @@ impl<M: NodeManager, S: Store<M>> Node<M, S> {
         Ok(mux)
     }
 
-    async fn connect_mux(&self) -> Try<Arc<Muxed<M::Connection>>> {
+    async fn connect_mux(&self) -> Try<Arc<SharedSocket<M::Connection>>> {
         if let Some(mux) = self.live_mux() {
             return Try::Done(mux);
         }
@@ -428,7 +435,7 @@ impl<M: NodeManager, S: Store<M>> Node<M, S> {
                 (Some(track), Some(near)) => (track.connect)(near.clone(), broken.clone()).await,
                 _ => self.manager.connect().await,
             };
-            let Ok(mut conn) = self.cell.connected(epoch, connected) else { return Try::Again };
+            let Ok(mut conn) = self.cell.connected(epoch, connected) else { return Try::Retry };
             // One whose `COMMAND` went unanswered goes: a fresh one, not asked.
             if !ask || learn(&mut conn, &self.cell, epoch, self.beat.0).await {
                 break (conn, broken);
@@ -441,7 +448,7 @@ impl<M: NodeManager, S: Store<M>> Node<M, S> {
             near.clear();
         }
         let owner = (self.cell.clone(), self.resize.clone());
-        let mux = Arc::new(Muxed::new(conn, epoch, broken, near, owner));
+        let mux = Arc::new(SharedSocket::new(conn, epoch, broken, near, owner));
         self.shared.mux.store(Some(mux.clone()));
         Try::Done(mux)
     }

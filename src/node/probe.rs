@@ -81,10 +81,10 @@ pub(crate) fn judge<C>(
     outcome: Option<Result<C, (FailureKind, String)>>,
     timeout: Duration,
 ) -> Result<C, (FailureKind, String)> {
-    outcome.unwrap_or_else(|| Err(late(timeout)))
+    outcome.unwrap_or_else(|| Err(timed_out(timeout)))
 }
 
 /// The failure of a check that did not answer within `timeout`.
-pub(crate) fn late(timeout: Duration) -> (FailureKind, String) {
+pub(crate) fn timed_out(timeout: Duration) -> (FailureKind, String) {
     (FailureKind::Timeout, format!("no answer within {timeout:?}"))
 }

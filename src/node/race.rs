@@ -59,13 +59,13 @@ impl<M: NodeManager, S: Store<M>> Node<M, S> {
             match outcome {
                 Try::Done(value) => return Ok(value),
                 Try::TimedOut => return Err(CheckoutError::TimedOut(clock.waited())),
-                Try::Again => timer = true,
+                Try::Retry => timer = true,
             }
         }
     }
 
     /// The race proper, for an attempt that must wait: its outcome, or
-    /// `Try::Again` once a failure of the node is signalled, or
+    /// `Try::Retry` once a failure of the node is signalled, or
     /// `Try::TimedOut` at the deadline (with `timer`, or once the call has
     /// waited over a millisecond before this attempt began).
     async fn wait<T, F: Future>(
@@ -84,7 +84,7 @@ impl<M: NodeManager, S: Store<M>> Node<M, S> {
         Ok(tokio::select! {
             biased;
             outcome = attempt => judge(outcome),
-            () = failed => Try::Again,
+            () = failed => Try::Retry,
             // In an async block, the timer is not even built unless used.
             () = async { tokio::time::sleep_until(clock.deadline().into()).await }, if timer => {
                 Try::TimedOut
@@ -127,7 +127,7 @@ impl<M: NodeManager, S: Store<M>> Node<M, S> {
             return Try::Done(conn);
         }
         conn.broken = true;
-        Try::Again
+        Try::Retry
     }
 }
 
@@ -146,7 +146,7 @@ impl<M: NodeManager> Node<M, Bb8<M>> {
             Err(RunError::TimedOut) => Try::TimedOut,
             // bb8 0.9 reports connect errors to its error sink, not here;
             // `Tracked` has already told the node's health.
-            Err(RunError::User(_)) => Try::Again,
+            Err(RunError::User(_)) => Try::Retry,
         };
         self.race(clock, false, || self.store.get_owned(), judge)
     }

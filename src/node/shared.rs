@@ -10,7 +10,7 @@ use crate::health::failure::Failure;
 use crate::node::warm::Resizing;
 
 /// The node's multiplexed connection, cloned by `get_shared`.
-pub(crate) struct Muxed<C> {
+pub(crate) struct SharedSocket<C> {
     pub(crate) conn: C,
     pub(crate) epoch: u64,
     /// Set by the first caller that sees it fail, or (with a near cache)
@@ -24,7 +24,7 @@ pub(crate) struct Muxed<C> {
     pub(crate) resize: Arc<Resizing>,
 }
 
-impl<C> Muxed<C> {
+impl<C> SharedSocket<C> {
     pub(crate) fn new(
         conn: C,
         epoch: u64,
@@ -32,7 +32,7 @@ impl<C> Muxed<C> {
         near: Option<Arc<NearCache>>,
         (cell, resize): (Arc<HealthCell>, Arc<Resizing>),
     ) -> Self {
-        Muxed { conn, epoch, broken, near, cell, resize }
+        SharedSocket { conn, epoch, broken, near, cell, resize }
     }
 
     /// Whether it failed, or its socket closed.

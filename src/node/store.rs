@@ -12,7 +12,7 @@ use futures_util::FutureExt;
 use crate::error::Error;
 use crate::health::failure::FailureKind;
 use crate::health::record::PoolStats;
-use crate::node::probe::{failed, late};
+use crate::node::probe::{failed, timed_out};
 use crate::node::tracked::{NodeManager, Tracked, TrackedConn};
 use crate::settings::Settings;
 
@@ -47,7 +47,7 @@ pub(crate) enum Try<T> {
     /// Nothing yet (a connect failed below the threshold, a connection was
     /// stale, a blocking wait's slice ended): look at the node again and
     /// retry.
-    Again,
+    Retry,
     /// The attempt's own timeout ran out.
     TimedOut,
 }
@@ -111,7 +111,8 @@ impl<M: NodeManager> Store<M> for Bb8<M> {
             return;
         }
         let checked = tokio::time::timeout(timeout, manager.is_valid(&mut conn.conn)).await;
-        let outcome = checked.map_err(|_| late(timeout)).and_then(|r| r.map_err(|e| failed(&e)));
+        let outcome =
+            checked.map_err(|_| timed_out(timeout)).and_then(|r| r.map_err(|e| failed(&e)));
         conn.observe(
             outcome.as_ref().err().map(|(kind, error)| (*kind, error as &dyn fmt::Display)),
         );

@@ -9,7 +9,7 @@
 //! Read top to bottom: [`probe`] (the whole return, and why no process of
 //! a fleet routes a key home to a copy not yet deleted), then the keys it
 //! gathers ([`is_away`], [`borrowed`], [`recorded`]), the deletes
-//! ([`after_return`], [`elsewhere`], [`delete`]).
+//! ([`after_return`], [`delete_elsewhere`], [`delete`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -99,8 +99,8 @@ pub(crate) async fn probe<M: NodeManager, S: Store<M>>(
         return node.health().finish_probe(outcome);
     }
     let count = keys.len();
-    if elsewhere(&node, &nodes, keys, &records).await {
-        node.health().commons.send(NodeEvent::Invalidated { node: *node.name(), keys: count });
+    if delete_elsewhere(&node, &nodes, keys, &records).await {
+        node.health().pool_wide.send(NodeEvent::Invalidated { node: *node.name(), keys: count });
         tracing::info!(node = %node.name(), keys = count, "stand-in copies invalidated");
     }
     node.journal().counted(0);
@@ -160,14 +160,14 @@ pub(crate) async fn after_return<M: NodeManager, S: Store<M>>(
     landing: Duration,
 ) {
     home.journal().landed(home.journal().mark(), landing).await;
-    elsewhere(home, nodes, home.journal().take(), &[]).await;
+    delete_elsewhere(home, nodes, home.journal().take(), &[]).await;
 }
 
 /// Deletes `keys` on every node but `home`, all at once (with rendezvous
 /// hashing its keys have stand-ins all over the pool), with each node's
 /// `records` of them (removed in the same transaction); counts them, and
 /// says whether they all went.
-async fn elsewhere<M: NodeManager, S: Store<M>>(
+async fn delete_elsewhere<M: NodeManager, S: Store<M>>(
     home: &Node<M, S>,
     nodes: &Nodes<M, S>,
     keys: Vec<Box<[u8]>>,
@@ -184,9 +184,10 @@ async fn elsewhere<M: NodeManager, S: Store<M>>(
             true => delete(node, &home.journal().deletes(&keys, members)).await,
             false => Err((FailureKind::Connect, "boxed".to_owned())),
         };
-        let mute = || (FailureKind::Check, "its connections cannot carry a DEL".to_owned());
+        let cannot_delete =
+            || (FailureKind::Check, "its connections cannot carry a DEL".to_owned());
         outcome
-            .and_then(|deleted| if deleted { Ok(()) } else { Err(mute()) })
+            .and_then(|deleted| if deleted { Ok(()) } else { Err(cannot_delete()) })
             .map_err(|e| (node.name(), e))
     });
     let Some((stand_in, (kind, error))) = join_all(runs).await.into_iter().find_map(Result::err)

@@ -17,13 +17,13 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use futures_util::future::join_all;
 
 use crate::error::Error;
-use crate::health::commons::Commons;
 use crate::health::event::NodeEvent;
 use crate::health::penalty::{BoxGuard, State};
+use crate::health::pool_wide::PoolWide;
 use crate::node::clock::Clock;
 use crate::node::probe::ProbeCheck;
 use crate::node::tracked::NodeManager;
-use crate::node::{Bb8, Node, Spec, Store};
+use crate::node::{Bb8, Node, NodeParts, Store};
 use crate::route::{self, NodeName};
 use crate::runtime::drain::Drain;
 use crate::runtime::drained;
@@ -35,14 +35,14 @@ use crate::settings::Settings;
 /// What a pool starts from: each node's name, weight and manager, the
 /// checked settings and the probe check.
 pub(crate) type Finished<M> =
-    (Vec<Spec<M>>, Settings, Option<ProbeCheck<<M as bb8::ManageConnection>::Connection>>);
+    (Vec<NodeParts<M>>, Settings, Option<ProbeCheck<<M as bb8::ManageConnection>::Connection>>);
 
 /// The engine of a pool, whichever the flavour.
 pub(crate) struct Core<M: NodeManager, S> {
     /// Swapped whole (to empty on `close`), so routing reads it without a
     /// lock.
     table: ArcSwap<Table<M, S>>,
-    pub(crate) commons: Arc<Commons>,
+    pub(crate) pool_wide: Arc<PoolWide>,
     closed: AtomicBool,
     next_any: AtomicUsize,
     /// Serialises membership changes and `close`; readers never take it.
@@ -71,31 +71,31 @@ impl<M: NodeManager, S> Drop for Core<M, S> {
     fn drop(&mut self) {
         // The prober holds only a `Weak`: wake it so it sees the pool is
         // gone now rather than at its next timer.
-        self.commons.wake.notify_one();
+        self.pool_wide.wake.notify_one();
     }
 }
 
 impl<M: NodeManager, S: Store<M>> Core<M, S> {
-    /// The engine over nodes made by `node` from each spec, probing them
+    /// The engine over nodes made by `node` from their parts, probing them
     /// first if the settings say so (those that fail start in the box).
     pub(crate) async fn start(
-        (specs, settings, check): Finished<M>,
+        (parts, settings, check): Finished<M>,
         node: impl Fn(
-            Spec<M>,
+            NodeParts<M>,
             &Settings,
-            &Arc<Commons>,
+            &Arc<PoolWide>,
             Option<ProbeCheck<M::Connection>>,
         ) -> Node<M, S>,
     ) -> Self {
-        let commons = Commons::new(BoxGuard::new(settings.max_boxed(specs.len())));
-        let new = |spec| Arc::new(node(spec, &settings, &commons, check.clone()));
-        let nodes: Vec<_> = specs.into_iter().map(new).collect();
+        let pool_wide = PoolWide::new(BoxGuard::new(settings.max_boxed(parts.len())));
+        let new = |parts| Arc::new(node(parts, &settings, &pool_wide, check.clone()));
+        let nodes: Vec<_> = parts.into_iter().map(new).collect();
         if settings.probe_at_build {
             probe_new(&nodes).await;
         }
         Core {
-            table: ArcSwap::from_pointee(Table::new(nodes, &commons)),
-            commons,
+            table: ArcSwap::from_pointee(Table::new(nodes, &pool_wide)),
+            pool_wide,
             closed: AtomicBool::new(false),
             next_any: AtomicUsize::new(0),
             membership: Mutex::new(()),
@@ -202,11 +202,11 @@ impl<M: NodeManager, S: Store<M>> Core<M, S> {
         if self.closed.swap(true, Ordering::AcqRel) {
             return;
         }
-        let table = self.table.swap(Arc::new(Table::new(Vec::new(), &self.commons)));
+        let table = self.table.swap(Arc::new(Table::new(Vec::new(), &self.pool_wide)));
         for node in &table.nodes {
             node.health().retire();
         }
-        self.commons.wake.notify_one();
+        self.pool_wide.wake.notify_one();
         tracing::info!(nodes = table.nodes.len(), "pool closed");
         // Dropping `table` drops each node's pool, and with it the idle
         // connections, once in-flight checkouts are done with it.
@@ -250,7 +250,7 @@ impl<M: NodeManager, S: Store<M>> Core<M, S> {
         // Open before the switch: the install points every node at it.
         self.resize.open(name, self.settings.resize_warmup);
         self.install(nodes);
-        self.commons.send(NodeEvent::Added { node: name });
+        self.pool_wide.send(NodeEvent::Added { node: name });
         tracing::info!(node = %name, "node added");
         Ok(())
     }
@@ -292,7 +292,7 @@ impl<M: NodeManager, S: Store<M>> Core<M, S> {
         removed.health().retire();
         self.resize.close(name);
         removed.health().metrics.removed();
-        self.commons.send(NodeEvent::Removed { node: *name });
+        self.pool_wide.send(NodeEvent::Removed { node: *name });
         tracing::info!(node = %name, "node removed");
     }
 
@@ -304,11 +304,11 @@ impl<M: NodeManager, S: Store<M>> Core<M, S> {
     /// Publishes a new node list, its nodes pointed at the resize on
     /// first; the caller holds the membership lock.
     fn install(&self, nodes: Vec<Arc<Node<M, S>>>) {
-        self.commons.guard.set_cap(self.settings.max_boxed(nodes.len()));
-        let table = Arc::new(Table::new(nodes, &self.commons));
+        self.pool_wide.guard.set_cap(self.settings.max_boxed(nodes.len()));
+        let table = Arc::new(Table::new(nodes, &self.pool_wide));
         (self.pointer)(self, &table);
         self.table.store(table);
-        self.commons.wake.notify_one();
+        self.pool_wide.wake.notify_one();
     }
 
     /// Points the current table's nodes at the resize on (none, once one

@@ -7,7 +7,7 @@
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use crate::health::commons::Commons;
+use crate::health::pool_wide::PoolWide;
 use crate::node::Store;
 use crate::node::tracked::NodeManager;
 use crate::runtime::comeback::{after_return, probe};
@@ -21,7 +21,7 @@ const GAUGE_INTERVAL: Duration = Duration::from_secs(1);
 /// nodes that did not answer meanwhile. It holds only a `Weak` between
 /// rounds, so it stops once the pool is closed or its last handle dropped
 /// (which wakes it).
-pub(crate) async fn prober<M, S>(core: Weak<Core<M, S>>, commons: Arc<Commons>)
+pub(crate) async fn prober<M, S>(core: Weak<Core<M, S>>, pool_wide: Arc<PoolWide>)
 where
     M: NodeManager,
     S: Store<M>,
@@ -95,7 +95,7 @@ where
         };
         tokio::select! {
             () = tokio::time::sleep_until(deadline.into()) => {}
-            () = commons.wake.notified() => {}
+            () = pool_wide.wake.notified() => {}
         }
     }
 }

@@ -38,7 +38,7 @@ pub(crate) trait Take<M: NodeManager, S> {
     ) -> impl Future<Output = Result<Self::Raw, CheckoutError>> + Send + 'a;
     /// The caller's connection; `home` says whether it is the key's home,
     /// `stand_in` what a stand-in's connection needs.
-    fn hand(raw: Self::Raw, home: bool, stand_in: Option<Box<StandIn>>) -> Self::Conn;
+    fn into_conn(raw: Self::Raw, home: bool, stand_in: Option<Box<StandIn>>) -> Self::Conn;
 }
 
 impl<M: NodeManager, S: Store<M>> Core<M, S> {
@@ -68,7 +68,7 @@ impl<M: NodeManager, S: Store<M>> Core<M, S> {
             let (index, home, stand_in) = self.offer(&table, &mut route, key)?;
             let taken = T::take(&table.nodes[index], &clock).await;
             if let Some(raw) = route.outcome(index, taken)? {
-                return Ok(T::hand(raw, home, stand_in));
+                return Ok(T::into_conn(raw, home, stand_in));
             }
         }
     }
@@ -92,7 +92,7 @@ impl<M: NodeManager, S: Store<M>> Core<M, S> {
             let home = route.is_home(index);
             let taken = T::take(&table.nodes[index], &clock).await;
             if let Some(raw) = route.outcome(index, taken)? {
-                conns.push(T::hand(raw, home, None));
+                conns.push(T::into_conn(raw, home, None));
                 route.skip(index);
             }
         }
@@ -159,7 +159,9 @@ impl<M: NodeManager, S: Store<M>> Core<M, S> {
                 let (run, table, clock) = (&run, &table, &clock);
                 async move {
                     let outcome = match T::take(&table.nodes[index], clock).await {
-                        Ok(raw) => Ok(run(T::hand(raw, home, stand_in), positions.clone()).await),
+                        Ok(raw) => {
+                            Ok(run(T::into_conn(raw, home, stand_in), positions.clone()).await)
+                        }
                         Err(e) => Err(e),
                     };
                     (index, positions, outcome)
@@ -208,7 +210,7 @@ impl<M: NodeManager, S: Store<M>> Core<M, S> {
             async move {
                 let name = node.name().to_string();
                 let result = match T::take(node, clock).await {
-                    Ok(raw) => Ok(f(T::hand(raw, !node.is_gutter(), stand_in)).await),
+                    Ok(raw) => Ok(f(T::into_conn(raw, !node.is_gutter(), stand_in)).await),
                     Err(e) => Err(e.into_error(&name)),
                 };
                 (name, result)

@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use arc_swap::Guard;
 
 use crate::error::Error;
-use crate::health::commons::Commons;
+use crate::health::pool_wide::PoolWide;
 use crate::node::tracked::NodeManager;
 use crate::node::{CheckoutError, Node, Store};
 use crate::route::policy::{Cursor, Miss};
@@ -28,11 +28,11 @@ pub(crate) struct Table<M: NodeManager, S> {
     /// connection is handed. A copy of the router, not a share of it, so
     /// routing reaches its own without one more pointer to follow.
     pub(crate) homes: Arc<Homes>,
-    pub(crate) commons: Arc<Commons>,
+    pub(crate) pool_wide: Arc<PoolWide>,
 }
 
 impl<M: NodeManager, S: Store<M>> Table<M, S> {
-    pub(crate) fn new(mut nodes: Vec<Arc<Node<M, S>>>, commons: &Arc<Commons>) -> Self {
+    pub(crate) fn new(mut nodes: Vec<Arc<Node<M, S>>>, pool_wide: &Arc<PoolWide>) -> Self {
         nodes.sort_by_key(|n| n.is_gutter()); // stable: each kind keeps its order
         let keyed = nodes.iter().take_while(|n| !n.is_gutter()).count();
         let over = |nodes: &[Arc<Node<M, S>>]| {
@@ -43,7 +43,7 @@ impl<M: NodeManager, S: Store<M>> Table<M, S> {
         // Every node's, the gutter's last: a node reads a write's keys by its own table.
         let cells = nodes.iter().map(|n| n.health().clone()).collect();
         let homes = Arc::new(Homes { router: router.clone(), journals, cells });
-        Table { router, gutter, nodes, homes, commons: commons.clone() }
+        Table { router, gutter, nodes, homes, pool_wide: pool_wide.clone() }
     }
 
     /// The name of the node at `index`, of either kind: from the router
@@ -76,7 +76,7 @@ impl<M: NodeManager, S: Store<M>> Table<M, S> {
     /// a line written only when a node changes state), else as each node's
     /// word says (`warm`: a warming node takes only its share of keys).
     fn routable(&self, hash: u64, warm: bool) -> impl Fn(usize) -> bool + '_ {
-        let settled = self.commons.unsettled.load(Ordering::Acquire) == 0;
+        let settled = self.pool_wide.unsettled.load(Ordering::Acquire) == 0;
         move |index| settled || self.nodes[index].health().routable(hash, warm)
     }
 

@@ -9,11 +9,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use metrics::Counter;
 use redis::{Cmd, Pipeline, Value};
 use tokio::sync::Notify;
 
 use super::relay::Relay;
+use crate::health::record::{RelayCounters, StandInCounters};
 
 /// The most keys remembered per home node: writes past them are counted as
 /// dropped and left to `stand_in_ttl`. About 100 bytes each with a short
@@ -52,7 +52,7 @@ pub(crate) struct Journal {
     invalidated: AtomicU64,
     dropped: AtomicU64,
     /// Remembered, invalidated, dropped.
-    counters: [Counter; 3],
+    counters: StandInCounters,
     /// With a fleet: the key of the set, on each stand-in, of the keys
     /// every process wrote there for this home.
     shared: Option<Box<[u8]>>,
@@ -87,10 +87,10 @@ impl Journal {
     /// `fleet`, is kept on the stand-ins too and relays its writes (as the
     /// pool `teller`, telling `relayed`).
     pub(crate) fn new(
-        counters: [Counter; 3],
+        counters: StandInCounters,
         fleet: Option<&str>,
         home: &str,
-        (teller, relayed): (u64, [Counter; 4]),
+        (teller, relayed): (u64, RelayCounters),
     ) -> Self {
         Journal {
             kept: Mutex::default(),
@@ -224,7 +224,7 @@ impl Journal {
         kept.next += 1;
         kept.flights.insert(number, keys);
         drop(kept);
-        self.counters[0].increment(new);
+        self.counters.remembered.increment(new);
         self.settle(0, lost);
         Flight { journal: self.clone(), number }
     }
@@ -301,8 +301,8 @@ impl Journal {
     pub(crate) fn settle(&self, invalidated: usize, dropped: usize) {
         self.invalidated.fetch_add(invalidated as u64, Ordering::Relaxed);
         self.dropped.fetch_add(dropped as u64, Ordering::Relaxed);
-        self.counters[1].increment(invalidated as u64);
-        self.counters[2].increment(dropped as u64);
+        self.counters.invalidated.increment(invalidated as u64);
+        self.counters.dropped.increment(dropped as u64);
     }
 
     /// Writes invalidated and dropped so far.

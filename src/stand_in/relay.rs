@@ -16,7 +16,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use metrics::Counter;
+use crate::health::record::RelayCounters;
 use redis::Cmd;
 
 const HEAD: &[u8] = b"fluster1 delete ";
@@ -137,12 +137,12 @@ pub(crate) struct Relay {
     /// was heard to agree; `u64::MAX`: none.
     agreed: AtomicU64,
     /// Relayed deletes: sent, deleted, repeated, dropped.
-    counters: [Counter; 4],
+    counters: RelayCounters,
 }
 
 impl Relay {
     /// The relay of `home` for the pool `teller` of the fleet `fleet`.
-    pub(crate) fn new(fleet: &str, home: &str, teller: u64, counters: [Counter; 4]) -> Self {
+    pub(crate) fn new(fleet: &str, home: &str, teller: u64, counters: RelayCounters) -> Self {
         Relay {
             channel: fleet.into(),
             home: home.into(),
@@ -175,8 +175,8 @@ impl Relay {
     /// dropped), each counted as sent.
     pub(crate) fn publish(&self, keys: &[Box<[u8]>]) -> Vec<Cmd> {
         let fits: Vec<&[u8]> = keys.iter().map(|k| &**k).filter(|k| k.len() <= KEY_BYTES).collect();
-        self.counters[3].increment((keys.len() - fits.len()) as u64);
-        self.counters[0].increment(fits.len() as u64);
+        self.counters.dropped.increment((keys.len() - fits.len()) as u64);
+        self.counters.sent.increment(fits.len() as u64);
         let channel = &*self.channel;
         let publish = |batch: &[&[u8]]| {
             let seq = self.seq.fetch_add(1, Ordering::Relaxed);
@@ -189,13 +189,14 @@ impl Relay {
     /// Counts what became of `keys` relayed deletes heard by this process:
     /// `deleted` here, or done already by another (`repeated`).
     pub(crate) fn heard(&self, keys: usize, deleted: bool) {
-        self.counters[if deleted { 1 } else { 2 }].increment(keys as u64);
+        let counter = if deleted { &self.counters.deleted } else { &self.counters.repeated };
+        counter.increment(keys as u64);
     }
 
     /// Counts `keys` relayed deletes this process could not do (no room,
     /// or the home failed).
     pub(crate) fn dropped(&self, keys: usize) {
-        self.counters[3].increment(keys as u64);
+        self.counters.dropped.increment(keys as u64);
     }
 }
 

@@ -16,7 +16,7 @@ use redis::{ErrorKind, RedisError, RedisResult, Value};
 use crate::backend::manager::RedisManager;
 use crate::backend::near::{HeldFence, NearCache};
 use crate::health::failure::FailureKind;
-use crate::node::shared::Muxed;
+use crate::node::shared::SharedSocket;
 use crate::node::tracked::{NodeManager, Tracked};
 use crate::stand_in::writes::StandIn;
 
@@ -111,7 +111,7 @@ impl<M: NodeManager> fmt::Debug for Connection<M> {
 /// [`get`](crate::ShardedPool::get).
 pub struct SharedConnection<M: NodeManager = RedisManager> {
     conn: M::Connection,
-    mux: Arc<Muxed<M::Connection>>,
+    mux: Arc<SharedSocket<M::Connection>>,
     home: bool,
     stand_in: Option<Box<StandIn>>,
 }
@@ -121,7 +121,7 @@ where
     M::Connection: Clone,
 {
     pub(crate) fn new(
-        mux: Arc<Muxed<M::Connection>>,
+        mux: Arc<SharedSocket<M::Connection>>,
         home: bool,
         stand_in: Option<Box<StandIn>>,
     ) -> Self {

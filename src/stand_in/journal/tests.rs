@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use metrics::Counter;
+use crate::health::record::{RelayCounters, StandInCounters};
 
 use super::*;
 
@@ -66,12 +66,8 @@ impl Drop for Server {
 
 #[test]
 fn the_journal_holds_at_most_its_room() {
-    let journal = Arc::new(Journal::new(
-        std::array::from_fn(|_| Counter::noop()),
-        None,
-        "a",
-        (0, std::array::from_fn(|_| Counter::noop())),
-    ));
+    let journal =
+        Arc::new(Journal::new(StandInCounters::noop(), None, "a", (0, RelayCounters::noop())));
     let key = |k: &[u8]| vec![k.to_vec().into_boxed_slice()];
     drop(journal.depart(key(b"k")));
     drop(journal.depart(key(b"k")));
@@ -92,12 +88,8 @@ fn the_journal_holds_at_most_its_room() {
 /// waits for it: what a write that lands after the deletes would escape.
 #[tokio::test]
 async fn a_write_in_flight_stays_remembered_until_it_lands() {
-    let journal = Arc::new(Journal::new(
-        std::array::from_fn(|_| Counter::noop()),
-        None,
-        "a",
-        (0, std::array::from_fn(|_| Counter::noop())),
-    ));
+    let journal =
+        Arc::new(Journal::new(StandInCounters::noop(), None, "a", (0, RelayCounters::noop())));
     let flight = journal.depart(vec![b"k".to_vec().into_boxed_slice()]);
     let mark = journal.mark();
     let short = Duration::from_millis(20);
@@ -126,8 +118,8 @@ async fn a_write_in_flight_stays_remembered_until_it_lands() {
 fn the_record_on_a_stand_in_goes_only_with_its_copies() {
     let server = Server::start();
     let mut conn = server.client();
-    let counters = || std::array::from_fn(|_| Counter::noop());
-    let relayed = || (0, std::array::from_fn(|_| Counter::noop()));
+    let counters = || StandInCounters::noop();
+    let relayed = || (0, RelayCounters::noop());
     let journal = Journal::new(counters(), Some("orders"), "cache-a", relayed());
     let alone = Journal::new(counters(), None, "cache-a", relayed());
     assert!(alone.read_recorded().is_none());

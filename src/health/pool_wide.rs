@@ -1,4 +1,4 @@
-//! What the nodes of one pool have in common ([`Commons`]): the prober's
+//! What the nodes of one pool have in common ([`PoolWide`]): the prober's
 //! wake-up, the cascade guard, the events sender and the count of nodes
 //! that are not settled, the pool's id in a fleet. Pool-wide; each node's cell holds a share.
 
@@ -12,7 +12,7 @@ use crate::health::penalty::BoxGuard;
 
 /// What the nodes of one pool have in common.
 #[derive(Debug)]
-pub(crate) struct Commons {
+pub(crate) struct PoolWide {
     /// Wakes the pool's prober: a node was boxed, a probe ended, the table
     /// changed, or the pool was closed or dropped.
     pub(crate) wake: Notify,
@@ -29,13 +29,13 @@ pub(crate) struct Commons {
     pub(crate) teller: u64,
 }
 
-impl Commons {
+impl PoolWide {
     pub(crate) fn new(guard: BoxGuard) -> Arc<Self> {
         crate::metrics::describe();
         let events = broadcast::channel(1024).0;
         let (wake, unsettled, teller) =
             (Notify::new(), AtomicUsize::new(0), crate::random::random());
-        Arc::new(Commons { wake, guard, events, unsettled, teller })
+        Arc::new(PoolWide { wake, guard, events, unsettled, teller })
     }
 
     pub(crate) fn send(&self, event: NodeEvent) {
