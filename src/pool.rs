@@ -243,7 +243,7 @@ impl ShardedPool<RedisManager> {
     }
 
     /// Removes the node `name` after moving its keys to their new homes
-    /// with the servers' own `MIGRATE … COPY KEYS` (TTLs kept), in batches
+    /// with the servers' own `MIGRATE … REPLACE KEYS` (TTLs kept), in batches
     /// of [`DRAIN_BATCH`](crate::DRAIN_BATCH) keys with
     /// [`DRAIN_PAUSE`](crate::DRAIN_PAUSE) between them. Its keys are
     /// served by their new homes from the start (a miss there reads through

@@ -632,6 +632,10 @@ async fn a_drained_node_added_back_must_be_empty() {
     let _: () = pool.get(&key).await.unwrap().set_ex(&key, "v1", 60).await.unwrap();
     pool.drain_node_paced("d", 7, Duration::from_millis(1)).await.unwrap();
     let d = server(&servers, "d");
+    // Moved, not copied: nothing of its own is left on it.
+    let left: i64 = redis::cmd("DBSIZE").query(&mut d.client()).unwrap();
+    assert_eq!(left, 0, "the drain moved its keys off");
+    let _: () = redis::cmd("SET").arg("leftover").arg("x").query(&mut d.client()).unwrap();
     let err = pool.add_node("d", &d.url()).await.unwrap_err().to_string();
     assert!(err.contains("`d`") && err.contains("FLUSHDB"), "{err}");
     let _: () = redis::cmd("FLUSHDB").query(&mut d.client()).unwrap();
@@ -699,4 +703,63 @@ async fn a_drain_leaves_copies_of_keys_homed_elsewhere() {
         redis::cmd("SET").arg(&key).arg("copy").query(&mut server(&servers, "d").client()).unwrap();
     pool.drain_node_paced("d", 4, Duration::from_millis(1)).await.unwrap();
     assert_eq!(raw_get(server(&servers, "a"), &key).as_deref(), Some(&b"home"[..]));
+}
+
+/// Every process drains the node it drops, each at its own time: a second
+/// pool's drain, after the first's and after writes through the first,
+/// brings none of the old values back (the first moved them off).
+#[tokio::test]
+async fn a_second_pools_drain_brings_no_old_value_back() {
+    let servers = start_servers(4);
+    let (first, second) = (drain_pool(&servers).await, drain_pool(&servers).await);
+    let keys = support::keys_on(&first, "d", "twice", 10);
+    for key in &keys {
+        let _: () = first.get(key).await.unwrap().set_ex(key, "v1", 60).await.unwrap();
+    }
+    first.drain_node_paced("d", 4, Duration::from_millis(1)).await.unwrap();
+    let (written, deleted) = keys.split_at(5);
+    for key in written {
+        let _: () = first.get(key).await.unwrap().set_ex(key, "v2", 60).await.unwrap();
+    }
+    for key in deleted {
+        let _: i64 = first.get(key).await.unwrap().del(key).await.unwrap();
+    }
+    second.drain_node_paced("d", 4, Duration::from_millis(1)).await.unwrap();
+    for key in &keys {
+        let value: Option<String> = first.get(key).await.unwrap().get(key).await.unwrap();
+        let want = if written.contains(key) { Some("v2") } else { None };
+        assert_eq!(value.as_deref(), want, "{key}");
+    }
+}
+
+/// A caller that holds one connection of every node (`fan_out`) and
+/// writes moved keys during a warm window never waits for a connection it
+/// holds itself: the window's deletes go on the nodes' shared connections
+/// (with `max_connections(1)` a pooled checkout there waited for itself).
+#[tokio::test]
+async fn a_fan_out_during_a_warm_window_does_not_wait_for_itself() {
+    let servers = start_servers(4);
+    let e = RedisServer::start();
+    let builder = ShardedPool::builder()
+        .resize_warmup(Duration::from_secs(30))
+        .max_connections(1)
+        .checkout_timeout(Duration::from_secs(30));
+    let builder = servers.iter().zip(NAMES).fold(builder, |b, (s, n)| b.named_node(n, &s.url()));
+    let pool = builder.build().await.unwrap();
+    let keys = moved_keys(&pool, 4).await;
+    pool.add_node("e", &e.url()).await.unwrap();
+    let names: Vec<String> = keys.iter().map(|(key, _)| key.clone()).collect();
+    let written = pool.fan_out(|mut conn| {
+        let names = names.clone();
+        async move {
+            for key in &names {
+                let _: () = conn.set(key, "v2").await?;
+            }
+            Ok::<_, redis::RedisError>(())
+        }
+    });
+    let replies = tokio::time::timeout(Duration::from_secs(10), written)
+        .await
+        .expect("the fan_out waited for a connection it held");
+    assert_eq!(replies.len(), 5, "{replies:?}");
 }

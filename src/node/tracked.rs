@@ -11,7 +11,7 @@ use std::time::Duration;
 use bb8::ManageConnection;
 use futures_util::future::BoxFuture;
 use redis::aio::{ConnectionLike, MultiplexedConnection};
-use redis::{Cmd, RedisResult, Value};
+use redis::{Cmd, Pipeline, RedisResult, Value};
 
 use crate::backend::near::NearCache;
 use crate::health::cell::HealthCell;
@@ -60,6 +60,14 @@ pub trait ConnectionAbilities {
         None
     }
 
+    /// The pool's own `pipe` on a connection many callers share, without
+    /// taking it from them (a resize's deletes and reads through): `None`
+    /// if this is not such a connection.
+    fn send_shared(&self, pipe: Pipeline) -> Option<BoxFuture<'static, RedisResult<Vec<Value>>>> {
+        let _ = pipe;
+        None
+    }
+
     /// A `PING` on a connection many callers share, without taking it
     /// from them: the heartbeat of a node's shared connection. Without it
     /// the heartbeat `PING`s a pooled connection instead.
@@ -93,6 +101,11 @@ impl ConnectionAbilities for MultiplexedConnection {
     fn ping_shared(&self) -> Option<BoxFuture<'static, RedisResult<Value>>> {
         let mut conn = self.clone();
         Some(Box::pin(async move { redis::cmd("PING").query_async(&mut conn).await }))
+    }
+
+    fn send_shared(&self, pipe: Pipeline) -> Option<BoxFuture<'static, RedisResult<Vec<Value>>>> {
+        let mut conn = self.clone();
+        Some(Box::pin(async move { conn.req_packed_commands(&pipe, 0, pipe.len()).await }))
     }
 
     fn send_packed<'a>(

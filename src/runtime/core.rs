@@ -225,10 +225,13 @@ impl<M: NodeManager, S: Store<M>> Core<M, S> {
         if self.open_table()?.node(&name).is_some() {
             return Err(taken());
         }
-        if self.draining.load(Ordering::Acquire) {
+        let drained = || {
             // Its warm window and the drain would each claim the moved keys.
             let reason = "a node is being drained: add this one when the drain ends";
-            return Err(Error::config(format!("node name `{name}`"), reason));
+            Err(Error::config(format!("node name `{name}`"), reason))
+        };
+        if self.draining.load(Ordering::Acquire) {
+            return drained();
         }
         let node = Arc::new(node);
         if self.settings.probe_at_build {
@@ -243,6 +246,13 @@ impl<M: NodeManager, S: Store<M>> Core<M, S> {
         if current.node(&name).is_some() {
             node.health().retire();
             return Err(taken());
+        }
+        // Again under the lock: a drain may have begun during the probe (a
+        // drain that begins after this sees the window open, or the table
+        // changed at its switch, and is refused).
+        if self.draining.load(Ordering::Acquire) {
+            node.health().retire();
+            return drained();
         }
         node.health().start_warmup();
         let mut nodes = current.nodes.clone();

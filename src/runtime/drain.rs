@@ -1,5 +1,5 @@
 //! A node removed by draining (`drain_node`): its keys are moved to their
-//! new homes by the server's own `MIGRATE … COPY KEYS …` before it leaves
+//! new homes by the server's own `MIGRATE … REPLACE KEYS …` before it leaves
 //! the pool. `docs/resize.md` ("Draining a node") gives the order and
 //! checks every interleaving.
 //!
@@ -13,7 +13,7 @@
 //!    reads through to the draining node, and a write deletes the draining
 //!    node's copy first; a write on the draining node's own connections
 //!    deletes the new home's copy after its reply.
-//! 3. Move: `SCAN` on the draining node, `MIGRATE … COPY REPLACE` each
+//! 3. Move: `SCAN` on the draining node, `MIGRATE … REPLACE` each
 //!    batch to its new homes, paced. A key still here was written nowhere
 //!    since the switch (each write deletes it here first, and is refused
 //!    if it cannot), so a new home's copy of it is older: replaced.
@@ -165,7 +165,9 @@ impl<M: NodeManager> Mover<'_, M> {
         }
     }
 
-    /// `MIGRATE … COPY REPLACE KEYS` of `keys` to `target`. `REPLACE`: a
+    /// `MIGRATE … REPLACE KEYS` of `keys` to `target`: moved, not copied
+    /// (a second pool draining the same node later finds nothing to copy
+    /// over the writes made since). `REPLACE`: a
     /// key still on the draining node was written nowhere since the switch
     /// (every write of a moved key deletes it here first, and is not sent
     /// if it cannot: `runtime/drained.rs`), so what the new home holds
@@ -173,7 +175,7 @@ impl<M: NodeManager> Mover<'_, M> {
     async fn migrate(&self, target: &Target<M>, keys: &[Vec<u8>]) -> Result<(), Error> {
         let mut pipe = redis::pipe();
         let cmd = pipe.cmd("MIGRATE").arg(&target.host).arg(target.port).arg("").arg(target.db);
-        cmd.arg(self.migrate_ms).arg("COPY").arg("REPLACE");
+        cmd.arg(self.migrate_ms).arg("REPLACE");
         // Credentials go to the server only, never into an error.
         let cmd = match &target.auth {
             Some((Some(user), password)) => cmd.arg("AUTH2").arg(user).arg(password),
@@ -201,11 +203,13 @@ impl<M: NodeManager> Mover<'_, M> {
     /// drain before the switch.
     pub(crate) async fn check(&self) -> Result<(), Error> {
         let key = format!("fluster:drain:probe:{:016x}", crate::random::random()).into_bytes();
-        let mut set = redis::pipe();
-        set.cmd("SET").arg(&key).arg("probe").arg("PX").arg(60_000);
-        self.send(set).await.map_err(|e| self.failed(None, e))?;
         let mut result = Ok(());
         for target in &self.targets {
+            // Set again for each: a `MIGRATE` moves it off, and one of a
+            // key that is not there never reaches its target.
+            let mut set = redis::pipe();
+            set.cmd("SET").arg(&key).arg("probe").arg("PX").arg(60_000);
+            self.send(set).await.map_err(|e| self.failed(None, e))?;
             result = self.migrate(target, std::slice::from_ref(&key)).await;
             let mut del = redis::pipe();
             del.cmd("DEL").arg(&key);

@@ -20,7 +20,7 @@ use crate::node::clock::Clock;
 use crate::node::lease::unmark;
 use crate::node::tracked::{ConnectionAbilities, NodeManager, TrackedConn};
 use crate::node::warm::{Elder, Moved};
-use crate::node::{Bb8, Node};
+use crate::node::{Bb8, CheckoutError, Node};
 use crate::route::{self, NodeName};
 use crate::runtime::table::Table;
 
@@ -205,7 +205,10 @@ pub(crate) fn get_pttl<M: NodeManager>(
 
 /// `pipe` on `node`, judged by the one classifier; the replies as
 /// fluster's readers see them (a lease reads as nil). What the warm
-/// window's and the drain's old homes are asked through.
+/// window's and the drain's old homes are asked through: on the node's
+/// shared connection where it has one, never a pooled one its own caller
+/// may hold (a `fan_out` holds one of every node's: with
+/// `max_connections(1)` a checkout here waited for itself).
 pub(crate) fn send<M: NodeManager>(
     node: Arc<Node<M, Bb8<M>>>,
     timeout: Duration,
@@ -213,10 +216,20 @@ pub(crate) fn send<M: NodeManager>(
 ) -> BoxFuture<'static, RedisResult<Vec<Value>>> {
     Box::pin(async move {
         let clock = Clock::new(timeout);
-        let mut conn = node.checkout(&clock).await.map_err(|e| {
+        let gone = |e: CheckoutError| {
             let e = e.into_error(node.name());
             redis::RedisError::from((redis::ErrorKind::Io, "old home", e.to_string()))
-        })?;
+        };
+        let mux = node.multiplexed(&clock).await.map_err(gone)?;
+        if let Some(sent) = mux.conn.send_shared(pipe.clone()) {
+            let mut replies = sent.await;
+            mux.observe(failure(&replies));
+            if let Ok(values) = &mut replies {
+                values.iter_mut().for_each(unmark);
+            }
+            return replies;
+        }
+        let mut conn = node.checkout(&clock).await.map_err(gone)?;
         let tracked: &mut TrackedConn<M::Connection> = &mut conn;
         let Some(wire) = tracked.conn.redis() else {
             return Err((redis::ErrorKind::Client, "not a Redis connection").into());
