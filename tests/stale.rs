@@ -765,36 +765,3 @@ async fn a_server_that_never_answers_command_holds_up_no_probe() {
     });
     assert_eq!(value.await.expect("a connection waited for COMMAND's reply").unwrap(), v());
 }
-
-/// A read of the server's table cut short (its caller dropped the call) is
-/// asked again at the next connect: the server's table is used from then.
-#[tokio::test]
-async fn a_read_of_the_table_cut_short_is_asked_again() {
-    let stand_in = FakeServer::knowing(":1\r\n", KNOWS_HSETEX);
-    let proxy = Proxy::start(stand_in.port());
-    let mut home = RedisServer::start();
-    let pool = ShardedPool::builder()
-        .node(&home.url())
-        .node(&proxy.url())
-        .probe_at_build(false)
-        .response_timeout(Duration::from_secs(5))
-        .penalty_min_wait(Duration::from_secs(30))
-        .penalty_max_wait(Duration::from_secs(30))
-        .stand_in_ttl(CAP)
-        .build()
-        .await
-        .unwrap();
-    let [a, b]: [String; 2] = keys_on(&pool, &home.name(), "k", 2).try_into().unwrap();
-    home.kill();
-    // The dead home is boxed by its refused connect; the stand-in's
-    // `COMMAND` is held, and the call dropped while it waits.
-    proxy.hold(b"COMMAND", Duration::from_secs(2));
-    let cut = tokio::time::timeout(Duration::from_millis(500), pool.get_shared(&a)).await;
-    assert!(cut.is_err(), "the call was not cut short");
-    proxy.hold(b"COMMAND", Duration::ZERO);
-    let mut conn = pool.get_shared(&a).await.unwrap();
-    assert!(!conn.is_home());
-    let write = redis::cmd("HSETEX").arg(&b).arg("FIELDS").arg(1).arg("f").arg("v").clone();
-    let _: Value = write.query_async(&mut conn).await.unwrap();
-    assert_eq!(caps_seen(&stand_in), [b.to_uppercase()], "the server's table is not used");
-}

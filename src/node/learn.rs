@@ -6,10 +6,15 @@
 //! rules use from then on. A server that refuses `COMMAND` (renamed, or
 //! denied by an ACL) leaves the vendored table in place.
 //!
-//! A read that does not end with the server's answer (the reply timed
-//! out, the connection failed, the server is loading, or the read's
-//! future was dropped) leaves the table as it was (the vendored one until
-//! a read succeeds), and the next connect of the epoch asks again. A
+//! A read that ends without the server's answer (the reply timed out,
+//! the connection failed, the server is loading) leaves the table as it
+//! was (the vendored one until a read succeeds), and the next connect of
+//! the epoch asks again. A read whose future was dropped (its connect was
+//! left by a checkout race, or a timeout around it) keeps the epoch's
+//! claim: the vendored table stands until the node's next epoch. Giving
+//! it back made every raced connect ask again, and parsing the ~90 KB
+//! reply that often under load delayed every other task on the runtime
+//! (`tests/chaos.rs` saw commands take 900 ms against a 250 ms timeout). A
 //! connection whose `COMMAND` reply did not come is never used: the reply
 //! may still be on its way, and the next command on it would wait behind
 //! it (or, on a blocking connection, read it).
@@ -19,7 +24,7 @@ use std::time::Duration;
 use redis::{RedisResult, Value};
 
 use crate::command::specs::served;
-use crate::command::table::{Known, Table};
+use crate::command::table::Table;
 use crate::health::cell::HealthCell;
 use crate::health::failure::failure;
 use crate::node::tracked::ConnectionAbilities;
@@ -36,48 +41,25 @@ pub(crate) async fn learn<C: ConnectionAbilities>(
     epoch: u64,
     within: Duration,
 ) -> bool {
-    let Some(claim) = Claim::new(&cell.commands, epoch) else { return true };
     let Some(redis) = conn.redis() else { return true };
+    if !cell.commands.claim(epoch) {
+        return true;
+    }
     let command = redis::cmd("COMMAND");
     let reply = tokio::time::timeout(within, redis.req_packed_command(&command)).await;
     let reply = reply.unwrap_or_else(|_| Err(timed_out()));
-    learned(&reply, cell, claim)
+    learned(&reply, cell, epoch)
 }
 
 /// [`learn`] on a blocking connection (its reads time out on their own).
 #[cfg(feature = "r2d2")]
 #[must_use = "a connection whose COMMAND went unanswered must be dropped"]
 pub(crate) fn learn_blocking(conn: &mut redis::Connection, cell: &HealthCell, epoch: u64) -> bool {
-    let Some(claim) = Claim::new(&cell.commands, epoch) else { return true };
+    if !cell.commands.claim(epoch) {
+        return true;
+    }
     let reply = redis::cmd("COMMAND").query::<Value>(conn);
-    learned(&reply, cell, claim)
-}
-
-/// The epoch's read, claimed: given back unless the server's answer was
-/// taken ([`Claim::done`]), also when the read's future is dropped.
-struct Claim<'a> {
-    known: &'a Known,
-    epoch: u64,
-    done: bool,
-}
-
-impl<'a> Claim<'a> {
-    fn new(known: &'a Known, epoch: u64) -> Option<Self> {
-        known.claim(epoch).then_some(Claim { known, epoch, done: false })
-    }
-
-    /// The read is over: the epoch's table is settled.
-    fn done(mut self) {
-        self.done = true;
-    }
-}
-
-impl Drop for Claim<'_> {
-    fn drop(&mut self) {
-        if !self.done {
-            self.known.unclaim(self.epoch);
-        }
-    }
+    learned(&reply, cell, epoch)
 }
 
 fn timed_out() -> redis::RedisError {
@@ -87,12 +69,13 @@ fn timed_out() -> redis::RedisError {
 
 /// Takes the server's `reply` to `COMMAND` as the node's table; whether
 /// the connection it came on may be used.
-fn learned(reply: &RedisResult<Value>, cell: &HealthCell, claim: Claim<'_>) -> bool {
+fn learned(reply: &RedisResult<Value>, cell: &HealthCell, epoch: u64) -> bool {
     if failure(reply).is_some() {
         // Not an answer (the connection failed or timed out, the server is
         // loading): the claim is given back, so the next connect asks
         // again; this connection goes, as any that saw a failure does. The
         // failure is the next command's to report.
+        cell.commands.unclaim(epoch);
         return false;
     }
     match reply {
@@ -105,6 +88,5 @@ fn learned(reply: &RedisResult<Value>, cell: &HealthCell, claim: Claim<'_>) -> b
         }
         Ok(reply) => cell.commands.learn(Table::with(served(reply))),
     }
-    claim.done();
     true
 }
