@@ -183,14 +183,18 @@ async fn read_through<O: Observed>(
         }
         return Ok(Value::Nil);
     };
+    let asked = std::time::Instant::now();
     let (value, ttl) = read.await.unwrap_or((Value::Nil, -2));
     if marked == Value::Nil {
         // Another reader's marker, or a write since the miss: return what
         // the old home held then, copy nothing.
         return Ok(value);
     }
+    // What was left when asked, less the time since: the copy never
+    // outlives the original (a stand-in's capped copy keeps its cap).
+    let left = if ttl > 0 { ttl - asked.elapsed().as_millis() as i64 } else { ttl };
     let copied = match &value {
-        Value::BulkString(bytes) if ttl != -2 && ttl != 0 => Some((bytes.as_slice(), ttl)),
+        Value::BulkString(bytes) if left == -1 || left > 0 => Some((bytes.as_slice(), left)),
         _ => None,
     };
     own(conn, &warm::copy(key, &token, copied), key).await?;
