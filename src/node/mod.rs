@@ -1,6 +1,7 @@
 //! A node at run time: its health cell, where its connections live (its
 //! store: bb8's in `store.rs`, the synchronous flavour's r2d2 beside it in
-//! `blocking.rs`), its shared connection, the probe and the heartbeat. Beside it:
+//! `blocking.rs`), the probe and the heartbeat; its shared connection is
+//! made and kept in `shared.rs`. Beside it:
 //! the one checkout race (`race.rs`), a call's clock (`clock.rs`), the
 //! session a connection's commands left behind (`session.rs`), its command
 //! table read from its server (`learn.rs`), what a probe asks (`probe.rs`), the connections handed to callers (`connection/`,
@@ -38,7 +39,6 @@ use crate::health::cell::HealthCell;
 use crate::health::failure::{FailureKind, failure, one_line};
 use crate::health::pool_wide::PoolWide;
 use crate::health::record::PoolStats;
-use crate::node::clock::Clock;
 use crate::node::learn::learn;
 use crate::node::probe::{Probe, ProbeCheck, failed, retest};
 use crate::node::shared::SharedSocket;
@@ -394,63 +394,6 @@ impl<M: NodeManager, S: Store<M>> Node<M, S> {
         let near = self.shared.near.as_ref()?;
         // A guard, not a clone: no reference count every reader writes.
         self.shared.mux.load().as_ref()?.is_live().then(|| near.hit(key))?
-    }
-
-    /// The node's multiplexed connection if it is usable
-    /// ([`SharedSocket::is_live`]).
-    fn live_mux(&self) -> Option<Arc<SharedSocket<M::Connection>>> {
-        self.shared.mux.load_full().filter(|mux| mux.is_live())
-    }
-
-    /// The node's multiplexed connection, connecting it first if needed
-    /// (one caller connects, the others wait for it), through the checkout
-    /// race: a connect to a node that is boxed meanwhile is left at once.
-    /// Counted as a checkout.
-    pub(crate) async fn multiplexed(
-        &self,
-        clock: &Clock,
-    ) -> Result<Arc<SharedSocket<M::Connection>>, CheckoutError> {
-        let mux = match self.live_mux().filter(|_| self.cell.is_up()) {
-            Some(mux) => mux,
-            // Boxed: the connect's future is large, and the common path
-            // should not carry (and move) it.
-            None => Box::pin(self.race(clock, true, || self.connect_mux(), |tried| tried)).await?,
-        };
-        self.cell.metrics.checkout(clock.waited());
-        Ok(mux)
-    }
-
-    async fn connect_mux(&self) -> Try<Arc<SharedSocket<M::Connection>>> {
-        if let Some(mux) = self.live_mux() {
-            return Try::Done(mux);
-        }
-        let _connecting = self.shared.connecting.lock().await;
-        if let Some(mux) = self.live_mux() {
-            return Try::Done(mux);
-        }
-        let (epoch, mut ask) = (self.cell.epoch(), true);
-        let (conn, broken) = loop {
-            let broken = Arc::new(AtomicBool::new(false));
-            let connected = match (&self.shared.tracking, &self.shared.near) {
-                (Some(track), Some(near)) => (track.connect)(near.clone(), broken.clone()).await,
-                _ => self.manager.connect().await,
-            };
-            let Ok(mut conn) = self.cell.connected(epoch, connected) else { return Try::Retry };
-            // One whose `COMMAND` went unanswered goes: a fresh one, not asked.
-            if !ask || learn(&mut conn, &self.cell, epoch, self.beat.0).await {
-                break (conn, broken);
-            }
-            ask = false;
-        };
-        let near = self.shared.near.clone();
-        // What the entries were kept true by is gone: start empty.
-        if let Some(near) = &near {
-            near.clear();
-        }
-        let owner = (self.cell.clone(), self.resize.clone());
-        let mux = Arc::new(SharedSocket::new(conn, epoch, broken, near, owner));
-        self.shared.mux.store(Some(mux.clone()));
-        Try::Done(mux)
     }
 }
 
