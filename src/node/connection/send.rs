@@ -174,6 +174,11 @@ async fn read_through<O: Observed>(
     key: &[u8],
 ) -> RedisResult<Value> {
     let token = warm::token();
+    // The clock starts before the marker's round trip to the new home, so
+    // the copy's TTL below also loses that trip: the copy's own `SET`
+    // reaches the new home later than the old home answered by at most
+    // the new home's one-way trip, which the marker's round trip bounds.
+    let asked = std::time::Instant::now();
     let marked = own(conn, &warm::marker(key, &token), key).await?;
     // The old home is asked now, after the marker: a write that could not
     // delete its copy there has ruled it out before our marker went in.
@@ -183,15 +188,15 @@ async fn read_through<O: Observed>(
         }
         return Ok(Value::Nil);
     };
-    let asked = std::time::Instant::now();
     let (value, ttl) = read.await.unwrap_or((Value::Nil, -2));
     if marked == Value::Nil {
         // Another reader's marker, or a write since the miss: return what
         // the old home held then, copy nothing.
         return Ok(value);
     }
-    // What was left when asked, less the time since: the copy never
-    // outlives the original (a stand-in's capped copy keeps its cap).
+    // What was left when asked, less the time since the marker was sent:
+    // the copy never outlives the original (a stand-in's capped copy
+    // keeps its cap).
     let left = if ttl > 0 { ttl - asked.elapsed().as_millis() as i64 } else { ttl };
     let copied = match &value {
         Value::BulkString(bytes) if left == -1 || left > 0 => Some((bytes.as_slice(), left)),

@@ -13,7 +13,9 @@
 //! key by anyone, a fault of any kind (a process kill included), a change
 //! of any process's view of any node, a fill of the key whose process was
 //! killed while it ran, or the two fills' processes seeing the key's home
-//! differently (each leases on the node it routes to).
+//! differently (each leases on the node it routes to), or, for a key the
+//! run's added node takes, a membership call in between or the two
+//! processes' node lists differing (`member.rs`).
 //!
 //! This assumes `early_refresh` is off: an early refresh fills before the
 //! value expires, by design.
@@ -97,7 +99,12 @@ fn double(h: &History<'_>, f1: &Fill, f2: &Fill) -> Option<String> {
         // A return deletes the copies it knows of (leases too) around its
         // view: before it, and, for writes still in flight, after.
         || h.views.change_in(a.saturating_sub(RETURN_WORK), b.saturating_add(RETURN_WORK)).is_some()
-        || home.is_some_and(|n| h.views.differ(f1.process, f2.process, n, a, b));
+        || home.is_some_and(|n| h.views.differ(f1.process, f2.process, n, a, b))
+        // A key the added node takes changed home in between (a cold add
+        // leaves its new home empty; a removal sends it back to one that
+        // may have lost it), or the two processes' node lists differed.
+        || h.members.changed(&f1.key, a, b)
+        || (h.members.moved(&f1.key) && h.members.lists_differ(f1.process, f2.process, a, b));
     if explained {
         return None;
     }
@@ -171,6 +178,33 @@ mod tests {
         boxed.extend([view(1, &home, View::Boxed, 0), view(2, &home, View::Boxed, 0)]);
         assert_eq!(check(&capped, &boxed).count(RULE.name), 0);
         assert_eq!(check(&config(), &boxed).count(RULE.name), 1);
+    }
+
+    #[test]
+    fn a_membership_change_explains_a_second_fill_of_a_moved_key_only() {
+        use crate::history::Change;
+        let (moved, stays) = keys();
+        let around = |k: &str, add: (u64, u64), q_add: (u64, u64)| {
+            vec![
+                fill(1, k, Some("p1:1"), 1_000, 1_050),
+                member(1, "n4", Change::Add { warm: false }, add.0, add.1),
+                member(2, "n4", Change::Add { warm: false }, q_add.0, q_add.1),
+                fill(2, k, Some("p2:1"), 1_300, 1_350),
+            ]
+        };
+        // A cold add between the fills: the key's new home is empty.
+        let report = check(&grown(), &around(&moved, (1_100, 1_101), (1_100, 1_101)));
+        assert_eq!(report.count(RULE.name), 0, "{report}");
+        // Both added before the first fill, but p2 only after the second
+        // began: the two processes leased on different nodes.
+        let report = check(&grown(), &around(&moved, (0, 1), (5_000, 5_001)));
+        assert_eq!(report.count(RULE.name), 0, "{report}");
+        // Both added before: the second fill has no excuse.
+        let report = check(&grown(), &around(&moved, (0, 1), (0, 1)));
+        assert_eq!(report.count(RULE.name), 1, "{report}");
+        // A key that does not move is not excused by the add.
+        let report = check(&grown(), &around(&stays, (1_100, 1_101), (1_100, 1_101)));
+        assert_eq!(report.count(RULE.name), 1, "{report}");
     }
 
     #[test]

@@ -267,21 +267,6 @@ mod tests {
     use super::*;
     use crate::history::{Entry, Path};
 
-    /// A config with `n4` added at run time.
-    fn grown() -> RunConfig {
-        let c = config();
-        RunConfig { extra: Some("n4".into()), invalidate_on_return: true, fleet: true, ..c }
-    }
-
-    /// A key the added node takes, and one it does not.
-    fn keys() -> (String, String) {
-        let c = grown();
-        let m = Members::new(&c, Vec::new());
-        let moved = (0..100).map(|i| format!("k{i}")).find(|k| m.moved(k)).unwrap();
-        let stays = (0..100).map(|i| format!("k{i}")).find(|k| !m.moved(k)).unwrap();
-        (moved, stays)
-    }
-
     fn out_at(p: ProcessId, change: Change, at: u64) -> Entry {
         member(p, "n4", change, at, at + 1)
     }

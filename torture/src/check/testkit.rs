@@ -209,3 +209,18 @@ pub(crate) fn member(p: ProcessId, node: &str, change: Change, start: u64, end: 
         outcome: Outcome::Ok,
     })
 }
+
+/// A config with `n4` added at run time.
+pub(crate) fn grown() -> RunConfig {
+    let c = config();
+    RunConfig { extra: Some("n4".into()), invalidate_on_return: true, fleet: true, ..c }
+}
+
+/// A key the added node takes, and one it does not.
+pub(crate) fn keys() -> (String, String) {
+    let c = grown();
+    let m = super::member::Members::new(&c, Vec::new());
+    let moved = (0..100).map(|i| format!("k{i}")).find(|k| m.moved(k)).unwrap();
+    let stays = (0..100).map(|i| format!("k{i}")).find(|k| !m.moved(k)).unwrap();
+    (moved, stays)
+}
