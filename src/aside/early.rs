@@ -26,7 +26,8 @@ use futures_util::FutureExt;
 use redis::aio::ConnectionLike;
 use redis::{FromRedisValue, ToRedisArgs, Value};
 
-use super::{Outcome, count, eval_on, millis, storable};
+use super::outcome::{Outcome, count};
+use super::wire::{eval_on, millis, storable};
 use crate::error::{Error, OnNode};
 use crate::node::connection::SharedConnection;
 use crate::node::lease::MARK;
