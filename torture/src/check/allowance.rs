@@ -164,8 +164,9 @@ pub(crate) fn fan_out_copy(h: &History<'_>, r: &Rec<'_>) -> bool {
 /// different nodes: both known (every node of a `fan_out`) and `r`'s not
 /// among `w`'s; or one unknown while the reader had the key's home boxed at
 /// some instant of `[w.invoke, r.complete + 50 ms]` (its routing changed;
-/// a view is recorded a little after the change), or a membership call
-/// overlapped that span on a key the added node takes.
+/// a view is recorded a little after the change; for a key the added node
+/// takes, while it is in, the added node is its home), or a membership
+/// call overlapped that span on such a key.
 pub(crate) fn apart(h: &History<'_>, r: &Rec<'_>, w: &Rec<'_>) -> bool {
     let siblings: Vec<Option<&str>> = match (w.path, w.value) {
         (Some(Path::FanOut), Some(v)) => h.values[&(w.key, v)]
@@ -180,9 +181,14 @@ pub(crate) fn apart(h: &History<'_>, r: &Rec<'_>, w: &Rec<'_>) -> bool {
         Some(rn) if siblings.iter().all(Option::is_some) => !siblings.contains(&Some(rn)),
         // A membership change may have moved the key between them.
         _ if h.members.changed(r.key, w.invoke, r.complete) => true,
-        _ => h.home(r.key).is_some_and(|home| {
-            h.views.boxed_during(r.process, home, w.invoke, r.complete.saturating_add(VIEW_SLACK))
-        }),
+        _ => {
+            let until = r.complete.saturating_add(VIEW_SLACK);
+            let boxed = |node: &str| h.views.boxed_during(r.process, node, w.invoke, until);
+            // While the added node is in, a key it takes has it for home.
+            h.home(r.key).is_some_and(boxed)
+                || (h.members.in_era(r.key, w.invoke, r.complete)
+                    && h.members.extra.is_some_and(boxed))
+        }
     }
 }
 

@@ -281,6 +281,34 @@ mod tests {
     }
 
     #[test]
+    fn a_stand_in_write_of_a_key_the_added_node_takes_is_apart_from_its_home() {
+        use crate::history::{Change, View};
+        // Seed 5244: p2 had n4 (just added, the key's home) boxed, wrote on
+        // a stand-in, let n4 back in and read p1's older value from it.
+        let (moved, _) = keys();
+        let stand_in = home_of(&moved);
+        let entries = |ior: bool| {
+            let c = RunConfig { invalidate_on_return: ior, ..grown() };
+            let e = vec![
+                member(1, "n4", Change::Add { warm: false }, 0, 1),
+                member(2, "n4", Change::Add { warm: false }, 0, 1),
+                view(2, "n4", View::Boxed, 2),
+                write(1, &moved, "p1:1", 100, 101).on("n4").into(),
+                write(2, &moved, "p2:1", 103, 104).on(&stand_in).into(),
+                view(2, "n4", View::Returned, 108),
+                read(2, &moved, Some("p1:1"), 110, 111).nowhere().into(),
+            ];
+            (c, e)
+        };
+        let (c, e) = entries(false);
+        let report = check(&c, &e);
+        assert_eq!(report.violations(), 0, "{report}");
+        assert_eq!(report.staleness[STALE_DUPLICATES].samples, vec![6]);
+        let (c, e) = entries(true);
+        assert_eq!(check(&c, &e).count(RULE.name), 1);
+    }
+
+    #[test]
     fn another_process_copy_is_allowed_without_a_fleet() {
         let (home, other) = (home_of("k"), other_of("k"));
         let entries = vec![
