@@ -498,3 +498,40 @@ async fn watched_keys_must_be_routed_like_the_transactions_key() {
     let watched = [parted.as_str()];
     fail_fast.transaction(key, &watched, async |_, _| Ok(Some(()))).await.unwrap();
 }
+
+/// A checkout waiting on a node when it is removed leaves it at once for
+/// the key's next node. A removed node is never boxed, so the checkout
+/// used to wait for that node's connection until its checkout timeout: a
+/// torture run whose timeouts were a year hung there (seed 5218: a `get`
+/// on a drained node whose connects stalled behind its `MIGRATE`s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkout_waiting_on_a_removed_node_leaves_it() {
+    let servers = start_servers(3);
+    let builder =
+        ShardedPool::builder().max_connections(1).checkout_timeout(Duration::from_secs(60));
+    let pool = ["a", "b", "c"]
+        .iter()
+        .zip(&servers)
+        .fold(builder, |b, (name, s)| b.named_node(name, &s.url()))
+        .build()
+        .await
+        .unwrap();
+    let key = support::key_on(&pool, "a", "removed");
+    // `a`'s only connection, held: the next checkout of `a` waits.
+    let held = pool.get(&key).await.unwrap();
+    let mut waiting = Box::pin({
+        let (pool, key) = (pool.clone(), key.clone());
+        async move { pool.get(&key).await.map(|conn| conn.node().to_string()) }
+    });
+    let polled =
+        std::future::poll_fn(|cx| std::task::Poll::Ready(waiting.as_mut().poll(cx).is_pending()));
+    assert!(polled.await, "the checkout waits for `a`'s connection");
+    pool.remove_node("a").unwrap();
+    let served = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("the checkout still waited on the removed node")
+        .unwrap();
+    assert_ne!(served, "a");
+    assert_eq!(Some(served.as_str()), pool.node_for(&key).as_deref());
+    drop(held);
+}

@@ -145,6 +145,12 @@ impl HealthCell {
         self.word.load(Ordering::Acquire) & BOXED == 0
     }
 
+    /// Whether the node has left its pool (`remove_node`, `drain_node`).
+    #[inline]
+    pub(crate) fn is_retired(&self) -> bool {
+        self.word.load(Ordering::Acquire) & RETIRED != 0
+    }
+
     #[inline]
     pub(crate) fn epoch(&self) -> u64 {
         self.word.load(Ordering::Acquire) >> EPOCH_SHIFT
@@ -392,6 +398,9 @@ impl HealthCell {
         let mut health = self.lock();
         health.retire(&self.pool_wide.guard);
         self.publish(&health);
+        drop(health);
+        // Checkouts waiting on it look again, and leave it.
+        self.failed.notify_waiters();
     }
 }
 

@@ -15,10 +15,13 @@ use crate::node::{Bb8, CheckoutError, Node, Store, Try};
 
 impl<M: NodeManager, S: Store<M>> Node<M, S> {
     /// Whether a checkout that began when the node's vetoes were `vetoes`
-    /// may go on: not if the node is boxed (move to the next node), nor if
-    /// a failure was vetoed since (the caller gets it).
+    /// may go on: not if the node is boxed or has left the pool (move to
+    /// the next node: a removed node is never boxed, and a checkout of it
+    /// would otherwise wait for a connection its server may never give
+    /// until the checkout timeout), nor if a failure was vetoed since (the
+    /// caller gets it).
     fn usable_since(&self, vetoes: u64) -> Result<(), CheckoutError> {
-        if !self.cell.is_up() {
+        if !self.cell.is_up() || self.cell.is_retired() {
             return Err(CheckoutError::Boxed);
         }
         self.cell.vetoed_since(vetoes).map_or(Ok(()), |kind| Err(CheckoutError::Failed(kind)))

@@ -55,6 +55,7 @@ pub fn run(path: &Path) {
     let job: Job = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
     let rec = Recorder::create(&job.history, job.process);
     record_panics(rec.clone());
+    log_to_stderr();
     let sync = job.plan.config.sync_processes.contains(&job.process);
     let runtime =
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
@@ -72,6 +73,28 @@ pub fn run(path: &Path) {
     }
     // Tasks still in flight (a hung one) are the harness's to judge: leave.
     runtime.shutdown_timeout(Duration::from_millis(100));
+}
+
+/// The pool's own log (its WARN "node boxed", INFO "node back in
+/// rotation", the drain's progress...) on stderr, which the harness keeps
+/// as `process-N.log` beside the history: each line stamped with the
+/// history's clock (ms), so a violation's excerpt can be read against it.
+fn log_to_stderr() {
+    struct HistoryClock;
+    impl tracing_subscriber::fmt::time::FormatTime for HistoryClock {
+        fn format_time(
+            &self,
+            w: &mut tracing_subscriber::fmt::format::Writer<'_>,
+        ) -> std::fmt::Result {
+            write!(w, "{:.1}", now() as f64 / 1e6)
+        }
+    }
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_timer(HistoryClock)
+        .with_max_level(tracing::Level::INFO)
+        .try_init();
 }
 
 /// Every panic other than the intended ones, recorded.
