@@ -63,8 +63,11 @@ pub struct AsyncPool;
 pub struct Builder<M: NodeManager = RedisManager, F = AsyncPool> {
     pub(super) nodes: Vec<NodeSpec<M>>,
     check: Option<ProbeCheck<M::Connection>>,
-    /// The first problem found while adding nodes, reported by `build`.
-    pub(super) error: Option<Error>,
+    /// The first problem found while adding nodes, reported by `build`,
+    /// with the node's place in the list and the name it was given.
+    pub(super) error: Option<(usize, Option<String>, Error)>,
+    /// How many nodes could not be added (their URL is wrong).
+    pub(super) failed: usize,
     pub(super) settings: Settings,
     flavour: PhantomData<F>,
 }
@@ -85,6 +88,7 @@ impl<M: NodeManager, F> Default for Builder<M, F> {
             nodes: Vec::new(),
             check: None,
             error: None,
+            failed: 0,
             settings: Settings::default(),
             flavour: PhantomData,
         }
@@ -409,8 +413,8 @@ impl<M: NodeManager, F> Builder<M, F> {
     /// Checks every setting and makes each node's manager: what both
     /// flavours' `build` start from.
     pub(crate) fn finish(self) -> Result<Finished<M>, Error> {
-        if let Some(e) = self.error {
-            return Err(e);
+        if let Some((index, name, e)) = self.error {
+            return Err(e.at_node(index + 1, self.nodes.len() + self.failed, name.as_deref()));
         }
         if self.nodes.iter().all(|n| n.gutter) {
             let reason = match self.nodes.is_empty() {
