@@ -418,12 +418,11 @@ impl<M: NodeManager, F> Builder<M, F> {
         }
         if self.nodes.iter().all(|n| n.gutter) {
             let reason = match self.nodes.is_empty() {
-                true => {
-                    "no nodes were added: add one with `node(url)`; from a file, \
-                     `nodes = [\"redis://127.0.0.1:6379\"]`; from the environment, \
-                     `FLUSTER__NODES=redis://127.0.0.1:6379`"
-                }
-                false => "only gutter nodes were added: they hold no keys of their own",
+                #[cfg(feature = "serde")]
+                true => crate::settings::file::no_nodes(),
+                #[cfg(not(feature = "serde"))]
+                true => String::from("no nodes were added: add one with `node(url)`"),
+                false => "only gutter nodes were added: they hold no keys of their own".into(),
             };
             return Err(Error::config("nodes", reason));
         }
