@@ -467,8 +467,9 @@ impl<M: NodeManager> Builder<M, AsyncPool> {
     /// with [`Error::Credentials`] naming it and the reason, whatever
     /// `require_healthy` says: a wrong setting is not an outage.
     /// Nodes that cannot be reached start in the penalty box, and a `warn`
-    /// event names each with its failure; the pool is built all the same, so
-    /// a service can start while some of its nodes are down.
+    /// event names each with its failure, then one more tells how many of
+    /// the nodes are healthy; the pool is built all the same, so a service
+    /// can start while some of its nodes are down.
     /// [`ShardedPool::status`] shows which are up.
     ///
     /// Must be called within a Tokio runtime.
