@@ -254,11 +254,13 @@ pub(crate) fn redact_url(url: &str) -> String {
         })
         .collect();
     let shape = shows_address(authority) && path_shown && fragment_shown && pairs.is_some();
-    if !shape && (socket || userinfo.is_none()) {
-        // Not the shape of a node URL, and no `@` ends a password: one may
-        // have lost its `@` anywhere, so past the scheme only a host that
-        // is an IP address (or `localhost`) is shown, never a name that
-        // may be a user's.
+    // An `@` past a `/`, `?` or `#` may be inside a password in a query.
+    let credentials_end = userinfo.is_some_and(|u| !u.contains(['/', '?', '#']));
+    if !shape && (socket || !credentials_end) {
+        // Not the shape of a node URL, and no `@` surely ends a password:
+        // one may have lost its `@` anywhere, so past the scheme only a
+        // host that is an IP address (or `localhost`) is shown, never a
+        // name that may be a user's.
         let host_end = match authority.strip_prefix('[') {
             Some(v6) => v6.find(']').map_or(0, |end| end + 2),
             None => authority.find(':').unwrap_or(authority.len()),
@@ -346,5 +348,7 @@ mod tests {
         assert_eq!(redact_url("redis://10.0.0.1:pass"), "redis://10.0.0.1:***");
         assert_eq!(redact_url("redis://alice:70O2"), "redis://***");
         assert_eq!(redact_url("redis://u:p\n@h"), "redis://***@h");
+        assert_eq!(redact_url("redis://h/0?pass=x@y#z"), "redis://***");
+        assert_eq!(redact_url("redis://10.0.0.1/0?pass=x@y#z"), "redis://***");
     }
 }
