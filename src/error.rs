@@ -8,7 +8,12 @@ use crate::health::kind::FailureKind;
 ///
 /// Messages name nodes by their name and URLs with credentials masked; no
 /// error ever contains a password or user name.
-#[derive(Debug, Clone, thiserror::Error)]
+///
+/// `Debug` is the message too, then each [`source`](std::error::Error::source)
+/// the message does not already tell, so `?` out of a `main` that returns
+/// `Result<(), Box<dyn std::error::Error>>` prints words, not a structure
+/// (as `anyhow` does); `{:#?}` adds the variant's name.
+#[derive(Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// Every node is in the penalty box (or was boxed while this checkout
@@ -159,6 +164,28 @@ impl From<redis::ParsingError> for Error {
     }
 }
 
+impl std::fmt::Debug for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let message = self.to_string();
+        if f.alternate() {
+            write!(f, "Error::{}: ", self.variant())?;
+        }
+        f.write_str(&message)?;
+        let mut source = std::error::Error::source(self);
+        let mut first = true;
+        while let Some(cause) = source {
+            let text = cause.to_string();
+            if !message.contains(&text) {
+                f.write_str(if first { "\n\nCaused by:" } else { "" })?;
+                write!(f, "\n    {text}")?;
+                first = false;
+            }
+            source = cause.source();
+        }
+        Ok(())
+    }
+}
+
 fn describe(down: &[(String, String)]) -> String {
     let each: Vec<String> =
         down.iter().map(|(node, error)| format!("`{node}` ({error})")).collect();
@@ -203,6 +230,36 @@ impl Error {
         match self {
             Error::Command { source, .. } | Error::Redis(source) => Some(source),
             _ => None,
+        }
+    }
+
+    fn variant(&self) -> &'static str {
+        match self {
+            Error::NoHealthyNodes => "NoHealthyNodes",
+            Error::NotEnoughHealthy { .. } => "NotEnoughHealthy",
+            Error::Timeout { .. } => "Timeout",
+            Error::NodeDown { .. } => "NodeDown",
+            Error::NodeFailed { .. } => "NodeFailed",
+            Error::Closed => "Closed",
+            Error::Config { .. } => "Config",
+            Error::Fill(_) => "Fill",
+            Error::Command { .. } => "Command",
+            Error::Credentials { .. } => "Credentials",
+            Error::Drain { .. } => "Drain",
+            Error::Redis(_) => "Redis",
+        }
+    }
+
+    /// A bad node URL's error, named by the node's place in the list (and
+    /// its name): the URL itself may show little but its address.
+    pub(crate) fn at_node(self, place: usize, total: usize, name: Option<&str>) -> Self {
+        let name = name.map(|name| format!(", `{name}`")).unwrap_or_default();
+        match self {
+            Error::Config { setting, reason } => Error::Config {
+                setting: format!("{setting} (node #{place} of {total}{name})"),
+                reason,
+            },
+            other => other,
         }
     }
 

@@ -4,38 +4,17 @@
 
 mod support;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fluster::{Error, FailureKind, ShardedPool};
 use futures_util::StreamExt;
 use redis::AsyncCommands;
 use support::RedisServer;
+use support::logs::{Captured, capture};
 
 const PASSWORD: &str = "s3cret-pass";
 const ACL_USER: &str = "alice-acl";
 const ACL_PASSWORD: &str = "wonderland-pw";
-
-/// Everything the tracing subscriber writes, kept for searching.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
 
 fn servers() -> (RedisServer, RedisServer) {
     let password = RedisServer::start_with(&["--requirepass", PASSWORD]);
@@ -85,21 +64,6 @@ async fn right_credentials_work() {
     }
     assert_no_secret("status", &format!("{:?}", pool.status()));
     assert_no_secret("Debug", &format!("{pool:?}"));
-}
-
-/// The tracing output of this thread, captured from `TRACE` up: kept while
-/// the guard lives.
-fn capture() -> (Captured, tracing::subscriber::DefaultGuard) {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    // The runtime of these tests is single-threaded, so every task's events
-    // reach this thread's default subscriber.
-    (captured, tracing::subscriber::set_default(subscriber))
 }
 
 /// A wrong password is not an outage: a node that refuses the credentials
@@ -175,6 +139,25 @@ async fn wrong_credentials_fail_the_build_naming_the_node_and_never_leak() {
     }
     let logs = captured.text();
     assert!(logs.contains("node down at start"), "nothing captured:\n{logs}");
+    // What the log says of a refusal at `build` or `add_node` is what
+    // happens: the call fails; no key is served elsewhere.
+    for node in ["node=locked", "node=added"] {
+        let refused: Vec<&str> = logs
+            .lines()
+            .filter(|l| l.contains(node) && l.contains("refuses the pool's credentials"))
+            .collect();
+        let expected = if node == "node=locked" { 3 } else { 1 };
+        assert_eq!(refused.len(), expected, "one ERROR per refusal at start:\n{logs}");
+        for line in refused {
+            assert!(line.contains("ERROR") && line.contains("node refused at start"), "{line}");
+            assert!(line.contains("fails with Error::Credentials"), "{line}");
+        }
+        let elsewhere = logs
+            .lines()
+            .filter(|l| l.contains(node))
+            .find(|l| l.contains("elsewhere") || l.contains("served by other nodes"));
+        assert_eq!(elsewhere, None, "a failed build serves no key elsewhere");
+    }
     assert_no_secret("tracing output", &logs);
     assert_no_secret("status, Debug and errors", &shown);
 }

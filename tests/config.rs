@@ -287,3 +287,80 @@ async fn require_healthy_names_each_node_that_is_down_and_why() {
     assert!(pool.status()[0].up);
     assert!(Error::NoHealthyNodes.to_string().contains("status"));
 }
+
+/// What a `main` returning `Result<(), Box<dyn std::error::Error>>` (the
+/// README's quick start) prints when `?` carries an error out of it: the
+/// error's `Debug`, which reads as its message, then each cause the
+/// message does not tell; `{:#?}` adds the variant's name.
+#[tokio::test]
+async fn error_debug_reads_as_the_message_and_its_causes() {
+    async fn main_like() -> Result<(), Box<dyn std::error::Error>> {
+        one_node().penalty_multiplier(0.5).build().await?;
+        Ok(())
+    }
+    let e = main_like().await.unwrap_err();
+    let message = "invalid penalty_multiplier: must be finite and at least 1, got 0.5";
+    assert_eq!(format!("{e}"), message);
+    assert_eq!(format!("{e:?}"), message);
+    assert_eq!(format!("{e:#?}"), format!("Error::Config: {message}"));
+
+    /// An error with a cause of its own, as a fill may return.
+    #[derive(Debug)]
+    struct Outer(std::io::Error);
+    impl std::fmt::Display for Outer {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("loading user 42")
+        }
+    }
+    impl std::error::Error for Outer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+    let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "database refused");
+    let e = Error::Fill(std::sync::Arc::new(Outer(refused)));
+    assert_eq!(
+        format!("{e:?}"),
+        "the fill failed: loading user 42\n\nCaused by:\n    database refused"
+    );
+}
+
+/// One bad URL among three nodes is named by its place in the list (and
+/// its name, if it has one), with as much of it shown as holds no secret;
+/// a password never shows, in `Display` or `Debug`.
+#[tokio::test]
+async fn a_bad_url_among_three_is_named_by_its_place() {
+    let three = |bad: &str| {
+        ShardedPool::builder()
+            .node("redis://127.0.0.1:7001")
+            .node(bad)
+            .named_node("cache-c", "redis://127.0.0.1:7003")
+    };
+    let err = build_err(three("redis://127.0.0.1:70O2")).await;
+    assert_eq!(
+        err,
+        "node URL `redis://127.0.0.1:***` (node #2 of 3): what follows the host's `:` \
+         is not a TCP port (1 to 65535)"
+    );
+    // After an `@`, only the credentials are masked.
+    let err = build_err(three("redis://alice:hunter2@cache-b.internal:70O2")).await;
+    assert!(
+        err.starts_with("node URL `redis://***@cache-b.internal:70O2` (node #2 of 3)"),
+        "{err}"
+    );
+    // A named node is named too; the first bad one is the one told.
+    let builder = ShardedPool::builder()
+        .node("redis://127.0.0.1:7001")
+        .named_node("cache-b", "redis://127.0.0.1:7002")
+        .named_node("cache-c", "redis//127.0.0.1:7003")
+        .node("redis://:hunter2");
+    let err = build_err(builder).await;
+    assert!(err.starts_with("node URL `***` (node #3 of 4, `cache-c`)"), "{err}");
+    // A URL that lost its `@host`: the password is all that is left.
+    for url in ["redis://alice:hunter2", "redis://:hunter2", "redis://alice:hunter2@"] {
+        let e = three(url).build().await.expect_err("a bad URL fails the build");
+        let text = format!("{e} {e:?} {e:#?}");
+        assert!(text.contains("(node #2 of 3)"), "{text}");
+        assert!(!text.contains("hunter2") && !text.contains("alice"), "{text}");
+    }
+}

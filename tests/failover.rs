@@ -339,3 +339,41 @@ async fn hung_node_is_boxed_after_the_timeout_threshold() {
     let (home, _) = incr(&pool, &key).await.unwrap();
     assert_eq!(home, victim);
 }
+
+/// A pool built while nodes are down says so once, at `warn`: how many of
+/// its nodes are healthy, what that means for keys, and the setting that
+/// makes `build` fail instead. A pool built whole says nothing of it.
+#[tokio::test]
+async fn a_pool_built_with_nodes_down_warns_once_with_the_count() {
+    let (captured, _guard) = support::logs::capture();
+    let servers = start_servers(1);
+    let summaries = || -> Vec<String> {
+        let logs = captured.text();
+        logs.lines().filter(|l| l.contains("pool built with")).map(str::to_owned).collect()
+    };
+    let down = |builder: fluster::Builder| {
+        builder
+            .named_node("down-a", "redis://127.0.0.1:1")
+            .named_node("down-b", "redis://127.0.0.1:2")
+    };
+    let pool = down(ShardedPool::builder()).build().await.unwrap();
+    assert!(pool.status().iter().all(|s| !s.up), "{:?}", pool.status());
+    let told = summaries();
+    assert_eq!(told.len(), 1, "{}", captured.text());
+    for words in ["WARN", "pool built with 0 of 2 nodes healthy", "NoHealthyNodes"] {
+        assert!(told[0].contains(words), "`{words}` missing: {}", told[0]);
+    }
+    assert!(told[0].contains("set `require_healthy`") && told[0].contains("fail instead"));
+    pool.close();
+
+    let pool = down(support::builder_for(&servers)).build().await.unwrap();
+    assert_eq!(pool.status().iter().filter(|s| s.up).count(), 1);
+    let told = summaries();
+    assert_eq!(told.len(), 2, "{}", captured.text());
+    assert!(told[1].contains("pool built with 1 of 3 nodes healthy"), "{}", told[1]);
+    pool.close();
+
+    let pool = support::builder_for(&servers).build().await.unwrap();
+    assert!(pool.status().iter().all(|s| s.up));
+    assert_eq!(summaries().len(), 2, "a pool built whole warns of nothing");
+}

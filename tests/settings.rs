@@ -467,18 +467,30 @@ fn an_unknown_setting_offers_the_closest() {
     assert!(err.contains("unknown setting `colour`") && !err.contains("did you mean"), "{err}");
 }
 
-/// A pool with no nodes says where nodes are written.
+/// A pool with no nodes says where the quick start looked for them (the
+/// file in the working directory, and whether it is there; the variable,
+/// and whether it is set) and how each place writes a node, without
+/// suggesting a port.
 #[tokio::test]
-async fn no_nodes_says_where_to_write_them() {
+async fn no_nodes_says_where_they_were_looked_for_and_how_to_add_them() {
     let err = from_toml("warmup = \"1s\"").unwrap().build().await.unwrap_err().to_string();
-    assert!(
-        err.contains(
-            "no nodes were added: add one with `node(url)`; from a file, \
-             `nodes = [\"redis://127.0.0.1:6379\"]`; from the environment, \
-             `FLUSTER__NODES=redis://127.0.0.1:6379`"
-        ),
-        "{err}"
-    );
+    let cwd = std::env::current_dir().unwrap();
+    assert!(!cwd.join("fluster.toml").exists(), "the test runs where no fluster.toml is");
+    let variable = match std::env::var_os("FLUSTER__NODES") {
+        None => "`FLUSTER__NODES` is not set",
+        Some(_) => "`FLUSTER__NODES` is",
+    };
+    for words in [
+        "invalid nodes: no nodes were added",
+        &format!("`fluster.toml` in the working directory ({}: there is none)", cwd.display()),
+        variable,
+        "`nodes = [\"redis://HOST:PORT\", \"redis://HOST:PORT\"]`",
+        "`FLUSTER__NODES=redis://HOST:PORT,redis://HOST:PORT`",
+        "`Builder::node(url)`",
+    ] {
+        assert!(err.contains(words), "`{words}` missing: {err}");
+    }
+    assert!(!err.contains("6379"), "{err}");
 }
 
 /// The longest a duration setting may be.

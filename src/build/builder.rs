@@ -63,8 +63,11 @@ pub struct AsyncPool;
 pub struct Builder<M: NodeManager = RedisManager, F = AsyncPool> {
     pub(super) nodes: Vec<NodeSpec<M>>,
     check: Option<ProbeCheck<M::Connection>>,
-    /// The first problem found while adding nodes, reported by `build`.
-    pub(super) error: Option<Error>,
+    /// The first problem found while adding nodes, reported by `build`,
+    /// with the node's place in the list and the name it was given.
+    pub(super) error: Option<(usize, Option<String>, Error)>,
+    /// How many nodes could not be added (their URL is wrong).
+    pub(super) failed: usize,
     pub(super) settings: Settings,
     flavour: PhantomData<F>,
 }
@@ -85,6 +88,7 @@ impl<M: NodeManager, F> Default for Builder<M, F> {
             nodes: Vec::new(),
             check: None,
             error: None,
+            failed: 0,
             settings: Settings::default(),
             flavour: PhantomData,
         }
@@ -409,17 +413,16 @@ impl<M: NodeManager, F> Builder<M, F> {
     /// Checks every setting and makes each node's manager: what both
     /// flavours' `build` start from.
     pub(crate) fn finish(self) -> Result<Finished<M>, Error> {
-        if let Some(e) = self.error {
-            return Err(e);
+        if let Some((index, name, e)) = self.error {
+            return Err(e.at_node(index + 1, self.nodes.len() + self.failed, name.as_deref()));
         }
         if self.nodes.iter().all(|n| n.gutter) {
             let reason = match self.nodes.is_empty() {
-                true => {
-                    "no nodes were added: add one with `node(url)`; from a file, \
-                     `nodes = [\"redis://127.0.0.1:6379\"]`; from the environment, \
-                     `FLUSTER__NODES=redis://127.0.0.1:6379`"
-                }
-                false => "only gutter nodes were added: they hold no keys of their own",
+                #[cfg(feature = "serde")]
+                true => crate::settings::file::no_nodes(),
+                #[cfg(not(feature = "serde"))]
+                true => String::from("no nodes were added: add one with `node(url)`"),
+                false => "only gutter nodes were added: they hold no keys of their own".into(),
             };
             return Err(Error::config("nodes", reason));
         }
@@ -464,8 +467,9 @@ impl<M: NodeManager> Builder<M, AsyncPool> {
     /// with [`Error::Credentials`] naming it and the reason, whatever
     /// `require_healthy` says: a wrong setting is not an outage.
     /// Nodes that cannot be reached start in the penalty box, and a `warn`
-    /// event names each with its failure; the pool is built all the same, so
-    /// a service can start while some of its nodes are down.
+    /// event names each with its failure, then one more tells how many of
+    /// the nodes are healthy; the pool is built all the same, so a service
+    /// can start while some of its nodes are down.
     /// [`ShardedPool::status`] shows which are up.
     ///
     /// Must be called within a Tokio runtime.

@@ -7,8 +7,8 @@ use std::time::Duration;
 use super::builder::{Builder, NodeSpec, setters};
 use crate::backend::manager::RedisManager;
 use crate::node::NodeParts;
-use crate::settings::Settings;
 use crate::settings::url::{address, parse_url, target};
+use crate::settings::{Settings, check_node};
 
 impl<F> Builder<RedisManager, F> {
     /// Adds the node at `url`, named after its address (`host:port`, e.g.
@@ -78,7 +78,11 @@ impl<F> Builder<RedisManager, F> {
                 self.nodes.push(NodeSpec { name, weight, make, target, gutter: false });
             }
             Err(e) => {
-                self.error.get_or_insert(e);
+                let index = self.nodes.len() + self.failed;
+                // A name is shown only if `build` would take it (not a URL's secret).
+                let name = name.filter(|name| check_node(name, 1.0).is_ok()).map(str::to_owned);
+                self.error.get_or_insert((index, name, e));
+                self.failed += 1;
             }
         }
         self

@@ -16,7 +16,8 @@ use tokio::sync::futures::Notified;
 use crate::command::table::Known;
 use crate::health::event::NodeEvent;
 use crate::health::failure::{
-    ClassifyFailure, Failure, FailureKind, REFUSAL, connect_failure, one_line,
+    ClassifyFailure, Failure, FailureKind, REFUSAL, REFUSAL_AT_START, Seen, connect_failure,
+    one_line,
 };
 use crate::health::penalty::{Health, Moment, PenaltyPolicy, Probed, State, Verdict, warmed};
 use crate::health::pool_wide::PoolWide;
@@ -249,12 +250,12 @@ impl HealthCell {
         (at > 0).then(|| Duration::from_nanos(nanos(now).saturating_sub(at)))
     }
 
-    /// A failure was seen on a connection made in `epoch` (`at_once`: at
-    /// start, where one timeout is enough). Asks [`Health`] and applies its
-    /// verdict.
-    pub(crate) fn report(&self, failure: Failure<'_>, epoch: u64, at_once: bool) -> Verdict {
+    /// A failure was seen on a connection made in `epoch`, where `seen`
+    /// says (one timeout is enough but in a running pool's traffic). Asks
+    /// [`Health`] and applies its verdict.
+    pub(crate) fn report(&self, failure: Failure<'_>, epoch: u64, seen: Seen) -> Verdict {
         let (kind, detail) = failure;
-        let at = moment();
+        let (at, at_once) = (moment(), seen != Seen::Running);
         let mut health = self.lock();
         let verdict =
             health.on_failure(kind, epoch, at_once, &self.pool_wide.guard, &self.policy, at);
@@ -270,9 +271,12 @@ impl HealthCell {
                 self.metrics.boxed();
                 self.pool_wide.send(NodeEvent::Boxed { node: *node, kind, wait, level });
                 self.pool_wide.wake.notify_one();
-                let start = if at_once { "node down at start; boxed" } else { "node boxed" };
+                let start =
+                    if seen == Seen::AtStart { "node down at start; boxed" } else { "node boxed" };
                 let error = one_line(detail);
-                if kind.is_refusal() {
+                if kind.is_refusal() && seen == Seen::AtStart {
+                    tracing::error!(%node, failure = %kind, %error, "node refused at start: {REFUSAL_AT_START}");
+                } else if kind.is_refusal() {
                     tracing::error!(%node, failure = %kind, %error, ?wait, level, "{start}: {REFUSAL}");
                 } else {
                     tracing::warn!(%node, failure = %kind, %error, ?wait, level, "{start}");
@@ -299,7 +303,7 @@ impl HealthCell {
     pub(crate) fn observe(&self, failure: Option<Failure<'_>>, epoch: u64) -> bool {
         match failure {
             Some(failure) => {
-                self.report(failure, epoch, false);
+                self.report(failure, epoch, Seen::Running);
                 true
             }
             None => {
@@ -318,7 +322,7 @@ impl HealthCell {
     ) -> Result<C, E> {
         match &result {
             Ok(_) => self.report_success(),
-            Err(e) => drop(self.report(connect_failure(e), epoch, false)),
+            Err(e) => drop(self.report(connect_failure(e), epoch, Seen::Running)),
         }
         result
     }
@@ -427,9 +431,9 @@ mod tests {
         let count = || pool_wide.unsettled.load(Ordering::Acquire);
         let refused = || (FailureKind::Refused, &"refused" as &dyn fmt::Display);
         assert_eq!(count(), 0);
-        cells[0].report(refused(), 0, true);
-        cells[1].report(refused(), 0, true);
-        cells[0].report(refused(), 1, true); // already boxed: counted once
+        cells[0].report(refused(), 0, Seen::AtStart);
+        cells[1].report(refused(), 0, Seen::AtStart);
+        cells[0].report(refused(), 1, Seen::AtStart); // already boxed: counted once
         assert_eq!(count(), 2);
         cells[0].finish_probe(Ok(())); // back, warming up: still unsettled
         assert_eq!(count(), 2);

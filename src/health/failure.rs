@@ -17,6 +17,24 @@ pub use super::kind::FailureKind;
 pub(crate) const REFUSAL: &str = "the node refuses the pool's credentials (password, user name \
     or TLS certificate); its keys are served by other nodes until they work again";
 
+/// What it says of a refusal met by the probe of `build` or `add_node`,
+/// which then fails: no key is served elsewhere.
+pub(crate) const REFUSAL_AT_START: &str = "the node refuses the pool's credentials (password, \
+    user name or TLS certificate); `build` (or `add_node`) fails with Error::Credentials";
+
+/// Where a failure was seen: how much evidence boxes the node, and what
+/// the log says of it.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Seen {
+    /// On a connection of a running pool: timeouts count toward the threshold.
+    Running,
+    /// By a check of an up node (a fleet's news): one timeout is enough.
+    Checked,
+    /// By the probe of `build` or `add_node`: one timeout is enough, and a
+    /// refusal fails the call ([`Error::Credentials`](crate::Error::Credentials)).
+    AtStart,
+}
+
 /// Tells which errors of a connection manager are node failures.
 ///
 /// Implemented for [`redis::RedisError`], so [`RedisManager`](crate::RedisManager),

@@ -36,7 +36,7 @@ use crate::backend::entries::Counts;
 use crate::backend::manager::{Listen, RedisManager};
 use crate::backend::near::{NearCache, Tracking};
 use crate::health::cell::HealthCell;
-use crate::health::failure::{FailureKind, failure, one_line};
+use crate::health::failure::{FailureKind, Seen, failure, one_line};
 use crate::health::pool_wide::PoolWide;
 use crate::health::record::PoolStats;
 use crate::node::learn::learn;
@@ -319,7 +319,7 @@ impl<M: NodeManager, S: Store<M>> Node<M, S> {
         let outcome = tokio::time::timeout(timeout, self.connect_valid()).await.ok();
         match judge(outcome, timeout) {
             Ok(_) => self.cell.report_success(),
-            Err((kind, error)) => drop(self.cell.report((kind, &error), epoch, false)),
+            Err((kind, error)) => drop(self.cell.report((kind, &error), epoch, Seen::Running)),
         }
     }
 
@@ -354,7 +354,7 @@ impl<M: NodeManager, S: Store<M>> Node<M, S> {
         let outcome = tokio::time::timeout(self.probe_timeout, self.connect_valid()).await.ok();
         match judge(outcome, self.probe_timeout) {
             Ok(_) => self.cell.answered(),
-            Err((kind, error)) => drop(self.cell.report((kind, &error), epoch, true)),
+            Err((kind, error)) => drop(self.cell.report((kind, &error), epoch, Seen::Checked)),
         }
     }
 

@@ -18,6 +18,7 @@ use futures_util::future::join_all;
 
 use crate::error::Error;
 use crate::health::event::NodeEvent;
+use crate::health::failure::Seen;
 use crate::health::penalty::{BoxGuard, State};
 use crate::health::pool_wide::PoolWide;
 use crate::node::clock::Clock;
@@ -121,8 +122,22 @@ impl<M: NodeManager, S: Store<M>> Core<M, S> {
         self.table.load().nodes.iter().try_for_each(|node| refused(node))?;
         let status = self.status();
         let healthy = status.iter().filter(|s| s.up).count();
-        let required = self.settings.require_healthy;
+        let (required, total) = (self.settings.require_healthy, status.len());
         if healthy >= required {
+            if healthy < total {
+                let more = "until they answer; set `require_healthy` (FLUSTER__REQUIRE_HEALTHY) \
+                    to make build fail instead";
+                let keys = match healthy {
+                    0 => "every get fails with NoHealthyNodes",
+                    _ => "their keys go to the healthy ones",
+                };
+                tracing::warn!(
+                    healthy,
+                    nodes = total,
+                    require_healthy = required,
+                    "pool built with {healthy} of {total} nodes healthy: {keys} {more}"
+                );
+            }
             return Ok(());
         }
         let down = status
@@ -427,7 +442,7 @@ async fn probe_new<M: NodeManager, S: Store<M>>(nodes: &[Arc<Node<M, S>>]) {
     join_all(nodes.iter().map(|node| async move {
         let epoch = node.health().epoch();
         if let Err((kind, detail)) = node.probe().await {
-            node.health().report((kind, &detail), epoch, true);
+            node.health().report((kind, &detail), epoch, Seen::AtStart);
         }
     }))
     .await;

@@ -246,6 +246,31 @@ pub(crate) fn never_or_duration<'de, D: serde::Deserializer<'de>>(
     written_duration(d, true)
 }
 
+/// What `build` says when no node was added: where the README's quick
+/// start looks for settings (`fluster.toml` in the working directory, then
+/// `FLUSTER__*` variables), what it finds there now, and how each place
+/// writes a node. Never a variable's value (it may hold a password).
+pub(crate) fn no_nodes() -> String {
+    let cwd = std::env::current_dir().map(|dir| dir.display().to_string());
+    let cwd = cwd.unwrap_or_else(|_| "the working directory".into());
+    let file = match std::path::Path::new("fluster.toml").is_file() {
+        true => "one is there, but no nodes came from it",
+        false => "there is none",
+    };
+    let variable = match std::env::var_os("FLUSTER__NODES") {
+        None => "is not set",
+        Some(value) if value.to_string_lossy().trim().is_empty() => "is empty",
+        Some(_) => "is set, but no nodes came from it (was the environment read?)",
+    };
+    format!(
+        "no nodes were added. Settings read as the README's quick start reads them come from \
+         `fluster.toml` in the working directory ({cwd}: {file}), then from `FLUSTER__*` \
+         environment variables (`FLUSTER__NODES` {variable}). Add nodes in the file \
+         (`nodes = [\"redis://HOST:PORT\", \"redis://HOST:PORT\"]`), in the environment \
+         (`FLUSTER__NODES=redis://HOST:PORT,redis://HOST:PORT`) or in code (`Builder::node(url)`)"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

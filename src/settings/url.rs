@@ -253,25 +253,43 @@ pub(crate) fn redact_url(url: &str) -> String {
             _ => None,
         })
         .collect();
-    let (true, true, true, Some(pairs)) =
-        (shows_address(authority), path_shown, fragment_shown, pairs)
-    else {
-        // Not the shape of a node URL: a password may have lost its `@`
-        // anywhere, so nothing past the scheme is shown.
+    let shape = shows_address(authority) && path_shown && fragment_shown && pairs.is_some();
+    // An `@` past a `/`, `?` or `#` may be inside a password in a query.
+    let credentials_end = userinfo.is_some_and(|u| !u.contains(['/', '?', '#']));
+    if !shape && (socket || !credentials_end) {
+        // Not the shape of a node URL, and no `@` surely ends a password:
+        // one may have lost its `@` anywhere, so past the scheme only a
+        // host that is an IP address (or `localhost`) is shown, never a
+        // name that may be a user's.
+        let host_end = match authority.strip_prefix('[') {
+            Some(v6) => v6.find(']').map_or(0, |end| end + 2),
+            None => authority.find(':').unwrap_or(authority.len()),
+        };
+        let host = &authority[..host_end];
+        let ip = host.trim_start_matches('[').trim_end_matches(']');
+        if !socket && (ip.parse::<std::net::IpAddr>().is_ok() || host == "localhost") {
+            shown += host;
+            // Without user-info the address starts right after the scheme.
+            let next = &url[url.find("://").map_or(0, |at| at + 3) + host.len()..];
+            shown += next.get(..1).filter(|c| [":", "/", "?", "#"].contains(c)).unwrap_or("");
+        }
         shown += "***";
         return shown;
-    };
+    }
+    // Past the last `@` of an address nothing is a password's: the address
+    // is shown as written, anything else a credential may hide in masked.
     if userinfo.is_some() {
         shown += "***@";
     }
-    shown += authority;
+    let printable = authority.chars().all(|c| c.is_ascii_graphic());
+    shown += if printable { authority } else { "***" };
     shown += path;
     if query.is_some() {
         shown += "?";
-        shown += &pairs.join("&");
+        shown += &pairs.map_or_else(|| "***".to_owned(), |pairs| pairs.join("&"));
     }
-    if fragment.is_some() {
-        shown += "#insecure";
+    if let Some(fragment) = fragment {
+        shown += if fragment == "insecure" { "#insecure" } else { "#***" };
     }
     shown
 }
@@ -320,5 +338,17 @@ mod tests {
         assert_eq!(redact_url("unix:///run/r.sock?pass=a&b"), "unix://***");
         assert_eq!(redact_url("redis://host?pass=a"), "redis://***");
         assert_eq!(redact_url("redis://h?protocol=resp3"), "redis://h?protocol=resp3");
+        // Not a node URL's shape: after an `@`, only the credentials are
+        // masked; without one, only a host that is an IP address is shown.
+        assert_eq!(redact_url("redis://u:p@h:70O2"), "redis://***@h:70O2");
+        assert_eq!(redact_url("redis://u:p@h:1?pass=x#y"), "redis://***@h:1?***#***");
+        assert_eq!(redact_url("redis://127.0.0.1:70O2"), "redis://127.0.0.1:***");
+        assert_eq!(redact_url("redis://[::1]:x/y"), "redis://[::1]:***");
+        assert_eq!(redact_url("redis://localhost/x"), "redis://localhost/***");
+        assert_eq!(redact_url("redis://10.0.0.1:pass"), "redis://10.0.0.1:***");
+        assert_eq!(redact_url("redis://alice:70O2"), "redis://***");
+        assert_eq!(redact_url("redis://u:p\n@h"), "redis://***@h");
+        assert_eq!(redact_url("redis://h/0?pass=x@y#z"), "redis://***");
+        assert_eq!(redact_url("redis://10.0.0.1/0?pass=x@y#z"), "redis://***");
     }
 }

@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test binary uses its own part of this module
 
 pub mod fake;
+pub mod logs;
 pub mod process;
 pub mod proxy;
 
