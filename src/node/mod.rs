@@ -86,6 +86,9 @@ pub(crate) struct Node<M: NodeManager, S> {
     store: S,
     manager: Arc<M>,
     probe_timeout: Duration,
+    /// The longest a connect in flight takes: how long a checkout woken by
+    /// a failure waits before it asks its pool again (`race.rs`).
+    connect_timeout: Duration,
     /// The user's own probe check, if any.
     check: Option<ProbeCheck<M::Connection>>,
     /// Set while a heartbeat is under way: one at a time.
@@ -164,6 +167,7 @@ impl<M: NodeManager, S: Store<M>> Node<M, S> {
             store: store(tracked),
             manager,
             probe_timeout: settings.probe_timeout,
+            connect_timeout: settings.connect_timeout,
             check,
             beating: AtomicBool::new(false),
             beat: (settings.response_timeout, settings.timeouts_before_penalty),

@@ -36,10 +36,14 @@ impl<M: NodeManager, S: Store<M>> Node<M, S> {
     /// millisecond of its first wait) is trusted to time out by itself
     /// (the store's own timeout is the checkout timeout), which keeps a
     /// timer registration off the common path.
+    ///
+    /// With `ask_again`, an attempt that follows a retry is given up after
+    /// the connect timeout for a new one (see [`wait`](Self::wait)).
     pub(crate) async fn race<T, F>(
         &self,
         clock: &Clock,
         mut timer: bool,
+        ask_again: bool,
         mut attempt: impl FnMut() -> F,
         judge: impl Fn(F::Output) -> Try<T>,
     ) -> Result<T, CheckoutError>
@@ -47,6 +51,7 @@ impl<M: NodeManager, S: Store<M>> Node<M, S> {
         F: Future,
     {
         let vetoes = self.cell.vetoes();
+        let mut again = false;
         loop {
             self.usable_since(vetoes)?;
             let mut current = std::pin::pin!(attempt());
@@ -56,13 +61,15 @@ impl<M: NodeManager, S: Store<M>> Node<M, S> {
                 // The race's machinery, boxed: the common path's future
                 // (and every move of it) does not carry it.
                 std::task::Poll::Pending => {
-                    Box::pin(self.wait(current.as_mut(), &judge, vetoes, clock, timer)).await?
+                    let again = again.then_some(self.connect_timeout);
+                    Box::pin(self.wait(current.as_mut(), &judge, vetoes, clock, timer, again))
+                        .await?
                 }
             };
             match outcome {
                 Try::Done(value) => return Ok(value),
                 Try::TimedOut => return Err(CheckoutError::TimedOut(clock.waited())),
-                Try::Retry => timer = true,
+                Try::Retry => (timer, again) = (true, ask_again),
             }
         }
     }
@@ -71,6 +78,15 @@ impl<M: NodeManager, S: Store<M>> Node<M, S> {
     /// `Try::Retry` once a failure of the node is signalled, or
     /// `Try::TimedOut` at the deadline (with `timer`, or once the call has
     /// waited over a millisecond before this attempt began).
+    ///
+    /// With `again` (an attempt after a retry, from a pool), also
+    /// `Try::Retry` once that long passed with nothing: a checkout woken by
+    /// a failed connect may ask bb8 before bb8 has counted that connect out
+    /// of its pending ones, so bb8 starts no new one for it, and nothing
+    /// wakes it again (bb8 wakes waiters for a connection, not for a
+    /// failed connect) until the checkout timeout: a hang, with a long
+    /// one. Any connect in flight has ended within the connect timeout;
+    /// asking again then starts one.
     async fn wait<T, F: Future>(
         &self,
         attempt: std::pin::Pin<&mut F>,
@@ -78,6 +94,7 @@ impl<M: NodeManager, S: Store<M>> Node<M, S> {
         vetoes: u64,
         clock: &Clock,
         timer: bool,
+        again: Option<Duration>,
     ) -> Result<Try<T>, CheckoutError> {
         // Set up before the second look, so that a failure between the two
         // is not missed.
@@ -88,6 +105,9 @@ impl<M: NodeManager, S: Store<M>> Node<M, S> {
             biased;
             outcome = attempt => judge(outcome),
             () = failed => Try::Retry,
+            () = async { tokio::time::sleep(again.unwrap_or_default()).await }, if again.is_some() => {
+                Try::Retry
+            }
             // In an async block, the timer is not even built unless used.
             () = async { tokio::time::sleep_until(clock.deadline().into()).await }, if timer => {
                 Try::TimedOut
@@ -151,6 +171,6 @@ impl<M: NodeManager> Node<M, Bb8<M>> {
             // `Tracked` has already told the node's health.
             Err(RunError::User(_)) => Try::Retry,
         };
-        self.race(clock, false, || self.store.get_owned(), judge)
+        self.race(clock, false, true, || self.store.get_owned(), judge)
     }
 }

@@ -80,7 +80,10 @@ impl<M: NodeManager, S: Store<M>> Node<M, S> {
             Some(mux) => mux,
             // Boxed: the connect's future is large, and the common path
             // should not carry (and move) it.
-            None => Box::pin(self.race(clock, true, || self.connect_mux(), |tried| tried)).await?,
+            None => {
+                Box::pin(self.race(clock, true, false, || self.connect_mux(), |tried| tried))
+                    .await?
+            }
         };
         self.cell.metrics.checkout(clock.waited());
         Ok(mux)
