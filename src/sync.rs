@@ -17,9 +17,9 @@
 //! drained, a resize's reads and deletes of other nodes' copies) runs on
 //! that runtime while the caller waits, never on a runtime of the
 //! caller's. While keys move (a node added with `resize_warmup`, or
-//! drained), a connection sends each command through the async flavour's
-//! own body (`node/connection/send.rs`), the same protocol, its futures
-//! ready at once.
+//! drained), a connection (`sync/connection.rs`) sends each command
+//! through the async flavour's own body (`node/connection/send.rs`), the
+//! same protocol, its futures ready at once.
 //!
 //! ```no_run
 //! # fn run() -> Result<(), fluster::Error> {
@@ -139,7 +139,8 @@ fn run<T: Send + 'static>(
 
 /// One pool in front of several Redis nodes, for synchronous code: the
 /// twin of the async [`ShardedPool`](crate::ShardedPool), with the same
-/// routing and penalty box. Cloning is cheap (an `Arc`).
+/// routing and penalty box. Cloning is cheap (two `Arc`s: the engine,
+/// and the prober thread's runtime).
 #[derive(Clone)]
 pub struct ShardedPool {
     core: Arc<Core<RedisManager, R2d2>>,
