@@ -114,9 +114,7 @@ fn new_node<M: NodeManager>(
 impl<M: NodeManager> ShardedPool<M> {
     /// The pool over the builder's nodes, with its prober started.
     pub(crate) async fn start(finished: Finished<M>) -> Self {
-        let mut core = Core::start(finished, new_node).await;
-        core.pointer = Core::point;
-        let core = Arc::new(core);
+        let core = Arc::new(Core::start(finished, new_node).await);
         tokio::spawn(prober(Arc::downgrade(&core), core.pool_wide.clone()));
         if let Some(name) = core.settings.fleet.clone() {
             tokio::spawn(crate::fleet::run(Arc::downgrade(&core), name));
@@ -164,16 +162,6 @@ impl<M: NodeManager> ShardedPool<M> {
         let (settings, pool_wide, check) =
             (&self.core.settings, &self.core.pool_wide, self.core.check.clone());
         self.core.add(new_node(parts, settings, pool_wide, check)).await
-    }
-
-    /// Removes the node named `name` while the pool serves: its keys go to
-    /// their next node at once, checkouts already under way finish, and its
-    /// connections close as they come back. Errors if there is no such node,
-    /// or if it is the last one, or the last that holds keys (gutter nodes
-    /// hold none of their own). The pool remembers the name: adding it back
-    /// ([`add_node`](ShardedPool::add_node)) needs an empty server.
-    pub fn remove_node(&self, name: &str) -> Result<(), Error> {
-        self.core.remove(name)
     }
 }
 
@@ -265,20 +253,12 @@ impl ShardedPool<RedisManager> {
         batch: usize,
         pause: Duration,
     ) -> Result<(), Error> {
-        let endpoint = |m: &RedisManager| Endpoint {
-            address: m.address().to_owned(),
-            db: m.db(),
-            auth: m.credentials(),
-        };
         self.core.drain(name, endpoint, (batch.max(1), pause)).await
     }
 
     /// [`add_node`](Self::add_node) with a weight.
     pub async fn add_weighted_node(&self, name: &str, url: &str, weight: f64) -> Result<(), Error> {
-        check_node(name, weight)?;
-        let manager = RedisManager::from_settings(parse_url(url)?, &self.core.settings)?;
-        let tracking = manager.tracking();
-        self.add(NodeParts { tracking, ..NodeParts::new(name, weight, manager) }).await
+        self.add(added(name, url, weight, &self.core.settings)?).await
     }
 
     /// `PUBLISH` on the node `channel` routes to, exactly as `get` routes a
@@ -338,6 +318,26 @@ impl ShardedPool<RedisManager> {
     }
 }
 
+/// The parts of the node at `url` added under `name` while a pool (of
+/// either flavour) serves.
+pub(crate) fn added(
+    name: &str,
+    url: &str,
+    weight: f64,
+    settings: &Settings,
+) -> Result<NodeParts<RedisManager>, Error> {
+    check_node(name, weight)?;
+    let manager = RedisManager::from_settings(parse_url(url)?, settings)?;
+    let tracking = manager.tracking();
+    Ok(NodeParts { tracking, ..NodeParts::new(name, weight, manager) })
+}
+
+/// How another node's server reaches a Redis node (what a drain's
+/// `MIGRATE` needs), in either flavour.
+pub(crate) fn endpoint(m: &RedisManager) -> Endpoint {
+    Endpoint { address: m.address().to_owned(), db: m.db(), auth: m.credentials() }
+}
+
 /// What both flavours' pools do alike, each method one step into their
 /// engine's `Core`: expanded inside each `ShardedPool`'s `impl`.
 macro_rules! pool_methods {
@@ -385,6 +385,16 @@ macro_rules! pool_methods {
         /// Whether [`close`](Self::close) was called.
         pub fn is_closed(&self) -> bool {
             self.core.is_closed()
+        }
+
+        /// Removes the node named `name` while the pool serves: its keys go to
+        /// their next node at once, checkouts already under way finish, and its
+        /// connections close as they come back. Errors if there is no such node,
+        /// or if it is the last one, or the last that holds keys (gutter nodes
+        /// hold none of their own). The pool remembers the name: adding it back
+        /// ([`add_node`](ShardedPool::add_node)) needs an empty server.
+        pub fn remove_node(&self, name: &str) -> Result<(), Error> {
+            self.core.remove(name)
         }
 
         /// The longest wait for a connection from a busy node.

@@ -12,7 +12,14 @@
 //! flavour's single step drives, run at once on the caller's thread; what
 //! goes on the wire for a stand-in's writes, placed by the async flavour's
 //! code; and the thread the prober runs on (the same probes as the async flavour, on that thread's own
-//! runtime), which stops when the last pool handle is dropped.
+//! runtime), which stops when the last pool handle is dropped. What the
+//! engine does asynchronously for a blocking caller (a node added or
+//! drained, a resize's reads and deletes of other nodes' copies) runs on
+//! that runtime while the caller waits, never on a runtime of the
+//! caller's. While keys move (a node added with `resize_warmup`, or
+//! drained), a connection (`sync/connection.rs`) sends each command
+//! through the async flavour's own body (`node/connection/send.rs`), the
+//! same protocol, its futures ready at once.
 //!
 //! ```no_run
 //! # fn run() -> Result<(), fluster::Error> {
@@ -32,29 +39,29 @@
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
-use redis::{ConnectionLike, RedisError, RedisResult, Value};
+use tokio::runtime::Handle;
 
 use crate::backend::manager::RedisManager;
-use crate::command::session::effect;
-use crate::command::words::{packed, unpacked};
 use crate::error::Error;
 use crate::health::event::NodeEvent;
-use crate::health::failure::failure;
+use crate::health::pool_wide::PoolWide;
 use crate::node::blocking::{R2d2, r2d2_pool};
-use crate::node::clock::Clock;
-use crate::node::connection::only_reply;
-use crate::node::lease::unmarked;
-use crate::node::tracked::Tracked;
-use crate::node::{CheckoutError, Node};
-use crate::pool::pool_methods;
+use crate::node::probe::ProbeCheck;
+use crate::node::{Node, NodeParts};
+use crate::pool::{added, endpoint, pool_methods};
 use crate::route::NodeName;
 use crate::runtime::core::Core;
 use crate::runtime::prober::prober;
 use crate::runtime::status::NodeStatus;
-use crate::runtime::step::{Take, at_once};
+use crate::runtime::step::at_once;
 use crate::settings::Settings;
-use crate::stand_in::writes::{Capped, StandIn};
+
+mod connection;
+
+use connection::Blocking;
+pub use connection::Connection;
 
 /// What a [`Builder`] of this module builds (its second type parameter):
 /// the synchronous [`ShardedPool`].
@@ -82,17 +89,13 @@ impl crate::Builder<RedisManager, BlockingPool> {
             .enable_all()
             .build()
             .map_err(thread_error)?;
+        let handle = runtime.handle().clone();
         let (started, core) = std::sync::mpsc::sync_channel(1);
         std::thread::Builder::new()
             .name("fluster-prober".into())
             .spawn(move || {
                 runtime.block_on(async {
-                    let node = |parts, settings: &Settings, pool_wide: &_, check| {
-                        Node::new(parts, settings, pool_wide, check, |tracked| {
-                            r2d2_pool(settings, tracked)
-                        })
-                    };
-                    let core = Arc::new(Core::start(finished, node).await);
+                    let core = Arc::new(Core::start(finished, new_node).await);
                     let (weak, pool_wide) = (Arc::downgrade(&core), core.pool_wide.clone());
                     if let Some(name) = core.settings.fleet.clone() {
                         tokio::spawn(crate::fleet::run(weak.clone(), name));
@@ -104,16 +107,45 @@ impl crate::Builder<RedisManager, BlockingPool> {
             .map_err(thread_error)?;
         let core = core.recv().map_err(|_| Error::config("prober thread", "it stopped"))?;
         core.check_start().inspect_err(|_| core.close())?;
-        Ok(ShardedPool { core })
+        Ok(ShardedPool { core, runtime: handle })
     }
+}
+
+/// A node of the synchronous flavour, with its r2d2 pool.
+fn new_node(
+    parts: NodeParts<RedisManager>,
+    settings: &Settings,
+    pool_wide: &Arc<PoolWide>,
+    check: Option<ProbeCheck<redis::aio::MultiplexedConnection>>,
+) -> Node<RedisManager, R2d2> {
+    Node::new(parts, settings, pool_wide, check, |tracked| r2d2_pool(settings, tracked))
+}
+
+/// Runs `work` on the prober thread's runtime and blocks until it is done:
+/// how a blocking caller has the engine's async work done (a membership
+/// change, a drain, a resize's reads and deletes), on no runtime of the
+/// caller's, so it may be called from anywhere. `None` if that runtime
+/// stopped first (the pool was closed, or dropped).
+fn run<T: Send + 'static>(
+    runtime: &Handle,
+    work: impl Future<Output = T> + Send + 'static,
+) -> Option<T> {
+    let (done, result) = std::sync::mpsc::sync_channel(1);
+    runtime.spawn(async move {
+        let _ = done.send(work.await);
+    });
+    result.recv().ok()
 }
 
 /// One pool in front of several Redis nodes, for synchronous code: the
 /// twin of the async [`ShardedPool`](crate::ShardedPool), with the same
-/// routing and penalty box. Cloning is cheap (an `Arc`).
+/// routing and penalty box. Cloning is cheap (two `Arc`s: the engine,
+/// and the prober thread's runtime).
 #[derive(Clone)]
 pub struct ShardedPool {
     core: Arc<Core<RedisManager, R2d2>>,
+    /// The prober thread's runtime: where the engine's async work runs.
+    runtime: Handle,
 }
 
 impl fmt::Debug for ShardedPool {
@@ -136,159 +168,84 @@ impl ShardedPool {
     /// at most the checkout timeout, and leaves a node within a few
     /// milliseconds of its being boxed.
     pub fn get<K: AsRef<[u8]>>(&self, key: K) -> Result<Connection, Error> {
-        at_once(self.core.take::<Blocking>(Some(key.as_ref())))
+        let taken = at_once(self.core.take::<Blocking>(Some(key.as_ref())))?;
+        Ok(Connection::new(taken, &self.runtime))
     }
 
     /// A connection to any healthy node, taking them in turn; its writes
     /// follow the stand-in rules key by key, as the async
     /// [`get_any`](crate::ShardedPool::get_any)'s do.
     pub fn get_any(&self) -> Result<Connection, Error> {
-        at_once(self.core.take::<Blocking>(None))
+        let taken = at_once(self.core.take::<Blocking>(None))?;
+        Ok(Connection::new(taken, &self.runtime))
     }
 
     pool_methods!();
-}
 
-/// Checked out of the node's r2d2 pool, blocking: its future is ready at
-/// once, so the single step runs [`at_once`].
-struct Blocking;
-
-impl Take<RedisManager, R2d2> for Blocking {
-    type Raw = r2d2::PooledConnection<Tracked<RedisManager>>;
-    type Conn = Connection;
-    fn take<'a>(
-        node: &'a Node<RedisManager, R2d2>,
-        clock: &'a Clock,
-    ) -> impl Future<Output = Result<Self::Raw, CheckoutError>> + Send + 'a {
-        std::future::ready(node.checkout_blocking(clock))
-    }
-    fn into_conn(conn: Self::Raw, home: bool, stand_in: Option<Box<StandIn>>) -> Connection {
-        Connection { conn, home, stand_in }
-    }
-}
-
-/// A connection checked out of one node's pool; it goes back when dropped.
-///
-/// Implements [`redis::ConnectionLike`], so [`redis::Commands`] work on it,
-/// with every reply checked like the async
-/// [`Connection`](crate::Connection)'s. (It does not deref to the inner
-/// [`redis::Connection`]: `redis` would then route commands around the
-/// checks; [`inner_mut`](Self::inner_mut) gives it for the rare need.)
-pub struct Connection {
-    conn: r2d2::PooledConnection<Tracked<RedisManager>>,
-    home: bool,
-    stand_in: Option<Box<StandIn>>,
-}
-
-impl Connection {
-    /// The name of the node this connection belongs to.
-    pub fn node(&self) -> &str {
-        &self.conn.cell.name
+    /// Adds the node at `url` under `name`, with weight 1, while the pool
+    /// serves, as the async [`add_node`](crate::ShardedPool::add_node)
+    /// does: it takes its share of keys (about 1/n of them, all from the
+    /// other nodes) as soon as this returns; it is probed first (unless
+    /// `probe_at_build(false)`) and starts in the box if it does not
+    /// answer; a name this pool removed before is added back only if its
+    /// server holds no key ([`Error::Config`] naming the node otherwise).
+    /// With `resize_warmup`, its window opens: a moved key's plain `GET`
+    /// that misses on it is read through from its old home, and writes
+    /// of moved keys delete the other copy, on every connection of this
+    /// pool (`docs/resize.md`).
+    ///
+    /// Blocks while the node is probed (at most the probe timeout), and
+    /// may be called from anywhere, a Tokio runtime's thread included:
+    /// the work runs on the prober thread's own runtime.
+    pub fn add_node(&self, name: &str, url: &str) -> Result<(), Error> {
+        self.add_weighted_node(name, url, 1.0)
     }
 
-    /// Whether this node is the key's home; see
-    /// [`Connection::is_home`](crate::Connection::is_home).
-    pub fn is_home(&self) -> bool {
-        self.home
+    /// [`add_node`](Self::add_node) with a weight.
+    pub fn add_weighted_node(&self, name: &str, url: &str, weight: f64) -> Result<(), Error> {
+        let parts = added(name, url, weight, &self.core.settings)?;
+        let core = Arc::clone(&self.core);
+        self.run(async move {
+            let (settings, pool_wide, check) =
+                (&core.settings, &core.pool_wide, core.check.clone());
+            core.add(new_node(parts, settings, pool_wide, check)).await
+        })
     }
 
-    /// The underlying connection, for what `ConnectionLike` does not cover
-    /// (pub/sub, say). Commands sent through it are not checked: a failure
-    /// there does not count against the node, and the connection is closed
-    /// when dropped rather than handed on.
-    pub fn inner_mut(&mut self) -> &mut redis::Connection {
-        self.conn.session.taint();
-        &mut self.conn.conn
-    }
-}
-
-impl fmt::Debug for Connection {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("sync::Connection").field("node", &self.node()).finish_non_exhaustive()
-    }
-}
-
-impl Connection {
-    /// What goes on the wire for the packed `cmd` with its stand-in's
-    /// records and caps, placed as the async flavour places them
-    /// ([`StandIn::wrap`]), if more than `cmd`.
-    fn capped(&mut self, cmd: &[u8], span: (usize, usize)) -> Option<Capped> {
-        let stand_in = self.stand_in.as_mut()?;
-        let pipeline = unpacked(cmd);
-        stand_in.wrap((pipeline.cmd_iter(), pipeline.is_transaction()), span)
+    /// Removes the node `name` after moving its keys to their new homes
+    /// with the servers' own `MIGRATE … REPLACE KEYS` (TTLs kept), in
+    /// batches of [`DRAIN_BATCH`](crate::DRAIN_BATCH) keys with
+    /// [`DRAIN_PAUSE`](crate::DRAIN_PAUSE) between them: the async
+    /// [`drain_node`](crate::ShardedPool::drain_node), with the same
+    /// rules. Its keys are served by their new homes from the start (a
+    /// miss there reads through to it; a write there deletes its copy
+    /// first, and is never overwritten by a copy; a write on a connection
+    /// to it taken before deletes the new home's copy after its reply);
+    /// `status()` shows the progress. Fails with [`Error::Drain`] naming
+    /// both nodes, the node left in the pool, if it cannot reach another
+    /// node. See `docs/resize.md`.
+    ///
+    /// Blocks until the drain ends, and may be called from anywhere: the
+    /// drain runs on the prober thread's own runtime (other threads keep
+    /// using the pool meanwhile).
+    pub fn drain_node(&self, name: &str) -> Result<(), Error> {
+        self.drain_node_paced(name, crate::DRAIN_BATCH, crate::DRAIN_PAUSE)
     }
 
-    /// Follows what the commands packed in `cmd` do to the session.
-    fn follow(&mut self, cmd: &[u8]) {
-        let conn = &mut self.conn;
-        let known = conn.cell.commands.clone();
-        packed(cmd, |words| effect(words, &known)).for_each(|e| conn.session.apply(e));
+    /// [`drain_node`](Self::drain_node) in batches of `batch` keys (at
+    /// least 1) with `pause` before each.
+    pub fn drain_node_paced(&self, name: &str, batch: usize, pause: Duration) -> Result<(), Error> {
+        let (core, name) = (Arc::clone(&self.core), name.to_owned());
+        self.run(async move { core.drain(&name, endpoint, (batch.max(1), pause)).await })
     }
 
-    /// The capped pipeline on the wire; the caller's replies.
-    fn send(&mut self, capped: Capped) -> RedisResult<Vec<Value>> {
-        let bytes = capped.pipe.get_packed_pipeline();
-        let values = self.conn.conn.req_packed_commands(&bytes, capped.offset, capped.count);
-        // `capped` came from the connection's stand-in, which is still there.
-        let Some(stand_in) = self.stand_in.as_mut() else { return values };
-        match values {
-            Ok(values) => Ok(stand_in.replies(capped, values)),
-            Err(e) => {
-                stand_in.lost();
-                Err(e)
-            }
-        }
-    }
-}
-
-/// A blocking read past its timeout fails as `EAGAIN` ("Resource
-/// temporarily unavailable"): said here as the async flavour says it, a
-/// `TimedOut` I/O error (`is_timeout()` is true either way).
-fn timed_out(e: RedisError) -> RedisError {
-    if !e.is_timeout() {
-        return e;
-    }
-    let text = "timed out: no reply within the response timeout";
-    std::io::Error::new(std::io::ErrorKind::TimedOut, text).into()
-}
-
-impl ConnectionLike for Connection {
-    fn req_packed_command(&mut self, cmd: &[u8]) -> RedisResult<Value> {
-        self.follow(cmd);
-        let result = match self.capped(cmd, (0, 1)) {
-            None => self.conn.conn.req_packed_command(cmd),
-            Some(capped) => self.send(capped).and_then(only_reply),
-        };
-        let result = result.map_err(timed_out);
-        self.conn.observe(failure(&result));
-        unmarked(result)
-    }
-
-    fn req_packed_commands(
-        &mut self,
-        cmd: &[u8],
-        offset: usize,
-        count: usize,
-    ) -> RedisResult<Vec<Value>> {
-        self.follow(cmd);
-        let result = match self.capped(cmd, (offset, count)) {
-            None => self.conn.conn.req_packed_commands(cmd, offset, count),
-            Some(capped) => self.send(capped),
-        };
-        let result = result.map_err(timed_out);
-        self.conn.observe(failure(&result));
-        unmarked(result)
-    }
-
-    fn get_db(&self) -> i64 {
-        self.conn.conn.get_db()
-    }
-
-    fn check_connection(&mut self) -> bool {
-        self.conn.conn.check_connection()
-    }
-
-    fn is_open(&self) -> bool {
-        self.conn.conn.is_open()
+    /// `work` run on the prober thread's runtime, waited for;
+    /// [`Error::Closed`] if that runtime stopped first.
+    fn run<T: Send + 'static>(
+        &self,
+        work: impl Future<Output = Result<T, Error>> + Send + 'static,
+    ) -> Result<T, Error> {
+        self.core.open_table()?;
+        run(&self.runtime, work).unwrap_or(Err(Error::Closed))
     }
 }

@@ -364,3 +364,151 @@ fn a_sync_pool_hears_the_fleet() {
     );
     println!("the sync pool let the node back in {:?} after the news", started.elapsed());
 }
+
+const NAMES: [&str; 4] = ["a", "b", "c", "d"];
+
+/// A sync pool over four servers named `a` to `d`.
+fn named_pool(servers: &[RedisServer], builder: fluster::sync::Builder) -> ShardedPool {
+    let builder = servers.iter().zip(NAMES).fold(builder, |b, (s, n)| b.named_node(n, &s.url()));
+    builder.build().unwrap()
+}
+
+/// The server named `name`.
+fn named<'s>(servers: &'s [RedisServer], name: &str) -> &'s RedisServer {
+    &servers[NAMES.iter().position(|n| *n == name).unwrap()]
+}
+
+/// `GET` and `PTTL` of `key` straight from `server`.
+fn raw(server: &RedisServer, key: &str) -> (Option<String>, i64) {
+    let mut client = server.client();
+    let value = redis::cmd("GET").arg(key).query(&mut client).unwrap();
+    (value, redis::cmd("PTTL").arg(key).query(&mut client).unwrap())
+}
+
+/// `n` keys, each written through `pool` with a 60 s TTL, whose home
+/// becomes `e` once it joins the four named nodes; each with its old home.
+fn moved_keys(pool: &ShardedPool, n: usize) -> Vec<(String, String)> {
+    let after = fluster::route::Router::new(NAMES.iter().chain(&["e"]).map(|n| (*n, 1.0)));
+    let keys = (0..).map(|i| format!("sync-resize:{i}"));
+    let moved = keys.filter(|k| after.home(k.as_bytes()).map(|i| &**after.name(i)) == Some("e"));
+    moved
+        .take(n)
+        .map(|key| {
+            let _: () = pool.get(&key).unwrap().set_ex(&key, "v1", 60).unwrap();
+            let old = pool.home_node_for(&key).unwrap().to_string();
+            (key, old)
+        })
+        .collect()
+}
+
+/// `add_node` on a sync pool: the moved keys go to the new node at once
+/// (their writes land there), and `remove_node` sends them back.
+#[test]
+fn add_node_routes_moved_keys_to_the_new_node() {
+    let servers = start_servers(4);
+    let pool = named_pool(&servers, ShardedPool::builder());
+    let keys = moved_keys(&pool, 3);
+    let new = RedisServer::start();
+    pool.add_node("e", &new.url()).unwrap();
+    assert_eq!(pool.nodes(), ["a", "b", "c", "d", "e"]);
+    for (key, old) in &keys {
+        let mut conn = pool.get(key).unwrap();
+        assert_eq!(conn.node(), "e", "{key} moved from {old}");
+        let _: () = conn.set(key, "v2").unwrap();
+        assert_eq!(raw(&new, key).0.as_deref(), Some("v2"), "{key} written on e");
+    }
+    let taken = pool.add_node("e", &new.url()).unwrap_err();
+    assert!(matches!(taken, Error::Config { .. }), "{taken}");
+    pool.remove_node("e").unwrap();
+    let (key, old) = &keys[0];
+    assert_eq!(pool.get(key).unwrap().node(), old, "back to its old home");
+}
+
+/// `drain_node` on a sync pool moves the node's keys to their new homes
+/// with the TTL they had left, and the node leaves the pool.
+#[test]
+fn drain_node_moves_keys_with_their_ttl_and_removes_the_node() {
+    let servers = start_servers(4);
+    let pool = named_pool(&servers, ShardedPool::builder());
+    let keys = support::keys_on(&pool, "d", "sync-drain", 30);
+    for key in &keys {
+        let _: () = pool.get(key).unwrap().set_ex(key, "v1", 60).unwrap();
+    }
+    pool.drain_node_paced("d", 7, Duration::from_millis(1)).unwrap();
+    assert!(!pool.nodes().contains(&"d".to_owned()), "d left");
+    for key in &keys {
+        let home = pool.node_for(key).unwrap().to_string();
+        let (value, left) = raw(named(&servers, &home), key);
+        assert_eq!(value.as_deref(), Some("v1"), "{key} moved to {home}");
+        assert!(left > 50_000 && left <= 60_000, "{key} keeps its TTL: {left} ms");
+    }
+    let gone = pool.drain_node("d").unwrap_err();
+    assert!(matches!(gone, Error::Config { .. }), "{gone}");
+}
+
+/// During a sync drain, blocking connections obey its rules: a key not
+/// moved yet reads through from the draining node, a key set and one
+/// deleted on their new homes keep the new value and stay deleted (no
+/// later MIGRATE brings the old copy back), and a write on a connection
+/// to the draining node taken before the switch deletes the new home's
+/// copy.
+#[test]
+fn blocking_writes_during_a_drain_are_not_lost() {
+    let servers = start_servers(4);
+    let pool = named_pool(&servers, ShardedPool::builder());
+    let keys = support::keys_on(&pool, "d", "sync-race", 4);
+    for key in &keys {
+        let _: () = pool.get(key).unwrap().set_ex(key, "v1", 60).unwrap();
+    }
+    let (written, deleted, read, before) = (&keys[0], &keys[1], &keys[2], &keys[3]);
+    let mut on_d = pool.get(before).unwrap();
+    let drain = std::thread::spawn({
+        let pool = pool.clone();
+        // Long pauses: the writes come before the first batch.
+        move || pool.drain_node_paced("d", 10, Duration::from_secs(3))
+    });
+    let switched = || pool.node_for(written).as_deref() != Some("d");
+    assert!(eventually_blocking(Duration::from_secs(5), switched), "routing switched");
+    let home = |key: &str| named(&servers, &pool.node_for(key).unwrap());
+    let value: Option<String> = pool.get(read).unwrap().get(read).unwrap();
+    assert_eq!(value.as_deref(), Some("v1"), "read through from d");
+    assert_eq!(raw(home(read), read).0.as_deref(), Some("v1"), "and copied");
+    let _: () = pool.get(written).unwrap().set(written, "v2").unwrap();
+    let _: i64 = pool.get(deleted).unwrap().del(deleted).unwrap();
+    let copied: Option<String> = pool.get(before).unwrap().get(before).unwrap();
+    assert_eq!(copied.as_deref(), Some("v1"), "read through from d");
+    let _: () = on_d.set(before, "v2").unwrap();
+    assert_eq!(raw(home(before), before).0, None, "the copy went after the write on d");
+    drop(on_d);
+    assert_eq!(support::status_of(&pool, "d").drained_keys, Some(0), "before any batch");
+    drain.join().unwrap().unwrap();
+    assert_eq!(raw(home(written), written).0.as_deref(), Some("v2"), "the new value stays");
+    assert_eq!(raw(home(deleted), deleted).0, None, "the deleted key stays deleted");
+    assert_eq!(raw(home(before), before).0.as_deref(), Some("v2"), "d's write moved");
+}
+
+/// A sync pool with `resize_warmup`: a moved key's miss on the new node
+/// reads the old value through from its old home and copies it with the
+/// TTL it has left; a write of a moved key deletes its old copy first.
+#[test]
+fn a_warm_add_reads_moved_keys_through_on_a_sync_pool() {
+    let servers = start_servers(4);
+    let builder = ShardedPool::builder().resize_warmup(Duration::from_secs(30));
+    let pool = named_pool(&servers, builder);
+    let keys = moved_keys(&pool, 2);
+    let new = RedisServer::start();
+    pool.add_node("e", &new.url()).unwrap();
+    let (key, old) = &keys[0];
+    let mut conn = pool.get(key).unwrap();
+    assert_eq!(conn.node(), "e");
+    let value: Option<String> = conn.get(key).unwrap();
+    assert_eq!(value.as_deref(), Some("v1"), "{key} read through from {old}");
+    let (copied, left) = raw(&new, key);
+    assert_eq!(copied.as_deref(), Some("v1"), "copied to e");
+    assert!(left > 50_000 && left <= 60_000, "{key} keeps its TTL: {left} ms");
+    let (key, old) = &keys[1];
+    let _: i64 = pool.get(key).unwrap().del(key).unwrap();
+    assert_eq!(raw(named(&servers, old), key).0, None, "the old copy went first");
+    let value: Option<String> = pool.get(key).unwrap().get(key).unwrap();
+    assert_eq!(value, None, "a deleted key stays deleted");
+}

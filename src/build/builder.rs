@@ -242,8 +242,8 @@ impl<M: NodeManager, F> Builder<M, F> {
         /// milliseconds of a copy, the key holds a marker that commands
         /// other than fluster's reads see as a string (an `INCR` then
         /// fails). Warmed: a plain `GET` through `get`, `get_shared`,
-        /// `get_cached` and `aside`; not `MGET`, reads in pipelines, nor
-        /// the sync flavour.
+        /// `get_cached` and `aside`, and the sync flavour's `get`; not
+        /// `MGET`, nor reads in pipelines.
         resize_warmup: Duration;
         /// Timeouts in a row that box a node, at least 1 (default 3). Refused
         /// and reset connections and other failures box it at once.

@@ -5,14 +5,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::{ConnectionLike, RedisError, RedisResult, Value};
+use futures_util::future::BoxFuture;
+use redis::{Cmd, ConnectionLike, Pipeline, RedisError, RedisFuture, RedisResult, Value};
 
 use crate::backend::manager::RedisManager;
 use crate::health::failure::failure;
 use crate::health::record::PoolStats;
 use crate::node::clock::Clock;
 use crate::node::learn::learn_blocking;
-use crate::node::tracked::{Tracked, TrackedConn};
+use crate::node::lease::unmark;
+use crate::node::store::gone;
+use crate::node::tracked::{ConnectionAbilities, Tracked, TrackedConn};
 use crate::node::{CheckoutError, Node, Store, Try};
 use crate::settings::Settings;
 
@@ -81,7 +84,73 @@ impl Store<RedisManager> for R2d2 {
         });
         let _ = beat.await;
     }
+
+    /// Unused by Redis nodes (their shared connection carries the pool's
+    /// own commands): a blocking checkout on the runtime's blocking threads.
+    fn send_pooled(
+        node: Arc<Node<RedisManager, Self>>,
+        clock: Clock,
+        pipe: Pipeline,
+    ) -> BoxFuture<'static, RedisResult<Vec<Value>>> {
+        Box::pin(async move {
+            let sent = tokio::task::spawn_blocking(move || {
+                let mut conn = node.checkout_blocking(&clock).map_err(|e| gone(e, node.name()))?;
+                let bytes = pipe.get_packed_pipeline();
+                let mut replies = conn.conn.req_packed_commands(&bytes, 0, pipe.len());
+                conn.observe(failure(&replies));
+                if let Ok(values) = &mut replies {
+                    values.iter_mut().for_each(unmark);
+                }
+                replies
+            });
+            let stopped = |e: tokio::task::JoinError| {
+                RedisError::from((redis::ErrorKind::Client, "old home", e.to_string()))
+            };
+            sent.await.map_err(stopped)?
+        })
+    }
 }
+
+/// A blocking read past its timeout fails as `EAGAIN` ("Resource
+/// temporarily unavailable"): said here as the async flavour says it, a
+/// `TimedOut` I/O error (`is_timeout()` is true either way).
+pub(crate) fn timed_out(e: RedisError) -> RedisError {
+    if !e.is_timeout() {
+        return e;
+    }
+    let text = "timed out: no reply within the response timeout";
+    std::io::Error::new(std::io::ErrorKind::TimedOut, text).into()
+}
+
+/// A blocking connection as the wire of the one send body
+/// (`node/connection/send.rs`), which the synchronous flavour's
+/// connection runs while its node is part of a resize: each future is
+/// ready at once (the command is sent and its reply read, blocking, when
+/// the future is made).
+impl redis::aio::ConnectionLike for TrackedConn<redis::Connection> {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        let reply = self.conn.req_packed_command(&cmd.get_packed_command()).map_err(timed_out);
+        Box::pin(std::future::ready(reply))
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        let bytes = pipeline.get_packed_pipeline();
+        let replies = self.conn.req_packed_commands(&bytes, offset, count).map_err(timed_out);
+        Box::pin(std::future::ready(replies))
+    }
+
+    fn get_db(&self) -> i64 {
+        self.conn.get_db()
+    }
+}
+
+/// The send body asks nothing more of it.
+impl ConnectionAbilities for TrackedConn<redis::Connection> {}
 
 /// The r2d2 pool of a node of the synchronous flavour.
 pub(crate) fn r2d2_pool(settings: &Settings, manager: Tracked<RedisManager>) -> R2d2 {

@@ -8,12 +8,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+use redis::{Pipeline, RedisResult, Value};
 
 use crate::error::Error;
-use crate::health::failure::FailureKind;
+use crate::health::failure::{FailureKind, failure};
 use crate::health::record::PoolStats;
+use crate::node::Node;
+use crate::node::clock::Clock;
+use crate::node::lease::unmark;
 use crate::node::probe::{failed, timed_out};
-use crate::node::tracked::{NodeManager, Tracked, TrackedConn};
+use crate::node::tracked::{ConnectionAbilities, NodeManager, Tracked, TrackedConn};
 use crate::settings::Settings;
 
 /// Why a checkout from one node did not give a connection.
@@ -66,6 +71,22 @@ pub(crate) trait Store<M: NodeManager>: Send + Sync + Sized + 'static {
     /// Redis a `PING`) within `timeout`, its outcome reported to the
     /// connection's node. A connect that fails reports itself.
     fn heartbeat(&self, manager: &Arc<M>, timeout: Duration) -> impl Future<Output = ()> + Send;
+    /// The pool's own `pipe` (a resize's reads and deletes) on one of the
+    /// store's connections, taken through `node`'s checkout race by
+    /// `clock`'s deadline: for a node whose shared connection cannot carry
+    /// it ([`ConnectionAbilities::send_shared`]). Judged by the one
+    /// classifier; the replies as fluster's readers see them.
+    fn send_pooled(
+        node: Arc<Node<M, Self>>,
+        clock: Clock,
+        pipe: Pipeline,
+    ) -> BoxFuture<'static, RedisResult<Vec<Value>>>;
+}
+
+/// What a resize's own command sees of a checkout that gave no connection.
+pub(crate) fn gone(e: CheckoutError, node: &str) -> redis::RedisError {
+    let e = e.into_error(node);
+    redis::RedisError::from((redis::ErrorKind::Io, "old home", e.to_string()))
 }
 
 /// A node's bb8 pool.
@@ -116,6 +137,29 @@ impl<M: NodeManager> Store<M> for Bb8<M> {
         conn.observe(
             outcome.as_ref().err().map(|(kind, error)| (*kind, error as &dyn fmt::Display)),
         );
+    }
+
+    fn send_pooled(
+        node: Arc<Node<M, Self>>,
+        clock: Clock,
+        pipe: Pipeline,
+    ) -> BoxFuture<'static, RedisResult<Vec<Value>>> {
+        Box::pin(async move {
+            let mut conn = node.checkout(&clock).await.map_err(|e| gone(e, node.name()))?;
+            let tracked: &mut TrackedConn<M::Connection> = &mut conn;
+            let Some(wire) = tracked.conn.redis() else {
+                return Err((redis::ErrorKind::Client, "not a Redis connection").into());
+            };
+            // Dropped before its reply, the connection is not reused.
+            tracked.in_flight = true;
+            let mut replies = wire.req_packed_commands(&pipe, 0, pipe.len()).await;
+            tracked.in_flight = false;
+            tracked.observe(failure(&replies));
+            if let Ok(values) = &mut replies {
+                values.iter_mut().for_each(unmark);
+            }
+            replies
+        })
     }
 }
 

@@ -14,6 +14,8 @@ use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::{Cmd, Pipeline, RedisResult, Value};
 
 use crate::backend::near::NearCache;
+use crate::command::session::effect;
+use crate::command::words::words;
 use crate::health::cell::HealthCell;
 use crate::health::failure::{ClassifyFailure, Failure, connect_failure};
 use crate::node::learn::learn;
@@ -153,6 +155,13 @@ impl<C> TrackedConn<C> {
             cell,
             near,
             resize,
+        }
+    }
+
+    /// Follows what `cmds`, about to be sent, do to its session.
+    pub(crate) fn follow<'c>(&mut self, cmds: impl Iterator<Item = &'c Cmd>) {
+        for cmd in cmds {
+            self.session.apply(effect(words(cmd), &self.cell.commands));
         }
     }
 

@@ -24,7 +24,7 @@ use crate::health::pool_wide::PoolWide;
 use crate::node::clock::Clock;
 use crate::node::probe::ProbeCheck;
 use crate::node::tracked::NodeManager;
-use crate::node::{Bb8, Node, NodeParts, Store};
+use crate::node::{Node, NodeParts, Store};
 use crate::route::{self, NodeName};
 use crate::runtime::drain::Drain;
 use crate::runtime::drained;
@@ -58,10 +58,6 @@ pub(crate) struct Core<M: NodeManager, S> {
     /// Whether a drain runs, from its first check to its end (or its
     /// future's drop): one at a time, and no node added meanwhile.
     pub(crate) draining: AtomicBool,
-    /// Points each node of a table about to be installed at the resize
-    /// on (`node/warm.rs`'s slot): [`Core::point`] for the async flavour,
-    /// nothing for the sync one (no resize there).
-    pub(crate) pointer: fn(&Self, &Arc<Table<M, S>>),
     /// The names of the nodes removed from the pool: one added back must
     /// be empty (it kept what it held, older than the writes made while
     /// it was away).
@@ -105,7 +101,6 @@ impl<M: NodeManager, S: Store<M>> Core<M, S> {
             resize: Window::default(),
             drain: ArcSwapOption::empty(),
             draining: AtomicBool::new(false),
-            pointer: |_, _| {},
             removed: Mutex::default(),
         }
     }
@@ -331,7 +326,7 @@ impl<M: NodeManager, S: Store<M>> Core<M, S> {
     fn install(&self, nodes: Vec<Arc<Node<M, S>>>) {
         self.pool_wide.guard.set_cap(self.settings.max_boxed(nodes.len()));
         let table = Arc::new(Table::new(nodes, &self.pool_wide));
-        (self.pointer)(self, &table);
+        self.point(&table);
         self.table.store(table);
         self.pool_wide.wake.notify_one();
     }
@@ -340,18 +335,16 @@ impl<M: NodeManager, S: Store<M>> Core<M, S> {
     /// ended).
     pub(crate) fn repoint(&self) {
         let _writer = self.lock_membership();
-        (self.pointer)(self, &self.table.load());
+        self.point(&self.table.load());
     }
-}
 
-impl<M: NodeManager> Core<M, Bb8<M>> {
     /// Points each node of `table`, about to be installed, at the resize
     /// on (a window after a node added warm, `runtime/warm.rs`, or a
     /// drain, `runtime/drain.rs`), or at none: every command on its
     /// connections asks its slot, whenever they were taken, so a write
     /// on an old home answered after the switch sees the resize. The
     /// draining node, out of `table`, is pointed too.
-    pub(crate) fn point(&self, table: &Arc<Table<M, Bb8<M>>>) {
+    fn point(&self, table: &Arc<Table<M, S>>) {
         let timeout = self.settings.checkout_timeout;
         let drain = self.drain.load_full();
         for (index, node) in table.nodes.iter().enumerate() {

@@ -28,7 +28,7 @@ use redis::Value;
 use crate::error::Error;
 use crate::metrics::{DRAIN_KEYS_LEFT, DRAINED_KEYS_TOTAL};
 use crate::node::tracked::NodeManager;
-use crate::node::{Bb8, Node};
+use crate::node::{Node, Store};
 use crate::route::{self, NodeName, Router};
 use crate::runtime::core::{Core, removable};
 use crate::runtime::table::Table;
@@ -108,8 +108,8 @@ pub(crate) struct Endpoint {
 
 /// Where a node's server listens, as `MIGRATE` wants it. No `Debug`: it
 /// holds the credentials.
-pub(crate) struct Target<M: NodeManager> {
-    pub(crate) node: Arc<Node<M, Bb8<M>>>,
+pub(crate) struct Target<M: NodeManager, S> {
+    pub(crate) node: Arc<Node<M, S>>,
     pub(crate) name: NodeName,
     pub(crate) host: String,
     pub(crate) port: u16,
@@ -117,10 +117,10 @@ pub(crate) struct Target<M: NodeManager> {
     auth: Option<(Option<String>, String)>,
 }
 
-impl<M: NodeManager> Target<M> {
+impl<M: NodeManager, S: Store<M>> Target<M, S> {
     /// `node`, reached at `endpoint` (its address `host:port`).
     pub(crate) fn new(
-        node: Arc<Node<M, Bb8<M>>>,
+        node: Arc<Node<M, S>>,
         endpoint: Endpoint,
         drained: &str,
     ) -> Result<Self, Error> {
@@ -139,16 +139,19 @@ impl<M: NodeManager> Target<M> {
     }
 }
 
+/// Keys bound for one target.
+type Group<'t, M, S> = (&'t Target<M, S>, Vec<Vec<u8>>);
+
 /// How a drain goes on: the draining node, its targets, the timeout of
 /// each command and of a `MIGRATE`'s server-to-server step.
-pub(crate) struct Mover<'a, M: NodeManager> {
-    pub(crate) drain: &'a Drain<M, Bb8<M>>,
-    pub(crate) targets: Vec<Target<M>>,
+pub(crate) struct Mover<'a, M: NodeManager, S> {
+    pub(crate) drain: &'a Drain<M, S>,
+    pub(crate) targets: Vec<Target<M, S>>,
     pub(crate) timeout: Duration,
     pub(crate) migrate_ms: u64,
 }
 
-impl<M: NodeManager> Mover<'_, M> {
+impl<M: NodeManager, S: Store<M>> Mover<'_, M, S> {
     fn name(&self) -> &NodeName {
         self.drain.node.name()
     }
@@ -172,7 +175,7 @@ impl<M: NodeManager> Mover<'_, M> {
     /// (every write of a moved key deletes it here first, and is not sent
     /// if it cannot: `runtime/drained.rs`), so what the new home holds
     /// under that name is older (kept from before the node was added).
-    async fn migrate(&self, target: &Target<M>, keys: &[Vec<u8>]) -> Result<(), Error> {
+    async fn migrate(&self, target: &Target<M, S>, keys: &[Vec<u8>]) -> Result<(), Error> {
         let mut pipe = redis::pipe();
         let cmd = pipe.cmd("MIGRATE").arg(&target.host).arg(target.port).arg("").arg(target.db);
         cmd.arg(self.migrate_ms).arg("REPLACE");
@@ -284,8 +287,8 @@ impl<M: NodeManager> Mover<'_, M> {
         &self,
         after: &Router,
         keys: impl Iterator<Item = &'k Vec<u8>>,
-    ) -> Vec<(&Target<M>, Vec<Vec<u8>>)> {
-        let mut groups: Vec<(&Target<M>, Vec<Vec<u8>>)> = Vec::new();
+    ) -> Vec<Group<'_, M, S>> {
+        let mut groups: Vec<Group<'_, M, S>> = Vec::new();
         for key in keys.filter(|key| self.drain.drained(route::key_hash(key))) {
             let Some(home) = after.home(key) else { continue };
             let Some(target) = self.targets.iter().find(|t| t.name == *after.name(home)) else {
@@ -300,7 +303,7 @@ impl<M: NodeManager> Mover<'_, M> {
     }
 }
 
-impl<M: NodeManager> Core<M, Bb8<M>> {
+impl<M: NodeManager, S: Store<M>> Core<M, S> {
     /// `drain_node`: the steps of this file's header, `endpoint` giving
     /// how each node's server is reached.
     pub(crate) async fn drain(
@@ -358,16 +361,16 @@ impl<M: NodeManager> Core<M, Bb8<M>> {
 /// when the drain returns or its future is dropped, and then, if the node
 /// had left the table, the drain is ended and the node retired (its
 /// unmoved keys are misses on their new homes, never older values).
-struct Claim<'c, M: NodeManager> {
-    core: &'c Core<M, Bb8<M>>,
-    switched: Option<Arc<Drain<M, Bb8<M>>>>,
+struct Claim<'c, M: NodeManager, S: Store<M>> {
+    core: &'c Core<M, S>,
+    switched: Option<Arc<Drain<M, S>>>,
 }
 
-impl<'c, M: NodeManager> Claim<'c, M> {
+impl<'c, M: NodeManager, S: Store<M>> Claim<'c, M, S> {
     /// The claim, unless a drain runs, or a node added warm is in its
     /// window (its read-through and the drain's would each claim the moved
     /// keys).
-    fn take(core: &'c Core<M, Bb8<M>>, name: &str) -> Result<Self, Error> {
+    fn take(core: &'c Core<M, S>, name: &str) -> Result<Self, Error> {
         let refused = |reason| Err(Error::config(format!("node name `{name}`"), reason));
         if core.resize.is_open() {
             return refused(
@@ -381,7 +384,7 @@ impl<'c, M: NodeManager> Claim<'c, M> {
     }
 }
 
-impl<M: NodeManager> Drop for Claim<'_, M> {
+impl<M: NodeManager, S: Store<M>> Drop for Claim<'_, M, S> {
     fn drop(&mut self) {
         if let Some(drain) = self.switched.take() {
             drain.finish();

@@ -15,7 +15,7 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use redis::{ErrorKind, RedisError, RedisResult, Value};
 
-use crate::node::Bb8;
+use crate::node::Store;
 use crate::node::tracked::NodeManager;
 use crate::node::warm::{Elder, Moved};
 use crate::route;
@@ -29,9 +29,9 @@ use crate::runtime::warm::{deletes, get_pttl, send};
 /// it takes as a stand-in for their boxed new home (the gutter too). With
 /// `index` `None`, the draining node's own connections: every key there
 /// moved away.
-pub(crate) fn elder<M: NodeManager>(
-    drain: Option<Arc<Drain<M, Bb8<M>>>>,
-    table: &Arc<Table<M, Bb8<M>>>,
+pub(crate) fn elder<M: NodeManager, S: Store<M>>(
+    drain: Option<Arc<Drain<M, S>>>,
+    table: &Arc<Table<M, S>>,
     here: Option<usize>,
     timeout: Duration,
 ) -> Option<Arc<dyn Elder>> {
@@ -43,20 +43,20 @@ pub(crate) fn elder<M: NodeManager>(
 /// The draining node as the old home of the keys that moved away from it,
 /// seen from a connection to `table.nodes[here]` (`None`: to the draining
 /// node). Held by each node's slot: the table only weakly.
-struct FromDrained<M: NodeManager> {
-    drain: Arc<Drain<M, Bb8<M>>>,
-    table: Weak<Table<M, Bb8<M>>>,
+struct FromDrained<M: NodeManager, S> {
+    drain: Arc<Drain<M, S>>,
+    table: Weak<Table<M, S>>,
     here: Option<usize>,
     timeout: Duration,
 }
 
-impl<M: NodeManager> FromDrained<M> {
+impl<M: NodeManager, S: Store<M>> FromDrained<M, S> {
     fn on(&self) -> bool {
         !self.drain.done.load(Ordering::Acquire)
     }
 }
 
-impl<M: NodeManager> Elder for FromDrained<M> {
+impl<M: NodeManager, S: Store<M>> Elder for FromDrained<M, S> {
     fn moved(&self, key: &[u8]) -> Moved {
         let hash = route::key_hash(key);
         let Some(table) = self.table.upgrade() else { return Moved::No };
@@ -88,7 +88,7 @@ impl<M: NodeManager> Elder for FromDrained<M> {
             return self.forget_new(keys);
         }
         let drain = Arc::clone(&self.drain);
-        let refused = move |drain: &Drain<M, Bb8<M>>| {
+        let refused = move |drain: &Drain<M, S>| {
             drain.rule_out();
             let detail = format!(
                 "the copy on `{}`, the node being drained, could not be deleted first; \
@@ -122,7 +122,7 @@ impl<M: NodeManager> Elder for FromDrained<M> {
     }
 }
 
-impl<M: NodeManager> FromDrained<M> {
+impl<M: NodeManager, S: Store<M>> FromDrained<M, S> {
     /// Deletes `keys`, written on the draining node, on their new homes
     /// (up ones: a boxed one's copy stays, as any node's that returns
     /// after its keys were written elsewhere).

@@ -18,9 +18,10 @@ use redis::{RedisResult, Value};
 use crate::health::failure::failure;
 use crate::node::clock::Clock;
 use crate::node::lease::unmark;
-use crate::node::tracked::{ConnectionAbilities, NodeManager, TrackedConn};
+use crate::node::store::gone;
+use crate::node::tracked::{ConnectionAbilities, NodeManager};
 use crate::node::warm::{Elder, Moved};
-use crate::node::{Bb8, CheckoutError, Node};
+use crate::node::{Node, Store};
 use crate::route::{self, NodeName};
 use crate::runtime::table::Table;
 
@@ -129,8 +130,8 @@ impl Window {
 /// window, seen from a connection to `table.nodes[here]` (the new node
 /// itself, a node that stands in for it, or an old home). Held by each
 /// node's slot: the table only weakly (it holds the nodes).
-pub(crate) struct OldHomes<M: NodeManager> {
-    table: Weak<Table<M, Bb8<M>>>,
+pub(crate) struct OldHomes<M: NodeManager, S> {
+    table: Weak<Table<M, S>>,
     new: usize,
     here: usize,
     resize: Arc<Resize>,
@@ -141,9 +142,9 @@ pub(crate) struct OldHomes<M: NodeManager> {
 /// window is open (`table` about to be installed): the new node's
 /// connections read moved keys through, every node's writes of moved keys
 /// forget their old copies, and an old home's writes forget the new copy.
-pub(crate) fn elder<M: NodeManager>(
+pub(crate) fn elder<M: NodeManager, S: Store<M>>(
     window: &Window,
-    table: &Arc<Table<M, Bb8<M>>>,
+    table: &Arc<Table<M, S>>,
     here: usize,
     checkout_timeout: Duration,
 ) -> Option<Arc<dyn Elder>> {
@@ -153,14 +154,14 @@ pub(crate) fn elder<M: NodeManager>(
     Some(Arc::new(OldHomes { table, new, here, resize, checkout_timeout }))
 }
 
-impl<M: NodeManager> OldHomes<M> {
+impl<M: NodeManager, S: Store<M>> OldHomes<M, S> {
     /// The key's old home: the best node in its ranking but the new one.
-    fn old_home(&self, table: &Table<M, Bb8<M>>, hash: u64) -> Option<usize> {
+    fn old_home(&self, table: &Table<M, S>, hash: u64) -> Option<usize> {
         table.router.pick_hashed(hash, |i| i != self.new)
     }
 
     /// The old home's node, if a read may ask it now.
-    fn readable(&self, table: &Table<M, Bb8<M>>, old: usize) -> bool {
+    fn readable(&self, table: &Table<M, S>, old: usize) -> bool {
         let node = &table.nodes[old];
         node.is_up() && !self.resize.ruled_out(node.name())
     }
@@ -187,8 +188,8 @@ pub(crate) fn deletes<'k>(
 
 /// `GET key` and `PTTL key` on `node`: an old home's value and the
 /// milliseconds it has left.
-pub(crate) fn get_pttl<M: NodeManager>(
-    node: Arc<Node<M, Bb8<M>>>,
+pub(crate) fn get_pttl<M: NodeManager, S: Store<M>>(
+    node: Arc<Node<M, S>>,
     timeout: Duration,
     key: &[u8],
 ) -> BoxFuture<'static, RedisResult<(Value, i64)>> {
@@ -208,37 +209,21 @@ pub(crate) fn get_pttl<M: NodeManager>(
 /// window's and the drain's old homes are asked through: on the node's
 /// shared connection where it has one, never a pooled one its own caller
 /// may hold (a `fan_out` holds one of every node's: with
-/// `max_connections(1)` a checkout here waited for itself).
-pub(crate) fn send<M: NodeManager>(
-    node: Arc<Node<M, Bb8<M>>>,
+/// `max_connections(1)` a checkout here waited for itself); else on one
+/// of its store's ([`Store::send_pooled`]).
+pub(crate) fn send<M: NodeManager, S: Store<M>>(
+    node: Arc<Node<M, S>>,
     timeout: Duration,
     pipe: redis::Pipeline,
 ) -> BoxFuture<'static, RedisResult<Vec<Value>>> {
     Box::pin(async move {
         let clock = Clock::new(timeout);
-        let gone = |e: CheckoutError| {
-            let e = e.into_error(node.name());
-            redis::RedisError::from((redis::ErrorKind::Io, "old home", e.to_string()))
+        let mux = node.multiplexed(&clock).await.map_err(|e| gone(e, node.name()))?;
+        let Some(sent) = mux.conn.send_shared(pipe.clone()) else {
+            return S::send_pooled(node, clock, pipe).await;
         };
-        let mux = node.multiplexed(&clock).await.map_err(gone)?;
-        if let Some(sent) = mux.conn.send_shared(pipe.clone()) {
-            let mut replies = sent.await;
-            mux.observe(failure(&replies));
-            if let Ok(values) = &mut replies {
-                values.iter_mut().for_each(unmark);
-            }
-            return replies;
-        }
-        let mut conn = node.checkout(&clock).await.map_err(gone)?;
-        let tracked: &mut TrackedConn<M::Connection> = &mut conn;
-        let Some(wire) = tracked.conn.redis() else {
-            return Err((redis::ErrorKind::Client, "not a Redis connection").into());
-        };
-        // Dropped before its reply, the connection is not reused.
-        tracked.in_flight = true;
-        let mut replies = wire.req_packed_commands(&pipe, 0, pipe.len()).await;
-        tracked.in_flight = false;
-        tracked.observe(failure(&replies));
+        let mut replies = sent.await;
+        mux.observe(failure(&replies));
         if let Ok(values) = &mut replies {
             values.iter_mut().for_each(unmark);
         }
@@ -246,7 +231,7 @@ pub(crate) fn send<M: NodeManager>(
     })
 }
 
-impl<M: NodeManager> Elder for OldHomes<M> {
+impl<M: NodeManager, S: Store<M>> Elder for OldHomes<M, S> {
     fn moved(&self, key: &[u8]) -> Moved {
         let Some(table) = self.table.upgrade() else { return Moved::No };
         let hash = route::key_hash(key);

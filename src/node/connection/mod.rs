@@ -23,6 +23,11 @@ use crate::stand_in::writes::StandIn;
 mod observed;
 mod send;
 
+#[cfg(feature = "r2d2")]
+pub(crate) use observed::Observed;
+#[cfg(feature = "r2d2")]
+pub(crate) use send::{many, one};
+
 /// A connection checked out of one node's pool; it goes back when dropped.
 ///
 /// It derefs to the manager's connection (for [`RedisManager`] a

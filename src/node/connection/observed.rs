@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use futures_util::future::BoxFuture;
 use redis::aio::ConnectionLike;
 use redis::{Cmd, ErrorKind, RedisError, RedisResult};
 
@@ -21,7 +22,7 @@ use super::{Connection, SharedConnection};
 
 /// A connection handed to a caller: the wire its commands go on, and where
 /// their outcomes go.
-pub(super) trait Observed: Send {
+pub(crate) trait Observed: Send {
     type Wire: ConnectionLike + ConnectionAbilities + Send;
     fn wire(&mut self) -> &mut Self::Wire;
     /// Looks at the commands before they are sent: follows what they do to
@@ -47,6 +48,15 @@ pub(super) trait Observed: Send {
     }
     /// Its node's command table.
     fn commands(&self) -> &Known;
+    /// Waits for one of the resize's own futures ([`Elder`]'s read of an
+    /// old home, its deletes of other copies): in the caller's task here;
+    /// a blocking connection has its pool's runtime run it, and waits.
+    fn resized<T: Send + 'static>(
+        &self,
+        work: BoxFuture<'static, RedisResult<T>>,
+    ) -> BoxFuture<'static, RedisResult<T>> {
+        work
+    }
     /// Whether its reads may be answered by that near cache: it is the
     /// node's tracking connection, whose invalidations keep it true.
     fn reads_near(&self) -> bool {
@@ -85,10 +95,7 @@ where
         &mut self.conn.conn
     }
     fn admit<'c>(&mut self, cmds: impl Iterator<Item = &'c Cmd>) -> RedisResult<()> {
-        for cmd in cmds {
-            let effect = effect(words(cmd), &self.conn.cell.commands);
-            self.conn.session.apply(effect);
-        }
+        self.conn.follow(cmds);
         Ok(())
     }
     fn arm(&mut self) {

@@ -79,7 +79,7 @@ async fn after<'c, O: Observed>(
     let away = conn.settle(away);
     if !away.is_empty() {
         // The write landed: what it can do now is delete the copies.
-        let _ = elder.forget(away).await;
+        let _ = conn.resized(elder.forget(away)).await;
     }
 }
 
@@ -95,7 +95,7 @@ fn judged<O: Observed, V: Replies>(conn: &mut O, result: RedisResult<V>) -> Redi
 /// before its future is built: a connection without a near cache sends it
 /// in one future, and a near-cache hit is answered by a future that holds
 /// nothing but the value.
-fn one<'a, O: Observed>(conn: &'a mut O, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+pub(crate) fn one<'a, O: Observed>(conn: &'a mut O, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
     if let Err(refused) = conn.admit(std::iter::once(cmd)) {
         return Box::pin(std::future::ready(Err(refused)));
     }
@@ -147,7 +147,7 @@ async fn warmed<O: Observed>(conn: &mut O, elder: Arc<dyn Elder>, cmd: &Cmd) -> 
     match warm::plan(&words, &*elder, conn.commands(), Phase::Before) {
         Plan::Plain => admitted(conn, cmd).await,
         Plan::Write(keys) => {
-            elder.forget(keys).await?;
+            conn.resized(elder.forget(keys)).await?;
             admitted(conn, cmd).await
         }
         Plan::Unnamed => {
@@ -188,7 +188,7 @@ async fn read_through<O: Observed>(
         }
         return Ok(Value::Nil);
     };
-    let (value, ttl) = read.await.unwrap_or((Value::Nil, -2));
+    let (value, ttl) = conn.resized(read).await.unwrap_or((Value::Nil, -2));
     if marked == Value::Nil {
         // Another reader's marker, or a write since the miss: return what
         // the old home held then, copy nothing.
@@ -248,7 +248,7 @@ async fn fill<O: Observed>(
 
 /// A pipeline: sent with its caps, each write fenced in the near cache
 /// while it is in flight (reads inside a pipeline go to the server).
-async fn many<O: Observed>(
+pub(crate) async fn many<O: Observed>(
     conn: &mut O,
     pipeline: &Pipeline,
     offset: usize,
@@ -266,7 +266,7 @@ async fn many<O: Observed>(
             }
         }
         if !moved.is_empty() {
-            elder.forget(moved).await?;
+            conn.resized(elder.forget(moved)).await?;
         }
     }
     let fences: Vec<Fence<&[u8]>> = match conn.near() {
