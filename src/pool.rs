@@ -22,7 +22,7 @@ use crate::node::{Bb8, CheckoutError, Node, NodeParts, bb8_pool};
 use crate::pubsub::{Hub, Subscription};
 use crate::route::NodeName;
 use crate::runtime::core::{Core, Finished};
-use crate::runtime::drain::Endpoint;
+use crate::runtime::migrate::Endpoint;
 use crate::runtime::prober::prober;
 use crate::runtime::status::NodeStatus;
 use crate::runtime::step::Take;
@@ -157,13 +157,13 @@ impl<M: NodeManager> ShardedPool<M> {
     /// [`add_node`](ShardedPool::add_node).
     pub async fn add_manager(&self, name: &str, manager: M, weight: f64) -> Result<(), Error> {
         check_node(name, weight)?;
-        self.add(NodeParts::new(name, weight, manager)).await
+        self.add(NodeParts::new(name, weight, manager), None).await
     }
 
-    async fn add(&self, parts: NodeParts<M>) -> Result<(), Error> {
+    async fn add(&self, parts: NodeParts<M>, at: Option<Endpoint>) -> Result<(), Error> {
         let (settings, pool_wide, check) =
             (&self.core.settings, &self.core.pool_wide, self.core.check.clone());
-        self.core.add(new_node(parts, settings, pool_wide, check)).await
+        self.core.add(new_node(parts, settings, pool_wide, check), at).await
     }
 
     /// Removes the node named `name` while the pool serves: its keys go to
@@ -265,11 +265,6 @@ impl ShardedPool<RedisManager> {
         batch: usize,
         pause: Duration,
     ) -> Result<(), Error> {
-        let endpoint = |m: &RedisManager| Endpoint {
-            address: m.address().to_owned(),
-            db: m.db(),
-            auth: m.credentials(),
-        };
         self.core.drain(name, endpoint, (batch.max(1), pause)).await
     }
 
@@ -277,8 +272,8 @@ impl ShardedPool<RedisManager> {
     pub async fn add_weighted_node(&self, name: &str, url: &str, weight: f64) -> Result<(), Error> {
         check_node(name, weight)?;
         let manager = RedisManager::from_settings(parse_url(url)?, &self.core.settings)?;
-        let tracking = manager.tracking();
-        self.add(NodeParts { tracking, ..NodeParts::new(name, weight, manager) }).await
+        let (tracking, at) = (manager.tracking(), endpoint(&manager));
+        self.add(NodeParts { tracking, ..NodeParts::new(name, weight, manager) }, Some(at)).await
     }
 
     /// `PUBLISH` on the node `channel` routes to, exactly as `get` routes a
@@ -335,6 +330,16 @@ impl ShardedPool<RedisManager> {
             });
             hub
         }))
+    }
+}
+
+/// How another node's server reaches `manager`'s (a drain's `MIGRATE`s,
+/// and those of a node added warm's old homes).
+fn endpoint(manager: &RedisManager) -> Endpoint {
+    Endpoint {
+        address: manager.address().to_owned(),
+        db: manager.db(),
+        auth: manager.credentials(),
     }
 }
 

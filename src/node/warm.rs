@@ -49,10 +49,14 @@ pub(crate) const MARKER_MS: u64 = 2_000;
 /// Stores the old home's value (`ARGV[3]`, with `ARGV[4]` ms left, or no
 /// expiry if `ARGV[4]` is `-1`) only if the key still holds the reader's
 /// marker `ARGV[1]` with no longer life than a marker's (`ARGV[2]` ms): a
-/// write since (a `SET`, a `DEL`, an `EXPIRE`, another reader's marker)
-/// voids the copy. Without a value (no `ARGV[3]`) it gives the marker
-/// back.
-pub(crate) const COPY: &str = "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end \
+/// write since (a `SET`, a `DEL`, an `EXPIRE`, another reader's marker, a
+/// writer's `MIGRATE` of the old value here) voids the copy. Without a
+/// value (no `ARGV[3]`) it gives the marker back, and if the key holds
+/// something else it returns that (what the reader returns: a writer may
+/// have moved the old value here since the reader found the old home
+/// empty).
+pub(crate) const COPY: &str = "local held = redis.pcall('GET', KEYS[1]) \
+    if held ~= ARGV[1] then if ARGV[3] then return 0 end return held end \
     local left = redis.call('PTTL', KEYS[1]) \
     if left < 0 or left > tonumber(ARGV[2]) then return 0 end \
     if not ARGV[3] then redis.call('DEL', KEYS[1]) return 0 end \
