@@ -247,7 +247,8 @@ impl ShardedPool<RedisManager> {
     /// of [`DRAIN_BATCH`](crate::DRAIN_BATCH) keys with
     /// [`DRAIN_PAUSE`](crate::DRAIN_PAUSE) between them. Its keys are
     /// served by their new homes from the start (a miss there reads through
-    /// to it; a write there deletes its copy first, and is never
+    /// to it; a write there has it move its copy there first, so an
+    /// `INCR` goes on from its value, and is never
     /// overwritten by a copy; a write on a connection to it taken before
     /// deletes the new home's copy after its reply); `status()` shows the
     /// progress. Fails with

@@ -10,12 +10,12 @@
 //!    (the next in their ranking) serve them. A connection to a new home
 //!    asks the drain (`drained.rs`, the warm window's
 //!    [`Elder`](crate::node::warm::Elder)): a plain `GET` that misses there
-//!    reads through to the draining node, and a write deletes the draining
-//!    node's copy first; a write on the draining node's own connections
+//!    reads through to the draining node, and before a write the draining
+//!    node moves its copy there (a stand-in's write deletes it); a write on the draining node's own connections
 //!    deletes the new home's copy after its reply.
 //! 3. Move: `SCAN` on the draining node, `MIGRATE … REPLACE` each
 //!    batch to its new homes, paced. A key still here was written nowhere
-//!    since the switch (each write deletes it here first, and is refused
+//!    since the switch (each write moves or deletes it here first, and is refused
 //!    if it cannot), so a new home's copy of it is older: replaced.
 //! 4. Remove: the node leaves as with `remove_node`.
 
@@ -166,7 +166,7 @@ impl<M: NodeManager> Mover<'_, M> {
     /// (a second pool draining the same node later finds nothing to copy
     /// over the writes made since). `REPLACE`: a
     /// key still on the draining node was written nowhere since the switch
-    /// (every write of a moved key deletes it here first, and is not sent
+    /// (every write of a moved key moves or deletes it here first, and is not sent
     /// if it cannot: `runtime/drained.rs`), so what the new home holds
     /// under that name is older (kept from before the node was added).
     async fn migrate(&self, target: &Target<M>, keys: &[Vec<u8>]) -> Result<(), Error> {

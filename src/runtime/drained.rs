@@ -4,7 +4,8 @@
 //!
 //! On a node that took keys from it (their new home, or a stand-in for
 //! it): a plain `GET` that misses reads through to the draining node, and
-//! a write deletes the draining node's copy first. On the draining node
+//! before a write the draining node moves its copy to the new home
+//! (`MIGRATE`), or deletes it for a stand-in's write. On the draining node
 //! itself (connections taken before the switch, commands in flight across
 //! it): a write deletes the new home's copy once its reply is in.
 
