@@ -90,7 +90,8 @@ pub(crate) trait Elder: Send + Sync {
     fn moved(&self, key: &[u8]) -> Moved;
     /// `GET key` and `PTTL key` on the key's old home, checked now: `None`
     /// if it is boxed, gone, or one of this window's writes could not
-    /// delete its copy there (then it is never read again in the window).
+    /// move or delete its copy there (then it is never read again in the
+    /// window).
     fn read(&self, key: &[u8]) -> Option<BoxFuture<'static, RedisResult<(Value, i64)>>>;
     /// Takes the other copy of each of `keys` (moved ones) out of the way:
     /// for a key moved here, its old home moves it here (`MIGRATE`; a

@@ -30,9 +30,9 @@ pub(crate) struct Resize {
     /// The node added.
     new: NodeName,
     until: Instant,
-    /// Old homes a write of this window could not delete a copy on (boxed,
-    /// or the delete failed): never read again in it, so their copies
-    /// cannot come back.
+    /// Old homes a write of this window could not move or delete a copy
+    /// on (boxed, or the `MIGRATE` or `DEL` failed): never read (nor moved
+    /// from) again in it, so their copies cannot come back.
     ruled_out: Mutex<Vec<NodeName>>,
     /// A write that named no key (`FLUSHDB`, a script that declares none)
     /// was sent in this window: no old home is read again in it.
@@ -64,8 +64,8 @@ impl Resize {
     fn rule_out(&self, name: NodeName) {
         let mut out = self.ruled_out.lock().unwrap_or_else(|e| e.into_inner());
         if !out.contains(&name) {
-            tracing::warn!(node = %name, "a moved key's old copy could not be deleted: \
-                its old home is not read again in this resize window");
+            tracing::warn!(node = %name, "a moved key's old copy could not be moved or \
+                deleted: its old home is not read again in this resize window");
             out.push(name);
         }
     }
