@@ -22,7 +22,7 @@ use crate::node::{Bb8, CheckoutError, Node, NodeParts, bb8_pool};
 use crate::pubsub::{Hub, Subscription};
 use crate::route::NodeName;
 use crate::runtime::core::{Core, Finished};
-use crate::runtime::drain::Endpoint;
+use crate::runtime::migrate::Endpoint;
 use crate::runtime::prober::prober;
 use crate::runtime::status::NodeStatus;
 use crate::runtime::step::Take;
@@ -155,13 +155,13 @@ impl<M: NodeManager> ShardedPool<M> {
     /// [`add_node`](ShardedPool::add_node).
     pub async fn add_manager(&self, name: &str, manager: M, weight: f64) -> Result<(), Error> {
         check_node(name, weight)?;
-        self.add(NodeParts::new(name, weight, manager)).await
+        self.add(NodeParts::new(name, weight, manager), None).await
     }
 
-    async fn add(&self, parts: NodeParts<M>) -> Result<(), Error> {
+    async fn add(&self, parts: NodeParts<M>, at: Option<Endpoint>) -> Result<(), Error> {
         let (settings, pool_wide, check) =
             (&self.core.settings, &self.core.pool_wide, self.core.check.clone());
-        self.core.add(new_node(parts, settings, pool_wide, check)).await
+        self.core.add(new_node(parts, settings, pool_wide, check), at).await
     }
 }
 
@@ -235,7 +235,8 @@ impl ShardedPool<RedisManager> {
     /// of [`DRAIN_BATCH`](crate::DRAIN_BATCH) keys with
     /// [`DRAIN_PAUSE`](crate::DRAIN_PAUSE) between them. Its keys are
     /// served by their new homes from the start (a miss there reads through
-    /// to it; a write there deletes its copy first, and is never
+    /// to it; a write there has it move its copy there first, so an
+    /// `INCR` goes on from its value, and is never
     /// overwritten by a copy; a write on a connection to it taken before
     /// deletes the new home's copy after its reply); `status()` shows the
     /// progress. Fails with
@@ -258,7 +259,9 @@ impl ShardedPool<RedisManager> {
 
     /// [`add_node`](Self::add_node) with a weight.
     pub async fn add_weighted_node(&self, name: &str, url: &str, weight: f64) -> Result<(), Error> {
-        self.add(added(name, url, weight, &self.core.settings)?).await
+        let parts = added(name, url, weight, &self.core.settings)?;
+        let at = endpoint(&parts.manager);
+        self.add(parts, Some(at)).await
     }
 
     /// `PUBLISH` on the node `channel` routes to, exactly as `get` routes a
@@ -332,10 +335,14 @@ pub(crate) fn added(
     Ok(NodeParts { tracking, ..NodeParts::new(name, weight, manager) })
 }
 
-/// How another node's server reaches a Redis node (what a drain's
-/// `MIGRATE` needs), in either flavour.
-pub(crate) fn endpoint(m: &RedisManager) -> Endpoint {
-    Endpoint { address: m.address().to_owned(), db: m.db(), auth: m.credentials() }
+/// How another node's server reaches `manager`'s (a drain's `MIGRATE`s,
+/// and those of a node added warm's old homes), in either flavour.
+pub(crate) fn endpoint(manager: &RedisManager) -> Endpoint {
+    Endpoint {
+        address: manager.address().to_owned(),
+        db: manager.db(),
+        auth: manager.credentials(),
+    }
 }
 
 /// What both flavours' pools do alike, each method one step into their

@@ -204,11 +204,12 @@ impl ShardedPool {
     /// [`add_node`](Self::add_node) with a weight.
     pub fn add_weighted_node(&self, name: &str, url: &str, weight: f64) -> Result<(), Error> {
         let parts = added(name, url, weight, &self.core.settings)?;
+        let at = endpoint(&parts.manager);
         let core = Arc::clone(&self.core);
         self.run(async move {
             let (settings, pool_wide, check) =
                 (&core.settings, &core.pool_wide, core.check.clone());
-            core.add(new_node(parts, settings, pool_wide, check)).await
+            core.add(new_node(parts, settings, pool_wide, check), Some(at)).await
         })
     }
 

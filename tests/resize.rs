@@ -154,11 +154,14 @@ async fn a_copy_held_past_a_write_never_brings_the_old_value_back() {
             "DEL" => drop(conn.del::<_, i64>(&key).await.unwrap()),
             _ => conn.set::<_, _, ()>(&key, "v2").await.unwrap(),
         }
-        // It began before the write: v1 (its copy held), or a miss if a
-        // starved machine timed its read-through out; the copy is what is
-        // judged below.
+        // It began before the write and ends after it: v1 (its copy held),
+        // or, if it read the old home only after the write's move emptied
+        // it, what the new home held then (v1 moved, v2, or nothing); or
+        // a miss if a starved machine timed its read-through out. The
+        // copy is what is judged below.
         let read = reader.await.unwrap();
-        assert!(read.as_deref().is_none_or(|v| v.starts_with("v1-")), "the reader read {read:?}");
+        let overlapped = |v: &str| v.starts_with("v1-") || (write == "SET" && v == "v2");
+        assert!(read.as_deref().is_none_or(overlapped), "the reader read {read:?}");
         let expected = (write == "SET").then(|| b"v2".to_vec());
         assert_eq!(raw_get(&new, &key), expected, "{write}: the copy was refused");
         assert_eq!(raw_get(server(&servers, &old), &key), None, "{write}: old copy deleted");
@@ -762,4 +765,180 @@ async fn a_fan_out_during_a_warm_window_does_not_wait_for_itself() {
         .await
         .expect("the fan_out waited for a connection it held");
     assert_eq!(replies.len(), 5, "{replies:?}");
+}
+
+/// `SET key value EX 60` straight on `server` (not through the pool,
+/// whose routing a starved machine may have moved to a stand-in).
+fn raw_set(server: &RedisServer, key: &str, value: &str) {
+    redis::cmd("SET")
+        .arg(key)
+        .arg(value)
+        .arg("EX")
+        .arg(60)
+        .query::<()>(&mut server.client())
+        .unwrap();
+}
+
+/// The `GET`s `server` has run so far (`INFO commandstats`).
+fn gets_on(server: &RedisServer) -> u64 {
+    let info: String = redis::cmd("INFO").arg("commandstats").query(&mut server.client()).unwrap();
+    let line = info.lines().find(|l| l.starts_with("cmdstat_get:"));
+    let calls = line.and_then(|l| l.split(['=', ',']).nth(1)?.parse().ok());
+    calls.unwrap_or(0)
+}
+
+/// Issue #38: in a warm window, a read-modify-write of a moved key starts
+/// from the value its old home held, as if the key had never moved
+/// (`INCR`, `APPEND`, `HSET` on a hash, and an `INCR` in a pipeline): the
+/// old home moves the key to the new one (`MIGRATE`) before the write,
+/// and holds it no more.
+#[tokio::test]
+async fn a_read_modify_write_of_a_moved_key_starts_from_the_old_value() {
+    let servers = start_servers(4);
+    let pool = pool_of(&servers, Duration::from_secs(30)).await;
+    let keys = moved_keys(&pool, 4).await;
+    let (counter, text, hash, piped) = (&keys[0].0, &keys[1].0, &keys[2].0, &keys[3].0);
+    let on = |i: usize| server(&servers, &keys[i].1);
+    raw_set(on(0), counter, "41");
+    raw_set(on(1), text, "v1");
+    raw_set(on(3), piped, "41");
+    redis::cmd("DEL").arg(hash).query::<()>(&mut on(2).client()).unwrap();
+    redis::cmd("HSET").arg(hash).arg("f").arg("a").query::<()>(&mut on(2).client()).unwrap();
+    redis::cmd("EXPIRE").arg(hash).arg(60).query::<()>(&mut on(2).client()).unwrap();
+    let new = RedisServer::start();
+    pool.add_node("e", &new.url()).await.unwrap();
+    let counted: i64 = pool.get(counter).await.unwrap().incr(counter, 1).await.unwrap();
+    assert_eq!(counted, 42, "INCR continues from the old home's 41");
+    let appended: usize = pool.get_shared(text).await.unwrap().append(text, "!").await.unwrap();
+    let expected = "v1!";
+    assert_eq!(appended, expected.len(), "APPEND continues from the old value");
+    let _: i64 = pool.get(hash).await.unwrap().hset(hash, "g", "b").await.unwrap();
+    let fields: std::collections::BTreeMap<String, String> =
+        pool.get(hash).await.unwrap().hgetall(hash).await.unwrap();
+    assert_eq!(fields.len(), 2, "HSET adds to the old hash: {fields:?}");
+    let (n,): (i64,) = redis::pipe()
+        .incr(piped, 1)
+        .query_async(&mut pool.get(piped).await.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(n, 42, "a pipeline's INCR continues from 41");
+    assert_eq!(raw_get(&new, counter).as_deref(), Some(&b"42"[..]));
+    assert_eq!(raw_get(&new, text).as_deref(), Some(expected.as_bytes()));
+    let left = pttl(&new, counter);
+    assert!(left > 50_000 && left <= 60_000, "the moved key keeps its TTL: {left} ms");
+    for (key, old) in &keys {
+        let exists: i64 =
+            redis::cmd("EXISTS").arg(key).query(&mut server(&servers, old).client()).unwrap();
+        assert_eq!(exists, 0, "{key} moved off its old home {old}");
+    }
+}
+
+/// Issue #38, the marker case: an `INCR` of a moved key while a reader's
+/// marker sits on the new home (its copy held on the way) continues from
+/// the old value (the move replaces the marker, where it used to fail on
+/// it: "value is not an integer"); the reader's copy is refused, so the
+/// old value never comes back over the acknowledged write.
+#[tokio::test]
+async fn an_incr_over_a_readers_marker_continues_and_the_copy_is_refused() {
+    let servers = start_servers(4);
+    let pool = pool_of(&servers, Duration::from_secs(30)).await;
+    let (key, old) = moved_keys(&pool, 1).await.remove(0);
+    raw_set(server(&servers, &old), &key, "41");
+    let new = RedisServer::start();
+    let proxy = Proxy::start(new.port());
+    pool.add_node("e", &proxy.url()).await.unwrap();
+    proxy.hold(COPY_BYTES, Duration::from_millis(1_000));
+    let reader = tokio::spawn({
+        let (pool, key) = (pool.clone(), key.clone());
+        async move {
+            let value: Option<String> =
+                pool.get_shared(&key).await.unwrap().get(&key).await.unwrap();
+            value
+        }
+    });
+    let marked = || raw_get(&new, &key).is_some_and(|v| v.starts_with(b"\0fluster:lease:"));
+    assert!(eventually(Duration::from_secs(5), marked).await, "the reader's marker");
+    let counted: i64 = pool.get(&key).await.unwrap().incr(&key, 1).await.unwrap();
+    assert_eq!(counted, 42, "INCR continues from 41 over the marker");
+    // The reader overlapped the write: 41 (read before the move) or 42.
+    let read = reader.await.unwrap();
+    assert!(matches!(read.as_deref(), Some("41" | "42")), "the reader read {read:?}");
+    assert_eq!(raw_get(&new, &key).as_deref(), Some(&b"42"[..]), "the copy was refused");
+    assert_eq!(raw_get(server(&servers, &old), &key), None, "moved off {old}");
+    let now: Option<String> = pool.get_shared(&key).await.unwrap().get(&key).await.unwrap();
+    assert_eq!(now.as_deref(), Some("42"), "a later read");
+}
+
+/// Issue #38, a reader racing the move: its miss on the new home comes
+/// before an `INCR`, its marker after it (held on the way), so the old
+/// home holds nothing when the reader reads it. The reader returns what
+/// the new home holds then (the write's 42), never a miss for a key that
+/// always had a value.
+#[tokio::test]
+async fn a_reader_whose_old_home_emptied_meanwhile_reads_the_moved_value() {
+    let servers = start_servers(4);
+    let pool = pool_of(&servers, Duration::from_secs(30)).await;
+    let (key, old) = moved_keys(&pool, 1).await.remove(0);
+    raw_set(server(&servers, &old), &key, "41");
+    let new = RedisServer::start();
+    let proxy = Proxy::start(new.port());
+    pool.add_node("e", &proxy.url()).await.unwrap();
+    // The marker (`SET key <lease mark>warm:… NX`) is held on its way.
+    proxy.hold(b"lease:warm:", Duration::from_millis(1_500));
+    let reader = tokio::spawn({
+        let (pool, key) = (pool.clone(), key.clone());
+        async move {
+            let value: Option<String> = pool.get(&key).await.unwrap().get(&key).await.unwrap();
+            value
+        }
+    });
+    let missed = || gets_on(&new) >= 1;
+    assert!(eventually(Duration::from_secs(5), missed).await, "the reader's miss on e");
+    let counted: i64 = pool.get(&key).await.unwrap().incr(&key, 1).await.unwrap();
+    assert_eq!(counted, 42, "INCR continues from 41");
+    assert_eq!(raw_get(server(&servers, &old), &key), None, "moved off {old}");
+    // Whether its marker landed before the INCR's move (a starved
+    // machine) or after it, the reader overlapped the write: 41 or 42.
+    let read = reader.await.unwrap();
+    assert!(matches!(read.as_deref(), Some("41" | "42")), "the reader read {read:?}");
+    assert_eq!(raw_get(&new, &key).as_deref(), Some(&b"42"[..]));
+}
+
+/// Issue #38 during a drain: a read-modify-write of a key that lived on
+/// the draining node, before its batch runs, starts from the value the
+/// draining node held (moved to the new home first), and the draining
+/// node holds it no more.
+#[tokio::test]
+async fn a_read_modify_write_during_a_drain_starts_from_the_drained_value() {
+    let servers = start_servers(4);
+    // Long enough for a starved machine's MIGRATE (half of it).
+    let builder = ShardedPool::builder().response_timeout(Duration::from_secs(10));
+    let builder = servers.iter().zip(NAMES).fold(builder, |b, (s, n)| b.named_node(n, &s.url()));
+    let pool = builder.build().await.unwrap();
+    let keys = support::keys_on(&pool, "d", "rmw", 2);
+    let (counter, text) = (&keys[0], &keys[1]);
+    raw_set(&servers[3], counter, "41");
+    raw_set(&servers[3], text, "v1");
+    let drain = tokio::spawn({
+        let pool = pool.clone();
+        // A long first pause: no batch runs while the test writes.
+        async move { pool.drain_node_paced("d", 1, Duration::from_secs(30)).await }
+    });
+    let switched = || !pool.nodes().contains(&"d".to_owned());
+    assert!(eventually(Duration::from_secs(10), switched).await, "d left the table");
+    let mut conn = pool.get(counter).await.unwrap();
+    assert_ne!(conn.node(), "d");
+    let counted: i64 = conn.incr(counter, 1).await.unwrap();
+    assert_eq!(counted, 42, "INCR continues from the drained node's 41");
+    let appended: usize = pool.get_shared(text).await.unwrap().append(text, "!").await.unwrap();
+    assert_eq!(appended, 3, "APPEND continues from v1");
+    assert_eq!(support::status_of(&pool, "d").drained_keys, Some(0), "before any batch");
+    for key in &keys {
+        assert_eq!(raw_get(&servers[3], key), None, "{key} moved off d");
+        let home = pool.node_for(key).unwrap();
+        let left = pttl(server(&servers, &home), key);
+        assert!(left > 50_000 && left <= 60_000, "{key} keeps its TTL on {home}: {left} ms");
+    }
+    drain.abort();
+    let _ = drain.await;
 }

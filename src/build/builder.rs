@@ -232,18 +232,21 @@ impl<M: NodeManager, F> Builder<M, F> {
         /// [`add_node`](crate::ShardedPool::add_node), a plain `GET` of a
         /// key that moved to the new node and misses there is read from
         /// the key's old home (the next node in its ranking) and the value
-        /// copied over with the TTL it has left; a write of a moved key
-        /// deletes the old home's copy before it is sent, and one on the
+        /// copied over with the TTL it has left; before a write of a moved
+        /// key is sent, the old home moves its copy to the new node
+        /// (`MIGRATE`, so an `INCR` or `APPEND` goes on from the old
+        /// value; a node added with its own manager, whose address the
+        /// pool does not know, has the copy deleted instead), and one on the
         /// old home (a connection taken before `add_node`, or a write in
         /// flight across it) deletes the new home's copy after its reply.
         /// Set it to about
         /// your cached values' longest TTL: after that the old copies have
         /// expired anyway. Off by default because, for the few
         /// milliseconds of a copy, the key holds a marker that commands
-        /// other than fluster's reads see as a string (an `INCR` then
-        /// fails). Warmed: a plain `GET` through `get`, `get_shared`,
-        /// `get_cached` and `aside`, and the sync flavour's `get`; not
-        /// `MGET`, nor reads in pipelines.
+        /// other than fluster's reads see as a string (an `INCR` of a key
+        /// its old home no longer holds then fails). Warmed: a plain `GET`
+        /// through `get`, `get_shared`, `get_cached` and `aside`, and the
+        /// sync flavour's `get`; not `MGET`, nor reads in pipelines.
         resize_warmup: Duration;
         /// Timeouts in a row that box a node, at least 1 (default 3). Refused
         /// and reset connections and other failures box it at once.

@@ -8,11 +8,14 @@
 //!   a compare-and-set that stores only if the key still holds the marker.
 //!   The marker begins with the lease mark, so every fluster reader sees
 //!   it as a miss (`lease.rs`).
-//! - A write of a moved key deletes the old home's copy *before* it is
-//!   sent ([`Elder::forget`]), on the new home and on any other node that
-//!   takes it (a stand-in): a reader that reads the old home after the
-//!   write can find nothing to copy, and one that read it before finds its
-//!   marker overwritten (or deleted) by the write, so its copy is refused.
+//! - A write of a moved key has the old home *move* its copy to the new
+//!   home before it is sent (`MIGRATE … REPLACE`, [`Elder::forget`]), so
+//!   every write, blind or read-modify-write, starts from the old value;
+//!   on a stand-in (another node takes the key while the new home is
+//!   boxed) the old copy is deleted instead. A reader that reads the old
+//!   home after the move finds nothing to copy (and returns what the new
+//!   home holds), and one that read it before finds its marker replaced
+//!   by the move or the write, so its copy is refused.
 //! - A write of a moved key on its *old* home (a connection taken before
 //!   the switch, or a command in flight across it) deletes the new home's
 //!   copy *after* its reply, before the caller sees it
@@ -49,10 +52,14 @@ pub(crate) const MARKER_MS: u64 = 2_000;
 /// Stores the old home's value (`ARGV[3]`, with `ARGV[4]` ms left, or no
 /// expiry if `ARGV[4]` is `-1`) only if the key still holds the reader's
 /// marker `ARGV[1]` with no longer life than a marker's (`ARGV[2]` ms): a
-/// write since (a `SET`, a `DEL`, an `EXPIRE`, another reader's marker)
-/// voids the copy. Without a value (no `ARGV[3]`) it gives the marker
-/// back.
-pub(crate) const COPY: &str = "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end \
+/// write since (a `SET`, a `DEL`, an `EXPIRE`, another reader's marker, a
+/// writer's `MIGRATE` of the old value here) voids the copy. Without a
+/// value (no `ARGV[3]`) it gives the marker back, and if the key holds
+/// something else it returns that (what the reader returns: a writer may
+/// have moved the old value here since the reader found the old home
+/// empty).
+pub(crate) const COPY: &str = "local held = redis.pcall('GET', KEYS[1]) \
+    if held ~= ARGV[1] then if ARGV[3] then return 0 end return held end \
     local left = redis.call('PTTL', KEYS[1]) \
     if left < 0 or left > tonumber(ARGV[2]) then return 0 end \
     if not ARGV[3] then redis.call('DEL', KEYS[1]) return 0 end \
@@ -64,7 +71,8 @@ pub(crate) const COPY: &str = "if redis.call('GET', KEYS[1]) ~= ARGV[1] then ret
 pub(crate) enum Moved {
     /// It did not move (or the window is over).
     No,
-    /// It moved to this node: its miss reads through, its writes forget.
+    /// It moved to this node: its miss reads through, its writes have the
+    /// old home move it here first.
     Here,
     /// It moved to another node, which this one stands in for (boxed):
     /// its writes here forget its old copy too.
@@ -82,12 +90,15 @@ pub(crate) trait Elder: Send + Sync {
     fn moved(&self, key: &[u8]) -> Moved;
     /// `GET key` and `PTTL key` on the key's old home, checked now: `None`
     /// if it is boxed, gone, or one of this window's writes could not
-    /// delete its copy there (then it is never read again in the window).
+    /// move or delete its copy there (then it is never read again in the
+    /// window).
     fn read(&self, key: &[u8]) -> Option<BoxFuture<'static, RedisResult<(Value, i64)>>>;
-    /// Deletes the other copy of each of `keys` (moved ones): for a key
-    /// moved here or elsewhere, its old home's, and an old home that is
-    /// boxed or fails is marked so that no reader of this resize reads it
-    /// again; for a key moved [`Away`](Moved::Away), its new home's. An
+    /// Takes the other copy of each of `keys` (moved ones) out of the way:
+    /// for a key moved here, its old home moves it here (`MIGRATE`; a
+    /// runtime that cannot deletes it); moved elsewhere, its old home's
+    /// copy is deleted; an old home that is boxed or fails is marked so
+    /// that no reader of this resize reads it again; for a key moved
+    /// [`Away`](Moved::Away), its new home's copy is deleted. An
     /// error means the write must not be sent (a drain's copying could
     /// land over it: `runtime/drained.rs`); the caller gets it instead.
     fn forget(&self, keys: Vec<Vec<u8>>) -> BoxFuture<'static, RedisResult<()>>;

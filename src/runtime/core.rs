@@ -28,6 +28,7 @@ use crate::node::{Node, NodeParts, Store};
 use crate::route::{self, NodeName};
 use crate::runtime::drain::Drain;
 use crate::runtime::drained;
+use crate::runtime::migrate::{self, Endpoint};
 use crate::runtime::status::NodeStatus;
 use crate::runtime::table::{Held, Table};
 use crate::runtime::warm::{self, Window};
@@ -223,8 +224,9 @@ impl<M: NodeManager, S: Store<M>> Core<M, S> {
     }
 
     /// Adds `node` unless its name is taken; probes it first if the
-    /// settings say so.
-    pub(crate) async fn add(&self, node: Node<M, S>) -> Result<(), Error> {
+    /// settings say so. Its server is reached at `at` by the old homes of
+    /// the keys that move to it (`MIGRATE`, in its warm window), if given.
+    pub(crate) async fn add(&self, node: Node<M, S>, at: Option<Endpoint>) -> Result<(), Error> {
         let name = *node.name();
         let taken = || {
             Error::config(
@@ -268,7 +270,8 @@ impl<M: NodeManager, S: Store<M>> Core<M, S> {
         let mut nodes = current.nodes.clone();
         nodes.push(node);
         // Open before the switch: the install points every node at it.
-        self.resize.open(name, self.settings.resize_warmup);
+        let migrate_ms = migrate::timeout_ms(self.settings.response_timeout);
+        self.resize.open(name, self.settings.resize_warmup, at, migrate_ms);
         self.install(nodes);
         self.pool_wide.send(NodeEvent::Added { node: name });
         tracing::info!(node = %name, "node added");

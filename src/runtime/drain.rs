@@ -10,12 +10,12 @@
 //!    (the next in their ranking) serve them. A connection to a new home
 //!    asks the drain (`drained.rs`, the warm window's
 //!    [`Elder`](crate::node::warm::Elder)): a plain `GET` that misses there
-//!    reads through to the draining node, and a write deletes the draining
-//!    node's copy first; a write on the draining node's own connections
+//!    reads through to the draining node, and before a write the draining
+//!    node moves its copy there (a stand-in's write deletes it); a write on the draining node's own connections
 //!    deletes the new home's copy after its reply.
 //! 3. Move: `SCAN` on the draining node, `MIGRATE … REPLACE` each
 //!    batch to its new homes, paced. A key still here was written nowhere
-//!    since the switch (each write deletes it here first, and is refused
+//!    since the switch (each write moves or deletes it here first, and is refused
 //!    if it cannot), so a new home's copy of it is older: replaced.
 //! 4. Remove: the node leaves as with `remove_node`.
 
@@ -31,6 +31,7 @@ use crate::node::tracked::NodeManager;
 use crate::node::{Node, Store};
 use crate::route::{self, NodeName, Router};
 use crate::runtime::core::{Core, removable};
+use crate::runtime::migrate::{self, Address, Endpoint};
 use crate::runtime::table::Table;
 use crate::runtime::warm::send;
 
@@ -63,11 +64,22 @@ pub(crate) struct Drain<M: NodeManager, S> {
     /// The node has left: connections that still carry the drain stop
     /// reading through (no write deletes its copies any more).
     pub(crate) done: AtomicBool,
+    /// Where each node the keys go to listens: a write of a moved key on
+    /// its new home has the draining node move it there first
+    /// (`drained.rs`).
+    pub(crate) homes: Vec<(NodeName, Arc<Address>)>,
+    /// The bound of a `MIGRATE`'s server-to-server step, in ms.
+    pub(crate) migrate_ms: u64,
 }
 
 impl<M: NodeManager, S> Drain<M, S> {
-    /// The drain of `before.nodes[index]`.
-    pub(crate) fn new(before: &Table<M, S>, index: usize) -> Self {
+    /// The drain of `before.nodes[index]` into `homes`.
+    pub(crate) fn new(
+        before: &Table<M, S>,
+        index: usize,
+        homes: Vec<(NodeName, Arc<Address>)>,
+        migrate_ms: u64,
+    ) -> Self {
         Drain {
             node: Arc::clone(&before.nodes[index]),
             before: before.router.clone(),
@@ -76,6 +88,8 @@ impl<M: NodeManager, S> Drain<M, S> {
             left: AtomicU64::new(0),
             ruled_out: AtomicBool::new(false),
             done: AtomicBool::new(false),
+            homes,
+            migrate_ms,
         }
     }
 
@@ -97,24 +111,12 @@ impl<M: NodeManager, S> Drain<M, S> {
     }
 }
 
-/// How another node's server reaches a node (`host:port`, the database
-/// it selects, the user name and password `MIGRATE` passes on): what
-/// `drain_node` asks of its manager. No `Debug`: it holds credentials.
-pub(crate) struct Endpoint {
-    pub(crate) address: String,
-    pub(crate) db: i64,
-    pub(crate) auth: Option<(Option<String>, String)>,
-}
-
-/// Where a node's server listens, as `MIGRATE` wants it. No `Debug`: it
-/// holds the credentials.
+/// A node the drain moves keys to: where its server listens, as
+/// `MIGRATE` wants it. No `Debug`: its address holds the credentials.
 pub(crate) struct Target<M: NodeManager, S> {
     pub(crate) node: Arc<Node<M, S>>,
     pub(crate) name: NodeName,
-    pub(crate) host: String,
-    pub(crate) port: u16,
-    db: i64,
-    auth: Option<(Option<String>, String)>,
+    pub(crate) at: Arc<Address>,
 }
 
 impl<M: NodeManager, S: Store<M>> Target<M, S> {
@@ -125,17 +127,12 @@ impl<M: NodeManager, S: Store<M>> Target<M, S> {
         drained: &str,
     ) -> Result<Self, Error> {
         let name = *node.name();
-        let Endpoint { address, db, auth } = endpoint;
-        let parsed = address.rsplit_once(':').and_then(|(host, port)| {
-            let host = host.trim_start_matches('[').trim_end_matches(']');
-            Some((host.to_owned(), port.parse().ok()?))
-        });
-        let (host, port) = parsed.ok_or_else(|| Error::Drain {
+        let at = Address::parse(endpoint).map_err(|reason| Error::Drain {
             node: drained.to_owned(),
             target: name.to_string(),
-            reason: format!("its address `{address}` is not host:port"),
+            reason,
         })?;
-        Ok(Target { node, name, host, port, db, auth })
+        Ok(Target { node, name, at: Arc::new(at) })
     }
 }
 
@@ -172,33 +169,14 @@ impl<M: NodeManager, S: Store<M>> Mover<'_, M, S> {
     /// (a second pool draining the same node later finds nothing to copy
     /// over the writes made since). `REPLACE`: a
     /// key still on the draining node was written nowhere since the switch
-    /// (every write of a moved key deletes it here first, and is not sent
+    /// (every write of a moved key moves or deletes it here first, and is not sent
     /// if it cannot: `runtime/drained.rs`), so what the new home holds
     /// under that name is older (kept from before the node was added).
     async fn migrate(&self, target: &Target<M, S>, keys: &[Vec<u8>]) -> Result<(), Error> {
         let mut pipe = redis::pipe();
-        let cmd = pipe.cmd("MIGRATE").arg(&target.host).arg(target.port).arg("").arg(target.db);
-        cmd.arg(self.migrate_ms).arg("REPLACE");
-        // Credentials go to the server only, never into an error.
-        let cmd = match &target.auth {
-            Some((Some(user), password)) => cmd.arg("AUTH2").arg(user).arg(password),
-            Some((None, password)) => cmd.arg("AUTH").arg(password),
-            None => cmd,
-        };
-        cmd.arg("KEYS").arg(keys);
+        target.at.migrate(&mut pipe, self.migrate_ms, keys);
         let reply = self.send(pipe).await.map_err(|e| self.failed(Some(&target.name), e))?;
-        match reply.first() {
-            Some(Value::Okay | Value::SimpleString(_)) => Ok(()),
-            other => {
-                let reason = match other {
-                    Some(Value::ServerError(e)) => {
-                        format!("MIGRATE failed: {} {}", e.code(), e.details().unwrap_or(""))
-                    }
-                    other => format!("MIGRATE answered {other:?}"),
-                };
-                Err(self.failed(Some(&target.name), reason))
-            }
-        }
+        migrate::moved(reply.first()).map_err(|reason| self.failed(Some(&target.name), reason))
     }
 
     /// Step 1: a probe key `MIGRATE`d to each target (then deleted on both
@@ -325,9 +303,10 @@ impl<M: NodeManager, S: Store<M>> Core<M, S> {
             .filter(|n| **n.name() != *name)
             .map(|n| Target::new(Arc::clone(n), endpoint(n.manager()), name))
             .collect::<Result<Vec<_>, _>>()?;
-        let drain = Arc::new(Drain::new(&table, index));
         let timeout = self.settings.response_timeout;
-        let migrate_ms = (timeout.as_millis() as u64 / 2).max(1);
+        let migrate_ms = migrate::timeout_ms(timeout);
+        let homes = targets.iter().map(|t| (t.name, Arc::clone(&t.at))).collect();
+        let drain = Arc::new(Drain::new(&table, index, homes, migrate_ms));
         let mover = Mover { drain: &drain, targets, timeout, migrate_ms };
         mover.check().await?;
         // The switch, if nothing changed since the check; else the node

@@ -4,7 +4,8 @@
 //!
 //! On a node that took keys from it (their new home, or a stand-in for
 //! it): a plain `GET` that misses reads through to the draining node, and
-//! a write deletes the draining node's copy first. On the draining node
+//! before a write the draining node moves its copy to the new home
+//! (`MIGRATE`), or deletes it for a stand-in's write. On the draining node
 //! itself (connections taken before the switch, commands in flight across
 //! it): a write deletes the new home's copy once its reply is in.
 
@@ -21,7 +22,7 @@ use crate::node::warm::{Elder, Moved};
 use crate::route;
 use crate::runtime::drain::Drain;
 use crate::runtime::table::Table;
-use crate::runtime::warm::{deletes, get_pttl, send};
+use crate::runtime::warm::{forgets, forgotten, get_pttl, send};
 
 /// What each command on `table.nodes[index]`'s connections asks while
 /// `drain` is on (`table`, without the draining node, about to be
@@ -77,22 +78,27 @@ impl<M: NodeManager, S: Store<M>> Elder for FromDrained<M, S> {
         readable.then(|| get_pttl(Arc::clone(&drain.node), self.timeout, key))
     }
 
-    /// The draining node's copies first (W1). The drain's `MIGRATE`s
-    /// replace what a new home holds, so a write whose W1 failed is not
-    /// sent: a batch queued on the draining node before it could land over
-    /// the write. A W1 that succeeded shows that every batch the node took
-    /// before it is done (one `MIGRATE` blocks its server until the target
-    /// has the keys), and later ones find no copy.
+    /// The draining node's copies first (W1): a key whose new home is
+    /// here is moved here (`MIGRATE … REPLACE`, so the write starts from
+    /// its value, and replaces a reader's marker: that reader's copy is
+    /// refused); one this node stands in for is deleted there (a
+    /// stand-in's copy is capped and dropped when its home returns, as
+    /// every key of a boxed node starts from empty on its stand-in).
+    /// Once the drain is ruled out (a write named no key) nothing is moved
+    /// any more: deleted. The drain's `MIGRATE`s replace what a new home
+    /// holds, so a write whose W1 failed is not sent: a batch queued on
+    /// the draining node before it could land over the write. A W1 that
+    /// succeeded shows that every batch the node took before it is done
+    /// (one `MIGRATE` blocks its server until the target has the keys),
+    /// and later ones find no copy.
     fn forget(&self, keys: Vec<Vec<u8>>) -> BoxFuture<'static, RedisResult<()>> {
-        if self.here.is_none() {
-            return self.forget_new(keys);
-        }
+        let Some(here) = self.here else { return self.forget_new(keys) };
         let drain = Arc::clone(&self.drain);
         let refused = move |drain: &Drain<M, S>| {
             drain.rule_out();
             let detail = format!(
-                "the copy on `{}`, the node being drained, could not be deleted first; \
-                 the write was not sent (the drain could copy the older value over it)",
+                "the copy on `{}`, the node being drained, could not be moved or deleted \
+                 first; the write was not sent (the drain could copy the older value over it)",
                 drain.node.name()
             );
             Err(RedisError::from((ErrorKind::Client, "write refused during a drain", detail)))
@@ -100,17 +106,25 @@ impl<M: NodeManager, S: Store<M>> Elder for FromDrained<M, S> {
         if !drain.node.is_up() {
             return Box::pin(std::future::ready(refused(&drain)));
         }
-        let mut pipe = redis::pipe();
-        for key in &keys {
-            pipe.cmd("DEL").arg(key);
-        }
+        let to = self.table.upgrade().and_then(|table| {
+            let name = table.nodes.get(here)?.name();
+            let (_, at) = drain.homes.iter().find(|(home, _)| home == name)?;
+            Some((Arc::clone(at), table))
+        });
+        let to = to.filter(|_| !drain.ruled_out.load(Ordering::Acquire));
+        let keys = keys.iter().map(|key| {
+            let moves = to.as_ref().is_some_and(|(_, t)| t.router.home(key) == Some(here));
+            (0, key.as_slice(), moves)
+        });
+        let to = to.as_ref().map(|(at, _)| (&**at, drain.migrate_ms));
+        let Some((_, pipe, moves)) = forgets(keys, to).pop() else {
+            return Box::pin(async { Ok(()) });
+        };
+        let len = pipe.len();
         let sent = send(Arc::clone(&drain.node), self.timeout, pipe);
-        Box::pin(async move {
-            match sent.await {
-                Ok(replies) if replies.iter().all(|r| matches!(r, Value::Int(_))) => Ok(()),
-                _ => refused(&drain),
-            }
-        })
+        Box::pin(
+            async move { if forgotten(sent.await, len, moves) { Ok(()) } else { refused(&drain) } },
+        )
     }
 
     fn end(&self) {
@@ -130,11 +144,11 @@ impl<M: NodeManager, S: Store<M>> FromDrained<M, S> {
         let Some(table) = self.table.upgrade() else { return Box::pin(async { Ok(()) }) };
         let homes = keys.iter().filter_map(|key| {
             let home = table.router.home(key).filter(|&h| table.nodes[h].is_up())?;
-            Some((home, key.as_slice()))
+            Some((home, key.as_slice(), false))
         });
-        let sent: Vec<_> = deletes(homes)
+        let sent: Vec<_> = forgets(homes, None)
             .into_iter()
-            .map(|(home, pipe)| send(Arc::clone(&table.nodes[home]), self.timeout, pipe))
+            .map(|(home, pipe, _)| send(Arc::clone(&table.nodes[home]), self.timeout, pipe))
             .collect();
         Box::pin(async move {
             futures_util::future::join_all(sent).await;

@@ -9,6 +9,7 @@ pub(crate) mod comeback;
 pub(crate) mod core;
 pub(crate) mod drain;
 pub(crate) mod drained;
+pub(crate) mod migrate;
 pub(crate) mod prober;
 pub(crate) mod status;
 pub(crate) mod step;

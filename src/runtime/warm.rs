@@ -23,6 +23,7 @@ use crate::node::tracked::{ConnectionAbilities, NodeManager};
 use crate::node::warm::{Elder, Moved};
 use crate::node::{Node, Store};
 use crate::route::{self, NodeName};
+use crate::runtime::migrate::{self, Address, Endpoint};
 use crate::runtime::table::Table;
 
 /// The open window of the last node added warm.
@@ -30,15 +31,22 @@ pub(crate) struct Resize {
     /// The node added.
     new: NodeName,
     until: Instant,
-    /// Old homes a write of this window could not delete a copy on (boxed,
-    /// or the delete failed): never read again in it, so their copies
-    /// cannot come back.
+    /// Old homes a write of this window could not move or delete a copy
+    /// on (boxed, or the `MIGRATE` or `DEL` failed): never read (nor moved
+    /// from) again in it, so their copies cannot come back.
     ruled_out: Mutex<Vec<NodeName>>,
     /// A write that named no key (`FLUSHDB`, a script that declares none)
     /// was sent in this window: no old home is read again in it.
     ended: AtomicBool,
     /// The node added was removed: the window is over.
     closed: AtomicBool,
+    /// Where the node added listens, for its old homes' `MIGRATE`s (a
+    /// write of a moved key on it has the old home move the key there
+    /// first): none for a node added with its own manager, or at a socket
+    /// path (its writes delete the old copy instead).
+    at: Option<Address>,
+    /// The bound of a `MIGRATE`'s server-to-server step, in ms.
+    migrate_ms: u64,
 }
 
 impl Resize {
@@ -57,8 +65,8 @@ impl Resize {
     fn rule_out(&self, name: NodeName) {
         let mut out = self.ruled_out.lock().unwrap_or_else(|e| e.into_inner());
         if !out.contains(&name) {
-            tracing::warn!(node = %name, "a moved key's old copy could not be deleted: \
-                its old home is not read again in this resize window");
+            tracing::warn!(node = %name, "a moved key's old copy could not be moved or \
+                deleted: its old home is not read again in this resize window");
             out.push(name);
         }
     }
@@ -74,11 +82,26 @@ pub(crate) struct Window {
 }
 
 impl Window {
-    /// Opens the window of `new` for `length` (nothing if zero).
-    pub(crate) fn open(&self, new: NodeName, length: Duration) {
+    /// Opens the window of `new`, reached at `at`, for `length` (nothing
+    /// if zero).
+    pub(crate) fn open(
+        &self,
+        new: NodeName,
+        length: Duration,
+        at: Option<Endpoint>,
+        migrate_ms: u64,
+    ) {
         if length.is_zero() {
             return;
         }
+        let at = at.and_then(|at| {
+            Address::parse(at)
+                .inspect_err(|reason| {
+                    tracing::warn!(node = %new, reason, "its old homes cannot MIGRATE to it: \
+                        a write of a moved key in its window deletes the old copy instead");
+                })
+                .ok()
+        });
         let until = Instant::now() + length;
         self.current.store(Some(Arc::new(Resize {
             new,
@@ -86,6 +109,8 @@ impl Window {
             ruled_out: Mutex::default(),
             ended: AtomicBool::new(false),
             closed: AtomicBool::new(false),
+            at,
+            migrate_ms,
         })));
         self.on.store(true, Ordering::Release);
         tracing::info!(node = %new, ?length, "resize window open: moved keys read through");
@@ -167,23 +192,55 @@ impl<M: NodeManager, S: Store<M>> OldHomes<M, S> {
     }
 }
 
-/// `DEL`s of keys grouped by the node (an index) they go to: one pipeline
-/// each.
-pub(crate) fn deletes<'k>(
-    keys: impl Iterator<Item = (usize, &'k [u8])>,
-) -> Vec<(usize, redis::Pipeline)> {
-    let mut by_node: Vec<(usize, redis::Pipeline)> = Vec::new();
-    for (node, key) in keys {
-        match by_node.iter_mut().find(|(n, _)| *n == node) {
-            Some((_, pipe)) => drop(pipe.cmd("DEL").arg(key)),
+/// The other copies of a write's keys, grouped by the node (an index)
+/// they are on, one pipeline each: a key marked to move goes from there
+/// `to` a node's address (one `MIGRATE … REPLACE`, first in the pipeline),
+/// the others are deleted. With each pipeline, how many of its replies are
+/// a `MIGRATE`'s (0 or 1): what [`forgotten`] judges.
+pub(crate) fn forgets<'k>(
+    keys: impl Iterator<Item = (usize, &'k [u8], bool)>,
+    to: Option<(&Address, u64)>,
+) -> Vec<(usize, redis::Pipeline, usize)> {
+    // Each node's keys to move from it, and to delete there.
+    type Copies<'k> = (usize, Vec<&'k [u8]>, Vec<&'k [u8]>);
+    let mut by_node: Vec<Copies> = Vec::new();
+    for (node, key, moves) in keys {
+        let at = match by_node.iter().position(|(n, ..)| *n == node) {
+            Some(at) => at,
             None => {
-                let mut pipe = redis::pipe();
-                pipe.cmd("DEL").arg(key);
-                by_node.push((node, pipe));
+                by_node.push((node, Vec::new(), Vec::new()));
+                by_node.len() - 1
             }
+        };
+        let (_, moved, deleted) = &mut by_node[at];
+        match to.is_some() && moves {
+            true => moved.push(key),
+            false => deleted.push(key),
         }
     }
-    by_node
+    let pipes = by_node.into_iter().map(|(node, moved, deleted)| {
+        let mut pipe = redis::pipe();
+        if let (Some((to, timeout_ms)), false) = (to, moved.is_empty()) {
+            to.migrate(&mut pipe, timeout_ms, &moved);
+        }
+        for key in deleted {
+            pipe.cmd("DEL").arg(key);
+        }
+        (node, pipe, usize::from(!moved.is_empty()))
+    });
+    pipes.collect()
+}
+
+/// Whether a pipeline of [`forgets`], `len` commands long, did its job:
+/// its `MIGRATE` (the first `moves` replies) moved its keys or found none,
+/// and each `DEL` answered.
+pub(crate) fn forgotten(sent: RedisResult<Vec<Value>>, len: usize, moves: usize) -> bool {
+    let Ok(replies) = sent else { return false };
+    replies.len() == len
+        && replies.iter().enumerate().all(|(i, reply)| match i < moves {
+            true => migrate::moved(Some(reply)).is_ok(),
+            false => matches!(reply, Value::Int(_)),
+        })
 }
 
 /// `GET key` and `PTTL key` on `node`: an old home's value and the
@@ -251,15 +308,24 @@ impl<M: NodeManager, S: Store<M>> Elder for OldHomes<M, S> {
         Some(get_pttl(Arc::clone(&table.nodes[old]), self.checkout_timeout, key))
     }
 
+    /// On the new node, each key's old home *moves* it here first
+    /// (`MIGRATE … REPLACE`): the write starts from the old value, blind
+    /// or not, and a reader's marker here is replaced (its copy refused).
+    /// On a stand-in, and from an old home ruled out (its value may be
+    /// older than a write made since: moving it could bring that back),
+    /// the old copy is deleted. On an old home, the new node's copy is
+    /// deleted (after the reply).
     fn forget(&self, keys: Vec<Vec<u8>>) -> BoxFuture<'static, RedisResult<()>> {
         let Some(table) = self.table.upgrade() else { return Box::pin(async { Ok(()) }) };
+        let to = self.resize.at.as_ref().filter(|_| self.here == self.new);
         let others = keys.iter().filter_map(|key| {
             // A key moved away from here: its new home's copy. Else its old
             // home's.
             let old = self.old_home(&table, route::key_hash(key))?;
             let other = if old == self.here { self.new } else { old };
             if table.nodes[other].is_up() {
-                return Some((other, key.as_slice()));
+                let moves = other != self.new && self.readable(&table, other);
+                return Some((other, key.as_slice(), moves));
             }
             // A boxed new home's copy stays, as any node's that returns
             // after its keys were written elsewhere; a boxed old home is
@@ -269,22 +335,24 @@ impl<M: NodeManager, S: Store<M>> Elder for OldHomes<M, S> {
             }
             None
         });
-        let sent: Vec<_> = deletes(others)
+        let sent: Vec<_> = forgets(others, to.map(|to| (to, self.resize.migrate_ms)))
             .into_iter()
-            .map(|(other, pipe)| {
+            .map(|(other, pipe, moves)| {
                 let node = Arc::clone(&table.nodes[other]);
+                let len = pipe.len();
                 let sent = send(node, self.checkout_timeout, pipe);
                 let (resize, name, old) =
                     (self.resize.clone(), *table.name(other), other != self.new);
                 async move {
-                    if sent.await.is_err() && old {
+                    if !forgotten(sent.await, len, moves) && old {
                         resize.rule_out(name);
                     }
                 }
             })
             .collect();
-        // The window copies nothing on its own: an old home whose delete
-        // failed is never read again, and the write goes on.
+        // The window copies nothing on its own: an old home that could not
+        // move or delete its copy is never read again, and the write goes
+        // on (from empty: the old value stays there, unread).
         Box::pin(async move {
             join_all(sent).await;
             Ok(())

@@ -189,7 +189,7 @@ async fn read_through<O: Observed>(
         return Ok(Value::Nil);
     };
     let (value, ttl) = conn.resized(read).await.unwrap_or((Value::Nil, -2));
-    if marked == Value::Nil {
+    if marked == Value::Nil && value != Value::Nil {
         // Another reader's marker, or a write since the miss: return what
         // the old home held then, copy nothing.
         return Ok(value);
@@ -202,8 +202,15 @@ async fn read_through<O: Observed>(
         Value::BulkString(bytes) if left == -1 || left > 0 => Some((bytes.as_slice(), left)),
         _ => None,
     };
-    own(conn, &warm::copy(key, &token, copied), key).await?;
-    Ok(value)
+    let copy = own(conn, &warm::copy(key, &token, copied), key).await?;
+    Ok(match (copied, copy) {
+        // Nothing to copy, and the key holds something else than the
+        // marker (or never held it): what it holds now. A writer may have
+        // moved the old value here (`MIGRATE`) after the miss and before
+        // the old home was read: the old home's nil is not the value.
+        (None, now @ (Value::Nil | Value::BulkString(_) | Value::ServerError(_))) => now,
+        _ => value,
+    })
 }
 
 /// One of the pool's own commands on `key` (a marker, a copy) on the
