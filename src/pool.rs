@@ -163,7 +163,11 @@ impl<M: NodeManager> ShardedPool<M> {
     async fn add(&self, parts: NodeParts<M>) -> Result<(), Error> {
         let (settings, pool_wide, check) =
             (&self.core.settings, &self.core.pool_wide, self.core.check.clone());
-        self.core.add(new_node(parts, settings, pool_wide, check)).await
+        let node = new_node(parts, settings, pool_wide, check);
+        let name = *node.name();
+        self.core.add(node).await?;
+        crate::runtime::sweep::start(&self.core, name);
+        Ok(())
     }
 
     /// Removes the node named `name` while the pool serves: its keys go to
