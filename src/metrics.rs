@@ -121,6 +121,15 @@ pub const DRAINED_KEYS_TOTAL: &str = "fluster_drained_keys_total";
 /// Gauge: keys a drain has yet to move off the node (0 when done).
 pub const DRAIN_KEYS_LEFT: &str = "fluster_drain_keys_left";
 
+/// Counter: copies of the keys that moved to a node added (`add_node`)
+/// that its sweep deleted on their old homes; the `node` label is the
+/// node added.
+pub const SWEPT_KEYS_TOTAL: &str = "fluster_swept_keys_total";
+
+/// Gauge: keys the other nodes held when the sweep of a node added began
+/// that it has not scanned yet (0 when done).
+pub const SWEEP_KEYS_LEFT: &str = "fluster_sweep_keys_left";
+
 /// Every metric the pool records, by name: what a dashboard should chart.
 pub const ALL: &[&str] = &[
     NODE_UP,
@@ -146,6 +155,8 @@ pub const ALL: &[&str] = &[
     ASIDE_TOTAL,
     DRAINED_KEYS_TOTAL,
     DRAIN_KEYS_LEFT,
+    SWEPT_KEYS_TOTAL,
+    SWEEP_KEYS_LEFT,
 ];
 
 /// Describes every metric to the installed recorder (help text and unit).
@@ -156,6 +167,7 @@ pub fn describe() {
     gauge!(CONNECTIONS, Unit::Count, "Connections held by the node's pool");
     gauge!(IDLE_CONNECTIONS, Unit::Count, "Idle connections in the node's pool");
     gauge!(DRAIN_KEYS_LEFT, Unit::Count, "Keys a drain has yet to move off the node");
+    gauge!(SWEEP_KEYS_LEFT, Unit::Count, "Keys the sweep of an added node has yet to scan");
     gauge!(SUBSCRIPTIONS, Unit::Count, "Channels and patterns subscribed on the node");
     metrics::describe_histogram!(CHECKOUT_SECONDS, Unit::Seconds, "Time to check a connection out");
     for (name, help) in [
@@ -165,6 +177,7 @@ pub fn describe() {
         (CHECKOUTS_TOTAL, "Connections checked out of the node, pooled or shared"),
         (FAILOVERS_TOTAL, "Keys served by another node because this one was boxed"),
         (DRAINED_KEYS_TOTAL, "Keys a drain moved off the node to their new homes"),
+        (SWEPT_KEYS_TOTAL, "Old homes' copies of the node's keys its sweep deleted"),
         (CHECKOUTS_WAITED_TOTAL, "Checkouts that waited for a connection of the node's pool"),
         (CHECKOUTS_TIMED_OUT_TOTAL, "Checkouts that waited out the checkout timeout"),
         (CONNECTIONS_CLOSED_TOTAL, "Connections the node's pool closed, by reason"),

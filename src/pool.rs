@@ -161,7 +161,11 @@ impl<M: NodeManager> ShardedPool<M> {
     async fn add(&self, parts: NodeParts<M>, at: Option<Endpoint>) -> Result<(), Error> {
         let (settings, pool_wide, check) =
             (&self.core.settings, &self.core.pool_wide, self.core.check.clone());
-        self.core.add(new_node(parts, settings, pool_wide, check), at).await
+        let node = new_node(parts, settings, pool_wide, check);
+        let name = *node.name();
+        self.core.add(node, at).await?;
+        crate::runtime::sweep::start(&self.core, name);
+        Ok(())
     }
 }
 
@@ -219,7 +223,10 @@ impl ShardedPool<RedisManager> {
     /// serves: it takes its share of keys (about 1/n of them, all from the
     /// other nodes) as soon as this returns. Like at build time, the node is
     /// probed first (unless `probe_at_build(false)`) and starts in the box
-    /// if it does not answer.
+    /// if it does not answer. Then, in the background, a paced sweep
+    /// deletes the copies the moved keys left on their old homes, once the
+    /// node serves them (after the `resize_warmup` window); `status()`
+    /// shows its progress (`swept_keys`). See `docs/resize.md`.
     ///
     /// A name this pool removed before ([`remove_node`](Self::remove_node),
     /// [`drain_node`](Self::drain_node)) is added back only if its server

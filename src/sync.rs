@@ -209,7 +209,11 @@ impl ShardedPool {
         self.run(async move {
             let (settings, pool_wide, check) =
                 (&core.settings, &core.pool_wide, core.check.clone());
-            core.add(new_node(parts, settings, pool_wide, check), Some(at)).await
+            let node = new_node(parts, settings, pool_wide, check);
+            let name = *node.name();
+            core.add(node, Some(at)).await?;
+            crate::runtime::sweep::start(&core, name);
+            Ok(())
         })
     }
 

@@ -201,6 +201,9 @@ impl NodeMetrics {
         // runs (`runtime/drain.rs`).
         metrics::counter!(DRAINED_KEYS_TOTAL, "node" => node.to_owned()).increment(0);
         metrics::gauge!(DRAIN_KEYS_LEFT, "node" => node.to_owned()).set(0.0);
+        // And a sweep's (`runtime/sweep.rs`).
+        metrics::counter!(SWEPT_KEYS_TOTAL, "node" => node.to_owned()).increment(0);
+        metrics::gauge!(SWEEP_KEYS_LEFT, "node" => node.to_owned()).set(0.0);
         for gauge in [&metrics.connections, &metrics.idle_connections, &metrics.subscriptions] {
             gauge.set(0.0);
         }

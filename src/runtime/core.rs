@@ -30,6 +30,7 @@ use crate::runtime::drain::Drain;
 use crate::runtime::drained;
 use crate::runtime::migrate::{self, Endpoint};
 use crate::runtime::status::NodeStatus;
+use crate::runtime::sweep::Sweep;
 use crate::runtime::table::{Held, Table};
 use crate::runtime::warm::{self, Window};
 use crate::settings::Settings;
@@ -63,6 +64,8 @@ pub(crate) struct Core<M: NodeManager, S> {
     /// be empty (it kept what it held, older than the writes made while
     /// it was away).
     removed: Mutex<Vec<NodeName>>,
+    /// The sweeps of the nodes added (`sweep.rs`), while they run.
+    pub(crate) sweeps: Mutex<Vec<Arc<Sweep>>>,
 }
 
 impl<M: NodeManager, S> Drop for Core<M, S> {
@@ -103,6 +106,7 @@ impl<M: NodeManager, S: Store<M>> Core<M, S> {
             drain: ArcSwapOption::empty(),
             draining: AtomicBool::new(false),
             removed: Mutex::default(),
+            sweeps: Mutex::default(),
         }
     }
 
@@ -196,8 +200,11 @@ impl<M: NodeManager, S: Store<M>> Core<M, S> {
 
     pub(crate) fn status(&self) -> Vec<NodeStatus> {
         let now = Instant::now();
-        let mut all: Vec<_> =
-            self.table.load().nodes.iter().map(|node| NodeStatus::of(node, now)).collect();
+        let of = |node: &Arc<Node<M, S>>| match self.sweep_of(node.name()) {
+            Some(sweep) => NodeStatus::of(node, now).sweeping(&sweep),
+            None => NodeStatus::of(node, now),
+        };
+        let mut all: Vec<_> = self.table.load().nodes.iter().map(of).collect();
         if let Some(drain) = self.drain.load_full() {
             all.push(NodeStatus::of(&drain.node, now).draining(&drain));
         }
@@ -279,7 +286,12 @@ impl<M: NodeManager, S: Store<M>> Core<M, S> {
     }
 
     pub(crate) fn remove(&self, name: &str) -> Result<(), Error> {
-        let removed = self.unlist(name, |_, _| Ok(()))?;
+        // Its sweep first: once it left, a key on its old home is no
+        // longer an old copy.
+        let removed = self.unlist(name, |_, _| {
+            self.stop_sweep(name);
+            Ok(())
+        })?;
         self.retire_removed(&removed);
         Ok(())
     }

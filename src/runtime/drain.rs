@@ -297,6 +297,11 @@ impl<M: NodeManager, S: Store<M>> Core<M, S> {
             return self.remove(name);
         }
         let mut claim = Claim::take(self, name)?;
+        // Its sweep first, to its last batch: a delete of it landing after
+        // the switch could take a key this drain moved there.
+        if let Some(sweep) = self.stop_sweep(name) {
+            sweep.ended().await;
+        }
         let keyed = &table.nodes[..table.router.len()];
         let targets = keyed
             .iter()

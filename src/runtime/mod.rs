@@ -2,8 +2,8 @@
 //! routing policy's routes over it (`table.rs`), the core (the current
 //! table, membership: `core.rs`), the one single step and the one batch
 //! step every path takes (`step.rs`), the prober's schedule (`prober.rs`),
-//! a boxed node's return (`comeback.rs`), and what `status()` reports
-//! (`status.rs`).
+//! a boxed node's return (`comeback.rs`), what `status()` reports
+//! (`status.rs`), and the sweep of an added node's old copies (`sweep.rs`).
 
 pub(crate) mod comeback;
 pub(crate) mod core;
@@ -13,5 +13,6 @@ pub(crate) mod migrate;
 pub(crate) mod prober;
 pub(crate) mod status;
 pub(crate) mod step;
+pub(crate) mod sweep;
 pub(crate) mod table;
 pub(crate) mod warm;

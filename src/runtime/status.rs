@@ -9,6 +9,7 @@ use crate::health::record::PoolStats;
 use crate::node::tracked::NodeManager;
 use crate::node::{Node, Store};
 use crate::runtime::drain::Drain;
+use crate::runtime::sweep::Sweep;
 
 /// One node's health and pool, as reported by `status()`. As JSON
 /// (feature `serde`), durations are milliseconds (`penalty_wait_ms`,
@@ -93,6 +94,15 @@ pub struct NodeStatus {
     pub drained_keys: Option<u64>,
     /// While the node is drained: the keys it holds that no batch reached.
     pub drain_keys_left: Option<u64>,
+    /// While the sweep of a node added (`add_node`) runs, from `add_node`
+    /// until it ends: the copies of its keys it deleted on their old homes
+    /// so far. `None` once it ended (or was stopped). See
+    /// `docs/resize.md`.
+    pub swept_keys: Option<u64>,
+    /// While the sweep of a node added runs: the keys the other nodes held
+    /// when it began that it has not scanned yet (0 while it waits for the
+    /// node to serve its keys: its `resize_warmup` window, its `warmup`).
+    pub sweep_keys_left: Option<u64>,
 }
 
 impl NodeStatus {
@@ -137,6 +147,8 @@ impl NodeStatus {
             last_ok: node.health().last_ok(now),
             drained_keys: None,
             drain_keys_left: None,
+            swept_keys: None,
+            sweep_keys_left: None,
         }
     }
 
@@ -144,6 +156,15 @@ impl NodeStatus {
     pub(crate) fn draining<M: NodeManager, S>(mut self, drain: &Drain<M, S>) -> Self {
         self.drained_keys = Some(drain.moved.load(Ordering::Relaxed));
         self.drain_keys_left = Some(drain.left.load(Ordering::Relaxed));
+        self
+    }
+}
+
+impl NodeStatus {
+    /// This status with `sweep`'s progress.
+    pub(crate) fn sweeping(mut self, sweep: &Sweep) -> Self {
+        self.swept_keys = Some(sweep.swept.load(Ordering::Relaxed));
+        self.sweep_keys_left = Some(sweep.left.load(Ordering::Relaxed));
         self
     }
 }

@@ -33,6 +33,8 @@ struct State {
     clients: Mutex<Vec<TcpStream>>,
     /// Bytes whose chunk is held on its way to the server, and how long.
     held: Mutex<Option<(Vec<u8>, Duration)>>,
+    /// Chunks held so far.
+    holding: std::sync::atomic::AtomicUsize,
 }
 
 impl Proxy {
@@ -46,6 +48,7 @@ impl Proxy {
             refusing: AtomicBool::new(false),
             clients: Mutex::new(Vec::new()),
             held: Mutex::new(None),
+            holding: std::sync::atomic::AtomicUsize::new(0),
         });
         let shared = state.clone();
         std::thread::spawn(move || {
@@ -101,6 +104,13 @@ impl Proxy {
     pub fn hold(&self, bytes: &[u8], delay: Duration) {
         *self.state.held.lock().unwrap() = Some((bytes.to_vec(), delay));
     }
+
+    /// How many chunks [`hold`](Self::hold) has caught so far (counted as
+    /// each begins its wait).
+    #[allow(dead_code)]
+    pub fn held(&self) -> usize {
+        self.state.holding.load(Ordering::Acquire)
+    }
 }
 
 impl Drop for Proxy {
@@ -127,6 +137,7 @@ fn forward(mut client: TcpStream, state: Arc<State>) {
             buf[..n].windows(bytes.len()).any(|w| w == &bytes[..]).then_some(*delay)
         });
         if let Some(delay) = delay {
+            state.holding.fetch_add(1, Ordering::AcqRel);
             std::thread::sleep(delay);
         }
         let mut slot = upstream.lock().unwrap();

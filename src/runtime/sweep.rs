@@ -1,0 +1,371 @@
+//! A node added (`add_node`): the *sweep* deletes, in the background, the
+//! copies its keys left on their old homes. `docs/resize.md` ("The sweep")
+//! says what it guarantees and where it stops.
+//!
+//! A key whose home became the added node `e` keeps its old copy on its
+//! old home (the next in its ranking): a cold add never deletes it, a warm
+//! window's read-through copies without deleting. The copy is stale as
+//! soon as the key is written on `e`, and comes back when `e` leaves
+//! (`remove_node`), or during its drain until the key's batch replaces it.
+//!
+//! 1. Wait until `e` serves its keys: no `resize_warmup` window open, `e`
+//!    up and past its `warmup`.
+//! 2. For each other node that holds keys (those of the table at the
+//!    start, while they stay in it): `SCAN` [`DRAIN_BATCH`] keys, with
+//!    [`DRAIN_PAUSE`] before each batch (the drain's pacing); keep the
+//!    keys whose home is `e`.
+//! 3. Read: the digest of each kept key's `DUMP` ([`READ`]), `e` serving
+//!    the key (routed to it now) checked before.
+//! 4. Check again: a key `e` does not serve now, or `e` was boxed since
+//!    the first check, is left: its value may be a stand-in's write.
+//! 5. Delete: [`DELETE`] deletes a key only if its `DUMP` still has the
+//!    digest read in 3, so a write that lands between 3 and 5 survives.
+//!
+//! Every command goes on the node's shared connection
+//! (`runtime/warm.rs`'s `send`, as the drain's). `remove_node("e")` stops
+//! the sweep first; `drain_node("e")` stops it and waits for its last
+//! batch; another `add_node` runs its own sweep beside it.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use redis::Value;
+use tokio::sync::Notify;
+
+use crate::metrics::{SWEEP_KEYS_LEFT, SWEPT_KEYS_TOTAL};
+use crate::node::tracked::NodeManager;
+use crate::node::{Node, Store};
+use crate::route::NodeName;
+use crate::runtime::core::Core;
+use crate::runtime::drain::{DRAIN_BATCH, DRAIN_PAUSE};
+use crate::runtime::warm::send;
+
+/// The digest of `KEYS[1]`'s `DUMP` (its value and type, not its TTL), or
+/// nil if it does not exist: what [`DELETE`] compares, binary-safe, 40
+/// bytes on the wire whatever the value's size.
+pub(crate) const READ: &str = "local d = redis.call('DUMP', KEYS[1]) \
+    if d then return redis.sha1hex(d) end return false";
+
+/// Deletes `KEYS[1]` only if its `DUMP`'s digest is still `ARGV[1]`.
+pub(crate) const DELETE: &str = "local d = redis.call('DUMP', KEYS[1]) \
+    if d and redis.sha1hex(d) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0";
+
+/// How often a sweep waiting for its node to serve looks again.
+const WAIT: Duration = Duration::from_millis(50);
+
+/// The sweep of the keys that moved to the node added as `node`.
+pub(crate) struct Sweep {
+    pub(crate) node: NodeName,
+    /// Old copies deleted so far.
+    pub(crate) swept: AtomicU64,
+    /// Keys the other nodes held when it began that it has not scanned.
+    pub(crate) left: AtomicU64,
+    stopped: AtomicBool,
+    done: AtomicBool,
+    ended: Notify,
+}
+
+impl Sweep {
+    fn new(node: NodeName) -> Self {
+        Sweep {
+            node,
+            swept: AtomicU64::new(0),
+            left: AtomicU64::new(0),
+            stopped: AtomicBool::new(false),
+            done: AtomicBool::new(false),
+            ended: Notify::new(),
+        }
+    }
+
+    /// Once its last batch has come back (at once if it is not running).
+    pub(crate) async fn ended(&self) {
+        loop {
+            let notified = self.ended.notified();
+            if self.done.load(Ordering::Acquire) {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    fn finish(&self) {
+        self.done.store(true, Ordering::Release);
+        self.ended.notify_waiters();
+    }
+}
+
+impl<M: NodeManager, S: Store<M>> Core<M, S> {
+    /// Stops the sweep of `name`'s keys, if one runs: it sends nothing more
+    /// (a batch already sent still lands).
+    pub(crate) fn stop_sweep(&self, name: &str) -> Option<Arc<Sweep>> {
+        let mut sweeps = self.sweeps.lock().unwrap_or_else(|e| e.into_inner());
+        let index = sweeps.iter().position(|s| *s.node == *name)?;
+        let sweep = sweeps.remove(index);
+        sweep.stopped.store(true, Ordering::Release);
+        tracing::warn!(
+            node = name,
+            swept = sweep.swept.load(Ordering::Relaxed),
+            "sweep stopped: the node leaves; its keys' old copies not yet reached stay"
+        );
+        Some(sweep)
+    }
+
+    /// The sweep of `name`'s keys, while one runs.
+    pub(crate) fn sweep_of(&self, name: &str) -> Option<Arc<Sweep>> {
+        let sweeps = self.sweeps.lock().unwrap_or_else(|e| e.into_inner());
+        sweeps.iter().find(|s| *s.node == *name).cloned()
+    }
+}
+
+/// Starts the sweep of the keys that moved to `name`, just added.
+pub(crate) fn start<M: NodeManager, S: Store<M>>(core: &Arc<Core<M, S>>, name: NodeName) {
+    let sweep = Arc::new(Sweep::new(name));
+    core.sweeps.lock().unwrap_or_else(|e| e.into_inner()).push(Arc::clone(&sweep));
+    tracing::info!(node = %name, "sweep planned: the old homes' copies of the keys that moved \
+        to the node are deleted once it serves them");
+    tokio::spawn(run(Arc::downgrade(core), sweep, (DRAIN_BATCH, DRAIN_PAUSE)));
+}
+
+/// Why a sweep ended early.
+type Stop = &'static str;
+
+async fn run<M: NodeManager, S: Store<M>>(
+    core: Weak<Core<M, S>>,
+    sweep: Arc<Sweep>,
+    pace: (usize, Duration),
+) {
+    let node = sweep.node.to_string();
+    let result = all(&core, &sweep, pace).await;
+    if let Some(core) = core.upgrade() {
+        let mut sweeps = core.sweeps.lock().unwrap_or_else(|e| e.into_inner());
+        sweeps.retain(|s| !Arc::ptr_eq(s, &sweep));
+    }
+    metrics::gauge!(SWEEP_KEYS_LEFT, "node" => node.clone()).set(0.0);
+    let swept = sweep.swept.load(Ordering::Relaxed);
+    match result {
+        Ok(()) => tracing::info!(
+            node,
+            swept,
+            "sweep done: no old home holds a key that moved \
+            to the node from before it was added"
+        ),
+        Err(reason) => tracing::warn!(
+            node,
+            swept,
+            reason,
+            "sweep ended early: old copies of \
+            the keys that moved to the node may stay on their old homes"
+        ),
+    }
+    sweep.finish();
+}
+
+/// Steps 1 to 5 of this file's header over every other node.
+async fn all<M: NodeManager, S: Store<M>>(
+    core: &Weak<Core<M, S>>,
+    sweep: &Sweep,
+    (batch, pause): (usize, Duration),
+) -> Result<(), Stop> {
+    serving(core, sweep).await?;
+    let (others, timeout) = {
+        let core = core.upgrade().ok_or("the pool was dropped")?;
+        let table = core.current();
+        let keyed = &table.nodes[..table.router.len()];
+        let others: Vec<_> = keyed.iter().filter(|n| *n.name() != sweep.node).cloned().collect();
+        (others, core.settings.response_timeout)
+    };
+    // Asked by name at each batch: a node held past its removal would
+    // keep its connections.
+    let others: Vec<NodeName> = others.iter().map(|n| *n.name()).collect();
+    let node = sweep.node.to_string();
+    let (swept, left) = (
+        metrics::counter!(SWEPT_KEYS_TOTAL, "node" => node.clone()),
+        metrics::gauge!(SWEEP_KEYS_LEFT, "node" => node.clone()),
+    );
+    let mut total = 0;
+    for other in &others {
+        let Some(other) = named(core, other) else { continue };
+        let mut size = redis::pipe();
+        size.cmd("DBSIZE");
+        if let Ok([Value::Int(n)]) = send(other, timeout, size).await.as_deref() {
+            total += (*n).max(0) as u64;
+        }
+    }
+    sweep.left.store(total, Ordering::Relaxed);
+    left.set(total as f64);
+    tracing::info!(node, nodes = others.len(), keys = total, "sweep started");
+    let mut failed = None;
+    for other in others {
+        let mut cursor = 0u64;
+        loop {
+            serving(core, sweep).await?;
+            tokio::time::sleep(pause).await;
+            let (next, scanned, deleted) =
+                match one(core, sweep, &other, (cursor, batch), timeout).await? {
+                    Batch::Left => break,
+                    Batch::Failed(reason) => {
+                        // This node's copies not reached yet stay; the
+                        // next node's are deleted all the same.
+                        tracing::warn!(node, old_home = %other, reason, "sweep: \
+                            a command on an old home failed: its other copies stay");
+                        failed = Some("a command on an old home failed");
+                        break;
+                    }
+                    Batch::Again => continue,
+                    Batch::Done { next, scanned, deleted } => (next, scanned, deleted),
+                };
+            sweep.swept.fetch_add(deleted, Ordering::Relaxed);
+            swept.increment(deleted);
+            let now = sweep.left.load(Ordering::Relaxed).saturating_sub(scanned);
+            sweep.left.store(now, Ordering::Relaxed);
+            left.set(now as f64);
+            cursor = next;
+            if cursor == 0 {
+                break;
+            }
+        }
+    }
+    failed.map_or(Ok(()), Err)
+}
+
+/// The node of that name in the pool now.
+fn named<M: NodeManager, S: Store<M>>(
+    core: &Weak<Core<M, S>>,
+    name: &str,
+) -> Option<Arc<Node<M, S>>> {
+    core.upgrade()?.current().node(name).cloned()
+}
+
+/// Waits until the node serves its keys: no warm window open, up, warmed.
+async fn serving<M: NodeManager, S: Store<M>>(
+    core: &Weak<Core<M, S>>,
+    sweep: &Sweep,
+) -> Result<(), Stop> {
+    loop {
+        {
+            let core = core.upgrade().ok_or("the pool was dropped")?;
+            if sweep.stopped.load(Ordering::Acquire) {
+                return Err("stopped: the node leaves the pool");
+            }
+            if core.is_closed() {
+                return Err("the pool was closed");
+            }
+            let table = core.current();
+            let node = table.node(&sweep.node).ok_or("the node left the pool")?;
+            let cell = node.health();
+            let warming = cell.health().warmed(Instant::now(), &cell.policy).is_some();
+            if !core.resize.is_open() && node.is_up() && !warming {
+                return Ok(());
+            }
+        }
+        tokio::time::sleep(WAIT).await;
+    }
+}
+
+/// The keys of `keys` the node serves now (routed to it), and its epoch,
+/// or `None` if it is not up.
+fn served<M: NodeManager, S: Store<M>>(
+    core: &Core<M, S>,
+    sweep: &Sweep,
+    keys: &[Vec<u8>],
+) -> Option<(Vec<bool>, u64)> {
+    let table = core.current();
+    let index = table.position(&sweep.node)?;
+    let node = &table.nodes[index];
+    let epoch = node.health().epoch();
+    if !node.is_up() || core.is_closed() || sweep.stopped.load(Ordering::Acquire) {
+        return None;
+    }
+    let routed = keys.iter().map(|key| core.route(&table, Some(key)).next().ok() == Some(index));
+    Some((routed.collect(), epoch))
+}
+
+/// What one batch did.
+enum Batch {
+    /// The node it scanned left the pool.
+    Left,
+    /// A command on the node it scanned failed (boxed, timed out).
+    Failed(String),
+    /// The added node did not serve its keys when the batch was read:
+    /// nothing read, to do again once it does.
+    Again,
+    /// The batch's next cursor, the keys it scanned and the old copies it
+    /// deleted.
+    Done { next: u64, scanned: u64, deleted: u64 },
+}
+
+/// One batch on `other` from `cursor`.
+async fn one<M: NodeManager, S: Store<M>>(
+    core: &Weak<Core<M, S>>,
+    sweep: &Sweep,
+    other: &NodeName,
+    (cursor, batch): (u64, usize),
+    timeout: Duration,
+) -> Result<Batch, Stop> {
+    let gone = "the pool was dropped";
+    let Some(other) = named(core, other) else { return Ok(Batch::Left) };
+    let mut scan = redis::pipe();
+    scan.cmd("SCAN").arg(cursor).arg("COUNT").arg(batch);
+    let reply = match send(Arc::clone(&other), timeout, scan).await {
+        Ok(reply) => reply,
+        Err(e) => return Ok(Batch::Failed(e.to_string())),
+    };
+    let Some(Ok((next, keys))) = reply.into_iter().next().map(redis::from_redis_value) else {
+        return Ok(Batch::Failed("SCAN answered something else than a cursor and keys".into()));
+    };
+    let keys: Vec<Vec<u8>> = keys;
+    let scanned = keys.len() as u64;
+    // 2, 3: the keys whose home is the node, and that it serves now.
+    let (keys, epoch) = {
+        let core = core.upgrade().ok_or(gone)?;
+        let table = core.current();
+        if table.position(other.name()).is_none() {
+            return Ok(Batch::Left);
+        }
+        let home = table.position(&sweep.node).ok_or("the node left the pool")?;
+        let keys: Vec<_> =
+            keys.into_iter().filter(|k| table.router.home(k) == Some(home)).collect();
+        let Some((routed, epoch)) = served(&core, sweep, &keys) else {
+            return Ok(Batch::Again);
+        };
+        let keys = keys.into_iter().zip(routed).filter_map(|(k, routed)| routed.then_some(k));
+        (keys.collect::<Vec<_>>(), epoch)
+    };
+    if keys.is_empty() {
+        return Ok(Batch::Done { next, scanned, deleted: 0 });
+    }
+    let mut read = redis::pipe();
+    for key in &keys {
+        read.cmd("EVAL").arg(READ).arg(1).arg(key);
+    }
+    let digests = match send(Arc::clone(&other), timeout, read).await {
+        Ok(digests) => digests,
+        Err(e) => return Ok(Batch::Failed(e.to_string())),
+    };
+    // 4: still served, and never boxed since the first look.
+    let keep = {
+        let core = core.upgrade().ok_or(gone)?;
+        match served(&core, sweep, &keys) {
+            Some((routed, now)) if now == epoch => routed,
+            _ => vec![false; keys.len()],
+        }
+    };
+    let mut delete = redis::pipe();
+    let mut asked = 0;
+    for ((key, digest), keep) in keys.iter().zip(&digests).zip(keep) {
+        if let (true, Value::BulkString(digest)) = (keep, digest) {
+            delete.cmd("EVAL").arg(DELETE).arg(1).arg(key).arg(digest.as_slice());
+            asked += 1;
+        }
+    }
+    if asked == 0 {
+        return Ok(Batch::Done { next, scanned, deleted: 0 });
+    }
+    let replies = match send(Arc::clone(&other), timeout, delete).await {
+        Ok(replies) => replies,
+        Err(e) => return Ok(Batch::Failed(e.to_string())),
+    };
+    let deleted = replies.iter().filter(|r| matches!(r, Value::Int(1))).count() as u64;
+    Ok(Batch::Done { next, scanned, deleted })
+}
