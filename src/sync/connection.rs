@@ -19,7 +19,7 @@ use crate::command::words::{packed, unpacked};
 use crate::health::failure::{Failure, failure};
 use crate::node::blocking::{R2d2, timed_out};
 use crate::node::clock::Clock;
-use crate::node::connection::{Observed, many, one, only_reply};
+use crate::node::connection::{Observed, many, one, only_reply, pooled_parts};
 use crate::node::lease::unmarked;
 use crate::node::tracked::{Tracked, TrackedConn};
 use crate::node::warm::Elder;
@@ -171,22 +171,7 @@ impl Observed for Connection {
         self.conn.in_flight = false;
         self.conn.observe(failure);
     }
-    fn stand_in(&mut self) -> Option<&mut StandIn> {
-        self.stand_in.as_deref_mut()
-    }
-    fn near(&self) -> Option<&Arc<NearCache>> {
-        self.conn.near.as_ref()
-    }
-    fn elder(&self) -> Option<Arc<dyn Elder>> {
-        self.conn.resize.elder()
-    }
-    fn settle(&mut self, mut away: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
-        self.away.append(&mut away);
-        if self.conn.session.in_multi() { Vec::new() } else { std::mem::take(&mut self.away) }
-    }
-    fn commands(&self) -> &Known {
-        &self.conn.cell.commands
-    }
+    pooled_parts!();
     fn resized<T: Send + 'static>(
         &self,
         work: BoxFuture<'static, RedisResult<T>>,

@@ -26,6 +26,8 @@ mod send;
 #[cfg(feature = "r2d2")]
 pub(crate) use observed::Observed;
 #[cfg(feature = "r2d2")]
+pub(crate) use observed::pooled_parts;
+#[cfg(feature = "r2d2")]
 pub(crate) use send::{many, one};
 
 /// A connection checked out of one node's pool; it goes back when dropped.

@@ -20,6 +20,32 @@ use crate::stand_in::writes::{Capped, StandIn};
 
 use super::{Connection, SharedConnection};
 
+/// What a pooled connection of either flavour (`conn`, its tracked
+/// connection; `stand_in`; `away`, its moved keys waiting for the end of a
+/// transaction) answers the send body, in one place for both.
+macro_rules! pooled_parts {
+    () => {
+        fn stand_in(&mut self) -> Option<&mut StandIn> {
+            self.stand_in.as_deref_mut()
+        }
+        fn near(&self) -> Option<&Arc<NearCache>> {
+            self.conn.near.as_ref()
+        }
+        fn elder(&self) -> Option<Arc<dyn Elder>> {
+            self.conn.resize.elder()
+        }
+        fn settle(&mut self, mut away: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+            self.away.append(&mut away);
+            if self.conn.session.in_multi() { Vec::new() } else { std::mem::take(&mut self.away) }
+        }
+        fn commands(&self) -> &Known {
+            &self.conn.cell.commands
+        }
+    };
+}
+#[cfg(feature = "r2d2")]
+pub(crate) use pooled_parts;
+
 /// A connection handed to a caller: the wire its commands go on, and where
 /// their outcomes go.
 pub(crate) trait Observed: Send {
@@ -110,22 +136,7 @@ where
             self.queued.clear();
         }
     }
-    fn stand_in(&mut self) -> Option<&mut StandIn> {
-        self.stand_in.as_deref_mut()
-    }
-    fn near(&self) -> Option<&Arc<NearCache>> {
-        self.conn.near.as_ref()
-    }
-    fn elder(&self) -> Option<Arc<dyn Elder>> {
-        self.conn.resize.elder()
-    }
-    fn settle(&mut self, mut away: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
-        self.away.append(&mut away);
-        if self.conn.session.in_multi() { Vec::new() } else { std::mem::take(&mut self.away) }
-    }
-    fn commands(&self) -> &Known {
-        &self.conn.cell.commands
-    }
+    pooled_parts!();
     fn queue<'k>(&mut self, fence: Fence<&'k [u8]>) -> Option<Fence<&'k [u8]>> {
         if !self.conn.session.in_multi() {
             return Some(fence);
