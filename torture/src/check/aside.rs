@@ -8,7 +8,10 @@
 //! i.e. before `f1.end + ttl` (`ttl` is `f1`'s, or the stand-in's cap if
 //! lower while `f1`'s process had the key's home boxed when `f1` ended).
 //! Not a violation when `f2` began at least `lease - 20 ms` after `f1` (a
-//! take-over of a lease `f1` outlived), nor when something in
+//! take-over of a lease `f1` outlived; the lease capped as a stand-in's
+//! writes are when `f1`'s process had the key's home boxed as it began),
+//! nor when `f2` began within 50 ms (a round trip) of the end of `f1`'s
+//! value's TTL, nor when something in
 //! `[f1.start, f2.start]` explains a miss: a write, delete or expire of the
 //! key by anyone, a fault of any kind (a process kill included), a change
 //! of any process's view of any node, a fill of the key whose process was
@@ -71,22 +74,32 @@ pub(crate) fn run(h: &History<'_>, report: &mut Report) {
 /// Why `f2` should not have run after `f1`, if it should not have.
 fn double(h: &History<'_>, f1: &Fill, f2: &Fill) -> Option<String> {
     let c = h.config;
-    if f1.result != FillEnd::Ok || f2.start - f1.start >= ms(c.lease_ms).saturating_sub(20 * MS) {
+    if f1.result != FillEnd::Ok {
         return None;
     }
     let home = h.home(&f1.key);
-    let stored = if f1.end == NEVER { f1.start } else { f1.end };
-    let boxed = home.is_some_and(|n| h.views.boxed_at(f1.process, n, stored));
     let cap = if c.gutters.is_empty() {
         c.stand_in_ttl_ms
     } else {
         Some(c.stand_in_ttl_ms.map_or(h.gutter_cap(), |s| s.min(h.gutter_cap())))
     };
+    // A lease taken on a stand-in is capped as its writes are.
+    let leased_boxed = home.is_some_and(|n| h.views.boxed_at(f1.process, n, f1.start));
+    let lease = match cap {
+        Some(cap) if leased_boxed => c.lease_ms.min(cap),
+        _ => c.lease_ms,
+    };
+    if f2.start - f1.start >= ms(lease).saturating_sub(20 * MS) {
+        return None;
+    }
+    let stored = if f1.end == NEVER { f1.start } else { f1.end };
+    let boxed = home.is_some_and(|n| h.views.boxed_at(f1.process, n, stored));
     let ttl = match cap {
         Some(cap) if boxed => f1.ttl_ms.min(cap),
         _ => f1.ttl_ms,
     };
-    if f2.start >= f1.end.saturating_add(ms(ttl)) {
+    // The value was stored a round trip before its fill's end was seen.
+    if f2.start.saturating_add(TAKEN_BEFORE) >= f1.end.saturating_add(ms(ttl)) {
         return None;
     }
     // The lease was taken a round trip before its fill began: a delete
@@ -178,6 +191,30 @@ mod tests {
         boxed.extend([view(1, &home, View::Boxed, 0), view(2, &home, View::Boxed, 0)]);
         assert_eq!(check(&capped, &boxed).count(RULE.name), 0);
         assert_eq!(check(&config(), &boxed).count(RULE.name), 1);
+    }
+
+    #[test]
+    fn a_lease_on_a_stand_in_is_capped_as_its_writes_are() {
+        // Seed 7148: `stand_in_ttl` 1 ms, the home boxed: the lease lives
+        // 1 ms, and a second caller takes over while the first fills.
+        let capped = RunConfig { stand_in_ttl_ms: Some(1), ..config() };
+        let home = home_of("k");
+        let mut entries = vec![view(1, &home, View::Boxed, 0), view(2, &home, View::Boxed, 0)];
+        let later = |e: Entry| match e {
+            Entry::Fill(f) => Entry::Fill(Fill {
+                start: f.start + t(3_000) - t(0),
+                end: f.end + t(3_000) - t(0),
+                ..f
+            }),
+            e => e,
+        };
+        entries.extend(
+            [fill(1, "k", Some("p1:1"), 10, 60), fill(2, "k", Some("p2:1"), 12, 70)].map(later),
+        );
+        assert_eq!(check(&capped, &entries).count(RULE.name), 0);
+        // Home up: the lease is whole, the second fill a violation.
+        let up: Vec<Entry> = entries.into_iter().skip(2).collect();
+        assert_eq!(check(&capped, &up).count(RULE.name), 1);
     }
 
     #[test]
