@@ -7,8 +7,8 @@
 //! `f1` held the lease or while `f1`'s value should still have been there,
 //! i.e. before `f1.end + ttl` (`ttl` is `f1`'s, or the stand-in's cap if
 //! lower while `f1`'s process had the key's home boxed when `f1` ended).
-//! Not a violation when `f2` began at least `lease - 20 ms` after `f1` (a
-//! take-over of a lease `f1` outlived; the lease capped as a stand-in's
+//! Not a violation when `f2` began at least `lease - 20 ms` after `f1`'s
+//! call (a take-over of a lease `f1` outlived; the lease capped as a stand-in's
 //! writes are when `f1`'s process had the key's home boxed as it began),
 //! nor when `f2` began within 50 ms (a round trip) of the end of `f1`'s
 //! value's TTL, nor when something in
@@ -36,7 +36,7 @@ use super::own::RETURN_WORK;
 const TAKEN_BEFORE: u64 = 50 * super::timeline::MS;
 use super::report::{Report, Rule};
 use super::timeline::{MS, NEVER, ms};
-use crate::history::{Fill, FillEnd};
+use crate::history::{Fill, FillEnd, Kind, Path, ProcessId};
 
 /// The rule.
 pub(crate) const RULE: Rule = Rule {
@@ -59,6 +59,13 @@ pub(crate) fn run(h: &History<'_>, report: &mut Report) {
         .filter(|r| h.judged_read(r))
         .filter_map(|r| Some((r.key, r.value?)))
         .collect();
+    let mut calls: Calls<'_> = HashMap::new();
+    for r in h.recs.iter().filter(|r| r.path == Some(Path::Aside) && r.kind == Kind::Read) {
+        if let Some(v) = r.value {
+            let at = calls.entry((r.process, r.key, v)).or_insert(r.invoke);
+            *at = (*at).min(r.invoke);
+        }
+    }
     for fills in by_key.values() {
         for pair in fills.windows(2) {
             let (f1, f2) = (h.fills[pair[0]], h.fills[pair[1]]);
@@ -67,7 +74,7 @@ pub(crate) fn run(h: &History<'_>, report: &mut Report) {
             if f1.value.as_deref().is_none_or(|v| !seen.contains(&(f1.key.as_str(), v))) {
                 continue;
             }
-            if let Some(why) = double(h, f1, f2) {
+            if let Some(why) = double(h, &calls, f1, f2) {
                 report.flag(&RULE, || {
                     let description = format!(
                         "p{} and p{} both filled {}: the second began {} ms after the first, {why}, \
@@ -86,8 +93,12 @@ pub(crate) fn run(h: &History<'_>, report: &mut Report) {
     }
 }
 
+/// When each `aside` call began, by what it returned: `(process, key,
+/// value)`.
+type Calls<'a> = HashMap<(ProcessId, &'a str, &'a str), u64>;
+
 /// Why `f2` should not have run after `f1`, if it should not have.
-fn double(h: &History<'_>, f1: &Fill, f2: &Fill) -> Option<String> {
+fn double(h: &History<'_>, calls: &Calls<'_>, f1: &Fill, f2: &Fill) -> Option<String> {
     let c = h.config;
     if f1.result != FillEnd::Ok {
         return None;
@@ -104,7 +115,12 @@ fn double(h: &History<'_>, f1: &Fill, f2: &Fill) -> Option<String> {
         Some(cap) if leased_boxed => c.lease_ms.min(cap),
         _ => c.lease_ms,
     };
-    if f2.start - f1.start >= ms(lease).saturating_sub(20 * MS) {
+    // The lease was taken at the earliest when `f1`'s call began (the
+    // call that returned the fill's value), a round trip or more before
+    // the fill did.
+    let called = f1.value.as_deref().and_then(|v| calls.get(&(f1.process, f1.key.as_str(), v)));
+    let leased = called.map_or(f1.start, |&at| at.min(f1.start));
+    if f2.start.saturating_sub(leased) >= ms(lease).saturating_sub(20 * MS) {
         return None;
     }
     let stored = if f1.end == NEVER { f1.start } else { f1.end };
@@ -163,6 +179,26 @@ mod tests {
     }
 
     #[test]
+    fn a_lease_counts_from_the_call_not_the_fill() {
+        // Seed 7177: the first call's lease was taken 90 ms before its
+        // fill began (a loaded machine's round trip); the second took it
+        // over once it ended, 435 ms after that fill began.
+        let call = |at: u64| -> Entry {
+            read(1, "k", Some("p1:1"), at, 1_601).path(Path::Aside).nowhere().into()
+        };
+        let mut entries = vec![
+            call(910),
+            fill(1, "k", Some("p1:1"), 1_000, 1_600),
+            fill(2, "k", Some("p2:1"), 1_435, 1_440),
+        ];
+        let half = RunConfig { lease_ms: 500, ..config() };
+        assert_eq!(check(&half, &entries).count(RULE.name), 0);
+        // Called as its fill began: the second fill is inside the lease.
+        entries[0] = call(1_000);
+        assert_eq!(check(&half, &entries).count(RULE.name), 1);
+    }
+
+    #[test]
     fn a_refill_nobody_read_may_have_been_voided() {
         // Seed 7200: an `aside_early` refill (its call returned the value
         // it refreshed) whose store was voided, the key expiring first;
@@ -218,6 +254,11 @@ mod tests {
                 start: f.start + t(3_000) - t(0),
                 end: f.end + t(3_000) - t(0),
                 ..f
+            }),
+            Entry::Op(o) => Entry::Op(crate::history::Op {
+                invoke: o.invoke + t(3_000) - t(0),
+                complete: o.complete + t(3_000) - t(0),
+                ..o
             }),
             e => e,
         };
