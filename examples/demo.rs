@@ -92,13 +92,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         row.push_str(&format!("{:>10}", failovers - last_failovers));
         last_failovers = failovers;
         println!("{row}");
+        // Said before it is done: the events it causes print at once.
         if second == KILL_AT {
-            servers[VICTIM].kill();
             println!("  -- kill -9 {} --", NODES[VICTIM]);
+            servers[VICTIM].kill();
         }
         if second == RESTART_AT {
-            servers[VICTIM].restart();
             println!("  -- {} restarted on the same port (empty) --", NODES[VICTIM]);
+            servers[VICTIM].restart();
         }
     }
 

@@ -112,7 +112,7 @@ pub enum Error {
     /// an outage: the pool is not built, whatever
     /// [`require_healthy`](crate::Builder::require_healthy) says. A node
     /// that merely cannot be reached starts in the penalty box instead.
-    #[error("node `{node}` {}: {reason} ({})", refusal(.failure).0, refusal(.failure).1)]
+    #[error("node `{node}` {}: {reason} ({})", refusal(.failure, .reason).0, refusal(.failure, .reason).1)]
     Credentials {
         /// The node that refused.
         node: String,
@@ -145,12 +145,17 @@ pub enum Error {
 }
 
 /// What a refusal of the credentials was, and what to check.
-fn refusal(failure: &crate::FailureKind) -> (&'static str, &'static str) {
+fn refusal(failure: &crate::FailureKind, reason: &str) -> (&'static str, &'static str) {
     match failure {
         crate::FailureKind::Tls => (
             "failed the TLS handshake",
             "check its certificate and the pool's `tls_root_certificates` and \
              `tls_client_certificate`",
+        ),
+        _ if reason.contains("NOAUTH") => (
+            "refused the credentials",
+            "the server wants a password: give it in the node's URL, \
+             `redis://[user]:password@host:port`",
         ),
         _ => ("refused the credentials", "check the user name and password in its URL"),
     }

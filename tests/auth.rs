@@ -98,12 +98,17 @@ async fn wrong_credentials_fail_the_build_naming_the_node_and_never_leak() {
             .build()
             .await;
         let e = built.expect_err("a node that refuses the credentials fails the build");
+        // A URL without a password, to a server that wants one, is told so.
+        let hint = match reason.contains("NOAUTH") {
+            true => {
+                "the server wants a password: give it in the node's URL, \
+                     `redis://[user]:password@host:port`"
+            }
+            false => "check the user name and password in its URL",
+        };
         assert_eq!(
             e.to_string(),
-            format!(
-                "node `locked` refused the credentials: {reason} \
-                 (check the user name and password in its URL)"
-            )
+            format!("node `locked` refused the credentials: {reason} ({hint})")
         );
         match &e {
             Error::Credentials { node, failure, .. } => {
