@@ -160,13 +160,6 @@ impl Observed for Connection {
     fn wire(&mut self) -> &mut Self::Wire {
         &mut self.conn
     }
-    fn admit<'c>(&mut self, cmds: impl Iterator<Item = &'c Cmd>) -> RedisResult<()> {
-        self.conn.follow(cmds);
-        Ok(())
-    }
-    fn arm(&mut self) {
-        self.conn.in_flight = true;
-    }
     fn observe(&mut self, failure: Option<Failure<'_>>) {
         self.conn.in_flight = false;
         self.conn.observe(failure);

@@ -21,10 +21,18 @@ use crate::stand_in::writes::{Capped, StandIn};
 use super::{Connection, SharedConnection};
 
 /// What a pooled connection of either flavour (`conn`, its tracked
-/// connection; `stand_in`; `away`, its moved keys waiting for the end of a
+/// connection, whose session follows its commands and which is armed
+/// while one is in flight; `stand_in`; `away`, its moved keys waiting for the end of a
 /// transaction) answers the send body, in one place for both.
 macro_rules! pooled_parts {
     () => {
+        fn admit<'c>(&mut self, cmds: impl Iterator<Item = &'c Cmd>) -> RedisResult<()> {
+            self.conn.follow(cmds);
+            Ok(())
+        }
+        fn arm(&mut self) {
+            self.conn.in_flight = true;
+        }
         fn stand_in(&mut self) -> Option<&mut StandIn> {
             self.stand_in.as_deref_mut()
         }
@@ -119,13 +127,6 @@ where
     type Wire = M::Connection;
     fn wire(&mut self) -> &mut M::Connection {
         &mut self.conn.conn
-    }
-    fn admit<'c>(&mut self, cmds: impl Iterator<Item = &'c Cmd>) -> RedisResult<()> {
-        self.conn.follow(cmds);
-        Ok(())
-    }
-    fn arm(&mut self) {
-        self.conn.in_flight = true;
     }
     /// A reply after the transaction ended (`EXEC`'s, `DISCARD`'s, or any
     /// later one: replies come in order) lifts its writes' fences.
