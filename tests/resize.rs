@@ -1095,3 +1095,151 @@ async fn the_sweep_runs_when_a_warm_window_ends() {
         assert_eq!(value, None, "{key} back on {old}: v2 was acknowledged, v1 never served");
     }
 }
+
+/// The calls of `command` `server` has run so far (`INFO commandstats`).
+fn calls_on(server: &RedisServer, command: &str) -> u64 {
+    let info: String = redis::cmd("INFO").arg("commandstats").query(&mut server.client()).unwrap();
+    let prefix = format!("cmdstat_{command}:");
+    let line = info.lines().find(|l| l.starts_with(&prefix));
+    let calls = line.and_then(|l| l.split(['=', ',']).nth(1)?.parse().ok());
+    calls.unwrap_or(0)
+}
+
+/// A write that keeps what its key holds, and what it must leave: the
+/// command, and the value it leaves on a key that held nothing.
+const KEEPING: [(&[&str], &str); 3] =
+    [(&["APPEND", "x"], "x"), (&["SETRANGE", "0", "x"], "x"), (&["SET", "x", "KEEPTTL"], "x")];
+
+/// `words` of [`KEEPING`] on `key`, through the pool.
+async fn keeping_write(pool: &ShardedPool, key: &str, words: &[&str]) -> redis::RedisResult<()> {
+    let mut cmd = redis::cmd(words[0]);
+    cmd.arg(key).arg(&words[1..]);
+    let mut conn = pool.get(key).await.unwrap();
+    cmd.query_async::<redis::Value>(&mut conn).await.map(drop)
+}
+
+/// Issue #38, the adversary's finding: a moved key its old home does not
+/// hold, read and written at once. The reader's marker is on the new home
+/// when the writer's move finds nothing (`NOKEY`), so a write that keeps
+/// what the key holds (`APPEND`, `SETRANGE`, `SET … KEEPTTL`) would edit
+/// the marker: its bytes in the value, its 2 s TTL on the key, the
+/// acknowledged write gone when it expires. The writer's claim deletes the
+/// marker first: the value is the write's alone, with no TTL.
+#[tokio::test]
+async fn a_write_that_keeps_the_value_never_edits_a_readers_marker() {
+    let servers = start_servers(4);
+    let pool = pool_of(&servers, Duration::from_secs(30)).await;
+    let keys = moved_keys(&pool, KEEPING.len()).await;
+    for (key, old) in &keys {
+        let _: () = redis::cmd("DEL").arg(key).query(&mut server(&servers, old).client()).unwrap();
+    }
+    let new = RedisServer::start();
+    let proxy = Proxy::start(new.port());
+    pool.add_node("e", &proxy.url()).await.unwrap();
+    // Each reader's marker stays while its copy is held on its way.
+    proxy.hold(COPY_BYTES, Duration::from_millis(3_000));
+    let readers: Vec<_> = keys
+        .iter()
+        .map(|(key, _)| {
+            let (pool, key) = (pool.clone(), key.clone());
+            tokio::spawn(async move {
+                let value: Option<String> = pool.get(&key).await.unwrap().get(&key).await.unwrap();
+                value
+            })
+        })
+        .collect();
+    let marked = |key: &str| raw_get(&new, key).is_some_and(|v| v.starts_with(b"\0fluster:lease:"));
+    for (key, _) in &keys {
+        assert!(eventually(Duration::from_secs(5), || marked(key)).await, "{key}'s marker");
+    }
+    for ((key, _), (words, left)) in keys.iter().zip(KEEPING) {
+        keeping_write(&pool, key, words).await.unwrap();
+        let held = raw_get(&new, key).map(|v| String::from_utf8_lossy(&v).into_owned());
+        assert_eq!(held.as_deref(), Some(left), "{words:?} edited the marker");
+        assert_eq!(pttl(&new, key), -1, "{words:?} kept the marker's TTL");
+    }
+    for (reader, (words, left)) in readers.into_iter().zip(KEEPING) {
+        // It overlapped the write: a miss, or what the write left.
+        let read = reader.await.unwrap();
+        assert!(read.as_deref().is_none_or(|v| v == left), "{words:?}: the reader read {read:?}");
+    }
+    for ((key, _), (words, left)) in keys.iter().zip(KEEPING) {
+        let now: Option<String> = pool.get(key).await.unwrap().get(key).await.unwrap();
+        assert_eq!(now.as_deref(), Some(left), "{words:?}: a later read");
+    }
+}
+
+/// The same race one step later: the writer's claim is done and its
+/// `APPEND` is on its way (held) when a reader misses and tries its
+/// marker. The claim's guard refuses the marker, so the `APPEND` lands on
+/// nothing, as it would have without the resize.
+#[tokio::test]
+async fn no_marker_goes_in_between_a_writers_claim_and_its_write() {
+    let servers = start_servers(4);
+    let pool = pool_of(&servers, Duration::from_secs(30)).await;
+    let (key, old) = moved_keys(&pool, 1).await.remove(0);
+    let _: () = redis::cmd("DEL").arg(&key).query(&mut server(&servers, &old).client()).unwrap();
+    let new = RedisServer::start();
+    let proxy = Proxy::start(new.port());
+    pool.add_node("e", &proxy.url()).await.unwrap();
+    proxy.hold(b"APPEND", Duration::from_millis(2_000));
+    let writer = tokio::spawn({
+        let (pool, key) = (pool.clone(), key.clone());
+        async move { keeping_write(&pool, &key, &["APPEND", "x"]).await }
+    });
+    assert!(eventually(Duration::from_secs(5), || proxy.held() >= 1).await, "the APPEND held");
+    // From now on the reader's copy is held instead (the APPEND's delay
+    // is already set): a marker that went in stays under the APPEND.
+    proxy.hold(COPY_BYTES, Duration::from_millis(4_000));
+    let tried = calls_on(&new, "eval") + calls_on(&new, "set");
+    let reader = tokio::spawn({
+        let (pool, key) = (pool.clone(), key.clone());
+        async move {
+            let value: Option<String> = pool.get(&key).await.unwrap().get(&key).await.unwrap();
+            value
+        }
+    });
+    let marker_tried = || calls_on(&new, "eval") + calls_on(&new, "set") > tried;
+    assert!(eventually(Duration::from_secs(5), marker_tried).await, "the reader's marker");
+    assert!(!writer.is_finished(), "the APPEND is still held: the race is set up");
+    writer.await.unwrap().unwrap();
+    let held = raw_get(&new, &key).map(|v| String::from_utf8_lossy(&v).into_owned());
+    assert_eq!(held.as_deref(), Some("x"), "the APPEND landed on a marker");
+    assert_eq!(pttl(&new, &key), -1, "the APPEND kept a marker's TTL");
+    let read = reader.await.unwrap();
+    assert!(read.as_deref().is_none_or(|v| v == "x"), "the reader read {read:?}");
+}
+
+/// Issue #38: a write whose move timed out is refused. The old home's
+/// `MIGRATE` gave up on a slow new home (its `RESTORE` held on the way),
+/// but the `RESTORE` still lands later; had the write gone on, the old
+/// value would have replaced it after it was acknowledged. The write gets
+/// an error; once the old value has landed, a retry is acknowledged and
+/// stays.
+#[tokio::test]
+async fn a_write_whose_move_timed_out_is_refused_and_a_retry_stays() {
+    let servers = start_servers(4);
+    // `MIGRATE`'s own bound is half the response timeout: 500 ms.
+    let builder = ShardedPool::builder()
+        .resize_warmup(Duration::from_secs(30))
+        .response_timeout(Duration::from_secs(1));
+    let builder = servers.iter().zip(NAMES).fold(builder, |b, (s, n)| b.named_node(n, &s.url()));
+    let pool = builder.build().await.unwrap();
+    let (key, old) = moved_keys(&pool, 1).await.remove(0);
+    let before = raw_get(server(&servers, &old), &key).unwrap();
+    let new = RedisServer::start();
+    let proxy = Proxy::start(new.port());
+    pool.add_node("e", &proxy.url()).await.unwrap();
+    proxy.hold(b"RESTORE", Duration::from_millis(1_500));
+    let mut conn = pool.get(&key).await.unwrap();
+    let refused = conn.set::<_, _, ()>(&key, "v2").await.unwrap_err();
+    assert!(refused.to_string().contains("write refused in a resize window"), "{refused}");
+    assert!(refused.to_string().contains(&format!("`{old}`")), "names the old home: {refused}");
+    let landed = || raw_get(&new, &key).as_deref() == Some(before.as_slice());
+    assert!(eventually(Duration::from_secs(5), landed).await, "the late RESTORE landed");
+    drop(conn);
+    let _: () = pool.get(&key).await.unwrap().set(&key, "v2").await.unwrap();
+    assert_eq!(raw_get(&new, &key).as_deref(), Some(&b"v2"[..]), "the retry");
+    let now: Option<String> = pool.get(&key).await.unwrap().get(&key).await.unwrap();
+    assert_eq!(now.as_deref(), Some("v2"), "a later read");
+}

@@ -4,10 +4,10 @@
 //! - A plain `GET key` that misses is read from the key's old home (the
 //!   next in its ranking) and the value copied over with the TTL it has
 //!   left, through a marker on the new home: `SET key <MARK+token> NX PX`
-//!   first ([`marker`]), then the old home's `GET`+`PTTL`, then [`COPY`],
-//!   a compare-and-set that stores only if the key still holds the marker.
-//!   The marker begins with the lease mark, so every fluster reader sees
-//!   it as a miss (`lease.rs`).
+//!   first ([`marker`], refused while a writer's guard is there), then the
+//!   old home's `GET`+`PTTL`, then [`COPY`], a compare-and-set that stores
+//!   only if the key still holds the marker. The marker begins with the
+//!   lease mark, so every fluster reader sees it as a miss (`lease.rs`).
 //! - A write of a moved key has the old home *move* its copy to the new
 //!   home before it is sent (`MIGRATE … REPLACE`, [`Elder::forget`]), so
 //!   every write, blind or read-modify-write, starts from the old value;
@@ -16,6 +16,12 @@
 //!   home after the move finds nothing to copy (and returns what the new
 //!   home holds), and one that read it before finds its marker replaced
 //!   by the move or the write, so its copy is refused.
+//! - Then, on the new home, the writer *claims* its keys ([`claim`]): in
+//!   one step a reader's marker still there is deleted (the old home held
+//!   nothing to move over it) and a guard is set that refuses new markers
+//!   for [`MARKER_MS`]. Else a write that keeps what the key holds
+//!   (`APPEND`, `SETRANGE`, `SET … KEEPTTL`) would edit the marker: its
+//!   bytes in the value, its TTL on the key.
 //! - A write of a moved key on its *old* home (a connection taken before
 //!   the switch, or a command in flight across it) deletes the new home's
 //!   copy *after* its reply, before the caller sees it
@@ -210,17 +216,55 @@ pub(crate) fn plan<'w>(
     if moved.is_empty() { Plan::Plain } else { Plan::Write(moved) }
 }
 
+/// Sets a reader's marker (`KEYS[1]` to `ARGV[1]`, `NX`, for `ARGV[2]`
+/// ms) unless a writer's guard (`KEYS[2]`) is there: nil when refused.
+pub(crate) const MARK_UNGUARDED: &str = "if redis.call('EXISTS', KEYS[2]) == 1 then \
+    return false end return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])";
+
+/// A writer's claim on the new home of each key `KEYS[i]` (odd `i`, its
+/// guard `KEYS[i+1]`): a reader's marker there (a string that begins with
+/// `ARGV[1]`) is deleted and the guard set for `ARGV[2]` ms, in one step,
+/// so no marker is under the write that follows.
+pub(crate) const CLAIM: &str = "for i = 1, #KEYS, 2 do \
+    local held = redis.pcall('GET', KEYS[i]) \
+    if type(held) == 'string' and string.sub(held, 1, #ARGV[1]) == ARGV[1] then \
+    redis.call('DEL', KEYS[i]) end \
+    redis.call('SET', KEYS[i + 1], '1', 'PX', ARGV[2]) end return 0";
+
+/// What a reader's marker begins with: the lease mark and `warm:`.
+fn marker_prefix() -> Vec<u8> {
+    [MARK, b"warm:"].concat()
+}
+
+/// The writers' guard of `key` on its new home: in the lease mark's
+/// reserved names, so no fluster reader sees it.
+fn guard(key: &[u8]) -> Vec<u8> {
+    [MARK, b"warm-guard:", key].concat()
+}
+
 /// A reader's marker: the lease mark, `warm:` and a random token.
 pub(crate) fn token() -> Vec<u8> {
-    let mut token = MARK.to_vec();
-    token.extend_from_slice(format!("warm:{:016x}", crate::random::random()).as_bytes());
+    let mut token = marker_prefix();
+    token.extend_from_slice(format!("{:016x}", crate::random::random()).as_bytes());
     token
 }
 
-/// `SET key token NX PX MARKER_MS`.
+/// `SET key token NX PX MARKER_MS`, unless a writer's guard is there
+/// ([`MARK_UNGUARDED`]).
 pub(crate) fn marker(key: &[u8], token: &[u8]) -> Cmd {
-    let mut cmd = redis::cmd("SET");
-    cmd.arg(key).arg(token).arg("NX").arg("PX").arg(MARKER_MS);
+    let mut cmd = redis::cmd("EVAL");
+    cmd.arg(MARK_UNGUARDED).arg(2).arg(key).arg(guard(key)).arg(token).arg(MARKER_MS);
+    cmd
+}
+
+/// [`CLAIM`] of `keys` on their new home, before a write of them.
+pub(crate) fn claim(keys: &[&[u8]]) -> Cmd {
+    let mut cmd = redis::cmd("EVAL");
+    cmd.arg(CLAIM).arg(2 * keys.len());
+    for &key in keys {
+        cmd.arg(key).arg(guard(key));
+    }
+    cmd.arg(marker_prefix()).arg(MARKER_MS);
     cmd
 }
 

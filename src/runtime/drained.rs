@@ -14,13 +14,14 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use redis::{ErrorKind, RedisError, RedisResult, Value};
+use redis::{RedisResult, Value};
 
 use crate::node::Store;
 use crate::node::tracked::NodeManager;
 use crate::node::warm::{Elder, Moved};
 use crate::route;
 use crate::runtime::drain::Drain;
+use crate::runtime::migrate;
 use crate::runtime::table::Table;
 use crate::runtime::warm::{forgets, forgotten, get_pttl, send};
 
@@ -101,7 +102,7 @@ impl<M: NodeManager, S: Store<M>> Elder for FromDrained<M, S> {
                  first; the write was not sent (the drain could copy the older value over it)",
                 drain.node.name()
             );
-            Err(RedisError::from((ErrorKind::Client, "write refused during a drain", detail)))
+            Err(migrate::refused("write refused during a drain", detail))
         };
         if !drain.node.is_up() {
             return Box::pin(std::future::ready(refused(&drain)));

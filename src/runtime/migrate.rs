@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use redis::{Pipeline, Value};
+use redis::{ErrorKind, Pipeline, RedisError, Value};
 
 /// How another node's server reaches a node (`host:port`, the database
 /// it selects, the user name and password `MIGRATE` passes on): what a
@@ -71,6 +71,13 @@ impl Address {
 /// the pool gives up on the command.
 pub(crate) fn timeout_ms(response_timeout: Duration) -> u64 {
     (response_timeout.as_millis() as u64 / 2).max(1)
+}
+
+/// The error of a write not sent because its key's old copy could not be
+/// moved first (a drain's, or a resize window's): `detail` says which
+/// copy, and why the write waits.
+pub(crate) fn refused(what: &'static str, detail: String) -> RedisError {
+    RedisError::from((ErrorKind::Client, what, detail))
 }
 
 /// What a `MIGRATE`'s reply says: done (`OK`, or `NOKEY`: the source held

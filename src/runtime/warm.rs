@@ -311,6 +311,7 @@ impl<M: NodeManager, S: Store<M>> Elder for OldHomes<M, S> {
     /// On the new node, each key's old home *moves* it here first
     /// (`MIGRATE … REPLACE`): the write starts from the old value, blind
     /// or not, and a reader's marker here is replaced (its copy refused).
+    /// A move that failed refuses the write (its `RESTORE` may land late).
     /// On a stand-in, and from an old home ruled out (its value may be
     /// older than a write made since: moving it could bring that back),
     /// the old copy is deleted. On an old home, the new node's copy is
@@ -344,18 +345,32 @@ impl<M: NodeManager, S: Store<M>> Elder for OldHomes<M, S> {
                 let (resize, name, old) =
                     (self.resize.clone(), *table.name(other), other != self.new);
                 async move {
-                    if !forgotten(sent.await, len, moves) && old {
+                    let done = forgotten(sent.await, len, moves);
+                    if !done && old {
                         resize.rule_out(name);
                     }
+                    // A `MIGRATE` that failed (timed out) may still land its
+                    // `RESTORE … REPLACE` on a slow new home: after the write,
+                    // it would undo it.
+                    if !done && moves > 0 { Err(name) } else { Ok(()) }
                 }
             })
             .collect();
         // The window copies nothing on its own: an old home that could not
-        // move or delete its copy is never read again, and the write goes
-        // on (from empty: the old value stays there, unread).
+        // delete its copy is never read again, and the write goes on (from
+        // empty: the old value stays there, unread). One that could not
+        // move it refuses the write.
+        let new = self.resize.new;
         Box::pin(async move {
-            join_all(sent).await;
-            Ok(())
+            let refused = join_all(sent).await.into_iter().find_map(Result::err);
+            let Some(old) = refused else { return Ok(()) };
+            Err(migrate::refused(
+                "write refused in a resize window",
+                format!(
+                    "the copy on `{old}`, the key's old home, could not be moved to `{new}` \
+                     first; the write was not sent (the move could still land over it)"
+                ),
+            ))
         })
     }
 
