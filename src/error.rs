@@ -126,14 +126,15 @@ pub enum Error {
     /// [`drain_node`](crate::ShardedPool::drain_node) could not move the
     /// keys of `node` to `target` (`MIGRATE` connects server to server: a
     /// target the draining server cannot reach answers `IOERR`), or could
-    /// not go on (`target` is `(none)`). Failed at its check, before any
-    /// key moved, the node stays in the pool, serving.
-    #[error("draining node `{node}` into node `{target}`: {reason}")]
+    /// not go on (no `target`: the draining node itself failed, or the
+    /// drain was ruled out). Failed at its check, before any key moved,
+    /// the node stays in the pool, serving.
+    #[error("draining node `{node}`{}: {reason}", into_target(target.as_deref()))]
     Drain {
         /// The node being drained.
         node: String,
-        /// The node its keys were going to.
-        target: String,
+        /// The node its keys were going to, if the failure was that one's.
+        target: Option<String>,
         /// What went wrong (the server's words).
         reason: String,
     },
@@ -283,4 +284,9 @@ impl<T> OnNode<T> for redis::RedisResult<T> {
     fn on(self, node: &str) -> Result<T, Error> {
         self.map_err(|source| Error::Command { node: node.to_owned(), source })
     }
+}
+
+/// `Error::Drain`'s target, as its message names it.
+fn into_target(target: Option<&str>) -> String {
+    target.map(|target| format!(" into node `{target}`")).unwrap_or_default()
 }

@@ -343,6 +343,27 @@ async fn a_drain_that_cannot_reach_a_node_fails_and_keeps_the_node() {
     assert!(pool.drain_node("nobody").await.unwrap_err().to_string().contains("no node"));
 }
 
+/// A boxed node cannot be drained: the error says why and what to do
+/// instead, and names no other node (none was at fault).
+#[tokio::test]
+async fn a_boxed_node_is_not_drained_and_the_error_says_why() {
+    let mut servers = start_servers(3);
+    let pool = support::builder_for(&servers).build().await.unwrap();
+    let down = servers[0].name();
+    let key = support::key_on(&pool, &down, "boxed");
+    servers[0].kill();
+    // The first command on its (now dead) pooled connection boxes it.
+    let mut conn = pool.get(&key).await.unwrap();
+    let _ = conn.get::<_, Option<String>>(&key).await;
+    drop(conn);
+    let boxed = || !support::status_of(&pool, &down).up;
+    assert!(eventually(Duration::from_secs(10), boxed).await, "{down} boxed");
+    let err = pool.drain_node(&down).await.unwrap_err().to_string();
+    assert!(err.starts_with(&format!("draining node `{down}`: ")), "{err}");
+    assert!(err.contains("penalty box") && err.contains("remove_node"), "{err}");
+    assert!(!err.contains("into node") && !err.contains("old home"), "{err}");
+}
+
 /// A drain whose future is dropped midway ends with it: the node leaves
 /// the pool (its unmoved keys are misses, never older values), and the
 /// next drain is not refused as if one still ran.

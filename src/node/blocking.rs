@@ -104,7 +104,11 @@ impl Store<RedisManager> for R2d2 {
                 replies
             });
             let stopped = |e: tokio::task::JoinError| {
-                RedisError::from((redis::ErrorKind::Client, "old home", e.to_string()))
+                RedisError::from((
+                    redis::ErrorKind::Client,
+                    "blocking command stopped",
+                    e.to_string(),
+                ))
             };
             sent.await.map_err(stopped)?
         })

@@ -86,7 +86,7 @@ pub(crate) trait Store<M: NodeManager>: Send + Sync + Sized + 'static {
 /// What a resize's own command sees of a checkout that gave no connection.
 pub(crate) fn gone(e: CheckoutError, node: &str) -> redis::RedisError {
     let e = e.into_error(node);
-    redis::RedisError::from((redis::ErrorKind::Io, "old home", e.to_string()))
+    redis::RedisError::from((redis::ErrorKind::Io, "no connection", e.to_string()))
 }
 
 /// A node's bb8 pool.

@@ -129,7 +129,7 @@ impl<M: NodeManager, S: Store<M>> Target<M, S> {
         let name = *node.name();
         let at = Address::parse(endpoint).map_err(|reason| Error::Drain {
             node: drained.to_owned(),
-            target: name.to_string(),
+            target: Some(name.to_string()),
             reason,
         })?;
         Ok(Target { node, name, at: Arc::new(at) })
@@ -158,11 +158,8 @@ impl<M: NodeManager, S: Store<M>> Mover<'_, M, S> {
     }
 
     fn failed(&self, target: Option<&NodeName>, reason: String) -> Error {
-        let node = self.name().to_string();
-        match target {
-            Some(target) => Error::Drain { node, target: target.to_string(), reason },
-            None => Error::Drain { node, target: "(none)".into(), reason },
-        }
+        let (node, target) = (self.name().to_string(), target.map(|t| t.to_string()));
+        Error::Drain { node, target, reason }
     }
 
     /// `MIGRATE … REPLACE KEYS` of `keys` to `target`: moved, not copied
@@ -183,6 +180,11 @@ impl<M: NodeManager, S: Store<M>> Mover<'_, M, S> {
     /// sides), so that a node the draining node cannot reach fails the
     /// drain before the switch.
     pub(crate) async fn check(&self) -> Result<(), Error> {
+        if !self.drain.node.is_up() {
+            let reason = "it is in the penalty box (not answering), so its keys cannot be moved \
+                off it; `remove_node` takes it out without moving them";
+            return Err(self.failed(None, reason.into()));
+        }
         let key = format!("fluster:drain:probe:{:016x}", crate::random::random()).into_bytes();
         let mut result = Ok(());
         for target in &self.targets {
