@@ -1264,3 +1264,36 @@ async fn a_write_whose_move_timed_out_is_refused_and_a_retry_stays() {
     let now: Option<String> = pool.get(&key).await.unwrap().get(&key).await.unwrap();
     assert_eq!(now.as_deref(), Some("v2"), "a later read");
 }
+
+/// A transaction opened by hand (`MULTI`, then each command, then `EXEC`,
+/// on one connection) that writes moved keys gets exactly its own replies:
+/// the claim of its keys goes on another connection, never into its
+/// `MULTI` (the torture run's seed 9200 saw `EXEC` answer `[0, OK]`).
+#[tokio::test]
+async fn a_transaction_by_hand_of_moved_keys_gets_only_its_own_replies() {
+    let servers = start_servers(4);
+    let pool = pool_of(&servers, Duration::from_secs(30)).await;
+    let keys = moved_keys(&pool, 2).await;
+    let new = RedisServer::start();
+    pool.add_node("e", &new.url()).await.unwrap();
+    let (key, old) = &keys[0];
+    let mut conn = pool.get(key).await.unwrap();
+    let _: () = redis::cmd("MULTI").query_async(&mut conn).await.unwrap();
+    let queued: String =
+        redis::cmd("APPEND").arg(key).arg("+").query_async(&mut conn).await.unwrap();
+    assert_eq!(queued, "QUEUED");
+    let exec: Vec<redis::Value> = redis::cmd("EXEC").query_async(&mut conn).await.unwrap();
+    let appended = format!("{}+", "v1-").len();
+    assert!(
+        matches!(exec[..], [redis::Value::Int(n)] if n as usize > appended),
+        "EXEC answered {exec:?}"
+    );
+    assert_eq!(raw_get(server(&servers, old), key), None, "moved off {old}");
+    // And through a pipeline marked as a transaction.
+    let (key, _) = &keys[1];
+    let mut conn = pool.get(key).await.unwrap();
+    let replies: Vec<redis::Value> =
+        redis::pipe().atomic().set(key, "v2").get(key).query_async(&mut conn).await.unwrap();
+    assert_eq!(replies.len(), 2, "{replies:?}");
+    assert_eq!(raw_get(&new, key).as_deref(), Some(&b"v2"[..]));
+}

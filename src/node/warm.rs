@@ -16,12 +16,12 @@
 //!   home after the move finds nothing to copy (and returns what the new
 //!   home holds), and one that read it before finds its marker replaced
 //!   by the move or the write, so its copy is refused.
-//! - Then, on the new home, the writer *claims* its keys ([`claim`]): in
-//!   one step a reader's marker still there is deleted (the old home held
-//!   nothing to move over it) and a guard is set that refuses new markers
-//!   for [`MARKER_MS`]. Else a write that keeps what the key holds
-//!   (`APPEND`, `SETRANGE`, `SET … KEEPTTL`) would edit the marker: its
-//!   bytes in the value, its TTL on the key.
+//! - Then, on the new home, the writer's keys are *claimed* ([`claim`],
+//!   part of [`Elder::forget`]): in one step a reader's marker still there
+//!   is deleted (the old home held nothing to move over it) and a guard
+//!   is set that refuses new markers for [`MARKER_MS`]. Else a write that
+//!   keeps what the key holds (`APPEND`, `SETRANGE`, `SET … KEEPTTL`)
+//!   would edit the marker: its bytes in the value, its TTL on the key.
 //! - A write of a moved key on its *old* home (a connection taken before
 //!   the switch, or a command in flight across it) deletes the new home's
 //!   copy *after* its reply, before the caller sees it
@@ -104,7 +104,8 @@ pub(crate) trait Elder: Send + Sync {
     /// runtime that cannot deletes it); moved elsewhere, its old home's
     /// copy is deleted; an old home that is boxed or fails is marked so
     /// that no reader of this resize reads it again; for a key moved
-    /// [`Away`](Moved::Away), its new home's copy is deleted. An
+    /// [`Away`](Moved::Away), its new home's copy is deleted. Then the
+    /// keys moved here are claimed here ([`claim`]). An
     /// error means the write must not be sent (a drain's copying could
     /// land over it: `runtime/drained.rs`); the caller gets it instead.
     fn forget(&self, keys: Vec<Vec<u8>>) -> BoxFuture<'static, RedisResult<()>>;
@@ -257,15 +258,18 @@ pub(crate) fn marker(key: &[u8], token: &[u8]) -> Cmd {
     cmd
 }
 
-/// [`CLAIM`] of `keys` on their new home, before a write of them.
-pub(crate) fn claim(keys: &[&[u8]]) -> Cmd {
-    let mut cmd = redis::cmd("EVAL");
-    cmd.arg(CLAIM).arg(2 * keys.len());
-    for &key in keys {
+/// [`CLAIM`] of `keys` on their new home, before a write of them: sent
+/// by the runtime on the node's shared connection, never on the writer's
+/// own (which may be inside a `MULTI` it opened by hand).
+pub(crate) fn claim<'k>(keys: impl Iterator<Item = &'k [u8]>) -> redis::Pipeline {
+    let keys: Vec<&[u8]> = keys.collect();
+    let mut pipe = redis::pipe();
+    let cmd = pipe.cmd("EVAL").arg(CLAIM).arg(2 * keys.len());
+    for key in keys {
         cmd.arg(key).arg(guard(key));
     }
     cmd.arg(marker_prefix()).arg(MARKER_MS);
-    cmd
+    pipe
 }
 
 /// [`COPY`] of `value` (a string, with `ttl` ms left or `-1`), or

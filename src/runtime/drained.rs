@@ -23,7 +23,7 @@ use crate::route;
 use crate::runtime::drain::Drain;
 use crate::runtime::migrate;
 use crate::runtime::table::Table;
-use crate::runtime::warm::{forgets, forgotten, get_pttl, send};
+use crate::runtime::warm::{claimed, forgets, forgotten, get_pttl, send};
 
 /// What each command on `table.nodes[index]`'s connections asks while
 /// `drain` is on (`table`, without the draining node, about to be
@@ -107,25 +107,30 @@ impl<M: NodeManager, S: Store<M>> Elder for FromDrained<M, S> {
         if !drain.node.is_up() {
             return Box::pin(std::future::ready(refused(&drain)));
         }
-        let to = self.table.upgrade().and_then(|table| {
-            let name = table.nodes.get(here)?.name();
-            let (_, at) = drain.homes.iter().find(|(home, _)| home == name)?;
-            Some((Arc::clone(at), table))
-        });
+        let Some(table) = self.table.upgrade() else { return Box::pin(async { Ok(()) }) };
+        let Some(node) = table.nodes.get(here).map(Arc::clone) else {
+            return Box::pin(async { Ok(()) });
+        };
+        let to = drain.homes.iter().find(|(home, _)| home == node.name()).map(|(_, at)| at);
         let to = to.filter(|_| !drain.ruled_out.load(Ordering::Acquire));
-        let keys = keys.iter().map(|key| {
-            let moves = to.as_ref().is_some_and(|(_, t)| t.router.home(key) == Some(here));
-            (0, key.as_slice(), moves)
-        });
-        let to = to.as_ref().map(|(at, _)| (&**at, drain.migrate_ms));
+        // The keys whose new home is here (the others this node stands in
+        // for): moved, then claimed here.
+        let homed = |key: &[u8]| table.router.home(key) == Some(here);
+        let mine: Vec<Vec<u8>> = keys.iter().filter(|key| homed(key)).cloned().collect();
+        let keys = keys.iter().map(|key| (0, key.as_slice(), to.is_some() && homed(key)));
+        let to = to.map(|at| (&**at, drain.migrate_ms));
         let Some((_, pipe, moves)) = forgets(keys, to).pop() else {
             return Box::pin(async { Ok(()) });
         };
         let len = pipe.len();
         let sent = send(Arc::clone(&drain.node), self.timeout, pipe);
-        Box::pin(
-            async move { if forgotten(sent.await, len, moves) { Ok(()) } else { refused(&drain) } },
-        )
+        let timeout = self.timeout;
+        Box::pin(async move {
+            if !forgotten(sent.await, len, moves) {
+                return refused(&drain);
+            }
+            claimed(node, timeout, &mine).await
+        })
     }
 
     fn end(&self) {

@@ -20,7 +20,7 @@ use crate::node::clock::Clock;
 use crate::node::lease::unmark;
 use crate::node::store::gone;
 use crate::node::tracked::{ConnectionAbilities, NodeManager};
-use crate::node::warm::{Elder, Moved};
+use crate::node::warm::{Elder, Moved, claim};
 use crate::node::{Node, Store};
 use crate::route::{self, NodeName};
 use crate::runtime::migrate::{self, Address, Endpoint};
@@ -243,6 +243,32 @@ pub(crate) fn forgotten(sent: RedisResult<Vec<Value>>, len: usize, moves: usize)
         })
 }
 
+/// The claim of `keys`, moved to `node`, once their old copies are out
+/// of the way and before the write is sent (`node/warm.rs`'s [`claim`]):
+/// on the node's shared connection, never the writer's own (which may be
+/// inside a `MULTI` it opened by hand); the write goes after its reply.
+pub(crate) async fn claimed<M: NodeManager, S: Store<M>>(
+    node: Arc<Node<M, S>>,
+    timeout: Duration,
+    keys: &[Vec<u8>],
+) -> RedisResult<()> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let name = *node.name();
+    let sent = send(node, timeout, claim(keys.iter().map(Vec::as_slice))).await;
+    match sent.as_deref() {
+        Ok([Value::Int(0)]) => Ok(()),
+        _ => Err(migrate::refused(
+            "write refused while keys move",
+            format!(
+                "its keys could not be claimed on `{name}`, their new home, first (a reader's \
+                 marker could be under the write); the write was not sent"
+            ),
+        )),
+    }
+}
+
 /// `GET key` and `PTTL key` on `node`: an old home's value and the
 /// milliseconds it has left.
 pub(crate) fn get_pttl<M: NodeManager, S: Store<M>>(
@@ -361,9 +387,15 @@ impl<M: NodeManager, S: Store<M>> Elder for OldHomes<M, S> {
         // empty: the old value stays there, unread). One that could not
         // move it refuses the write.
         let new = self.resize.new;
+        // Keys written here, the new node: claimed here once moved.
+        let here = (self.here == self.new).then(|| Arc::clone(&table.nodes[self.new]));
+        let timeout = self.checkout_timeout;
         Box::pin(async move {
             let refused = join_all(sent).await.into_iter().find_map(Result::err);
-            let Some(old) = refused else { return Ok(()) };
+            let Some(old) = refused else {
+                let Some(here) = here else { return Ok(()) };
+                return claimed(here, timeout, &keys).await;
+            };
             Err(migrate::refused(
                 "write refused in a resize window",
                 format!(

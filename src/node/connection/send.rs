@@ -15,7 +15,7 @@ use crate::command::words::words;
 use crate::health::failure::{Replies, failure};
 use crate::node::lease::unmarked;
 use crate::node::tracked::{ConnectionAbilities, NodeManager};
-use crate::node::warm::{self, Elder, Moved, Phase, Plan};
+use crate::node::warm::{self, Elder, Phase, Plan};
 use crate::stand_in::writes::Capped;
 
 use super::observed::Observed;
@@ -147,7 +147,7 @@ async fn warmed<O: Observed>(conn: &mut O, elder: Arc<dyn Elder>, cmd: &Cmd) -> 
     match warm::plan(&words, &*elder, conn.commands(), Phase::Before) {
         Plan::Plain => admitted(conn, cmd).await,
         Plan::Write(keys) => {
-            clear(conn, &*elder, keys).await?;
+            conn.resized(elder.forget(keys)).await?;
             admitted(conn, cmd).await
         }
         Plan::Unnamed => {
@@ -161,27 +161,6 @@ async fn warmed<O: Observed>(conn: &mut O, elder: Arc<dyn Elder>, cmd: &Cmd) -> 
             }
             Box::pin(read_through(conn, &*elder, key)).await
         }
-    }
-}
-
-/// Before a write of `keys` (moved keys) is sent: their other copies
-/// out of the way ([`Elder::forget`]), then this node's claim on those
-/// moved here ([`warm::claim`]): no reader's marker is under the write,
-/// nor can one go in before it. An error: the write must not be sent.
-async fn clear<O: Observed>(
-    conn: &mut O,
-    elder: &dyn Elder,
-    keys: Vec<Vec<u8>>,
-) -> RedisResult<()> {
-    let claim = {
-        let here = keys.iter().map(Vec::as_slice).filter(|key| elder.moved(key) == Moved::Here);
-        let here: smallvec::SmallVec<[&[u8]; 4]> = here.collect();
-        (!here.is_empty()).then(|| warm::claim(&here))
-    };
-    conn.resized(elder.forget(keys)).await?;
-    match claim {
-        Some(claim) => own(conn, &claim, None).await.map(drop),
-        None => Ok(()),
     }
 }
 
@@ -200,12 +179,12 @@ async fn read_through<O: Observed>(
     // reaches the new home later than the old home answered by at most
     // the new home's one-way trip, which the marker's round trip bounds.
     let asked = std::time::Instant::now();
-    let marked = own(conn, &warm::marker(key, &token), Some(key)).await?;
+    let marked = own(conn, &warm::marker(key, &token), key).await?;
     // The old home is asked now, after the marker: a write that could not
     // delete its copy there has ruled it out before our marker went in.
     let Some(read) = elder.read(key) else {
         if marked != Value::Nil {
-            own(conn, &warm::copy(key, &token, None), Some(key)).await?;
+            own(conn, &warm::copy(key, &token, None), key).await?;
         }
         return Ok(Value::Nil);
     };
@@ -223,7 +202,7 @@ async fn read_through<O: Observed>(
         Value::BulkString(bytes) if left == -1 || left > 0 => Some((bytes.as_slice(), left)),
         _ => None,
     };
-    let copy = own(conn, &warm::copy(key, &token, copied), Some(key)).await?;
+    let copy = own(conn, &warm::copy(key, &token, copied), key).await?;
     Ok(match (copied, copy) {
         // Nothing to copy, and the key holds something else than the
         // marker (or never held it): what it holds now. A writer may have
@@ -234,12 +213,11 @@ async fn read_through<O: Observed>(
     })
 }
 
-/// One of the pool's own commands (a marker, a copy, a claim) on the
-/// caller's connection: the key it may store (`fenced`) fenced in the
-/// near cache while it is in flight, the outcome judged.
-async fn own<O: Observed>(conn: &mut O, cmd: &Cmd, fenced: Option<&[u8]>) -> RedisResult<Value> {
-    let fence = fenced.and_then(|key| conn.near().and_then(|c| c.fence(&[b"DEL".as_slice(), key])));
-    let _fence = fence;
+/// One of the pool's own commands on `key` (a marker, a copy) on the
+/// caller's connection: the key fenced in the near cache while it is in
+/// flight, the outcome judged.
+async fn own<O: Observed>(conn: &mut O, cmd: &Cmd, key: &[u8]) -> RedisResult<Value> {
+    let _fence = conn.near().and_then(|cache| cache.fence(&[b"DEL".as_slice(), key]));
     conn.arm();
     let result = conn.wire().send_packed(cmd).await;
     judged(conn, result)
@@ -295,7 +273,7 @@ pub(crate) async fn many<O: Observed>(
             }
         }
         if !moved.is_empty() {
-            clear(conn, &*elder, moved).await?;
+            conn.resized(elder.forget(moved)).await?;
         }
     }
     let fences: Vec<Fence<&[u8]>> = match conn.near() {
