@@ -192,6 +192,8 @@ async fn config_error(builder: fluster::Builder) -> String {
 async fn node_urls_that_cannot_work_say_what_is_wrong_and_what_one_looks_like() {
     let cases = [
         ("127.0.0.1:6379", "no scheme"),
+        ("", "it is empty"),
+        (" ", "it is empty"),
         ("http://127.0.0.1:6379", "`http://` is not a Redis scheme"),
         ("redis://127.0.0.1:99999", "`99999` is not a TCP port"),
         ("redis://user:hunter2@127.0.0.1:99999", "not a TCP port"),
