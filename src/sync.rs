@@ -106,7 +106,8 @@ impl crate::Builder<RedisManager, BlockingPool> {
             })
             .map_err(thread_error)?;
         let core = core.recv().map_err(|_| Error::config("prober thread", "it stopped"))?;
-        core.check_start().inspect_err(|_| core.close())?;
+        // Dropped, not closed, if it fails: as the async flavour's `build`.
+        core.check_start()?;
         Ok(ShardedPool { core, runtime: handle })
     }
 }

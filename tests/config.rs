@@ -192,6 +192,8 @@ async fn config_error(builder: fluster::Builder) -> String {
 async fn node_urls_that_cannot_work_say_what_is_wrong_and_what_one_looks_like() {
     let cases = [
         ("127.0.0.1:6379", "no scheme"),
+        ("", "it is empty"),
+        (" ", "it is empty"),
         ("http://127.0.0.1:6379", "`http://` is not a Redis scheme"),
         ("redis://127.0.0.1:99999", "`99999` is not a TCP port"),
         ("redis://user:hunter2@127.0.0.1:99999", "not a TCP port"),
@@ -286,6 +288,44 @@ async fn require_healthy_names_each_node_that_is_down_and_why() {
     let pool = ShardedPool::builder().node(&up.url()).require_healthy(1).build().await.unwrap();
     assert!(pool.status()[0].up);
     assert!(Error::NoHealthyNodes.to_string().contains("status"));
+}
+
+/// A build that fails hands no pool out: its log tells of no pool closed
+/// (the user never had one), and what it opened is let go all the same. A
+/// pool its user closes says so, before and after (which also shows the
+/// capture hears that line).
+#[tokio::test]
+async fn a_failed_build_logs_no_pool_closed_and_keeps_no_connection() {
+    let (captured, _guard) = support::logs::capture();
+    let closed = || captured.text().matches("pool closed").count();
+    let up = support::RedisServer::start();
+    let locked = support::RedisServer::start_with(&["--requirepass", "right-pass"]);
+    ShardedPool::builder().node(&up.url()).build().await.unwrap().close();
+    assert_eq!(closed(), 1, "a pool its user closes says so:\n{}", captured.text());
+    let builds = [
+        ("every node down", ShardedPool::builder().node("redis://127.0.0.1:1").require_healthy(1)),
+        (
+            "one of two down",
+            ShardedPool::builder().node(&up.url()).node("redis://127.0.0.1:1").require_healthy(2),
+        ),
+        (
+            "a wrong password",
+            ShardedPool::builder()
+                .node(&up.url())
+                .node(&format!("redis://:wrong-pass@127.0.0.1:{}", locked.port())),
+        ),
+    ];
+    for (what, builder) in builds {
+        match builder.build().await {
+            Err(Error::NotEnoughHealthy { .. } | Error::Credentials { .. }) => {}
+            other => panic!("{what}: expected the build to fail, got {other:?}"),
+        }
+        assert_eq!(closed(), 1, "{what}: a failed build logs a pool closed:\n{}", captured.text());
+        let gone = support::eventually(Duration::from_secs(5), || support::clients(&up) == 0);
+        assert!(gone.await, "{what}: the failed build keeps {} connections", support::clients(&up));
+    }
+    ShardedPool::builder().node(&up.url()).build().await.unwrap().close();
+    assert_eq!(closed(), 2, "{}", captured.text());
 }
 
 /// What a `main` returning `Result<(), Box<dyn std::error::Error>>` (the

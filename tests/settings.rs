@@ -8,6 +8,7 @@ use std::time::Duration;
 use config::{Environment, File, FileFormat};
 use fluster::{Config, Error, Failover, NodeConfig, ShardedPool};
 use redis::AsyncCommands;
+use support::process::{self, Process};
 use support::start_servers;
 
 fn from_toml(text: &str) -> Result<Config, config::ConfigError> {
@@ -491,6 +492,78 @@ async fn no_nodes_says_where_they_were_looked_for_and_how_to_add_them() {
         assert!(err.contains(words), "`{words}` missing: {err}");
     }
     assert!(!err.contains("6379"), "{err}");
+}
+
+/// In a copy of this binary ([`Process`]): the README's quick start's
+/// reading of `fluster.toml` and the process environment, then `build`;
+/// logs the error.
+#[tokio::test]
+#[ignore = "run in a process of its own by the tests below"]
+async fn quick_start_in_a_process() {
+    let Some(line) = process::log() else { return };
+    let built = async {
+        let config: Config = config::Config::builder()
+            .add_source(File::with_name("fluster.toml").required(false))
+            .add_source(
+                Environment::with_prefix("FLUSTER")
+                    .prefix_separator("__")
+                    .separator("__")
+                    .list_separator(",")
+                    .with_list_parse_key("nodes")
+                    .try_parsing(true),
+            )
+            .build()?
+            .try_deserialize()?;
+        config.build().await?;
+        Ok::<_, Box<dyn std::error::Error>>(())
+    };
+    line(built.await.map_or_else(|e| e.to_string(), |()| "built".into()));
+}
+
+/// What the quick start's `build` says in a process with these variables.
+fn quick_start_says(vars: &[(&str, &str)]) -> String {
+    assert!(std::env::var_os("FLUSTER__NODES").is_none(), "run where FLUSTER__NODES is not set");
+    let vars: Vec<(&str, String)> = vars.iter().map(|(k, v)| (*k, v.to_string())).collect();
+    let mut copy = Process::start("quick_start_in_a_process", &vars);
+    assert!(support::eventually_blocking(Duration::from_secs(60), || copy.ended()), "it hangs");
+    copy.lines().concat()
+}
+
+/// `FLUSTER_NODES` (one underscore) is never read: the no-nodes message
+/// says it is set and which variable is read, for every setting's name,
+/// without its value; an application's own `FLUSTER_*` variable is left
+/// out.
+#[test]
+fn a_setting_with_one_underscore_is_told_with_its_right_spelling() {
+    let err = quick_start_says(&[
+        ("FLUSTER_NODES", "redis://:hunter2@127.0.0.1:7001"),
+        ("FLUSTER_PENALTY_MAX_WAIT", "10s"),
+        ("FLUSTER_CONFIG", "hunter3.toml"),
+    ]);
+    for words in [
+        "no nodes were added",
+        "`FLUSTER__NODES` is not set; `FLUSTER_NODES` is set, but settings are read from \
+         `FLUSTER__NODES`, with two underscores",
+        "`FLUSTER_PENALTY_MAX_WAIT` is set, but settings are read from \
+         `FLUSTER__PENALTY_MAX_WAIT`, with two underscores",
+    ] {
+        assert!(err.contains(words), "`{words}` missing: {err}");
+    }
+    for never in ["hunter2", "hunter3", "FLUSTER_CONFIG", "FLUSTER_PROCESS_LOG", "7001"] {
+        assert!(!err.contains(never), "`{never}` shows: {err}");
+    }
+}
+
+/// An empty `FLUSTER__NODES` (a template's empty value) is no nodes: the
+/// message says the variable is set but empty, not that a URL has no
+/// scheme.
+#[test]
+fn an_empty_nodes_variable_is_told_as_empty() {
+    assert!(from_env([("FLUSTER__NODES".into(), String::new())].into()).nodes.is_empty());
+    let err = quick_start_says(&[("FLUSTER__NODES", "")]);
+    assert!(err.contains("no nodes were added"), "{err}");
+    assert!(err.contains("`FLUSTER__NODES` is set but empty"), "{err}");
+    assert!(!err.contains("scheme"), "{err}");
 }
 
 /// The longest a duration setting may be.

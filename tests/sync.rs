@@ -233,11 +233,16 @@ fn a_paused_node_is_boxed_after_its_timeouts_and_returns() {
 }
 
 /// A wrong password fails the build, naming the node, as in the async
-/// flavour (the same check), and nothing shows it.
+/// flavour (the same check), and nothing shows it. The pool was never
+/// handed out: the log tells of no pool closed, and no connection stays.
 #[test]
 fn a_wrong_password_fails_the_build_without_showing_it() {
+    let (captured, _guard) = support::logs::capture();
+    let closed = || captured.text().matches("pool closed").count();
     let guarded = RedisServer::start_with(&["--requirepass", "right-pass"]);
     let healthy = RedisServer::start();
+    ShardedPool::builder().node(&healthy.url()).build().unwrap().close();
+    assert_eq!(closed(), 1, "a pool its user closes says so:\n{}", captured.text());
     let built = ShardedPool::builder()
         .node(&healthy.url())
         .node(&format!("redis://:wrong-pass@127.0.0.1:{}", guarded.port()))
@@ -253,6 +258,11 @@ fn a_wrong_password_fails_the_build_without_showing_it() {
     );
     assert!(matches!(e, fluster::Error::Credentials { failure: FailureKind::Auth, .. }), "{e:?}");
     assert!(!format!("{e} {e:?}").contains("wrong-pass"), "{e:?}");
+    let gone = eventually_blocking(Duration::from_secs(5), || support::clients(&healthy) == 0);
+    assert!(gone, "the failed build keeps {} connections", support::clients(&healthy));
+    let logs = captured.text();
+    assert_eq!(closed(), 1, "a failed build logs a pool closed:\n{logs}");
+    assert!(!logs.contains("wrong-pass"), "{logs}");
 }
 
 /// A checkout waiting on a busy node leaves for the next node as soon as

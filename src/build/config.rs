@@ -53,6 +53,13 @@ impl<'de> Deserialize<'de> for Config {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         // One derived struct reads it all, so an error names its field.
         let mut settings = Settings::deserialize(deserializer).map_err(unknown_setting)?;
+        // An empty `FLUSTER__NODES` reads as one empty URL: it is no nodes,
+        // and `build` says that variable is empty.
+        let blank =
+            |node: &NodeConfig| matches!(node, NodeConfig::Url(url) if url.trim().is_empty());
+        if settings.nodes.iter().all(blank) {
+            settings.nodes.clear();
+        }
         Ok(Config { nodes: std::mem::take(&mut settings.nodes), settings })
     }
 }

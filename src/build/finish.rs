@@ -76,7 +76,10 @@ impl<M: NodeManager> Builder<M, AsyncPool> {
     /// Must be called within a Tokio runtime.
     pub async fn build(self) -> Result<ShardedPool<M>, Error> {
         let pool = ShardedPool::start(self.finish()?).await;
-        pool.core.check_start().inspect_err(|_| pool.close())?;
+        // A pool that fails its start is dropped, not closed: no handle
+        // was ever given out, dropping the only one ends it all the same,
+        // and the log says nothing of closing a pool nobody had.
+        pool.core.check_start()?;
         Ok(pool)
     }
 }

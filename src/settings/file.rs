@@ -259,16 +259,72 @@ pub(crate) fn no_nodes() -> String {
     };
     let variable = match std::env::var_os("FLUSTER__NODES") {
         None => "is not set",
-        Some(value) if value.to_string_lossy().trim().is_empty() => "is empty",
+        Some(value) if value.to_string_lossy().trim().is_empty() => {
+            "is set but empty, and an empty list replaces the file's `nodes`"
+        }
         Some(_) => "is set, but no nodes came from it (was the environment read?)",
     };
+    // `FLUSTER_NODES` for `FLUSTER__NODES`: set, but never read.
+    let mut one_underscore: Vec<String> = std::env::vars_os()
+        .filter_map(|(name, _)| name.into_string().ok())
+        .filter(|name| misses_an_underscore(name))
+        .map(|name| {
+            let read = name.replacen('_', "__", 1);
+            format!("; `{name}` is set, but settings are read from `{read}`, with two underscores")
+        })
+        .collect();
+    one_underscore.sort();
+    let one_underscore = one_underscore.concat();
     format!(
         "no nodes were added. Settings read as the README's quick start reads them come from \
          `fluster.toml` in the working directory ({cwd}: {file}), then from `FLUSTER__*` \
-         environment variables (`FLUSTER__NODES` {variable}). Add nodes in the file \
-         (`nodes = [\"redis://HOST:PORT\", \"redis://HOST:PORT\"]`), in the environment \
+         environment variables (`FLUSTER__NODES` {variable}{one_underscore}). Add nodes in the \
+         file (`nodes = [\"redis://HOST:PORT\", \"redis://HOST:PORT\"]`), in the environment \
          (`FLUSTER__NODES=redis://HOST:PORT,redis://HOST:PORT`) or in code (`Builder::node(url)`)"
     )
+}
+
+/// Whether the variable `name` is one of the quick start's, written with
+/// one underscore after `FLUSTER` (`FLUSTER_NODES`, `FLUSTER_LEASE`,
+/// `FLUSTER_TLS_CLIENT_CERTIFICATE__KEY`): a setting's name, in any case.
+/// Other `FLUSTER_*` variables (an application's own) are not.
+fn misses_an_underscore(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix("FLUSTER_").filter(|rest| !rest.starts_with('_')) else {
+        return false;
+    };
+    let setting = rest.split("__").next().unwrap_or_default();
+    setting_names().iter().any(|known| known.eq_ignore_ascii_case(setting))
+}
+
+/// The names of the fields of [`Settings`](super::Settings), `nodes`
+/// among them, as its derived `Deserialize` lists them: the one list, read
+/// by a deserializer that only asks for it.
+fn setting_names() -> &'static [&'static str] {
+    use serde::de::{Error as _, Visitor, value::Error};
+    struct Fields<'a>(&'a mut &'static [&'static str]);
+    impl<'de> serde::Deserializer<'de> for Fields<'_> {
+        type Error = Error;
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Error> {
+            Err(Error::custom("only a struct's fields are asked for"))
+        }
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Error> {
+            *self.0 = fields;
+            Err(Error::custom("only a struct's fields are asked for"))
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+            byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map enum
+            identifier ignored_any
+        }
+    }
+    let mut fields: &'static [&'static str] = &[];
+    let _ = <super::Settings as serde::Deserialize>::deserialize(Fields(&mut fields));
+    fields
 }
 
 #[cfg(test)]
@@ -283,5 +339,19 @@ mod tests {
         assert_eq!(distance("kitten", "sitting"), 3);
         assert_eq!(closest("urll", NODE_KEYS.iter().copied()), Some("url"));
         assert_eq!(closest("colour", NODE_KEYS.iter().copied()), None);
+    }
+
+    /// A setting's variable with one underscore after `FLUSTER` is told;
+    /// the right spelling, and an application's own variables, are not.
+    #[test]
+    fn one_underscore_is_told_for_settings_only() {
+        assert!(setting_names().contains(&"nodes"), "{:?}", setting_names());
+        assert!(setting_names().contains(&"penalty_max_wait"), "{:?}", setting_names());
+        for told in ["FLUSTER_NODES", "FLUSTER_PENALTY_MAX_WAIT", "FLUSTER_lease"] {
+            assert!(misses_an_underscore(told), "{told}");
+        }
+        for untold in ["FLUSTER__NODES", "FLUSTER_CONFIG", "FLUSTER_", "FLUSTER", "NODES"] {
+            assert!(!misses_an_underscore(untold), "{untold}");
+        }
     }
 }

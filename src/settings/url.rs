@@ -13,6 +13,9 @@ pub(crate) fn parse_url(url: &str) -> Result<ConnectionInfo, Error> {
     let bad = |reason: String| Error::config(format!("node URL `{}`", redact_url(url)), reason);
     const SHAPE: &str = "a node URL looks like `redis://[user:password@]host[:port][/db]` \
         (`rediss://` for TLS, `redis+unix:///path` for a socket)";
+    if url.is_empty() {
+        return Err(bad(format!("it is empty: {SHAPE}")));
+    }
     let parts = parts(url);
     let Some(scheme) = parts.scheme else {
         return Err(bad(format!("it has no scheme: {SHAPE}")));
