@@ -1297,3 +1297,30 @@ async fn a_transaction_by_hand_of_moved_keys_gets_only_its_own_replies() {
     assert_eq!(replies.len(), 2, "{replies:?}");
     assert_eq!(raw_get(&new, key).as_deref(), Some(&b"v2"[..]));
 }
+
+/// A transaction opened by hand on a key's old home before `add_node`,
+/// its `SET` queued then and its `EXEC` sent after: a reader that read
+/// the old value through in between left a copy on the new home, which
+/// must go once `EXEC` is in, as a single write in flight across the
+/// switch does (the torture run's seed 9200: a read after the `EXEC`
+/// returned the value from before it).
+#[tokio::test]
+async fn a_transaction_by_hand_queued_before_add_node_outlives_the_copy() {
+    let servers = start_servers(4);
+    let pool = pool_of(&servers, Duration::from_secs(30)).await;
+    let (key, old) = moved_keys(&pool, 1).await.remove(0);
+    let mut conn = pool.get(&key).await.unwrap();
+    assert_eq!(conn.node(), old.as_str());
+    let _: () = redis::cmd("MULTI").query_async(&mut conn).await.unwrap();
+    let _: () = redis::cmd("SET").arg(&key).arg("v2").query_async(&mut conn).await.unwrap();
+    let new = RedisServer::start();
+    pool.add_node("e", &new.url()).await.unwrap();
+    let read: Option<String> = pool.get(&key).await.unwrap().get(&key).await.unwrap();
+    assert!(read.as_deref().is_some_and(|v| v.starts_with("v1-")), "read through: {read:?}");
+    assert!(raw_get(&new, &key).is_some(), "the reader's copy is on e");
+    let exec: Vec<redis::Value> = redis::cmd("EXEC").query_async(&mut conn).await.unwrap();
+    assert_eq!(exec, vec![redis::Value::Okay]);
+    assert_eq!(raw_get(&new, &key), None, "the copy from before the EXEC is gone");
+    let now: Option<String> = pool.get(&key).await.unwrap().get(&key).await.unwrap();
+    assert_eq!(now.as_deref(), Some("v2"), "a read after the EXEC");
+}

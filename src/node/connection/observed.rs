@@ -46,6 +46,9 @@ macro_rules! pooled_parts {
             self.away.append(&mut away);
             if self.conn.session.in_multi() { Vec::new() } else { std::mem::take(&mut self.away) }
         }
+        fn in_transaction(&self) -> bool {
+            self.conn.session.in_multi() || !self.away.is_empty()
+        }
         fn commands(&self) -> &Known {
             &self.conn.cell.commands
         }
@@ -79,6 +82,12 @@ pub(crate) trait Observed: Send {
     /// run at `EXEC`: they are kept till then).
     fn settle(&mut self, away: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
         away
+    }
+    /// Whether a transaction sent one command at a time is open on it (or
+    /// its keys are not yet settled): its writes are kept whether or not
+    /// a resize is on, one may begin before its `EXEC`.
+    fn in_transaction(&self) -> bool {
+        false
     }
     /// Its node's command table.
     fn commands(&self) -> &Known;

@@ -15,7 +15,7 @@ use crate::command::words::words;
 use crate::health::failure::{Replies, failure};
 use crate::node::lease::unmarked;
 use crate::node::tracked::{ConnectionAbilities, NodeManager};
-use crate::node::warm::{self, Elder, Phase, Plan};
+use crate::node::warm::{self, Elder, Moved, Phase, Plan};
 use crate::stand_in::writes::Capped;
 
 use super::observed::Observed;
@@ -49,8 +49,9 @@ async fn send<O: Observed>(conn: &mut O, cmd: &Cmd) -> RedisResult<Value> {
     let result = judged(conn, result);
     // Read once the reply is in, not when the command was sent: a write
     // in flight across a resize's switch sees it.
-    if let Some(elder) = conn.elder() {
-        Box::pin(after(conn, &*elder, std::iter::once(cmd))).await;
+    let elder = conn.elder();
+    if elder.is_some() || conn.in_transaction() {
+        Box::pin(after(conn, elder.as_deref(), std::iter::once(cmd))).await;
     }
     result.map(|value| resp2::reply(cmd, value, conn.resp2()))
 }
@@ -60,16 +61,23 @@ async fn send<O: Observed>(conn: &mut O, cmd: &Cmd) -> RedisResult<Value> {
 /// before the caller sees the replies (a connection taken before the
 /// switch, or a command in flight across it, wrote the old home: a copy
 /// read through earlier must not outlive the write); inside a transaction,
-/// once it ends. A write that names no key ends the read-through. Whatever
-/// the outcome: a write that timed out may have landed.
+/// once it ends, its commands queued before the switch included (kept
+/// without a resize, judged at the end). A write that names no key ends
+/// the read-through. Whatever the outcome: a write that timed out may
+/// have landed.
 async fn after<'c, O: Observed>(
     conn: &mut O,
-    elder: &dyn Elder,
+    elder: Option<&dyn Elder>,
     cmds: impl Iterator<Item = &'c Cmd>,
 ) {
     let mut away = Vec::new();
     for cmd in cmds {
         let words: smallvec::SmallVec<[&[u8]; 4]> = words(cmd).collect();
+        let Some(elder) = elder else {
+            let (keys, _) = conn.commands().written(&words);
+            away.extend(keys.into_iter().map(<[u8]>::to_vec));
+            continue;
+        };
         match warm::plan(&words, elder, conn.commands(), Phase::After) {
             Plan::Write(keys) => away.extend(keys),
             Plan::Unnamed => elder.end(),
@@ -77,6 +85,10 @@ async fn after<'c, O: Observed>(
         }
     }
     let away = conn.settle(away);
+    // A transaction that ended with no resize on: nothing to forget.
+    let Some(elder) = elder else { return };
+    let away: Vec<Vec<u8>> =
+        away.into_iter().filter(|key| elder.moved(key) == Moved::Away).collect();
     if !away.is_empty() {
         // The write landed: what it can do now is delete the copies.
         let _ = conn.resized(elder.forget(away)).await;
@@ -291,8 +303,9 @@ pub(crate) async fn many<O: Observed>(
         Some(wrapped) => capped(conn, wrapped).await,
     };
     let result = judged(conn, result);
-    if let Some(elder) = conn.elder() {
-        after(conn, &*elder, pipeline.cmd_iter()).await;
+    let elder = conn.elder();
+    if elder.is_some() || conn.in_transaction() {
+        after(conn, elder.as_deref(), pipeline.cmd_iter()).await;
     }
     result.map(|values| resp2::replies(pipeline, offset, values, conn.resp2()))
 }
