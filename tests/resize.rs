@@ -1324,3 +1324,72 @@ async fn a_transaction_by_hand_queued_before_add_node_outlives_the_copy() {
     let now: Option<String> = pool.get(&key).await.unwrap().get(&key).await.unwrap();
     assert_eq!(now.as_deref(), Some("v2"), "a read after the EXEC");
 }
+
+/// The adversary's finding: a move that timed out on a stalled old home
+/// (SIGSTOP) is still queued there, and runs when it wakes: its `RESTORE
+/// … REPLACE` then lands on the new home. A retry of the refused write
+/// must not be acknowledged before that move has run or been made
+/// harmless (a `DEL` of the key answered by the old home), else the old
+/// value replaces it.
+#[tokio::test]
+async fn a_retry_after_a_move_in_doubt_waits_for_the_old_home() {
+    let servers = start_servers(4);
+    let builder = ShardedPool::builder()
+        .resize_warmup(Duration::from_secs(60))
+        .response_timeout(Duration::from_millis(500))
+        .penalty_max_wait(Duration::from_millis(200));
+    let builder = servers.iter().zip(NAMES).fold(builder, |b, (s, n)| b.named_node(n, &s.url()));
+    let pool = builder.build().await.unwrap();
+    let (key, old) = moved_keys(&pool, 1).await.remove(0);
+    let new = RedisServer::start();
+    pool.add_node("e", &new.url()).await.unwrap();
+    let set = |value: &'static str| {
+        let (pool, key) = (pool.clone(), key.clone());
+        async move { pool.get(&key).await?.set::<_, _, ()>(&key, value).await.map_err(Into::into) }
+    };
+    server(&servers, &old).pause();
+    let first: Result<(), fluster::Error> = set("v2").await;
+    assert!(first.is_err(), "the move cannot end while {old} is stopped");
+    let retry: Result<(), fluster::Error> = set("v2").await;
+    server(&servers, &old).resume();
+    assert!(retry.is_err(), "a retry while the first move is in doubt was acknowledged");
+    let mut acknowledged = false;
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while !acknowledged && std::time::Instant::now() < deadline {
+        acknowledged = set("v2").await.is_ok();
+    }
+    assert!(acknowledged, "a retry once {old} answers again");
+    // Whatever {old} had queued has run once it answers a read.
+    assert!(
+        eventually(Duration::from_secs(5), || raw_get(server(&servers, &old), &key).is_none())
+            .await
+    );
+    assert_eq!(raw_get(&new, &key).as_deref(), Some(&b"v2"[..]), "the old value came back");
+    let now: Option<String> = pool.get(&key).await.unwrap().get(&key).await.unwrap();
+    assert_eq!(now.as_deref(), Some("v2"));
+}
+
+/// A new home out of memory (`maxmemory`, `noeviction`): a write that
+/// frees memory (`DEL`) of a moved key still goes through (its move is
+/// refused by the server, so nothing of it can land later, and the
+/// claim's guard is left out: no reader can mark then either), and a
+/// moved key's miss reads its old value through without copying it (the
+/// marker refused), never an error.
+#[tokio::test]
+async fn a_new_home_out_of_memory_still_takes_deletes_and_reads_through() {
+    let servers = start_servers(4);
+    let pool = pool_of(&servers, Duration::from_secs(30)).await;
+    let keys = moved_keys(&pool, 2).await;
+    let new = RedisServer::start_with(&["--maxmemory", "1", "--maxmemory-policy", "noeviction"]);
+    pool.add_node("e", &new.url()).await.unwrap();
+    let (read, _) = &keys[0];
+    let value: Option<String> = pool.get(read).await.unwrap().get(read).await.unwrap();
+    assert!(value.as_deref().is_some_and(|v| v.starts_with("v1-")), "read through: {value:?}");
+    assert_eq!(raw_get(&new, read), None, "nothing copied to a node out of memory");
+    // Its move is refused too (`e` cannot take the value): the old home is
+    // ruled out, and the `DEL` goes on, from empty.
+    let (deleted, _) = &keys[1];
+    let _: i64 = pool.get(deleted).await.unwrap().del(deleted).await.unwrap();
+    let now: Option<String> = pool.get(deleted).await.unwrap().get(deleted).await.unwrap();
+    assert_eq!(now, None, "a deleted key stays deleted");
+}

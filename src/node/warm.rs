@@ -219,18 +219,22 @@ pub(crate) fn plan<'w>(
 
 /// Sets a reader's marker (`KEYS[1]` to `ARGV[1]`, `NX`, for `ARGV[2]`
 /// ms) unless a writer's guard (`KEYS[2]`) is there: nil when refused.
+/// Refused too when the server refuses the `SET` (out of memory): the
+/// reader then copies nothing.
 pub(crate) const MARK_UNGUARDED: &str = "if redis.call('EXISTS', KEYS[2]) == 1 then \
-    return false end return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])";
+    return false end local set = redis.pcall('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) \
+    if type(set) == 'table' and set.err then return false end return set";
 
 /// A writer's claim on the new home of each key `KEYS[i]` (odd `i`, its
 /// guard `KEYS[i+1]`): a reader's marker there (a string that begins with
 /// `ARGV[1]`) is deleted and the guard set for `ARGV[2]` ms, in one step,
-/// so no marker is under the write that follows.
+/// so no marker is under the write that follows. A guard the server
+/// refuses (out of memory) is left out: no reader can mark then either.
 pub(crate) const CLAIM: &str = "for i = 1, #KEYS, 2 do \
     local held = redis.pcall('GET', KEYS[i]) \
     if type(held) == 'string' and string.sub(held, 1, #ARGV[1]) == ARGV[1] then \
     redis.call('DEL', KEYS[i]) end \
-    redis.call('SET', KEYS[i + 1], '1', 'PX', ARGV[2]) end return 0";
+    redis.pcall('SET', KEYS[i + 1], '1', 'PX', ARGV[2]) end return 0";
 
 /// What a reader's marker begins with: the lease mark and `warm:`.
 fn marker_prefix() -> Vec<u8> {

@@ -23,7 +23,7 @@ use crate::route;
 use crate::runtime::drain::Drain;
 use crate::runtime::migrate;
 use crate::runtime::table::Table;
-use crate::runtime::warm::{claimed, forgets, forgotten, get_pttl, send};
+use crate::runtime::warm::{Forgotten, claimed, forgets, forgotten, get_pttl, send};
 
 /// What each command on `table.nodes[index]`'s connections asks while
 /// `drain` is on (`table`, without the draining node, about to be
@@ -126,7 +126,7 @@ impl<M: NodeManager, S: Store<M>> Elder for FromDrained<M, S> {
         let sent = send(Arc::clone(&drain.node), self.timeout, pipe);
         let timeout = self.timeout;
         Box::pin(async move {
-            if !forgotten(sent.await, len, moves) {
+            if forgotten(sent.await, len, moves) != Forgotten::Done {
                 return refused(&drain);
             }
             claimed(node, timeout, &mine).await

@@ -7,6 +7,7 @@
 //! one is added, so the best node but the new one is where the key lived
 //! before. No table of moved keys is kept.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
@@ -35,6 +36,12 @@ pub(crate) struct Resize {
     /// on (boxed, or the `MIGRATE` or `DEL` failed): never read (nor moved
     /// from) again in it, so their copies cannot come back.
     ruled_out: Mutex<Vec<NodeName>>,
+    /// Keys whose move from their old home failed: that `MIGRATE` may
+    /// still run (a stalled server runs what it had queued) and replace
+    /// what the new node holds. Their writes are refused until a `DEL` of
+    /// them on the old home is answered: it ran either before the move
+    /// (which then finds nothing) or after it.
+    in_doubt: Mutex<HashSet<Vec<u8>>>,
     /// A write that named no key (`FLUSHDB`, a script that declares none)
     /// was sent in this window: no old home is read again in it.
     ended: AtomicBool,
@@ -59,6 +66,28 @@ impl Resize {
         if !self.ended.swap(true, Ordering::AcqRel) {
             tracing::warn!(node = %self.new, "a write that names no key was sent in the resize \
                 window: moved keys are no longer read through from their old homes");
+        }
+    }
+
+    fn in_doubt(&self, key: &[u8]) -> bool {
+        self.in_doubt.lock().unwrap_or_else(|e| e.into_inner()).contains(key)
+    }
+
+    fn doubts(&self, keys: &[Vec<u8>]) -> bool {
+        let in_doubt = self.in_doubt.lock().unwrap_or_else(|e| e.into_inner());
+        keys.iter().any(|key| in_doubt.contains(key))
+    }
+
+    fn doubt(&self, keys: Vec<Vec<u8>>) {
+        self.in_doubt.lock().unwrap_or_else(|e| e.into_inner()).extend(keys);
+    }
+
+    fn settle(&self, keys: &[Vec<u8>]) {
+        let mut in_doubt = self.in_doubt.lock().unwrap_or_else(|e| e.into_inner());
+        if !in_doubt.is_empty() {
+            for key in keys {
+                in_doubt.remove(key);
+            }
         }
     }
 
@@ -107,6 +136,7 @@ impl Window {
             new,
             until,
             ruled_out: Mutex::default(),
+            in_doubt: Mutex::default(),
             ended: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             at,
@@ -231,16 +261,53 @@ pub(crate) fn forgets<'k>(
     pipes.collect()
 }
 
-/// Whether a pipeline of [`forgets`], `len` commands long, did its job:
-/// its `MIGRATE` (the first `moves` replies) moved its keys or found none,
-/// and each `DEL` answered.
-pub(crate) fn forgotten(sent: RedisResult<Vec<Value>>, len: usize, moves: usize) -> bool {
-    let Ok(replies) = sent else { return false };
-    replies.len() == len
-        && replies.iter().enumerate().all(|(i, reply)| match i < moves {
-            true => migrate::moved(Some(reply)).is_ok(),
-            false => matches!(reply, Value::Int(_)),
-        })
+/// What a pipeline of [`forgets`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Forgotten {
+    /// Its `MIGRATE` moved its keys or found none, and each `DEL` answered.
+    Done,
+    /// It failed, and the server said so: nothing of it is left to run.
+    Failed,
+    /// No reply, or a `MIGRATE` that gave up on its target (`IOERR`): what
+    /// it sent may still run (a stalled server runs what it had queued)
+    /// or land late (a `RESTORE` on its way).
+    InDoubt,
+}
+
+/// What a pipeline of [`forgets`], `len` commands long, did, its
+/// `MIGRATE` the first `moves` replies.
+pub(crate) fn forgotten(sent: RedisResult<Vec<Value>>, len: usize, moves: usize) -> Forgotten {
+    let Ok(replies) = sent else { return Forgotten::InDoubt };
+    if replies.len() != len {
+        return Forgotten::InDoubt;
+    }
+    let mut outcome = Forgotten::Done;
+    for (i, reply) in replies.iter().enumerate() {
+        let step = match (i < moves, reply) {
+            (true, Value::ServerError(e)) if e.code() == "IOERR" => Forgotten::InDoubt,
+            (true, reply) if migrate::moved(Some(reply)).is_err() => Forgotten::Failed,
+            (false, reply) if !matches!(reply, Value::Int(_)) => Forgotten::Failed,
+            _ => Forgotten::Done,
+        };
+        if step != Forgotten::Done && outcome != Forgotten::InDoubt {
+            outcome = step;
+        }
+    }
+    outcome
+}
+
+/// A window's write refused: its keys' old copies on `old` could not be
+/// moved to `new` first, or an earlier move of them is not known to have
+/// ended.
+fn not_moved(old: NodeName, new: NodeName) -> redis::RedisError {
+    migrate::refused(
+        "write refused in a resize window",
+        format!(
+            "the copy on `{old}`, the key's old home, could not be moved to `{new}` first, or an \
+             earlier move of it is not known to have ended; the write was not sent (that move \
+             could still land over it)"
+        ),
+    )
 }
 
 /// The claim of `keys`, moved to `node`, once their old copies are out
@@ -257,16 +324,18 @@ pub(crate) async fn claimed<M: NodeManager, S: Store<M>>(
     }
     let name = *node.name();
     let sent = send(node, timeout, claim(keys.iter().map(Vec::as_slice))).await;
-    match sent.as_deref() {
-        Ok([Value::Int(0)]) => Ok(()),
-        _ => Err(migrate::refused(
-            "write refused while keys move",
-            format!(
-                "its keys could not be claimed on `{name}`, their new home, first (a reader's \
-                 marker could be under the write); the write was not sent"
-            ),
-        )),
-    }
+    let why = match sent.as_deref() {
+        Ok([Value::Int(0)]) => return Ok(()),
+        Ok(other) => format!("it answered {other:?}"),
+        Err(e) => e.to_string(),
+    };
+    Err(migrate::refused(
+        "write refused while keys move",
+        format!(
+            "its keys could not be claimed on `{name}`, their new home, before the write ({why}); \
+             the write was not sent"
+        ),
+    ))
 }
 
 /// `GET key` and `PTTL key` on `node`: an old home's value and the
@@ -345,64 +414,83 @@ impl<M: NodeManager, S: Store<M>> Elder for OldHomes<M, S> {
     fn forget(&self, keys: Vec<Vec<u8>>) -> BoxFuture<'static, RedisResult<()>> {
         let Some(table) = self.table.upgrade() else { return Box::pin(async { Ok(()) }) };
         let to = self.resize.at.as_ref().filter(|_| self.here == self.new);
-        let others = keys.iter().filter_map(|key| {
-            // A key moved away from here: its new home's copy. Else its old
-            // home's.
-            let old = self.old_home(&table, route::key_hash(key))?;
-            let other = if old == self.here { self.new } else { old };
-            if table.nodes[other].is_up() {
-                let moves = other != self.new && self.readable(&table, other);
-                return Some((other, key.as_slice(), moves));
-            }
-            // A boxed new home's copy stays, as any node's that returns
-            // after its keys were written elsewhere; a boxed old home is
-            // not read again.
-            if other != self.new {
-                self.resize.rule_out(*table.name(other));
-            }
-            None
-        });
-        let sent: Vec<_> = forgets(others, to.map(|to| (to, self.resize.migrate_ms)))
-            .into_iter()
-            .map(|(other, pipe, moves)| {
-                let node = Arc::clone(&table.nodes[other]);
-                let len = pipe.len();
-                let sent = send(node, self.checkout_timeout, pipe);
-                let (resize, name, old) =
-                    (self.resize.clone(), *table.name(other), other != self.new);
-                async move {
-                    let done = forgotten(sent.await, len, moves);
-                    if !done && old {
-                        resize.rule_out(name);
-                    }
-                    // A `MIGRATE` that failed (timed out) may still land its
-                    // `RESTORE … REPLACE` on a slow new home: after the write,
-                    // it would undo it.
-                    if !done && moves > 0 { Err(name) } else { Ok(()) }
+        let new = self.resize.new;
+        let mut doubted = None;
+        let others: Vec<(usize, &[u8], bool)> = keys
+            .iter()
+            .filter_map(|key| {
+                // A key moved away from here: its new home's copy. Else its
+                // old home's.
+                let old = self.old_home(&table, route::key_hash(key))?;
+                let other = if old == self.here { self.new } else { old };
+                if table.nodes[other].is_up() {
+                    let moves = other != self.new && self.readable(&table, other);
+                    return Some((other, key.as_slice(), moves));
                 }
+                // A boxed new home's copy stays, as any node's that returns
+                // after its keys were written elsewhere; a boxed old home is
+                // not read again, and a key whose move from it is in doubt
+                // waits for it.
+                if other != self.new {
+                    self.resize.rule_out(*table.name(other));
+                    if self.resize.in_doubt(key) {
+                        doubted = Some(*table.name(other));
+                    }
+                }
+                None
             })
             .collect();
+        if let Some(old) = doubted {
+            return Box::pin(std::future::ready(Err(not_moved(old, new))));
+        }
+        let sent: Vec<_> =
+            forgets(others.iter().copied(), to.map(|to| (to, self.resize.migrate_ms)))
+                .into_iter()
+                .map(|(other, pipe, moves)| {
+                    let there = others.iter().filter(|(n, ..)| *n == other);
+                    let there: Vec<Vec<u8>> = there.map(|(_, key, _)| key.to_vec()).collect();
+                    let node = Arc::clone(&table.nodes[other]);
+                    let len = pipe.len();
+                    let sent = send(node, self.checkout_timeout, pipe);
+                    let (resize, name, old) =
+                        (self.resize.clone(), *table.name(other), other != self.new);
+                    async move {
+                        let outcome = forgotten(sent.await, len, moves);
+                        if !old {
+                            return Ok(());
+                        }
+                        if outcome == Forgotten::Done {
+                            resize.settle(&there);
+                            return Ok(());
+                        }
+                        resize.rule_out(name);
+                        // A `MIGRATE` in doubt (timed out) may still run on a
+                        // stalled old home, or land its `RESTORE … REPLACE` late
+                        // on a slow new one: after the write, it would undo it.
+                        // So may one of an earlier write, until a `DEL` of its
+                        // keys there is answered.
+                        if outcome == Forgotten::InDoubt && moves > 0 {
+                            resize.doubt(there);
+                            return Err(name);
+                        }
+                        if resize.doubts(&there) { Err(name) } else { Ok(()) }
+                    }
+                })
+                .collect();
         // The window copies nothing on its own: an old home that could not
         // delete its copy is never read again, and the write goes on (from
         // empty: the old value stays there, unread). One that could not
         // move it refuses the write.
-        let new = self.resize.new;
         // Keys written here, the new node: claimed here once moved.
         let here = (self.here == self.new).then(|| Arc::clone(&table.nodes[self.new]));
         let timeout = self.checkout_timeout;
         Box::pin(async move {
             let refused = join_all(sent).await.into_iter().find_map(Result::err);
-            let Some(old) = refused else {
-                let Some(here) = here else { return Ok(()) };
-                return claimed(here, timeout, &keys).await;
-            };
-            Err(migrate::refused(
-                "write refused in a resize window",
-                format!(
-                    "the copy on `{old}`, the key's old home, could not be moved to `{new}` \
-                     first; the write was not sent (the move could still land over it)"
-                ),
-            ))
+            if let Some(old) = refused {
+                return Err(not_moved(old, new));
+            }
+            let Some(here) = here else { return Ok(()) };
+            claimed(here, timeout, &keys).await
         })
     }
 
