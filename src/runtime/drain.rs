@@ -30,10 +30,10 @@ use crate::metrics::{DRAIN_KEYS_LEFT, DRAINED_KEYS_TOTAL};
 use crate::node::tracked::NodeManager;
 use crate::node::{Node, Store};
 use crate::route::{self, NodeName, Router};
+use crate::runtime::copies::send;
 use crate::runtime::core::{Core, removable};
 use crate::runtime::migrate::{self, Address, Endpoint};
 use crate::runtime::table::Table;
-use crate::runtime::warm::send;
 
 /// Keys per `SCAN` (and so at most per `MIGRATE`): `MIGRATE` blocks the
 /// draining server while it dumps, sends and waits for a batch, so a batch

@@ -20,10 +20,10 @@ use crate::node::Store;
 use crate::node::tracked::NodeManager;
 use crate::node::warm::{Elder, Moved};
 use crate::route;
+use crate::runtime::copies::{Forgotten, claimed, forgets, forgotten, get_pttl, send};
 use crate::runtime::drain::Drain;
 use crate::runtime::migrate;
 use crate::runtime::table::Table;
-use crate::runtime::warm::{Forgotten, claimed, forgets, forgotten, get_pttl, send};
 
 /// What each command on `table.nodes[index]`'s connections asks while
 /// `drain` is on (`table`, without the draining node, about to be

@@ -3,9 +3,11 @@
 //! table, membership: `core.rs`), the one single step and the one batch
 //! step every path takes (`step.rs`), the prober's schedule (`prober.rs`),
 //! a boxed node's return (`comeback.rs`), what `status()` reports
-//! (`status.rs`), and the sweep of an added node's old copies (`sweep.rs`).
+//! (`status.rs`), and the sweep of an added node's old copies (`sweep.rs`);
+//! a resize's commands to the other copies of moved keys (`copies.rs`).
 
 pub(crate) mod comeback;
+pub(crate) mod copies;
 pub(crate) mod core;
 pub(crate) mod drain;
 pub(crate) mod drained;

@@ -22,7 +22,7 @@
 //!    digest read in 3, so a write that lands between 3 and 5 survives.
 //!
 //! Every command goes on the node's shared connection
-//! (`runtime/warm.rs`'s `send`, as the drain's). `remove_node("e")` stops
+//! (`runtime/copies.rs`'s `send`, as the drain's). `remove_node("e")` stops
 //! the sweep first; `drain_node("e")` stops it and waits for its last
 //! batch; another `add_node` runs its own sweep beside it.
 
@@ -37,9 +37,9 @@ use crate::metrics::{SWEEP_KEYS_LEFT, SWEPT_KEYS_TOTAL};
 use crate::node::tracked::NodeManager;
 use crate::node::{Node, Store};
 use crate::route::NodeName;
+use crate::runtime::copies::send;
 use crate::runtime::core::Core;
 use crate::runtime::drain::{DRAIN_BATCH, DRAIN_PAUSE};
-use crate::runtime::warm::send;
 
 /// The digest of `KEYS[1]`'s `DUMP` (its value and type, not its TTL), or
 /// nil if it does not exist: what [`DELETE`] compares, binary-safe, 40

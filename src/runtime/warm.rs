@@ -16,14 +16,11 @@ use arc_swap::ArcSwapOption;
 use futures_util::future::{BoxFuture, join_all};
 use redis::{RedisResult, Value};
 
-use crate::health::failure::failure;
-use crate::node::clock::Clock;
-use crate::node::lease::unmark;
-use crate::node::store::gone;
-use crate::node::tracked::{ConnectionAbilities, NodeManager};
-use crate::node::warm::{Elder, Moved, claim};
-use crate::node::{Node, Store};
+use crate::node::Store;
+use crate::node::tracked::NodeManager;
+use crate::node::warm::{Elder, Moved};
 use crate::route::{self, NodeName};
+use crate::runtime::copies::{Forgotten, claimed, forgets, forgotten, get_pttl, send};
 use crate::runtime::migrate::{self, Address, Endpoint};
 use crate::runtime::table::Table;
 
@@ -222,80 +219,6 @@ impl<M: NodeManager, S: Store<M>> OldHomes<M, S> {
     }
 }
 
-/// The other copies of a write's keys, grouped by the node (an index)
-/// they are on, one pipeline each: a key marked to move goes from there
-/// `to` a node's address (one `MIGRATE … REPLACE`, first in the pipeline),
-/// the others are deleted. With each pipeline, how many of its replies are
-/// a `MIGRATE`'s (0 or 1): what [`forgotten`] judges.
-pub(crate) fn forgets<'k>(
-    keys: impl Iterator<Item = (usize, &'k [u8], bool)>,
-    to: Option<(&Address, u64)>,
-) -> Vec<(usize, redis::Pipeline, usize)> {
-    // Each node's keys to move from it, and to delete there.
-    type Copies<'k> = (usize, Vec<&'k [u8]>, Vec<&'k [u8]>);
-    let mut by_node: Vec<Copies> = Vec::new();
-    for (node, key, moves) in keys {
-        let at = match by_node.iter().position(|(n, ..)| *n == node) {
-            Some(at) => at,
-            None => {
-                by_node.push((node, Vec::new(), Vec::new()));
-                by_node.len() - 1
-            }
-        };
-        let (_, moved, deleted) = &mut by_node[at];
-        match to.is_some() && moves {
-            true => moved.push(key),
-            false => deleted.push(key),
-        }
-    }
-    let pipes = by_node.into_iter().map(|(node, moved, deleted)| {
-        let mut pipe = redis::pipe();
-        if let (Some((to, timeout_ms)), false) = (to, moved.is_empty()) {
-            to.migrate(&mut pipe, timeout_ms, &moved);
-        }
-        for key in deleted {
-            pipe.cmd("DEL").arg(key);
-        }
-        (node, pipe, usize::from(!moved.is_empty()))
-    });
-    pipes.collect()
-}
-
-/// What a pipeline of [`forgets`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Forgotten {
-    /// Its `MIGRATE` moved its keys or found none, and each `DEL` answered.
-    Done,
-    /// It failed, and the server said so: nothing of it is left to run.
-    Failed,
-    /// No reply, or a `MIGRATE` that gave up on its target (`IOERR`): what
-    /// it sent may still run (a stalled server runs what it had queued)
-    /// or land late (a `RESTORE` on its way).
-    InDoubt,
-}
-
-/// What a pipeline of [`forgets`], `len` commands long, did, its
-/// `MIGRATE` the first `moves` replies.
-pub(crate) fn forgotten(sent: RedisResult<Vec<Value>>, len: usize, moves: usize) -> Forgotten {
-    let Ok(replies) = sent else { return Forgotten::InDoubt };
-    if replies.len() != len {
-        return Forgotten::InDoubt;
-    }
-    let mut outcome = Forgotten::Done;
-    for (i, reply) in replies.iter().enumerate() {
-        let step = match (i < moves, reply) {
-            (true, Value::ServerError(e)) if e.code() == "IOERR" => Forgotten::InDoubt,
-            (true, reply) if migrate::moved(Some(reply)).is_err() => Forgotten::Failed,
-            (false, reply) if !matches!(reply, Value::Int(_)) => Forgotten::Failed,
-            _ => Forgotten::Done,
-        };
-        if step != Forgotten::Done && outcome != Forgotten::InDoubt {
-            outcome = step;
-        }
-    }
-    outcome
-}
-
 /// A window's write refused: its keys' old copies on `old` could not be
 /// moved to `new` first, or an earlier move of them is not known to have
 /// ended.
@@ -308,79 +231,6 @@ fn not_moved(old: NodeName, new: NodeName) -> redis::RedisError {
              could still land over it)"
         ),
     )
-}
-
-/// The claim of `keys`, moved to `node`, once their old copies are out
-/// of the way and before the write is sent (`node/warm.rs`'s [`claim`]):
-/// on the node's shared connection, never the writer's own (which may be
-/// inside a `MULTI` it opened by hand); the write goes after its reply.
-pub(crate) async fn claimed<M: NodeManager, S: Store<M>>(
-    node: Arc<Node<M, S>>,
-    timeout: Duration,
-    keys: &[Vec<u8>],
-) -> RedisResult<()> {
-    if keys.is_empty() {
-        return Ok(());
-    }
-    let name = *node.name();
-    let sent = send(node, timeout, claim(keys.iter().map(Vec::as_slice))).await;
-    let why = match sent.as_deref() {
-        Ok([Value::Int(0)]) => return Ok(()),
-        Ok(other) => format!("it answered {other:?}"),
-        Err(e) => e.to_string(),
-    };
-    Err(migrate::refused(
-        "write refused while keys move",
-        format!(
-            "its keys could not be claimed on `{name}`, their new home, before the write ({why}); \
-             the write was not sent"
-        ),
-    ))
-}
-
-/// `GET key` and `PTTL key` on `node`: an old home's value and the
-/// milliseconds it has left.
-pub(crate) fn get_pttl<M: NodeManager, S: Store<M>>(
-    node: Arc<Node<M, S>>,
-    timeout: Duration,
-    key: &[u8],
-) -> BoxFuture<'static, RedisResult<(Value, i64)>> {
-    let mut pipe = redis::pipe();
-    pipe.cmd("GET").arg(key).cmd("PTTL").arg(key);
-    let sent = send(node, timeout, pipe);
-    Box::pin(async move {
-        match <[Value; 2]>::try_from(sent.await?) {
-            Ok([value, Value::Int(ttl)]) => Ok((value, ttl)),
-            _ => Err((redis::ErrorKind::UnexpectedReturnType, "old home's GET and PTTL").into()),
-        }
-    })
-}
-
-/// `pipe` on `node`, judged by the one classifier; the replies as
-/// fluster's readers see them (a lease reads as nil). What the warm
-/// window's and the drain's old homes are asked through: on the node's
-/// shared connection where it has one, never a pooled one its own caller
-/// may hold (a `fan_out` holds one of every node's: with
-/// `max_connections(1)` a checkout here waited for itself); else on one
-/// of its store's ([`Store::send_pooled`]).
-pub(crate) fn send<M: NodeManager, S: Store<M>>(
-    node: Arc<Node<M, S>>,
-    timeout: Duration,
-    pipe: redis::Pipeline,
-) -> BoxFuture<'static, RedisResult<Vec<Value>>> {
-    Box::pin(async move {
-        let clock = Clock::new(timeout);
-        let mux = node.multiplexed(&clock).await.map_err(|e| gone(e, node.name()))?;
-        let Some(sent) = mux.conn.send_shared(pipe.clone()) else {
-            return S::send_pooled(node, clock, pipe).await;
-        };
-        let mut replies = sent.await;
-        mux.observe(failure(&replies));
-        if let Ok(values) = &mut replies {
-            values.iter_mut().for_each(unmark);
-        }
-        replies
-    })
 }
 
 impl<M: NodeManager, S: Store<M>> Elder for OldHomes<M, S> {
