@@ -7,6 +7,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bb8::PooledConnection;
+use futures_util::future::BoxFuture;
 use tokio::sync::broadcast;
 
 use crate::backend::manager::RedisManager;
@@ -267,8 +268,9 @@ impl ShardedPool<RedisManager> {
     /// [`add_node`](Self::add_node) with a weight.
     pub async fn add_weighted_node(&self, name: &str, url: &str, weight: f64) -> Result<(), Error> {
         let parts = added(name, url, weight, &self.core.settings)?;
-        let at = endpoint(&parts.manager);
-        self.add(parts, Some(at)).await
+        // A node given by URL: its own address, never a lookup that fails.
+        let at = endpoint(&parts.manager).await.ok();
+        self.add(parts, at).await
     }
 
     /// `PUBLISH` on the node `channel` routes to, exactly as `get` routes a
@@ -342,14 +344,12 @@ pub(crate) fn added(
     Ok(NodeParts { tracking, ..NodeParts::new(name, weight, manager) })
 }
 
-/// How another node's server reaches `manager`'s (a drain's `MIGRATE`s,
-/// and those of a node added warm's old homes), in either flavour.
-pub(crate) fn endpoint(manager: &RedisManager) -> Endpoint {
-    Endpoint {
-        address: manager.address().to_owned(),
-        db: manager.db(),
-        auth: manager.credentials(),
-    }
+/// How another node's server reaches `manager`'s now (a drain's
+/// `MIGRATE`s, and those of a node added warm's old homes), in either
+/// flavour: a Sentinel-backed shard's current master, asked of its
+/// sentinels, or why none was found.
+pub(crate) fn endpoint(manager: &RedisManager) -> BoxFuture<'_, Result<Endpoint, String>> {
+    Box::pin(async move { manager.serving().await.map(|info| Endpoint::of(&info)) })
 }
 
 /// What both flavours' pools do alike, each method one step into their

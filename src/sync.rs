@@ -205,14 +205,15 @@ impl ShardedPool {
     /// [`add_node`](Self::add_node) with a weight.
     pub fn add_weighted_node(&self, name: &str, url: &str, weight: f64) -> Result<(), Error> {
         let parts = added(name, url, weight, &self.core.settings)?;
-        let at = endpoint(&parts.manager);
         let core = Arc::clone(&self.core);
         self.run(async move {
+            // A node given by URL: its own address, never a lookup that fails.
+            let at = endpoint(&parts.manager).await.ok();
             let (settings, pool_wide, check) =
                 (&core.settings, &core.pool_wide, core.check.clone());
             let node = new_node(parts, settings, pool_wide, check);
             let name = *node.name();
-            core.add(node, Some(at)).await?;
+            core.add(node, at).await?;
             crate::runtime::sweep::start(&core, name);
             Ok(())
         })

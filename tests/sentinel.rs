@@ -289,3 +289,175 @@ fn the_sync_flavour_leaves_a_hung_master_after_the_sentinel_failover() {
     let on_replica: u64 = redis::Commands::get(&mut replica.client(), key).unwrap();
     assert_eq!(on_replica, value, "the write reached the promoted replica");
 }
+
+/// A pool of a plain node and a Sentinel shard whose master asks for a
+/// password, the shard's database 2; `keys` written with a TTL on the
+/// plain node. The master, its sentinel, the plain node, the pool.
+async fn plain_and_sentinel_shard(
+    name: &str,
+    password: &str,
+    keys: usize,
+) -> (RedisServer, RedisServer, RedisServer, ShardedPool, Vec<String>) {
+    let master = RedisServer::start_with(&["--requirepass", password]);
+    let sentinel = RedisServer::start_sentinel(&[(name, master.port())]);
+    let _: () = redis::cmd("SENTINEL")
+        .arg("SET")
+        .arg(name)
+        .arg("auth-pass")
+        .arg(password)
+        .query(&mut sentinel.client())
+        .unwrap();
+    let plain = RedisServer::start();
+    let shard = SentinelShard::new(name, [sentinel.url()]).password(password).db(2);
+    let pool = ShardedPool::builder()
+        .named_node("plain", &plain.url())
+        .sentinel_node(name, shard)
+        .penalty_min_wait(Duration::from_millis(50))
+        .penalty_max_wait(Duration::from_millis(200))
+        .build()
+        .await
+        .unwrap();
+    let up = eventually(Duration::from_secs(10), || pool.status().iter().all(|s| s.up)).await;
+    assert!(up, "{:?}", pool.status());
+    let keys = support::keys_on(&pool, "plain", "sentinel-drain", keys);
+    for key in &keys {
+        let _: () = pool.get(key).await.unwrap().set_ex(key, "v1", 600).await.unwrap();
+    }
+    (master, sentinel, plain, pool, keys)
+}
+
+/// `drain_node` of a plain node whose keys' new home is a Sentinel shard:
+/// the draining node `MIGRATE`s them to the master the sentinel names
+/// now, with the shard's password and into its database (TTLs kept).
+/// Before, the drain was refused: the shard's address is its master
+/// group's name, "not host:port".
+#[tokio::test]
+async fn a_plain_node_drains_into_a_sentinel_shards_master() {
+    const PASSWORD: &str = "sentinel-drain-pass";
+    let name = "drain-shard";
+    let (master, _sentinel, plain, pool, keys) = plain_and_sentinel_shard(name, PASSWORD, 40).await;
+    pool.drain_node_paced("plain", 7, Duration::from_millis(1)).await.unwrap();
+    assert_eq!(pool.nodes(), [name.to_owned()]);
+    let url = format!("redis://:{PASSWORD}@127.0.0.1:{}/2", master.port());
+    let mut on_master = redis::Client::open(url).unwrap().get_connection().unwrap();
+    for key in &keys {
+        let value: Option<String> = redis::cmd("GET").arg(key).query(&mut on_master).unwrap();
+        assert_eq!(value.as_deref(), Some("v1"), "{key} in the master's database 2");
+        let ttl: i64 = redis::cmd("TTL").arg(key).query(&mut on_master).unwrap();
+        assert!((1..=600).contains(&ttl), "{key}'s TTL kept: {ttl}");
+        let read: Option<String> = pool.get(key).await.unwrap().get(key).await.unwrap();
+        assert_eq!(read.as_deref(), Some("v1"), "{key} read through the pool");
+    }
+    let left: i64 = redis::cmd("DBSIZE").query(&mut plain.client()).unwrap();
+    assert_eq!(left, 0, "moved, not copied");
+}
+
+/// A drain into a Sentinel shard whose sentinels cannot be asked fails
+/// before anything moves, naming the shard and why, never its password:
+/// the draining node stays, serving its keys.
+#[tokio::test]
+async fn a_drain_into_a_sentinel_shard_without_its_sentinels_fails_before_moving() {
+    const PASSWORD: &str = "sentinel-lookup-pass";
+    let name = "lost-shard";
+    let (_master, mut sentinel, plain, pool, keys) =
+        plain_and_sentinel_shard(name, PASSWORD, 10).await;
+    sentinel.kill();
+    let err = pool.drain_node("plain").await.unwrap_err();
+    let (shown, debug) = (err.to_string(), format!("{err:?}"));
+    match &err {
+        Error::Drain { node, target, reason } => {
+            assert_eq!((node.as_str(), target.as_deref()), ("plain", Some(name)), "{shown}");
+            assert!(reason.contains("sentinels") && reason.contains(name), "says why: {shown}");
+        }
+        other => panic!("expected Error::Drain, got {other}"),
+    }
+    for text in [&shown, &debug] {
+        assert!(!text.contains(PASSWORD), "the error shows the password: {text}");
+    }
+    assert!(pool.nodes().contains(&"plain".to_owned()), "plain stays");
+    let held: i64 = redis::cmd("DBSIZE").query(&mut plain.client()).unwrap();
+    assert_eq!(held, keys.len() as i64, "nothing moved");
+    for key in &keys {
+        let read: Option<String> = pool.get(key).await.unwrap().get(key).await.unwrap();
+        assert_eq!(read.as_deref(), Some("v1"), "{key} still served by plain");
+    }
+}
+
+/// A failover in the middle of a drain into a Sentinel shard (Redis's own
+/// `FAILOVER`: the replica caught up, then promoted): the master the
+/// drain looked up at its start is a replica now: its `RESTORE`s wait on
+/// the failover's pause of writes, then are refused. The drain fails naming the shard, as for any target it cannot
+/// reach, and no key is lost in the move: each is on the new master or
+/// still on the draining node's server (a refused batch stays there).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failover_during_a_drain_into_a_sentinel_shard_fails_it_cleanly() {
+    const PASSWORD: &str = "sentinel-failover-pass";
+    let name = "moving-shard";
+    let (master, _sentinel, plain, pool, keys) =
+        plain_and_sentinel_shard(name, PASSWORD, 150).await;
+    let port = master.port().to_string();
+    let replica = RedisServer::start_with(&[
+        "--replicaof",
+        "127.0.0.1",
+        &port,
+        "--masterauth",
+        PASSWORD,
+        "--requirepass",
+        PASSWORD,
+    ]);
+    let authed = |server: &RedisServer, db: u8| {
+        let url = format!("redis://:{PASSWORD}@127.0.0.1:{}/{db}", server.port());
+        redis::Client::open(url).unwrap().get_connection().unwrap()
+    };
+    let (mut on_master, mut on_replica) = (authed(&master, 2), authed(&replica, 2));
+    // Once demoted, the old master follows the new one, which asks for the password.
+    let set = ["SET", "masterauth", PASSWORD];
+    redis::cmd("CONFIG").arg(&set[..]).query::<()>(&mut on_master).unwrap();
+    let info = |conn: &mut redis::Connection| -> String {
+        redis::cmd("INFO").arg("replication").query(conn).unwrap_or_default()
+    };
+    let synced = Instant::now() + Duration::from_secs(10);
+    while !info(&mut on_master).contains("connected_slaves:1") {
+        assert!(Instant::now() < synced, "the replica never connected");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    let draining = pool.clone();
+    let drain = tokio::spawn(async move {
+        draining.drain_node_paced("plain", 1, Duration::from_millis(20)).await
+    });
+    let started = eventually(Duration::from_secs(10), || {
+        support::status_of(&pool, "plain").drained_keys.is_some_and(|n| n >= 5)
+    })
+    .await;
+    assert!(started, "the drain never moved 5 keys");
+    redis::cmd("FAILOVER").query::<()>(&mut on_master).unwrap();
+
+    let err = tokio::time::timeout(Duration::from_secs(20), drain).await.unwrap().unwrap();
+    match err {
+        Err(Error::Drain { node, target, reason }) => {
+            assert_eq!((node.as_str(), target.as_deref()), ("plain", Some(name)), "{reason}");
+            assert!(reason.contains("MIGRATE failed"), "{reason}");
+            println!("the drain stopped: {reason}");
+        }
+        other => panic!("expected the drain to fail into the shard, got {other:?}"),
+    }
+    let promoted = Instant::now() + Duration::from_secs(10);
+    while !info(&mut on_replica).contains("role:master") {
+        assert!(Instant::now() < promoted, "the replica was never promoted");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut on_plain = plain.client();
+    let (mut moved, mut stayed) = (0, 0);
+    for key in &keys {
+        let get = |conn: &mut redis::Connection| -> Option<String> {
+            redis::cmd("GET").arg(key).query(conn).unwrap()
+        };
+        match (get(&mut on_replica), get(&mut on_plain)) {
+            (Some(v), None) => (assert_eq!(v, "v1"), moved += 1).1,
+            (None, Some(v)) => (assert_eq!(v, "v1"), stayed += 1).1,
+            other => panic!("{key} is on the new master and the drained node: {other:?}"),
+        }
+    }
+    assert!(moved >= 5 && stayed >= 1, "moved {moved}, stayed {stayed}");
+}

@@ -198,24 +198,19 @@ impl RedisManager {
         &self.address
     }
 
-    /// The database the node's connections select.
-    pub(crate) fn db(&self) -> i64 {
-        self.db
-    }
-
-    /// The URL's user name (if any) and password, for a server that
-    /// connects to this node itself (a drain's `MIGRATE … AUTH`): none
-    /// without a password, as the connections send no `AUTH` then; none
-    /// for a Sentinel-backed shard. Never shown.
-    pub(crate) fn credentials(&self) -> Option<(Option<String>, String)> {
+    /// The server the node's connections go to now, with the database
+    /// and credentials they use there: the URL's, or for a
+    /// Sentinel-backed shard its current master's, asked of the sentinels
+    /// as a connect asks (or why none was found). For a server that
+    /// connects to this node itself (a drain's `MIGRATE … AUTH`). Never
+    /// shown: it holds the credentials.
+    pub(crate) async fn serving(&self) -> Result<ConnectionInfo, String> {
         match &self.target {
-            Target::Direct(client) => {
-                let info = client.get_connection_info().redis_settings();
-                let password = info.password()?.to_owned();
-                Some((info.username().map(str::to_owned), password))
-            }
+            Target::Direct(client) => Ok(client.get_connection_info().clone()),
             #[cfg(feature = "sentinel")]
-            Target::Sentinel(_) => None,
+            Target::Sentinel(sentinel) => sentinel.master().await.map_err(|e| {
+                format!("the sentinels of its {} named no master it could reach: {e}", self.address)
+            }),
         }
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
 use redis::sentinel::SentinelClient;
-use redis::{AsyncConnectionConfig, RedisError, RedisResult};
+use redis::{AsyncConnectionConfig, ConnectionInfo, RedisError, RedisResult};
 
 use crate::error::Error;
 use crate::settings::sentinel::SentinelShard;
@@ -64,6 +64,14 @@ impl SentinelTarget {
     /// A client for the current master.
     pub(crate) async fn master_client(&self) -> RedisResult<redis::Client> {
         self.client.lock().await.async_get_client().await
+    }
+
+    /// Where the current master listens, with the database and
+    /// credentials used on it: [`connect`](Self::connect)'s lookup (the
+    /// sentinels name it, a `ROLE` check confirms it), in the same time.
+    pub(crate) async fn master(&self) -> RedisResult<ConnectionInfo> {
+        let client = tokio::time::timeout(self.timeout, self.master_client()).await;
+        Ok(client.unwrap_or_else(|_| Err(too_late()))?.get_connection_info().clone())
     }
 
     /// A blocking connection to the current master, within the same time

@@ -5,7 +5,9 @@
 //!
 //! 1. Check: the draining node `MIGRATE`s a probe key to every other node
 //!    (server to server), so a node it cannot reach fails the drain before
-//!    anything changes: the node stays in the table, serving.
+//!    anything changes: the node stays in the table, serving. Each node is
+//!    reached where its connections go when the drain starts (a
+//!    Sentinel-backed shard: the master its sentinels name then).
 //! 2. Switch: the table without the node is installed; its keys' new homes
 //!    (the next in their ranking) serve them. A connection to a new home
 //!    asks the drain (`drained.rs`, the warm window's
@@ -23,6 +25,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use futures_util::future::BoxFuture;
 use redis::Value;
 
 use crate::error::Error;
@@ -120,14 +123,16 @@ pub(crate) struct Target<M: NodeManager, S> {
 }
 
 impl<M: NodeManager, S: Store<M>> Target<M, S> {
-    /// `node`, reached at `endpoint` (its address `host:port`).
+    /// `node`, reached at `endpoint` (its address `host:port`), or the
+    /// drain's error saying why it cannot be (a Sentinel-backed shard
+    /// whose master was not found, a socket path).
     pub(crate) fn new(
         node: Arc<Node<M, S>>,
-        endpoint: Endpoint,
+        endpoint: Result<Endpoint, String>,
         drained: &str,
     ) -> Result<Self, Error> {
         let name = *node.name();
-        let at = Address::parse(endpoint).map_err(|reason| Error::Drain {
+        let at = endpoint.and_then(Address::parse).map_err(|reason| Error::Drain {
             node: drained.to_owned(),
             target: Some(name.to_string()),
             reason,
@@ -285,11 +290,12 @@ impl<M: NodeManager, S: Store<M>> Mover<'_, M, S> {
 
 impl<M: NodeManager, S: Store<M>> Core<M, S> {
     /// `drain_node`: the steps of this file's header, `endpoint` giving
-    /// how each node's server is reached.
+    /// how each node's server is reached now (asked once, before the
+    /// check: a Sentinel-backed shard's current master).
     pub(crate) async fn drain(
         &self,
         name: &str,
-        endpoint: impl Fn(&M) -> Endpoint,
+        endpoint: impl for<'m> Fn(&'m M) -> BoxFuture<'m, Result<Endpoint, String>>,
         pace: (usize, Duration),
     ) -> Result<(), Error> {
         let table = self.open_table()?;
@@ -305,11 +311,11 @@ impl<M: NodeManager, S: Store<M>> Core<M, S> {
             sweep.ended().await;
         }
         let keyed = &table.nodes[..table.router.len()];
-        let targets = keyed
-            .iter()
-            .filter(|n| **n.name() != *name)
-            .map(|n| Target::new(Arc::clone(n), endpoint(n.manager()), name))
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut targets = Vec::with_capacity(keyed.len());
+        for node in keyed.iter().filter(|n| **n.name() != *name) {
+            let at = endpoint(node.manager()).await;
+            targets.push(Target::new(Arc::clone(node), at, name)?);
+        }
         let timeout = self.settings.response_timeout;
         let migrate_ms = migrate::timeout_ms(timeout);
         let homes = targets.iter().map(|t| (t.name, Arc::clone(&t.at))).collect();

@@ -11,7 +11,9 @@
 
 use std::time::Duration;
 
-use redis::{ErrorKind, Pipeline, RedisError, Value};
+use redis::{ConnectionInfo, ErrorKind, Pipeline, RedisError, Value};
+
+use crate::settings::url::address;
 
 /// How another node's server reaches a node (`host:port`, the database
 /// it selects, the user name and password `MIGRATE` passes on): what a
@@ -21,6 +23,20 @@ pub(crate) struct Endpoint {
     pub(crate) address: String,
     pub(crate) db: i64,
     pub(crate) auth: Option<(Option<String>, String)>,
+}
+
+impl Endpoint {
+    /// How another server reaches the one `info` names: its address, and
+    /// the database and credentials a connection to it uses (`AUTH
+    /// password`, or `AUTH2 user password` with a user name; none without
+    /// a password, as the connections send no `AUTH` then).
+    pub(crate) fn of(info: &ConnectionInfo) -> Self {
+        let settings = info.redis_settings();
+        let auth = settings
+            .password()
+            .map(|password| (settings.username().map(str::to_owned), password.to_owned()));
+        Endpoint { address: address(info), db: settings.db(), auth }
+    }
 }
 
 /// Where a node's server listens, as `MIGRATE` wants it. No `Debug`: it
@@ -34,7 +50,7 @@ pub(crate) struct Address {
 
 impl Address {
     /// `endpoint`'s, or why its address is not `host:port` (a socket
-    /// path, a Sentinel master group's name).
+    /// path).
     pub(crate) fn parse(endpoint: Endpoint) -> Result<Self, String> {
         let Endpoint { address, db, auth } = endpoint;
         let parsed = address.rsplit_once(':').and_then(|(host, port)| {
@@ -126,7 +142,7 @@ mod tests {
         assert_eq!(words(&pipe)[7..], ["AUTH", "p", "KEYS", "k"].map(String::from));
         let refused = Address::parse(endpoint("/tmp/redis.sock", None)).err().unwrap();
         assert!(refused.contains("not host:port"), "{refused}");
-        assert!(Address::parse(endpoint("mymaster", None)).is_err(), "a Sentinel group");
+        assert!(Address::parse(endpoint("mymaster", None)).is_err(), "a bare name");
     }
 
     #[test]
