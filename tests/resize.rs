@@ -1073,34 +1073,6 @@ async fn a_stand_in_write_read_by_the_sweep_survives_it() {
     swept(&servers, &elsewhere, &[]);
 }
 
-/// After a warm window ends, the sweep deletes the old copies the window
-/// left (its read-through copies without deleting), and nothing else;
-/// `remove_node` then serves no value from before the add.
-#[tokio::test]
-async fn the_sweep_runs_when_a_warm_window_ends() {
-    let servers = start_servers(4);
-    let pool = pool_of(&servers, Duration::from_millis(1_500)).await;
-    let moved = moved_keys(&pool, 20).await;
-    let unmoved = unmoved_keys(&pool, 20, "kept").await;
-    let e = RedisServer::start();
-    pool.add_node("e", &e.url()).await.unwrap();
-    let read = &moved[0].0;
-    let value: Option<String> = pool.get(read).await.unwrap().get(read).await.unwrap();
-    assert!(value.is_some_and(|v| v.starts_with("v1-")), "read through");
-    assert!(raw_get(&e, read).is_some(), "copied to e, its old copy left by the window");
-    assert!(eventually(Duration::from_secs(30), || sweep_over(&pool, "e")).await, "sweep over");
-    swept(&servers, &moved, &unmoved);
-    let written = &moved[..10];
-    for (key, _) in written {
-        let _: () = pool.get(key).await.unwrap().set_ex(key, "v2", 60).await.unwrap();
-    }
-    pool.remove_node("e").unwrap();
-    for (key, old) in written {
-        let value: Option<String> = pool.get(key).await.unwrap().get(key).await.unwrap();
-        assert_eq!(value, None, "{key} back on {old}: v2 was acknowledged, v1 never served");
-    }
-}
-
 /// How the sweep of `name` ended, once it did (polled up to 30 s).
 async fn sweep_end(pool: &ShardedPool, name: &str) -> Option<SweepEnd> {
     let ended = || support::status_of(pool, name).sweep_end.is_some();
@@ -1158,4 +1130,32 @@ async fn a_sweep_cut_short_by_a_dead_old_home_does_not_end_clean() {
     let elsewhere: Vec<_> = moved.iter().filter(|(_, o)| *o != old).cloned().collect();
     assert!(!elsewhere.is_empty());
     swept(&servers, &elsewhere, &[]);
+}
+
+/// After a warm window ends, the sweep deletes the old copies the window
+/// left (its read-through copies without deleting), and nothing else;
+/// `remove_node` then serves no value from before the add.
+#[tokio::test]
+async fn the_sweep_runs_when_a_warm_window_ends() {
+    let servers = start_servers(4);
+    let pool = pool_of(&servers, Duration::from_millis(1_500)).await;
+    let moved = moved_keys(&pool, 20).await;
+    let unmoved = unmoved_keys(&pool, 20, "kept").await;
+    let e = RedisServer::start();
+    pool.add_node("e", &e.url()).await.unwrap();
+    let read = &moved[0].0;
+    let value: Option<String> = pool.get(read).await.unwrap().get(read).await.unwrap();
+    assert!(value.is_some_and(|v| v.starts_with("v1-")), "read through");
+    assert!(raw_get(&e, read).is_some(), "copied to e, its old copy left by the window");
+    assert!(eventually(Duration::from_secs(30), || sweep_over(&pool, "e")).await, "sweep over");
+    swept(&servers, &moved, &unmoved);
+    let written = &moved[..10];
+    for (key, _) in written {
+        let _: () = pool.get(key).await.unwrap().set_ex(key, "v2", 60).await.unwrap();
+    }
+    pool.remove_node("e").unwrap();
+    for (key, old) in written {
+        let value: Option<String> = pool.get(key).await.unwrap().get(key).await.unwrap();
+        assert_eq!(value, None, "{key} back on {old}: v2 was acknowledged, v1 never served");
+    }
 }
