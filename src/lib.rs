@@ -166,6 +166,7 @@ pub use crate::pubsub::Subscription;
 pub use crate::route::hash::NodeName;
 pub use crate::runtime::drain::{DRAIN_BATCH, DRAIN_PAUSE};
 pub use crate::runtime::status::NodeStatus;
+pub use crate::runtime::sweep::SweepEnd;
 #[cfg(feature = "serde")]
 #[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
 pub use crate::settings::NodeConfig;

@@ -226,8 +226,8 @@ impl ShardedPool<RedisManager> {
     /// probed first (unless `probe_at_build(false)`) and starts in the box
     /// if it does not answer. Then, in the background, a paced sweep
     /// deletes the copies the moved keys left on their old homes, once the
-    /// node serves them (after the `resize_warmup` window); `status()`
-    /// shows its progress (`swept_keys`). See `docs/resize.md`.
+    /// node serves them (after the `resize_warmup` window); `status()` shows
+    /// its progress, then its end (`sweep_end`). See `docs/resize.md`.
     ///
     /// A name this pool removed before ([`remove_node`](Self::remove_node),
     /// [`drain_node`](Self::drain_node)) is added back only if its server

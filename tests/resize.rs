@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::Poll;
 use std::time::Duration;
 
-use fluster::ShardedPool;
+use fluster::{ShardedPool, SweepEnd};
 use redis::AsyncCommands;
 use support::proxy::Proxy;
 use support::{RedisServer, eventually, start_servers};
@@ -1084,6 +1084,70 @@ async fn a_stand_in_write_read_by_the_sweep_survives_it() {
     assert!(eventually(Duration::from_secs(10), back).await, "e is back");
     assert!(eventually(Duration::from_secs(30), || sweep_over(&pool, "e")).await, "sweep over");
     assert_eq!(raw_get(server(&servers, &old), &key).as_deref(), Some(&b"v2"[..]), "v2 kept");
+    // The keys it read while e was boxed are left: not a clean end.
+    match support::status_of(&pool, "e").sweep_end {
+        Some(SweepEnd::Incomplete(reason)) => assert!(reason.contains("keys left"), "{reason}"),
+        end => panic!("a sweep that left keys ended {end:?}"),
+    }
+    let elsewhere: Vec<_> = moved.iter().filter(|(_, o)| *o != old).cloned().collect();
+    assert!(!elsewhere.is_empty());
+    swept(&servers, &elsewhere, &[]);
+}
+
+/// How the sweep of `name` ended, once it did (polled up to 30 s).
+async fn sweep_end(pool: &ShardedPool, name: &str) -> Option<SweepEnd> {
+    let ended = || support::status_of(pool, name).sweep_end.is_some();
+    assert!(eventually(Duration::from_secs(30), ended).await, "the sweep of {name} ended");
+    support::status_of(pool, name).sweep_end
+}
+
+/// A sweep that scanned every old home and deleted every old copy says
+/// so in the added node's status, once those copies are gone; before, and
+/// on a node of the builder, the status says nothing of an end.
+#[tokio::test]
+async fn a_sweeps_clean_end_is_in_the_status_once_the_old_copies_are_gone() {
+    let servers = start_servers(4);
+    let e = RedisServer::start();
+    let pool = drain_pool(&servers).await;
+    let moved = moved_keys(&pool, 20).await;
+    let unmoved = unmoved_keys(&pool, 20, "kept").await;
+    pool.add_node("e", &e.url()).await.unwrap();
+    let running = support::status_of(&pool, "e");
+    assert!(running.swept_keys.is_some(), "the sweep runs");
+    assert_eq!(running.sweep_end, None, "no end while it runs");
+    assert_eq!(sweep_end(&pool, "e").await, Some(SweepEnd::Clean));
+    let ended = support::status_of(&pool, "e");
+    assert_eq!((ended.swept_keys, ended.sweep_keys_left), (None, None), "progress gone");
+    swept(&servers, &moved, &unmoved);
+    assert_eq!(support::status_of(&pool, "a").sweep_end, None, "a was never added");
+}
+
+/// An old home killed while the sweep reads it: the sweep goes on with
+/// the other nodes, but its status never says it ended clean (that
+/// node's copies stay).
+#[tokio::test]
+async fn a_sweep_cut_short_by_a_dead_old_home_does_not_end_clean() {
+    let mut servers = start_servers(4);
+    let proxies: Vec<Proxy> = servers.iter().map(|s| Proxy::start(s.port())).collect();
+    let e = RedisServer::start();
+    let builder = ShardedPool::builder().response_timeout(Duration::from_secs(10));
+    let builder = proxies.iter().zip(NAMES).fold(builder, |b, (p, n)| b.named_node(n, &p.url()));
+    let pool = builder.build().await.unwrap();
+    let moved = moved_keys(&pool, 20).await;
+    let old = moved[0].1.clone();
+    let at = NAMES.iter().position(|n| *n == old).unwrap();
+    // Its read of `old` waits in the proxy while `old` dies.
+    proxies[at].hold(SWEEP_READ_BYTES, Duration::from_millis(1_000));
+    pool.add_node("e", &e.url()).await.unwrap();
+    let held = || proxies[at].held() > 0;
+    assert!(eventually(Duration::from_secs(10), held).await, "the sweep's read of {old} held");
+    servers[at].kill();
+    match sweep_end(&pool, "e").await {
+        Some(SweepEnd::Incomplete(reason)) => {
+            assert!(reason.contains("old home failed"), "{reason}")
+        }
+        end => panic!("a sweep that could not read {old} ended {end:?}"),
+    }
     let elsewhere: Vec<_> = moved.iter().filter(|(_, o)| *o != old).cloned().collect();
     assert!(!elsewhere.is_empty());
     swept(&servers, &elsewhere, &[]);

@@ -64,7 +64,7 @@ pub(crate) struct Core<M: NodeManager, S> {
     /// be empty (it kept what it held, older than the writes made while
     /// it was away).
     removed: Mutex<Vec<NodeName>>,
-    /// The sweeps of the nodes added (`sweep.rs`), while they run.
+    /// Each added node's last sweep (`sweep.rs`), while the node is in.
     pub(crate) sweeps: Mutex<Vec<Arc<Sweep>>>,
 }
 
@@ -325,6 +325,7 @@ impl<M: NodeManager, S: Store<M>> Core<M, S> {
         }
         drop(names);
         removed.health().retire();
+        self.forget_sweep(name);
         self.resize.close(name);
         removed.health().metrics.removed();
         self.pool_wide.send(NodeEvent::Removed { node: *name });

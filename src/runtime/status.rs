@@ -9,7 +9,7 @@ use crate::health::record::PoolStats;
 use crate::node::tracked::NodeManager;
 use crate::node::{Node, Store};
 use crate::runtime::drain::Drain;
-use crate::runtime::sweep::Sweep;
+use crate::runtime::sweep::{Sweep, SweepEnd};
 
 /// One node's health and pool, as reported by `status()`. As JSON
 /// (feature `serde`), durations are milliseconds (`penalty_wait_ms`,
@@ -103,6 +103,11 @@ pub struct NodeStatus {
     /// when it began that it has not scanned yet (0 while it waits for the
     /// node to serve its keys: its `resize_warmup` window, its `warmup`).
     pub sweep_keys_left: Option<u64>,
+    /// Once the sweep of a node added has ended, while the node stays in
+    /// the pool: [`SweepEnd::Clean`] if no old home holds a copy of its
+    /// keys written before the sweep read it, else why not. `None` while it
+    /// runs (`swept_keys` is `Some`) and for a node not added at run time.
+    pub sweep_end: Option<SweepEnd>,
 }
 
 impl NodeStatus {
@@ -149,6 +154,7 @@ impl NodeStatus {
             drain_keys_left: None,
             swept_keys: None,
             sweep_keys_left: None,
+            sweep_end: None,
         }
     }
 
@@ -161,10 +167,15 @@ impl NodeStatus {
 }
 
 impl NodeStatus {
-    /// This status with `sweep`'s progress.
+    /// This status with `sweep`'s progress, or how it ended.
     pub(crate) fn sweeping(mut self, sweep: &Sweep) -> Self {
-        self.swept_keys = Some(sweep.swept.load(Ordering::Relaxed));
-        self.sweep_keys_left = Some(sweep.left.load(Ordering::Relaxed));
+        match sweep.end() {
+            Some(end) => self.sweep_end = Some(end.clone()),
+            None => {
+                self.swept_keys = Some(sweep.swept.load(Ordering::Relaxed));
+                self.sweep_keys_left = Some(sweep.left.load(Ordering::Relaxed));
+            }
+        }
         self
     }
 }

@@ -25,9 +25,14 @@
 //! (`runtime/copies.rs`'s `send`, as the drain's). `remove_node("e")` stops
 //! the sweep first; `drain_node("e")` stops it and waits for its last
 //! batch; another `add_node` runs its own sweep beside it.
+//!
+//! It ends [`SweepEnd::Clean`] only if every other node was scanned and
+//! every kept key's copy deleted or found changed (5); a key left in 2 or
+//! 4, a command that failed, a stop: [`SweepEnd::Incomplete`]. `e`'s
+//! status shows how it ended while `e` stays in the pool.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use redis::Value;
@@ -40,6 +45,25 @@ use crate::route::NodeName;
 use crate::runtime::copies::send;
 use crate::runtime::core::Core;
 use crate::runtime::drain::{DRAIN_BATCH, DRAIN_PAUSE};
+
+/// How the sweep of a node added (`add_node`) ended: see
+/// [`NodeStatus::sweep_end`](crate::NodeStatus::sweep_end) and
+/// `docs/resize.md` ("The sweep").
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
+pub enum SweepEnd {
+    /// Every other node of the pool was scanned, and every copy found
+    /// there of a key that moved to the node was deleted, or found changed
+    /// since the sweep read it: none written before the sweep read it is
+    /// left.
+    Clean,
+    /// It stopped before that (a command on an old home failed, the node
+    /// was removed or drained, the pool closed), or it left keys it read
+    /// while the node was boxed or did not serve them: why. The copies it
+    /// did not delete stay on their old homes.
+    Incomplete(String),
+}
 
 /// The digest of `KEYS[1]`'s `DUMP` (its value and type, not its TTL), or
 /// nil if it does not exist: what [`DELETE`] compares, binary-safe, 40
@@ -61,8 +85,12 @@ pub(crate) struct Sweep {
     pub(crate) swept: AtomicU64,
     /// Keys the other nodes held when it began that it has not scanned.
     pub(crate) left: AtomicU64,
+    /// Moved keys it found and left, neither deleted nor found changed
+    /// (read while the node was boxed or did not serve them).
+    unchecked: AtomicU64,
     stopped: AtomicBool,
-    done: AtomicBool,
+    /// How it ended, once it did (its last batch came back).
+    end: OnceLock<SweepEnd>,
     ended: Notify,
 }
 
@@ -72,8 +100,9 @@ impl Sweep {
             node,
             swept: AtomicU64::new(0),
             left: AtomicU64::new(0),
+            unchecked: AtomicU64::new(0),
             stopped: AtomicBool::new(false),
-            done: AtomicBool::new(false),
+            end: OnceLock::new(),
             ended: Notify::new(),
         }
     }
@@ -82,46 +111,61 @@ impl Sweep {
     pub(crate) async fn ended(&self) {
         loop {
             let notified = self.ended.notified();
-            if self.done.load(Ordering::Acquire) {
+            if self.end().is_some() {
                 return;
             }
             notified.await;
         }
     }
 
-    fn finish(&self) {
-        self.done.store(true, Ordering::Release);
+    /// How it ended; `None` while it runs.
+    pub(crate) fn end(&self) -> Option<&SweepEnd> {
+        self.end.get()
+    }
+
+    fn finish(&self, end: SweepEnd) {
+        let _ = self.end.set(end);
         self.ended.notify_waiters();
     }
 }
 
 impl<M: NodeManager, S: Store<M>> Core<M, S> {
     /// Stops the sweep of `name`'s keys, if one runs: it sends nothing more
-    /// (a batch already sent still lands).
+    /// (a batch already sent still lands). Its end stays in the node's
+    /// status while the node is in the pool.
     pub(crate) fn stop_sweep(&self, name: &str) -> Option<Arc<Sweep>> {
-        let mut sweeps = self.sweeps.lock().unwrap_or_else(|e| e.into_inner());
-        let index = sweeps.iter().position(|s| *s.node == *name)?;
-        let sweep = sweeps.remove(index);
-        sweep.stopped.store(true, Ordering::Release);
-        tracing::warn!(
-            node = name,
-            swept = sweep.swept.load(Ordering::Relaxed),
-            "sweep stopped: the node leaves; its keys' old copies not yet reached stay"
-        );
+        let sweep = self.sweep_of(name)?;
+        if !sweep.stopped.swap(true, Ordering::AcqRel) && sweep.end().is_none() {
+            tracing::warn!(
+                node = name,
+                swept = sweep.swept.load(Ordering::Relaxed),
+                "sweep stopped: the node leaves; its keys' old copies not yet reached stay"
+            );
+        }
         Some(sweep)
     }
 
-    /// The sweep of `name`'s keys, while one runs.
+    /// The last sweep of `name`'s keys, running or ended, while the node
+    /// is in the pool.
     pub(crate) fn sweep_of(&self, name: &str) -> Option<Arc<Sweep>> {
         let sweeps = self.sweeps.lock().unwrap_or_else(|e| e.into_inner());
         sweeps.iter().find(|s| *s.node == *name).cloned()
+    }
+
+    /// Forgets the sweep of `name`'s keys: the node left the pool.
+    pub(crate) fn forget_sweep(&self, name: &str) {
+        let mut sweeps = self.sweeps.lock().unwrap_or_else(|e| e.into_inner());
+        sweeps.retain(|s| *s.node != *name);
     }
 }
 
 /// Starts the sweep of the keys that moved to `name`, just added.
 pub(crate) fn start<M: NodeManager, S: Store<M>>(core: &Arc<Core<M, S>>, name: NodeName) {
     let sweep = Arc::new(Sweep::new(name));
-    core.sweeps.lock().unwrap_or_else(|e| e.into_inner()).push(Arc::clone(&sweep));
+    let mut sweeps = core.sweeps.lock().unwrap_or_else(|e| e.into_inner());
+    sweeps.retain(|s| *s.node != *name);
+    sweeps.push(Arc::clone(&sweep));
+    drop(sweeps);
     tracing::info!(node = %name, "sweep planned: the old homes' copies of the keys that moved \
         to the node are deleted once it serves them");
     tokio::spawn(run(Arc::downgrade(core), sweep, (DRAIN_BATCH, DRAIN_PAUSE)));
@@ -137,20 +181,24 @@ async fn run<M: NodeManager, S: Store<M>>(
 ) {
     let node = sweep.node.to_string();
     let result = all(&core, &sweep, pace).await;
-    if let Some(core) = core.upgrade() {
-        let mut sweeps = core.sweeps.lock().unwrap_or_else(|e| e.into_inner());
-        sweeps.retain(|s| !Arc::ptr_eq(s, &sweep));
-    }
     metrics::gauge!(SWEEP_KEYS_LEFT, "node" => node.clone()).set(0.0);
     let swept = sweep.swept.load(Ordering::Relaxed);
-    match result {
-        Ok(()) => tracing::info!(
+    let unchecked = sweep.unchecked.load(Ordering::Relaxed);
+    let end = match result {
+        Err(reason) => SweepEnd::Incomplete(reason.to_owned()),
+        Ok(()) if unchecked > 0 => SweepEnd::Incomplete(format!(
+            "{unchecked} moved keys left: read while the node was boxed or did not serve them"
+        )),
+        Ok(()) => SweepEnd::Clean,
+    };
+    match &end {
+        SweepEnd::Clean => tracing::info!(
             node,
             swept,
             "sweep done: no old home holds a key that moved \
             to the node from before it was added"
         ),
-        Err(reason) => tracing::warn!(
+        SweepEnd::Incomplete(reason) => tracing::warn!(
             node,
             swept,
             reason,
@@ -158,7 +206,7 @@ async fn run<M: NodeManager, S: Store<M>>(
             the keys that moved to the node may stay on their old homes"
         ),
     }
-    sweep.finish();
+    sweep.finish(end);
 }
 
 /// Steps 1 to 5 of this file's header over every other node.
@@ -246,7 +294,7 @@ async fn serving<M: NodeManager, S: Store<M>>(
         {
             let core = core.upgrade().ok_or("the pool was dropped")?;
             if sweep.stopped.load(Ordering::Acquire) {
-                return Err("stopped: the node leaves the pool");
+                return Err("stopped: remove_node or drain_node of the node");
             }
             if core.is_closed() {
                 return Err("the pool was closed");
@@ -329,8 +377,11 @@ async fn one<M: NodeManager, S: Store<M>>(
         let Some((routed, epoch)) = served(&core, sweep, &keys) else {
             return Ok(Batch::Again);
         };
+        let found = keys.len();
         let keys = keys.into_iter().zip(routed).filter_map(|(k, routed)| routed.then_some(k));
-        (keys.collect::<Vec<_>>(), epoch)
+        let keys = keys.collect::<Vec<_>>();
+        sweep.unchecked.fetch_add((found - keys.len()) as u64, Ordering::Relaxed);
+        (keys, epoch)
     };
     if keys.is_empty() {
         return Ok(Batch::Done { next, scanned, deleted: 0 });
@@ -352,13 +403,20 @@ async fn one<M: NodeManager, S: Store<M>>(
         }
     };
     let mut delete = redis::pipe();
-    let mut asked = 0;
+    // A reply missing from the pipeline's leaves its key.
+    let (mut asked, mut left) = (0, keys.len().saturating_sub(digests.len()) as u64);
     for ((key, digest), keep) in keys.iter().zip(&digests).zip(keep) {
-        if let (true, Value::BulkString(digest)) = (keep, digest) {
-            delete.cmd("EVAL").arg(DELETE).arg(1).arg(key).arg(digest.as_slice());
-            asked += 1;
+        match (keep, digest) {
+            (true, Value::BulkString(digest)) => {
+                delete.cmd("EVAL").arg(DELETE).arg(1).arg(key).arg(digest.as_slice());
+                asked += 1;
+            }
+            // Gone since the scan (`false`: nil, or RESP3's false).
+            (_, Value::Nil | Value::Boolean(false)) => {}
+            _ => left += 1,
         }
     }
+    sweep.unchecked.fetch_add(left, Ordering::Relaxed);
     if asked == 0 {
         return Ok(Batch::Done { next, scanned, deleted: 0 });
     }
@@ -367,5 +425,9 @@ async fn one<M: NodeManager, S: Store<M>>(
         Err(e) => return Ok(Batch::Failed(e.to_string())),
     };
     let deleted = replies.iter().filter(|r| matches!(r, Value::Int(1))).count() as u64;
+    // 0: changed since it was read, or gone; anything else (an error
+    // reply) left it.
+    let failed = replies.iter().filter(|r| !matches!(r, Value::Int(0 | 1))).count() as u64;
+    sweep.unchecked.fetch_add(failed, Ordering::Relaxed);
     Ok(Batch::Done { next, scanned, deleted })
 }

@@ -263,9 +263,16 @@ pub enum Change {
     Remove,
     /// `drain_node`: the node's keys moved off with `MIGRATE` first.
     Drain,
+    /// Not a call: the sweep that the pool's `add_node` started ended
+    /// (`status()`'s `sweep_end`), between `start` (the last look that saw
+    /// it running) and `end` (the first that saw it ended); `Ok` for
+    /// `SweepEnd::Clean` (no old home keeps a copy of the node's keys from
+    /// before the add), `Failed(reason)` for `SweepEnd::Incomplete`.
+    Swept,
 }
 
-/// One pool's call of `add_node`, `remove_node` or `drain_node`.
+/// One pool's call of `add_node`, `remove_node` or `drain_node`, or the
+/// end of its sweep ([`Change::Swept`]).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct Member {
     /// The pool's process.

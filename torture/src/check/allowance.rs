@@ -60,7 +60,15 @@ pub const LISTS_DIFFER: &str = "node lists differ (add/remove skew)";
 /// is the call that moves them). A read by a process that has begun its
 /// `remove_node`, of a key the node took, not served by the removed node,
 /// after a newer write that went to the removed node (or to an unknown
-/// node) while some process still had it: no bound.
+/// node) while some process still had it: no bound; but not once the add's
+/// sweep ended clean, for a value from before the add (see below).
+///
+/// This and [`DRAIN_NOT_YET_MOVED`] excuse an old home's copy that the
+/// add's sweep deletes (`docs/resize.md`, "The sweep"): neither applies to
+/// a read invoked more than [`VIEW_SLACK`] after some process saw its sweep
+/// end clean ([`Change::Swept`](crate::history::Change::Swept), `Ok`), of
+/// a value acknowledged before that process's `add_node` began
+/// (`member.rs`). Without such a record, as above.
 pub const REMOVED_UNMOVED: &str = "removed without moving (remove_node)";
 
 /// While a process drains the added node, a key it took is served by its
@@ -71,7 +79,8 @@ pub const REMOVED_UNMOVED: &str = "removed without moving (remove_node)";
 /// (`docs/resize.md`, "Draining a node", limits). A read by a process
 /// during its own `drain_node`, of a key the node took, not served by the
 /// drained node, of a value acknowledged before the first `add_node`
-/// began: bounded by that drain's end.
+/// began: bounded by that drain's end, and by the add's sweep's clean end
+/// as [`REMOVED_UNMOVED`] says.
 pub const DRAIN_NOT_YET_MOVED: &str = "drain in progress (old home's pre-add copy)";
 
 /// A Sentinel shard's master was killed and its replica named master: the

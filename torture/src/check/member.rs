@@ -24,6 +24,14 @@
 //! none: their promise is the README's
 //! "no copy brings back a value older than an acknowledged `SET` or `DEL`"
 //! (`docs/resize.md`).
+//!
+//! The last two excuse an old home's copy that the add's sweep deletes:
+//! neither applies to a read invoked more than [`VIEW_SLACK`] after some
+//! process saw its sweep end clean ([`Change::Swept`], `Ok`), of a value
+//! that was on its old home before that process's `add_node` began (that
+//! sweep deleted it, or found it changed: README, "once an added node's
+//! sweep has ended, its keys' copies from before the add are gone from
+//! their old homes"). Without such a record they apply as before.
 
 use std::collections::HashMap;
 
@@ -54,6 +62,8 @@ pub(crate) const LISTS_DIFFER_MS: u64 = 2_000;
 struct Calls<'a> {
     add: Option<&'a Member>,
     out: Option<&'a Member>,
+    /// The end of its add's sweep, as its status showed it.
+    swept: Option<&'a Member>,
 }
 
 /// The pools' membership changes, indexed.
@@ -100,6 +110,8 @@ impl<'a> Members<'a> {
                     c.out = Some(m);
                     spans.push((m.start, settled(m), i));
                 }
+                // Not a call: no routing changed.
+                Change::Swept => c.swept = Some(m),
             }
         }
         Members { extra, calls, spans: Intervals::new(spans), router, processes: config.processes }
@@ -157,6 +169,21 @@ impl<'a> Members<'a> {
         (1..=self.processes).map(|p| self.out(p).map_or(NEVER, settled)).max().unwrap_or(NEVER)
     }
 
+    /// Whether some process saw its sweep of the node end clean more than
+    /// [`VIEW_SLACK`] before `r` was invoked, and `old`'s value had landed
+    /// before that process's `add_node` began: the sweep found it on its
+    /// old home and deleted it, or found it changed.
+    fn swept_before(&self, r: &Rec<'_>, old: &Rec<'_>) -> bool {
+        self.calls.values().any(|c| match (c.add, c.swept) {
+            (Some(add), Some(swept)) => {
+                swept.outcome == Outcome::Ok
+                    && old.end() < add.start
+                    && swept.end.saturating_add(VIEW_SLACK) < r.invoke
+            }
+            _ => false,
+        })
+    }
+
     /// The allowance, if one applies, for `r` reading `old`'s value after
     /// the newer `w` (both of another process than `r`'s, or `w` `r`'s own
     /// and `old` another's), with the staleness `late`; `Err` says why the
@@ -174,18 +201,20 @@ impl<'a> Members<'a> {
             return Ok(None);
         }
         // A plain `remove_node` moves nothing: the key's next node serves
-        // what it kept from before the add.
+        // what it kept from before the add, unless a sweep deleted it.
+        let swept = self.swept_before(r, old);
         if let Some(out) = self.out(r.process)
             && out.change == Change::Remove
             && r.invoke >= out.start
             && r.node != Some(extra)
             && w.node.is_none_or(|n| n == extra)
             && w.invoke < self.last_out()
+            && !swept
         {
             return Ok(Some(REMOVED_UNMOVED));
         }
         // During the reader's own drain, before the key's batch moved: its
-        // new home's copy from before the add.
+        // new home's copy from before the add, unless a sweep deleted it.
         let first_add = self.calls.values().filter_map(|c| c.add).map(|m| m.start).min();
         if let Some(out) = self.out(r.process)
             && out.change == Change::Drain
@@ -193,6 +222,7 @@ impl<'a> Members<'a> {
             && r.complete <= out.end
             && r.node != Some(extra)
             && first_add.is_some_and(|add| old.complete < add)
+            && !swept
         {
             return Ok(Some(DRAIN_NOT_YET_MOVED));
         }
@@ -420,5 +450,79 @@ mod tests {
         assert!(report.staleness.contains_key(DRAIN_NOT_YET_MOVED), "{report}");
         // After the drain every moved key was replaced: no excuse left.
         assert_eq!(check(&grown(), &drained(1_600)).violations(), 1);
+    }
+
+    /// p1's sweep of n4 seen ended (`Swept`, `outcome`) at `swept_at`.
+    fn swept(swept_at: u64, outcome: Outcome) -> Entry {
+        let mut e = member(1, "n4", Change::Swept, swept_at - 20, swept_at);
+        if let Entry::Member(m) = &mut e {
+            m.outcome = outcome;
+        }
+        e
+    }
+
+    /// p1 writes `k` on its old home (`p1:0`, at `old_at`), both add n4
+    /// at 100 ms, p1 writes `k` on n4, both take n4 out (`change`) at
+    /// 1 s to 1.5 s, and p1 reads `p1:0` from the old home at `read_at`.
+    fn pre_add_copy(change: Change, old_at: u64, read_at: u64) -> Vec<Entry> {
+        let (k, _) = keys();
+        let old_home = home_of(&k);
+        vec![
+            write(1, &k, "p1:0", old_at, old_at + 1).on(&old_home).into(),
+            member(1, "n4", Change::Add { warm: false }, 100, 101),
+            member(2, "n4", Change::Add { warm: false }, 100, 101),
+            write(1, &k, "p1:1", 300, 301).on("n4").into(),
+            member(1, "n4", change, 1_000, 1_500),
+            member(2, "n4", change, 1_000, 1_500),
+            read(1, &k, Some("p1:0"), read_at, read_at + 1).on(&old_home).into(),
+        ]
+    }
+
+    #[test]
+    fn once_a_sweep_ended_clean_no_old_homes_pre_add_copy_is_excused() {
+        for (change, allowance, read_at) in
+            [(Change::Remove, REMOVED_UNMOVED, 1_600), (Change::Drain, DRAIN_NOT_YET_MOVED, 1_200)]
+        {
+            let mut entries = pre_add_copy(change, 0, read_at);
+            // Today's excuse, without a sweep's end.
+            let report = check(&grown(), &entries);
+            assert_eq!(report.violations(), 0, "{change:?}: {report}");
+            assert!(report.staleness.contains_key(allowance), "{change:?}: {report}");
+            // p1's sweep ended clean at 600 ms: p1:0 was deleted then.
+            entries.insert(3, swept(600, Outcome::Ok));
+            let report = check(&grown(), &entries);
+            assert_eq!(report.count("read-your-writes"), 1, "{change:?}: {report}");
+            assert_eq!(report.violations(), 1, "{change:?}: {report}");
+        }
+    }
+
+    #[test]
+    fn before_a_sweeps_clean_end_or_after_an_incomplete_one_the_copy_is_still_excused() {
+        for (change, allowance, read_at) in
+            [(Change::Remove, REMOVED_UNMOVED, 1_600), (Change::Drain, DRAIN_NOT_YET_MOVED, 1_200)]
+        {
+            let cases = [
+                // Read before the clean end (less the slack): not yet deleted.
+                (0, swept(read_at + 30, Outcome::Ok)),
+                // Within the slack after it (a look's lag, the clocks).
+                (0, swept(read_at - 30, Outcome::Ok)),
+                // Seen ended, but not clean: copies may stay.
+                (0, swept(600, Outcome::Failed("a command on an old home failed".into()))),
+            ];
+            for (old_at, end) in cases {
+                let mut entries = pre_add_copy(change, old_at, read_at);
+                entries.insert(3, end.clone());
+                let report = check(&grown(), &entries);
+                assert_eq!(report.violations(), 0, "{change:?} {end:?}: {report}");
+                assert!(report.staleness.contains_key(allowance), "{change:?}: {report}");
+            }
+        }
+        // A value written on the old home after the add began may have
+        // come after the sweep passed: still a plain removal's.
+        let mut entries = pre_add_copy(Change::Remove, 150, 1_600);
+        entries.insert(3, swept(600, Outcome::Ok));
+        let report = check(&grown(), &entries);
+        assert_eq!(report.violations(), 0, "{report}");
+        assert!(report.staleness.contains_key(REMOVED_UNMOVED), "{report}");
     }
 }

@@ -1,9 +1,12 @@
 //! A pool process's part in the run's membership changes
 //! (`crate::member`): `add_node` at the planned instant, then
-//! `remove_node` or `drain_node`, each call recorded.
+//! `remove_node` or `drain_node`, each call recorded, and between the two
+//! the end of the add's sweep as `status()` shows it ([`Change::Swept`]).
 
-use fluster::ShardedPool;
-use fluster_torture::history::{Change, Entry, Member, now};
+use std::time::Duration;
+
+use fluster::{ShardedPool, SweepEnd};
+use fluster_torture::history::{Change, Entry, Member, Outcome, now};
 
 use super::{outcome, wait_until};
 use crate::member::Membership;
@@ -23,6 +26,9 @@ pub async fn run(
     let began = now();
     let added = pool.add_node(&m.node, &url).await;
     record(&rec, &m.node, Change::Add { warm }, began, &outcome(&added));
+    if added.is_ok() {
+        watch_sweep(&pool, &m.node, (began, at(m.out_ms)), &rec).await;
+    }
     wait_until(at(m.out_ms)).await;
     let began = now();
     let done = match m.out {
@@ -38,13 +44,42 @@ pub async fn run(
     record(&rec, &m.node, m.out, began, &done);
 }
 
-fn record(
-    rec: &Recorder,
-    node: &str,
-    change: Change,
-    start: u64,
-    outcome: &fluster_torture::history::Outcome,
-) {
+/// How often the pool's status is read for the sweep's end.
+const LOOK: Duration = Duration::from_millis(20);
+
+/// Reads the status of `node` until its sweep ends, and records how
+/// ([`Change::Swept`]), or until `until` (the node goes out: an end after
+/// that is not recorded). `added`: when the `add_node` that started the
+/// sweep began.
+async fn watch_sweep(pool: &ShardedPool, node: &str, (added, until): (u64, u64), rec: &Recorder) {
+    // The last instant it was seen running (or not yet begun).
+    let mut running = added;
+    loop {
+        let looked = now();
+        if looked >= until {
+            return;
+        }
+        let status = pool.status().into_iter().find(|s| s.name == node);
+        let Some(status) = status else { return };
+        let ended = match status.sweep_end {
+            None => {
+                running = looked;
+                // Never past `until`: the call that takes the node out
+                // keeps its planned instant.
+                let left = Duration::from_nanos(until.saturating_sub(now()));
+                tokio::time::sleep(LOOK.min(left)).await;
+                continue;
+            }
+            Some(SweepEnd::Clean) => Outcome::Ok,
+            Some(SweepEnd::Incomplete(reason)) => Outcome::Failed(reason),
+            Some(other) => Outcome::Failed(format!("{other:?}")),
+        };
+        record(rec, node, Change::Swept, running, &ended);
+        return;
+    }
+}
+
+fn record(rec: &Recorder, node: &str, change: Change, start: u64, outcome: &Outcome) {
     rec.record(&Entry::Member(Member {
         process: rec.process,
         node: node.to_owned(),
