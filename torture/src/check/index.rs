@@ -8,6 +8,7 @@ use std::collections::{HashMap, HashSet};
 use fluster::route::Router;
 
 use super::member::Members;
+use super::relay::RELAY_BOUND_MS;
 pub(crate) use super::rec::{Order, Rec, Source};
 use super::timeline::{Change, Faults, Intervals, NEVER, Views, ms};
 use crate::history::{
@@ -33,6 +34,11 @@ pub(crate) struct Key {
     pub expiring: Intervals,
     /// Stand-in and gutter writes: `[invoke + cap, end]`.
     pub capped: Intervals,
+    /// Stand-in and gutter writes a fleet with `invalidate_on_return` may
+    /// relay as deletes on the home (a writer cut off alone from it: the
+    /// README's "In a fleet"), landing up to the relay's trip after the
+    /// write: `[invoke, end + RELAY_BOUND_MS]`.
+    pub relayed: Intervals,
     /// Writes, deletes and expires, any outcome, `aside`'s own (fills'
     /// stores) excluded: `[invoke, end]`.
     pub touched: Intervals,
@@ -196,6 +202,7 @@ impl<'a> History<'a> {
             uncertain: Vec<(u64, u64, usize)>,
             expiring: Vec<(u64, u64, usize)>,
             capped: Vec<(u64, u64, usize)>,
+            relayed: Vec<(u64, u64, usize)>,
             touched: Vec<(u64, u64, usize)>,
             fills: Vec<(u64, u64, usize)>,
             killed: Vec<(u64, u64, usize)>,
@@ -247,9 +254,14 @@ impl<'a> History<'a> {
                 continue;
             }
             let home = router.home(r.key.as_bytes()).map(|h| self.config.nodes[h].as_str());
+            let l = lists.get_mut(r.key).expect("listed above");
             if let Some(cap) = self.stand_in_cap(r, home) {
-                let l = lists.get_mut(r.key).expect("listed above");
                 l.capped.push((r.invoke.saturating_add(ms(cap)), r.end(), i));
+            }
+            let relays = self.config.fleet && self.config.invalidate_on_return;
+            if relays && self.stand_in_write(r, home) {
+                let trip = r.end().saturating_add(ms(RELAY_BOUND_MS));
+                l.relayed.push((r.invoke, trip, i));
             }
         }
         for (key, l) in lists {
@@ -261,6 +273,7 @@ impl<'a> History<'a> {
                 uncertain: Intervals::new(l.uncertain),
                 expiring: Intervals::new(l.expiring),
                 capped: Intervals::new(l.capped),
+                relayed: Intervals::new(l.relayed),
                 touched: Intervals::new(l.touched),
                 fills: Intervals::new(l.fills),
                 killed_fills: Intervals::new(l.killed),
@@ -276,19 +289,10 @@ impl<'a> History<'a> {
     /// process had the key's home boxed at some point while it ran (a
     /// `fan_out` write is never a stand-in's).
     pub(crate) fn stand_in_cap(&self, r: &Rec<'_>, home: Option<&str>) -> Option<u64> {
-        let on_gutter = r.node.is_some_and(|n| self.is_gutter(n));
-        // A key the added node takes has another home while it is in:
-        // only the write's own word counts then.
-        let moved = self.members.in_era(r.key, r.invoke, r.seen_until());
-        let boxed = !moved
-            && home.is_some_and(|home| {
-                self.views.boxed_during(r.process, home, r.invoke, r.seen_until())
-            });
-        let stand_in = r.path != Some(Path::FanOut) && (r.home == Some(false) || boxed);
-        if on_gutter {
+        if r.node.is_some_and(|n| self.is_gutter(n)) {
             return Some(self.gutter_cap());
         }
-        if !stand_in {
+        if !self.stand_in_write(r, home) {
             return None;
         }
         match r.node {
@@ -298,6 +302,22 @@ impl<'a> History<'a> {
                 self.config.stand_in_ttl_ms.map_or(self.gutter_cap(), |c| c.min(self.gutter_cap())),
             ),
         }
+    }
+
+    /// Whether `r` (a write of a key whose home is `home`) went to a
+    /// stand-in or a gutter, not the home.
+    pub(crate) fn stand_in_write(&self, r: &Rec<'_>, home: Option<&str>) -> bool {
+        if r.node.is_some_and(|n| self.is_gutter(n)) {
+            return true;
+        }
+        // A key the added node takes has another home while it is in:
+        // only the write's own word counts then.
+        let moved = self.members.in_era(r.key, r.invoke, r.seen_until());
+        let boxed = !moved
+            && home.is_some_and(|home| {
+                self.views.boxed_during(r.process, home, r.invoke, r.seen_until())
+            });
+        r.path != Some(Path::FanOut) && (r.home == Some(false) || boxed)
     }
 
     /// The cap of a write on a gutter node (ms).

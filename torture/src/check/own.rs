@@ -174,7 +174,9 @@ pub(crate) const RETURN_WORK: u64 = 1_000 * MS;
 /// `[w.invoke, r.complete]`, a delete of the key (anyone, any outcome); a
 /// write or expire of it whose TTL ran out (`w`'s own included, 5 ms of
 /// slack); a stand-in's or gutter's write of it whose cap ran out (`w`
-/// included, 5 ms of slack); any view change of any process (up to [`RETURN_WORK`] after `r`); a fault that
+/// included, 5 ms of slack); a stand-in's or gutter's write of it that a
+/// fleet may relay as a delete on the home, up to the relay's trip after
+/// it (seed 9480: the delete of an older write erased a newer one); any view change of any process (up to [`RETURN_WORK`] after `r`); a fault that
 /// touches a node's data or reachability (any but `KillProcess`,
 /// `ForgedNews` and `PauseProcess`); an indeterminate write, delete or
 /// expire of the key (failed, hung, or invoked by a process that died
@@ -197,6 +199,7 @@ pub(crate) fn erased(h: &History<'_>, r: &Rec<'_>, w: &Rec<'_>) -> bool {
     key.deletes.overlapping(a, b).is_some()
         || key.expiring.overlapping(a, late).is_some()
         || key.capped.overlapping(a, late).is_some()
+        || key.relayed.overlapping(a, b).is_some()
         // A return deletes stand-ins' copies before its view is recorded.
         || h.views.change_in(a, b.saturating_add(RETURN_WORK)).is_some()
         || h.faults
@@ -434,6 +437,30 @@ mod tests {
             read(1, "k", None, 100, 101).on(&home).into(),
         ];
         assert_eq!(check(&config(), &apart).count(RULE.name), 0);
+    }
+
+    #[test]
+    fn a_relayed_stand_in_write_explains_a_miss_with_a_fleet() {
+        // Seed 9480: p2, cut off alone from k's home, wrote k on a stand-in
+        // just before p1's write; the others' delete of k on the home (the
+        // relay) landed after p1's write and p1 missed.
+        let (home, other) = (home_of("k"), other_of("k"));
+        let entries = vec![
+            write(2, "k", "p2:1", 0, 2).on(&other).into(),
+            write(1, "k", "p1:1", 3, 4).on(&home).into(),
+            read(1, "k", None, 10, 11).on(&home).into(),
+        ];
+        let fleet = RunConfig { fleet: true, invalidate_on_return: true, ..config() };
+        assert_eq!(check(&fleet, &entries).count(RULE.name), 0);
+        let no_relay = RunConfig { fleet: true, ..config() };
+        assert_eq!(check(&no_relay, &entries).count(RULE.name), 1, "no relay without ior");
+        // Past the relay's trip, it explains nothing.
+        let late = vec![
+            write(2, "k", "p2:1", 0, 2).on(&other).into(),
+            write(1, "k", "p1:1", 300, 301).on(&home).into(),
+            read(1, "k", None, 310, 311).on(&home).into(),
+        ];
+        assert_eq!(check(&fleet, &late).count(RULE.name), 1);
     }
 
     #[test]
