@@ -16,9 +16,9 @@ use arc_swap::ArcSwapOption;
 use futures_util::future::{BoxFuture, join_all};
 use redis::{RedisResult, Value};
 
-use crate::node::Store;
 use crate::node::tracked::NodeManager;
 use crate::node::warm::{Elder, Moved};
+use crate::node::{Node, Store};
 use crate::route::{self, NodeName};
 use crate::runtime::copies::{Forgotten, claimed, forgets, forgotten, get_pttl, send};
 use crate::runtime::migrate::{self, Address, Endpoint};
@@ -73,6 +73,10 @@ impl Resize {
     fn doubts(&self, keys: &[Vec<u8>]) -> bool {
         let in_doubt = self.in_doubt.lock().unwrap_or_else(|e| e.into_inner());
         keys.iter().any(|key| in_doubt.contains(key))
+    }
+
+    fn doubted(&self) -> bool {
+        !self.in_doubt.lock().unwrap_or_else(|e| e.into_inner()).is_empty()
     }
 
     fn doubt(&self, keys: Vec<Vec<u8>>) {
@@ -219,6 +223,33 @@ impl<M: NodeManager, S: Store<M>> OldHomes<M, S> {
     }
 }
 
+/// Keys whose move from `node` is in doubt, until a `DEL` of them there
+/// is answered (then no move of them queued there can land later: it ran
+/// before, or finds nothing), asked again with a growing pause; the
+/// window's connections keep their part in it meanwhile, past its end.
+/// Given up when the window is closed (the node added was removed).
+async fn resolve<M: NodeManager, S: Store<M>>(
+    resize: Arc<Resize>,
+    node: Arc<Node<M, S>>,
+    timeout: Duration,
+    keys: Vec<Vec<u8>>,
+) {
+    let mut pause = Duration::from_millis(10);
+    while !resize.closed.load(Ordering::Acquire) && resize.doubts(&keys) {
+        tokio::time::sleep(pause).await;
+        let mut pipe = redis::pipe();
+        for key in &keys {
+            pipe.cmd("DEL").arg(key);
+        }
+        let sent = send(Arc::clone(&node), timeout, pipe).await;
+        if forgotten(sent, keys.len(), 0) == Forgotten::Done {
+            resize.settle(&keys);
+            tracing::debug!(node = %node.name(), keys = keys.len(), "moves in doubt settled");
+        }
+        pause = (pause * 2).min(Duration::from_secs(1));
+    }
+}
+
 /// A window's write refused: its keys' old copies on `old` could not be
 /// moved to `new` first, or an earlier move of them is not known to have
 /// ended.
@@ -238,7 +269,10 @@ impl<M: NodeManager, S: Store<M>> Elder for OldHomes<M, S> {
         let Some(table) = self.table.upgrade() else { return Moved::No };
         let hash = route::key_hash(key);
         let home = table.router.home_hashed(hash);
-        match Instant::now() < self.resize.until && home == Some(self.new) {
+        // Past the window, a key whose move is in doubt still moved: its
+        // writes wait for its old home.
+        let on = Instant::now() < self.resize.until || self.resize.in_doubt(key);
+        match on && home == Some(self.new) {
             false => Moved::No,
             true if self.here == self.new => Moved::Here,
             true if self.old_home(&table, hash) == Some(self.here) => Moved::Away,
@@ -300,8 +334,8 @@ impl<M: NodeManager, S: Store<M>> Elder for OldHomes<M, S> {
                     let there = others.iter().filter(|(n, ..)| *n == other);
                     let there: Vec<Vec<u8>> = there.map(|(_, key, _)| key.to_vec()).collect();
                     let node = Arc::clone(&table.nodes[other]);
-                    let len = pipe.len();
-                    let sent = send(node, self.checkout_timeout, pipe);
+                    let (len, timeout) = (pipe.len(), self.checkout_timeout);
+                    let sent = send(Arc::clone(&node), timeout, pipe);
                     let (resize, name, old) =
                         (self.resize.clone(), *table.name(other), other != self.new);
                     async move {
@@ -320,7 +354,8 @@ impl<M: NodeManager, S: Store<M>> Elder for OldHomes<M, S> {
                         // So may one of an earlier write, until a `DEL` of its
                         // keys there is answered.
                         if outcome == Forgotten::InDoubt && moves > 0 {
-                            resize.doubt(there);
+                            resize.doubt(there.clone());
+                            tokio::spawn(resolve(resize, node, timeout, there));
                             return Err(name);
                         }
                         if resize.doubts(&there) { Err(name) } else { Ok(()) }
@@ -349,7 +384,7 @@ impl<M: NodeManager, S: Store<M>> Elder for OldHomes<M, S> {
     }
 
     fn over(&self) -> bool {
-        Instant::now() >= self.resize.until
+        (Instant::now() >= self.resize.until && !self.resize.doubted())
             || self.resize.closed.load(Ordering::Acquire)
             || self.table.strong_count() == 0
     }

@@ -8,8 +8,8 @@ use std::collections::{HashMap, HashSet};
 use fluster::route::Router;
 
 use super::member::Members;
-use super::relay::RELAY_BOUND_MS;
 pub(crate) use super::rec::{Order, Rec, Source};
+use super::relay::RELAY_BOUND_MS;
 use super::timeline::{Change, Faults, Intervals, NEVER, Views, ms};
 use crate::history::{
     Entry, Fault, Fill, FillEnd, HARNESS, Kind, Op, Path, ProcessId, RunConfig, Sample,
