@@ -134,13 +134,21 @@ fn main() -> ExitCode {
             match &plan.membership {
                 None => String::new(),
                 Some(m) => format!(
-                    " ({} added{}, then {})",
+                    " ({} added{}, then {}{})",
                     m.node,
                     if plan.config.resize_warmup_ms > 0 { " warm" } else { "" },
                     if m.out == fluster_torture::history::Change::Drain {
                         "drained"
                     } else {
                         "removed"
+                    },
+                    // Who made the calls through the sync flavour.
+                    match plan.config.sync_processes.as_slice() {
+                        [] => String::new(),
+                        sync => format!(
+                            ", sync {}",
+                            sync.iter().map(|p| format!("p{p}")).collect::<Vec<_>>().join(" ")
+                        ),
                     }
                 ),
             },

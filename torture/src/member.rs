@@ -5,8 +5,9 @@
 //! `MIGRATE` first), while the workload and the nemesis run on.
 //!
 //! Drawn from a stream of its own (the rest of the plan draws as before),
-//! in runs of more than one second; the sync flavour has no `add_node`, so
-//! a run that draws a change has async processes only. The nemesis's
+//! in runs of more than one second, whatever the processes' flavours: a
+//! sync process (`fluster::sync::ShardedPool`) makes the same calls at the
+//! same instants as an async one (`worker/member.rs`). The nemesis's
 //! faults never hit the added node (their node index stops before it), and
 //! its outside writes leave alone the keys the added node takes (they go
 //! to the key's home of the first node list).
@@ -58,7 +59,6 @@ pub fn draw(config: &mut RunConfig, end_ms: u64) -> Option<Membership> {
     }
     let out = if rng.random_bool(0.5) { Change::Remove } else { Change::Drain };
     let node = format!("n{}", config.nodes.len());
-    config.sync_processes.clear();
     config.extra = Some(node.clone());
     config.resize_warmup_ms = if warm { WARM_MS } else { 0 };
     Some(Membership { node, add_ms, out, out_ms })
@@ -78,8 +78,8 @@ mod tests {
     use fluster_torture::history::Change;
 
     #[test]
-    fn changes_are_drawn_in_async_runs_with_room() {
-        let (mut drawn, mut drains, mut warm) = (0, 0, 0);
+    fn changes_are_drawn_in_runs_with_room_sync_processes_kept() {
+        let (mut drawn, mut drains, mut warm, mut with_sync) = (0, 0, 0, 0);
         let mut seeds = Vec::new();
         for seed in 1..=200 {
             let plan = Plan::draw(seed, 5.0, 4, 4);
@@ -87,7 +87,11 @@ mod tests {
             drawn += 1;
             seeds.push(seed);
             let c = &plan.config;
-            assert!(c.sync_processes.is_empty(), "seed {seed}");
+            // The draw keeps the processes' flavours as the plan drew them.
+            let unchanged = Plan::draw(seed, 1.0, 4, 4);
+            assert!(unchanged.membership.is_none(), "seed {seed}: too short for a change");
+            assert_eq!(c.sync_processes, unchanged.config.sync_processes, "seed {seed}");
+            with_sync += usize::from(!c.sync_processes.is_empty());
             assert_eq!(c.extra.as_deref(), Some("n4"));
             assert!(m.out_ms + 400 <= 5_000 && m.add_ms < m.out_ms, "seed {seed}");
             if c.resize_warmup_ms > 0 {
@@ -103,5 +107,6 @@ mod tests {
         println!("seeds with a membership change: {seeds:?}");
         assert!((40..=100).contains(&drawn), "{drawn} of 200");
         assert!(drains > 10 && warm > 10, "{drains} drains, {warm} warm");
+        assert!(with_sync > 10, "{with_sync} of {drawn} with a sync process");
     }
 }

@@ -13,14 +13,15 @@ use super::{Act, Call, Job, outcome};
 use crate::keys::{ASIDE_KEYS, COUNTERS, KEYS};
 use crate::recorder::Recorder;
 
-/// Runs the job's workload on `tasks` threads; the pool's events are read
-/// on `runtime`.
+/// Runs the job's workload on `tasks` threads; the pool's events are read,
+/// and its membership changes made, on `runtime`.
 pub fn run(job: &Job, rec: &Recorder, runtime: &tokio::runtime::Handle) {
     let pool = match super::configure(fluster::sync::ShardedPool::builder(), job).build() {
         Ok(pool) => pool,
         Err(e) => panic!("build: {e}"),
     };
     runtime.spawn(super::record_views(pool.events(), rec.clone()));
+    super::resize(&pool, job, rec, runtime);
     std::thread::sleep(Duration::from_nanos(job.start.saturating_sub(now())));
     std::thread::scope(|scope| {
         for task in 0..job.plan.tasks {

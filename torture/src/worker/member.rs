@@ -2,20 +2,83 @@
 //! (`crate::member`): `add_node` at the planned instant, then
 //! `remove_node` or `drain_node`, each call recorded, and between the two
 //! the end of the add's sweep as `status()` shows it ([`Change::Swept`]).
+//! One routine for both flavours: each pool's calls behind [`Resizable`]
+//! (the sync flavour's run on Tokio's blocking threads, so the calls keep
+//! their planned instants on the process's runtime, as the async ones do).
 
+use std::future::Future;
 use std::time::Duration;
 
-use fluster::{ShardedPool, SweepEnd};
+use fluster::{Error, NodeStatus, ShardedPool, SweepEnd};
 use fluster_torture::history::{Change, Entry, Member, Outcome, now};
 
 use super::{outcome, wait_until};
 use crate::member::Membership;
 use crate::recorder::Recorder;
 
+/// What the membership changes ask of a pool, either flavour.
+pub trait Resizable: Clone + Send + Sync + 'static {
+    /// `add_node(node, url)`.
+    fn add(&self, node: &str, url: &str) -> impl Future<Output = Result<(), Error>> + Send;
+    /// `remove_node(node)`.
+    fn remove(&self, node: &str) -> Result<(), Error>;
+    /// `drain_node(node)`.
+    fn drain(&self, node: &str) -> impl Future<Output = Result<(), Error>> + Send;
+    /// `status()`.
+    fn status(&self) -> Vec<NodeStatus>;
+}
+
+impl Resizable for ShardedPool {
+    fn add(&self, node: &str, url: &str) -> impl Future<Output = Result<(), Error>> + Send {
+        self.add_node(node, url)
+    }
+
+    fn remove(&self, node: &str) -> Result<(), Error> {
+        self.remove_node(node)
+    }
+
+    fn drain(&self, node: &str) -> impl Future<Output = Result<(), Error>> + Send {
+        self.drain_node(node)
+    }
+
+    fn status(&self) -> Vec<NodeStatus> {
+        ShardedPool::status(self)
+    }
+}
+
+impl Resizable for fluster::sync::ShardedPool {
+    fn add(&self, node: &str, url: &str) -> impl Future<Output = Result<(), Error>> + Send {
+        let (pool, node, url) = (self.clone(), node.to_owned(), url.to_owned());
+        blocking(move || pool.add_node(&node, &url))
+    }
+
+    fn remove(&self, node: &str) -> Result<(), Error> {
+        self.remove_node(node)
+    }
+
+    fn drain(&self, node: &str) -> impl Future<Output = Result<(), Error>> + Send {
+        let (pool, node) = (self.clone(), node.to_owned());
+        blocking(move || pool.drain_node(&node))
+    }
+
+    fn status(&self) -> Vec<NodeStatus> {
+        fluster::sync::ShardedPool::status(self)
+    }
+}
+
+/// A blocking call on Tokio's blocking threads, awaited (its panic,
+/// already recorded by the hook, carried on).
+async fn blocking<T: Send + 'static>(call: impl FnOnce() -> T + Send + 'static) -> T {
+    match tokio::task::spawn_blocking(call).await {
+        Ok(done) => done,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}
+
 /// Runs the changes of `m` (times from `start`), adding the node at `url`
 /// (`warm`: the pool was built with `resize_warmup`).
-pub async fn run(
-    pool: ShardedPool,
+pub async fn run<P: Resizable>(
+    pool: P,
     m: Membership,
     (url, warm): (String, bool),
     start: u64,
@@ -24,7 +87,7 @@ pub async fn run(
     let at = |ms: u64| start + ms * 1_000_000;
     wait_until(at(m.add_ms)).await;
     let began = now();
-    let added = pool.add_node(&m.node, &url).await;
+    let added = pool.add(&m.node, &url).await;
     record(&rec, &m.node, Change::Add { warm }, began, &outcome(&added));
     if added.is_ok() {
         watch_sweep(&pool, &m.node, (began, at(m.out_ms)), &rec).await;
@@ -34,12 +97,12 @@ pub async fn run(
     let done = match m.out {
         Change::Drain => {
             // Bounded like any operation: a drain that hangs is a hang.
-            match tokio::time::timeout(super::HANG, pool.drain_node(&m.node)).await {
+            match tokio::time::timeout(super::HANG, pool.drain(&m.node)).await {
                 Ok(done) => outcome(&done),
                 Err(_) => super::ops::HUNG,
             }
         }
-        _ => outcome(&pool.remove_node(&m.node)),
+        _ => outcome(&pool.remove(&m.node)),
     };
     record(&rec, &m.node, m.out, began, &done);
 }
@@ -51,7 +114,12 @@ const LOOK: Duration = Duration::from_millis(20);
 /// ([`Change::Swept`]), or until `until` (the node goes out: an end after
 /// that is not recorded). `added`: when the `add_node` that started the
 /// sweep began.
-async fn watch_sweep(pool: &ShardedPool, node: &str, (added, until): (u64, u64), rec: &Recorder) {
+async fn watch_sweep<P: Resizable>(
+    pool: &P,
+    node: &str,
+    (added, until): (u64, u64),
+    rec: &Recorder,
+) {
     // The last instant it was seen running (or not yet begun).
     let mut running = added;
     loop {

@@ -15,6 +15,7 @@ use fluster::redis;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
+use tokio::runtime::Handle;
 
 use fluster_torture::history::{Entry, Kind, Op, Outcome, Path as OpPath, ProcessId, View, now};
 
@@ -199,12 +200,7 @@ async fn run_async(job: &Job, rec: &Recorder) {
     for channel in crate::keys::CHANNELS {
         tokio::spawn(ops::listen(pool.clone(), channel, rec.clone(), job.end));
     }
-    if let (Some(membership), Some(url)) = (&job.plan.membership, &job.extra) {
-        let (pool, rec) = (pool.clone(), rec.clone());
-        let warm = job.plan.config.resize_warmup_ms > 0;
-        let target = (url.clone(), warm);
-        tokio::spawn(member::run(pool, membership.clone(), target, job.start, rec));
-    }
+    resize(&pool, job, rec, &Handle::current());
     wait_until(job.start).await;
     // The tasks run together in this one future (not spawned): a
     // transaction's async closure is not `Send` for every lifetime.
@@ -225,6 +221,17 @@ async fn run_async(job: &Job, rec: &Recorder) {
         }
     });
     futures_util::future::join_all(tasks).await;
+}
+
+/// Starts the run's membership changes, if it draws any, on `runtime`:
+/// the same calls at the same instants for either flavour's `pool`.
+fn resize<P: member::Resizable>(pool: &P, job: &Job, rec: &Recorder, runtime: &Handle) {
+    if let (Some(membership), Some(url)) = (&job.plan.membership, &job.extra) {
+        let (pool, rec) = (pool.clone(), rec.clone());
+        let warm = job.plan.config.resize_warmup_ms > 0;
+        let target = (url.clone(), warm);
+        runtime.spawn(member::run(pool, membership.clone(), target, job.start, rec));
+    }
 }
 
 async fn wait_until(at: u64) {
