@@ -7,7 +7,9 @@
 //! before a write the draining node moves its copy to the new home
 //! (`MIGRATE`), or deletes it for a stand-in's write. On the draining node
 //! itself (connections taken before the switch, commands in flight across
-//! it): a write deletes the new home's copy once its reply is in.
+//! it): once a write's reply is in, the draining node moves the written
+//! keys to their new homes (or, failing that, their new homes' copies are
+//! deleted).
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
@@ -22,7 +24,7 @@ use crate::node::warm::{Elder, Moved};
 use crate::route;
 use crate::runtime::copies::{Forgotten, claimed, forgets, forgotten, get_pttl, send};
 use crate::runtime::drain::Drain;
-use crate::runtime::migrate;
+use crate::runtime::migrate::{self, Address};
 use crate::runtime::table::Table;
 
 /// What each command on `table.nodes[index]`'s connections asks while
@@ -143,18 +145,51 @@ impl<M: NodeManager, S: Store<M>> Elder for FromDrained<M, S> {
 }
 
 impl<M: NodeManager, S: Store<M>> FromDrained<M, S> {
-    /// Deletes `keys`, written on the draining node, on their new homes
-    /// (up ones: a boxed one's copy stays, as any node's that returns
-    /// after its keys were written elsewhere).
+    /// `keys`, written on the draining node, moved from it to their new
+    /// homes (`MIGRATE … REPLACE`): the write's value replaces a copy read
+    /// through before it, and is not left on the draining node for a
+    /// drain (this one past it already, or another process's) to copy
+    /// over a later write. Where the move fails, the new home's copy is
+    /// deleted instead. A boxed new home's copy stays, as any node's that
+    /// returns after its keys were written elsewhere.
     fn forget_new(&self, keys: Vec<Vec<u8>>) -> BoxFuture<'static, RedisResult<()>> {
         let Some(table) = self.table.upgrade() else { return Box::pin(async { Ok(()) }) };
-        let homes = keys.iter().filter_map(|key| {
-            let home = table.router.home(key).filter(|&h| table.nodes[h].is_up())?;
-            Some((home, key.as_slice(), false))
-        });
-        let sent: Vec<_> = forgets(homes, None)
+        type Moves = Vec<(usize, Option<Arc<Address>>, Vec<Vec<u8>>)>;
+        let mut by_home: Moves = Vec::new();
+        for key in keys {
+            let Some(home) = table.router.home(&key).filter(|&h| table.nodes[h].is_up()) else {
+                continue;
+            };
+            match by_home.iter_mut().find(|(h, ..)| *h == home) {
+                Some((_, _, keys)) => keys.push(key),
+                None => {
+                    let name = table.name(home);
+                    let at = self.drain.homes.iter().find(|(n, _)| n == name);
+                    by_home.push((home, at.map(|(_, at)| Arc::clone(at)), vec![key]));
+                }
+            }
+        }
+        let (timeout, migrate_ms) = (self.timeout, self.drain.migrate_ms);
+        let sent: Vec<_> = by_home
             .into_iter()
-            .map(|(home, pipe, _)| send(Arc::clone(&table.nodes[home]), self.timeout, pipe))
+            .map(|(home, at, keys)| {
+                let (drained, home) =
+                    (Arc::clone(&self.drain.node), Arc::clone(&table.nodes[home]));
+                async move {
+                    if let Some(at) = at.filter(|_| drained.is_up()) {
+                        let mut pipe = redis::pipe();
+                        at.migrate(&mut pipe, migrate_ms, &keys);
+                        if forgotten(send(drained, timeout, pipe).await, 1, 1) == Forgotten::Done {
+                            return;
+                        }
+                    }
+                    let mut pipe = redis::pipe();
+                    for key in &keys {
+                        pipe.cmd("DEL").arg(key);
+                    }
+                    let _ = send(home, timeout, pipe).await;
+                }
+            })
             .collect();
         Box::pin(async move {
             futures_util::future::join_all(sent).await;
