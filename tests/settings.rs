@@ -501,6 +501,7 @@ async fn no_nodes_says_where_they_were_looked_for_and_how_to_add_them() {
 #[ignore = "run in a process of its own by the tests below"]
 async fn quick_start_in_a_process() {
     let Some(line) = process::log() else { return };
+    let (logs, _guard) = support::logs::capture();
     let built = async {
         let config: Config = config::Config::builder()
             .add_source(File::with_name("fluster.toml").required(false))
@@ -517,7 +518,9 @@ async fn quick_start_in_a_process() {
         config.build().await?;
         Ok::<_, Box<dyn std::error::Error>>(())
     };
-    line(built.await.map_or_else(|e| e.to_string(), |()| "built".into()));
+    let said = built.await.map_or_else(|e| e.to_string(), |()| "built".into());
+    line(logs.text());
+    line(said);
 }
 
 /// What the quick start's `build` says in a process with these variables.
@@ -551,6 +554,26 @@ fn a_setting_with_one_underscore_is_told_with_its_right_spelling() {
     }
     for never in ["hunter2", "hunter3", "FLUSTER_CONFIG", "FLUSTER_PROCESS_LOG", "7001"] {
         assert!(!err.contains(never), "`{never}` shows: {err}");
+    }
+}
+
+/// Beside nodes that are read, a setting's variable with one underscore
+/// is still never read: a warning names it and the variable that is,
+/// never its value.
+#[test]
+fn a_setting_with_one_underscore_beside_nodes_is_warned() {
+    let server = support::RedisServer::start();
+    let said = quick_start_says(&[
+        ("FLUSTER__NODES", &server.url()),
+        ("FLUSTER_LEASE", "hunter2s"),
+        ("FLUSTER_CONFIG", "hunter3.toml"),
+    ]);
+    assert!(said.contains("built"), "{said}");
+    let told = "`FLUSTER_LEASE` is set, but settings are read from `FLUSTER__LEASE`, with two \
+        underscores: it is ignored";
+    assert!(said.contains("WARN") && said.contains(told), "{said}");
+    for never in ["hunter2", "hunter3", "FLUSTER_CONFIG"] {
+        assert!(!said.contains(never), "`{never}` shows: {said}");
     }
 }
 

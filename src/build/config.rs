@@ -60,6 +60,12 @@ impl<'de> Deserialize<'de> for Config {
         if settings.nodes.iter().all(blank) {
             settings.nodes.clear();
         }
+        // Read as the README reads them, `FLUSTER_NODES` is never read:
+        // said once here, whatever else came (with no nodes, `build`'s
+        // error says it too).
+        for told in crate::settings::file::one_underscore() {
+            tracing::warn!("{told}: it is ignored");
+        }
         Ok(Config { nodes: std::mem::take(&mut settings.nodes), settings })
     }
 }

@@ -264,17 +264,7 @@ pub(crate) fn no_nodes() -> String {
         }
         Some(_) => "is set, but no nodes came from it (was the environment read?)",
     };
-    // `FLUSTER_NODES` for `FLUSTER__NODES`: set, but never read.
-    let mut one_underscore: Vec<String> = std::env::vars_os()
-        .filter_map(|(name, _)| name.into_string().ok())
-        .filter(|name| misses_an_underscore(name))
-        .map(|name| {
-            let read = name.replacen('_', "__", 1);
-            format!("; `{name}` is set, but settings are read from `{read}`, with two underscores")
-        })
-        .collect();
-    one_underscore.sort();
-    let one_underscore = one_underscore.concat();
+    let one_underscore: String = one_underscore().iter().map(|told| format!("; {told}")).collect();
     format!(
         "no nodes were added. Settings read as the README's quick start reads them come from \
          `fluster.toml` in the working directory ({cwd}: {file}), then from `FLUSTER__*` \
@@ -282,6 +272,22 @@ pub(crate) fn no_nodes() -> String {
          file (`nodes = [\"redis://HOST:PORT\", \"redis://HOST:PORT\"]`), in the environment \
          (`FLUSTER__NODES=redis://HOST:PORT,redis://HOST:PORT`) or in code (`Builder::node(url)`)"
     )
+}
+
+/// Each setting's variable set with one underscore after `FLUSTER`
+/// (`FLUSTER_NODES` for `FLUSTER__NODES`: set, but never read), told with
+/// the one that is read; never its value (it may hold a password).
+pub(crate) fn one_underscore() -> Vec<String> {
+    let mut told: Vec<String> = std::env::vars_os()
+        .filter_map(|(name, _)| name.into_string().ok())
+        .filter(|name| misses_an_underscore(name))
+        .map(|name| {
+            let read = name.replacen('_', "__", 1);
+            format!("`{name}` is set, but settings are read from `{read}`, with two underscores")
+        })
+        .collect();
+    told.sort();
+    told
 }
 
 /// Whether the variable `name` is one of the quick start's, written with
