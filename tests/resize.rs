@@ -1496,3 +1496,132 @@ async fn a_new_home_out_of_memory_still_takes_deletes_and_reads_through() {
     let now: Option<String> = pool.get(deleted).await.unwrap().get(deleted).await.unwrap();
     assert_eq!(now, None, "a deleted key stays deleted");
 }
+
+/// A pool whose drain of `d` failed with its one batch in doubt (a proxy
+/// held the batch's `MIGRATE` on its way to `d` for 2 s), or was
+/// `cancelled` then, `d` answering nothing from then on (a stalled
+/// server: the held batch still reaches it); its keys written `v1`, and
+/// the `MIGRATE`s `d` ran before.
+async fn a_drain_in_doubt(
+    servers: &[RedisServer],
+    proxy: &Proxy,
+    cancelled: bool,
+) -> (ShardedPool, Vec<String>, u64) {
+    let builder = ShardedPool::builder().response_timeout(Duration::from_millis(500));
+    let builder = servers.iter().zip(NAMES).fold(builder, |b, (s, n)| match n {
+        "d" => b.named_node(n, &proxy.url()),
+        _ => b.named_node(n, &s.url()),
+    });
+    let pool = builder.build().await.unwrap();
+    let keys = support::keys_on(&pool, "d", "doubt", 20);
+    for key in &keys {
+        let _: () = pool.get(key).await.unwrap().set_ex(key, "v1", 60).await.unwrap();
+    }
+    let drain = tokio::spawn({
+        let pool = pool.clone();
+        // One batch, after a pause long enough to hold it.
+        async move { pool.drain_node_paced("d", 100, Duration::from_millis(400)).await }
+    });
+    let switched = || pool.node_for(&keys[0]).is_some_and(|n| n != "d");
+    assert!(eventually(Duration::from_secs(5), switched).await, "routing switched");
+    let migrates = calls_on(server(servers, "d"), "migrate");
+    proxy.hold(b"MIGRATE", Duration::from_millis(2_000));
+    if cancelled {
+        assert!(eventually(Duration::from_secs(5), || proxy.held() > 0).await, "a batch held");
+        drain.abort();
+        assert!(drain.await.unwrap_err().is_cancelled());
+    } else {
+        let failed = drain.await.unwrap().unwrap_err().to_string();
+        assert!(failed.contains("in doubt"), "the drain's error says so: {failed}");
+    }
+    proxy.silence();
+    (pool, keys, migrates)
+}
+
+/// `v2` written to `key` through `pool`.
+async fn set_v2(pool: &ShardedPool, key: &str) -> Result<(), fluster::Error> {
+    Ok(pool.get(key).await?.set::<_, _, ()>(key, "v2").await?)
+}
+
+/// The adversary's finding: a drain's batch whose `MIGRATE` got no reply
+/// (the draining node stalled) fails the drain, but the batch is still
+/// queued there and runs later: its `… REPLACE` would land the old values
+/// over writes made on the new homes since. Its keys are in doubt until a
+/// `DEL` of them on the drained node is answered: their writes are refused
+/// till then, with an error saying so, even after the batch has run; once
+/// it answers, a retry is acknowledged and stays.
+async fn a_drain_batch_in_doubt_never_lands_over_a_later_write(cancelled: bool) {
+    let servers = start_servers(4);
+    let proxy = Proxy::start(server(&servers, "d").port());
+    let (pool, keys, migrates) = a_drain_in_doubt(&servers, &proxy, cancelled).await;
+    let set = |key: String| {
+        let pool = pool.clone();
+        async move { set_v2(&pool, &key).await }
+    };
+    let mut refused = Vec::new();
+    for key in &keys {
+        if let Err(e) = set(key.clone()).await {
+            assert!(e.to_string().contains("`d`"), "names the drained node: {e}");
+            refused.push(key.clone());
+        }
+    }
+    assert!(!refused.is_empty(), "the writes of the batch in doubt were refused");
+    let ran = || calls_on(server(&servers, "d"), "migrate") > migrates;
+    assert!(eventually(Duration::from_secs(10), ran).await, "the held MIGRATE ran");
+    for key in &refused {
+        assert!(set(key.clone()).await.is_err(), "{key}: refused until `d` answers");
+    }
+    proxy.restore();
+    for key in &refused {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut last = set(key.clone()).await;
+        while last.is_err() && std::time::Instant::now() < deadline {
+            // A client's retry pause (a refusal returns at once).
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            last = set(key.clone()).await;
+        }
+        assert!(last.is_ok(), "a retry once `d` answers: {last:?}");
+    }
+    for key in &keys {
+        let home = pool.node_for(key).unwrap().to_string();
+        let value = raw_get(server(&servers, &home), key);
+        assert_eq!(value.as_deref(), Some(&b"v2"[..]), "{key} on {home}: the old value came back");
+    }
+}
+
+#[tokio::test]
+async fn a_drain_batch_that_timed_out_never_lands_over_a_later_write() {
+    a_drain_batch_in_doubt_never_lands_over_a_later_write(false).await;
+}
+
+/// A drain's future dropped while a batch is out: the same.
+#[tokio::test]
+async fn a_drain_batch_cut_short_by_a_cancel_never_lands_over_a_later_write() {
+    a_drain_batch_in_doubt_never_lands_over_a_later_write(true).await;
+}
+
+/// A drained node whose server is gone for good: its keys in doubt would
+/// wait forever, and so would a later drain or a node added warm (each
+/// refused, saying why); `remove_node` of its name gives them up, and
+/// their writes go on.
+#[tokio::test]
+async fn remove_node_gives_up_a_drained_node_gone_for_good() {
+    let servers = start_servers(4);
+    let proxy = Proxy::start(server(&servers, "d").port());
+    let (pool, keys, _) = a_drain_in_doubt(&servers, &proxy, false).await;
+    let mut refused = Vec::new();
+    for key in &keys {
+        if set_v2(&pool, key).await.is_err() {
+            refused.push(key);
+        }
+    }
+    assert!(!refused.is_empty(), "the writes of the batch in doubt were refused");
+    let again = pool.drain_node("c").await.unwrap_err().to_string();
+    assert!(again.contains("in doubt") && again.contains("remove_node(\"d\")"), "{again}");
+    assert!(pool.nodes().contains(&"c".to_owned()), "c stays");
+    pool.remove_node("d").unwrap();
+    for key in refused {
+        set_v2(&pool, key).await.unwrap();
+    }
+    assert!(pool.remove_node("d").is_err(), "given up once: `d` is no node now");
+}

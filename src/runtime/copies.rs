@@ -3,9 +3,11 @@
 //! the sweep's): the one way its own commands go to another node
 //! ([`send`]), an old home's value read ([`get_pttl`]), a write's other
 //! copies moved or deleted first ([`forgets`], judged by [`forgotten`]),
-//! and its keys claimed on their new home ([`claimed`]).
+//! its keys claimed on their new home ([`claimed`]), and the keys whose
+//! move is in doubt until their old home answers ([`Doubts`]).
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
@@ -18,7 +20,7 @@ use crate::node::store::gone;
 use crate::node::tracked::{ConnectionAbilities, NodeManager};
 use crate::node::warm::claim;
 use crate::node::{Node, Store};
-use crate::runtime::migrate::{self, Address};
+use crate::runtime::migrate::{self, Address, Outcome};
 
 /// The other copies of a write's keys, grouped by the node (an index)
 /// they are on, one pipeline each: a key marked to move goes from there
@@ -51,24 +53,30 @@ pub(crate) fn forgets<'k>(
         if let (Some((to, timeout_ms)), false) = (to, moved.is_empty()) {
             to.migrate(&mut pipe, timeout_ms, &moved);
         }
-        for key in deleted {
-            pipe.cmd("DEL").arg(key);
-        }
+        delete(&mut pipe, &deleted);
         (node, pipe, usize::from(!moved.is_empty()))
     });
     pipes.collect()
 }
 
-/// What a pipeline of [`forgets`] did.
+/// Adds a `DEL` of each of `keys` to `pipe`: one reply each, what
+/// [`forgotten`] reads.
+pub(crate) fn delete<K: AsRef<[u8]>>(pipe: &mut redis::Pipeline, keys: &[K]) {
+    for key in keys {
+        pipe.cmd("DEL").arg(key.as_ref());
+    }
+}
+
+/// What a pipeline of [`forgets`] did: its `MIGRATE`'s
+/// [`Outcome`](migrate::Outcome), the worst of it and its `DEL`s'.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Forgotten {
     /// Its `MIGRATE` moved its keys or found none, and each `DEL` answered.
     Done,
     /// It failed, and the server said so: nothing of it is left to run.
     Failed,
-    /// No reply, or a `MIGRATE` that gave up on its target (`IOERR`): what
-    /// it sent may still run (a stalled server runs what it had queued)
-    /// or land late (a `RESTORE` on its way).
+    /// No reply, or its `MIGRATE` is in doubt: what it sent may still run
+    /// or land late.
     InDoubt,
 }
 
@@ -82,16 +90,95 @@ pub(crate) fn forgotten(sent: RedisResult<Vec<Value>>, len: usize, moves: usize)
     let mut outcome = Forgotten::Done;
     for (i, reply) in replies.iter().enumerate() {
         let step = match (i < moves, reply) {
-            (true, Value::ServerError(e)) if e.code() == "IOERR" => Forgotten::InDoubt,
-            (true, reply) if migrate::moved(Some(reply)).is_err() => Forgotten::Failed,
-            (false, reply) if !matches!(reply, Value::Int(_)) => Forgotten::Failed,
-            _ => Forgotten::Done,
+            (true, reply) => match migrate::outcome(Some(reply)) {
+                Outcome::Done => Forgotten::Done,
+                Outcome::Failed(_) => Forgotten::Failed,
+                Outcome::InDoubt(_) => Forgotten::InDoubt,
+            },
+            (false, Value::Int(_)) => Forgotten::Done,
+            (false, _) => Forgotten::Failed,
         };
         if step != Forgotten::Done && outcome != Forgotten::InDoubt {
             outcome = step;
         }
     }
     outcome
+}
+
+/// Keys whose move off a node is in doubt ([`Outcome::InDoubt`]): that
+/// `MIGRATE … REPLACE` may still run and land its older values over the
+/// writes made on their new homes since. Their writes are refused until a
+/// `DEL` of them on that node is answered: it ran either before the move
+/// (which then finds nothing) or after it. A resize window's
+/// (`warm.rs`), and a drain's, past its end (`drain.rs`).
+#[derive(Default)]
+pub(crate) struct Doubts(Mutex<HashSet<Vec<u8>>>);
+
+impl Doubts {
+    fn keys(&self) -> MutexGuard<'_, HashSet<Vec<u8>>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether `key`'s move is in doubt.
+    pub(crate) fn holds(&self, key: &[u8]) -> bool {
+        self.keys().contains(key)
+    }
+
+    /// Whether the move of any of `keys` is in doubt.
+    pub(crate) fn any(&self, keys: &[Vec<u8>]) -> bool {
+        let held = self.keys();
+        !held.is_empty() && keys.iter().any(|key| held.contains(key))
+    }
+
+    /// Whether no move is in doubt.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.keys().is_empty()
+    }
+
+    /// `keys` moved off `node` for certain now.
+    pub(crate) fn settle(&self, keys: &[Vec<u8>]) {
+        let mut held = self.keys();
+        for key in keys {
+            held.remove(key);
+        }
+    }
+
+    /// `keys`, whose move off `node` is in doubt, held until a `DEL` of
+    /// them there is answered: asked in the background with a growing
+    /// pause, on a connection of its own (the node may have left the
+    /// pool, or be boxed), until then or until `given_up` (the resize is
+    /// gone).
+    pub(crate) fn doubt<M: NodeManager, S: Store<M>>(
+        self: &Arc<Self>,
+        node: Arc<Node<M, S>>,
+        timeout: Duration,
+        keys: Vec<Vec<u8>>,
+        given_up: impl Fn() -> bool + Send + 'static,
+    ) {
+        self.keys().extend(keys.iter().cloned());
+        let doubts = Arc::clone(self);
+        // A drain's future dropped off any runtime: its keys stay in doubt
+        // (`remove_node` of the drained node gives them up).
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        runtime.spawn(async move {
+            let mut pause = Duration::from_millis(10);
+            while !given_up() && doubts.any(&keys) {
+                tokio::time::sleep(pause).await;
+                let mut pipe = redis::pipe();
+                delete(&mut pipe, &keys);
+                let sent = match node.send_own(&pipe).await {
+                    Ok(Some(replies)) => Some(Ok(replies)),
+                    Ok(None) => Some(send(Arc::clone(&node), timeout, pipe).await),
+                    Err(_) => None,
+                };
+                if sent.is_some_and(|sent| forgotten(sent, keys.len(), 0) == Forgotten::Done) {
+                    doubts.settle(&keys);
+                    tracing::debug!(node = %node.name(), keys = keys.len(), "moves in doubt settled");
+                }
+                pause = (pause * 2).min(Duration::from_secs(1));
+            }
+        });
+    }
 }
 
 /// The claim of `keys`, moved to `node`, once their old copies are out

@@ -205,7 +205,7 @@ impl<M: NodeManager, S: Store<M>> Core<M, S> {
             None => NodeStatus::of(node, now),
         };
         let mut all: Vec<_> = self.table.load().nodes.iter().map(of).collect();
-        if let Some(drain) = self.drain.load_full() {
+        if let Some(drain) = self.drain.load_full().filter(|d| !d.done.load(Ordering::Acquire)) {
             all.push(NodeStatus::of(&drain.node, now).draining(&drain));
         }
         all
@@ -252,6 +252,11 @@ impl<M: NodeManager, S: Store<M>> Core<M, S> {
         if self.draining.load(Ordering::Acquire) {
             return drained();
         }
+        if let Some(reason) =
+            self.drain_in_doubt().filter(|_| !self.settings.resize_warmup.is_zero())
+        {
+            return Err(Error::config(format!("node name `{name}`"), reason));
+        }
         let node = Arc::new(node);
         if self.settings.probe_at_build {
             probe_new(std::slice::from_ref(&node)).await;
@@ -286,6 +291,9 @@ impl<M: NodeManager, S: Store<M>> Core<M, S> {
     }
 
     pub(crate) fn remove(&self, name: &str) -> Result<(), Error> {
+        if self.forsake_drain(name) {
+            return Ok(());
+        }
         // Its sweep first: once it left, a key on its old home is no
         // longer an old copy.
         let removed = self.unlist(name, |_, _| {
@@ -362,7 +370,7 @@ impl<M: NodeManager, S: Store<M>> Core<M, S> {
     /// draining node, out of `table`, is pointed too.
     fn point(&self, table: &Arc<Table<M, S>>) {
         let timeout = self.settings.checkout_timeout;
-        let drain = self.drain.load_full();
+        let drain = self.drain.load_full().filter(|d| !d.over());
         for (index, node) in table.nodes.iter().enumerate() {
             let elder = warm::elder(&self.resize, table, index, timeout)
                 .or_else(|| drained::elder(drain.clone(), table, Some(index), timeout));

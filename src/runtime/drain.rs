@@ -20,9 +20,15 @@
 //!    since the switch (each write moves or deletes it here first, and is refused
 //!    if it cannot), so a new home's copy of it is older: replaced.
 //! 4. Remove: the node leaves as with `remove_node`.
+//!
+//! A batch whose `MIGRATE` got no answer (the draining node stalled, or
+//! gave up on its target) may still run, and land its older values over
+//! the writes made since: the drain fails, and the batch's keys stay in
+//! doubt ([`Doubts`]) past its end: their writes are refused until the
+//! drained node answers a `DEL` of them.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
@@ -33,9 +39,9 @@ use crate::metrics::{DRAIN_KEYS_LEFT, DRAINED_KEYS_TOTAL};
 use crate::node::tracked::NodeManager;
 use crate::node::{Node, Store};
 use crate::route::{self, NodeName, Router};
-use crate::runtime::copies::send;
+use crate::runtime::copies::{Doubts, send};
 use crate::runtime::core::{Core, removable};
-use crate::runtime::migrate::{self, Address, Endpoint};
+use crate::runtime::migrate::{self, Address, Endpoint, Outcome};
 use crate::runtime::table::Table;
 
 /// Keys per `SCAN` (and so at most per `MIGRATE`): `MIGRATE` blocks the
@@ -73,6 +79,12 @@ pub(crate) struct Drain<M: NodeManager, S> {
     pub(crate) homes: Vec<(NodeName, Arc<Address>)>,
     /// The bound of a `MIGRATE`'s server-to-server step, in ms.
     pub(crate) migrate_ms: u64,
+    /// Keys whose move off the draining node is in doubt: held past the
+    /// drain's end, its connections' part in it with them.
+    pub(crate) in_doubt: Arc<Doubts>,
+    /// The keys of the batch whose `MIGRATE` is out: in doubt if the
+    /// drain's future is dropped before its reply.
+    in_flight: Mutex<Vec<Vec<u8>>>,
 }
 
 impl<M: NodeManager, S> Drain<M, S> {
@@ -93,6 +105,8 @@ impl<M: NodeManager, S> Drain<M, S> {
             done: AtomicBool::new(false),
             homes,
             migrate_ms,
+            in_doubt: Arc::default(),
+            in_flight: Mutex::default(),
         }
     }
 
@@ -105,12 +119,27 @@ impl<M: NodeManager, S> Drain<M, S> {
         self.done.store(true, Ordering::Release);
     }
 
+    /// Whether it ended, with no move of it left in doubt.
+    pub(crate) fn over(&self) -> bool {
+        self.done.load(Ordering::Acquire) && self.in_doubt.is_empty()
+    }
+
     pub(crate) fn rule_out(&self) {
         if !self.ruled_out.swap(true, Ordering::AcqRel) {
             tracing::warn!(node = %self.before.name(self.index), "a moved key's copy on the draining node \
                 could not be deleted, or a write named no key: it is not read again, and the \
                 drain stops copying");
         }
+    }
+}
+
+impl<M: NodeManager, S: Store<M>> Drain<M, S> {
+    /// `keys`, whose move off the draining node is in doubt, held until
+    /// it answers a `DEL` of them, or the drain is gone.
+    pub(crate) fn doubt(self: &Arc<Self>, timeout: Duration, keys: Vec<Vec<u8>>) {
+        let gone = Arc::downgrade(self);
+        let given_up = move || gone.strong_count() == 0;
+        self.in_doubt.doubt(Arc::clone(&self.node), timeout, keys, given_up);
     }
 }
 
@@ -147,7 +176,7 @@ type Group<'t, M, S> = (&'t Target<M, S>, Vec<Vec<u8>>);
 /// How a drain goes on: the draining node, its targets, the timeout of
 /// each command and of a `MIGRATE`'s server-to-server step.
 pub(crate) struct Mover<'a, M: NodeManager, S> {
-    pub(crate) drain: &'a Drain<M, S>,
+    pub(crate) drain: &'a Arc<Drain<M, S>>,
     pub(crate) targets: Vec<Target<M, S>>,
     pub(crate) timeout: Duration,
     pub(crate) migrate_ms: u64,
@@ -174,11 +203,36 @@ impl<M: NodeManager, S: Store<M>> Mover<'_, M, S> {
     /// (every write of a moved key moves or deletes it here first, and is not sent
     /// if it cannot: `runtime/drained.rs`), so what the new home holds
     /// under that name is older (kept from before the node was added).
-    async fn migrate(&self, target: &Target<M, S>, keys: &[Vec<u8>]) -> Result<(), Error> {
+    async fn migrate(&self, target: &Target<M, S>, keys: &[Vec<u8>]) -> Outcome {
         let mut pipe = redis::pipe();
         target.at.migrate(&mut pipe, self.migrate_ms, keys);
-        let reply = self.send(pipe).await.map_err(|e| self.failed(Some(&target.name), e))?;
-        migrate::moved(reply.first()).map_err(|reason| self.failed(Some(&target.name), reason))
+        match self.send(pipe).await {
+            Ok(reply) => migrate::outcome(reply.first()),
+            Err(e) => Outcome::InDoubt(e),
+        }
+    }
+
+    /// A batch's move to `target`, or the drain's error: a batch in
+    /// doubt keeps its keys in doubt past the drain's end.
+    async fn batch(&self, target: &Target<M, S>, keys: Vec<Vec<u8>>) -> Result<(), Error> {
+        *self.drain.in_flight.lock().unwrap_or_else(|e| e.into_inner()) = keys.clone();
+        let outcome = self.migrate(target, &keys).await;
+        self.drain.in_flight.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        let reason = match outcome {
+            Outcome::Done => return Ok(()),
+            Outcome::Failed(reason) => reason,
+            Outcome::InDoubt(reason) => {
+                let count = keys.len();
+                self.drain.doubt(self.timeout, keys);
+                let keys = if count == 1 { "key" } else { "keys" };
+                format!(
+                    "{reason}; the move of {count} {keys} is in doubt (it may still run): their \
+                     writes are refused until `{}` answers",
+                    self.name()
+                )
+            }
+        };
+        Err(self.failed(Some(&target.name), reason))
     }
 
     /// Step 1: a probe key `MIGRATE`d to each target (then deleted on both
@@ -198,7 +252,13 @@ impl<M: NodeManager, S: Store<M>> Mover<'_, M, S> {
             let mut set = redis::pipe();
             set.cmd("SET").arg(&key).arg("probe").arg("PX").arg(60_000);
             self.send(set).await.map_err(|e| self.failed(None, e))?;
-            result = self.migrate(target, std::slice::from_ref(&key)).await;
+            // A probe in doubt is harmless: its key is no one's.
+            result = match self.migrate(target, std::slice::from_ref(&key)).await {
+                Outcome::Done => Ok(()),
+                Outcome::Failed(reason) | Outcome::InDoubt(reason) => {
+                    Err(self.failed(Some(&target.name), reason))
+                }
+            };
             let mut del = redis::pipe();
             del.cmd("DEL").arg(&key);
             let _ = send(Arc::clone(&target.node), self.timeout, del).await;
@@ -247,9 +307,10 @@ impl<M: NodeManager, S: Store<M>> Mover<'_, M, S> {
             let (next, keys): (u64, Vec<Vec<u8>>) = redis::from_redis_value(reply[0].clone())
                 .map_err(|e| self.failed(None, format!("SCAN answered: {e}")))?;
             for (target, keys) in self.by_home(after, keys.iter()) {
-                self.migrate(target, &keys).await?;
-                self.drain.moved.fetch_add(keys.len() as u64, Ordering::Relaxed);
-                moved.increment(keys.len() as u64);
+                let count = keys.len() as u64;
+                self.batch(target, keys).await?;
+                self.drain.moved.fetch_add(count, Ordering::Relaxed);
+                moved.increment(count);
             }
             let before = self.drain.left.load(Ordering::Relaxed);
             let now = before.saturating_sub(keys.len() as u64);
@@ -349,6 +410,36 @@ impl<M: NodeManager, S: Store<M>> Core<M, S> {
     }
 }
 
+impl<M: NodeManager, S: Store<M>> Core<M, S> {
+    /// Why a drain, or a node added warm, must wait: the last drain's
+    /// moves in doubt (its node's connections' part in it would be
+    /// replaced).
+    pub(crate) fn drain_in_doubt(&self) -> Option<String> {
+        let drain = self.drain.load_full().filter(|d| !d.over())?;
+        let done = drain.done.load(Ordering::Acquire);
+        done.then(|| {
+            format!(
+                "the last drain of `{0}` left keys whose move is in doubt (its server did not \
+                 answer): wait until `{0}` answers, or give them up with remove_node(\"{0}\") \
+                 if its server is gone for good",
+                drain.node.name()
+            )
+        })
+    }
+
+    /// `remove_node` of a drained node whose moves are in doubt: they are
+    /// given up (its server is gone for good), and their writes go on.
+    pub(crate) fn forsake_drain(&self, name: &str) -> bool {
+        let drain = self.drain.load_full().filter(|d| d.done.load(Ordering::Acquire));
+        let Some(drain) = drain.filter(|d| **d.node.name() == *name) else { return false };
+        self.drain.store(None);
+        self.repoint();
+        tracing::warn!(node = name, "the drained node's moves in doubt were given up");
+        drop(drain);
+        true
+    }
+}
+
 /// One drain at a time, held from its first check to its end: let go
 /// when the drain returns or its future is dropped, and then, if the node
 /// had left the table, the drain is ended and the node retired (its
@@ -363,11 +454,14 @@ impl<'c, M: NodeManager, S: Store<M>> Claim<'c, M, S> {
     /// window (its read-through and the drain's would each claim the moved
     /// keys).
     fn take(core: &'c Core<M, S>, name: &str) -> Result<Self, Error> {
-        let refused = |reason| Err(Error::config(format!("node name `{name}`"), reason));
+        let refused = |reason: &str| Err(Error::config(format!("node name `{name}`"), reason));
         if core.resize.is_open() {
             return refused(
                 "a node added warm is in its resize_warmup window: drain after it ends",
             );
+        }
+        if let Some(reason) = core.drain_in_doubt() {
+            return refused(&reason);
         }
         if core.draining.swap(true, Ordering::AcqRel) {
             return refused("another node is being drained: one drain at a time");
@@ -379,8 +473,18 @@ impl<'c, M: NodeManager, S: Store<M>> Claim<'c, M, S> {
 impl<M: NodeManager, S: Store<M>> Drop for Claim<'_, M, S> {
     fn drop(&mut self) {
         if let Some(drain) = self.switched.take() {
+            // A batch cut short by a dropped future is in doubt.
+            let in_flight =
+                std::mem::take(&mut *drain.in_flight.lock().unwrap_or_else(|e| e.into_inner()));
+            if !in_flight.is_empty() {
+                drain.doubt(self.core.settings.response_timeout, in_flight);
+            }
             drain.finish();
-            self.core.drain.store(None);
+            // Kept while a move of it is in doubt: the nodes' connections
+            // refuse writes of its keys till then (`drained.rs`).
+            if drain.over() {
+                self.core.drain.store(None);
+            }
             // Its slot held the drain, which holds it.
             drain.node.resizing().stop();
             self.core.repoint();

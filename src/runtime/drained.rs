@@ -22,7 +22,7 @@ use crate::node::Store;
 use crate::node::tracked::NodeManager;
 use crate::node::warm::{Elder, Moved};
 use crate::route;
-use crate::runtime::copies::{Forgotten, claimed, forgets, forgotten, get_pttl, send};
+use crate::runtime::copies::{Forgotten, claimed, delete, forgets, forgotten, get_pttl, send};
 use crate::runtime::drain::Drain;
 use crate::runtime::migrate::{self, Address};
 use crate::runtime::table::Table;
@@ -58,13 +58,27 @@ impl<M: NodeManager, S: Store<M>> FromDrained<M, S> {
     fn on(&self) -> bool {
         !self.drain.done.load(Ordering::Acquire)
     }
+
+    /// Why a write of keys whose move off the drained node is in doubt
+    /// is not sent.
+    fn doubted(&self) -> redis::RedisError {
+        let detail = format!(
+            "a drain's move of its key off `{}` got no answer and may still run; the write was \
+             not sent (that move could land over it): retry once `{0}` answers",
+            self.drain.node.name()
+        );
+        migrate::refused("write refused after a drain", detail)
+    }
 }
 
 impl<M: NodeManager, S: Store<M>> Elder for FromDrained<M, S> {
     fn moved(&self, key: &[u8]) -> Moved {
         let hash = route::key_hash(key);
         let Some(table) = self.table.upgrade() else { return Moved::No };
-        if !self.on() || !self.drain.drained(hash) {
+        // Past the drain's end, a key whose move is in doubt still moved:
+        // its writes wait for the drained node.
+        let on = || self.on() || (self.here.is_some() && self.drain.in_doubt.holds(key));
+        if !self.drain.drained(hash) || !on() {
             Moved::No
         } else if self.here.is_none() {
             Moved::Away
@@ -96,6 +110,9 @@ impl<M: NodeManager, S: Store<M>> Elder for FromDrained<M, S> {
     /// and later ones find no copy.
     fn forget(&self, keys: Vec<Vec<u8>>) -> BoxFuture<'static, RedisResult<()>> {
         let Some(here) = self.here else { return self.forget_new(keys) };
+        if self.drain.in_doubt.any(&keys) {
+            return Box::pin(std::future::ready(Err(self.doubted())));
+        }
         let drain = Arc::clone(&self.drain);
         let refused = move |drain: &Drain<M, S>| {
             drain.rule_out();
@@ -128,10 +145,14 @@ impl<M: NodeManager, S: Store<M>> Elder for FromDrained<M, S> {
         let sent = send(Arc::clone(&drain.node), self.timeout, pipe);
         let timeout = self.timeout;
         Box::pin(async move {
-            if forgotten(sent.await, len, moves) != Forgotten::Done {
-                return refused(&drain);
+            match forgotten(sent.await, len, moves) {
+                Forgotten::Done => claimed(node, timeout, &mine).await,
+                Forgotten::InDoubt if moves > 0 => {
+                    drain.doubt(timeout, mine);
+                    refused(&drain)
+                }
+                _ => refused(&drain),
             }
-            claimed(node, timeout, &mine).await
         })
     }
 
@@ -140,7 +161,7 @@ impl<M: NodeManager, S: Store<M>> Elder for FromDrained<M, S> {
     }
 
     fn over(&self) -> bool {
-        !self.on() || self.table.strong_count() == 0
+        self.drain.over() || self.table.strong_count() == 0
     }
 }
 
@@ -175,18 +196,19 @@ impl<M: NodeManager, S: Store<M>> FromDrained<M, S> {
             .map(|(home, at, keys)| {
                 let (drained, home) =
                     (Arc::clone(&self.drain.node), Arc::clone(&table.nodes[home]));
+                let drain = Arc::clone(&self.drain);
                 async move {
                     if let Some(at) = at.filter(|_| drained.is_up()) {
                         let mut pipe = redis::pipe();
                         at.migrate(&mut pipe, migrate_ms, &keys);
-                        if forgotten(send(drained, timeout, pipe).await, 1, 1) == Forgotten::Done {
-                            return;
+                        match forgotten(send(drained, timeout, pipe).await, 1, 1) {
+                            Forgotten::Done => return,
+                            Forgotten::InDoubt => drain.doubt(timeout, keys.clone()),
+                            Forgotten::Failed => {}
                         }
                     }
                     let mut pipe = redis::pipe();
-                    for key in &keys {
-                        pipe.cmd("DEL").arg(key);
-                    }
+                    delete(&mut pipe, &keys);
                     let _ = send(home, timeout, pipe).await;
                 }
             })

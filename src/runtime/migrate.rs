@@ -96,16 +96,34 @@ pub(crate) fn refused(what: &'static str, detail: String) -> RedisError {
     RedisError::from((ErrorKind::Client, what, detail))
 }
 
-/// What a `MIGRATE`'s reply says: done (`OK`, or `NOKEY`: the source held
-/// none of the keys, nothing to move), or why not (the server's words:
-/// `IOERR` when the source cannot reach the target, `WRONGPASS` …).
-pub(crate) fn moved(reply: Option<&Value>) -> Result<(), String> {
+/// What a `MIGRATE`'s reply says of its keys: the one reading of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// Moved (`OK`), or the source held none of them (`NOKEY`).
+    Done,
+    /// Refused by a server, in its words (`WRONGPASS`, `OOM` …): nothing
+    /// of it is left to run.
+    Failed(String),
+    /// No reply, or the source gave up on its target (`IOERR`): it may
+    /// still run (a stalled server runs what it had queued) or land late
+    /// (a `RESTORE` on its way). Its keys are in doubt
+    /// ([`Doubts`](crate::runtime::copies::Doubts)).
+    InDoubt(String),
+}
+
+/// What `reply`, a `MIGRATE`'s (`None`: none came), says.
+pub(crate) fn outcome(reply: Option<&Value>) -> Outcome {
     match reply {
-        Some(Value::Okay | Value::SimpleString(_)) => Ok(()),
+        Some(Value::Okay | Value::SimpleString(_)) => Outcome::Done,
         Some(Value::ServerError(e)) => {
-            Err(format!("MIGRATE failed: {} {}", e.code(), e.details().unwrap_or("")))
+            let words = format!("MIGRATE failed: {} {}", e.code(), e.details().unwrap_or(""));
+            match e.code() {
+                "IOERR" => Outcome::InDoubt(words),
+                _ => Outcome::Failed(words),
+            }
         }
-        other => Err(format!("MIGRATE answered {other:?}")),
+        None => Outcome::InDoubt("MIGRATE got no reply".into()),
+        Some(other) => Outcome::Failed(format!("MIGRATE answered {other:?}")),
     }
 }
 
@@ -146,10 +164,15 @@ mod tests {
     }
 
     #[test]
-    fn nokey_is_done_and_an_error_is_told() {
-        assert!(moved(Some(&Value::Okay)).is_ok());
-        assert!(moved(Some(&Value::SimpleString("NOKEY".into()))).is_ok());
-        assert!(moved(Some(&Value::Int(1))).is_err());
-        assert!(moved(None).is_err());
+    fn nokey_is_done_ioerr_or_silence_in_doubt_and_an_error_is_told() {
+        assert_eq!(outcome(Some(&Value::Okay)), Outcome::Done);
+        assert_eq!(outcome(Some(&Value::SimpleString("NOKEY".into()))), Outcome::Done);
+        assert!(matches!(outcome(Some(&Value::Int(1))), Outcome::Failed(_)));
+        assert!(matches!(outcome(None), Outcome::InDoubt(_)));
+        let error = |reply: &str| redis::parse_redis_value(reply.as_bytes()).unwrap();
+        let ioerr = error("-IOERR error or timeout reading to target instance\r\n");
+        assert!(matches!(outcome(Some(&ioerr)), Outcome::InDoubt(_)));
+        let refused = error("-WRONGPASS invalid username-password pair\r\n");
+        assert!(matches!(outcome(Some(&refused)), Outcome::Failed(w) if w.contains("WRONGPASS")));
     }
 }

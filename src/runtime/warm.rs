@@ -7,7 +7,6 @@
 //! one is added, so the best node but the new one is where the key lived
 //! before. No table of moved keys is kept.
 
-use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
@@ -16,11 +15,11 @@ use arc_swap::ArcSwapOption;
 use futures_util::future::{BoxFuture, join_all};
 use redis::{RedisResult, Value};
 
+use crate::node::Store;
 use crate::node::tracked::NodeManager;
 use crate::node::warm::{Elder, Moved};
-use crate::node::{Node, Store};
 use crate::route::{self, NodeName};
-use crate::runtime::copies::{Forgotten, claimed, forgets, forgotten, get_pttl, send};
+use crate::runtime::copies::{Doubts, Forgotten, claimed, forgets, forgotten, get_pttl, send};
 use crate::runtime::migrate::{self, Address, Endpoint};
 use crate::runtime::table::Table;
 
@@ -33,12 +32,9 @@ pub(crate) struct Resize {
     /// on (boxed, or the `MIGRATE` or `DEL` failed): never read (nor moved
     /// from) again in it, so their copies cannot come back.
     ruled_out: Mutex<Vec<NodeName>>,
-    /// Keys whose move from their old home failed: that `MIGRATE` may
-    /// still run (a stalled server runs what it had queued) and replace
-    /// what the new node holds. Their writes are refused until a `DEL` of
-    /// them on the old home is answered: it ran either before the move
-    /// (which then finds nothing) or after it.
-    in_doubt: Mutex<HashSet<Vec<u8>>>,
+    /// Keys whose move from their old home is in doubt: their writes are
+    /// refused, in the window and after it, until it has answered.
+    in_doubt: Arc<Doubts>,
     /// A write that named no key (`FLUSHDB`, a script that declares none)
     /// was sent in this window: no old home is read again in it.
     ended: AtomicBool,
@@ -63,32 +59,6 @@ impl Resize {
         if !self.ended.swap(true, Ordering::AcqRel) {
             tracing::warn!(node = %self.new, "a write that names no key was sent in the resize \
                 window: moved keys are no longer read through from their old homes");
-        }
-    }
-
-    fn in_doubt(&self, key: &[u8]) -> bool {
-        self.in_doubt.lock().unwrap_or_else(|e| e.into_inner()).contains(key)
-    }
-
-    fn doubts(&self, keys: &[Vec<u8>]) -> bool {
-        let in_doubt = self.in_doubt.lock().unwrap_or_else(|e| e.into_inner());
-        keys.iter().any(|key| in_doubt.contains(key))
-    }
-
-    fn doubted(&self) -> bool {
-        !self.in_doubt.lock().unwrap_or_else(|e| e.into_inner()).is_empty()
-    }
-
-    fn doubt(&self, keys: Vec<Vec<u8>>) {
-        self.in_doubt.lock().unwrap_or_else(|e| e.into_inner()).extend(keys);
-    }
-
-    fn settle(&self, keys: &[Vec<u8>]) {
-        let mut in_doubt = self.in_doubt.lock().unwrap_or_else(|e| e.into_inner());
-        if !in_doubt.is_empty() {
-            for key in keys {
-                in_doubt.remove(key);
-            }
         }
     }
 
@@ -137,7 +107,7 @@ impl Window {
             new,
             until,
             ruled_out: Mutex::default(),
-            in_doubt: Mutex::default(),
+            in_doubt: Arc::default(),
             ended: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             at,
@@ -223,33 +193,6 @@ impl<M: NodeManager, S: Store<M>> OldHomes<M, S> {
     }
 }
 
-/// Keys whose move from `node` is in doubt, until a `DEL` of them there
-/// is answered (then no move of them queued there can land later: it ran
-/// before, or finds nothing), asked again with a growing pause; the
-/// window's connections keep their part in it meanwhile, past its end.
-/// Given up when the window is closed (the node added was removed).
-async fn resolve<M: NodeManager, S: Store<M>>(
-    resize: Arc<Resize>,
-    node: Arc<Node<M, S>>,
-    timeout: Duration,
-    keys: Vec<Vec<u8>>,
-) {
-    let mut pause = Duration::from_millis(10);
-    while !resize.closed.load(Ordering::Acquire) && resize.doubts(&keys) {
-        tokio::time::sleep(pause).await;
-        let mut pipe = redis::pipe();
-        for key in &keys {
-            pipe.cmd("DEL").arg(key);
-        }
-        let sent = send(Arc::clone(&node), timeout, pipe).await;
-        if forgotten(sent, keys.len(), 0) == Forgotten::Done {
-            resize.settle(&keys);
-            tracing::debug!(node = %node.name(), keys = keys.len(), "moves in doubt settled");
-        }
-        pause = (pause * 2).min(Duration::from_secs(1));
-    }
-}
-
 /// A window's write refused: its keys' old copies on `old` could not be
 /// moved to `new` first, or an earlier move of them is not known to have
 /// ended.
@@ -271,7 +214,7 @@ impl<M: NodeManager, S: Store<M>> Elder for OldHomes<M, S> {
         let home = table.router.home_hashed(hash);
         // Past the window, a key whose move is in doubt still moved: its
         // writes wait for its old home.
-        let on = Instant::now() < self.resize.until || self.resize.in_doubt(key);
+        let on = Instant::now() < self.resize.until || self.resize.in_doubt.holds(key);
         match on && home == Some(self.new) {
             false => Moved::No,
             true if self.here == self.new => Moved::Here,
@@ -317,7 +260,7 @@ impl<M: NodeManager, S: Store<M>> Elder for OldHomes<M, S> {
                 // waits for it.
                 if other != self.new {
                     self.resize.rule_out(*table.name(other));
-                    if self.resize.in_doubt(key) {
+                    if self.resize.in_doubt.holds(key) {
                         doubted = Some(*table.name(other));
                     }
                 }
@@ -344,7 +287,7 @@ impl<M: NodeManager, S: Store<M>> Elder for OldHomes<M, S> {
                             return Ok(());
                         }
                         if outcome == Forgotten::Done {
-                            resize.settle(&there);
+                            resize.in_doubt.settle(&there);
                             return Ok(());
                         }
                         resize.rule_out(name);
@@ -354,11 +297,12 @@ impl<M: NodeManager, S: Store<M>> Elder for OldHomes<M, S> {
                         // So may one of an earlier write, until a `DEL` of its
                         // keys there is answered.
                         if outcome == Forgotten::InDoubt && moves > 0 {
-                            resize.doubt(there.clone());
-                            tokio::spawn(resolve(resize, node, timeout, there));
+                            let closed = Arc::clone(&resize);
+                            let given_up = move || closed.closed.load(Ordering::Acquire);
+                            resize.in_doubt.doubt(node, timeout, there, given_up);
                             return Err(name);
                         }
-                        if resize.doubts(&there) { Err(name) } else { Ok(()) }
+                        if resize.in_doubt.any(&there) { Err(name) } else { Ok(()) }
                     }
                 })
                 .collect();
@@ -384,7 +328,7 @@ impl<M: NodeManager, S: Store<M>> Elder for OldHomes<M, S> {
     }
 
     fn over(&self) -> bool {
-        (Instant::now() >= self.resize.until && !self.resize.doubted())
+        (Instant::now() >= self.resize.until && self.resize.in_doubt.is_empty())
             || self.resize.closed.load(Ordering::Acquire)
             || self.table.strong_count() == 0
     }
