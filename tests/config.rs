@@ -395,12 +395,40 @@ async fn a_bad_url_among_three_is_named_by_its_place() {
         .named_node("cache-c", "redis//127.0.0.1:7003")
         .node("redis://:hunter2");
     let err = build_err(builder).await;
-    assert!(err.starts_with("node URL `***` (node #3 of 4, `cache-c`)"), "{err}");
+    assert!(err.starts_with("node URL `redis//127.0.0.1:7003` (node #3 of 4, `cache-c`)"), "{err}");
     // A URL that lost its `@host`: the password is all that is left.
     for url in ["redis://alice:hunter2", "redis://:hunter2", "redis://alice:hunter2@"] {
         let e = three(url).build().await.expect_err("a bad URL fails the build");
         let text = format!("{e} {e:?} {e:#?}");
         assert!(text.contains("(node #2 of 3)"), "{text}");
         assert!(!text.contains("hunter2") && !text.contains("alice"), "{text}");
+    }
+}
+
+/// A typo in a URL with no place a password could be in (no `@`, no `:`
+/// that a port does not explain) is shown as typed, in `Display` and
+/// `Debug`, by the builder and by `RedisManager::new`; one
+/// that may hold a password still shows none of it.
+#[tokio::test]
+async fn a_typo_without_credentials_is_shown_as_typed() {
+    let said = |e: Error| format!("{e}\n{e:?}\n{e:#?}");
+    for (typo, shown) in [
+        ("redis//127.0.0.1:7000", "node URL `redis//127.0.0.1:7000`"),
+        ("redis://127.0.0.1:70000", "node URL `redis://127.0.0.1:70000`"),
+        ("redis://cache-b.internal:70000", "node URL `redis://cache-b.internal:70000`"),
+        ("redis://localhost/x", "node URL `redis://localhost/x`"),
+        // A password typed with the typo stays masked, whatever is around it.
+        ("redis//alice:hunter2", "node URL `***`"),
+        ("redis//:hunter2@127.0.0.1:7000", "node URL `***@127.0.0.1:7000`"),
+        ("redis//127.0.0.1:7000/hunter2", "node URL `***`"),
+        ("redis//127.0.0.1:hunter2", "node URL `***`"),
+        ("redis://127.0.0.1:7000/hunter2", "node URL `redis://127.0.0.1:***`"),
+    ] {
+        let built = ShardedPool::builder().node(typo).probe_at_build(false).build().await;
+        let manager = RedisManager::new(typo).map(|_| ());
+        for text in [built.map(|_| ()), manager].map(|r| said(r.expect_err(typo))) {
+            assert!(text.contains(shown), "{typo}: `{text}` does not say `{shown}`");
+            assert!(!text.contains("hunter2") && !text.contains("alice"), "{text}");
+        }
     }
 }
