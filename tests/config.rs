@@ -177,6 +177,15 @@ fn classification() {
     assert_eq!(auth.failure_kind(), Some(FailureKind::Auth));
     assert_eq!(reply.failure_kind(), None);
     assert_eq!(wrongtype.failure_kind(), None);
+    // A connection's `SELECT` of a database the server lacks, as `redis`
+    // reports it, is the node's; the same words answering a caller's
+    // command are an ordinary error reply.
+    let range = || "DB index is out of range".to_owned();
+    let response = ErrorKind::Server(ServerErrorKind::ResponseError);
+    let select: RedisError = (response, "Redis server refused to switch database", range()).into();
+    let own: RedisError = (response, "An error was signalled by the server", range()).into();
+    assert_eq!(select.failure_kind(), Some(FailureKind::Database));
+    assert_eq!(own.failure_kind(), None);
 }
 
 /// The `Error::Config` text of building `builder`.
@@ -431,4 +440,48 @@ async fn a_typo_without_credentials_is_shown_as_typed() {
             assert!(!text.contains("hunter2") && !text.contains("alice"), "{text}");
         }
     }
+}
+
+/// A database number the server does not have (`SELECT` answers `ERR DB
+/// index is out of range`) is a wrong setting, not an outage: like a wrong
+/// password, `build` and `add_node` fail naming the node and saying the
+/// server has fewer databases, whatever `require_healthy` says; the pool
+/// is not built with the node in the box. No password shows.
+#[tokio::test]
+async fn a_database_the_server_lacks_fails_the_build_naming_the_node() {
+    let (captured, _guard) = support::logs::capture();
+    let good = support::RedisServer::start();
+    let locked = support::RedisServer::start_with(&["--requirepass", "hunter2"]);
+    let far = format!("redis://:hunter2@127.0.0.1:{}/99", locked.port());
+    let mut shown = String::new();
+    let check = |e: Error, node: &str, shown: &mut String| {
+        let text = e.to_string();
+        assert!(matches!(e, Error::Config { .. }), "expected a configuration error: {e:?}");
+        assert!(text.contains(&format!("node `{node}`")), "{text}");
+        assert!(text.contains("fewer databases"), "{text}");
+        assert!(text.contains("`ERR DB index is out of range`"), "{text}");
+        *shown += &format!("{e}\n{e:?}\n");
+    };
+    let built = ShardedPool::builder()
+        .named_node("good", &good.url())
+        .named_node("far", &far)
+        .named_node("unreachable", "redis://127.0.0.1:1")
+        .require_healthy(0)
+        .build()
+        .await;
+    check(built.expect_err("a database the server lacks fails the build"), "far", &mut shown);
+    // Named after its address, it is named so.
+    let built = ShardedPool::builder().node(&far).build().await;
+    check(built.expect_err("alone too"), &locked.name(), &mut shown);
+    // `add_node` probes the same way: the node is not added.
+    let pool = ShardedPool::builder().named_node("good", &good.url()).build().await.unwrap();
+    let e = pool.add_node("far", &far).await.expect_err("a database the server lacks");
+    check(e, "far", &mut shown);
+    assert_eq!(pool.nodes(), ["good"]);
+    // The server's last database (of 16) is a database.
+    let last = format!("redis://:hunter2@127.0.0.1:{}/15", locked.port());
+    pool.add_node("last", &last).await.unwrap();
+    assert!(support::status_of(&pool, "last").up);
+    shown += &format!("{:?}\n{pool:?}\n{}", pool.status(), captured.text());
+    assert!(!shown.contains("hunter2"), "{shown}");
 }
