@@ -272,6 +272,26 @@ impl Error {
     pub(crate) fn config(setting: impl Into<String>, reason: impl Into<String>) -> Self {
         Error::Config { setting: setting.into(), reason: reason.into() }
     }
+
+    /// What `build` or `add_node` fails with when its probe found `node`
+    /// refusing what the pool was told to use ([`FailureKind::is_refusal`]):
+    /// [`Error::Config`] for a database its server lacks, else
+    /// [`Error::Credentials`] with `reason`, the node's words.
+    pub(crate) fn refusal(node: &str, failure: FailureKind, reason: Option<&str>) -> Self {
+        match failure {
+            FailureKind::Database => Error::config(
+                format!("database of node `{node}`"),
+                "its server has fewer databases than the node URL's number asks for (`SELECT` \
+                 answered `ERR DB index is out of range`): a server has `databases` of them \
+                 (16 by default), numbered from 0",
+            ),
+            _ => Error::Credentials {
+                node: node.to_owned(),
+                failure,
+                reason: reason.unwrap_or("no reason given").to_owned(),
+            },
+        }
+    }
 }
 
 /// Names the node of a command fluster sent itself: `query.on(node)?`.

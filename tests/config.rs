@@ -177,6 +177,15 @@ fn classification() {
     assert_eq!(auth.failure_kind(), Some(FailureKind::Auth));
     assert_eq!(reply.failure_kind(), None);
     assert_eq!(wrongtype.failure_kind(), None);
+    // A connection's `SELECT` of a database the server lacks, as `redis`
+    // reports it, is the node's; the same words answering a caller's
+    // command are an ordinary error reply.
+    let range = || "DB index is out of range".to_owned();
+    let response = ErrorKind::Server(ServerErrorKind::ResponseError);
+    let select: RedisError = (response, "Redis server refused to switch database", range()).into();
+    let own: RedisError = (response, "An error was signalled by the server", range()).into();
+    assert_eq!(select.failure_kind(), Some(FailureKind::Database));
+    assert_eq!(own.failure_kind(), None);
 }
 
 /// The `Error::Config` text of building `builder`.
@@ -395,7 +404,7 @@ async fn a_bad_url_among_three_is_named_by_its_place() {
         .named_node("cache-c", "redis//127.0.0.1:7003")
         .node("redis://:hunter2");
     let err = build_err(builder).await;
-    assert!(err.starts_with("node URL `***` (node #3 of 4, `cache-c`)"), "{err}");
+    assert!(err.starts_with("node URL `redis//127.0.0.1:7003` (node #3 of 4, `cache-c`)"), "{err}");
     // A URL that lost its `@host`: the password is all that is left.
     for url in ["redis://alice:hunter2", "redis://:hunter2", "redis://alice:hunter2@"] {
         let e = three(url).build().await.expect_err("a bad URL fails the build");
@@ -403,4 +412,76 @@ async fn a_bad_url_among_three_is_named_by_its_place() {
         assert!(text.contains("(node #2 of 3)"), "{text}");
         assert!(!text.contains("hunter2") && !text.contains("alice"), "{text}");
     }
+}
+
+/// A typo in a URL with no place a password could be in (no `@`, no `:`
+/// that a port does not explain) is shown as typed, in `Display` and
+/// `Debug`, by the builder and by `RedisManager::new`; one
+/// that may hold a password still shows none of it.
+#[tokio::test]
+async fn a_typo_without_credentials_is_shown_as_typed() {
+    let said = |e: Error| format!("{e}\n{e:?}\n{e:#?}");
+    for (typo, shown) in [
+        ("redis//127.0.0.1:7000", "node URL `redis//127.0.0.1:7000`"),
+        ("redis://127.0.0.1:70000", "node URL `redis://127.0.0.1:70000`"),
+        ("redis://cache-b.internal:70000", "node URL `redis://cache-b.internal:70000`"),
+        ("redis://localhost/x", "node URL `redis://localhost/x`"),
+        // A password typed with the typo stays masked, whatever is around it.
+        ("redis//alice:hunter2", "node URL `***`"),
+        ("redis//:hunter2@127.0.0.1:7000", "node URL `***@127.0.0.1:7000`"),
+        ("redis//127.0.0.1:7000/hunter2", "node URL `***`"),
+        ("redis//127.0.0.1:hunter2", "node URL `***`"),
+        ("redis://127.0.0.1:7000/hunter2", "node URL `redis://127.0.0.1:***`"),
+    ] {
+        let built = ShardedPool::builder().node(typo).probe_at_build(false).build().await;
+        let manager = RedisManager::new(typo).map(|_| ());
+        for text in [built.map(|_| ()), manager].map(|r| said(r.expect_err(typo))) {
+            assert!(text.contains(shown), "{typo}: `{text}` does not say `{shown}`");
+            assert!(!text.contains("hunter2") && !text.contains("alice"), "{text}");
+        }
+    }
+}
+
+/// A database number the server does not have (`SELECT` answers `ERR DB
+/// index is out of range`) is a wrong setting, not an outage: like a wrong
+/// password, `build` and `add_node` fail naming the node and saying the
+/// server has fewer databases, whatever `require_healthy` says; the pool
+/// is not built with the node in the box. No password shows.
+#[tokio::test]
+async fn a_database_the_server_lacks_fails_the_build_naming_the_node() {
+    let (captured, _guard) = support::logs::capture();
+    let good = support::RedisServer::start();
+    let locked = support::RedisServer::start_with(&["--requirepass", "hunter2"]);
+    let far = format!("redis://:hunter2@127.0.0.1:{}/99", locked.port());
+    let mut shown = String::new();
+    let check = |e: Error, node: &str, shown: &mut String| {
+        let text = e.to_string();
+        assert!(matches!(e, Error::Config { .. }), "expected a configuration error: {e:?}");
+        assert!(text.contains(&format!("node `{node}`")), "{text}");
+        assert!(text.contains("fewer databases"), "{text}");
+        assert!(text.contains("`ERR DB index is out of range`"), "{text}");
+        *shown += &format!("{e}\n{e:?}\n");
+    };
+    let built = ShardedPool::builder()
+        .named_node("good", &good.url())
+        .named_node("far", &far)
+        .named_node("unreachable", "redis://127.0.0.1:1")
+        .require_healthy(0)
+        .build()
+        .await;
+    check(built.expect_err("a database the server lacks fails the build"), "far", &mut shown);
+    // Named after its address, it is named so.
+    let built = ShardedPool::builder().node(&far).build().await;
+    check(built.expect_err("alone too"), &locked.name(), &mut shown);
+    // `add_node` probes the same way: the node is not added.
+    let pool = ShardedPool::builder().named_node("good", &good.url()).build().await.unwrap();
+    let e = pool.add_node("far", &far).await.expect_err("a database the server lacks");
+    check(e, "far", &mut shown);
+    assert_eq!(pool.nodes(), ["good"]);
+    // The server's last database (of 16) is a database.
+    let last = format!("redis://:hunter2@127.0.0.1:{}/15", locked.port());
+    pool.add_node("last", &last).await.unwrap();
+    assert!(support::status_of(&pool, "last").up);
+    shown += &format!("{:?}\n{pool:?}\n{}", pool.status(), captured.text());
+    assert!(!shown.contains("hunter2"), "{shown}");
 }

@@ -280,7 +280,8 @@ impl<M: NodeManager, F> Builder<M, F> {
         /// this many nodes answer its probes (default 0: a pool builds with
         /// every node down, and serves as they come up). For services that
         /// should not start against a wrong address (a wrong password or
-        /// certificate fails the build anyway: [`Error::Credentials`]).
+        /// certificate fails the build anyway: [`Error::Credentials`]; so
+        /// does a database the server lacks: [`Error::Config`]).
         require_healthy: usize;
         /// Whether `build` connects to every node before it returns (default
         /// true). With `false` the pool builds at once, connecting lazily; a

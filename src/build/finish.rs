@@ -66,7 +66,10 @@ impl<M: NodeManager> Builder<M, AsyncPool> {
     /// A node that refuses the credentials (a wrong password or user
     /// name, a TLS handshake that fails on a certificate) fails the build
     /// with [`Error::Credentials`] naming it and the reason, whatever
-    /// `require_healthy` says: a wrong setting is not an outage.
+    /// `require_healthy` says: a wrong setting is not an outage. So does a
+    /// node whose server has fewer databases than its URL's number
+    /// (`SELECT` answers `ERR DB index is out of range`), with
+    /// [`Error::Config`] naming it.
     /// Nodes that cannot be reached start in the penalty box, and a `warn`
     /// event names each with its failure, then one more tells how many of
     /// the nodes are healthy; the pool is built all the same, so a service

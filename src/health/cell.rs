@@ -16,8 +16,7 @@ use tokio::sync::futures::Notified;
 use crate::command::table::Known;
 use crate::health::event::NodeEvent;
 use crate::health::failure::{
-    ClassifyFailure, Failure, FailureKind, REFUSAL, REFUSAL_AT_START, Seen, connect_failure,
-    one_line,
+    ClassifyFailure, Failure, FailureKind, Seen, connect_failure, one_line, refusal,
 };
 use crate::health::penalty::{Health, Moment, PenaltyPolicy, Probed, State, Verdict, warmed};
 use crate::health::pool_wide::PoolWide;
@@ -275,9 +274,11 @@ impl HealthCell {
                     if seen == Seen::AtStart { "node down at start; boxed" } else { "node boxed" };
                 let error = one_line(detail);
                 if kind.is_refusal() && seen == Seen::AtStart {
-                    tracing::error!(%node, failure = %kind, %error, "node refused at start: {REFUSAL_AT_START}");
+                    let why = refusal(kind, true);
+                    tracing::error!(%node, failure = %kind, %error, "node refused at start: {why}");
                 } else if kind.is_refusal() {
-                    tracing::error!(%node, failure = %kind, %error, ?wait, level, "{start}: {REFUSAL}");
+                    let why = refusal(kind, false);
+                    tracing::error!(%node, failure = %kind, %error, ?wait, level, "{start}: {why}");
                 } else {
                     tracing::warn!(%node, failure = %kind, %error, ?wait, level, "{start}");
                 }
@@ -380,7 +381,8 @@ impl HealthCell {
                 self.metrics.probe_failed();
                 self.pool_wide.send(NodeEvent::ProbeFailed { node: *node, kind, wait });
                 if kind.is_refusal() && !told {
-                    tracing::error!(%node, failure = %kind, %error, ?wait, "probe failed: {REFUSAL}");
+                    let why = refusal(kind, false);
+                    tracing::error!(%node, failure = %kind, %error, ?wait, "probe failed: {why}");
                 } else {
                     tracing::debug!(%node, failure = %kind, %error, ?wait, "probe failed");
                 }

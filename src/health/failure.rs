@@ -13,14 +13,31 @@ use redis::{ErrorKind, RedisError, RedisResult, ServerError, Value};
 
 pub use super::kind::FailureKind;
 
-/// What the `error` event of a refusal ([`FailureKind::is_refusal`]) says.
-pub(crate) const REFUSAL: &str = "the node refuses the pool's credentials (password, user name \
-    or TLS certificate); its keys are served by other nodes until they work again";
-
-/// What it says of a refusal met by the probe of `build` or `add_node`,
-/// which then fails: no key is served elsewhere.
-pub(crate) const REFUSAL_AT_START: &str = "the node refuses the pool's credentials (password, \
-    user name or TLS certificate); `build` (or `add_node`) fails with Error::Credentials";
+/// What the `error` event of a refusal ([`FailureKind::is_refusal`]) says:
+/// met by the probe of `build` or `add_node` (`at_start`), which then
+/// fails and serves no key elsewhere, or at run time.
+pub(crate) fn refusal(kind: FailureKind, at_start: bool) -> &'static str {
+    match (kind, at_start) {
+        (FailureKind::Database, false) => {
+            "the node has no database of its URL's number \
+            (`SELECT` answered `ERR DB index is out of range`); its keys are served by other \
+            nodes until it has"
+        }
+        (FailureKind::Database, true) => {
+            "the node has no database of its URL's number \
+            (`SELECT` answered `ERR DB index is out of range`); `build` (or `add_node`) fails \
+            with Error::Config"
+        }
+        (_, false) => {
+            "the node refuses the pool's credentials (password, user name or TLS \
+            certificate); its keys are served by other nodes until they work again"
+        }
+        (_, true) => {
+            "the node refuses the pool's credentials (password, user name or TLS \
+            certificate); `build` (or `add_node`) fails with Error::Credentials"
+        }
+    }
+}
 
 /// Where a failure was seen: how much evidence boxes the node, and what
 /// the log says of it.
@@ -108,6 +125,8 @@ impl ClassifyFailure for RedisError {
             Some(FailureKind::Protocol)
         } else if let Some(kind) = self.code().and_then(reply_kind) {
             Some(kind)
+        } else if is_missing_database(self) {
+            Some(FailureKind::Database)
         } else if is_tls_failure(self) {
             Some(FailureKind::Tls)
         } else if self.is_connection_dropped() {
@@ -124,6 +143,15 @@ impl ClassifyFailure for ServerError {
     fn failure_kind(&self) -> Option<FailureKind> {
         reply_kind(self.code())
     }
+}
+
+/// Whether the error is `redis`'s for a connection whose `SELECT` of the
+/// URL's database was answered `ERR DB index is out of range`: its words,
+/// not only the reply's (a caller's own `SELECT 99` is an ordinary error
+/// reply, never a node's failure).
+fn is_missing_database(e: &RedisError) -> bool {
+    e.detail().is_some_and(|detail| detail.starts_with("DB index is out of range"))
+        && e.to_string().starts_with("Redis server refused to switch database")
 }
 
 /// The replies an operation returned: one, or a pipeline's.

@@ -26,6 +26,11 @@ pub enum FailureKind {
     Timeout,
     /// The node rejected the credentials (AUTH or ACL), or answered `NOAUTH`.
     Auth,
+    /// The node has no database of the URL's number: the connection's
+    /// `SELECT` was answered `ERR DB index is out of range` (a server has
+    /// `databases` of them, 16 by default, numbered from 0). A wrong
+    /// setting, as [`Auth`](Self::Auth) is.
+    Database,
     /// The node answered `LOADING`: it is still loading its data set.
     Loading,
     /// The node answered `MASTERDOWN`: its master link is down.
@@ -47,13 +52,14 @@ pub enum FailureKind {
 
 impl FailureKind {
     /// Every kind, in label order: what the metrics create at zero.
-    pub const ALL: [FailureKind; 12] = [
+    pub const ALL: [FailureKind; 13] = [
         FailureKind::Refused,
         FailureKind::Dropped,
         FailureKind::Io,
         FailureKind::Tls,
         FailureKind::Timeout,
         FailureKind::Auth,
+        FailureKind::Database,
         FailureKind::Loading,
         FailureKind::MasterDown,
         FailureKind::ReadOnly,
@@ -71,6 +77,7 @@ impl FailureKind {
             FailureKind::Tls => "tls",
             FailureKind::Timeout => "timeout",
             FailureKind::Auth => "auth",
+            FailureKind::Database => "database",
             FailureKind::Loading => "loading",
             FailureKind::MasterDown => "masterdown",
             FailureKind::ReadOnly => "readonly",
@@ -91,12 +98,13 @@ impl FailureKind {
         self == FailureKind::Timeout
     }
 
-    /// Whether the node refused the pool's credentials ([`Auth`](Self::Auth),
-    /// [`Tls`](Self::Tls)): a wrong setting, not an outage. `build` fails
-    /// on it; at run time it is logged at `error` level, once per stay in
-    /// the box.
+    /// Whether the node refused what the pool was told to use: its
+    /// credentials ([`Auth`](Self::Auth), [`Tls`](Self::Tls)) or its URL's
+    /// database ([`Database`](Self::Database)): a wrong setting, not an
+    /// outage. `build` and `add_node` fail on it; at run time it is logged
+    /// at `error` level, once per stay in the box.
     pub fn is_refusal(self) -> bool {
-        matches!(self, FailureKind::Auth | FailureKind::Tls)
+        matches!(self, FailureKind::Auth | FailureKind::Tls | FailureKind::Database)
     }
 }
 

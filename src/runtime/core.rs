@@ -439,22 +439,20 @@ pub(crate) fn removable<M: NodeManager, S: Store<M>>(
     Err(Error::config(format!("node name `{name}`"), reason))
 }
 
-/// Probes new nodes together; those that fail start in the box (one
-/// timeout is enough there).
-/// [`Error::Credentials`] if `node` is boxed for refusing the pool's
-/// credentials.
+/// [`Error::refusal`] if `node` is boxed for refusing what the pool was
+/// told to use: its credentials, or its URL's database.
 fn refused<M: NodeManager, S: Store<M>>(node: &Node<M, S>) -> Result<(), Error> {
     let health = node.health().health();
     match health.state() {
-        State::Boxed { cause, .. } if cause.is_refusal() => Err(Error::Credentials {
-            node: node.name().to_string(),
-            failure: cause,
-            reason: health.last_error().unwrap_or("no reason given").to_owned(),
-        }),
+        State::Boxed { cause, .. } if cause.is_refusal() => {
+            Err(Error::refusal(node.name(), cause, health.last_error()))
+        }
         _ => Ok(()),
     }
 }
 
+/// Probes new nodes together; those that fail start in the box (one
+/// timeout is enough there).
 async fn probe_new<M: NodeManager, S: Store<M>>(nodes: &[Arc<Node<M, S>>]) {
     join_all(nodes.iter().map(|node| async move {
         let epoch = node.health().epoch();

@@ -219,6 +219,38 @@ fn shows_address(authority: &str) -> bool {
                 && ports[1..].split(':').all(|p| p.chars().all(|c| c.is_ascii_digit())))
 }
 
+/// Whether `text`, a URL past its scheme that is not a node URL's shape,
+/// has no place a credential could be in: no `@` (so no user-info), and
+/// nothing but what host names, IP addresses (IPv6 in brackets) and paths
+/// are made of, each `:` outside brackets followed by a port (digits) and
+/// at most a database (`/` and digits). Any other `:` may start a password
+/// that lost its `@`; a `?`, `#` or `%` may be part of one.
+fn holds_no_password(text: &str) -> bool {
+    let digits = |s: &str| s.bytes().all(|c| c.is_ascii_digit());
+    let mut in_brackets = false;
+    for (at, c) in text.char_indices() {
+        match c {
+            '[' if !in_brackets => in_brackets = true,
+            ']' if in_brackets => in_brackets = false,
+            ':' | '.' if in_brackets => {}
+            _ if in_brackets => {
+                if !c.is_ascii_hexdigit() {
+                    return false;
+                }
+            }
+            ':' => {
+                let (port, db) = text[at + 1..].split_once('/').unwrap_or((&text[at + 1..], ""));
+                if port.is_empty() || !digits(port) || !digits(db) {
+                    return false;
+                }
+            }
+            _ if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '/') => {}
+            _ => return false,
+        }
+    }
+    !in_brackets
+}
+
 /// `url` as messages show it: the scheme, the address and what else holds
 /// no secret (a database number, a socket's path, `db` and `protocol` in
 /// the query, `#insecure`); any user name, password or other query value
@@ -259,6 +291,13 @@ pub(crate) fn redact_url(url: &str) -> String {
     let shape = shows_address(authority) && path_shown && fragment_shown && pairs.is_some();
     // An `@` past a `/`, `?` or `#` may be inside a password in a query.
     let credentials_end = userinfo.is_some_and(|u| !u.contains(['/', '?', '#']));
+    let rest = &url[url.find("://").map_or(0, |at| at + 3)..];
+    if !shape && !socket && holds_no_password(rest) {
+        // A typo (`redis//host:port`) with no place a password could be
+        // in: shown as typed, so its writer sees it.
+        shown += rest;
+        return shown;
+    }
     if !shape && (socket || !credentials_end) {
         // Not the shape of a node URL, and no `@` surely ends a password:
         // one may have lost its `@` anywhere, so past the scheme only a
@@ -347,11 +386,43 @@ mod tests {
         assert_eq!(redact_url("redis://u:p@h:1?pass=x#y"), "redis://***@h:1?***#***");
         assert_eq!(redact_url("redis://127.0.0.1:70O2"), "redis://127.0.0.1:***");
         assert_eq!(redact_url("redis://[::1]:x/y"), "redis://[::1]:***");
-        assert_eq!(redact_url("redis://localhost/x"), "redis://localhost/***");
+        assert_eq!(redact_url("redis://localhost:x/y"), "redis://localhost:***");
         assert_eq!(redact_url("redis://10.0.0.1:pass"), "redis://10.0.0.1:***");
         assert_eq!(redact_url("redis://alice:70O2"), "redis://***");
         assert_eq!(redact_url("redis://u:p\n@h"), "redis://***@h");
         assert_eq!(redact_url("redis://h/0?pass=x@y#z"), "redis://***");
         assert_eq!(redact_url("redis://10.0.0.1/0?pass=x@y#z"), "redis://***");
+    }
+
+    #[test]
+    fn a_typo_with_no_place_for_a_password_is_shown_as_typed() {
+        for typo in [
+            "redis//127.0.0.1:7000",
+            "redis//cache-b.internal:7000/2",
+            "redis:///127.0.0.1:7000",
+            "redis://localhost/x",
+            "redis//[::1]:7000",
+            "127.0.0.1:7000/3",
+        ] {
+            assert_eq!(redact_url(typo), typo);
+        }
+        // A `:` that no port explains may start a password that lost its
+        // `@`; a `?`, `#` or `%` may be inside one; an `@` ends one.
+        for (typo, shown) in [
+            ("redis//alice:hunter2", "***"),
+            ("redis//:hunter2", "***"),
+            ("redis//127.0.0.1:7000/hunter2", "***"),
+            ("redis//127.0.0.1:7000:hunter2", "***"),
+            ("redis//127.0.0.1:hunter2/0", "***"),
+            ("redis//[::1:hunter2]:7000", "***"),
+            ("redis//alice:hunter2@127.0.0.1:7000", "***@127.0.0.1:7000"),
+            ("redis//alice@127.0.0.1:7000", "***@127.0.0.1:7000"),
+            ("redis://127.0.0.1:7000/0/hunt:er2", "redis://127.0.0.1:***"),
+            ("redis://127.0.0.1/x?hunter2", "redis://127.0.0.1/***"),
+            ("redis://127.0.0.1/hunter%32", "redis://127.0.0.1/***"),
+            ("redis:/alice:hunter2", "***"),
+        ] {
+            assert_eq!(redact_url(typo), shown, "{typo}");
+        }
     }
 }

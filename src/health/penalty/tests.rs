@@ -206,7 +206,7 @@ fn labels_are_stable() {
     assert_eq!(FailureKind::Refused.to_string(), "refused");
     assert_eq!(FailureKind::MasterDown.as_str(), "masterdown");
     let labels: Vec<&str> = FailureKind::ALL.iter().map(|k| k.as_str()).collect();
-    assert_eq!(labels.len(), 12);
+    assert_eq!(labels.len(), 13);
 }
 
 /// Boxes `h` at `now` and lets it back in at the end of its stay; returns
