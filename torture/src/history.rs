@@ -287,6 +287,14 @@ pub struct Member {
     pub end: u64,
     /// What it returned.
     pub outcome: Outcome,
+    /// Whether the node was in the pool's list (`nodes()`) when the call
+    /// returned: a call that failed may have changed the list or not (a
+    /// `drain_node` that fails at its check keeps the node, one that fails
+    /// after its switch has removed it). `None`: not looked (a
+    /// [`Change::Swept`], a call that hung and may still go on, a history
+    /// from before this field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listed: Option<bool>,
 }
 
 /// One line of the history.

@@ -47,7 +47,9 @@ pub(crate) fn several_down_bound(c: &crate::history::RunConfig) -> Option<u64> {
 
 /// Two processes' node lists differed for a while around `add_node`,
 /// `remove_node` or `drain_node` (each process changes its own list, a few
-/// milliseconds apart): a key the added node takes is routed differently
+/// milliseconds apart, and a call may fail in one process and not in
+/// another): a key the added node takes, or one it stands in for (one
+/// operation of the key went to it, another to a node it ranks before), is routed differently
 /// by the two (README, "No consensus between processes": "two processes may
 /// briefly route a key differently"). Bounded by
 /// [`LISTS_DIFFER_MS`](super::member::LISTS_DIFFER_MS), as the views' trip is.

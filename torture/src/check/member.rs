@@ -32,6 +32,13 @@
 //! sweep deleted it, or found it changed: README, "once an added node's
 //! sweep has ended, its keys' copies from before the add are gone from
 //! their old homes"). Without such a record they apply as before.
+//!
+//! A call that failed counts as what its process's list showed after it
+//! ([`Member::listed`]): a `drain_node` that failed at its check changed
+//! nothing (its process keeps the node, and its list differs from a peer's
+//! whose drain removed it, for good), one that failed after its switch
+//! took the node out by its end; with nothing recorded (a hang, an older
+//! history) it may have changed the list at any instant from its start on.
 
 use std::collections::HashMap;
 
@@ -82,10 +89,30 @@ pub(crate) struct Members<'a> {
     processes: u32,
 }
 
-/// The last instant a call may still change routing: its end, or
-/// [`NEVER`] for one that failed (a drain may fail after its switch).
+/// The last instant a call may still change routing: its end, for one
+/// that returned `Ok` or failed with the change made (the worker saw the
+/// node's place in the list changed: a drain that failed after its
+/// switch); [`NEVER`] for one that failed or hung with nothing seen
+/// (`listed` not recorded: it may have changed the list, or may yet).
 fn settled(m: &Member) -> u64 {
-    if m.outcome == Outcome::Ok { m.end } else { NEVER }
+    let made = match m.change {
+        Change::Add { .. } => m.listed == Some(true),
+        Change::Remove | Change::Drain => m.listed == Some(false),
+        Change::Swept => false,
+    };
+    if m.outcome == Outcome::Ok || made { m.end } else { NEVER }
+}
+
+/// Whether a call failed and left the list as it was (the worker saw the
+/// node where it was before: a `drain_node` that failed at its check kept
+/// it, `src/runtime/drain.rs`): not a change of the process's list at all.
+fn unchanged(m: &Member) -> bool {
+    let kept = match m.change {
+        Change::Add { .. } => m.listed == Some(false),
+        Change::Remove | Change::Drain => m.listed == Some(true),
+        Change::Swept => false,
+    };
+    m.outcome != Outcome::Ok && kept
 }
 
 impl<'a> Members<'a> {
@@ -99,6 +126,12 @@ impl<'a> Members<'a> {
         let mut spans = Vec::new();
         for (i, m) in list.iter().enumerate() {
             let c = calls.entry(m.process).or_default();
+            if unchanged(m) {
+                // The process's list is as before: a node never added,
+                // or still in (its lists differ from a peer's that made
+                // the change, from that call on).
+                continue;
+            }
             let warm = ms(config.resize_warmup_ms);
             match m.change {
                 Change::Add { warm: w } => {
@@ -124,6 +157,35 @@ impl<'a> Members<'a> {
         router.home(key.as_bytes()) == Some(nodes - 1)
     }
 
+    /// Whether two of the operations served by `served` (`None`: a node
+    /// not known, a near cache's) may have been routed apart by the added
+    /// node being in one process's list and not in another's: one went to
+    /// the added node and another to a node it ranks before in `key`'s
+    /// ranking. A process with the node sends the key there when the
+    /// nodes ranked before it are boxed (a stand-in for the boxed home),
+    /// one without it sends the key on down the ranking (seed 11118: `n3`
+    /// asleep, `n4` its keys' stand-in in the processes whose drain failed
+    /// at its check, `n0` in the one whose drain removed it). An operation
+    /// on a node ranked before the added node went where either list sends
+    /// it.
+    fn routed_apart(&self, key: &str, served: [Option<&str>; 3]) -> bool {
+        let (Some(router), Some(extra)) = (&self.router, self.extra) else { return false };
+        let ranking = router.ranking(key.as_bytes());
+        let rank = |node: &str| ranking.iter().position(|&i| **router.name(i) == *node);
+        let Some(own) = rank(extra) else { return false };
+        let (mut on, mut past, mut unknown) = (false, false, false);
+        for node in served {
+            match node.map(rank) {
+                None => unknown = true,
+                Some(Some(r)) if r == own => on = true,
+                Some(Some(r)) if r > own => past = true,
+                // Ranked before it, or a gutter node (no ranking).
+                Some(_) => {}
+            }
+        }
+        (on && (past || unknown)) || (past && unknown)
+    }
+
     /// Whether `key` is one the added node takes and some process's call
     /// (or a warm window) overlaps `[a, b]`: its routing may have changed.
     pub(crate) fn changed(&self, key: &str, a: u64, b: u64) -> bool {
@@ -143,8 +205,9 @@ impl<'a> Members<'a> {
     /// Whether `p` and `q` may have had different node lists at some
     /// instant of `[a, b]`: between the first of their two calls of one
     /// step (add, or take out) and the later's settling; a process that
-    /// never made the step (killed before it) differs from its peer's
-    /// call on.
+    /// never made the step (killed before it, or its call failed and left
+    /// its list as it was: a drain that failed at its check) differs from
+    /// its peer's call on.
     pub(crate) fn lists_differ(&self, p: ProcessId, q: ProcessId, a: u64, b: u64) -> bool {
         if p == q {
             return false;
@@ -197,13 +260,15 @@ impl<'a> Members<'a> {
         late: u64,
     ) -> Result<Option<&'static str>, String> {
         let Some(extra) = self.extra else { return Ok(None) };
-        if !self.moved(r.key) {
+        let moved = self.moved(r.key);
+        if !moved && !self.routed_apart(r.key, [r.node, old.node, w.node]) {
             return Ok(None);
         }
         // A plain `remove_node` moves nothing: the key's next node serves
         // what it kept from before the add, unless a sweep deleted it.
         let swept = self.swept_before(r, old);
-        if let Some(out) = self.out(r.process)
+        if moved
+            && let Some(out) = self.out(r.process)
             && out.change == Change::Remove
             && r.invoke >= out.start
             && r.node != Some(extra)
@@ -216,7 +281,8 @@ impl<'a> Members<'a> {
         // During the reader's own drain, before the key's batch moved: its
         // new home's copy from before the add, unless a sweep deleted it.
         let first_add = self.calls.values().filter_map(|c| c.add).map(|m| m.start).min();
-        if let Some(out) = self.out(r.process)
+        if moved
+            && let Some(out) = self.out(r.process)
             && out.change == Change::Drain
             && r.invoke >= out.start
             && r.complete <= out.end

@@ -3,7 +3,7 @@
 
 use super::super::testkit::*;
 use super::*;
-use crate::history::{Entry, Path};
+use crate::history::{Entry, Path, View};
 
 fn out_at(p: ProcessId, change: Change, at: u64) -> Entry {
     member(p, "n4", change, at, at + 1)
@@ -232,4 +232,107 @@ fn before_a_sweeps_clean_end_or_after_an_incomplete_one_the_copy_is_still_excuse
     let report = check(&grown(), &entries);
     assert_eq!(report.violations(), 0, "{report}");
     assert!(report.staleness.contains_key(REMOVED_UNMOVED), "{report}");
+}
+
+/// A key whose ranking under [`grown`] puts `n4` at `rank` (0: its home),
+/// and that ranking's node names.
+fn ranked(rank: usize) -> (String, Vec<String>) {
+    let c = grown();
+    let names: Vec<&str> = c.nodes.iter().map(String::as_str).chain(["n4"]).collect();
+    let router = Router::new(names.iter().map(|n| (*n, 1.0)));
+    (0..1_000)
+        .map(|i| format!("k{i}"))
+        .map(|k| {
+            let ranking = router.ranking(k.as_bytes());
+            (k, ranking.iter().map(|&i| names[i].to_owned()).collect::<Vec<_>>())
+        })
+        .find(|(_, ranking)| ranking[rank] == "n4")
+        .unwrap()
+}
+
+/// Seed 11118's shape: both processes add n4 and drain it at 1 s; p1's
+/// drain removes it, p2's ends as `drain` says (`listed`: n4 in p2's list
+/// after it). The first `boxed` nodes of `k`'s ranking are boxed in both
+/// from 0.9 s on (alike); p2 writes `p2:1` on `on.0`, p1 `p1:1` on `on.1`,
+/// then p2 reads `p2:1` from `on.0`.
+fn drained_apart(
+    rank: usize,
+    drain: (Outcome, Option<bool>),
+    boxed: usize,
+    on: (&str, &str),
+) -> Vec<Entry> {
+    let (k, ranking) = ranked(rank);
+    let mut entries = vec![
+        member(1, "n4", Change::Add { warm: false }, 0, 1),
+        member(2, "n4", Change::Add { warm: false }, 0, 1),
+        out_at(1, Change::Drain, 1_000),
+    ];
+    let mut failed = member(2, "n4", Change::Drain, 1_000, 1_050);
+    if let Entry::Member(m) = &mut failed {
+        (m.outcome, m.listed) = drain;
+    }
+    entries.push(failed);
+    for p in [1, 2] {
+        entries.extend(ranking[..boxed].iter().map(|n| view(p, n, View::Boxed, 900)));
+    }
+    entries.extend([
+        write(2, &k, "p2:1", 1_500, 1_501).on(on.0).into(),
+        write(1, &k, "p1:1", 1_510, 1_511).on(on.1).into(),
+        read(2, &k, Some("p2:1"), 1_520, 1_521).on(on.0).into(),
+    ]);
+    entries
+}
+
+#[test]
+fn a_drain_that_failed_at_its_check_keeps_the_node_where_it_stands_in() {
+    let timed_out = || Outcome::Failed("draining node `n4` into node `c`: timed out".into());
+    // n4 ranks second for k, whose home is boxed: p2's drain failed at its
+    // check, so n4 stays in its list as k's stand-in (seed 11118), while
+    // p1 sends k on to the third.
+    let (_, ranking) = ranked(1);
+    let apart = ("n4", ranking[2].as_str());
+    let kept = check(&grown(), &drained_apart(1, (timed_out(), Some(true)), 1, apart));
+    assert_eq!(kept.violations(), 0, "{kept}");
+    assert_eq!(kept.staleness[LISTS_DIFFER].samples, vec![9], "{kept}");
+    // Failed with nothing seen (a hang, an older history): it may have
+    // removed the node at any instant, as before.
+    let unknown = check(&grown(), &drained_apart(1, (timed_out(), None), 1, apart));
+    assert_eq!(unknown.violations(), 0, "{unknown}");
+    // n4 ranks after the node k goes to in both lists: their difference
+    // routes nothing differently.
+    let (_, ranking) = ranked(2);
+    let before = (ranking[1].as_str(), ranking[1].as_str());
+    let report = check(&grown(), &drained_apart(2, (timed_out(), Some(true)), 1, before));
+    assert_eq!(report.count("no-stale-read"), 1, "{report}");
+}
+
+#[test]
+fn a_drain_that_failed_after_its_switch_took_the_node_out_by_its_end() {
+    let (k, _) = keys();
+    let old_home = home_of(&k);
+    // Both drain n4 at 1 s, p2's failing at 1.05 s (`listed` as given);
+    // from 1.5 s on both write k on its old home, and p1 reads its own
+    // older value there.
+    let history = |listed: Option<bool>| {
+        let mut failed = member(2, "n4", Change::Drain, 1_000, 1_050);
+        if let Entry::Member(m) = &mut failed {
+            (m.outcome, m.listed) = (Outcome::Failed("MIGRATE failed".into()), listed);
+        }
+        vec![
+            member(1, "n4", Change::Add { warm: false }, 0, 1),
+            member(2, "n4", Change::Add { warm: false }, 0, 1),
+            out_at(1, Change::Drain, 1_000),
+            failed,
+            write(1, &k, "p1:1", 1_500, 1_501).on(&old_home).into(),
+            write(2, &k, "p2:1", 1_510, 1_511).on(&old_home).into(),
+            read(1, &k, Some("p1:1"), 1_520, 1_521).on(&old_home).into(),
+        ]
+    };
+    // n4 had left p2's list by the drain's end: the lists were alike.
+    let report = check(&grown(), &history(Some(false)));
+    assert_eq!(report.count("no-stale-read"), 1, "{report}");
+    // Nothing seen: p2's list may have changed at any instant.
+    let report = check(&grown(), &history(None));
+    assert_eq!(report.violations(), 0, "{report}");
+    assert_eq!(report.staleness[LISTS_DIFFER].samples, vec![9], "{report}");
 }

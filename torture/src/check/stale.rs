@@ -49,9 +49,10 @@
 //!   Sentinel shard whose master was killed (`FailOver`) before `r` was
 //!   invoked, and at most 1 s after `w` was acknowledged on it.
 //! - [`LISTS_DIFFER`] and [`REMOVED_UNMOVED`] (`member.rs`), on a key the
-//!   run's added node takes: the reader's and the writer's node lists
-//!   differed around `w`, `r` or `W` (± 50 ms) and the staleness is at most
-//!   2 s; or the reader had begun a plain `remove_node` and `w` went to the
+//!   run's added node takes (or, for the first, stands in for: one of
+//!   `r`, `w` and `W` went to it, another to a node it ranks before): the reader's and the
+//!   writer's node lists differed around `w`, `r` or `W` (± 50 ms) and the
+//!   staleness is at most 2 s; or the reader had begun a plain `remove_node` and `w` went to the
 //!   removed node while some process had it. Judged after the near cache
 //!   and before the relay, which does not apply to a key's new home.
 //!

@@ -207,6 +207,7 @@ pub(crate) fn member(p: ProcessId, node: &str, change: Change, start: u64, end: 
         start: t(start),
         end: t(end),
         outcome: Outcome::Ok,
+        listed: None,
     })
 }
 

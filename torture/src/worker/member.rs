@@ -1,6 +1,8 @@
 //! A pool process's part in the run's membership changes
 //! (`crate::member`): `add_node` at the planned instant, then
-//! `remove_node` or `drain_node`, each call recorded, and between the two
+//! `remove_node` or `drain_node`, each call recorded (with whether the
+//! node was in the pool's list when it returned: a failed drain may have
+//! removed it or not), and between the two
 //! the end of the add's sweep as `status()` shows it ([`Change::Swept`]).
 //! One routine for both flavours: each pool's calls behind [`Resizable`]
 //! (the sync flavour's run on Tokio's blocking threads, so the calls keep
@@ -26,6 +28,8 @@ pub trait Resizable: Clone + Send + Sync + 'static {
     fn drain(&self, node: &str) -> impl Future<Output = Result<(), Error>> + Send;
     /// `status()`.
     fn status(&self) -> Vec<NodeStatus>;
+    /// `nodes()`.
+    fn nodes(&self) -> Vec<String>;
 }
 
 impl Resizable for ShardedPool {
@@ -43,6 +47,10 @@ impl Resizable for ShardedPool {
 
     fn status(&self) -> Vec<NodeStatus> {
         ShardedPool::status(self)
+    }
+
+    fn nodes(&self) -> Vec<String> {
+        ShardedPool::nodes(self)
     }
 }
 
@@ -63,6 +71,10 @@ impl Resizable for fluster::sync::ShardedPool {
 
     fn status(&self) -> Vec<NodeStatus> {
         fluster::sync::ShardedPool::status(self)
+    }
+
+    fn nodes(&self) -> Vec<String> {
+        fluster::sync::ShardedPool::nodes(self)
     }
 }
 
@@ -87,9 +99,10 @@ pub async fn run<P: Resizable>(
     let at = |ms: u64| start + ms * 1_000_000;
     wait_until(at(m.add_ms)).await;
     let began = now();
-    let added = pool.add(&m.node, &url).await;
-    record(&rec, &m.node, Change::Add { warm }, began, &outcome(&added));
-    if added.is_ok() {
+    let added = outcome(&pool.add(&m.node, &url).await);
+    let listed = in_list(&pool, &m.node, &added);
+    record(&rec, (&m.node, Change::Add { warm }, listed), began, &added);
+    if added == Outcome::Ok {
         watch_sweep(&pool, &m.node, (began, at(m.out_ms)), &rec).await;
     }
     wait_until(at(m.out_ms)).await;
@@ -104,7 +117,20 @@ pub async fn run<P: Resizable>(
         }
         _ => outcome(&pool.remove(&m.node)),
     };
-    record(&rec, &m.node, m.out, began, &done);
+    let listed = in_list(&pool, &m.node, &done);
+    record(&rec, (&m.node, m.out, listed), began, &done);
+}
+
+/// Whether `node` is in the pool's list now, after a call that ended with
+/// `done`: the truth the checker needs of a call that failed (a drain
+/// that failed at its check kept the node, one that failed after its
+/// switch removed it: `src/runtime/drain.rs`). `None` for a call that
+/// hung: a sync pool's blocking call may still go on.
+fn in_list<P: Resizable>(pool: &P, node: &str, done: &Outcome) -> Option<bool> {
+    match done {
+        Outcome::Hung(_) => None,
+        _ => Some(pool.nodes().iter().any(|n| n == node)),
+    }
 }
 
 /// How often the pool's status is read for the sweep's end.
@@ -142,12 +168,18 @@ async fn watch_sweep<P: Resizable>(
             Some(SweepEnd::Incomplete(reason)) => Outcome::Failed(reason),
             Some(other) => Outcome::Failed(format!("{other:?}")),
         };
-        record(rec, node, Change::Swept, running, &ended);
+        record(rec, (node, Change::Swept, None), running, &ended);
         return;
     }
 }
 
-fn record(rec: &Recorder, node: &str, change: Change, start: u64, outcome: &Outcome) {
+/// Records `change` of `node` (and whether the node was `listed` after it).
+fn record(
+    rec: &Recorder,
+    (node, change, listed): (&str, Change, Option<bool>),
+    start: u64,
+    outcome: &Outcome,
+) {
     rec.record(&Entry::Member(Member {
         process: rec.process,
         node: node.to_owned(),
@@ -155,5 +187,6 @@ fn record(rec: &Recorder, node: &str, change: Change, start: u64, outcome: &Outc
         start,
         end: now(),
         outcome: outcome.clone(),
+        listed,
     }));
 }
