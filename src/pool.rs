@@ -221,35 +221,31 @@ where
 
 impl ShardedPool<RedisManager> {
     /// Adds the node at `url` under `name`, with weight 1, while the pool
-    /// serves: it takes its share of keys (about 1/n of them, all from the
-    /// other nodes) as soon as this returns. Like at build time, the node is
-    /// probed first (unless `probe_at_build(false)`) and starts in the box
-    /// if it does not answer. Then, in the background, a paced sweep
-    /// deletes the copies the moved keys left on their old homes, once the
-    /// node serves them (after the `resize_warmup` window); `status()` shows
-    /// its progress, then its end (`sweep_end`). See `docs/resize.md`.
-    ///
-    /// A name this pool removed before ([`remove_node`](Self::remove_node),
-    /// [`drain_node`](Self::drain_node)) is added back only if its server
-    /// holds no key (`DBSIZE` 0): it kept what it held, older than the
-    /// writes made while it was away; otherwise [`Error::Config`] naming
-    /// the node (flush it first). See `docs/resize.md`.
+    /// serves: it takes its share of keys (about 1/n, all from the other
+    /// nodes) as soon as this returns. It is probed first (unless
+    /// `probe_at_build(false)`) and starts in the box if it does not
+    /// answer. A paced sweep then deletes the copies the moved keys left on
+    /// their old homes (after the `resize_warmup` window); `status()` shows
+    /// its progress, then its end (`sweep_end`). A name this pool removed
+    /// ([`remove_node`](Self::remove_node), [`drain_node`](Self::drain_node))
+    /// comes back only if its server holds no key: it kept values older
+    /// than the writes made while it was away ([`Error::Config`] naming it:
+    /// flush it first). See `docs/resize.md`.
     pub async fn add_node(&self, name: &str, url: &str) -> Result<(), Error> {
         self.add_weighted_node(name, url, 1.0).await
     }
 
     /// Removes the node `name` after moving its keys to their new homes
-    /// with the servers' own `MIGRATE … REPLACE KEYS` (TTLs kept), in batches
-    /// of [`DRAIN_BATCH`](crate::DRAIN_BATCH) keys with
-    /// [`DRAIN_PAUSE`](crate::DRAIN_PAUSE) between them. Its keys are
-    /// served by their new homes from the start (a miss there reads through
-    /// to it; a write there has it move its copy there first, so an
-    /// `INCR` goes on from its value, and is never
-    /// overwritten by a copy; a write on a connection to it taken before
-    /// deletes the new home's copy after its reply); `status()` shows the
-    /// progress. Fails with
-    /// [`Error::Drain`] naming both nodes, the node left in the pool, if it
-    /// cannot reach another node. See `docs/resize.md`.
+    /// with the servers' own `MIGRATE … REPLACE KEYS` (TTLs kept), in
+    /// batches of [`DRAIN_BATCH`](crate::DRAIN_BATCH) keys with
+    /// [`DRAIN_PAUSE`](crate::DRAIN_PAUSE) between them; `status()` shows
+    /// the progress. Its keys are served by their new homes from the start:
+    /// a miss there reads through to it, and a write anywhere moves its
+    /// copy first (an `INCR` goes on from its value; no copy lands over a
+    /// write). [`Error::Drain`] naming both nodes, the node left in the
+    /// pool, if it cannot reach another; a batch with no answer fails the
+    /// drain and its keys' writes are refused until the node answers
+    /// again. See `docs/resize.md`.
     pub async fn drain_node(&self, name: &str) -> Result<(), Error> {
         self.drain_node_paced(name, crate::DRAIN_BATCH, crate::DRAIN_PAUSE).await
     }
@@ -406,7 +402,8 @@ macro_rules! pool_methods {
         /// connections close as they come back. Errors if there is no such node,
         /// or if it is the last one, or the last that holds keys (gutter nodes
         /// hold none of their own). The pool remembers the name: adding it back
-        /// ([`add_node`](ShardedPool::add_node)) needs an empty server.
+        /// ([`add_node`](ShardedPool::add_node)) needs an empty server. The
+        /// name of a node drained with moves in doubt gives them up.
         pub fn remove_node(&self, name: &str) -> Result<(), Error> {
             self.core.remove(name)
         }

@@ -1,5 +1,6 @@
 //! The engine both flavours run on: the current table of nodes and
-//! membership; the table and its routes are in `table.rs`, the routing
+//! membership (a node added in `added.rs`, drained in `draining.rs`); the
+//! table and its routes are in `table.rs`, the routing
 //! policy's steps over them (single and batch) in `step.rs`, the prober
 //! that drives the core in the background in `prober.rs` (a node's return
 //! in `comeback.rs`).
@@ -28,7 +29,6 @@ use crate::node::{Node, NodeParts, Store};
 use crate::route::{self, NodeName};
 use crate::runtime::drain::Drain;
 use crate::runtime::drained;
-use crate::runtime::migrate::{self, Endpoint};
 use crate::runtime::status::NodeStatus;
 use crate::runtime::sweep::Sweep;
 use crate::runtime::table::{Held, Table};
@@ -148,7 +148,7 @@ impl<M: NodeManager, S: Store<M>> Core<M, S> {
         Err(Error::NotEnoughHealthy { healthy, required, down })
     }
 
-    fn lock_membership(&self) -> MutexGuard<'_, ()> {
+    pub(crate) fn lock_membership(&self) -> MutexGuard<'_, ()> {
         self.membership.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -230,66 +230,6 @@ impl<M: NodeManager, S: Store<M>> Core<M, S> {
         // connections, once in-flight checkouts are done with it.
     }
 
-    /// Adds `node` unless its name is taken; probes it first if the
-    /// settings say so. Its server is reached at `at` by the old homes of
-    /// the keys that move to it (`MIGRATE`, in its warm window), if given.
-    pub(crate) async fn add(&self, node: Node<M, S>, at: Option<Endpoint>) -> Result<(), Error> {
-        let name = *node.name();
-        let taken = || {
-            Error::config(
-                format!("node name `{name}`"),
-                "a node of that name is already in the pool",
-            )
-        };
-        if self.open_table()?.node(&name).is_some() {
-            return Err(taken());
-        }
-        let drained = || {
-            // Its warm window and the drain would each claim the moved keys.
-            let reason = "a node is being drained: add this one when the drain ends";
-            Err(Error::config(format!("node name `{name}`"), reason))
-        };
-        if self.draining.load(Ordering::Acquire) {
-            return drained();
-        }
-        if let Some(reason) =
-            self.drain_in_doubt().filter(|_| !self.settings.resize_warmup.is_zero())
-        {
-            return Err(Error::config(format!("node name `{name}`"), reason));
-        }
-        let node = Arc::new(node);
-        if self.settings.probe_at_build {
-            probe_new(std::slice::from_ref(&node)).await;
-            refused(&node).inspect_err(|_| node.health().retire())?;
-        }
-        if self.was_removed(&name) {
-            empty(&node).await.inspect_err(|_| node.health().retire())?;
-        }
-        let _writer = self.lock_membership();
-        let current = self.open_table().inspect_err(|_| node.health().retire())?;
-        if current.node(&name).is_some() {
-            node.health().retire();
-            return Err(taken());
-        }
-        // Again under the lock: a drain may have begun during the probe (a
-        // drain that begins after this sees the window open, or the table
-        // changed at its switch, and is refused).
-        if self.draining.load(Ordering::Acquire) {
-            node.health().retire();
-            return drained();
-        }
-        node.health().start_warmup();
-        let mut nodes = current.nodes.clone();
-        nodes.push(node);
-        // Open before the switch: the install points every node at it.
-        let migrate_ms = migrate::timeout_ms(self.settings.response_timeout);
-        self.resize.open(name, self.settings.resize_warmup, at, migrate_ms);
-        self.install(nodes);
-        self.pool_wide.send(NodeEvent::Added { node: name });
-        tracing::info!(node = %name, "node added");
-        Ok(())
-    }
-
     pub(crate) fn remove(&self, name: &str) -> Result<(), Error> {
         if self.forsake_drain(name) {
             return Ok(());
@@ -341,13 +281,13 @@ impl<M: NodeManager, S: Store<M>> Core<M, S> {
     }
 
     /// Whether a node of this name was removed from the pool.
-    fn was_removed(&self, name: &str) -> bool {
+    pub(crate) fn was_removed(&self, name: &str) -> bool {
         self.removed.lock().unwrap_or_else(|e| e.into_inner()).iter().any(|n| **n == *name)
     }
 
     /// Publishes a new node list, its nodes pointed at the resize on
     /// first; the caller holds the membership lock.
-    fn install(&self, nodes: Vec<Arc<Node<M, S>>>) {
+    pub(crate) fn install(&self, nodes: Vec<Arc<Node<M, S>>>) {
         self.pool_wide.guard.set_cap(self.settings.max_boxed(nodes.len()));
         let table = Arc::new(Table::new(nodes, &self.pool_wide));
         self.point(&table);
@@ -388,36 +328,6 @@ impl<M: NodeManager, S: Store<M>> Core<M, S> {
     }
 }
 
-/// [`Error::Config`] unless `node`'s server holds no key (in its URL's
-/// database): a node added back under a name the pool removed kept what
-/// it held, older than the writes made while it was away (and the copies
-/// a warm window's read-through put there).
-async fn empty<M: NodeManager, S: Store<M>>(node: &Node<M, S>) -> Result<(), Error> {
-    let name = node.name();
-    let mut size = redis::pipe();
-    size.cmd("DBSIZE");
-    let reason = match node.send_own(&size).await {
-        Ok(Some(replies)) => match replies.first() {
-            Some(redis::Value::Int(0)) => return Ok(()),
-            Some(redis::Value::Int(n)) => format!(
-                "a node of that name was removed from this pool, and its server holds {n} keys: \
-                 values older than the writes made while it was away. Flush it (FLUSHDB) \
-                 before adding it back"
-            ),
-            other => format!("DBSIZE answered {other:?}"),
-        },
-        Ok(None) => "a node of that name was removed from this pool; its connections cannot \
-            say whether it is empty (it must be: it kept values older than the writes made \
-            while it was away)"
-            .to_owned(),
-        Err((_, e)) => format!(
-            "a node of that name was removed from this pool, and whether its server is \
-             empty (it must be) could not be asked: {e}"
-        ),
-    };
-    Err(Error::config(format!("node name `{name}`"), reason))
-}
-
 /// The index of the node `name` in `table` if it may leave the pool.
 pub(crate) fn removable<M: NodeManager, S: Store<M>>(
     table: &Table<M, S>,
@@ -441,7 +351,7 @@ pub(crate) fn removable<M: NodeManager, S: Store<M>>(
 
 /// [`Error::refusal`] if `node` is boxed for refusing what the pool was
 /// told to use: its credentials, or its URL's database.
-fn refused<M: NodeManager, S: Store<M>>(node: &Node<M, S>) -> Result<(), Error> {
+pub(crate) fn refused<M: NodeManager, S: Store<M>>(node: &Node<M, S>) -> Result<(), Error> {
     let health = node.health().health();
     match health.state() {
         State::Boxed { cause, .. } if cause.is_refusal() => {
@@ -453,7 +363,7 @@ fn refused<M: NodeManager, S: Store<M>>(node: &Node<M, S>) -> Result<(), Error> 
 
 /// Probes new nodes together; those that fail start in the box (one
 /// timeout is enough there).
-async fn probe_new<M: NodeManager, S: Store<M>>(nodes: &[Arc<Node<M, S>>]) {
+pub(crate) async fn probe_new<M: NodeManager, S: Store<M>>(nodes: &[Arc<Node<M, S>>]) {
     join_all(nodes.iter().map(|node| async move {
         let epoch = node.health().epoch();
         if let Err((kind, detail)) = node.probe().await {
