@@ -1407,6 +1407,123 @@ async fn a_transaction_by_hand_queued_before_add_node_outlives_the_copy() {
     assert_eq!(now.as_deref(), Some("v2"), "a read after the EXEC");
 }
 
+/// A transaction opened by hand (`MULTI` on a connection from `get`) that
+/// queues an `APPEND` of a moved key and holds its `EXEC` past the claim's
+/// guard (2 s) while readers read the key through: the keys are claimed
+/// again when `EXEC` is sent, so no reader's marker is under the queued
+/// write when it runs (it used to edit one, which expired: the write lost).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_transaction_by_hand_held_past_the_guard_keeps_its_write() {
+    const KEYS: usize = 20;
+    let servers = start_servers(4);
+    let builder = ShardedPool::builder()
+        .resize_warmup(Duration::from_secs(120))
+        .max_connections(64)
+        .response_timeout(Duration::from_secs(10));
+    let builder = servers.iter().zip(NAMES).fold(builder, |b, (s, n)| b.named_node(n, &s.url()));
+    let pool = builder.build().await.unwrap();
+    // Moved keys that no node holds: each reader's miss marks the key, reads
+    // its old home's nothing and gives the marker back.
+    let after = fluster::route::Router::new(NAMES.iter().chain(&["e"]).map(|n| (*n, 1.0)));
+    let keys: Vec<String> = (0..)
+        .map(|i| format!("held:{i}"))
+        .filter(|key| after.home(key.as_bytes()).map(|i| &**after.name(i)) == Some("e"))
+        .take(KEYS)
+        .collect();
+    let new = RedisServer::start();
+    pool.add_node("e", &new.url()).await.unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..4 * KEYS)
+        .map(|i| {
+            let (pool, key, stop) = (pool.clone(), keys[i % KEYS].clone(), stop.clone());
+            tokio::spawn(async move {
+                while !stop.load(Ordering::SeqCst) {
+                    let mut conn = pool.get_shared(&key).await.unwrap();
+                    let _: redis::RedisResult<Option<Vec<u8>>> = conn.get(&key).await;
+                }
+            })
+        })
+        .collect();
+    let writers: Vec<_> = keys
+        .iter()
+        .map(|key| {
+            let (pool, key) = (pool.clone(), key.clone());
+            tokio::spawn(async move {
+                let mut conn = pool.get(&key).await.unwrap();
+                assert_eq!(conn.node(), "e", "{key} moved to e");
+                let _: () = redis::cmd("MULTI").query_async(&mut conn).await.unwrap();
+                let append = redis::cmd("APPEND").arg(&key).arg("x").clone();
+                let _: () = append.query_async(&mut conn).await.unwrap();
+                // Past the guard of the claim made when the APPEND was queued.
+                tokio::time::sleep(Duration::from_millis(2_300)).await;
+                let exec: redis::RedisResult<(usize,)> =
+                    redis::cmd("EXEC").query_async(&mut conn).await;
+                exec
+            })
+        })
+        .collect();
+    let mut execs = Vec::new();
+    for writer in writers {
+        execs.push(writer.await.unwrap());
+    }
+    stop.store(true, Ordering::SeqCst);
+    for reader in readers {
+        reader.await.unwrap();
+    }
+    // Each APPEND ran on an empty key (not on a marker: its length would
+    // be the marker's and more), and the key holds its value with no TTL
+    // (a marker's would have expired it).
+    let lost: Vec<String> = keys
+        .iter()
+        .zip(&execs)
+        .filter(|(key, exec)| {
+            !matches!(exec, Ok((1,)))
+                || raw_get(&new, key).as_deref() != Some(b"x")
+                || pttl(&new, key) != -1
+        })
+        .map(|(key, exec)| {
+            let held = raw_get(&new, key).map(|v| String::from_utf8_lossy(&v).into_owned());
+            format!("{key}: EXEC {exec:?}, e holds {held:?} for {} ms", pttl(&new, key))
+        })
+        .collect();
+    assert!(lost.is_empty(), "{} of {KEYS} writes lost or edited: {lost:#?}", lost.len());
+    for key in &keys {
+        let now: Option<String> = pool.get_shared(key).await.unwrap().get(key).await.unwrap();
+        assert_eq!(now.as_deref(), Some("x"), "{key}: a later read");
+    }
+}
+
+/// A transaction opened by hand whose keys cannot be claimed again when
+/// its `EXEC` is sent (the claim timed out) is discarded instead: none of
+/// its writes runs (a marker could be under them), `EXEC` is an error
+/// that says why, and the connection is out of the transaction.
+#[tokio::test]
+async fn a_transaction_whose_keys_cannot_be_claimed_again_is_discarded() {
+    let servers = start_servers(4);
+    let builder = ShardedPool::builder()
+        .resize_warmup(Duration::from_secs(30))
+        .response_timeout(Duration::from_secs(1));
+    let builder = servers.iter().zip(NAMES).fold(builder, |b, (s, n)| b.named_node(n, &s.url()));
+    let pool = builder.build().await.unwrap();
+    let (key, _) = moved_keys(&pool, 1).await.remove(0);
+    let new = RedisServer::start();
+    let proxy = Proxy::start(new.port());
+    pool.add_node("e", &proxy.url()).await.unwrap();
+    let mut conn = pool.get(&key).await.unwrap();
+    let _: () = redis::cmd("MULTI").query_async(&mut conn).await.unwrap();
+    let _: () = redis::cmd("APPEND").arg(&key).arg("+").query_async(&mut conn).await.unwrap();
+    let moved = raw_get(&new, &key);
+    assert!(moved.as_deref().is_some_and(|v| v.starts_with(b"v1-")), "moved to e: {moved:?}");
+    // The claim's script (`node/warm.rs`) held past the response timeout.
+    proxy.hold(b"for i = 1, #KEYS, 2 do", Duration::from_millis(3_000));
+    let exec: redis::RedisResult<redis::Value> = redis::cmd("EXEC").query_async(&mut conn).await;
+    let refused = exec.expect_err("EXEC sent with its keys unclaimed");
+    assert!(refused.to_string().contains("could not be claimed"), "{refused}");
+    assert_eq!(raw_get(&new, &key), moved, "the APPEND did not run");
+    let read: Option<String> = conn.get(&key).await.unwrap();
+    assert_eq!(read.map(String::into_bytes), moved, "out of the transaction: a read, not QUEUED");
+}
+
 /// The adversary's finding: a move that timed out on a stalled old home
 /// (SIGSTOP) is still queued there, and runs when it wakes: its `RESTORE
 /// … REPLACE` then lands on the new home. A retry of the refused write

@@ -523,3 +523,32 @@ fn a_warm_add_reads_moved_keys_through_on_a_sync_pool() {
     let value: Option<String> = pool.get(key).unwrap().get(key).unwrap();
     assert_eq!(value, None, "a deleted key stays deleted");
 }
+
+/// A transaction opened by hand on a sync pool, in a warm window, whose
+/// queued `APPEND` of a moved key (held by no node) outlived its claim's
+/// guard and has a reader's marker under it by `EXEC` (both set here by
+/// hand, as 2 s and a reader would): the key is claimed again before
+/// `EXEC` goes, so the `APPEND` runs on no marker and its value stays.
+#[test]
+fn a_transaction_by_hand_on_a_sync_pool_claims_its_keys_again_at_exec() {
+    let servers = start_servers(4);
+    let builder = ShardedPool::builder().resize_warmup(Duration::from_secs(30));
+    let pool = named_pool(&servers, builder);
+    let (key, old) = moved_keys(&pool, 1).remove(0);
+    let _: () = redis::cmd("DEL").arg(&key).query(&mut named(&servers, &old).client()).unwrap();
+    let new = RedisServer::start();
+    pool.add_node("e", &new.url()).unwrap();
+    let mut conn = pool.get(&key).unwrap();
+    assert_eq!(conn.node(), "e");
+    let _: () = redis::cmd("MULTI").query(&mut conn).unwrap();
+    let _: () = redis::cmd("APPEND").arg(&key).arg("x").query(&mut conn).unwrap();
+    let mut on_new = new.client();
+    let guard = format!("\0fluster:lease:warm-guard:{key}");
+    let _: i64 = redis::cmd("DEL").arg(&guard).query(&mut on_new).unwrap();
+    let marker = "\0fluster:lease:warm:0123456789abcdef";
+    let set = redis::cmd("SET").arg(&key).arg(marker).arg("NX").arg("PX").arg(2_000).clone();
+    let _: () = set.query(&mut on_new).unwrap();
+    let (appended,): (usize,) = redis::cmd("EXEC").query(&mut conn).unwrap();
+    assert_eq!(appended, 1, "the APPEND ran on no marker");
+    assert_eq!(raw(&new, &key), (Some("x".to_owned()), -1), "the write stays, with no TTL");
+}

@@ -22,6 +22,10 @@
 //!   is set that refuses new markers for [`MARKER_MS`]. Else a write that
 //!   keeps what the key holds (`APPEND`, `SETRANGE`, `SET … KEEPTTL`)
 //!   would edit the marker: its bytes in the value, its TTL on the key.
+//! - A write queued in a transaction opened by hand runs at `EXEC`, which
+//!   may come after the claim's guard expired: the connection keeps the
+//!   keys its queued writes claimed (`connection/claims.rs`) and claims
+//!   them again before `EXEC` is sent ([`Elder::reclaim`]).
 //! - A write of a moved key on its *old* home (a connection taken before
 //!   the switch, or a command in flight across it) deletes the new home's
 //!   copy *after* its reply, before the caller sees it
@@ -109,6 +113,12 @@ pub(crate) trait Elder: Send + Sync {
     /// error means the write must not be sent (a drain's copying could
     /// land over it: `runtime/drained.rs`); the caller gets it instead.
     fn forget(&self, keys: Vec<Vec<u8>>) -> BoxFuture<'static, RedisResult<()>>;
+    /// Claims `keys`, moved here and claimed by a [`forget`](Self::forget)
+    /// already, again ([`claim`]): a write queued in a transaction opened
+    /// by hand runs at its `EXEC`, maybe after that claim's guard expired
+    /// (`connection/claims.rs`). Harmless once the resize is over: a marker deleted
+    /// (its reader's copy refused), new ones refused for [`MARKER_MS`].
+    fn reclaim(&self, keys: Vec<Vec<u8>>) -> BoxFuture<'static, RedisResult<()>>;
     /// A write that names no key is about to be sent here: no old home is
     /// read again (nor copied from) in this resize.
     fn end(&self);
@@ -302,6 +312,9 @@ mod tests {
         fn forget(&self, _: Vec<Vec<u8>>) -> BoxFuture<'static, RedisResult<()>> {
             Box::pin(async { Ok(()) })
         }
+        fn reclaim(&self, _: Vec<Vec<u8>>) -> BoxFuture<'static, RedisResult<()>> {
+            Box::pin(async { Ok(()) })
+        }
         fn end(&self) {}
         fn over(&self) -> bool {
             false
@@ -318,6 +331,9 @@ mod tests {
             None
         }
         fn forget(&self, _: Vec<Vec<u8>>) -> BoxFuture<'static, RedisResult<()>> {
+            Box::pin(async { Ok(()) })
+        }
+        fn reclaim(&self, _: Vec<Vec<u8>>) -> BoxFuture<'static, RedisResult<()>> {
             Box::pin(async { Ok(()) })
         }
         fn end(&self) {}

@@ -156,6 +156,14 @@ impl<M: NodeManager, S: Store<M>> Elder for FromDrained<M, S> {
         })
     }
 
+    fn reclaim(&self, keys: Vec<Vec<u8>>) -> BoxFuture<'static, RedisResult<()>> {
+        let table = self.table.upgrade();
+        let node = table.and_then(|table| table.nodes.get(self.here?).map(Arc::clone));
+        let Some(node) = node else { return Box::pin(async { Ok(()) }) };
+        let timeout = self.timeout;
+        Box::pin(async move { claimed(node, timeout, &keys).await })
+    }
+
     fn end(&self) {
         self.drain.rule_out();
     }

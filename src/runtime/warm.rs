@@ -323,6 +323,13 @@ impl<M: NodeManager, S: Store<M>> Elder for OldHomes<M, S> {
         })
     }
 
+    fn reclaim(&self, keys: Vec<Vec<u8>>) -> BoxFuture<'static, RedisResult<()>> {
+        let table = self.table.upgrade().filter(|_| self.here == self.new);
+        let Some(table) = table else { return Box::pin(async { Ok(()) }) };
+        let (here, timeout) = (Arc::clone(&table.nodes[self.new]), self.checkout_timeout);
+        Box::pin(async move { claimed(here, timeout, &keys).await })
+    }
+
     fn end(&self) {
         self.resize.end();
     }

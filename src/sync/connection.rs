@@ -19,7 +19,7 @@ use crate::command::words::{packed, unpacked};
 use crate::health::failure::{Failure, failure};
 use crate::node::blocking::{R2d2, timed_out};
 use crate::node::clock::Clock;
-use crate::node::connection::{Observed, many, one, only_reply, pooled_parts};
+use crate::node::connection::{Claims, Observed, many, one, only_reply, pooled_parts};
 use crate::node::lease::unmarked;
 use crate::node::tracked::{Tracked, TrackedConn};
 use crate::node::warm::Elder;
@@ -66,11 +66,22 @@ pub struct Connection {
     /// The keys its open transaction writes that moved away from its node
     /// (`node/warm.rs`): their new homes' copies go once it ends.
     away: Vec<Vec<u8>>,
+    /// The keys moved here that its open transaction's writes claimed
+    /// (`connection/claims.rs`): claimed again when its `EXEC` is sent.
+    claims: Claims,
 }
 
 impl Connection {
     pub(super) fn new(Taken(conn, home, stand_in): Taken, runtime: &Handle) -> Self {
-        Connection { conn, home, stand_in, runtime: runtime.clone(), away: Vec::new() }
+        let (runtime, away, claims) = (runtime.clone(), Vec::new(), Claims::default());
+        Connection { conn, home, stand_in, runtime, away, claims }
+    }
+
+    /// Whether its commands go through the async flavour's send body: its
+    /// node's keys move, or its transaction claimed some that did.
+    #[inline]
+    fn moving(&self) -> bool {
+        self.conn.resize.elder().is_some() || !self.claims.is_empty()
     }
 
     /// The name of the node this connection belongs to.
@@ -180,7 +191,7 @@ impl Observed for Connection {
 
 impl ConnectionLike for Connection {
     fn req_packed_command(&mut self, cmd: &[u8]) -> RedisResult<Value> {
-        if self.conn.resize.elder().is_some()
+        if self.moving()
             && let Some(result) = self.moving_one(cmd)
         {
             return result;
@@ -201,7 +212,7 @@ impl ConnectionLike for Connection {
         offset: usize,
         count: usize,
     ) -> RedisResult<Vec<Value>> {
-        if self.conn.resize.elder().is_some() {
+        if self.moving() {
             return self.moving_many(cmd, offset, count);
         }
         self.follow(cmd);

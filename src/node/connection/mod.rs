@@ -3,7 +3,9 @@
 //! every outcome, error *or* error reply, to their node through one
 //! [`ConnectionLike`](redis::aio::ConnectionLike) body, which also hides `aside`'s leases from their
 //! readers (`lease.rs`). Here the two types; what they are to the send
-//! body (`observed.rs`); the body itself (`send.rs`).
+//! body (`observed.rs`); the body itself (`send.rs`); the keys a
+//! transaction opened by hand claimed, claimed again at its `EXEC`
+//! (`claims.rs`).
 
 use std::fmt;
 use std::ops::{Deref, DerefMut};
@@ -20,6 +22,9 @@ use crate::node::shared::SharedSocket;
 use crate::node::tracked::{NodeManager, Tracked};
 use crate::stand_in::writes::StandIn;
 
+pub(crate) use claims::Claims;
+
+mod claims;
 mod observed;
 mod send;
 
@@ -53,6 +58,9 @@ pub struct Connection<M: NodeManager = RedisManager> {
     /// The keys its open transaction writes that moved away from its node
     /// (`node/warm.rs`): their new homes' copies go once it ends.
     away: Vec<Vec<u8>>,
+    /// The keys moved here that its open transaction's writes claimed
+    /// (`connection/claims.rs`): claimed again when its `EXEC` is sent.
+    claims: Claims,
 }
 
 impl<M: NodeManager> Connection<M> {
@@ -61,7 +69,8 @@ impl<M: NodeManager> Connection<M> {
         home: bool,
         stand_in: Option<Box<StandIn>>,
     ) -> Self {
-        Connection { conn, home, stand_in, queued: Vec::new(), away: Vec::new() }
+        let (queued, away, claims) = (Vec::new(), Vec::new(), Claims::default());
+        Connection { conn, home, stand_in, queued, away, claims }
     }
 
     /// The name of the node this connection belongs to.

@@ -18,12 +18,14 @@ use crate::node::tracked::{ConnectionAbilities, NodeManager};
 use crate::node::warm::Elder;
 use crate::stand_in::writes::{Capped, StandIn};
 
+use super::claims::Claims;
 use super::{Connection, SharedConnection};
 
 /// What a pooled connection of either flavour (`conn`, its tracked
 /// connection, whose session follows its commands and which is armed
 /// while one is in flight; `stand_in`; `away`, its moved keys waiting for the end of a
-/// transaction) answers the send body, in one place for both.
+/// transaction; `claims`, those its transaction claimed) answers the send
+/// body, in one place for both.
 macro_rules! pooled_parts {
     () => {
         fn admit<'c>(&mut self, cmds: impl Iterator<Item = &'c Cmd>) -> RedisResult<()> {
@@ -48,6 +50,10 @@ macro_rules! pooled_parts {
         }
         fn in_transaction(&self) -> bool {
             self.conn.session.in_multi() || !self.away.is_empty()
+        }
+        #[inline]
+        fn claims(&mut self) -> Option<(&mut $crate::node::connection::Claims, bool)> {
+            Some((&mut self.claims, self.conn.session.in_multi()))
         }
         fn commands(&self) -> &Known {
             &self.conn.cell.commands
@@ -88,6 +94,13 @@ pub(crate) trait Observed: Send {
     /// a resize is on, one may begin before its `EXEC`.
     fn in_transaction(&self) -> bool {
         false
+    }
+    /// The keys moved here that the writes queued in its transaction
+    /// opened by hand claimed ([`Claims`]), and whether that transaction
+    /// is open once the commands being sent are followed (if not, they
+    /// end it): none on a connection that cannot open one.
+    fn claims(&mut self) -> Option<(&mut Claims, bool)> {
+        None
     }
     /// Its node's command table.
     fn commands(&self) -> &Known;

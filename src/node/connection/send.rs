@@ -18,6 +18,7 @@ use crate::node::tracked::{ConnectionAbilities, NodeManager};
 use crate::node::warm::{self, Elder, Moved, Phase, Plan};
 use crate::stand_in::writes::Capped;
 
+use super::claims::Claims;
 use super::observed::Observed;
 use super::{Connection, SharedConnection, only_reply, own_reply};
 
@@ -111,12 +112,51 @@ pub(crate) fn one<'a, O: Observed>(conn: &'a mut O, cmd: &'a Cmd) -> RedisFuture
     if let Err(refused) = conn.admit(std::iter::once(cmd)) {
         return Box::pin(std::future::ready(Err(refused)));
     }
+    if let Some((claims, false)) = conn.claims()
+        && !claims.is_empty()
+    {
+        // Rare: the end of a transaction opened by hand whose writes
+        // claimed moved keys, whether or not the resize is still on.
+        let claims = std::mem::take(claims);
+        return Box::pin(ends(conn, claims, cmd));
+    }
     if let Some(elder) = conn.elder() {
         // Rare (keys moving: a node added warm, in its window, or
         // drained): kept out of the common path.
         return Box::pin(warmed(conn, elder, cmd));
     }
     admitted(conn, cmd)
+}
+
+/// The command that ends a transaction opened by hand whose queued writes
+/// claimed keys moved here (`claims`): before `EXEC` goes, they are
+/// claimed again, so the guard is fresh when the writes run however long
+/// ago they were queued (a reader's marker set meanwhile is deleted, and
+/// none is set until they ran); `DISCARD` runs none of them.
+async fn ends<O: Observed>(conn: &mut O, claims: Claims, cmd: &Cmd) -> RedisResult<Value> {
+    let discards = words(cmd).next().is_some_and(|name| name.eq_ignore_ascii_case(b"DISCARD"));
+    if !discards {
+        reclaimed(conn, &claims).await?;
+    }
+    match conn.elder() {
+        Some(elder) => Box::pin(warmed(conn, elder, cmd)).await,
+        None => admitted(conn, cmd).await,
+    }
+}
+
+/// `claims` made again before the transaction they were made for runs.
+/// If they cannot be, the transaction is discarded instead (`DISCARD`
+/// sent in place of what would run it): none of its writes runs, and the
+/// caller gets the claim's error.
+async fn reclaimed<O: Observed>(conn: &mut O, claims: &Claims) -> RedisResult<()> {
+    // Armed meanwhile: the session already follows the commands not yet
+    // sent (an `EXEC`), so a caller that drops this future leaves a
+    // connection its pool must not hand on (its transaction still open).
+    conn.arm();
+    let Err(refused) = conn.resized(claims.again()).await else { return Ok(()) };
+    let discarded = conn.wire().send_packed(&redis::cmd("DISCARD")).await;
+    let _ = judged(conn, discarded);
+    Err(refused)
 }
 
 /// [`one`] once admitted.
@@ -159,7 +199,13 @@ async fn warmed<O: Observed>(conn: &mut O, elder: Arc<dyn Elder>, cmd: &Cmd) -> 
     match warm::plan(&words, &*elder, conn.commands(), Phase::Before) {
         Plan::Plain => admitted(conn, cmd).await,
         Plan::Write(keys) => {
+            // Queued in a transaction opened by hand: its keys are kept, to
+            // be claimed again at its `EXEC`.
+            let queued = matches!(conn.claims(), Some((_, true))).then(|| keys.clone());
             conn.resized(elder.forget(keys)).await?;
+            if let (Some(keys), Some((claims, _))) = (queued, conn.claims()) {
+                claims.keep(&elder, &keys);
+            }
             admitted(conn, cmd).await
         }
         Plan::Unnamed => {
@@ -274,6 +320,15 @@ pub(crate) async fn many<O: Observed>(
     count: usize,
 ) -> RedisResult<Vec<Value>> {
     conn.admit(pipeline.cmd_iter())?;
+    if let Some((claims, open)) = conn.claims()
+        && !claims.is_empty()
+    {
+        // A transaction opened by hand whose writes claimed moved keys:
+        // the pipeline may hold its `EXEC`, so they are claimed again
+        // first (kept while it stays open).
+        let claims = if open { claims.clone() } else { std::mem::take(claims) };
+        reclaimed(conn, &claims).await?;
+    }
     if let Some(elder) = conn.elder() {
         let mut moved: Vec<Vec<u8>> = Vec::new();
         for cmd in pipeline.cmd_iter() {
@@ -284,8 +339,14 @@ pub(crate) async fn many<O: Observed>(
                 Plan::Get(_) | Plan::Plain => {}
             }
         }
+        // A transaction opened by hand and still open once the pipeline
+        // is in: its keys are kept, to be claimed again at its `EXEC`.
+        let queued = matches!(conn.claims(), Some((_, true))).then(|| moved.clone());
         if !moved.is_empty() {
             conn.resized(elder.forget(moved)).await?;
+        }
+        if let (Some(keys), Some((claims, _))) = (queued, conn.claims()) {
+            claims.keep(&elder, &keys);
         }
     }
     let fences: Vec<Fence<&[u8]>> = match conn.near() {
