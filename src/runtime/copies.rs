@@ -135,7 +135,8 @@ impl Doubts {
         self.keys().is_empty()
     }
 
-    /// `keys` moved off `node` for certain now.
+    /// `keys` settled: no move of them queued on their node can land
+    /// later (it ran, or finds nothing).
     pub(crate) fn settle(&self, keys: &[Vec<u8>]) {
         let mut held = self.keys();
         for key in keys {
