@@ -1,5 +1,5 @@
 //! `add_node`: a node joins the table, unless its name is taken, a drain
-//! runs (or its moves are in doubt, for a node added warm), or, added back
+//! runs (or a drain's moves are in doubt), or, added back
 //! under a name the pool removed, its server is not empty; its warm
 //! window (`warm.rs`) opens before the switch.
 
@@ -36,9 +36,9 @@ impl<M: NodeManager, S: Store<M>> Core<M, S> {
         if self.draining.load(Ordering::Acquire) {
             return drained();
         }
-        if let Some(reason) =
-            self.drain_in_doubt().filter(|_| !self.settings.resize_warmup.is_zero())
-        {
+        // A node added takes keys in doubt from their homes, and a late
+        // move lands on the old one: served again after a `remove_node`.
+        if let Some(reason) = self.drain_in_doubt() {
             return Err(Error::config(format!("node name `{name}`"), reason));
         }
         let node = Arc::new(node);

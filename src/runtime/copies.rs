@@ -144,6 +144,19 @@ impl Doubts {
         }
     }
 
+    /// A move of `keys` off `node`, about to be sent: in doubt unless told
+    /// it [`ended`](Moving::ended).
+    pub(crate) fn moving<M: NodeManager, S: Store<M>>(
+        self: &Arc<Self>,
+        node: Arc<Node<M, S>>,
+        timeout: Duration,
+        keys: Vec<Vec<u8>>,
+        given_up: impl Fn() -> bool + Send + 'static,
+    ) -> Moving<M, S> {
+        let (doubts, given_up) = (Arc::clone(self), Some(Box::new(given_up) as Box<_>));
+        Moving { doubts, node, timeout, keys, given_up }
+    }
+
     /// `keys`, whose move off `node` is in doubt, held until a `DEL` of
     /// them there is answered: asked in the background with a growing
     /// pause, on a connection of its own (the node may have left the
@@ -179,6 +192,35 @@ impl Doubts {
                 pause = (pause * 2).min(Duration::from_secs(1));
             }
         });
+    }
+}
+
+/// A move of keys off a node on its way (a write's `MIGRATE` first):
+/// dropped before it [`ended`](Self::ended) (its outcome in doubt, or the
+/// write's future dropped while it was out, the `MIGRATE` maybe still
+/// queued there), its keys are in doubt ([`Doubts::doubt`]).
+pub(crate) struct Moving<M: NodeManager, S: Store<M>> {
+    doubts: Arc<Doubts>,
+    node: Arc<Node<M, S>>,
+    timeout: Duration,
+    keys: Vec<Vec<u8>>,
+    given_up: Option<Box<dyn Fn() -> bool + Send>>,
+}
+
+impl<M: NodeManager, S: Store<M>> Moving<M, S> {
+    /// It ended, moved or refused by a server: nothing of it is left to
+    /// run.
+    pub(crate) fn ended(mut self) {
+        self.given_up = None;
+    }
+}
+
+impl<M: NodeManager, S: Store<M>> Drop for Moving<M, S> {
+    fn drop(&mut self) {
+        if let Some(given_up) = self.given_up.take() {
+            let keys = std::mem::take(&mut self.keys);
+            self.doubts.doubt(Arc::clone(&self.node), self.timeout, keys, given_up);
+        }
     }
 }
 

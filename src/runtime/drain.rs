@@ -39,7 +39,7 @@ use crate::metrics::{DRAIN_KEYS_LEFT, DRAINED_KEYS_TOTAL};
 use crate::node::tracked::NodeManager;
 use crate::node::{Node, Store};
 use crate::route::{self, NodeName, Router};
-use crate::runtime::copies::{Doubts, send};
+use crate::runtime::copies::{Doubts, Moving, send};
 use crate::runtime::migrate::{self, Address, Endpoint, Outcome};
 use crate::runtime::table::Table;
 
@@ -136,9 +136,19 @@ impl<M: NodeManager, S: Store<M>> Drain<M, S> {
     /// `keys`, whose move off the draining node is in doubt, held until
     /// it answers a `DEL` of them, or the drain is gone.
     pub(crate) fn doubt(self: &Arc<Self>, timeout: Duration, keys: Vec<Vec<u8>>) {
+        self.in_doubt.doubt(Arc::clone(&self.node), timeout, keys, self.given_up());
+    }
+
+    /// A move of `keys` off the draining node, about to be sent (a
+    /// write's): in doubt unless told it [`ended`](Moving::ended).
+    pub(crate) fn moving(self: &Arc<Self>, timeout: Duration, keys: Vec<Vec<u8>>) -> Moving<M, S> {
+        self.in_doubt.moving(Arc::clone(&self.node), timeout, keys, self.given_up())
+    }
+
+    /// Whether the drain is gone: its keys in doubt are no one's.
+    fn given_up(self: &Arc<Self>) -> impl Fn() -> bool + Send + 'static {
         let gone = Arc::downgrade(self);
-        let given_up = move || gone.strong_count() == 0;
-        self.in_doubt.doubt(Arc::clone(&self.node), timeout, keys, given_up);
+        move || gone.strong_count() == 0
     }
 
     /// The batch out now, if any, in doubt: its drain's future was
@@ -198,6 +208,16 @@ impl<M: NodeManager, S: Store<M>> Mover<'_, M, S> {
 
     async fn send(&self, pipe: redis::Pipeline) -> Result<Vec<Value>, String> {
         send(Arc::clone(&self.drain.node), self.timeout, pipe).await.map_err(|e| e.to_string())
+    }
+
+    /// The drain's error when `command` on the draining node failed after
+    /// the switch: the node has left, its keys not moved yet misses.
+    fn left(&self, command: &str, error: String) -> Error {
+        let reason = format!(
+            "its {command} failed ({error}): it left the pool, and its keys not moved yet are \
+             misses on their new homes"
+        );
+        self.failed(None, reason)
     }
 
     fn failed(&self, target: Option<&NodeName>, reason: String) -> Error {
@@ -294,7 +314,7 @@ impl<M: NodeManager, S: Store<M>> Mover<'_, M, S> {
         let left = metrics::gauge!(DRAIN_KEYS_LEFT, "node" => node);
         let mut size = redis::pipe();
         size.cmd("DBSIZE");
-        if let [Value::Int(n)] = self.send(size).await.map_err(|e| self.failed(None, e))?[..] {
+        if let [Value::Int(n)] = self.send(size).await.map_err(|e| self.left("DBSIZE", e))?[..] {
             self.drain.left.store(n.max(0) as u64, Ordering::Relaxed);
             left.set(n as f64);
         }
@@ -312,7 +332,7 @@ impl<M: NodeManager, S: Store<M>> Mover<'_, M, S> {
             }
             let mut scan = redis::pipe();
             scan.cmd("SCAN").arg(cursor).arg("COUNT").arg(batch);
-            let reply = self.send(scan).await.map_err(|e| self.failed(None, e))?;
+            let reply = self.send(scan).await.map_err(|e| self.left("SCAN", e))?;
             let (next, keys): (u64, Vec<Vec<u8>>) = redis::from_redis_value(reply[0].clone())
                 .map_err(|e| self.failed(None, format!("SCAN answered: {e}")))?;
             for (target, keys) in self.by_home(after, keys.iter()) {

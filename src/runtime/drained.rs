@@ -64,7 +64,8 @@ impl<M: NodeManager, S: Store<M>> FromDrained<M, S> {
     fn doubted(&self) -> redis::RedisError {
         let detail = format!(
             "a drain's move of its key off `{}` got no answer and may still run; the write was \
-             not sent (that move could land over it): retry once `{0}` answers",
+             not sent (that move could land over it): retry once `{0}` answers, or, if its \
+             server is gone for good, remove_node(\"{0}\") gives the move up",
             self.drain.node.name()
         );
         migrate::refused("write refused after a drain", detail)
@@ -144,13 +145,16 @@ impl<M: NodeManager, S: Store<M>> Elder for FromDrained<M, S> {
         let len = pipe.len();
         let sent = send(Arc::clone(&drain.node), self.timeout, pipe);
         let timeout = self.timeout;
+        // In doubt unless it ends (a timeout, or this future dropped while
+        // it was out).
+        let moving = (moves > 0).then(|| drain.moving(timeout, mine.clone()));
         Box::pin(async move {
-            match forgotten(sent.await, len, moves) {
+            let outcome = forgotten(sent.await, len, moves);
+            if let Some(moving) = moving.filter(|_| outcome != Forgotten::InDoubt) {
+                moving.ended();
+            }
+            match outcome {
                 Forgotten::Done => claimed(node, timeout, &mine).await,
-                Forgotten::InDoubt if moves > 0 => {
-                    drain.doubt(timeout, mine);
-                    refused(&drain)
-                }
                 _ => refused(&drain),
             }
         })
@@ -209,10 +213,11 @@ impl<M: NodeManager, S: Store<M>> FromDrained<M, S> {
                     if let Some(at) = at.filter(|_| drained.is_up()) {
                         let mut pipe = redis::pipe();
                         at.migrate(&mut pipe, migrate_ms, &keys);
+                        let moving = drain.moving(timeout, keys.clone());
                         match forgotten(send(drained, timeout, pipe).await, 1, 1) {
-                            Forgotten::Done => return,
-                            Forgotten::InDoubt => drain.doubt(timeout, keys.clone()),
-                            Forgotten::Failed => {}
+                            Forgotten::Done => return moving.ended(),
+                            Forgotten::InDoubt => drop(moving),
+                            Forgotten::Failed => moving.ended(),
                         }
                     }
                     let mut pipe = redis::pipe();

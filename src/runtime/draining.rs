@@ -79,9 +79,9 @@ impl<M: NodeManager, S: Store<M>> Core<M, S> {
 }
 
 impl<M: NodeManager, S: Store<M>> Core<M, S> {
-    /// Why a drain, or a node added warm, must wait: the last drain's
-    /// moves in doubt (its node's connections' part in it would be
-    /// replaced).
+    /// Why a drain, or a node added, must wait: the last drain's moves in
+    /// doubt (the nodes' part in it would be replaced, and a key taken by
+    /// the node added could be served from where a late move lands).
     pub(crate) fn drain_in_doubt(&self) -> Option<String> {
         let drain = self.drain.load_full().filter(|d| !d.over())?;
         let done = drain.done.load(Ordering::Acquire);

@@ -281,8 +281,25 @@ impl<M: NodeManager, S: Store<M>> Elder for OldHomes<M, S> {
                     let sent = send(Arc::clone(&node), timeout, pipe);
                     let (resize, name, old) =
                         (self.resize.clone(), *table.name(other), other != self.new);
+                    // A `MIGRATE` in doubt (timed out, or this future dropped
+                    // while it was out) may still run on a stalled old home,
+                    // or land its `RESTORE … REPLACE` late on a slow new one:
+                    // after the write, it would undo it. So may one of an
+                    // earlier write, until a `DEL` of its keys there is
+                    // answered.
+                    let moving = (old && moves > 0).then(|| {
+                        let closed = Arc::clone(&self.resize);
+                        let given_up = move || closed.closed.load(Ordering::Acquire);
+                        self.resize.in_doubt.moving(node, timeout, there.clone(), given_up)
+                    });
                     async move {
                         let outcome = forgotten(sent.await, len, moves);
+                        if let Some(moving) = moving.filter(|_| outcome != Forgotten::InDoubt) {
+                            moving.ended();
+                        } else if old && moves > 0 {
+                            resize.rule_out(name);
+                            return Err(name);
+                        }
                         if !old {
                             return Ok(());
                         }
@@ -291,17 +308,6 @@ impl<M: NodeManager, S: Store<M>> Elder for OldHomes<M, S> {
                             return Ok(());
                         }
                         resize.rule_out(name);
-                        // A `MIGRATE` in doubt (timed out) may still run on a
-                        // stalled old home, or land its `RESTORE … REPLACE` late
-                        // on a slow new one: after the write, it would undo it.
-                        // So may one of an earlier write, until a `DEL` of its
-                        // keys there is answered.
-                        if outcome == Forgotten::InDoubt && moves > 0 {
-                            let closed = Arc::clone(&resize);
-                            let given_up = move || closed.closed.load(Ordering::Acquire);
-                            resize.in_doubt.doubt(node, timeout, there, given_up);
-                            return Err(name);
-                        }
                         if resize.in_doubt.any(&there) { Err(name) } else { Ok(()) }
                     }
                 })
