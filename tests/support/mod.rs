@@ -6,6 +6,7 @@ pub mod fake;
 pub mod logs;
 pub mod process;
 pub mod proxy;
+pub mod resize;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
