@@ -550,7 +550,7 @@ async fn a_drain_batch_cut_short_by_a_cancel_never_lands_over_a_later_write() {
 }
 
 /// A drained node whose server is gone for good: its keys in doubt would
-/// wait forever, and so would a later drain or a node added warm (each
+/// wait forever, and so would a later drain or a node added (each
 /// refused, saying why); `remove_node` of its name gives them up, and
 /// their writes go on.
 #[tokio::test]
@@ -568,9 +568,23 @@ async fn remove_node_gives_up_a_drained_node_gone_for_good() {
     let again = pool.drain_node("c").await.unwrap_err().to_string();
     assert!(again.contains("in doubt") && again.contains("remove_node(\"d\")"), "{again}");
     assert!(pool.nodes().contains(&"c".to_owned()), "c stays");
+    // A node added (cold here) would take keys in doubt, and the late move
+    // land on their old home, served again once it is removed.
+    let extra = RedisServer::start();
+    let added = pool.add_node("f", &extra.url()).await.unwrap_err().to_string();
+    assert!(added.contains("in doubt"), "{added}");
+    assert!(!pool.nodes().contains(&"f".to_owned()), "f not added");
     pool.remove_node("d").unwrap();
+    pool.add_node("f", &extra.url()).await.unwrap();
     for key in refused {
         set_v2(&pool, key).await.unwrap();
     }
     assert!(pool.remove_node("d").is_err(), "given up once: `d` is no node now");
+}
+
+/// A write dropped while its move off the draining node is out: its key
+/// stays in doubt past the drain's end (`support::resize`).
+#[tokio::test]
+async fn a_write_dropped_while_its_drain_move_is_out_keeps_its_key_in_doubt() {
+    support::resize::a_write_dropped_while_its_move_is_out(true).await;
 }

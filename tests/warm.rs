@@ -860,3 +860,10 @@ async fn a_new_home_out_of_memory_still_takes_deletes_and_reads_through() {
     let now: Option<String> = pool.get(deleted).await.unwrap().get(deleted).await.unwrap();
     assert_eq!(now, None, "a deleted key stays deleted");
 }
+
+/// A write dropped while its old home's move is out: its key stays in
+/// doubt past the window's end (`support::resize`).
+#[tokio::test]
+async fn a_write_dropped_while_its_window_move_is_out_keeps_its_key_in_doubt() {
+    support::resize::a_write_dropped_while_its_move_is_out(false).await;
+}

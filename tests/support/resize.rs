@@ -7,7 +7,8 @@ use std::time::Duration;
 use fluster::ShardedPool;
 use redis::AsyncCommands;
 
-use super::{RedisServer, start_servers};
+use super::proxy::Proxy;
+use super::{RedisServer, eventually, start_servers};
 
 /// The names of the four nodes a test starts with (`e` is the one added).
 pub const NAMES: [&str; 4] = ["a", "b", "c", "d"];
@@ -128,4 +129,80 @@ pub fn calls_on(server: &RedisServer, command: &str) -> u64 {
     let line = info.lines().find(|l| l.starts_with(&prefix));
     let calls = line.and_then(|l| l.split(['=', ',']).nth(1)?.parse().ok());
     calls.unwrap_or(0)
+}
+
+/// The adversary's finding (`drain.rs` and `warm.rs` each run it): a
+/// write whose future is dropped while its
+/// move is out (the old home stalled: a proxy holds its `MIGRATE`) left no
+/// doubt behind: a later write of the key was acknowledged, and the
+/// queued move landed the old value over it. Its key is in doubt now,
+/// past the drain's end (`drain`) or the window's: a later write is
+/// refused until the old home answers.
+pub async fn a_write_dropped_while_its_move_is_out(drain: bool) {
+    let servers = start_servers(4);
+    let proxies: Vec<Proxy> = servers.iter().map(|s| Proxy::start(s.port())).collect();
+    let builder = ShardedPool::builder()
+        .resize_warmup(Duration::from_millis(if drain { 0 } else { 1_500 }))
+        .response_timeout(Duration::from_secs(1));
+    let builder = proxies.iter().zip(NAMES).fold(builder, |b, (p, n)| b.named_node(n, &p.url()));
+    let pool = builder.build().await.unwrap();
+    let (key, old) = match drain {
+        true => (super::key_on(&pool, "d", "dropped"), "d".to_owned()),
+        false => moved_keys(&pool, 1).await.remove(0),
+    };
+    let _: () = pool.get(&key).await.unwrap().set_ex(&key, "v1", 60).await.unwrap();
+    let new = RedisServer::start();
+    let opened = std::time::Instant::now();
+    let draining = match drain {
+        true => {
+            let draining = pool.clone();
+            // A long first pause: no batch runs while the test writes.
+            let drain = tokio::spawn(async move {
+                draining.drain_node_paced("d", 100, Duration::from_secs(30)).await
+            });
+            let switched = || pool.node_for(&key).is_some_and(|n| n != "d");
+            assert!(eventually(Duration::from_secs(5), switched).await, "routing switched");
+            Some(drain)
+        }
+        false => {
+            pool.add_node("e", &new.url()).await.unwrap();
+            None
+        }
+    };
+    let proxy = &proxies[NAMES.iter().position(|n| *n == old).unwrap()];
+    let migrates = calls_on(server(&servers, &old), "migrate");
+    proxy.hold(b"MIGRATE", Duration::from_millis(2_000));
+    let set = |value: &'static str| {
+        let (pool, key) = (pool.clone(), key.clone());
+        async move {
+            pool.get(&key).await?.set::<_, _, ()>(&key, value).await.map_err(fluster::Error::from)
+        }
+    };
+    let dropped = tokio::time::timeout(Duration::from_millis(200), set("v2")).await;
+    assert!(dropped.is_err(), "the write was dropped while its move was out");
+    // From now on the old home answers nothing (a stalled server): the
+    // held move still reaches it.
+    proxy.silence();
+    if let Some(drain) = draining {
+        drain.abort();
+        let _ = drain.await;
+    } else {
+        tokio::time::sleep(Duration::from_millis(1_550).saturating_sub(opened.elapsed())).await;
+    }
+    let refused = set("v3").await;
+    assert!(refused.is_err(), "a later write while the dropped one's move is in doubt");
+    let ran = || calls_on(server(&servers, &old), "migrate") > migrates;
+    assert!(eventually(Duration::from_secs(10), ran).await, "the held MIGRATE ran");
+    proxy.restore();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut last = set("v3").await;
+    while last.is_err() && std::time::Instant::now() < deadline {
+        // A client's retry pause (a refusal returns at once).
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        last = set("v3").await;
+    }
+    assert!(last.is_ok(), "a retry once {old} answers: {last:?}");
+    let home = pool.node_for(&key).unwrap().to_string();
+    let on = if home == "e" { &new } else { server(&servers, &home) };
+    assert_eq!(raw_get(on, &key).as_deref(), Some(&b"v3"[..]), "the old value came back");
 }
