@@ -1,7 +1,7 @@
 //! `drain_node` in order (`drain.rs` has the steps and the drain's
 //! state): one drain at a time ([`Claim`]), the check, the switch, the
 //! move, the node's leaving; and a drain's moves in doubt past its end,
-//! which hold back the next drain or warm add until its node answers, or
+//! which hold back the next drain or add until its node answers, or
 //! `remove_node` of it gives them up.
 
 use std::sync::Arc;
@@ -98,7 +98,7 @@ impl<M: NodeManager, S: Store<M>> Core<M, S> {
     /// `remove_node` of a drained node whose moves are in doubt: they are
     /// given up (its server is gone for good), and their writes go on.
     pub(crate) fn forsake_drain(&self, name: &str) -> bool {
-        let drain = self.drain.load_full().filter(|d| d.done.load(Ordering::Acquire));
+        let drain = self.drain.load_full().filter(|d| d.done.load(Ordering::Acquire) && !d.over());
         let Some(drain) = drain.filter(|d| **d.node.name() == *name) else { return false };
         self.drain.store(None);
         self.repoint();
