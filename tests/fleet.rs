@@ -285,8 +285,9 @@ async fn with_a_fleet_no_reader_reads_a_stale_copy_and_the_return_is_together() 
     assert!(seen.stale.iter().all(|&s| s == 0), "stale reads: {seen:?}");
     // Tens of ms on a quiet machine (BENCHMARKS.md measures it); the test
     // only tells a fleet's return (together) from the back-offs' (0.6 s
-    // apart and more), which two CPU hogs must not blur: 300 ms.
-    assert!(seen.spread < Duration::from_millis(300), "the return was spread: {seen:?}");
+    // apart and more), which two CPU hogs must not blur: 500 ms (two hogs
+    // stretched it to 302 ms once).
+    assert!(seen.spread < Duration::from_millis(500), "the return was spread: {seen:?}");
 }
 
 /// The same processes without a fleet read stale copies: the test above
