@@ -18,7 +18,7 @@
 //! push gateway this service does not need):
 //!
 //!     [dependencies]
-//!     fluster = { version = "0.1", features = ["serde"] }
+//!     fluster = { path = "../fluster", features = ["serde"] } # not on crates.io yet
 //!     axum = "0.8"
 //!     config = { version = "0.15", default-features = false, features = ["toml"] }
 //!     metrics-exporter-prometheus = { version = "0.18", default-features = false }

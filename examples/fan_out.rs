@@ -18,7 +18,7 @@
 //! exactly these):
 //!
 //!     [dependencies]
-//!     fluster = { version = "0.1", features = ["serde"] }
+//!     fluster = { path = "../fluster", features = ["serde"] } # not on crates.io yet
 //!     config = { version = "0.15", default-features = false, features = ["toml"] }
 //!     tokio = { version = "1", features = ["full"] }
 //!

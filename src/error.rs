@@ -127,8 +127,10 @@ pub enum Error {
     /// keys of `node` to `target` (`MIGRATE` connects server to server: a
     /// target the draining server cannot reach answers `IOERR`), or could
     /// not go on (no `target`: the draining node itself failed, or the
-    /// drain was ruled out). Failed at its check, before any key moved,
-    /// the node stays in the pool, serving.
+    /// drain was ruled out), or could not start (another drain runs, a
+    /// warm window is open, or the last drain's moves are in doubt).
+    /// Failed at its check, before any key moved, the node stays in the
+    /// pool, serving.
     #[error("draining node `{node}`{}: {reason}", into_target(target.as_deref()))]
     Drain {
         /// The node being drained.

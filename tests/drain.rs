@@ -154,6 +154,7 @@ async fn of_two_drains_at_once_one_is_refused_and_its_node_stays() {
     assert!(c.is_ok() != d.is_ok(), "one runs, one is refused: {c:?} {d:?}");
     let refused = c.err().or(d.err()).expect("one is refused");
     assert!(refused.to_string().contains("one drain at a time"), "{refused}");
+    assert!(matches!(refused, fluster::Error::Drain { target: None, .. }), "{refused:?}");
     for key in &keys {
         let value: Option<String> = pool.get(key).await.unwrap().get(key).await.unwrap();
         assert_eq!(value.as_deref(), Some("v1"), "{key}");

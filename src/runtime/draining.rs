@@ -57,7 +57,11 @@ impl<M: NodeManager, S: Store<M>> Core<M, S> {
             if !std::ptr::eq(current, &**table) {
                 let reason = "the pool's nodes changed while the drain checked them: \
                     the node stays; drain it again";
-                return Err(Error::config(format!("node name `{name}`"), reason));
+                return Err(Error::Drain {
+                    node: name.to_owned(),
+                    target: None,
+                    reason: reason.into(),
+                });
             }
             self.drain.store(Some(Arc::clone(&drain)));
             Ok(())
@@ -122,7 +126,9 @@ impl<'c, M: NodeManager, S: Store<M>> Claim<'c, M, S> {
     /// window (its read-through and the drain's would each claim the moved
     /// keys).
     fn take(core: &'c Core<M, S>, name: &str) -> Result<Self, Error> {
-        let refused = |reason: &str| Err(Error::config(format!("node name `{name}`"), reason));
+        let refused = |reason: &str| {
+            Err(Error::Drain { node: name.to_owned(), target: None, reason: reason.into() })
+        };
         if core.resize.is_open() {
             return refused(
                 "a node added warm is in its resize_warmup window: drain after it ends",
