@@ -180,7 +180,7 @@ pub async fn pool_from(
 
 #[actix_web::main]
 async fn main() -> Result<(), BoxError> {
-    tracing_subscriber::fmt().init();
+    tracing_subscriber::fmt().init(); // INFO and up (`RUST_LOG` needs its "env-filter" feature)
     let handle = install_metrics()?;
     let pool = pool_from(std::env::var("FLUSTER_CONFIG").ok().as_deref(), None).await?;
     let listen = std::env::var("LISTEN").unwrap_or_else(|_| "127.0.0.1:3000".into());

@@ -537,6 +537,10 @@ async fn a_drain_batch_in_doubt_never_lands_over_a_later_write(cancelled: bool) 
         let value = raw_get(server(&servers, &home), key);
         assert_eq!(value.as_deref(), Some(&b"v2"[..]), "{key} on {home}: the old value came back");
     }
+    // Settled: the drain is let go, and with it the drained node's idle
+    // connections (through the proxy, which closes each one's server side).
+    let let_go = || support::clients(server(&servers, "d")) == 0;
+    assert!(eventually(Duration::from_secs(5), let_go).await, "the drained node's pool let go");
 }
 
 #[tokio::test]
@@ -581,6 +585,8 @@ async fn remove_node_gives_up_a_drained_node_gone_for_good() {
         set_v2(&pool, key).await.unwrap();
     }
     assert!(pool.remove_node("d").is_err(), "given up once: `d` is no node now");
+    let let_go = || support::clients(server(&servers, "d")) == 0;
+    assert!(eventually(Duration::from_secs(5), let_go).await, "the drained node's pool let go");
 }
 
 /// A write dropped while its move off the draining node is out: its key

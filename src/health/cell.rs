@@ -279,6 +279,10 @@ impl HealthCell {
                 } else if kind.is_refusal() {
                     let why = refusal(kind, false);
                     tracing::error!(%node, failure = %kind, %error, ?wait, level, "{start}: {why}");
+                } else if kind == FailureKind::Protocol {
+                    tracing::warn!(%node, failure = %kind, %error, ?wait, level, "{start}: it \
+                        answered bytes that are not the Redis protocol (no Redis server at the \
+                        node URL's address, or a corrupted stream)");
                 } else {
                     tracing::warn!(%node, failure = %kind, %error, ?wait, level, "{start}");
                 }

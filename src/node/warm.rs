@@ -297,71 +297,60 @@ pub(crate) fn copy(key: &[u8], token: &[u8], value: Option<(&[u8], i64)>) -> Cmd
     cmd
 }
 
+/// A unit test's [`Elder`]: where each key stands is its function's say;
+/// it reads, moves and claims nothing.
+#[cfg(test)]
+pub(crate) struct Stub(pub(crate) fn(&[u8]) -> Moved);
+
+#[cfg(test)]
+impl Elder for Stub {
+    fn moved(&self, key: &[u8]) -> Moved {
+        (self.0)(key)
+    }
+    fn read(&self, _: &[u8]) -> Option<BoxFuture<'static, RedisResult<(Value, i64)>>> {
+        None
+    }
+    fn forget(&self, _: Vec<Vec<u8>>) -> BoxFuture<'static, RedisResult<()>> {
+        Box::pin(async { Ok(()) })
+    }
+    fn reclaim(&self, _: Vec<Vec<u8>>) -> BoxFuture<'static, RedisResult<()>> {
+        Box::pin(async { Ok(()) })
+    }
+    fn end(&self) {}
+    fn over(&self) -> bool {
+        false
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    struct All;
-    impl Elder for All {
-        fn moved(&self, _: &[u8]) -> Moved {
-            Moved::Here
-        }
-        fn read(&self, _: &[u8]) -> Option<BoxFuture<'static, RedisResult<(Value, i64)>>> {
-            None
-        }
-        fn forget(&self, _: Vec<Vec<u8>>) -> BoxFuture<'static, RedisResult<()>> {
-            Box::pin(async { Ok(()) })
-        }
-        fn reclaim(&self, _: Vec<Vec<u8>>) -> BoxFuture<'static, RedisResult<()>> {
-            Box::pin(async { Ok(()) })
-        }
-        fn end(&self) {}
-        fn over(&self) -> bool {
-            false
-        }
-    }
-
+    /// Every key moved here.
+    const ALL: Stub = Stub(|_| Moved::Here);
     /// Every key moved away from this node.
-    struct Gone;
-    impl Elder for Gone {
-        fn moved(&self, _: &[u8]) -> Moved {
-            Moved::Away
-        }
-        fn read(&self, _: &[u8]) -> Option<BoxFuture<'static, RedisResult<(Value, i64)>>> {
-            None
-        }
-        fn forget(&self, _: Vec<Vec<u8>>) -> BoxFuture<'static, RedisResult<()>> {
-            Box::pin(async { Ok(()) })
-        }
-        fn reclaim(&self, _: Vec<Vec<u8>>) -> BoxFuture<'static, RedisResult<()>> {
-            Box::pin(async { Ok(()) })
-        }
-        fn end(&self) {}
-        fn over(&self) -> bool {
-            false
-        }
-    }
+    const GONE: Stub = Stub(|_| Moved::Away);
 
     #[test]
     fn a_plain_get_is_read_through_and_writes_forget_their_keys() {
         assert!(matches!(
-            plan(&[b"get", b"k"], &All, &Known::default(), Phase::Before),
+            plan(&[b"get", b"k"], &ALL, &Known::default(), Phase::Before),
             Plan::Get(b"k")
         ));
         assert!(matches!(
-            plan(&[b"GET", b"k", b"x"], &All, &Known::default(), Phase::Before),
+            plan(&[b"GET", b"k", b"x"], &ALL, &Known::default(), Phase::Before),
             Plan::Plain
         ));
         assert!(matches!(
-            plan(&[b"MGET", b"a", b"b"], &All, &Known::default(), Phase::Before),
+            plan(&[b"MGET", b"a", b"b"], &ALL, &Known::default(), Phase::Before),
             Plan::Plain
         ));
-        match plan(&[b"MSET", b"a", b"1", b"b", b"2"], &All, &Known::default(), Phase::Before) {
+        match plan(&[b"MSET", b"a", b"1", b"b", b"2"], &ALL, &Known::default(), Phase::Before) {
             Plan::Write(keys) => assert_eq!(keys, vec![b"a".to_vec(), b"b".to_vec()]),
             _ => panic!("MSET writes a and b"),
         }
         assert!(matches!(
-            plan(&[b"DEL", b"a"], &All, &Known::default(), Phase::Before),
+            plan(&[b"DEL", b"a"], &ALL, &Known::default(), Phase::Before),
             Plan::Write(_)
         ));
     }
@@ -369,39 +358,39 @@ mod tests {
     #[test]
     fn a_write_that_names_no_key_ends_the_read_through() {
         let known = Known::default();
-        assert!(matches!(plan(&[b"FLUSHDB"], &All, &known, Phase::Before), Plan::Unnamed));
+        assert!(matches!(plan(&[b"FLUSHDB"], &ALL, &known, Phase::Before), Plan::Unnamed));
         assert!(matches!(
-            plan(&[b"flushall", b"ASYNC"], &All, &known, Phase::Before),
+            plan(&[b"flushall", b"ASYNC"], &ALL, &known, Phase::Before),
             Plan::Unnamed
         ));
         assert!(matches!(
-            plan(&[b"EVAL", b"return 1", b"0"], &All, &known, Phase::Before),
+            plan(&[b"EVAL", b"return 1", b"0"], &ALL, &known, Phase::Before),
             Plan::Unnamed
         ));
         assert!(matches!(
-            plan(&[b"NOSUCHCOMMAND", b"k"], &All, &known, Phase::Before),
+            plan(&[b"NOSUCHCOMMAND", b"k"], &ALL, &known, Phase::Before),
             Plan::Unnamed
         ));
         assert!(matches!(
-            plan(&[b"EVAL", b"return 1", b"1", b"k"], &All, &known, Phase::Before),
+            plan(&[b"EVAL", b"return 1", b"1", b"k"], &ALL, &known, Phase::Before),
             Plan::Write(_)
         ));
-        assert!(matches!(plan(&[b"PING"], &All, &known, Phase::Before), Plan::Plain));
-        assert!(matches!(plan(&[b"MGET", b"a"], &All, &known, Phase::Before), Plan::Plain));
+        assert!(matches!(plan(&[b"PING"], &ALL, &known, Phase::Before), Plan::Plain));
+        assert!(matches!(plan(&[b"MGET", b"a"], &ALL, &known, Phase::Before), Plan::Plain));
     }
 
     #[test]
     fn a_write_of_a_key_moved_away_forgets_the_new_copy_after_its_reply() {
         let known = Known::default();
         let (before, after) = (Phase::Before, Phase::After);
-        assert!(matches!(plan(&[b"SET", b"k", b"v"], &Gone, &known, before), Plan::Plain));
-        match plan(&[b"SET", b"k", b"v"], &Gone, &known, after) {
+        assert!(matches!(plan(&[b"SET", b"k", b"v"], &GONE, &known, before), Plan::Plain));
+        match plan(&[b"SET", b"k", b"v"], &GONE, &known, after) {
             Plan::Write(keys) => assert_eq!(keys, vec![b"k".to_vec()]),
             _ => panic!("SET writes k"),
         }
-        assert!(matches!(plan(&[b"GET", b"k"], &Gone, &known, before), Plan::Plain));
-        assert!(matches!(plan(&[b"GET", b"k"], &All, &known, after), Plan::Plain));
-        assert!(matches!(plan(&[b"SET", b"k", b"v"], &All, &known, after), Plan::Plain));
-        assert!(matches!(plan(&[b"FLUSHDB"], &Gone, &known, after), Plan::Unnamed));
+        assert!(matches!(plan(&[b"GET", b"k"], &GONE, &known, before), Plan::Plain));
+        assert!(matches!(plan(&[b"GET", b"k"], &ALL, &known, after), Plan::Plain));
+        assert!(matches!(plan(&[b"SET", b"k", b"v"], &ALL, &known, after), Plan::Plain));
+        assert!(matches!(plan(&[b"FLUSHDB"], &GONE, &known, after), Plan::Unnamed));
     }
 }

@@ -104,11 +104,29 @@ impl<M: NodeManager, S: Store<M>> Core<M, S> {
     pub(crate) fn forsake_drain(&self, name: &str) -> bool {
         let drain = self.drain.load_full().filter(|d| d.done.load(Ordering::Acquire) && !d.over());
         let Some(drain) = drain.filter(|d| **d.node.name() == *name) else { return false };
-        self.drain.store(None);
-        self.repoint();
+        self.let_go(&drain);
         tracing::warn!(node = name, "the drained node's moves in doubt were given up");
-        drop(drain);
         true
+    }
+
+    /// A drain that ended with moves in doubt, all settled since, let go
+    /// (the prober asks each round): its node's slot and this core held
+    /// it, and with it the drained node's idle connections.
+    pub(crate) fn let_go_settled_drain(&self) {
+        let drain = self.drain.load_full();
+        if drain.as_ref().is_some_and(|d| d.done.load(Ordering::Acquire) && d.over()) {
+            self.let_go(drain.as_ref().expect("just seen"));
+        }
+    }
+
+    /// `drain`, ended, let go unless a later drain took its place.
+    fn let_go(&self, drain: &Arc<Drain<M, S>>) {
+        let current = self.drain.compare_and_swap(drain, None);
+        if current.as_ref().is_some_and(|c| Arc::ptr_eq(c, drain)) {
+            // Its slot held the drain, which holds it.
+            drain.node.resizing().stop();
+            self.repoint();
+        }
     }
 }
 

@@ -1,8 +1,8 @@
 //! The prober, the pool's background task, and its schedule: it starts a
 //! boxed node's probe when its wait runs out (the return itself, the
 //! copies its stand-ins wrote deleted before it is let in, is
-//! `comeback.rs`), ends warm-ups, samples the gauges and sends the
-//! heartbeats.
+//! `comeback.rs`), ends warm-ups, samples the gauges, lets go of a drain
+//! whose moves in doubt settled, and sends the heartbeats.
 
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -17,10 +17,10 @@ use crate::runtime::core::Core;
 const GAUGE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The prober: probes boxed nodes when their wait runs out, ends warm-ups,
-/// each second samples the gauges, and each `heartbeat` checks the up
-/// nodes that did not answer meanwhile. It holds only a `Weak` between
-/// rounds, so it stops once the pool is closed or its last handle dropped
-/// (which wakes it).
+/// each second samples the gauges (and lets go of a settled drain), and
+/// each `heartbeat` checks the up nodes that did not answer meanwhile. It
+/// holds only a `Weak` between rounds, so it stops once the pool is closed
+/// or its last handle dropped (which wakes it).
 pub(crate) async fn prober<M, S>(core: Weak<Core<M, S>>, pool_wide: Arc<PoolWide>)
 where
     M: NodeManager,
@@ -44,6 +44,7 @@ where
                     }
                 }
                 next_gauges = now + GAUGE_INTERVAL;
+                core.let_go_settled_drain();
             }
             // Off, the heartbeat's interval still says when `last_ok` is
             // noted again. The first comes one interval after the start,

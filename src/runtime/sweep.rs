@@ -131,17 +131,12 @@ impl Sweep {
 
 impl<M: NodeManager, S: Store<M>> Core<M, S> {
     /// Stops the sweep of `name`'s keys, if one runs: it sends nothing more
-    /// (a batch already sent still lands). Its end stays in the node's
-    /// status while the node is in the pool.
+    /// (a batch already sent still lands), and its end says why, once
+    /// (`sweep ended early`). Its end stays in the node's status while the
+    /// node is in the pool.
     pub(crate) fn stop_sweep(&self, name: &str) -> Option<Arc<Sweep>> {
         let sweep = self.sweep_of(name)?;
-        if !sweep.stopped.swap(true, Ordering::AcqRel) && sweep.end().is_none() {
-            tracing::warn!(
-                node = name,
-                swept = sweep.swept.load(Ordering::Relaxed),
-                "sweep stopped: the node leaves; its keys' old copies not yet reached stay"
-            );
-        }
+        sweep.stopped.store(true, Ordering::Release);
         Some(sweep)
     }
 

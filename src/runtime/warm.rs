@@ -294,11 +294,15 @@ impl<M: NodeManager, S: Store<M>> Elder for OldHomes<M, S> {
                     });
                     async move {
                         let outcome = forgotten(sent.await, len, moves);
-                        if let Some(moving) = moving.filter(|_| outcome != Forgotten::InDoubt) {
-                            moving.ended();
-                        } else if old && moves > 0 {
-                            resize.rule_out(name);
-                            return Err(name);
+                        match moving {
+                            Some(moving) if outcome != Forgotten::InDoubt => moving.ended(),
+                            // Dropped untold: its keys are in doubt.
+                            Some(moving) => {
+                                drop(moving);
+                                resize.rule_out(name);
+                                return Err(name);
+                            }
+                            None => {}
                         }
                         if !old {
                             return Ok(());

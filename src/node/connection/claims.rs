@@ -65,32 +65,16 @@ impl Claims {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use redis::Value;
+    use crate::node::warm::Stub;
 
     /// Keys that begin with `h` moved here; the others away.
-    struct Half;
-    impl Elder for Half {
-        fn moved(&self, key: &[u8]) -> Moved {
-            if key.starts_with(b"h") { Moved::Here } else { Moved::Away }
-        }
-        fn read(&self, _: &[u8]) -> Option<BoxFuture<'static, RedisResult<(Value, i64)>>> {
-            None
-        }
-        fn forget(&self, _: Vec<Vec<u8>>) -> BoxFuture<'static, RedisResult<()>> {
-            Box::pin(async { Ok(()) })
-        }
-        fn reclaim(&self, _: Vec<Vec<u8>>) -> BoxFuture<'static, RedisResult<()>> {
-            Box::pin(async { Ok(()) })
-        }
-        fn end(&self) {}
-        fn over(&self) -> bool {
-            false
-        }
+    fn half() -> Arc<dyn Elder> {
+        Arc::new(Stub(|key| if key.starts_with(b"h") { Moved::Here } else { Moved::Away }))
     }
 
     #[test]
     fn a_transaction_keeps_the_keys_moved_here_once_each_by_resize() {
-        let (one, other): (Arc<dyn Elder>, Arc<dyn Elder>) = (Arc::new(Half), Arc::new(Half));
+        let (one, other) = (half(), half());
         let mut claims = Claims::default();
         claims.keep(&one, &[b"away".to_vec()]);
         assert!(claims.is_empty(), "a key moved away is not claimed here");

@@ -199,13 +199,7 @@ async fn warmed<O: Observed>(conn: &mut O, elder: Arc<dyn Elder>, cmd: &Cmd) -> 
     match warm::plan(&words, &*elder, conn.commands(), Phase::Before) {
         Plan::Plain => admitted(conn, cmd).await,
         Plan::Write(keys) => {
-            // Queued in a transaction opened by hand: its keys are kept, to
-            // be claimed again at its `EXEC`.
-            let queued = matches!(conn.claims(), Some((_, true))).then(|| keys.clone());
-            conn.resized(elder.forget(keys)).await?;
-            if let (Some(keys), Some((claims, _))) = (queued, conn.claims()) {
-                claims.keep(&elder, &keys);
-            }
+            moved_first(conn, &elder, keys).await?;
             admitted(conn, cmd).await
         }
         Plan::Unnamed => {
@@ -220,6 +214,22 @@ async fn warmed<O: Observed>(conn: &mut O, elder: Arc<dyn Elder>, cmd: &Cmd) -> 
             Box::pin(read_through(conn, &*elder, key)).await
         }
     }
+}
+
+/// Before a write of `keys` moved here, their old copies moved or deleted
+/// ([`Elder::forget`]). Queued in a transaction opened by hand, its keys
+/// are kept, to be claimed again at its `EXEC`.
+async fn moved_first<O: Observed>(
+    conn: &mut O,
+    elder: &Arc<dyn Elder>,
+    keys: Vec<Vec<u8>>,
+) -> RedisResult<()> {
+    let queued = matches!(conn.claims(), Some((_, true))).then(|| keys.clone());
+    conn.resized(elder.forget(keys)).await?;
+    if let (Some(keys), Some((claims, _))) = (queued, conn.claims()) {
+        claims.keep(elder, &keys);
+    }
+    Ok(())
 }
 
 /// A moved key's miss on its new home: a marker there, the old home's
@@ -339,14 +349,8 @@ pub(crate) async fn many<O: Observed>(
                 Plan::Get(_) | Plan::Plain => {}
             }
         }
-        // A transaction opened by hand and still open once the pipeline
-        // is in: its keys are kept, to be claimed again at its `EXEC`.
-        let queued = matches!(conn.claims(), Some((_, true))).then(|| moved.clone());
         if !moved.is_empty() {
-            conn.resized(elder.forget(moved)).await?;
-        }
-        if let (Some(keys), Some((claims, _))) = (queued, conn.claims()) {
-            claims.keep(&elder, &keys);
+            moved_first(conn, &elder, moved).await?;
         }
     }
     let fences: Vec<Fence<&[u8]>> = match conn.near() {
