@@ -245,6 +245,49 @@ fn the_sync_flavour_caps_and_invalidates_too() {
     }
 }
 
+/// The sync flavour's twin of
+/// `a_stand_in_connection_used_after_the_return_leaves_no_copy`: a write
+/// on a connection routed to a stand-in, and one queued there in a
+/// transaction, both run after the home's return, leave no copy.
+#[cfg(feature = "r2d2")]
+#[test]
+fn a_sync_stand_in_connection_used_after_the_return_leaves_no_copy() {
+    use redis::Commands;
+    let mut servers = start_servers(3);
+    let builder = fluster::sync::ShardedPool::builder();
+    let pool = servers
+        .iter()
+        .fold(builder, |b, s| b.node(&s.url()))
+        .penalty_min_wait(Duration::from_millis(100))
+        .penalty_max_wait(Duration::from_millis(200))
+        .stand_in_ttl(CAP)
+        .invalidate_on_return(true)
+        .build()
+        .unwrap();
+    let home = servers[0].name();
+    let keys = keys_on(&pool, &home, "sync-late", 2);
+    servers[0].kill();
+    let _: Result<(), _> = pool.get(&keys[0]).unwrap().set(&keys[0], "boxes it");
+    assert!(support::eventually_blocking(Duration::from_secs(3), || !status_of(&pool, &home).up));
+    let mut plain = pool.get(&keys[0]).unwrap();
+    let mut queued = pool.get(&keys[1]).unwrap();
+    assert!(!plain.is_home() && !queued.is_home(), "routed to stand-ins");
+    let _: Value = redis::cmd("MULTI").query(&mut queued).unwrap();
+    let _: Value = redis::cmd("SET").arg(&keys[1]).arg("late").query(&mut queued).unwrap();
+    servers[0].restart();
+    let back = || {
+        let status = status_of(&pool, &home);
+        status.up && status.stand_in_invalidated >= 1
+    };
+    assert!(support::eventually_blocking(Duration::from_secs(5), back));
+    let _: () = plain.set(&keys[0], "late").unwrap();
+    let exec: Value = redis::cmd("EXEC").query(&mut queued).unwrap();
+    assert_eq!(exec, Value::Array(vec![Value::Okay]), "the transaction's own reply");
+    for key in &keys {
+        assert!(ttls(&servers, key).is_empty(), "{key} left a copy: {:?}", ttls(&servers, key));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn by_default_a_queues_items_on_a_stand_in_stay_without_a_ttl() {
     let mut servers = start_servers(3);
@@ -543,6 +586,59 @@ async fn a_stand_in_write_in_flight_at_the_return_is_deleted_too() {
     servers[0].kill();
     let read = read_all(&pool, std::slice::from_ref(&key)).await.remove(0);
     assert_eq!(read, None, "the stand-in's write from before the return came back");
+}
+
+/// A connection routed to a stand-in while its key's home was boxed, and
+/// used after the home's return (the torture run's seed 11074: a
+/// transaction whose `SET`s left after the return's deletes): its write
+/// is not left on the stand-in, where a second failure of the home would
+/// serve it over a later write. A plain write, one queued in a
+/// transaction opened before the return and run after it, and one in a
+/// transaction opened after it; each reply is the caller's own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stand_in_connection_used_after_the_return_leaves_no_copy() {
+    let mut servers = start_servers(3);
+    let pool = pool(&servers, true).await;
+    let home = servers[0].name();
+    let keys = keys_on(&pool, &home, "late", 3);
+    servers[0].kill();
+    write_all(&pool, &keys[..1], "boxes it").await;
+    let mut conns = Vec::new();
+    for key in &keys {
+        let conn = pool.get(key).await.unwrap();
+        assert!(!conn.is_home(), "{key} routed to a stand-in");
+        conns.push(conn);
+    }
+    let cmd = |words: &[&str]| {
+        let mut cmd = redis::cmd(words[0]);
+        words[1..].iter().for_each(|w| drop(cmd.arg(*w)));
+        cmd
+    };
+    let queued: Value = cmd(&["MULTI"]).query_async(&mut conns[1]).await.unwrap();
+    assert_eq!(queued, Value::Okay);
+    let queued: Value = cmd(&["SET", &keys[1], "late"]).query_async(&mut conns[1]).await.unwrap();
+    assert_eq!(queued, Value::SimpleString("QUEUED".into()));
+    servers[0].restart();
+    back(&pool, &home, 1).await;
+
+    let _: () = conns[0].set(&keys[0], "late").await.unwrap();
+    let exec: Value = cmd(&["EXEC"]).query_async(&mut conns[1]).await.unwrap();
+    assert_eq!(exec, Value::Array(vec![Value::Okay]), "the transaction's own reply");
+    let _: Value = cmd(&["MULTI"]).query_async(&mut conns[2]).await.unwrap();
+    let _: Value = cmd(&["INCR", &keys[2]]).query_async(&mut conns[2]).await.unwrap();
+    let exec: Value = cmd(&["EXEC"]).query_async(&mut conns[2]).await.unwrap();
+    assert_eq!(exec, Value::Array(vec![Value::Int(1)]), "the transaction's own reply");
+    let after: String = cmd(&["PING"]).query_async(&mut conns[2]).await.unwrap();
+    assert_eq!(after, "PONG", "the next command's reply is its own");
+    drop(conns);
+
+    write_all(&pool, &keys, "v3").await;
+    servers[0].kill();
+    let values = read_all(&pool, &keys).await;
+    assert!(
+        values.iter().all(Option::is_none),
+        "a stand-in served a write older than v3: {values:?}"
+    );
 }
 
 /// Two nodes of a key's ranking out at once: its home boxed, a write goes

@@ -49,11 +49,14 @@ pub(crate) enum Judge {
 
 /// The caller's transaction as its stand-in connection follows it: for
 /// each command queued since its `MULTI`, whether it is the pool's own
-/// (a record or a cap), so that `EXEC`'s reply goes back without them.
+/// (a record or a cap), so that `EXEC`'s reply goes back without them;
+/// and the keys its queued writes write for homes elsewhere, each with
+/// its home, which `EXEC` writes ([`StandIn::at_exec`]).
 #[derive(Debug, Default)]
 struct Queued {
     open: bool,
     ours: Vec<bool>,
+    writes: Vec<(usize, Box<[u8]>)>,
 }
 
 /// What a connection to a stand-in (or a gutter node) needs to cap and
@@ -75,11 +78,13 @@ pub(crate) struct StandIn {
 /// What goes around one of the caller's commands: records before it (with
 /// a fleet, each key's record on the stand-in, so that a return that reads
 /// the record meanwhile finds the key before its copy exists), caps after
-/// it (which need the copy written).
+/// it (which need the copy written); and the keys it writes that are
+/// remembered, each with its home.
 #[derive(Debug, Default)]
 struct Around {
     first: Vec<Cmd>,
     last: Vec<Cmd>,
+    remembered: Vec<(usize, Box<[u8]>)>,
 }
 
 impl StandIn {
@@ -121,6 +126,14 @@ impl StandIn {
         let mut departing: Vec<(usize, Vec<Box<[u8]>>)> = Vec::new();
         for key in keys.into_iter().chain(taken) {
             let Some(home) = self.stands_in_for(key) else { continue };
+            if self.remember && self.judge == Judge::Routed && self.homes.cells[home].is_back() {
+                // Routed here before its home returned, sent after: that
+                // return's deletes are done, so the copy goes now (else a
+                // second failure of the home would serve it over later
+                // writes made there).
+                around.last.push(del(key));
+                continue;
+            }
             around.last.extend(self.ttl.map(|ttl| cap(key, ttl)));
             if self.remember {
                 around.first.extend(self.homes.journals[home].record(key, self.ttl));
@@ -138,9 +151,36 @@ impl StandIn {
                 around.first.extend(relay.publish(keys));
             }
         }
+        let each =
+            departing.iter().flat_map(|(home, keys)| keys.iter().map(|k| (*home, k.clone())));
+        around.remembered = each.collect();
         let depart = |(home, keys): (usize, _)| self.homes.journals[home].depart(keys);
         flights.extend(departing.into_iter().map(depart));
         around
+    }
+
+    /// At the `EXEC` of a transaction opened by hand, what its queued
+    /// writes of keys remembered (`writes`, each with its home) need, as
+    /// `EXEC` runs them: a key whose home is back by now is deleted in the
+    /// transaction, after them (the return's deletes are done, perhaps
+    /// before they ran); the others are in flight again until `EXEC`'s
+    /// reply, so that a return waits for it.
+    fn at_exec(&self, writes: Vec<(usize, Box<[u8]>)>, flights: &mut Vec<Flight>) -> Vec<Cmd> {
+        let mut deletes = Vec::new();
+        let mut departing: Vec<(usize, Vec<Box<[u8]>>)> = Vec::new();
+        for (home, key) in writes {
+            if self.homes.cells[home].is_back() {
+                deletes.push(del(&key));
+                continue;
+            }
+            match departing.iter_mut().find(|(h, _)| *h == home) {
+                Some((_, keys)) => keys.push(key),
+                None => departing.push((home, vec![key])),
+            }
+        }
+        let depart = |(home, keys): (usize, _)| self.homes.journals[home].depart(keys);
+        flights.extend(departing.into_iter().map(depart));
+        deletes
     }
 
     /// What goes on the wire for `cmds`, an atomic pipeline if `atomic`,
@@ -162,10 +202,25 @@ impl StandIn {
         span: (usize, usize),
     ) -> Option<Capped> {
         let (mut flights, mut follow) = (Vec::new(), self.queued.open);
+        // Whether a transaction is open at each command, and the keys its
+        // writes there remembered (kept once its `MULTI` is answered).
+        let (mut open, mut queued) = (self.queued.open, Vec::new());
         let mut each = Vec::new();
         for cmd in cmds {
             let words: Vec<&[u8]> = words(cmd).collect();
-            let (around, turned) = (self.around(&words, &mut flights), turn(&words));
+            let (mut around, turned) = (self.around(&words, &mut flights), turn(&words));
+            match turned {
+                Turn::Opens => open = true,
+                Turn::Ends if open => {
+                    // Queued in earlier round trips (this one's writes
+                    // were judged just now).
+                    let writes = std::mem::take(&mut self.queued.writes);
+                    around.first.extend(self.at_exec(writes, &mut flights));
+                    open = false;
+                }
+                Turn::Other if open => queued.append(&mut around.remembered),
+                _ => {}
+            }
             follow |= turned != Turn::Other;
             each.push((cmd, around, turned));
         }
@@ -173,7 +228,7 @@ impl StandIn {
         if bare && flights.is_empty() && !follow {
             return None;
         }
-        Some(Capped::new((each, atomic), span, flights))
+        Some(Capped::new((each, atomic), span, flights, queued))
     }
 
     /// The caller's replies out of what the server sent back for
@@ -191,7 +246,7 @@ impl StandIn {
         for ((ours, turn), mut value) in capped.ours.iter().zip(&capped.turns).zip(values) {
             match turn {
                 Turn::Opens if value == Value::Okay => {
-                    *queued = Queued { open: true, ours: vec![] }
+                    *queued = Queued { open: true, ..Queued::default() }
                 }
                 Turn::Ends => {
                     let layout = std::mem::take(queued);
@@ -208,6 +263,9 @@ impl StandIn {
             if !ours {
                 theirs.push(value);
             }
+        }
+        if queued.open {
+            queued.writes.extend(capped.queued);
         }
         let (offset, count) = capped.span;
         theirs.into_iter().skip(offset).take(count).collect()
@@ -229,6 +287,11 @@ fn is_queued(value: &Value) -> bool {
 fn keep_theirs(replies: &mut Vec<Value>, ours: &[bool]) {
     let mut marks = ours.iter();
     replies.retain(|_| !marks.next().copied().unwrap_or(false));
+}
+
+/// The delete of a stand-in's copy of `key`.
+fn del(key: &[u8]) -> Cmd {
+    redis::cmd("DEL").arg(key).to_owned()
 }
 
 /// The cap of a stand-in's copy of `key`: its TTL becomes at most `ttl`
@@ -257,6 +320,9 @@ pub(crate) struct Capped {
     /// The caller's span of its own commands' replies.
     span: (usize, usize),
     _flights: Vec<Flight>,
+    /// The keys remembered by its writes queued in the caller's
+    /// transaction, left open after it.
+    queued: Vec<(usize, Box<[u8]>)>,
 }
 
 impl Capped {
@@ -266,6 +332,7 @@ impl Capped {
         (each, atomic): (Vec<(&Cmd, Around, Turn)>, bool),
         span: (usize, usize),
         flights: Vec<Flight>,
+        queued: Vec<(usize, Box<[u8]>)>,
     ) -> Self {
         let mut capped = Capped {
             pipe: redis::pipe(),
@@ -275,8 +342,9 @@ impl Capped {
             turns: Vec::new(),
             span,
             _flights: flights,
+            queued,
         };
-        for (cmd, Around { first, last }, turn) in each {
+        for (cmd, Around { first, last, .. }, turn) in each {
             let ours = |cmd| (cmd, true, Turn::Other);
             let wire = first.into_iter().map(ours).chain([(cmd.clone(), false, turn)]);
             for (cmd, mine, turn) in wire.chain(last.into_iter().map(ours)) {

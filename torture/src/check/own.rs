@@ -5,7 +5,9 @@
 //!
 //! For each acknowledged read `r` by process `p` of key `k`, `w` is, among
 //! `p`'s acknowledged writes and deletes of `k` completed before `r` was
-//! invoked, the one invoked last.
+//! invoked, the one invoked last. A `fan_out`'s write binds only a read of
+//! a node whose part it acknowledged (one that failed or was skipped was
+//! said to the caller: that node keeps what it held; seed 17087).
 //!
 //! - `r` returned `v`: let `W` be the write of `(k, v)` whose effect may
 //!   land last. `r` is stale if `W` was acknowledged before `w` was invoked.
@@ -40,7 +42,7 @@ use super::excerpt::whole_ms;
 use super::index::{History, Rec, Source};
 use super::report::{Report, Rule};
 use super::timeline::{MS, VIEW_SLACK, ms};
-use crate::history::{FaultKind, HARNESS, Kind};
+use crate::history::{FaultKind, HARNESS, Kind, Path};
 
 /// The rule.
 pub(crate) const RULE: Rule = Rule {
@@ -61,6 +63,9 @@ pub(crate) fn run(h: &History<'_>, report: &mut Report) -> HashSet<usize> {
         let Some(order) = h.own.get(&(r.process, r.key)) else { continue };
         let Some(wi) = order.latest_before(r.invoke) else { continue };
         let w = &h.recs[wi];
+        if !reached(h, r, w) {
+            continue;
+        }
         match r.value {
             Some(v) => {
                 let Some(oi) = h.writer(r.key, v) else { continue };
@@ -112,6 +117,17 @@ pub(crate) fn run(h: &History<'_>, report: &mut Report) -> HashSet<usize> {
         }
     }
     stale
+}
+
+/// Whether `w` may have written the node `r` read: a `fan_out`'s write
+/// is the caller's on each node whose part it acknowledged, and only
+/// there (a part that failed, or a node it skipped, was said to the
+/// caller: that node keeps what it held).
+fn reached(h: &History<'_>, r: &Rec<'_>, w: &Rec<'_>) -> bool {
+    let (Some(Path::FanOut), Some(v), Some(rn)) = (w.path, w.value, r.node) else { return true };
+    let parts = h.values[&(w.key, v)].iter().map(|&i| &h.recs[i]);
+    let mut acked = parts.filter(|s| (s.process, s.id) == (w.process, w.id) && s.acked());
+    acked.any(|s| s.node.is_none_or(|n| n == rn))
 }
 
 /// The allowance that explains `r` reading `old` after its own `w`.
@@ -357,6 +373,28 @@ mod tests {
         assert_eq!(report.violations(), 0, "{report}");
         assert_eq!(report.staleness[STALE_DUPLICATES].samples, vec![2]);
         assert_eq!(check(&config(), &routed(false)).count(RULE.name), 1);
+    }
+
+    /// The torture run's seed 17087: a `fan_out` whose part on the key's
+    /// home failed (the home boxed meanwhile) wrote the other nodes; the
+    /// home, read after its return, holds the reader's write before it.
+    #[test]
+    fn a_fan_out_binds_no_read_of_a_node_whose_part_failed() {
+        let (home, other) = (home_of("k"), other_of("k"));
+        let spread = write(1, "k", "p1:2", 3, 4).path(Path::FanOut).ttl(3_600_000);
+        let entries = |failed: bool| -> Vec<Entry> {
+            let on_home = spread.clone().on(&home);
+            vec![
+                write(1, "k", "p1:1", 0, 1).on(&home).into(),
+                if failed { on_home.failed() } else { on_home }.into(),
+                spread.clone().on(&other).into(),
+                read(1, "k", Some("p1:1"), 6, 7).on(&home).into(),
+            ]
+        };
+        let ior = RunConfig { invalidate_on_return: true, ..config() };
+        let report = check(&ior, &entries(true));
+        assert_eq!(report.violations(), 0, "{report}");
+        assert_eq!(check(&ior, &entries(false)).count(RULE.name), 1, "its part acknowledged");
     }
 
     #[test]
