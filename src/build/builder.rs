@@ -294,7 +294,9 @@ impl<M: NodeManager, F> Builder<M, F> {
         /// the node itself, whose own copies are older (default false).
         /// A key is remembered before its write leaves, and the return
         /// waits for writes still in flight (at most twice
-        /// `response_timeout`) before it deletes.
+        /// `response_timeout`) before it deletes. A connection taken for a
+        /// key while its home was boxed and used after the return deletes
+        /// what it writes there in the same round trip.
         /// Remembers up to 65,536 keys per node; writes past that, and
         /// copies on a stand-in that cannot be reached at the return, are
         /// counted (`fluster_stand_in_writes_total{result="dropped"}`) and

@@ -37,7 +37,7 @@ pub(crate) enum Judge {
     /// elsewhere (`get`, `get_shared`, the by-node split): every key it
     /// writes whose home is another node, whatever that node does later
     /// (a connection taken before the return and used after it still
-    /// caps).
+    /// caps; once the home is back, its copy is deleted at once).
     Routed,
     /// The connection was taken for no key (`fan_out`): a key it writes is
     /// a stand-in's if its home is another node that does not serve it
