@@ -145,11 +145,12 @@ impl HealthCell {
         self.word.load(Ordering::Acquire) & BOXED == 0
     }
 
-    /// Whether the node is up and not warming up: it takes every key of
-    /// its own, its return's deletes of its stand-ins' copies are done.
+    /// Whether the node is up, not warming up and in its pool: it takes
+    /// every key of its own, its return's deletes of its stand-ins'
+    /// copies are done.
     #[inline]
     pub(crate) fn is_back(&self) -> bool {
-        self.word.load(Ordering::Acquire) & (BOXED | WARM) == 0
+        self.word.load(Ordering::Acquire) & (BOXED | WARM | RETIRED) == 0
     }
 
     /// Whether the node has left its pool (`remove_node`, `drain_node`).
