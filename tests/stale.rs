@@ -611,7 +611,9 @@ async fn a_stand_in_connection_used_after_the_return_leaves_no_copy() {
     }
     let cmd = |words: &[&str]| {
         let mut cmd = redis::cmd(words[0]);
-        words[1..].iter().for_each(|w| drop(cmd.arg(*w)));
+        for word in &words[1..] {
+            cmd.arg(*word);
+        }
         cmd
     };
     let queued: Value = cmd(&["MULTI"]).query_async(&mut conns[1]).await.unwrap();

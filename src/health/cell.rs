@@ -16,7 +16,7 @@ use tokio::sync::futures::Notified;
 use crate::command::table::Known;
 use crate::health::event::NodeEvent;
 use crate::health::failure::{
-    ClassifyFailure, Failure, FailureKind, Seen, connect_failure, one_line, refusal,
+    ClassifyFailure, Failure, FailureKind, Seen, boxed, connect_failure, one_line, refusal,
 };
 use crate::health::penalty::{Health, Moment, PenaltyPolicy, Probed, State, Verdict, warmed};
 use crate::health::pool_wide::PoolWide;
@@ -278,22 +278,7 @@ impl HealthCell {
                 self.metrics.boxed();
                 self.pool_wide.send(NodeEvent::Boxed { node: *node, kind, wait, level });
                 self.pool_wide.wake.notify_one();
-                let start =
-                    if seen == Seen::AtStart { "node down at start; boxed" } else { "node boxed" };
-                let error = one_line(detail);
-                if kind.is_refusal() && seen == Seen::AtStart {
-                    let why = refusal(kind, true);
-                    tracing::error!(%node, failure = %kind, %error, "node refused at start: {why}");
-                } else if kind.is_refusal() {
-                    let why = refusal(kind, false);
-                    tracing::error!(%node, failure = %kind, %error, ?wait, level, "{start}: {why}");
-                } else if kind == FailureKind::Protocol {
-                    tracing::warn!(%node, failure = %kind, %error, ?wait, level, "{start}: it \
-                        answered bytes that are not the Redis protocol (no Redis server at the \
-                        node URL's address, or a corrupted stream)");
-                } else {
-                    tracing::warn!(%node, failure = %kind, %error, ?wait, level, "{start}");
-                }
+                boxed(node, (kind, &one_line(detail)), seen, (wait, level));
             }
             Verdict::Vetoed => tracing::warn!(
                 %node, failure = %kind, error = %detail,

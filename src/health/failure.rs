@@ -8,10 +8,12 @@
 //! every command is boxed by ordinary traffic, not only by a probe.
 
 use std::fmt;
+use std::time::Duration;
 
 use redis::{ErrorKind, RedisError, RedisResult, ServerError, Value};
 
 pub use super::kind::FailureKind;
+use crate::route::NodeName;
 
 /// What the `error` event of a refusal ([`FailureKind::is_refusal`]) says:
 /// met by the probe of `build` or `add_node` (`at_start`), which then
@@ -36,6 +38,33 @@ pub(crate) fn refusal(kind: FailureKind, at_start: bool) -> &'static str {
             "the node refuses the pool's credentials (password, user name or TLS \
             certificate); `build` (or `add_node`) fails with Error::Credentials"
         }
+    }
+}
+
+/// The event of a node just boxed by `kind` (`error`, the failure in one
+/// line), seen where `seen` says, staying out `wait` at `level`: a
+/// refusal at `error` level, saying what follows ([`refusal`]); any other
+/// failure at `warn`.
+pub(crate) fn boxed(
+    node: &NodeName,
+    (kind, error): (FailureKind, &str),
+    seen: Seen,
+    (wait, level): (Duration, u32),
+) {
+    let start = if seen == Seen::AtStart { "node down at start; boxed" } else { "node boxed" };
+    let at_start = seen == Seen::AtStart;
+    let refused = refusal(kind, at_start);
+    match kind {
+        _ if kind.is_refusal() && at_start => {
+            tracing::error!(%node, failure = %kind, %error, "node refused at start: {refused}");
+        }
+        _ if kind.is_refusal() => {
+            tracing::error!(%node, failure = %kind, %error, ?wait, level, "{start}: {refused}");
+        }
+        FailureKind::Protocol => tracing::warn!(%node, failure = %kind, %error, ?wait, level,
+            "{start}: it answered bytes that are not the Redis protocol (no Redis server at the \
+            node URL's address, or a corrupted stream)"),
+        _ => tracing::warn!(%node, failure = %kind, %error, ?wait, level, "{start}"),
     }
 }
 
