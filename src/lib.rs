@@ -133,6 +133,7 @@ mod backend;
 mod build;
 mod command;
 mod error;
+mod flavours;
 mod fleet;
 mod health;
 pub mod metrics;

@@ -45,12 +45,12 @@ use tokio::runtime::Handle;
 
 use crate::backend::manager::RedisManager;
 use crate::error::Error;
+use crate::flavours::{added, endpoint, pool_methods};
 use crate::health::event::NodeEvent;
 use crate::health::pool_wide::PoolWide;
 use crate::node::blocking::{R2d2, r2d2_pool};
 use crate::node::probe::ProbeCheck;
 use crate::node::{Node, NodeParts};
-use crate::pool::{added, endpoint, pool_methods};
 use crate::route::NodeName;
 use crate::runtime::core::Core;
 use crate::runtime::prober::prober;
