@@ -123,26 +123,19 @@ impl StandIn {
         // Its keys as the node it is sent to reads them.
         let (keys, reach) = self.homes.cells[self.serving].commands.written(words);
         let taken = self.key.as_deref().filter(|_| reach == Reach::More);
-        let mut departing: Vec<(usize, Vec<Box<[u8]>>)> = Vec::new();
         for key in keys.into_iter().chain(taken) {
             let Some(home) = self.stands_in_for(key) else { continue };
-            if self.remember && self.judge == Judge::Routed && self.homes.cells[home].is_back() {
-                // Routed here before its home returned, sent after: that
-                // return's deletes are done, so the copy goes now (else a
-                // second failure of the home would serve it over later
-                // writes made there).
+            if self.remember && self.is_back(home) {
                 around.last.push(del(key));
                 continue;
             }
             around.last.extend(self.ttl.map(|ttl| cap(key, ttl)));
             if self.remember {
                 around.first.extend(self.homes.journals[home].record(key, self.ttl));
-                match departing.iter_mut().find(|(h, _)| *h == home) {
-                    Some((_, keys)) => keys.push(key.into()),
-                    None => departing.push((home, vec![key.into()])),
-                }
+                around.remembered.push((home, key.into()));
             }
         }
+        let departing = by_home(around.remembered.iter().cloned());
         // With a fleet, while this process alone has the home boxed: the
         // others are asked to delete the keys on it, before the reply.
         for (home, keys) in &departing {
@@ -151,12 +144,23 @@ impl StandIn {
                 around.first.extend(relay.publish(keys));
             }
         }
-        let each =
-            departing.iter().flat_map(|(home, keys)| keys.iter().map(|k| (*home, k.clone())));
-        around.remembered = each.collect();
+        self.depart(departing, flights);
+        around
+    }
+
+    /// Whether the node `home` is back, and a write this connection sends
+    /// of one of its keys was routed here before it returned: that
+    /// return's deletes are done, so the copy goes now, in the same round
+    /// trip (else a second failure of the home would serve it over later
+    /// writes made there).
+    fn is_back(&self, home: usize) -> bool {
+        self.judge == Judge::Routed && self.homes.cells[home].is_back()
+    }
+
+    /// `departing`'s keys, by home, in flight until `flights` are dropped.
+    fn depart(&self, departing: Vec<(usize, Vec<Box<[u8]>>)>, flights: &mut Vec<Flight>) {
         let depart = |(home, keys): (usize, _)| self.homes.journals[home].depart(keys);
         flights.extend(departing.into_iter().map(depart));
-        around
     }
 
     /// At the `EXEC` of a transaction opened by hand, what its queued
@@ -166,21 +170,9 @@ impl StandIn {
     /// before they ran); the others are in flight again until `EXEC`'s
     /// reply, so that a return waits for it.
     fn at_exec(&self, writes: Vec<(usize, Box<[u8]>)>, flights: &mut Vec<Flight>) -> Vec<Cmd> {
-        let mut deletes = Vec::new();
-        let mut departing: Vec<(usize, Vec<Box<[u8]>>)> = Vec::new();
-        for (home, key) in writes {
-            if self.homes.cells[home].is_back() {
-                deletes.push(del(&key));
-                continue;
-            }
-            match departing.iter_mut().find(|(h, _)| *h == home) {
-                Some((_, keys)) => keys.push(key),
-                None => departing.push((home, vec![key])),
-            }
-        }
-        let depart = |(home, keys): (usize, _)| self.homes.journals[home].depart(keys);
-        flights.extend(departing.into_iter().map(depart));
-        deletes
+        let (back, out): (Vec<_>, Vec<_>) = writes.into_iter().partition(|(h, _)| self.is_back(*h));
+        self.depart(by_home(out.into_iter()), flights);
+        back.iter().map(|(_, key)| del(key)).collect()
     }
 
     /// What goes on the wire for `cmds`, an atomic pipeline if `atomic`,
@@ -287,6 +279,18 @@ fn is_queued(value: &Value) -> bool {
 fn keep_theirs(replies: &mut Vec<Value>, ours: &[bool]) {
     let mut marks = ours.iter();
     replies.retain(|_| !marks.next().copied().unwrap_or(false));
+}
+
+/// `keys`, each with its home, by home.
+fn by_home(keys: impl Iterator<Item = (usize, Box<[u8]>)>) -> Vec<(usize, Vec<Box<[u8]>>)> {
+    let mut homes: Vec<(usize, Vec<Box<[u8]>>)> = Vec::new();
+    for (home, key) in keys {
+        match homes.iter_mut().find(|(h, _)| *h == home) {
+            Some((_, keys)) => keys.push(key),
+            None => homes.push((home, vec![key])),
+        }
+    }
+    homes
 }
 
 /// The delete of a stand-in's copy of `key`.
