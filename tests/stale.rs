@@ -207,11 +207,14 @@ async fn every_write_path_caps_and_invalidates_a_stand_ins_writes() {
     assert_eq!((status.stand_in_keys, status.stand_in_dropped), (0, 0), "{status:?}");
 }
 
+/// A sync pool over `servers`, capping and invalidating, two keys of the
+/// first server named after `tag`, and that server killed and boxed.
 #[cfg(feature = "r2d2")]
-#[test]
-fn the_sync_flavour_caps_and_invalidates_too() {
+fn sync_pool_home_boxed(
+    servers: &mut [RedisServer],
+    tag: &str,
+) -> (fluster::sync::ShardedPool, String, Vec<String>) {
     use redis::Commands;
-    let mut servers = start_servers(3);
     let builder = fluster::sync::ShardedPool::builder();
     let pool = servers
         .iter()
@@ -223,10 +226,19 @@ fn the_sync_flavour_caps_and_invalidates_too() {
         .build()
         .unwrap();
     let home = servers[0].name();
-    let keys = keys_on(&pool, &home, "sync-path", 2);
+    let keys = keys_on(&pool, &home, tag, 2);
     servers[0].kill();
     let _: Result<(), _> = pool.get(&keys[0]).unwrap().set(&keys[0], "boxes it");
     assert!(support::eventually_blocking(Duration::from_secs(3), || !status_of(&pool, &home).up));
+    (pool, home, keys)
+}
+
+#[cfg(feature = "r2d2")]
+#[test]
+fn the_sync_flavour_caps_and_invalidates_too() {
+    use redis::Commands;
+    let mut servers = start_servers(3);
+    let (pool, home, keys) = sync_pool_home_boxed(&mut servers, "sync-path");
     let _: () = pool.get(&keys[0]).unwrap().set(&keys[0], "plain").unwrap();
     let mut conn = pool.get(&keys[1]).unwrap();
     let _: () = redis::pipe().atomic().set(&keys[1], "tx").ignore().query(&mut conn).unwrap();
@@ -254,21 +266,7 @@ fn the_sync_flavour_caps_and_invalidates_too() {
 fn a_sync_stand_in_connection_used_after_the_return_leaves_no_copy() {
     use redis::Commands;
     let mut servers = start_servers(3);
-    let builder = fluster::sync::ShardedPool::builder();
-    let pool = servers
-        .iter()
-        .fold(builder, |b, s| b.node(&s.url()))
-        .penalty_min_wait(Duration::from_millis(100))
-        .penalty_max_wait(Duration::from_millis(200))
-        .stand_in_ttl(CAP)
-        .invalidate_on_return(true)
-        .build()
-        .unwrap();
-    let home = servers[0].name();
-    let keys = keys_on(&pool, &home, "sync-late", 2);
-    servers[0].kill();
-    let _: Result<(), _> = pool.get(&keys[0]).unwrap().set(&keys[0], "boxes it");
-    assert!(support::eventually_blocking(Duration::from_secs(3), || !status_of(&pool, &home).up));
+    let (pool, home, keys) = sync_pool_home_boxed(&mut servers, "sync-late");
     let mut plain = pool.get(&keys[0]).unwrap();
     let mut queued = pool.get(&keys[1]).unwrap();
     assert!(!plain.is_home() && !queued.is_home(), "routed to stand-ins");
