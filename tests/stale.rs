@@ -278,7 +278,14 @@ fn a_sync_stand_in_connection_used_after_the_return_leaves_no_copy() {
         status.up && status.stand_in_invalidated >= 1
     };
     assert!(support::eventually_blocking(Duration::from_secs(5), back));
-    let _: () = plain.set(&keys[0], "late").unwrap();
+    let (read,): (String,) = redis::pipe()
+        .atomic()
+        .set(&keys[0], "late")
+        .ignore()
+        .get(&keys[0])
+        .query(&mut plain)
+        .unwrap();
+    assert_eq!(read, "late", "a transaction's read after its write");
     let exec: Value = redis::cmd("EXEC").query(&mut queued).unwrap();
     assert_eq!(exec, Value::Array(vec![Value::Okay]), "the transaction's own reply");
     for key in &keys {
@@ -621,13 +628,22 @@ async fn a_stand_in_connection_used_after_the_return_leaves_no_copy() {
     servers[0].restart();
     back(&pool, &home, 1).await;
 
-    let _: () = conns[0].set(&keys[0], "late").await.unwrap();
+    // The caller's own commands see its writes, as their order says.
+    let (read,): (String,) = redis::pipe()
+        .set(&keys[0], "late")
+        .ignore()
+        .get(&keys[0])
+        .query_async(&mut conns[0])
+        .await
+        .unwrap();
+    assert_eq!(read, "late", "a pipeline's read after its write");
     let exec: Value = cmd(&["EXEC"]).query_async(&mut conns[1]).await.unwrap();
     assert_eq!(exec, Value::Array(vec![Value::Okay]), "the transaction's own reply");
     let _: Value = cmd(&["MULTI"]).query_async(&mut conns[2]).await.unwrap();
     let _: Value = cmd(&["INCR", &keys[2]]).query_async(&mut conns[2]).await.unwrap();
+    let _: Value = cmd(&["INCR", &keys[2]]).query_async(&mut conns[2]).await.unwrap();
     let exec: Value = cmd(&["EXEC"]).query_async(&mut conns[2]).await.unwrap();
-    assert_eq!(exec, Value::Array(vec![Value::Int(1)]), "the transaction's own reply");
+    assert_eq!(exec, Value::Array(vec![Value::Int(1), Value::Int(2)]), "its own replies");
     let after: String = cmd(&["PING"]).query_async(&mut conns[2]).await.unwrap();
     assert_eq!(after, "PONG", "the next command's reply is its own");
     drop(conns);

@@ -79,12 +79,14 @@ pub(crate) struct StandIn {
 /// a fleet, each key's record on the stand-in, so that a return that reads
 /// the record meanwhile finds the key before its copy exists), caps after
 /// it (which need the copy written); and the keys it writes that are
-/// remembered, each with its home.
+/// remembered, and those whose home is back ([`StandIn::is_back`]), each
+/// with its home.
 #[derive(Debug, Default)]
 struct Around {
     first: Vec<Cmd>,
     last: Vec<Cmd>,
     remembered: Vec<(usize, Box<[u8]>)>,
+    late: Vec<(usize, Box<[u8]>)>,
 }
 
 impl StandIn {
@@ -126,7 +128,7 @@ impl StandIn {
         for key in keys.into_iter().chain(taken) {
             let Some(home) = self.stands_in_for(key) else { continue };
             if self.remember && self.is_back(home) {
-                around.last.push(del(key));
+                around.late.push((home, key.into()));
                 continue;
             }
             around.last.extend(self.ttl.map(|ttl| cap(key, ttl)));
@@ -152,7 +154,8 @@ impl StandIn {
     /// of one of its keys was routed here before it returned: that
     /// return's deletes are done, so the copy goes now, in the same round
     /// trip (else a second failure of the home would serve it over later
-    /// writes made there).
+    /// writes made there), after the caller's commands that may read it
+    /// ([`wrap`](Self::wrap)).
     fn is_back(&self, home: usize) -> bool {
         self.judge == Judge::Routed && self.homes.cells[home].is_back()
     }
@@ -164,11 +167,11 @@ impl StandIn {
     }
 
     /// At the `EXEC` of a transaction opened by hand, what its queued
-    /// writes of keys remembered (`writes`, each with its home) need, as
-    /// `EXEC` runs them: a key whose home is back by now is deleted in the
-    /// transaction, after them (the return's deletes are done, perhaps
-    /// before they ran); the others are in flight again until `EXEC`'s
-    /// reply, so that a return waits for it.
+    /// writes of keys that are a stand-in's (`writes`, each with its home)
+    /// need, as `EXEC` runs them: a key whose home is back by now is
+    /// deleted in the transaction, after them (the return's deletes are
+    /// done, perhaps before they ran); the others are in flight again
+    /// until `EXEC`'s reply, so that a return waits for it.
     fn at_exec(&self, writes: Vec<(usize, Box<[u8]>)>, flights: &mut Vec<Flight>) -> Vec<Cmd> {
         let (back, out): (Vec<_>, Vec<_>) = writes.into_iter().partition(|(h, _)| self.is_back(*h));
         self.depart(by_home(out.into_iter()), flights);
@@ -194,27 +197,41 @@ impl StandIn {
         span: (usize, usize),
     ) -> Option<Capped> {
         let (mut flights, mut follow) = (Vec::new(), self.queued.open);
-        // Whether a transaction is open at each command, and the keys its
-        // writes there remembered (kept once its `MULTI` is answered).
-        let (mut open, mut queued) = (self.queued.open, Vec::new());
+        // Whether a transaction is open at each command (and which `MULTI`
+        // opened it here), and the keys its queued writes wrote here (kept
+        // once its `MULTI` is answered, for its `EXEC`).
+        let (mut open, mut opened, mut queued) = (self.queued.open, None, Vec::new());
+        // Late writes outside a transaction: their copies are deleted after
+        // the round trip's commands outside one, which read the caller's
+        // own writes first.
+        let mut late = Vec::new();
         let mut each = Vec::new();
         for cmd in cmds {
             let words: Vec<&[u8]> = words(cmd).collect();
             let (mut around, turned) = (self.around(&words, &mut flights), turn(&words));
             match turned {
-                Turn::Opens => open = true,
+                Turn::Opens if !open => (open, opened) = (true, Some(each.len())),
                 Turn::Ends if open => {
-                    // Queued in earlier round trips (this one's writes
-                    // were judged just now).
-                    let writes = std::mem::take(&mut self.queued.writes);
+                    let mut writes = std::mem::take(&mut self.queued.writes);
+                    writes.append(&mut queued);
                     around.first.extend(self.at_exec(writes, &mut flights));
                     open = false;
                 }
-                Turn::Other if open => queued.append(&mut around.remembered),
-                _ => {}
+                Turn::Other if open => {
+                    queued.append(&mut around.remembered);
+                    queued.append(&mut around.late);
+                }
+                _ => late.append(&mut around.late),
             }
             follow |= turned != Turn::Other;
             each.push((cmd, around, turned));
+        }
+        let deletes = late.iter().map(|(_, key)| del(key));
+        match (open, opened, each.last_mut()) {
+            // Before the `MULTI` of the transaction left open.
+            (true, Some(at), _) => each[at].1.first.extend(deletes),
+            (_, _, Some((_, around, _))) => around.last.extend(deletes),
+            _ => {}
         }
         let bare = each.iter().all(|(_, a, _)| a.first.is_empty() && a.last.is_empty());
         if bare && flights.is_empty() && !follow {
