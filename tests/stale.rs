@@ -264,7 +264,6 @@ fn the_sync_flavour_caps_and_invalidates_too() {
 #[cfg(feature = "r2d2")]
 #[test]
 fn a_sync_stand_in_connection_used_after_the_return_leaves_no_copy() {
-    use redis::Commands;
     let mut servers = start_servers(3);
     let (pool, home, keys) = sync_pool_home_boxed(&mut servers, "sync-late");
     let mut plain = pool.get(&keys[0]).unwrap();
