@@ -604,7 +604,7 @@ async fn a_stand_in_connection_used_after_the_return_leaves_no_copy() {
     let mut servers = start_servers(3);
     let pool = pool(&servers, true).await;
     let home = servers[0].name();
-    let keys = keys_on(&pool, &home, "late", 3);
+    let keys = keys_on(&pool, &home, "late", 5);
     servers[0].kill();
     write_all(&pool, &keys[..1], "boxes it").await;
     let mut conns = Vec::new();
@@ -645,6 +645,38 @@ async fn a_stand_in_connection_used_after_the_return_leaves_no_copy() {
     assert_eq!(exec, Value::Array(vec![Value::Int(1), Value::Int(2)]), "its own replies");
     let after: String = cmd(&["PING"]).query_async(&mut conns[2]).await.unwrap();
     assert_eq!(after, "PONG", "the next command's reply is its own");
+    // A transaction, then a read, in one pipeline; a watch kept across
+    // round trips: the pool's delete waits, aborting nothing.
+    let (exec, read): (Value, String) = redis::pipe()
+        .cmd("MULTI")
+        .ignore()
+        .set(&keys[3], "late")
+        .ignore()
+        .cmd("EXEC")
+        .get(&keys[3])
+        .query_async(&mut conns[3])
+        .await
+        .unwrap();
+    assert_eq!((exec, read.as_str()), (Value::Array(vec![Value::Okay]), "late"));
+    let _: () = redis::pipe()
+        .set(&keys[4], "late")
+        .ignore()
+        .cmd("WATCH")
+        .arg(&keys[4])
+        .ignore()
+        .cmd("MULTI")
+        .ignore()
+        .get(&keys[4])
+        .ignore()
+        .query_async(&mut conns[4])
+        .await
+        .unwrap();
+    let exec: Value = cmd(&["EXEC"]).query_async(&mut conns[4]).await.unwrap();
+    let late = Value::BulkString(b"late".to_vec());
+    assert_eq!(exec, Value::Array(vec![late]), "the watch held: the caller's own write came first");
+    for key in &keys {
+        assert!(ttls(&servers, key).is_empty(), "{key} left a copy: {:?}", ttls(&servers, key));
+    }
     drop(conns);
 
     write_all(&pool, &keys, "v3").await;

@@ -296,7 +296,7 @@ impl<M: NodeManager, F> Builder<M, F> {
         /// waits for writes still in flight (at most twice
         /// `response_timeout`) before it deletes. A connection taken for a
         /// key while its home was boxed and used after the return deletes
-        /// what it writes there in the same round trip.
+        /// what it writes there right after each reply.
         /// Remembers up to 65,536 keys per node; writes past that, and
         /// copies on a stand-in that cannot be reached at the return, are
         /// counted (`fluster_stand_in_writes_total{result="dropped"}`) and

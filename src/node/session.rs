@@ -37,6 +37,12 @@ impl Session {
         self.multi
     }
 
+    /// Whether no transaction is open and no key watched: a command sent
+    /// now runs at once, and aborts nothing of the caller's.
+    pub(crate) fn is_quiet(&self) -> bool {
+        !self.multi && !self.watching
+    }
+
     /// Marks the session changed in ways the pool cannot follow.
     #[cfg(feature = "r2d2")]
     pub(crate) fn taint(&mut self) {

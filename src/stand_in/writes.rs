@@ -29,6 +29,9 @@ pub(crate) struct Homes {
     pub(crate) cells: Vec<Arc<HealthCell>>,
 }
 
+/// A key a stand-in wrote, with its home's index in [`Homes`].
+type Homed = (usize, Box<[u8]>);
+
 /// Which of a connection's writes are a stand-in's, to be capped and
 /// remembered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,7 +40,7 @@ pub(crate) enum Judge {
     /// elsewhere (`get`, `get_shared`, the by-node split): every key it
     /// writes whose home is another node, whatever that node does later
     /// (a connection taken before the return and used after it still
-    /// caps; once the home is back, its copy is deleted at once).
+    /// caps; once the home is back, its copy is deleted after the reply).
     Routed,
     /// The connection was taken for no key (`fan_out`): a key it writes is
     /// a stand-in's if its home is another node that does not serve it
@@ -50,13 +53,13 @@ pub(crate) enum Judge {
 /// The caller's transaction as its stand-in connection follows it: for
 /// each command queued since its `MULTI`, whether it is the pool's own
 /// (a record or a cap), so that `EXEC`'s reply goes back without them;
-/// and the keys its queued writes write for homes elsewhere, each with
-/// its home, which `EXEC` writes ([`StandIn::at_exec`]).
+/// and the keys its queued writes remembered, each with its home, which
+/// `EXEC` writes ([`StandIn::at_exec`]).
 #[derive(Debug, Default)]
 struct Queued {
     open: bool,
     ours: Vec<bool>,
-    writes: Vec<(usize, Box<[u8]>)>,
+    writes: Vec<Homed>,
 }
 
 /// What a connection to a stand-in (or a gutter node) needs to cap and
@@ -73,20 +76,21 @@ pub(crate) struct StandIn {
     remember: bool,
     judge: Judge,
     queued: Queued,
+    /// Keys written here (run, not queued) whose home is back: their
+    /// copies are deleted once the connection is quiet ([`StandIn::late`]).
+    late: Vec<Box<[u8]>>,
 }
 
 /// What goes around one of the caller's commands: records before it (with
 /// a fleet, each key's record on the stand-in, so that a return that reads
 /// the record meanwhile finds the key before its copy exists), caps after
 /// it (which need the copy written); and the keys it writes that are
-/// remembered, and those whose home is back ([`StandIn::is_back`]), each
-/// with its home.
+/// remembered, each with its home.
 #[derive(Debug, Default)]
 struct Around {
     first: Vec<Cmd>,
     last: Vec<Cmd>,
-    remembered: Vec<(usize, Box<[u8]>)>,
-    late: Vec<(usize, Box<[u8]>)>,
+    remembered: Vec<Homed>,
 }
 
 impl StandIn {
@@ -101,7 +105,8 @@ impl StandIn {
         judge: Judge,
     ) -> Self {
         let key = key.map(Box::from);
-        StandIn { homes, serving, key, ttl, remember, judge, queued: Queued::default() }
+        let (queued, late) = (Queued::default(), Vec::new());
+        StandIn { homes, serving, key, ttl, remember, judge, queued, late }
     }
 
     /// The home of `key`, if a write of it here is a stand-in's.
@@ -127,10 +132,6 @@ impl StandIn {
         let taken = self.key.as_deref().filter(|_| reach == Reach::More);
         for key in keys.into_iter().chain(taken) {
             let Some(home) = self.stands_in_for(key) else { continue };
-            if self.remember && self.is_back(home) {
-                around.late.push((home, key.into()));
-                continue;
-            }
             around.last.extend(self.ttl.map(|ttl| cap(key, ttl)));
             if self.remember {
                 around.first.extend(self.homes.journals[home].record(key, self.ttl));
@@ -150,12 +151,11 @@ impl StandIn {
         around
     }
 
-    /// Whether the node `home` is back, and a write this connection sends
+    /// Whether the node `home` is back, and a write this connection ran
     /// of one of its keys was routed here before it returned: that
-    /// return's deletes are done, so the copy goes now, in the same round
-    /// trip (else a second failure of the home would serve it over later
-    /// writes made there), after the caller's commands that may read it
-    /// ([`wrap`](Self::wrap)).
+    /// return's deletes may be done, so the copy goes now (else a second
+    /// failure of the home would serve it over later writes made there),
+    /// once the caller's own commands are done with it ([`late`](Self::late)).
     fn is_back(&self, home: usize) -> bool {
         self.judge == Judge::Routed && self.homes.cells[home].is_back()
     }
@@ -166,16 +166,11 @@ impl StandIn {
         flights.extend(departing.into_iter().map(depart));
     }
 
-    /// At the `EXEC` of a transaction opened by hand, what its queued
-    /// writes of keys that are a stand-in's (`writes`, each with its home)
-    /// need, as `EXEC` runs them: a key whose home is back by now is
-    /// deleted in the transaction, after them (the return's deletes are
-    /// done, perhaps before they ran); the others are in flight again
-    /// until `EXEC`'s reply, so that a return waits for it.
-    fn at_exec(&self, writes: Vec<(usize, Box<[u8]>)>, flights: &mut Vec<Flight>) -> Vec<Cmd> {
-        let (back, out): (Vec<_>, Vec<_>) = writes.into_iter().partition(|(h, _)| self.is_back(*h));
-        self.depart(by_home(out.into_iter()), flights);
-        back.iter().map(|(_, key)| del(key)).collect()
+    /// At the `EXEC` of a transaction opened by hand, its queued writes'
+    /// keys remembered (`writes`, each with its home), which `EXEC` runs:
+    /// in flight again until its reply, so that a return waits for it.
+    fn at_exec(&self, writes: &[Homed], flights: &mut Vec<Flight>) {
+        self.depart(by_home(writes.iter().cloned()), flights);
     }
 
     /// What goes on the wire for `cmds`, an atomic pipeline if `atomic`,
@@ -197,52 +192,41 @@ impl StandIn {
         span: (usize, usize),
     ) -> Option<Capped> {
         let (mut flights, mut follow) = (Vec::new(), self.queued.open);
-        // Whether a transaction is open at each command (and which `MULTI`
-        // opened it here), and the keys its queued writes wrote here (kept
-        // once its `MULTI` is answered, for its `EXEC`).
-        let (mut open, mut opened, mut queued) = (self.queued.open, None, Vec::new());
-        // Late writes outside a transaction: their copies are deleted after
-        // the round trip's commands outside one, which read the caller's
-        // own writes first.
-        let mut late = Vec::new();
+        // Whether a transaction is open at each command, the keys its
+        // queued writes remembered (kept once its `MULTI` is answered, for
+        // its `EXEC`), and the keys the round trip's commands write as they
+        // run (`EXEC` its queued writes'), for [`late`](Self::late).
+        let (mut open, mut queued, mut run) = (self.queued.open, Vec::new(), Vec::new());
         let mut each = Vec::new();
         for cmd in cmds {
             let words: Vec<&[u8]> = words(cmd).collect();
             let (mut around, turned) = (self.around(&words, &mut flights), turn(&words));
             match turned {
-                Turn::Opens if !open => (open, opened) = (true, Some(each.len())),
+                Turn::Opens => open = true,
                 Turn::Ends if open => {
-                    let mut writes = std::mem::take(&mut self.queued.writes);
-                    writes.append(&mut queued);
-                    around.first.extend(self.at_exec(writes, &mut flights));
+                    self.at_exec(&self.queued.writes, &mut flights);
+                    run.append(&mut self.queued.writes);
+                    run.append(&mut queued);
                     open = false;
                 }
-                Turn::Other if open => {
-                    queued.append(&mut around.remembered);
-                    queued.append(&mut around.late);
-                }
-                _ => late.append(&mut around.late),
+                Turn::Other if open => queued.append(&mut around.remembered),
+                _ => run.append(&mut around.remembered),
             }
             follow |= turned != Turn::Other;
             each.push((cmd, around, turned));
         }
-        let deletes = late.iter().map(|(_, key)| del(key));
-        match (open, opened, each.last_mut()) {
-            // Before the `MULTI` of the transaction left open.
-            (true, Some(at), _) => each[at].1.first.extend(deletes),
-            (_, _, Some((_, around, _))) => around.last.extend(deletes),
-            _ => {}
-        }
         let bare = each.iter().all(|(_, a, _)| a.first.is_empty() && a.last.is_empty());
-        if bare && flights.is_empty() && !follow {
+        if bare && flights.is_empty() && !follow && self.late.is_empty() {
             return None;
         }
-        Some(Capped::new((each, atomic), span, flights, queued))
+        Some(Capped::new((each, atomic), span, flights, (queued, run)))
     }
 
     /// The caller's replies out of what the server sent back for
     /// `capped`, the caller's transaction followed through them.
     pub(crate) fn replies(&mut self, capped: Capped, mut values: Vec<Value>) -> Vec<Value> {
+        let back: Vec<_> = capped.run.iter().filter(|(home, _)| self.is_back(*home)).collect();
+        self.late.extend(back.into_iter().map(|(_, key)| key.clone()));
         if capped.pipe.is_transaction() {
             // Sent whole: its `EXEC`'s reply holds every command's.
             if let Some(Value::Array(replies)) = values.last_mut() {
@@ -285,6 +269,25 @@ impl StandIn {
     pub(crate) fn lost(&mut self) {
         self.queued = Queued::default();
     }
+
+    /// The delete to send after the caller's round trip, on this
+    /// connection, of the copies its writes left here for homes back
+    /// since they were routed ([`is_back`](Self::is_back)): once it is
+    /// `quiet` (no transaction open, no key watched: the delete aborts
+    /// nothing and is not queued), else kept for then. Capped and
+    /// remembered as every stand-in write, a copy whose delete is never
+    /// sent (the connection lost) still expires, and goes at the next
+    /// return.
+    pub(crate) fn late(&mut self, quiet: bool) -> Option<Cmd> {
+        if !quiet || self.late.is_empty() {
+            return None;
+        }
+        let mut del = redis::cmd("DEL");
+        for key in self.late.drain(..) {
+            del.arg(&*key);
+        }
+        Some(del)
+    }
 }
 
 /// Whether a reply says its command was queued in a transaction.
@@ -299,7 +302,7 @@ fn keep_theirs(replies: &mut Vec<Value>, ours: &[bool]) {
 }
 
 /// `keys`, each with its home, by home.
-fn by_home(keys: impl Iterator<Item = (usize, Box<[u8]>)>) -> Vec<(usize, Vec<Box<[u8]>>)> {
+fn by_home(keys: impl Iterator<Item = Homed>) -> Vec<(usize, Vec<Box<[u8]>>)> {
     let mut homes: Vec<(usize, Vec<Box<[u8]>>)> = Vec::new();
     for (home, key) in keys {
         match homes.iter_mut().find(|(h, _)| *h == home) {
@@ -308,11 +311,6 @@ fn by_home(keys: impl Iterator<Item = (usize, Box<[u8]>)>) -> Vec<(usize, Vec<Bo
         }
     }
     homes
-}
-
-/// The delete of a stand-in's copy of `key`.
-fn del(key: &[u8]) -> Cmd {
-    redis::cmd("DEL").arg(key).to_owned()
 }
 
 /// The cap of a stand-in's copy of `key`: its TTL becomes at most `ttl`
@@ -343,7 +341,10 @@ pub(crate) struct Capped {
     _flights: Vec<Flight>,
     /// The keys remembered by its writes queued in the caller's
     /// transaction, left open after it.
-    queued: Vec<(usize, Box<[u8]>)>,
+    queued: Vec<Homed>,
+    /// The keys remembered by its writes that run with it (`EXEC`'s
+    /// queued writes included), each with its home.
+    run: Vec<Homed>,
 }
 
 impl Capped {
@@ -353,7 +354,7 @@ impl Capped {
         (each, atomic): (Vec<(&Cmd, Around, Turn)>, bool),
         span: (usize, usize),
         flights: Vec<Flight>,
-        queued: Vec<(usize, Box<[u8]>)>,
+        (queued, run): (Vec<Homed>, Vec<Homed>),
     ) -> Self {
         let mut capped = Capped {
             pipe: redis::pipe(),
@@ -364,6 +365,7 @@ impl Capped {
             span,
             _flights: flights,
             queued,
+            run,
         };
         for (cmd, Around { first, last, .. }, turn) in each {
             let ours = |cmd| (cmd, true, Turn::Other);

@@ -135,7 +135,14 @@ impl Connection {
         // `capped` came from the connection's stand-in, which is still there.
         let Some(stand_in) = self.stand_in.as_mut() else { return values };
         match values {
-            Ok(values) => Ok(stand_in.replies(capped, values)),
+            Ok(values) => {
+                let replies = stand_in.replies(capped, values);
+                if let Some(late) = stand_in.late(self.conn.session.is_quiet()) {
+                    // As the async flavour's (`send.rs`).
+                    let _ = self.conn.conn.req_packed_command(&late.get_packed_command());
+                }
+                Ok(replies)
+            }
             Err(e) => {
                 stand_in.lost();
                 Err(e)

@@ -51,6 +51,9 @@ macro_rules! pooled_parts {
         fn in_transaction(&self) -> bool {
             self.conn.session.in_multi() || !self.away.is_empty()
         }
+        fn quiet(&self) -> bool {
+            self.conn.session.is_quiet()
+        }
         #[inline]
         fn claims(&mut self) -> Option<(&mut $crate::node::connection::Claims, bool)> {
             Some((&mut self.claims, self.conn.session.in_multi()))
@@ -94,6 +97,11 @@ pub(crate) trait Observed: Send {
     /// a resize is on, one may begin before its `EXEC`.
     fn in_transaction(&self) -> bool {
         false
+    }
+    /// Whether no transaction is open and no key watched on it
+    /// ([`Session::is_quiet`](crate::node::session::Session::is_quiet)).
+    fn quiet(&self) -> bool {
+        true
     }
     /// The keys moved here that the writes queued in its transaction
     /// opened by hand claimed ([`Claims`]), and whether that transaction

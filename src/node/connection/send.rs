@@ -26,10 +26,19 @@ use super::{Connection, SharedConnection, only_reply, own_reply};
 /// the caller's own replies.
 async fn capped<O: Observed>(conn: &mut O, capped: Capped) -> RedisResult<Vec<Value>> {
     let values = conn.wire().req_packed_commands(&capped.pipe, capped.offset, capped.count).await;
+    let quiet = conn.quiet();
     // `capped` came from the connection's stand-in, which is still there.
     let Some(stand_in) = conn.stand_in() else { return values };
     match values {
-        Ok(values) => Ok(stand_in.replies(capped, values)),
+        Ok(values) => {
+            let replies = stand_in.replies(capped, values);
+            if let Some(late) = stand_in.late(quiet) {
+                // Its copies are capped and remembered: a delete lost
+                // here leaves them to those.
+                let _ = conn.wire().send_packed(&late).await;
+            }
+            Ok(replies)
+        }
         Err(e) => {
             stand_in.lost();
             Err(e)
