@@ -242,6 +242,11 @@ fn the_sync_flavour_caps_and_invalidates_too() {
     let _: () = pool.get(&keys[0]).unwrap().set(&keys[0], "plain").unwrap();
     let mut conn = pool.get(&keys[1]).unwrap();
     let _: () = redis::pipe().atomic().set(&keys[1], "tx").ignore().query(&mut conn).unwrap();
+    // A transaction written by hand in a plain pipeline: every reply its own.
+    let replies: Vec<Value> =
+        redis::pipe().cmd("MULTI").set(&keys[1], "tx").cmd("EXEC").query(&mut conn).unwrap();
+    let queued = Value::SimpleString("QUEUED".into());
+    assert_eq!(replies, vec![Value::Okay, queued, Value::Array(vec![Value::Okay])]);
     drop(conn);
     for key in &keys {
         assert!(capped(&servers, key), "{key}: {:?}", ttls(&servers, key));

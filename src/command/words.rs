@@ -52,11 +52,13 @@ fn header(bytes: &[u8], kind: u8) -> Option<(usize, &[u8])> {
     Some((number, rest.get(end + 2..)?))
 }
 
-/// The pipeline packed in `bytes` (as a blocking connection gets it),
-/// read by [`packed`], atomic if it is wrapped in `MULTI` and `EXEC`: what
+/// The pipeline packed in `bytes` (as a blocking connection gets it, its
+/// caller wanting `span` of the replies), read by [`packed`]: atomic if it
+/// is wrapped in `MULTI` and `EXEC` and only `EXEC`'s reply is wanted (as
+/// an atomic pipeline asks; one written by hand wants every reply). What
 /// the synchronous flavour hands to a stand-in's `wrap`.
 #[cfg(feature = "r2d2")]
-pub(crate) fn unpacked(bytes: &[u8]) -> redis::Pipeline {
+pub(crate) fn unpacked(bytes: &[u8], span: (usize, usize)) -> redis::Pipeline {
     let mut commands: Vec<Cmd> = packed(bytes, |words| {
         let mut cmd = Cmd::new();
         for word in words {
@@ -68,8 +70,9 @@ pub(crate) fn unpacked(bytes: &[u8]) -> redis::Pipeline {
     let is = |cmd: Option<&Cmd>, name: &[u8]| {
         cmd.and_then(|cmd| words(cmd).next()).is_some_and(|w| w.eq_ignore_ascii_case(name))
     };
-    let atomic =
+    let wrapped =
         commands.len() >= 2 && is(commands.first(), b"MULTI") && is(commands.last(), b"EXEC");
+    let atomic = wrapped && span == (commands.len() - 1, 1);
     let mut pipe = redis::pipe();
     if atomic {
         commands.pop();

@@ -23,7 +23,9 @@ impl Session {
     pub(crate) fn apply(&mut self, effect: Effect) {
         match effect {
             Effect::Multi => self.multi = true,
-            Effect::Exec => (self.multi, self.watching) = (false, false),
+            // Without a `MULTI`, the server refuses them: the watch stays.
+            Effect::Exec if self.multi => (self.multi, self.watching) = (false, false),
+            Effect::Exec => {}
             Effect::Watch => self.watching = true,
             Effect::Unwatch => self.watching = false,
             Effect::Changes => self.changed = true,
@@ -68,5 +70,15 @@ mod tests {
         assert!(s.is_clean(), "WATCH, MULTI ... EXEC leaves nothing behind");
         s.apply(Effect::Multi);
         assert!(!s.is_clean(), "an open MULTI");
+    }
+
+    #[test]
+    fn an_exec_without_multi_keeps_the_watch() {
+        let mut s = Session::default();
+        s.apply(Effect::Watch);
+        s.apply(Effect::Exec);
+        assert!(!s.is_quiet(), "`EXEC` (or `DISCARD`) without `MULTI` is refused: still watching");
+        s.apply(Effect::Unwatch);
+        assert!(s.is_quiet());
     }
 }

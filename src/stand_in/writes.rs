@@ -282,7 +282,9 @@ impl StandIn {
         if !quiet || self.late.is_empty() {
             return None;
         }
-        let mut del = redis::cmd("DEL");
+        // `UNLINK`: a large value is freed in the background, not on the
+        // caller's time.
+        let mut del = redis::cmd("UNLINK");
         for key in self.late.drain(..) {
             del.arg(&*key);
         }

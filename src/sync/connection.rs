@@ -117,7 +117,7 @@ impl Connection {
     /// ([`StandIn::wrap`]), if more than `cmd`.
     fn capped(&mut self, cmd: &[u8], span: (usize, usize)) -> Option<Capped> {
         let stand_in = self.stand_in.as_mut()?;
-        let pipeline = unpacked(cmd);
+        let pipeline = unpacked(cmd, span);
         stand_in.wrap((pipeline.cmd_iter(), pipeline.is_transaction()), span)
     }
 
@@ -157,7 +157,7 @@ impl Connection {
     /// protocol (`node/warm.rs`), its futures ready at once.
     #[cold]
     fn moving_one(&mut self, cmd: &[u8]) -> Option<RedisResult<Value>> {
-        let pipeline = unpacked(cmd);
+        let pipeline = unpacked(cmd, (0, 1));
         let cmd = pipeline.cmd_iter().next().filter(|_| pipeline.len() == 1)?;
         Some(at_once(one(self, cmd)))
     }
@@ -165,7 +165,7 @@ impl Connection {
     /// [`moving_one`](Self::moving_one) for a pipeline.
     #[cold]
     fn moving_many(&mut self, cmd: &[u8], offset: usize, count: usize) -> RedisResult<Vec<Value>> {
-        at_once(many(self, &unpacked(cmd), offset, count))
+        at_once(many(self, &unpacked(cmd, (offset, count)), offset, count))
     }
 }
 
