@@ -51,8 +51,8 @@ pub(crate) fn boxed(
     seen: Seen,
     (wait, level): (Duration, u32),
 ) {
-    let start = if seen == Seen::AtStart { "node down at start; boxed" } else { "node boxed" };
     let at_start = seen == Seen::AtStart;
+    let start = if at_start { "node down at start; boxed" } else { "node boxed" };
     let refused = refusal(kind, at_start);
     match kind {
         _ if kind.is_refusal() && at_start => {

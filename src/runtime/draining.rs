@@ -113,9 +113,8 @@ impl<M: NodeManager, S: Store<M>> Core<M, S> {
     /// (the prober asks each round): its node's slot and this core held
     /// it, and with it the drained node's idle connections.
     pub(crate) fn let_go_settled_drain(&self) {
-        let drain = self.drain.load_full();
-        if drain.as_ref().is_some_and(|d| d.done.load(Ordering::Acquire) && d.over()) {
-            self.let_go(drain.as_ref().expect("just seen"));
+        if let Some(drain) = self.drain.load_full().filter(|d| d.over()) {
+            self.let_go(&drain);
         }
     }
 

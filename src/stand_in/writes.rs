@@ -54,7 +54,7 @@ pub(crate) enum Judge {
 /// each command queued since its `MULTI`, whether it is the pool's own
 /// (a record or a cap), so that `EXEC`'s reply goes back without them;
 /// and the keys its queued writes remembered, each with its home, which
-/// `EXEC` writes ([`StandIn::at_exec`]).
+/// `EXEC` writes.
 #[derive(Debug, Default)]
 struct Queued {
     open: bool,
@@ -166,13 +166,6 @@ impl StandIn {
         flights.extend(departing.into_iter().map(depart));
     }
 
-    /// At the `EXEC` of a transaction opened by hand, its queued writes'
-    /// keys remembered (`writes`, each with its home), which `EXEC` runs:
-    /// in flight again until its reply, so that a return waits for it.
-    fn at_exec(&self, writes: &[Homed], flights: &mut Vec<Flight>) {
-        self.depart(by_home(writes.iter().cloned()), flights);
-    }
-
     /// What goes on the wire for `cmds`, an atomic pipeline if `atomic`,
     /// whose caller wants `span` of the replies (as `req_packed_commands`
     /// takes them; each command's [`Turn`] followed): each write of a key that is a stand-in's with its
@@ -204,7 +197,10 @@ impl StandIn {
             match turned {
                 Turn::Opens => open = true,
                 Turn::Ends if open => {
-                    self.at_exec(&self.queued.writes, &mut flights);
+                    // The writes queued before, which `EXEC` runs: in
+                    // flight again until its reply, so that a return
+                    // waits for it.
+                    self.depart(by_home(self.queued.writes.iter().cloned()), &mut flights);
                     run.append(&mut self.queued.writes);
                     run.append(&mut queued);
                     open = false;
@@ -224,9 +220,12 @@ impl StandIn {
 
     /// The caller's replies out of what the server sent back for
     /// `capped`, the caller's transaction followed through them.
-    pub(crate) fn replies(&mut self, capped: Capped, mut values: Vec<Value>) -> Vec<Value> {
-        let back: Vec<_> = capped.run.iter().filter(|(home, _)| self.is_back(*home)).collect();
-        self.late.extend(back.into_iter().map(|(_, key)| key.clone()));
+    pub(crate) fn replies(&mut self, mut capped: Capped, mut values: Vec<Value>) -> Vec<Value> {
+        for (home, key) in std::mem::take(&mut capped.run) {
+            if self.is_back(home) {
+                self.late.push(key);
+            }
+        }
         if capped.pipe.is_transaction() {
             // Sent whole: its `EXEC`'s reply holds every command's.
             if let Some(Value::Array(replies)) = values.last_mut() {
